@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "gradscope",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "HDF5", targets: ["HDF5"]),
+        .library(name: "GradScope", targets: ["GradScope"]),
+        .executable(name: "gradscope", targets: ["gradscope"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CHDF5",
+            pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"])]
+        ),
+        .target(
+            name: "HDF5",
+            dependencies: ["CHDF5"]
+        ),
+        .target(
+            name: "GradScope",
+            dependencies: ["HDF5"]
+        ),
+        .executableTarget(
+            name: "gradscope",
+            dependencies: [
+                "GradScope",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "HDF5Tests",
+            dependencies: ["HDF5"]
+        ),
+        .testTarget(
+            name: "GradScopeTests",
+            dependencies: ["GradScope", "HDF5"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,96 @@
+/// One link in an HDF5 file's tree, as a walk finds it.
+public struct Entry: Sendable, Equatable {
+    /// What the link leads to, or why it is not followed.
+    public enum Kind: Sendable, Equatable {
+        case group
+        case dataset
+        /// A committed (named) datatype.
+        case namedType
+        /// A hard link to an object already listed at `of` (a second name, or a cycle).
+        case alias(of: String)
+        /// A soft link, not followed by default.
+        case softLink(target: String)
+        /// An external link into another file, never followed by default.
+        case externalLink(file: String, object: String)
+        case userDefinedLink
+        /// An object the walk could not read (a corrupt header, a group that cannot be listed).
+        case unreadable(reason: String)
+        /// Children past the depth or object-count limit, not listed.
+        case truncatedListing(reason: String)
+    }
+
+    /// The link's name within its group.
+    public let name: String
+    /// The absolute object path, `/layers/dense/vars/0`.
+    public let path: String
+    /// Nesting depth: 1 for children of the root.
+    public let depth: Int
+    public let kind: Kind
+
+    public init(name: String, path: String, depth: Int, kind: Kind) {
+        self.name = name
+        self.path = path
+        self.depth = depth
+        self.kind = kind
+    }
+
+    /// Why a link is listed but not followed, or nil when it is an ordinary object.
+    public var notFollowedReason: String? {
+        switch kind {
+        case .softLink(let target): return "soft link to \(target), not followed"
+        case .externalLink(let file, let object): return "external link to \(file):\(object), not followed: it reaches outside this file"
+        case .userDefinedLink: return "user-defined link, not followed"
+        case .unreadable(let reason): return reason
+        case .truncatedListing(let reason): return reason
+        default: return nil
+        }
+    }
+}
+
+/// Splits `/a/b/c` into its parent `/a/b` and its name `c`.
+public func splitObjectPath(_ path: String) -> (parent: String, name: String) {
+    guard let slash = path.lastIndex(of: "/") else { return ("/", path) }
+    let parent = String(path[..<slash])
+    return (parent.isEmpty ? "/" : parent, String(path[path.index(after: slash)...]))
+}
+
+/// Joins a group path and a child name.
+public func joinObjectPath(_ parent: String, _ name: String) -> String {
+    parent == "/" || parent.isEmpty ? "/" + name : parent + "/" + name
+}
+
+/// Orders names the way a person counts: `vars/2` before `vars/10`,
+/// `step_9` before `step_10`. Runs of digits compare by value, the rest by
+/// Unicode scalar value; ties fall back to plain string order.
+public func numericAwareLess(_ lhs: String, _ rhs: String) -> Bool {
+    let left = Array(lhs.unicodeScalars)
+    let right = Array(rhs.unicodeScalars)
+    var i = 0, j = 0
+    while i < left.count && j < right.count {
+        let a = left[i], b = right[j]
+        let aDigit = a.properties.numericType == .decimal && a.isASCII
+        let bDigit = b.properties.numericType == .decimal && b.isASCII
+        if aDigit && bDigit {
+            var endA = i, endB = j
+            while endA < left.count, left[endA].isASCII, left[endA].properties.numericType == .decimal { endA += 1 }
+            while endB < right.count, right[endB].isASCII, right[endB].properties.numericType == .decimal { endB += 1 }
+            // Compare by value: strip leading zeros, then length, then digits.
+            var sa = i, sb = j
+            while sa < endA - 1 && left[sa] == "0" { sa += 1 }
+            while sb < endB - 1 && right[sb] == "0" { sb += 1 }
+            let lenA = endA - sa, lenB = endB - sb
+            if lenA != lenB { return lenA < lenB }
+            for k in 0..<lenA where left[sa + k] != right[sb + k] {
+                return left[sa + k].value < right[sb + k].value
+            }
+            i = endA
+            j = endB
+            continue
+        }
+        if a != b { return a.value < b.value }
+        i += 1
+        j += 1
+    }
+    if left.count - i != right.count - j { return left.count - i < right.count - j }
+    return lhs < rhs
+}

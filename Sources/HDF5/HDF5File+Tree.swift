@@ -1,0 +1,221 @@
+import CHDF5
+
+extension HDF5File {
+    /// The links directly inside the group at `groupPath`, in numeric-aware name order.
+    /// Soft, external and user-defined links are listed with their targets, never followed.
+    /// The corresponding C function is `H5Literate`.
+    public func children(of groupPath: String) throws -> [Entry] {
+        let depth = groupPath == "/" ? 1 : groupPath.split(separator: "/").count + 1
+        var visited = Set<haddr_t>()
+        return try listGroup(groupPath, depth: depth, visited: &visited, aliases: [:]).map { $0.entry }
+    }
+
+    /// Every object in the file, depth first, each group's children in
+    /// numeric-aware order. Hard-link cycles and second names are listed as
+    /// `.alias`; groups that cannot be read are listed as `.unreadable` and
+    /// the walk goes on; depth and object count are bounded by `ReadLimits`.
+    public func walk() throws -> [Entry] {
+        var result: [Entry] = []
+        var visited = Set<haddr_t>()
+        var firstPath: [haddr_t: String] = [:]
+        if let rootAddress = objectAddress("/") {
+            visited.insert(rootAddress)
+            firstPath[rootAddress] = "/"
+        }
+        try walkGroup("/", depth: 1, visited: &visited, firstPath: &firstPath, into: &result)
+        return result
+    }
+
+    private struct Listed {
+        var entry: Entry
+        var address: haddr_t?
+    }
+
+    private func walkGroup(_ path: String, depth: Int, visited: inout Set<haddr_t>,
+                           firstPath: inout [haddr_t: String], into result: inout [Entry]) throws {
+        let limits = options.limits
+        if depth > limits.maxDepth {
+            result.append(Entry(name: "…", path: joinObjectPath(path, "…"), depth: depth,
+                                kind: .truncatedListing(reason: "nesting deeper than \(limits.maxDepth) levels, not listed")))
+            return
+        }
+        let listed: [Listed]
+        do {
+            listed = try listGroup(path, depth: depth, visited: &visited, aliases: firstPath)
+        } catch let error as HDF5Error {
+            if path == "/" { throw error }
+            result.append(Entry(name: "…", path: joinObjectPath(path, "…"), depth: depth,
+                                kind: .unreadable(reason: "group cannot be listed: \(error.message)")))
+            return
+        }
+        for item in listed {
+            if let address = item.address, firstPath[address] == nil { firstPath[address] = item.entry.path }
+        }
+        for item in listed {
+            if result.count >= limits.maxObjects {
+                result.append(Entry(name: "…", path: joinObjectPath(path, "…"), depth: depth,
+                                    kind: .truncatedListing(reason: "more than \(limits.maxObjects) objects, the rest not listed")))
+                return
+            }
+            result.append(item.entry)
+            if item.address != nil, case .group = item.entry.kind {
+                try walkGroup(item.entry.path, depth: depth + 1, visited: &visited, firstPath: &firstPath, into: &result)
+            }
+        }
+    }
+
+    private final class IterationState {
+        var names: [(String, H5L_info_t)] = []
+        var limit: Int
+        var overflow = false
+        init(limit: Int) { self.limit = limit }
+    }
+
+    /// Lists one group's links with their kinds; marks objects seen before as aliases.
+    private func listGroup(_ path: String, depth: Int, visited: inout Set<haddr_t>,
+                           aliases: [haddr_t: String]) throws -> [Listed] {
+        let gid = H5Gopen2(handle.id, path, linkAccess.id)
+        guard gid >= 0 else { throw failure(path, "cannot open group") }
+        let group = Handle(gid, .group)
+        let state = IterationState(limit: options.limits.maxObjects)
+        var index: hsize_t = 0
+        let status = withExtendedLifetime(state) { () -> herr_t in
+            let context = Unmanaged.passUnretained(state).toOpaque()
+            return H5Literate(group.id, H5_INDEX_NAME, H5_ITER_NATIVE, &index, { _, name, info, data in
+                guard let name, let info, let data else { return 0 }
+                let state = Unmanaged<IterationState>.fromOpaque(data).takeUnretainedValue()
+                if state.names.count >= state.limit { state.overflow = true; return 1 }
+                state.names.append((String(cString: name), info.pointee))
+                return 0
+            }, context)
+        }
+        if status < 0 && state.names.isEmpty {
+            throw failure(path, "cannot list group")
+        }
+        _ = Library.errorMessages()
+        var listed: [Listed] = []
+        for (name, info) in state.names.sorted(by: { numericAwareLess($0.0, $1.0) }) {
+            let childPath = joinObjectPath(path, name)
+            switch info.type {
+            case H5L_TYPE_HARD:
+                let address = info.u.address
+                if visited.contains(address) {
+                    let target = aliases[address] ?? "an object listed earlier"
+                    listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .alias(of: target)), address: nil))
+                    continue
+                }
+                visited.insert(address)
+                var oinfo = H5O_info_t()
+                if H5Oget_info_by_name2(group.id, name, &oinfo, UInt32(H5O_INFO_BASIC), linkAccess.id) < 0 {
+                    let reason = Library.errorSummary() ?? "object header cannot be read"
+                    listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .unreadable(reason: reason)), address: nil))
+                    continue
+                }
+                let kind: Entry.Kind
+                switch oinfo.type {
+                case H5O_TYPE_GROUP: kind = .group
+                case H5O_TYPE_DATASET: kind = .dataset
+                case H5O_TYPE_NAMED_DATATYPE: kind = .namedType
+                default: kind = .unreadable(reason: "unknown object type")
+                }
+                listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: kind), address: address))
+            case H5L_TYPE_SOFT:
+                let target = linkValue(group: group.id, name: name, size: info.u.val_size).map { bytes -> String in
+                    String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+                } ?? "?"
+                listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .softLink(target: target)), address: nil))
+            case H5L_TYPE_EXTERNAL:
+                var file = "?", object = "?"
+                if var bytes = linkValue(group: group.id, name: name, size: info.u.val_size) {
+                    var flags: UInt32 = 0
+                    var filePointer: UnsafePointer<CChar>?
+                    var objectPointer: UnsafePointer<CChar>?
+                    bytes.withUnsafeMutableBytes { raw in
+                        if H5Lunpack_elink_val(raw.baseAddress, raw.count, &flags, &filePointer, &objectPointer) >= 0 {
+                            if let filePointer { file = String(cString: filePointer) }
+                            if let objectPointer { object = String(cString: objectPointer) }
+                        }
+                    }
+                }
+                listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .externalLink(file: file, object: object)), address: nil))
+            default:
+                listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .userDefinedLink), address: nil))
+            }
+        }
+        if state.overflow {
+            listed.append(Listed(entry: Entry(name: "…", path: joinObjectPath(path, "…"), depth: depth,
+                                              kind: .truncatedListing(reason: "more than \(options.limits.maxObjects) links in one group, the rest not listed")),
+                                 address: nil))
+        }
+        _ = Library.errorMessages()
+        return listed
+    }
+
+    private func linkValue(group: hid_t, name: String, size: Int) -> [UInt8]? {
+        guard size > 0, size <= 1 << 16 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: size + 1)
+        let status = bytes.withUnsafeMutableBytes { raw in
+            H5Lget_val(group, name, raw.baseAddress, size, linkAccess.id)
+        }
+        return status >= 0 ? bytes : nil
+    }
+
+    /// The object's address, used to recognise hard-link cycles.
+    func objectAddress(_ path: String) -> haddr_t? {
+        var info = H5O_info_t()
+        guard H5Oget_info_by_name2(handle.id, path, &info, UInt32(H5O_INFO_BASIC), linkAccess.id) >= 0 else {
+            _ = Library.errorMessages()
+            return nil
+        }
+        return info.addr
+    }
+
+    /// What the object at `path` is, without following soft or external links
+    /// anywhere along the path. Returns nil when there is nothing there.
+    public func kind(of path: String) -> Entry.Kind? {
+        let components = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        if components.isEmpty { return .group }
+        var prefix = ""
+        for (position, component) in components.enumerated() {
+            prefix += "/" + component
+            var info = H5L_info_t()
+            guard H5Lget_info(handle.id, prefix, &info, linkAccess.id) >= 0 else {
+                _ = Library.errorMessages()
+                return nil
+            }
+            let isLast = position == components.count - 1
+            switch info.type {
+            case H5L_TYPE_HARD:
+                if isLast {
+                    var oinfo = H5O_info_t()
+                    guard H5Oget_info_by_name2(handle.id, prefix, &oinfo, UInt32(H5O_INFO_BASIC), linkAccess.id) >= 0 else {
+                        return .unreadable(reason: Library.errorSummary() ?? "object header cannot be read")
+                    }
+                    switch oinfo.type {
+                    case H5O_TYPE_GROUP: return .group
+                    case H5O_TYPE_DATASET: return .dataset
+                    case H5O_TYPE_NAMED_DATATYPE: return .namedType
+                    default: return .unreadable(reason: "unknown object type")
+                    }
+                }
+            case H5L_TYPE_SOFT:
+                if isLast { return .softLink(target: "?") }
+                return nil
+            case H5L_TYPE_EXTERNAL:
+                if isLast { return .externalLink(file: "?", object: "?") }
+                return nil
+            default:
+                return isLast ? .userDefinedLink : nil
+            }
+        }
+        return nil
+    }
+
+    /// Whether a hard-linked group or dataset exists at `path`.
+    public func exists(_ path: String) -> Bool {
+        switch kind(of: path) {
+        case .group?, .dataset?: return true
+        default: return false
+        }
+    }
+}

@@ -1,0 +1,233 @@
+import CHDF5
+import Foundation
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// Limits that keep a hostile or broken file from making the reader allocate,
+/// recurse or loop without bound. Each is checked before the work it guards.
+public struct ReadLimits: Sendable, Equatable {
+    /// Deepest group nesting walked (real checkpoints nest fewer than 10 levels).
+    public var maxDepth: Int = 64
+    /// Most objects (groups, datasets, links) listed in one file.
+    public var maxObjects: Int = 1_000_000
+    /// Largest attribute read, in bytes (Keras layer-name lists are kilobytes).
+    public var maxAttributeBytes: Int = 16 << 20
+    /// Largest ratio of declared bytes to stored bytes accepted for a dataset.
+    /// deflate cannot compress better than about 1032:1, so a dataset declaring
+    /// more than this many times its storage cannot hold that much data.
+    public var maxAmplification: Double = 1100
+    /// Declared bytes always accepted whatever the storage (small fill-value datasets).
+    public var amplificationSlack: Int = 1 << 20
+
+    public init() {}
+}
+
+/// How a file is opened.
+public struct OpenOptions: Sendable, Equatable {
+    /// Follow soft links and external links, and read external-storage and
+    /// virtual datasets. Off by default: those reach outside the named file.
+    public var followLinks: Bool = false
+    /// Load filter plugins named by `HDF5_PLUGIN_PATH`. Off by default.
+    public var allowPlugins: Bool = false
+    public var limits = ReadLimits()
+
+    public init(followLinks: Bool = false, allowPlugins: Bool = false, limits: ReadLimits = ReadLimits()) {
+        self.followLinks = followLinks
+        self.allowPlugins = allowPlugins
+        self.limits = limits
+    }
+}
+
+/// An HDF5 file opened read-only.
+///
+/// The file is opened with file locking off, so a checkpoint still held open
+/// by a training job can be read, and with external links denied unless
+/// `OpenOptions.followLinks` is set. Nothing is ever written to it.
+/// The corresponding C function is `H5Fopen`.
+public final class HDF5File: @unchecked Sendable {
+    /// The path as given.
+    public let path: String
+    /// The file's size in bytes when it was opened.
+    public let size: Int
+    /// Offset of the HDF5 superblock (non-zero when the file has a user block, as MATLAB files do).
+    public let superblockOffset: Int
+    public let options: OpenOptions
+
+    let handle: Handle
+    let linkAccess: Handle
+    private let mapLock = NSLock()
+    nonisolated(unsafe) private var mapping: UnsafeRawBufferPointer?
+    nonisolated(unsafe) private var mappingFailed = false
+
+    /// Opens `path` read-only, after checking that it is a readable, non-empty
+    /// regular file with an HDF5 signature.
+    public static func open(_ path: String, options: OpenOptions = OpenOptions()) throws -> HDF5File {
+        Library.ensure()
+        Library.setPluginsEnabled(options.allowPlugins)
+        let probe = try FileProbe.examine(path)
+        guard let superblock = probe.superblockOffset else {
+            throw HDF5Error(file: path, reason: .notHDF5, message: "not an HDF5 file (\(probe.describeContent()))")
+        }
+
+        let fapl = Handle(H5Pcreate(gs_H5P_FILE_ACCESS()), .plist)
+        guard fapl.id >= 0 else {
+            throw HDF5Error(file: path, reason: .library, message: "could not create a file access property list")
+        }
+        H5Pset_file_locking(fapl.id, false, true)
+        // Close every object when the file closes, so nothing outlives it.
+        H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG)
+
+        let id = H5Fopen(path, gs_H5F_ACC_RDONLY(), fapl.id)
+        guard id >= 0 else {
+            let summary = Library.errorSummary() ?? "the HDF5 library could not open it"
+            throw classifyOpenFailure(path: path, size: probe.size, summary: summary)
+        }
+        let lapl = Handle(H5Pcreate(gs_H5P_LINK_ACCESS()), .plist)
+        if !options.followLinks {
+            gs_deny_external_links(lapl.id)
+        }
+        H5Pset_nlinks(lapl.id, 16)
+        return HDF5File(path: path, size: probe.size, superblockOffset: superblock, options: options,
+                        handle: Handle(id, .file), linkAccess: lapl)
+    }
+
+    private init(path: String, size: Int, superblockOffset: Int, options: OpenOptions, handle: Handle, linkAccess: Handle) {
+        self.path = path
+        self.size = size
+        self.superblockOffset = superblockOffset
+        self.options = options
+        self.handle = handle
+        self.linkAccess = linkAccess
+    }
+
+    deinit {
+        if let mapping, let base = mapping.baseAddress {
+            munmap(UnsafeMutableRawPointer(mutating: base), mapping.count)
+        }
+    }
+
+    static func classifyOpenFailure(path: String, size: Int, summary: String) -> HDF5Error {
+        let lower = summary.lowercased()
+        if lower.contains("truncated file") {
+            return HDF5Error(file: path, reason: .truncated,
+                             message: "truncated: the file is shorter than its own header says (\(summary)); it was cut off or is still being written")
+        }
+        if lower.contains("signature") {
+            return HDF5Error(file: path, reason: .notHDF5, message: "not an HDF5 file (\(summary))")
+        }
+        if lower.contains("lock") {
+            return HDF5Error(file: path, reason: .locked, message: "locked by another process (\(summary))")
+        }
+        if lower.contains("eoa") || lower.contains("end of") || lower.contains("addr overflow") {
+            return HDF5Error(file: path, reason: .truncated,
+                             message: "truncated or corrupt: data lies beyond the end of the file (\(summary))")
+        }
+        return HDF5Error(file: path, reason: .corrupt, message: "malformed HDF5 file: \(summary)")
+    }
+
+    /// An error about an object in this file, with libhdf5's message appended.
+    func failure(_ object: String?, _ what: String, reason: HDF5Error.Reason = .corrupt) -> HDF5Error {
+        if let detail = Library.errorSummary() {
+            return HDF5Error(file: path, object: object, reason: reason, message: "\(what): \(detail)")
+        }
+        return HDF5Error(file: path, object: object, reason: reason, message: what)
+    }
+
+    /// The whole file mapped read-only, or nil when it cannot be mapped.
+    /// Used by the zero-copy path; mapping is done once, on first use.
+    func mappedFile() -> UnsafeRawBufferPointer? {
+        mapLock.lock()
+        defer { mapLock.unlock() }
+        if let mapping { return mapping }
+        if mappingFailed || size == 0 { return nil }
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { mappingFailed = true; return nil }
+        defer { Glibc.close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, Int(info.st_size) >= size else { mappingFailed = true; return nil }
+        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            mappingFailed = true
+            return nil
+        }
+        madvise(base, size, MADV_SEQUENTIAL)
+        let buffer = UnsafeRawBufferPointer(start: base, count: size)
+        mapping = buffer
+        return buffer
+    }
+}
+
+/// What a path holds, checked before libhdf5 sees it.
+struct FileProbe {
+    let size: Int
+    let head: [UInt8]
+    let superblockOffset: Int?
+
+    static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]
+
+    static func examine(_ path: String) throws -> FileProbe {
+        var info = stat()
+        if stat(path, &info) != 0 {
+            let code = errno
+            switch code {
+            case ENOENT: throw HDF5Error(file: path, reason: .notFound, message: "no such file")
+            case EACCES: throw HDF5Error(file: path, reason: .permissionDenied, message: "permission denied")
+            case ELOOP: throw HDF5Error(file: path, reason: .unsupported, message: "too many levels of symbolic links (a symlink loop)")
+            default: throw HDF5Error(file: path, reason: .io, message: String(cString: strerror(code)))
+            }
+        }
+        let kind = info.st_mode & S_IFMT
+        if kind == S_IFDIR {
+            throw HDF5Error(file: path, reason: .isDirectory, message: "is a directory, not a file")
+        }
+        guard kind == S_IFREG else {
+            throw HDF5Error(file: path, reason: .unsupported, message: "not a regular file")
+        }
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            if code == EACCES {
+                throw HDF5Error(file: path, reason: .permissionDenied, message: "permission denied")
+            }
+            throw HDF5Error(file: path, reason: .io, message: String(cString: strerror(code)))
+        }
+        defer { Glibc.close(fd) }
+        let size = Int(info.st_size)
+        if size == 0 {
+            throw HDF5Error(file: path, reason: .empty, message: "empty file (0 bytes): nothing was written, or the save had not started")
+        }
+        var head = [UInt8](repeating: 0, count: min(size, 64))
+        let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard got >= 0 else {
+            let code = errno
+            throw HDF5Error(file: path, reason: .io, message: "could not read: \(String(cString: strerror(code)))")
+        }
+        head = Array(head.prefix(got))
+        // The superblock sits at 0 or at a power of two >= 512 (after a user block).
+        var offset = 0
+        var found: Int?
+        var candidate = [UInt8](repeating: 0, count: 8)
+        while offset + 8 <= size {
+            let n = candidate.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 8, off_t(offset)) }
+            if n == 8 && candidate == signature { found = offset; break }
+            offset = offset == 0 ? 512 : offset * 2
+        }
+        return FileProbe(size: size, head: head, superblockOffset: found)
+    }
+
+    /// Names what the bytes look like, for a file that is not HDF5.
+    func describeContent() -> String {
+        func starts(_ bytes: [UInt8]) -> Bool { head.count >= bytes.count && Array(head.prefix(bytes.count)) == bytes }
+        if starts([0x50, 0x4b, 0x03, 0x04]) || starts([0x50, 0x4b, 0x05, 0x06]) {
+            return "it is a zip archive: a .keras file, a PyTorch .pt/.pth file or a NumPy .npz"
+        }
+        if starts([0x89, 0x50, 0x4e, 0x47]) { return "it is a PNG image" }
+        if starts([0x80]) && head.count > 1 && head[1] <= 5 { return "it is a Python pickle: a PyTorch checkpoint saved with torch.save" }
+        if starts([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]) { return "it is a NumPy .npy array" }
+        if starts([0x43, 0x44, 0x46]) { return "it is a classic netCDF file" }
+        if starts([0x1f, 0x8b]) { return "it is gzip-compressed" }
+        let printable = head.allSatisfy { ($0 >= 0x20 && $0 < 0x7f) || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
+        if printable { return "it looks like text" }
+        return "no HDF5 signature at offset 0 or after a user block"
+    }
+}

@@ -1,0 +1,84 @@
+import CHDF5
+import Foundation
+
+/// Process-wide libhdf5 set-up, done once before the first call.
+///
+/// libhdf5 prints its error stack to stderr unless told not to, and loads
+/// filter plugins from `HDF5_PLUGIN_PATH`. Neither is wanted by default:
+/// errors are turned into `HDF5Error`s, and plugins (shared objects named by
+/// the environment) are only loaded when the caller asks.
+enum Library {
+    private static let setUp: Void = {
+        _ = H5open()
+        gs_silence_errors()
+        gs_disable_plugins()
+    }()
+
+    private static let pluginLock = NSLock()
+    nonisolated(unsafe) private static var pluginsEnabled = false
+
+    /// Makes sure libhdf5 is initialised and silent.
+    static func ensure() { _ = setUp }
+
+    /// Enables or disables loading filter plugins from the environment.
+    static func setPluginsEnabled(_ enabled: Bool) {
+        ensure()
+        pluginLock.lock()
+        defer { pluginLock.unlock() }
+        guard enabled != pluginsEnabled else { return }
+        if enabled { gs_enable_plugins() } else { gs_disable_plugins() }
+        pluginsEnabled = enabled
+    }
+
+    /// The descriptions on libhdf5's current error stack, innermost first.
+    static func errorMessages() -> [String] {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = buffer.withUnsafeMutableBufferPointer { pointer -> Int32 in
+            gs_current_error_messages(pointer.baseAddress, pointer.count)
+        }
+        gs_clear_errors()
+        guard count > 0 else { return [] }
+        let text = buffer.withUnsafeBufferPointer { pointer -> String in
+            guard let base = pointer.baseAddress else { return "" }
+            return String(cString: base)
+        }
+        return text.split(separator: "\u{1f}").map(String.init)
+    }
+
+    /// The most useful single line of libhdf5's error stack: the innermost
+    /// message that is not a generic "unable to ..." wrapper, else the innermost.
+    static func errorSummary() -> String? {
+        let messages = errorMessages()
+        guard !messages.isEmpty else { return nil }
+        let specific = messages.first { message in
+            !message.hasPrefix("unable to") && !message.hasPrefix("can't") && !message.hasPrefix("not a")
+        }
+        return specific ?? messages.first
+    }
+}
+
+/// An open libhdf5 identifier, closed exactly once when the last reference goes.
+final class Handle: @unchecked Sendable {
+    enum Kind { case file, group, dataset, attribute, datatype, dataspace, plist, object }
+
+    let id: hid_t
+    let kind: Kind
+
+    init(_ id: hid_t, _ kind: Kind) {
+        self.id = id
+        self.kind = kind
+    }
+
+    deinit {
+        switch kind {
+        case .file: H5Fclose(id)
+        case .group: H5Gclose(id)
+        case .dataset: H5Dclose(id)
+        case .attribute: H5Aclose(id)
+        case .datatype: H5Tclose(id)
+        case .dataspace: H5Sclose(id)
+        case .plist: H5Pclose(id)
+        case .object: H5Oclose(id)
+        }
+    }
+}

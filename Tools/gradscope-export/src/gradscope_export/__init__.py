@@ -1,0 +1,12 @@
+"""gradscope_export: write training checkpoints in the gradscope/1 HDF5 layout.
+
+- ``save_step(...)``: framework-free, atomic writer of one saved step.
+- ``load_step(path)``: read such a file back into dicts.
+- ``gradscope_export.torch.TorchExporter``: PyTorch (import needs torch).
+- ``gradscope_export.keras.GradscopeCallback``: Keras 3 (import needs keras).
+"""
+
+from ._core import FORMAT, load_step, save_step, to_numpy, validate_name
+
+__version__ = "0.1.0"
+__all__ = ["FORMAT", "save_step", "load_step", "to_numpy", "validate_name", "__version__"]
