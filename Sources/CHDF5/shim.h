@@ -55,8 +55,15 @@ static inline hid_t gs_H5T_STD_I32BE(void) { return H5T_STD_I32BE; }
 static inline hid_t gs_H5T_STD_I64LE(void) { return H5T_STD_I64LE; }
 static inline hid_t gs_H5T_STD_U64LE(void) { return H5T_STD_U64LE; }
 
-/* Stops libhdf5 from printing its error stack to stderr. */
-static inline void gs_silence_errors(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+/* Stops libhdf5 from printing its error stack to stderr. In thread-safe
+ * builds this setting is per thread, so it is applied once on each thread. */
+static inline void gs_silence_errors(void) {
+    static _Thread_local int silenced = 0;
+    if (!silenced) {
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        silenced = 1;
+    }
+}
 
 /* Disables loading filter plugins from HDF5_PLUGIN_PATH. */
 static inline void gs_disable_plugins(void) { H5PLset_loading_state(0); }

@@ -79,6 +79,7 @@ extension HDF5File {
     /// An attribute that cannot be decoded is returned as `.unsupported` with the reason.
     /// The corresponding C functions are `H5Aopen_by_idx` and `H5Aread`.
     public func attributes(at path: String) throws -> [Attribute] {
+        Library.ensure()
         let object = try openObject(path)
         var info = H5O_info_t()
         guard H5Oget_info2(object.id, &info, UInt32(H5O_INFO_NUM_ATTRS)) >= 0 else {
@@ -105,6 +106,7 @@ extension HDF5File {
 
     /// One attribute by name, or nil when the object has no such attribute.
     public func attribute(_ name: String, at path: String) throws -> AttributeValue? {
+        Library.ensure()
         let object = try openObject(path)
         let exists = H5Aexists(object.id, name)
         if exists < 0 { throw failure(path, "cannot look up attribute \(name)") }

@@ -112,6 +112,7 @@ extension Dataset {
     /// by the safety rules, not numeric, never written, or behind a filter
     /// this libhdf5 lacks.
     public func checkReadable() throws {
+        Library.ensure()
         if let refusal = info.refusal(limits: file.options.limits, followLinks: file.options.followLinks) {
             throw HDF5Error(file: file.path, object: path, reason: .refused, message: refusal)
         }

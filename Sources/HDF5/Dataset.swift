@@ -93,6 +93,7 @@ extension HDF5File {
     /// Opens the dataset at `path` and reads what it declares.
     /// The corresponding C function is `H5Dopen2`.
     public func dataset(_ path: String) throws -> Dataset {
+        Library.ensure()
         let dapl = Handle(H5Pcreate(gs_H5P_DATASET_ACCESS()), .plist)
         // A bounded chunk cache: enough for chunks re-read across blocks, never the tensor.
         H5Pset_chunk_cache(dapl.id, 12_421, 32 << 20, 1.0)

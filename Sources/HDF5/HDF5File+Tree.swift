@@ -5,6 +5,7 @@ extension HDF5File {
     /// Soft, external and user-defined links are listed with their targets, never followed.
     /// The corresponding C function is `H5Literate`.
     public func children(of groupPath: String) throws -> [Entry] {
+        Library.ensure()
         let depth = groupPath == "/" ? 1 : groupPath.split(separator: "/").count + 1
         var visited = Set<haddr_t>()
         return try listGroup(groupPath, depth: depth, visited: &visited, aliases: [:]).map { $0.entry }
@@ -15,6 +16,7 @@ extension HDF5File {
     /// `.alias`; groups that cannot be read are listed as `.unreadable` and
     /// the walk goes on; depth and object count are bounded by `ReadLimits`.
     public func walk() throws -> [Entry] {
+        Library.ensure()
         var result: [Entry] = []
         var visited = Set<haddr_t>()
         var firstPath: [haddr_t: String] = [:]
@@ -173,6 +175,7 @@ extension HDF5File {
     /// What the object at `path` is, without following soft or external links
     /// anywhere along the path. Returns nil when there is nothing there.
     public func kind(of path: String) -> Entry.Kind? {
+        Library.ensure()
         let components = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         if components.isEmpty { return .group }
         var prefix = ""

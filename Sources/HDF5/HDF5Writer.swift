@@ -69,7 +69,9 @@ public final class HDF5Writer {
     /// Creates a group (and any missing parents).
     @discardableResult
     public func createGroup(_ groupPath: String) throws -> String {
-        let gid = H5Gcreate2(file.id, groupPath, linkCreateList().id, gs_H5P_DEFAULT(), gs_H5P_DEFAULT())
+        Library.ensure()
+        let lcpl = linkCreateList()
+        let gid = H5Gcreate2(file.id, groupPath, lcpl.id, gs_H5P_DEFAULT(), gs_H5P_DEFAULT())
         guard gid >= 0 else { throw fail(groupPath, "cannot create group") }
         H5Gclose(gid)
         return groupPath
@@ -133,7 +135,8 @@ public final class HDF5Writer {
             H5Pset_layout(dcpl.id, H5D_COMPACT)
         }
         let stored = fileType(type)
-        let did = H5Dcreate2(file.id, datasetPath, stored.id, space.id, linkCreateList().id, dcpl.id, gs_H5P_DEFAULT())
+        let lcpl = linkCreateList()
+        let did = H5Dcreate2(file.id, datasetPath, stored.id, space.id, lcpl.id, dcpl.id, gs_H5P_DEFAULT())
         guard did >= 0 else { throw fail(datasetPath, "cannot create dataset") }
         let dataset = Handle(did, .dataset)
         guard count > 0 else { return }
@@ -169,7 +172,8 @@ public final class HDF5Writer {
         let dcpl = Handle(H5Pcreate(gs_H5P_DATASET_CREATE()), .plist)
         H5Pset_alloc_time(dcpl.id, H5D_ALLOC_TIME_LATE)
         let stored = fileType(type)
-        let did = H5Dcreate2(file.id, datasetPath, stored.id, space.id, linkCreateList().id, dcpl.id, gs_H5P_DEFAULT())
+        let lcpl = linkCreateList()
+        let did = H5Dcreate2(file.id, datasetPath, stored.id, space.id, lcpl.id, dcpl.id, gs_H5P_DEFAULT())
         guard did >= 0 else { throw fail(datasetPath, "cannot create dataset") }
         H5Dclose(did)
     }
@@ -181,28 +185,32 @@ public final class HDF5Writer {
         let dcpl = Handle(H5Pcreate(gs_H5P_DATASET_CREATE()), .plist)
         H5Pset_external(dcpl.id, rawFile, 0, hsize_t(count * 4))
         let stored = fileType(.float32)
-        let did = H5Dcreate2(file.id, datasetPath, stored.id, space.id, linkCreateList().id, dcpl.id, gs_H5P_DEFAULT())
+        let lcpl = linkCreateList()
+        let did = H5Dcreate2(file.id, datasetPath, stored.id, space.id, lcpl.id, dcpl.id, gs_H5P_DEFAULT())
         guard did >= 0 else { throw fail(datasetPath, "cannot create external dataset") }
         H5Dclose(did)
     }
 
     /// Creates a soft link at `linkPath` pointing to `target`.
     public func softLink(_ linkPath: String, target: String) throws {
-        guard H5Lcreate_soft(target, file.id, linkPath, linkCreateList().id, gs_H5P_DEFAULT()) >= 0 else {
+        let lcpl = linkCreateList()
+        guard H5Lcreate_soft(target, file.id, linkPath, lcpl.id, gs_H5P_DEFAULT()) >= 0 else {
             throw fail(linkPath, "cannot create soft link")
         }
     }
 
     /// Creates an external link at `linkPath` to `object` in `targetFile`.
     public func externalLink(_ linkPath: String, file targetFile: String, object: String) throws {
-        guard H5Lcreate_external(targetFile, object, file.id, linkPath, linkCreateList().id, gs_H5P_DEFAULT()) >= 0 else {
+        let lcpl = linkCreateList()
+        guard H5Lcreate_external(targetFile, object, file.id, linkPath, lcpl.id, gs_H5P_DEFAULT()) >= 0 else {
             throw fail(linkPath, "cannot create external link")
         }
     }
 
     /// Creates a second hard link to an existing object (a hard-link cycle when it points to an ancestor).
     public func hardLink(_ linkPath: String, target: String) throws {
-        guard H5Lcreate_hard(file.id, target, file.id, linkPath, linkCreateList().id, gs_H5P_DEFAULT()) >= 0 else {
+        let lcpl = linkCreateList()
+        guard H5Lcreate_hard(file.id, target, file.id, linkPath, lcpl.id, gs_H5P_DEFAULT()) >= 0 else {
             throw fail(linkPath, "cannot create hard link")
         }
     }
@@ -228,20 +236,25 @@ public final class HDF5Writer {
         switch value {
         case .int(let v):
             var x = v
-            status = H5Awrite(create(gs_H5T_STD_I64LE(), []).id, gs_H5T_NATIVE_INT64(), &x)
+            let attribute = create(gs_H5T_STD_I64LE(), [])
+            status = H5Awrite(attribute.id, gs_H5T_NATIVE_INT64(), &x)
         case .ints(let v):
             var x = v
-            status = H5Awrite(create(gs_H5T_STD_I64LE(), [v.count]).id, gs_H5T_NATIVE_INT64(), &x)
+            let attribute = create(gs_H5T_STD_I64LE(), [v.count])
+            status = H5Awrite(attribute.id, gs_H5T_NATIVE_INT64(), &x)
         case .double(let v):
             var x = v
-            status = H5Awrite(create(gs_H5T_IEEE_F64LE(), []).id, gs_H5T_NATIVE_DOUBLE(), &x)
+            let attribute = create(gs_H5T_IEEE_F64LE(), [])
+            status = H5Awrite(attribute.id, gs_H5T_NATIVE_DOUBLE(), &x)
         case .doubles(let v):
             var x = v
-            status = H5Awrite(create(gs_H5T_IEEE_F64LE(), [v.count]).id, gs_H5T_NATIVE_DOUBLE(), &x)
+            let attribute = create(gs_H5T_IEEE_F64LE(), [v.count])
+            status = H5Awrite(attribute.id, gs_H5T_NATIVE_DOUBLE(), &x)
         case .bool(let v):
             let type = boolType()
             var x: Int8 = v ? 1 : 0
-            status = H5Awrite(create(type.id, []).id, type.id, &x)
+            let attribute = create(type.id, [])
+            status = H5Awrite(attribute.id, type.id, &x)
         case .string(let s, let encoding):
             status = writeStrings([s], encoding: encoding, shape: [], create: create)
         case .strings(let s, let encoding):

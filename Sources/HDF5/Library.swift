@@ -17,8 +17,11 @@ enum Library {
     private static let pluginLock = NSLock()
     nonisolated(unsafe) private static var pluginsEnabled = false
 
-    /// Makes sure libhdf5 is initialised and silent.
-    static func ensure() { _ = setUp }
+    /// Makes sure libhdf5 is initialised and silent on the calling thread.
+    static func ensure() {
+        _ = setUp
+        gs_silence_errors()
+    }
 
     /// Enables or disables loading filter plugins from the environment.
     static func setPluginsEnabled(_ enabled: Bool) {

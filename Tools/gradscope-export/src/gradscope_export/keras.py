@@ -186,7 +186,8 @@ class GradscopeCallback(keras.callbacks.Callback):
         if self.probe_layers:
             if self._extractor is None:
                 outs = [model.get_layer(n).output for n in self.probe_layers]
-                self._extractor = keras.Model(inputs=model.inputs, outputs=outs)
+                ins = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+                self._extractor = keras.Model(inputs=ins, outputs=outs)
             res = self._extractor(self.probe, training=False)
             if not isinstance(res, (list, tuple)):
                 res = [res]

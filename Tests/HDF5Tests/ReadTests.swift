@@ -1,0 +1,161 @@
+import Foundation
+import Testing
+@testable import HDF5
+
+@Suite("Reading numeric datasets")
+struct ReadTests {
+    @Test("every stored numeric type reads back exactly as Float and Double")
+    func everyType() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("types.h5")
+        let values: [Double] = [0, 1, -2, 3, 100, -5, 7, 64]
+        let cases: [(String, HDF5Writer.StoredType, ElementType)] = [
+            ("f16", .float16, .float16), ("bf16", .bfloat16Opaque, .bfloat16), ("f32", .float32, .float32),
+            ("f64", .float64, .float64), ("f32be", .float32BigEndian, .float32), ("f64be", .float64BigEndian, .float64),
+            ("i8", .int8, .integer(bits: 8, signed: true)), ("i16", .int16, .integer(bits: 16, signed: true)),
+            ("i32", .int32, .integer(bits: 32, signed: true)), ("i64", .int64, .integer(bits: 64, signed: true)),
+            ("u64", .uint64, .integer(bits: 64, signed: false)),
+        ]
+        do {
+            let writer = try HDF5Writer(creating: path)
+            for (name, type, _) in cases {
+                let stored = (type == .uint64 || name == "u8") ? values.map { abs($0).rounded(.down) } : values
+                try writer.write(name, stored, shape: [2, 4], as: type)
+            }
+            try writer.write("u8", values.map { abs($0).rounded(.down) }, shape: [8], as: .uint8)
+            try writer.write("flags", [1, 0, 1, 1], shape: [4], as: .bool)
+            writer.close()
+        }
+        let file = try HDF5File.open(path)
+        for (name, _, expectedType) in cases {
+            let dataset = try file.dataset("/" + name)
+            #expect(dataset.info.type == expectedType, "\(name)")
+            #expect(dataset.info.shape == [2, 4])
+            let expected = (name == "u64") ? values.map { abs($0).rounded(.down) } : values
+            #expect(try dataset.read(as: Double.self) == expected, "\(name)")
+            #expect(try dataset.read(as: Float.self) == expected.map(Float.init), "\(name)")
+        }
+        #expect(try file.dataset("/f32be").info.byteOrder == .big)
+        #expect(try file.dataset("/u8").info.type == .integer(bits: 8, signed: false))
+        let flags = try file.dataset("/flags")
+        #expect(flags.info.type == .bool)
+        #expect(try flags.read(as: Float.self) == [1, 0, 1, 1])
+    }
+
+    @Test("float16 keeps infinities, NaN, subnormals and signed zero")
+    func float16Specials() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("f16.h5")
+        let values: [Double] = [.infinity, -.infinity, 0, -0.0, 65504, 6.103515625e-05, 5.960464477539063e-08]
+        do {
+            let writer = try HDF5Writer(creating: path)
+            try writer.write("x", values, shape: [values.count], as: .float16)
+            try writer.write("n", [.nan], shape: [1], as: .float16)
+        }
+        let file = try HDF5File.open(path)
+        let read = try file.dataset("/x").read(as: Double.self)
+        #expect(read == values)
+        #expect(read[3].sign == .minus)
+        #expect(try file.dataset("/n").read(as: Float.self)[0].isNaN)
+    }
+
+    @Test("bfloat16 opaque bytes become the high half of a float32")
+    func bfloat16() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("bf16.h5")
+        let values: [Double] = [1, -1.5, 3.140625, 1e-30, -256]
+        do {
+            let writer = try HDF5Writer(creating: path)
+            try writer.write("w", values, shape: [5], as: .bfloat16Opaque)
+        }
+        let file = try HDF5File.open(path)
+        let dataset = try file.dataset("/w")
+        #expect(dataset.info.type == .bfloat16)
+        let expected = values.map { Float(bitPattern: Float($0).bitPattern & 0xFFFF_0000) }
+        #expect(try dataset.read(as: Float.self) == expected)
+    }
+
+    @Test("chunked gzip datasets stream in blocks that cover every element once, in order")
+    func chunkedStreaming() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("chunked.h5")
+        var rng = SplitMix64(state: 7)
+        let shape = [37, 11, 5]
+        let values = (0..<(37 * 11 * 5)).map { _ in rng.normal() }
+        do {
+            let writer = try HDF5Writer(creating: path)
+            try writer.write("c", values, shape: shape, as: .float64, chunks: [8, 11, 5], gzip: 4)
+            try writer.write("flat", values, shape: shape, as: .float64)
+        }
+        let file = try HDF5File.open(path)
+        let dataset = try file.dataset("/c")
+        #expect(dataset.info.layout == .chunked)
+        #expect(dataset.info.chunkShape == [8, 11, 5])
+        #expect(dataset.info.filters.map(\.name).contains("deflate"))
+        for blockElements in [1, 7, 55, 100, 440, 1 << 20] {
+            var seen = [Double](repeating: .nan, count: values.count)
+            var nextOffset = 0
+            var blocks = 0
+            try dataset.stream(as: Double.self, blockElements: blockElements) { block, offset in
+                #expect(offset == nextOffset)
+                for (index, value) in block.enumerated() { seen[offset + index] = value }
+                nextOffset += block.count
+                blocks += 1
+            }
+            #expect(nextOffset == values.count)
+            #expect(seen == values)
+            if blockElements < 440 { #expect(blocks > 1) }
+        }
+        #expect(try file.dataset("/flat").read(as: Double.self) == values)
+    }
+
+    @Test("scalar, zero-size and compact datasets")
+    func scalarsAndEmpty() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("small.h5")
+        do {
+            let writer = try HDF5Writer(creating: path)
+            try writer.write("scalar", [42], shape: [], as: .int64)
+            try writer.write("empty", [], shape: [0, 3], as: .float32)
+            try writer.write("compact", [1, 2, 3], shape: [3], as: .float32, compact: true)
+        }
+        let file = try HDF5File.open(path)
+        let scalar = try file.dataset("/scalar")
+        #expect(scalar.info.shape == [])
+        #expect(scalar.info.elementCount == 1)
+        #expect(try scalar.read(as: Double.self) == [42])
+        let empty = try file.dataset("/empty")
+        #expect(empty.info.elementCount == 0)
+        #expect(try empty.read(as: Float.self).isEmpty)
+        let compact = try file.dataset("/compact")
+        #expect(compact.info.layout == .compact)
+        #expect(try compact.read(as: Float.self) == [1, 2, 3])
+    }
+
+    @Test("the zero-copy mapping equals the streamed values, also after a user block")
+    func zeroCopy() throws {
+        let dir = try TemporaryDirectory()
+        var rng = SplitMix64(state: 3)
+        let values = (0..<1000).map { _ in rng.normal() }
+        for userBlock in [0, 512] {
+            let path = dir.path("mapped-\(userBlock).h5")
+            do {
+                let writer = try HDF5Writer(creating: path, userBlock: userBlock)
+                try writer.write("w32", values, shape: [10, 100], as: .float32)
+                try writer.write("w64", values, shape: [1000], as: .float64)
+                try writer.write("wbe", values, shape: [1000], as: .float32BigEndian)
+                try writer.write("wz", values, shape: [1000], as: .float32, chunks: [100], gzip: 1)
+            }
+            let file = try HDF5File.open(path)
+            #expect(file.superblockOffset == userBlock)
+            let w32 = try file.dataset("/w32")
+            let mapped32 = try #require(w32.mapped()?.floats)
+            #expect(Array(mapped32) == (try w32.read(as: Float.self)))
+            let w64 = try file.dataset("/w64")
+            let mapped64 = try #require(w64.mapped()?.doubles)
+            #expect(Array(mapped64) == values)
+            #expect(try file.dataset("/wbe").mapped() == nil)
+            #expect(try file.dataset("/wz").mapped() == nil)
+        }
+    }
+}
