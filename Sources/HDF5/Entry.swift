@@ -26,12 +26,16 @@ public struct Entry: Sendable, Equatable {
     /// Nesting depth: 1 for children of the root.
     public let depth: Int
     public let kind: Kind
+    /// The object's address in the file, for hard-linked objects. Files are
+    /// written front to back, so addresses follow the order objects were created.
+    public let address: UInt64?
 
-    public init(name: String, path: String, depth: Int, kind: Kind) {
+    public init(name: String, path: String, depth: Int, kind: Kind, address: UInt64? = nil) {
         self.name = name
         self.path = path
         self.depth = depth
         self.kind = kind
+        self.address = address
     }
 
     /// Why a link is listed but not followed, or nil when it is an ordinary object.

@@ -120,7 +120,7 @@ extension HDF5File {
                 case H5O_TYPE_NAMED_DATATYPE: kind = .namedType
                 default: kind = .unreadable(reason: "unknown object type")
                 }
-                listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: kind), address: address))
+                listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: kind, address: UInt64(address)), address: address))
             case H5L_TYPE_SOFT:
                 let target = linkValue(group: group.id, name: name, size: info.u.val_size).map { bytes -> String in
                     String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)

@@ -59,6 +59,8 @@ public final class HDF5File: @unchecked Sendable {
     private let mapLock = NSLock()
     nonisolated(unsafe) private var mapping: UnsafeRawBufferPointer?
     nonisolated(unsafe) private var mappingFailed = false
+    /// True for files opened from a memory image: there is no path to map.
+    nonisolated(unsafe) public private(set) var isMemoryImage = false
 
     /// Opens `path` read-only, after checking that it is a readable, non-empty
     /// regular file with an HDF5 signature.
@@ -90,6 +92,43 @@ public final class HDF5File: @unchecked Sendable {
         H5Pset_nlinks(lapl.id, 16)
         return HDF5File(path: path, size: probe.size, superblockOffset: superblock, options: options,
                         handle: Handle(id, .file), linkAccess: lapl)
+    }
+
+    /// Opens an HDF5 file image held in memory (a member of a `.keras` zip,
+    /// or a fuzzer's input). `name` is used in errors. The image is copied
+    /// into libhdf5's in-memory driver; nothing touches the disk.
+    /// The corresponding C function is `H5Pset_file_image`.
+    public static func open(image: [UInt8], name: String, options: OpenOptions = OpenOptions()) throws -> HDF5File {
+        Library.ensure()
+        Library.setPluginsEnabled(options.allowPlugins)
+        guard !image.isEmpty else {
+            throw HDF5Error(file: name, reason: .empty, message: "empty file (0 bytes)")
+        }
+        let probe = FileProbe(size: image.count, head: Array(image.prefix(64)), superblockOffset: FileProbe.findSignature(in: image))
+        guard let superblock = probe.superblockOffset else {
+            throw HDF5Error(file: name, reason: .notHDF5, message: "not an HDF5 file (\(probe.describeContent()))")
+        }
+        let fapl = Handle(H5Pcreate(gs_H5P_FILE_ACCESS()), .plist)
+        H5Pset_fapl_core(fapl.id, 1 << 20, false)
+        H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG)
+        let status = image.withUnsafeBytes { raw in
+            H5Pset_file_image(fapl.id, UnsafeMutableRawPointer(mutating: raw.baseAddress), raw.count)
+        }
+        guard status >= 0 else {
+            throw HDF5Error(file: name, reason: .library, message: "could not load the file image: \(Library.errorSummary() ?? "failed")")
+        }
+        let id = H5Fopen(name, gs_H5F_ACC_RDONLY(), fapl.id)
+        guard id >= 0 else {
+            let summary = Library.errorSummary() ?? "the HDF5 library could not open it"
+            throw classifyOpenFailure(path: name, size: image.count, summary: summary)
+        }
+        let lapl = Handle(H5Pcreate(gs_H5P_LINK_ACCESS()), .plist)
+        if !options.followLinks { gs_deny_external_links(lapl.id) }
+        H5Pset_nlinks(lapl.id, 16)
+        let file = HDF5File(path: name, size: image.count, superblockOffset: superblock, options: options,
+                            handle: Handle(id, .file), linkAccess: lapl)
+        file.isMemoryImage = true
+        return file
     }
 
     private init(path: String, size: Int, superblockOffset: Int, options: OpenOptions, handle: Handle, linkAccess: Handle) {
@@ -140,7 +179,7 @@ public final class HDF5File: @unchecked Sendable {
         mapLock.lock()
         defer { mapLock.unlock() }
         if let mapping { return mapping }
-        if mappingFailed || size == 0 { return nil }
+        if mappingFailed || size == 0 || isMemoryImage { return nil }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { mappingFailed = true; return nil }
         defer { Glibc.close(fd) }
@@ -213,6 +252,16 @@ struct FileProbe {
             offset = offset == 0 ? 512 : offset * 2
         }
         return FileProbe(size: size, head: head, superblockOffset: found)
+    }
+
+    /// The offset of the HDF5 signature in an in-memory image, if any.
+    static func findSignature(in image: [UInt8]) -> Int? {
+        var offset = 0
+        while offset + 8 <= image.count {
+            if Array(image[offset..<(offset + 8)]) == signature { return offset }
+            offset = offset == 0 ? 512 : offset * 2
+        }
+        return nil
     }
 
     /// Names what the bytes look like, for a file that is not HDF5.

@@ -18,18 +18,10 @@ SEED = 1
 STEPS, EVERY, BATCH = 800, 50, 64
 
 
-def make_data(g):
-    x = torch.randn(4096, 16, generator=g)
-    t1 = torch.randn(16, 24, generator=g)
-    t2 = torch.randn(24, 4, generator=g)
-    y = (torch.tanh(x @ t1) @ t2).argmax(1)
-    return x, y
-
-
 def main():
     out = common.parse_out("healthy")
     g = common.seed_torch(SEED)
-    x, y = make_data(g)
+    x, y = common.teacher_data(g)
     model = nn.Sequential(
         nn.Linear(16, 32), nn.ReLU(),
         nn.Linear(32, 32), nn.ReLU(),
@@ -39,31 +31,11 @@ def main():
     crit = nn.CrossEntropyLoss()
     ex = TorchExporter(model, opt, out, every=EVERY, probe=x[:32],
                        probe_modules={"logits": "4", "hidden1": "1", "hidden2": "3"})
-    perm = torch.randperm(len(x), generator=g)
-    pos = 0
-
-    def batch():
-        nonlocal perm, pos
-        if pos + BATCH > len(x):
-            perm, pos = torch.randperm(len(x), generator=g), 0
-        idx = perm[pos:pos + BATCH]
-        pos += BATCH
-        return x[idx], y[idx]
-
-    xb, yb = batch()
-    with torch.no_grad():
-        ex.step(0, crit(model(xb), yb))
-    for step in range(1, STEPS + 1):
-        if step > 1:
-            xb, yb = batch()
-        opt.zero_grad()
-        loss = crit(model(xb), yb)
-        loss.backward()
-        opt.step()
-        ex.step(step, loss)
+    losses = common.train(model, opt, crit, common.Batches(x, y, BATCH, g), ex, STEPS)
     with torch.no_grad():
         acc = (model(x).argmax(1) == y).float().mean().item()
-    print(f"healthy: {len(ex.saved)} files in {out}; final loss {loss.item():.4f}, train accuracy {acc:.3f}")
+    print(f"healthy: {len(ex.saved)} files in {out}; loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
+          f"train accuracy {acc:.3f}")
 
 
 if __name__ == "__main__":

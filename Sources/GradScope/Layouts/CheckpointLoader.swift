@@ -1,0 +1,179 @@
+import Foundation
+import HDF5
+
+/// How checkpoints are read.
+public struct LoadOptions: Sendable {
+    /// Force a layout instead of detecting it.
+    public var layout: LayoutKind?
+    public var open: OpenOptions
+
+    public init(layout: LayoutKind? = nil, open: OpenOptions = OpenOptions()) {
+        self.layout = layout
+        self.open = open
+    }
+}
+
+/// An error that makes a file unusable as a checkpoint, with the reason.
+public struct CheckpointError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let reason: String
+    public var description: String { "\(file): \(reason)" }
+}
+
+/// Turns a file into checkpoints: detects its layout and reads its tensors,
+/// roles, layers and step metadata.
+public enum CheckpointLoader {
+    /// Group names that hold one step each in a multi-step file (`/step_100`).
+    static func stepGroupNumber(_ name: String) -> Int? {
+        let lower = name.lowercased()
+        for prefix in ["global_step", "iteration", "checkpoint", "step", "iter", "ckpt", "epoch"] where lower.hasPrefix(prefix) {
+            var rest = lower.dropFirst(prefix.count)
+            if rest.first == "_" || rest.first == "-" { rest = rest.dropFirst() }
+            if !rest.isEmpty, rest.allSatisfy({ $0.isASCII && $0.isNumber }) { return Int(rest.prefix(18)) }
+        }
+        return nil
+    }
+
+    /// Reads the checkpoint(s) in `path`: one for an ordinary file, several for a
+    /// file holding one group per step.
+    public static func load(_ path: String, options: LoadOptions = LoadOptions()) throws -> [Checkpoint] {
+        let url = URL(fileURLWithPath: path)
+        let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        if let handle = FileHandle(forReadingAtPath: path) {
+            let head = (try? handle.read(upToCount: 4)) ?? Data()
+            try? handle.close()
+            if ZipArchive.isZip(head) {
+                return [try loadKerasArchive(path, options: options, modified: modified)]
+            }
+        }
+        let file = try HDF5File.open(path, options: options.open)
+        let checkpoints = try load(file: file, source: path, optimizerHint: nil, modified: modified, options: options)
+        for checkpoint in checkpoints where checkpoint.metadata.step == nil {
+            if let step = LayoutSupport.lastInteger(in: url.deletingPathExtension().lastPathComponent) {
+                checkpoint.metadata.step = step
+                checkpoint.metadata.stepSource = .fileName
+            }
+        }
+        return checkpoints
+    }
+
+    /// A `.keras` zip: `model.weights.h5` read from memory, the optimizer's class from `config.json`.
+    static func loadKerasArchive(_ path: String, options: LoadOptions, modified: Date?) throws -> Checkpoint {
+        let archive: ZipArchive
+        do {
+            archive = try ZipArchive(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw CheckpointError(file: path, reason: "a zip archive that cannot be read (\(error))")
+        }
+        let bytes: [UInt8]
+        do {
+            guard let weights = try archive.contents(of: "model.weights.h5") else {
+                if archive.members.contains(where: { $0.name == "model.weights.npz" }) {
+                    throw CheckpointError(file: path, reason: "a .keras archive whose weights are a NumPy .npz, not HDF5: not supported")
+                }
+                if archive.members.contains(where: { $0.name == "data.pkl" || $0.name.hasSuffix("/data.pkl") }) {
+                    throw CheckpointError(file: path, reason: "a PyTorch torch.save archive, not HDF5: save it with h5py or the gradscope exporter")
+                }
+                throw CheckpointError(file: path, reason: "a zip archive without model.weights.h5: not a Keras checkpoint")
+            }
+            bytes = weights
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
+            throw CheckpointError(file: path, reason: "\(error)")
+        }
+        var optimizer: String?
+        if let config = try? archive.contents(of: "config.json"),
+           let json = LayoutSupport.json(String(decoding: config, as: UTF8.self)),
+           let compile = json["compile_config"] as? [String: Any] {
+            optimizer = LayoutSupport.optimizerClass(fromTrainingConfig: String(decoding: (try? JSONSerialization.data(withJSONObject: compile)) ?? Data(), as: UTF8.self))
+        }
+        let file = try HDF5File.open(image: bytes, name: path + "/model.weights.h5", options: options.open)
+        let checkpoints = try load(file: file, source: path, optimizerHint: optimizer, modified: modified, options: options)
+        guard let first = checkpoints.first else { throw CheckpointError(file: path, reason: "no tensors") }
+        return first
+    }
+
+    static func load(file: HDF5File, source: String, optimizerHint: String?, modified: Date?, options: LoadOptions) throws -> [Checkpoint] {
+        let entries = try file.walk()
+        let rootGroups = entries.filter { $0.depth == 1 }
+        let stepGroups = rootGroups.compactMap { entry -> (Entry, Int)? in
+            guard case .group = entry.kind, let step = stepGroupNumber(entry.name) else { return nil }
+            return (entry, step)
+        }
+        if !stepGroups.isEmpty && stepGroups.count == rootGroups.filter({ if case .group = $0.kind { return true } else { return false } }).count {
+            var result: [Checkpoint] = []
+            for (group, step) in stepGroups {
+                let checkpoint = try read(file: file, entries: entries, root: group.path, source: source + ":" + group.path,
+                                          optimizerHint: optimizerHint, modified: modified, options: options)
+                if checkpoint.metadata.step == nil {
+                    checkpoint.metadata.step = step
+                    checkpoint.metadata.stepSource = .groupName
+                }
+                result.append(checkpoint)
+            }
+            return result
+        }
+        return [try read(file: file, entries: entries, root: "/", source: source, optimizerHint: optimizerHint,
+                         modified: modified, options: options)]
+    }
+
+    /// Detects the layout of the group at `root`.
+    public static func detectLayout(file: HDF5File, entries: [Entry], root: String) -> LayoutKind {
+        if NativeLayout.matches(file, root: root) { return .native }
+        if KerasLegacyLayout.weightsRoot(file, root: root) != nil { return .kerasLegacy }
+        if Keras3Layout.matches(entries, root: root) { return .keras3 }
+        return .generic
+    }
+
+    static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
+                     modified: Date?, options: LoadOptions) throws -> Checkpoint {
+        let layout = options.layout ?? detectLayout(file: file, entries: entries, root: root)
+        var metadata: StepMetadata
+        var tensors: [TensorRef]
+        var skipped: [SkippedItem]
+        var notes: [String]
+        var layers: [String] = []
+        switch layout {
+        case .native:
+            (metadata, tensors, skipped, notes) = NativeLayout.read(file: file, entries: entries, root: root, source: source)
+        case .keras3:
+            (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(file: file, entries: entries, root: root, source: source,
+                                                                            optimizerHint: optimizerHint)
+        case .kerasLegacy:
+            guard let weightsRoot = KerasLegacyLayout.weightsRoot(file, root: root) else {
+                throw CheckpointError(file: source, reason: "no layer_names attribute: not a legacy Keras file")
+            }
+            (metadata, tensors, skipped, notes, layers) = KerasLegacyLayout.read(file: file, root: root, weightsRoot: weightsRoot, source: source)
+        case .generic:
+            if options.layout == nil, let foreign = GenericLayout.foreignFormat(file, root: root) {
+                throw CheckpointError(file: source, reason: "not a checkpoint: \(foreign)")
+            }
+            (metadata, tensors, skipped, notes) = GenericLayout.read(file: file, entries: entries, root: root, source: source)
+        }
+        guard !tensors.isEmpty else {
+            throw CheckpointError(file: source, reason: "no floating-point tensors found (read as the \(layout.rawValue) layout): not a checkpoint")
+        }
+        if layers.isEmpty {
+            layers = orderLayers(tensors)
+        } else {
+            let known = Set(layers)
+            layers.append(contentsOf: orderLayers(tensors).filter { !known.contains($0) })
+        }
+        return Checkpoint(source: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
+                          skipped: skipped, notes: notes, files: [file], modified: modified)
+    }
+
+    /// Layers in depth order: the order their weights appear (file order),
+    /// which is also the numeric order of numbered names (`head.2` before `head.10`).
+    static func orderLayers(_ tensors: [TensorRef]) -> [String] {
+        var seen = Set<String>()
+        var order: [String] = []
+        let weights = tensors.filter { $0.role == .weight }
+        for tensor in (weights.isEmpty ? tensors : weights) where !seen.contains(tensor.layer) {
+            seen.insert(tensor.layer)
+            order.append(tensor.layer)
+        }
+        return order
+    }
+}

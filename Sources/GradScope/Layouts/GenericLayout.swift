@@ -1,0 +1,123 @@
+import HDF5
+
+/// Any other HDF5 file, e.g. a PyTorch `state_dict` written with h5py.
+///
+/// Every floating-point dataset is a tensor. A path segment `grad`, `grads`,
+/// `gradient` or `gradients` makes it the gradient of the parameter with the
+/// remaining name; `exp_avg`, `exp_avg_sq`, `momentum`, `momentum_buffer`,
+/// `velocity`, `m`, `v` mark optimizer state; `activations` marks module
+/// outputs. Containers such as `model`, `state_dict` or `model_state_dict`
+/// are dropped from names. Root attributes (or root scalar datasets) `step`,
+/// `iteration`, `global_step`, `loss`, `lr`, `learning_rate` are read when present.
+enum GenericLayout {
+    /// Root attributes that mark well-known HDF5 formats that are not checkpoints.
+    static func foreignFormat(_ file: HDF5File, root: String) -> String? {
+        guard let attributes = try? file.attributes(at: root) else { return nil }
+        let names = Set(attributes.map(\.name))
+        if names.contains("_NCProperties") || names.contains("Conventions") { return "a netCDF-4 data file" }
+        if let encoding = attributes.first(where: { $0.name == "encoding-type" })?.value.string, encoding.contains("anndata") {
+            return "an AnnData (.h5ad) file"
+        }
+        if file.superblockOffset >= 512 { return "a MATLAB v7.3 .mat file (HDF5 with a user block)" }
+        if names.contains("pandas_type") || names.contains("pandas_version") { return "a pandas HDFStore" }
+        if file.exists("/matrix/barcodes") { return "a 10x Genomics feature-barcode matrix" }
+        if file.exists("/obs") && file.exists("/var") { return "an AnnData (.h5ad) file" }
+        return nil
+    }
+
+    static func read(file: HDF5File, entries: [Entry], root: String, source: String) -> (StepMetadata, [TensorRef], [SkippedItem], [String]) {
+        var metadata = StepMetadata()
+        if let step = LayoutSupport.intAttribute(file, ["step", "global_step", "iteration", "iter", "steps"], at: root) {
+            metadata.step = step
+            metadata.stepSource = .attribute
+        }
+        metadata.loss = LayoutSupport.doubleAttribute(file, ["loss", "train_loss", "training_loss"], at: root)
+        metadata.learningRate = LayoutSupport.doubleAttribute(file, ["lr", "learning_rate"], at: root)
+        metadata.framework = LayoutSupport.stringAttribute(file, ["framework"], at: root)
+        metadata.optimizer = LayoutSupport.stringAttribute(file, ["optimizer"], at: root)
+        metadata.epoch = LayoutSupport.intAttribute(file, ["epoch"], at: root)
+        let keras = (metadata.framework ?? "").lowercased().contains("keras")
+
+        let listing = DatasetListing(file: file, entries: entries, under: root)
+        var tensors: [TensorRef] = []
+        var skipped = listing.skippedLinks(source: source)
+        for item in listing.items {
+            guard let info = item.info else {
+                skipped.append(SkippedItem(item: source + ":" + item.path, reason: item.problem ?? "unreadable"))
+                continue
+            }
+            var segments = item.relative.split(separator: "/").map(String.init)
+            let lowered = segments.map { $0.lowercased() }
+            // Scalars at the root carry metadata, not parameters.
+            if segments.count == 1 && info.shape.isEmpty {
+                let key = lowered[0]
+                if let value = LayoutSupport.scalarValue(file, item.path) {
+                    switch key {
+                    case "step", "global_step", "iteration", "iter":
+                        if metadata.step == nil, value.isFinite, value >= 0, value < 1e15 {
+                            metadata.step = Int(value)
+                            metadata.stepSource = .attribute
+                        }
+                    case "loss", "train_loss": if metadata.loss == nil { metadata.loss = value }
+                    case "lr", "learning_rate": if metadata.learningRate == nil { metadata.learningRate = value }
+                    case "epoch": if metadata.epoch == nil, value.isFinite { metadata.epoch = Int(value) }
+                    default: break
+                    }
+                }
+                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "scalar, read as metadata"))
+                continue
+            }
+            guard info.type.isFloatingPoint else {
+                let reason = info.type.isNumeric ? "\(info.type) data (a counter or index, not a trained tensor)" : "\(info.type) data, not a tensor"
+                skipped.append(SkippedItem(item: source + ":" + item.path, reason: reason))
+                continue
+            }
+            var role = TensorRole.weight
+            var slotName: String?
+            if let index = lowered.firstIndex(where: { LayoutSupport.gradientSegments.contains($0) }) {
+                role = .gradient
+                segments.remove(at: index)
+            } else if let index = lowered.firstIndex(where: { LayoutSupport.activationSegments.contains($0) }) {
+                role = .activation
+                segments.remove(at: index)
+            } else if segments.count >= 2,
+                      let index = lowered.lastIndex(where: { LayoutSupport.genericSlotNames.contains($0) }),
+                      index == 0 || index == lowered.count - 1 || LayoutSupport.optimizerContainers.contains(lowered[0]) {
+                role = .optimizer
+                slotName = segments[index]
+                segments.remove(at: index)
+                if let first = segments.first, LayoutSupport.optimizerContainers.contains(first.lowercased()) {
+                    segments.removeFirst()
+                }
+            }
+            if role == .optimizer && info.shape.isEmpty {
+                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar, not a tensor"))
+                continue
+            }
+            if let first = segments.first, segments.count > 1, LayoutSupport.parameterContainers.contains(first.lowercased()) {
+                segments.removeFirst()
+            }
+            guard !segments.isEmpty else {
+                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "no parameter name left after removing its role"))
+                continue
+            }
+            let name = segments.joined(separator: "/")
+            let layer = role == .activation ? name : LayoutSupport.layer(of: name)
+            let unitAxis: Int?
+            if role == .activation {
+                unitAxis = info.shape.count >= 2 ? info.shape.count - 1 : nil
+            } else {
+                unitAxis = keras ? kerasUnitAxis(info.shape) : torchUnitAxis(info.shape)
+            }
+            tensors.append(TensorRef(name: name, layer: layer, role: role,
+                                     slot: slotName.map { LayoutSupport.classifySlot($0, optimizer: metadata.optimizer) },
+                                     slotName: slotName, shape: info.shape, dtype: info.type, unitAxis: unitAxis,
+                                     path: item.path))
+        }
+        var notes: [String] = []
+        if !tensors.isEmpty && !keras {
+            notes.append("generic layout: units read along axis 0, as PyTorch stores weights ([out, in, ...])")
+        }
+        return (metadata, tensors, skipped, notes)
+    }
+}

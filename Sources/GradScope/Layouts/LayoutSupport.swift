@@ -1,0 +1,150 @@
+import Foundation
+import HDF5
+
+/// Helpers shared by the layout readers.
+enum LayoutSupport {
+    /// Slot names frameworks use, mapped to what the slot holds.
+    /// `optimizer` (the class name, lower-cased) disambiguates Keras's
+    /// `momentum`, which is Adam's first moment but SGD's momentum buffer.
+    static func classifySlot(_ rawName: String, optimizer: String?) -> OptimizerSlot {
+        let name = rawName.lowercased()
+        let opt = (optimizer ?? "").lowercased()
+        let adamLike = opt.contains("adam") || opt.contains("nadam") || opt.contains("lamb") || opt.contains("lion")
+        switch name {
+        case "exp_avg", "m", "first_moment", "mu": return .firstMoment
+        case "exp_avg_sq", "v", "second_moment", "square_avg", "nu", "rms", "ms": return .secondMoment
+        case "max_exp_avg_sq", "vhat", "max_second_moment", "velocity_hat": return .maxSecondMoment
+        case "momentum_buffer", "moment": return .momentum
+        case "momentum": return adamLike ? .firstMoment : .momentum
+        case "velocity": return .secondMoment
+        case "sum", "accumulator", "acc_delta", "accumulators", "delta_accumulator", "average_gradient", "u": return .accumulator
+        default: return .other
+        }
+    }
+
+    /// Path segments that mark optimizer state in hand-written files.
+    static let genericSlotNames: Set<String> = ["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum", "momentum_buffer",
+                                                 "velocity", "m", "v", "vhat", "square_avg", "sum", "acc_delta"]
+    /// Path segments that mark gradients.
+    static let gradientSegments: Set<String> = ["grad", "grads", "gradient", "gradients"]
+    /// Groups that hold parameters in hand-written files.
+    static let parameterContainers: Set<String> = ["model", "weights", "params", "parameters", "state_dict",
+                                                    "model_state_dict", "module", "net", "network"]
+    /// Groups that hold optimizer state in hand-written files.
+    static let optimizerContainers: Set<String> = ["optimizer", "optim", "optimizer_state", "optimizer_state_dict", "state", "opt"]
+    /// Groups that hold activations.
+    static let activationSegments: Set<String> = ["activations", "activation", "outputs", "probe"]
+
+    /// The layer of a parameter name: everything before the last `.` for
+    /// dotted (PyTorch) names, before the last `/` otherwise.
+    static func layer(of name: String) -> String {
+        if !name.contains("/"), let dot = name.lastIndex(of: ".") {
+            return String(name[..<dot])
+        }
+        if let slash = name.lastIndex(of: "/") { return String(name[..<slash]) }
+        if let dot = name.lastIndex(of: ".") { return String(name[..<dot]) }
+        return name
+    }
+
+    /// The first integer-looking value among root attributes with these names.
+    static func intAttribute(_ file: HDF5File, _ names: [String], at path: String) -> Int? {
+        for name in names {
+            if let value = try? file.attribute(name, at: path), let int = value.int { return int }
+        }
+        return nil
+    }
+
+    static func doubleAttribute(_ file: HDF5File, _ names: [String], at path: String) -> Double? {
+        for name in names {
+            if let value = try? file.attribute(name, at: path), let double = value.double { return double }
+        }
+        return nil
+    }
+
+    static func stringAttribute(_ file: HDF5File, _ names: [String], at path: String) -> String? {
+        for name in names {
+            if let value = try? file.attribute(name, at: path), let string = value.string { return string }
+        }
+        return nil
+    }
+
+    /// Reads a scalar dataset as a Double (step counters, learning rates).
+    static func scalarValue(_ file: HDF5File, _ path: String) -> Double? {
+        guard let dataset = try? file.dataset(path), dataset.info.elementCount == 1,
+              let values = try? dataset.read(as: Double.self, maxElements: 1) else { return nil }
+        return values.first
+    }
+
+    /// The last run of digits in a file name (`ckpt-00500.h5` -> 500).
+    static func lastInteger(in name: String) -> Int? {
+        var digits = ""
+        var last: String?
+        for character in name {
+            if character.isASCII && character.isNumber {
+                digits.append(character)
+            } else if !digits.isEmpty {
+                last = digits
+                digits = ""
+            }
+        }
+        if !digits.isEmpty { last = digits }
+        return last.flatMap { Int($0.prefix(18)) }
+    }
+
+    /// Parses JSON text into a dictionary, or nil.
+    static func json(_ text: String?) -> [String: Any]? {
+        guard let text, let data = text.data(using: .utf8) else { return nil }
+        return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+    }
+
+    /// The optimizer class named in a Keras `training_config` or `compile_config`.
+    static func optimizerClass(fromTrainingConfig text: String?) -> String? {
+        guard let config = json(text) else { return nil }
+        let optimizer = (config["optimizer_config"] as? [String: Any]) ?? (config["optimizer"] as? [String: Any])
+        guard var name = optimizer?["class_name"] as? String else { return nil }
+        if let range = name.range(of: ">", options: .backwards) { name = String(name[range.upperBound...]) }
+        return name
+    }
+}
+
+/// Datasets of a file under one group, with their metadata, in file order.
+struct DatasetListing {
+    struct Item {
+        let path: String
+        /// Path relative to the listing's root, without a leading slash.
+        let relative: String
+        let info: DatasetInfo?
+        let problem: String?
+        let address: UInt64
+    }
+
+    let items: [Item]
+    let notFollowed: [Entry]
+
+    init(file: HDF5File, entries: [Entry], under root: String) {
+        let prefix = root == "/" ? "/" : root + "/"
+        var items: [Item] = []
+        var notFollowed: [Entry] = []
+        for entry in entries where entry.path.hasPrefix(prefix) {
+            switch entry.kind {
+            case .dataset:
+                var info: DatasetInfo?
+                var problem: String?
+                do { info = try file.datasetInfo(entry.path) } catch { problem = (error as? HDF5Error)?.message ?? "\(error)" }
+                items.append(Item(path: entry.path, relative: String(entry.path.dropFirst(prefix.count)),
+                                  info: info, problem: problem, address: entry.address ?? 0))
+            case .group, .namedType, .alias:
+                break
+            default:
+                notFollowed.append(entry)
+            }
+        }
+        self.items = items
+        self.notFollowed = notFollowed
+    }
+
+    /// Skipped entries for links and unreadable objects that were not followed.
+    func skippedLinks(source: String) -> [SkippedItem] {
+        notFollowed.map { SkippedItem(item: source + ":" + $0.path, reason: $0.notFollowedReason ?? "not followed") }
+    }
+}
