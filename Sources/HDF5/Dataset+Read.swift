@@ -18,10 +18,10 @@ extension Double: HDF5Real {
 }
 
 /// One block of a streamed read: which flat elements it covers and how to select them.
-struct ReadBlock {
+public struct ReadBlock: Sendable {
     /// Flat (row-major) index of the block's first element.
-    let offset: Int
-    let count: Int
+    public let offset: Int
+    public let count: Int
     /// Hyperslab start and count per axis.
     let start: [hsize_t]
     let extent: [hsize_t]
@@ -184,6 +184,43 @@ extension Dataset {
             try buffer.withUnsafeBufferPointer { pointer in
                 try body(UnsafeBufferPointer(rebasing: pointer[0..<block.count]), block.offset)
             }
+        }
+    }
+
+    /// The blocks `stream` would read, for callers that read two datasets of
+    /// the same shape side by side (the plan follows this dataset's chunks).
+    public func blocks(blockElements: Int = 1 << 20) -> [ReadBlock] {
+        guard info.elementCount > 0 else { return [] }
+        return Array(BlockPlan(shape: info.shape, chunkShape: info.chunkShape, blockElements: max(blockElements, 1)))
+    }
+
+    /// Reads one block (from `blocks`, of this dataset or one of the same shape)
+    /// into `buffer`, which must hold at least `block.count` elements.
+    public func read<T: HDF5Real>(_ block: ReadBlock, into buffer: UnsafeMutableBufferPointer<T>) throws {
+        try checkReadable()
+        guard buffer.count >= block.count, block.start.count == info.shape.count else {
+            throw HDF5Error(file: file.path, object: path, reason: .library, message: "block does not fit this dataset")
+        }
+        let fileSpace = Handle(H5Dget_space(handle.id), .dataspace)
+        let memSpace: Handle
+        if info.shape.isEmpty {
+            memSpace = Handle(H5Screate(H5S_SCALAR), .dataspace)
+        } else {
+            var start = block.start, extent = block.extent
+            guard H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, &start, nil, &extent, nil) >= 0 else {
+                throw file.failure(path, "cannot select a block", reason: .library)
+            }
+            var size = [hsize_t(block.count)]
+            memSpace = Handle(H5Screate_simple(1, &size, nil), .dataspace)
+        }
+        let fileSelection = info.shape.isEmpty ? gs_H5S_ALL() : fileSpace.id
+        if needsRawConversion {
+            var scratch = [UInt8](repeating: 0, count: block.count * (info.type.byteSize ?? 1))
+            try readRaw(memSpace: memSpace.id, fileSpace: fileSelection, into: &scratch)
+            convertRaw(scratch, count: block.count, into: buffer)
+        } else {
+            let status = H5Dread(handle.id, T.nativeType, memSpace.id, fileSelection, gs_H5P_DEFAULT(), buffer.baseAddress)
+            guard status >= 0 else { throw readFailure() }
         }
     }
 

@@ -1,5 +1,6 @@
 """ctr-plateau: the BCE loss sits at ln 2 = 0.6931 for thousands of steps,
-then falls (the CTR story of seed 000).
+then falls (the CTR story: "BCE loss stuck at 0.693 in the beginning of
+training, then it started to decrease, why?").
 
 Model: 3 categorical fields (vocabulary 30 each) -> embeddings of size 8
 initialised uniform(-1e-3, 1e-3) -> concatenation (24) -> a deep head of 4
@@ -17,8 +18,8 @@ gradient reaching the embeddings is damped by the 4-layer head, and the
 warm-up lr is tiny, so the spread of the logits needs thousands of steps to grow.
 Once it does, the loss falls, even though the Noam lr then decays.
 
-10000 steps, saved every 625 (step 0 = initial state). Probe: 256 fixed rows;
-their logits are saved as /activations/logits.
+9600 steps, saved every 800 (step 0 = initial state). Probe: 256 fixed rows;
+their logits (the output of head.6) are saved as /activations/logits.
 """
 
 import common
@@ -30,7 +31,7 @@ from gradscope_export.torch import TorchExporter
 
 SEED = 0
 FIELDS, VOCAB, DIM = 3, 30, 8
-STEPS, EVERY, BATCH = 10000, 625, 1024
+STEPS, EVERY, BATCH = 9600, 800, 1024
 FACTOR, WARMUP = 0.008, 3000
 
 
@@ -75,7 +76,7 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=noam(1))
     crit = nn.BCEWithLogitsLoss()
     probe = ids[:256]
-    ex = TorchExporter(model, opt, out, every=EVERY, probe=probe, probe_modules={"logits": model})
+    ex = TorchExporter(model, opt, out, every=EVERY, probe=probe, probe_modules={"logits": "head.6"})
 
     idx = torch.randint(0, len(ids), (BATCH,), generator=g)
     with torch.no_grad():

@@ -8,7 +8,10 @@ lr 3e-8 momentum 0.9. The gradients are ~1e7 from the first step (inputs of
 the gradients explode, the loss goes to Inf and the weights to NaN.
 Saving continues after that: the later files hold NaN everywhere.
 
-32 steps, saved every 2 (step 0 = initial state).
+24 steps, saved every 2 (step 0 = initial state). Probe: 32 fixed rows;
+the output (module "2") is saved. This run is written with
+compression="gzip" (chunked, compressed datasets), so that readers are
+exercised on such files too.
 """
 
 import common
@@ -19,7 +22,7 @@ from torch import nn
 from gradscope_export.torch import TorchExporter
 
 SEED = 4
-STEPS, EVERY, BATCH = 32, 2, 64
+STEPS, EVERY, BATCH = 24, 2, 64
 
 
 def main():
@@ -31,7 +34,8 @@ def main():
     model = nn.Sequential(nn.Linear(8, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
     opt = torch.optim.SGD(model.parameters(), lr=3e-8, momentum=0.9)
     crit = nn.MSELoss()
-    ex = TorchExporter(model, opt, out, every=EVERY, probe=x[:32], probe_modules={"output": "2"})
+    ex = TorchExporter(model, opt, out, every=EVERY, probe=x[:32], probe_modules={"output": "2"},
+                       compression="gzip")
     losses = common.train(model, opt, crit, common.Batches(x, y, BATCH, g), ex, STEPS)
     first_bad = next((i + 1 for i, v in enumerate(losses) if not torch.isfinite(torch.tensor(v))), None)
     print(f"exploding-nan: {len(ex.saved)} files in {out}; loss {losses[0]:.3e} -> {losses[-1]}; "

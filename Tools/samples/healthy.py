@@ -1,10 +1,11 @@
-"""healthy: a small ReLU MLP classifier (PyTorch, Adam, default init, lr 1e-3)
+"""healthy: a small ReLU MLP classifier (PyTorch, Adam lr 1e-3, He init)
 that trains normally. Nothing is wrong with it: gradscope should stay quiet.
 
 Data: 4 classes, 16 features (standardised), labels from a fixed random
-teacher network; 4096 samples, batch 64. 800 steps, saved every 50 (step 0 =
-initial weights). Probe: 32 fixed training samples; activations of both
-hidden ReLUs and the logits are saved.
+teacher network; 4096 samples, batch 64. Model 16-24-24-4 (Linear layers
+0, 2, 4), He-normal weights and zero biases. 720 steps, saved every 60
+(step 0 = initial weights). Probe: 64 fixed training samples; the outputs
+of both hidden ReLUs (modules "1", "3") and the logits ("4") are saved.
 """
 
 import common
@@ -15,7 +16,7 @@ from torch import nn
 from gradscope_export.torch import TorchExporter
 
 SEED = 1
-STEPS, EVERY, BATCH = 800, 50, 64
+STEPS, EVERY, BATCH = 720, 60, 64
 
 
 def main():
@@ -23,13 +24,17 @@ def main():
     g = common.seed_torch(SEED)
     x, y = common.teacher_data(g)
     model = nn.Sequential(
-        nn.Linear(16, 32), nn.ReLU(),
-        nn.Linear(32, 32), nn.ReLU(),
-        nn.Linear(32, 4),
+        nn.Linear(16, 24), nn.ReLU(),
+        nn.Linear(24, 24), nn.ReLU(),
+        nn.Linear(24, 4),
     )
+    for layer in model:
+        if isinstance(layer, nn.Linear):  # He init for the ReLU layers, zero biases
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     crit = nn.CrossEntropyLoss()
-    ex = TorchExporter(model, opt, out, every=EVERY, probe=x[:32],
+    ex = TorchExporter(model, opt, out, every=EVERY, probe=x[:64],
                        probe_modules={"logits": "4", "hidden1": "1", "hidden2": "3"})
     losses = common.train(model, opt, crit, common.Batches(x, y, BATCH, g), ex, STEPS)
     with torch.no_grad():

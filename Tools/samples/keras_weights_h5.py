@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 SEED = 7
-EVERY, EPOCHS, BATCH = 40, 10, 64
+EVERY, EPOCHS, BATCH = 64, 10, 64
 
 
 def teacher_data(seed, n=4096, d_in=16, n_classes=4, hidden=24):

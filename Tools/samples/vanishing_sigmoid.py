@@ -1,15 +1,16 @@
 """vanishing-sigmoid: a deep sigmoid MLP whose early layers get almost no
 gradient.
 
-Model: 10 Linear layers of width 16 (layers.0 ... layers.9), a sigmoid after
-each of the first 9, PyTorch default init, 4-class cross-entropy, SGD
+Model: 8 Linear layers, 16 -> 12 -> ... -> 12 -> 4 (layers.0 ... layers.7),
+a sigmoid after each of the first 7, PyTorch default init, 4-class cross-entropy, SGD
 lr 0.1 momentum 0.9. Each sigmoid multiplies the back-propagated gradient
 by at most 0.25 and the default weights shrink it further, so the gradient
-of layers.0 is orders of magnitude smaller than that of layers.9; the loss
+of layers.0 is orders of magnitude smaller than that of layers.7; the loss
 hardly moves from ln 4.
 
 Same kind of data as `healthy` (teacher labels, 4 classes). 600 steps,
-saved every 40 (step 0 = initial state).
+saved every 50 (step 0 = initial state). Probe: 32 fixed training
+rows; the logits (layers.7) are saved.
 """
 
 import common
@@ -20,8 +21,8 @@ from torch import nn
 from gradscope_export.torch import TorchExporter
 
 SEED = 5
-STEPS, EVERY, BATCH = 600, 40, 64
-DEPTH, WIDTH = 10, 16
+STEPS, EVERY, BATCH = 600, 50, 64
+DEPTH, WIDTH = 8, 12
 
 
 class DeepSigmoid(nn.Module):

@@ -1,0 +1,120 @@
+import HDF5
+
+/// What was measured of one tensor at one saved step.
+public struct TensorMeasurement: Sendable, Codable {
+    public var key: String
+    public var name: String
+    public var layer: String
+    public var role: TensorRole
+    public var slot: OptimizerSlot?
+    public var slotName: String?
+    public var shape: [Int]
+    public var dtype: String
+    public var path: String
+    public var trainable: Bool?
+    public var stats: TensorStats
+    /// The change since the previous save of the same tensor (weights only).
+    public var drift: DriftStats?
+    /// Units (along the unit axis) whose values are all exactly zero.
+    public var zeroUnits: Int?
+    /// Units counted for `zeroUnits`.
+    public var unitCount: Int?
+    /// Activations: units whose output is zero for at least the dead-activation fraction of the batch.
+    public var inactiveUnits: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case key, name, layer, role, slot
+        case slotName = "slot_name"
+        case shape, dtype, path, trainable, stats, drift
+        case zeroUnits = "zero_units"
+        case unitCount = "unit_count"
+        case inactiveUnits = "inactive_units"
+    }
+}
+
+/// Everything measured at one saved step.
+public struct StepRecord: Sendable {
+    public var step: Int
+    public var source: String
+    public var loss: Double?
+    public var learningRate: Double?
+    /// Measurements by tensor key.
+    public var tensors: [String: TensorMeasurement]
+    /// Tensor keys in the checkpoint's order.
+    public var order: [String]
+    /// Tensors that could not be read, with the reason.
+    public var failures: [SkippedItem]
+
+    public func weight(_ name: String) -> TensorMeasurement? { tensors["weight:" + name] }
+    public func gradient(_ name: String) -> TensorMeasurement? { tensors["gradient:" + name] }
+}
+
+/// Per-unit evidence gathered over the later half of a run (the window in
+/// which dead units are judged): which units ever had a nonzero gradient,
+/// ever moved, or were ever active.
+public struct UnitWindow: Sendable {
+    public var key: String
+    public var name: String
+    public var layer: String
+    public var source: UnitEvidence
+    public var units: Int
+    /// Units that were alive at least once in the window.
+    public var everAlive: [Bool]
+    /// Saves in the window that contributed.
+    public var saves: Int
+    /// The first step of the window.
+    public var firstStep: Int
+    public var lastStep: Int
+
+    public var deadCount: Int { everAlive.lazy.filter { !$0 }.count }
+}
+
+/// What a unit window was built from.
+public enum UnitEvidence: String, Sendable, Codable {
+    case gradient, activation, movement
+}
+
+/// The measurements of a whole run, the input of every detector.
+public struct RunMeasurements: Sendable {
+    public var source: String
+    public var layout: LayoutKind?
+    public var framework: String?
+    public var optimizer: String?
+    /// Layers in depth order, input first.
+    public var layers: [String]
+    public var records: [StepRecord]
+    public var unitWindows: [UnitWindow]
+
+    public var steps: [Int] { records.map(\.step) }
+    public var hasGradients: Bool { records.contains { $0.tensors.values.contains { $0.role == .gradient } } }
+    public var hasLoss: Bool { records.contains { $0.loss != nil } }
+
+    /// The series of one tensor across steps (steps where it is absent are skipped).
+    public func series(_ key: String) -> [(step: Int, measurement: TensorMeasurement)] {
+        records.compactMap { record in record.tensors[key].map { (record.step, $0) } }
+    }
+
+    /// Keys of all weight tensors, in depth order.
+    public var weightKeys: [String] { keys(role: .weight) }
+
+    /// Keys of all tensors with `role`, in depth order (layer order, then file order).
+    public func keys(role: TensorRole) -> [String] {
+        var keys: [String] = []
+        var seen = Set<String>()
+        let layerIndex = Dictionary(layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        for record in records {
+            for key in record.order where !seen.contains(key) {
+                guard let measurement = record.tensors[key], measurement.role == role else { continue }
+                seen.insert(key)
+                keys.append(key)
+            }
+        }
+        let firstRecordOrder = Dictionary(keys.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        return keys.sorted { a, b in
+            let layerA = records.lazy.compactMap { $0.tensors[a]?.layer }.first.flatMap { layerIndex[$0] } ?? Int.max
+            let layerB = records.lazy.compactMap { $0.tensors[b]?.layer }.first.flatMap { layerIndex[$0] } ?? Int.max
+            if layerA != layerB { return layerA < layerB }
+            return (firstRecordOrder[a] ?? 0) < (firstRecordOrder[b] ?? 0)
+        }
+    }
+}

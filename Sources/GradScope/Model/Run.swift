@@ -1,0 +1,206 @@
+import Foundation
+import HDF5
+
+/// The ordered steps of one training run.
+public final class Run: @unchecked Sendable {
+    /// The directory or file the run was read from.
+    public let source: String
+    /// Checkpoints sorted by step.
+    public let checkpoints: [Checkpoint]
+    /// Files and objects that were not used, each with the reason.
+    public let skipped: [SkippedItem]
+    /// Things about the run as a whole a person should know (mixed layouts, duplicate steps, tensors that come and go).
+    public let notes: [String]
+
+    public init(source: String, checkpoints: [Checkpoint], skipped: [SkippedItem], notes: [String]) {
+        self.source = source
+        self.checkpoints = checkpoints
+        self.skipped = skipped
+        self.notes = notes
+    }
+
+    /// The saved steps, in order.
+    public var steps: [Int] { checkpoints.enumerated().map { $0.element.metadata.step ?? $0.offset } }
+
+    /// Layers in depth order, as the checkpoints list them (the last checkpoint's order, then any others).
+    public var layers: [String] {
+        var seen = Set<String>()
+        var order: [String] = []
+        for checkpoint in checkpoints.reversed() {
+            for layer in checkpoint.layers where !seen.contains(layer) {
+                seen.insert(layer)
+                order.append(layer)
+            }
+            if !order.isEmpty { break }
+        }
+        for checkpoint in checkpoints {
+            for layer in checkpoint.layers where !seen.contains(layer) {
+                seen.insert(layer)
+                order.append(layer)
+            }
+        }
+        return order
+    }
+}
+
+/// Finds and orders the checkpoints of a run.
+public enum RunLoader {
+    /// Reads a run from a directory of checkpoint files (any names, sorted by
+    /// step), or from one file holding one group per step, or from a single
+    /// checkpoint file (a run of one step). Files that cannot be used are
+    /// listed in `skipped` with the reason; the others are still read.
+    /// `progress` is called after each file with (files done, total, bytes done, total bytes).
+    public static func load(_ path: String, options: LoadOptions = LoadOptions(),
+                            progress: ((Int, Int, Int, Int) -> Void)? = nil) throws -> Run {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CheckpointError(file: path, reason: "no such file or directory")
+        }
+        var skipped: [SkippedItem] = []
+        var notes: [String] = []
+        var checkpoints: [Checkpoint] = []
+        if isDirectory.boolValue {
+            let files = try candidateFiles(in: path, skipped: &skipped)
+            let sizes = files.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? 0 }
+            let totalBytes = sizes.reduce(0, +)
+            var doneBytes = 0
+            for (index, file) in files.enumerated() {
+                do {
+                    checkpoints.append(contentsOf: try CheckpointLoader.load(file, options: options))
+                } catch {
+                    skipped.append(SkippedItem(item: file, reason: reason(for: error)))
+                }
+                doneBytes += sizes[index]
+                progress?(index + 1, files.count, doneBytes, totalBytes)
+            }
+        } else {
+            checkpoints = try CheckpointLoader.load(path, options: options)
+            progress?(1, 1, 0, 0)
+        }
+        for checkpoint in checkpoints {
+            skipped.append(contentsOf: checkpoint.skipped.filter { !$0.reason.hasSuffix("read as metadata") })
+        }
+        guard !checkpoints.isEmpty else {
+            return Run(source: path, checkpoints: [], skipped: skipped, notes: ["no checkpoint could be read"])
+        }
+
+        // Mixed layouts: keep the most common one, report the rest.
+        let layoutCounts = Dictionary(grouping: checkpoints, by: \.layout).mapValues(\.count)
+        if layoutCounts.count > 1, let main = layoutCounts.max(by: { $0.value < $1.value })?.key {
+            notes.append("mixed layouts in one run (\(layoutCounts.map { "\($0.value) \($0.key.rawValue)" }.sorted().joined(separator: ", "))); analysed the \(main.rawValue) files")
+            for checkpoint in checkpoints where checkpoint.layout != main {
+                skipped.append(SkippedItem(item: checkpoint.source, reason: "\(checkpoint.layout.rawValue) layout in a run of \(main.rawValue) files"))
+            }
+            checkpoints = checkpoints.filter { $0.layout == main }
+        }
+
+        // Steps: from the files, else their position; sorted by step, then by modification time.
+        let missing = checkpoints.filter { $0.metadata.step == nil }
+        if !missing.isEmpty {
+            if missing.count == checkpoints.count {
+                let byTime = checkpoints.sorted { ($0.modified ?? .distantPast, $0.source) < ($1.modified ?? .distantPast, $1.source) }
+                for (index, checkpoint) in byTime.enumerated() {
+                    checkpoint.metadata.step = index
+                    checkpoint.metadata.stepSource = .position
+                }
+                if checkpoints.count > 1 {
+                    notes.append("no step numbers in the files or their names: steps are the files' order by modification time")
+                }
+            } else {
+                for checkpoint in missing {
+                    skipped.append(SkippedItem(item: checkpoint.source, reason: "no step number, in a run whose other files have one"))
+                }
+                checkpoints = checkpoints.filter { $0.metadata.step != nil }
+            }
+        }
+        checkpoints.sort { a, b in
+            let stepA = a.metadata.step ?? 0, stepB = b.metadata.step ?? 0
+            if stepA != stepB { return stepA < stepB }
+            return numericAwareLess(a.source, b.source)
+        }
+        var unique: [Checkpoint] = []
+        for checkpoint in checkpoints {
+            if let last = unique.last, last.metadata.step == checkpoint.metadata.step {
+                skipped.append(SkippedItem(item: checkpoint.source, reason: "duplicate step \(checkpoint.metadata.step ?? 0) (also in \(last.source)); the first is used"))
+                continue
+            }
+            unique.append(checkpoint)
+        }
+        notes.append(contentsOf: tensorChanges(unique))
+        return Run(source: path, checkpoints: unique, skipped: skipped, notes: notes)
+    }
+
+    /// Regular files in a directory, numeric-aware sorted; hidden and temporary
+    /// files (a save in progress) and sub-directories are listed as skipped.
+    static func candidateFiles(in directory: String, skipped: inout [SkippedItem]) throws -> [String] {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw CheckpointError(file: directory, reason: "cannot list the directory: \(error.localizedDescription)")
+        }
+        var files: [String] = []
+        var shardManifests: [String] = []
+        for name in names.sorted(by: numericAwareLess) {
+            let path = (directory as NSString).appendingPathComponent(name)
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+            if !exists {
+                skipped.append(SkippedItem(item: path, reason: "cannot be followed (a dangling or looping symbolic link)"))
+                continue
+            }
+            if isDirectory.boolValue {
+                skipped.append(SkippedItem(item: path, reason: "a directory (runs are read one directory deep)"))
+                continue
+            }
+            if name.hasPrefix(".") || name.hasSuffix(".tmp") || name.hasSuffix(".part") || name.hasSuffix(".partial") {
+                skipped.append(SkippedItem(item: path, reason: "a hidden or temporary file (a save still in progress?)"))
+                continue
+            }
+            if name.hasSuffix(".weights.json") { shardManifests.append(path) }
+            let lower = name.lowercased()
+            if lower.hasSuffix(".json") || lower.hasSuffix(".txt") || lower.hasSuffix(".md") || lower.hasSuffix(".log")
+                || lower.hasSuffix(".csv") || lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") || lower.hasSuffix(".py") {
+                skipped.append(SkippedItem(item: path, reason: "not a checkpoint file (\((name as NSString).pathExtension))"))
+                continue
+            }
+            files.append(path)
+        }
+        if !shardManifests.isEmpty {
+            skipped.append(contentsOf: shardManifests.map {
+                SkippedItem(item: $0, reason: "sharded Keras weights (.weights.json with _NNNNN shards): each shard is read as its own file")
+            })
+        }
+        return files
+    }
+
+    static func reason(for error: Error) -> String {
+        if let error = error as? HDF5Error {
+            if let object = error.object { return "\(error.reason.rawValue): \(object): \(error.message)" }
+            return "\(error.reason.rawValue): \(error.message)"
+        }
+        if let error = error as? CheckpointError { return error.reason }
+        return String(describing: error)
+    }
+
+    /// Tensors that appear, disappear or change shape between consecutive steps.
+    static func tensorChanges(_ checkpoints: [Checkpoint]) -> [String] {
+        var notes: [String] = []
+        guard checkpoints.count > 1 else { return notes }
+        for index in 1..<checkpoints.count {
+            let before = Dictionary(checkpoints[index - 1].tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+            let after = Dictionary(checkpoints[index].tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+            let step = checkpoints[index].metadata.step ?? index
+            let added = after.keys.filter { before[$0] == nil }.sorted()
+            let removed = before.keys.filter { after[$0] == nil }.sorted()
+            let reshaped = after.keys.filter { key in before[key].map { $0.shape != after[key]?.shape || $0.dtype != after[key]?.dtype } ?? false }.sorted()
+            func list(_ keys: [String]) -> String {
+                keys.prefix(5).joined(separator: ", ") + (keys.count > 5 ? " and \(keys.count - 5) more" : "")
+            }
+            if !added.isEmpty { notes.append("step \(step): \(added.count) tensor(s) appear: \(list(added))") }
+            if !removed.isEmpty { notes.append("step \(step): \(removed.count) tensor(s) disappear: \(list(removed))") }
+            if !reshaped.isEmpty { notes.append("step \(step): \(reshaped.count) tensor(s) change shape or dtype: \(list(reshaped))") }
+        }
+        return notes
+    }
+}

@@ -1,0 +1,265 @@
+/// Chunk kernels behind ``DriftAccumulator``.
+enum DriftKernels {
+    /// Sums over one chunk of element pairs (finite pairs only, except the counts).
+    struct ChunkSums {
+        var finite = 0
+        var changed = 0
+        var signFlips = 0
+        var nonFinite = 0
+        var squaresA = 0.0
+        var squaresB = 0.0
+        var squaresDelta = 0.0
+        var dot = 0.0
+        var maxAbsDelta = 0.0
+    }
+
+    /// Whether a pair counts as changed: bit patterns differ and not both NaN.
+    @inline(__always)
+    static func isChanged(_ a: Float, _ b: Float) -> Bool {
+        a.bitPattern != b.bitPattern && !(a.isNaN && b.isNaN)
+    }
+
+    /// Whether a pair counts as changed: bit patterns differ and not both NaN.
+    @inline(__always)
+    static func isChanged(_ a: Double, _ b: Double) -> Bool {
+        a.bitPattern != b.bitPattern && !(a.isNaN && b.isNaN)
+    }
+
+    /// Fast path for a chunk where every `a_i` and `b_i` is finite; `nil` if the
+    /// chunk holds a NaN or an infinity. All arithmetic after loading is in
+    /// `Float64` SIMD lanes: `Δ = b − a`, `Σ a^2`, `Σ b^2`, `Σ Δ^2`, `Σ a b`,
+    /// `max |Δ|`; a sign flip is a negative product `a * b` (exact in `Float64`,
+    /// so it never underflows to zero).
+    @inline(__always)
+    static func sumFiniteFloats(_ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int) -> ChunkSums? {
+        let rawA = UnsafeRawPointer(pa)
+        let rawB = UnsafeRawPointer(pb)
+        var squaresA = SIMD4<Double>()
+        var squaresB = SIMD4<Double>()
+        var squaresDelta = SIMD4<Double>()
+        var dot = SIMD4<Double>()
+        var maxDelta = SIMD4<Double>()
+        var changedLanes = SIMD8<Int32>()
+        var flipLanes = SIMD4<Int64>()
+        let ones32 = SIMD8<Int32>(repeating: 1)
+        let none32 = SIMD8<Int32>()
+        let ones64 = SIMD4<Int64>(repeating: 1)
+        let none64 = SIMD4<Int64>()
+        let zero = SIMD4<Double>()
+        var i = 0
+        while i &+ 8 <= n {
+            let offset = i &* 4
+            let va = rawA.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+            let vb = rawB.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+            let ia = rawA.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt32>.self)
+            let ib = rawB.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt32>.self)
+            changedLanes &+= none32.replacing(with: ones32, where: ia .!= ib)
+            let aLo = SIMD4<Double>(Double(va[0]), Double(va[1]), Double(va[2]), Double(va[3]))
+            let aHi = SIMD4<Double>(Double(va[4]), Double(va[5]), Double(va[6]), Double(va[7]))
+            let bLo = SIMD4<Double>(Double(vb[0]), Double(vb[1]), Double(vb[2]), Double(vb[3]))
+            let bHi = SIMD4<Double>(Double(vb[4]), Double(vb[5]), Double(vb[6]), Double(vb[7]))
+            let dLo = bLo - aLo
+            let dHi = bHi - aHi
+            squaresA += aLo * aLo + aHi * aHi
+            squaresB += bLo * bLo + bHi * bHi
+            squaresDelta += dLo * dLo + dHi * dHi
+            let pLo = aLo * bLo
+            let pHi = aHi * bHi
+            dot += pLo + pHi
+            flipLanes &+= none64.replacing(with: ones64, where: pLo .< zero)
+            flipLanes &+= none64.replacing(with: ones64, where: pHi .< zero)
+            let mLo = dLo.replacing(with: -dLo, where: dLo .< zero)
+            let mHi = dHi.replacing(with: -dHi, where: dHi .< zero)
+            maxDelta = maxDelta.replacing(with: mLo, where: mLo .> maxDelta)
+            maxDelta = maxDelta.replacing(with: mHi, where: mHi .> maxDelta)
+            i &+= 8
+        }
+        var sums = ChunkSums()
+        sums.squaresA = squaresA.sum()
+        sums.squaresB = squaresB.sum()
+        sums.squaresDelta = squaresDelta.sum()
+        sums.dot = dot.sum()
+        sums.maxAbsDelta = maxDelta.max()
+        sums.changed = Int(changedLanes.wrappedSum())
+        sums.signFlips = Int(flipLanes.wrappedSum())
+        while i < n {
+            let a = Double(pa[i])
+            let b = Double(pb[i])
+            let d = b - a
+            sums.squaresA += a * a
+            sums.squaresB += b * b
+            sums.squaresDelta += d * d
+            let product = a * b
+            sums.dot += product
+            if product < 0 { sums.signFlips &+= 1 }
+            if d.magnitude > sums.maxAbsDelta { sums.maxAbsDelta = d.magnitude }
+            if pa[i].bitPattern != pb[i].bitPattern { sums.changed &+= 1 }
+            i &+= 1
+        }
+        guard (sums.squaresA + sums.squaresB).isFinite else { return nil }
+        sums.finite = n
+        return sums
+    }
+
+    /// Scalar path for `Float32` chunks with NaN or infinities.
+    static func sumFloatsChecked(_ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int) -> ChunkSums {
+        var sums = ChunkSums()
+        for i in 0 ..< n {
+            let a = pa[i]
+            let b = pb[i]
+            if isChanged(a, b) { sums.changed &+= 1 }
+            guard a.isFinite && b.isFinite else {
+                sums.nonFinite &+= 1
+                continue
+            }
+            sums.finite &+= 1
+            let x = Double(a)
+            let y = Double(b)
+            let d = y - x
+            sums.squaresA += x * x
+            sums.squaresB += y * y
+            sums.squaresDelta += d * d
+            let product = x * y
+            sums.dot += product
+            if product < 0 { sums.signFlips &+= 1 }
+            if d.magnitude > sums.maxAbsDelta { sums.maxAbsDelta = d.magnitude }
+        }
+        return sums
+    }
+
+    /// Scalar path for `Float64` chunks; finite values are multiplied by
+    /// `factor` (a power of two) before any arithmetic.
+    static func sumDoubles(
+        _ pa: UnsafePointer<Double>, _ pb: UnsafePointer<Double>, count n: Int, factor: Double
+    ) -> ChunkSums {
+        var sums = ChunkSums()
+        for i in 0 ..< n {
+            let a = pa[i]
+            let b = pb[i]
+            if isChanged(a, b) { sums.changed &+= 1 }
+            guard a.isFinite && b.isFinite else {
+                sums.nonFinite &+= 1
+                continue
+            }
+            sums.finite &+= 1
+            if a != 0 && b != 0 && (a < 0) != (b < 0) { sums.signFlips &+= 1 }
+            let x = a * factor
+            let y = b * factor
+            let d = y - x
+            sums.squaresA += x * x
+            sums.squaresB += y * y
+            sums.squaresDelta += d * d
+            sums.dot += x * y
+            if d.magnitude > sums.maxAbsDelta { sums.maxAbsDelta = d.magnitude }
+        }
+        return sums
+    }
+
+    /// The largest magnitude over the finite pairs of a `Float64` chunk.
+    static func maxFiniteMagnitude(_ pa: UnsafePointer<Double>, _ pb: UnsafePointer<Double>, count n: Int) -> Double {
+        var largest = 0.0
+        for i in 0 ..< n where pa[i].isFinite && pb[i].isFinite {
+            largest = Swift.max(largest, pa[i].magnitude, pb[i].magnitude)
+        }
+        return largest
+    }
+
+    // MARK: Per-unit sums
+
+    /// Per-unit `Σ Δ^2`, `Σ a^2` (finite pairs) and changed counts of a
+    /// `Float32` chunk. `allFinite` promises there is no NaN or infinity.
+    static func accumulateUnits(
+        _ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int, offset: Int,
+        map: StatsUnitMap, allFinite: Bool,
+        deltaSquares: UnsafeMutablePointer<Double>, squaresA: UnsafeMutablePointer<Double>,
+        changed: UnsafeMutablePointer<Int>
+    ) {
+        switch map.kind {
+        case .none:
+            return
+        case .leading:
+            map.forEachRun(offset: offset, count: n) { unit, start, length in
+                var d2 = 0.0
+                var a2 = 0.0
+                var changes = 0
+                if allFinite {
+                    for j in start ..< start &+ length {
+                        let x = Double(pa[j])
+                        let d = Double(pb[j]) - x
+                        d2 += d * d
+                        a2 += x * x
+                        changes &+= pa[j].bitPattern != pb[j].bitPattern ? 1 : 0
+                    }
+                } else {
+                    for j in start ..< start &+ length {
+                        if isChanged(pa[j], pb[j]) { changes &+= 1 }
+                        guard pa[j].isFinite && pb[j].isFinite else { continue }
+                        let x = Double(pa[j])
+                        let d = Double(pb[j]) - x
+                        d2 += d * d
+                        a2 += x * x
+                    }
+                }
+                deltaSquares[unit] += d2
+                squaresA[unit] += a2
+                changed[unit] &+= changes
+            }
+        case .trailing:
+            map.forEachRun(offset: offset, count: n) { firstUnit, start, length in
+                let a = pa + start
+                let b = pb + start
+                let d2 = deltaSquares + firstUnit
+                let a2 = squaresA + firstUnit
+                let changes = changed + firstUnit
+                if allFinite {
+                    for j in 0 ..< length {
+                        let x = Double(a[j])
+                        let d = Double(b[j]) - x
+                        d2[j] += d * d
+                        a2[j] += x * x
+                        changes[j] &+= a[j].bitPattern != b[j].bitPattern ? 1 : 0
+                    }
+                } else {
+                    for j in 0 ..< length {
+                        if isChanged(a[j], b[j]) { changes[j] &+= 1 }
+                        guard a[j].isFinite && b[j].isFinite else { continue }
+                        let x = Double(a[j])
+                        let d = Double(b[j]) - x
+                        d2[j] += d * d
+                        a2[j] += x * x
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per-unit sums of a `Float64` chunk, values multiplied by `factor`.
+    static func accumulateUnits(
+        _ pa: UnsafePointer<Double>, _ pb: UnsafePointer<Double>, count n: Int, offset: Int,
+        map: StatsUnitMap, factor: Double,
+        deltaSquares: UnsafeMutablePointer<Double>, squaresA: UnsafeMutablePointer<Double>,
+        changed: UnsafeMutablePointer<Int>
+    ) {
+        @inline(__always)
+        func add(_ j: Int, to unit: Int) {
+            if isChanged(pa[j], pb[j]) { changed[unit] &+= 1 }
+            guard pa[j].isFinite && pb[j].isFinite else { return }
+            let x = pa[j] * factor
+            let d = pb[j] * factor - x
+            deltaSquares[unit] += d * d
+            squaresA[unit] += x * x
+        }
+        switch map.kind {
+        case .none:
+            return
+        case .leading:
+            map.forEachRun(offset: offset, count: n) { unit, start, length in
+                for j in start ..< start &+ length { add(j, to: unit) }
+            }
+        case .trailing:
+            map.forEachRun(offset: offset, count: n) { firstUnit, start, length in
+                for j in 0 ..< length { add(start &+ j, to: firstUnit &+ j) }
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+/// Chunk kernels behind ``StatsAccumulator``. A chunk holds at most
+/// ``StatsAccumulator/chunkSize`` elements, small enough to stay in the L1
+/// cache between the passes made over it.
+enum StatsKernels {
+    /// Moments and extremes of a chunk (finite elements only).
+    struct ChunkSummary {
+        var finite = 0
+        var zeros = 0
+        var nan = 0
+        var posInf = 0
+        var negInf = 0
+        var min = Double.infinity
+        var max = -Double.infinity
+        var mean = 0.0
+        var m2 = 0.0
+        var sumSquares = 0.0
+    }
+
+    /// Fast path for a chunk of `Float32` values that are all finite; returns
+    /// `nil` when the chunk holds a NaN or an infinity (or when the `Float32`
+    /// pivot sum overflows), in which case ``summarizeFloatsChecked(_:count:)``
+    /// must be used instead.
+    ///
+    /// Pass 1 (`Float32` SIMD): min, max, zero count and `s = Σ (x - x0)`.
+    /// Pass 2 (`Float64` SIMD): with the shift `m = x0 + s / n`, the corrected
+    /// two-pass sums `S1 = Σ (x - m)`, `S2 = Σ (x - m)^2` and `Q = Σ x^2`, giving
+    /// `mean = m + S1 / n` and `M2 = S2 - S1^2 / n`.
+    @inline(__always)
+    static func summarizeFiniteFloats(_ p: UnsafePointer<Float>, count n: Int) -> ChunkSummary? {
+        let raw = UnsafeRawPointer(p)
+        let x0 = p[0]
+        let pivot = SIMD8<Float>(repeating: x0)
+        var shiftedSum = SIMD8<Float>()
+        var low = SIMD8<Float>(repeating: .infinity)
+        var high = SIMD8<Float>(repeating: -.infinity)
+        var zeroLanes = SIMD8<Int32>()
+        let ones = SIMD8<Int32>(repeating: 1)
+        let none = SIMD8<Int32>()
+        var i = 0
+        while i &+ 8 <= n {
+            let v = raw.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
+            shiftedSum += v - pivot
+            low = low.replacing(with: v, where: v .< low)
+            high = high.replacing(with: v, where: v .> high)
+            zeroLanes &+= none.replacing(with: ones, where: v .== SIMD8<Float>())
+            i &+= 8
+        }
+        var sum = shiftedSum.sum()
+        var minimum = low.min()
+        var maximum = high.max()
+        var zeros = Int(zeroLanes.wrappedSum())
+        while i < n {
+            let x = p[i]
+            sum += x - x0
+            if x < minimum { minimum = x }
+            if x > maximum { maximum = x }
+            if x == 0 { zeros &+= 1 }
+            i &+= 1
+        }
+        guard sum.isFinite else { return nil }
+
+        let count = Double(n)
+        let shift = Double(x0) + Double(sum) / count
+        let shiftLanes = SIMD4<Double>(repeating: shift)
+        var s1 = SIMD4<Double>()
+        var s2 = SIMD4<Double>()
+        var q = SIMD4<Double>()
+        i = 0
+        while i &+ 8 <= n {
+            let v = raw.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
+            let lo = SIMD4<Double>(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]))
+            let hi = SIMD4<Double>(Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7]))
+            let dLo = lo - shiftLanes
+            let dHi = hi - shiftLanes
+            s1 += dLo + dHi
+            s2 += dLo * dLo + dHi * dHi
+            q += lo * lo + hi * hi
+            i &+= 8
+        }
+        var sum1 = s1.sum()
+        var sum2 = s2.sum()
+        var squares = q.sum()
+        while i < n {
+            let x = Double(p[i])
+            let d = x - shift
+            sum1 += d
+            sum2 += d * d
+            squares += x * x
+            i &+= 1
+        }
+        var summary = ChunkSummary()
+        summary.finite = n
+        summary.zeros = zeros
+        summary.min = Double(minimum)
+        summary.max = Double(maximum)
+        summary.mean = shift + sum1 / count
+        summary.m2 = Swift.max(0, sum2 - sum1 * sum1 / count)
+        summary.sumSquares = squares
+        return summary
+    }
+
+    /// Scalar path for a chunk of `Float32` values that may hold NaN or infinities.
+    static func summarizeFloatsChecked(_ p: UnsafePointer<Float>, count n: Int) -> ChunkSummary {
+        var summary = ChunkSummary()
+        var sum = 0.0
+        for i in 0 ..< n {
+            let x = p[i]
+            if x.isFinite {
+                summary.finite &+= 1
+                let value = Double(x)
+                sum += value
+                if value < summary.min { summary.min = value }
+                if value > summary.max { summary.max = value }
+                if x == 0 { summary.zeros &+= 1 }
+            } else if x.isNaN {
+                summary.nan &+= 1
+            } else if x > 0 {
+                summary.posInf &+= 1
+            } else {
+                summary.negInf &+= 1
+            }
+        }
+        guard summary.finite > 0 else { return summary }
+        let count = Double(summary.finite)
+        let shift = sum / count
+        var sum1 = 0.0
+        var sum2 = 0.0
+        var squares = 0.0
+        for i in 0 ..< n where p[i].isFinite {
+            let value = Double(p[i])
+            let d = value - shift
+            sum1 += d
+            sum2 += d * d
+            squares += value * value
+        }
+        summary.mean = shift + sum1 / count
+        summary.m2 = Swift.max(0, sum2 - sum1 * sum1 / count)
+        summary.sumSquares = squares
+        return summary
+    }
+
+    /// Moments of the finite values of a `Float64` chunk multiplied by `factor`
+    /// (a power of two). Counts, min and max are filled by the caller.
+    static func scaledMoments(_ p: UnsafePointer<Double>, count n: Int, factor: Double, into summary: inout ChunkSummary) {
+        guard summary.finite > 0 else { return }
+        var sum = 0.0
+        for i in 0 ..< n where p[i].isFinite { sum += p[i] * factor }
+        let count = Double(summary.finite)
+        let shift = sum / count
+        var sum1 = 0.0
+        var sum2 = 0.0
+        var squares = 0.0
+        for i in 0 ..< n where p[i].isFinite {
+            let value = p[i] * factor
+            let d = value - shift
+            sum1 += d
+            sum2 += d * d
+            squares += value * value
+        }
+        summary.mean = shift + sum1 / count
+        summary.m2 = Swift.max(0, sum2 - sum1 * sum1 / count)
+        summary.sumSquares = squares
+    }
+
+    // MARK: Per-unit sums
+
+    /// `Σ x^2` (in `Float64`) and the zero count of `n` finite `Float32` values.
+    @inline(__always)
+    static func squaresAndZeros(_ p: UnsafePointer<Float>, count n: Int) -> (Double, Int) {
+        let raw = UnsafeRawPointer(p)
+        var q = SIMD4<Double>()
+        var zeroLanes = SIMD8<Int32>()
+        let ones = SIMD8<Int32>(repeating: 1)
+        let none = SIMD8<Int32>()
+        var i = 0
+        while i &+ 8 <= n {
+            let v = raw.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
+            let lo = SIMD4<Double>(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]))
+            let hi = SIMD4<Double>(Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7]))
+            q += lo * lo + hi * hi
+            zeroLanes &+= none.replacing(with: ones, where: v .== SIMD8<Float>())
+            i &+= 8
+        }
+        var squares = q.sum()
+        var zeros = Int(zeroLanes.wrappedSum())
+        while i < n {
+            let x = Double(p[i])
+            squares += x * x
+            if x == 0 { zeros &+= 1 }
+            i &+= 1
+        }
+        return (squares, zeros)
+    }
+
+    /// Adds the per-unit `Σ x^2` and zero counts of a `Float32` chunk. Non-finite
+    /// values are skipped unless `allFinite` promises there are none.
+    static func accumulateUnits(
+        _ p: UnsafePointer<Float>, count n: Int, offset: Int, map: StatsUnitMap, allFinite: Bool,
+        squares: UnsafeMutablePointer<Double>, zeros: UnsafeMutablePointer<Int>
+    ) {
+        switch map.kind {
+        case .none:
+            return
+        case .leading:
+            map.forEachRun(offset: offset, count: n) { unit, start, length in
+                if allFinite {
+                    let (q, z) = squaresAndZeros(p + start, count: length)
+                    squares[unit] += q
+                    zeros[unit] &+= z
+                } else {
+                    var q = 0.0
+                    var z = 0
+                    for j in start ..< start &+ length where p[j].isFinite {
+                        let x = Double(p[j])
+                        q += x * x
+                        if x == 0 { z &+= 1 }
+                    }
+                    squares[unit] += q
+                    zeros[unit] &+= z
+                }
+            }
+        case .trailing:
+            map.forEachRun(offset: offset, count: n) { firstUnit, start, length in
+                let source = p + start
+                let q = squares + firstUnit
+                let z = zeros + firstUnit
+                if allFinite {
+                    for j in 0 ..< length {
+                        let x = Double(source[j])
+                        q[j] += x * x
+                        z[j] &+= x == 0 ? 1 : 0
+                    }
+                } else {
+                    for j in 0 ..< length where source[j].isFinite {
+                        let x = Double(source[j])
+                        q[j] += x * x
+                        z[j] &+= x == 0 ? 1 : 0
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the per-unit `Σ (x * factor)^2` and zero counts of a `Float64` chunk
+    /// (finite values only).
+    static func accumulateUnits(
+        _ p: UnsafePointer<Double>, count n: Int, offset: Int, map: StatsUnitMap, factor: Double,
+        squares: UnsafeMutablePointer<Double>, zeros: UnsafeMutablePointer<Int>
+    ) {
+        switch map.kind {
+        case .none:
+            return
+        case .leading:
+            map.forEachRun(offset: offset, count: n) { unit, start, length in
+                var q = 0.0
+                var z = 0
+                for j in start ..< start &+ length where p[j].isFinite {
+                    let x = p[j] * factor
+                    q += x * x
+                    if p[j] == 0 { z &+= 1 }
+                }
+                squares[unit] += q
+                zeros[unit] &+= z
+            }
+        case .trailing:
+            map.forEachRun(offset: offset, count: n) { firstUnit, start, length in
+                for j in 0 ..< length where p[start &+ j].isFinite {
+                    let x = p[start &+ j] * factor
+                    squares[firstUnit &+ j] += x * x
+                    zeros[firstUnit &+ j] &+= p[start &+ j] == 0 ? 1 : 0
+                }
+            }
+        }
+    }
+}
