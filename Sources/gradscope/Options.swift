@@ -1,8 +1,14 @@
 import ArgumentParser
+import Foundation
 import GradScope
 import HDF5
 
 extension LayoutKind: ExpressibleByArgument {}
+extension Severity: ExpressibleByArgument {}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json, csv
+}
 
 /// Options every reading command shares.
 struct ReadingOptions: ParsableArguments {
@@ -18,4 +24,75 @@ struct ReadingOptions: ParsableArguments {
     var loadOptions: LoadOptions {
         LoadOptions(layout: layout, open: OpenOptions(followLinks: followLinks, allowPlugins: allowPlugins))
     }
+}
+
+/// Options of the analysing commands: output, selection, thresholds, exit codes.
+struct AnalysisOptions: ParsableArguments {
+    @Option(name: .long, help: "Output format: table (for people), json (the contract in DESIGN.md) or csv.")
+    var format: OutputFormat = .table
+
+    @Option(name: .long, help: "Only analyse tensors whose name matches this regular expression.")
+    var select: String?
+
+    @Option(name: .long, help: "Exit with code 1 when a finding is at or above this severity: info, warning or error.")
+    var failOn: Severity = .error
+
+    @Option(name: .long, help: "A JSON file of threshold overrides, e.g. {\"collapse_factor\": 100}.")
+    var config: String?
+
+    @Option(name: .long, parsing: .singleValue, help: "Override one threshold: --threshold collapse_factor=100 (repeatable).")
+    var threshold: [String] = []
+
+    @Flag(name: .long, help: "Explain each finding: what the numbers mean, likely causes, what to try.")
+    var explain = false
+
+    @Flag(name: [.short, .long], help: "No progress on stderr.")
+    var quiet = false
+
+    func validate() throws {
+        if let select {
+            do { _ = try NSRegularExpression(pattern: select) } catch {
+                throw ValidationError("--select: not a valid regular expression: \(select)")
+            }
+        }
+        for item in threshold {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, Double(parts[1]) != nil else {
+                throw ValidationError("--threshold expects name=number, got \(item)")
+            }
+            var probe = Thresholds()
+            do { try probe.set(parts[0], Double(parts[1]) ?? 0) } catch { throw ValidationError("\(error)") }
+        }
+    }
+
+    func thresholds() throws -> Thresholds {
+        var thresholds = Thresholds()
+        if let config {
+            guard let data = FileManager.default.contents(atPath: config) else {
+                throw CheckpointError(file: config, reason: "cannot read the config file")
+            }
+            do { thresholds = try Thresholds.load(json: data) } catch {
+                throw CheckpointError(file: config, reason: "\(error)")
+            }
+        }
+        for item in threshold {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2, let value = Double(parts[1]) { try thresholds.set(parts[0], value) }
+        }
+        return thresholds
+    }
+
+    var selection: NSRegularExpression? { select.flatMap { try? NSRegularExpression(pattern: $0) } }
+
+    var renderer: TextRenderer { TextRenderer(style: format == .table ? Style.forStandardOutput() : Style(color: false), explain: explain) }
+
+    /// Exit code for findings: 1 when any is at or above --fail-on.
+    func exitCode(_ findings: [Finding]) -> Int32 {
+        findings.contains { $0.severity >= failOn } ? 1 : 0
+    }
+}
+
+/// Writes to stdout, flushed.
+func emit(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
 }

@@ -8,7 +8,7 @@ Healthy: the same model and data as keras-weights-h5 (Sequential 16 ->
 Dense "hidden1" 32 relu -> Dense "hidden2" 32 relu -> Dense "logits" 4,
 Adam lr 1e-3, batch 64, 10 epochs = 640 steps) with every layer trainable
 and another seed. Saved with model.save(".../step_{n:06d}.h5") at step 0
-and after every 40th optimizer step.
+and after every 64th optimizer step.
 """
 
 import os

@@ -9,7 +9,7 @@ frozen, so it has no optimizer slots and its weights never change; the
 other two layers train normally.
 
 A callback calls model.save_weights(".../step_{n:06d}.weights.h5") when
-training begins (step 0) and after every 40th optimizer step (the
+training begins (step 0) and after every 64th optimizer step (the
 optimizer's iteration count).
 """
 

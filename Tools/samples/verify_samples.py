@@ -410,6 +410,35 @@ def v_keras_legacy(r, d):
     r.check(min(wn.values()) > 0.5, "no collapse: kernel norm last/first " + ", ".join(f"{n} {v:.2f}" for n, v in wn.items()))
 
 
+def v_tf_keras_legacy(r, d):
+    files = sorted(glob.glob(os.path.join(d, "step_*.h5")), key=step_of)
+    r.info(f"{len(files)} files, steps {step_of(files[0])}..{step_of(files[-1])}")
+    runs = [legacy_weights(p) for p in files]
+    with h5py.File(files[0], "r") as f:
+        kv = f["model_weights"].attrs["keras_version"]
+        kv = kv.decode() if isinstance(kv, bytes) else kv
+    r.check(kv.startswith("2."), f"written by Keras {kv} (tf-keras)")
+    r.check(list(runs[0][1]) == ["iteration:0"], "step 0: optimizer_weights holds iteration:0 alone (no slots yet)")
+    later = list(runs[-1][1])
+    r.check(later[0] == "iteration:0" and all(n.startswith("SGD/m/") for n in later[1:]) and len(later) == 5,
+            f"later files: {later}")
+    k = [(step_of(p), run[0]["hidden1"][0]) for p, run in zip(files, runs)]
+    bad = [st for st, v in k if not np.isfinite(v).all()]
+    r.check(bool(bad), "non-finite weights appear")
+    if not bad:
+        return
+    growth = [(st, float(np.max(np.abs(v)))) for st, v in k if st < bad[0]]
+    r.check(growth[-1][1] / growth[0][1] > 1e6,
+            "hidden1 kernel max |w| before: " + ", ".join(f"{a}:{b:.2e}" for a, b in growth))
+    first = runs[files.index(next(p for p in files if step_of(p) == bad[0]))][0]
+    r.check(True, f"first file with non-finite weights: step {bad[0]} "
+                  + "; ".join(f"{n}: {int(np.isnan(w[0]).sum())} NaN {int(np.isinf(w[0]).sum())} Inf of {w[0].size}"
+                              for n, w in first.items() if w))
+    after = [run for p, run in zip(files, runs) if step_of(p) > bad[0]]
+    r.check(len(after) >= 3 and all(np.isnan(w).all() for run in after for ws in run[0].values() for w in ws),
+            f"saving went on: {len(after)} more files, all weights NaN")
+
+
 # --------------------------------------------------------------------------- main
 NATIVE = {
     "healthy": v_healthy,
@@ -420,7 +449,9 @@ NATIVE = {
     "vanishing-sigmoid": v_vanishing,
     "weight-decay-collapse": v_collapse,
 }
-KERAS = {"keras-weights-h5": v_keras_weights, "keras-legacy-h5": v_keras_legacy}
+KERAS = {"keras-weights-h5": v_keras_weights, "keras-legacy-h5": v_keras_legacy,
+         "tf-keras-legacy-h5": v_tf_keras_legacy}
+OPTIONAL = {"tf-keras-legacy-h5"}  # needs tensorflow + tf-keras to remake
 
 
 def main(argv):
@@ -430,6 +461,9 @@ def main(argv):
     for run, fn in {**NATIVE, **KERAS}.items():
         d = os.path.join(root, run)
         if not glob.glob(os.path.join(d, "step_*.h5")):
+            if run in OPTIONAL:
+                print(f"\n== {run}\n   not present (optional run)")
+                continue
             missing.append(run)
             print(f"\n== {run}\n   MISSING: no step_*.h5 in {d}")
             continue

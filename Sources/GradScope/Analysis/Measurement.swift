@@ -9,6 +9,7 @@ public struct TensorMeasurement: Sendable, Codable {
     public var slot: OptimizerSlot?
     public var slotName: String?
     public var shape: [Int]
+    public var unitAxis: Int?
     public var dtype: String
     public var path: String
     public var trainable: Bool?
@@ -25,7 +26,9 @@ public struct TensorMeasurement: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case key, name, layer, role, slot
         case slotName = "slot_name"
-        case shape, dtype, path, trainable, stats, drift
+        case shape
+        case unitAxis = "unit_axis"
+        case dtype, path, trainable, stats, drift
         case zeroUnits = "zero_units"
         case unitCount = "unit_count"
         case inactiveUnits = "inactive_units"

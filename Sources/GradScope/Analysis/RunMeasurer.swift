@@ -32,7 +32,7 @@ public enum RunMeasurer {
                     }
                     var measurement = TensorMeasurement(
                         key: tensor.key, name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slot,
-                        slotName: tensor.slotName, shape: tensor.shape, dtype: tensor.dtype.description, path: tensor.path,
+                        slotName: tensor.slotName, shape: tensor.shape, unitAxis: tensor.unitAxis, dtype: tensor.dtype.description, path: tensor.path,
                         trainable: tensor.trainable, stats: stats, drift: drift)
                     let unitSize = (stats.unitNorms?.count).map { units in units > 0 ? tensor.count / units : 0 } ?? 0
                     if let norms = stats.unitNorms {

@@ -18,6 +18,11 @@ public struct CheckpointError: Error, CustomStringConvertible, Sendable {
     public let file: String
     public let reason: String
     public var description: String { "\(file): \(reason)" }
+
+    public init(file: String, reason: String) {
+        self.file = file
+        self.reason = reason
+    }
 }
 
 /// Turns a file into checkpoints: detects its layout and reads its tensors,

@@ -197,7 +197,9 @@ public enum RunLoader {
             func list(_ keys: [String]) -> String {
                 keys.prefix(5).joined(separator: ", ") + (keys.count > 5 ? " and \(keys.count - 5) more" : "")
             }
-            if !added.isEmpty { notes.append("step \(step): \(added.count) tensor(s) appear: \(list(added))") }
+            // The first save before any update has no gradients or optimizer state yet: nothing to report.
+            let onlyTrainingState = added.allSatisfy { $0.hasPrefix("gradient:") || $0.hasPrefix("optimizer:") }
+            if !added.isEmpty && !(index == 1 && onlyTrainingState) { notes.append("step \(step): \(added.count) tensor(s) appear: \(list(added))") }
             if !removed.isEmpty { notes.append("step \(step): \(removed.count) tensor(s) disappear: \(list(removed))") }
             if !reshaped.isEmpty { notes.append("step \(step): \(reshaped.count) tensor(s) change shape or dtype: \(list(reshaped))") }
         }

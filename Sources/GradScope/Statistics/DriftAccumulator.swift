@@ -2,7 +2,7 @@
 /// earlier checkpoint and `b` from a later one.
 ///
 /// Feed both versions side by side in blocks of equal length with
-/// ``add(_:_:at:)-(UnsafeBufferPointer<Float>,_,_)`` (or the `Double`
+/// ``add(_:_:at:)`` (or the `Double`
 /// overload), passing each block's flat element offset, then call
 /// ``finish()``. If the two blocks differ in length, only the common prefix is
 /// used. Accumulators over disjoint parts of the tensor combine with

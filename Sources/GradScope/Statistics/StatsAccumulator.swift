@@ -1,6 +1,6 @@
 /// Streaming, mergeable summary statistics of one tensor in a single pass.
 ///
-/// Feed the tensor in blocks of any size with ``add(_:at:)-(UnsafeBufferPointer<Float>,_)``
+/// Feed the tensor in blocks of any size with ``add(_:at:)``
 /// (or the `Double` overload), passing each block's flat element offset, then
 /// call ``finish()`` for a ``TensorStats``. Blocks may arrive in any order; the
 /// offset is only used to attribute elements to units (see ``UnitLayout``).

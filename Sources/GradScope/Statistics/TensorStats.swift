@@ -25,7 +25,10 @@
 /// exact value for `|value| >= 2^-126` (normal `Float32` range), clamped to
 /// `[min, max]`; zeros are exact. Subnormal magnitudes are bucketed more
 /// coarsely (within a factor `sqrt(2)` below `2^-133`), so near zero the error
-/// is absolute, below `1.2e-38`.
+/// is absolute, below `1.2e-38`. `Float64` inputs are bucketed by their value
+/// rounded to `Float32`: magnitudes above `Float.greatestFiniteMagnitude` read as
+/// about `3.4e38` and nonzero magnitudes below `2^-149` as `2^-149` in the
+/// quantiles and the linear histogram (all other fields use the `Float64` value).
 ///
 /// Every `Double` in the structure is finite, so it encodes with a default
 /// `JSONEncoder`. (For `Float64` inputs whose norm exceeds the `Double` range,

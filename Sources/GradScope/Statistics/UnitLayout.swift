@@ -15,8 +15,8 @@
 ///   `[kh, kw, in, out]`. Element `i` belongs to unit `i % units`.
 ///
 /// Degenerate layouts never trap: a negative unit count is treated as zero, a
-/// non-positive `innerSize` attributes no element to any unit, and elements at
-/// negative flat offsets are not attributed.
+/// non-positive `innerSize` attributes no element to any unit, and elements
+/// given at negative flat offsets are not attributed to any unit.
 public enum UnitLayout: Sendable, Hashable {
     /// No per-unit statistics.
     case none
@@ -103,18 +103,18 @@ struct StatsUnitMap: Sendable, Equatable {
     /// Unattributed elements are skipped.
     @inline(__always)
     func forEachRun(offset: Int, count: Int, _ body: (Int, Int, Int) -> Void) {
+        guard kind != .none, units > 0, count > 0 else { return }
+        // Elements at negative flat indices are not attributed.
+        let first = offset >= 0 ? 0 : (offset > -count ? -offset : count)
         switch kind {
         case .none:
             return
         case .leading:
-            guard innerSize > 0, units > 0 else { return }
-            var i = 0
+            guard innerSize > 0 else { return }
+            var i = first
             while i < count {
                 let flat = offset &+ i
-                if flat < 0 {
-                    i &+= Swift.min(count &- i, 0 &- flat)
-                    continue
-                }
+                if flat < 0 { return }  // the flat index wrapped around Int.max
                 let unit = flat / innerSize
                 if unit >= units { return }
                 let run = Swift.min(count &- i, innerSize &- flat % innerSize)
@@ -122,10 +122,9 @@ struct StatsUnitMap: Sendable, Equatable {
                 i &+= run
             }
         case .trailing:
-            guard units > 0 else { return }
-            var unit = offset % units
+            var unit = (offset &+ first) % units
             if unit < 0 { unit &+= units }
-            var i = 0
+            var i = first
             while i < count {
                 let run = Swift.min(units &- unit, count &- i)
                 body(unit, i, run)

@@ -313,6 +313,12 @@ def test_extra_root_attrs(tmp_path):
     assert r["attrs"]["run"] == "healthy" and r["attrs"]["seed"] == 3
 
 
+def test_extra_attrs_cannot_override_layout_attrs(tmp_path):
+    with pytest.raises(ValueError):
+        gx.save_step(tmp_path / "s.h5", 0, {"a": np.zeros(1)}, attrs={"format": "other"})
+    assert _files(tmp_path) == []
+
+
 def test_unsupported_dtype_refused(tmp_path):
     with pytest.raises(TypeError):
         gx.save_step(tmp_path / "s.h5", 0, {"a": np.array(["x"])})

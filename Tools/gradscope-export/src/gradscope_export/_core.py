@@ -200,6 +200,9 @@ def save_step(
     activations = {k: v for k, v in (activations or {}).items() if v is not None}
     for n in activations:
         validate_name(n, "activation name")
+    reserved = {"format", "step", "loss", "lr", "framework", "optimizer"} & set(attrs or {})
+    if reserved:
+        raise ValueError(f"attrs may not set {sorted(reserved)}: use the parameters of save_step")
     flags = _names_of(in_optimizer, weights.keys())
     for n in flags:
         if n not in weights:

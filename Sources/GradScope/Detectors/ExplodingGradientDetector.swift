@@ -1,0 +1,71 @@
+/// `exploding-gradient`: gradients large relative to their weights and growing
+/// fast, or non-finite while the weights are still finite.
+///
+/// Reported at the first save where (a) a gradient holds NaN/Inf while every
+/// weight is finite (error), or (b) the total gradient norm grew by at least
+/// `exploding_growth` (10x) since the previous save while some tensor's
+/// ‖g‖/‖W‖ ≥ `exploding_ratio` (1), or (c) some ‖g‖/‖W‖ ≥ `exploding_absolute_ratio`
+/// (100). Parameters whose weights never change are left out: their gradient
+/// accumulates because they are not in the optimizer (see `frozen`).
+/// Needs: gradients.
+struct ExplodingGradientDetector: Detector {
+    let kind = FindingKind.explodingGradient
+
+    func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        guard run.hasGradients else { return .lacking("no gradients were saved (the gradscope exporters save them)") }
+        let frozen = Set(run.weightKeys.filter { key in
+            let drifts = run.series(key).compactMap(\.measurement.drift)
+            return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
+        }.map { String($0.dropFirst("weight:".count)) })
+        var previousTotal: Double?
+        for record in run.records {
+            let gradients = record.order.compactMap { record.tensors[$0] }.filter { $0.role == .gradient && !frozen.contains($0.name) }
+            guard !gradients.isEmpty else { continue }
+            let weightsFinite = record.tensors.values.filter { $0.role == .weight }.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
+            if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {
+                return DetectorOutcome(findings: [finding(record: record, tensor: bad, severity: .error,
+                    message: "The gradient of \(bad.name) holds NaN/Inf at step \(record.step) while every weight is still finite: the gradients exploded.",
+                    evidence: ["nan_elements": .int(bad.stats.nan), "inf_elements": .int(bad.stats.posInf + bad.stats.negInf)], run: run)])
+            }
+            var total = 0.0
+            var worst: (TensorMeasurement, Double)?
+            for gradient in gradients {
+                guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
+                total += gn * gn
+                if let weight = record.weight(gradient.name), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite {
+                    let ratio = gn / wn
+                    if worst == nil || ratio > worst?.1 ?? 0 { worst = (gradient, ratio) }
+                }
+            }
+            total = total.squareRoot()
+            defer { previousTotal = total }
+            guard let (tensor, ratio) = worst else { continue }
+            let growth = previousTotal.map { $0 > 0 ? total / $0 : 0 } ?? 0
+            if (growth >= thresholds.explodingGrowth && ratio >= thresholds.explodingRatio) || ratio >= thresholds.explodingAbsoluteRatio {
+                let severity: Severity = run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } } ? .error : .warning
+                let grew = growth >= thresholds.explodingGrowth ? "the total gradient norm grew \(DetectorSupport.format(growth))x since the previous save and " : ""
+                return DetectorOutcome(findings: [finding(record: record, tensor: tensor, severity: severity,
+                    message: "Gradients explode at step \(record.step): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
+                    evidence: ["gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total),
+                               "previous_total_gradient_norm": .number(previousTotal), "growth": .number(growth)], run: run)])
+            }
+        }
+        return DetectorOutcome()
+    }
+
+    func finding(record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
+                 evidence: [String: EvidenceValue], run: RunMeasurements) -> Finding {
+        let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+        let consequence = nanLater.map { " NaN follows at step \($0.step)." } ?? ""
+        let explanation = """
+        Large gradients make one update move the weights by more than their own size, the loss jumps, the next \
+        gradients are larger still, and within a few steps values overflow to Inf and NaN.\(consequence) Likely causes: \
+        unnormalised inputs (features in the hundreds or thousands), a learning rate too high, a deep network without \
+        normalisation, or a loss with a very steep region. What to try: standardise the inputs (zero mean, unit \
+        variance), clip gradients by norm (clip_grad_norm_(params, 1.0), clipnorm=1.0), lower the learning rate or add \
+        warm-up, and add batch or layer normalisation.
+        """
+        return Finding(kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
+                       lastStep: nanLater?.step ?? record.step, message: message, evidence: evidence, explanation: explanation)
+    }
+}

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import GradScope
+
+struct DiffCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff",
+        abstract: "What changed between two checkpoints, tensor by tensor, largest relative change first.",
+        discussion: """
+        For each tensor in both files: ‖ΔW‖/‖W‖, the same per step of training between the two saves, max |ΔW|, \
+        cosine similarity, the fraction of elements that changed at all, sign flips, and the norms. Frozen tensors \
+        (nothing changed) and collapsing ones (norm fell 10x or more) are called out; tensors added, removed or \
+        reshaped are listed.
+        """
+    )
+
+    @Argument(help: "The earlier checkpoint.")
+    var a: String
+    @Argument(help: "The later checkpoint.")
+    var b: String
+
+    @OptionGroup var reading: ReadingOptions
+    @OptionGroup var analysis: AnalysisOptions
+
+    func run() throws {
+        let report: DiffReport
+        do {
+            report = try Analysis.diff(a, b, load: reading.loadOptions, thresholds: try analysis.thresholds(), select: analysis.selection)
+        } catch {
+            exitWithInputError(error)
+        }
+        switch analysis.format {
+        case .json: emit((try encodeJSON(report)) + "\n")
+        case .table: emit(analysis.renderer.render(report))
+        case .csv:
+            var lines = ["name,layer,role,shape,relative_change,per_step,max_abs_delta,cosine,changed_fraction,sign_flips,norm_a,norm_b,status"]
+            for t in report.tensors {
+                lines.append([t.name, t.layer, t.role.rawValue, t.shape.map(String.init).joined(separator: "x"), csvNumber(t.drift.relativeChange),
+                              csvNumber(t.perStep), csvNumber(t.drift.maxAbsDelta), csvNumber(t.drift.cosineSimilarity),
+                              csvNumber(t.drift.changedFraction), String(t.drift.signFlips), csvNumber(t.normA), csvNumber(t.normB),
+                              t.status].map(csvField).joined(separator: ","))
+            }
+            emit(lines.joined(separator: "\n") + "\n")
+        }
+        throw ExitCode(analysis.exitCode(report.findings))
+    }
+}

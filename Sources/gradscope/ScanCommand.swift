@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import GradScope
+
+struct ScanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scan",
+        abstract: "Every step of a run: what went wrong, where, and since when.",
+        discussion: """
+        RUN is a directory of checkpoint files (any names; ordered by the step saved in them, else the optimizer's \
+        iteration counter, else the last number in the file name), or one file holding a group per step \
+        (/step_100/...). Prints a verdict, a per-tensor timeline (norms, gradient norms and update ratios with \
+        sparklines) and the findings with the step each began. Files that cannot be used are listed with the reason.
+
+        Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 no checkpoint could be read or a usage error.
+        """
+    )
+
+    @Argument(help: "A run directory, a multi-step file, or one checkpoint.")
+    var path: String
+
+    @OptionGroup var reading: ReadingOptions
+    @OptionGroup var analysis: AnalysisOptions
+
+    func run() throws {
+        let progress = Progress(enabled: !analysis.quiet)
+        let report: ScanReport
+        do {
+            (report, _) = try Analysis.scan(path, load: reading.loadOptions, thresholds: try analysis.thresholds(), select: analysis.selection,
+                                            loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
+                                            measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
+        } catch {
+            progress.finish()
+            exitWithInputError(error)
+        }
+        progress.finish()
+        switch analysis.format {
+        case .json: emit((try encodeJSON(report)) + "\n")
+        case .table: emit(analysis.renderer.render(report))
+        case .csv:
+            var lines = ["step,tensor,layer,norm,gradient_norm,update_ratio,zero_fraction,non_finite"]
+            for tensor in report.timeline {
+                for point in tensor.points {
+                    lines.append([String(point.step), tensor.name, tensor.layer, csvNumber(point.norm), csvNumber(point.gradientNorm),
+                                  csvNumber(point.updateRatio), csvNumber(point.zeroFraction), String(point.nonFinite)].map(csvField).joined(separator: ","))
+                }
+            }
+            emit(lines.joined(separator: "\n") + "\n")
+        }
+        if report.steps.isEmpty {
+            FileHandle.standardError.write(Data("gradscope: \(path): no checkpoint could be read (\(report.skipped.count) file(s) skipped)\n".utf8))
+            throw ExitCode(2)
+        }
+        throw ExitCode(analysis.exitCode(report.findings))
+    }
+}
