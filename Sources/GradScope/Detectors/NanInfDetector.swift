@@ -49,7 +49,14 @@ struct NanInfDetector: Detector {
                 }
                 if let loss = previous.loss { evidence["previous_loss"] = .number(loss) }
             }
-            let what = first.map { "\($0.role == .weight ? "weight" : $0.role.rawValue) \($0.name)" } ?? "the loss"
+            let what = first.map { tensor -> String in
+                switch tensor.role {
+                case .weight: return "the weights \(tensor.name)"
+                case .gradient: return "the gradient of \(tensor.name)"
+                case .activation: return "the activation \(tensor.name)"
+                case .optimizer: return "the optimizer state (\(tensor.slotName ?? "slot")) of \(tensor.name)"
+                }
+            } ?? "the loss"
             let others = bad.count > 1 ? " and \(bad.count - 1) other tensor(s)" : ""
             let message = "NaN/Inf first appears at step \(record.step) in \(what)\(others); every step after it is garbage."
             let explanation = """

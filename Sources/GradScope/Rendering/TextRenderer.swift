@@ -74,7 +74,7 @@ public struct TextRenderer: Sendable {
         if !report.timeline.isEmpty {
             var rows: [[String]] = [["tensor", "shape", "‖W‖ first→last", "norm", "‖g‖ last", "grad", "update/step", "ratio"]]
             for tensor in report.timeline {
-                let norms = tensor.points.map(\.norm)
+                let norms = tensor.points.map { $0.nonFinite > 0 ? Double.nan : $0.norm }
                 let grads = tensor.points.map(\.gradientNorm)
                 let ratios = tensor.points.map(\.updateRatio)
                 let hasGrad = grads.contains { $0 != nil }
