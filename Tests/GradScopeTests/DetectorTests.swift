@@ -1,0 +1,252 @@
+import Foundation
+import Testing
+@testable import GradScope
+
+@Suite("Detectors: each finds its pathology and stays quiet on a healthy run")
+struct DetectorTests {
+    @Test("a healthy synthetic run produces no warning or error")
+    func healthy() throws {
+        let (report, _) = try SyntheticRun().scan()
+        #expect(report.warnings.isEmpty, "\(report.warnings.map(\.message))")
+        #expect(report.steps == Array(stride(from: 0, through: 1000, by: 100)))
+        #expect(report.verdict.hasPrefix("No problems"))
+    }
+
+    @Test("frozen: a layer left out of the optimizer, its gradient accumulating")
+    func frozen() throws {
+        var run = SyntheticRun()
+        run.frozenLayers = [1]
+        let (report, _) = try run.scan()
+        let frozen = report.findings(.frozen)
+        // The layer's bias is not updated either (its gradient does not accumulate in this fixture).
+        #expect(frozen.map(\.tensor) == ["l1.bias", "l1.weight"])
+        let weight = try #require(frozen.first { $0.tensor == "l1.weight" })
+        #expect(weight.severity == .warning)
+        #expect(weight.message.contains("not in the optimizer"))
+        #expect(weight.firstStep == 0)
+        #expect(weight.lastStep == 1000)
+        // Its accumulated gradient is not an explosion.
+        #expect(report.findings(.explodingGradient).isEmpty)
+    }
+
+    @Test("zero-gradient: a gradient exactly zero at every save")
+    func zeroGradient() throws {
+        var run = SyntheticRun()
+        run.weightHook = { layer, _, weights, gradient in
+            (weights, layer == 2 ? [Double](repeating: 0, count: gradient.count) : gradient)
+        }
+        let (report, _) = try run.scan()
+        let findings = report.findings(.zeroGradient)
+        #expect(findings.map(\.tensor) == ["l2.weight"])
+        #expect(findings.first?.firstStep == 100)
+        let (healthy, _) = try SyntheticRun().scan()
+        #expect(healthy.findings(.zeroGradient).isEmpty)
+    }
+
+    @Test("dead-units: most rows of a layer get no gradient in the later half")
+    func deadUnits() throws {
+        var run = SyntheticRun()
+        run.weightHook = { layer, save, weights, gradient in
+            guard layer == 1, save >= 4 else { return (weights, gradient) }
+            var g = gradient
+            for unit in 0..<20 { for column in 0..<32 { g[unit * 32 + column] = 0 } }
+            return (weights, g)
+        }
+        let (report, _) = try run.scan()
+        let dead = report.findings(.deadUnits)
+        #expect(dead.count == 1)
+        #expect(dead.first?.tensor == "l1.weight")
+        #expect(dead.first?.evidence["dead_units"] == .int(20))
+        #expect(dead.first?.evidence["units"] == .int(32))
+        #expect(dead.first?.severity == .warning)
+        #expect(dead.first?.firstStep == 400)
+
+        var few = SyntheticRun()
+        few.weightHook = { layer, save, weights, gradient in
+            guard layer == 1 else { return (weights, gradient) }
+            var g = gradient
+            for column in 0..<32 { g[column] = 0 }
+            return (weights, g)
+        }
+        let (fewReport, _) = try few.scan()
+        #expect(fewReport.findings(.deadUnits).allSatisfy { $0.severity == .info } || fewReport.findings(.deadUnits).isEmpty)
+    }
+
+    @Test("dead-units from activations: ReLU outputs zero for the whole probe batch")
+    func deadActivations() throws {
+        var run = SyntheticRun()
+        run.activations = { _ in
+            var values: [Double] = []
+            var noise = Noise(state: 9)
+            for _ in 0..<64 { for unit in 0..<10 { values.append(unit < 6 ? 0 : abs(noise.normal())) } }
+            return ["hidden": (values, [64, 10])]
+        }
+        let (report, _) = try run.scan()
+        let dead = report.findings(.deadUnits).filter { $0.tensor == "hidden" }
+        #expect(dead.first?.evidence["dead_units"] == .int(6))
+        #expect(dead.first?.evidence["evidence"] == .string("activation"))
+    }
+
+    @Test("collapsing: a layer's norm falls by orders of magnitude; mild decay does not count")
+    func collapsing() throws {
+        var run = SyntheticRun()
+        run.weightHook = { layer, save, weights, gradient in
+            (layer == 3 && save > 0 ? weights.map { $0 * 0.4 } : weights, gradient)
+        }
+        let (report, _) = try run.scan()
+        let collapsing = report.findings(.collapsing)
+        #expect(collapsing.map(\.tensor) == ["l3.weight"])
+        #expect(collapsing.first?.firstStep == 100)
+
+        var mild = SyntheticRun()
+        mild.weightHook = { _, save, weights, gradient in (save > 0 ? weights.map { $0 * 0.95 } : weights, gradient) }
+        let (mildReport, _) = try mild.scan()
+        #expect(mildReport.findings(.collapsing).isEmpty)
+    }
+
+    @Test("loss-plateau: at ln 2 for a third of the run, then falling")
+    func lossPlateau() throws {
+        var run = SyntheticRun()
+        run.widths = [16, 32, 32, 1]
+        run.losses = { index, _ in index < 5 ? 0.6931 + 0.002 * Double(index % 2) : 0.6931 - 0.08 * Double(index - 4) }
+        let (report, _) = try run.scan()
+        let plateau = report.findings(.lossPlateau)
+        #expect(plateau.count == 1)
+        #expect(plateau.first?.firstStep == 0)
+        #expect(plateau.first?.lastStep == 400)
+        #expect(plateau.first?.evidence["classes"] == .int(2))
+        #expect(plateau.first?.severity == .warning)
+        #expect(report.verdict.contains("ln 2"))
+    }
+
+    @Test("loss-plateau: a healthy start at ln K is not a plateau, and ln 10 is found for ten classes")
+    func lossPlateauNegativeAndK() throws {
+        var healthy = SyntheticRun()
+        healthy.widths = [16, 32, 32, 1]
+        healthy.losses = { index, _ in index == 0 ? 0.6931 : 0.6931 * Foundation.exp(-0.4 * Double(index)) }
+        let (report, _) = try healthy.scan()
+        #expect(report.findings(.lossPlateau).isEmpty)
+
+        var tenClasses = SyntheticRun()
+        tenClasses.widths = [16, 32, 10]
+        tenClasses.losses = { _, _ in Foundation.log(10) + 0.01 }
+        let (stuck, _) = try tenClasses.scan()
+        #expect(stuck.findings(.lossPlateau).first?.evidence["classes"] == .int(10))
+        #expect(stuck.findings(.lossPlateau).first?.severity == .error)
+    }
+
+    @Test("vanishing-gradient: early layers' gradients 1e-5 of the late layers'")
+    func vanishing() throws {
+        var run = SyntheticRun()
+        run.widths = [16, 32, 32, 32, 32, 32, 4]
+        run.losses = { _, _ in 1.38 }
+        run.weightHook = { layer, _, weights, gradient in
+            (weights, gradient.map { $0 * Foundation.pow(10, Double(layer - 5)) })
+        }
+        let (report, _) = try run.scan()
+        let vanishing = report.findings(.vanishingGradient)
+        #expect(vanishing.count == 1)
+        #expect(vanishing.first?.tensor == "l0.weight")
+        #expect(vanishing.first?.severity == .warning)
+        let (healthy, _) = try SyntheticRun().scan()
+        #expect(healthy.findings(.vanishingGradient).isEmpty)
+    }
+
+    @Test("exploding-gradient: a hundredfold jump in the gradient norm")
+    func exploding() throws {
+        var run = SyntheticRun()
+        run.weightHook = { _, save, weights, gradient in
+            (weights, save >= 6 ? gradient.map { $0 * 1e5 } : gradient)
+        }
+        let (report, _) = try run.scan()
+        let exploding = report.findings(.explodingGradient)
+        #expect(exploding.count == 1)
+        #expect(exploding.first?.firstStep == 600)
+    }
+
+    @Test("update-ratio: weights rewritten by half their norm in one step")
+    func updateRatio() throws {
+        var run = SyntheticRun()
+        run.steps = Array(0...8)
+        run.weightHook = { layer, save, weights, gradient in
+            guard layer == 2, save == 5 else { return (weights, gradient) }
+            var noise = Noise(state: 77)
+            return (weights.map { $0 + noise.normal() * 0.5 * Swift.abs($0) + 0.1 * noise.normal() }, gradient)
+        }
+        let (report, _) = try run.scan()
+        let ratio = report.findings(.updateRatio)
+        #expect(ratio.map(\.tensor) == ["l2.weight"])
+        #expect(ratio.first?.firstStep == 5)
+        let (healthy, _) = try SyntheticRun().scan()
+        #expect(healthy.findings(.updateRatio).isEmpty)
+    }
+
+    @Test("poor-init: far too large a scale, a constant kernel; Kaiming is fine")
+    func poorInit() throws {
+        var large = SyntheticRun()
+        large.initScale = { _ in 5.0 }
+        let (report, _) = try large.scan()
+        #expect(report.findings(.poorInit).count == 4)
+        #expect(report.findings(.poorInit).allSatisfy { $0.message.contains("too large") })
+
+        var constant = SyntheticRun()
+        constant.weightHook = { layer, save, weights, gradient in
+            (layer == 1 && save == 0 ? [Double](repeating: 0.05, count: weights.count) : weights, gradient)
+        }
+        let (constantReport, _) = try constant.scan()
+        #expect(constantReport.findings(.poorInit).first?.severity == .error)
+        #expect(constantReport.findings(.poorInit).first?.tensor == "l1.weight")
+
+        let (healthy, _) = try SyntheticRun().scan()
+        #expect(healthy.findings(.poorInit).isEmpty)
+    }
+
+    @Test("nan-inf: the first step and tensor holding NaN")
+    func nanInf() throws {
+        var run = SyntheticRun()
+        run.weightHook = { layer, save, weights, gradient in
+            var g = gradient, w = weights
+            if layer == 3 && save == 6 { g[5] = .nan }
+            if save >= 7 { w[0] = .nan }
+            return (w, g)
+        }
+        let (report, _) = try run.scan()
+        let nan = report.findings(.nanInf)
+        #expect(nan.count == 1)
+        #expect(nan.first?.firstStep == 600)
+        #expect(nan.first?.tensor == "l3.weight")
+        #expect(nan.first?.severity == .error)
+        #expect(nan.first?.lastStep == 1000)
+    }
+
+    @Test("detectors without their data say so in not_checked")
+    func notChecked() throws {
+        var run = SyntheticRun()
+        run.saveGradients = false
+        run.losses = nil
+        let (report, _) = try run.scan()
+        let kinds = Set(report.notChecked.map(\.kind))
+        #expect(kinds.contains(.vanishingGradient))
+        #expect(kinds.contains(.explodingGradient))
+        #expect(kinds.contains(.lossPlateau))
+        #expect(report.notChecked.allSatisfy { !$0.reason.isEmpty })
+    }
+
+    @Test("thresholds can be overridden")
+    func overrides() throws {
+        var run = SyntheticRun()
+        run.weightHook = { layer, save, weights, gradient in
+            (layer == 3 && save > 0 ? weights.map { $0 * 0.8 } : weights, gradient)
+        }
+        let (quiet, _) = try run.scan()
+        #expect(quiet.findings(.collapsing).isEmpty)
+        var thresholds = Thresholds()
+        try thresholds.set("collapse_factor", 5)
+        let (loud, _) = try run.scan(thresholds)
+        #expect(loud.findings(.collapsing).map(\.tensor) == ["l3.weight"])
+        #expect(throws: ThresholdError.self) { try thresholds.set("no_such_threshold", 1) }
+        let loaded = try Thresholds.load(json: Data(#"{"collapse_factor": 3, "plateau_min_saves": 5}"#.utf8))
+        #expect(loaded.collapseFactor == 3)
+        #expect(loaded.plateauMinSaves == 5)
+    }
+}
