@@ -1,0 +1,230 @@
+import Foundation
+import HDF5
+import Testing
+@testable import GradScope
+
+@Suite("Layouts: tensors with the right name, layer, role and unit axis")
+struct LayoutTests {
+    @Test("native: weights, gradients, optimizer slots, activations and in_optimizer")
+    func native() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("ckpt.h5")
+        do {
+            let w = try HDF5Writer(creating: path)
+            try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+            try w.setAttribute("step", .int(300), at: "/")
+            try w.setAttribute("loss", .double(0.5), at: "/")
+            try w.setAttribute("lr", .double(0.001), at: "/")
+            try w.setAttribute("framework", .string("pytorch", .variableUTF8), at: "/")
+            try w.setAttribute("optimizer", .string("Adam", .variableUTF8), at: "/")
+            try w.write("/weights/head.3.weight", [Double](repeating: 0.1, count: 12), shape: [3, 4])
+            try w.setAttribute("in_optimizer", .int(0), at: "/weights/head.3.weight")
+            try w.write("/weights/head.3.bias", [0, 0, 0], shape: [3])
+            try w.write("/gradients/head.3.weight", [Double](repeating: 0.01, count: 12), shape: [3, 4])
+            try w.write("/optimizer/exp_avg/head.3.weight", [Double](repeating: 0, count: 12), shape: [3, 4])
+            try w.write("/optimizer/exp_avg_sq/head.3.weight", [Double](repeating: 0, count: 12), shape: [3, 4])
+            try w.write("/optimizer/step/head.3.weight", [3], shape: [])
+            try w.write("/activations/logits", [0.1, -0.1], shape: [2, 1])
+            try w.setAttribute("module", .string("head.3", .variableUTF8), at: "/activations/logits")
+        }
+        let checkpoint = try #require(try CheckpointLoader.load(path).first)
+        #expect(checkpoint.layout == .native)
+        #expect(checkpoint.metadata.step == 300)
+        #expect(checkpoint.metadata.stepSource == .attribute)
+        #expect(checkpoint.metadata.loss == 0.5)
+        #expect(checkpoint.metadata.learningRate == 0.001)
+        let weight = try #require(checkpoint.weight(named: "head.3.weight"))
+        #expect(weight.layer == "head.3")
+        #expect(weight.unitAxis == 0)
+        #expect(weight.trainable == false)
+        let gradient = try #require(checkpoint.tensors.first { $0.role == .gradient })
+        #expect(gradient.name == "head.3.weight")
+        let slots = checkpoint.tensors(.optimizer)
+        #expect(Set(slots.compactMap(\.slot)) == [.firstMoment, .secondMoment])
+        #expect(slots.allSatisfy { $0.name == "head.3.weight" && $0.layer == "head.3" })
+        let activation = try #require(checkpoint.tensors(.activation).first)
+        #expect(activation.name == "logits")
+        #expect(activation.layer == "head.3")
+        #expect(checkpoint.skipped.contains { $0.item.hasSuffix("/optimizer/step/head.3.weight") })
+        #expect(checkpoint.layers == ["head.3"])
+    }
+
+    @Test("generic: a PyTorch state_dict written by hand, gradients in grads/, optimizer moments")
+    func generic() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("model_ckpt_700.h5")
+        do {
+            let w = try HDF5Writer(creating: path)
+            try w.write("/model_state_dict/features.0.weight", [Double](repeating: 0.1, count: 8), shape: [2, 4])
+            try w.write("/model_state_dict/features.10.weight", [Double](repeating: 0.1, count: 4), shape: [2, 2])
+            try w.write("/model_state_dict/features.2.weight", [Double](repeating: 0.1, count: 4), shape: [2, 2])
+            try w.write("/model_state_dict/bn1.num_batches_tracked", [5], shape: [], as: .int64)
+            try w.write("/grads/features.0.weight", [Double](repeating: 0.01, count: 8), shape: [2, 4])
+            try w.write("/optimizer/exp_avg/features.0.weight", [Double](repeating: 0, count: 8), shape: [2, 4])
+            try w.setAttribute("loss", .double(1.25), at: "/")
+            try w.setAttribute("learning_rate", .double(0.1), at: "/")
+        }
+        let checkpoint = try #require(try CheckpointLoader.load(path).first)
+        #expect(checkpoint.layout == .generic)
+        #expect(checkpoint.metadata.step == 700)
+        #expect(checkpoint.metadata.stepSource == .fileName)
+        #expect(checkpoint.metadata.loss == 1.25)
+        #expect(checkpoint.metadata.learningRate == 0.1)
+        let names = checkpoint.tensors(.weight).map(\.name)
+        #expect(names == ["features.0.weight", "features.2.weight", "features.10.weight"])
+        #expect(checkpoint.tensors(.weight).map(\.layer) == ["features.0", "features.2", "features.10"])
+        #expect(checkpoint.tensors(.weight).allSatisfy { $0.unitAxis == 0 })
+        #expect(checkpoint.tensors(.gradient).map(\.name) == ["features.0.weight"])
+        #expect(checkpoint.tensors(.optimizer).first?.slot == .firstMoment)
+        #expect(checkpoint.tensors(.optimizer).first?.name == "features.0.weight")
+        #expect(checkpoint.skipped.contains { $0.item.hasSuffix("num_batches_tracked") && $0.reason.contains("int64") })
+    }
+
+    @Test("multi-step file: one group per step")
+    func multiStep() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("run.h5")
+        do {
+            let w = try HDF5Writer(creating: path)
+            for step in [100, 20, 3] {
+                try w.write("/step_\(step)/fc.weight", [Double](repeating: Double(step), count: 4), shape: [2, 2])
+                try w.write("/step_\(step)/grads/fc.weight", [1, 1, 1, 1], shape: [2, 2])
+            }
+        }
+        let checkpoints = try CheckpointLoader.load(path)
+        #expect(checkpoints.map(\.metadata.step) == [3, 20, 100])
+        #expect(checkpoints.allSatisfy { $0.metadata.stepSource == .groupName })
+        #expect(checkpoints.first?.tensors.map(\.key) == ["weight:fc.weight", "gradient:fc.weight"])
+        let run = try RunLoader.load(path)
+        #expect(run.steps == [3, 20, 100])
+    }
+
+    @Test("Keras 3 .weights.h5 from the corpus: layer names, BatchNorm statistics untrained, Adam slots matched")
+    func keras3WeightsFile() throws {
+        guard let path = corpusFile("keras3/space-invaders-dense-bn.weights.h5") else { return }
+        let checkpoint = try #require(try CheckpointLoader.load(path).first)
+        #expect(checkpoint.layout == .keras3)
+        #expect(checkpoint.metadata.step == 1280)
+        #expect(checkpoint.metadata.stepSource == .optimizerIterations)
+        #expect(checkpoint.metadata.optimizer == "adam")
+        #expect(checkpoint.layers.prefix(3) == ["dense", "batch_normalization", "dense_1"])
+        let kernel = try #require(checkpoint.weight(named: "dense/kernel"))
+        #expect(kernel.shape == [21, 128])
+        #expect(kernel.unitAxis == 1)
+        #expect(kernel.trainable == true)
+        #expect(checkpoint.weight(named: "batch_normalization/moving_mean")?.trainable == false)
+        #expect(checkpoint.weight(named: "batch_normalization/gamma")?.trainable == true)
+        let slots = checkpoint.tensors(.optimizer).filter { $0.name == "dense_1/kernel" }
+        #expect(slots.map(\.slotName) == ["momentum", "velocity"])
+        #expect(slots.map(\.slot) == [.firstMoment, .secondMoment])
+        #expect(checkpoint.tensors(.optimizer).count == 28)
+    }
+
+    @Test("a .keras zip is read from memory, its optimizer named by config.json")
+    func kerasArchive() throws {
+        guard let path = corpusFile("keras3/lstm-renewable-3.8.0.keras") else { return }
+        let checkpoint = try #require(try CheckpointLoader.load(path).first)
+        #expect(checkpoint.layout == .keras3)
+        #expect(checkpoint.metadata.optimizer == "RMSprop")
+        #expect(checkpoint.tensors(.optimizer).allSatisfy { $0.slotName == "velocity" && $0.slot == .secondMoment })
+        #expect(checkpoint.tensors(.optimizer).count == checkpoint.tensors(.weight).count)
+        #expect(checkpoint.weight(named: "lstm/cell/kernel") != nil)
+    }
+
+    @Test("legacy Keras: every optimizer naming scheme maps to the right weights")
+    func legacyNamingSchemes() throws {
+        // Keras 2.3: m_N, v_N, then AMSGrad placeholders vhat_N of shape (1,).
+        if let path = corpusFile("keras-legacy/k2.3.1-adam-checkpoint.hdf5") {
+            let checkpoint = try #require(try CheckpointLoader.load(path).first)
+            #expect(checkpoint.layout == .kerasLegacy)
+            #expect(checkpoint.metadata.step == 2288)
+            let m = checkpoint.tensors(.optimizer).filter { $0.slotName == "m" }
+            #expect(m.map(\.name) == ["dense_1/kernel", "dense_1/bias", "dense_2/kernel", "dense_2/bias", "dense_3/kernel", "dense_3/bias"])
+            #expect(checkpoint.skipped.filter { $0.reason.contains("AMSGrad") }.count == 6)
+        }
+        // tf.keras 2.2-2.10: Adam/<layer>/<var>/m:0 by name; BatchNorm moving statistics get no slots.
+        if let path = corpusFile("keras-legacy/k2.2.4-tf-batchnorm-adam.h5") {
+            let checkpoint = try #require(try CheckpointLoader.load(path).first)
+            #expect(checkpoint.notes.contains { $0.contains("by name") })
+            let untrained = checkpoint.tensors(.weight).filter { $0.trainable == false }.map(\.name)
+            #expect(untrained.allSatisfy { $0.contains("moving_") })
+            #expect(untrained.count == 4)
+        }
+        // Keras 3 writing legacy .h5: SGD/<model>_<layer>_<var>_momentum.
+        if let path = corpusFile("keras-legacy/k3.12.0-chatbot-sgd-legacy.h5") {
+            let checkpoint = try #require(try CheckpointLoader.load(path).first)
+            let slots = checkpoint.tensors(.optimizer)
+            #expect(slots.count == 6)
+            #expect(slots.allSatisfy { $0.slot == .momentum })
+            #expect(Set(slots.map(\.name)) == Set(checkpoint.tensors(.weight).map(\.name)))
+            #expect(checkpoint.metadata.step == 800)
+        }
+        // Keras 1 (Theano): param_0 is the step counter, then first and second moments by position.
+        if let path = corpusFile("keras-legacy/k1.1.1-titanic-adam-paramN.hdf5") {
+            let checkpoint = try #require(try CheckpointLoader.load(path).first)
+            #expect(checkpoint.metadata.step == 24300)
+            #expect(checkpoint.tensors(.optimizer).count == 2 * checkpoint.tensors(.weight).count)
+        }
+        // tf.keras 2.11's new optimizer: only the iteration counter.
+        if let path = corpusFile("keras-legacy/k2.11.0-attention-newadam.h5") {
+            let checkpoint = try #require(try CheckpointLoader.load(path).first)
+            #expect(checkpoint.tensors(.optimizer).isEmpty)
+            #expect(checkpoint.metadata.stepSource == .optimizerIterations)
+        }
+    }
+
+    @Test("legacy Keras written by hand: tf.keras 2.11+ names and split weight_names")
+    func legacyFixture() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("w.h5")
+        do {
+            let w = try HDF5Writer(creating: path)
+            try w.createGroup("/model_weights/dense")
+            try w.setAttribute("layer_names", .strings(["dense"], .fixed), at: "/model_weights")
+            try w.setAttribute("weight_names0", .strings(["dense/kernel:0"], .variableUTF8), at: "/model_weights/dense")
+            try w.setAttribute("weight_names1", .strings(["dense/bias:0"], .variableUTF8), at: "/model_weights/dense")
+            try w.write("/model_weights/dense/dense/kernel:0", [Double](repeating: 0.1, count: 6), shape: [3, 2])
+            try w.write("/model_weights/dense/dense/bias:0", [0, 0], shape: [2])
+            try w.createGroup("/optimizer_weights")
+            try w.setAttribute("weight_names", .strings(["iteration:0", "Adam/m/dense/kernel:0", "Adam/v/dense/kernel:0",
+                                                          "Adam/m/dense/bias:0", "Adam/v/dense/bias:0"], .variableUTF8), at: "/optimizer_weights")
+            try w.write("/optimizer_weights/iteration:0", [42], shape: [], as: .int64)
+            try w.write("/optimizer_weights/Adam/m/dense/kernel:0", [Double](repeating: 0, count: 6), shape: [3, 2])
+            try w.write("/optimizer_weights/Adam/v/dense/kernel:0", [Double](repeating: 0, count: 6), shape: [3, 2])
+            try w.write("/optimizer_weights/Adam/m/dense/bias:0", [0, 0], shape: [2])
+            try w.write("/optimizer_weights/Adam/v/dense/bias:0", [0, 0], shape: [2])
+        }
+        let checkpoint = try #require(try CheckpointLoader.load(path).first)
+        #expect(checkpoint.layout == .kerasLegacy)
+        #expect(checkpoint.metadata.step == 42)
+        #expect(checkpoint.tensors(.weight).map(\.name) == ["dense/kernel", "dense/bias"])
+        #expect(checkpoint.weight(named: "dense/kernel")?.unitAxis == 1)
+        let slots = checkpoint.tensors(.optimizer)
+        #expect(slots.map(\.name) == ["dense/kernel", "dense/kernel", "dense/bias", "dense/bias"])
+        #expect(slots.map(\.slot) == [.firstMoment, .secondMoment, .firstMoment, .secondMoment])
+    }
+
+    @Test("every real checkpoint in the corpus loads with tensors and sane roles")
+    func corpusCheckpoints() throws {
+        let folders = ["keras-legacy", "keras3", "torch-h5"]
+        for folder in folders {
+            guard let directory = corpusFile(folder) else { continue }
+            for name in try FileManager.default.contentsOfDirectory(atPath: directory).sorted() {
+                let path = directory + "/" + name
+                let checkpoints = try CheckpointLoader.load(path)
+                #expect(!checkpoints.isEmpty, "\(name)")
+                for checkpoint in checkpoints {
+                    #expect(!checkpoint.tensors(.weight).isEmpty, "\(name)")
+                    for tensor in checkpoint.tensors {
+                        #expect(!tensor.name.isEmpty && !tensor.layer.isEmpty, "\(name): \(tensor.path)")
+                        if let axis = tensor.unitAxis { #expect(axis >= 0 && axis < tensor.shape.count, "\(name): \(tensor.path)") }
+                    }
+                    // Optimizer slots always have the shape of their weight.
+                    for slot in checkpoint.tensors(.optimizer) {
+                        #expect(checkpoint.weight(named: slot.name)?.shape == slot.shape, "\(name): \(slot.path)")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import HDF5
+import Testing
+@testable import GradScope
+
+@Suite("Runs: step discovery, ordering and skipped files")
+struct RunLoadingTests {
+    func writeNative(_ path: String, step: Int?, value: Double = 0.1) throws {
+        let w = try HDF5Writer(creating: path)
+        try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+        if let step { try w.setAttribute("step", .int(Int64(step)), at: "/") }
+        try w.write("/weights/fc.weight", [Double](repeating: value, count: 4), shape: [2, 2])
+    }
+
+    @Test("files are ordered by the step inside them, not by name")
+    func ordering() throws {
+        let dir = try TemporaryDirectory()
+        try writeNative(dir.path("b.h5"), step: 10)
+        try writeNative(dir.path("a.h5"), step: 200)
+        try writeNative(dir.path("c.h5"), step: 9)
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.steps == [9, 10, 200])
+        #expect(run.checkpoints.map { ($0.source as NSString).lastPathComponent } == ["c.h5", "b.h5", "a.h5"])
+    }
+
+    @Test("without a step attribute the last number in the file name is the step")
+    func fileNameSteps() throws {
+        let dir = try TemporaryDirectory()
+        try writeNative(dir.path("ckpt-epoch3-step100.h5"), step: nil)
+        try writeNative(dir.path("ckpt-epoch3-step20.h5"), step: nil)
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.steps == [20, 100])
+        #expect(run.checkpoints.allSatisfy { $0.metadata.stepSource == .fileName })
+    }
+
+    @Test("files that are not checkpoints are skipped with a reason, the others still read")
+    func skipped() throws {
+        let dir = try TemporaryDirectory()
+        try writeNative(dir.path("step_1.h5"), step: 1)
+        try writeNative(dir.path("step_2.h5"), step: 2)
+        FileManager.default.createFile(atPath: dir.path("notes.h5"), contents: Data("just text\n".utf8))
+        FileManager.default.createFile(atPath: dir.path("empty.h5"), contents: Data())
+        FileManager.default.createFile(atPath: dir.path(".step_3.h5.tmp"), contents: Data([0x89, 0x48]))
+        FileManager.default.createFile(atPath: dir.path("config.json"), contents: Data("{}".utf8))
+        let data = try Data(contentsOf: URL(fileURLWithPath: dir.path("step_2.h5")))
+        try data.prefix(data.count / 3).write(to: URL(fileURLWithPath: dir.path("step_4.h5")))
+        try FileManager.default.createDirectory(atPath: dir.path("logs"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: dir.path("loop.h5"), withDestinationPath: dir.path("loop.h5"))
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.steps == [1, 2])
+        func reason(_ name: String) -> String? { run.skipped.first { ($0.item as NSString).lastPathComponent == name }?.reason }
+        #expect(reason("notes.h5")?.contains("not an HDF5 file") == true)
+        #expect(reason("empty.h5")?.contains("empty") == true)
+        #expect(reason(".step_3.h5.tmp")?.contains("temporary") == true)
+        #expect(reason("config.json") != nil)
+        #expect(reason("step_4.h5")?.contains("truncated") == true)
+        #expect(reason("logs")?.contains("directory") == true)
+        #expect(reason("loop.h5") != nil)
+    }
+
+    @Test("duplicate steps and foreign HDF5 files are reported")
+    func duplicatesAndForeign() throws {
+        let dir = try TemporaryDirectory()
+        try writeNative(dir.path("a.h5"), step: 5)
+        try writeNative(dir.path("b.h5"), step: 5)
+        try writeNative(dir.path("c.h5"), step: 6)
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.steps == [5, 6])
+        #expect(run.skipped.contains { $0.reason.contains("duplicate step 5") })
+        if let netcdf = corpusFile("other-hdf5/noaa-cloud-top-height.nc") {
+            do {
+                _ = try CheckpointLoader.load(netcdf)
+                Issue.record("a netCDF file loaded as a checkpoint")
+            } catch let error as CheckpointError {
+                #expect(error.reason.contains("netCDF"))
+            }
+        }
+    }
+
+    @Test("tensors that appear or change shape between steps are noted, not fatal")
+    func changingTensors() throws {
+        let dir = try TemporaryDirectory()
+        try writeNative(dir.path("s1.h5"), step: 1)
+        do {
+            let w = try HDF5Writer(creating: dir.path("s2.h5"))
+            try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+            try w.setAttribute("step", .int(2), at: "/")
+            try w.write("/weights/fc.weight", [Double](repeating: 0.1, count: 6), shape: [3, 2])
+            try w.write("/weights/extra.weight", [1, 2], shape: [2])
+        }
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.steps == [1, 2])
+        #expect(run.notes.contains { $0.contains("appear") && $0.contains("extra.weight") })
+        #expect(run.notes.contains { $0.contains("change shape") })
+        let measurements = RunMeasurer.measure(run)
+        #expect(measurements.records.count == 2)
+        #expect(measurements.records[1].weight("fc.weight")?.drift == nil)
+    }
+}
