@@ -62,6 +62,13 @@ public enum CheckpointLoader {
         return checkpoints
     }
 
+    /// Reads the checkpoint(s) in an HDF5 file image held in memory (a fuzzer's
+    /// input, a member of an archive). `name` is used in errors and sources.
+    public static func load(image: [UInt8], name: String, options: LoadOptions = LoadOptions()) throws -> [Checkpoint] {
+        let file = try HDF5File.open(image: image, name: name, options: options.open)
+        return try load(file: file, source: name, optimizerHint: nil, modified: nil, options: options)
+    }
+
     /// A `.keras` zip: `model.weights.h5` read from memory, the optimizer's class from `config.json`.
     static func loadKerasArchive(_ path: String, options: LoadOptions, modified: Date?) throws -> Checkpoint {
         let archive: ZipArchive
