@@ -7,7 +7,7 @@ public enum ByteOrder: String, Sendable, Equatable, Codable {
 
 /// The element type of a dataset or attribute, as far as a reader of
 /// checkpoints cares: which numbers it can hold and how to convert them.
-public enum ElementType: Sendable, Equatable, CustomStringConvertible {
+public enum ElementType: Sendable, Equatable, CustomStringConvertible, Codable {
     /// IEEE binary16.
     case float16
     /// bfloat16: a float with an 8-bit exponent and 7-bit mantissa, stored
@@ -44,6 +44,23 @@ public enum ElementType: Sendable, Equatable, CustomStringConvertible {
         case .enumeration(let bytes): return "enum[\(bytes)]"
         case .complex(let bytes): return "complex[\(bytes)]"
         case .other(let name): return name
+        }
+    }
+
+    /// Parses the names `description` produces (`float32`, `int64`, `uint8`, `bool`, ...).
+    public init(name: String) {
+        switch name {
+        case "float16": self = .float16
+        case "bfloat16": self = .bfloat16
+        case "float32": self = .float32
+        case "float64": self = .float64
+        case "bool": self = .bool
+        case "string": self = .string
+        default:
+            if name.hasPrefix("int"), let bits = Int(name.dropFirst(3)) { self = .integer(bits: bits, signed: true) }
+            else if name.hasPrefix("uint"), let bits = Int(name.dropFirst(4)) { self = .integer(bits: bits, signed: false) }
+            else if name.hasPrefix("float"), let bits = Int(name.dropFirst(5)) { self = .otherFloat(bits: bits) }
+            else { self = .other(name) }
         }
     }
 
@@ -160,5 +177,17 @@ public enum ElementType: Sendable, Equatable, CustomStringConvertible {
         guard H5Tget_nmembers(type) == 2 else { return false }
         for index in 0..<2 where H5Tget_member_class(type, UInt32(index)) != H5T_FLOAT { return false }
         return true
+    }
+}
+
+extension ElementType {
+    /// Encoded as its name, e.g. "float32".
+    public init(from decoder: Decoder) throws {
+        self.init(name: try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
     }
 }

@@ -96,3 +96,22 @@ struct AnalysisOptions: ParsableArguments {
 func emit(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))
 }
+
+/// How scan isolates files.
+struct IsolationFlags: ParsableArguments {
+    @Option(name: .long, help: "Seconds one file may take before it is given up as hanging.")
+    var timeout: Double = 120
+
+    @Option(name: .long, help: "Files read at once, each in its own worker process (default: the number of cores).")
+    var jobs: Int?
+
+    @Flag(name: .long, help: "Read every file in this process instead of isolated worker processes (faster to start; a file that crashes the HDF5 library then ends the scan).")
+    var noIsolation = false
+
+    func validate() throws {
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+    }
+
+    var options: IsolationOptions { IsolationOptions(executable: currentExecutable(), timeout: timeout, jobs: jobs) }
+}

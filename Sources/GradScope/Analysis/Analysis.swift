@@ -109,6 +109,6 @@ public enum Analysis {
         }
         return Checkpoint(source: checkpoint.source, layout: checkpoint.layout, metadata: checkpoint.metadata, tensors: tensors,
                           layers: checkpoint.layers, skipped: checkpoint.skipped, notes: checkpoint.notes, files: checkpoint.files,
-                          modified: checkpoint.modified)
+                          modified: checkpoint.modified, file: checkpoint.file)
     }
 }

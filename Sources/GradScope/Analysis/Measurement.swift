@@ -36,7 +36,7 @@ public struct TensorMeasurement: Sendable, Codable {
 }
 
 /// Everything measured at one saved step.
-public struct StepRecord: Sendable {
+public struct StepRecord: Sendable, Codable {
     public var step: Int
     public var source: String
     public var loss: Double?

@@ -140,6 +140,7 @@ public enum CheckpointLoader {
 
     static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
                      modified: Date?, options: LoadOptions) throws -> Checkpoint {
+        let diskPath = source.hasSuffix(":" + root) && root != "/" ? String(source.dropLast(root.count + 1)) : source
         let layout = options.layout ?? detectLayout(file: file, entries: entries, root: root)
         var metadata: StepMetadata
         var tensors: [TensorRef]
@@ -173,7 +174,7 @@ public enum CheckpointLoader {
             layers.append(contentsOf: orderLayers(tensors).filter { !known.contains($0) })
         }
         return Checkpoint(source: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
-                          skipped: skipped, notes: notes, files: [file], modified: modified)
+                          skipped: skipped, notes: notes, files: [file], modified: modified, file: diskPath)
     }
 
     /// Layers in depth order: the order their weights appear (file order),

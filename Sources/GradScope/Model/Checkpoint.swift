@@ -16,7 +16,7 @@ public enum StepSource: String, Sendable, Codable {
 }
 
 /// What a checkpoint says about its step.
-public struct StepMetadata: Sendable, Equatable {
+public struct StepMetadata: Sendable, Equatable, Codable {
     public var step: Int?
     public var stepSource: StepSource?
     public var loss: Double?
@@ -67,9 +67,12 @@ public final class Checkpoint: @unchecked Sendable {
     public let files: [HDF5File]
     /// The file's modification time, when it came from disk.
     public let modified: Date?
+    /// The file on disk the checkpoint was read from.
+    public let file: String
 
     public init(source: String, layout: LayoutKind, metadata: StepMetadata, tensors: [TensorRef], layers: [String],
-                skipped: [SkippedItem], notes: [String], files: [HDF5File], modified: Date? = nil) {
+                skipped: [SkippedItem], notes: [String], files: [HDF5File], modified: Date? = nil, file: String? = nil) {
+        self.file = file ?? files.first?.path ?? source
         self.source = source
         self.layout = layout
         self.metadata = metadata

@@ -52,31 +52,61 @@ public enum RunLoader {
     /// `progress` is called after each file with (files done, total, bytes done, total bytes).
     public static func load(_ path: String, options: LoadOptions = LoadOptions(),
                             progress: ((Int, Int, Int, Int) -> Void)? = nil) throws -> Run {
+        try load(path, progress: progress) { files, done in
+            files.enumerated().map { index, file in
+                defer { done(index, index + 1) }
+                do {
+                    return .success(try CheckpointLoader.load(file, options: options))
+                } catch let error as CheckpointError {
+                    return .failure(error)
+                } catch {
+                    return .failure(CheckpointError(file: file, reason: reason(for: error)))
+                }
+            }
+        }
+    }
+
+    /// The same, with each file read by `loadFiles` (which may read them in
+    /// other processes and in parallel): it returns, for each file, its
+    /// checkpoints or the reason it could not be used.
+    public static func load(_ path: String, progress: ((Int, Int, Int, Int) -> Void)? = nil,
+                            loadFiles: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>]) throws -> Run {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw CheckpointError(file: path, reason: "no such file or directory")
         }
         var skipped: [SkippedItem] = []
-        var notes: [String] = []
         var checkpoints: [Checkpoint] = []
         if isDirectory.boolValue {
             let files = try candidateFiles(in: path, skipped: &skipped)
             let sizes = files.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? 0 }
             let totalBytes = sizes.reduce(0, +)
             var doneBytes = 0
-            for (index, file) in files.enumerated() {
-                do {
-                    checkpoints.append(contentsOf: try CheckpointLoader.load(file, options: options))
-                } catch {
-                    skipped.append(SkippedItem(item: file, reason: reason(for: error)))
-                }
+            let results = loadFiles(files) { index, done in
                 doneBytes += sizes[index]
-                progress?(index + 1, files.count, doneBytes, totalBytes)
+                progress?(done, files.count, doneBytes, totalBytes)
+            }
+            for (file, result) in zip(files, results) {
+                switch result {
+                case .success(let loaded): checkpoints.append(contentsOf: loaded)
+                case .failure(let error): skipped.append(SkippedItem(item: file, reason: error.reason))
+                }
             }
         } else {
-            checkpoints = try CheckpointLoader.load(path, options: options)
-            progress?(1, 1, 0, 0)
+            switch loadFiles([path], { _, _ in progress?(1, 1, 0, 0) }).first {
+            case .success(let loaded)?: checkpoints = loaded
+            case .failure(let error)?: throw error
+            case nil: throw CheckpointError(file: path, reason: "not read")
+            }
         }
+        return assemble(source: path, checkpoints: checkpoints, skipped: skipped)
+    }
+
+    /// Orders loaded checkpoints into a run: mixed layouts, missing and duplicate steps are reported.
+    static func assemble(source path: String, checkpoints loaded: [Checkpoint], skipped initial: [SkippedItem]) -> Run {
+        var checkpoints = loaded
+        var skipped = initial
+        var notes: [String] = []
         for checkpoint in checkpoints {
             skipped.append(contentsOf: checkpoint.skipped.filter { !$0.reason.hasSuffix("read as metadata") })
         }

@@ -33,7 +33,7 @@ public enum LayoutKind: String, Sendable, Codable, CaseIterable {
 }
 
 /// One tensor of a checkpoint: where it is stored and what it means.
-public struct TensorRef: Sendable, Equatable {
+public struct TensorRef: Sendable, Equatable, Codable {
     /// The parameter's name (`head.3.weight`, `dense_1/kernel`). A gradient or
     /// optimizer slot has the name of the parameter it belongs to.
     public var name: String

@@ -1,0 +1,255 @@
+import Dispatch
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How files are isolated: each is read by a worker process (this program,
+/// run with the hidden `worker` command), so that a file that makes libhdf5
+/// crash, abort or hang costs only that file. Several workers run at once,
+/// which is also how a scan uses every core despite libhdf5's global lock.
+public struct IsolationOptions: Sendable {
+    /// The executable to run as a worker (this program).
+    public var executable: String
+    /// Arguments that make it a worker, before the request is sent on stdin.
+    public var arguments: [String] = ["worker"]
+    /// Seconds one file may take before its worker is killed.
+    public var timeout: Double = 120
+    /// Workers at once.
+    public var jobs: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    public init(executable: String, timeout: Double = 120, jobs: Int? = nil) {
+        self.executable = executable
+        self.timeout = timeout
+        if let jobs { self.jobs = max(1, jobs) }
+    }
+}
+
+/// Runs worker processes and turns their crashes and hangs into reasons.
+struct WorkerPool {
+    let options: IsolationOptions
+
+    enum Outcome {
+        case response(WorkerResponse)
+        case failed(String)
+    }
+
+    /// Runs every request, `options.jobs` at a time, in order of the results;
+    /// `done` is called on the calling thread after each.
+    func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [Outcome] {
+        let results = ResultBox(count: requests.count)
+        let completions = CompletionQueue()
+        var next = 0, running = 0, finished = 0
+        while finished < requests.count {
+            while running < options.jobs && next < requests.count {
+                let index = next, request = requests[index], pool = self
+                DispatchQueue.global().async {
+                    results.set(index, pool.runOne(request))
+                    completions.push(index)
+                }
+                next += 1
+                running += 1
+            }
+            let index = completions.pop()
+            running -= 1
+            finished += 1
+            done(index)
+        }
+        return results.values
+    }
+
+    func runOne(_ request: WorkerRequest) -> Outcome {
+        let input: Data
+        do { input = try WorkerCoding.encoder().encode(request) } catch { return .failed("internal: \(error)") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: options.executable)
+        process.arguments = options.arguments
+        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        let finished = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in finished.signal() }
+        do { try process.run() } catch { return .failed("could not start a worker process: \(error)") }
+        let output = DataBox(), errors = DataBox()
+        let readers = DispatchGroup()
+        readers.enter()
+        DispatchQueue.global().async {
+            output.data = stdout.fileHandleForReading.readDataToEndOfFile()
+            readers.leave()
+        }
+        readers.enter()
+        DispatchQueue.global().async {
+            errors.data = stderr.fileHandleForReading.readDataToEndOfFile()
+            readers.leave()
+        }
+        stdin.fileHandleForWriting.write(input)
+        try? stdin.fileHandleForWriting.close()
+        var timedOut = false
+        if finished.wait(timeout: .now() + options.timeout) == .timedOut {
+            timedOut = true
+            process.terminate()
+            if finished.wait(timeout: .now() + 2) == .timedOut {
+                kill(process.processIdentifier, SIGKILL)
+                finished.wait()
+            }
+        }
+        readers.wait()
+        let lastObject = String(decoding: errors.data, as: UTF8.self).split(separator: "\n").last { $0.hasPrefix("reading ") }
+            .map { String($0.dropFirst("reading ".count)) }
+        let place = lastObject.map { $0 == "opening" ? " opening the file" : " reading \($0)" } ?? ""
+        if timedOut {
+            return .failed("timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)")
+        }
+        if process.terminationReason == .uncaughtSignal {
+            let signal = process.terminationStatus
+            let name = signal == SIGSEGV ? "SIGSEGV" : signal == SIGABRT ? "SIGABRT" : signal == SIGBUS ? "SIGBUS" : "signal \(signal)"
+            return .failed("malformed: the HDF5 library failed\(place) (the worker died with \(name))")
+        }
+        guard !output.data.isEmpty else {
+            return .failed("malformed: the worker gave no result\(place) (exit code \(process.terminationStatus))")
+        }
+        do {
+            return .response(try WorkerCoding.decoder().decode(WorkerResponse.self, from: output.data))
+        } catch {
+            return .failed("internal: the worker's answer could not be decoded: \(error)")
+        }
+    }
+}
+
+/// Indices of finished requests, handed from worker threads to the caller.
+final class CompletionQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private let available = DispatchSemaphore(value: 0)
+    private var items: [Int] = []
+
+    func push(_ index: Int) {
+        lock.lock()
+        items.append(index)
+        lock.unlock()
+        available.signal()
+    }
+
+    func pop() -> Int {
+        available.wait()
+        lock.lock()
+        defer { lock.unlock() }
+        return items.removeFirst()
+    }
+}
+
+final class DataBox: @unchecked Sendable {
+    var data = Data()
+}
+
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [WorkerPool.Outcome?]
+    init(count: Int) { storage = Array(repeating: nil, count: count) }
+    func set(_ index: Int, _ value: WorkerPool.Outcome) {
+        lock.lock()
+        storage[index] = value
+        lock.unlock()
+    }
+    var values: [WorkerPool.Outcome] {
+        lock.lock()
+        defer { lock.unlock() }
+        return storage.map { $0 ?? .failed("not run") }
+    }
+}
+
+extension Analysis {
+    /// The whole run with every file read in isolated worker processes.
+    public static func scanIsolated(_ path: String, isolation: IsolationOptions, load: LoadOptions = LoadOptions(),
+                                    measure: MeasureOptions = MeasureOptions(), thresholds: Thresholds = Thresholds(),
+                                    select: NSRegularExpression? = nil,
+                                    loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+                                    measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (ScanReport, RunMeasurements) {
+        let pool = WorkerPool(options: isolation)
+        func request(_ task: WorkerRequest.Task, path: String) -> WorkerRequest {
+            WorkerRequest(task: task, path: path, layout: load.layout, followLinks: load.open.followLinks, allowPlugins: load.open.allowPlugins,
+                          current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [],
+                          blockElements: measure.blockElements, threads: max(1, measure.threads / isolation.jobs),
+                          histogramBins: measure.histogramBins, deadActivationFraction: thresholds.deadActivationFraction)
+        }
+        let loaded = try RunLoader.load(path, progress: nil) { files, done in
+            let counter = Counter()
+            let outcomes = pool.run(files.map { request(.load, path: $0) }) { index in
+                let finished = counter.increment()
+                done(index, finished)
+                loadProgress?(finished, files.count, 0, 0)
+            }
+            return zip(files, outcomes).map { file, outcome in
+                switch outcome {
+                case .failed(let reason): return .failure(CheckpointError(file: file, reason: reason))
+                case .response(let response):
+                    if let summaries = response.checkpoints { return .success(summaries.map(\.checkpoint)) }
+                    return .failure(CheckpointError(file: file, reason: response.error ?? "no result"))
+                }
+            }
+        }
+        let selected = loaded.checkpoints.map { filter($0, select) }
+        let summaries = selected.map(CheckpointSummary.init(bookkeeping:))
+        let start = RunMeasurer.windowStart(count: selected.count)
+        let gradientNames = Array(Set(selected.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
+        let requests = selected.indices.map { index -> WorkerRequest in
+            var r = request(.measure, path: selected[index].file)
+            r.current = summaries[index]
+            r.previous = index > 0 ? summaries[index - 1] : nil
+            r.index = index
+            r.wantUnits = index >= start
+            r.gradientNames = gradientNames
+            return r
+        }
+        let counter = Counter()
+        var outcomes = pool.run(requests) { _ in measureProgress?(counter.increment(), requests.count) }
+        // A crash while reading the previous file as well: measure the step on its own.
+        for index in outcomes.indices {
+            if case .failed = outcomes[index], requests[index].previous != nil {
+                var alone = requests[index]
+                alone.previous = nil
+                if case .response(let response) = pool.runOne(alone), response.record != nil { outcomes[index] = .response(response) }
+            }
+        }
+        var kept: [Checkpoint] = []
+        var records: [StepRecord] = []
+        var snapshots: [[UnitSnapshot]] = []
+        var skipped = loaded.skipped
+        for (index, outcome) in outcomes.enumerated() {
+            switch outcome {
+            case .failed(let reason):
+                skipped.append(SkippedItem(item: selected[index].source, reason: reason))
+            case .response(let response):
+                guard let record = response.record else {
+                    skipped.append(SkippedItem(item: selected[index].source, reason: response.error ?? "no result"))
+                    continue
+                }
+                kept.append(selected[index])
+                records.append(record)
+                snapshots.append(response.units ?? [])
+            }
+        }
+        let run = Run(source: loaded.source, checkpoints: kept, skipped: skipped, notes: loaded.notes)
+        let measurements = RunMeasurer.assemble(run: run, records: records, snapshots: snapshots)
+        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
+        return (ScanReport(run: run, measurements: measurements, diagnosis: diagnosis), measurements)
+    }
+}
+
+extension CheckpointSummary {
+    /// A summary of a checkpoint the parent holds only as bookkeeping (its identity was taken by the worker that read it).
+    init(bookkeeping checkpoint: Checkpoint) {
+        self.init(checkpoint)
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func increment() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}

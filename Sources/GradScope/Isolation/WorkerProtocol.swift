@@ -1,0 +1,154 @@
+import Foundation
+import HDF5
+
+/// A checkpoint as a worker process describes it to the parent: everything
+/// but the open file, which the parent never holds.
+public struct CheckpointSummary: Sendable, Codable {
+    public var source: String
+    public var file: String
+    public var layout: LayoutKind
+    public var metadata: StepMetadata
+    public var tensors: [TensorRef]
+    public var layers: [String]
+    public var skipped: [SkippedItem]
+    public var notes: [String]
+    public var modified: Date?
+    /// Size and modification time when it was read: a file that changes before
+    /// it is measured is reported, not analysed half-old, half-new.
+    public var size: Int
+    public var mtime: Double
+
+    init(_ checkpoint: Checkpoint) {
+        source = checkpoint.source
+        file = checkpoint.file
+        layout = checkpoint.layout
+        metadata = checkpoint.metadata
+        tensors = checkpoint.tensors
+        layers = checkpoint.layers
+        skipped = checkpoint.skipped
+        notes = checkpoint.notes
+        modified = checkpoint.modified
+        (size, mtime) = FileIdentity.of(checkpoint.file)
+    }
+
+    /// A checkpoint for the parent's bookkeeping; it holds no open file.
+    var checkpoint: Checkpoint {
+        Checkpoint(source: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
+                   skipped: skipped, notes: notes, files: [], modified: modified, file: file)
+    }
+}
+
+/// Size and modification time of a file (0, 0 when it cannot be read).
+enum FileIdentity {
+    static func of(_ path: String) -> (Int, Double) {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return (0, 0) }
+        let size = (attributes[.size] as? Int) ?? 0
+        let mtime = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        return (size, mtime)
+    }
+}
+
+/// JSON coding between the parent and its workers: non-finite numbers (a NaN
+/// loss, an infinite norm) travel as the strings "nan", "inf" and "-inf".
+public enum WorkerCoding {
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return decoder
+    }
+}
+
+/// What the parent asks a worker to do.
+public struct WorkerRequest: Sendable, Codable {
+    public enum Task: String, Sendable, Codable { case load, measure }
+    public var task: Task
+    public var path: String
+    public var layout: LayoutKind?
+    public var followLinks: Bool
+    public var allowPlugins: Bool
+    /// measure: the checkpoint to measure and the one before it.
+    public var current: CheckpointSummary?
+    public var previous: CheckpointSummary?
+    public var index: Int
+    public var wantUnits: Bool
+    public var gradientNames: [String]
+    public var blockElements: Int
+    public var threads: Int
+    public var histogramBins: Int
+    public var deadActivationFraction: Double
+
+    var loadOptions: LoadOptions { LoadOptions(layout: layout, open: OpenOptions(followLinks: followLinks, allowPlugins: allowPlugins)) }
+}
+
+/// What a worker answers.
+public struct WorkerResponse: Sendable, Codable {
+    public var checkpoints: [CheckpointSummary]?
+    public var record: StepRecord?
+    public var units: [UnitSnapshot]?
+    public var error: String?
+
+    public init(checkpoints: [CheckpointSummary]? = nil, record: StepRecord? = nil, units: [UnitSnapshot]? = nil, error: String? = nil) {
+        self.checkpoints = checkpoints
+        self.record = record
+        self.units = units
+        self.error = error
+    }
+}
+
+/// The work a worker process does, in the worker.
+public enum Worker {
+    /// Handles one request; `marker` is told which object is about to be read,
+    /// so that a crash inside libhdf5 can be attributed to it.
+    public static func handle(_ request: WorkerRequest, marker: @escaping (String) -> Void) -> WorkerResponse {
+        do {
+            switch request.task {
+            case .load:
+                marker("opening")
+                let checkpoints = try CheckpointLoader.load(request.path, options: request.loadOptions)
+                return WorkerResponse(checkpoints: checkpoints.map { CheckpointSummary($0) })
+            case .measure:
+                guard let current = request.current else { return WorkerResponse(error: "no checkpoint to measure") }
+                marker("opening")
+                let checkpoint = try reopen(current, options: request.loadOptions)
+                let previous = try request.previous.map { try reopen($0, options: request.loadOptions) }
+                var options = MeasureOptions()
+                options.blockElements = request.blockElements
+                options.threads = request.threads
+                options.histogramBins = request.histogramBins
+                options.deadActivationFraction = request.deadActivationFraction
+                let (record, units) = RunMeasurer.measureStep(checkpoint, previous: previous, index: request.index, wantUnits: request.wantUnits,
+                                                              gradientNames: Set(request.gradientNames), options: options) { tensor in
+                    marker(tensor.path)
+                }
+                return WorkerResponse(record: record, units: units)
+            }
+        } catch let error as CheckpointError {
+            return WorkerResponse(error: error.reason)
+        } catch {
+            return WorkerResponse(error: RunLoader.reason(for: error))
+        }
+    }
+
+    /// Opens the checkpoint a summary describes, refusing a file that changed since.
+    static func reopen(_ summary: CheckpointSummary, options: LoadOptions) throws -> Checkpoint {
+        let (size, mtime) = FileIdentity.of(summary.file)
+        guard size == summary.size, mtime == summary.mtime else {
+            throw CheckpointError(file: summary.file, reason: "changed while the run was being scanned (a save in progress?); not analysed")
+        }
+        guard let checkpoint = try CheckpointLoader.load(summary.file, options: options).first(where: { $0.source == summary.source }) else {
+            throw CheckpointError(file: summary.file, reason: "no longer holds \(summary.source)")
+        }
+        if checkpoint.metadata.step == nil || checkpoint.metadata.stepSource != summary.metadata.stepSource {
+            checkpoint.metadata = summary.metadata
+        } else {
+            checkpoint.metadata.step = summary.metadata.step
+        }
+        return checkpoint
+    }
+}

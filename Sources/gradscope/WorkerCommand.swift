@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import GradScope
+
+/// The worker process behind `scan`'s isolation: reads one request as JSON on
+/// stdin, answers on stdout, and names on stderr each object before reading
+/// it, so that a crash inside libhdf5 can be attributed.
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "worker", abstract: "Internal: read one file for scan.", shouldDisplay: false)
+
+    func run() throws {
+        let input = FileHandle.standardInput.readDataToEndOfFile()
+        let response: WorkerResponse
+        do {
+            let request = try WorkerCoding.decoder().decode(WorkerRequest.self, from: input)
+            injectFault(for: request.path)
+            response = Worker.handle(request) { object in
+                FileHandle.standardError.write(Data("reading \(object)\n".utf8))
+            }
+        } catch {
+            response = WorkerResponse(error: "bad worker request: \(error)")
+        }
+        FileHandle.standardOutput.write(try WorkerCoding.encoder().encode(response))
+    }
+}
+
+/// The path of this executable, for starting workers.
+func currentExecutable() -> String {
+    if let resolved = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return resolved }
+    let argument = CommandLine.arguments[0]
+    if argument.hasPrefix("/") { return argument }
+    return FileManager.default.currentDirectoryPath + "/" + argument
+}
+
+/// For testing isolation: GRADSCOPE_FAULT_INJECTION="crash:NAME" or "hang:NAME"
+/// makes a worker reading a file whose path contains NAME abort or hang, as a
+/// libhdf5 crash or infinite loop on a malformed file would.
+func injectFault(for path: String) {
+    guard let spec = ProcessInfo.processInfo.environment["GRADSCOPE_FAULT_INJECTION"] else { return }
+    let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
+    guard parts.count == 2, !parts[1].isEmpty, path.contains(parts[1]) else { return }
+    if parts[0] == "crash" { abort() }
+    if parts[0] == "hang" { while true { sleep(60) } }
+}
