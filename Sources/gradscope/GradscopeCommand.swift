@@ -15,7 +15,7 @@ struct GradscopeCommand: ParsableCommand {
         appeared, and whether the loss sits at ln 2.
         """,
         version: GradScopeVersion.string,
-        subcommands: [ScanCommand.self, InspectCommand.self, DiffCommand.self, ListCommand.self]
+        subcommands: [ScanCommand.self, InspectCommand.self, DiffCommand.self, ListCommand.self, WorkerCommand.self]
     )
 }
 
