@@ -117,6 +117,10 @@ public struct RunMeasurements: Sendable {
             let layerA = records.lazy.compactMap { $0.tensors[a]?.layer }.first.flatMap { layerIndex[$0] } ?? Int.max
             let layerB = records.lazy.compactMap { $0.tensors[b]?.layer }.first.flatMap { layerIndex[$0] } ?? Int.max
             if layerA != layerB { return layerA < layerB }
+            // Within a layer, the kernel before its bias.
+            let rankA = records.lazy.compactMap { $0.tensors[a]?.shape.count }.first ?? 0
+            let rankB = records.lazy.compactMap { $0.tensors[b]?.shape.count }.first ?? 0
+            if rankA != rankB { return rankA > rankB }
             return (firstRecordOrder[a] ?? 0) < (firstRecordOrder[b] ?? 0)
         }
     }
