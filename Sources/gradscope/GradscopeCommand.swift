@@ -13,10 +13,32 @@ struct GradscopeCommand: ParsableCommand {
         PyTorch state_dicts written with h5py, and the native layout its exporters write) and tells \
         you which layers are frozen, collapsing, dead, vanishing or exploding, where NaN first \
         appeared, and whether the loss sits at ln 2.
+
+        Start here:
+          gradscope scan RUN_DIR              what went wrong in a run, and since when
+          gradscope scan RUN_DIR --explain    the same, with what each finding means and what to try
+          gradscope inspect CHECKPOINT.h5     every tensor of one file
+          gradscope diff A.h5 B.h5            what changed between two saves
         """,
         version: GradScopeVersion.string,
         subcommands: [ScanCommand.self, InspectCommand.self, DiffCommand.self, ListCommand.self, WorkerCommand.self]
     )
+}
+
+extension GradscopeCommand {
+    /// Parses and runs; usage errors exit with code 2 (DESIGN.md), not ArgumentParser's 64.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Prints `gradscope: message` on stderr and exits with code 2.

@@ -1,0 +1,163 @@
+import Foundation
+import HDF5
+import Testing
+@testable import GradScope
+
+/// End-to-end: the built binary, its exit codes, its JSON, its errors.
+@Suite("The gradscope command", .serialized)
+struct CommandLineTests {
+    static let binary = packageRoot.appendingPathComponent(".build/debug/gradscope").path
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var crashed: Bool
+    }
+
+    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["NO_COLOR"] = "1"
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
+    }
+
+    func json(_ text: String) throws -> [String: Any] {
+        let object = try JSONSerialization.jsonObject(with: Data(text.utf8))
+        return try #require(object as? [String: Any])
+    }
+
+    var available: Bool { FileManager.default.isExecutableFile(atPath: Self.binary) }
+
+    @Test("scan --format json follows the contract")
+    func scanJSON() throws {
+        guard available else { return }
+        let output = try run(["scan", samplePath("frozen-layer"), "--format", "json"])
+        #expect(output.status == 0)
+        let object = try json(output.stdout)
+        for key in ["findings", "steps", "skipped", "not_checked", "verdict"] { #expect(object[key] != nil, "\(key)") }
+        let findings = try #require(object["findings"] as? [[String: Any]])
+        #expect(!findings.isEmpty)
+        for finding in findings {
+            for key in ["kind", "severity", "tensor", "layer", "first_step", "last_step", "message", "evidence"] {
+                #expect(finding.keys.contains(key), "\(key)")
+            }
+            #expect(FindingKind(rawValue: finding["kind"] as? String ?? "") != nil)
+            #expect(Severity(rawValue: finding["severity"] as? String ?? "") != nil)
+        }
+        #expect((object["steps"] as? [Int])?.first == 0)
+    }
+
+    @Test("exit codes follow --fail-on")
+    func exitCodes() throws {
+        guard available else { return }
+        #expect(try run(["scan", samplePath("frozen-layer"), "--quiet"]).status == 0)
+        #expect(try run(["scan", samplePath("frozen-layer"), "--fail-on", "warning", "--quiet"]).status == 1)
+        #expect(try run(["scan", samplePath("exploding-nan"), "--quiet"]).status == 1)
+        #expect(try run(["scan", samplePath("healthy"), "--fail-on", "warning", "--quiet"]).status == 0)
+        #expect(try run(["scan", "--no-such-flag", samplePath("healthy")]).status == 2)
+    }
+
+    @Test("bad input: one line on stderr naming the file, exit code 2, no crash")
+    func badInput() throws {
+        guard available else { return }
+        let dir = try TemporaryDirectory()
+        FileManager.default.createFile(atPath: dir.path("text.h5"), contents: Data("hello\n".utf8))
+        FileManager.default.createFile(atPath: dir.path("empty.h5"), contents: Data())
+        let sample = try Data(contentsOf: URL(fileURLWithPath: samplePath("healthy") + "/step_000060.h5"))
+        try sample.prefix(sample.count / 2).write(to: URL(fileURLWithPath: dir.path("cut.h5")))
+        for name in ["text.h5", "empty.h5", "cut.h5", "missing.h5"] {
+            for command in ["inspect", "ls"] {
+                let output = try run([command, dir.path(name)])
+                #expect(!output.crashed, "\(command) \(name)")
+                #expect(output.status == 2, "\(command) \(name): \(output.status)")
+                let lines = output.stderr.split(separator: "\n")
+                #expect(lines.count == 1, "\(command) \(name): \(output.stderr)")
+                #expect(lines.first?.contains(name) == true)
+            }
+        }
+        #expect(try run(["inspect", dir.url.path]).status == 2)
+        let empty = try TemporaryDirectory()
+        let scan = try run(["scan", empty.url.path, "--quiet"])
+        #expect(scan.status == 2)
+    }
+
+    @Test("a worker that crashes or hangs costs only its file")
+    func isolation() throws {
+        guard available else { return }
+        let crash = try run(["scan", samplePath("healthy"), "--format", "json", "--quiet"],
+                            environment: ["GRADSCOPE_FAULT_INJECTION": "crash:step_000360"])
+        #expect(!crash.crashed)
+        let crashed = try json(crash.stdout)
+        #expect((crashed["steps"] as? [Int])?.contains(360) == false)
+        #expect((crashed["steps"] as? [Int])?.count == 12)
+        let skipped = try #require(crashed["skipped"] as? [[String: Any]])
+        #expect(skipped.contains { ($0["item"] as? String)?.hasSuffix("step_000360.h5") == true && ($0["reason"] as? String)?.contains("malformed") == true })
+
+        let hang = try run(["scan", samplePath("healthy"), "--format", "json", "--quiet", "--timeout", "2"],
+                           environment: ["GRADSCOPE_FAULT_INJECTION": "hang:step_000420"])
+        let hung = try json(hang.stdout)
+        #expect((hung["steps"] as? [Int])?.contains(420) == false)
+        let hangSkipped = try #require(hung["skipped"] as? [[String: Any]])
+        #expect(hangSkipped.contains { ($0["reason"] as? String)?.contains("timed out after 2 s") == true })
+    }
+
+    @Test("inspect and diff in every format")
+    func inspectAndDiff() throws {
+        guard available else { return }
+        let file = samplePath("dead-relu") + "/step_000600.h5"
+        let table = try run(["inspect", file])
+        #expect(table.status == 0)
+        #expect(table.stdout.contains("2.weight"))
+        let inspected = try json(try run(["inspect", file, "--format", "json"]).stdout)
+        let tensors = try #require(inspected["tensors"] as? [[String: Any]])
+        #expect(tensors.contains { $0["name"] as? String == "2.weight" && $0["role"] as? String == "gradient" })
+        #expect(tensors.allSatisfy { $0["stats"] != nil && $0["path"] != nil && $0["dtype"] != nil })
+        let csv = try run(["inspect", file, "--format", "csv", "--select", "^2\\."])
+        #expect(csv.stdout.split(separator: "\n").first?.hasPrefix("name,layer,role") == true)
+        #expect(csv.stdout.split(separator: "\n").dropFirst().allSatisfy { $0.hasPrefix("2.") })
+
+        let a = samplePath("frozen-layer") + "/step_000100.h5", b = samplePath("frozen-layer") + "/step_000600.h5"
+        let diff = try json(try run(["diff", a, b, "--format", "json"]).stdout)
+        let drifts = try #require(diff["tensors"] as? [[String: Any]])
+        #expect(drifts.first { $0["name"] as? String == "net.2.weight" }?["status"] as? String == "frozen")
+        #expect((diff["findings"] as? [[String: Any]])?.contains { $0["kind"] as? String == "frozen" } == true)
+    }
+
+    @Test("ls prints the tree of real Keras and hand-written files")
+    func list() throws {
+        guard available else { return }
+        let keras = try run(["ls", samplePath("keras-weights-h5") + "/step_000000.weights.h5"])
+        #expect(keras.status == 0)
+        #expect(keras.stdout.contains("layers/"))
+        #expect(keras.stdout.contains("vars/"))
+        if let statedict = corpusFile("torch-h5/mcnn-shtechA-statedict.h5") {
+            let output = try run(["ls", "--attrs", statedict])
+            #expect(output.stdout.contains("DME.branch1.0.conv.weight   [16, 1, 9, 9]"))
+        }
+        if let legacy = corpusFile("keras-legacy/k2.3.1-adam-checkpoint.hdf5") {
+            let output = try run(["ls", "--attrs", legacy])
+            #expect(output.stdout.contains("@layer_names = [\"dense_1\", \"dense_2\", \"dense_3\"]"))
+        }
+    }
+
+    @Test("no colour when piped or with NO_COLOR")
+    func noColour() throws {
+        guard available else { return }
+        let output = try run(["scan", samplePath("frozen-layer"), "--quiet"])
+        #expect(!output.stdout.contains("\u{1B}["))
+        #expect(output.stderr.isEmpty)
+    }
+}
