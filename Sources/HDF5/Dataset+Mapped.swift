@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The raw bytes of a contiguous dataset, mapped from the file without copying.
 ///
 /// Valid while this value (which keeps its file open) lives. Elements are in
@@ -12,6 +16,22 @@ public struct MappedTensor: @unchecked Sendable {
     public var floats: UnsafeBufferPointer<Float>? {
         guard type == .float32, let base = bytes.baseAddress else { return nil }
         return UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count)
+    }
+
+    /// Drops the pages holding elements `range` from this process's memory once
+    /// they have been read (they stay in the page cache). Keeps the resident size
+    /// of a scan bounded whatever the tensor's size. Only whole pages inside the
+    /// range are released.
+    public func release(elements range: Range<Int>) {
+        guard let base = bytes.baseAddress, let size = type.byteSize, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard page > 0 else { return }
+        let start = UInt(bitPattern: base) + UInt(range.lowerBound * size)
+        let end = UInt(bitPattern: base) + UInt(range.upperBound * size)
+        let alignedStart = (start + UInt(page) - 1) / UInt(page) * UInt(page)
+        let alignedEnd = end / UInt(page) * UInt(page)
+        guard alignedEnd > alignedStart, let pointer = UnsafeMutableRawPointer(bitPattern: alignedStart) else { return }
+        madvise(pointer, Int(alignedEnd - alignedStart), MADV_DONTNEED)
     }
 
     /// The elements as float64, when the stored type is float64.

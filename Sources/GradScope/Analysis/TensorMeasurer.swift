@@ -33,11 +33,13 @@ public enum TensorMeasurer {
             if let floats = mapped.floats {
                 return parallelStats(count: floats.count, layout: layout, options: options) { range, accumulator in
                     accumulator.add(UnsafeBufferPointer(rebasing: floats[range]), at: range.lowerBound)
+                    mapped.release(elements: range)
                 }
             }
             if let doubles = mapped.doubles {
                 return parallelStats(count: doubles.count, layout: layout, options: options) { range, accumulator in
                     accumulator.add(UnsafeBufferPointer(rebasing: doubles[range]), at: range.lowerBound)
+                    mapped.release(elements: range)
                 }
             }
         }
@@ -71,6 +73,8 @@ public enum TensorMeasurer {
                     let pa = UnsafeBufferPointer(rebasing: fa[range]), pb = UnsafeBufferPointer(rebasing: fb[range])
                     stats.add(pb, at: range.lowerBound)
                     drift.add(pa, pb, at: range.lowerBound)
+                    a.release(elements: range)
+                    b.release(elements: range)
                 }
             }
             if let da = a.doubles, let db = b.doubles {
@@ -78,6 +82,8 @@ public enum TensorMeasurer {
                     let pa = UnsafeBufferPointer(rebasing: da[range]), pb = UnsafeBufferPointer(rebasing: db[range])
                     stats.add(pb, at: range.lowerBound)
                     drift.add(pa, pb, at: range.lowerBound)
+                    a.release(elements: range)
+                    b.release(elements: range)
                 }
             }
         }
