@@ -32,7 +32,7 @@ struct LayoutTests {
         #expect(checkpoint.metadata.step == 300)
         #expect(checkpoint.metadata.stepSource == .attribute)
         #expect(checkpoint.metadata.loss == 0.5)
-        #expect(checkpoint.metadata.learningRate == 0.001)
+        #expect(checkpoint.metadata.learningRate == Double(Float(0.001)))
         let weight = try #require(checkpoint.weight(named: "head.3.weight"))
         #expect(weight.layer == "head.3")
         #expect(weight.unitAxis == 0)
@@ -226,5 +226,44 @@ struct LayoutTests {
                 }
             }
         }
+    }
+
+    @Test("a sharded Keras 3 save (.weights.json and _NNNNN shards) is one step, in a run too")
+    func shardedKeras() throws {
+        let dir = try TemporaryDirectory()
+        for step in [10, 20] {
+            let first = try HDF5Writer(creating: dir.path("ckpt\(step)_00000.weights.h5"))
+            try first.write("/layers/dense/vars/0", [Double](repeating: 0.1 * Double(step), count: 6), shape: [3, 2])
+            try first.write("/layers/dense/vars/1", [0, 0], shape: [2])
+            try first.setAttribute("name", .string("hidden", .variableUTF8), at: "/layers/dense/vars")
+            try first.write("/optimizer/vars/0", [Double(step)], shape: [], as: .int64)
+            first.close()
+            let second = try HDF5Writer(creating: dir.path("ckpt\(step)_00001.weights.h5"))
+            try second.write("/optimizer/vars/1", [0.001], shape: [], as: .float32)
+            for (index, shape) in [(2, [3, 2]), (3, [3, 2]), (4, [2]), (5, [2])] {
+                try second.write("/optimizer/vars/\(index)", [Double](repeating: 0, count: shape.reduce(1, *)), shape: shape)
+            }
+            try second.setAttribute("name", .string("adam", .variableUTF8), at: "/optimizer/vars")
+            second.close()
+            let manifest = """
+            {"metadata": {"total_size": 100}, "weight_map": {"/layers/dense/vars": "ckpt\(step)_00000.weights.h5",
+             "/optimizer/vars": ["ckpt\(step)_00000.weights.h5", "ckpt\(step)_00001.weights.h5"]}}
+            """
+            try Data(manifest.utf8).write(to: URL(fileURLWithPath: dir.path("ckpt\(step).weights.json")))
+        }
+        let checkpoint = try #require(try CheckpointLoader.load(dir.path("ckpt10.weights.json")).first)
+        #expect(checkpoint.files.count == 2)
+        #expect(checkpoint.metadata.step == 10)
+        #expect(checkpoint.metadata.learningRate == Double(Float(0.001)))
+        #expect(checkpoint.metadata.optimizer == "adam")
+        #expect(checkpoint.tensors(.weight).map(\.name) == ["hidden/kernel", "hidden/bias"])
+        let slots = checkpoint.tensors(.optimizer)
+        #expect(slots.map(\.slotName) == ["momentum", "velocity", "momentum", "velocity"])
+        #expect(slots.allSatisfy { $0.fileIndex == 1 })
+        let stats = try TensorMeasurer.stats(of: try #require(checkpoint.weight(named: "hidden/kernel")), in: checkpoint)
+        #expect(stats.mean == Double(Float(1.0)))
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.steps == [10, 20])
+        #expect(run.checkpoints.allSatisfy { $0.source.hasSuffix(".weights.json") })
     }
 }

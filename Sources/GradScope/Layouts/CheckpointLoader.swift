@@ -44,6 +44,9 @@ public enum CheckpointLoader {
     public static func load(_ path: String, options: LoadOptions = LoadOptions()) throws -> [Checkpoint] {
         let url = URL(fileURLWithPath: path)
         let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        if path.hasSuffix(".weights.json") {
+            return [try loadSharded(path, options: options, modified: modified)]
+        }
         if let handle = FileHandle(forReadingAtPath: path) {
             let head = (try? handle.read(upToCount: 4)) ?? Data()
             try? handle.close()
@@ -67,6 +70,49 @@ public enum CheckpointLoader {
     public static func load(image: [UInt8], name: String, options: LoadOptions = LoadOptions()) throws -> [Checkpoint] {
         let file = try HDF5File.open(image: image, name: name, options: options.open)
         return try load(file: file, source: name, optimizerHint: nil, modified: nil, options: options)
+    }
+
+    /// The shard files a sharded Keras save's `.weights.json` names, in order.
+    public static func shardFiles(of manifest: String) throws -> [String] {
+        guard let data = FileManager.default.contents(atPath: manifest),
+              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              let map = json["weight_map"] as? [String: Any] else {
+            throw CheckpointError(file: manifest, reason: "a .weights.json without a weight_map: not a sharded Keras save")
+        }
+        var names: [String] = []
+        for value in map.values {
+            if let name = value as? String { names.append(name) }
+            if let list = value as? [String] { names.append(contentsOf: list) }
+        }
+        let directory = (manifest as NSString).deletingLastPathComponent
+        return Array(Set(names)).sorted(by: numericAwareLess).map { name in
+            // Shard names are plain file names next to the manifest; anything else would reach outside it.
+            let base = (name as NSString).lastPathComponent
+            return (directory as NSString).appendingPathComponent(base)
+        }
+    }
+
+    /// A sharded Keras 3 save: a `.weights.json` map and `_NNNNN.weights.h5` shards, read as one step.
+    static func loadSharded(_ path: String, options: LoadOptions, modified: Date?) throws -> Checkpoint {
+        let shards = try shardFiles(of: path)
+        guard !shards.isEmpty else { throw CheckpointError(file: path, reason: "the weight map names no shard files") }
+        var opened: [(file: HDF5File, entries: [Entry])] = []
+        for shard in shards {
+            let file = try HDF5File.open(shard, options: options.open)
+            opened.append((file, try file.walk()))
+        }
+        let (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(shards: opened, root: "/", source: path, optimizerHint: nil)
+        guard !tensors.isEmpty else { throw CheckpointError(file: path, reason: "no tensors in the shards of this sharded save") }
+        let checkpoint = Checkpoint(source: path, layout: .keras3, metadata: metadata, tensors: tensors,
+                                    layers: layers.isEmpty ? orderLayers(tensors) : layers, skipped: skipped,
+                                    notes: notes + ["sharded save: \(shards.count) shard file(s) read as one step"],
+                                    files: opened.map(\.file), modified: modified, file: path)
+        if checkpoint.metadata.step == nil,
+           let step = LayoutSupport.lastInteger(in: String((path as NSString).lastPathComponent.dropLast(".weights.json".count))) {
+            checkpoint.metadata.step = step
+            checkpoint.metadata.stepSource = .fileName
+        }
+        return checkpoint
     }
 
     /// A `.keras` zip: `model.weights.h5` read from memory, the optimizer's class from `config.json`.

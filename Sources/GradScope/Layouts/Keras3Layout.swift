@@ -51,7 +51,24 @@ enum Keras3Layout {
     }
 
     static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?) -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
-        let listing = DatasetListing(file: file, entries: entries, under: root)
+        read(shards: [(file, entries)], root: root, source: source, optimizerHint: optimizerHint)
+    }
+
+    /// Reads one checkpoint whose variables may be spread over several shard files
+    /// (`save_weights(..., max_shard_size=...)`): each variable's data and a layer's
+    /// `name` attribute can sit in any shard.
+    static func read(shards: [(file: HDF5File, entries: [Entry])], root: String, source: String, optimizerHint: String?)
+        -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
+        let listing = DatasetListing(shards: shards.map { DatasetListing(file: $0.file, entries: $0.entries, under: root) })
+        func attribute(_ name: String, at path: String) -> String? {
+            for shard in shards {
+                if let value = LayoutSupport.stringAttribute(shard.file, [name], at: path) { return value }
+            }
+            return nil
+        }
+        func scalar(_ item: DatasetListing.Item) -> Double? {
+            LayoutSupport.scalarValue(shards[item.fileIndex].file, item.path)
+        }
         var skipped = listing.skippedLinks(source: source)
         var notes: [String] = []
         var holders: [String: Holder] = [:]
@@ -78,7 +95,7 @@ enum Keras3Layout {
             var top = layer.split(separator: "/").first.map(String.init) ?? layer
             // The user's layer name, when Keras saved it.
             let layerGroup = (root == "/" ? "" : root) + "/" + holderPath.split(separator: "/").prefix(holderPath.hasPrefix("layers/") ? 2 : 1).joined(separator: "/")
-            if let userName = LayoutSupport.stringAttribute(file, ["name"], at: layerGroup + "/vars"), !userName.isEmpty {
+            if let userName = attribute("name", at: layerGroup + "/vars"), !userName.isEmpty {
                 let rest = layer.split(separator: "/").dropFirst().joined(separator: "/")
                 top = userName
                 layer = rest.isEmpty ? userName : userName + "/" + rest
@@ -88,10 +105,12 @@ enum Keras3Layout {
         }
 
         // Layers in the order the file was written (object addresses grow as a file is written).
+        func position(_ holder: Holder) -> (Int, UInt64) {
+            holder.variables.map { ($0.fileIndex, $0.address) }.min { $0 < $1 } ?? (0, 0)
+        }
         let ordered = holders.values.sorted { a, b in
-            let addressA = a.variables.map(\.address).min() ?? 0
-            let addressB = b.variables.map(\.address).min() ?? 0
-            return addressA == addressB ? numericAwareLess(a.path, b.path) : addressA < addressB
+            let positionA = position(a), positionB = position(b)
+            return positionA == positionB ? numericAwareLess(a.path, b.path) : positionA < positionB
         }
         var weights: [TensorRef] = []
         var knownNonTrainable = Set<Int>()
@@ -110,13 +129,13 @@ enum Keras3Layout {
                 let varName = names?[index] ?? String(index)
                 if varName == "moving_mean" || varName == "moving_variance" { knownNonTrainable.insert(weights.count) }
                 weights.append(TensorRef(name: holder.layer + "/" + varName, layer: holder.layer, role: .weight,
-                                         shape: info.shape, dtype: info.type, unitAxis: kerasUnitAxis(info.shape), path: item.path))
+                                         shape: info.shape, dtype: info.type, unitAxis: kerasUnitAxis(info.shape), path: item.path,
+                                         fileIndex: item.fileIndex))
             }
         }
 
         var metadata = StepMetadata(framework: "keras")
-        let optimizerName = optimizerHint
-            ?? LayoutSupport.stringAttribute(file, ["name"], at: (root == "/" ? "" : root) + "/optimizer/vars")
+        let optimizerName = optimizerHint ?? attribute("name", at: (root == "/" ? "" : root) + "/optimizer/vars")
         metadata.optimizer = optimizerName
         var slotItems: [(DatasetListing.Item, DatasetInfo)] = []
         for item in optimizerVars.sorted(by: { numericAwareLess($0.relative, $1.relative) }) {
@@ -125,7 +144,7 @@ enum Keras3Layout {
                 continue
             }
             if info.shape.isEmpty {
-                let value = LayoutSupport.scalarValue(file, item.path)
+                let value = scalar(item)
                 if case .integer = info.type, metadata.step == nil, let value, value >= 0, value < 1e15 {
                     metadata.step = Int(value)
                     metadata.stepSource = .optimizerIterations
@@ -156,7 +175,7 @@ enum Keras3Layout {
                     tensors.append(TensorRef(name: weight.name, layer: weight.layer, role: .optimizer,
                                              slot: LayoutSupport.classifySlot(slotName, optimizer: optimizerName ?? (perVariable == 2 ? "adam" : nil)),
                                              slotName: slotName, shape: info.shape, dtype: info.type,
-                                             unitAxis: weight.unitAxis, path: item.path))
+                                             unitAxis: weight.unitAxis, path: item.path, fileIndex: item.fileIndex))
                 }
                 for index in weights.indices { tensors[index].trainable = trainable.contains(index) }
                 notes.append(inOrder ? "optimizer slots matched to weights by position and shape (\(perVariable) per variable)"

@@ -116,10 +116,24 @@ struct DatasetListing {
         let info: DatasetInfo?
         let problem: String?
         let address: UInt64
+        /// Which file of a sharded checkpoint holds it.
+        var fileIndex: Int = 0
     }
 
-    let items: [Item]
-    let notFollowed: [Entry]
+    var items: [Item]
+    var notFollowed: [Entry]
+
+    /// The listings of several shards of one checkpoint, as one.
+    init(shards: [DatasetListing]) {
+        items = shards.enumerated().flatMap { index, listing in
+            listing.items.map { item in
+                var copy = item
+                copy.fileIndex = index
+                return copy
+            }
+        }
+        notFollowed = shards.flatMap(\.notFollowed)
+    }
 
     init(file: HDF5File, entries: [Entry], under root: String) {
         let prefix = root == "/" ? "/" : root + "/"

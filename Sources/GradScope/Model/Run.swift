@@ -187,7 +187,10 @@ public enum RunLoader {
                 skipped.append(SkippedItem(item: path, reason: "a hidden or temporary file (a save still in progress?)"))
                 continue
             }
-            if name.hasSuffix(".weights.json") { shardManifests.append(path) }
+            if name.hasSuffix(".weights.json") {
+                shardManifests.append(path)
+                continue
+            }
             let lower = name.lowercased()
             if lower.hasSuffix(".json") || lower.hasSuffix(".txt") || lower.hasSuffix(".md") || lower.hasSuffix(".log")
                 || lower.hasSuffix(".csv") || lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") || lower.hasSuffix(".py") {
@@ -196,10 +199,15 @@ public enum RunLoader {
             }
             files.append(path)
         }
-        if !shardManifests.isEmpty {
-            skipped.append(contentsOf: shardManifests.map {
-                SkippedItem(item: $0, reason: "sharded Keras weights (.weights.json with _NNNNN shards): each shard is read as its own file")
-            })
+        // A sharded Keras save is one step: its manifest stands for its shards.
+        for manifest in shardManifests {
+            guard let shards = try? CheckpointLoader.shardFiles(of: manifest) else {
+                skipped.append(SkippedItem(item: manifest, reason: "a .weights.json that is not a sharded Keras weight map"))
+                continue
+            }
+            let shardSet = Set(shards)
+            files.removeAll { shardSet.contains($0) }
+            files.append(manifest)
         }
         return files
     }
