@@ -32,7 +32,7 @@ struct LayoutTests {
         #expect(checkpoint.metadata.step == 300)
         #expect(checkpoint.metadata.stepSource == .attribute)
         #expect(checkpoint.metadata.loss == 0.5)
-        #expect(checkpoint.metadata.learningRate == Double(Float(0.001)))
+        #expect(checkpoint.metadata.learningRate == 0.001)
         let weight = try #require(checkpoint.weight(named: "head.3.weight"))
         #expect(weight.layer == "head.3")
         #expect(weight.unitAxis == 0)

@@ -5,6 +5,8 @@ public struct TimelinePoint: Sendable, Codable, Equatable {
     public var step: Int
     public var norm: Double?
     public var gradientNorm: Double?
+    /// ‖g‖/‖W‖: the gradient's norm relative to the weights' (nil without a gradient or when ‖W‖ is 0 or not finite).
+    public var gradientRatio: Double? = nil
     /// ‖ΔW‖/‖W‖ since the previous save, divided by the steps between them.
     public var updateRatio: Double?
     public var zeroFraction: Double?
@@ -14,11 +16,16 @@ public struct TimelinePoint: Sendable, Codable, Equatable {
     public var log2Counts: [Int]?
     public var gradientLog2Min: Int?
     public var gradientLog2Counts: [Int]?
+    /// The share of the gradient's elements that are exactly zero (not part of its log2 histogram).
+    public var gradientZeroFraction: Double? = nil
+    /// NaN and ±Inf elements of the gradient.
+    public var gradientNonFinite: Int? = nil
     public var deadUnits: Int?
 
     enum CodingKeys: String, CodingKey {
         case step, norm
         case gradientNorm = "gradient_norm"
+        case gradientRatio = "gradient_ratio"
         case updateRatio = "update_ratio"
         case zeroFraction = "zero_fraction"
         case nonFinite = "non_finite"
@@ -26,6 +33,8 @@ public struct TimelinePoint: Sendable, Codable, Equatable {
         case log2Counts = "log2_counts"
         case gradientLog2Min = "gradient_log2_min"
         case gradientLog2Counts = "gradient_log2_counts"
+        case gradientZeroFraction = "gradient_zero_fraction"
+        case gradientNonFinite = "gradient_non_finite"
         case deadUnits = "dead_units"
     }
 }
@@ -89,12 +98,17 @@ public struct ScanReport: Sendable, Codable {
                     ratio = relative / Double(max(entry.step - before, 1))
                 }
                 previousStep[key] = entry.step
-                return TimelinePoint(step: entry.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm, updateRatio: ratio,
+                var gradientRatio: Double?
+                if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
+                return TimelinePoint(step: entry.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
+                                     gradientRatio: gradientRatio, updateRatio: ratio,
                                      zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
                                      nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
                                      log2Min: m.stats.log2Histogram.minExponent, log2Counts: m.stats.log2Histogram.counts,
                                      gradientLog2Min: gradient?.stats.log2Histogram.minExponent,
                                      gradientLog2Counts: gradient?.stats.log2Histogram.counts,
+                                     gradientZeroFraction: gradient.flatMap { $0.stats.count > 0 ? Double($0.stats.zeros) / Double($0.stats.count) : nil },
+                                     gradientNonFinite: gradient.map { $0.stats.nan + $0.stats.posInf + $0.stats.negInf },
                                      deadUnits: gradient?.zeroUnits)
             }
             return TensorTimeline(name: last.name, layer: last.layer, shape: last.shape,
