@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import GradScope
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "The scan of a run as one HTML page of charts: open it in any browser.",
+        discussion: """
+        Reads the run as `gradscope scan` does and writes a single self-contained HTML file (inline SVG and CSS, \
+        no script, nothing fetched from the network): the verdict and the findings, each linked to the chart \
+        that shows its evidence; the loss with ln K and any plateau marked; gradient norms across depth; every \
+        tensor's weight norm, gradient norm and update ratio over steps; histogram evolution of weights and \
+        gradients; dead units per layer; the spread of saved activations. Large runs are sampled to at most \
+        60 steps per chart and the tensors named in findings come first.
+
+        Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 no checkpoint could be read, \
+        the report could not be written, or a usage error.
+        """
+    )
+
+    @Argument(help: "A run directory, a multi-step file, or one checkpoint.")
+    var path: String
+
+    @Option(name: [.short, .long], help: "Where to write the HTML report ('-' for standard output).")
+    var output = "gradscope-report.html"
+
+    @OptionGroup var reading: ReadingOptions
+
+    @Option(name: .long, help: "Only analyse tensors whose name matches this regular expression.")
+    var select: String?
+
+    @Option(name: .long, help: "Exit with code 1 when a finding is at or above this severity: info, warning or error.")
+    var failOn: Severity = .error
+
+    @Option(name: .long, help: "A JSON file of threshold overrides, e.g. {\"collapse_factor\": 100}.")
+    var config: String?
+
+    @Option(name: .long, parsing: .singleValue, help: "Override one threshold: --threshold collapse_factor=100 (repeatable).")
+    var threshold: [String] = []
+
+    @Flag(name: [.short, .long], help: "No progress and no summary line on stderr.")
+    var quiet = false
+
+    func validate() throws {
+        if output.isEmpty { throw ValidationError("--output: give a file name, or '-' for standard output") }
+        if let select {
+            do { _ = try NSRegularExpression(pattern: select) } catch {
+                throw ValidationError("--select: not a valid regular expression: \(select)")
+            }
+        }
+        for item in threshold {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let value = Double(parts[1]) else { throw ValidationError("--threshold expects name=number, got \(item)") }
+            var probe = Thresholds()
+            do { try probe.set(parts[0], value) } catch { throw ValidationError("\(error)") }
+        }
+    }
+
+    func run() throws {
+        let progress = Progress(enabled: !quiet)
+        let report: ScanReport
+        do {
+            try refuseToOverwriteInput()
+            (report, _) = try Analysis.scan(path, load: reading.loadOptions, thresholds: try thresholds(), select: selection,
+                                            loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
+                                            measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
+        } catch {
+            progress.finish()
+            exitWithInputError(error)
+        }
+        progress.finish()
+        let html = HTMLReportRenderer().render(report)
+        if output == "-" {
+            emit(html)
+        } else {
+            do {
+                try Data(html.utf8).write(to: URL(fileURLWithPath: output), options: .atomic)
+            } catch {
+                exitWithInputError(CheckpointError(file: output, reason: "cannot write the report: \(error.localizedDescription)"))
+            }
+            if !quiet {
+                let size = Double(html.utf8.count) / 1024
+                FileHandle.standardError.write(Data("gradscope: wrote \(output) (\(String(format: "%.0f", size)) KiB): \(report.verdict)\n".utf8))
+            }
+        }
+        if report.steps.isEmpty {
+            FileHandle.standardError.write(Data("gradscope: \(path): no checkpoint could be read (\(report.skipped.count) file(s) skipped)\n".utf8))
+            throw ExitCode(2)
+        }
+        throw ExitCode(report.findings.contains { $0.severity >= failOn } ? 1 : 0)
+    }
+
+    /// Input files are never written: refuse an output path that is the input itself or any existing HDF5 file.
+    func refuseToOverwriteInput() throws {
+        guard output != "-" else { return }
+        let target = URL(fileURLWithPath: output).standardizedFileURL.resolvingSymlinksInPath()
+        let input = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath()
+        if target.path == input.path {
+            throw CheckpointError(file: output, reason: "refusing to overwrite the input with the report")
+        }
+        if let handle = FileHandle(forReadingAtPath: target.path) {
+            defer { try? handle.close() }
+            let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+            if let head = try? handle.read(upToCount: 8), Array(head) == signature {
+                throw CheckpointError(file: output, reason: "refusing to overwrite an HDF5 file with the report")
+            }
+        }
+    }
+
+    func thresholds() throws -> Thresholds {
+        var thresholds = Thresholds()
+        if let config {
+            guard let data = FileManager.default.contents(atPath: config) else {
+                throw CheckpointError(file: config, reason: "cannot read the config file")
+            }
+            do { thresholds = try Thresholds.load(json: data) } catch {
+                throw CheckpointError(file: config, reason: "\(error)")
+            }
+        }
+        for item in threshold {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2, let value = Double(parts[1]) { try thresholds.set(parts[0], value) }
+        }
+        return thresholds
+    }
+
+    var selection: NSRegularExpression? { select.flatMap { try? NSRegularExpression(pattern: $0) } }
+}
