@@ -30,6 +30,8 @@ extension GradscopeCommand {
     static func main() {
         do {
             var command = try parseAsRoot()
+            if let files = supervisedFiles(command) { Supervisor.run(files: files) }
+            if ProcessInfo.processInfo.environment[Supervisor.marker] != nil { limitMemory() }
             try command.run()
         } catch {
             if exitCode(for: error) == .validationFailure {
@@ -38,6 +40,18 @@ extension GradscopeCommand {
             }
             exit(withError: error)
         }
+    }
+}
+
+/// The input files of a command that reads files in this process (inspect,
+/// diff, ls), which is therefore run under a supervisor; nil for the others.
+func supervisedFiles(_ command: ParsableCommand) -> [String]? {
+    if ProcessInfo.processInfo.environment[Supervisor.marker] != nil { return nil }
+    switch command {
+    case let inspect as InspectCommand: return [inspect.file]
+    case let diff as DiffCommand: return [diff.a, diff.b]
+    case let list as ListCommand: return [list.file]
+    default: return nil
     }
 }
 

@@ -9,6 +9,7 @@ struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "worker", abstract: "Internal: read one file for scan.", shouldDisplay: false)
 
     func run() throws {
+        limitMemory()
         let input = FileHandle.standardInput.readDataToEndOfFile()
         let response: WorkerResponse
         do {
@@ -41,4 +42,18 @@ func injectFault(for path: String) {
     guard parts.count == 2, !parts[1].isEmpty, path.contains(parts[1]) else { return }
     if parts[0] == "crash" { abort() }
     if parts[0] == "hang" { while true { sleep(60) } }
+}
+
+/// Caps the heap of a process that reads untrusted files (GRADSCOPE_MEMORY_LIMIT_MB,
+/// default 4096): a malformed file that makes libhdf5 allocate without bound then
+/// fails in that process, not by exhausting the machine. Memory-mapped file data
+/// does not count against it (RLIMIT_DATA covers the heap and anonymous mappings).
+func limitMemory() {
+    let megabytes = ProcessInfo.processInfo.environment["GRADSCOPE_MEMORY_LIMIT_MB"].flatMap(Int.init) ?? 4096
+    guard megabytes > 0 else { return }
+    var limit = rlimit()
+    let bytes = rlim_t(megabytes) * 1024 * 1024
+    limit.rlim_cur = bytes
+    limit.rlim_max = bytes
+    setrlimit(Int32(RLIMIT_DATA.rawValue), &limit)
 }

@@ -266,4 +266,26 @@ struct LayoutTests {
         #expect(run.steps == [10, 20])
         #expect(run.checkpoints.allSatisfy { $0.source.hasSuffix(".weights.json") })
     }
+
+    @Test("PyTorch optimizer state stored by parameter index maps to the parameters, running statistics aside")
+    func indexedOptimizerState() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("epoch_2.h5")
+        do {
+            let w = try HDF5Writer(creating: path)
+            try w.write("/model/0.weight", [Double](repeating: 0.1, count: 6), shape: [3, 2])
+            try w.write("/model/0.bias", [0, 0, 0], shape: [3])
+            try w.write("/model/1.running_mean", [0, 0, 0], shape: [3])
+            try w.write("/model/2.weight", [Double](repeating: 0.1, count: 3), shape: [1, 3])
+            try w.write("/optimizer/state/0/exp_avg", [Double](repeating: 0, count: 6), shape: [3, 2])
+            try w.write("/optimizer/state/1/exp_avg", [0, 0, 0], shape: [3])
+            try w.write("/optimizer/state/2/exp_avg", [0, 0, 0], shape: [1, 3])
+        }
+        let checkpoint = try #require(try CheckpointLoader.load(path).first)
+        #expect(checkpoint.tensors(.optimizer).map(\.name) == ["0.weight", "0.bias", "2.weight"])
+        #expect(checkpoint.notes.contains { $0.contains("parameter index") })
+        let run = try RunLoader.load(dir.url.path)
+        let measurements = RunMeasurer.measure(run)
+        #expect(measurements.stepsCountUpdates == false)
+    }
 }

@@ -87,6 +87,10 @@ public struct RunMeasurements: Sendable {
     public var layers: [String]
     public var records: [StepRecord]
     public var unitWindows: [UnitWindow]
+    /// Whether the step numbers count optimizer steps (a step attribute or the
+    /// optimizer's counter). Numbers from file names such as `epoch_3.h5` or from
+    /// the files' order do not, so per-step rates cannot be derived from them.
+    public var stepsCountUpdates: Bool = true
 
     public var steps: [Int] { records.map(\.step) }
     public var hasGradients: Bool { records.contains { $0.tensors.values.contains { $0.role == .gradient } } }

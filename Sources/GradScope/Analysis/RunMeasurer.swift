@@ -54,9 +54,23 @@ public enum RunMeasurer {
             }
         }
         let last = run.checkpoints.last?.metadata
-        return RunMeasurements(source: run.source, layout: run.checkpoints.last?.layout, framework: last?.framework,
-                               optimizer: last?.optimizer, layers: run.layers, records: records,
-                               unitWindows: windows.values.sorted { $0.key < $1.key })
+        var measurements = RunMeasurements(source: run.source, layout: run.checkpoints.last?.layout, framework: last?.framework,
+                                           optimizer: last?.optimizer, layers: run.layers, records: records,
+                                           unitWindows: windows.values.sorted { $0.key < $1.key })
+        measurements.stepsCountUpdates = run.checkpoints.allSatisfy(stepCountsUpdates)
+        return measurements
+    }
+
+    /// Whether a checkpoint's step number counts optimizer updates.
+    static func stepCountsUpdates(_ checkpoint: Checkpoint) -> Bool {
+        switch checkpoint.metadata.stepSource {
+        case .attribute?, .optimizerIterations?: return true
+        case .fileName?, .groupName?:
+            let name = checkpoint.source.lowercased()
+            return !name.contains("epoch") && !name.contains("ep_") && !name.contains("-ep")
+        case .position?, nil:
+            return false
+        }
     }
 
     /// Measures one checkpoint (and its weights' drift from `previous`).

@@ -21,13 +21,21 @@ public struct MeasureOptions: Sendable {
 /// through libhdf5 in bounded blocks. Memory stays at a few blocks whatever
 /// the tensor's size.
 public enum TensorMeasurer {
+    /// Most units given per-unit statistics: 2^20 units take 16 MB per
+    /// accumulator; beyond that (a vocabulary-sized embedding, a corrupt shape)
+    /// per-unit norms are not kept, so memory stays bounded.
+    static let maxUnits = 1 << 20
+
     static func unitLayout(for tensor: TensorRef) -> UnitLayout {
-        UnitLayout.forShape(tensor.shape, unitAxis: tensor.unitAxis)
+        let layout = UnitLayout.forShape(tensor.shape, unitAxis: tensor.unitAxis)
+        guard let units = layout.unitCount, units <= maxUnits else { return .none }
+        return layout
     }
 
     /// The statistics of one tensor.
     public static func stats(of tensor: TensorRef, in checkpoint: Checkpoint, options: MeasureOptions = MeasureOptions()) throws -> TensorStats {
         let dataset = try checkpoint.dataset(for: tensor)
+        try dataset.checkReadable()
         let layout = unitLayout(for: tensor)
         if let mapped = dataset.mapped() {
             if let floats = mapped.floats {
@@ -62,6 +70,8 @@ public enum TensorMeasurer {
                                      options: MeasureOptions = MeasureOptions()) throws -> (TensorStats, DriftStats) {
         let current = try checkpoint.dataset(for: tensor)
         let before = try earlier.dataset(for: previous)
+        try current.checkReadable()
+        try before.checkReadable()
         guard current.info.elementCount == before.info.elementCount, current.info.shape == before.info.shape else {
             throw HDF5Error(file: checkpoint.source, object: tensor.path, reason: .unsupported,
                             message: "shape \(current.info.shape) differs from \(before.info.shape) at the previous save")

@@ -77,10 +77,16 @@ struct FrozenDetector: Detector {
             } else if learningRates.count >= 1 && learningRates.allSatisfy({ $0 == 0 }) {
                 cause = "the learning rate is zero at every save"
                 advice = "Check the learning-rate schedule: a warm-up that starts at 0, or a schedule that decays to 0, freezes every parameter."
-            } else if weight.trainable == false {
+            } else if weight.trainable == false || (gradients.isEmpty && run.hasGradients) || looksLikeBuffer(weight.name) {
                 severity = .info
-                cause = "it is excluded from training: it has no optimizer state (Keras trainable=False, or left out of the optimizer)"
-                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), nothing is wrong. Otherwise set trainable=True before compiling (Keras), or add it to the optimizer."
+                if weight.trainable == false {
+                    cause = "it is excluded from training: it has no optimizer state (Keras trainable=False, or left out of the optimizer)"
+                } else if gradients.isEmpty && run.hasGradients {
+                    cause = "it never receives a gradient while the other parameters do: a buffer (a mask, a positional encoding) or a parameter with requires_grad=False"
+                } else {
+                    cause = "its name marks a buffer (a mask, positional encoding or running statistic), not a trained parameter"
+                }
+                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), or the tensor is a buffer, nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
             } else {
                 cause = "no gradient or optimizer state was saved to tell why: it is not in the optimizer, frozen (requires_grad=False / trainable=False), or its learning rate is zero"
                 advice = "Save gradients with the gradscope exporter to see whether it receives any; check that the optimizer holds this parameter and that it is not frozen by mistake."
@@ -104,5 +110,16 @@ struct FrozenDetector: Detector {
         case "float64": return 0x1p-52
         default: return 0x1p-23
         }
+    }
+
+    /// Names PyTorch and Keras give to tensors saved with the weights that are
+    /// not trained: masks, positional encodings, rotary frequencies, anchors.
+    func looksLikeBuffer(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        let parts = lower.split(whereSeparator: { $0 == "." || $0 == "/" }).map(String.init)
+        let last = parts.last ?? lower
+        let markers = ["mask", "inv_freq", "freqs", "rope", "position_ids", "pos_enc", "positional_encoding", "anchor", "buffer", "causal"]
+        if markers.contains(where: { lower.contains($0) }) { return true }
+        return ["pe", "bias_mask", "masked_bias"].contains(last)
     }
 }

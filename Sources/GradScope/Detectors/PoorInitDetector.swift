@@ -17,7 +17,8 @@ struct PoorInitDetector: Detector {
 
     func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard let record = run.records.first else { return .lacking("no tensors were read") }
-        let atInit = record.step <= 1
+        // Step 0 is the initialisation; step 1 only when it counts optimizer steps (not "epoch 1").
+        let atInit = record.step == 0 || (record.step == 1 && run.stepsCountUpdates)
         let kernels = run.weightKeys.compactMap { record.tensors[$0] }.filter { DetectorSupport.isKernel($0) }
         guard !kernels.isEmpty else { return .lacking("no weight matrices or kernels to check") }
         var findings: [Finding] = []

@@ -40,6 +40,7 @@ enum GenericLayout {
 
         let listing = DatasetListing(file: file, entries: entries, under: root)
         var tensors: [TensorRef] = []
+        var addresses: [UInt64] = []
         var skipped = listing.skippedLinks(source: source)
         for item in listing.items {
             guard let info = item.info else {
@@ -113,11 +114,51 @@ enum GenericLayout {
                                      slot: slotName.map { LayoutSupport.classifySlot($0, optimizer: metadata.optimizer) },
                                      slotName: slotName, shape: info.shape, dtype: info.type, unitAxis: unitAxis,
                                      path: item.path))
+            addresses.append(item.address)
         }
         var notes: [String] = []
+        if mapIndexedOptimizerState(&tensors, addresses: addresses) {
+            notes.append("optimizer state stored by parameter index (PyTorch optimizer.state_dict()) matched to the parameters in the order they were written, checked by shape")
+        }
         if !tensors.isEmpty && !keras {
             notes.append("generic layout: units read along axis 0, as PyTorch stores weights ([out, in, ...])")
         }
         return (metadata, tensors, skipped, notes)
+    }
+
+    /// PyTorch's `optimizer.state_dict()` names state by parameter index
+    /// (`state/0/exp_avg`). Those indices follow `model.parameters()`, which is the
+    /// order parameters were written (the file's order), running statistics aside.
+    /// Maps them when every indexed tensor's shape matches its parameter's.
+    static func mapIndexedOptimizerState(_ tensors: inout [TensorRef], addresses: [UInt64]) -> Bool {
+        let indexed = tensors.indices.filter { index in
+            guard tensors[index].role == .optimizer else { return false }
+            let parts = tensors[index].name.split(separator: "/")
+            guard let last = parts.last, Int(last) != nil else { return false }
+            return parts.count == 1 || (parts.count == 2 && (parts[0] == "state" || parts[0] == "param_groups"))
+        }
+        guard !indexed.isEmpty else { return false }
+        let parameters = tensors.indices.filter { tensors[$0].role == .weight && !isRunningStatistic(tensors[$0].name) }
+            .sorted { addresses[$0] < addresses[$1] }
+        var mapped: [(Int, TensorRef)] = []
+        for index in indexed {
+            guard let number = tensors[index].name.split(separator: "/").last.flatMap({ Int($0) }),
+                  number >= 0, number < parameters.count else { return false }
+            let parameter = tensors[parameters[number]]
+            guard parameter.shape == tensors[index].shape else { return false }
+            mapped.append((index, parameter))
+        }
+        for (index, parameter) in mapped {
+            tensors[index].name = parameter.name
+            tensors[index].layer = parameter.layer
+            tensors[index].unitAxis = parameter.unitAxis
+        }
+        return true
+    }
+
+    static func isRunningStatistic(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return lower.contains("running_mean") || lower.contains("running_var") || lower.contains("num_batches_tracked")
+            || lower.contains("moving_mean") || lower.contains("moving_variance")
     }
 }

@@ -57,6 +57,10 @@ enum KerasLegacyLayout {
                     skipped.append(SkippedItem(item: source + ":" + path, reason: "named in weight_names but missing or unreadable"))
                     continue
                 }
+                if let refusal = info.refusal(limits: file.options.limits, followLinks: file.options.followLinks) {
+                    skipped.append(SkippedItem(item: source + ":" + path, reason: refusal))
+                    continue
+                }
                 guard info.type.isFloatingPoint else {
                     skipped.append(SkippedItem(item: source + ":" + path, reason: "\(info.type) data, not a trained tensor"))
                     continue
@@ -113,8 +117,9 @@ enum KerasLegacyLayout {
 
         for name in names {
             let path = group + "/" + name
-            guard let info = try? file.datasetInfo(path) else {
-                skipped.append(SkippedItem(item: source + ":" + path, reason: "named in weight_names but missing or unreadable"))
+            guard let info = try? file.datasetInfo(path),
+                  info.refusal(limits: file.options.limits, followLinks: file.options.followLinks) == nil else {
+                skipped.append(SkippedItem(item: source + ":" + path, reason: "named in weight_names but missing, unreadable or refused"))
                 continue
             }
             let stripped = name.hasSuffix(":0") ? String(name.dropLast(2)) : name

@@ -144,7 +144,16 @@ struct DatasetListing {
             case .dataset:
                 var info: DatasetInfo?
                 var problem: String?
-                do { info = try file.datasetInfo(entry.path) } catch { problem = (error as? HDF5Error)?.message ?? "\(error)" }
+                do {
+                    let described = try file.datasetInfo(entry.path)
+                    if let refusal = described.refusal(limits: file.options.limits, followLinks: file.options.followLinks) {
+                        problem = refusal
+                    } else {
+                        info = described
+                    }
+                } catch {
+                    problem = (error as? HDF5Error)?.message ?? "\(error)"
+                }
                 items.append(Item(path: entry.path, relative: String(entry.path.dropFirst(prefix.count)),
                                   info: info, problem: problem, address: entry.address ?? 0))
             case .group, .namedType, .alias:
