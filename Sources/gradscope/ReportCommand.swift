@@ -26,6 +26,7 @@ struct ReportCommand: ParsableCommand {
     var output = "gradscope-report.html"
 
     @OptionGroup var reading: ReadingOptions
+    @OptionGroup var isolation: IsolationFlags
 
     @Option(name: .long, help: "Only analyse tensors whose name matches this regular expression.")
     var select: String?
@@ -62,9 +63,16 @@ struct ReportCommand: ParsableCommand {
         let report: ScanReport
         do {
             try refuseToOverwriteInput()
-            (report, _) = try Analysis.scan(path, load: reading.loadOptions, thresholds: try thresholds(), select: selection,
-                                            loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
-                                            measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
+            if isolation.noIsolation {
+                (report, _) = try Analysis.scan(path, load: reading.loadOptions, thresholds: try thresholds(), select: selection,
+                                                loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
+                                                measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
+            } else {
+                (report, _) = try Analysis.scanIsolated(path, isolation: isolation.options, load: reading.loadOptions,
+                                                        thresholds: try thresholds(), select: selection,
+                                                        loadProgress: { done, total, _, _ in progress.update("reading", done, total, nil, nil) },
+                                                        measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
+            }
         } catch {
             progress.finish()
             exitWithInputError(error)

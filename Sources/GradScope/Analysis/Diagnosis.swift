@@ -51,6 +51,7 @@ public enum Diagnoser {
     static func verdict(_ findings: [Finding], run: RunMeasurements, notChecked: [NotChecked]) -> String {
         let serious = findings.filter { $0.severity >= .warning }
         let saves = run.records.count
+        if saves == 0 { return "Nothing could be read: no checkpoint in \(run.source) was usable (see skipped)." }
         guard !serious.isEmpty else {
             var notesText: [String] = []
             var seenNotes = Set<String>()

@@ -137,15 +137,23 @@ extension HTMLReportRenderer {
         return html + "</section>\n"
     }
 
+    /// The steps of each loss plateau, shaded lightly behind the charts over time; a plateau over
+    /// the whole run tells nothing about when, so it is left out.
+    func plateauSpans(_ report: ScanReport) -> [StepSpan] {
+        report.findings.filter { $0.kind == .lossPlateau }.compactMap { finding in
+            guard let first = finding.firstStep else { return nil }
+            let last = finding.lastStep ?? first
+            if first <= (report.steps.first ?? first) && last >= (report.steps.last ?? last) { return nil }
+            return StepSpan(first: first, last: last, fill: Palette.severity(finding.severity), opacity: 0.12, label: "loss plateau, steps \(first)–\(last)")
+        }
+    }
+
     func activationSection(_ layout: ReportLayout) -> String {
         let report = layout.report
         guard report.activations.contains(where: { $0.points.contains { $0.norm != nil } }) else { return "" }
         var chart = LineChart(kind: "activations", label: "Spread of the saved activations over steps", title: "spread (std) of each saved activation on the probe batch",
                               width: 1250, height: 230, steps: report.steps)
-        chart.spans = report.findings.filter { $0.kind == .lossPlateau }.compactMap { finding in
-            finding.firstStep.map { StepSpan(first: $0, last: finding.lastStep ?? $0, fill: Palette.severity(finding.severity), opacity: 0.16,
-                                             label: "loss plateau, steps \($0)–\(finding.lastStep ?? $0)") }
-        }
+        chart.spans = plateauSpans(layout.report)
         var legend: [String] = []
         for (index, activation) in report.activations.enumerated().prefix(limits.maxOverviewLines) {
             let color = layout.activationColors[index] ?? Palette.calm[index % Palette.calm.count]

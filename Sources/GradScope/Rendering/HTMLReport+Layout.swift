@@ -71,8 +71,9 @@ struct ReportLayout {
 
     /// At most `max` of `steps` (in order), evenly spread, always with the first and the last;
     /// the steps in `keep` are added on top when present.
-    static func sample(_ steps: [Int], max count: Int, keep: Set<Int> = []) -> [Int] {
-        guard steps.count > count, count >= 2 else { return steps }
+    static func sample(_ steps: [Int], max limit: Int, keep: Set<Int> = []) -> [Int] {
+        let count = Swift.max(limit, 2)
+        guard steps.count > count else { return steps }
         var chosen = Set<Int>()
         for i in 0..<count { chosen.insert(i * (steps.count - 1) / (count - 1)) }
         var result: [Int] = []

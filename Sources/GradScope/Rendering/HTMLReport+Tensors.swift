@@ -34,7 +34,8 @@ extension HTMLReportRenderer {
         let quantities = TensorQuantity.allCases.filter { quantity in report.timeline.contains { $0.points.contains { quantity.value($0) != nil } } }
         var html = "<section class=\"panel\" id=\"tensors\"><h2>Tensors over steps</h2>"
         html += "<p class=\"note\">Log scales. Coloured lines are the tensors named in findings; grey lines are the others. "
-            + "The green band is the healthy update ratio (about a thousandth of the weights per step); a line in the “0” strip did not move at all, a red cross is NaN/Inf.</p>"
+            + "The green band is the healthy update ratio (about a thousandth of the weights per step); a line in the “0” strip did not move at all, a red cross is NaN/Inf"
+            + (plateauSpans(report).isEmpty ? "." : "; shaded steps are the loss plateau.") + "</p>"
         let greys = ReportLayout.sample(layout.healthy, max: limits.maxOverviewLines)
         let coloured = layout.flagged.filter { layout.colors[$0] != nil }
         // Tensors named in findings beyond those with a colour of their own: drawn in one muted warm colour.
@@ -59,6 +60,7 @@ extension HTMLReportRenderer {
                 chart.bands = [HTMLReportRenderer.healthyUpdateBand]
                 chart.domainHints = [1e-4, 1e-2]
             }
+            chart.spans = plateauSpans(report)
             html += chart.render()
         }
         html += "</div>"

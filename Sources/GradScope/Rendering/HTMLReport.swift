@@ -2,9 +2,9 @@ import Foundation
 
 /// Renders a scan as one self-contained HTML page: inline SVG and CSS, no
 /// script, nothing fetched from anywhere. It opens with the verdict and the
-/// findings (each linked to the chart that shows its evidence), then the loss,
-/// gradient flow across depth, every tensor over steps, histogram evolution,
-/// dead units and activations. It lays out what the scan measured and
+/// findings (each linked to the chart that shows its evidence), then the loss
+/// and the spread of the saved activations, gradient flow across depth, every
+/// tensor over steps with its histogram evolution, and dead units. It lays out what the scan measured and
 /// computes nothing of its own; every string from a file is HTML-escaped.
 public struct HTMLReportRenderer: Sendable {
     /// Bounds that keep the page small and quick to open for runs with
@@ -51,10 +51,10 @@ public struct HTMLReportRenderer: Sendable {
         html += verdict(report)
         html += findings(layout)
         html += lossSection(layout)
+        html += activationSection(layout)
         html += gradientFlowSection(layout)
         html += tensorSection(layout)
         html += unitSection(layout)
-        html += activationSection(layout)
         html += footer(report)
         html += "</main>\n</body>\n</html>\n"
         return html

@@ -34,7 +34,7 @@ func htmlEscape(_ text: String) -> String {
 func svgNumber(_ value: Double) -> String {
     guard value.isFinite else { return "0" }
     let tenths = (value * 10).rounded()
-    if tenths.magnitude >= 1e15 { return String(Int(value.rounded())) }
+    if tenths.magnitude >= 1e15 { return String(format: "%.0f", value) }
     let whole = Int(tenths) / 10, fraction = abs(Int(tenths) % 10)
     if fraction == 0 { return String(whole) }
     return (tenths < 0 && whole == 0 ? "-" : "") + "\(whole).\(fraction)"
