@@ -26,11 +26,8 @@ struct ReadingOptions: ParsableArguments {
     }
 }
 
-/// Options of the analysing commands: output, selection, thresholds, exit codes.
-struct AnalysisOptions: ParsableArguments {
-    @Option(name: .long, help: "Output format: table (for people), json (the contract in DESIGN.md) or csv.")
-    var format: OutputFormat = .table
-
+/// Options of every analysing command: selection, thresholds, exit codes.
+struct DiagnosisOptions: ParsableArguments {
     @Option(name: .long, help: "Only analyse tensors whose name matches this regular expression.")
     var select: String?
 
@@ -43,9 +40,6 @@ struct AnalysisOptions: ParsableArguments {
     @Option(name: .long, parsing: .singleValue, help: "Override one threshold: --threshold collapse_factor=100 (repeatable).")
     var threshold: [String] = []
 
-    @Flag(name: .long, help: "Explain each finding: what the numbers mean, likely causes, what to try.")
-    var explain = false
-
     @Flag(name: [.short, .long], help: "No progress on stderr.")
     var quiet = false
 
@@ -57,11 +51,11 @@ struct AnalysisOptions: ParsableArguments {
         }
         for item in threshold {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, Double(parts[1]) != nil else {
+            guard parts.count == 2, let value = Double(parts[1]) else {
                 throw ValidationError("--threshold expects name=number, got \(item)")
             }
             var probe = Thresholds()
-            do { try probe.set(parts[0], Double(parts[1]) ?? 0) } catch { throw ValidationError("\(error)") }
+            do { try probe.set(parts[0], value) } catch { throw ValidationError("\(error)") }
         }
     }
 
@@ -84,12 +78,28 @@ struct AnalysisOptions: ParsableArguments {
 
     var selection: NSRegularExpression? { select.flatMap { try? NSRegularExpression(pattern: $0) } }
 
-    var renderer: TextRenderer { TextRenderer(style: format == .table ? Style.forStandardOutput() : Style(color: false), explain: explain) }
-
     /// Exit code for findings: 1 when any is at or above --fail-on.
     func exitCode(_ findings: [Finding]) -> Int32 {
         findings.contains { $0.severity >= failOn } ? 1 : 0
     }
+}
+
+/// Options of the commands that print a report: format and explanations, plus the diagnosis options.
+struct AnalysisOptions: ParsableArguments {
+    @Option(name: .long, help: "Output format: table (for people), json (the contract in DESIGN.md) or csv.")
+    var format: OutputFormat = .table
+
+    @Flag(name: .long, help: "Explain each finding: what the numbers mean, likely causes, what to try.")
+    var explain = false
+
+    @OptionGroup var diagnosis: DiagnosisOptions
+
+    var quiet: Bool { diagnosis.quiet }
+    var selection: NSRegularExpression? { diagnosis.selection }
+    func thresholds() throws -> Thresholds { try diagnosis.thresholds() }
+    func exitCode(_ findings: [Finding]) -> Int32 { diagnosis.exitCode(findings) }
+
+    var renderer: TextRenderer { TextRenderer(style: format == .table ? Style.forStandardOutput() : Style(color: false), explain: explain) }
 }
 
 /// Writes to stdout, flushed.

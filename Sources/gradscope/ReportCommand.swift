@@ -28,48 +28,24 @@ struct ReportCommand: ParsableCommand {
     @OptionGroup var reading: ReadingOptions
     @OptionGroup var isolation: IsolationFlags
 
-    @Option(name: .long, help: "Only analyse tensors whose name matches this regular expression.")
-    var select: String?
-
-    @Option(name: .long, help: "Exit with code 1 when a finding is at or above this severity: info, warning or error.")
-    var failOn: Severity = .error
-
-    @Option(name: .long, help: "A JSON file of threshold overrides, e.g. {\"collapse_factor\": 100}.")
-    var config: String?
-
-    @Option(name: .long, parsing: .singleValue, help: "Override one threshold: --threshold collapse_factor=100 (repeatable).")
-    var threshold: [String] = []
-
-    @Flag(name: [.short, .long], help: "No progress and no summary line on stderr.")
-    var quiet = false
+    @OptionGroup var diagnosis: DiagnosisOptions
 
     func validate() throws {
         if output.isEmpty { throw ValidationError("--output: give a file name, or '-' for standard output") }
-        if let select {
-            do { _ = try NSRegularExpression(pattern: select) } catch {
-                throw ValidationError("--select: not a valid regular expression: \(select)")
-            }
-        }
-        for item in threshold {
-            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let value = Double(parts[1]) else { throw ValidationError("--threshold expects name=number, got \(item)") }
-            var probe = Thresholds()
-            do { try probe.set(parts[0], value) } catch { throw ValidationError("\(error)") }
-        }
     }
 
     func run() throws {
-        let progress = Progress(enabled: !quiet)
+        let progress = Progress(enabled: !diagnosis.quiet)
         let report: ScanReport
         do {
             try refuseToOverwriteInput()
             if isolation.noIsolation {
-                (report, _) = try Analysis.scan(path, load: reading.loadOptions, thresholds: try thresholds(), select: selection,
+                (report, _) = try Analysis.scan(path, load: reading.loadOptions, thresholds: try diagnosis.thresholds(), select: diagnosis.selection,
                                                 loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
                                                 measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
             } else {
                 (report, _) = try Analysis.scanIsolated(path, isolation: isolation.options, load: reading.loadOptions,
-                                                        thresholds: try thresholds(), select: selection,
+                                                        thresholds: try diagnosis.thresholds(), select: diagnosis.selection,
                                                         loadProgress: { done, total, _, _ in progress.update("reading", done, total, nil, nil) },
                                                         measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
             }
@@ -87,7 +63,7 @@ struct ReportCommand: ParsableCommand {
             } catch {
                 exitWithInputError(CheckpointError(file: output, reason: "cannot write the report: \(error.localizedDescription)"))
             }
-            if !quiet {
+            if !diagnosis.quiet {
                 let size = Double(html.utf8.count) / 1024
                 FileHandle.standardError.write(Data("gradscope: wrote \(output) (\(String(format: "%.0f", size)) KiB): \(report.verdict)\n".utf8))
             }
@@ -96,7 +72,7 @@ struct ReportCommand: ParsableCommand {
             FileHandle.standardError.write(Data("gradscope: \(path): no checkpoint could be read (\(report.skipped.count) file(s) skipped)\n".utf8))
             throw ExitCode(2)
         }
-        throw ExitCode(report.findings.contains { $0.severity >= failOn } ? 1 : 0)
+        throw ExitCode(diagnosis.exitCode(report.findings))
     }
 
     /// Input files are never written: refuse an output path that is the input itself or any existing HDF5 file.
@@ -116,22 +92,4 @@ struct ReportCommand: ParsableCommand {
         }
     }
 
-    func thresholds() throws -> Thresholds {
-        var thresholds = Thresholds()
-        if let config {
-            guard let data = FileManager.default.contents(atPath: config) else {
-                throw CheckpointError(file: config, reason: "cannot read the config file")
-            }
-            do { thresholds = try Thresholds.load(json: data) } catch {
-                throw CheckpointError(file: config, reason: "\(error)")
-            }
-        }
-        for item in threshold {
-            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2, let value = Double(parts[1]) { try thresholds.set(parts[0], value) }
-        }
-        return thresholds
-    }
-
-    var selection: NSRegularExpression? { select.flatMap { try? NSRegularExpression(pattern: $0) } }
 }
