@@ -15,6 +15,10 @@ public struct Thresholds: Sendable, Codable, Equatable {
     /// at ln K and leaves it within the first few percent of training; a plateau
     /// that holds for a tenth of the run is the seed-000 story.
     public var plateauMinRunFraction: Double = 0.1
+    /// ... and is a warning when it spans at least this fraction (a quarter of the run's
+    /// compute spent predicting the uniform distribution); shorter plateaus that end are a
+    /// slow start, often during learning-rate warm-up, and reported as info.
+    public var plateauWarningRunFraction: Double = 0.25
 
     /// collapsing: a weight tensor whose norm falls by at least this factor from its
     /// first to its last save (one order of magnitude). Healthy training, weight
@@ -76,7 +80,7 @@ public struct Thresholds: Sendable, Codable, Equatable {
 
     /// Every threshold's name, as used by `--threshold name=value`.
     public static let names: [String] = [
-        "plateau_relative_tolerance", "plateau_min_saves", "plateau_min_run_fraction", "collapse_factor",
+        "plateau_relative_tolerance", "plateau_min_saves", "plateau_min_run_fraction", "plateau_warning_run_fraction", "collapse_factor",
         "activation_collapse_factor", "dead_units_warning_fraction", "dead_units_info_fraction",
         "dead_activation_fraction", "vanishing_depth_ratio", "vanishing_persistence", "exploding_growth",
         "exploding_ratio", "exploding_absolute_ratio", "update_ratio_high", "update_ratio_low",
@@ -87,6 +91,7 @@ public struct Thresholds: Sendable, Codable, Equatable {
         case plateauRelativeTolerance = "plateau_relative_tolerance"
         case plateauMinSaves = "plateau_min_saves"
         case plateauMinRunFraction = "plateau_min_run_fraction"
+        case plateauWarningRunFraction = "plateau_warning_run_fraction"
         case collapseFactor = "collapse_factor"
         case activationCollapseFactor = "activation_collapse_factor"
         case deadUnitsWarningFraction = "dead_units_warning_fraction"
@@ -128,6 +133,7 @@ public struct Thresholds: Sendable, Codable, Equatable {
         case "plateau_relative_tolerance": plateauRelativeTolerance = value
         case "plateau_min_saves": plateauMinSaves = max(1, Int(value))
         case "plateau_min_run_fraction": plateauMinRunFraction = value
+        case "plateau_warning_run_fraction": plateauWarningRunFraction = value
         case "collapse_factor": collapseFactor = value
         case "activation_collapse_factor": activationCollapseFactor = value
         case "dead_units_warning_fraction": deadUnitsWarningFraction = value

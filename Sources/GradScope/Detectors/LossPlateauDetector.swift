@@ -9,7 +9,8 @@ import Foundation
 /// from the loss itself (the integer K ≥ 2 with ln K nearest). Thresholds:
 /// `plateau_relative_tolerance` (3% of ln K), `plateau_min_saves` (3) and
 /// `plateau_min_run_fraction` (10% of the run's steps, or the plateau lasts to
-/// the end). The evidence points at the weights: the output bias, the logits'
+/// the end). Severity: error when it lasts to the last save, warning when it spans
+/// `plateau_warning_run_fraction` (25%) of the run, else info (a slow start). The evidence points at the weights: the output bias, the logits'
 /// spread, and (added by the diagnosis) dead, frozen or collapsing layers upstream.
 /// Needs: the loss at each save.
 struct LossPlateauDetector: Detector {
@@ -98,7 +99,7 @@ struct LossPlateauDetector: Detector {
         collapsing units, and plot the logits' spread over the first steps; a few thousand steps at \(name) may also \
         simply be the price of a slow start if the loss falls afterwards.
         """
-        let severity: Severity = reachesEnd ? .error : .warning
+        let severity: Severity = reachesEnd ? .error : (fraction >= thresholds.plateauWarningRunFraction ? .warning : .info)
         return DetectorOutcome(findings: [Finding(kind: kind, severity: severity, tensor: nil, layer: nil, firstStep: firstStep,
                                                   lastStep: lastStep, message: message, evidence: evidence, explanation: explanation)])
     }
