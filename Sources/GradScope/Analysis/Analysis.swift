@@ -22,7 +22,23 @@ public enum Analysis {
                                                        ExplodingGradientDetector()])
         let record = measurements.records.first
         let failures = Dictionary((record?.failures ?? []).map { ($0.item, $0.reason) }, uniquingKeysWith: { a, _ in a })
-        let tensors = selected.tensors.map { tensor -> InspectedTensor in
+        // Layer by layer in depth order; within a layer the weight, then its gradient, then optimizer state.
+        let layerIndex = Dictionary(selected.layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        let roleIndex: [TensorRole: Int] = [.weight: 0, .gradient: 1, .optimizer: 2, .activation: 3]
+        let fileOrder = Dictionary(selected.tensors.enumerated().map { ($0.element.key, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        let ordered = selected.tensors.sorted { a, b in
+            let activationA = a.role == .activation, activationB = b.role == .activation
+            if activationA != activationB { return !activationA }
+            let la = layerIndex[a.layer] ?? Int.max, lb = layerIndex[b.layer] ?? Int.max
+            if la != lb { return la < lb }
+            if a.name != b.name {
+                if a.shape.count != b.shape.count { return a.shape.count > b.shape.count }
+                return (fileOrder[a.key] ?? 0) < (fileOrder[b.key] ?? 0)
+            }
+            if a.role != b.role { return (roleIndex[a.role] ?? 9) < (roleIndex[b.role] ?? 9) }
+            return (fileOrder[a.key] ?? 0) < (fileOrder[b.key] ?? 0)
+        }
+        let tensors = ordered.map { tensor -> InspectedTensor in
             let measurement = record?.tensors[tensor.key]
             return InspectedTensor(name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slotName, shape: tensor.shape,
                                    dtype: tensor.dtype.description, path: tensor.path, unitAxis: tensor.unitAxis, trainable: tensor.trainable,

@@ -214,8 +214,11 @@ public enum RunLoader {
 
     static func reason(for error: Error) -> String {
         if let error = error as? HDF5Error {
-            if let object = error.object { return "\(error.reason.rawValue): \(object): \(error.message)" }
-            return "\(error.reason.rawValue): \(error.message)"
+            // The message says what happened ("truncated: ...", "not an HDF5 file (...)"); content libhdf5
+            // rejected is named malformed, as the isolation names a file that crashed it.
+            let message = error.reason == .corrupt && !error.message.hasPrefix("malformed") ? "malformed: \(error.message)" : error.message
+            if let object = error.object { return "\(object): \(message)" }
+            return message
         }
         if let error = error as? CheckpointError { return error.reason }
         return String(describing: error)
