@@ -61,7 +61,7 @@ public struct TextRenderer: Sendable {
 
     public func render(_ report: ScanReport) -> String {
         var lines: [String] = []
-        lines.append(style.bold("gradscope scan \(report.source)") + "  (\(report.steps.count) steps" +
+        lines.append(style.bold("gradscope scan \(report.source)") + "  (\(report.steps.count) step\(report.steps.count == 1 ? "" : "s")" +
                      (report.layout.map { ", \($0) layout" } ?? "") + (report.steps.isEmpty ? ")" : ", steps \(report.steps.first ?? 0)–\(report.steps.last ?? 0))"))
         lines.append(verdictLine(report.verdict, worst: report.findings.map(\.severity).max()))
         lines.append("")
