@@ -166,8 +166,10 @@ extension Dataset {
                 guard H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, &start, nil, &extent, nil) >= 0 else {
                     throw file.failure(path, "cannot select a block", reason: .library)
                 }
-                var size = [hsize_t(block.count)]
-                memSpace = Handle(H5Screate_simple(1, &size, nil), .dataspace)
+                // A memory space of the block's own shape: libhdf5 then copies whole rows instead of
+                // mapping a 1-D buffer element by element against the file's chunks.
+                var dims = block.extent
+                memSpace = Handle(H5Screate_simple(Int32(dims.count), &dims, nil), .dataspace)
             }
             let fileSelection = info.shape.isEmpty ? gs_H5S_ALL() : fileSpace.id
             if raw {
@@ -210,8 +212,8 @@ extension Dataset {
             guard H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, &start, nil, &extent, nil) >= 0 else {
                 throw file.failure(path, "cannot select a block", reason: .library)
             }
-            var size = [hsize_t(block.count)]
-            memSpace = Handle(H5Screate_simple(1, &size, nil), .dataspace)
+            var dims = block.extent
+            memSpace = Handle(H5Screate_simple(Int32(dims.count), &dims, nil), .dataspace)
         }
         let fileSelection = info.shape.isEmpty ? gs_H5S_ALL() : fileSpace.id
         if needsRawConversion {

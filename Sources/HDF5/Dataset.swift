@@ -121,7 +121,8 @@ extension HDF5File {
         let rank = Int(H5Sget_simple_extent_ndims(space.id))
         guard rank >= 0, rank <= 32 else { throw failure(path, "corrupt dataspace: rank \(rank)") }
         var dims = [hsize_t](repeating: 0, count: max(rank, 1))
-        if rank > 0, H5Sget_simple_extent_dims(space.id, &dims, nil) < 0 {
+        var maxDims = [hsize_t](repeating: 0, count: max(rank, 1))
+        if rank > 0, H5Sget_simple_extent_dims(space.id, &dims, &maxDims) < 0 {
             throw failure(path, "corrupt dataspace")
         }
         let shape = rank == 0 ? [] : dims.prefix(rank).map { Int(clamping: $0) }
@@ -151,6 +152,15 @@ extension HDF5File {
             var chunk = [hsize_t](repeating: 0, count: 32)
             let chunkRank = Int(H5Pget_chunk(plist.id, 32, &chunk))
             if chunkRank > 0 { chunkShape = chunk.prefix(chunkRank).map { Int(clamping: $0) } }
+            // HDF5 never creates a chunk larger than a fixed-size dimension; a file that
+            // declares one is corrupt, and libhdf5 would read outside its own buffer.
+            guard chunkRank == rank || chunkRank <= 0 else {
+                throw HDF5Error(file: self.path, object: path, reason: .corrupt, message: "chunk rank \(chunkRank) differs from the dataset's rank \(rank)")
+            }
+            for axis in 0..<max(0, min(chunkRank, rank)) where maxDims[axis] != gs_H5S_UNLIMITED() && chunk[axis] > maxDims[axis] && maxDims[axis] > 0 {
+                throw HDF5Error(file: self.path, object: path, reason: .corrupt,
+                                message: "chunk dimension \(chunk[axis]) exceeds the fixed dataset dimension \(maxDims[axis]): corrupt layout")
+            }
         }
         var filters: [Filter] = []
         let filterCount = Int(H5Pget_nfilters(plist.id))

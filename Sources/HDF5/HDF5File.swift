@@ -117,9 +117,13 @@ public final class HDF5File: @unchecked Sendable {
         guard status >= 0 else {
             throw HDF5Error(file: name, reason: .library, message: "could not load the file image: \(Library.errorSummary() ?? "failed")")
         }
-        let id = H5Fopen(name, gs_H5F_ACC_RDONLY(), fapl.id)
+        // libhdf5 looks the name up on disk and among its open files, so each image gets a
+        // name that cannot exist (a path under /dev/null) and is unique; `name` is for people.
+        let internalName = "/dev/null/gradscope-image-\(imageCounter.next())"
+        let id = H5Fopen(internalName, gs_H5F_ACC_RDONLY(), fapl.id)
         guard id >= 0 else {
-            let summary = Library.errorSummary() ?? "the HDF5 library could not open it"
+            let summary = (Library.errorSummary() ?? "the HDF5 library could not open it")
+                .replacingOccurrences(of: internalName, with: name)
             throw classifyOpenFailure(path: name, size: image.count, summary: summary)
         }
         let lapl = Handle(H5Pcreate(gs_H5P_LINK_ACCESS()), .plist)
@@ -195,6 +199,20 @@ public final class HDF5File: @unchecked Sendable {
         return buffer
     }
 }
+
+/// Numbers for in-memory images' internal names.
+final class ImageCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func next() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}
+
+let imageCounter = ImageCounter()
 
 /// What a path holds, checked before libhdf5 sees it.
 struct FileProbe {

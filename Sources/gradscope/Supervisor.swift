@@ -37,12 +37,12 @@ enum Supervisor {
         let output = Captured(), errors = Captured()
         let readers = DispatchGroup()
         readers.enter()
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             output.data = stdout.fileHandleForReading.readDataToEndOfFile()
             readers.leave()
         }
         readers.enter()
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             errors.data = stderr.fileHandleForReading.readDataToEndOfFile()
             readers.leave()
         }

@@ -158,4 +158,32 @@ struct ReadTests {
             #expect(try file.dataset("/wz").mapped() == nil)
         }
     }
+
+    @Test("in-memory images never touch the disk and never alias each other, whatever their names")
+    func images() throws {
+        let dir = try TemporaryDirectory()
+        var bytes: [[UInt8]] = []
+        for (index, value) in [1.5, -2.5].enumerated() {
+            let path = dir.path("image\(index).h5")
+            do {
+                let writer = try HDF5Writer(creating: path)
+                try writer.write("w", [value, value], shape: [2])
+            }
+            bytes.append([UInt8](try Data(contentsOf: URL(fileURLWithPath: path))))
+        }
+        // The name of an existing file, and the same name for both images.
+        let name = dir.path("image0.h5")
+        let first = try HDF5File.open(image: bytes[0], name: name)
+        let second = try HDF5File.open(image: bytes[1], name: name)
+        #expect(try first.dataset("/w").read(as: Double.self) == [1.5, 1.5])
+        #expect(try second.dataset("/w").read(as: Double.self) == [-2.5, -2.5])
+        #expect(first.isMemoryImage && second.mappedFile() == nil)
+        do {
+            _ = try HDF5File.open(image: Array(bytes[0].prefix(100)), name: "cut.h5")
+            Issue.record("a cut image opened")
+        } catch let error as HDF5Error {
+            #expect(error.file == "cut.h5")
+            #expect(!error.message.contains("/dev/null"))
+        }
+    }
 }

@@ -43,7 +43,9 @@ struct WorkerPool {
         while finished < requests.count {
             while running < options.jobs && next < requests.count {
                 let index = next, request = requests[index], pool = self
-                DispatchQueue.global().async {
+                // Threads of their own: these block on a child process, and Dispatch's pool
+                // (capped at the core count, grown about once a second) would stall behind them.
+                Thread.detachNewThread {
                     results.set(index, pool.runOne(request))
                     completions.push(index)
                 }
@@ -74,12 +76,12 @@ struct WorkerPool {
         let output = DataBox(), errors = DataBox()
         let readers = DispatchGroup()
         readers.enter()
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             output.data = stdout.fileHandleForReading.readDataToEndOfFile()
             readers.leave()
         }
         readers.enter()
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             errors.data = stderr.fileHandleForReading.readDataToEndOfFile()
             readers.leave()
         }

@@ -1,0 +1,334 @@
+"""Write a synthetic training run for the benchmark (numpy + h5py only).
+
+    python3 Tools/bench/generate.py OUT_DIR [--params 50e6] [--steps 6] [--seed 0]
+                                     [--variants native,gzip,h5py] [--jobs 2]
+    python3 Tools/bench/generate.py OUT_DIR --big-tensor
+
+The model is a small transformer-shaped stack (an embedding, blocks of
+attention and MLP matrices with their biases and LayerNorms, a head), with the
+width chosen so the parameter count is close to ``--params``. Every step holds
+float32 weights AND gradients. One run, three encodings of the same numbers:
+
+  OUT_DIR/native/step_000100.h5 ...  gradscope/1 layout, contiguous datasets
+                                     (gradscope_export.save_step)
+  OUT_DIR/gzip/step_000100.h5 ...    the same, save_step(compression="gzip"):
+                                     chunked (h5py's automatic chunk shape), gzip level 4
+  OUT_DIR/h5py/ckpt_000100.h5 ...    a PyTorch state_dict dumped by hand:
+                                     f.create_dataset(name, data=arr) at the root,
+                                     gradients in a "grads" group, root attr "step"
+
+Each variant directory gets a manifest OUT_DIR/<variant>.json (parameters,
+file sizes, planted pathologies); a variant whose manifest matches the
+requested parameters is reused, not rewritten.
+
+Planted pathologies (the detectors must find them):
+  frozen      blocks.1.attn.out.weight never changes, its gradient is nonzero
+  collapsing  blocks.2.mlp.fc2.weight shrinks 10x per step, its gradient with it
+              (onset: the 2nd saved step)
+  nan-inf     blocks.3.mlp.fc1.weight holds NaN at the last step only
+
+Deterministic: the same seed and sizes give bit-identical arrays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+_EXPORT_SRC = HERE.parent / "gradscope-export" / "src"
+if _EXPORT_SRC.is_dir() and str(_EXPORT_SRC) not in sys.path:
+    sys.path.insert(0, str(_EXPORT_SRC))
+from gradscope_export import save_step  # noqa: E402
+
+VARIANTS = ("native", "gzip", "h5py")
+GZIP_LEVEL = 4  # what gradscope_export.save_step(compression="gzip") writes
+STEP_STRIDE = 100
+LR = 1e-2
+GRAD_SCALE = 1e-2
+NAN_ELEMENTS = 3
+MANIFEST_VERSION = 2
+
+
+# --------------------------------------------------------------------------- model shape
+
+def layer_shapes(d: int, blocks: int = 4) -> list[tuple[str, tuple[int, ...]]]:
+    """Parameter names and shapes (PyTorch [out, in]) of a transformer-like stack of width d."""
+    shapes: list[tuple[str, tuple[int, ...]]] = [("embed.weight", (8 * d, d))]
+    for b in range(blocks):
+        p = f"blocks.{b}."
+        shapes += [
+            (p + "ln1.weight", (d,)), (p + "ln1.bias", (d,)),
+            (p + "attn.qkv.weight", (3 * d, d)), (p + "attn.qkv.bias", (3 * d,)),
+            (p + "attn.out.weight", (d, d)), (p + "attn.out.bias", (d,)),
+            (p + "ln2.weight", (d,)), (p + "ln2.bias", (d,)),
+            (p + "mlp.fc1.weight", (4 * d, d)), (p + "mlp.fc1.bias", (4 * d,)),
+            (p + "mlp.fc2.weight", (d, 4 * d)), (p + "mlp.fc2.bias", (d,)),
+        ]
+    shapes += [("ln_f.weight", (d,)), ("ln_f.bias", (d,)), ("head.weight", (d, d)), ("head.bias", (d,))]
+    return shapes
+
+
+def count(shapes) -> int:
+    return sum(math.prod(s) for _, s in shapes)
+
+
+def width_for(params: int) -> int:
+    """The width (a multiple of 8, at least 8) whose parameter count is closest to ``params``."""
+    best, best_err = 8, None
+    guess = max(8, int(math.sqrt(params / 57)))
+    for d in range(max(8, guess - 64), guess + 65, 8):
+        err = abs(count(layer_shapes(d)) - params)
+        if best_err is None or err < best_err:
+            best, best_err = d, err
+    return best
+
+
+def planted(steps: list[int]) -> dict:
+    """The pathologies written into every run, and where detectors must find them."""
+    return {
+        "frozen": {"tensor": "blocks.1.attn.out.weight", "first_step": steps[0]},
+        "collapsing": {"tensor": "blocks.2.mlp.fc2.weight", "first_step": steps[1] if len(steps) > 1 else steps[0]},
+        "nan-inf": {"tensor": "blocks.3.mlp.fc1.weight", "first_step": steps[-1]},
+    }
+
+
+# --------------------------------------------------------------------------- the numbers
+
+def iterate_run(params: int, steps: int, seed: int):
+    """Yields (step, weights, gradients, loss) per saved step. The arrays are
+    reused and updated in place between steps: consume (write) them before
+    asking for the next step."""
+    shapes = layer_shapes(width_for(params))
+    names = [n for n, _ in shapes]
+    frozen, collapsing, nan_tensor = (planted([1, 2])[k]["tensor"] for k in ("frozen", "collapsing", "nan-inf"))
+    assert {frozen, collapsing, nan_tensor} <= set(names)
+    rng = np.random.default_rng(seed)
+    weights: dict[str, np.ndarray] = {}
+    # The first save comes after some training: biases and LayerNorm gains are
+    # no longer at their initial zeros and ones.
+    for name, shape in shapes:
+        if len(shape) == 1:
+            w = rng.standard_normal(shape, dtype=np.float32)
+            w *= np.float32(0.02)
+            if not name.endswith(".bias"):  # LayerNorm gain
+                w += np.float32(1)
+        else:
+            w = rng.standard_normal(shape, dtype=np.float32)
+            w *= np.float32(1.0 / math.sqrt(shape[1]))
+        weights[name] = w
+    grads = {name: np.empty(shape, dtype=np.float32) for name, shape in shapes}
+    for i in range(steps):
+        step = (i + 1) * STEP_STRIDE
+        for name, shape in shapes:
+            g = grads[name]
+            rng.standard_normal(out=g, dtype=np.float32)
+            g *= np.float32(GRAD_SCALE)
+            if name == "embed.weight":  # only the rows of tokens in the batch get a gradient
+                g[rng.random(shape[0]) >= 0.2] = 0
+            w = weights[name]
+            if name == frozen:
+                continue  # left out of the optimizer: the gradient arrives, the weights never move
+            if name == collapsing:
+                g *= np.float32(0.1 ** i)  # its gradient stays in proportion to the shrinking weights
+                if i > 0:
+                    w *= np.float32(0.1)  # 10x smaller every step
+                    continue
+            w -= np.float32(LR) * g
+        out_weights = weights
+        if i == steps - 1:
+            bad = weights[nan_tensor].copy()
+            flat = bad.reshape(-1)
+            flat[rng.choice(flat.size, NAN_ELEMENTS, replace=False)] = np.nan
+            out_weights = dict(weights)
+            out_weights[nan_tensor] = bad
+        loss = 2.5 * 0.9 ** i
+        yield step, out_weights, grads, loss
+
+
+def iterate_big(seed: int, rows: int = 16384, cols: int = 16384):
+    """Two steps of one [rows, cols] float32 matrix (1 GiB at the default) plus a bias with its gradient."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((rows, cols), dtype=np.float32)
+    w *= np.float32(1.0 / math.sqrt(cols))
+    b = np.zeros(rows, dtype=np.float32)
+    gb = np.empty(rows, dtype=np.float32)
+    for i in range(2):
+        rng.standard_normal(out=gb, dtype=np.float32)
+        if i > 0:
+            # a sparse update keeps generation fast: every 7th row moves
+            w[::7] -= np.float32(LR * GRAD_SCALE) * rng.standard_normal((len(range(0, rows, 7)), cols), dtype=np.float32)
+        b -= np.float32(LR) * gb
+        yield (i + 1) * STEP_STRIDE, {"big.weight": w, "big.bias": b}, {"big.bias": gb}, 1.0
+
+
+# --------------------------------------------------------------------------- writers
+
+def native_name(step: int) -> str:
+    return f"step_{step:06d}.h5"
+
+
+def h5py_name(step: int) -> str:
+    return f"ckpt_{step:06d}.h5"
+
+
+def write_native(directory: Path, step, weights, grads, loss, compression=None) -> None:
+    save_step(directory / native_name(step), step, weights=weights, gradients=grads, loss=loss, lr=LR,
+              framework="numpy", optimizer_name="SGD", compression=compression, fsync=False)
+
+
+def write_h5py(directory: Path, step, weights, grads, loss) -> None:
+    """A PyTorch state_dict dumped the way people do it by hand."""
+    with h5py.File(directory / h5py_name(step), "w") as f:
+        f.attrs["step"] = step
+        f.attrs["loss"] = loss
+        for name, arr in weights.items():
+            f.create_dataset(name, data=arr)
+        g = f.create_group("grads")
+        for name, arr in grads.items():
+            g.create_dataset(name, data=arr)
+
+
+def _write(variant: str, directory: Path, step, weights, grads, loss) -> None:
+    if variant == "native":
+        write_native(directory, step, weights, grads, loss)
+    elif variant == "gzip":
+        write_native(directory, step, weights, grads, loss, compression="gzip")
+    else:
+        write_h5py(directory, step, weights, grads, loss)
+
+
+def _spec(kind: str, params: int, steps: int, seed: int) -> dict:
+    if kind == "big":
+        return {"version": MANIFEST_VERSION, "kind": "big", "seed": seed}
+    return {"version": MANIFEST_VERSION, "kind": "run", "params": params, "steps": steps, "seed": seed}
+
+
+def manifest_path(out: Path, variant: str) -> Path:
+    return out / f"{variant}.json"
+
+
+def existing(out: Path, variant: str, spec: dict) -> dict | None:
+    """The manifest of a finished variant written with ``spec``, else None."""
+    path = manifest_path(out, variant)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("spec") != spec:
+        return None
+    files = [out / variant / name for name in manifest.get("files", [])]
+    if not files or not all(p.is_file() for p in files):
+        return None
+    return manifest
+
+
+def generate(out, variants=VARIANTS, params: int = 50_000_000, steps: int = 6, seed: int = 0, jobs: int = 2,
+             big: bool = False, log=print) -> dict:
+    """Writes the requested variants (skipping finished ones) and returns {variant: manifest}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "big" if big else "run"
+    spec = _spec(kind, params, steps, seed)
+    result, todo = {}, []
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r} (expected one of {', '.join(VARIANTS)})")
+        found = existing(out, variant, spec)
+        if found is not None:
+            result[variant] = found
+        else:
+            todo.append(variant)
+    if not todo:
+        return result
+    for variant in todo:
+        manifest_path(out, variant).unlink(missing_ok=True)
+        shutil.rmtree(out / variant, ignore_errors=True)
+        (out / variant).mkdir(parents=True)
+    t0 = time.perf_counter()
+    source = iterate_big(seed) if big else iterate_run(params, steps, seed)
+    # Compression is CPU-bound: each step's gzip file is written by a forked child
+    # (it sees a copy-on-write snapshot of the arrays) while this process goes on.
+    ctx = multiprocessing.get_context("fork")
+    children: list = []
+    step_list, tensor_count, total_params = [], 0, 0
+    for step, weights, grads, loss in source:
+        step_list.append(step)
+        tensor_count = len(weights) + len(grads)
+        total_params = sum(a.size for a in weights.values())
+        for variant in todo:
+            directory = out / variant
+            if variant == "gzip" and jobs > 1:
+                while len(children) >= jobs:
+                    child = children.pop(0)
+                    child.join()
+                    if child.exitcode != 0:
+                        raise RuntimeError(f"writing a gzip step failed (exit code {child.exitcode})")
+                child = ctx.Process(target=_write, args=(variant, directory, step, weights, grads, loss))
+                child.start()
+                children.append(child)
+            else:
+                _write(variant, directory, step, weights, grads, loss)
+    for child in children:
+        child.join()
+        if child.exitcode != 0:
+            raise RuntimeError(f"writing a gzip step failed (exit code {child.exitcode})")
+    expected = {} if big else planted(step_list)
+    for variant in todo:
+        name = native_name if variant in ("native", "gzip") else h5py_name
+        files = [name(s) for s in step_list]
+        sizes = [(out / variant / f).stat().st_size for f in files]
+        manifest = {
+            "spec": spec, "variant": variant, "files": files, "bytes": sum(sizes), "steps": step_list,
+            "params": total_params, "tensors_per_step": tensor_count, "dtype": "float32",
+            "width": None if big else width_for(params),
+            "compression": f"gzip level {GZIP_LEVEL}, h5py automatic chunks" if variant == "gzip" else "none, contiguous",
+            "planted": expected,
+        }
+        manifest_path(out, variant).write_text(json.dumps(manifest, indent=1) + "\n")
+        result[variant] = manifest
+    log(f"generated {', '.join(todo)} in {out} ({time.perf_counter() - t0:.1f} s)")
+    return result
+
+
+def parse_count(text: str) -> int:
+    value = float(text)
+    if value <= 0 or value != value:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return int(value)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", help="output directory (one sub-directory per variant)")
+    ap.add_argument("--params", type=parse_count, default=50_000_000, help="parameter count (default 50e6)")
+    ap.add_argument("--steps", type=int, default=6, help="saved steps (default 6)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of native,gzip,h5py")
+    ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
+                    help="processes compressing gzip steps (default: up to 2)")
+    ap.add_argument("--big-tensor", action="store_true",
+                    help="instead: 2 steps of one 16384x16384 float32 matrix (1 GiB), weights only, plus a bias")
+    args = ap.parse_args(argv)
+    if args.steps < 2:
+        ap.error("--steps must be at least 2 (drift needs two steps)")
+    variants = [v for v in args.variants.split(",") if v]
+    manifests = generate(args.out, variants, args.params, args.steps, args.seed, args.jobs, big=args.big_tensor)
+    for variant, m in manifests.items():
+        print(f"{variant:7s} {len(m['files'])} files  {m['bytes'] / 1e9:.3f} GB  {m['params']:,} params/step  "
+              f"({m['compression']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+// Declarations only: LLVMFuzzerRunDriver is defined by the libFuzzer runtime.
+#include "FuzzDriver.h"
