@@ -43,7 +43,7 @@ struct CommandLineTests {
 
     @Test("scan --format json follows the contract")
     func scanJSON() throws {
-        guard available else { return }
+        try #require(available, "the gradscope binary is built by swift build / swift test")
         let output = try run(["scan", samplePath("frozen-layer"), "--format", "json"])
         #expect(output.status == 0)
         let object = try json(output.stdout)
@@ -62,7 +62,7 @@ struct CommandLineTests {
 
     @Test("exit codes follow --fail-on")
     func exitCodes() throws {
-        guard available else { return }
+        try #require(available, "the gradscope binary is built by swift build / swift test")
         #expect(try run(["scan", samplePath("frozen-layer"), "--quiet"]).status == 0)
         #expect(try run(["scan", samplePath("frozen-layer"), "--fail-on", "warning", "--quiet"]).status == 1)
         #expect(try run(["scan", samplePath("exploding-nan"), "--quiet"]).status == 1)
@@ -72,7 +72,7 @@ struct CommandLineTests {
 
     @Test("bad input: one line on stderr naming the file, exit code 2, no crash")
     func badInput() throws {
-        guard available else { return }
+        try #require(available, "the gradscope binary is built by swift build / swift test")
         let dir = try TemporaryDirectory()
         FileManager.default.createFile(atPath: dir.path("text.h5"), contents: Data("hello\n".utf8))
         FileManager.default.createFile(atPath: dir.path("empty.h5"), contents: Data())
@@ -96,7 +96,7 @@ struct CommandLineTests {
 
     @Test("a worker that crashes or hangs costs only its file")
     func isolation() throws {
-        guard available else { return }
+        try #require(available, "the gradscope binary is built by swift build / swift test")
         let crash = try run(["scan", samplePath("healthy"), "--format", "json", "--quiet"],
                             environment: ["GRADSCOPE_FAULT_INJECTION": "crash:step_000360"])
         #expect(!crash.crashed)
@@ -116,7 +116,7 @@ struct CommandLineTests {
 
     @Test("inspect and diff in every format")
     func inspectAndDiff() throws {
-        guard available else { return }
+        try #require(available, "the gradscope binary is built by swift build / swift test")
         let file = samplePath("dead-relu") + "/step_000600.h5"
         let table = try run(["inspect", file])
         #expect(table.status == 0)
@@ -138,7 +138,7 @@ struct CommandLineTests {
 
     @Test("ls prints the tree of real Keras and hand-written files")
     func list() throws {
-        guard available else { return }
+        try #require(available, "the gradscope binary is built by swift build / swift test")
         let keras = try run(["ls", samplePath("keras-weights-h5") + "/step_000000.weights.h5"])
         #expect(keras.status == 0)
         #expect(keras.stdout.contains("layers/"))
@@ -155,7 +155,7 @@ struct CommandLineTests {
 
     @Test("no colour when piped or with NO_COLOR")
     func noColour() throws {
-        guard available else { return }
+        try #require(available, "the gradscope binary is built by swift build / swift test")
         let output = try run(["scan", samplePath("frozen-layer"), "--quiet"])
         #expect(!output.stdout.contains("\u{1B}["))
         #expect(output.stderr.isEmpty)
