@@ -107,4 +107,33 @@ struct StructureTests {
         #expect(entries.contains { if case .truncatedListing = $0.kind { return true } else { return false } })
         #expect(entries.map(\.depth).max() ?? 0 <= 11)
     }
+
+    @Test("huge attributes and huge groups are bounded before they are read")
+    func attributeAndObjectLimits() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("big.h5")
+        do {
+            let writer = try HDF5Writer(creating: path)
+            try writer.setAttribute("names", .strings((0..<2000).map { "layer_\($0)_" + String(repeating: "x", count: 40) }, .variableUTF8), at: "/")
+            try writer.setAttribute("fixed", .strings((0..<2000).map { "n\($0)" }, .fixed), at: "/")
+            for index in 0..<50 { try writer.write("/g/d\(index)", [1], shape: [1]) }
+        }
+        var options = OpenOptions()
+        options.limits.maxAttributeBytes = 4096
+        options.limits.maxObjects = 20
+        let file = try HDF5File.open(path, options: options)
+        guard case .unsupported(let why)? = try file.attribute("names", at: "/") else {
+            Issue.record("a 90 KB string attribute was read past a 4 KB limit")
+            return
+        }
+        #expect(why.contains("limit"))
+        if case .strings? = try file.attribute("fixed", at: "/") { Issue.record("fixed-length strings past the limit were read") }
+        let entries = try file.walk()
+        #expect(entries.count <= 22)
+        #expect(entries.contains { if case .truncatedListing = $0.kind { return true } else { return false } })
+        // With the default limits the same file reads in full.
+        let open = try HDF5File.open(path)
+        #expect(try open.attribute("names", at: "/")?.strings?.count == 2000)
+        #expect(try open.walk().count == 51)
+    }
 }
