@@ -149,41 +149,10 @@ extension Dataset {
         let count = info.elementCount
         guard count > 0 else { return }
         let plan = BlockPlan(shape: info.shape, chunkShape: info.chunkShape, blockElements: max(blockElements, 1))
-        let capacity = min(count, plan.rowsPerBlock * plan.inner)
-        var buffer = [T](repeating: 0, count: capacity)
-        var scratch = [UInt8]()
-        let raw = needsRawConversion
-        if raw { scratch = [UInt8](repeating: 0, count: capacity * (info.type.byteSize ?? 1)) }
-
-        let fileSpace = Handle(H5Dget_space(handle.id), .dataspace)
-        guard fileSpace.id >= 0 else { throw file.failure(path, "corrupt dataspace") }
+        var buffer = [T](repeating: 0, count: min(count, plan.rowsPerBlock * plan.inner))
         for block in plan {
-            let memSpace: Handle
-            if info.shape.isEmpty {
-                memSpace = Handle(H5Screate(H5S_SCALAR), .dataspace)
-            } else {
-                var start = block.start, extent = block.extent
-                guard H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, &start, nil, &extent, nil) >= 0 else {
-                    throw file.failure(path, "cannot select a block", reason: .library)
-                }
-                // A memory space of the block's own shape: libhdf5 then copies whole rows instead of
-                // mapping a 1-D buffer element by element against the file's chunks.
-                var dims = block.extent
-                memSpace = Handle(H5Screate_simple(Int32(dims.count), &dims, nil), .dataspace)
-            }
-            let fileSelection = info.shape.isEmpty ? gs_H5S_ALL() : fileSpace.id
-            if raw {
-                try readRaw(memSpace: memSpace.id, fileSpace: fileSelection, into: &scratch)
-                buffer.withUnsafeMutableBufferPointer { out in
-                    convertRaw(scratch, count: block.count, into: out)
-                }
-            } else {
-                let status = buffer.withUnsafeMutableBytes { pointer in
-                    H5Dread(handle.id, T.nativeType, memSpace.id, fileSelection, gs_H5P_DEFAULT(), pointer.baseAddress)
-                }
-                guard status >= 0 else { throw readFailure() }
-            }
-            try buffer.withUnsafeBufferPointer { pointer in
+            try buffer.withUnsafeMutableBufferPointer { pointer in
+                try read(block, into: pointer, checked: true)
                 try body(UnsafeBufferPointer(rebasing: pointer[0..<block.count]), block.offset)
             }
         }
@@ -199,7 +168,12 @@ extension Dataset {
     /// Reads one block (from `blocks`, of this dataset or one of the same shape)
     /// into `buffer`, which must hold at least `block.count` elements.
     public func read<T: HDF5Real>(_ block: ReadBlock, into buffer: UnsafeMutableBufferPointer<T>) throws {
-        try checkReadable()
+        try read(block, into: buffer, checked: false)
+    }
+
+    /// `checked`: the caller already ran `checkReadable()`.
+    func read<T: HDF5Real>(_ block: ReadBlock, into buffer: UnsafeMutableBufferPointer<T>, checked: Bool) throws {
+        if !checked { try checkReadable() }
         guard buffer.count >= block.count, block.start.count == info.shape.count else {
             throw HDF5Error(file: file.path, object: path, reason: .library, message: "block does not fit this dataset")
         }
