@@ -12,7 +12,7 @@ struct ExplodingGradientDetector: Detector {
     let kind = FindingKind.explodingGradient
 
     func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        guard run.hasGradients else { return .lacking("no gradients were saved (the gradscope exporters save them)") }
+        guard run.hasGradients else { return fromSecondMoments(run, thresholds: thresholds) }
         let frozen = Set(run.weightKeys.filter { key in
             let drifts = run.series(key).compactMap(\.measurement.drift)
             return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
@@ -67,5 +67,44 @@ struct ExplodingGradientDetector: Detector {
         """
         return Finding(kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
                        lastStep: nanLater?.step ?? record.step, message: message, evidence: evidence, explanation: explanation)
+    }
+
+    /// Without saved gradients, Adam's (or RMSprop's) second moment v is a running
+    /// average of g², so √mean(v) estimates the gradient's RMS. A gradient estimated at
+    /// `exploding_absolute_ratio` (100) times the weights' RMS or more is reported.
+    func fromSecondMoments(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        let slotKeys = run.keys(role: .optimizer).filter { run.series($0).first?.measurement.slot == .secondMoment }
+        guard !slotKeys.isEmpty else {
+            return .lacking("no gradients and no second moments (Adam, RMSprop) were saved (the gradscope exporters save gradients)")
+        }
+        for record in run.records {
+            var worst: (TensorMeasurement, Double, Double)?
+            for key in slotKeys {
+                guard let slot = record.tensors[key], let meanSquare = slot.stats.mean, meanSquare.isFinite, meanSquare > 0,
+                      let weight = record.weight(slot.name), let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
+                let gradientRMS = meanSquare.squareRoot()
+                let ratio = gradientRMS / weightRMS
+                if worst == nil || ratio > worst?.1 ?? 0 { worst = (slot, ratio, gradientRMS) }
+            }
+            guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
+            let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+            let message = "Gradients exploded by step \(record.step): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
+            let explanation = """
+            No gradients were saved, but the optimizer's second moment (\(slot.slotName ?? "v")) is a running average of the \
+            squared gradient, so its square root estimates the gradient's size. A gradient \(DetectorSupport.format(ratio)) times \
+            larger than the weights means the updates this layer received were far outside anything stable; an adaptive \
+            optimizer divides them down, which hides the problem until the loss diverges or the layers before it stop learning. \
+            Likely causes: unnormalised inputs or targets (large rewards in reinforcement learning), a loss with a steep region, a \
+            learning rate too high. What to try: normalise inputs and targets, clip gradients by norm (clipnorm=1.0, \
+            clip_grad_norm_), lower the learning rate, and save gradients with the gradscope exporter to see where they start.
+            """
+            return DetectorOutcome(findings: [Finding(kind: kind, severity: nanLater == nil ? .warning : .error, tensor: slot.name,
+                                                      layer: slot.layer, firstStep: record.step, lastStep: nanLater?.step ?? record.step,
+                                                      message: message,
+                                                      evidence: ["estimated_gradient_rms": .number(gradientRMS), "gradient_to_weight_ratio": .number(ratio),
+                                                                 "second_moment_mean": .number(slot.stats.mean), "source": .string("optimizer \(slot.slotName ?? "second moment")")],
+                                                      explanation: explanation)])
+        }
+        return DetectorOutcome()
     }
 }

@@ -20,6 +20,7 @@ enum GenericLayout {
         }
         if file.superblockOffset >= 512 { return "a MATLAB v7.3 .mat file (HDF5 with a user block)" }
         if names.contains("pandas_type") || names.contains("pandas_version") { return "a pandas HDFStore" }
+        if names.contains("PYTABLES_FORMAT_VERSION") { return "a PyTables / pandas HDFStore file" }
         if file.exists("/matrix/barcodes") { return "a 10x Genomics feature-barcode matrix" }
         if file.exists("/obs") && file.exists("/var") { return "an AnnData (.h5ad) file" }
         return nil
