@@ -255,12 +255,13 @@ struct DetectorTests {
     func explodingFromMoments() throws {
         for (velocity, expected) in [(1e6, true), (1e-6, false)] {
             let dir = try TemporaryDirectory()
-            let w = try HDF5Writer(creating: dir.path("step_100.h5"))
-            try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
-            try w.setAttribute("step", .int(100), at: "/")
-            try w.write("/weights/fc.weight", [Double](repeating: 0.05, count: 8), shape: [2, 4])
-            try w.write("/optimizer/exp_avg_sq/fc.weight", [Double](repeating: velocity, count: 8), shape: [2, 4])
-            w.close()
+            do {
+                let w = try HDF5Writer(creating: dir.path("step_100.h5"))
+                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+                try w.setAttribute("step", .int(100), at: "/")
+                try w.write("/weights/fc.weight", [Double](repeating: 0.05, count: 8), shape: [2, 4])
+                try w.write("/optimizer/exp_avg_sq/fc.weight", [Double](repeating: velocity, count: 8), shape: [2, 4])
+            }
             let (report, _) = try Analysis.scan(dir.url.path)
             #expect(report.findings(.explodingGradient).isEmpty != expected, "\(velocity)")
             if expected { #expect(report.findings(.explodingGradient).first?.tensor == "fc.weight") }
