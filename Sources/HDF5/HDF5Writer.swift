@@ -50,7 +50,7 @@ public final class HDF5Writer {
         file = Handle(id, .file)
     }
 
-    /// Flushes and closes the file (also done when the writer is released).
+    /// Flushes everything written so far to disk; the file is closed when the writer is released.
     public func close() {
         H5Fflush(file.id, H5F_SCOPE_GLOBAL)
     }
