@@ -16,7 +16,7 @@ public enum Analysis {
         let run = Run(source: path, checkpoints: [selected], skipped: [], notes: [])
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
-        let measurements = RunMeasurer.measure(run, options: measureOptions)
+        let measurements = RunMeasurer.measure(run, options: measureOptions, perUnitEverywhere: true)
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds,
                                            detectors: [NanInfDetector(), ZeroGradientDetector(), DeadUnitsDetector(), PoorInitDetector(),
                                                        ExplodingGradientDetector()])

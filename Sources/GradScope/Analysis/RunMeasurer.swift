@@ -18,7 +18,7 @@ public enum RunMeasurer {
     /// The index of the first save in the dead-unit window: the later half of the run.
     public static func windowStart(count: Int) -> Int { count >= 2 ? count / 2 : 0 }
 
-    public static func measure(_ run: Run, options: MeasureOptions = MeasureOptions(),
+    public static func measure(_ run: Run, options: MeasureOptions = MeasureOptions(), perUnitEverywhere: Bool = false,
                                progress: ((Int, Int) -> Void)? = nil) -> RunMeasurements {
         let checkpoints = run.checkpoints
         let start = windowStart(count: checkpoints.count)
@@ -27,7 +27,8 @@ public enum RunMeasurer {
         var snapshots: [[UnitSnapshot]] = []
         for (index, checkpoint) in checkpoints.enumerated() {
             let (record, units) = measureStep(checkpoint, previous: index > 0 ? checkpoints[index - 1] : nil, index: index,
-                                              wantUnits: index >= start, gradientNames: gradientNames, options: options)
+                                              wantUnits: index >= start, gradientNames: gradientNames, options: options,
+                                              perUnitEverywhere: perUnitEverywhere)
             records.append(record)
             snapshots.append(units)
             progress?(index + 1, checkpoints.count)
@@ -77,7 +78,7 @@ public enum RunMeasurer {
     /// `wantUnits` asks for per-unit liveness snapshots; `gradientNames` are the
     /// parameters with gradients anywhere in the run (their movement is not used as evidence).
     public static func measureStep(_ checkpoint: Checkpoint, previous: Checkpoint?, index: Int, wantUnits: Bool,
-                                   gradientNames: Set<String>, options: MeasureOptions,
+                                   gradientNames: Set<String>, options: MeasureOptions, perUnitEverywhere: Bool = false,
                                    onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
         let step = checkpoint.metadata.step ?? index
         let previousTensors = previous.map { Dictionary($0.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
@@ -90,10 +91,16 @@ public enum RunMeasurer {
             do {
                 var stats: TensorStats
                 var drift: DriftStats?
+                // Per-unit sums cost a second pass over the data: computed only where they are used —
+                // gradients and activations (dead units), and weights' movement when the run saved no
+                // gradient for them. `perUnitEverywhere` keeps them for every tensor (inspect shows them).
+                let unitsForStats = perUnitEverywhere || tensor.role == .gradient || tensor.role == .activation
+                let unitsForDrift = perUnitEverywhere || !gradientNames.contains(tensor.name)
                 if tensor.role == .weight, let previous, let earlier = previousTensors[tensor.key], earlier.shape == tensor.shape {
-                    (stats, drift) = try TensorMeasurer.statsAndDrift(of: tensor, in: checkpoint, previous: earlier, in: previous, options: options)
+                    (stats, drift) = try TensorMeasurer.statsAndDrift(of: tensor, in: checkpoint, previous: earlier, in: previous, options: options,
+                                                                      perUnitStats: unitsForStats, perUnitDrift: unitsForDrift)
                 } else {
-                    stats = try TensorMeasurer.stats(of: tensor, in: checkpoint, options: options)
+                    stats = try TensorMeasurer.stats(of: tensor, in: checkpoint, options: options, perUnit: unitsForStats)
                 }
                 var measurement = TensorMeasurement(
                     key: tensor.key, name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slot,

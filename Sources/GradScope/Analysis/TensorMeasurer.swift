@@ -33,10 +33,12 @@ public enum TensorMeasurer {
     }
 
     /// The statistics of one tensor.
-    public static func stats(of tensor: TensorRef, in checkpoint: Checkpoint, options: MeasureOptions = MeasureOptions()) throws -> TensorStats {
+    /// `perUnit` asks for per-unit norms and zero counts (the default); without them the pass is cheaper.
+    public static func stats(of tensor: TensorRef, in checkpoint: Checkpoint, options: MeasureOptions = MeasureOptions(),
+                             perUnit: Bool = true) throws -> TensorStats {
         let dataset = try checkpoint.dataset(for: tensor)
         try dataset.checkReadable()
-        let layout = unitLayout(for: tensor)
+        let layout = perUnit ? unitLayout(for: tensor) : .none
         if let mapped = dataset.mapped() {
             if let floats = mapped.floats {
                 return parallelStats(count: floats.count, layout: layout, options: options) { range, accumulator in
@@ -66,8 +68,10 @@ public enum TensorMeasurer {
 
     /// The statistics of `tensor` and its drift from `previous` (the same
     /// parameter at an earlier save), reading the two side by side.
+    /// `perUnitStats` and `perUnitDrift` ask for the per-unit parts of each (both by default).
     public static func statsAndDrift(of tensor: TensorRef, in checkpoint: Checkpoint, previous: TensorRef, in earlier: Checkpoint,
-                                     options: MeasureOptions = MeasureOptions()) throws -> (TensorStats, DriftStats) {
+                                     options: MeasureOptions = MeasureOptions(), perUnitStats: Bool = true,
+                                     perUnitDrift: Bool = true) throws -> (TensorStats, DriftStats) {
         let current = try checkpoint.dataset(for: tensor)
         let before = try earlier.dataset(for: previous)
         try current.checkReadable()
@@ -76,10 +80,11 @@ public enum TensorMeasurer {
             throw HDF5Error(file: checkpoint.source, object: tensor.path, reason: .unsupported,
                             message: "shape \(current.info.shape) differs from \(before.info.shape) at the previous save")
         }
-        let layout = unitLayout(for: tensor)
+        let statsLayout = perUnitStats ? unitLayout(for: tensor) : .none
+        let driftLayout = perUnitDrift ? unitLayout(for: tensor) : .none
         if let a = before.mapped(), let b = current.mapped() {
             if let fa = a.floats, let fb = b.floats {
-                return parallelBoth(count: fb.count, layout: layout, options: options) { range, stats, drift in
+                return parallelBoth(count: fb.count, statsLayout: statsLayout, driftLayout: driftLayout, options: options) { range, stats, drift in
                     let pa = UnsafeBufferPointer(rebasing: fa[range]), pb = UnsafeBufferPointer(rebasing: fb[range])
                     stats.add(pb, at: range.lowerBound)
                     drift.add(pa, pb, at: range.lowerBound)
@@ -88,7 +93,7 @@ public enum TensorMeasurer {
                 }
             }
             if let da = a.doubles, let db = b.doubles {
-                return parallelBoth(count: db.count, layout: layout, options: options) { range, stats, drift in
+                return parallelBoth(count: db.count, statsLayout: statsLayout, driftLayout: driftLayout, options: options) { range, stats, drift in
                     let pa = UnsafeBufferPointer(rebasing: da[range]), pb = UnsafeBufferPointer(rebasing: db[range])
                     stats.add(pb, at: range.lowerBound)
                     drift.add(pa, pb, at: range.lowerBound)
@@ -97,8 +102,8 @@ public enum TensorMeasurer {
                 }
             }
         }
-        var stats = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
-        var drift = DriftAccumulator(layout: layout)
+        var stats = StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins)
+        var drift = DriftAccumulator(layout: driftLayout)
         let blocks = current.blocks(blockElements: options.blockElements)
         let capacity = blocks.map(\.count).max() ?? 0
         if current.info.type.needsDouble || before.info.type.needsDouble {
@@ -147,11 +152,11 @@ public enum TensorMeasurer {
         return total.finish()
     }
 
-    static func parallelBoth(count: Int, layout: UnitLayout, options: MeasureOptions,
+    static func parallelBoth(count: Int, statsLayout: UnitLayout, driftLayout: UnitLayout, options: MeasureOptions,
                              body: (Range<Int>, inout StatsAccumulator, inout DriftAccumulator) -> Void) -> (TensorStats, DriftStats) {
         let ranges = split(count: count, options: options)
-        var stats = [StatsAccumulator](repeating: StatsAccumulator(layout: layout, histogramBins: options.histogramBins), count: ranges.count)
-        var drifts = [DriftAccumulator](repeating: DriftAccumulator(layout: layout), count: ranges.count)
+        var stats = [StatsAccumulator](repeating: StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins), count: ranges.count)
+        var drifts = [DriftAccumulator](repeating: DriftAccumulator(layout: driftLayout), count: ranges.count)
         stats.withUnsafeMutableBufferPointer { statsBuffer in
             drifts.withUnsafeMutableBufferPointer { driftBuffer in
                 parallelFor(ranges.count) { index in
