@@ -125,3 +125,27 @@ struct IsolationFlags: ParsableArguments {
 
     var options: IsolationOptions { IsolationOptions(executable: currentExecutable(), timeout: timeout, jobs: jobs) }
 }
+
+/// Scans a run as the flags ask (isolated workers unless --no-isolation), with a
+/// progress line on stderr; an unreadable run ends the program with code 2.
+func scanRun(_ path: String, reading: ReadingOptions, diagnosis: DiagnosisOptions, isolation: IsolationFlags,
+             before: () throws -> Void = {}) -> ScanReport {
+    let progress = Progress(enabled: !diagnosis.quiet)
+    defer { progress.finish() }
+    do {
+        try before()
+        let thresholds = try diagnosis.thresholds()
+        if isolation.noIsolation {
+            return try Analysis.scan(path, load: reading.loadOptions, thresholds: thresholds, select: diagnosis.selection,
+                                     loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
+                                     measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }).0
+        }
+        return try Analysis.scanIsolated(path, isolation: isolation.options, load: reading.loadOptions, thresholds: thresholds,
+                                         select: diagnosis.selection,
+                                         loadProgress: { done, total, _, _ in progress.update("reading", done, total, nil, nil) },
+                                         measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }).0
+    } catch {
+        progress.finish()
+        exitWithInputError(error)
+    }
+}

@@ -35,25 +35,7 @@ struct ReportCommand: ParsableCommand {
     }
 
     func run() throws {
-        let progress = Progress(enabled: !diagnosis.quiet)
-        let report: ScanReport
-        do {
-            try refuseToOverwriteInput()
-            if isolation.noIsolation {
-                (report, _) = try Analysis.scan(path, load: reading.loadOptions, thresholds: try diagnosis.thresholds(), select: diagnosis.selection,
-                                                loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
-                                                measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
-            } else {
-                (report, _) = try Analysis.scanIsolated(path, isolation: isolation.options, load: reading.loadOptions,
-                                                        thresholds: try diagnosis.thresholds(), select: diagnosis.selection,
-                                                        loadProgress: { done, total, _, _ in progress.update("reading", done, total, nil, nil) },
-                                                        measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
-            }
-        } catch {
-            progress.finish()
-            exitWithInputError(error)
-        }
-        progress.finish()
+        let report = scanRun(path, reading: reading, diagnosis: diagnosis, isolation: isolation, before: refuseToOverwriteInput)
         let html = HTMLReportRenderer().render(report)
         if output == "-" {
             emit(html)

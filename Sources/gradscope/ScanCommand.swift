@@ -24,24 +24,7 @@ struct ScanCommand: ParsableCommand {
     @OptionGroup var isolation: IsolationFlags
 
     func run() throws {
-        let progress = Progress(enabled: !analysis.quiet)
-        let report: ScanReport
-        do {
-            if isolation.noIsolation {
-                (report, _) = try Analysis.scan(path, load: reading.loadOptions, thresholds: try analysis.thresholds(), select: analysis.selection,
-                                                loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
-                                                measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
-            } else {
-                (report, _) = try Analysis.scanIsolated(path, isolation: isolation.options, load: reading.loadOptions,
-                                                        thresholds: try analysis.thresholds(), select: analysis.selection,
-                                                        loadProgress: { done, total, _, _ in progress.update("reading", done, total, nil, nil) },
-                                                        measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) })
-            }
-        } catch {
-            progress.finish()
-            exitWithInputError(error)
-        }
-        progress.finish()
+        let report = scanRun(path, reading: reading, diagnosis: analysis.diagnosis, isolation: isolation)
         switch analysis.format {
         case .json: emit((try encodeJSON(report)) + "\n")
         case .table: emit(analysis.renderer.render(report))

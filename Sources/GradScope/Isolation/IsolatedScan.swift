@@ -63,56 +63,23 @@ struct WorkerPool {
     func runOne(_ request: WorkerRequest) -> Outcome {
         let input: Data
         do { input = try WorkerCoding.encoder().encode(request) } catch { return .failed("internal: \(error)") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: options.executable)
-        process.arguments = options.arguments
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        let finished = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in finished.signal() }
-        do { try process.run() } catch { return .failed("could not start a worker process: \(error)") }
-        let output = DataBox(), errors = DataBox()
-        let readers = DispatchGroup()
-        readers.enter()
-        Thread.detachNewThread {
-            output.data = stdout.fileHandleForReading.readDataToEndOfFile()
-            readers.leave()
-        }
-        readers.enter()
-        Thread.detachNewThread {
-            errors.data = stderr.fileHandleForReading.readDataToEndOfFile()
-            readers.leave()
-        }
-        stdin.fileHandleForWriting.write(input)
-        try? stdin.fileHandleForWriting.close()
-        var timedOut = false
-        if finished.wait(timeout: .now() + options.timeout) == .timedOut {
-            timedOut = true
-            process.terminate()
-            if finished.wait(timeout: .now() + 2) == .timedOut {
-                kill(process.processIdentifier, SIGKILL)
-                finished.wait()
-            }
-        }
-        readers.wait()
-        let lastObject = String(decoding: errors.data, as: UTF8.self).split(separator: "\n").last { $0.hasPrefix("reading ") }
+        let child = ChildProcess(executable: options.executable, arguments: options.arguments, timeout: options.timeout)
+        let result: ChildProcess.Result
+        do { result = try child.run(input: input) } catch { return .failed("could not start a worker process: \(error)") }
+        let lastObject = String(decoding: result.stderr, as: UTF8.self).split(separator: "\n").last { $0.hasPrefix("reading ") }
             .map { String($0.dropFirst("reading ".count)) }
         let place = lastObject.map { $0 == "opening" ? " opening the file" : " reading \($0)" } ?? ""
-        if timedOut {
+        if result.timedOut {
             return .failed("timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)")
         }
-        if process.terminationReason == .uncaughtSignal {
-            let signal = process.terminationStatus
-            let name = signal == SIGSEGV ? "SIGSEGV" : signal == SIGABRT ? "SIGABRT" : signal == SIGBUS ? "SIGBUS" : "signal \(signal)"
-            return .failed("malformed: the HDF5 library failed\(place) (the worker died with \(name))")
+        if result.signaled {
+            return .failed("malformed: the HDF5 library failed\(place) (the worker died with \(result.signalName))")
         }
-        guard !output.data.isEmpty else {
-            return .failed("malformed: the worker gave no result\(place) (exit code \(process.terminationStatus))")
+        guard !result.stdout.isEmpty else {
+            return .failed("malformed: the worker gave no result\(place) (exit code \(result.status))")
         }
         do {
-            return .response(try WorkerCoding.decoder().decode(WorkerResponse.self, from: output.data))
+            return .response(try WorkerCoding.decoder().decode(WorkerResponse.self, from: result.stdout))
         } catch {
             return .failed("internal: the worker's answer could not be decoded: \(error)")
         }
