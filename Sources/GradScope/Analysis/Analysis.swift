@@ -46,7 +46,7 @@ public enum Analysis {
                                    error: measurement == nil ? failures[selected.source + ":" + tensor.path] ?? "not read" : nil)
         }
         var notChecked = diagnosis.notChecked
-        for kind in [FindingKind.frozen, .collapsing, .lossPlateau, .vanishingGradient, .updateRatio] where kind != .vanishingGradient {
+        for kind in [FindingKind.frozen, .collapsing, .lossPlateau, .updateRatio] {
             notChecked.append(NotChecked(kind: kind, reason: "needs several saved steps: use gradscope scan on the run"))
         }
         let vanishing = VanishingGradientDetector().detect(measurements, thresholds: thresholds)
@@ -83,14 +83,13 @@ public enum Analysis {
                                                        ExplodingGradientDetector(), ZeroGradientDetector()])
         let steps = max((second.metadata.step ?? 1) - (first.metadata.step ?? 0), 1)
         var drifts: [TensorDrift] = []
-        if let record = measurements.records.last, let earlier = measurements.records.first {
+        if let record = measurements.records.last {
             for key in record.order {
                 guard let measurement = record.tensors[key], let drift = measurement.drift else { continue }
                 var status = "changed"
                 if drift.changed == 0 { status = "frozen" }
                 if let normA = drift.normA, let normB = drift.normB, normB > 0, normA / normB >= thresholds.collapseFactor { status = "collapsing" }
                 if drift.nonFinite > 0 { status = "non-finite" }
-                _ = earlier
                 drifts.append(TensorDrift(name: measurement.name, layer: measurement.layer, role: measurement.role, shape: measurement.shape,
                                           normA: drift.normA, normB: drift.normB, drift: drift,
                                           perStep: drift.relativeChange.map { $0 / Double(steps) }, status: status))

@@ -158,7 +158,7 @@ extension Analysis {
             }
         }
         let selected = loaded.checkpoints.map { filter($0, select) }
-        let summaries = selected.map(CheckpointSummary.init(bookkeeping:))
+        let summaries = selected.map { CheckpointSummary($0) }
         let start = RunMeasurer.windowStart(count: selected.count)
         let gradientNames = Array(Set(selected.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
         let requests = selected.indices.map { index -> WorkerRequest in
@@ -202,13 +202,6 @@ extension Analysis {
         let measurements = RunMeasurer.assemble(run: run, records: records, snapshots: snapshots)
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
         return (ScanReport(run: run, measurements: measurements, diagnosis: diagnosis), measurements)
-    }
-}
-
-extension CheckpointSummary {
-    /// A summary of a checkpoint the parent holds only as bookkeeping (its identity was taken by the worker that read it).
-    init(bookkeeping checkpoint: Checkpoint) {
-        self.init(checkpoint)
     }
 }
 

@@ -92,15 +92,12 @@ enum Keras3Layout {
             if layer.hasPrefix("layers/") { layer = String(layer.dropFirst("layers/".count)) }
             layer = layer.replacingOccurrences(of: "/_layer_checkpoint_dependencies/", with: "/")
                 .replacingOccurrences(of: "_layer_checkpoint_dependencies/", with: "")
-            var top = layer.split(separator: "/").first.map(String.init) ?? layer
             // The user's layer name, when Keras saved it.
             let layerGroup = (root == "/" ? "" : root) + "/" + holderPath.split(separator: "/").prefix(holderPath.hasPrefix("layers/") ? 2 : 1).joined(separator: "/")
             if let userName = attribute("name", at: layerGroup + "/vars"), !userName.isEmpty {
                 let rest = layer.split(separator: "/").dropFirst().joined(separator: "/")
-                top = userName
                 layer = rest.isEmpty ? userName : userName + "/" + rest
             }
-            _ = top
             holders[holderPath, default: Holder(path: holderPath, layer: layer, variables: [])].variables.append(item)
         }
 

@@ -12,12 +12,12 @@ import HDF5
 enum KerasLegacyLayout {
     static func weightsRoot(_ file: HDF5File, root: String) -> String? {
         let modelWeights = (root == "/" ? "" : root) + "/model_weights"
-        if file.exists(modelWeights), let names = try? file.stringList("layer_names", at: modelWeights), !names.isEmpty || true {
-            _ = names
+        if file.exists(modelWeights), (try? file.stringList("layer_names", at: modelWeights)) != nil {
             return modelWeights
         }
+        // A root `layer_names` that is one JSON string (NeuPy) is not Keras's list of names.
         if let names = try? file.stringList("layer_names", at: root), !names.isEmpty,
-           !(names.count == 1 && names[0].hasPrefix("[") || names[0].hasPrefix("{")) {
+           !((names.count == 1 && names[0].hasPrefix("[")) || names[0].hasPrefix("{")) {
             return root
         }
         return nil
