@@ -23,8 +23,11 @@ let package = Package(
             dependencies: ["CHDF5"]
         ),
         .target(
+            name: "GradScopeKernels"
+        ),
+        .target(
             name: "GradScope",
-            dependencies: ["HDF5"]
+            dependencies: ["HDF5", "GradScopeKernels"]
         ),
         .executableTarget(
             name: "gradscope",

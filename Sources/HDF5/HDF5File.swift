@@ -56,10 +56,10 @@ public final class HDF5File: @unchecked Sendable {
 
     let handle: Handle
     let linkAccess: Handle
-    private let mapLock = NSLock()
-    nonisolated(unsafe) private var mapping: UnsafeRawBufferPointer?
-    nonisolated(unsafe) private var mappingFailed = false
-    /// True for files opened from a memory image: there is no path to map.
+    private let descriptorLock = NSLock()
+    /// The file opened a second time for direct reads (`-1` until first used).
+    nonisolated(unsafe) private var descriptor: Int32 = -1
+    /// True for files opened from a memory image: there is no path to read directly.
     nonisolated(unsafe) public private(set) var isMemoryImage = false
 
     /// Opens `path` read-only, after checking that it is a readable, non-empty
@@ -145,9 +145,7 @@ public final class HDF5File: @unchecked Sendable {
     }
 
     deinit {
-        if let mapping, let base = mapping.baseAddress {
-            munmap(UnsafeMutableRawPointer(mutating: base), mapping.count)
-        }
+        if descriptor >= 0 { Glibc.close(descriptor) }
     }
 
     static func classifyOpenFailure(path: String, size: Int, summary: String) -> HDF5Error {
@@ -177,26 +175,45 @@ public final class HDF5File: @unchecked Sendable {
         return HDF5Error(file: path, object: object, reason: reason, message: what)
     }
 
-    /// The whole file mapped read-only, or nil when it cannot be mapped.
-    /// Used by the zero-copy path; mapping is done once, on first use.
-    func mappedFile() -> UnsafeRawBufferPointer? {
-        mapLock.lock()
-        defer { mapLock.unlock() }
-        if let mapping { return mapping }
-        if mappingFailed || size == 0 || isMemoryImage { return nil }
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { mappingFailed = true; return nil }
-        defer { Glibc.close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0, Int(info.st_size) >= size else { mappingFailed = true; return nil }
-        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
-            mappingFailed = true
-            return nil
+    /// The file's descriptor for direct reads, opened read-only on first use.
+    /// The file must still be the one libhdf5 opened: same size at least.
+    func directDescriptor(object: String) throws -> Int32 {
+        descriptorLock.lock()
+        defer { descriptorLock.unlock() }
+        if descriptor >= 0 { return descriptor }
+        guard !isMemoryImage else {
+            throw HDF5Error(file: path, object: object, reason: .library, message: "an in-memory image has no file to read")
         }
-        madvise(base, size, MADV_SEQUENTIAL)
-        let buffer = UnsafeRawBufferPointer(start: base, count: size)
-        mapping = buffer
-        return buffer
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw HDF5Error(file: path, object: object, reason: .io, message: "could not reopen the file: \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0, Int(info.st_size) >= size else {
+            Glibc.close(fd)
+            throw HDF5Error(file: path, object: object, reason: .truncated, message: "truncated: the file became shorter while it was being read")
+        }
+        descriptor = fd
+        return fd
+    }
+
+    /// Reads `count` bytes at file offset `offset` into `buffer` with `pread`
+    /// (thread-safe: no shared file position). A short file is an error, never a crash.
+    /// The corresponding C function is `pread`.
+    func readBytes(at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer, object: String) throws {
+        let fd = try directDescriptor(object: object)
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
+            if n > 0 {
+                done += n
+            } else if n == 0 {
+                throw HDF5Error(file: path, object: object, reason: .truncated,
+                                message: "truncated: the file ends at byte \(offset + done), inside this dataset's data")
+            } else if errno != EINTR {
+                throw HDF5Error(file: path, object: object, reason: .io, message: "read failed: \(String(cString: strerror(errno)))")
+            }
+        }
     }
 }
 

@@ -2,26 +2,31 @@ import ArgumentParser
 import Foundation
 import GradScope
 
-/// The worker process behind `scan`'s isolation: reads one request as JSON on
-/// stdin, answers on stdout, and names on stderr each object before reading
-/// it, so that a crash inside libhdf5 can be attributed.
+/// The worker process behind `scan`'s isolation: reads requests as frames on
+/// stdin (see `WorkerFrame`), answers each on stdout, and before reading each
+/// object sends its name, so that a crash inside libhdf5 can be attributed.
+/// Serves until its input ends.
 struct WorkerCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "worker", abstract: "Internal: read one file for scan.", shouldDisplay: false)
+    static let configuration = CommandConfiguration(commandName: "worker", abstract: "Internal: read files for scan.", shouldDisplay: false)
 
     func run() throws {
         limitMemory()
-        let input = FileHandle.standardInput.readDataToEndOfFile()
-        let response: WorkerResponse
-        do {
-            let request = try WorkerCoding.decoder().decode(WorkerRequest.self, from: input)
-            injectFault(for: request.path)
-            response = Worker.handle(request) { object in
-                FileHandle.standardError.write(Data("reading \(object)\n".utf8))
+        var reader = FrameReader(fd: STDIN_FILENO)
+        let output = STDOUT_FILENO
+        while case .frame(let kind, let payload) = reader.next(deadline: nil), kind == WorkerFrame.request {
+            let response: WorkerResponse
+            do {
+                let request = try WorkerCoding.decoder().decode(WorkerRequest.self, from: payload)
+                injectFault(for: request.path)
+                response = Worker.handle(request) { object in
+                    WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.marker, payload: Data(object.utf8)), to: output)
+                }
+            } catch {
+                response = WorkerResponse(error: "bad worker request: \(error)")
             }
-        } catch {
-            response = WorkerResponse(error: "bad worker request: \(error)")
+            let answer = (try? WorkerCoding.encoder().encode(response)) ?? Data(#"{"error":"internal: the answer could not be encoded"}"#.utf8)
+            guard WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.answer, payload: answer), to: output) else { return }
         }
-        FileHandle.standardOutput.write(try WorkerCoding.encoder().encode(response))
     }
 }
 

@@ -39,18 +39,10 @@ public enum TensorMeasurer {
         let dataset = try checkpoint.dataset(for: tensor)
         try dataset.checkReadable()
         let layout = perUnit ? unitLayout(for: tensor) : .none
-        if let mapped = dataset.mapped() {
-            if let floats = mapped.floats {
-                return parallelStats(count: floats.count, layout: layout, options: options) { range, accumulator in
-                    accumulator.add(UnsafeBufferPointer(rebasing: floats[range]), at: range.lowerBound)
-                    mapped.release(elements: range)
-                }
-            }
-            if let doubles = mapped.doubles {
-                return parallelStats(count: doubles.count, layout: layout, options: options) { range, accumulator in
-                    accumulator.add(UnsafeBufferPointer(rebasing: doubles[range]), at: range.lowerBound)
-                    mapped.release(elements: range)
-                }
+        if let direct = dataset.direct() {
+            switch direct.type {
+            case .float32: return try directStats(direct, as: Float.self, layout: layout, options: options)
+            default: return try directStats(direct, as: Double.self, layout: layout, options: options)
             }
         }
         var accumulator = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
@@ -82,24 +74,12 @@ public enum TensorMeasurer {
         }
         let statsLayout = perUnitStats ? unitLayout(for: tensor) : .none
         let driftLayout = perUnitDrift ? unitLayout(for: tensor) : .none
-        if let a = before.mapped(), let b = current.mapped() {
-            if let fa = a.floats, let fb = b.floats {
-                return parallelBoth(count: fb.count, statsLayout: statsLayout, driftLayout: driftLayout, options: options) { range, stats, drift in
-                    let pa = UnsafeBufferPointer(rebasing: fa[range]), pb = UnsafeBufferPointer(rebasing: fb[range])
-                    stats.add(pb, at: range.lowerBound)
-                    drift.add(pa, pb, at: range.lowerBound)
-                    a.release(elements: range)
-                    b.release(elements: range)
-                }
-            }
-            if let da = a.doubles, let db = b.doubles {
-                return parallelBoth(count: db.count, statsLayout: statsLayout, driftLayout: driftLayout, options: options) { range, stats, drift in
-                    let pa = UnsafeBufferPointer(rebasing: da[range]), pb = UnsafeBufferPointer(rebasing: db[range])
-                    stats.add(pb, at: range.lowerBound)
-                    drift.add(pa, pb, at: range.lowerBound)
-                    a.release(elements: range)
-                    b.release(elements: range)
-                }
+        if let a = before.direct(), let b = current.direct(), a.type == b.type {
+            switch b.type {
+            case .float32:
+                return try directBoth(a, b, as: Float.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
+            default:
+                return try directBoth(a, b, as: Double.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
             }
         }
         var stats = StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins)
@@ -136,15 +116,23 @@ public enum TensorMeasurer {
         return (stats.finish(), drift.finish())
     }
 
-    /// Splits `0..<count` into contiguous ranges, one accumulator per range,
-    /// processed on up to `options.threads` threads, merged in order.
-    static func parallelStats(count: Int, layout: UnitLayout, options: MeasureOptions,
-                              body: (Range<Int>, inout StatsAccumulator) -> Void) -> TensorStats {
-        let ranges = split(count: count, options: options)
-        var parts = [StatsAccumulator](repeating: StatsAccumulator(layout: layout, histogramBins: options.histogramBins), count: ranges.count)
-        parts.withUnsafeMutableBufferPointer { buffer in
-            parallelFor(ranges.count) { index in
-                for range in ranges[index] { body(range, &buffer[index]) }
+    /// Elements per direct read: 64 Ki (256 KiB of float32), so a block (two
+    /// for drift) stays in the core's cache while the kernels pass over it.
+    static let directBlockElements = 1 << 16
+
+    /// Statistics of a contiguous tensor read directly from the file: the
+    /// elements are split into one contiguous share per thread, each read block
+    /// by block into a buffer of its own, and the shares' accumulators merged in order.
+    static func directStats<T: MeasuredElement>(_ tensor: DirectTensor, as _: T.Type, layout: UnitLayout,
+                                                options: MeasureOptions) throws -> TensorStats {
+        let shares = split(count: tensor.count, block: directBlockElements, threads: options.threads)
+        var parts = [StatsAccumulator](repeating: StatsAccumulator(layout: layout, histogramBins: options.histogramBins), count: shares.count)
+        try inParallel(shares.count) { index in
+            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
+            defer { buffer.deallocate() }
+            for range in shares[index] {
+                try tensor.read(range, into: buffer)
+                T.add(UnsafeBufferPointer(rebasing: buffer[0..<range.count]), at: range.lowerBound, to: &parts[index])
             }
         }
         var total = parts[0]
@@ -152,16 +140,23 @@ public enum TensorMeasurer {
         return total.finish()
     }
 
-    static func parallelBoth(count: Int, statsLayout: UnitLayout, driftLayout: UnitLayout, options: MeasureOptions,
-                             body: (Range<Int>, inout StatsAccumulator, inout DriftAccumulator) -> Void) -> (TensorStats, DriftStats) {
-        let ranges = split(count: count, options: options)
-        var stats = [StatsAccumulator](repeating: StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins), count: ranges.count)
-        var drifts = [DriftAccumulator](repeating: DriftAccumulator(layout: driftLayout), count: ranges.count)
-        stats.withUnsafeMutableBufferPointer { statsBuffer in
-            drifts.withUnsafeMutableBufferPointer { driftBuffer in
-                parallelFor(ranges.count) { index in
-                    for range in ranges[index] { body(range, &statsBuffer[index], &driftBuffer[index]) }
-                }
+    /// Statistics of `current` and its drift from `earlier`, both read directly, side by side.
+    static func directBoth<T: MeasuredElement>(_ earlier: DirectTensor, _ current: DirectTensor, as _: T.Type,
+                                               statsLayout: UnitLayout, driftLayout: UnitLayout,
+                                               options: MeasureOptions) throws -> (TensorStats, DriftStats) {
+        let shares = split(count: current.count, block: directBlockElements, threads: options.threads)
+        var stats = [StatsAccumulator](repeating: StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins), count: shares.count)
+        var drifts = [DriftAccumulator](repeating: DriftAccumulator(layout: driftLayout), count: shares.count)
+        try inParallel(shares.count) { index in
+            let a = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
+            let b = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
+            defer { a.deallocate(); b.deallocate() }
+            for range in shares[index] {
+                try earlier.read(range, into: a)
+                try current.read(range, into: b)
+                let pa = UnsafeBufferPointer(rebasing: a[0..<range.count]), pb = UnsafeBufferPointer(rebasing: b[0..<range.count])
+                T.add(pb, at: range.lowerBound, to: &stats[index])
+                T.add(pa, pb, at: range.lowerBound, to: &drifts[index])
             }
         }
         var totalStats = stats[0], totalDrift = drifts[0]
@@ -170,17 +165,55 @@ public enum TensorMeasurer {
         return (totalStats.finish(), totalDrift.finish())
     }
 
-    /// Work for each thread: a contiguous share of the elements, itself cut
-    /// into blocks so each pass over a block stays in cache.
-    static func split(count: Int, options: MeasureOptions) -> [[Range<Int>]] {
-        let block = max(options.blockElements / 4, 4096)
-        let threads = count >= 4 * block ? max(1, min(options.threads, 64)) : 1
+    /// Work for each thread: a contiguous share of `0..<count`, cut into
+    /// blocks of `block` elements. A single share unless there are at least
+    /// four blocks' worth of elements.
+    static func split(count: Int, block: Int, threads: Int) -> [[Range<Int>]] {
+        let threads = count >= 4 * block ? max(1, min(threads, 64)) : 1
         let share = (count + threads - 1) / threads
         return (0..<threads).map { thread in
             let start = thread * share, end = min(count, start + share)
             guard start < end else { return [] }
             return stride(from: start, to: end, by: block).map { $0..<min(end, $0 + block) }
         }.filter { !$0.isEmpty }.ifEmpty([[0..<0]])
+    }
+
+    /// Runs `body(index)` for `0..<n` on Dispatch's threads; each index must
+    /// touch only its own elements of arrays captured from the caller.
+    /// Rethrows the first error (by index).
+    static func inParallel(_ n: Int, _ body: (Int) throws -> Void) throws {
+        var errors = [Error?](repeating: nil, count: n)
+        errors.withUnsafeMutableBufferPointer { slots in
+            parallelFor(n) { index in
+                do { try body(index) } catch { slots[index] = error }
+            }
+        }
+        if let error = errors.lazy.compactMap({ $0 }).first { throw error }
+    }
+}
+
+/// The element types the statistics take directly (`Float` and `Double`):
+/// how a block of them is added to each accumulator.
+protocol MeasuredElement {
+    static func add(_ block: UnsafeBufferPointer<Self>, at offset: Int, to accumulator: inout StatsAccumulator)
+    static func add(_ a: UnsafeBufferPointer<Self>, _ b: UnsafeBufferPointer<Self>, at offset: Int, to accumulator: inout DriftAccumulator)
+}
+
+extension Float: MeasuredElement {
+    static func add(_ block: UnsafeBufferPointer<Float>, at offset: Int, to accumulator: inout StatsAccumulator) {
+        accumulator.add(block, at: offset)
+    }
+    static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, at offset: Int, to accumulator: inout DriftAccumulator) {
+        accumulator.add(a, b, at: offset)
+    }
+}
+
+extension Double: MeasuredElement {
+    static func add(_ block: UnsafeBufferPointer<Double>, at offset: Int, to accumulator: inout StatsAccumulator) {
+        accumulator.add(block, at: offset)
+    }
+    static func add(_ a: UnsafeBufferPointer<Double>, _ b: UnsafeBufferPointer<Double>, at offset: Int, to accumulator: inout DriftAccumulator) {
+        accumulator.add(a, b, at: offset)
     }
 }
 

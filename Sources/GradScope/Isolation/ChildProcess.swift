@@ -84,3 +84,7 @@ public struct ChildProcess: Sendable {
                       signaled: process.terminationReason == .uncaughtSignal, timedOut: timedOut)
     }
 }
+
+final class DataBox: @unchecked Sendable {
+    var data = Data()
+}

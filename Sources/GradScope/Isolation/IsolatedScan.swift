@@ -25,64 +25,128 @@ public struct IsolationOptions: Sendable {
     }
 }
 
-/// Runs worker processes and turns their crashes and hangs into reasons.
-struct WorkerPool {
+/// Worker processes, kept alive across requests (starting one costs more than
+/// measuring a small file), that turn their crashes and hangs into reasons.
+/// A worker that crashes or hangs is replaced by a new one for the next request.
+final class WorkerPool: @unchecked Sendable {
     let options: IsolationOptions
+    private let lock = NSLock()
+    private var idle: [WorkerConnection] = []
+
+    init(options: IsolationOptions) {
+        self.options = options
+        // A worker that dies while its request is being written must not take the parent with it.
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    deinit { shutdown() }
 
     enum Outcome {
         case response(WorkerResponse)
         case failed(String)
     }
 
-    /// Runs every request, `options.jobs` at a time, in order of the results;
-    /// `done` is called on the calling thread after each.
+    /// Runs every request on up to `options.jobs` workers at once; `done` is
+    /// called on the calling thread as each finishes.
     func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [Outcome] {
         let results = ResultBox(count: requests.count)
         let completions = CompletionQueue()
-        var next = 0, running = 0, finished = 0
-        while finished < requests.count {
-            while running < options.jobs && next < requests.count {
-                let index = next, request = requests[index], pool = self
-                // Threads of their own: these block on a child process, and Dispatch's pool
-                // (capped at the core count, grown about once a second) would stall behind them.
-                Thread.detachNewThread {
-                    results.set(index, pool.runOne(request))
+        let queue = IndexQueue(count: requests.count)
+        let slots = DispatchGroup()
+        for _ in 0..<min(options.jobs, requests.count) {
+            slots.enter()
+            // Threads of their own: these block on a child process, and Dispatch's pool
+            // (capped at the core count, grown about once a second) would stall behind them.
+            Thread.detachNewThread { [self] in
+                var connection = takeIdle()
+                while let index = queue.next() {
+                    results.set(index, runOne(requests[index], on: &connection))
                     completions.push(index)
                 }
-                next += 1
-                running += 1
+                putIdle(connection)
+                slots.leave()
             }
-            let index = completions.pop()
-            running -= 1
-            finished += 1
-            done(index)
         }
+        for _ in 0..<requests.count { done(completions.pop()) }
+        slots.wait()
         return results.values
     }
 
+    /// Runs one request on an idle worker (or a new one).
     func runOne(_ request: WorkerRequest) -> Outcome {
+        var connection = takeIdle()
+        let outcome = runOne(request, on: &connection)
+        putIdle(connection)
+        return outcome
+    }
+
+    /// Ends every idle worker.
+    func shutdown() {
+        lock.lock()
+        let workers = idle
+        idle = []
+        lock.unlock()
+        for worker in workers { worker.close() }
+    }
+
+    private func takeIdle() -> WorkerConnection? {
+        lock.lock()
+        defer { lock.unlock() }
+        return idle.popLast()
+    }
+
+    private func putIdle(_ connection: WorkerConnection?) {
+        guard let connection, connection.alive else { return }
+        lock.lock()
+        idle.append(connection)
+        lock.unlock()
+    }
+
+    private func runOne(_ request: WorkerRequest, on connection: inout WorkerConnection?) -> Outcome {
         let input: Data
         do { input = try WorkerCoding.encoder().encode(request) } catch { return .failed("internal: \(error)") }
-        let child = ChildProcess(executable: options.executable, arguments: options.arguments, timeout: options.timeout)
-        let result: ChildProcess.Result
-        do { result = try child.run(input: input) } catch { return .failed("could not start a worker process: \(error)") }
-        let lastObject = String(decoding: result.stderr, as: UTF8.self).split(separator: "\n").last { $0.hasPrefix("reading ") }
-            .map { String($0.dropFirst("reading ".count)) }
-        let place = lastObject.map { $0 == "opening" ? " opening the file" : " reading \($0)" } ?? ""
-        if result.timedOut {
-            return .failed("timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)")
+        if connection?.alive != true {
+            do {
+                connection = try WorkerConnection(executable: options.executable, arguments: options.arguments)
+            } catch {
+                connection = nil
+                return .failed("could not start a worker process: \(error)")
+            }
         }
-        if result.signaled {
-            return .failed("malformed: the HDF5 library failed\(place) (the worker died with \(result.signalName))")
+        guard let worker = connection else { return .failed("could not start a worker process") }
+        switch worker.send(input, timeout: options.timeout) {
+        case .answer(let data):
+            do {
+                return .response(try WorkerCoding.decoder().decode(WorkerResponse.self, from: data))
+            } catch {
+                return .failed("internal: the worker's answer could not be decoded: \(error)")
+            }
+        case .died(let signal, let status, let timedOut, let lastObject):
+            connection = nil
+            let place = lastObject.map { $0 == "opening" ? " opening the file" : " reading \($0)" } ?? ""
+            if timedOut {
+                return .failed("timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)")
+            }
+            if let signal {
+                return .failed("malformed: the HDF5 library failed\(place) (the worker died with \(signal))")
+            }
+            return .failed("malformed: the worker gave no result\(place) (exit code \(status))")
         }
-        guard !result.stdout.isEmpty else {
-            return .failed("malformed: the worker gave no result\(place) (exit code \(result.status))")
-        }
-        do {
-            return .response(try WorkerCoding.decoder().decode(WorkerResponse.self, from: result.stdout))
-        } catch {
-            return .failed("internal: the worker's answer could not be decoded: \(error)")
-        }
+    }
+}
+
+/// Hands out `0..<count` once each, to several threads.
+final class IndexQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var nextIndex = 0
+    private let count: Int
+    init(count: Int) { self.count = count }
+    func next() -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard nextIndex < count else { return nil }
+        nextIndex += 1
+        return nextIndex - 1
     }
 }
 
@@ -105,10 +169,6 @@ final class CompletionQueue: @unchecked Sendable {
         defer { lock.unlock() }
         return items.removeFirst()
     }
-}
-
-final class DataBox: @unchecked Sendable {
-    var data = Data()
 }
 
 final class ResultBox: @unchecked Sendable {
@@ -135,6 +195,7 @@ extension Analysis {
                                     loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
                                     measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (ScanReport, RunMeasurements) {
         let pool = WorkerPool(options: isolation)
+        defer { pool.shutdown() }
         func request(_ task: WorkerRequest.Task, path: String) -> WorkerRequest {
             WorkerRequest(task: task, path: path, layout: load.layout, followLinks: load.open.followLinks, allowPlugins: load.open.allowPlugins,
                           current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [],

@@ -1,3 +1,5 @@
+import GradScopeKernels
+
 /// Chunk kernels behind ``DriftAccumulator``.
 enum DriftKernels {
     /// Sums over one chunk of element pairs (finite pairs only, except the counts).
@@ -29,75 +31,20 @@ enum DriftKernels {
     /// chunk holds a NaN or an infinity. All arithmetic after loading is in
     /// `Float64` SIMD lanes: `Δ = b − a`, `Σ a^2`, `Σ b^2`, `Σ Δ^2`, `Σ a b`,
     /// `max |Δ|`; a sign flip is a negative product `a * b` (exact in `Float64`,
-    /// so it never underflows to zero).
+    /// so it never underflows to zero). The kernel is `gs_drift_finite_f32`.
     @inline(__always)
     static func sumFiniteFloats(_ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int) -> ChunkSums? {
-        let rawA = UnsafeRawPointer(pa)
-        let rawB = UnsafeRawPointer(pb)
-        var squaresA = SIMD4<Double>()
-        var squaresB = SIMD4<Double>()
-        var squaresDelta = SIMD4<Double>()
-        var dot = SIMD4<Double>()
-        var maxDelta = SIMD4<Double>()
-        var changedLanes = SIMD8<Int32>()
-        var flipLanes = SIMD4<Int64>()
-        let ones32 = SIMD8<Int32>(repeating: 1)
-        let none32 = SIMD8<Int32>()
-        let ones64 = SIMD4<Int64>(repeating: 1)
-        let none64 = SIMD4<Int64>()
-        let zero = SIMD4<Double>()
-        var i = 0
-        while i &+ 8 <= n {
-            let offset = i &* 4
-            let va = rawA.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
-            let vb = rawB.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
-            let ia = rawA.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt32>.self)
-            let ib = rawB.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt32>.self)
-            changedLanes &+= none32.replacing(with: ones32, where: ia .!= ib)
-            let aLo = SIMD4<Double>(Double(va[0]), Double(va[1]), Double(va[2]), Double(va[3]))
-            let aHi = SIMD4<Double>(Double(va[4]), Double(va[5]), Double(va[6]), Double(va[7]))
-            let bLo = SIMD4<Double>(Double(vb[0]), Double(vb[1]), Double(vb[2]), Double(vb[3]))
-            let bHi = SIMD4<Double>(Double(vb[4]), Double(vb[5]), Double(vb[6]), Double(vb[7]))
-            let dLo = bLo - aLo
-            let dHi = bHi - aHi
-            squaresA += aLo * aLo + aHi * aHi
-            squaresB += bLo * bLo + bHi * bHi
-            squaresDelta += dLo * dLo + dHi * dHi
-            let pLo = aLo * bLo
-            let pHi = aHi * bHi
-            dot += pLo + pHi
-            flipLanes &+= none64.replacing(with: ones64, where: pLo .< zero)
-            flipLanes &+= none64.replacing(with: ones64, where: pHi .< zero)
-            let mLo = dLo.replacing(with: -dLo, where: dLo .< zero)
-            let mHi = dHi.replacing(with: -dHi, where: dHi .< zero)
-            maxDelta = maxDelta.replacing(with: mLo, where: mLo .> maxDelta)
-            maxDelta = maxDelta.replacing(with: mHi, where: mHi .> maxDelta)
-            i &+= 8
-        }
+        var out = gs_drift_sums()
+        guard gs_drift_finite_f32(pa, pb, Int64(n), &out) else { return nil }
         var sums = ChunkSums()
-        sums.squaresA = squaresA.sum()
-        sums.squaresB = squaresB.sum()
-        sums.squaresDelta = squaresDelta.sum()
-        sums.dot = dot.sum()
-        sums.maxAbsDelta = maxDelta.max()
-        sums.changed = Int(changedLanes.wrappedSum())
-        sums.signFlips = Int(flipLanes.wrappedSum())
-        while i < n {
-            let a = Double(pa[i])
-            let b = Double(pb[i])
-            let d = b - a
-            sums.squaresA += a * a
-            sums.squaresB += b * b
-            sums.squaresDelta += d * d
-            let product = a * b
-            sums.dot += product
-            if product < 0 { sums.signFlips &+= 1 }
-            if d.magnitude > sums.maxAbsDelta { sums.maxAbsDelta = d.magnitude }
-            if pa[i].bitPattern != pb[i].bitPattern { sums.changed &+= 1 }
-            i &+= 1
-        }
-        guard (sums.squaresA + sums.squaresB).isFinite else { return nil }
         sums.finite = n
+        sums.changed = Int(out.changed)
+        sums.signFlips = Int(out.signFlips)
+        sums.squaresA = out.squaresA
+        sums.squaresB = out.squaresB
+        sums.squaresDelta = out.squaresDelta
+        sums.dot = out.dot
+        sums.maxAbsDelta = out.maxAbsDelta
         return sums
     }
 

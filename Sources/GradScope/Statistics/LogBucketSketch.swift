@@ -1,3 +1,5 @@
+import GradScopeKernels
+
 /// A one-pass, mergeable, log-bucketed sketch of a value distribution, keyed on
 /// the `Float32` bit pattern.
 ///
@@ -103,22 +105,7 @@ struct LogBucketSketch: Sendable {
         let before = dense[0] &+ dense[0x8000]
         dense.withUnsafeMutableBufferPointer { table in
             guard let counts = table.baseAddress else { return }
-            var i = 0
-            while i &+ 4 <= n {
-                let k0 = Int(raw.load(fromByteOffset: i &* 4, as: UInt32.self) &>> 16)
-                let k1 = Int(raw.load(fromByteOffset: (i &+ 1) &* 4, as: UInt32.self) &>> 16)
-                let k2 = Int(raw.load(fromByteOffset: (i &+ 2) &* 4, as: UInt32.self) &>> 16)
-                let k3 = Int(raw.load(fromByteOffset: (i &+ 3) &* 4, as: UInt32.self) &>> 16)
-                counts[k0] &+= 1
-                counts[k1] &+= 1
-                counts[k2] &+= 1
-                counts[k3] &+= 1
-                i &+= 4
-            }
-            while i < n {
-                counts[Int(raw.load(fromByteOffset: i &* 4, as: UInt32.self) &>> 16)] &+= 1
-                i &+= 1
-            }
+            gs_count_keys_f32(values, Int64(n), counts)
         }
         let after = dense[0] &+ dense[0x8000]
         return Int(after &- before)

@@ -1,3 +1,5 @@
+import GradScopeKernels
+
 /// Chunk kernels behind ``StatsAccumulator``. A chunk holds at most
 /// ``StatsAccumulator/chunkSize`` elements, small enough to stay in the L1
 /// cache between the passes made over it.
@@ -21,81 +23,25 @@ enum StatsKernels {
     /// pivot sum overflows), in which case ``summarizeFloatsChecked(_:count:)``
     /// must be used instead.
     ///
-    /// Pass 1 (`Float32` SIMD): min, max, zero count and `s = Σ (x - x0)`.
-    /// Pass 2 (`Float64` SIMD): with the shift `m = x0 + s / n`, the corrected
-    /// two-pass sums `S1 = Σ (x - m)`, `S2 = Σ (x - m)^2` and `Q = Σ x^2`, giving
-    /// `mean = m + S1 / n` and `M2 = S2 - S1^2 / n`.
+    /// One SIMD pass: min, max and zero count in `Float32`; in `Float64`, with
+    /// the chunk's first value `x0` as the shift, `S1 = Σ (x - x0)`,
+    /// `S2 = Σ (x - x0)^2` and `Q = Σ x^2`, giving `mean = x0 + S1 / n` and
+    /// `M2 = S2 - S1^2 / n`. The shift removes any large common offset; the
+    /// cancellation left is about `ε (x0 - mean)^2 / variance` relative, far
+    /// below a `Float32` ulp unless `x0` lies millions of standard deviations out.
+    /// The kernel is `gs_summarize_finite_f32` (C, with a version for AVX2 CPUs).
     @inline(__always)
     static func summarizeFiniteFloats(_ p: UnsafePointer<Float>, count n: Int) -> ChunkSummary? {
-        let raw = UnsafeRawPointer(p)
-        let x0 = p[0]
-        let pivot = SIMD8<Float>(repeating: x0)
-        var shiftedSum = SIMD8<Float>()
-        var low = SIMD8<Float>(repeating: .infinity)
-        var high = SIMD8<Float>(repeating: -.infinity)
-        var zeroLanes = SIMD8<Int32>()
-        let ones = SIMD8<Int32>(repeating: 1)
-        let none = SIMD8<Int32>()
-        var i = 0
-        while i &+ 8 <= n {
-            let v = raw.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
-            shiftedSum += v - pivot
-            low = low.replacing(with: v, where: v .< low)
-            high = high.replacing(with: v, where: v .> high)
-            zeroLanes &+= none.replacing(with: ones, where: v .== SIMD8<Float>())
-            i &+= 8
-        }
-        var sum = shiftedSum.sum()
-        var minimum = low.min()
-        var maximum = high.max()
-        var zeros = Int(zeroLanes.wrappedSum())
-        while i < n {
-            let x = p[i]
-            sum += x - x0
-            if x < minimum { minimum = x }
-            if x > maximum { maximum = x }
-            if x == 0 { zeros &+= 1 }
-            i &+= 1
-        }
-        guard sum.isFinite else { return nil }
-
-        let count = Double(n)
-        let shift = Double(x0) + Double(sum) / count
-        let shiftLanes = SIMD4<Double>(repeating: shift)
-        var s1 = SIMD4<Double>()
-        var s2 = SIMD4<Double>()
-        var q = SIMD4<Double>()
-        i = 0
-        while i &+ 8 <= n {
-            let v = raw.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
-            let lo = SIMD4<Double>(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]))
-            let hi = SIMD4<Double>(Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7]))
-            let dLo = lo - shiftLanes
-            let dHi = hi - shiftLanes
-            s1 += dLo + dHi
-            s2 += dLo * dLo + dHi * dHi
-            q += lo * lo + hi * hi
-            i &+= 8
-        }
-        var sum1 = s1.sum()
-        var sum2 = s2.sum()
-        var squares = q.sum()
-        while i < n {
-            let x = Double(p[i])
-            let d = x - shift
-            sum1 += d
-            sum2 += d * d
-            squares += x * x
-            i &+= 1
-        }
+        var out = gs_float_summary()
+        guard gs_summarize_finite_f32(p, Int64(n), &out) else { return nil }
         var summary = ChunkSummary()
         summary.finite = n
-        summary.zeros = zeros
-        summary.min = Double(minimum)
-        summary.max = Double(maximum)
-        summary.mean = shift + sum1 / count
-        summary.m2 = Swift.max(0, sum2 - sum1 * sum1 / count)
-        summary.sumSquares = squares
+        summary.zeros = Int(out.zeros)
+        summary.min = out.min
+        summary.max = out.max
+        summary.mean = out.mean
+        summary.m2 = out.m2
+        summary.sumSquares = out.sumSquares
         return summary
     }
 
@@ -164,32 +110,14 @@ enum StatsKernels {
 
     // MARK: Per-unit sums
 
-    /// `Σ x^2` (in `Float64`) and the zero count of `n` finite `Float32` values.
+    /// `Σ x^2` (in `Float64`) and the zero count of `n` finite `Float32` values
+    /// (the kernel `gs_squares_zeros_f32`).
     @inline(__always)
     static func squaresAndZeros(_ p: UnsafePointer<Float>, count n: Int) -> (Double, Int) {
-        let raw = UnsafeRawPointer(p)
-        var q = SIMD4<Double>()
-        var zeroLanes = SIMD8<Int32>()
-        let ones = SIMD8<Int32>(repeating: 1)
-        let none = SIMD8<Int32>()
-        var i = 0
-        while i &+ 8 <= n {
-            let v = raw.loadUnaligned(fromByteOffset: i &* 4, as: SIMD8<Float>.self)
-            let lo = SIMD4<Double>(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]))
-            let hi = SIMD4<Double>(Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7]))
-            q += lo * lo + hi * hi
-            zeroLanes &+= none.replacing(with: ones, where: v .== SIMD8<Float>())
-            i &+= 8
-        }
-        var squares = q.sum()
-        var zeros = Int(zeroLanes.wrappedSum())
-        while i < n {
-            let x = Double(p[i])
-            squares += x * x
-            if x == 0 { zeros &+= 1 }
-            i &+= 1
-        }
-        return (squares, zeros)
+        var squares = 0.0
+        var zeros: Int64 = 0
+        gs_squares_zeros_f32(p, Int64(n), &squares, &zeros)
+        return (squares, Int(zeros))
     }
 
     /// Adds the per-unit `Σ x^2` and zero counts of a `Float32` chunk. Non-finite

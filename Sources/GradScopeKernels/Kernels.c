@@ -1,0 +1,222 @@
+// SIMD chunk kernels for the statistics. Written once with the compiler's vector
+// extensions; on x86-64 each is compiled twice (baseline SSE2 and AVX2 with FMA)
+// and the version for the running CPU is chosen when the program loads.
+
+#include "GradScopeKernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__clang__) && defined(__linux__)
+#define GS_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define GS_DISPATCH
+#endif
+
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef double f64x4 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef int64_t i64x4 __attribute__((vector_size(32)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+
+// Helpers are macros: a function taking or returning a 32-byte vector would have a
+// different calling convention in the baseline and the AVX2 versions.
+#define LOAD8(p) ({ f32x8 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define LOAD8U(p) ({ u32x8 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define LOW4(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 0, 1, 2, 3), f64x4)
+#define HIGH4(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 4, 5, 6, 7), f64x4)
+#define HSUM4(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
+#define HSUM8F(v) ((((v)[0] + (v)[4]) + ((v)[1] + (v)[5])) + (((v)[2] + (v)[6]) + ((v)[3] + (v)[7])))
+
+// One pass, two sets of accumulators (16 values per step) so that the additions
+// of consecutive steps do not wait on each other. With the chunk's first value
+// x0 as the shift, S1 = Σ (x - x0) and S2 = Σ (x - x0)² in float64 give
+// mean = x0 + S1 / n and M2 = S2 - S1² / n; the shift removes a large common
+// offset, and float64 keeps the cancellation error near ε (x0 - mean)² / var,
+// negligible unless x0 sits some 10^6 standard deviations from the mean.
+// Q = Σ x² is summed directly. Any NaN or infinity makes S2 non-finite
+// (float32 values squared and summed cannot overflow float64).
+GS_DISPATCH
+bool gs_summarize_finite_f32(const float *p, int64_t n, gs_float_summary *out) {
+    if (n <= 0) return false;
+    const float x0 = p[0];
+    const double shift = (double)x0;
+    const f64x4 s = {shift, shift, shift, shift};
+    const f32x8 zero = {0};
+    f32x8 low0 = {x0, x0, x0, x0, x0, x0, x0, x0}, low1 = low0, high0 = low0, high1 = low0;
+    i32x8 zeros0 = {0}, zeros1 = {0};
+    f64x4 s1a = {0}, s1b = {0}, s2a = {0}, s2b = {0}, qa = {0}, qb = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        f32x8 v = LOAD8(p + i), w = LOAD8(p + i + 8);
+        low0 = __builtin_elementwise_min(low0, v);
+        low1 = __builtin_elementwise_min(low1, w);
+        high0 = __builtin_elementwise_max(high0, v);
+        high1 = __builtin_elementwise_max(high1, w);
+        zeros0 -= (i32x8)(v == zero);
+        zeros1 -= (i32x8)(w == zero);
+        f64x4 v0 = LOW4(v), v1 = HIGH4(v), w0 = LOW4(w), w1 = HIGH4(w);
+        f64x4 dv0 = v0 - s, dv1 = v1 - s, dw0 = w0 - s, dw1 = w1 - s;
+        s1a += dv0 + dv1;
+        s1b += dw0 + dw1;
+        s2a += dv0 * dv0 + dv1 * dv1;
+        s2b += dw0 * dw0 + dw1 * dw1;
+        qa += v0 * v0 + v1 * v1;
+        qb += w0 * w0 + w1 * w1;
+    }
+    f32x8 low = __builtin_elementwise_min(low0, low1), high = __builtin_elementwise_max(high0, high1);
+    i32x8 zeroLanes = zeros0 + zeros1;
+    f64x4 s1v = s1a + s1b, s2v = s2a + s2b, qv = qa + qb;
+    double sum1 = HSUM4(s1v), sum2 = HSUM4(s2v), squares = HSUM4(qv);
+    float minimum = low[0], maximum = high[0];
+    for (int k = 1; k < 8; k++) {
+        if (low[k] < minimum) minimum = low[k];
+        if (high[k] > maximum) maximum = high[k];
+    }
+    int64_t zeros = 0;
+    for (int k = 0; k < 8; k++) zeros += zeroLanes[k];
+    for (; i < n; i++) {
+        float x = p[i];
+        if (x < minimum) minimum = x;
+        if (x > maximum) maximum = x;
+        zeros += x == 0;
+        double value = (double)x, d = value - shift;
+        sum1 += d;
+        sum2 += d * d;
+        squares += value * value;
+    }
+    if (!__builtin_isfinite(sum2) || !__builtin_isfinite(squares)) return false;
+    const double count = (double)n;
+    out->zeros = zeros;
+    out->min = (double)minimum;
+    out->max = (double)maximum;
+    out->mean = shift + sum1 / count;
+    double m2 = sum2 - sum1 * sum1 / count;
+    out->m2 = m2 > 0 ? m2 : 0;
+    out->sumSquares = squares;
+    return true;
+}
+
+GS_DISPATCH
+void gs_count_keys_f32(const float *values, int64_t n, uint32_t *counts) {
+    const unsigned char *raw = (const unsigned char *)values;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t k[4];
+        memcpy(k, raw + i * 4, sizeof k);
+        counts[k[0] >> 16] += 1;
+        counts[k[1] >> 16] += 1;
+        counts[k[2] >> 16] += 1;
+        counts[k[3] >> 16] += 1;
+    }
+    for (; i < n; i++) {
+        uint32_t k;
+        memcpy(&k, raw + i * 4, sizeof k);
+        counts[k >> 16] += 1;
+    }
+}
+
+// The sums of eight pairs at `offset` into the accumulator set `k`.
+#define DRIFT8(offset, k)                                                          \
+    do {                                                                           \
+        f32x8 va = LOAD8(pa + (offset)), vb = LOAD8(pb + (offset));                \
+        changed##k -= (i32x8)(LOAD8U(pa + (offset)) != LOAD8U(pb + (offset)));     \
+        f64x4 aLo = LOW4(va), aHi = HIGH4(va), bLo = LOW4(vb), bHi = HIGH4(vb);    \
+        f64x4 dLo = bLo - aLo, dHi = bHi - aHi;                                    \
+        squaresA##k += aLo * aLo + aHi * aHi;                                      \
+        squaresB##k += bLo * bLo + bHi * bHi;                                      \
+        squaresD##k += dLo * dLo + dHi * dHi;                                      \
+        f64x4 pLo = aLo * bLo, pHi = aHi * bHi;                                    \
+        dot##k += pLo + pHi;                                                       \
+        flips##k -= (i64x4)(pLo < zero);                                           \
+        flips##k -= (i64x4)(pHi < zero);                                           \
+        maxDelta##k = __builtin_elementwise_max(                                   \
+            maxDelta##k, __builtin_elementwise_max(__builtin_elementwise_abs(dLo), \
+                                                   __builtin_elementwise_abs(dHi)));\
+    } while (0)
+
+// Sixteen pairs per step into two sets of accumulators, so that consecutive
+// steps do not wait on each other's additions.
+GS_DISPATCH
+bool gs_drift_finite_f32(const float *pa, const float *pb, int64_t n, gs_drift_sums *out) {
+    const f64x4 zero = {0};
+    f64x4 squaresA0 = zero, squaresA1 = zero, squaresB0 = zero, squaresB1 = zero, squaresD0 = zero, squaresD1 = zero;
+    f64x4 dot0 = zero, dot1 = zero, maxDelta0 = zero, maxDelta1 = zero;
+    i32x8 changed0 = {0}, changed1 = {0};
+    i64x4 flips0 = {0}, flips1 = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        DRIFT8(i, 0);
+        DRIFT8(i + 8, 1);
+    }
+    if (i + 8 <= n) {
+        DRIFT8(i, 0);
+        i += 8;
+    }
+    f64x4 squaresA = squaresA0 + squaresA1, squaresB = squaresB0 + squaresB1, squaresDelta = squaresD0 + squaresD1;
+    f64x4 dot = dot0 + dot1, maxDelta = __builtin_elementwise_max(maxDelta0, maxDelta1);
+    i64x4 flipLanes = flips0 + flips1;
+    i32x8 changedLanes = changed0 + changed1;
+    gs_drift_sums s;
+    s.squaresA = HSUM4(squaresA);
+    s.squaresB = HSUM4(squaresB);
+    s.squaresDelta = HSUM4(squaresDelta);
+    s.dot = HSUM4(dot);
+    s.maxAbsDelta = 0;
+    for (int k = 0; k < 4; k++) if (maxDelta[k] > s.maxAbsDelta) s.maxAbsDelta = maxDelta[k];
+    s.changed = 0;
+    for (int k = 0; k < 8; k++) s.changed += changedLanes[k];
+    s.signFlips = flipLanes[0] + flipLanes[1] + flipLanes[2] + flipLanes[3];
+    for (; i < n; i++) {
+        double a = (double)pa[i], b = (double)pb[i], d = b - a;
+        s.squaresA += a * a;
+        s.squaresB += b * b;
+        s.squaresDelta += d * d;
+        double product = a * b;
+        s.dot += product;
+        if (product < 0) s.signFlips += 1;
+        double m = d < 0 ? -d : d;
+        if (m > s.maxAbsDelta) s.maxAbsDelta = m;
+        uint32_t ua, ub;
+        memcpy(&ua, pa + i, 4);
+        memcpy(&ub, pb + i, 4);
+        if (ua != ub) s.changed += 1;
+    }
+    // A NaN or an infinity makes the sums NaN or infinite (squares of finite float32 values cannot overflow).
+    if (!__builtin_isfinite(s.squaresA + s.squaresB + s.squaresDelta + s.dot)) return false;
+    *out = s;
+    return true;
+}
+
+GS_DISPATCH
+void gs_squares_zeros_f32(const float *p, int64_t n, double *squares, int64_t *zeros) {
+    f64x4 q = {0};
+    i32x8 zeroLanes = {0};
+    const f32x8 zero = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        f32x8 v = LOAD8(p + i);
+        f64x4 lo = LOW4(v), hi = HIGH4(v);
+        q += lo * lo + hi * hi;
+        zeroLanes -= (i32x8)(v == zero);
+    }
+    double sum = HSUM4(q);
+    int64_t z = 0;
+    for (int k = 0; k < 8; k++) z += zeroLanes[k];
+    for (; i < n; i++) {
+        double x = (double)p[i];
+        sum += x * x;
+        z += p[i] == 0;
+    }
+    *squares = sum;
+    *zeros = z;
+}
+
+#if defined(__x86_64__) && defined(__clang__) && defined(__linux__)
+const char *gs_kernels_isa(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "avx2+fma" : "baseline";
+}
+#else
+const char *gs_kernels_isa(void) { return "baseline"; }
+#endif

@@ -1,0 +1,45 @@
+#ifndef GRADSCOPE_KERNELS_H
+#define GRADSCOPE_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/// Moments and extremes of a chunk of float32 values that are all finite.
+typedef struct {
+    int64_t zeros;
+    double min;
+    double max;
+    double mean;
+    double m2;
+    double sumSquares;
+} gs_float_summary;
+
+/// Sums over a chunk of finite float32 pairs (a earlier, b later).
+typedef struct {
+    int64_t changed;
+    int64_t signFlips;
+    double squaresA;
+    double squaresB;
+    double squaresDelta;
+    double dot;
+    double maxAbsDelta;
+} gs_drift_sums;
+
+/// Summarises `n >= 1` float32 values: min, max, zero count, and the shifted two-pass moments
+/// (see StatsKernels.summarizeFiniteFloats). Returns false, leaving `out` unspecified, when the
+/// chunk holds a NaN or an infinity or its float32 pivot sum overflows.
+bool gs_summarize_finite_f32(const float *values, int64_t n, gs_float_summary *out);
+
+/// Adds 1 to `counts[bits(values[i]) >> 16]` for each of the `n` values (65536 counts).
+void gs_count_keys_f32(const float *values, int64_t n, uint32_t *counts);
+
+/// Drift sums of `n` pairs; returns false when a value is NaN or infinite (or the squares overflow).
+bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out);
+
+/// Σ x² (in float64) and the zero count of `n` finite float32 values.
+void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros);
+
+/// The instruction set the kernels run with on this machine ("avx2+fma" or "baseline").
+const char *gs_kernels_isa(void);
+
+#endif

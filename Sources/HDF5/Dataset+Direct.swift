@@ -1,0 +1,65 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The raw bytes of a contiguous dataset, read straight from the file with
+/// `pread` into the caller's buffers, bypassing libhdf5 (and its global lock).
+///
+/// Elements are in the machine's byte order, as the gate in `Dataset.direct()`
+/// guarantees, so a read is a plain copy from the page cache into a small
+/// buffer that stays in the CPU's cache while it is measured. Reading beats
+/// mapping the file here: a mapping pays a page fault every few pages and
+/// brings each page in from memory while the statistics wait for it, and a
+/// file cut short while it is mapped kills the reader with SIGBUS, where a
+/// short read is an error that names the file.
+public struct DirectTensor: Sendable {
+    public let file: HDF5File
+    /// The dataset's path in the file, for errors.
+    public let object: String
+    /// Byte offset of element 0 in the file.
+    public let offset: Int
+    public let type: ElementType
+    public let count: Int
+
+    /// Reads elements `range` into `buffer`, which must hold at least
+    /// `range.count` elements of the dataset's type (`Float` for float32,
+    /// `Double` for float64).
+    public func read<T>(_ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>) throws {
+        guard let size = type.byteSize, MemoryLayout<T>.size == size, range.lowerBound >= 0, range.upperBound <= count,
+              buffer.count >= range.count, let base = buffer.baseAddress else {
+            throw HDF5Error(file: file.path, object: object, reason: .library, message: "direct read of \(range) does not fit its buffer")
+        }
+        try file.readBytes(at: offset + range.lowerBound * size, count: range.count * size,
+                           into: UnsafeMutableRawPointer(base), object: object)
+    }
+}
+
+extension Dataset {
+    /// The dataset as a region of the file that can be read directly, or nil
+    /// when that path does not apply. It applies only when all of these hold:
+    /// the layout is contiguous and its space allocated, there is no external
+    /// storage, the type is float32 or float64 in the machine's byte order,
+    /// the stored size equals elements × element size, the data lies inside
+    /// the file, and the file is on disk (not an in-memory image).
+    /// Everything else is read through libhdf5 by `stream`.
+    public func direct() -> DirectTensor? {
+        guard info.layout == .contiguous, info.allocated, info.externalFileCount == 0,
+              let offset = info.dataOffset, info.elementCount > 0, !file.isMemoryImage else { return nil }
+        let size: Int
+        switch info.type {
+        case .float32: size = 4
+        case .float64: size = 8
+        default: return nil
+        }
+        #if _endian(little)
+        guard info.byteOrder == .little else { return nil }
+        #else
+        guard info.byteOrder == .big else { return nil }
+        #endif
+        let (bytes, overflow) = info.elementCount.multipliedReportingOverflow(by: size)
+        guard !overflow, info.storageSize == bytes, offset >= 0,
+              offset.addingReportingOverflow(bytes).partialValue <= file.size,
+              !offset.addingReportingOverflow(bytes).overflow else { return nil }
+        return DirectTensor(file: file, object: path, offset: offset, type: info.type, count: info.elementCount)
+    }
+}
