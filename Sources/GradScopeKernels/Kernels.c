@@ -29,23 +29,24 @@ typedef uint32_t u32x8 __attribute__((vector_size(32)));
 #define HSUM8F(v) ((((v)[0] + (v)[4]) + ((v)[1] + (v)[5])) + (((v)[2] + (v)[6]) + ((v)[3] + (v)[7])))
 
 // One pass, two sets of accumulators (16 values per step) so that the additions
-// of consecutive steps do not wait on each other. With the chunk's first value
-// x0 as the shift, S1 = Σ (x - x0) and S2 = Σ (x - x0)² in float64 give
-// mean = x0 + S1 / n and M2 = S2 - S1² / n; the shift removes a large common
-// offset, and float64 keeps the cancellation error near ε (x0 - mean)² / var,
-// negligible unless x0 sits some 10^6 standard deviations from the mean.
-// Q = Σ x² is summed directly. Any NaN or infinity makes S2 non-finite
-// (float32 values squared and summed cannot overflow float64).
+// of consecutive steps do not wait on each other. With a shift c (the mean of
+// the values seen so far, or the chunk's first value), S1 = Σ (x - c) and
+// S2 = Σ (x - c)² in float64 give mean = c + S1 / n and M2 = S2 - S1² / n;
+// the shift removes a large common offset, and the cancellation error left is
+// about ε (c - mean)² / variance relative, negligible unless c lies some 10^6
+// standard deviations from the chunk's mean. Q = Σ x² follows as
+// S2 + 2 c S1 + n c² (rounding error relative to Q about ε c² / (mean² + variance)). Any NaN or infinity makes S2 non-finite (float32 values squared and
+// summed cannot overflow float64).
 GS_DISPATCH
-bool gs_summarize_finite_f32(const float *p, int64_t n, gs_float_summary *out) {
+bool gs_summarize_finite_f32(const float *p, int64_t n, double center, gs_float_summary *out) {
     if (n <= 0) return false;
     const float x0 = p[0];
-    const double shift = (double)x0;
+    const double shift = __builtin_isfinite(center) ? center : (double)x0;
     const f64x4 s = {shift, shift, shift, shift};
     const f32x8 zero = {0};
     f32x8 low0 = {x0, x0, x0, x0, x0, x0, x0, x0}, low1 = low0, high0 = low0, high1 = low0;
     i32x8 zeros0 = {0}, zeros1 = {0};
-    f64x4 s1a = {0}, s1b = {0}, s2a = {0}, s2b = {0}, qa = {0}, qb = {0};
+    f64x4 s1a = {0}, s1b = {0}, s2a = {0}, s2b = {0};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         f32x8 v = LOAD8(p + i), w = LOAD8(p + i + 8);
@@ -55,19 +56,16 @@ bool gs_summarize_finite_f32(const float *p, int64_t n, gs_float_summary *out) {
         high1 = __builtin_elementwise_max(high1, w);
         zeros0 -= (i32x8)(v == zero);
         zeros1 -= (i32x8)(w == zero);
-        f64x4 v0 = LOW4(v), v1 = HIGH4(v), w0 = LOW4(w), w1 = HIGH4(w);
-        f64x4 dv0 = v0 - s, dv1 = v1 - s, dw0 = w0 - s, dw1 = w1 - s;
+        f64x4 dv0 = LOW4(v) - s, dv1 = HIGH4(v) - s, dw0 = LOW4(w) - s, dw1 = HIGH4(w) - s;
         s1a += dv0 + dv1;
         s1b += dw0 + dw1;
         s2a += dv0 * dv0 + dv1 * dv1;
         s2b += dw0 * dw0 + dw1 * dw1;
-        qa += v0 * v0 + v1 * v1;
-        qb += w0 * w0 + w1 * w1;
     }
     f32x8 low = __builtin_elementwise_min(low0, low1), high = __builtin_elementwise_max(high0, high1);
     i32x8 zeroLanes = zeros0 + zeros1;
-    f64x4 s1v = s1a + s1b, s2v = s2a + s2b, qv = qa + qb;
-    double sum1 = HSUM4(s1v), sum2 = HSUM4(s2v), squares = HSUM4(qv);
+    f64x4 s1v = s1a + s1b, s2v = s2a + s2b;
+    double sum1 = HSUM4(s1v), sum2 = HSUM4(s2v);
     float minimum = low[0], maximum = high[0];
     for (int k = 1; k < 8; k++) {
         if (low[k] < minimum) minimum = low[k];
@@ -80,20 +78,20 @@ bool gs_summarize_finite_f32(const float *p, int64_t n, gs_float_summary *out) {
         if (x < minimum) minimum = x;
         if (x > maximum) maximum = x;
         zeros += x == 0;
-        double value = (double)x, d = value - shift;
+        double d = (double)x - shift;
         sum1 += d;
         sum2 += d * d;
-        squares += value * value;
     }
-    if (!__builtin_isfinite(sum2) || !__builtin_isfinite(squares)) return false;
+    if (!__builtin_isfinite(sum2)) return false;
     const double count = (double)n;
+    const double squares = sum2 + 2 * shift * sum1 + count * shift * shift;
     out->zeros = zeros;
     out->min = (double)minimum;
     out->max = (double)maximum;
     out->mean = shift + sum1 / count;
     double m2 = sum2 - sum1 * sum1 / count;
     out->m2 = m2 > 0 ? m2 : 0;
-    out->sumSquares = squares;
+    out->sumSquares = squares > 0 ? squares : 0;
     return true;
 }
 

@@ -170,6 +170,30 @@ struct ReadTests {
         }
     }
 
+    @Test("a file cut short after it was opened gives a truncation error on a direct read, not a crash")
+    func directReadOfFileCutAfterOpening() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("cut-later.h5")
+        do {
+            let writer = try HDF5Writer(creating: path)
+            try writer.write("w", (0..<100_000).map(Double.init), shape: [100_000], as: .float32)
+        }
+        let file = try HDF5File.open(path)
+        let direct = try #require(try file.dataset("/w").direct())
+        // A training job rewriting the file in place: it is now half as long.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: UInt64(file.size / 2))
+        try handle.close()
+        var buffer = [Float](repeating: 0, count: 100_000)
+        do {
+            try buffer.withUnsafeMutableBufferPointer { try direct.read(0..<100_000, into: $0) }
+            Issue.record("a read past the new end of the file succeeded")
+        } catch let error as HDF5Error {
+            #expect(error.file == path && error.object == "/w" && error.reason == .truncated)
+            #expect(error.message.contains("truncated"))
+        }
+    }
+
     @Test("in-memory images never touch the disk and never alias each other, whatever their names")
     func images() throws {
         let dir = try TemporaryDirectory()

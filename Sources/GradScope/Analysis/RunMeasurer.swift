@@ -8,6 +8,37 @@ public struct UnitSnapshot: Sendable, Codable {
     public var layer: String
     public var source: UnitEvidence
     public var alive: [Bool]
+
+    private enum CodingKeys: String, CodingKey { case key, name, layer, source, alive }
+
+    public init(key: String, name: String, layer: String, source: UnitEvidence, alive: [Bool]) {
+        self.key = key
+        self.name = name
+        self.layer = layer
+        self.source = source
+        self.alive = alive
+    }
+
+    /// `alive` travels as one string of `1` and `0` (a layer has thousands of units,
+    /// and a list of JSON booleans costs five times the bytes and far more time to parse).
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        key = try container.decode(String.self, forKey: .key)
+        name = try container.decode(String.self, forKey: .name)
+        layer = try container.decode(String.self, forKey: .layer)
+        source = try container.decode(UnitEvidence.self, forKey: .source)
+        let bits = try container.decode(String.self, forKey: .alive)
+        alive = bits.utf8.map { $0 == UInt8(ascii: "1") }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(key, forKey: .key)
+        try container.encode(name, forKey: .name)
+        try container.encode(layer, forKey: .layer)
+        try container.encode(source, forKey: .source)
+        try container.encode(String(decoding: alive.map { $0 ? UInt8(ascii: "1") : UInt8(ascii: "0") }, as: UTF8.self), forKey: .alive)
+    }
 }
 
 /// Measures every tensor of every step of a run: statistics for all, drift

@@ -51,15 +51,16 @@ final class WorkerPool: @unchecked Sendable {
     func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [Outcome] {
         let results = ResultBox(count: requests.count)
         let completions = CompletionQueue()
-        let queue = IndexQueue(count: requests.count)
+        let slotCount = min(options.jobs, requests.count)
+        let queue = IndexQueue(count: requests.count, slots: slotCount)
         let slots = DispatchGroup()
-        for _ in 0..<min(options.jobs, requests.count) {
+        for slot in 0..<slotCount {
             slots.enter()
             // Threads of their own: these block on a child process, and Dispatch's pool
             // (capped at the core count, grown about once a second) would stall behind them.
             Thread.detachNewThread { [self] in
                 var connection = takeIdle()
-                while let index = queue.next() {
+                while let index = queue.next(slot: slot) {
                     results.set(index, runOne(requests[index], on: &connection))
                     completions.push(index)
                 }
@@ -135,18 +136,30 @@ final class WorkerPool: @unchecked Sendable {
     }
 }
 
-/// Hands out `0..<count` once each, to several threads.
+/// Hands out `0..<count` once each, to several slots: each slot first works
+/// through a contiguous share in order (so a worker measures neighbouring
+/// steps, whose files it holds open), then takes from the end of the largest
+/// share left.
 final class IndexQueue: @unchecked Sendable {
     private let lock = NSLock()
-    private var nextIndex = 0
-    private let count: Int
-    init(count: Int) { self.count = count }
-    func next() -> Int? {
+    private var shares: [Range<Int>]
+
+    init(count: Int, slots: Int) {
+        let slots = max(1, slots)
+        shares = (0..<slots).map { slot in (count * slot / slots)..<(count * (slot + 1) / slots) }
+    }
+
+    func next(slot: Int) -> Int? {
         lock.lock()
         defer { lock.unlock() }
-        guard nextIndex < count else { return nil }
-        nextIndex += 1
-        return nextIndex - 1
+        if shares.indices.contains(slot), let index = shares[slot].first {
+            shares[slot] = (index + 1)..<shares[slot].upperBound
+            return index
+        }
+        guard let largest = shares.indices.max(by: { shares[$0].count < shares[$1].count }), !shares[largest].isEmpty else { return nil }
+        let index = shares[largest].upperBound - 1
+        shares[largest] = shares[largest].lowerBound..<index
+        return index
     }
 }
 

@@ -111,7 +111,9 @@ public enum Worker {
             case .load:
                 marker("opening")
                 let checkpoints = try CheckpointLoader.load(request.path, options: request.loadOptions)
-                return WorkerResponse(checkpoints: checkpoints.map { CheckpointSummary($0) })
+                let summaries = checkpoints.map { CheckpointSummary($0) }
+                if let first = summaries.first { OpenCheckpoints.shared.keep(checkpoints, file: request.path, size: first.size, mtime: first.mtime) }
+                return WorkerResponse(checkpoints: summaries)
             case .measure:
                 guard let current = request.current else { return WorkerResponse(error: "no checkpoint to measure") }
                 marker("opening")
@@ -135,13 +137,21 @@ public enum Worker {
         }
     }
 
-    /// Opens the checkpoint a summary describes, refusing a file that changed since.
+    /// Opens the checkpoint a summary describes (or takes it from the files
+    /// this worker still holds open), refusing a file that changed since.
     static func reopen(_ summary: CheckpointSummary, options: LoadOptions) throws -> Checkpoint {
         let (size, mtime) = FileIdentity.of(summary.file)
         guard size == summary.size, mtime == summary.mtime else {
             throw CheckpointError(file: summary.file, reason: "changed while the run was being scanned (a save in progress?); not analysed")
         }
-        guard let checkpoint = try CheckpointLoader.load(summary.file, options: options).first(where: { $0.source == summary.source }) else {
+        let all: [Checkpoint]
+        if let held = OpenCheckpoints.shared.take(file: summary.file, size: size, mtime: mtime) {
+            all = held
+        } else {
+            all = try CheckpointLoader.load(summary.file, options: options)
+            OpenCheckpoints.shared.keep(all, file: summary.file, size: size, mtime: mtime)
+        }
+        guard let checkpoint = all.first(where: { $0.source == summary.source }) else {
             throw CheckpointError(file: summary.file, reason: "no longer holds \(summary.source)")
         }
         if checkpoint.metadata.step == nil || checkpoint.metadata.stepSource != summary.metadata.stepSource {
@@ -150,5 +160,43 @@ public enum Worker {
             checkpoint.metadata.step = summary.metadata.step
         }
         return checkpoint
+    }
+}
+
+/// The last few files a worker opened, kept open: the measuring phase needs
+/// each file twice (as the current step and as the previous one) and usually
+/// right after it was described, and opening a file costs more than measuring
+/// a small one. Entries are reused only while size and modification time match.
+final class OpenCheckpoints: @unchecked Sendable {
+    static let shared = OpenCheckpoints()
+    /// Files kept open at most.
+    static let capacity = 4
+
+    private struct Entry {
+        var file: String
+        var size: Int
+        var mtime: Double
+        var checkpoints: [Checkpoint]
+    }
+
+    private let lock = NSLock()
+    private var entries: [Entry] = []
+
+    func keep(_ checkpoints: [Checkpoint], file: String, size: Int, mtime: Double) {
+        lock.lock()
+        defer { lock.unlock() }
+        entries.removeAll { $0.file == file }
+        entries.append(Entry(file: file, size: size, mtime: mtime, checkpoints: checkpoints))
+        if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
+    }
+
+    func take(file: String, size: Int, mtime: Double) -> [Checkpoint]? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let index = entries.firstIndex(where: { $0.file == file }) else { return nil }
+        let entry = entries.remove(at: index)
+        guard entry.size == size, entry.mtime == mtime else { return nil }
+        entries.append(entry)
+        return entry.checkpoints
     }
 }

@@ -134,7 +134,7 @@ public struct StatsAccumulator: Sendable {
         let keyHits = floatSketch.addFloats(p, count: n)
         let summary: StatsKernels.ChunkSummary
         let allFinite: Bool
-        if let fast = StatsKernels.summarizeFiniteFloats(p, count: n) {
+        if let fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: moments.count > 0 ? moments.mean : nil) {
             summary = fast
             allFinite = true
         } else {

@@ -19,21 +19,22 @@ enum StatsKernels {
     }
 
     /// Fast path for a chunk of `Float32` values that are all finite; returns
-    /// `nil` when the chunk holds a NaN or an infinity (or when the `Float32`
-    /// pivot sum overflows), in which case ``summarizeFloatsChecked(_:count:)``
-    /// must be used instead.
+    /// `nil` when the chunk holds a NaN or an infinity, in which case
+    /// ``summarizeFloatsChecked(_:count:)`` must be used instead.
     ///
     /// One SIMD pass: min, max and zero count in `Float32`; in `Float64`, with
-    /// the chunk's first value `x0` as the shift, `S1 = Σ (x - x0)`,
-    /// `S2 = Σ (x - x0)^2` and `Q = Σ x^2`, giving `mean = x0 + S1 / n` and
-    /// `M2 = S2 - S1^2 / n`. The shift removes any large common offset; the
-    /// cancellation left is about `ε (x0 - mean)^2 / variance` relative, far
-    /// below a `Float32` ulp unless `x0` lies millions of standard deviations out.
+    /// the shift `c = center` (the running mean of the earlier chunks; the
+    /// chunk's first value when `nil`), `S1 = Σ (x - c)` and `S2 = Σ (x - c)^2`,
+    /// giving `mean = c + S1 / n`, `M2 = S2 - S1^2 / n` and
+    /// `Q = Σ x^2 = S2 + 2 c S1 + n c^2`. The shift removes any large common
+    /// offset; the cancellation left is about `ε (c - mean)^2 / variance`
+    /// relative, far below a `Float32` ulp unless `c` lies millions of standard
+    /// deviations from the chunk's mean (an outlier as the very first value).
     /// The kernel is `gs_summarize_finite_f32` (C, with a version for AVX2 CPUs).
     @inline(__always)
-    static func summarizeFiniteFloats(_ p: UnsafePointer<Float>, count n: Int) -> ChunkSummary? {
+    static func summarizeFiniteFloats(_ p: UnsafePointer<Float>, count n: Int, center: Double? = nil) -> ChunkSummary? {
         var out = gs_float_summary()
-        guard gs_summarize_finite_f32(p, Int64(n), &out) else { return nil }
+        guard gs_summarize_finite_f32(p, Int64(n), center ?? .nan, &out) else { return nil }
         var summary = ChunkSummary()
         summary.finite = n
         summary.zeros = Int(out.zeros)

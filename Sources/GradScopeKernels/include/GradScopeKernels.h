@@ -25,10 +25,11 @@ typedef struct {
     double maxAbsDelta;
 } gs_drift_sums;
 
-/// Summarises `n >= 1` float32 values: min, max, zero count, and the shifted two-pass moments
-/// (see StatsKernels.summarizeFiniteFloats). Returns false, leaving `out` unspecified, when the
-/// chunk holds a NaN or an infinity or its float32 pivot sum overflows.
-bool gs_summarize_finite_f32(const float *values, int64_t n, gs_float_summary *out);
+/// Summarises `n >= 1` float32 values in one pass: min, max, zero count, and the moments
+/// shifted by `center` (the mean so far; a non-finite center means the first value), see
+/// StatsKernels.summarizeFiniteFloats. Returns false, leaving `out` unspecified, when the
+/// chunk holds a NaN or an infinity.
+bool gs_summarize_finite_f32(const float *values, int64_t n, double center, gs_float_summary *out);
 
 /// Adds 1 to `counts[bits(values[i]) >> 16]` for each of the `n` values (65536 counts).
 void gs_count_keys_f32(const float *values, int64_t n, uint32_t *counts);
