@@ -38,7 +38,7 @@ typedef uint32_t u32x8 __attribute__((vector_size(32)));
 // S2 + 2 c S1 + n c² (rounding error relative to Q about ε c² / (mean² + variance)). Any NaN or infinity makes S2 non-finite (float32 values squared and
 // summed cannot overflow float64).
 GS_DISPATCH
-bool gs_summarize_finite_f32(const float *p, int64_t n, double center, gs_float_summary *out) {
+bool gs_summarize_finite_f32(const float *p, int64_t n, double center, uint32_t *counts, gs_float_summary *out) {
     if (n <= 0) return false;
     const float x0 = p[0];
     const double shift = __builtin_isfinite(center) ? center : (double)x0;
@@ -48,20 +48,40 @@ bool gs_summarize_finite_f32(const float *p, int64_t n, double center, gs_float_
     i32x8 zeros0 = {0}, zeros1 = {0};
     f64x4 s1a = {0}, s1b = {0}, s2a = {0}, s2b = {0};
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        f32x8 v = LOAD8(p + i), w = LOAD8(p + i + 8);
-        low0 = __builtin_elementwise_min(low0, v);
-        low1 = __builtin_elementwise_min(low1, w);
-        high0 = __builtin_elementwise_max(high0, v);
-        high1 = __builtin_elementwise_max(high1, w);
-        zeros0 -= (i32x8)(v == zero);
-        zeros1 -= (i32x8)(w == zero);
-        f64x4 dv0 = LOW4(v) - s, dv1 = HIGH4(v) - s, dw0 = LOW4(w) - s, dw1 = HIGH4(w) - s;
-        s1a += dv0 + dv1;
-        s1b += dw0 + dw1;
-        s2a += dv0 * dv0 + dv1 * dv1;
-        s2b += dw0 * dw0 + dw1 * dw1;
+#define SUMMARIZE16(i)                                                                       \
+    do {                                                                                     \
+        f32x8 v = LOAD8(p + (i)), w = LOAD8(p + (i) + 8);                                    \
+        low0 = __builtin_elementwise_min(low0, v);                                           \
+        low1 = __builtin_elementwise_min(low1, w);                                           \
+        high0 = __builtin_elementwise_max(high0, v);                                         \
+        high1 = __builtin_elementwise_max(high1, w);                                         \
+        zeros0 -= (i32x8)(v == zero);                                                        \
+        zeros1 -= (i32x8)(w == zero);                                                        \
+        f64x4 dv0 = LOW4(v) - s, dv1 = HIGH4(v) - s, dw0 = LOW4(w) - s, dw1 = HIGH4(w) - s; \
+        s1a += dv0 + dv1;                                                                    \
+        s1b += dw0 + dw1;                                                                    \
+        s2a += dv0 * dv0 + dv1 * dv1;                                                        \
+        s2b += dw0 * dw0 + dw1 * dw1;                                                        \
+    } while (0)
+    if (counts) {
+        // The sketch's scalar increments interleaved with the vector arithmetic:
+        // they use different execution units, so they overlap.
+        const unsigned char *raw = (const unsigned char *)p;
+        for (; i + 16 <= n; i += 16) {
+            SUMMARIZE16(i);
+            uint32_t k[16];
+            memcpy(k, raw + i * 4, sizeof k);
+            for (int j = 0; j < 16; j++) counts[k[j] >> 16] += 1;
+        }
+        for (int64_t j = i; j < n; j++) {
+            uint32_t key;
+            memcpy(&key, raw + j * 4, sizeof key);
+            counts[key >> 16] += 1;
+        }
+    } else {
+        for (; i + 16 <= n; i += 16) SUMMARIZE16(i);
     }
+#undef SUMMARIZE16
     f32x8 low = __builtin_elementwise_min(low0, low1), high = __builtin_elementwise_max(high0, high1);
     i32x8 zeroLanes = zeros0 + zeros1;
     f64x4 s1v = s1a + s1b, s2v = s2a + s2b;

@@ -86,8 +86,8 @@ struct LogBucketSketch: Sendable {
     mutating func addFloats(_ values: UnsafePointer<Float>, count n: Int) -> Int {
         guard n > 0 else { return 0 }
         let raw = UnsafeRawPointer(values)
-        total &+= n
         if dense.isEmpty && pending.count &+ n <= Self.pendingCapacity {
+            total &+= n
             var hits = 0
             let start = pending.count
             pending.append(contentsOf: repeatElement(0, count: n))
@@ -101,11 +101,21 @@ struct LogBucketSketch: Sendable {
             }
             return hits
         }
+        return countDense(n) { counts in gs_count_keys_f32(values, Int64(n), counts) } ?? 0
+    }
+
+    /// Lets `body` count `n` more keys straight into the dense table (switching
+    /// to it first) and returns how many of them fell on magnitude key 0; `nil`,
+    /// with nothing counted, while the `n` keys still fit the short list.
+    mutating func countDense(_ n: Int, _ body: (UnsafeMutablePointer<UInt32>) -> Void) -> Int? {
+        guard n > 0 else { return 0 }
+        if dense.isEmpty && pending.count &+ n <= Self.pendingCapacity { return nil }
+        total &+= n
         makeDense(reserving: n)
         let before = dense[0] &+ dense[0x8000]
         dense.withUnsafeMutableBufferPointer { table in
             guard let counts = table.baseAddress else { return }
-            gs_count_keys_f32(values, Int64(n), counts)
+            body(counts)
         }
         let after = dense[0] &+ dense[0x8000]
         return Int(after &- before)

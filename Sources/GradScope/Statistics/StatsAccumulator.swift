@@ -131,10 +131,21 @@ public struct StatsAccumulator: Sendable {
             }
         }
         count &+= n
-        let keyHits = floatSketch.addFloats(p, count: n)
+        let center = moments.count > 0 ? moments.mean : nil
+        var fast: StatsKernels.ChunkSummary?
+        // Large tensors: the sketch is counted in the same pass as the moments.
+        let keyHits: Int
+        if let hits = floatSketch.countDense(n, { counts in
+            fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts)
+        }) {
+            keyHits = hits
+        } else {
+            keyHits = floatSketch.addFloats(p, count: n)
+            fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center)
+        }
         let summary: StatsKernels.ChunkSummary
         let allFinite: Bool
-        if let fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: moments.count > 0 ? moments.mean : nil) {
+        if let fast {
             summary = fast
             allFinite = true
         } else {

@@ -30,11 +30,14 @@ enum StatsKernels {
     /// offset; the cancellation left is about `ε (c - mean)^2 / variance`
     /// relative, far below a `Float32` ulp unless `c` lies millions of standard
     /// deviations from the chunk's mean (an outlier as the very first value).
+    /// With `counts` (the sketch's dense table), each value's sketch key is
+    /// counted in the same pass, finite or not.
     /// The kernel is `gs_summarize_finite_f32` (C, with a version for AVX2 CPUs).
     @inline(__always)
-    static func summarizeFiniteFloats(_ p: UnsafePointer<Float>, count n: Int, center: Double? = nil) -> ChunkSummary? {
+    static func summarizeFiniteFloats(_ p: UnsafePointer<Float>, count n: Int, center: Double? = nil,
+                                      counts: UnsafeMutablePointer<UInt32>? = nil) -> ChunkSummary? {
         var out = gs_float_summary()
-        guard gs_summarize_finite_f32(p, Int64(n), center ?? .nan, &out) else { return nil }
+        guard gs_summarize_finite_f32(p, Int64(n), center ?? .nan, counts, &out) else { return nil }
         var summary = ChunkSummary()
         summary.finite = n
         summary.zeros = Int(out.zeros)

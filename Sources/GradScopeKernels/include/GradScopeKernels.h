@@ -27,9 +27,10 @@ typedef struct {
 
 /// Summarises `n >= 1` float32 values in one pass: min, max, zero count, and the moments
 /// shifted by `center` (the mean so far; a non-finite center means the first value), see
-/// StatsKernels.summarizeFiniteFloats. Returns false, leaving `out` unspecified, when the
-/// chunk holds a NaN or an infinity.
-bool gs_summarize_finite_f32(const float *values, int64_t n, double center, gs_float_summary *out);
+/// StatsKernels.summarizeFiniteFloats. Unless `counts` is NULL, also adds 1 to
+/// `counts[bits(values[i]) >> 16]` for every value (whether or not they are all finite).
+/// Returns false, leaving `out` unspecified, when the chunk holds a NaN or an infinity.
+bool gs_summarize_finite_f32(const float *values, int64_t n, double center, uint32_t *counts, gs_float_summary *out);
 
 /// Adds 1 to `counts[bits(values[i]) >> 16]` for each of the `n` values (65536 counts).
 void gs_count_keys_f32(const float *values, int64_t n, uint32_t *counts);
