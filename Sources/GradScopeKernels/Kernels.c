@@ -5,6 +5,9 @@
 #include "GradScopeKernels.h"
 
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #if defined(__x86_64__) && defined(__clang__) && defined(__linux__)
 #define GS_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -238,3 +241,17 @@ const char *gs_kernels_isa(void) {
 #else
 const char *gs_kernels_isa(void) { return "baseline"; }
 #endif
+
+void gs_tune_allocator(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    // And keep freed memory for the next tensor instead of returning it at once.
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+#endif
+}
+
+void gs_release_free_memory(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}

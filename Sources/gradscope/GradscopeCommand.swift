@@ -28,6 +28,7 @@ struct GradscopeCommand: ParsableCommand {
 extension GradscopeCommand {
     /// Parses and runs; usage errors exit with code 2 (DESIGN.md), not ArgumentParser's 64.
     static func main() {
+        StatsAccumulator.prepareAllocator()
         do {
             var command = try parseAsRoot()
             if let files = supervisedFiles(command) { Supervisor.run(files: files) }

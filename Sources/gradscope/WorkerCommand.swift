@@ -26,6 +26,7 @@ struct WorkerCommand: ParsableCommand {
             }
             let answer = (try? WorkerCoding.encoder().encode(response)) ?? Data(#"{"error":"internal: the answer could not be encoded"}"#.utf8)
             guard WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.answer, payload: answer), to: output) else { return }
+            StatsAccumulator.releaseFreeMemory()
         }
     }
 }

@@ -45,15 +45,17 @@ public enum TensorMeasurer {
             default: return try directStats(direct, as: Double.self, layout: layout, options: options)
             }
         }
+        return dataset.info.type.needsDouble
+            ? try streamedStats(dataset, as: Double.self, layout: layout, options: options)
+            : try streamedStats(dataset, as: Float.self, layout: layout, options: options)
+    }
+
+    /// Statistics of any dataset read through libhdf5 in blocks, converted to `T`.
+    static func streamedStats<T: MeasuredElement & HDF5Real>(_ dataset: Dataset, as _: T.Type, layout: UnitLayout,
+                                                             options: MeasureOptions) throws -> TensorStats {
         var accumulator = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
-        if dataset.info.type.needsDouble {
-            try dataset.stream(as: Double.self, blockElements: options.blockElements) { block, offset in
-                accumulator.add(block, at: offset)
-            }
-        } else {
-            try dataset.stream(as: Float.self, blockElements: options.blockElements) { block, offset in
-                accumulator.add(block, at: offset)
-            }
+        try dataset.stream(as: T.self, blockElements: options.blockElements) { block, offset in
+            T.add(block, at: offset, to: &accumulator)
         }
         return accumulator.finish()
     }
@@ -82,34 +84,28 @@ public enum TensorMeasurer {
                 return try directBoth(a, b, as: Double.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
             }
         }
+        return current.info.type.needsDouble || before.info.type.needsDouble
+            ? try streamedBoth(before, current, as: Double.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
+            : try streamedBoth(before, current, as: Float.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
+    }
+
+    /// Statistics of `current` and its drift from `earlier`, both read through libhdf5 block by block, side by side.
+    static func streamedBoth<T: MeasuredElement & HDF5Real>(_ earlier: Dataset, _ current: Dataset, as _: T.Type,
+                                                            statsLayout: UnitLayout, driftLayout: UnitLayout,
+                                                            options: MeasureOptions) throws -> (TensorStats, DriftStats) {
         var stats = StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins)
         var drift = DriftAccumulator(layout: driftLayout)
         let blocks = current.blocks(blockElements: options.blockElements)
         let capacity = blocks.map(\.count).max() ?? 0
-        if current.info.type.needsDouble || before.info.type.needsDouble {
-            var bufferA = [Double](repeating: 0, count: capacity), bufferB = [Double](repeating: 0, count: capacity)
-            for block in blocks {
-                try bufferA.withUnsafeMutableBufferPointer { try before.read(block, into: $0) }
-                try bufferB.withUnsafeMutableBufferPointer { try current.read(block, into: $0) }
-                bufferA.withUnsafeBufferPointer { pa in
-                    bufferB.withUnsafeBufferPointer { pb in
-                        let a = UnsafeBufferPointer(rebasing: pa[0..<block.count]), b = UnsafeBufferPointer(rebasing: pb[0..<block.count])
-                        stats.add(b, at: block.offset)
-                        drift.add(a, b, at: block.offset)
-                    }
-                }
-            }
-        } else {
-            var bufferA = [Float](repeating: 0, count: capacity), bufferB = [Float](repeating: 0, count: capacity)
-            for block in blocks {
-                try bufferA.withUnsafeMutableBufferPointer { try before.read(block, into: $0) }
-                try bufferB.withUnsafeMutableBufferPointer { try current.read(block, into: $0) }
-                bufferA.withUnsafeBufferPointer { pa in
-                    bufferB.withUnsafeBufferPointer { pb in
-                        let a = UnsafeBufferPointer(rebasing: pa[0..<block.count]), b = UnsafeBufferPointer(rebasing: pb[0..<block.count])
-                        stats.add(b, at: block.offset)
-                        drift.add(a, b, at: block.offset)
-                    }
+        var bufferA = [T](repeating: .zero, count: capacity), bufferB = [T](repeating: .zero, count: capacity)
+        for block in blocks {
+            try bufferA.withUnsafeMutableBufferPointer { try earlier.read(block, into: $0) }
+            try bufferB.withUnsafeMutableBufferPointer { try current.read(block, into: $0) }
+            bufferA.withUnsafeBufferPointer { pa in
+                bufferB.withUnsafeBufferPointer { pb in
+                    let a = UnsafeBufferPointer(rebasing: pa[0..<block.count]), b = UnsafeBufferPointer(rebasing: pb[0..<block.count])
+                    T.add(b, at: block.offset, to: &stats)
+                    T.add(a, b, at: block.offset, to: &drift)
                 }
             }
         }

@@ -169,8 +169,9 @@ public enum Worker {
 /// a small one. Entries are reused only while size and modification time match.
 final class OpenCheckpoints: @unchecked Sendable {
     static let shared = OpenCheckpoints()
-    /// Files kept open at most.
-    static let capacity = 4
+    /// Files kept open at most: the current step and the previous one, and one more
+    /// so that a small run's files are still open when measured right after being described.
+    static let capacity = 3
 
     private struct Entry {
         var file: String

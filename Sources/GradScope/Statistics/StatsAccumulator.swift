@@ -1,3 +1,5 @@
+import GradScopeKernels
+
 /// Streaming, mergeable summary statistics of one tensor in a single pass.
 ///
 /// Feed the tensor in blocks of any size with ``add(_:at:)``
@@ -25,6 +27,15 @@
 /// 2048 sketch keys are kept in a list) and 256 KiB for the dense sketch table
 /// beyond that.
 public struct StatsAccumulator: Sendable {
+    /// Call once at program start where many tensors are measured: keeps the
+    /// per-tensor sketch tables (256 KiB) on the heap instead of mapping and
+    /// faulting in fresh memory for each one (glibc's default above 128 KiB).
+    public static func prepareAllocator() { gs_tune_allocator() }
+
+    /// Hands the heap's free memory back to the system; a long-lived process
+    /// calls it between files so that its resident size stays that of one file's work.
+    public static func releaseFreeMemory() { gs_release_free_memory() }
+
     /// The unit layout used for ``TensorStats/unitNorms``.
     public let layout: UnitLayout
     /// Number of bins of ``TensorStats/histogram`` (at least 1).

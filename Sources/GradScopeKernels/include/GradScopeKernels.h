@@ -44,4 +44,12 @@ void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64
 /// The instruction set the kernels run with on this machine ("avx2+fma" or "baseline").
 const char *gs_kernels_isa(void);
 
+/// Keeps allocations below 4 MiB on the heap and up to 32 MiB of freed heap for reuse (glibc
+/// otherwise maps every block of 128 KiB or more afresh, or hands freed memory back at once, and
+/// the statistics allocate a 256 KiB sketch table per large tensor). No-op outside glibc.
+void gs_tune_allocator(void);
+
+/// Returns the heap's free memory to the system (between two files in a long-lived worker).
+void gs_release_free_memory(void);
+
 #endif
