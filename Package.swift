@@ -42,7 +42,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GradScopeTests",
-            dependencies: ["GradScope", "HDF5"]
+            dependencies: ["GradScope", "HDF5", "GradScopeKernels"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -23,13 +23,13 @@ enum StatsKernels {
     /// ``summarizeFloatsChecked(_:count:)`` must be used instead.
     ///
     /// One SIMD pass: min, max and zero count in `Float32`; in `Float64`, with
-    /// the shift `c = center` (the running mean of the earlier chunks; the
-    /// chunk's first value when `nil`), `S1 = Σ (x - c)` and `S2 = Σ (x - c)^2`,
+    /// the shift `c = center` (the running mean of the earlier chunks; when
+    /// `nil`, the median of the chunk's first, middle and last values), `S1 = Σ (x - c)` and `S2 = Σ (x - c)^2`,
     /// giving `mean = c + S1 / n`, `M2 = S2 - S1^2 / n` and
     /// `Q = Σ x^2 = S2 + 2 c S1 + n c^2`. The shift removes any large common
     /// offset; the cancellation left is about `ε (c - mean)^2 / variance`
     /// relative, far below a `Float32` ulp unless `c` lies millions of standard
-    /// deviations from the chunk's mean (an outlier as the very first value).
+    /// deviations from the chunk's mean.
     /// With `counts` (the sketch's dense table), each value's sketch key is
     /// counted in the same pass, finite or not.
     /// The kernel is `gs_summarize_finite_f32` (C, with a version for AVX2 CPUs).

@@ -26,7 +26,7 @@ typedef struct {
 } gs_drift_sums;
 
 /// Summarises `n >= 1` float32 values in one pass: min, max, zero count, and the moments
-/// shifted by `center` (the mean so far; a non-finite center means the first value), see
+/// shifted by `center` (the mean so far; a non-finite center means the median of the first, middle and last values), see
 /// StatsKernels.summarizeFiniteFloats. Unless `counts` is NULL, also adds 1 to
 /// `counts[bits(values[i]) >> 16]` for every value (whether or not they are all finite).
 /// Returns false, leaving `out` unspecified, when the chunk holds a NaN or an infinity.
@@ -43,6 +43,12 @@ void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64
 
 /// The instruction set the kernels run with on this machine ("avx2+fma" or "baseline").
 const char *gs_kernels_isa(void);
+
+/// The baseline versions of the kernels above, whatever this CPU supports (for tests).
+bool gs_summarize_baseline(const float *values, int64_t n, double center, uint32_t *counts, gs_float_summary *out);
+void gs_count_keys_baseline(const float *values, int64_t n, uint32_t *counts);
+bool gs_drift_baseline(const float *a, const float *b, int64_t n, gs_drift_sums *out);
+void gs_squares_zeros_baseline(const float *values, int64_t n, double *squares, int64_t *zeros);
 
 /// Keeps allocations below 4 MiB on the heap and up to 32 MiB of freed heap for reuse (glibc
 /// otherwise maps every block of 128 KiB or more afresh, or hands freed memory back at once, and
