@@ -52,7 +52,7 @@ func injectFault(for path: String) {
 
 /// Caps the heap of a process that reads untrusted files (GRADSCOPE_MEMORY_LIMIT_MB,
 /// default 2048; one worker per core): a malformed file that makes libhdf5 allocate without bound then
-/// fails in that process, not by exhausting the machine. Memory-mapped file data
+/// fails in that process, not by exhausting the machine. File data in the page cache
 /// does not count against it (RLIMIT_DATA covers the heap and anonymous mappings).
 func limitMemory() {
     let megabytes = ProcessInfo.processInfo.environment["GRADSCOPE_MEMORY_LIMIT_MB"].flatMap(Int.init) ?? 2048

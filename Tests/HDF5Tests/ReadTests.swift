@@ -138,7 +138,7 @@ struct ReadTests {
         var rng = SplitMix64(state: 3)
         let values = (0..<1000).map { _ in rng.normal() }
         for userBlock in [0, 512] {
-            let path = dir.path("mapped-\(userBlock).h5")
+            let path = dir.path("direct-\(userBlock).h5")
             do {
                 let writer = try HDF5Writer(creating: path, userBlock: userBlock)
                 try writer.write("w32", values, shape: [10, 100], as: .float32)

@@ -6,7 +6,7 @@ import HDF5
 public struct MeasureOptions: Sendable {
     /// Elements per block when streaming (4 MB of float32 by default).
     public var blockElements: Int = 1 << 20
-    /// Threads used on memory-mapped tensors.
+    /// Threads used on tensors read directly from the file (contiguous float32/float64).
     public var threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
     public var histogramBins: Int = 32
     /// A unit of an activation is inactive when zero for at least this fraction of the batch.
@@ -17,7 +17,8 @@ public struct MeasureOptions: Sendable {
 
 /// Reads tensors and computes their statistics (and their drift against an
 /// earlier save) in one streamed pass each: contiguous float32/float64 data is
-/// mapped from the file and split across threads; everything else is read
+/// read directly from the file (`pread`, 64 Ki elements at a time) and split
+/// across threads; everything else is read
 /// through libhdf5 in bounded blocks. Memory stays at a few blocks whatever
 /// the tensor's size.
 public enum TensorMeasurer {

@@ -209,10 +209,12 @@ extension Analysis {
                                     measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (ScanReport, RunMeasurements) {
         let pool = WorkerPool(options: isolation)
         defer { pool.shutdown() }
+        // Each worker may use every core for a large tensor: when the other workers are
+        // done (the last files of a run, a run of two huge saves) their cores would idle.
         func request(_ task: WorkerRequest.Task, path: String) -> WorkerRequest {
             WorkerRequest(task: task, path: path, layout: load.layout, followLinks: load.open.followLinks, allowPlugins: load.open.allowPlugins,
                           current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [],
-                          blockElements: measure.blockElements, threads: max(1, measure.threads / isolation.jobs),
+                          blockElements: measure.blockElements, threads: measure.threads,
                           histogramBins: measure.histogramBins, deadActivationFraction: thresholds.deadActivationFraction)
         }
         let loaded = try RunLoader.load(path, progress: nil) { files, done in
