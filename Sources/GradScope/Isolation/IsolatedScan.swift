@@ -61,8 +61,19 @@ final class WorkerPool: @unchecked Sendable {
             Thread.detachNewThread { [self] in
                 var connection = takeIdle()
                 while let index = queue.next(slot: slot) {
-                    results.set(index, runOne(requests[index], on: &connection))
-                    completions.push(index)
+                    switch exchange(requests[index], on: &connection) {
+                    case .success(let answer):
+                        // Decoded elsewhere, so the worker gets its next request at once.
+                        slots.enter()
+                        DispatchQueue.global().async {
+                            results.set(index, Self.decode(answer))
+                            completions.push(index)
+                            slots.leave()
+                        }
+                    case .failure(let failure):
+                        results.set(index, .failed(failure.reason))
+                        completions.push(index)
+                    }
                 }
                 putIdle(connection)
                 slots.leave()
@@ -76,9 +87,12 @@ final class WorkerPool: @unchecked Sendable {
     /// Runs one request on an idle worker (or a new one).
     func runOne(_ request: WorkerRequest) -> Outcome {
         var connection = takeIdle()
-        let outcome = runOne(request, on: &connection)
+        let exchanged = exchange(request, on: &connection)
         putIdle(connection)
-        return outcome
+        switch exchanged {
+        case .success(let answer): return Self.decode(answer)
+        case .failure(let failure): return .failed(failure.reason)
+        }
     }
 
     /// Ends every idle worker.
@@ -103,35 +117,46 @@ final class WorkerPool: @unchecked Sendable {
         lock.unlock()
     }
 
-    private func runOne(_ request: WorkerRequest, on connection: inout WorkerConnection?) -> Outcome {
+    /// Why a request got no answer, in words for the skipped list.
+    struct Failure: Error {
+        var reason: String
+    }
+
+    /// Sends one request to the worker (starting one if needed) and waits for
+    /// its answer, undecoded; a worker that dies or hangs is dropped.
+    private func exchange(_ request: WorkerRequest, on connection: inout WorkerConnection?) -> Result<Data, Failure> {
         let input: Data
-        do { input = try WorkerCoding.encoder().encode(request) } catch { return .failed("internal: \(error)") }
+        do { input = try WorkerCoding.encoder().encode(request) } catch { return .failure(Failure(reason: "internal: \(error)")) }
         if connection?.alive != true {
             do {
                 connection = try WorkerConnection(executable: options.executable, arguments: options.arguments)
             } catch {
                 connection = nil
-                return .failed("could not start a worker process: \(error)")
+                return .failure(Failure(reason: "could not start a worker process: \(error)"))
             }
         }
-        guard let worker = connection else { return .failed("could not start a worker process") }
+        guard let worker = connection else { return .failure(Failure(reason: "could not start a worker process")) }
         switch worker.send(input, timeout: options.timeout) {
         case .answer(let data):
-            do {
-                return .response(try WorkerCoding.decoder().decode(WorkerResponse.self, from: data))
-            } catch {
-                return .failed("internal: the worker's answer could not be decoded: \(error)")
-            }
+            return .success(data)
         case .died(let signal, let status, let timedOut, let lastObject):
             connection = nil
             let place = lastObject.map { $0 == "opening" ? " opening the file" : " reading \($0)" } ?? ""
             if timedOut {
-                return .failed("timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)")
+                return .failure(Failure(reason: "timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)"))
             }
             if let signal {
-                return .failed("malformed: the HDF5 library failed\(place) (the worker died with \(signal))")
+                return .failure(Failure(reason: "malformed: the HDF5 library failed\(place) (the worker died with \(signal))"))
             }
-            return .failed("malformed: the worker gave no result\(place) (exit code \(status))")
+            return .failure(Failure(reason: "malformed: the worker gave no result\(place) (exit code \(status))"))
+        }
+    }
+
+    static func decode(_ answer: Data) -> Outcome {
+        do {
+            return .response(try WorkerCoding.decoder().decode(WorkerResponse.self, from: answer))
+        } catch {
+            return .failed("internal: the worker's answer could not be decoded: \(error)")
         }
     }
 }
