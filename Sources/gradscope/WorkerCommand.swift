@@ -16,7 +16,7 @@ struct WorkerCommand: ParsableCommand {
         while case .frame(let kind, let payload) = reader.next(deadline: nil), kind == WorkerFrame.request {
             let response: WorkerResponse
             do {
-                let request = try WorkerCoding.decoder().decode(WorkerRequest.self, from: payload)
+                let request = try WorkerCoding.decode(WorkerRequest.self, from: payload)
                 injectFault(for: request.path)
                 response = Worker.handle(request) { object in
                     WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.marker, payload: Data(object.utf8)), to: output)
@@ -24,7 +24,8 @@ struct WorkerCommand: ParsableCommand {
             } catch {
                 response = WorkerResponse(error: "bad worker request: \(error)")
             }
-            let answer = (try? WorkerCoding.encoder().encode(response)) ?? Data(#"{"error":"internal: the answer could not be encoded"}"#.utf8)
+            let answer = (try? WorkerCoding.encode(response))
+                ?? (try? WorkerCoding.encode(WorkerResponse(error: "internal: the answer could not be encoded"))) ?? Data()
             guard WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.answer, payload: answer), to: output) else { return }
             StatsAccumulator.releaseFreeMemory()
         }

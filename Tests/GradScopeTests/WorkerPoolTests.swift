@@ -89,3 +89,57 @@ struct WorkerPoolTests {
         guard case .malformed = reader.next(deadline: FrameReader.now() + 10) else { Issue.record("accepted"); return }
     }
 }
+
+@Suite("Binary coding between the parent and its workers")
+struct BinaryCodingTests {
+    /// Compares through the JSON the command line prints, which covers every field.
+    static func json<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    @Test("a measured step and a described checkpoint come back exactly as they went")
+    func roundTripOfRealMessages() throws {
+        let run = try RunLoader.load(samplePath("exploding-nan"))
+        let checkpoints = run.checkpoints
+        #expect(checkpoints.count >= 2)
+        let (record, units) = RunMeasurer.measureStep(checkpoints[1], previous: checkpoints[0], index: 1, wantUnits: true,
+                                                      gradientNames: [], options: MeasureOptions())
+        let response = WorkerResponse(checkpoints: [CheckpointSummary(checkpoints[1])], record: record, units: units)
+        let decoded = try BinaryCoding.decode(WorkerResponse.self, from: try BinaryCoding.encode(response))
+        #expect(try Self.json(decoded) == (try Self.json(response)))
+        #expect(decoded.units?.first?.alive == units.first?.alive)
+        // Every double exactly, NaN and infinities included.
+        let values: [Double] = [.nan, .infinity, -.infinity, -0.0, .leastNonzeroMagnitude, .greatestFiniteMagnitude, 0.1, -1e-300]
+        let back = try BinaryCoding.decode([Double].self, from: try BinaryCoding.encode(values))
+        #expect(back.map(\.bitPattern) == values.map(\.bitPattern))
+        let optionals: [Int?] = [1, nil, -5, Int.max, Int.min]
+        #expect(try BinaryCoding.decode([Int?].self, from: try BinaryCoding.encode(optionals)) == optionals)
+        let table = ["b": [UInt8(1), 255], "a": []]
+        #expect(try BinaryCoding.decode([String: [UInt8]].self, from: try BinaryCoding.encode(table)) == table)
+    }
+
+    @Test("cut, corrupted or hostile messages are errors, never crashes or huge allocations")
+    func badMessages() throws {
+        let good = try BinaryCoding.encode(WorkerResponse(error: "a reason"))
+        for length in 0..<good.count {
+            #expect(throws: (any Error).self) { try BinaryCoding.decode(WorkerResponse.self, from: good.prefix(length)) }
+        }
+        var random = StatsTestRandom(seed: 5)
+        for _ in 0..<300 {
+            var bytes = [UInt8](good)
+            bytes[random.index(below: bytes.count)] = UInt8(truncatingIfNeeded: random.next())
+            _ = try? BinaryCoding.decode(WorkerResponse.self, from: Data(bytes))
+        }
+        // A list that claims 2^60 elements, and nesting 100 deep.
+        let huge = Data([7, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10])
+        #expect(throws: (any Error).self) { try BinaryCoding.decode([Int].self, from: huge) }
+        let deep = Data(Array(repeating: UInt8(7), count: 100).flatMap { [$0, 1] } + [0])
+        #expect(throws: (any Error).self) { try BinaryCoding.decode([Int].self, from: deep) }
+        // A number where a string belongs.
+        #expect(throws: (any Error).self) { try BinaryCoding.decode(String.self, from: try BinaryCoding.encode(3.5)) }
+        #expect(throws: (any Error).self) { try BinaryCoding.decode(UInt8.self, from: try BinaryCoding.encode(300)) }
+    }
+}

@@ -126,7 +126,7 @@ final class WorkerPool: @unchecked Sendable {
     /// its answer, undecoded; a worker that dies or hangs is dropped.
     private func exchange(_ request: WorkerRequest, on connection: inout WorkerConnection?) -> Result<Data, Failure> {
         let input: Data
-        do { input = try WorkerCoding.encoder().encode(request) } catch { return .failure(Failure(reason: "internal: \(error)")) }
+        do { input = try WorkerCoding.encode(request) } catch { return .failure(Failure(reason: "internal: \(error)")) }
         if connection?.alive != true {
             do {
                 connection = try WorkerConnection(executable: options.executable, arguments: options.arguments)
@@ -154,7 +154,7 @@ final class WorkerPool: @unchecked Sendable {
 
     static func decode(_ answer: Data) -> Outcome {
         do {
-            return .response(try WorkerCoding.decoder().decode(WorkerResponse.self, from: answer))
+            return .response(try WorkerCoding.decode(WorkerResponse.self, from: answer))
         } catch {
             return .failed("internal: the worker's answer could not be decoded: \(error)")
         }

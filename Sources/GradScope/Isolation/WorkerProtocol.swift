@@ -48,20 +48,12 @@ enum FileIdentity {
     }
 }
 
-/// JSON coding between the parent and its workers: non-finite numbers (a NaN
-/// loss, an infinite norm) travel as the strings "nan", "inf" and "-inf".
+/// Coding between the parent and its workers (``BinaryCoding``): doubles travel
+/// as their 8 bytes, so a NaN loss or an infinite norm arrives as it left.
 public enum WorkerCoding {
-    public static func encoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return encoder
-    }
+    public static func encode<T: Encodable>(_ value: T) throws -> Data { try BinaryCoding.encode(value) }
 
-    public static func decoder() -> JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return decoder
-    }
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T { try BinaryCoding.decode(type, from: data) }
 }
 
 /// What the parent asks a worker to do.
