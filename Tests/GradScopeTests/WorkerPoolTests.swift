@@ -143,3 +143,40 @@ struct BinaryCodingTests {
         #expect(throws: (any Error).self) { try BinaryCoding.decode(UInt8.self, from: try BinaryCoding.encode(300)) }
     }
 }
+
+@Suite("Worker requests, in process")
+struct WorkerRequestTests {
+    static func request(_ task: WorkerRequest.Task, _ path: String) -> WorkerRequest {
+        WorkerRequest(task: task, path: path, layout: nil, followLinks: false, allowPlugins: false, current: nil, previous: nil,
+                      index: 0, wantUnits: false, gradientNames: [], blockElements: 1 << 20, threads: 1,
+                      histogramBins: 32, deadActivationFraction: 0.99)
+    }
+
+    @Test("a file rewritten between being described and being measured is refused, even while the worker holds it open")
+    func fileChangedBetweenPhases() throws {
+        let directory = try TemporaryDirectory()
+        var run = SyntheticRun()
+        run.steps = [0, 100]
+        try run.write(to: directory.url.path)
+        let path = directory.path("step_000100.h5")
+        let described = Worker.handle(Self.request(.load, path)) { _ in }
+        let summary = try #require(described.checkpoints?.first)
+        // Measured as described: fine (and served from the file the worker still holds open).
+        var measure = Self.request(.measure, path)
+        measure.current = summary
+        let first = Worker.handle(measure) { _ in }
+        #expect(first.error == nil && first.record?.tensors.isEmpty == false)
+        // A save in progress rewrites the file with other numbers.
+        var other = SyntheticRun()
+        other.steps = [100]
+        other.seed = 99
+        other.widths = [16, 48, 4]
+        let elsewhere = try TemporaryDirectory()
+        try other.write(to: elsewhere.url.path)
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.copyItem(atPath: elsewhere.path("step_000100.h5"), toPath: path)
+        let second = Worker.handle(measure) { _ in }
+        #expect(second.record == nil)
+        #expect(second.error?.contains("changed while the run was being scanned") == true)
+    }
+}
