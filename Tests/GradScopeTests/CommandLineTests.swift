@@ -41,6 +41,23 @@ struct CommandLineTests {
 
     var available: Bool { FileManager.default.isExecutableFile(atPath: Self.binary) }
 
+    @Test("output to a pipe closed early ends the command quietly, as with any Unix tool")
+    func closedPipe() throws {
+        try #require(available, "the gradscope binary is built by swift build / swift test")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        // `true` exits at once, long before the scan writes its 160 KB of JSON.
+        process.arguments = ["-c", "\"$0\" scan \"$1\" --format json | true; exit ${PIPESTATUS[0]}", Self.binary, samplePath("vanishing-sigmoid")]
+        let err = Pipe()
+        process.standardError = err
+        try process.run()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // Ended by SIGPIPE (128 + 13) or finished before noticing; never a crash report.
+        #expect(process.terminationStatus == 141 || process.terminationStatus == 0, "status \(process.terminationStatus)")
+        #expect(!stderr.contains("Fatal error") && !stderr.contains("crashed"), "\(stderr.prefix(300))")
+    }
+
     @Test("scan --format json follows the contract")
     func scanJSON() throws {
         try #require(available, "the gradscope binary is built by swift build / swift test")

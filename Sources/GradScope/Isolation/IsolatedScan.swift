@@ -35,8 +35,6 @@ final class WorkerPool: @unchecked Sendable {
 
     init(options: IsolationOptions) {
         self.options = options
-        // A worker that dies while its request is being written must not take the parent with it.
-        signal(SIGPIPE, SIG_IGN)
     }
 
     deinit { shutdown() }

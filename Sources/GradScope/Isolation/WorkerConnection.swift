@@ -142,7 +142,7 @@ final class WorkerConnection {
     func send(_ request: Data, timeout: Double) -> Reply {
         let deadline = FrameReader.now() + timeout
         var lastObject: String?
-        if !WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.request, payload: request), to: input.fileDescriptor) {
+        if !Self.writeWithoutSIGPIPE(WorkerFrame.encode(kind: WorkerFrame.request, payload: request), to: input.fileDescriptor) {
             return finish(timedOut: false, lastObject: nil)
         }
         while true {
@@ -157,6 +157,26 @@ final class WorkerConnection {
                 return finish(timedOut: true, lastObject: lastObject)
             }
         }
+    }
+
+    /// Writes to a worker that may have died: SIGPIPE is blocked on this thread
+    /// for the write (and one raised by it is taken back), so a dead worker is
+    /// a failed write here, not the end of the parent. Ignoring SIGPIPE process-wide
+    /// instead would make a write to a closed stdout (`gradscope scan … | head`)
+    /// an error where a command-line tool should simply stop.
+    static func writeWithoutSIGPIPE(_ data: Data, to fd: Int32) -> Bool {
+        var pipeSignal = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        var previous = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, &previous)
+        let written = WorkerFrame.write(data, to: fd)
+        if !written {
+            var none = timespec()
+            _ = sigtimedwait(&pipeSignal, nil, &none)
+        }
+        pthread_sigmask(SIG_SETMASK, &previous, nil)
+        return written
     }
 
     /// Ends a worker that died or hung: kills it if needed and reports how it ended.
