@@ -36,13 +36,18 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Fixtures both test targets use: temporary directories, seeded numbers, sample and corpus paths.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "HDF5Tests",
-            dependencies: ["HDF5"]
+            dependencies: ["HDF5", "TestSupport"]
         ),
         .testTarget(
             name: "GradScopeTests",
-            dependencies: ["GradScope", "HDF5", "GradScopeKernels"]
+            dependencies: ["GradScope", "HDF5", "GradScopeKernels", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -2,6 +2,7 @@ import Foundation
 import HDF5
 import Testing
 @testable import GradScope
+import TestSupport
 
 /// End-to-end: the built binary, its exit codes, its JSON, its errors.
 @Suite("The gradscope command", .serialized)

@@ -4,6 +4,7 @@ import Testing
 @testable import GradScope
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// Damaged and foreign inputs, the way they turn up in a directory of

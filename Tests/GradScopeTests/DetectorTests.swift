@@ -2,6 +2,7 @@ import Foundation
 import HDF5
 import Testing
 @testable import GradScope
+import TestSupport
 
 @Suite("Detectors: each finds its pathology and stays quiet on a healthy run")
 struct DetectorTests {
@@ -78,7 +79,7 @@ struct DetectorTests {
         var run = SyntheticRun()
         run.activations = { _ in
             var values: [Double] = []
-            var noise = Noise(state: 9)
+            var noise = SplitMix64(state: 9)
             for _ in 0..<64 { for unit in 0..<10 { values.append(unit < 6 ? 0 : abs(noise.normal())) } }
             return ["hidden": (values, [64, 10])]
         }
@@ -171,7 +172,7 @@ struct DetectorTests {
         run.steps = Array(0...8)
         run.weightHook = { layer, save, weights, gradient in
             guard layer == 2, save == 5 else { return (weights, gradient) }
-            var noise = Noise(state: 77)
+            var noise = SplitMix64(state: 77)
             return (weights.map { $0 + noise.normal() * 0.5 * Swift.abs($0) + 0.1 * noise.normal() }, gradient)
         }
         let (report, _) = try run.scan()

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import GradScope
+import TestSupport
 
 /// Direct computation of the drift statistics of two arrays.
 struct DriftReference {
@@ -90,7 +91,7 @@ func driftExpectMatches(_ stats: DriftStats, _ reference: DriftReference, source
 
 /// Earlier/later pairs: small updates, some untouched elements, some sign flips, some specials.
 func driftTestPairs(count: Int, seed: UInt64, withSpecials: Bool = true) -> ([Float], [Float]) {
-    var random = StatsTestRandom(seed: seed)
+    var random = SplitMix64(seed: seed)
     let a = (0 ..< count).map { _ in Float(0.05 * random.gaussian()) }
     var b = a.map { x -> Float in
         let roll = random.uniform()

@@ -2,6 +2,7 @@ import Foundation
 import HDF5
 import Testing
 @testable import GradScope
+import TestSupport
 
 /// The direct-read, threaded path and the streamed path must agree with a
 /// straightforward computation on the same data.
@@ -10,7 +11,7 @@ struct FastPathTests {
     @Test("direct + threaded, streamed contiguous and streamed gzip give the same statistics and drift")
     func pathsAgree() throws {
         let dir = try TemporaryDirectory()
-        var noise = Noise(state: 5)
+        var noise = SplitMix64(state: 5)
         let count = 300_000
         let a = noise.normals(count, std: 0.05)
         let b = a.map { $0 + noise.normal() * 1e-3 }

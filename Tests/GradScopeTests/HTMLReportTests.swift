@@ -2,6 +2,7 @@ import Foundation
 import HDF5
 import Testing
 @testable import GradScope
+import TestSupport
 
 /// Helpers of the HTML report tests, kept in one namespace.
 enum HTMLReportFixture {

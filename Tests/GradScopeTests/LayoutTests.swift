@@ -2,6 +2,7 @@ import Foundation
 import HDF5
 import Testing
 @testable import GradScope
+import TestSupport
 
 @Suite("Layouts: tensors with the right name, layer, role and unit axis")
 struct LayoutTests {

@@ -1,53 +1,7 @@
 import Foundation
 import HDF5
 @testable import GradScope
-
-/// A fresh temporary directory for one test's files, removed when released.
-final class TemporaryDirectory {
-    let url: URL
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("gradscope-tests-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
-}
-
-/// Deterministic normal samples (SplitMix64 + Box-Muller).
-struct Noise {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    mutating func normal() -> Double {
-        let u = max(uniform(), 1e-300), v = uniform()
-        return (-2 * Foundation.log(u)).squareRoot() * cos(2 * .pi * v)
-    }
-    mutating func normals(_ count: Int, std: Double) -> [Double] { (0..<count).map { _ in normal() * std } }
-}
-
-/// Where the package's root is (for SampleCheckpoints/ and the built binary).
-let packageRoot: URL = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }
-    return url
-}()
-
-func samplePath(_ run: String) -> String { packageRoot.appendingPathComponent("SampleCheckpoints").appendingPathComponent(run).path }
-
-/// A real file of the shared corpus, when present.
-func corpusFile(_ relative: String) -> String? {
-    let path = packageRoot.deletingLastPathComponent().appendingPathComponent("shared/corpus").appendingPathComponent(relative).path
-    return FileManager.default.fileExists(atPath: path) ? path : nil
-}
+import TestSupport
 
 /// Writes a synthetic training run in the native layout: a PyTorch-style MLP
 /// (`l0` ... `lN`, weights [out, in], biases), one file per save, whose
@@ -69,7 +23,7 @@ struct SyntheticRun {
     var optimizerName = "Adam"
 
     func write(to directory: String) throws {
-        var noise = Noise(state: seed)
+        var noise = SplitMix64(state: seed)
         var weights: [[Double]] = []
         var biases: [[Double]] = []
         for layer in 0..<(widths.count - 1) {

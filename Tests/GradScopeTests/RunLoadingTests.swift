@@ -2,6 +2,7 @@ import Foundation
 import HDF5
 import Testing
 @testable import GradScope
+import TestSupport
 
 @Suite("Runs: step discovery, ordering and skipped files")
 struct RunLoadingTests {

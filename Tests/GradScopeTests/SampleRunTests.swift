@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import GradScope
+import TestSupport
 
 /// The bundled sample runs were made by real training; each must show its
 /// pathology on the right tensor from the right step, and the healthy ones nothing.

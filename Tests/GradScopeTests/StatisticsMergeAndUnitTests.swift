@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import GradScope
+import TestSupport
 
 @Suite("StatsAccumulator merging")
 struct StatisticsMergeTests {

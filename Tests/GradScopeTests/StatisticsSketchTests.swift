@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import GradScope
+import TestSupport
 
 @Suite("Quantile sketch and log2 histogram")
 struct StatisticsSketchTests {
@@ -9,8 +10,8 @@ struct StatisticsSketchTests {
     }
 
     @Test func quantilesWithinOnePercentOfNearestRank() throws {
-        var random = StatsTestRandom(seed: 1234)
-        let generators: [(String, (inout StatsTestRandom) -> Double)] = [
+        var random = SplitMix64(seed: 1234)
+        let generators: [(String, (inout SplitMix64) -> Double)] = [
             ("gaussian", { 3 + $0.gaussian() }),
             ("lognormal", { Foundation.exp(2 * $0.gaussian()) }),
             ("two-sided", { ($0.uniform() < 0.3 ? -1 : 1) * $0.uniform(in: 1 ... 10) }),
@@ -51,7 +52,7 @@ struct StatisticsSketchTests {
 
     @Test func quantilesNearZeroHaveAbsoluteErrorBelowNormalRange() throws {
         // Subnormal magnitudes are bucketed coarsely: the error bound is absolute there.
-        var random = StatsTestRandom(seed: 9)
+        var random = SplitMix64(seed: 9)
         let values = (0 ..< 3000).map { _ in
             Float(bitPattern: UInt32(random.index(below: 0x0080_0000))) * (random.uniform() < 0.5 ? -1 : 1)
         }
@@ -68,7 +69,7 @@ struct StatisticsSketchTests {
     }
 
     @Test func representativeIsWithinBucketBound() {
-        var random = StatsTestRandom(seed: 31)
+        var random = SplitMix64(seed: 31)
         for _ in 0 ..< 20_000 {
             // Normal floats of every exponent.
             let bits = UInt32(0x0080_0000) + UInt32(random.index(below: 0x7F00_0000))
@@ -91,7 +92,7 @@ struct StatisticsSketchTests {
         }
         values.append(.greatestFiniteMagnitude)
         values.append(0)
-        var random = StatsTestRandom(seed: 2)
+        var random = SplitMix64(seed: 2)
         for _ in 0 ..< 5000 { values.append(Float(bitPattern: UInt32(random.next() & 0xFFFF_FFFF))) }
         for blockSizes in [[values.count], [1, 17, 300]] {
             var accumulator = StatsAccumulator()
@@ -133,7 +134,7 @@ struct StatisticsSketchTests {
     }
 
     @Test func radixSortMatchesStandardSort() {
-        var random = StatsTestRandom(seed: 6)
+        var random = SplitMix64(seed: 6)
         for count in [0, 1, 5, 127, 128, 2048] {
             let keys = (0 ..< count).map { _ in UInt16(truncatingIfNeeded: random.next()) }
             #expect(LogBucketSketch.radixSorted(keys) == keys.sorted())

@@ -1,40 +1,6 @@
 import Foundation
 @testable import GradScope
-
-/// SplitMix64: a small deterministic generator for reproducible test data.
-struct StatsTestRandom {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    mutating func uniform() -> Double {
-        Double(next() >> 11) / 9_007_199_254_740_992.0
-    }
-
-    mutating func uniform(in range: ClosedRange<Double>) -> Double {
-        range.lowerBound + (range.upperBound - range.lowerBound) * uniform()
-    }
-
-    /// Standard normal (Box–Muller).
-    mutating func gaussian() -> Double {
-        let u1 = (Double(next() >> 11) + 0.5) / 9_007_199_254_740_992.0
-        let u2 = uniform()
-        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
-    }
-
-    mutating func index(below n: Int) -> Int {
-        Int(next() % UInt64(n))
-    }
-}
+import TestSupport
 
 /// Straightforward reference computations over a whole array.
 struct StatsReference {
@@ -180,7 +146,7 @@ func statsClose(_ a: Double?, _ b: Double?, relative: Double, absolute: Double =
 
 /// Gaussian `Float32` data with a sprinkling of special values, deterministic for a seed.
 func statsMixedFloatData(count: Int, seed: UInt64, mean: Double = 0.01, scale: Double = 0.05) -> [Float] {
-    var random = StatsTestRandom(seed: seed)
+    var random = SplitMix64(seed: seed)
     var values = (0 ..< count).map { _ in Float(mean + scale * random.gaussian()) }
     let specials: [Float] = [
         .nan, .nan, .infinity, .infinity, -.infinity, 0, -0.0, 0,

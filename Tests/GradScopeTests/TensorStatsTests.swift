@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import GradScope
+import TestSupport
 
 /// Checks every field of `stats` against a direct computation over `values`.
 func statsExpectMatchesReference(
@@ -174,7 +175,7 @@ struct TensorStatsTests {
     }
 
     @Test func largeMeanTinyVarianceDouble() throws {
-        var random = StatsTestRandom(seed: 11)
+        var random = SplitMix64(seed: 11)
         let values = (0 ..< 100_000).map { _ in 1e6 + 1e-3 * random.gaussian() }
         var accumulator = StatsAccumulator()
         statsAddInBlocks(values, to: &accumulator, blockSizes: [999, 4097])
@@ -192,7 +193,7 @@ struct TensorStatsTests {
     }
 
     @Test func largeMeanTinyVarianceFloat() throws {
-        var random = StatsTestRandom(seed: 12)
+        var random = SplitMix64(seed: 12)
         let values = (0 ..< 50_000).map { _ in Float(1000 + 0.01 * random.gaussian()) }
         var accumulator = StatsAccumulator()
         statsAddInBlocks(values, to: &accumulator, blockSizes: [777, 2048, 5])
@@ -205,7 +206,7 @@ struct TensorStatsTests {
     @Test func outliersAtChunkStartsKeepMomentsAccurate() {
         // Each chunk's first element seeds the Float32 shift; an outlier there
         // makes the shift inexact, which the corrected two-pass sums absorb.
-        var random = StatsTestRandom(seed: 14)
+        var random = SplitMix64(seed: 14)
         var values = (0 ..< 20_000).map { _ in Float(1000 + random.gaussian()) }
         for i in stride(from: 0, to: values.count, by: 2048) { values[i] = 3e19 }
         var accumulator = StatsAccumulator()
@@ -332,7 +333,7 @@ struct TensorStatsTests {
     }
 
     @Test func configurableHistogramBins() throws {
-        var random = StatsTestRandom(seed: 3)
+        var random = SplitMix64(seed: 3)
         let values = (0 ..< 4000).map { _ in Float(random.uniform(in: -1 ... 1)) }
         var accumulator = StatsAccumulator(histogramBins: 10)
         accumulator.add(values, at: 0)
@@ -343,7 +344,7 @@ struct TensorStatsTests {
     }
 
     @Test func histogramCountsMatchExactBinningUpToBucketWidth() throws {
-        var random = StatsTestRandom(seed: 8)
+        var random = SplitMix64(seed: 8)
         let values = (0 ..< 30_000).map { _ in Float(random.gaussian() * 2 + 0.5) }
         var accumulator = StatsAccumulator(histogramBins: 16)
         accumulator.add(values, at: 0)

@@ -3,6 +3,7 @@ import Testing
 @testable import GradScope
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 @Suite("Worker processes: frames and scheduling")
@@ -127,7 +128,7 @@ struct BinaryCodingTests {
         for length in 0..<good.count {
             #expect(throws: (any Error).self) { try BinaryCoding.decode(WorkerResponse.self, from: good.prefix(length)) }
         }
-        var random = StatsTestRandom(seed: 5)
+        var random = SplitMix64(seed: 5)
         for _ in 0..<300 {
             var bytes = [UInt8](good)
             bytes[random.index(below: bytes.count)] = UInt8(truncatingIfNeeded: random.next())

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import HDF5
+import TestSupport
 
 @Suite("Bad input gives clear errors")
 struct BadInputTests {
@@ -97,21 +98,21 @@ struct BadInputTests {
     @Test("real broken files from the HDF Group's test suite give errors, not crashes")
     func corpusOddities() throws {
         for name in ["notahdf5file.h5", "fuzz_zero_width_elem_chunked_string.h5", "3790_infinite_loop.h5"] {
-            guard let path = corpusPath("hdf5-oddities/" + name) else { continue }
+            guard let path = corpusFile("hdf5-oddities/" + name) else { continue }
             #expect(reason(path) != nil, "\(name) opened")
         }
-        if let path = corpusPath("hdf5-oddities/tlayouto.h5") {
+        if let path = corpusFile("hdf5-oddities/tlayouto.h5") {
             let file = try HDF5File.open(path)
             let dataset = try file.dataset("/Dataset")
             #expect(throws: HDF5Error.self) { _ = try dataset.read(as: Float.self) }
         }
-        if let path = corpusPath("hdf5-oddities/vds-1_vds.h5") {
+        if let path = corpusFile("hdf5-oddities/vds-1_vds.h5") {
             let file = try HDF5File.open(path)
             let dataset = try file.dataset("/vds_dset")
             #expect(dataset.info.layout == .virtual)
             #expect(throws: HDF5Error.self) { _ = try dataset.read(as: Float.self) }
         }
-        if let path = corpusPath("hdf5-oddities/tudfilter.h5") {
+        if let path = corpusFile("hdf5-oddities/tudfilter.h5") {
             let file = try HDF5File.open(path)
             let dataset = try file.dataset("/dynlibud")
             do {
