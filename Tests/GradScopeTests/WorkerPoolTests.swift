@@ -181,3 +181,39 @@ struct WorkerRequestTests {
         #expect(second.error?.contains("changed while the run was being scanned") == true)
     }
 }
+
+extension WorkerRequestTests {
+    @Test("files kept open by a worker: the last three on disk, never an archive read into memory")
+    func keptOpenFiles() throws {
+        let directory = try TemporaryDirectory()
+        var run = SyntheticRun()
+        run.steps = [0, 100, 200, 300, 400]
+        try run.write(to: directory.url.path)
+        let cache = OpenCheckpoints()
+        let paths = run.steps.map { directory.path(String(format: "step_%06d.h5", $0)) }
+        for path in paths {
+            let checkpoints = try CheckpointLoader.load(path)
+            cache.keep(checkpoints, file: path, size: 1, mtime: 2)
+        }
+        #expect(cache.take(file: paths[0], size: 1, mtime: 2) == nil)
+        #expect(cache.take(file: paths[1], size: 1, mtime: 2) == nil)
+        #expect(cache.take(file: paths[4], size: 1, mtime: 2)?.first?.source == paths[4])
+        // Another size or time: not served (and dropped).
+        #expect(cache.take(file: paths[3], size: 9, mtime: 2) == nil)
+        #expect(cache.take(file: paths[3], size: 1, mtime: 2) == nil)
+        // A `.keras` archive from the shared corpus, when it is there.
+        if let keras = Self.anyKerasArchive() {
+            let archive = try CheckpointLoader.load(keras)
+            #expect(archive.first?.files.contains(where: \.isMemoryImage) == true)
+            cache.keep(archive, file: keras, size: 1, mtime: 2)
+            #expect(cache.take(file: keras, size: 1, mtime: 2) == nil)
+        }
+    }
+
+    /// Some `.keras` archive of the shared corpus.
+    static func anyKerasArchive() -> String? {
+        guard let root = corpusFile("") else { return nil }
+        let files = FileManager.default.enumerator(atPath: root)?.compactMap { $0 as? String } ?? []
+        return files.first { $0.hasSuffix(".keras") }.map { (root as NSString).appendingPathComponent($0) }
+    }
+}

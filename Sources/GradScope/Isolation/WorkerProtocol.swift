@@ -159,6 +159,7 @@ public enum Worker {
 /// each file twice (as the current step and as the previous one) and usually
 /// right after it was described, and opening a file costs more than measuring
 /// a small one. Entries are reused only while size and modification time match.
+/// Files read into memory (`.keras` archives) are not kept.
 final class OpenCheckpoints: @unchecked Sendable {
     static let shared = OpenCheckpoints()
     /// Files kept open at most: the current step and the previous one, and one more
@@ -176,6 +177,8 @@ final class OpenCheckpoints: @unchecked Sendable {
     private var entries: [Entry] = []
 
     func keep(_ checkpoints: [Checkpoint], file: String, size: Int, mtime: Double) {
+        // A `.keras` archive is read into memory: holding several would hold their bytes too.
+        if checkpoints.contains(where: { $0.files.contains(where: \.isMemoryImage) }) { return }
         lock.lock()
         defer { lock.unlock() }
         entries.removeAll { $0.file == file }
