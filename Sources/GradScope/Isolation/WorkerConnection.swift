@@ -200,14 +200,12 @@ final class WorkerConnection {
         return .died(signal: timedOut ? nil : name, status: status, timedOut: timedOut, lastObject: lastObject)
     }
 
-    /// Asks the worker to exit (end of its input) and waits for it.
+    /// Asks the worker to exit by ending its input, without waiting: an idle
+    /// worker is blocked reading its input and exits at once, and the scan's
+    /// result need not wait for it (Foundation reaps it; orphans go to init).
     func close() {
         guard alive else { return }
         alive = false
         try? input.close()
-        let limit = FrameReader.now() + 5
-        while process.isRunning && FrameReader.now() < limit { usleep(1000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
     }
 }
