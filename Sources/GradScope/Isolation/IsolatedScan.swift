@@ -100,6 +100,7 @@ final class WorkerPool: @unchecked Sendable {
         idle = []
         lock.unlock()
         for worker in workers { worker.close() }
+        for worker in workers { worker.waitForExit() }
     }
 
     private func takeIdle() -> WorkerConnection? {

@@ -200,12 +200,21 @@ final class WorkerConnection {
         return .died(signal: timedOut ? nil : name, status: status, timedOut: timedOut, lastObject: lastObject)
     }
 
-    /// Asks the worker to exit by ending its input, without waiting: an idle
-    /// worker is blocked reading its input and exits at once, and the scan's
-    /// result need not wait for it (Foundation reaps it; orphans go to init).
+    /// Asks the worker to exit by ending its input (an idle worker is blocked
+    /// reading it and exits at once). Call ``waitForExit()`` after closing every
+    /// worker, so they wind down together.
     func close() {
         guard alive else { return }
         alive = false
         try? input.close()
+    }
+
+    /// Waits for a closed worker to exit (killing it after 5 s), so that its
+    /// time and memory are accounted to this process, as `time` and `wait` expect.
+    func waitForExit() {
+        let limit = FrameReader.now() + 5
+        while process.isRunning && FrameReader.now() < limit { usleep(200) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
     }
 }
