@@ -11,9 +11,7 @@
 #include <malloc.h>
 #endif
 
-
 typedef float f32x8 __attribute__((vector_size(32)));
-typedef float f32x4 __attribute__((vector_size(16)));
 typedef double f64x4 __attribute__((vector_size(32)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 typedef int64_t i64x4 __attribute__((vector_size(32)));
@@ -26,7 +24,6 @@ typedef uint32_t u32x8 __attribute__((vector_size(32)));
 #define LOW4(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 0, 1, 2, 3), f64x4)
 #define HIGH4(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 4, 5, 6, 7), f64x4)
 #define HSUM4(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
-#define HSUM8F(v) ((((v)[0] + (v)[4]) + ((v)[1] + (v)[5])) + (((v)[2] + (v)[6]) + ((v)[3] + (v)[7])))
 
 // The sums of eight pairs at `offset` into the accumulator set `k`.
 #define DRIFT8(offset, k)                                                          \
