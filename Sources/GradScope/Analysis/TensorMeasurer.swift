@@ -124,12 +124,14 @@ public enum TensorMeasurer {
                                                 options: MeasureOptions) throws -> TensorStats {
         let shares = split(count: tensor.count, block: directBlockElements, threads: options.threads)
         var parts = [StatsAccumulator](repeating: StatsAccumulator(layout: layout, histogramBins: options.histogramBins), count: shares.count)
-        try inParallel(shares.count) { index in
-            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
-            defer { buffer.deallocate() }
-            for range in shares[index] {
-                try tensor.read(range, into: buffer)
-                T.add(UnsafeBufferPointer(rebasing: buffer[0..<range.count]), at: range.lowerBound, to: &parts[index])
+        try parts.withUnsafeMutableBufferPointer { accumulators in
+            try inParallel(shares.count) { index in
+                let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
+                defer { buffer.deallocate() }
+                for range in shares[index] {
+                    try tensor.read(range, into: buffer)
+                    T.add(UnsafeBufferPointer(rebasing: buffer[0..<range.count]), at: range.lowerBound, to: &accumulators[index])
+                }
             }
         }
         var total = parts[0]
@@ -144,16 +146,20 @@ public enum TensorMeasurer {
         let shares = split(count: current.count, block: directBlockElements, threads: options.threads)
         var stats = [StatsAccumulator](repeating: StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins), count: shares.count)
         var drifts = [DriftAccumulator](repeating: DriftAccumulator(layout: driftLayout), count: shares.count)
-        try inParallel(shares.count) { index in
-            let a = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
-            let b = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
-            defer { a.deallocate(); b.deallocate() }
-            for range in shares[index] {
-                try earlier.read(range, into: a)
-                try current.read(range, into: b)
-                let pa = UnsafeBufferPointer(rebasing: a[0..<range.count]), pb = UnsafeBufferPointer(rebasing: b[0..<range.count])
-                T.add(pb, at: range.lowerBound, to: &stats[index])
-                T.add(pa, pb, at: range.lowerBound, to: &drifts[index])
+        try stats.withUnsafeMutableBufferPointer { statsParts in
+            try drifts.withUnsafeMutableBufferPointer { driftParts in
+                try inParallel(shares.count) { index in
+                    let a = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
+                    let b = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
+                    defer { a.deallocate(); b.deallocate() }
+                    for range in shares[index] {
+                        try earlier.read(range, into: a)
+                        try current.read(range, into: b)
+                        let pa = UnsafeBufferPointer(rebasing: a[0..<range.count]), pb = UnsafeBufferPointer(rebasing: b[0..<range.count])
+                        T.add(pb, at: range.lowerBound, to: &statsParts[index])
+                        T.add(pa, pb, at: range.lowerBound, to: &driftParts[index])
+                    }
+                }
             }
         }
         var totalStats = stats[0], totalDrift = drifts[0]
@@ -175,14 +181,22 @@ public enum TensorMeasurer {
         }.filter { !$0.isEmpty }.ifEmpty([[0..<0]])
     }
 
-    /// Runs `body(index)` for `0..<n` on Dispatch's threads; each index must
-    /// touch only its own elements of arrays captured from the caller.
+    /// Runs `body(index)` for `0..<n` on Dispatch's threads and waits for all
+    /// of them; each index must touch only its own data (elements of buffers,
+    /// not of Swift arrays, which are not safe to mutate from several threads).
     /// Rethrows the first error (by index).
     static func inParallel(_ n: Int, _ body: (Int) throws -> Void) throws {
+        if n <= 1 {
+            if n == 1 { try body(0) }
+            return
+        }
         var errors = [Error?](repeating: nil, count: n)
         errors.withUnsafeMutableBufferPointer { slots in
-            parallelFor(n) { index in
-                do { try body(index) } catch { slots[index] = error }
+            withoutActuallyEscaping(body) { escapable in
+                let box = UncheckedSendable((escapable, slots))
+                DispatchQueue.concurrentPerform(iterations: n) { index in
+                    do { try box.value.0(index) } catch { box.value.1[index] = error }
+                }
             }
         }
         if let error = errors.lazy.compactMap({ $0 }).first { throw error }
@@ -211,19 +225,6 @@ extension Double: MeasuredElement {
     }
     static func add(_ a: UnsafeBufferPointer<Double>, _ b: UnsafeBufferPointer<Double>, at offset: Int, to accumulator: inout DriftAccumulator) {
         accumulator.add(a, b, at: offset)
-    }
-}
-
-/// Runs `body(0..<n)` on Dispatch's worker threads and waits for all of them.
-/// Each index must touch only its own data.
-func parallelFor(_ n: Int, _ body: (Int) -> Void) {
-    if n <= 1 {
-        if n == 1 { body(0) }
-        return
-    }
-    withoutActuallyEscaping(body) { escapable in
-        let box = UncheckedSendable(escapable)
-        DispatchQueue.concurrentPerform(iterations: n) { box.value($0) }
     }
 }
 
