@@ -110,7 +110,7 @@ public struct DriftAccumulator: Sendable {
             absorb(sums)
             allFinite = true
         } else {
-            absorb(DriftKernels.sumFloatsChecked(pa, pb, count: n))
+            absorb(DriftKernels.sumChecked(pa, pb, count: n, factor: 1))
             allFinite = false
         }
         guard unitMap.isActive else { return }
@@ -130,7 +130,7 @@ public struct DriftAccumulator: Sendable {
             if !holdsNonzero || desired > scaleExponent { rescale(to: desired) }
         }
         let factor = StatsScaling.multiply(1, byPowerOfTwo: -scaleExponent)
-        absorb(DriftKernels.sumDoubles(pa, pb, count: n, factor: factor))
+        absorb(DriftKernels.sumChecked(pa, pb, count: n, factor: factor))
         guard unitMap.isActive else { return }
         let map = unitMap
         withUnitBuffers { d2, a2, changes in
@@ -196,15 +196,8 @@ public struct DriftAccumulator: Sendable {
     /// tensor pair. If the unit layouts differ, the per-unit results become `nil`.
     public mutating func merge(_ other: DriftAccumulator) {
         var other = other
-        if holdsNonzero || other.holdsNonzero {
-            let target: Int
-            if !holdsNonzero {
-                target = other.scaleExponent
-            } else if !other.holdsNonzero {
-                target = scaleExponent
-            } else {
-                target = Swift.max(scaleExponent, other.scaleExponent)
-            }
+        if let target = StatsScaling.common(scaleExponent, holdsNonzero: holdsNonzero,
+                                            other.scaleExponent, holdsNonzero: other.holdsNonzero) {
             rescale(to: target)
             other.rescale(to: target)
         }

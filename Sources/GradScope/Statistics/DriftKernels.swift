@@ -15,16 +15,12 @@ enum DriftKernels {
         var maxAbsDelta = 0.0
     }
 
-    /// Whether a pair counts as changed: bit patterns differ and not both NaN.
+    /// Whether a pair counts as changed: bit patterns (sign, exponent and
+    /// significand fields) differ and not both NaN.
     @inline(__always)
-    static func isChanged(_ a: Float, _ b: Float) -> Bool {
-        a.bitPattern != b.bitPattern && !(a.isNaN && b.isNaN)
-    }
-
-    /// Whether a pair counts as changed: bit patterns differ and not both NaN.
-    @inline(__always)
-    static func isChanged(_ a: Double, _ b: Double) -> Bool {
-        a.bitPattern != b.bitPattern && !(a.isNaN && b.isNaN)
+    static func isChanged<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> Bool {
+        (a.sign != b.sign || a.exponentBitPattern != b.exponentBitPattern || a.significandBitPattern != b.significandBitPattern)
+            && !(a.isNaN && b.isNaN)
     }
 
     /// Fast path for a chunk where every `a_i` and `b_i` is finite; `nil` if the
@@ -48,36 +44,12 @@ enum DriftKernels {
         return sums
     }
 
-    /// Scalar path for `Float32` chunks with NaN or infinities.
-    static func sumFloatsChecked(_ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int) -> ChunkSums {
-        var sums = ChunkSums()
-        for i in 0 ..< n {
-            let a = pa[i]
-            let b = pb[i]
-            if isChanged(a, b) { sums.changed &+= 1 }
-            guard a.isFinite && b.isFinite else {
-                sums.nonFinite &+= 1
-                continue
-            }
-            sums.finite &+= 1
-            let x = Double(a)
-            let y = Double(b)
-            let d = y - x
-            sums.squaresA += x * x
-            sums.squaresB += y * y
-            sums.squaresDelta += d * d
-            let product = x * y
-            sums.dot += product
-            if product < 0 { sums.signFlips &+= 1 }
-            if d.magnitude > sums.maxAbsDelta { sums.maxAbsDelta = d.magnitude }
-        }
-        return sums
-    }
-
-    /// Scalar path for `Float64` chunks; finite values are multiplied by
-    /// `factor` (a power of two) before any arithmetic.
-    static func sumDoubles(
-        _ pa: UnsafePointer<Double>, _ pb: UnsafePointer<Double>, count n: Int, factor: Double
+    /// Scalar path: `Float32` chunks with NaN or infinities, and `Float64`
+    /// chunks; finite values are converted to `Float64` and multiplied by
+    /// `factor` (a power of two) before any arithmetic. A sign flip is read from
+    /// the signs (both nonzero, opposite), which a product could lose to underflow.
+    static func sumChecked<T: BinaryFloatingPoint>(
+        _ pa: UnsafePointer<T>, _ pb: UnsafePointer<T>, count n: Int, factor: Double
     ) -> ChunkSums {
         var sums = ChunkSums()
         for i in 0 ..< n {
@@ -90,8 +62,8 @@ enum DriftKernels {
             }
             sums.finite &+= 1
             if a != 0 && b != 0 && (a < 0) != (b < 0) { sums.signFlips &+= 1 }
-            let x = a * factor
-            let y = b * factor
+            let x = Double(a) * factor
+            let y = Double(b) * factor
             let d = y - x
             sums.squaresA += x * x
             sums.squaresB += y * y

@@ -303,17 +303,8 @@ public struct StatsAccumulator: Sendable {
     /// `self` is kept.
     public mutating func merge(_ other: StatsAccumulator) {
         var other = other
-        let mine = runningMaxMagnitude
-        let theirs = other.runningMaxMagnitude
-        if mine > 0 || theirs > 0 {
-            let target: Int
-            if mine == 0 {
-                target = other.scaleExponent
-            } else if theirs == 0 {
-                target = scaleExponent
-            } else {
-                target = Swift.max(scaleExponent, other.scaleExponent)
-            }
+        if let target = StatsScaling.common(scaleExponent, holdsNonzero: runningMaxMagnitude > 0,
+                                            other.scaleExponent, holdsNonzero: other.runningMaxMagnitude > 0) {
             rescale(to: target)
             other.rescale(to: target)
         }

@@ -52,13 +52,11 @@ enum StatsKernels {
     /// Scalar path for a chunk of `Float32` values that may hold NaN or infinities.
     static func summarizeFloatsChecked(_ p: UnsafePointer<Float>, count n: Int) -> ChunkSummary {
         var summary = ChunkSummary()
-        var sum = 0.0
         for i in 0 ..< n {
             let x = p[i]
             if x.isFinite {
                 summary.finite &+= 1
                 let value = Double(x)
-                sum += value
                 if value < summary.min { summary.min = value }
                 if value > summary.max { summary.max = value }
                 if x == 0 { summary.zeros &+= 1 }
@@ -70,38 +68,26 @@ enum StatsKernels {
                 summary.negInf &+= 1
             }
         }
-        guard summary.finite > 0 else { return summary }
-        let count = Double(summary.finite)
-        let shift = sum / count
-        var sum1 = 0.0
-        var sum2 = 0.0
-        var squares = 0.0
-        for i in 0 ..< n where p[i].isFinite {
-            let value = Double(p[i])
-            let d = value - shift
-            sum1 += d
-            sum2 += d * d
-            squares += value * value
-        }
-        summary.mean = shift + sum1 / count
-        summary.m2 = Swift.max(0, sum2 - sum1 * sum1 / count)
-        summary.sumSquares = squares
+        scaledMoments(p, count: n, factor: 1, into: &summary)
         return summary
     }
 
-    /// Moments of the finite values of a `Float64` chunk multiplied by `factor`
-    /// (a power of two). Counts, min and max are filled by the caller.
-    static func scaledMoments(_ p: UnsafePointer<Double>, count n: Int, factor: Double, into summary: inout ChunkSummary) {
+    /// Moments of the finite values of a chunk, each converted to `Float64` and
+    /// multiplied by `factor` (a power of two), by the two-pass centred sums.
+    /// `summary.finite` must already count the finite values; counts, min and
+    /// max are the caller's.
+    static func scaledMoments<T: BinaryFloatingPoint>(_ p: UnsafePointer<T>, count n: Int, factor: Double,
+                                                     into summary: inout ChunkSummary) {
         guard summary.finite > 0 else { return }
         var sum = 0.0
-        for i in 0 ..< n where p[i].isFinite { sum += p[i] * factor }
+        for i in 0 ..< n where p[i].isFinite { sum += Double(p[i]) * factor }
         let count = Double(summary.finite)
         let shift = sum / count
         var sum1 = 0.0
         var sum2 = 0.0
         var squares = 0.0
         for i in 0 ..< n where p[i].isFinite {
-            let value = p[i] * factor
+            let value = Double(p[i]) * factor
             let d = value - shift
             sum1 += d
             sum2 += d * d

@@ -76,6 +76,18 @@ enum StatsScaling {
         return 0
     }
 
+    /// The scale exponent two partial accumulators are brought to before they
+    /// merge: the larger of the two, ignoring a side that holds no nonzero
+    /// value yet; `nil` when neither does (nothing to rescale).
+    static func common(_ mine: Int, holdsNonzero mineHolds: Bool, _ theirs: Int, holdsNonzero theirsHold: Bool) -> Int? {
+        switch (mineHolds, theirsHold) {
+        case (false, false): return nil
+        case (false, true): return theirs
+        case (true, false): return mine
+        case (true, true): return Swift.max(mine, theirs)
+        }
+    }
+
     /// `x * 2^k`, exact unless the result leaves the `Double` range.
     @inline(__always)
     static func multiply(_ x: Double, byPowerOfTwo k: Int) -> Double {
