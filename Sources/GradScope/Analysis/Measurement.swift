@@ -48,6 +48,10 @@ public struct StepRecord: Sendable, Codable {
     /// Tensors that could not be read, with the reason.
     public var failures: [SkippedItem]
 
+    /// The measurements in the checkpoint's order (sums over them come out the
+    /// same in every run, which a dictionary's order would not give).
+    public var ordered: [TensorMeasurement] { order.compactMap { tensors[$0] } }
+
     public func weight(_ name: String) -> TensorMeasurement? { tensors["weight:" + name] }
     public func gradient(_ name: String) -> TensorMeasurement? { tensors["gradient:" + name] }
 }

@@ -19,7 +19,7 @@ struct ExplodingGradientDetector: Detector {
         }.map { String($0.dropFirst("weight:".count)) })
         var previousTotal: Double?
         for record in run.records {
-            let gradients = record.order.compactMap { record.tensors[$0] }.filter { $0.role == .gradient && !frozen.contains($0.name) }
+            let gradients = record.ordered.filter { $0.role == .gradient && !frozen.contains($0.name) }
             guard !gradients.isEmpty else { continue }
             let weightsFinite = record.tensors.values.filter { $0.role == .weight }.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
             if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {

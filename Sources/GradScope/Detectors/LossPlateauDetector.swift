@@ -122,7 +122,7 @@ struct LossPlateauDetector: Detector {
 
     /// A saved activation that holds the logits (named so, or the last one saved).
     func logits(_ run: RunMeasurements, at record: StepRecord) -> (String, TensorMeasurement)? {
-        let activations = record.order.compactMap { record.tensors[$0] }.filter { $0.role == .activation }
+        let activations = record.ordered.filter { $0.role == .activation }
         let hints = ["logit", "output", "out", "head"]
         if let named = activations.first(where: { activation in hints.contains { activation.name.lowercased().contains($0) } }) {
             return (named.name, named)

@@ -10,7 +10,7 @@ struct NanInfDetector: Detector {
         guard !run.records.isEmpty else { return .lacking("no tensors were read") }
         let roleOrder: [TensorRole: Int] = [.gradient: 0, .activation: 1, .optimizer: 2, .weight: 3]
         for (index, record) in run.records.enumerated() {
-            let bad = record.order.compactMap { record.tensors[$0] }.filter { DetectorSupport.nonFinite($0) > 0 }
+            let bad = record.ordered.filter { DetectorSupport.nonFinite($0) > 0 }
             let lossBad = record.loss.map { !$0.isFinite } ?? false
             guard !bad.isEmpty || lossBad else { continue }
             let sorted = bad.sorted { (roleOrder[$0.role] ?? 9) < (roleOrder[$1.role] ?? 9) }
@@ -33,13 +33,13 @@ struct NanInfDetector: Detector {
             var context = ""
             if index > 0 {
                 let previous = run.records[index - 1]
-                let gradientNorms = previous.tensors.values.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
+                let gradientNorms = previous.ordered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
                 if !gradientNorms.isEmpty {
                     let total = gradientNorms.reduce(0) { $0 + $1 * $1 }.squareRoot()
                     evidence["previous_step"] = .int(previous.step)
                     evidence["previous_gradient_norm"] = .number(total)
                     if index > 1 {
-                        let before = run.records[index - 2].tensors.values.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
+                        let before = run.records[index - 2].ordered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
                         let beforeTotal = before.reduce(0) { $0 + $1 * $1 }.squareRoot()
                         if beforeTotal > 0 && total / beforeTotal >= 3 {
                             context = " The total gradient norm had grown from \(DetectorSupport.format(beforeTotal)) to \(DetectorSupport.format(total)) over the two saves before: the values blew up."
