@@ -16,14 +16,17 @@ public struct ChildProcess: Sendable {
         public var timedOut: Bool
 
         /// The signal's name: SIGSEGV, SIGABRT, SIGBUS, or "signal N".
-        public var signalName: String {
-            switch status {
-            case SIGSEGV: return "SIGSEGV"
-            case SIGABRT: return "SIGABRT"
-            case SIGBUS: return "SIGBUS"
-            case SIGKILL: return "SIGKILL"
-            default: return "signal \(status)"
-            }
+        public var signalName: String { ChildProcess.name(ofSignal: status) }
+    }
+
+    /// SIGSEGV, SIGABRT, SIGBUS, SIGKILL, or "signal N".
+    public static func name(ofSignal signal: Int32) -> String {
+        switch signal {
+        case SIGSEGV: return "SIGSEGV"
+        case SIGABRT: return "SIGABRT"
+        case SIGBUS: return "SIGBUS"
+        case SIGKILL: return "SIGKILL"
+        default: return "signal \(signal)"
         }
     }
 

@@ -50,6 +50,8 @@ public struct FrameReader {
     public let fd: Int32
     private var buffer = [UInt8]()
     private var start = 0
+    /// Where each `read` lands before it joins `buffer`, reused across reads.
+    private var scratch = [UInt8](repeating: 0, count: 1 << 16)
 
     public init(fd: Int32) { self.fd = fd }
 
@@ -87,10 +89,9 @@ public struct FrameReader {
                 if ready < 0 { continue }
             }
             if start > 0 && start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
-            var chunk = [UInt8](repeating: 0, count: 1 << 16)
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            let n = scratch.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
-                buffer.append(contentsOf: chunk[0..<n])
+                buffer.append(contentsOf: scratch[0..<n])
             } else if n < 0 && errno == EINTR {
                 continue
             } else {
@@ -196,7 +197,7 @@ final class WorkerConnection {
         try? input.close()
         let signaled = process.terminationReason == .uncaughtSignal
         let status = process.terminationStatus
-        let name = signaled ? ChildProcess.Result(stdout: Data(), stderr: Data(), status: status, signaled: true, timedOut: false).signalName : nil
+        let name = signaled ? ChildProcess.name(ofSignal: status) : nil
         return .died(signal: timedOut ? nil : name, status: status, timedOut: timedOut, lastObject: lastObject)
     }
 
