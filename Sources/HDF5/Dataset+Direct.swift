@@ -34,32 +34,60 @@ public struct DirectTensor: Sendable {
     }
 }
 
-extension Dataset {
-    /// The dataset as a region of the file that can be read directly, or nil
-    /// when that path does not apply. It applies only when all of these hold:
-    /// the layout is contiguous and its space allocated, there is no external
-    /// storage, the type is float32 or float64 in the machine's byte order,
-    /// the stored size equals elements × element size, the data lies inside
-    /// the file, and the file is on disk (not an in-memory image).
-    /// Everything else is read through libhdf5 by `stream`.
-    public func direct() -> DirectTensor? {
-        guard info.layout == .contiguous, info.allocated, info.externalFileCount == 0,
-              let offset = info.dataOffset, info.elementCount > 0, !file.isMemoryImage else { return nil }
+/// Where a dataset's elements lie in its file when they can be read directly:
+/// contiguous float32 or float64 in the machine's byte order. What a worker
+/// process tells its parent, which then reads the bytes itself (see `HDF5File.readFully`).
+public struct DirectStorage: Sendable, Codable, Equatable {
+    /// Byte offset of element 0 in the file.
+    public var offset: Int
+    /// Number of elements.
+    public var count: Int
+    /// `.float32` or `.float64`.
+    public var type: ElementType
+
+    public init(offset: Int, count: Int, type: ElementType) {
+        self.offset = offset
+        self.count = count
+        self.type = type
+    }
+
+    /// Bytes per element (4 or 8).
+    public var elementSize: Int { type == .float32 ? 4 : 8 }
+}
+
+extension DatasetInfo {
+    /// The dataset as a region of a file of `fileSize` bytes that can be read
+    /// directly, or nil when that path does not apply. It applies only when all
+    /// of these hold: the layout is contiguous and its space allocated, there is
+    /// no external storage, the type is float32 or float64 in the machine's
+    /// byte order, the stored size equals elements × element size, and the data
+    /// lies inside the file. Everything else is read through libhdf5.
+    public func directStorage(fileSize: Int) -> DirectStorage? {
+        guard layout == .contiguous, allocated, externalFileCount == 0, let offset = dataOffset, elementCount > 0 else { return nil }
         let size: Int
-        switch info.type {
+        switch type {
         case .float32: size = 4
         case .float64: size = 8
         default: return nil
         }
         #if _endian(little)
-        guard info.byteOrder == .little else { return nil }
+        guard byteOrder == .little else { return nil }
         #else
-        guard info.byteOrder == .big else { return nil }
+        guard byteOrder == .big else { return nil }
         #endif
-        let (bytes, overflow) = info.elementCount.multipliedReportingOverflow(by: size)
-        guard !overflow, info.storageSize == bytes, offset >= 0,
-              offset.addingReportingOverflow(bytes).partialValue <= file.size,
+        let (bytes, overflow) = elementCount.multipliedReportingOverflow(by: size)
+        guard !overflow, storageSize == bytes, offset >= 0,
+              offset.addingReportingOverflow(bytes).partialValue <= fileSize,
               !offset.addingReportingOverflow(bytes).overflow else { return nil }
-        return DirectTensor(file: file, object: path, offset: offset, type: info.type, count: info.elementCount)
+        return DirectStorage(offset: offset, count: elementCount, type: type)
+    }
+}
+
+extension Dataset {
+    /// The dataset as a region of the file that can be read directly (see
+    /// `DatasetInfo.directStorage`), or nil; never for a file held in memory.
+    public func direct() -> DirectTensor? {
+        guard !file.isMemoryImage, let storage = info.directStorage(fileSize: file.size) else { return nil }
+        return DirectTensor(file: file, object: path, offset: storage.offset, type: storage.type, count: storage.count)
     }
 }

@@ -201,7 +201,14 @@ public final class HDF5File: @unchecked Sendable {
     /// (thread-safe: no shared file position). A short file is an error, never a crash.
     /// The corresponding C function is `pread`.
     func readBytes(at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer, object: String) throws {
-        let fd = try directDescriptor(object: object)
+        try Self.readFully(try directDescriptor(object: object), at: offset, count: count, into: buffer, path: path, object: object)
+    }
+
+    /// Reads `count` bytes at `offset` of the open file `fd` (the file at `path`,
+    /// named in errors) with `pread`, retrying short reads; a file that ends
+    /// first is a `.truncated` error, never a crash.
+    public static func readFully(_ fd: Int32, at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer,
+                                 path: String, object: String) throws {
         var done = 0
         while done < count {
             let n = pread(fd, buffer + done, count - done, off_t(offset + done))

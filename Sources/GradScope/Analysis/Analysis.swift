@@ -122,8 +122,10 @@ public enum Analysis {
         let tensors = checkpoint.tensors.filter { tensor in
             select.firstMatch(in: tensor.name, range: NSRange(tensor.name.startIndex..., in: tensor.name)) != nil
         }
-        return Checkpoint(source: checkpoint.source, layout: checkpoint.layout, metadata: checkpoint.metadata, tensors: tensors,
-                          layers: checkpoint.layers, skipped: checkpoint.skipped, notes: checkpoint.notes, files: checkpoint.files,
-                          modified: checkpoint.modified, file: checkpoint.file)
+        let filtered = Checkpoint(source: checkpoint.source, layout: checkpoint.layout, metadata: checkpoint.metadata, tensors: tensors,
+                                  layers: checkpoint.layers, skipped: checkpoint.skipped, notes: checkpoint.notes, files: checkpoint.files,
+                                  modified: checkpoint.modified, file: checkpoint.file)
+        filtered.directStorage = checkpoint.directStorage
+        return filtered
     }
 }

@@ -54,17 +54,64 @@ public enum RunMeasurer {
         let checkpoints = run.checkpoints
         let start = windowStart(count: checkpoints.count)
         let gradientNames = Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })
+        // Contiguous tensors are read directly, tensor by tensor across the steps; the rest through libhdf5, step by step.
+        let steps = checkpoints.map(SeriesMeasurer.Step.init)
+        let selected = SeriesMeasurer.eligible(steps)
+        let remaining = checkpoints.indices.map { index in
+            Set(checkpoints[index].tensors.indices.filter { !selected[index].contains($0) }.map { checkpoints[index].tensors[$0].key })
+        }
+        let stepwise = remaining.contains { !$0.isEmpty }
+        let direct = SeriesMeasurer.measure(steps, selected: selected, options: options, gradientNames: gradientNames,
+                                            perUnitEverywhere: perUnitEverywhere, progress: stepwise ? nil : progress)
         var records: [StepRecord] = []
         var snapshots: [[UnitSnapshot]] = []
         for (index, checkpoint) in checkpoints.enumerated() {
-            let (record, units) = measureStep(checkpoint, previous: index > 0 ? checkpoints[index - 1] : nil, index: index,
-                                              wantUnits: index >= start, gradientNames: gradientNames, options: options,
-                                              perUnitEverywhere: perUnitEverywhere)
+            var rest: (StepRecord, [UnitSnapshot])?
+            if !remaining[index].isEmpty {
+                rest = measureStep(checkpoint, previous: index > 0 ? checkpoints[index - 1] : nil, index: index,
+                                   wantUnits: index >= start, gradientNames: gradientNames, options: options,
+                                   perUnitEverywhere: perUnitEverywhere, only: remaining[index])
+            }
+            let (record, units) = combine(tensors: checkpoint.tensors, source: checkpoint.source, step: checkpoint.metadata.step ?? index,
+                                          metadata: checkpoint.metadata, direct: direct.outcomes[index], stepError: direct.stepErrors[index],
+                                          rest: rest, wantUnits: index >= start, gradientNames: gradientNames, options: options)
             records.append(record)
             snapshots.append(units)
-            progress?(index + 1, checkpoints.count)
+            if stepwise { progress?(index + 1, checkpoints.count) }
         }
         return assemble(run: run, records: records, snapshots: snapshots)
+    }
+
+    /// One step's record from the tensors measured directly (`direct`, by tensor
+    /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order.
+    /// A step whose file could not be read again (`stepError`) has every direct tensor failed with that reason.
+    static func combine(tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [Int: SeriesMeasurer.Outcome],
+                        stepError: String?, rest: (StepRecord, [UnitSnapshot])?, wantUnits: Bool, gradientNames: Set<String>,
+                        options: MeasureOptions) -> (StepRecord, [UnitSnapshot]) {
+        var measurements: [String: TensorMeasurement] = [:]
+        var order: [String] = []
+        var failures: [SkippedItem] = []
+        var snapshots = rest?.1 ?? []
+        for (t, tensor) in tensors.enumerated() {
+            if let outcome = direct[t] {
+                guard stepError == nil, let stats = outcome.stats else {
+                    failures.append(SkippedItem(item: source + ":" + tensor.path, reason: stepError ?? outcome.error ?? "not measured"))
+                    continue
+                }
+                let (measurement, snapshot) = self.measurement(of: tensor, stats: stats, drift: outcome.drift, wantUnits: wantUnits,
+                                                               gradientNames: gradientNames, options: options)
+                measurements[tensor.key] = measurement
+                order.append(tensor.key)
+                if let snapshot { snapshots.append(snapshot) }
+            } else if let measurement = rest?.0.tensors[tensor.key], measurements[tensor.key] == nil {
+                measurements[tensor.key] = measurement
+                order.append(tensor.key)
+            }
+        }
+        failures.append(contentsOf: rest?.0.failures ?? [])
+        let record = StepRecord(step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
+                                tensors: measurements, order: order, failures: failures)
+        return (record, snapshots)
     }
 
     /// Puts measured steps together: the run's metadata and the dead-unit windows.
@@ -110,67 +157,30 @@ public enum RunMeasurer {
     /// parameters with gradients anywhere in the run (their movement is not used as evidence).
     public static func measureStep(_ checkpoint: Checkpoint, previous: Checkpoint?, index: Int, wantUnits: Bool,
                                    gradientNames: Set<String>, options: MeasureOptions, perUnitEverywhere: Bool = false,
-                                   onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
+                                   only: Set<String>? = nil, onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
         let step = checkpoint.metadata.step ?? index
         let previousTensors = previous.map { Dictionary($0.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
         var measurements: [String: TensorMeasurement] = [:]
         var order: [String] = []
         var failures: [SkippedItem] = []
         var snapshots: [UnitSnapshot] = []
-        for tensor in checkpoint.tensors {
+        for tensor in checkpoint.tensors where only?.contains(tensor.key) ?? true {
             onTensor?(tensor)
             do {
                 var stats: TensorStats
                 var drift: DriftStats?
-                // Per-unit sums cost a second pass over the data: computed only where they are used —
-                // gradients and activations (dead units), and weights' movement when the run saved no
-                // gradient for them. `perUnitEverywhere` keeps them for every tensor (inspect shows them).
-                let unitsForStats = perUnitEverywhere || tensor.role == .gradient || tensor.role == .activation
-                let unitsForDrift = perUnitEverywhere || !gradientNames.contains(tensor.name)
+                let (unitsForStats, unitsForDrift) = unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
                 if tensor.role == .weight, let previous, let earlier = previousTensors[tensor.key], earlier.shape == tensor.shape {
                     (stats, drift) = try TensorMeasurer.statsAndDrift(of: tensor, in: checkpoint, previous: earlier, in: previous, options: options,
                                                                       perUnitStats: unitsForStats, perUnitDrift: unitsForDrift)
                 } else {
                     stats = try TensorMeasurer.stats(of: tensor, in: checkpoint, options: options, perUnit: unitsForStats)
                 }
-                var measurement = TensorMeasurement(
-                    key: tensor.key, name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slot,
-                    slotName: tensor.slotName, shape: tensor.shape, unitAxis: tensor.unitAxis, dtype: tensor.dtype.description,
-                    path: tensor.path, trainable: tensor.trainable, stats: stats, drift: drift)
-                let unitSize = (stats.unitNorms?.count).map { units in units > 0 ? tensor.count / units : 0 } ?? 0
-                if let norms = stats.unitNorms {
-                    measurement.unitCount = norms.count
-                    measurement.zeroUnits = norms.filter { $0 == 0 }.count
-                }
-                if tensor.role == .activation, let zeros = stats.unitZeroCount, unitSize > 0 {
-                    measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
-                }
-                if wantUnits, let units = stats.unitNorms?.count, units > 0 {
-                    var alive: [Bool]?
-                    var evidence: UnitEvidence?
-                    switch tensor.role {
-                    case .gradient:
-                        alive = stats.unitNorms?.map { $0 > 0 || $0.isNaN }
-                        evidence = .gradient
-                    case .activation:
-                        alive = stats.unitZeroCount?.map { Double($0) < options.deadActivationFraction * Double(max(unitSize, 1)) }
-                        evidence = .activation
-                    case .weight where !gradientNames.contains(tensor.name):
-                        if let changed = drift?.unitChanged { alive = changed.map { $0 > 0 }; evidence = .movement }
-                    default:
-                        break
-                    }
-                    if let alive, let evidence, alive.count == units {
-                        snapshots.append(UnitSnapshot(key: tensor.key, name: tensor.name, layer: tensor.layer, source: evidence, alive: alive))
-                    }
-                }
-                // Per-unit arrays are summarised above; dropping them keeps a long run's memory small.
-                measurement.stats.unitNorms = nil
-                measurement.stats.unitZeroCount = nil
-                measurement.drift?.unitRelativeChange = nil
-                measurement.drift?.unitChanged = nil
+                let (measurement, snapshot) = self.measurement(of: tensor, stats: stats, drift: drift, wantUnits: wantUnits,
+                                                               gradientNames: gradientNames, options: options)
                 measurements[tensor.key] = measurement
                 order.append(tensor.key)
+                if let snapshot { snapshots.append(snapshot) }
             } catch {
                 failures.append(SkippedItem(item: checkpoint.source + ":" + tensor.path, reason: RunLoader.reason(for: error)))
             }
@@ -178,5 +188,58 @@ public enum RunMeasurer {
         let record = StepRecord(step: step, source: checkpoint.source, loss: checkpoint.metadata.loss,
                                 learningRate: checkpoint.metadata.learningRate, tensors: measurements, order: order, failures: failures)
         return (record, snapshots)
+    }
+
+    /// Whether a tensor's statistics and its drift get per-unit parts. They cost a second pass
+    /// over the data, so they are computed only where they are used: gradients and activations
+    /// (dead units), and weights' movement when the run saved no gradient for them.
+    /// `perUnitEverywhere` keeps them for every tensor (inspect shows them).
+    static func unitParts(of tensor: TensorRef, gradientNames: Set<String>, perUnitEverywhere: Bool) -> (stats: Bool, drift: Bool) {
+        (perUnitEverywhere || tensor.role == .gradient || tensor.role == .activation,
+         perUnitEverywhere || !gradientNames.contains(tensor.name))
+    }
+
+    /// The measurement of one tensor from its statistics and drift, and its per-unit
+    /// liveness snapshot when `wantUnits` asks for one and the tensor gives one.
+    static func measurement(of tensor: TensorRef, stats: TensorStats, drift: DriftStats?, wantUnits: Bool, gradientNames: Set<String>,
+                            options: MeasureOptions) -> (TensorMeasurement, UnitSnapshot?) {
+        var measurement = TensorMeasurement(
+            key: tensor.key, name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slot,
+            slotName: tensor.slotName, shape: tensor.shape, unitAxis: tensor.unitAxis, dtype: tensor.dtype.description,
+            path: tensor.path, trainable: tensor.trainable, stats: stats, drift: drift)
+        let unitSize = (stats.unitNorms?.count).map { units in units > 0 ? tensor.count / units : 0 } ?? 0
+        if let norms = stats.unitNorms {
+            measurement.unitCount = norms.count
+            measurement.zeroUnits = norms.filter { $0 == 0 }.count
+        }
+        if tensor.role == .activation, let zeros = stats.unitZeroCount, unitSize > 0 {
+            measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
+        }
+        var snapshot: UnitSnapshot?
+        if wantUnits, let units = stats.unitNorms?.count, units > 0 {
+            var alive: [Bool]?
+            var evidence: UnitEvidence?
+            switch tensor.role {
+            case .gradient:
+                alive = stats.unitNorms?.map { $0 > 0 || $0.isNaN }
+                evidence = .gradient
+            case .activation:
+                alive = stats.unitZeroCount?.map { Double($0) < options.deadActivationFraction * Double(max(unitSize, 1)) }
+                evidence = .activation
+            case .weight where !gradientNames.contains(tensor.name):
+                if let changed = drift?.unitChanged { alive = changed.map { $0 > 0 }; evidence = .movement }
+            default:
+                break
+            }
+            if let alive, let evidence, alive.count == units {
+                snapshot = UnitSnapshot(key: tensor.key, name: tensor.name, layer: tensor.layer, source: evidence, alive: alive)
+            }
+        }
+        // Per-unit arrays are summarised above; dropping them keeps a long run's memory small.
+        measurement.stats.unitNorms = nil
+        measurement.stats.unitZeroCount = nil
+        measurement.drift?.unitRelativeChange = nil
+        measurement.drift?.unitChanged = nil
+        return (measurement, snapshot)
     }
 }

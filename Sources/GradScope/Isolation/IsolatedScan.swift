@@ -237,7 +237,7 @@ extension Analysis {
         // done (the last files of a run, a run of two huge saves) their cores would idle.
         func request(_ task: WorkerRequest.Task, path: String) -> WorkerRequest {
             WorkerRequest(task: task, path: path, layout: load.layout, followLinks: load.open.followLinks, allowPlugins: load.open.allowPlugins,
-                          current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [],
+                          current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [], only: nil,
                           blockElements: measure.blockElements, threads: measure.threads,
                           histogramBins: measure.histogramBins, deadActivationFraction: thresholds.deadActivationFraction)
         }
@@ -261,13 +261,22 @@ extension Analysis {
         let summaries = selected.map { CheckpointSummary($0) }
         let start = RunMeasurer.windowStart(count: selected.count)
         let gradientNames = Array(Set(selected.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
-        let requests = selected.indices.map { index -> WorkerRequest in
+        // Contiguous tensors: read here, directly, tensor by tensor across the steps (no libhdf5
+        // call, so nothing to isolate). The rest: by the workers, step by step.
+        let steps = summaries.map(\.step)
+        let direct = SeriesMeasurer.eligible(steps)
+        let remaining = selected.indices.map { index in
+            selected[index].tensors.indices.filter { !direct[index].contains($0) }.map { selected[index].tensors[$0].key }
+        }
+        let stepwise = selected.indices.filter { !remaining[$0].isEmpty }
+        let requests = stepwise.map { index -> WorkerRequest in
             var r = request(.measure, path: selected[index].file)
             r.current = summaries[index]
             r.previous = index > 0 ? summaries[index - 1] : nil
             r.index = index
             r.wantUnits = index >= start
             r.gradientNames = gradientNames
+            r.only = remaining[index]
             return r
         }
         let counter = Counter()
@@ -280,23 +289,45 @@ extension Analysis {
                 if case .response(let response) = pool.runOne(alone), response.record != nil { outcomes[index] = .response(response) }
             }
         }
+        var measuredOptions = measure
+        measuredOptions.deadActivationFraction = thresholds.deadActivationFraction
+        var directProgress: ((Int, Int) -> Void)?
+        if requests.isEmpty, let measureProgress { directProgress = { measureProgress($0, $1) } }
+        let measured = SeriesMeasurer.measure(steps, selected: direct, options: measuredOptions, gradientNames: Set(gradientNames),
+                                              perUnitEverywhere: false, progress: directProgress)
+        var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
+        for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
         var kept: [Checkpoint] = []
         var records: [StepRecord] = []
         var snapshots: [[UnitSnapshot]] = []
         var skipped = loaded.skipped
-        for (index, outcome) in outcomes.enumerated() {
-            switch outcome {
-            case .failed(let reason):
+        for index in selected.indices {
+            var rest: (StepRecord, [UnitSnapshot])?
+            switch stepwiseOutcome[index] {
+            case nil:
+                break
+            case .failed(let reason)?:
                 skipped.append(SkippedItem(item: selected[index].source, reason: reason))
-            case .response(let response):
+                continue
+            case .response(let response)?:
                 guard let record = response.record else {
                     skipped.append(SkippedItem(item: selected[index].source, reason: response.error ?? "no result"))
                     continue
                 }
-                kept.append(selected[index])
-                records.append(record)
-                snapshots.append(response.units ?? [])
+                rest = (record, response.units ?? [])
             }
+            if let reason = measured.stepErrors[index] {
+                skipped.append(SkippedItem(item: selected[index].source, reason: reason))
+                continue
+            }
+            let checkpoint = selected[index]
+            let (record, units) = RunMeasurer.combine(tensors: checkpoint.tensors, source: checkpoint.source,
+                                                      step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
+                                                      direct: measured.outcomes[index], stepError: nil, rest: rest,
+                                                      wantUnits: index >= start, gradientNames: Set(gradientNames), options: measuredOptions)
+            kept.append(checkpoint)
+            records.append(record)
+            snapshots.append(units)
         }
         let run = Run(source: loaded.source, checkpoints: kept, skipped: skipped, notes: loaded.notes)
         let measurements = RunMeasurer.assemble(run: run, records: records, snapshots: snapshots)

@@ -1,5 +1,8 @@
 import Foundation
 import HDF5
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A checkpoint as a worker process describes it to the parent: everything
 /// but the open file, which the parent never holds.
@@ -17,6 +20,8 @@ public struct CheckpointSummary: Sendable, Codable {
     /// it is measured is reported, not analysed half-old, half-new.
     public var size: Int
     public var mtime: Double
+    /// Parallel to `tensors`: where each lies in `file` when the parent can read it directly.
+    public var storage: [DirectStorage?]
 
     init(_ checkpoint: Checkpoint) {
         source = checkpoint.source
@@ -29,22 +34,43 @@ public struct CheckpointSummary: Sendable, Codable {
         notes = checkpoint.notes
         modified = checkpoint.modified
         (size, mtime) = FileIdentity.of(checkpoint.file)
+        storage = checkpoint.directStorage.map { known in checkpoint.tensors.map { $0.fileIndex == 0 ? known[$0.path] : nil } }
+            ?? SeriesMeasurer.storage(of: checkpoint)
+    }
+
+    /// The checkpoint as the parent's direct measurement sees it.
+    var step: SeriesMeasurer.Step {
+        SeriesMeasurer.Step(file: file, size: size, mtime: mtime, tensors: tensors, storage: storage)
     }
 
     /// A checkpoint for the parent's bookkeeping; it holds no open file.
     var checkpoint: Checkpoint {
-        Checkpoint(source: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
-                   skipped: skipped, notes: notes, files: [], modified: modified, file: file)
+        let checkpoint = Checkpoint(source: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
+                                    skipped: skipped, notes: notes, files: [], modified: modified, file: file)
+        var known: [String: DirectStorage] = [:]
+        for (tensor, storage) in zip(tensors, storage) where tensor.fileIndex == 0 { known[tensor.path] = storage }
+        checkpoint.directStorage = known
+        return checkpoint
     }
 }
 
-/// Size and modification time of a file (0, 0 when it cannot be read).
+/// Size and modification time of a file (0, 0 when it cannot be read), from
+/// `stat`, the same way for a path and for an open descriptor.
 enum FileIdentity {
     static func of(_ path: String) -> (Int, Double) {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return (0, 0) }
-        let size = (attributes[.size] as? Int) ?? 0
-        let mtime = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-        return (size, mtime)
+        var info = stat()
+        guard stat(path, &info) == 0 else { return (0, 0) }
+        return of(info)
+    }
+
+    static func of(descriptor fd: Int32) -> (Int, Double) {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return (0, 0) }
+        return of(info)
+    }
+
+    static func of(_ info: stat) -> (Int, Double) {
+        (Int(info.st_size), Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
     }
 }
 
@@ -70,6 +96,8 @@ public struct WorkerRequest: Sendable, Codable {
     public var index: Int
     public var wantUnits: Bool
     public var gradientNames: [String]
+    /// measure: the keys of the tensors to measure (the others are read by the parent).
+    public var only: [String]?
     public var blockElements: Int
     public var threads: Int
     public var histogramBins: Int
@@ -117,7 +145,8 @@ public enum Worker {
                 options.histogramBins = request.histogramBins
                 options.deadActivationFraction = request.deadActivationFraction
                 let (record, units) = RunMeasurer.measureStep(checkpoint, previous: previous, index: request.index, wantUnits: request.wantUnits,
-                                                              gradientNames: Set(request.gradientNames), options: options) { tensor in
+                                                              gradientNames: Set(request.gradientNames), options: options,
+                                                              only: request.only.map(Set.init)) { tensor in
                     marker(tensor.path)
                 }
                 return WorkerResponse(record: record, units: units)

@@ -69,6 +69,9 @@ public final class Checkpoint: @unchecked Sendable {
     public let modified: Date?
     /// The file on disk the checkpoint was read from.
     public let file: String
+    /// Where tensors of `file` lie when they can be read directly, by object path, as a
+    /// worker process found them (a checkpoint described elsewhere holds no open file).
+    var directStorage: [String: DirectStorage]?
 
     public init(source: String, layout: LayoutKind, metadata: StepMetadata, tensors: [TensorRef], layers: [String],
                 skipped: [SkippedItem], notes: [String], files: [HDF5File], modified: Date? = nil, file: String? = nil) {
