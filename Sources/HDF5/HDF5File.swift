@@ -50,6 +50,8 @@ public final class HDF5File: @unchecked Sendable {
     public let path: String
     /// The file's size in bytes when it was opened.
     public let size: Int
+    /// The file's modification time (seconds since 1970, from `stat`) when it was opened; 0 for an image.
+    public let modificationTime: Double
     /// Offset of the HDF5 superblock (non-zero when the file has a user block, as MATLAB files do).
     public let superblockOffset: Int
     public let options: OpenOptions
@@ -90,7 +92,7 @@ public final class HDF5File: @unchecked Sendable {
             gs_deny_external_links(lapl.id)
         }
         H5Pset_nlinks(lapl.id, 16)
-        return HDF5File(path: path, size: probe.size, superblockOffset: superblock, options: options,
+        return HDF5File(path: path, size: probe.size, modificationTime: probe.modificationTime, superblockOffset: superblock, options: options,
                         handle: Handle(id, .file), linkAccess: lapl)
     }
 
@@ -129,15 +131,17 @@ public final class HDF5File: @unchecked Sendable {
         let lapl = Handle(H5Pcreate(gs_H5P_LINK_ACCESS()), .plist)
         if !options.followLinks { gs_deny_external_links(lapl.id) }
         H5Pset_nlinks(lapl.id, 16)
-        let file = HDF5File(path: name, size: image.count, superblockOffset: superblock, options: options,
+        let file = HDF5File(path: name, size: image.count, modificationTime: 0, superblockOffset: superblock, options: options,
                             handle: Handle(id, .file), linkAccess: lapl)
         file.isMemoryImage = true
         return file
     }
 
-    private init(path: String, size: Int, superblockOffset: Int, options: OpenOptions, handle: Handle, linkAccess: Handle) {
+    private init(path: String, size: Int, modificationTime: Double, superblockOffset: Int, options: OpenOptions, handle: Handle,
+                 linkAccess: Handle) {
         self.path = path
         self.size = size
+        self.modificationTime = modificationTime
         self.superblockOffset = superblockOffset
         self.options = options
         self.handle = handle
@@ -215,8 +219,10 @@ public final class HDF5File: @unchecked Sendable {
             if n > 0 {
                 done += n
             } else if n == 0 {
-                throw HDF5Error(file: path, object: object, reason: .truncated,
-                                message: "truncated: the file ends at byte \(offset + done), inside this dataset's data")
+                var info = stat()
+                let end = fstat(fd, &info) == 0 ? Int(info.st_size) : offset + done
+                let place = end <= offset ? "before this dataset's data (at byte \(offset))" : "inside this dataset's data"
+                throw HDF5Error(file: path, object: object, reason: .truncated, message: "truncated: the file ends at byte \(end), \(place)")
             } else if errno != EINTR {
                 throw HDF5Error(file: path, object: object, reason: .io, message: "read failed: \(String(cString: strerror(errno)))")
             }
@@ -241,6 +247,7 @@ let imageCounter = ImageCounter()
 /// What a path holds, checked before libhdf5 sees it.
 struct FileProbe {
     let size: Int
+    var modificationTime: Double = 0
     let head: [UInt8]
     let superblockOffset: Int?
 
@@ -293,7 +300,9 @@ struct FileProbe {
             if n == 8 && candidate == signature { found = offset; break }
             offset = offset == 0 ? 512 : offset * 2
         }
-        return FileProbe(size: size, head: head, superblockOffset: found)
+        var probe = FileProbe(size: size, head: head, superblockOffset: found)
+        probe.modificationTime = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+        return probe
     }
 
     /// The offset of the HDF5 signature in an in-memory image, if any.

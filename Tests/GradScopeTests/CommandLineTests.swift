@@ -42,6 +42,23 @@ struct CommandLineTests {
 
     var available: Bool { FileManager.default.isExecutableFile(atPath: Self.binary) }
 
+    @Test("scan gives the same JSON with worker processes and with --no-isolation, whole or with --select")
+    func isolatedAndInProcessAgree() throws {
+        let dir = try TemporaryDirectory()
+        try SeriesMeasurerTests.writeMixedRun(dir, steps: 6)
+        for extra in [[], ["--select", "big|gz"]] {
+            let isolated = try run(["scan", dir.url.path, "--format", "json", "--quiet"] + extra)
+            let inProcess = try run(["scan", dir.url.path, "--format", "json", "--quiet", "--no-isolation"] + extra)
+            #expect(!isolated.crashed && isolated.status == inProcess.status)
+            #expect(isolated.stdout == inProcess.stdout, "\(extra)")
+            let report = try json(isolated.stdout)
+            #expect((report["skipped"] as? [Any])?.isEmpty == true, "\(report["skipped"] ?? "")")
+            let timeline = try #require(report["timeline"] as? [[String: Any]])
+            let names = Set(timeline.compactMap { $0["name"] as? String })
+            #expect(extra.isEmpty ? names.isSuperset(of: ["big", "d64", "gz", "grow"]) : names == ["big", "gz"], "\(names)")
+        }
+    }
+
     @Test("output to a pipe closed early ends the command quietly, as with any Unix tool")
     func closedPipe() throws {
         try #require(available, "the gradscope binary is built by swift build / swift test")

@@ -126,6 +126,7 @@ public enum Analysis {
                                   layers: checkpoint.layers, skipped: checkpoint.skipped, notes: checkpoint.notes, files: checkpoint.files,
                                   modified: checkpoint.modified, file: checkpoint.file)
         filtered.directStorage = checkpoint.directStorage
+        filtered.describedIdentity = checkpoint.describedIdentity
         return filtered
     }
 }

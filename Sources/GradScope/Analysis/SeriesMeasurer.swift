@@ -39,9 +39,10 @@ enum SeriesMeasurer {
             self.storage = storage
         }
 
-        /// A checkpoint open in this process (its datasets are opened to find their storage).
+        /// A checkpoint open in this process (its datasets are opened to find their storage),
+        /// with its file as libhdf5 opened it: a file replaced since then is not read.
         init(_ checkpoint: Checkpoint) {
-            let (size, mtime) = FileIdentity.of(checkpoint.file)
+            let (size, mtime) = checkpoint.identity
             self.init(file: checkpoint.file, size: size, mtime: mtime, tensors: checkpoint.tensors,
                       storage: SeriesMeasurer.storage(of: checkpoint))
         }

@@ -33,7 +33,7 @@ public struct CheckpointSummary: Sendable, Codable {
         skipped = checkpoint.skipped
         notes = checkpoint.notes
         modified = checkpoint.modified
-        (size, mtime) = FileIdentity.of(checkpoint.file)
+        (size, mtime) = checkpoint.identity
         storage = checkpoint.directStorage.map { known in checkpoint.tensors.map { $0.fileIndex == 0 ? known[$0.path] : nil } }
             ?? SeriesMeasurer.storage(of: checkpoint)
     }
@@ -50,6 +50,7 @@ public struct CheckpointSummary: Sendable, Codable {
         var known: [String: DirectStorage] = [:]
         for (tensor, storage) in zip(tensors, storage) where tensor.fileIndex == 0 { known[tensor.path] = storage }
         checkpoint.directStorage = known
+        checkpoint.describedIdentity = (size, mtime)
         return checkpoint
     }
 }

@@ -72,6 +72,17 @@ public final class Checkpoint: @unchecked Sendable {
     /// Where tensors of `file` lie when they can be read directly, by object path, as a
     /// worker process found them (a checkpoint described elsewhere holds no open file).
     var directStorage: [String: DirectStorage]?
+    /// Size and modification time of `file` when a worker process described it.
+    var describedIdentity: (size: Int, mtime: Double)?
+
+    /// Size and modification time of `file` when it was read: as libhdf5 opened it, as a
+    /// worker described it, or (a checkpoint with neither) as it is now. Measuring a file
+    /// that no longer matches would mix an old description with new bytes.
+    var identity: (size: Int, mtime: Double) {
+        if let opened = files.first(where: { $0.path == file }), !opened.isMemoryImage { return (opened.size, opened.modificationTime) }
+        if let describedIdentity { return describedIdentity }
+        return FileIdentity.of(file)
+    }
 
     public init(source: String, layout: LayoutKind, metadata: StepMetadata, tensors: [TensorRef], layers: [String],
                 skipped: [SkippedItem], notes: [String], files: [HDF5File], modified: Date? = nil, file: String? = nil) {

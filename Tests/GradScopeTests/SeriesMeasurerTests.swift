@@ -1,0 +1,170 @@
+import Foundation
+import HDF5
+import Testing
+@testable import GradScope
+import TestSupport
+
+/// The run-wide direct path (one tensor across all steps, every block read
+/// once) must give what measuring each step on its own gives.
+@Suite("Measuring a tensor across all steps at once")
+struct SeriesMeasurerTests {
+    /// A native run that exercises every case of the plan: more steps than a
+    /// window holds, a tensor split into shares, float64, a gzip-chunked tensor
+    /// (read through libhdf5), a shape change, a tensor missing from one step,
+    /// and gradients with dead rows.
+    static func writeMixedRun(_ dir: TemporaryDirectory, steps: Int = 20) throws {
+        var noise = SplitMix64(state: 11)
+        var big = noise.normals(600 * 500, std: 0.05)
+        var double = noise.normals(50 * 40, std: 1.0)
+        var chunked = noise.normals(100 * 30, std: 0.1)
+        for index in 0..<steps {
+            let w = try HDF5Writer(creating: dir.path(String(format: "step_%04d.h5", index * 10)))
+            try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+            try w.setAttribute("step", .int(Int64(index * 10)), at: "/")
+            try w.setAttribute("loss", .double(1.0 / Double(index + 1)), at: "/")
+            if index > 0 {
+                for i in stride(from: 0, to: big.count, by: 3) { big[i] += noise.normal() * 1e-3 }
+                for i in double.indices { double[i] += noise.normal() * 1e-6 }
+                for i in stride(from: 0, to: chunked.count, by: 2) { chunked[i] *= 0.99 }
+            }
+            try w.write("/weights/big", big, shape: [600, 500], as: .float32)
+            try w.write("/weights/d64", double, shape: [50, 40], as: .float64)
+            try w.write("/weights/gz", chunked, shape: [100, 30], as: .float32, chunks: [25, 30], gzip: 1)
+            let rows = index < 9 ? 10 : 12
+            try w.write("/weights/grow", (0..<(rows * 8)).map { Double($0 % 7) * 0.1 + Double(index) * 1e-3 }, shape: [rows, 8])
+            if index != 7 {
+                try w.write("/weights/gone", (0..<64).map { Double($0) * 0.01 + Double(index) }, shape: [64])
+            }
+            var gradient = noise.normals(600 * 500, std: 1e-3)
+            for row in 0..<600 where row % 5 == 0 { for c in 0..<500 { gradient[row * 500 + c] = 0 } }
+            try w.write("/gradients/big", gradient, shape: [600, 500], as: .float32)
+            try w.write("/gradients/d64", noise.normals(50 * 40, std: 1e-4), shape: [50, 40], as: .float64)
+        }
+    }
+
+    static func options() -> MeasureOptions {
+        var options = MeasureOptions()
+        options.threads = 2
+        return options
+    }
+
+    @Test("the plan: windows of at most 16 steps, split at a shape change, shares for a large tensor, gzip left to libhdf5")
+    func plan() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeMixedRun(dir)
+        let run = try RunLoader.load(dir.url.path)
+        let steps = run.checkpoints.map(SeriesMeasurer.Step.init)
+        let selected = SeriesMeasurer.eligible(steps)
+        for (index, checkpoint) in run.checkpoints.enumerated() {
+            let names = Set(selected[index].map { checkpoint.tensors[$0].path })
+            #expect(!names.contains("/weights/gz"))
+            #expect(names.contains("/weights/big") && names.contains("/weights/d64") && names.contains("/gradients/big"))
+        }
+        let windows = SeriesMeasurer.plan(steps, selected: selected, options: Self.options(), gradientNames: ["big", "d64"],
+                                          perUnitEverywhere: false)
+        let big = windows.filter { steps[$0.entries[0].step].tensors[$0.entries[0].tensor].path == "/weights/big" }
+        #expect(big.map(\.entries.count) == [16, 4])
+        #expect(big.allSatisfy { $0.shares.count == 2 })
+        #expect(big[1].entries.first?.partner != nil, "the second window's first step still measures drift")
+        let grow = windows.filter { steps[$0.entries[0].step].tensors[$0.entries[0].tensor].path == "/weights/grow" }
+        #expect(grow.map(\.entries.count) == [9, 11])
+        #expect(grow[1].entries.first?.partner == nil, "no drift across a shape change")
+        let gone = windows.filter { steps[$0.entries[0].step].tensors[$0.entries[0].tensor].path == "/weights/gone" }
+        #expect(gone.flatMap(\.entries).first { $0.step == 8 }?.partner == nil, "no drift from a step that lacks the tensor")
+    }
+
+    @Test("the run-wide path gives the step-by-step path's statistics, drift and unit evidence")
+    func agreesWithStepByStep() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeMixedRun(dir)
+        let run = try RunLoader.load(dir.url.path)
+        let options = Self.options()
+        let measured = RunMeasurer.measure(run, options: options)
+        let gradientNames = Set(run.checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })
+        let start = RunMeasurer.windowStart(count: run.checkpoints.count)
+        var referenceUnits: [String: [Bool]] = [:]
+        #expect(measured.records.count == 20)
+        for (index, checkpoint) in run.checkpoints.enumerated() {
+            let (reference, units) = RunMeasurer.measureStep(checkpoint, previous: index > 0 ? run.checkpoints[index - 1] : nil, index: index,
+                                                             wantUnits: index >= start, gradientNames: gradientNames, options: options)
+            for unit in units {
+                let before: [Bool] = referenceUnits[unit.key] ?? [Bool](repeating: false, count: unit.alive.count)
+                referenceUnits[unit.key] = zip(before, unit.alive).map { $0 || $1 }
+            }
+            let record = measured.records[index]
+            #expect(record.order == reference.order)
+            #expect(record.failures.isEmpty && reference.failures.isEmpty)
+            for key in reference.order {
+                let a = try #require(record.tensors[key]), b = try #require(reference.tensors[key])
+                #expect(a.stats.count == b.stats.count && a.stats.zeros == b.stats.zeros, "\(key) at \(index)")
+                #expect(a.stats.min == b.stats.min && a.stats.max == b.stats.max)
+                #expect(a.stats.p1 == b.stats.p1 && a.stats.p50 == b.stats.p50 && a.stats.p99 == b.stats.p99, "\(key) at \(index)")
+                #expect(a.stats.histogram == b.stats.histogram && a.stats.log2Histogram == b.stats.log2Histogram)
+                #expect(close(a.stats.mean, b.stats.mean) && close(a.stats.std, b.stats.std) && close(a.stats.l2Norm, b.stats.l2Norm), "\(key) at \(index)")
+                #expect(a.zeroUnits == b.zeroUnits && a.unitCount == b.unitCount)
+                #expect((a.drift == nil) == (b.drift == nil), "\(key) at \(index)")
+                if let x = a.drift, let y = b.drift {
+                    #expect(x.changed == y.changed && x.signFlips == y.signFlips, "\(key) at \(index)")
+                    #expect(close(x.relativeChange, y.relativeChange) && close(x.normA, y.normA) && close(x.normB, y.normB), "\(key) at \(index)")
+                }
+            }
+        }
+        // Gradient rows that are always zero are the dead units, found the same way.
+        let window = try #require(measured.unitWindows.first { $0.key == "gradient:big" })
+        #expect(window.deadCount == 120)
+        #expect(window.everAlive == referenceUnits["gradient:big"])
+        // Drift where it applies: not at the first step, a shape change, or after a gap.
+        #expect(measured.records[0].weight("big")?.drift == nil)
+        #expect(measured.records[16].weight("big")?.drift != nil)
+        #expect(measured.records[9].weight("grow")?.drift == nil && measured.records[10].weight("grow")?.drift != nil)
+        #expect(measured.records[7].weight("gone") == nil && measured.records[8].weight("gone")?.drift == nil)
+        #expect(measured.records[19].weight("gz")?.drift != nil)
+    }
+
+    @Test("a file that changed after it was described fails its own step and only the next step's drift")
+    func changedFile() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeMixedRun(dir, steps: 4)
+        let run = try RunLoader.load(dir.url.path)
+        // Cut the third file after the run was read: its size no longer matches.
+        let victim = run.checkpoints[2].file
+        let handle = try #require(FileHandle(forWritingAtPath: victim))
+        try handle.truncate(atOffset: 4096)
+        try handle.close()
+        let measured = RunMeasurer.measure(run, options: Self.options())
+        let cut = measured.records[2]
+        #expect(cut.weight("big") == nil)
+        #expect(cut.failures.contains { $0.item.hasSuffix(":/weights/big") && $0.reason.contains("changed while the run was being scanned") }, "\(cut.failures)")
+        let after = try #require(measured.records[3].weight("big"))
+        #expect(after.stats.count == 300_000)
+        #expect(after.drift == nil, "its partner could not be read")
+        #expect(measured.records[1].weight("big")?.drift != nil)
+    }
+
+    @Test("a block that cannot be read fails that tensor at that step; the next step keeps its statistics")
+    func unreadableBlock() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeMixedRun(dir, steps: 3)
+        let run = try RunLoader.load(dir.url.path)
+        var steps = run.checkpoints.map(SeriesMeasurer.Step.init)
+        let t = try #require(steps[1].tensors.firstIndex { $0.path == "/weights/big" })
+        // Storage that claims more than the file holds: the read runs off its end.
+        let size = steps[1].size
+        steps[1].storage[t]?.offset = size - 1000
+        let selected = SeriesMeasurer.eligible(steps)
+        let result = SeriesMeasurer.measure(steps, selected: selected, options: Self.options(), gradientNames: [], perUnitEverywhere: false)
+        #expect(result.stepErrors.allSatisfy { $0 == nil })
+        let failed = try #require(result.outcomes[1][t])
+        #expect(failed.stats == nil && failed.error?.contains("truncated") == true)
+        let t2 = try #require(steps[2].tensors.firstIndex { $0.path == "/weights/big" })
+        let next = try #require(result.outcomes[2][t2])
+        #expect(next.stats?.count == 300_000 && next.drift == nil && next.error == nil)
+        let t0 = try #require(steps[0].tensors.firstIndex { $0.path == "/weights/big" })
+        #expect(result.outcomes[0][t0]?.stats?.count == 300_000)
+    }
+
+    func close(_ a: Double?, _ b: Double?) -> Bool {
+        guard let a, let b else { return a == nil && b == nil }
+        return abs(a - b) <= 1e-12 * max(abs(a), abs(b), 1e-300)
+    }
+}
