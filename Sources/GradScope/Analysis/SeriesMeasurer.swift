@@ -171,6 +171,7 @@ enum SeriesMeasurer {
                 chains[key, default: []].append((s, t))
             }
         }
+        let partners = steps.map(partnerIndex)
         var windows: [Window] = []
         for key in order {
             guard let chain = chains[key] else { continue }
@@ -194,7 +195,7 @@ enum SeriesMeasurer {
                 let statsLayout = parts.stats ? layout : .none
                 let driftLayout = parts.drift ? layout : .none
                 var partner: Int?
-                if tensor.role == .weight, s > 0, let p = partnerIndex(steps[s - 1])[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
+                if tensor.role == .weight, s > 0, let p = partners[s - 1][tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
                     partner = p
                 }
                 if current.isEmpty {
@@ -210,8 +211,14 @@ enum SeriesMeasurer {
             }
             close()
         }
-        // Largest first within the run's order of windows, so the last jobs are small ones.
-        return windows
+        // Windows of the same steps together (so few files are open at once), the largest first
+        // among them (so the last jobs, which may leave a core idle, are small ones).
+        return windows.enumerated().sorted { a, b in
+            let (stepA, stepB) = (a.element.entries[0].step / maxWindow, b.element.entries[0].step / maxWindow)
+            if stepA != stepB { return stepA < stepB }
+            if a.element.bytes != b.element.bytes { return a.element.bytes > b.element.bytes }
+            return a.offset < b.offset
+        }.map(\.element)
     }
 
     /// The accumulators of one job: one element share of a window.
