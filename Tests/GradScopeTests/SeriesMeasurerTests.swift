@@ -61,7 +61,7 @@ struct SeriesMeasurerTests {
             #expect(names.contains("/weights/big") && names.contains("/weights/d64") && names.contains("/gradients/big"))
         }
         let windows = SeriesMeasurer.plan(steps, selected: selected, options: Self.options(), gradientNames: ["big", "d64"],
-                                          perUnitEverywhere: false)
+                                          perUnitEverywhere: false).sorted { $0.entries[0].step < $1.entries[0].step }
         let big = windows.filter { steps[$0.entries[0].step].tensors[$0.entries[0].tensor].path == "/weights/big" }
         #expect(big.map(\.entries.count) == [16, 4])
         #expect(big.allSatisfy { $0.shares.count == 2 })
