@@ -107,9 +107,13 @@ extension HDF5File {
         return Dataset(file: self, info: info, handle: dataset)
     }
 
-    /// The dataset's metadata, without keeping it open.
+    /// The dataset's metadata, without keeping it open. Remembered for the
+    /// file's lifetime (the file is read-only): asking again costs nothing.
     public func datasetInfo(_ path: String) throws -> DatasetInfo {
-        try dataset(path).info
+        if let known = rememberedInfo(path) { return known }
+        let info = try dataset(path).info
+        remember(info, for: path)
+        return info
     }
 
     private func describe(dataset did: hid_t, path: String) throws -> DatasetInfo {

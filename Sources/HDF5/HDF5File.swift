@@ -59,6 +59,20 @@ public final class HDF5File: @unchecked Sendable {
     let handle: Handle
     let linkAccess: Handle
     private let descriptorLock = NSLock()
+    private let infoLock = NSLock()
+    nonisolated(unsafe) private var infos: [String: DatasetInfo] = [:]
+
+    func rememberedInfo(_ path: String) -> DatasetInfo? {
+        infoLock.lock()
+        defer { infoLock.unlock() }
+        return infos[path]
+    }
+
+    func remember(_ info: DatasetInfo, for path: String) {
+        infoLock.lock()
+        infos[path] = info
+        infoLock.unlock()
+    }
     /// The file opened a second time for direct reads (`-1` until first used).
     nonisolated(unsafe) private var descriptor: Int32 = -1
     /// True for files opened from a memory image: there is no path to read directly.

@@ -53,8 +53,9 @@ enum SeriesMeasurer {
     static func storage(of checkpoint: Checkpoint) -> [DirectStorage?] {
         checkpoint.tensors.map { tensor in
             guard tensor.fileIndex == 0, let first = checkpoint.files.first, first.path == checkpoint.file, !first.isMemoryImage,
-                  let dataset = try? checkpoint.dataset(for: tensor), (try? dataset.checkReadable()) != nil else { return nil }
-            return dataset.info.directStorage(fileSize: first.size)
+                  let info = try? first.datasetInfo(tensor.path),
+                  info.refusal(limits: first.options.limits, followLinks: first.options.followLinks) == nil else { return nil }
+            return info.directStorage(fileSize: first.size)
         }
     }
 
