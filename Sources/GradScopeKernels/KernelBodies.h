@@ -1,17 +1,126 @@
-// The chunk kernels' bodies, included twice by Kernels.c: once for the baseline
-// instruction set and, on x86-64, once for AVX2 with FMA. GS_NAME(name) gives
-// each copy its own names and GS_TARGET its instruction set.
+// The chunk kernels' bodies, included once per copy by Kernels.c: the baseline
+// instruction set and, on x86-64, AVX2 with FMA and AVX-512. GS_NAME(name)
+// gives each copy its own names, GS_TARGET its instruction set and
+// GS_VECTOR_BYTES its vector width (32 or 64 bytes); the vector types and
+// helpers below follow the width, so the bodies are written once for all.
 
-// One pass, two sets of accumulators (16 values per step) so that the additions
-// of consecutive steps do not wait on each other. With a shift c (the mean of
-// the values seen so far; for a first chunk, the median of its first, middle
-// and last values), S1 = Σ (x - c) and
-// S2 = Σ (x - c)² in float64 give mean = c + S1 / n and M2 = S2 - S1² / n;
-// the shift removes a large common offset, and the cancellation error left is
-// about ε (c - mean)² / variance relative, negligible unless c lies some 10^6
-// standard deviations from the chunk's mean. Q = Σ x² follows as
-// S2 + 2 c S1 + n c² (rounding error relative to Q about ε c² / (mean² + variance)). Any NaN or infinity makes S2 non-finite (float32 values squared and
-// summed cannot overflow float64).
+// OP applied to arguments that come from another macro.
+#define CALL_(OP, ...) OP(__VA_ARGS__)
+
+#if GS_VECTOR_BYTES == 32
+#define NF 8 // float lanes in a vector
+#define VF f32x8
+#define VD f64x4
+#define VI i32x8
+#define VU u32x8
+#define VH u16x8
+#define LANE_INDEX ((VU){0, 1, 2, 3, 4, 5, 6, 7})
+#define LOWD(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 0, 1, 2, 3), f64x4)
+#define HIGHD(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 4, 5, 6, 7), f64x4)
+// Halves of a vector, down to 32 bytes (no-ops at this width).
+#define FOLDF(v, OP) (v)
+#define FOLDD(v, OP) (v)
+#define FOLDI(v, OP) (v)
+#elif GS_VECTOR_BYTES == 64
+#define NF 16
+#define VF f32x16
+#define VD f64x8
+#define VI i32x16
+#define VU u32x16
+#define VH u16x16
+#define LANE_INDEX ((VU){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+#define LOWD(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7), f64x8)
+#define HIGHD(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 8, 9, 10, 11, 12, 13, 14, 15), f64x8)
+#define HALVES8_(v) __builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7), __builtin_shufflevector((v), (v), 8, 9, 10, 11, 12, 13, 14, 15)
+#define FOLDF(v, OP) CALL_(OP, HALVES8_(v))
+#define FOLDD(v, OP) OP(__builtin_shufflevector((v), (v), 0, 1, 2, 3), __builtin_shufflevector((v), (v), 4, 5, 6, 7))
+#define FOLDI(v, OP) CALL_(OP, HALVES8_(v))
+#else
+#error "GS_VECTOR_BYTES must be 32 or 64"
+#endif
+
+#define LOADF(p) ({ VF v_; memcpy(&v_, (p), sizeof v_); v_; })
+#ifndef GS_MAX_ABS
+// max(|a|, |b|), lane by lane.
+#define GS_MAX_ABS(a, b) MAXV(__builtin_elementwise_abs(a), __builtin_elementwise_abs(b))
+#endif
+
+// Reductions of a vector to one value, via its 32-byte halves.
+#define ADD_(a, b) ((a) + (b))
+#define HALVES4_(r) __builtin_shufflevector((r), (r), 0, 1, 2, 3), __builtin_shufflevector((r), (r), 4, 5, 6, 7)
+#define REDUCE_MINF(v)                                                                 \
+    ({                                                                                 \
+        f32x8 r_ = FOLDF((v), MINV);                                                   \
+        f32x4 q_ = CALL_(MINV, HALVES4_(r_));                                          \
+        float m_ = q_[0];                                                              \
+        for (int k_ = 1; k_ < 4; k_++) if (q_[k_] < m_) m_ = q_[k_];                   \
+        m_;                                                                            \
+    })
+#define REDUCE_MAXF(v)                                                                 \
+    ({                                                                                 \
+        f32x8 r_ = FOLDF((v), MAXV);                                                   \
+        f32x4 q_ = CALL_(MAXV, HALVES4_(r_));                                          \
+        float m_ = q_[0];                                                              \
+        for (int k_ = 1; k_ < 4; k_++) if (q_[k_] > m_) m_ = q_[k_];                   \
+        m_;                                                                            \
+    })
+#define REDUCE_SUMD(v) ({ f64x4 r_ = FOLDD((v), ADD_); ((r_[0] + r_[1]) + (r_[2] + r_[3])); })
+#define REDUCE_MAXD(v)                                                                 \
+    ({                                                                                 \
+        f64x4 r_ = FOLDD((v), MAXV);                                                   \
+        double m_ = r_[0];                                                             \
+        for (int k_ = 1; k_ < 4; k_++) if (r_[k_] > m_) m_ = r_[k_];                   \
+        m_;                                                                            \
+    })
+#define REDUCE_SUMI(v) ({ i32x8 r_ = FOLDI((v), ADD_); __builtin_reduce_add(__builtin_convertvector(r_, i64x8)); })
+
+// Add float64 vectors to the accumulators name##0, name##1, ... With 64-byte
+// vectors (AVX-512, 32 registers) each has its own accumulator, so that more
+// chains of additions run side by side; with 32-byte vectors (16 registers, and
+// the baseline splits each vector in two) they are added together first and the
+// other accumulators stay zero, or the accumulators would not fit in the
+// registers (a spilled accumulator puts a store and a load in its chain).
+#if GS_VECTOR_BYTES == 64
+#define SUM2(name, a, b) (name##0 += (a), name##1 += (b))
+#define SUM4(name, a, b, c, d) (name##0 += (a), name##1 += (b), name##2 += (c), name##3 += (d))
+#else
+#define SUM2(name, a, b) (name##0 += (a) + (b))
+#define SUM4(name, a, b, c, d) (name##0 += ((a) + (b)) + ((c) + (d)))
+#endif
+
+// Each step of the summary takes two vectors, a block of 2 NF values.
+#define BLOCK (2 * NF)
+
+// One pass, two vectors (16 or 32 values) per step and, with 64-byte vectors,
+// separate accumulators for each half of each vector (SUM4), so that the
+// additions of consecutive steps do not wait on each other. With a shift c (the
+// mean of the values seen so far; for a first chunk, the median of its first,
+// middle and last values), S1 = Σ (x - c) and S2 = Σ (x - c)² in float64 give
+// mean = c + S1 / n and M2 = S2 - S1² / n; the shift removes a large common
+// offset, and the cancellation error left is about ε (c - mean)² / variance
+// relative, negligible unless c lies some 10^6 standard deviations from the
+// chunk's mean. Q = Σ x² follows as S2 + 2 c S1 + n c² (rounding error relative
+// to Q about ε c² / (mean² + variance)). Any NaN or infinity makes S2 non-finite
+// (float32 values squared and summed cannot overflow float64). Min and max skip
+// NaN (such a chunk is refused anyway) and may keep either zero of ±0; the zero
+// count counts both.
+//
+// The sketch's key counts (counts[bits >> 16] += 1 per value) are scalar
+// read-modify-writes of a 256 KiB table, bound by the store unit at about one
+// value per cycle, while the moments use the vector units: the increments for
+// each block are interleaved with the block's vector arithmetic so that both
+// run at once (a second loop over the chunk after the moments would add the two
+// times up). Increments of one and the same counter wait on each other through
+// memory, so a chunk where many values share a key (zeros, in sparse tensors)
+// would be bound by that chain of latencies (half the values zero: two to four
+// times slower). So when the chunk's first 64 values hold 10% zeros or more
+// (below that the plain loop is a little faster), each zero's key is redirected,
+// in the vector step, to a counter of its own lane (key j for lane j of the
+// block, so that consecutive zeros do not land on the same counter), the scalar
+// increments read these keys from a small ring two blocks behind, and the
+// per-lane zero counts undo the redirection at the end: counts[j] -= zeros in
+// lane j, and the +0 and -0 go to keys 0 and 0x8000. The counts are identical
+// either way.
 GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double center, uint32_t *counts, gs_float_summary *out) {
     if (n <= 0) return false;
     const float x0 = p[0];
@@ -22,57 +131,82 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
         double a = p[0], b = p[n / 2], c = p[n - 1];
         shift = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
     }
-    const f64x4 s = {shift, shift, shift, shift};
-    const f32x8 zero = {0};
-    f32x8 low0 = {x0, x0, x0, x0, x0, x0, x0, x0}, low1 = low0, high0 = low0, high1 = low0;
-    i32x8 zeros0 = {0}, zeros1 = {0};
-    f64x4 s1a = {0}, s1b = {0}, s2a = {0}, s2b = {0};
+    const VD s = (VD){0} + shift;
+    const VF zero = {0};
+    VF low = zero + x0, high = low;
+    VI zeros0 = {0}, zeros1 = {0};
+    VD s10 = {0}, s11 = {0}, s12 = {0}, s13 = {0}, s20 = {0}, s21 = {0}, s22 = {0}, s23 = {0};
     int64_t i = 0;
-#define SUMMARIZE16(i)                                                                       \
-    do {                                                                                     \
-        f32x8 v = LOAD8(p + (i)), w = LOAD8(p + (i) + 8);                                    \
-        low0 = __builtin_elementwise_min(low0, v);                                           \
-        low1 = __builtin_elementwise_min(low1, w);                                           \
-        high0 = __builtin_elementwise_max(high0, v);                                         \
-        high1 = __builtin_elementwise_max(high1, w);                                         \
-        zeros0 -= (i32x8)(v == zero);                                                        \
-        zeros1 -= (i32x8)(w == zero);                                                        \
-        f64x4 dv0 = LOW4(v) - s, dv1 = HIGH4(v) - s, dw0 = LOW4(w) - s, dw1 = HIGH4(w) - s; \
-        s1a += dv0 + dv1;                                                                    \
-        s1b += dw0 + dw1;                                                                    \
-        s2a += dv0 * dv0 + dv1 * dv1;                                                        \
-        s2b += dw0 * dw0 + dw1 * dw1;                                                        \
+    // One block at i; KEYS may use the two vectors v, w and their zero masks zv, zw.
+#define SUMMARIZE_BLOCK(i, KEYS)                                                    \
+    do {                                                                            \
+        VF v = LOADF(p + (i)), w = LOADF(p + (i) + NF);                             \
+        low = MINV(MINV(v, w), low);                                                \
+        high = MAXV(MAXV(v, w), high);                                              \
+        VI zv = (VI)(v == zero), zw = (VI)(w == zero);                              \
+        zeros0 -= zv;                                                               \
+        zeros1 -= zw;                                                               \
+        VD dv0 = LOWD(v) - s, dv1 = HIGHD(v) - s, dw0 = LOWD(w) - s, dw1 = HIGHD(w) - s; \
+        SUM4(s1, dv0, dv1, dw0, dw1);                                               \
+        SUM4(s2, dv0 * dv0, dv1 * dv1, dw0 * dw0, dw1 * dw1);                       \
+        KEYS                                                                        \
     } while (0)
-    if (counts) {
-        // The sketch's scalar increments interleaved with the vector arithmetic:
-        // they use different execution units, so they overlap.
-        const unsigned char *raw = (const unsigned char *)p;
-        for (; i + 16 <= n; i += 16) {
-            SUMMARIZE16(i);
-            uint32_t k[16];
-            memcpy(k, raw + i * 4, sizeof k);
-            for (int j = 0; j < 16; j++) counts[k[j] >> 16] += 1;
-        }
-        for (int64_t j = i; j < n; j++) {
-            uint32_t key;
-            memcpy(&key, raw + j * 4, sizeof key);
-            counts[key >> 16] += 1;
-        }
+    if (!counts) {
+        for (; i + BLOCK <= n; i += BLOCK) SUMMARIZE_BLOCK(i, );
     } else {
-        for (; i + 16 <= n; i += 16) SUMMARIZE16(i);
+        const unsigned char *raw = (const unsigned char *)p;
+        // Hidden from the optimiser, so that keys are read with scalar loads rather
+        // than extracted from the vector registers (which takes the vector units).
+        __asm__("" : "+r"(raw));
+#define KEY(j) ({ uint32_t k_; memcpy(&k_, raw + (j) * 4, 4); k_ >> 16; })
+        int64_t head = n < 64 ? n : 64, headZeros = 0;
+        for (int64_t j = 0; j < head; j++) headZeros += p[j] == 0;
+        if (headZeros * 10 < head) {
+            for (; i + BLOCK <= n; i += BLOCK) {
+                SUMMARIZE_BLOCK(i, );
+                for (int j = 0; j < BLOCK; j++) counts[KEY(i + j)] += 1;
+            }
+        } else {
+            enum { RING = 4 * BLOCK, LAG = 2 * BLOCK };
+            uint16_t ring[RING] __attribute__((aligned(GS_VECTOR_BYTES)));
+            uint16_t *keys = ring;
+            const VU lanes0 = LANE_INDEX, lanes1 = LANE_INDEX + NF;
+            VI negativeZeros = {0};
+            // The keys of the block at i, zeros redirected to their lanes, into the ring.
+#define REDIRECTED_KEYS(i)                                                                  \
+    do {                                                                                    \
+        VU kv = (VU)(((VI)((VU)v >> 16) & ~zv) | ((VI)lanes0 & zv));                        \
+        VU kw = (VU)(((VI)((VU)w >> 16) & ~zw) | ((VI)lanes1 & zw));                        \
+        VH hv = __builtin_convertvector(kv, VH), hw = __builtin_convertvector(kw, VH);      \
+        memcpy(keys + ((i) & (RING - 1)), &hv, sizeof hv);                                  \
+        memcpy(keys + ((i) & (RING - 1)) + NF, &hw, sizeof hw);                             \
+        negativeZeros -= (VI)((VU)v == 0x80000000u) + (VI)((VU)w == 0x80000000u);          \
+    } while (0);
+            for (; i < LAG && i + BLOCK <= n; i += BLOCK) SUMMARIZE_BLOCK(i, REDIRECTED_KEYS(i));
+            for (; i + BLOCK <= n; i += BLOCK) {
+                SUMMARIZE_BLOCK(i, REDIRECTED_KEYS(i));
+                // Again hidden, so that the keys are loaded from the ring.
+                __asm__("" : "+r"(keys));
+                const uint16_t *block = keys + ((i - LAG) & (RING - 1));
+                for (int j = 0; j < BLOCK; j++) counts[block[j]] += 1;
+            }
+#undef REDIRECTED_KEYS
+            for (int64_t j = i < LAG ? 0 : i - LAG; j < i; j++) counts[keys[j & (RING - 1)]] += 1;
+            uint32_t lanes[2 * NF];
+            memcpy(lanes, &zeros0, sizeof zeros0);
+            memcpy(lanes + NF, &zeros1, sizeof zeros1);
+            for (int j = 0; j < 2 * NF; j++) counts[j] -= lanes[j];
+            int64_t allZeros = REDUCE_SUMI(zeros0 + zeros1), negative = REDUCE_SUMI(negativeZeros);
+            counts[0] += (uint32_t)(allZeros - negative);
+            counts[0x8000] += (uint32_t)negative;
+        }
+        for (int64_t j = i; j < n; j++) counts[KEY(j)] += 1;
+#undef KEY
     }
-#undef SUMMARIZE16
-    f32x8 low = __builtin_elementwise_min(low0, low1), high = __builtin_elementwise_max(high0, high1);
-    i32x8 zeroLanes = zeros0 + zeros1;
-    f64x4 s1v = s1a + s1b, s2v = s2a + s2b;
-    double sum1 = HSUM4(s1v), sum2 = HSUM4(s2v);
-    float minimum = low[0], maximum = high[0];
-    for (int k = 1; k < 8; k++) {
-        if (low[k] < minimum) minimum = low[k];
-        if (high[k] > maximum) maximum = high[k];
-    }
-    int64_t zeros = 0;
-    for (int k = 0; k < 8; k++) zeros += zeroLanes[k];
+#undef SUMMARIZE_BLOCK
+    double sum1 = REDUCE_SUMD((s10 + s11) + (s12 + s13)), sum2 = REDUCE_SUMD((s20 + s21) + (s22 + s23));
+    float minimum = REDUCE_MINF(low), maximum = REDUCE_MAXF(high);
+    int64_t zeros = REDUCE_SUMI(zeros0 + zeros1);
     for (; i < n; i++) {
         float x = p[i];
         if (x < minimum) minimum = x;
@@ -113,37 +247,40 @@ GS_TARGET GS_LINKAGE void GS_NAME(count_keys)(const float *values, int64_t n, ui
     }
 }
 
-// Sixteen pairs per step into two sets of accumulators, so that consecutive
-// steps do not wait on each other's additions.
+// One vector of pairs (8 or 16) per step; with 64-byte vectors each half has its
+// own accumulators, eight chains of additions side by side (SUM2). Every sum is
+// taken in float64. The counts come from the bit patterns: a pair changed when
+// they differ; a sign flip is a pair whose signs differ with neither value ±0,
+// which is exactly when the float64 product a·b is negative (the product of two
+// float32 is exact in float64: it neither rounds to zero nor overflows).
 GS_TARGET GS_LINKAGE bool GS_NAME(drift)(const float *pa, const float *pb, int64_t n, gs_drift_sums *out) {
-    const f64x4 zero = {0};
-    f64x4 squaresA0 = zero, squaresA1 = zero, squaresB0 = zero, squaresB1 = zero, squaresD0 = zero, squaresD1 = zero;
-    f64x4 dot0 = zero, dot1 = zero, maxDelta0 = zero, maxDelta1 = zero;
-    i32x8 changed0 = {0}, changed1 = {0};
-    i64x4 flips0 = {0}, flips1 = {0};
+    const VD zero = {0};
+    const VF zeroF = {0};
+    VD squaresA0 = zero, squaresA1 = zero, squaresB0 = zero, squaresB1 = zero;
+    VD squaresD0 = zero, squaresD1 = zero, dot0 = zero, dot1 = zero, maxDelta = zero;
+    VI changedLanes = {0}, flipLanes = {0};
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        DRIFT8(i, 0);
-        DRIFT8(i + 8, 1);
+    for (; i + NF <= n; i += NF) {
+        VF va = LOADF(pa + i), vb = LOADF(pb + i);
+        VU ua = (VU)va, ub = (VU)vb;
+        changedLanes -= (VI)(ua != ub);
+        flipLanes -= (VI)((VI)(ua ^ ub) < 0) & (VI)(va != zeroF) & (VI)(vb != zeroF);
+        VD aLo = LOWD(va), aHi = HIGHD(va), bLo = LOWD(vb), bHi = HIGHD(vb);
+        VD dLo = bLo - aLo, dHi = bHi - aHi;
+        SUM2(squaresA, aLo * aLo, aHi * aHi);
+        SUM2(squaresB, bLo * bLo, bHi * bHi);
+        SUM2(squaresD, dLo * dLo, dHi * dHi);
+        SUM2(dot, aLo * bLo, aHi * bHi);
+        maxDelta = MAXV(GS_MAX_ABS(dLo, dHi), maxDelta);
     }
-    if (i + 8 <= n) {
-        DRIFT8(i, 0);
-        i += 8;
-    }
-    f64x4 squaresA = squaresA0 + squaresA1, squaresB = squaresB0 + squaresB1, squaresDelta = squaresD0 + squaresD1;
-    f64x4 dot = dot0 + dot1, maxDelta = __builtin_elementwise_max(maxDelta0, maxDelta1);
-    i64x4 flipLanes = flips0 + flips1;
-    i32x8 changedLanes = changed0 + changed1;
     gs_drift_sums s;
-    s.squaresA = HSUM4(squaresA);
-    s.squaresB = HSUM4(squaresB);
-    s.squaresDelta = HSUM4(squaresDelta);
-    s.dot = HSUM4(dot);
-    s.maxAbsDelta = 0;
-    for (int k = 0; k < 4; k++) if (maxDelta[k] > s.maxAbsDelta) s.maxAbsDelta = maxDelta[k];
-    s.changed = 0;
-    for (int k = 0; k < 8; k++) s.changed += changedLanes[k];
-    s.signFlips = flipLanes[0] + flipLanes[1] + flipLanes[2] + flipLanes[3];
+    s.squaresA = REDUCE_SUMD(squaresA0 + squaresA1);
+    s.squaresB = REDUCE_SUMD(squaresB0 + squaresB1);
+    s.squaresDelta = REDUCE_SUMD(squaresD0 + squaresD1);
+    s.dot = REDUCE_SUMD(dot0 + dot1);
+    s.maxAbsDelta = REDUCE_MAXD(maxDelta);
+    s.changed = REDUCE_SUMI(changedLanes);
+    s.signFlips = REDUCE_SUMI(flipLanes);
     for (; i < n; i++) {
         double a = (double)pa[i], b = (double)pb[i], d = b - a;
         s.squaresA += a * a;
@@ -165,20 +302,24 @@ GS_TARGET GS_LINKAGE bool GS_NAME(drift)(const float *pa, const float *pb, int64
     return true;
 }
 
+// Two vectors per step, four chains of float64 additions.
 GS_TARGET GS_LINKAGE void GS_NAME(squares_zeros)(const float *p, int64_t n, double *squares, int64_t *zeros) {
-    f64x4 q = {0};
-    i32x8 zeroLanes = {0};
-    const f32x8 zero = {0};
+    VD q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};
+    VI zeros0 = {0}, zeros1 = {0};
+    const VF zero = {0};
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        f32x8 v = LOAD8(p + i);
-        f64x4 lo = LOW4(v), hi = HIGH4(v);
-        q += lo * lo + hi * hi;
-        zeroLanes -= (i32x8)(v == zero);
+    for (; i + 2 * NF <= n; i += 2 * NF) {
+        VF v = LOADF(p + i), w = LOADF(p + i + NF);
+        VD v0 = LOWD(v), v1 = HIGHD(v), w0 = LOWD(w), w1 = HIGHD(w);
+        q0 += v0 * v0;
+        q1 += v1 * v1;
+        q2 += w0 * w0;
+        q3 += w1 * w1;
+        zeros0 -= (VI)(v == zero);
+        zeros1 -= (VI)(w == zero);
     }
-    double sum = HSUM4(q);
-    int64_t z = 0;
-    for (int k = 0; k < 8; k++) z += zeroLanes[k];
+    double sum = REDUCE_SUMD((q0 + q1) + (q2 + q3));
+    int64_t z = REDUCE_SUMI(zeros0 + zeros1);
     for (; i < n; i++) {
         double x = (double)p[i];
         sum += x * x;
@@ -187,3 +328,30 @@ GS_TARGET GS_LINKAGE void GS_NAME(squares_zeros)(const float *p, int64_t n, doub
     *squares = sum;
     *zeros = z;
 }
+
+#undef NF
+#undef VF
+#undef VD
+#undef VI
+#undef VU
+#undef VH
+#undef LANE_INDEX
+#undef LOWD
+#undef HIGHD
+#undef FOLDF
+#undef FOLDD
+#undef FOLDI
+#undef HALVES8_
+#undef HALVES4_
+#undef CALL_
+#undef LOADF
+#undef GS_MAX_ABS
+#undef ADD_
+#undef REDUCE_MINF
+#undef REDUCE_MAXF
+#undef REDUCE_SUMD
+#undef REDUCE_MAXD
+#undef REDUCE_SUMI
+#undef BLOCK
+#undef SUM2
+#undef SUM4

@@ -1,8 +1,11 @@
 // SIMD chunk kernels for the statistics. Written once (KernelBodies.h) with the
-// compiler's vector extensions and compiled twice on x86-64, for the baseline
-// instruction set (SSE2) and for AVX2 with FMA; the version for the running CPU
-// is chosen on first use. The baseline copies keep their own names, so tests can
-// compare them with whatever version the machine runs.
+// compiler's vector extensions, for a vector width of 32 or 64 bytes, and
+// compiled three times on x86-64: for the baseline instruction set (SSE2, 32-byte
+// vectors split in two), for AVX2 with FMA (32-byte vectors) and for AVX-512
+// (64-byte vectors); the version for the running CPU is chosen on first use, the
+// widest it and its operating system support. The baseline copies keep their own
+// names, and gs_kernels_for_isa hands out every copy this CPU can run, so tests
+// can compare them all.
 
 #include "GradScopeKernels.h"
 
@@ -11,93 +14,122 @@
 #include <malloc.h>
 #endif
 
+typedef float f32x4 __attribute__((vector_size(16)));
 typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x16 __attribute__((vector_size(64)));
 typedef double f64x4 __attribute__((vector_size(32)));
+typedef double f64x8 __attribute__((vector_size(64)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
-typedef int64_t i64x4 __attribute__((vector_size(32)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef int64_t i64x8 __attribute__((vector_size(64)));
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
 
-// Helpers are macros: a function taking or returning a 32-byte vector would have a
-// different calling convention in the baseline and the AVX2 versions.
-#define LOAD8(p) ({ f32x8 v_; memcpy(&v_, (p), sizeof v_); v_; })
-#define LOAD8U(p) ({ u32x8 v_; memcpy(&v_, (p), sizeof v_); v_; })
-#define LOW4(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 0, 1, 2, 3), f64x4)
-#define HIGH4(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 4, 5, 6, 7), f64x4)
-#define HSUM4(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
+// Helpers are macros: a function taking or returning a vector would have a
+// different calling convention in each copy.
 
-// The sums of eight pairs at `offset` into the accumulator set `k`.
-#define DRIFT8(offset, k)                                                          \
-    do {                                                                           \
-        f32x8 va = LOAD8(pa + (offset)), vb = LOAD8(pb + (offset));                \
-        changed##k -= (i32x8)(LOAD8U(pa + (offset)) != LOAD8U(pb + (offset)));     \
-        f64x4 aLo = LOW4(va), aHi = HIGH4(va), bLo = LOW4(vb), bHi = HIGH4(vb);    \
-        f64x4 dLo = bLo - aLo, dHi = bHi - aHi;                                    \
-        squaresA##k += aLo * aLo + aHi * aHi;                                      \
-        squaresB##k += bLo * bLo + bHi * bHi;                                      \
-        squaresD##k += dLo * dLo + dHi * dHi;                                      \
-        f64x4 pLo = aLo * bLo, pHi = aHi * bHi;                                    \
-        dot##k += pLo + pHi;                                                       \
-        flips##k -= (i64x4)(pLo < zero);                                           \
-        flips##k -= (i64x4)(pHi < zero);                                           \
-        maxDelta##k = __builtin_elementwise_max(                                   \
-            maxDelta##k, __builtin_elementwise_max(__builtin_elementwise_abs(dLo), \
-                                                   __builtin_elementwise_abs(dHi)));\
-    } while (0)
+// Lane-wise a < b ? a : b and a > b ? a : b, as selects of the comparison, which
+// compile to one minps / maxps (minpd / maxpd) on x86. (The compiler's
+// __builtin_elementwise_min and _max follow fmin, whose NaN rule costs two more
+// instructions per use; the kernels refuse chunks with a NaN anyway.)
+#define SELECT_(m, a, b) ((__typeof__(a))(((m) & (__typeof__(m))(a)) | (~(m) & (__typeof__(m))(b))))
+#define MINV(a, b) ({ __typeof__(a) x_ = (a), y_ = (b); SELECT_(x_ < y_, x_, y_); })
+#define MAXV(a, b) ({ __typeof__(a) x_ = (a), y_ = (b); SELECT_(x_ > y_, x_, y_); })
 
 // The baseline copy.
 #define GS_NAME(name) gs_##name##_baseline
 #define GS_TARGET
 #define GS_LINKAGE
+#define GS_VECTOR_BYTES 32
 #include "KernelBodies.h"
 #undef GS_NAME
 #undef GS_TARGET
 #undef GS_LINKAGE
+#undef GS_VECTOR_BYTES
 
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#define GS_HAS_AVX2 1
+#if defined(__x86_64__) && defined(__clang__)
+#define GS_X86 1
 // The AVX2 + FMA copy.
 #define GS_NAME(name) gs_##name##_avx2
 #define GS_TARGET __attribute__((target("avx2,fma")))
 #define GS_LINKAGE static
+#define GS_VECTOR_BYTES 32
 #include "KernelBodies.h"
 #undef GS_NAME
 #undef GS_TARGET
 #undef GS_LINKAGE
+#undef GS_VECTOR_BYTES
+
+// The AVX-512 copy (foundation, VL, DQ, BW) with FMA. max(|a|, |b|) is one
+// vrangepd (select the larger magnitude, sign cleared).
+#define GS_NAME(name) gs_##name##_avx512
+#define GS_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma")))
+#define GS_LINKAGE static
+#define GS_VECTOR_BYTES 64
+#define GS_MAX_ABS(a, b) ((f64x8)__builtin_ia32_rangepd512_mask((a), (b), 0xB, (a), (unsigned char)0xFF, 4))
+#include "KernelBodies.h"
+#undef GS_NAME
+#undef GS_TARGET
+#undef GS_LINKAGE
+#undef GS_VECTOR_BYTES
 #endif
 
-// 0: not chosen yet, 1: baseline, 2: AVX2.
-static _Atomic int chosen = 0;
+#define TABLE(suffix, isa) \
+    { isa, gs_summarize_##suffix, gs_count_keys_##suffix, gs_drift_##suffix, gs_squares_zeros_##suffix }
+static const gs_kernel_table baselineTable = TABLE(baseline, "baseline");
+#if GS_X86
+static const gs_kernel_table avx2Table = TABLE(avx2, "avx2+fma");
+static const gs_kernel_table avx512Table = TABLE(avx512, "avx512");
+#endif
 
-static int choose(void) {
-    int isa = chosen;
-    if (isa != 0) return isa;
-    isa = 1;
-#if GS_HAS_AVX2
+// The widest copy this CPU and its operating system support
+// (__builtin_cpu_supports checks that the OS saves the AVX and AVX-512 registers).
+static const gs_kernel_table *widest(void) {
+#if GS_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("fma"))
+        return &avx512Table;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2Table;
 #endif
-    chosen = isa;
-    return isa;
+    return &baselineTable;
 }
 
-const char *gs_kernels_isa(void) { return choose() == 2 ? "avx2+fma" : "baseline"; }
+// NULL until first use.
+static const gs_kernel_table *_Atomic chosen = NULL;
 
-#if GS_HAS_AVX2
-#define DISPATCH(name, ...) (choose() == 2 ? gs_##name##_avx2(__VA_ARGS__) : gs_##name##_baseline(__VA_ARGS__))
-#else
-#define DISPATCH(name, ...) gs_##name##_baseline(__VA_ARGS__)
+static const gs_kernel_table *choose(void) {
+    const gs_kernel_table *table = chosen;
+    if (table) return table;
+    table = widest();
+    chosen = table;
+    return table;
+}
+
+const char *gs_kernels_isa(void) { return choose()->isa; }
+
+const gs_kernel_table *gs_kernels_for_isa(const char *isa) {
+    if (strcmp(isa, "baseline") == 0) return &baselineTable;
+#if GS_X86
+    const gs_kernel_table *best = widest();
+    if (strcmp(isa, "avx2+fma") == 0 && best != &baselineTable) return &avx2Table;
+    if (strcmp(isa, "avx512") == 0 && best == &avx512Table) return &avx512Table;
 #endif
+    return NULL;
+}
 
 bool gs_summarize_finite_f32(const float *values, int64_t n, double center, uint32_t *counts, gs_float_summary *out) {
-    return DISPATCH(summarize, values, n, center, counts, out);
+    return choose()->summarize(values, n, center, counts, out);
 }
 
-void gs_count_keys_f32(const float *values, int64_t n, uint32_t *counts) { DISPATCH(count_keys, values, n, counts); }
+void gs_count_keys_f32(const float *values, int64_t n, uint32_t *counts) { choose()->count_keys(values, n, counts); }
 
-bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out) { return DISPATCH(drift, a, b, n, out); }
+bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out) { return choose()->drift(a, b, n, out); }
 
 void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros) {
-    DISPATCH(squares_zeros, values, n, squares, zeros);
+    choose()->squares_zeros(values, n, squares, zeros);
 }
 
 void gs_tune_allocator(void) {

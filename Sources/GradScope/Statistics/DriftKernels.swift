@@ -26,8 +26,10 @@ enum DriftKernels {
     /// Fast path for a chunk where every `a_i` and `b_i` is finite; `nil` if the
     /// chunk holds a NaN or an infinity. All arithmetic after loading is in
     /// `Float64` SIMD lanes: `Δ = b − a`, `Σ a^2`, `Σ b^2`, `Σ Δ^2`, `Σ a b`,
-    /// `max |Δ|`; a sign flip is a negative product `a * b` (exact in `Float64`,
-    /// so it never underflows to zero). The kernel is `gs_drift_finite_f32`.
+    /// `max |Δ|`. The counts come from the bit patterns: changed when they
+    /// differ, a sign flip when the signs differ and neither value is ±0 (the
+    /// same as a negative `Float64` product `a * b`, which is exact for `Float32`
+    /// values and so never underflows to zero). The kernel is `gs_drift_finite_f32`.
     @inline(__always)
     static func sumFiniteFloats(_ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int) -> ChunkSums? {
         var out = gs_drift_sums()

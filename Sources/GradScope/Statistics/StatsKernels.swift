@@ -32,7 +32,8 @@ enum StatsKernels {
     /// deviations from the chunk's mean.
     /// With `counts` (the sketch's dense table), each value's sketch key is
     /// counted in the same pass, finite or not.
-    /// The kernel is `gs_summarize_finite_f32` (C, with a version for AVX2 CPUs).
+    /// The kernel is `gs_summarize_finite_f32` (C, with versions for AVX2 and
+    /// AVX-512 CPUs).
     @inline(__always)
     static func summarizeFiniteFloats(_ p: UnsafePointer<Float>, count n: Int, center: Double? = nil,
                                       counts: UnsafeMutablePointer<UInt32>? = nil) -> ChunkSummary? {

@@ -41,8 +41,23 @@ bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sum
 /// Σ x² (in float64) and the zero count of `n` finite float32 values.
 void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros);
 
-/// The instruction set the kernels run with on this machine ("avx2+fma" or "baseline").
+/// The instruction set the kernels run with on this machine: "avx512" (AVX-512 F, VL, DQ and BW
+/// with FMA), "avx2+fma" or "baseline" (on x86-64, SSE2). The widest the CPU and OS support is
+/// chosen on first use.
 const char *gs_kernels_isa(void);
+
+/// One copy of the kernels above, compiled for one instruction set.
+typedef struct {
+    const char *isa;
+    bool (*summarize)(const float *values, int64_t n, double center, uint32_t *counts, gs_float_summary *out);
+    void (*count_keys)(const float *values, int64_t n, uint32_t *counts);
+    bool (*drift)(const float *a, const float *b, int64_t n, gs_drift_sums *out);
+    void (*squares_zeros)(const float *values, int64_t n, double *squares, int64_t *zeros);
+} gs_kernel_table;
+
+/// The copy of the kernels for `isa` (a name gs_kernels_isa returns), or NULL when this build has
+/// no such copy or this CPU cannot run it (for tests, which compare every copy with the baseline).
+const gs_kernel_table *gs_kernels_for_isa(const char *isa);
 
 /// The baseline versions of the kernels above, whatever this CPU supports (for tests).
 bool gs_summarize_baseline(const float *values, int64_t n, double center, uint32_t *counts, gs_float_summary *out);
