@@ -163,6 +163,31 @@ struct SeriesMeasurerTests {
         #expect(result.outcomes[0][t0]?.stats?.count == 300_000)
     }
 
+    @Test("a step's measurement table: lookups, order, replacement, removal, and coding as a keyed object")
+    func measurementTable() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeMixedRun(dir, steps: 2)
+        let record = RunMeasurer.measure(try RunLoader.load(dir.url.path)).records[1]
+        var table = record.tensors
+        #expect(table.count == record.order.count && table.keys == record.order)
+        let big = try #require(table["weight:big"])
+        var changed = big
+        changed.trainable = false
+        table["weight:big"] = changed
+        #expect(table["weight:big"]?.trainable == false && table.keys == record.order, "replaced in place")
+        table["weight:big"] = nil
+        #expect(table["weight:big"] == nil && table.count == record.order.count - 1)
+        #expect(table["weight:d64"]?.key == "weight:d64", "lookups still right after a removal")
+        table["weight:big"] = big
+        #expect(table.keys.last == "weight:big")
+        // Binary (between processes) and JSON round trips keep every entry under its key.
+        let binary = try WorkerCoding.decode(MeasurementTable.self, from: try WorkerCoding.encode(record.tensors))
+        #expect(binary.keys.sorted() == record.order.sorted())
+        #expect(binary["gradient:big"]?.stats.zeros == record.tensors["gradient:big"]?.stats.zeros)
+        let json = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(record.tensors)) as? [String: Any]
+        #expect(Set(json?.keys.map { $0 } ?? []) == Set(record.order))
+    }
+
     func close(_ a: Double?, _ b: Double?) -> Bool {
         guard let a, let b else { return a == nil && b == nil }
         return abs(a - b) <= 1e-12 * max(abs(a), abs(b), 1e-300)

@@ -42,7 +42,7 @@ public struct StepRecord: Sendable, Codable {
     public var loss: Double?
     public var learningRate: Double?
     /// Measurements by tensor key.
-    public var tensors: [String: TensorMeasurement]
+    public var tensors: MeasurementTable
     /// Tensor keys in the checkpoint's order.
     public var order: [String]
     /// Tensors that could not be read, with the reason.
@@ -54,6 +54,66 @@ public struct StepRecord: Sendable, Codable {
 
     public func weight(_ name: String) -> TensorMeasurement? { tensors["weight:" + name] }
     public func gradient(_ name: String) -> TensorMeasurement? { tensors["gradient:" + name] }
+}
+
+/// One step's measurements by tensor key: a dictionary's lookups in an array's memory. A
+/// measurement is over 600 bytes, and a dictionary of them keeps up to twice as many slots
+/// as entries; a run of hundreds of saves of a hundred tensors holds tens of thousands.
+/// Encoded as a keyed object, as a dictionary would be.
+public struct MeasurementTable: Sendable, Codable {
+    private var items: [TensorMeasurement] = []
+    private var index: [String: Int] = [:]
+
+    public init() {}
+
+    public init(_ measurements: [TensorMeasurement]) {
+        items.reserveCapacity(measurements.count)
+        for measurement in measurements { self[measurement.key] = measurement }
+    }
+
+    public subscript(key: String) -> TensorMeasurement? {
+        get { index[key].map { items[$0] } }
+        set {
+            if let position = index[key] {
+                if let newValue {
+                    items[position] = newValue
+                } else {
+                    items.remove(at: position)
+                    index = Dictionary(uniqueKeysWithValues: items.enumerated().map { ($0.element.key, $0.offset) })
+                }
+            } else if let newValue {
+                index[key] = items.count
+                items.append(newValue)
+            }
+        }
+    }
+
+    /// The measurements, in the order they were added.
+    public var values: [TensorMeasurement] { items }
+    public var keys: [String] { items.map(\.key) }
+    public var count: Int { items.count }
+    public var isEmpty: Bool { items.isEmpty }
+
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: Key.self)
+        for key in container.allKeys {
+            var measurement = try container.decode(TensorMeasurement.self, forKey: key)
+            measurement.key = key.stringValue
+            self[key.stringValue] = measurement
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        for item in items { try container.encode(item, forKey: Key(stringValue: item.key)) }
+    }
 }
 
 /// Per-unit evidence gathered over the later half of a run (the window in

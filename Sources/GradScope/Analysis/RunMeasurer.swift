@@ -61,7 +61,7 @@ public enum RunMeasurer {
             Set(checkpoints[index].tensors.indices.filter { !selected[index].contains($0) }.map { checkpoints[index].tensors[$0].key })
         }
         let stepwise = remaining.contains { !$0.isEmpty }
-        let direct = SeriesMeasurer.measure(steps, selected: selected, options: options, gradientNames: gradientNames,
+        var direct = SeriesMeasurer.measure(steps, selected: selected, options: options, gradientNames: gradientNames,
                                             perUnitEverywhere: perUnitEverywhere, progress: stepwise ? nil : progress)
         var records: [StepRecord] = []
         var snapshots: [[UnitSnapshot]] = []
@@ -75,6 +75,7 @@ public enum RunMeasurer {
             let (record, units) = combine(tensors: checkpoint.tensors, source: checkpoint.source, step: checkpoint.metadata.step ?? index,
                                           metadata: checkpoint.metadata, direct: direct.outcomes[index], stepError: direct.stepErrors[index],
                                           rest: rest, wantUnits: index >= start, gradientNames: gradientNames, options: options)
+            direct.outcomes[index] = []
             records.append(record)
             snapshots.append(units)
             if stepwise { progress?(index + 1, checkpoints.count) }
@@ -85,15 +86,15 @@ public enum RunMeasurer {
     /// One step's record from the tensors measured directly (`direct`, by tensor
     /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order.
     /// A step whose file could not be read again (`stepError`) has every direct tensor failed with that reason.
-    static func combine(tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [Int: SeriesMeasurer.Outcome],
+    static func combine(tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
                         stepError: String?, rest: (StepRecord, [UnitSnapshot])?, wantUnits: Bool, gradientNames: Set<String>,
                         options: MeasureOptions) -> (StepRecord, [UnitSnapshot]) {
-        var measurements: [String: TensorMeasurement] = [:]
+        var measurements = MeasurementTable()
         var order: [String] = []
         var failures: [SkippedItem] = []
         var snapshots = rest?.1 ?? []
         for (t, tensor) in tensors.enumerated() {
-            if let outcome = direct[t] {
+            if t < direct.count, let outcome = direct[t] {
                 guard stepError == nil, let stats = outcome.stats else {
                     failures.append(SkippedItem(item: source + ":" + tensor.path, reason: stepError ?? outcome.error ?? "not measured"))
                     continue
@@ -160,7 +161,7 @@ public enum RunMeasurer {
                                    only: Set<String>? = nil, onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
         let step = checkpoint.metadata.step ?? index
         let previousTensors = previous.map { Dictionary($0.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
-        var measurements: [String: TensorMeasurement] = [:]
+        var measurements = MeasurementTable()
         var order: [String] = []
         var failures: [SkippedItem] = []
         var snapshots: [UnitSnapshot] = []

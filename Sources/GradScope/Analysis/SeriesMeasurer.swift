@@ -67,8 +67,8 @@ enum SeriesMeasurer {
     }
 
     struct Result: Sendable {
-        /// Per step: outcomes by tensor index, for the tensors measured here.
-        var outcomes: [[Int: Outcome]]
+        /// Per step: outcomes by tensor index (nil for the tensors not measured here).
+        var outcomes: [[Outcome?]]
         /// Per step: why its file could not be read at all.
         var stepErrors: [String?]
     }
@@ -129,7 +129,7 @@ enum SeriesMeasurer {
         let windows = plan(steps, selected: selected, options: options, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
         let files = StepFiles(steps, uses: windows)
         let jobs = windows.indices.flatMap { w in windows[w].shares.indices.map { (window: w, share: $0) } }
-        let collector = Collector(windows: windows)
+        let collector = Collector(windows: windows, steps: steps)
         let queue = JobQueue(count: jobs.count)
         let totalBytes = max(1, windows.reduce(0) { $0 + $1.bytes })
         let threads = max(1, min(options.threads, jobs.count))
@@ -143,20 +143,14 @@ enum SeriesMeasurer {
                 default: part = run(window, share: window.shares[share], as: Double.self, steps: steps, files: files, options: options)
                 }
                 if let finished = collector.add(part, window: w, share: share) {
-                    collector.store(finish(finished, window: window), window: w)
+                    collector.store(finish(finished, window: window), of: window)
                 }
                 files.done(with: window)
                 if let progress { progress(collector.addBytes(window.bytes / max(1, window.shares.count)) * steps.count / totalBytes, steps.count) }
             }
         }
         files.closeAll()
-        var outcomes = [[Int: Outcome]](repeating: [:], count: steps.count)
-        for (w, window) in windows.enumerated() {
-            for (e, entry) in window.entries.enumerated() {
-                outcomes[entry.step][entry.tensor] = collector.outcome(window: w, entry: e)
-            }
-        }
-        return Result(outcomes: outcomes, stepErrors: files.errors)
+        return Result(outcomes: collector.takeOutcomes(), stepErrors: files.errors)
     }
 
     /// Cuts each tensor's steps into windows of the same type and shape, of a size its accumulators allow.
@@ -302,16 +296,18 @@ enum SeriesMeasurer {
         }
     }
 
-    /// Gathers the shares of each window; the thread that brings a window's last share merges them (in order) and finishes it.
+    /// Gathers the shares of each window; the thread that brings a window's last share merges them
+    /// (in order) and finishes it, and its outcomes go straight to their steps (an array per step, as
+    /// long as its tensor list: a run's outcomes are its largest structure while they wait).
     final class Collector: @unchecked Sendable {
         private let lock = NSLock()
         private var pending: [[Part?]]
-        private var outcomes: [[Outcome]?]
+        private var outcomes: [[Outcome?]]
         private var bytes = 0
 
-        init(windows: [Window]) {
+        init(windows: [Window], steps: [Step]) {
             pending = windows.map { [Part?](repeating: nil, count: $0.shares.count) }
-            outcomes = [[Outcome]?](repeating: nil, count: windows.count)
+            outcomes = steps.map { [Outcome?](repeating: nil, count: $0.tensors.count) }
         }
 
         /// Stores a share; returns the merged window when it was the last.
@@ -334,9 +330,9 @@ enum SeriesMeasurer {
             return total
         }
 
-        func store(_ finished: [Outcome], window: Int) {
+        func store(_ finished: [Outcome], of window: Window) {
             lock.lock()
-            outcomes[window] = finished
+            for (entry, outcome) in zip(window.entries, finished) { outcomes[entry.step][entry.tensor] = outcome }
             lock.unlock()
         }
 
@@ -347,10 +343,12 @@ enum SeriesMeasurer {
             return bytes
         }
 
-        func outcome(window: Int, entry: Int) -> Outcome {
+        func takeOutcomes() -> [[Outcome?]] {
             lock.lock()
             defer { lock.unlock() }
-            return outcomes[window]?[entry] ?? Outcome(stats: nil, drift: nil, error: "not measured")
+            let taken = outcomes
+            outcomes = []
+            return taken
         }
     }
 

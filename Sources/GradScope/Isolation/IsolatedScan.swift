@@ -293,7 +293,8 @@ extension Analysis {
         measuredOptions.deadActivationFraction = thresholds.deadActivationFraction
         var directProgress: ((Int, Int) -> Void)?
         if requests.isEmpty, let measureProgress { directProgress = { measureProgress($0, $1) } }
-        let measured = SeriesMeasurer.measure(steps, selected: direct, options: measuredOptions, gradientNames: Set(gradientNames),
+        let gradientSet = Set(gradientNames)
+        var measured = SeriesMeasurer.measure(steps, selected: direct, options: measuredOptions, gradientNames: gradientSet,
                                               perUnitEverywhere: false, progress: directProgress)
         var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
         for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
@@ -324,7 +325,8 @@ extension Analysis {
             let (record, units) = RunMeasurer.combine(tensors: checkpoint.tensors, source: checkpoint.source,
                                                       step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
                                                       direct: measured.outcomes[index], stepError: nil, rest: rest,
-                                                      wantUnits: index >= start, gradientNames: Set(gradientNames), options: measuredOptions)
+                                                      wantUnits: index >= start, gradientNames: gradientSet, options: measuredOptions)
+            measured.outcomes[index] = []
             kept.append(checkpoint)
             records.append(record)
             snapshots.append(units)
