@@ -42,6 +42,24 @@ struct CommandLineTests {
 
     var available: Bool { FileManager.default.isExecutableFile(atPath: Self.binary) }
 
+    @Test("a file cut after it was described is skipped; the next step keeps its tensors and loses only its drift")
+    func fileCutBetweenPhases() throws {
+        let dir = try TemporaryDirectory()
+        try SeriesMeasurerTests.writeMixedRun(dir, steps: 4)
+        let victim = dir.path("step_0020.h5")
+        let (report, measurements) = try Analysis.scanIsolated(dir.url.path, isolation: IsolationOptions(executable: Self.binary, jobs: 2),
+                                                               loadProgress: { finished, total, _, _ in
+            // Every file has been described: cut one before it is measured.
+            if finished == total { truncate(victim, 4096) }
+        })
+        #expect(report.skipped.contains { $0.item.hasSuffix("step_0020.h5") && $0.reason.contains("changed while the run was being scanned") })
+        #expect(measurements.steps == [0, 10, 30])
+        let after = try #require(measurements.records.last)
+        #expect(after.weight("big")?.drift == nil && after.weight("gz")?.drift == nil, "no drift from a step that could not be read")
+        #expect(after.weight("gz")?.stats.count == 3000 && after.weight("big")?.stats.count == 300_000)
+        #expect(measurements.records[1].weight("gz")?.drift != nil)
+    }
+
     @Test("scan gives the same JSON with worker processes and with --no-isolation, whole or with --select")
     func isolatedAndInProcessAgree() throws {
         let dir = try TemporaryDirectory()

@@ -74,6 +74,31 @@ struct DetectorTests {
         #expect(fewReport.findings(.deadUnits).allSatisfy { $0.severity == .info } || fewReport.findings(.deadUnits).isEmpty)
     }
 
+    @Test("dead-units from movement: without saved gradients, rows of a layer that stop moving in the later half")
+    func deadUnitsFromMovement() throws {
+        final class Held: @unchecked Sendable { var rows: [Double] = [] }
+        let held = Held()
+        var run = SyntheticRun()
+        run.saveGradients = false
+        run.weightHook = { layer, save, weights, gradient in
+            guard layer == 1, save >= 3 else { return (weights, gradient) }
+            var w = weights
+            if save == 3 { held.rows = Array(w[0..<(20 * 32)]) }
+            w.replaceSubrange(0..<(20 * 32), with: held.rows)
+            return (w, gradient)
+        }
+        let (report, _) = try run.scan()
+        let dead = report.findings(.deadUnits)
+        #expect(dead.count == 1)
+        #expect(dead.first?.tensor == "l1.weight")
+        #expect(dead.first?.evidence["dead_units"] == .int(20))
+        #expect(dead.first?.message.contains("never move") == true)
+        // A healthy run without gradients: every row moves, nothing is reported.
+        var healthy = SyntheticRun()
+        healthy.saveGradients = false
+        #expect(try healthy.scan().0.findings(.deadUnits).isEmpty)
+    }
+
     @Test("dead-units from activations: ReLU outputs zero for the whole probe batch")
     func deadActivations() throws {
         var run = SyntheticRun()

@@ -121,6 +121,104 @@ struct SeriesMeasurerTests {
         #expect(measured.records[19].weight("gz")?.drift != nil)
     }
 
+    @Test("a key held twice (one copy contiguous, one chunked) is measured as the step-by-step path measures it")
+    func duplicateKeys() throws {
+        let dir = try TemporaryDirectory()
+        var noise = SplitMix64(state: 3)
+        for index in 0..<3 {
+            let w = try HDF5Writer(creating: dir.path("ckpt_\(index).h5"))
+            try w.setAttribute("step", .int(Int64(index)), at: "/")
+            // A hand-written state_dict with the same parameter under two paths.
+            try w.write("/fc.weight", noise.normals(64 * 32, std: 0.1 * Double(index + 1)), shape: [64, 32])
+            _ = try w.createGroup("/model")
+            try w.write("/model/fc.weight", noise.normals(64 * 32, std: 10), shape: [64, 32], chunks: [16, 32], gzip: 1)
+            try w.write("/head.weight", noise.normals(10 * 64, std: 0.1), shape: [10, 64])
+        }
+        let run = try RunLoader.load(dir.url.path)
+        let keys = run.checkpoints[0].tensors.map(\.key)
+        let twice = try #require(keys.first { key in keys.filter { $0 == key }.count == 2 }, "the layout names both copies alike: \(keys)")
+        let steps = run.checkpoints.map(SeriesMeasurer.Step.init)
+        let selected = SeriesMeasurer.eligible(steps)
+        #expect(selected.allSatisfy { chosen in !chosen.contains { steps[0].tensors[$0].key == twice } })
+        #expect(selected.allSatisfy { chosen in chosen.contains { steps[0].tensors[$0].name == "head" || steps[0].tensors[$0].path == "/head.weight" } })
+        try assertAgreesWithStepByStep(run)
+    }
+
+    /// Compares `RunMeasurer.measure` with `measureStep` on every step of `run`.
+    func assertAgreesWithStepByStep(_ run: Run) throws {
+        let options = Self.options()
+        let measured = RunMeasurer.measure(run, options: options)
+        let gradientNames = Set(run.checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })
+        let start = RunMeasurer.windowStart(count: run.checkpoints.count)
+        for (index, checkpoint) in run.checkpoints.enumerated() {
+            let (reference, _) = RunMeasurer.measureStep(checkpoint, previous: index > 0 ? run.checkpoints[index - 1] : nil, index: index,
+                                                         wantUnits: index >= start, gradientNames: gradientNames, options: options)
+            let record = measured.records[index]
+            #expect(record.order == reference.order, "step \(index)")
+            #expect(record.failures.map(\.item) == reference.failures.map(\.item))
+            for key in Set(reference.order) {
+                let a = try #require(record.tensors[key]), b = try #require(reference.tensors[key])
+                #expect(close(a.stats.l2Norm, b.stats.l2Norm) && a.stats.count == b.stats.count, "\(key) at \(index)")
+                #expect(close(a.drift?.relativeChange, b.drift?.relativeChange) && a.drift?.changed == b.drift?.changed, "\(key) at \(index)")
+            }
+        }
+    }
+
+    @Test("progress is told in order, one call at a time, and ends at the step count")
+    func progress() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeMixedRun(dir, steps: 5)
+        let run = try RunLoader.load(dir.url.path)
+        let steps = run.checkpoints.map(SeriesMeasurer.Step.init)
+        let calls = Calls()
+        _ = SeriesMeasurer.measure(steps, selected: SeriesMeasurer.eligible(steps), options: Self.options(), gradientNames: [],
+                                   perUnitEverywhere: false, unitWindowStart: 2) { done, total in calls.add(done, total) }
+        let seen = calls.values
+        #expect(!seen.isEmpty && seen.last! == [5, 5])
+        #expect(zip(seen, seen.dropFirst()).allSatisfy { $0[0] <= $1[0] } && seen.allSatisfy { $0[1] == 5 && $0[0] <= 5 })
+        #expect(calls.overlapped == false)
+    }
+
+    /// Records progress calls and whether two ever ran at once.
+    final class Calls: @unchecked Sendable {
+        private let lock = NSLock()
+        private var inside = 0
+        private(set) var overlapped = false
+        private var list: [[Int]] = []
+        func add(_ done: Int, _ total: Int) {
+            lock.lock(); inside += 1; if inside > 1 { overlapped = true }; lock.unlock()
+            usleep(100)
+            lock.lock(); list.append([done, total]); inside -= 1; lock.unlock()
+        }
+        var values: [[Int]] { lock.lock(); defer { lock.unlock() }; return list }
+    }
+
+    @Test("a long run of a weight with a million units keeps no per-unit data per step")
+    func perUnitDataNotKept() throws {
+        let dir = try TemporaryDirectory()
+        var noise = SplitMix64(state: 9)
+        var values = noise.normals(1 << 20, std: 0.1)
+        for index in 0..<6 {
+            let w = try HDF5Writer(creating: dir.path(String(format: "step_%02d.h5", index)))
+            try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+            try w.setAttribute("step", .int(Int64(index)), at: "/")
+            for i in stride(from: index, to: values.count, by: 7) { values[i] += 1e-3 }
+            try w.write("/weights/w", values, shape: [1 << 20, 1])
+        }
+        let run = try RunLoader.load(dir.url.path)
+        let steps = run.checkpoints.map(SeriesMeasurer.Step.init)
+        let result = SeriesMeasurer.measure(steps, selected: SeriesMeasurer.eligible(steps), options: Self.options(), gradientNames: [],
+                                            perUnitEverywhere: false, unitWindowStart: 3)
+        for (index, outcomes) in result.outcomes.enumerated() {
+            let measurement = try #require(outcomes.compactMap { $0 }.first?.measurement)
+            // Per-unit drift was measured (no gradients saved) and summarised, then dropped.
+            #expect(measurement.stats.unitNorms == nil && measurement.drift?.unitChanged == nil && measurement.drift?.unitRelativeChange == nil)
+            let snapshot = outcomes.compactMap { $0 }.first?.snapshot
+            #expect((snapshot != nil) == (index >= 3), "snapshots only in the dead-unit window")
+            if index >= 3 { #expect(snapshot?.alive.count == 1 << 20) }
+        }
+    }
+
     @Test("a file that changed after it was described fails its own step and only the next step's drift")
     func changedFile() throws {
         let dir = try TemporaryDirectory()
@@ -152,15 +250,16 @@ struct SeriesMeasurerTests {
         let size = steps[1].size
         steps[1].storage[t]?.offset = size - 1000
         let selected = SeriesMeasurer.eligible(steps)
-        let result = SeriesMeasurer.measure(steps, selected: selected, options: Self.options(), gradientNames: [], perUnitEverywhere: false)
+        let result = SeriesMeasurer.measure(steps, selected: selected, options: Self.options(), gradientNames: [], perUnitEverywhere: false,
+                                            unitWindowStart: 1)
         #expect(result.stepErrors.allSatisfy { $0 == nil })
         let failed = try #require(result.outcomes[1][t])
-        #expect(failed.stats == nil && failed.error?.contains("truncated") == true)
+        #expect(failed.measurement == nil && failed.error?.contains("truncated") == true)
         let t2 = try #require(steps[2].tensors.firstIndex { $0.path == "/weights/big" })
         let next = try #require(result.outcomes[2][t2])
-        #expect(next.stats?.count == 300_000 && next.drift == nil && next.error == nil)
+        #expect(next.measurement?.stats.count == 300_000 && next.measurement?.drift == nil && next.error == nil)
         let t0 = try #require(steps[0].tensors.firstIndex { $0.path == "/weights/big" })
-        #expect(result.outcomes[0][t0]?.stats?.count == 300_000)
+        #expect(result.outcomes[0][t0]?.measurement?.stats.count == 300_000)
     }
 
     @Test("a step's measurement table: lookups, order, replacement, removal, and coding as a keyed object")

@@ -62,7 +62,7 @@ public enum RunMeasurer {
         }
         let stepwise = remaining.contains { !$0.isEmpty }
         var direct = SeriesMeasurer.measure(steps, selected: selected, options: options, gradientNames: gradientNames,
-                                            perUnitEverywhere: perUnitEverywhere, progress: stepwise ? nil : progress)
+                                            perUnitEverywhere: perUnitEverywhere, unitWindowStart: start, progress: progress)
         var records: [StepRecord] = []
         var snapshots: [[UnitSnapshot]] = []
         for (index, checkpoint) in checkpoints.enumerated() {
@@ -74,7 +74,7 @@ public enum RunMeasurer {
             }
             let (record, units) = combine(tensors: checkpoint.tensors, source: checkpoint.source, step: checkpoint.metadata.step ?? index,
                                           metadata: checkpoint.metadata, direct: direct.outcomes[index], stepError: direct.stepErrors[index],
-                                          rest: rest, wantUnits: index >= start, gradientNames: gradientNames, options: options)
+                                          rest: rest)
             direct.outcomes[index] = []
             records.append(record)
             snapshots.append(units)
@@ -84,32 +84,39 @@ public enum RunMeasurer {
     }
 
     /// One step's record from the tensors measured directly (`direct`, by tensor
-    /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order.
-    /// A step whose file could not be read again (`stepError`) has every direct tensor failed with that reason.
+    /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order,
+    /// as ``measureStep(_:previous:index:wantUnits:gradientNames:options:perUnitEverywhere:only:onTensor:)``
+    /// would give it. A step whose file could not be read again (`stepError`) has every tensor
+    /// failed with that reason: it is not analysed half from the old file, half from the new.
     static func combine(tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
-                        stepError: String?, rest: (StepRecord, [UnitSnapshot])?, wantUnits: Bool, gradientNames: Set<String>,
-                        options: MeasureOptions) -> (StepRecord, [UnitSnapshot]) {
+                        stepError: String?, rest: (StepRecord, [UnitSnapshot])?) -> (StepRecord, [UnitSnapshot]) {
         var measurements = MeasurementTable()
         var order: [String] = []
         var failures: [SkippedItem] = []
-        var snapshots = rest?.1 ?? []
+        var snapshots: [UnitSnapshot] = stepError == nil ? rest?.1 ?? [] : []
+        var restFailures = Dictionary((rest?.0.failures ?? []).map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
         for (t, tensor) in tensors.enumerated() {
-            if t < direct.count, let outcome = direct[t] {
-                guard stepError == nil, let stats = outcome.stats else {
-                    failures.append(SkippedItem(item: source + ":" + tensor.path, reason: stepError ?? outcome.error ?? "not measured"))
+            let item = source + ":" + tensor.path
+            if let stepError {
+                failures.append(SkippedItem(item: item, reason: stepError))
+            } else if t < direct.count, let outcome = direct[t] {
+                guard let measurement = outcome.measurement else {
+                    failures.append(SkippedItem(item: item, reason: outcome.error ?? "not measured"))
                     continue
                 }
-                let (measurement, snapshot) = self.measurement(of: tensor, stats: stats, drift: outcome.drift, wantUnits: wantUnits,
-                                                               gradientNames: gradientNames, options: options)
                 measurements[tensor.key] = measurement
                 order.append(tensor.key)
-                if let snapshot { snapshots.append(snapshot) }
-            } else if let measurement = rest?.0.tensors[tensor.key], measurements[tensor.key] == nil {
+                if let snapshot = outcome.snapshot { snapshots.append(snapshot) }
+            } else if let failure = restFailures.removeValue(forKey: item) {
+                failures.append(failure)
+            } else if let measurement = rest?.0.tensors[tensor.key] {
                 measurements[tensor.key] = measurement
                 order.append(tensor.key)
             }
         }
-        failures.append(contentsOf: rest?.0.failures ?? [])
+        if stepError == nil {
+            failures.append(contentsOf: (rest?.0.failures ?? []).filter { restFailures[$0.item] != nil })
+        }
         let record = StepRecord(step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
                                 tensors: measurements, order: order, failures: failures)
         return (record, snapshots)
@@ -217,7 +224,7 @@ public enum RunMeasurer {
             measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
         }
         var snapshot: UnitSnapshot?
-        if wantUnits, let units = stats.unitNorms?.count, units > 0 {
+        if wantUnits {
             var alive: [Bool]?
             var evidence: UnitEvidence?
             switch tensor.role {
@@ -228,11 +235,12 @@ public enum RunMeasurer {
                 alive = stats.unitZeroCount?.map { Double($0) < options.deadActivationFraction * Double(max(unitSize, 1)) }
                 evidence = .activation
             case .weight where !gradientNames.contains(tensor.name):
+                // Movement: the weights' statistics carry no per-unit part, their drift does.
                 if let changed = drift?.unitChanged { alive = changed.map { $0 > 0 }; evidence = .movement }
             default:
                 break
             }
-            if let alive, let evidence, alive.count == units {
+            if let alive, let evidence, !alive.isEmpty {
                 snapshot = UnitSnapshot(key: tensor.key, name: tensor.name, layer: tensor.layer, source: evidence, alive: alive)
             }
         }

@@ -59,10 +59,11 @@ enum SeriesMeasurer {
         }
     }
 
-    /// What was measured of one tensor at one step.
+    /// What was measured of one tensor at one step: its measurement (per-unit arrays already
+    /// summarised and dropped, so a long run holds no per-unit data) and its unit snapshot, or why not.
     struct Outcome: Sendable {
-        var stats: TensorStats?
-        var drift: DriftStats?
+        var measurement: TensorMeasurement?
+        var snapshot: UnitSnapshot?
         var error: String?
     }
 
@@ -81,20 +82,29 @@ enum SeriesMeasurer {
     /// The tensors of each step measured here: those stored directly, whose drift
     /// partner (the same weight, same shape, at the step before) is stored directly
     /// too, with the same element type. The rest are read through libhdf5.
+    /// A key that a checkpoint holds twice (two paths the layout names alike) is left to
+    /// the step-by-step path, which settles such ties its own way.
     static func eligible(_ steps: [Step]) -> [Set<Int>] {
-        steps.indices.map { s in
+        let duplicates = steps.map(duplicateKeys)
+        return steps.indices.map { s in
             var chosen = Set<Int>()
             let previous = s > 0 ? partnerIndex(steps[s - 1]) : [:]
             for (t, tensor) in steps[s].tensors.enumerated() {
-                guard tensor.fileIndex == 0, let storage = steps[s].storage[t] else { continue }
+                guard tensor.fileIndex == 0, let storage = steps[s].storage[t], !duplicates[s].contains(tensor.key) else { continue }
                 if tensor.role == .weight, s > 0, let p = previous[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
-                    guard steps[s - 1].tensors[p].fileIndex == 0, let before = steps[s - 1].storage[p],
-                          before.type == storage.type, before.count == storage.count else { continue }
+                    guard !duplicates[s - 1].contains(tensor.key), steps[s - 1].tensors[p].fileIndex == 0,
+                          let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count else { continue }
                 }
                 chosen.insert(t)
             }
             return chosen
         }
+    }
+
+    static func duplicateKeys(_ step: Step) -> Set<String> {
+        var seen = Set<String>(), repeated = Set<String>()
+        for tensor in step.tensors where !seen.insert(tensor.key).inserted { repeated.insert(tensor.key) }
+        return repeated
     }
 
     static func partnerIndex(_ step: Step) -> [String: Int] {
@@ -123,9 +133,11 @@ enum SeriesMeasurer {
         var bytes: Int
     }
 
-    /// Measures the eligible tensors (`selected[s]`, from ``eligible(_:)``) of every step.
+    /// Measures the eligible tensors (`selected[s]`, from ``eligible(_:)``) of every step. Steps from
+    /// `unitWindowStart` on get per-unit liveness snapshots. `progress` is told (steps' worth of
+    /// bytes done, steps) from one thread at a time, and last with both equal.
     static func measure(_ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
-                        perUnitEverywhere: Bool, progress: ((Int, Int) -> Void)? = nil) -> Result {
+                        perUnitEverywhere: Bool, unitWindowStart: Int, progress: ((Int, Int) -> Void)? = nil) -> Result {
         let windows = plan(steps, selected: selected, options: options, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
         let files = StepFiles(steps, uses: windows)
         let jobs = windows.indices.flatMap { w in windows[w].shares.indices.map { (window: w, share: $0) } }
@@ -143,13 +155,17 @@ enum SeriesMeasurer {
                 default: part = run(window, share: window.shares[share], as: Double.self, steps: steps, files: files, options: options)
                 }
                 if let finished = collector.add(part, window: w, share: share) {
-                    collector.store(finish(finished, window: window), of: window)
+                    collector.store(finish(finished, window: window, steps: steps, gradientNames: gradientNames, options: options,
+                                           unitWindowStart: unitWindowStart), of: window)
                 }
                 files.done(with: window)
-                if let progress { progress(collector.addBytes(window.bytes / max(1, window.shares.count)) * steps.count / totalBytes, steps.count) }
+                collector.addBytes(window.bytes / max(1, window.shares.count)) { done in
+                    progress?(min(steps.count - 1, done * steps.count / totalBytes), steps.count)
+                }
             }
         }
         files.closeAll()
+        progress?(steps.count, steps.count)
         return Result(outcomes: collector.takeOutcomes(), stepErrors: files.errors)
     }
 
@@ -288,11 +304,15 @@ enum SeriesMeasurer {
     static func describe(_ error: Error) -> String { RunLoader.reason(for: error) }
 
     /// A window's outcomes from its merged shares.
-    static func finish(_ part: Part, window: Window) -> [Outcome] {
-        window.entries.indices.map { e in
-            if let error = part.errors[e] { return Outcome(stats: nil, drift: nil, error: error) }
+    static func finish(_ part: Part, window: Window, steps: [Step], gradientNames: Set<String>, options: MeasureOptions,
+                       unitWindowStart: Int) -> [Outcome] {
+        window.entries.enumerated().map { e, entry in
+            if let error = part.errors[e] { return Outcome(measurement: nil, snapshot: nil, error: error) }
             let drift = part.driftLost[e] ? nil : part.drift[e]?.finish()
-            return Outcome(stats: part.stats[e].finish(), drift: drift, error: nil)
+            let (measurement, snapshot) = RunMeasurer.measurement(of: steps[entry.step].tensors[entry.tensor], stats: part.stats[e].finish(),
+                                                                  drift: drift, wantUnits: entry.step >= unitWindowStart,
+                                                                  gradientNames: gradientNames, options: options)
+            return Outcome(measurement: measurement, snapshot: snapshot, error: nil)
         }
     }
 
@@ -336,11 +356,12 @@ enum SeriesMeasurer {
             lock.unlock()
         }
 
-        func addBytes(_ n: Int) -> Int {
+        /// Counts `n` more bytes done and tells `report` the total, one thread at a time.
+        func addBytes(_ n: Int, report: (Int) -> Void) {
             lock.lock()
             defer { lock.unlock() }
             bytes += n
-            return bytes
+            report(bytes)
         }
 
         func takeOutcomes() -> [[Outcome?]] {

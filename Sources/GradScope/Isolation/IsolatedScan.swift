@@ -292,10 +292,10 @@ extension Analysis {
         var measuredOptions = measure
         measuredOptions.deadActivationFraction = thresholds.deadActivationFraction
         var directProgress: ((Int, Int) -> Void)?
-        if requests.isEmpty, let measureProgress { directProgress = { measureProgress($0, $1) } }
+        if let measureProgress { directProgress = { measureProgress($0, $1) } }
         let gradientSet = Set(gradientNames)
         var measured = SeriesMeasurer.measure(steps, selected: direct, options: measuredOptions, gradientNames: gradientSet,
-                                              perUnitEverywhere: false, progress: directProgress)
+                                              perUnitEverywhere: false, unitWindowStart: start, progress: directProgress)
         var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
         for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
         var kept: [Checkpoint] = []
@@ -324,8 +324,7 @@ extension Analysis {
             let checkpoint = selected[index]
             let (record, units) = RunMeasurer.combine(tensors: checkpoint.tensors, source: checkpoint.source,
                                                       step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
-                                                      direct: measured.outcomes[index], stepError: nil, rest: rest,
-                                                      wantUnits: index >= start, gradientNames: gradientSet, options: measuredOptions)
+                                                      direct: measured.outcomes[index], stepError: nil, rest: rest)
             measured.outcomes[index] = []
             kept.append(checkpoint)
             records.append(record)

@@ -139,7 +139,8 @@ public enum Worker {
                 guard let current = request.current else { return WorkerResponse(error: "no checkpoint to measure") }
                 marker("opening")
                 let checkpoint = try reopen(current, options: request.loadOptions)
-                let previous = try request.previous.map { try reopen($0, options: request.loadOptions) }
+                // A previous file that cannot be opened again costs this step its drift, not the step.
+                let previous = request.previous.flatMap { try? reopen($0, options: request.loadOptions) }
                 var options = MeasureOptions()
                 options.blockElements = request.blockElements
                 options.threads = request.threads
