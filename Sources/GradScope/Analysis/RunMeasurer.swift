@@ -43,8 +43,10 @@ public struct UnitSnapshot: Sendable, Codable {
 
 /// Measures every tensor of every step of a run: statistics for all, drift
 /// against the previous save for weights, and per-unit evidence over the
-/// later half of the run (the dead-unit window). Each checkpoint's tensors
-/// are read once, side by side with the previous checkpoint's weights.
+/// later half of the run (the dead-unit window). Tensors stored contiguously
+/// are read by ``SeriesMeasurer``, one tensor across all steps at a time (each
+/// step's bytes once); the others step by step through libhdf5, each weight
+/// side by side with the previous checkpoint's.
 public enum RunMeasurer {
     /// The index of the first save in the dead-unit window: the later half of the run.
     public static func windowStart(count: Int) -> Int { count >= 2 ? count / 2 : 0 }
