@@ -293,4 +293,53 @@ struct DetectorTests {
             if expected { #expect(report.findings(.explodingGradient).first?.tensor == "fc.weight") }
         }
     }
+
+    @Test("exploding-gradient judges kernels only: a bias near zero with a residual-sized gradient is healthy")
+    func explodingIgnoresSmallBiases() throws {
+        // An output bias converges to a small offset (here 1e-3) while its minibatch gradient stays at the
+        // size of the residual (0.2): ‖g‖/‖b‖ = 200, with every kernel's ratio near 0.01.
+        for withGradients in [true, false] {
+            let dir = try TemporaryDirectory()
+            var noise = SplitMix64(state: 5)
+            for step in [100, 200, 300] {
+                let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
+                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+                try w.setAttribute("step", .int(Int64(step)), at: "/")
+                try w.setAttribute("optimizer", .string("Adam", .variableUTF8), at: "/")
+                try w.write("/weights/fc.weight", noise.normals(64, std: 0.2), shape: [8, 8])
+                try w.write("/weights/fc.bias", [Double](repeating: 1e-3, count: 8), shape: [8])
+                if withGradients {
+                    try w.write("/gradients/fc.weight", noise.normals(64, std: 0.002), shape: [8, 8])
+                    try w.write("/gradients/fc.bias", noise.normals(8, std: 0.2), shape: [8])
+                } else {
+                    try w.write("/optimizer/exp_avg_sq/fc.weight", [Double](repeating: 4e-6, count: 64), shape: [8, 8])
+                    try w.write("/optimizer/exp_avg_sq/fc.bias", [Double](repeating: 0.04, count: 8), shape: [8])
+                }
+            }
+            let (report, _) = try Analysis.scan(dir.url.path)
+            #expect(report.findings(.explodingGradient).isEmpty, "\(withGradients): \(report.findings(.explodingGradient).map(\.message))")
+        }
+    }
+
+    @Test("poor-init: a first save whose step is only its position is not judged as the initialisation")
+    func poorInitNeedsAKnownInitialStep() throws {
+        // Trained weights far from any initialiser's scale, in files that hold no step.
+        for (names, judged) in [(["model_a.h5", "model_b.h5"], false), (["epoch_0.h5", "epoch_1.h5"], false),
+                                (["ckpt_0.h5", "ckpt_1.h5"], true)] {
+            let dir = try TemporaryDirectory()
+            var noise = SplitMix64(state: 9)
+            for name in names {
+                let w = try HDF5Writer(creating: dir.path(name))
+                try w.write("/fc1.weight", noise.normals(64 * 32, std: 5.0), shape: [64, 32])
+                try w.write("/fc2.weight", noise.normals(64 * 4, std: 5.0), shape: [4, 64])
+            }
+            let (report, _) = try Analysis.scan(dir.url.path)
+            #expect(report.findings(.poorInit).isEmpty == !judged, "\(names)")
+            if !judged {
+                #expect(report.notChecked.contains { $0.kind == .poorInit && $0.reason.contains("not known to be the initialisation") }, "\(names)")
+            }
+            let inspected = try Analysis.inspect(dir.path(names[0]))
+            #expect(inspected.findings.filter { $0.kind == .poorInit }.isEmpty == !judged, "\(names)")
+        }
+    }
 }

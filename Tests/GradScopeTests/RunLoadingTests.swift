@@ -34,6 +34,61 @@ struct RunLoadingTests {
         #expect(run.checkpoints.allSatisfy { $0.metadata.stepSource == .fileName })
     }
 
+    @Test("step numbers in file names: labelled steps first, then epochs, never decimals or metrics")
+    func fileNameStepParsing() {
+        func parse(_ stem: String) -> String {
+            guard let found = LayoutSupport.stepInFileName(stem) else { return "none" }
+            return "\(found.number)" + (found.isStep ? " step" : found.isEpoch ? " epoch" : "")
+        }
+        // Keras's documented ModelCheckpoint pattern, weights.{epoch:02d}-{val_loss:.2f}.
+        #expect(parse("weights.03-0.45") == "3")
+        #expect(parse("model.12-1.37.weights") == "12")
+        #expect(parse("ckpt-epoch3-step1200") == "1200 step")
+        #expect(parse("epoch=2-step=400") == "400 step")
+        #expect(parse("model_global_step_9000") == "9000 step")
+        #expect(parse("iter-500_loss0.123") == "500 step")
+        #expect(parse("checkpoint_epoch_7") == "7 epoch")
+        #expect(parse("model_ep05_acc97") == "5 epoch")
+        #expect(parse("run_lr1e-4_00300") == "300")
+        #expect(parse("ckpt-000500") == "500")
+        #expect(parse("resnet50-0003") == "3")
+        #expect(parse("model_05_0.123") == "5")
+        #expect(parse("best_model") == "none")
+        #expect(parse("loss0.25") == "none")
+    }
+
+    @Test("Keras ModelCheckpoint names order the run by epoch, and epochs are not taken for optimizer steps")
+    func kerasCheckpointNames() throws {
+        let dir = try TemporaryDirectory()
+        // val_loss falls as training goes on: the last number would put the run backwards.
+        for (epoch, loss) in [(1, "0.69"), (2, "0.52"), (3, "0.31"), (10, "0.12")] {
+            try writeNative(dir.path(String(format: "weights.%02d-%@.h5", epoch, loss)), step: nil, value: Double(epoch))
+        }
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.steps == [1, 2, 3, 10])
+        #expect(run.checkpoints.allSatisfy { $0.metadata.stepSource == .fileName })
+        #expect(RunMeasurer.measure(run).stepsCountUpdates == false)
+
+        let labelled = try TemporaryDirectory()
+        for step in [100, 200] { try writeNative(labelled.path("model_step_\(step).h5"), step: nil) }
+        #expect(RunMeasurer.measure(try RunLoader.load(labelled.url.path)).stepsCountUpdates)
+    }
+
+    @Test("an epoch attribute orders files that hold no step")
+    func epochAttribute() throws {
+        let dir = try TemporaryDirectory()
+        for (name, epoch) in [("final.h5", 3), ("a.h5", 1), ("b.h5", 2)] {
+            let w = try HDF5Writer(creating: dir.path(name))
+            try w.setAttribute("epoch", .int(Int64(epoch)), at: "/")
+            try w.write("/fc.weight", [Double](repeating: 0.1, count: 4), shape: [2, 2])
+        }
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.steps == [1, 2, 3])
+        #expect(run.checkpoints.map { ($0.source as NSString).lastPathComponent } == ["a.h5", "b.h5", "final.h5"])
+        #expect(run.checkpoints.allSatisfy { $0.metadata.stepSource == .epoch })
+        #expect(RunMeasurer.measure(run).stepsCountUpdates == false)
+    }
+
     @Test("files that are not checkpoints are skipped with a reason, the others still read")
     func skipped() throws {
         let dir = try TemporaryDirectory()

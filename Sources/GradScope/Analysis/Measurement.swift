@@ -155,6 +155,9 @@ public struct RunMeasurements: Sendable {
     /// optimizer's counter). Numbers from file names such as `epoch_3.h5` or from
     /// the files' order do not, so per-step rates cannot be derived from them.
     public var stepsCountUpdates: Bool = true
+    /// Whether the first save is known to be the initialisation (step 0 read from
+    /// the file or its name, not an epoch or a position).
+    public var startsAtInitialisation: Bool = true
 
     public var steps: [Int] { records.map(\.step) }
     public var hasGradients: Bool { records.contains { $0.tensors.values.contains { $0.role == .gradient } } }

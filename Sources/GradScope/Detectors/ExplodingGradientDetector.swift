@@ -5,7 +5,12 @@
 /// weight is finite (error), or (b) the total gradient norm grew by at least
 /// `exploding_growth` (10x) since the previous save while some tensor's
 /// ‖g‖/‖W‖ ≥ `exploding_ratio` (1), or (c) some ‖g‖/‖W‖ ≥ `exploding_absolute_ratio`
-/// (100). Parameters whose weights never change are left out: their gradient
+/// (100). The ratios are taken over kernels (weight matrices and convolution
+/// kernels) only: a bias or a normalisation shift may sit near zero by design
+/// (biases start at 0; an output bias converges to a small offset while its
+/// minibatch gradient stays at the size of the residual), so ‖g‖/‖b‖ can be huge
+/// in healthy training. The total gradient norm still counts every gradient.
+/// Parameters whose weights never change are left out: their gradient
 /// accumulates because they are not in the optimizer (see `frozen`).
 /// Needs: gradients.
 struct ExplodingGradientDetector: Detector {
@@ -32,7 +37,7 @@ struct ExplodingGradientDetector: Detector {
             for gradient in gradients {
                 guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
                 total += gn * gn
-                if let weight = record.weight(gradient.name), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite {
+                if let weight = record.weight(gradient.name), DetectorSupport.isKernel(weight), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite {
                     let ratio = gn / wn
                     if worst == nil || ratio > worst?.1 ?? 0 { worst = (gradient, ratio) }
                 }
@@ -81,7 +86,8 @@ struct ExplodingGradientDetector: Detector {
             var worst: (TensorMeasurement, Double, Double)?
             for key in slotKeys {
                 guard let slot = record.tensors[key], let meanSquare = slot.stats.mean, meanSquare.isFinite, meanSquare > 0,
-                      let weight = record.weight(slot.name), let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
+                      let weight = record.weight(slot.name), DetectorSupport.isKernel(weight),
+                      let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
                 let gradientRMS = meanSquare.squareRoot()
                 let ratio = gradientRMS / weightRMS
                 if worst == nil || ratio > worst?.1 ?? 0 { worst = (slot, ratio, gradientRMS) }

@@ -17,8 +17,9 @@ struct PoorInitDetector: Detector {
 
     func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard let record = run.records.first else { return .lacking("no tensors were read") }
-        // Step 0 is the initialisation; step 1 only when it counts optimizer steps (not "epoch 1").
-        let atInit = record.step == 0 || (record.step == 1 && run.stepsCountUpdates)
+        // Step 0 is the initialisation when the file or its name says so (not an epoch, not the
+        // file's position in the run); step 1 only when it counts optimizer steps (not "epoch 1").
+        let atInit = (record.step == 0 && run.startsAtInitialisation) || (record.step == 1 && run.stepsCountUpdates)
         let kernels = run.weightKeys.compactMap { record.tensors[$0] }.filter { DetectorSupport.isKernel($0) }
         guard !kernels.isEmpty else { return .lacking("no weight matrices or kernels to check") }
         var findings: [Finding] = []
@@ -67,7 +68,10 @@ struct PoorInitDetector: Detector {
                 explanation: "Common initialisations give a layer with fan-in \(fanIn) a standard deviation between \(DetectorSupport.format(lower)) (PyTorch's default) and \(DetectorSupport.format(upper)) (He/Kaiming for ReLU), so that the variance of the signal is preserved from layer to layer (He et al. 2015; Glorot & Bengio 2010). Ten times off in either direction scales the signal tenfold per layer: too small gives near-zero outputs and a loss stuck at ln K; too large saturates tanh/sigmoid or blows up ReLU networks. Use the framework's default initialiser or nn.init.kaiming_normal_/xavier_uniform_."))
         }
         if !atInit && findings.isEmpty {
-            return DetectorOutcome(findings: [], notChecked: "the first save is at step \(record.step), after training began: initial scales cannot be judged (symmetry was checked)")
+            let reason = record.step == 0
+                ? "the first save's step is not known to be the initialisation (no step in the file; a file name's order or an epoch number): initial scales cannot be judged (symmetry was checked)"
+                : "the first save is at step \(record.step), after training began: initial scales cannot be judged (symmetry was checked)"
+            return DetectorOutcome(findings: [], notChecked: reason)
         }
         return DetectorOutcome(findings: findings)
     }

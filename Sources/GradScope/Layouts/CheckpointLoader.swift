@@ -56,13 +56,28 @@ public enum CheckpointLoader {
         }
         let file = try HDF5File.open(path, options: options.open)
         let checkpoints = try load(file: file, source: path, optimizerHint: nil, modified: modified, options: options)
-        for checkpoint in checkpoints where checkpoint.metadata.step == nil {
-            if let step = LayoutSupport.lastInteger(in: url.deletingPathExtension().lastPathComponent) {
-                checkpoint.metadata.step = step
-                checkpoint.metadata.stepSource = .fileName
-            }
-        }
+        for checkpoint in checkpoints { assignStep(checkpoint, fileStem: url.deletingPathExtension().lastPathComponent) }
         return checkpoints
+    }
+
+    /// A step for a checkpoint whose file holds none (no step attribute, no
+    /// optimizer counter): a number labelled as a step in the file name, else the
+    /// file's `epoch` attribute, else a number labelled as an epoch in the name,
+    /// else the name's last plain integer.
+    static func assignStep(_ checkpoint: Checkpoint, fileStem: String) {
+        guard checkpoint.metadata.step == nil else { return }
+        let named = LayoutSupport.stepInFileName(fileStem)
+        if let named, named.isStep {
+            checkpoint.metadata.step = named.number
+            checkpoint.metadata.stepSource = .fileName
+        } else if let epoch = checkpoint.metadata.epoch, epoch >= 0 {
+            checkpoint.metadata.step = epoch
+            checkpoint.metadata.stepSource = .epoch
+        } else if let named {
+            checkpoint.metadata.step = named.number
+            checkpoint.metadata.stepSource = named.isEpoch ? .epoch : .fileName
+            if named.isEpoch { checkpoint.metadata.epoch = named.number }
+        }
     }
 
     /// Reads the checkpoint(s) in an HDF5 file image held in memory (a fuzzer's
@@ -107,11 +122,7 @@ public enum CheckpointLoader {
                                     layers: layers.isEmpty ? orderLayers(tensors) : layers, skipped: skipped,
                                     notes: notes + ["sharded save: \(shards.count) shard file(s) read as one step"],
                                     files: opened.map(\.file), modified: modified, file: path)
-        if checkpoint.metadata.step == nil,
-           let step = LayoutSupport.lastInteger(in: String((path as NSString).lastPathComponent.dropLast(".weights.json".count))) {
-            checkpoint.metadata.step = step
-            checkpoint.metadata.stepSource = .fileName
-        }
+        assignStep(checkpoint, fileStem: String((path as NSString).lastPathComponent.dropLast(".weights.json".count)))
         return checkpoint
     }
 
@@ -149,6 +160,7 @@ public enum CheckpointLoader {
         let file = try HDF5File.open(image: bytes, name: path + "/model.weights.h5", options: options.open)
         let checkpoints = try load(file: file, source: path, optimizerHint: optimizer, modified: modified, options: options)
         guard let first = checkpoints.first else { throw CheckpointError(file: path, reason: "no tensors") }
+        assignStep(first, fileStem: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
         return first
     }
 

@@ -75,20 +75,92 @@ enum LayoutSupport {
         return values.first
     }
 
-    /// The last run of digits in a file name (`ckpt-00500.h5` -> 500).
-    static func lastInteger(in name: String) -> Int? {
-        var digits = ""
-        var last: String?
-        for character in name {
-            if character.isASCII && character.isNumber {
-                digits.append(character)
-            } else if !digits.isEmpty {
-                last = digits
-                digits = ""
+    /// A step number read from a file name, and what it counts.
+    struct FileNameStep: Equatable {
+        var number: Int
+        /// Labelled as an epoch (`epoch_3`, `ep03`, `e5`): it does not count optimizer updates.
+        var isEpoch: Bool
+        /// Labelled as a step (`step1200`, `iter_500`, `global_step-9`, `batch40`): it counts updates.
+        var isStep: Bool
+    }
+
+    static let stepLabels: Set<String> = ["step", "steps", "globalstep", "iter", "iters", "iteration", "iterations",
+                                          "it", "batch", "batches", "update", "updates"]
+    static let epochLabels: Set<String> = ["epoch", "epochs", "ep", "e"]
+    /// Labels of numbers that are metrics or settings, never steps
+    /// (`weights.{epoch:02d}-{val_loss:.2f}.h5`, `lr1e-3`, `acc98`).
+    static let metricLabels: Set<String> = ["loss", "valloss", "acc", "accuracy", "valacc", "auc", "lr", "score", "f", "mae",
+                                            "mse", "rmse", "err", "error", "ppl", "bleu", "top", "map", "iou", "dice", "wd",
+                                            "seed", "bs", "dim", "v", "version", "val", "best", "metric"]
+
+    /// The step in a file name's stem. A number labelled as a step wins
+    /// (`epoch=2-step=400` -> 400), then one labelled as an epoch, then the last
+    /// unlabelled integer (`ckpt-00500` -> 500). Decimals (`0.45`), exponents
+    /// (`1e-4`) and numbers labelled as metrics or settings (`loss0.12`,
+    /// `acc98`, `lr3`) are never steps: Keras's documented pattern
+    /// `weights.{epoch:02d}-{val_loss:.2f}` gives `weights.03-0.45` -> 3.
+    static func stepInFileName(_ stem: String) -> FileNameStep? {
+        let chars = Array(stem)
+        func isDigit(_ c: Character) -> Bool { c.isASCII && c.isNumber }
+        func isLetter(_ c: Character) -> Bool { c.isASCII && c.isLetter }
+        var step: Int?
+        var epoch: Int?
+        var plain: Int?
+        var index = 0
+        while index < chars.count {
+            guard isDigit(chars[index]) else { index += 1; continue }
+            let start = index
+            while index < chars.count, isDigit(chars[index]) { index += 1 }
+            let end = index
+            guard let number = Int(String(chars[start..<end].prefix(18))) else { continue }
+            // Part of a decimal or of an exponent: a metric or a setting.
+            let fraction = start >= 2 && chars[start - 1] == "." && isDigit(chars[start - 2])
+            let integerPart = end + 1 < chars.count && chars[end] == "." && isDigit(chars[end + 1])
+            var exponent = false
+            if end < chars.count, chars[end] == "e" || chars[end] == "E" {
+                var next = end + 1
+                if next < chars.count, chars[next] == "-" || chars[next] == "+" { next += 1 }
+                exponent = next < chars.count && isDigit(chars[next])
+            }
+            let afterExponent = start >= 2 && (chars[start - 1] == "-" || chars[start - 1] == "+")
+                && (chars[start - 2] == "e" || chars[start - 2] == "E") && start >= 3 && isDigit(chars[start - 3])
+            let exponentDigits = start >= 2 && (chars[start - 1] == "e" || chars[start - 1] == "E") && isDigit(chars[start - 2])
+            if fraction || integerPart || exponent || afterExponent || exponentDigits { continue }
+            // The label: the letters just before the number (one separator allowed, `_` joining words),
+            // else just after it (`3epochs`).
+            var cursor = start - 1
+            if cursor >= 0, "_-=. ".contains(chars[cursor]) { cursor -= 1 }
+            let labelEnd = cursor + 1
+            while cursor >= 0 {
+                if isLetter(chars[cursor]) { cursor -= 1; continue }
+                if chars[cursor] == "_", cursor > 0, isLetter(chars[cursor - 1]), cursor + 1 < labelEnd { cursor -= 1; continue }
+                break
+            }
+            // `model_ep05` is labelled `ep`, `global_step9` `globalstep`, `val_loss0.3` `valloss`.
+            let words = String(chars[(cursor + 1)..<labelEnd]).lowercased().split(separator: "_").map(String.init)
+            let label = words.last ?? ""
+            let joined = words.suffix(2).joined()
+            var suffixEnd = end
+            while suffixEnd < chars.count, isLetter(chars[suffixEnd]) { suffixEnd += 1 }
+            let suffix = String(chars[end..<suffixEnd]).lowercased()
+            func labelled(_ set: Set<String>) -> Bool {
+                set.contains(label) || set.contains(joined) || set.contains(where: { label.hasSuffix($0) && $0.count >= 4 })
+                    || (!suffix.isEmpty && set.contains(suffix))
+            }
+            if labelled(stepLabels) {
+                step = number
+            } else if labelled(epochLabels) {
+                epoch = number
+            } else if labelled(metricLabels) {
+                continue
+            } else {
+                plain = number
             }
         }
-        if !digits.isEmpty { last = digits }
-        return last.flatMap { Int($0.prefix(18)) }
+        if let step { return FileNameStep(number: step, isEpoch: false, isStep: true) }
+        if let epoch { return FileNameStep(number: epoch, isEpoch: true, isStep: false) }
+        if let plain { return FileNameStep(number: plain, isEpoch: false, isStep: false) }
+        return nil
     }
 
     /// Parses JSON text into a dictionary, or nil.

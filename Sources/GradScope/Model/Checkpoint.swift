@@ -11,6 +11,9 @@ public enum StepSource: String, Sendable, Codable {
     case fileName = "file-name"
     /// The name of the group holding the step in a multi-step file.
     case groupName = "group-name"
+    /// An epoch number (an `epoch` attribute, or a number labelled as an epoch in
+    /// the file name): it orders the saves but does not count optimizer updates.
+    case epoch
     /// Nothing said; the step is the file's position in the run.
     case position
 }
