@@ -342,4 +342,23 @@ struct DetectorTests {
             #expect(inspected.findings.filter { $0.kind == .poorInit }.isEmpty == !judged, "\(names)")
         }
     }
+
+    @Test("zero-gradient from moments in a file that holds no step: judged when other moments show the optimizer ran")
+    func zeroMomentsWithoutStep() throws {
+        for (otherMoment, expected) in [(0.01, true), (0.0, false)] {
+            let dir = try TemporaryDirectory()
+            let path = dir.path("model.h5")
+            do {
+                let w = try HDF5Writer(creating: path)
+                var noise = SplitMix64(state: 3)
+                try w.write("/model/fc1.weight", noise.normals(32, std: 0.3), shape: [4, 8])
+                try w.write("/model/fc2.weight", noise.normals(8, std: 0.3), shape: [2, 4])
+                try w.write("/optimizer/exp_avg_sq/fc1.weight", [Double](repeating: otherMoment, count: 32), shape: [4, 8])
+                try w.write("/optimizer/exp_avg_sq/fc2.weight", [Double](repeating: 0, count: 8), shape: [2, 4])
+            }
+            let report = try Analysis.inspect(path)
+            let zero = report.findings.filter { $0.kind == .zeroGradient }
+            #expect(zero.map(\.tensor) == (expected ? ["fc2.weight"] : []), "\(otherMoment)")
+        }
+    }
 }

@@ -31,10 +31,18 @@ struct ZeroGradientDetector: Detector {
         guard !slotKeys.isEmpty else {
             return .lacking("no gradients and no optimizer moments were saved")
         }
-        // Frameworks save zero-filled slots before the first update (JAX backend, step 0): judge saves after it.
+        // Frameworks save zero-filled slots before the first update (JAX backend, step 0): judge saves after
+        // it, and a save at step 0 only when another moment in it is nonzero, which shows the optimizer has
+        // updated (a file that holds no step is step 0 by position).
+        let updatedAtZero = run.records.first { $0.step == 0 }.map { record in
+            slotKeys.contains { key in
+                guard let slot = record.tensors[key] else { return false }
+                return slot.stats.count > 0 && slot.stats.zeros < slot.stats.count
+            }
+        } ?? false
         var byName: [String: [(key: String, series: [(step: Int, measurement: TensorMeasurement)])]] = [:]
         for key in slotKeys {
-            let series = run.series(key).filter { $0.step > 0 }
+            let series = run.series(key).filter { $0.step > 0 || updatedAtZero }
             guard let name = series.first?.measurement.name else { continue }
             byName[name, default: []].append((key, series))
         }
