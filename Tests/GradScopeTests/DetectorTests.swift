@@ -359,6 +359,8 @@ struct DetectorTests {
             let report = try Analysis.inspect(path)
             let zero = report.findings.filter { $0.kind == .zeroGradient }
             #expect(zero.map(\.tensor) == (expected ? ["fc2.weight"] : []), "\(otherMoment)")
+            // The file holds no step: the finding is bound to none, and says so in words.
+            #expect(zero.allSatisfy { $0.firstStep == nil && $0.lastStep == nil && $0.message.contains("in this file") })
         }
     }
 }

@@ -52,6 +52,13 @@ public enum Analysis {
         let vanishing = VanishingGradientDetector().detect(measurements, thresholds: thresholds)
         var findings = diagnosis.findings
         findings.append(contentsOf: vanishing.findings)
+        if !measurements.stepsKnown {
+            // A file that holds no step: its findings are not bound to one (DESIGN.md: null).
+            for index in findings.indices {
+                findings[index].firstStep = nil
+                findings[index].lastStep = nil
+            }
+        }
         if let reason = vanishing.notChecked { notChecked.append(NotChecked(kind: .vanishingGradient, reason: reason)) }
         return InspectReport(file: path, layout: checkpoint.layout.rawValue, step: checkpoint.metadata.step, loss: checkpoint.metadata.loss,
                              lr: checkpoint.metadata.learningRate, framework: checkpoint.metadata.framework,

@@ -158,6 +158,12 @@ public struct RunMeasurements: Sendable {
     /// Whether the first save is known to be the initialisation (step 0 read from
     /// the file or its name, not an epoch or a position).
     public var startsAtInitialisation: Bool = true
+    /// False when the one checkpoint read holds no step anywhere (`inspect` of a
+    /// file without a step attribute, optimizer counter or number in its name).
+    public var stepsKnown: Bool = true
+
+    /// "at step N", or "in this file" when the step is not known.
+    public func atStep(_ step: Int) -> String { stepsKnown ? "at step \(step)" : "in this file" }
 
     public var steps: [Int] { records.map(\.step) }
     public var hasGradients: Bool { records.contains { $0.tensors.values.contains { $0.role == .gradient } } }

@@ -148,6 +148,7 @@ public enum RunMeasurer {
                                            unitWindows: windows.values.sorted { $0.key < $1.key })
         measurements.stepsCountUpdates = run.checkpoints.allSatisfy(stepCountsUpdates)
         measurements.startsAtInitialisation = run.checkpoints.first.map(startsAtInitialisation) ?? false
+        measurements.stepsKnown = !(run.checkpoints.count == 1 && run.checkpoints[0].metadata.step == nil)
         return measurements
     }
 

@@ -31,7 +31,7 @@ struct DeadUnitsDetector: Detector {
             case .activation: how = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch at every save"
             case .movement: how = "never move"
             }
-            let message = "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how) from step \(onset) to \(window.lastStep)."
+            let message = "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
             let explanation = """
             Judged over the later half of the run (\(window.saves) save(s), steps \(window.firstStep)–\(window.lastStep)) from \
             \(window.source == .gradient ? "the saved gradients" : window.source == .activation ? "the saved activations" : "the weights' movement"). \

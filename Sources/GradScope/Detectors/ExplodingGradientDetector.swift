@@ -29,7 +29,7 @@ struct ExplodingGradientDetector: Detector {
             let weightsFinite = record.tensors.values.filter { $0.role == .weight }.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
             if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {
                 return DetectorOutcome(findings: [finding(record: record, tensor: bad, severity: .error,
-                    message: "The gradient of \(bad.name) holds NaN/Inf at step \(record.step) while every weight is still finite: the gradients exploded.",
+                    message: "The gradient of \(bad.name) holds NaN/Inf \(run.atStep(record.step)) while every weight is still finite: the gradients exploded.",
                     evidence: ["nan_elements": .int(bad.stats.nan), "inf_elements": .int(bad.stats.posInf + bad.stats.negInf)], run: run)])
             }
             var total = 0.0
@@ -50,7 +50,7 @@ struct ExplodingGradientDetector: Detector {
                 let severity: Severity = run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } } ? .error : .warning
                 let grew = growth >= thresholds.explodingGrowth ? "the total gradient norm grew \(DetectorSupport.format(growth))x since the previous save and " : ""
                 return DetectorOutcome(findings: [finding(record: record, tensor: tensor, severity: severity,
-                    message: "Gradients explode at step \(record.step): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
+                    message: "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
                     evidence: ["gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total),
                                "previous_total_gradient_norm": .number(previousTotal), "growth": .number(growth)], run: run)])
             }
@@ -94,7 +94,7 @@ struct ExplodingGradientDetector: Detector {
             }
             guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
             let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
-            let message = "Gradients exploded by step \(record.step): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
+            let message = "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
             let explanation = """
             No gradients were saved, but the optimizer's second moment (\(slot.slotName ?? "v")) is a running average of the \
             squared gradient, so its square root estimates the gradient's size. A gradient \(DetectorSupport.format(ratio)) times \

@@ -58,9 +58,9 @@ struct NanInfDetector: Detector {
                 }
             } ?? "the loss"
             let others = bad.count > 1 ? " and \(bad.count - 1) other tensor(s)" : ""
-            let message = "NaN/Inf first appears at step \(record.step) in \(what)\(others); every step after it is garbage."
+            let message = "NaN/Inf first appears \(run.atStep(record.step)) in \(what)\(others); every step after it is garbage."
             let explanation = """
-            At step \(record.step), \(bad.count) tensor(s) hold \(nan) NaN and \(inf) infinite element(s) \
+            \(run.stepsKnown ? "At step \(record.step)" : "In this file"), \(bad.count) tensor(s) hold \(nan) NaN and \(inf) infinite element(s) \
             (\(weightsBad) of them weights).\(context) Once a weight is NaN, every output and gradient that \
             touches it is NaN too, so training cannot recover. Likely causes: a learning rate too high for \
             the data's scale (unscaled inputs, e.g. features in the thousands), exploding gradients, log(0) \

@@ -35,13 +35,13 @@ struct PoorInitDetector: Detector {
                         kind: kind, severity: isOutput ? .info : .warning, tensor: kernel.name, layer: kernel.layer,
                         firstStep: record.step, lastStep: record.step,
                         message: isOutput ? "\(kernel.name) (the output layer) starts at exactly zero: fine if intended (zero-initialised head), but every output starts identical."
-                            : "\(kernel.name) is all zeros at step \(record.step): every unit computes the same thing and receives the same update, so symmetry is never broken.",
+                            : "\(kernel.name) is all zeros \(run.atStep(record.step)): every unit computes the same thing and receives the same update, so symmetry is never broken.",
                         evidence: ["std": 0.0, "mean": 0.0, "elements": .int(kernel.stats.count)],
                         explanation: "With all-zero weights, every unit of the layer has the same output and the same gradient, so they stay identical forever (and with ReLU after a zero layer, gradients may be zero altogether). Initialise hidden layers randomly: Kaiming (He) for ReLU, Xavier (Glorot) for tanh/sigmoid. A zero-initialised final layer is a deliberate technique in some architectures."))
                 } else {
                     findings.append(Finding(
                         kind: kind, severity: .error, tensor: kernel.name, layer: kernel.layer, firstStep: record.step, lastStep: record.step,
-                        message: "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) at step \(record.step): all its units are identical and symmetry is never broken.",
+                        message: "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) \(run.atStep(record.step)): all its units are identical and symmetry is never broken.",
                         evidence: ["std": 0.0, "value": .number(value), "elements": .int(kernel.stats.count)],
                         explanation: "A constant initialisation gives every unit the same output and the same gradient; gradient descent cannot tell them apart, so the layer behaves like a single unit. Initialise randomly (nn.init.kaiming_uniform_, xavier_uniform_, or the framework's default)."))
                 }

@@ -20,7 +20,7 @@ struct ZeroGradientDetector: Detector {
                       series.allSatisfy({ $0.measurement.stats.count > 0 && $0.measurement.stats.zeros == $0.measurement.stats.count }) else { continue }
                 let gradient = last.measurement
                 findings.append(finding(name: gradient.name, layer: gradient.layer, first: first.step, last: last.step,
-                                        saves: series.count, source: "gradient", elements: gradient.stats.count))
+                                        saves: series.count, source: "gradient", elements: gradient.stats.count, run: run))
             }
             return DetectorOutcome(findings: findings)
         }
@@ -56,7 +56,7 @@ struct ZeroGradientDetector: Detector {
             guard allZero, let series = slots.first?.series, let first = series.first, let last = series.last else { continue }
             let slotNames = slots.compactMap { $0.series.first?.measurement.slotName }.joined(separator: " and ")
             findings.append(finding(name: name, layer: last.measurement.layer, first: first.step, last: last.step,
-                                    saves: series.count, source: "optimizer \(slotNames)", elements: last.measurement.stats.count))
+                                    saves: series.count, source: "optimizer \(slotNames)", elements: last.measurement.stats.count, run: run))
         }
         if !checkedAny && findings.isEmpty {
             return .lacking("no gradients were saved, and the optimizer moments exist only at the first save (before any update)")
@@ -64,8 +64,9 @@ struct ZeroGradientDetector: Detector {
         return DetectorOutcome(findings: findings)
     }
 
-    func finding(name: String, layer: String, first: Int, last: Int, saves: Int, source: String, elements: Int) -> Finding {
-        let span = first == last ? "at step \(first)" : "at every save from step \(first) to \(last)"
+    func finding(name: String, layer: String, first: Int, last: Int, saves: Int, source: String, elements: Int,
+                 run: RunMeasurements) -> Finding {
+        let span = first == last ? run.atStep(first) : "at every save from step \(first) to \(last)"
         let message = "\(name) receives exactly zero gradient \(span) (\(source)): a dead path; this parameter cannot learn."
         let explanation = """
         All \(elements) elements of its \(source) are exactly 0 in \(saves) save(s). Nothing that depends on this \
