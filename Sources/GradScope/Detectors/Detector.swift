@@ -51,8 +51,28 @@ enum DetectorSupport {
     }
 
     /// A weight matrix or convolution kernel (rank ≥ 2), the tensors scale rules apply to.
+    /// Biases are never kernels, whatever their rank (a Keras GRU's bias is [2, 3·units], zeros at
+    /// initialisation).
     static func isKernel(_ measurement: TensorMeasurement) -> Bool {
         measurement.shape.count >= 2 && !isRunningStatistic(measurement.name) && !isNormalization(measurement.name)
+            && !isBias(measurement.name)
+    }
+
+    /// A bias by name: the last component of the name starts or ends with `bias` (`bias`, `bias_hh_l0`,
+    /// `recurrent_bias`), Keras 1's `_b` suffix included.
+    static func isBias(_ name: String) -> Bool {
+        let last = name.lowercased().split(whereSeparator: { $0 == "." || $0 == "/" }).last.map(String.init) ?? ""
+        return last.hasPrefix("bias") || last.hasSuffix("bias") || last.hasSuffix("_b") || last.hasSuffix("_b:0")
+    }
+
+    /// A kernel still near zero: its RMS is below `init_too_small_factor` (0.1) times
+    /// 1/√(3·fan_in), the smallest common initialisation's scale — a zero-initialised
+    /// layer (a fine-tuning head, a residual branch's last projection) on its way up.
+    /// Ratios relative to its norm are undefined there: one SGD step from W = 0 gives
+    /// ‖g‖/‖W‖ = 1/lr exactly, and the next save's relative change is of order 1.
+    static func nearZero(_ weight: TensorMeasurement, thresholds: Thresholds) -> Bool {
+        guard let rms = rms(weight), let fanIn = fanIn(shape: weight.shape, unitAxis: weight.unitAxis), fanIn > 0 else { return false }
+        return rms < thresholds.initTooSmallFactor / (3 * Double(fanIn)).squareRoot()
     }
 
     /// Fan-in of a kernel: PyTorch [out, in, k...] -> in·∏k; Keras [k..., in, out] -> ∏k·in.

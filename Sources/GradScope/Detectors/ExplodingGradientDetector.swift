@@ -37,7 +37,8 @@ struct ExplodingGradientDetector: Detector {
             for gradient in gradients {
                 guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
                 total += gn * gn
-                if let weight = record.weight(gradient.name), DetectorSupport.isKernel(weight), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite {
+                if let weight = record.weight(gradient.name), DetectorSupport.isKernel(weight),
+                   !DetectorSupport.nearZero(weight, thresholds: thresholds), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite {
                     let ratio = gn / wn
                     if worst == nil || ratio > worst?.1 ?? 0 { worst = (gradient, ratio) }
                 }
@@ -87,6 +88,7 @@ struct ExplodingGradientDetector: Detector {
             for key in slotKeys {
                 guard let slot = record.tensors[key], let meanSquare = slot.stats.mean, meanSquare.isFinite, meanSquare > 0,
                       let weight = record.weight(slot.name), DetectorSupport.isKernel(weight),
+                      !DetectorSupport.nearZero(weight, thresholds: thresholds),
                       let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
                 let gradientRMS = meanSquare.squareRoot()
                 let ratio = gradientRMS / weightRMS

@@ -34,6 +34,14 @@ struct FrozenDetector: Detector {
             DetectorSupport.median(run.series(key).compactMap(\.measurement.drift?.relativeChange))
         }
         let medianOther = DetectorSupport.median(otherRatios)
+        // Frozen weights whose layers all come before the first trained layer in depth order: a frozen
+        // backbone (transfer learning freezes the layers nearest the input; Yosinski et al. 2014).
+        let layerIndex = Dictionary(run.layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        let firstMoving = movingKeys.compactMap { run.series($0).last.flatMap { layerIndex[$0.measurement.layer] } }.min()
+        let frozenPrefix = Set(frozenKeys.filter { key in
+            guard let firstMoving, let layer = run.series(key).last?.measurement.layer, let index = layerIndex[layer] else { return false }
+            return index < firstMoving
+        })
         for key in frozenKeys {
             let series = run.series(key)
             guard let first = series.first, let last = series.last else { continue }
@@ -54,41 +62,63 @@ struct FrozenDetector: Detector {
             var cause: String
             var advice: String
             let learningRates = run.records.compactMap(\.learningRate)
-            if let firstNorm = gradientNorms.first, let lastNorm = gradientNorms.last, firstNorm > 0 {
+            let growing = gradientNorms.count >= 2 && (gradientNorms.first ?? 0) > 0 && (gradientNorms.last ?? 0) >= 1.5 * (gradientNorms.first ?? 0)
+                && zip(gradientNorms, gradientNorms.dropFirst()).allSatisfy { $1 >= 0.95 * $0 }
+            if let firstNorm = gradientNorms.first, let lastNorm = gradientNorms.last {
                 evidence["gradient_norm_first"] = .number(firstNorm)
                 evidence["gradient_norm_last"] = .number(lastNorm)
-                let growing = gradientNorms.count >= 2 && lastNorm >= 1.5 * firstNorm
-                    && zip(gradientNorms, gradientNorms.dropFirst()).allSatisfy { $1 >= 0.95 * $0 }
-                let lr = learningRates.max()
-                let gradientMax = gradients.compactMap(\.stats.maxAbs).max() ?? 0
-                let weightRMS = DetectorSupport.rms(weight) ?? 0
-                if let lr, lr > 0, weightRMS > 0, lr * gradientMax < 0.5 * ulpFraction(weight.dtype) * weightRMS, !growing {
-                    reportKind = .vanishingGradient
-                    cause = "its gradient is too small to move it: lr × max|g| = \(DetectorSupport.format(lr * gradientMax)) is below half a unit in the last place of weights of size \(DetectorSupport.format(weightRMS)) in \(weight.dtype)"
-                    advice = "The updates underflow the float format, so the weights cannot change even though a gradient arrives. Raise the learning rate for this layer, use an adaptive optimizer (Adam normalises the step), rescale the layer, or keep master weights in float32 if training in float16/bfloat16."
-                    evidence["learning_rate"] = .number(lr)
-                } else if growing {
-                    cause = "its gradient is present and grows save after save (from \(DetectorSupport.format(firstNorm)) to \(DetectorSupport.format(lastNorm))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
-                    advice = "Pass this parameter to the optimizer: build it from model.parameters() after the layer is created, or add a param group for it. If freezing was intended, set requires_grad=False so no gradient is computed."
-                } else {
-                    cause = "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied: it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
-                    advice = "Check that the optimizer holds this parameter and that its learning rate is not zero; if freezing was intended, set requires_grad=False (PyTorch) or trainable=False (Keras) so no gradient is computed."
-                }
+            }
+            // The underflow bound: lr·max|g| below half an ulp of the weights. Without a saved learning
+            // rate, lr = 1 bounds every plain-SGD rate in use; adaptive optimizers (Adam, RMSprop) divide
+            // the gradient by its own scale, so a small gradient does not make a small step there.
+            let adaptive = (run.optimizer ?? "").lowercased().contains("adam") || (run.optimizer ?? "").lowercased().contains("rmsprop")
+                || (run.optimizer ?? "").lowercased().contains("adagrad") || (run.optimizer ?? "").lowercased().contains("lion")
+            let lr = learningRates.max() ?? (adaptive ? nil : 1.0)
+            let gradientMax = gradients.compactMap(\.stats.maxAbs).max() ?? 0
+            let weightRMS = DetectorSupport.rms(weight) ?? 0
+            let underflows = gradientMax > 0 && !growing
+                && (lr.map { $0 > 0 && weightRMS > 0 && $0 * gradientMax < 0.5 * ulpFraction(weight.dtype) * weightRMS } ?? false)
+            // A gradient identical at every save while the others change is a leftover .grad that nothing
+            // recomputes (requires_grad=False after an earlier backward pass): no gradient reaches it.
+            let stale = gradients.count >= 2 && Set(gradients.map { [$0.stats.l2Norm ?? 0, $0.stats.mean ?? 0, $0.stats.min ?? 0, $0.stats.max ?? 0] }).count == 1
+                && gradientNorms.allSatisfy { $0 > 0 }
+            if growing {
+                cause = "its gradient is present and grows save after save (from \(DetectorSupport.format(gradientNorms.first)) to \(DetectorSupport.format(gradientNorms.last))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
+                advice = "Pass this parameter to the optimizer: build it from model.parameters() after the layer is created, or add a param group for it. If freezing was intended, set requires_grad=False so no gradient is computed."
+            } else if weight.trainable == false {
+                severity = .info
+                cause = "it is excluded from training: \(gradientNorms.isEmpty ? "it has no optimizer state" : "the file marks it as not in the optimizer") (Keras trainable=False, PyTorch requires_grad=False or left out of the optimizer)"
+                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
+            } else if stale {
+                severity = .info
+                cause = "its saved gradient is identical at every save while the others change: a leftover .grad that nothing recomputes, so no gradient reaches it (requires_grad=False, as when fine-tuning with a frozen backbone)"
+                advice = "If this layer was frozen on purpose, nothing is wrong (set its .grad to None to stop saving the stale value). Otherwise set requires_grad=True and add it to the optimizer."
+            } else if underflows, let lr {
+                reportKind = .vanishingGradient
+                let rate = learningRates.isEmpty ? "even at a learning rate of 1, max|g| = \(DetectorSupport.format(gradientMax))" : "lr × max|g| = \(DetectorSupport.format(lr * gradientMax))"
+                cause = "its gradient is too small to move it: \(rate) is below half a unit in the last place of weights of size \(DetectorSupport.format(weightRMS)) in \(weight.dtype)"
+                advice = "The updates underflow the float format, so the weights cannot change even though a gradient arrives. Raise the learning rate for this layer, use an adaptive optimizer (Adam normalises the step), rescale the layer, or keep master weights in float32 if training in float16/bfloat16."
+                if !learningRates.isEmpty { evidence["learning_rate"] = .number(lr) }
+            } else if let lastNorm = gradientNorms.last, lastNorm > 0 {
+                cause = "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied: it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
+                advice = "Check that the optimizer holds this parameter and that its learning rate is not zero; if freezing was intended, set requires_grad=False (PyTorch) or trainable=False (Keras) so no gradient is computed."
             } else if learningRates.count >= 1 && learningRates.allSatisfy({ $0 == 0 }) {
                 cause = "the learning rate is zero at every save"
                 advice = "Check the learning-rate schedule: a warm-up that starts at 0, or a schedule that decays to 0, freezes every parameter."
-            } else if weight.trainable == false || (gradients.isEmpty && run.hasGradients) || looksLikeBuffer(weight.name) {
+            } else if (gradients.isEmpty && run.hasGradients) || looksLikeBuffer(weight.name) {
                 severity = .info
-                if weight.trainable == false {
-                    cause = "it is excluded from training: it has no optimizer state (Keras trainable=False, or left out of the optimizer)"
-                } else if gradients.isEmpty && run.hasGradients {
+                if gradients.isEmpty && run.hasGradients {
                     cause = "it never receives a gradient while the other parameters do: a buffer (a mask, a positional encoding) or a parameter with requires_grad=False"
                 } else {
                     cause = "its name marks a buffer (a mask, positional encoding or running statistic), not a trained parameter"
                 }
-                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), or the tensor is a buffer, nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
+                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), or the tensor is a buffer, nothing is wrong. Otherwise set requires_grad=True, or add it to the optimizer."
+            } else if frozenPrefix.contains(key) {
+                severity = .info
+                cause = "it is one of the first layers of the model, all of which stay fixed while every later layer trains: the usual pattern of fine-tuning a pre-trained backbone (no gradient or optimizer state was saved to confirm it)"
+                advice = "If the backbone was frozen on purpose, nothing is wrong. If not, check that the optimizer holds these parameters and that requires_grad / trainable is set."
             } else {
-                cause = "no gradient or optimizer state was saved to tell why: it is not in the optimizer, frozen (requires_grad=False / trainable=False), or its learning rate is zero"
+                cause = "no gradient was saved to tell why: it is not in the optimizer, frozen (requires_grad=False / trainable=False), or its learning rate is zero"
                 advice = "Save gradients with the gradscope exporter to see whether it receives any; check that the optimizer holds this parameter and that it is not frozen by mistake."
             }
             let message = reportKind == .vanishingGradient

@@ -6,7 +6,8 @@ import Foundation
 /// example), the loss of a coin.
 ///
 /// K comes from the output layer (1 unit: binary, ln 2; K units: ln K), else
-/// from the loss itself (the integer K ≥ 2 with ln K nearest). Thresholds:
+/// from the loss itself (the integer K ≥ 2 with ln K nearest, only while K's
+/// tolerance band is disjoint from its neighbours': K ≤ 7 at 3%). Thresholds:
 /// `plateau_relative_tolerance` (3% of ln K), `plateau_min_saves` (3) and
 /// `plateau_min_run_fraction` (10% of the run's steps, or the plateau lasts to
 /// the end). Severity: error when it lasts to the last save, warning when it spans
@@ -31,8 +32,19 @@ struct LossPlateauDetector: Detector {
     }
 
     func plateau(_ records: [StepRecord], run: RunMeasurements, fixedK: Int?, thresholds: Thresholds) -> DetectorOutcome? {
-        // K ≤ 100,000 classes: ln K ≤ 11.6; larger losses are never at ln K.
-        func classes(for loss: Double) -> Int { fixedK ?? (loss < 12 ? max(2, Int(exp(loss).rounded())) : Int.max) }
+        // Guessed from the loss, K is only meaningful while the tolerance bands around ln K and ln (K+1)
+        // are disjoint (K ≤ 7 at 3%): above that every loss falls in some band, and a flat loss of 2.81
+        // (a language model at its data's entropy) would be "ln 17" for no reason.
+        let tolerance = thresholds.plateauRelativeTolerance
+        var largestGuess = 2
+        while largestGuess < 100_000, log(Double(largestGuess + 1)) * (1 - tolerance) > log(Double(largestGuess)) * (1 + tolerance) {
+            largestGuess += 1
+        }
+        func classes(for loss: Double) -> Int {
+            if let fixedK { return fixedK }
+            let guess = max(2, Int(exp(min(loss, 12)).rounded()))
+            return guess <= largestGuess ? guess : Int.max
+        }
         func near(_ loss: Double, _ k: Int) -> Bool {
             let target = log(Double(k))
             return abs(loss - target) <= thresholds.plateauRelativeTolerance * target

@@ -28,6 +28,8 @@ struct UpdateRatioDetector: Detector {
                 let (step, measurement) = series[index]
                 guard let drift = measurement.drift, let relative = drift.relativeChange, relative.isFinite,
                       DetectorSupport.nonFinite(measurement) == 0, drift.nonFinite == 0 else { continue }
+                // Relative to a weight still near zero (a zero-initialised layer), a change is not a rate.
+                if DetectorSupport.nearZero(series[index - 1].measurement, thresholds: thresholds) { continue }
                 let k = Double(max(step - series[index - 1].step, 1))
                 let lower = relative / k, upper = relative / k.squareRoot()
                 perTensorUpper[key, default: []].append(upper)

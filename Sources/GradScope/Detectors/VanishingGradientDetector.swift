@@ -26,7 +26,7 @@ struct VanishingGradientDetector: Detector {
             for key in kernelKeys {
                 guard let weight = record.tensors[key], let gradient = record.gradient(weight.name),
                       let wn = weight.stats.l2Norm, let gn = gradient.stats.l2Norm, wn > 0, gn.isFinite, wn.isFinite,
-                      DetectorSupport.nonFinite(gradient) == 0 else { continue }
+                      DetectorSupport.nonFinite(gradient) == 0, !DetectorSupport.nearZero(weight, thresholds: thresholds) else { continue }
                 ratios.append((weight.name, gn / wn))
             }
             guard ratios.count >= 3 else { continue }

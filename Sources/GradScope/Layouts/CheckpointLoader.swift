@@ -225,7 +225,10 @@ public enum CheckpointLoader {
         guard !tensors.isEmpty else {
             throw CheckpointError(file: source, reason: "no floating-point tensors found (read as the \(layout.rawValue) layout): not a checkpoint")
         }
-        if layers.isEmpty {
+        if layers.isEmpty && (layout == .native || layout == .generic) {
+            layers = orderLayers(tensors, createdAt: Dictionary(entries.compactMap { entry in entry.address.map { (entry.path, $0) } },
+                                                                uniquingKeysWith: { a, _ in a }))
+        } else if layers.isEmpty {
             layers = orderLayers(tensors)
         } else {
             let known = Set(layers)
@@ -237,6 +240,28 @@ public enum CheckpointLoader {
 
     /// Layers in depth order: the order their weights appear (file order),
     /// which is also the numeric order of numbered names (`head.2` before `head.10`).
+    /// Layers in the order their weights were created in the file. A link's name
+    /// says nothing of depth (`classifier` sorts before `input_proj`), but h5py and
+    /// the exporters write a `state_dict` in its own order, module registration
+    /// order, which is the forward order of a sequential model; libhdf5 allocates
+    /// each new object header after the previous ones, so the headers' addresses
+    /// keep that order. Layers without a known address keep their listing order
+    /// after the others.
+    static func orderLayers(_ tensors: [TensorRef], createdAt: [String: UInt64]) -> [String] {
+        let listed = orderLayers(tensors)
+        var first: [String: UInt64] = [:]
+        for tensor in tensors where tensor.role == .weight {
+            guard let address = createdAt[tensor.path], address > 0 else { continue }
+            first[tensor.layer] = min(first[tensor.layer] ?? .max, address)
+        }
+        guard !first.isEmpty else { return listed }
+        let position = Dictionary(listed.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        return listed.sorted { a, b in
+            let fa = first[a] ?? .max, fb = first[b] ?? .max
+            return fa != fb ? fa < fb : (position[a] ?? 0) < (position[b] ?? 0)
+        }
+    }
+
     static func orderLayers(_ tensors: [TensorRef]) -> [String] {
         var seen = Set<String>()
         var order: [String] = []

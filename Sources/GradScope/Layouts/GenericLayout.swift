@@ -43,6 +43,7 @@ enum GenericLayout {
         var tensors: [TensorRef] = []
         var addresses: [UInt64] = []
         var skipped = listing.skippedLinks(source: source)
+        var optimizerSteps: Int?
         for item in listing.items {
             guard let info = item.info else {
                 skipped.append(SkippedItem(item: source + ":" + item.path, reason: item.problem ?? "unreadable"))
@@ -92,6 +93,30 @@ enum GenericLayout {
                     segments.removeFirst()
                 }
             }
+            if role == .weight, let last = segments.last {
+                // `fc1.weight.grad` / `fc1.weight_grad`: PyTorch's attribute name for the gradient, written
+                // next to the parameter.
+                for suffix in [".grad", "_grad"] where last.lowercased().hasSuffix(suffix) && last.count > suffix.count {
+                    role = .gradient
+                    segments[segments.count - 1] = String(last.dropLast(suffix.count))
+                    break
+                }
+            }
+            if role == .weight, segments.count >= 2, LayoutSupport.optimizerContainers.contains(lowered[0]) {
+                // Optimizer bookkeeping that is not a moment: per-parameter step counters
+                // (`state/0/step`), param-group settings (`param_groups/0/lr`).
+                if info.elementCount <= 1 {
+                    if lowered.last == "step", let value = LayoutSupport.scalarValue(file, item.path), value.isFinite, value >= 0, value < 1e15 {
+                        optimizerSteps = max(optimizerSteps ?? 0, Int(value))
+                    }
+                    skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar, read as metadata"))
+                    continue
+                }
+                role = .optimizer
+                slotName = segments.last
+                segments.removeLast()
+                segments.removeFirst()
+            }
             if role == .optimizer && info.shape.isEmpty {
                 skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar, not a tensor"))
                 continue
@@ -116,6 +141,11 @@ enum GenericLayout {
                                      slotName: slotName, shape: info.shape, dtype: info.type, unitAxis: unitAxis,
                                      path: item.path))
             addresses.append(item.address)
+        }
+        if metadata.step == nil, let optimizerSteps, optimizerSteps > 0 {
+            // PyTorch's Adam, AdamW, RMSprop... count their updates per parameter (`state/<i>/step`).
+            metadata.step = optimizerSteps
+            metadata.stepSource = .optimizerIterations
         }
         var notes: [String] = []
         if mapIndexedOptimizerState(&tensors, addresses: addresses) {
