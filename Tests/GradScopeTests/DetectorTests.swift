@@ -221,8 +221,19 @@ struct DetectorTests {
             (layer == 1 && save == 0 ? [Double](repeating: 0.05, count: weights.count) : weights, gradient)
         }
         let (constantReport, _) = try constant.scan()
-        #expect(constantReport.findings(.poorInit).first?.severity == .error)
+        // The random layer after it tells its units apart: a warning, worded so.
+        #expect(constantReport.findings(.poorInit).first?.severity == .warning)
         #expect(constantReport.findings(.poorInit).first?.tensor == "l1.weight")
+        #expect(constantReport.findings(.poorInit).first?.message.contains("next layer") == true)
+
+        var twoConstant = SyntheticRun()
+        twoConstant.weightHook = { layer, save, weights, gradient in
+            ((layer == 1 || layer == 2) && save == 0 ? [Double](repeating: 0.05, count: weights.count) : weights, gradient)
+        }
+        let (twoReport, _) = try twoConstant.scan()
+        let severities = Dictionary(twoReport.findings(.poorInit).map { ($0.tensor ?? "", $0.severity) }, uniquingKeysWith: { a, _ in a })
+        #expect(severities["l1.weight"] == .error)
+        #expect(severities["l2.weight"] == .warning)
 
         let (healthy, _) = try SyntheticRun().scan()
         #expect(healthy.findings(.poorInit).isEmpty)

@@ -55,6 +55,42 @@ struct RunLoadingTests {
         #expect(parse("model_05_0.123") == "5")
         #expect(parse("best_model") == "none")
         #expect(parse("loss0.25") == "none")
+        // Hashes and UUIDs are identifiers; Keras's {batch} is the batch within the epoch, not a step.
+        #expect(parse("ckpt-043b27b6") == "none")
+        #expect(parse("ckpt-epoch02-batch0010") == "2 epoch")
+        #expect(LayoutSupport.stepInFileName("model_20240501-235730")?.key == [20240501, 235730])
+        #expect(LayoutSupport.stepInFileName("gru-02-0010")?.key == [2, 10])
+    }
+
+    @Test("names whose numbers repeat or disagree with the order of all their numbers: ordered by all of them, nothing dropped")
+    func fileNameTuples() throws {
+        // Keras save_freq=N with {epoch}-{batch}: the batch restarts every epoch.
+        let keras = try TemporaryDirectory()
+        let kerasNames = ["gru-01-0010.h5", "gru-01-0020.h5", "gru-02-0010.h5", "gru-02-0020.h5", "gru-10-0010.h5"]
+        for (index, name) in kerasNames.reversed().enumerated() { try writeNative(keras.path(name), step: nil, value: Double(index)) }
+        let kerasRun = try RunLoader.load(keras.url.path)
+        #expect(kerasRun.checkpoints.map { ($0.source as NSString).lastPathComponent } == kerasNames)
+        #expect(kerasRun.steps == [0, 1, 2, 3, 4])
+        #expect(kerasRun.skipped.isEmpty)
+        #expect(RunMeasurer.measure(kerasRun).stepsCountUpdates == false)
+
+        // Time stamps across midnight: the time of day alone would put the second day first.
+        let stamped = try TemporaryDirectory()
+        let stampedNames = ["model_20240501-235730.h5", "model_20240501-235945.h5", "model_20240502-000030.h5", "model_20240502-000245.h5"]
+        for name in stampedNames { try writeNative(stamped.path(name), step: nil) }
+        #expect(try RunLoader.load(stamped.url.path).checkpoints.map { ($0.source as NSString).lastPathComponent } == stampedNames)
+
+        // Hash names: no numbers at all, so the files' modification times order them, and none is dropped.
+        let hashed = try TemporaryDirectory()
+        let hashNames = ["ckpt-d9c2825f.h5", "ckpt-043b27b6.h5", "ckpt-4510bdf8.h5"]
+        for (index, name) in hashNames.enumerated() {
+            try writeNative(hashed.path(name), step: nil)
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 1_700_000_000 + Double(index) * 60)],
+                                                  ofItemAtPath: hashed.path(name))
+        }
+        let hashedRun = try RunLoader.load(hashed.url.path)
+        #expect(hashedRun.checkpoints.map { ($0.source as NSString).lastPathComponent } == hashNames)
+        #expect(hashedRun.skipped.isEmpty)
     }
 
     @Test("Keras ModelCheckpoint names order the run by epoch, and epochs are not taken for optimizer steps")

@@ -24,10 +24,16 @@ struct PoorInitDetector: Detector {
         guard !kernels.isEmpty else { return .lacking("no weight matrices or kernels to check") }
         var findings: [Finding] = []
         let lastKernel = kernels.last?.name
-        for kernel in kernels where DetectorSupport.nonFinite(kernel) == 0 {
+        for (position, kernel) in kernels.enumerated() where DetectorSupport.nonFinite(kernel) == 0 {
             guard let std = kernel.stats.std, let fanIn = DetectorSupport.fanIn(shape: kernel.shape, unitAxis: kernel.unitAxis), fanIn > 0,
                   kernel.stats.count > 1 else { continue }
             let isOutput = kernel.name == lastKernel
+            // Units are interchangeable only while both their incoming and their outgoing weights are equal
+            // (Goodfellow et al. 2016, §8.4): a random layer after this one tells them apart, slowly.
+            let nextRandom = position + 1 < kernels.count && (kernels[position + 1].stats.std ?? 0) > 0
+            let symmetry = nextRandom
+                ? "its units start identical, and only the random weights of the next layer tell them apart, so they learn as near-copies at first"
+                : "every unit computes the same thing and receives the same update, so symmetry is never broken"
             if std == 0 {
                 let value = kernel.stats.mean ?? 0
                 if value == 0 {
@@ -35,13 +41,14 @@ struct PoorInitDetector: Detector {
                         kind: kind, severity: isOutput ? .info : .warning, tensor: kernel.name, layer: kernel.layer,
                         firstStep: record.step, lastStep: record.step,
                         message: isOutput ? "\(kernel.name) (the output layer) starts at exactly zero: fine if intended (zero-initialised head), but every output starts identical."
-                            : "\(kernel.name) is all zeros \(run.atStep(record.step)): every unit computes the same thing and receives the same update, so symmetry is never broken.",
+                            : "\(kernel.name) is all zeros \(run.atStep(record.step)): \(symmetry).",
                         evidence: ["std": 0.0, "mean": 0.0, "elements": .int(kernel.stats.count)],
                         explanation: "With all-zero weights, every unit of the layer has the same output and the same gradient, so they stay identical forever (and with ReLU after a zero layer, gradients may be zero altogether). Initialise hidden layers randomly: Kaiming (He) for ReLU, Xavier (Glorot) for tanh/sigmoid. A zero-initialised final layer is a deliberate technique in some architectures."))
                 } else {
                     findings.append(Finding(
-                        kind: kind, severity: .error, tensor: kernel.name, layer: kernel.layer, firstStep: record.step, lastStep: record.step,
-                        message: "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) \(run.atStep(record.step)): all its units are identical and symmetry is never broken.",
+                        kind: kind, severity: nextRandom ? .warning : .error, tensor: kernel.name, layer: kernel.layer,
+                        firstStep: record.step, lastStep: record.step,
+                        message: "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) \(run.atStep(record.step)): \(symmetry).",
                         evidence: ["std": 0.0, "value": .number(value), "elements": .int(kernel.stats.count)],
                         explanation: "A constant initialisation gives every unit the same output and the same gradient; gradient descent cannot tell them apart, so the layer behaves like a single unit. Initialise randomly (nn.init.kaiming_uniform_, xavier_uniform_, or the framework's default)."))
                 }

@@ -70,12 +70,14 @@ public enum CheckpointLoader {
         if let named, named.isStep {
             checkpoint.metadata.step = named.number
             checkpoint.metadata.stepSource = .fileName
+            checkpoint.metadata.nameKey = named.key
         } else if let epoch = checkpoint.metadata.epoch, epoch >= 0 {
             checkpoint.metadata.step = epoch
             checkpoint.metadata.stepSource = .epoch
         } else if let named {
             checkpoint.metadata.step = named.number
             checkpoint.metadata.stepSource = named.isEpoch ? .epoch : .fileName
+            checkpoint.metadata.nameKey = named.key
             if named.isEpoch { checkpoint.metadata.epoch = named.number }
         }
     }

@@ -80,12 +80,16 @@ enum LayoutSupport {
         var number: Int
         /// Labelled as an epoch (`epoch_3`, `ep03`, `e5`): it does not count optimizer updates.
         var isEpoch: Bool
-        /// Labelled as a step (`step1200`, `iter_500`, `global_step-9`, `batch40`): it counts updates.
+        /// Labelled as a step (`step1200`, `iter_500`, `global_step-9`): it counts updates.
         var isStep: Bool
+        /// Every number the name holds that may order the files (steps, epochs, plain integers, in
+        /// the order they appear): `gru-02-0010` -> [2, 10], `model_20240501-235730` -> [20240501, 235730].
+        var key: [Int] = []
     }
 
+    /// Keras's `{batch}` is the batch within the epoch, so `batch` is not a step label.
     static let stepLabels: Set<String> = ["step", "steps", "globalstep", "iter", "iters", "iteration", "iterations",
-                                          "it", "batch", "batches", "update", "updates"]
+                                          "it", "update", "updates"]
     static let epochLabels: Set<String> = ["epoch", "epochs", "ep", "e"]
     /// Labels of numbers that are metrics or settings, never steps
     /// (`weights.{epoch:02d}-{val_loss:.2f}.h5`, `lr1e-3`, `acc98`).
@@ -106,9 +110,24 @@ enum LayoutSupport {
         var step: Int?
         var epoch: Int?
         var plain: Int?
+        var key: [Int] = []
+        // Identifiers: runs of hexadecimal digits mixing letters and digits (`ckpt-043b27b6`, a hash or
+        // a UUID), whose digits are no number.
+        var identifier = [Bool](repeating: false, count: chars.count)
+        var tokenStart = 0
+        while tokenStart < chars.count {
+            guard chars[tokenStart].isASCII && (chars[tokenStart].isLetter || chars[tokenStart].isNumber) else { tokenStart += 1; continue }
+            var tokenEnd = tokenStart
+            while tokenEnd < chars.count, chars[tokenEnd].isASCII && (chars[tokenEnd].isLetter || chars[tokenEnd].isNumber) { tokenEnd += 1 }
+            let token = chars[tokenStart..<tokenEnd]
+            if token.count >= 6, token.allSatisfy({ $0.isHexDigit }), token.contains(where: isDigit), token.contains(where: isLetter) {
+                for position in tokenStart..<tokenEnd { identifier[position] = true }
+            }
+            tokenStart = tokenEnd
+        }
         var index = 0
         while index < chars.count {
-            guard isDigit(chars[index]) else { index += 1; continue }
+            guard isDigit(chars[index]), !identifier[index] else { index += 1; continue }
             let start = index
             while index < chars.count, isDigit(chars[index]) { index += 1 }
             let end = index
@@ -156,10 +175,11 @@ enum LayoutSupport {
             } else {
                 plain = number
             }
+            key.append(number)
         }
-        if let step { return FileNameStep(number: step, isEpoch: false, isStep: true) }
-        if let epoch { return FileNameStep(number: epoch, isEpoch: true, isStep: false) }
-        if let plain { return FileNameStep(number: plain, isEpoch: false, isStep: false) }
+        if let step { return FileNameStep(number: step, isEpoch: false, isStep: true, key: key) }
+        if let epoch { return FileNameStep(number: epoch, isEpoch: true, isStep: false, key: key) }
+        if let plain { return FileNameStep(number: plain, isEpoch: false, isStep: false, key: key) }
         return nil
     }
 

@@ -28,6 +28,9 @@ public struct StepMetadata: Sendable, Equatable, Codable {
     /// The optimizer's class, when the file names it (`Adam`, `SGD`).
     public var optimizer: String?
     public var epoch: Int?
+    /// When the step was read from the file name: every number the name holds, in
+    /// order, which orders the run when the step alone cannot (LayoutSupport.stepInFileName).
+    public var nameKey: [Int]?
 
     public init(step: Int? = nil, stepSource: StepSource? = nil, loss: Double? = nil, learningRate: Double? = nil,
                 framework: String? = nil, optimizer: String? = nil, epoch: Int? = nil) {

@@ -143,6 +143,24 @@ public enum RunLoader {
                 checkpoints = checkpoints.filter { $0.metadata.step != nil }
             }
         }
+        // Steps read from file names that repeat, or that disagree with the order of all the numbers in
+        // the names (a date and a time, `gru-{epoch}-{batch}` with Keras's batch within the epoch): the
+        // files are ordered by all those numbers, and their steps are their positions in that order.
+        if checkpoints.count > 1, checkpoints.allSatisfy({ $0.metadata.nameKey != nil }) {
+            let byKey = checkpoints.sorted { a, b in
+                let keyA = a.metadata.nameKey ?? [], keyB = b.metadata.nameKey ?? []
+                if keyA != keyB { return keyA.lexicographicallyPrecedes(keyB) }
+                return numericAwareLess(a.source, b.source)
+            }
+            let steps = byKey.map { $0.metadata.step ?? 0 }
+            if !zip(steps, steps.dropFirst()).allSatisfy({ $0 < $1 }) {
+                for (index, checkpoint) in byKey.enumerated() {
+                    checkpoint.metadata.step = index
+                    checkpoint.metadata.stepSource = .position
+                }
+                notes.append("the step numbers in the file names repeat or are out of order (a date and a time, or a batch number within each epoch): steps are the files' order by all the numbers in their names")
+            }
+        }
         checkpoints.sort { a, b in
             let stepA = a.metadata.step ?? 0, stepB = b.metadata.step ?? 0
             if stepA != stepB { return stepA < stepB }
