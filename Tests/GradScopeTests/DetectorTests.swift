@@ -374,4 +374,35 @@ struct DetectorTests {
             #expect(zero.allSatisfy { $0.firstStep == nil && $0.lastStep == nil && $0.message.contains("in this file") })
         }
     }
+
+    @Test("vanishing-gradient estimated from Adam's second moments when no gradients were saved")
+    func vanishingFromMoments() throws {
+        // Six layers; v (a running average of g²) shrinks by 10x per layer toward the input in the vanishing run.
+        for (perLayer, expected) in [(10.0, true), (1.0, false)] {
+            let dir = try TemporaryDirectory()
+            var noise = SplitMix64(state: 11)
+            for (index, step) in [0, 100, 200, 300, 400].enumerated() {
+                let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
+                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+                try w.setAttribute("step", .int(Int64(step)), at: "/")
+                try w.setAttribute("optimizer", .string("Adam", .variableUTF8), at: "/")
+                try w.setAttribute("loss", .double(1.0), at: "/")
+                for layer in 0..<6 {
+                    try w.write("/weights/l\(layer).weight", noise.normals(64, std: 0.2), shape: [8, 8])
+                    // Zero-filled at step 0, before the first update.
+                    let rms = index == 0 ? 0 : 1e-3 / Foundation.pow(perLayer, Double(5 - layer))
+                    try w.write("/optimizer/exp_avg_sq/l\(layer).weight", [Double](repeating: rms * rms, count: 64), shape: [8, 8])
+                }
+            }
+            let (report, _) = try Analysis.scan(dir.url.path)
+            let vanishing = report.findings(.vanishingGradient)
+            #expect(vanishing.isEmpty != expected, "\(perLayer)")
+            if expected {
+                #expect(vanishing.first?.tensor == "l0.weight")
+                #expect(vanishing.first?.firstStep == 100)
+                #expect(vanishing.first?.message.contains("second moments") == true)
+            }
+            #expect(!report.notChecked.contains { $0.kind == .vanishingGradient })
+        }
+    }
 }

@@ -10,12 +10,27 @@
 /// (half) of the saves. Gated on the loss (AUTOTRAINER): a warning when the loss
 /// is not improving, info when it is. The underflow case (an update smaller than
 /// the float format can represent) is reported by `frozen`'s analysis under this kind.
-/// Needs: gradients of at least three layers.
+/// Without gradients, Adam's or RMSprop's second moment stands in: √mean(v)
+/// estimates the gradient's RMS, so √mean(v)/RMS(W) estimates ρ.
+/// Needs: gradients, or second moments, of at least three layers.
 struct VanishingGradientDetector: Detector {
     let kind = FindingKind.vanishingGradient
 
     func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        guard run.hasGradients else { return .lacking("no gradients were saved (the gradscope exporters save them)") }
+        // Without saved gradients, Adam's or RMSprop's second moment v, a running average of g², gives
+        // √mean(v) ≈ RMS(g): ‖g‖/‖W‖ = RMS(g)/RMS(W) is estimated as √mean(v)/RMS(W), layer by layer at one
+        // save, so the optimizer's common averaging cancels out of the comparison across depth.
+        var momentKeys: [String: String] = [:]
+        if !run.hasGradients {
+            for key in run.keys(role: .optimizer) {
+                guard let slot = run.series(key).first?.measurement, slot.slot == .secondMoment, momentKeys[slot.name] == nil else { continue }
+                momentKeys[slot.name] = key
+            }
+            guard !momentKeys.isEmpty else {
+                return .lacking("no gradients and no second moments (Adam, RMSprop) were saved (the gradscope exporters save gradients)")
+            }
+        }
+        let estimated = !run.hasGradients
         let kernelKeys = run.weightKeys.filter { key in
             guard let weight = run.series(key).last?.measurement else { return false }
             return DetectorSupport.isKernel(weight) && !DetectorSupport.isEmbedding(weight.name)
@@ -24,10 +39,19 @@ struct VanishingGradientDetector: Detector {
         for record in run.records {
             var ratios: [(String, Double)] = []
             for key in kernelKeys {
-                guard let weight = record.tensors[key], let gradient = record.gradient(weight.name),
-                      let wn = weight.stats.l2Norm, let gn = gradient.stats.l2Norm, wn > 0, gn.isFinite, wn.isFinite,
-                      DetectorSupport.nonFinite(gradient) == 0, !DetectorSupport.nearZero(weight, thresholds: thresholds) else { continue }
-                ratios.append((weight.name, gn / wn))
+                guard let weight = record.tensors[key], let wn = weight.stats.l2Norm, wn > 0, wn.isFinite,
+                      !DetectorSupport.nearZero(weight, thresholds: thresholds) else { continue }
+                if estimated {
+                    // Zero-filled slots (saved before the first update) say nothing.
+                    guard let slotKey = momentKeys[weight.name], let slot = record.tensors[slotKey], DetectorSupport.nonFinite(slot) == 0,
+                          let meanSquare = slot.stats.mean, meanSquare > 0, meanSquare.isFinite,
+                          let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
+                    ratios.append((weight.name, meanSquare.squareRoot() / weightRMS))
+                } else {
+                    guard let gradient = record.gradient(weight.name), let gn = gradient.stats.l2Norm, gn.isFinite,
+                          DetectorSupport.nonFinite(gradient) == 0 else { continue }
+                    ratios.append((weight.name, gn / wn))
+                }
             }
             guard ratios.count >= 3 else { continue }
             let third = max(1, ratios.count / 3)
@@ -36,7 +60,9 @@ struct VanishingGradientDetector: Detector {
                   let lateMedian = DetectorSupport.median(late.map(\.1)), lateMedian > 0 else { continue }
             profiles.append((record.step, earlyMedian, lateMedian, early[0].0, late[late.count - 1].0, ratios.map(\.1)))
         }
-        guard !profiles.isEmpty else { return .lacking("fewer than three layers have both weights and gradients") }
+        guard !profiles.isEmpty else {
+            return .lacking(estimated ? "fewer than three layers have both weights and nonzero second moments" : "fewer than three layers have both weights and gradients")
+        }
         let vanishing = profiles.filter { $0.early <= thresholds.vanishingDepthRatio * $0.late }
         guard !vanishing.isEmpty, Double(vanishing.count) >= thresholds.vanishingPersistence * Double(profiles.count),
               let first = vanishing.first, let last = vanishing.last else { return DetectorOutcome() }
@@ -45,7 +71,7 @@ struct VanishingGradientDetector: Detector {
         let depthRatio = first.early / first.late
         let orders = -Foundation.log10(depthRatio)
         let layerName = run.series("weight:" + first.earlyName).last?.measurement.layer
-        let message = "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(DetectorSupport.format(orders)) orders of magnitude smaller than the late layers' (first at step \(first.step), \(vanishing.count) of \(profiles.count) saves)."
+        let message = "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(DetectorSupport.format(orders)) orders of magnitude smaller than the late layers' (first at step \(first.step), \(vanishing.count) of \(profiles.count) saves)\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
         let lossText: String
         switch improving {
         case true?: lossText = "The loss is still improving, so this is reported as information: the late layers are doing the learning."
@@ -66,7 +92,8 @@ struct VanishingGradientDetector: Detector {
             evidence: ["early_ratio": .number(first.early), "late_ratio": .number(first.late), "depth_ratio": .number(depthRatio),
                        "saves_vanishing": .int(vanishing.count), "saves_with_gradients": .int(profiles.count),
                        "ratios_by_depth": .list(first.ratios.map { .number($0) }),
-                       "loss_improving": improving.map { .bool($0) } ?? .null],
+                       "loss_improving": improving.map { .bool($0) } ?? .null,
+                       "source": .string(estimated ? "optimizer second moments (√mean(v) / RMS(W))" : "gradients (‖g‖ / ‖W‖)")],
             explanation: explanation)])
     }
 }
