@@ -289,4 +289,43 @@ struct LayoutTests {
         let measurements = RunMeasurer.measure(run)
         #expect(measurements.stepsCountUpdates == false)
     }
+
+    @Test("Keras 3: optimizer slots are never given to layers a .keras config marks trainable: false")
+    func kerasFrozenLayerSlots() throws {
+        let config = try #require(try JSONSerialization.jsonObject(with: Data("""
+        {"class_name": "Sequential", "config": {"name": "sequential", "trainable": true, "layers": [
+          {"class_name": "Dense", "config": {"name": "pretrained", "trainable": false}},
+          {"class_name": "Functional", "config": {"name": "backbone", "trainable": false, "layers": [
+            {"class_name": "Dense", "config": {"name": "inner", "trainable": true}}]}},
+          {"class_name": "Dense", "config": {"name": "head_hidden", "trainable": true}}]}}
+        """.utf8)) as? [String: Any])
+        #expect(LayoutSupport.nonTrainableLayers(inConfig: config) == ["pretrained", "backbone", "inner"])
+
+        // A frozen 16x16 layer before a trainable one of the same shape: shapes alone would give the
+        // trainable layer's slots to the frozen one.
+        let dir = try TemporaryDirectory()
+        let path = dir.path("model.weights.h5")
+        do {
+            let w = try HDF5Writer(creating: path)
+            for layer in ["pretrained", "head_hidden"] {
+                try w.write("/layers/\(layer)/vars/0", [Double](repeating: 0.1, count: 256), shape: [16, 16])
+                try w.write("/layers/\(layer)/vars/1", [Double](repeating: 0, count: 16), shape: [16])
+            }
+            try w.write("/optimizer/vars/0", [Double(64)], shape: [], as: .int64)
+            try w.write("/optimizer/vars/1", [1e-3], shape: [])
+            try w.write("/optimizer/vars/2", [Double](repeating: 0.01, count: 256), shape: [16, 16])
+            try w.write("/optimizer/vars/3", [Double](repeating: 1e-4, count: 256), shape: [16, 16])
+            try w.write("/optimizer/vars/4", [Double](repeating: 0.01, count: 16), shape: [16])
+            try w.write("/optimizer/vars/5", [Double](repeating: 1e-4, count: 16), shape: [16])
+        }
+        let file = try HDF5File.open(path)
+        let entries = try file.walk()
+        let unaware = Keras3Layout.read(file: file, entries: entries, root: "/", source: path, optimizerHint: "adam").1
+        #expect(unaware.filter { $0.role == .optimizer }.map(\.layer).allSatisfy { $0 == "pretrained" })
+        let aware = Keras3Layout.read(file: file, entries: entries, root: "/", source: path, optimizerHint: "adam",
+                                      nonTrainableLayers: ["pretrained"]).1
+        #expect(aware.filter { $0.role == .optimizer }.map(\.layer) == ["head_hidden", "head_hidden", "head_hidden", "head_hidden"])
+        #expect(aware.first { $0.role == .weight && $0.layer == "pretrained" }?.trainable == false)
+        #expect(aware.first { $0.role == .weight && $0.layer == "head_hidden" }?.trainable == true)
+    }
 }

@@ -154,19 +154,24 @@ public enum CheckpointLoader {
             throw CheckpointError(file: path, reason: "\(error)")
         }
         var optimizer: String?
+        var frozenLayers: Set<String> = []
         if let config = try? archive.contents(of: "config.json"),
-           let json = LayoutSupport.json(String(decoding: config, as: UTF8.self)),
-           let compile = json["compile_config"] as? [String: Any] {
-            optimizer = LayoutSupport.optimizerClass(fromTrainingConfig: String(decoding: (try? JSONSerialization.data(withJSONObject: compile)) ?? Data(), as: UTF8.self))
+           let json = LayoutSupport.json(String(decoding: config, as: UTF8.self)) {
+            if let compile = json["compile_config"] as? [String: Any] {
+                optimizer = LayoutSupport.optimizerClass(fromTrainingConfig: String(decoding: (try? JSONSerialization.data(withJSONObject: compile)) ?? Data(), as: UTF8.self))
+            }
+            frozenLayers = LayoutSupport.nonTrainableLayers(inConfig: json)
         }
         let file = try HDF5File.open(image: bytes, name: path + "/model.weights.h5", options: options.open)
-        let checkpoints = try load(file: file, source: path, optimizerHint: optimizer, modified: modified, options: options)
+        let checkpoints = try load(file: file, source: path, optimizerHint: optimizer, modified: modified, options: options,
+                                   nonTrainableLayers: frozenLayers)
         guard let first = checkpoints.first else { throw CheckpointError(file: path, reason: "no tensors") }
         assignStep(first, fileStem: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
         return first
     }
 
-    static func load(file: HDF5File, source: String, optimizerHint: String?, modified: Date?, options: LoadOptions) throws -> [Checkpoint] {
+    static func load(file: HDF5File, source: String, optimizerHint: String?, modified: Date?, options: LoadOptions,
+                     nonTrainableLayers: Set<String> = []) throws -> [Checkpoint] {
         let entries = try file.walk()
         let rootGroups = entries.filter { $0.depth == 1 }
         let stepGroups = rootGroups.compactMap { entry -> (Entry, Int)? in
@@ -177,7 +182,8 @@ public enum CheckpointLoader {
             var result: [Checkpoint] = []
             for (group, step) in stepGroups {
                 let checkpoint = try read(file: file, entries: entries, root: group.path, source: source + ":" + group.path,
-                                          optimizerHint: optimizerHint, modified: modified, options: options)
+                                          optimizerHint: optimizerHint, modified: modified, options: options,
+                                          nonTrainableLayers: nonTrainableLayers)
                 if checkpoint.metadata.step == nil {
                     checkpoint.metadata.step = step
                     checkpoint.metadata.stepSource = .groupName
@@ -187,7 +193,7 @@ public enum CheckpointLoader {
             return result
         }
         return [try read(file: file, entries: entries, root: "/", source: source, optimizerHint: optimizerHint,
-                         modified: modified, options: options)]
+                         modified: modified, options: options, nonTrainableLayers: nonTrainableLayers)]
     }
 
     /// Detects the layout of the group at `root`.
@@ -199,7 +205,7 @@ public enum CheckpointLoader {
     }
 
     static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
-                     modified: Date?, options: LoadOptions) throws -> Checkpoint {
+                     modified: Date?, options: LoadOptions, nonTrainableLayers: Set<String> = []) throws -> Checkpoint {
         let diskPath = source.hasSuffix(":" + root) && root != "/" ? String(source.dropLast(root.count + 1)) : source
         let layout = options.layout ?? detectLayout(file: file, entries: entries, root: root)
         var metadata: StepMetadata
@@ -212,7 +218,7 @@ public enum CheckpointLoader {
             (metadata, tensors, skipped, notes) = NativeLayout.read(file: file, entries: entries, root: root, source: source)
         case .keras3:
             (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(file: file, entries: entries, root: root, source: source,
-                                                                            optimizerHint: optimizerHint)
+                                                                            optimizerHint: optimizerHint, nonTrainableLayers: nonTrainableLayers)
         case .kerasLegacy:
             guard let weightsRoot = KerasLegacyLayout.weightsRoot(file, root: root) else {
                 throw CheckpointError(file: source, reason: "no layer_names attribute: not a legacy Keras file")

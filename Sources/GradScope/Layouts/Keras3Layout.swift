@@ -50,14 +50,18 @@ enum Keras3Layout {
         var variables: [DatasetListing.Item]
     }
 
-    static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?) -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
-        read(shards: [(file, entries)], root: root, source: source, optimizerHint: optimizerHint)
+    static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
+                     nonTrainableLayers: Set<String> = []) -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
+        read(shards: [(file, entries)], root: root, source: source, optimizerHint: optimizerHint, nonTrainableLayers: nonTrainableLayers)
     }
 
     /// Reads one checkpoint whose variables may be spread over several shard files
     /// (`save_weights(..., max_shard_size=...)`): each variable's data and a layer's
     /// `name` attribute can sit in any shard.
-    static func read(shards: [(file: HDF5File, entries: [Entry])], root: String, source: String, optimizerHint: String?)
+    /// `nonTrainableLayers`: layers a `.keras` archive's config marks `trainable: false`; they have no
+    /// optimizer slots, so slots are never matched to them.
+    static func read(shards: [(file: HDF5File, entries: [Entry])], root: String, source: String, optimizerHint: String?,
+                     nonTrainableLayers: Set<String> = [])
         -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
         let listing = DatasetListing(shards: shards.map { DatasetListing(file: $0.file, entries: $0.entries, under: root) })
         func attribute(_ name: String, at path: String) -> String? {
@@ -157,7 +161,11 @@ enum Keras3Layout {
         var tensors = weights
         if !slotItems.isEmpty {
             let names = OptimizerMatching.slotNames(forOptimizer: optimizerName)
-            let candidates = weights.enumerated().map { OptimizerMatching.Candidate(shape: $0.element.shape, mayBeTrainable: !knownNonTrainable.contains($0.offset)) }
+            let candidates = weights.enumerated().map { index, weight in
+                let layerName = weight.layer.split(separator: "/").last.map(String.init) ?? weight.layer
+                let frozen = nonTrainableLayers.contains(weight.layer) || nonTrainableLayers.contains(layerName)
+                return OptimizerMatching.Candidate(shape: weight.shape, mayBeTrainable: !knownNonTrainable.contains(index) && !frozen)
+            }
             if let (perVariable, assignments, inOrder) = OptimizerMatching.matchAny(slots: slotItems.map(\.1.shape), weights: candidates,
                                                                             preferred: names.map { [$0.count] } ?? [], blocked: false) {
                 // Without the optimizer's name, two slots per variable is the Adam family's momentum and velocity.

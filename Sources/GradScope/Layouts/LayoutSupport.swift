@@ -183,6 +183,31 @@ enum LayoutSupport {
         return nil
     }
 
+    /// Names of the layers a Keras model config (`config.json` of a `.keras` archive) marks
+    /// `"trainable": false`, with every layer nested in a non-trainable model.
+    static func nonTrainableLayers(inConfig json: [String: Any]) -> Set<String> {
+        var names = Set<String>()
+        func walk(_ value: Any, frozen: Bool) {
+            if let list = value as? [Any] {
+                for item in list { walk(item, frozen: frozen) }
+                return
+            }
+            guard let object = value as? [String: Any] else { return }
+            var inherited = frozen
+            if object["class_name"] is String, let config = object["config"] as? [String: Any] {
+                inherited = frozen || (config["trainable"] as? Bool) == false
+                if inherited, let name = config["name"] as? String { names.insert(name) }
+                for (key, child) in config where key == "layers" || key == "layer" || key == "forward_layer" || key == "backward_layer" {
+                    walk(child, frozen: inherited)
+                }
+                return
+            }
+            for (_, child) in object { walk(child, frozen: inherited) }
+        }
+        walk(json, frozen: false)
+        return names
+    }
+
     /// Parses JSON text into a dictionary, or nil.
     static func json(_ text: String?) -> [String: Any]? {
         guard let text, let data = text.data(using: .utf8) else { return nil }
