@@ -125,6 +125,38 @@ struct RunLoadingTests {
         #expect(RunMeasurer.measure(run).stepsCountUpdates == false)
     }
 
+    @Test("a Keras CSVLogger file beside the checkpoints gives them their loss, and the plateau at ln 2 is found")
+    func csvLoggerLoss() throws {
+        let dir = try TemporaryDirectory()
+        var noise = SplitMix64(state: 21)
+        var log = "epoch,accuracy,loss,val_accuracy,val_loss\n"
+        for epoch in 0..<8 {
+            // ModelCheckpoint's {epoch} counts from 1, CSVLogger's epoch column from 0.
+            let name = String(format: "weights.%02d-0.69.h5", epoch + 1)
+            let w = try HDF5Writer(creating: dir.path(name))
+            try w.write("/fc1.weight", noise.normals(64, std: 0.3), shape: [8, 8])
+            try w.write("/out.weight", noise.normals(8, std: 0.3), shape: [1, 8])
+            log += "\(epoch),0.5,\(0.6931 + 0.001 * Double(epoch % 2)),0.5,0.6932\n"
+        }
+        try Data(log.utf8).write(to: URL(fileURLWithPath: dir.path("training.log")))
+        let run = try RunLoader.load(dir.url.path)
+        #expect(run.checkpoints.allSatisfy { $0.metadata.loss != nil })
+        #expect(run.notes.contains { $0.contains("training.log") })
+        #expect(!run.skipped.contains { $0.item.hasSuffix("training.log") })
+        let (report, _) = try Analysis.scan(dir.url.path)
+        #expect(report.findings(.lossPlateau).first?.severity == .error)
+        #expect(report.findings(.lossPlateau).first?.evidence["classes"] == .int(2))
+
+        // Not a loss log: no loss column. It is skipped as before.
+        let other = try TemporaryDirectory()
+        try writeNative(other.path("step_1.h5"), step: 1)
+        try Data("epoch,accuracy\n0,0.5\n".utf8).write(to: URL(fileURLWithPath: other.path("metrics.csv")))
+        let otherRun = try RunLoader.load(other.url.path)
+        #expect(otherRun.skipped.contains { $0.item.hasSuffix("metrics.csv") })
+        #expect(LossLog.parse("step\tloss\n100\t0.5\n200\tnan\n", file: "x.tsv")?.rows.map(\.number) == [100, 200])
+        #expect(LossLog.parse("no,header\n1,2\n", file: "x.csv") == nil)
+    }
+
     @Test("files that are not checkpoints are skipped with a reason, the others still read")
     func skipped() throws {
         let dir = try TemporaryDirectory()

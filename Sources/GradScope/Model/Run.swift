@@ -8,9 +8,9 @@ public final class Run: @unchecked Sendable {
     /// Checkpoints sorted by step.
     public let checkpoints: [Checkpoint]
     /// Files and objects that were not used, each with the reason.
-    public let skipped: [SkippedItem]
+    public internal(set) var skipped: [SkippedItem]
     /// Things about the run as a whole a person should know (mixed layouts, duplicate steps, tensors that come and go).
-    public let notes: [String]
+    public internal(set) var notes: [String]
 
     public init(source: String, checkpoints: [Checkpoint], skipped: [SkippedItem], notes: [String]) {
         self.source = source
@@ -77,8 +77,9 @@ public enum RunLoader {
         }
         var skipped: [SkippedItem] = []
         var checkpoints: [Checkpoint] = []
+        var logs: [LossLog] = []
         if isDirectory.boolValue {
-            let files = try candidateFiles(in: path, skipped: &skipped)
+            let files = try candidateFiles(in: path, skipped: &skipped, logs: &logs)
             let sizes = files.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? 0 }
             let totalBytes = sizes.reduce(0, +)
             var doneBytes = 0
@@ -99,7 +100,15 @@ public enum RunLoader {
             case nil: throw CheckpointError(file: path, reason: "not read")
             }
         }
-        return assemble(source: path, checkpoints: checkpoints, skipped: skipped)
+        let run = assemble(source: path, checkpoints: checkpoints, skipped: skipped)
+        // Checkpoints without a loss (Keras never saves it) take it from a training log beside them.
+        if let log = logs.first, run.checkpoints.contains(where: { $0.metadata.loss == nil }), let note = log.apply(to: run.checkpoints) {
+            run.notes.append(note)
+            for extra in logs.dropFirst() {
+                run.skipped.append(SkippedItem(item: extra.file, reason: "a second loss log; only \((log.file as NSString).lastPathComponent) is used"))
+            }
+        }
+        return run
     }
 
     /// Orders loaded checkpoints into a run: mixed layouts, missing and duplicate steps are reported.
@@ -181,6 +190,12 @@ public enum RunLoader {
     /// Regular files in a directory, numeric-aware sorted; hidden and temporary
     /// files (a save in progress) and sub-directories are listed as skipped.
     static func candidateFiles(in directory: String, skipped: inout [SkippedItem]) throws -> [String] {
+        var logs: [LossLog] = []
+        return try candidateFiles(in: directory, skipped: &skipped, logs: &logs)
+    }
+
+    /// The same, with the loss logs found beside the checkpoints (LossLog).
+    static func candidateFiles(in directory: String, skipped: inout [SkippedItem], logs: inout [LossLog]) throws -> [String] {
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
@@ -210,8 +225,12 @@ public enum RunLoader {
                 continue
             }
             let lower = name.lowercased()
+            if (lower.hasSuffix(".log") || lower.hasSuffix(".csv") || lower.hasSuffix(".tsv")), let log = LossLog.read(path) {
+                logs.append(log)
+                continue
+            }
             if lower.hasSuffix(".json") || lower.hasSuffix(".txt") || lower.hasSuffix(".md") || lower.hasSuffix(".log")
-                || lower.hasSuffix(".csv") || lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") || lower.hasSuffix(".py") {
+                || lower.hasSuffix(".csv") || lower.hasSuffix(".tsv") || lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") || lower.hasSuffix(".py") {
                 skipped.append(SkippedItem(item: path, reason: "not a checkpoint file (\((name as NSString).pathExtension))"))
                 continue
             }
