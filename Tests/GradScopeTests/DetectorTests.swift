@@ -405,4 +405,65 @@ struct DetectorTests {
             #expect(!report.notChecked.contains { $0.kind == .vanishingGradient })
         }
     }
+
+    @Test("frozen: a stale .grad or a frozen input-side prefix is fine-tuning (info); a frozen middle layer, or one marked out of the optimizer whose gradient still changes, is a warning")
+    func frozenCases() throws {
+        // Stale gradient: identical at every save while the others change.
+        var stale = SyntheticRun()
+        final class Held: @unchecked Sendable { var first: [Double] = [] }
+        let held = Held()
+        stale.weightHook = { layer, save, weights, gradient in
+            guard layer == 0 else { return (weights, gradient) }
+            if save == 0 { held.first = weights }
+            return (held.first, [Double](repeating: 0.01, count: gradient.count))
+        }
+        let (staleReport, _) = try stale.scan()
+        #expect(staleReport.findings(.frozen).first { $0.tensor == "l0.weight" }?.severity == .info)
+
+        // No gradients saved: a frozen first layer is a backbone (info), a frozen middle layer a warning.
+        for (frozenLayer, expected) in [(0, Severity.info), (1, Severity.warning)] {
+            let dir = try TemporaryDirectory()
+            var noise = SplitMix64(state: 13)
+            var weights = (0..<3).map { _ in noise.normals(64, std: 0.2) }
+            var biases = (0..<3).map { _ in noise.normals(8, std: 0.01) }
+            for step in [0, 100, 200, 300, 400] {
+                let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
+                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+                try w.setAttribute("step", .int(Int64(step)), at: "/")
+                for layer in 0..<3 {
+                    if step > 0 && layer != frozenLayer {
+                        weights[layer] = weights[layer].map { $0 + 1e-3 * noise.normal() }
+                        biases[layer] = biases[layer].map { $0 + 1e-3 * noise.normal() }
+                    }
+                    try w.write("/weights/l\(layer).weight", weights[layer], shape: [8, 8])
+                    try w.write("/weights/l\(layer).bias", biases[layer], shape: [8])
+                }
+            }
+            let (report, _) = try Analysis.scan(dir.url.path)
+            #expect(report.findings(.frozen).first { $0.tensor == "l\(frozenLayer).weight" }?.severity == expected, "\(frozenLayer)")
+        }
+
+        // Marked out of the optimizer (in_optimizer = 0), but its gradient keeps changing: not deliberate.
+        var marked = SyntheticRun()
+        marked.frozenLayers = [1]
+        let (markedReport, _) = try marked.scan()
+        #expect(markedReport.findings(.frozen).first { $0.tensor == "l1.weight" }?.severity == .warning)
+    }
+
+    @Test("loss-plateau: K guessed from the loss only while its band is unambiguous")
+    func plateauGuessCap() throws {
+        // No output layer to read K from (a vector-only model), loss flat at 2.81: no "ln 17".
+        for (loss, expected) in [(2.81, false), (log(5.0), true)] {
+            let dir = try TemporaryDirectory()
+            for step in [0, 100, 200, 300, 400] {
+                let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
+                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+                try w.setAttribute("step", .int(Int64(step)), at: "/")
+                try w.setAttribute("loss", .double(loss), at: "/")
+                try w.write("/weights/scale", [Double](repeating: 1 + Double(step) * 1e-4, count: 4), shape: [4])
+            }
+            let (report, _) = try Analysis.scan(dir.url.path)
+            #expect(report.findings(.lossPlateau).isEmpty != expected, "\(loss)")
+        }
+    }
 }

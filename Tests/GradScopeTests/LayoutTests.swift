@@ -328,4 +328,51 @@ struct LayoutTests {
         #expect(aware.first { $0.role == .weight && $0.layer == "pretrained" }?.trainable == false)
         #expect(aware.first { $0.role == .weight && $0.layer == "head_hidden" }?.trainable == true)
     }
+
+    @Test("hand-written PyTorch files: layers in the order written, '.grad' datasets, optimizer settings and step counters")
+    func handWrittenDetails() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("model.h5")
+        // Written in state_dict order; by name, classifier and blocks would come before input_proj.
+        let order = ["input_proj", "blocks.0", "blocks.1", "blocks.2", "blocks.10", "classifier"]
+        do {
+            let w = try HDF5Writer(creating: path)
+            for layer in order {
+                try w.write("/model_state_dict/\(layer).weight", [Double](repeating: 0.1, count: 4), shape: [2, 2])
+                try w.write("/model_state_dict/\(layer).weight.grad", [Double](repeating: 0.01, count: 4), shape: [2, 2])
+            }
+            try w.write("/optimizer/state/0/exp_avg", [Double](repeating: 0, count: 4), shape: [2, 2])
+            try w.write("/optimizer/state/0/step", [Double(420)], shape: [])
+            try w.write("/optimizer/param_groups/0/betas", [0.9, 0.999], shape: [2])
+            try w.write("/optimizer/param_groups/0/lr", [1e-3], shape: [])
+        }
+        let checkpoint = try #require(try CheckpointLoader.load(path).first)
+        #expect(checkpoint.layers == order)
+        #expect(checkpoint.tensors(.weight).count == order.count)
+        #expect(checkpoint.tensors(.gradient).map(\.name).sorted() == order.map { $0 + ".weight" }.sorted())
+        #expect(checkpoint.tensors(.optimizer).map(\.name) == ["input_proj.weight"])
+        #expect(checkpoint.metadata.step == 420)
+        #expect(checkpoint.metadata.stepSource == .optimizerIterations)
+        #expect(checkpoint.skipped.contains { $0.item.hasSuffix("param_groups/0/betas") })
+
+        // A model's own group named `state` (a Flax TrainState, `{"state": model.state_dict()}`) is no optimizer.
+        let flax = dir.path("flax.h5")
+        do {
+            let w = try HDF5Writer(creating: flax)
+            try w.write("/state/params/Dense_0/kernel", [Double](repeating: 0.1, count: 6), shape: [3, 2])
+            try w.write("/state/params/Dense_0/bias", [0, 0], shape: [2])
+        }
+        let flaxCheckpoint = try #require(try CheckpointLoader.load(flax).first)
+        #expect(flaxCheckpoint.tensors(.weight).count == 2)
+        #expect(flaxCheckpoint.tensors(.optimizer).isEmpty)
+    }
+
+    @Test("biases are never kernels, whatever their rank; LoRA's kernel_b is one")
+    func biasNames() {
+        #expect(DetectorSupport.isBias("gru/gru_cell/bias"))
+        #expect(DetectorSupport.isBias("rnn.bias_hh_l0"))
+        #expect(DetectorSupport.isBias("dense_1/bias:0"))
+        #expect(!DetectorSupport.isBias("lora/lora_kernel_b"))
+        #expect(!DetectorSupport.isBias("fc1.weight"))
+    }
 }

@@ -91,6 +91,35 @@ struct RunLoadingTests {
         let hashedRun = try RunLoader.load(hashed.url.path)
         #expect(hashedRun.checkpoints.map { ($0.source as NSString).lastPathComponent } == hashNames)
         #expect(hashedRun.skipped.isEmpty)
+
+        // A copy of one save (`step_300.bak`) keeps the real steps, the copy dropped as before.
+        let copied = try TemporaryDirectory()
+        for name in ["step_100.h5", "step_200.h5", "step_300.h5", "step_300.bak"] { try writeNative(copied.path(name), step: nil) }
+        let copiedRun = try RunLoader.load(copied.url.path)
+        #expect(copiedRun.steps == [100, 200, 300])
+        #expect(copiedRun.skipped.filter { $0.reason.contains("duplicate step 300") }.count == 1)
+
+        // UUIDs and overlong digit runs are no steps; a label glued to its number still is.
+        #expect(LayoutSupport.stepInFileName("ckpt-f47ac10b-58cc-4372-a567-0e02b2c3d479") == nil)
+        #expect(LayoutSupport.stepInFileName("run_1000000000000000000") == nil)
+        #expect(LayoutSupport.stepInFileName("model_e00100")?.number == 100)
+        #expect(LayoutSupport.stepInFileName("model_best_0010")?.number == 10)
+    }
+
+    @Test("a multi-step file with /epoch_N groups counts epochs, not updates, and epoch 0 is not the initialisation")
+    func epochGroups() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("run.h5")
+        do {
+            let w = try HDF5Writer(creating: path)
+            for epoch in 0..<3 { try w.write("/epoch_\(epoch)/fc.weight", [Double](repeating: 5, count: 4), shape: [2, 2]) }
+        }
+        let run = try RunLoader.load(path)
+        #expect(run.steps == [0, 1, 2])
+        #expect(run.checkpoints.allSatisfy { $0.metadata.stepSource == .epoch })
+        let measurements = RunMeasurer.measure(run)
+        #expect(measurements.stepsCountUpdates == false)
+        #expect(measurements.startsAtInitialisation == false)
     }
 
     @Test("Keras ModelCheckpoint names order the run by epoch, and epochs are not taken for optimizer steps")

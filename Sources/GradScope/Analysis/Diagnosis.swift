@@ -84,7 +84,7 @@ public enum Diagnoser {
         let layer = finding.layer.map { "layer `\($0)`" } ?? finding.tensor.map { "`\($0)`" } ?? "the model"
         let since = finding.firstStep.map { " since step \($0)" } ?? ""
         switch finding.kind {
-        case .nanInf: return "NaN/Inf from step \(finding.firstStep ?? 0) (first in `\(finding.tensor ?? "the loss")`)"
+        case .nanInf: return "NaN/Inf\(finding.firstStep.map { " from step \($0)" } ?? "") (first in `\(finding.tensor ?? "the loss")`)"
         case .frozen: return finding.severity == .info ? "\(layer) not trained (frozen)" : "\(layer) frozen (never changes)"
         case .zeroGradient: return "\(layer) gets zero gradient (dead path)"
         case .deadUnits:
@@ -98,7 +98,7 @@ public enum Diagnoser {
             if case .int(let classes)? = finding.evidence["classes"] { k = classes == 2 ? "ln 2" : "ln \(classes)" } else { k = "ln K" }
             return "loss at \(k) from step \(finding.firstStep ?? 0) to \(finding.lastStep ?? 0)"
         case .vanishingGradient: return "gradients vanish toward the input\(since)"
-        case .explodingGradient: return "gradients explode at step \(finding.firstStep ?? 0)"
+        case .explodingGradient: return "gradients explode\(finding.firstStep.map { " at step \($0)" } ?? "")"
         case .updateRatio: return "\(layer) update ratio out of the healthy band\(since)"
         case .poorInit: return "\(layer) poorly initialised"
         }

@@ -59,10 +59,11 @@ enum DetectorSupport {
     }
 
     /// A bias by name: the last component of the name starts or ends with `bias` (`bias`, `bias_hh_l0`,
-    /// `recurrent_bias`), Keras 1's `_b` suffix included.
+    /// `recurrent_bias`, `bias:0`).
     static func isBias(_ name: String) -> Bool {
         let last = name.lowercased().split(whereSeparator: { $0 == "." || $0 == "/" }).last.map(String.init) ?? ""
-        return last.hasPrefix("bias") || last.hasSuffix("bias") || last.hasSuffix("_b") || last.hasSuffix("_b:0")
+        let bare = last.hasSuffix(":0") ? String(last.dropLast(2)) : last
+        return bare.hasPrefix("bias") || bare.hasSuffix("bias")
     }
 
     /// A kernel still near zero: its RMS is below `init_too_small_factor` (0.1) times

@@ -71,8 +71,8 @@ struct FrozenDetector: Detector {
             // The underflow bound: lr·max|g| below half an ulp of the weights. Without a saved learning
             // rate, lr = 1 bounds every plain-SGD rate in use; adaptive optimizers (Adam, RMSprop) divide
             // the gradient by its own scale, so a small gradient does not make a small step there.
-            let adaptive = (run.optimizer ?? "").lowercased().contains("adam") || (run.optimizer ?? "").lowercased().contains("rmsprop")
-                || (run.optimizer ?? "").lowercased().contains("adagrad") || (run.optimizer ?? "").lowercased().contains("lion")
+            let optimizerName = (run.optimizer ?? "").lowercased()
+            let adaptive = ["adam", "rmsprop", "adagrad", "adadelta", "adafactor", "lamb", "lion", "nadam", "ftrl"].contains { optimizerName.contains($0) }
             let lr = learningRates.max() ?? (adaptive ? nil : 1.0)
             let gradientMax = gradients.compactMap(\.stats.maxAbs).max() ?? 0
             let weightRMS = DetectorSupport.rms(weight) ?? 0
@@ -85,14 +85,14 @@ struct FrozenDetector: Detector {
             if growing {
                 cause = "its gradient is present and grows save after save (from \(DetectorSupport.format(gradientNorms.first)) to \(DetectorSupport.format(gradientNorms.last))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
                 advice = "Pass this parameter to the optimizer: build it from model.parameters() after the layer is created, or add a param group for it. If freezing was intended, set requires_grad=False so no gradient is computed."
-            } else if weight.trainable == false {
-                severity = .info
-                cause = "it is excluded from training: \(gradientNorms.isEmpty ? "it has no optimizer state" : "the file marks it as not in the optimizer") (Keras trainable=False, PyTorch requires_grad=False or left out of the optimizer)"
-                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
             } else if stale {
                 severity = .info
                 cause = "its saved gradient is identical at every save while the others change: a leftover .grad that nothing recomputes, so no gradient reaches it (requires_grad=False, as when fine-tuning with a frozen backbone)"
                 advice = "If this layer was frozen on purpose, nothing is wrong (set its .grad to None to stop saving the stale value). Otherwise set requires_grad=True and add it to the optimizer."
+            } else if weight.trainable == false && !gradientNorms.contains(where: { $0 > 0 }) {
+                severity = .info
+                cause = "it is excluded from training: it has no optimizer state and no gradient (Keras trainable=False, PyTorch requires_grad=False or left out of the optimizer)"
+                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
             } else if underflows, let lr {
                 reportKind = .vanishingGradient
                 let rate = learningRates.isEmpty ? "even at a learning rate of 1, max|g| = \(DetectorSupport.format(gradientMax))" : "lr × max|g| = \(DetectorSupport.format(lr * gradientMax))"
@@ -100,7 +100,8 @@ struct FrozenDetector: Detector {
                 advice = "The updates underflow the float format, so the weights cannot change even though a gradient arrives. Raise the learning rate for this layer, use an adaptive optimizer (Adam normalises the step), rescale the layer, or keep master weights in float32 if training in float16/bfloat16."
                 if !learningRates.isEmpty { evidence["learning_rate"] = .number(lr) }
             } else if let lastNorm = gradientNorms.last, lastNorm > 0 {
-                cause = "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied: it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
+                let marked = weight.trainable == false ? " (the file marks it as not in the optimizer, yet its gradient is computed)" : ""
+                cause = "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied\(marked): it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
                 advice = "Check that the optimizer holds this parameter and that its learning rate is not zero; if freezing was intended, set requires_grad=False (PyTorch) or trainable=False (Keras) so no gradient is computed."
             } else if learningRates.count >= 1 && learningRates.allSatisfy({ $0 == 0 }) {
                 cause = "the learning rate is zero at every save"

@@ -37,7 +37,7 @@ struct LossPlateauDetector: Detector {
         // (a language model at its data's entropy) would be "ln 17" for no reason.
         let tolerance = thresholds.plateauRelativeTolerance
         var largestGuess = 2
-        while largestGuess < 100_000, log(Double(largestGuess + 1)) * (1 - tolerance) > log(Double(largestGuess)) * (1 + tolerance) {
+        while largestGuess < 100_000, log(Double(largestGuess + 2)) * (1 - tolerance) > log(Double(largestGuess + 1)) * (1 + tolerance) {
             largestGuess += 1
         }
         func classes(for loss: Double) -> Int {

@@ -67,7 +67,7 @@ struct NanInfDetector: Detector {
             or division by zero in the loss, or float16 overflow. What to try: normalise the inputs, lower the \
             learning rate, clip gradients (torch.nn.utils.clip_grad_norm_, clipnorm in Keras), use a \
             numerically stable loss (BCEWithLogitsLoss instead of sigmoid + BCELoss), and resume from the \
-            last finite checkpoint, before step \(record.step).
+            last finite checkpoint\(run.stepsKnown ? ", before step \(record.step)" : "").
             """
             return DetectorOutcome(findings: [Finding(kind: kind, severity: .error, tensor: first?.name, layer: first?.layer,
                                                       firstStep: record.step, lastStep: lastStep, message: message,

@@ -15,7 +15,7 @@ struct UpdateRatioDetector: Detector {
     func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
         guard run.stepsCountUpdates else {
-            return .lacking("the step numbers come from file names that count epochs, or from the files' order, not optimizer steps: per-step update ratios cannot be derived")
+            return .lacking("the step numbers do not count optimizer updates (epochs, numbers in file names not labelled as steps, or the files' order): per-step update ratios cannot be derived")
         }
         var findings: [Finding] = []
         var perTensorUpper: [String: [Double]] = [:]

@@ -71,7 +71,7 @@ public enum CheckpointLoader {
             checkpoint.metadata.step = named.number
             checkpoint.metadata.stepSource = .fileName
             checkpoint.metadata.nameKey = named.key
-        } else if let epoch = checkpoint.metadata.epoch, epoch >= 0 {
+        } else if let epoch = checkpoint.metadata.epoch, epoch >= 0, epoch < 1_000_000_000_000_000 {
             checkpoint.metadata.step = epoch
             checkpoint.metadata.stepSource = .epoch
         } else if let named {
@@ -186,7 +186,10 @@ public enum CheckpointLoader {
                                           nonTrainableLayers: nonTrainableLayers)
                 if checkpoint.metadata.step == nil {
                     checkpoint.metadata.step = step
-                    checkpoint.metadata.stepSource = .groupName
+                    // `/epoch_3` numbers an epoch, not optimizer updates.
+                    let isEpoch = group.name.lowercased().hasPrefix("epoch")
+                    checkpoint.metadata.stepSource = isEpoch ? .epoch : .groupName
+                    if isEpoch { checkpoint.metadata.epoch = step }
                 }
                 result.append(checkpoint)
             }
@@ -246,30 +249,64 @@ public enum CheckpointLoader {
                           skipped: skipped, notes: notes, files: [file], modified: modified, file: diskPath)
     }
 
-    /// Layers in depth order: the order their weights appear (file order),
-    /// which is also the numeric order of numbered names (`head.2` before `head.10`).
-    /// Layers in the order their weights were created in the file. A link's name
-    /// says nothing of depth (`classifier` sorts before `input_proj`), but h5py and
-    /// the exporters write a `state_dict` in its own order, module registration
-    /// order, which is the forward order of a sequential model; libhdf5 allocates
-    /// each new object header after the previous ones, so the headers' addresses
-    /// keep that order. Layers without a known address keep their listing order
-    /// after the others.
+    /// Layers in depth order, from the names and the order the weights were written.
+    /// A name says little of depth (`classifier` sorts before `input_proj`), but h5py
+    /// and the exporters write a `state_dict` in its own order, module registration
+    /// order, which is the forward order of a sequential model, and libhdf5 mostly
+    /// allocates each new object header after the previous ones. Mostly: freed
+    /// metadata space is reused, so addresses are only used to order siblings that
+    /// the name cannot: at each level of the dotted or slashed name, siblings whose
+    /// names differ only in their numbers (`blocks.0` ... `blocks.11`, `fc1`, `fc2`)
+    /// are ordered by those numbers, and such groups (`stem`, `blocks.*`, `head`) by
+    /// the lowest address among their weights. Without addresses: the listing order.
     static func orderLayers(_ tensors: [TensorRef], createdAt: [String: UInt64]) -> [String] {
         let listed = orderLayers(tensors)
-        var first: [String: UInt64] = [:]
+        var address: [String: UInt64] = [:]
         for tensor in tensors where tensor.role == .weight {
-            guard let address = createdAt[tensor.path], address > 0 else { continue }
-            first[tensor.layer] = min(first[tensor.layer] ?? .max, address)
+            guard let value = createdAt[tensor.path], value > 0 else { continue }
+            address[tensor.layer] = min(address[tensor.layer] ?? .max, value)
         }
-        guard !first.isEmpty else { return listed }
-        let position = Dictionary(listed.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
-        return listed.sorted { a, b in
-            let fa = first[a] ?? .max, fb = first[b] ?? .max
-            return fa != fb ? fa < fb : (position[a] ?? 0) < (position[b] ?? 0)
+        guard !address.isEmpty else { return listed }
+        final class Node {
+            var children: [String: Node] = [:]
+            var layers: [String] = []
+            var lowest: UInt64 = .max
+            var firstListed = Int.max
         }
+        let root = Node()
+        for (position, layer) in listed.enumerated() {
+            var node = root
+            node.lowest = min(node.lowest, address[layer] ?? .max)
+            for part in layer.split(whereSeparator: { $0 == "." || $0 == "/" }).map(String.init) {
+                let child = node.children[part] ?? Node()
+                node.children[part] = child
+                node = child
+                node.lowest = min(node.lowest, address[layer] ?? .max)
+                node.firstListed = min(node.firstListed, position)
+            }
+            node.layers.append(layer)
+        }
+        func skeleton(_ name: String) -> String {
+            String(name.map { $0.isASCII && $0.isNumber ? "#" : $0 }).replacingOccurrences(of: "##", with: "#")
+        }
+        var order: [String] = []
+        func visit(_ node: Node) {
+            order.append(contentsOf: node.layers)
+            let groups = Dictionary(grouping: node.children.keys, by: skeleton)
+            let ranked = groups.values.map { names -> (lowest: UInt64, first: Int, names: [String]) in
+                let members = names.compactMap { node.children[$0] }
+                return (members.map(\.lowest).min() ?? .max, members.map(\.firstListed).min() ?? .max, names.sorted(by: numericAwareLess))
+            }.sorted { ($0.lowest, $0.first) < ($1.lowest, $1.first) }
+            for group in ranked {
+                for name in group.names { if let child = node.children[name] { visit(child) } }
+            }
+        }
+        visit(root)
+        return order.count == listed.count ? order : listed
     }
 
+    /// Layers in the order their weights appear (file order), which is also the
+    /// numeric order of numbered names (`head.2` before `head.10`).
     static func orderLayers(_ tensors: [TensorRef]) -> [String] {
         var seen = Set<String>()
         var order: [String] = []

@@ -63,11 +63,24 @@ enum GenericLayout {
                         }
                     case "loss", "train_loss": if metadata.loss == nil { metadata.loss = value }
                     case "lr", "learning_rate": if metadata.learningRate == nil { metadata.learningRate = value }
-                    case "epoch": if metadata.epoch == nil, value.isFinite { metadata.epoch = Int(value) }
+                    case "epoch": if metadata.epoch == nil, value.isFinite, value >= 0, value < 1e15 { metadata.epoch = Int(value) }
                     default: break
                     }
                 }
                 skipped.append(SkippedItem(item: source + ":" + item.path, reason: "scalar, read as metadata"))
+                continue
+            }
+            // Optimizer bookkeeping (PyTorch's optimizer.state_dict() written by hand): per-parameter step
+            // counters (`state/0/step`, float or int64), param-group settings (`param_groups/0/betas`).
+            let optimizerTree = segments.count >= 2 && (LayoutSupport.explicitOptimizerContainers.contains(lowered[0])
+                || (lowered[0] == "state" && lowered.count >= 3 && Int(lowered[1]) != nil))
+            if optimizerTree && (lowered.contains("param_groups") || (info.elementCount <= 1 && info.type.isNumeric
+                && !LayoutSupport.genericSlotNames.contains(lowered.last ?? ""))) {
+                if lowered.last == "step", info.elementCount == 1, let value = LayoutSupport.scalarValue(file, item.path),
+                   value.isFinite, value >= 0, value < 1e15 {
+                    optimizerSteps = max(optimizerSteps ?? 0, Int(value))
+                }
+                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer setting or counter, read as metadata"))
                 continue
             }
             guard info.type.isFloatingPoint else {
@@ -102,20 +115,17 @@ enum GenericLayout {
                     break
                 }
             }
-            if role == .weight, segments.count >= 2, LayoutSupport.optimizerContainers.contains(lowered[0]) {
-                // Optimizer bookkeeping that is not a moment: per-parameter step counters
-                // (`state/0/step`), param-group settings (`param_groups/0/lr`).
-                if info.elementCount <= 1 {
-                    if lowered.last == "step", let value = LayoutSupport.scalarValue(file, item.path), value.isFinite, value >= 0, value < 1e15 {
-                        optimizerSteps = max(optimizerSteps ?? 0, Int(value))
-                    }
-                    skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar, read as metadata"))
+            if role == .weight, optimizerTree {
+                // Per-parameter state under a parameter index (`state/3/ax`, an optimizer's own slot name)
+                // is optimizer state; anything else under an optimizer group matches no parameter.
+                guard lowered.dropFirst().contains(where: { Int($0) != nil }) else {
+                    skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer data that names no parameter"))
                     continue
                 }
                 role = .optimizer
                 slotName = segments.last
                 segments.removeLast()
-                segments.removeFirst()
+                if let first = segments.first, LayoutSupport.optimizerContainers.contains(first.lowercased()) { segments.removeFirst() }
             }
             if role == .optimizer && info.shape.isEmpty {
                 skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar, not a tensor"))

@@ -30,6 +30,9 @@ enum LayoutSupport {
     /// Groups that hold parameters in hand-written files.
     static let parameterContainers: Set<String> = ["model", "weights", "params", "parameters", "state_dict",
                                                     "model_state_dict", "module", "net", "network"]
+    /// Groups whose name says they hold optimizer state (`state` alone may be a model's).
+    static let explicitOptimizerContainers: Set<String> = ["optimizer", "optim", "optimizer_state", "optimizer_state_dict", "opt",
+                                                            "optimizer_states"]
     /// Groups that hold optimizer state in hand-written files.
     static let optimizerContainers: Set<String> = ["optimizer", "optim", "optimizer_state", "optimizer_state_dict", "state", "opt"]
     /// Groups that hold activations.
@@ -46,10 +49,11 @@ enum LayoutSupport {
         return name
     }
 
-    /// The first integer-looking value among root attributes with these names.
+    /// The first integer-looking value among root attributes with these names that can be a
+    /// step or epoch counter (0 ≤ n < 10^15, so differences between steps never overflow).
     static func intAttribute(_ file: HDF5File, _ names: [String], at path: String) -> Int? {
         for name in names {
-            if let value = try? file.attribute(name, at: path), let int = value.int { return int }
+            if let value = try? file.attribute(name, at: path), let int = value.int, int >= 0, int < 1_000_000_000_000_000 { return int }
         }
         return nil
     }
@@ -95,7 +99,7 @@ enum LayoutSupport {
     /// (`weights.{epoch:02d}-{val_loss:.2f}.h5`, `lr1e-3`, `acc98`).
     static let metricLabels: Set<String> = ["loss", "valloss", "acc", "accuracy", "valacc", "auc", "lr", "score", "f", "mae",
                                             "mse", "rmse", "err", "error", "ppl", "bleu", "top", "map", "iou", "dice", "wd",
-                                            "seed", "bs", "dim", "v", "version", "val", "best", "metric"]
+                                            "seed", "bs", "dim", "v", "version", "val", "metric"]
 
     /// The step in a file name's stem. A number labelled as a step wins
     /// (`epoch=2-step=400` -> 400), then one labelled as an epoch, then the last
@@ -111,19 +115,39 @@ enum LayoutSupport {
         var epoch: Int?
         var plain: Int?
         var key: [Int] = []
-        // Identifiers: runs of hexadecimal digits mixing letters and digits (`ckpt-043b27b6`, a hash or
-        // a UUID), whose digits are no number.
+        // Identifiers, whose digits are no number: UUIDs (8-4-4-4-12 hexadecimal digits), and runs of
+        // 6 or more hexadecimal digits in which letters and digits alternate more than once
+        // (`ckpt-043b27b6`, a hash), not a label followed by a number (`e000100`).
         var identifier = [Bool](repeating: false, count: chars.count)
         var tokenStart = 0
         while tokenStart < chars.count {
             guard chars[tokenStart].isASCII && (chars[tokenStart].isLetter || chars[tokenStart].isNumber) else { tokenStart += 1; continue }
             var tokenEnd = tokenStart
             while tokenEnd < chars.count, chars[tokenEnd].isASCII && (chars[tokenEnd].isLetter || chars[tokenEnd].isNumber) { tokenEnd += 1 }
-            let token = chars[tokenStart..<tokenEnd]
-            if token.count >= 6, token.allSatisfy({ $0.isHexDigit }), token.contains(where: isDigit), token.contains(where: isLetter) {
+            let token = Array(chars[tokenStart..<tokenEnd])
+            let switches = zip(token, token.dropFirst()).filter { isDigit($0) != isDigit($1) }.count
+            if token.count >= 6, token.allSatisfy({ $0.isHexDigit }), switches >= 2 {
                 for position in tokenStart..<tokenEnd { identifier[position] = true }
             }
             tokenStart = tokenEnd
+        }
+        let uuidShape = [8, 4, 4, 4, 12]
+        var groupStart = 0
+        while groupStart < chars.count {
+            var cursor = groupStart, lengths: [Int] = []
+            while lengths.count < 5 {
+                var length = 0
+                while cursor < chars.count, chars[cursor].isHexDigit { cursor += 1; length += 1 }
+                lengths.append(length)
+                guard lengths.count < 5, cursor < chars.count, chars[cursor] == "-" else { break }
+                cursor += 1
+            }
+            if lengths == uuidShape, groupStart == 0 || !chars[groupStart - 1].isHexDigit {
+                for position in groupStart..<cursor { identifier[position] = true }
+                groupStart = cursor
+            } else {
+                groupStart += 1
+            }
         }
         var index = 0
         while index < chars.count {
@@ -131,7 +155,9 @@ enum LayoutSupport {
             let start = index
             while index < chars.count, isDigit(chars[index]) { index += 1 }
             let end = index
-            guard let number = Int(String(chars[start..<end].prefix(18))) else { continue }
+            // Leading zeros dropped; more than 15 digits is no step counter (an id, a hash).
+            let digits = String(chars[start..<end]).drop { $0 == "0" }
+            guard digits.count <= 15, let number = digits.isEmpty ? 0 : Int(digits) else { continue }
             // Part of a decimal or of an exponent: a metric or a setting.
             let fraction = start >= 2 && chars[start - 1] == "." && isDigit(chars[start - 2])
             let integerPart = end + 1 < chars.count && chars[end] == "." && isDigit(chars[end + 1])

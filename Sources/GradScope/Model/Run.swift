@@ -162,7 +162,15 @@ public enum RunLoader {
                 return numericAwareLess(a.source, b.source)
             }
             let steps = byKey.map { $0.metadata.step ?? 0 }
-            if !zip(steps, steps.dropFirst()).allSatisfy({ $0 < $1 }) {
+            let keys = byKey.map { $0.metadata.nameKey ?? [] }
+            // Renumbered only when the other numbers tell the files apart: equal keys (`step_300.h5` and
+            // `step_300.bak`, `ckpt-300-final.h5`) are copies of one save, and labelled steps that repeat
+            // are duplicates, both dropped below as before.
+            let keysSeparate = zip(keys, keys.dropFirst()).allSatisfy { $0 != $1 }
+            let allLabelled = byKey.allSatisfy { checkpoint in
+                LayoutSupport.stepInFileName(URL(fileURLWithPath: checkpoint.source).deletingPathExtension().lastPathComponent)?.isStep ?? false
+            }
+            if keysSeparate && !allLabelled && !zip(steps, steps.dropFirst()).allSatisfy({ $0 < $1 }) {
                 for (index, checkpoint) in byKey.enumerated() {
                     checkpoint.metadata.step = index
                     checkpoint.metadata.stepSource = .position
