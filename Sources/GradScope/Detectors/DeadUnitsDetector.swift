@@ -9,7 +9,7 @@ struct DeadUnitsDetector: Detector {
     let kind = FindingKind.deadUnits
 
     func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && $0.units >= 2 }
+        let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !DetectorSupport.isBias($0.name) && $0.units >= 2 }
         guard !windows.isEmpty else {
             return .lacking(run.hasGradients ? "no gradient of a matrix or kernel with a unit axis was saved"
                 : "needs gradients, activations, or at least two saved steps of matrices")

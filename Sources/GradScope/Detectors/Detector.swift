@@ -40,7 +40,8 @@ enum DetectorSupport {
         let lower = name.lowercased()
         if lower.contains("embed") { return true }
         let parts = lower.split(whereSeparator: { $0 == "." || $0 == "/" || $0 == "_" })
-        return parts.contains { ["emb", "embs", "wte", "wpe", "lookup"].contains(String($0)) }
+        // `user_factors`, `item_factors`: the embedding tables of matrix factorisation.
+        return parts.contains { ["emb", "embs", "wte", "wpe", "lookup", "factors"].contains(String($0)) }
     }
 
     /// Normalisation parameters (gamma, beta, LayerNorm/BatchNorm weights).
@@ -59,11 +60,16 @@ enum DetectorSupport {
     }
 
     /// A bias by name: the last component of the name starts or ends with `bias` (`bias`, `bias_hh_l0`,
-    /// `recurrent_bias`, `bias:0`).
+    /// `recurrent_bias`, `bias:0`), or it is the weight of a layer named for biases (`user_biases.weight`,
+    /// a per-user bias table of matrix factorisation, zeros at initialisation).
     static func isBias(_ name: String) -> Bool {
-        let last = name.lowercased().split(whereSeparator: { $0 == "." || $0 == "/" }).last.map(String.init) ?? ""
+        let parts = name.lowercased().split(whereSeparator: { $0 == "." || $0 == "/" }).map(String.init)
+        let last = parts.last ?? ""
         let bare = last.hasSuffix(":0") ? String(last.dropLast(2)) : last
-        return bare.hasPrefix("bias") || bare.hasSuffix("bias")
+        if bare.hasPrefix("bias") || bare.hasSuffix("bias") { return true }
+        guard parts.count >= 2, ["weight", "kernel", "embeddings"].contains(bare) else { return false }
+        let layer = parts[parts.count - 2]
+        return layer.hasSuffix("bias") || layer.hasSuffix("biases")
     }
 
     /// A kernel still near zero: its RMS is below `init_too_small_factor` (0.1) times

@@ -49,10 +49,13 @@ struct LossPlateauDetector: Detector {
             let target = log(Double(k))
             return abs(loss - target) <= thresholds.plateauRelativeTolerance * target
         }
-        // Longest run of consecutive saves at ln K for one K.
+        // Longest run of consecutive saves at ln K for one K. With K guessed from the loss, only a run from
+        // the first save counts: a network at initialisation predicts nearly uniformly, so a model that never
+        // learned sits at ln K from the start, while a converged loss that happens to lie near some ln K
+        // (a language model at 1.12, near ln 3) came down from far above it.
         var best: (start: Int, end: Int, k: Int)?
         var index = 0
-        while index < records.count {
+        while index < records.count, fixedK != nil || index == 0 {
             guard let loss = records[index].loss else { index += 1; continue }
             let k = classes(for: loss)
             guard k <= 100_000, near(loss, k) else { index += 1; continue }

@@ -83,6 +83,10 @@ enum GenericLayout {
                 skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer setting or counter, read as metadata"))
                 continue
             }
+            if lowered.last?.hasSuffix("num_batches_tracked") == true {
+                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "BatchNorm's batch counter, read as metadata"))
+                continue
+            }
             guard info.type.isFloatingPoint else {
                 let reason = info.type.isNumeric ? "\(info.type) data (a counter or index, not a trained tensor)" : "\(info.type) data, not a tensor"
                 skipped.append(SkippedItem(item: source + ":" + item.path, reason: reason))
