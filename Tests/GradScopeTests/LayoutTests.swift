@@ -374,5 +374,8 @@ struct LayoutTests {
         #expect(DetectorSupport.isBias("dense_1/bias:0"))
         #expect(!DetectorSupport.isBias("lora/lora_kernel_b"))
         #expect(!DetectorSupport.isBias("fc1.weight"))
+        // Matrix factorisation: a per-user bias table, and the factor tables, which are embeddings.
+        #expect(DetectorSupport.isBias("user_biases.weight"))
+        #expect(DetectorSupport.isEmbedding("item_factors.weight"))
     }
 }
