@@ -146,8 +146,15 @@ public enum RunMeasurer {
         var measurements = RunMeasurements(source: run.source, layout: run.checkpoints.last?.layout, framework: last?.framework,
                                            optimizer: last?.optimizer, layers: run.layers, records: records,
                                            unitWindows: windows.values.sorted { $0.key < $1.key })
-        measurements.stepsCountUpdates = run.checkpoints.allSatisfy(stepCountsUpdates)
-        measurements.startsAtInitialisation = run.checkpoints.first.map(startsAtInitialisation) ?? false
+        // PyTorch creates its optimizer state at the first step(): a first save at step 0 without it, in a
+        // run whose later saves carry the optimizer's counter, is the initial state, at update 0.
+        let initialWithoutCounter = run.checkpoints.count >= 2 && run.checkpoints[0].metadata.step == 0
+            && run.checkpoints[0].metadata.stepSource != .optimizerIterations
+            && run.checkpoints.dropFirst().allSatisfy { $0.metadata.stepSource == .optimizerIterations }
+        measurements.stepsCountUpdates = run.checkpoints.enumerated().allSatisfy { index, checkpoint in
+            stepCountsUpdates(checkpoint) || (index == 0 && initialWithoutCounter)
+        }
+        measurements.startsAtInitialisation = initialWithoutCounter || (run.checkpoints.first.map(startsAtInitialisation) ?? false)
         measurements.stepsKnown = !(run.checkpoints.count == 1 && run.checkpoints[0].metadata.step == nil)
         return measurements
     }

@@ -22,7 +22,9 @@ struct DeadUnitsDetector: Detector {
             if window.source != .activation && dead == window.units { continue }
             let fraction = Double(dead) / Double(window.units)
             guard fraction >= thresholds.deadUnitsInfoFraction else { continue }
-            let severity: Severity = fraction >= thresholds.deadUnitsWarningFraction ? .warning : .info
+            // One save cannot show that a unit never recovers: a live unit that fires with probability p per
+            // example gets a zero-gradient batch of B examples with probability (1 − p)^B.
+            let severity: Severity = fraction >= thresholds.deadUnitsWarningFraction && window.saves >= 2 ? .warning : .info
             let onset = onsetStep(run, window: window, dead: dead) ?? window.firstStep
             let percent = Int((fraction * 100).rounded())
             let how: String

@@ -22,6 +22,10 @@ struct ExplodingGradientDetector: Detector {
             let drifts = run.series(key).compactMap(\.measurement.drift)
             return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
         }.map { String($0.dropFirst("weight:".count)) })
+        // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach
+        // 10^2.5 between saves), so growth is measured against a robust baseline: the median total norm of
+        // all the earlier saves, not the one save before, which may have been an unusually small batch.
+        var previousTotals: [Double] = []
         var previousTotal: Double?
         for record in run.records {
             let gradients = record.ordered.filter { $0.role == .gradient && !frozen.contains($0.name) }
@@ -44,16 +48,21 @@ struct ExplodingGradientDetector: Detector {
                 }
             }
             total = total.squareRoot()
-            defer { previousTotal = total }
+            let baseline = DetectorSupport.median(previousTotals)
+            defer {
+                previousTotal = total
+                if total.isFinite && total > 0 { previousTotals.append(total) }
+            }
             guard let (tensor, ratio) = worst else { continue }
-            let growth = previousTotal.map { $0 > 0 ? total / $0 : 0 } ?? 0
+            let growth = baseline.map { $0 > 0 ? total / $0 : 0 } ?? 0
             if (growth >= thresholds.explodingGrowth && ratio >= thresholds.explodingRatio) || ratio >= thresholds.explodingAbsoluteRatio {
                 let severity: Severity = run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } } ? .error : .warning
-                let grew = growth >= thresholds.explodingGrowth ? "the total gradient norm grew \(DetectorSupport.format(growth))x since the previous save and " : ""
+                let grew = growth >= thresholds.explodingGrowth ? "the total gradient norm is \(DetectorSupport.format(growth))x its median over the earlier saves and " : ""
                 return DetectorOutcome(findings: [finding(record: record, tensor: tensor, severity: severity,
                     message: "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
                     evidence: ["gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total),
-                               "previous_total_gradient_norm": .number(previousTotal), "growth": .number(growth)], run: run)])
+                               "previous_total_gradient_norm": .number(previousTotal),
+                               "median_earlier_total_gradient_norm": .number(baseline), "growth": .number(growth)], run: run)])
             }
         }
         return DetectorOutcome()
