@@ -355,6 +355,16 @@ struct LayoutTests {
         #expect(checkpoint.metadata.stepSource == .optimizerIterations)
         #expect(checkpoint.skipped.contains { $0.item.hasSuffix("param_groups/0/betas") })
 
+        // Families of numbered names that interleave as written (a ResNet block: conv1, bn1, conv2, bn2).
+        let resnet = dir.path("resnet.h5")
+        do {
+            let w = try HDF5Writer(creating: resnet)
+            for layer in ["stem", "conv1", "bn1", "conv2", "bn2", "fc"] {
+                try w.write("/\(layer).weight", [Double](repeating: 0.1, count: 4), shape: layer.hasPrefix("bn") ? [4] : [2, 2])
+            }
+        }
+        #expect(try #require(try CheckpointLoader.load(resnet).first).layers == ["stem", "conv1", "bn1", "conv2", "bn2", "fc"])
+
         // A model's own group named `state` (a Flax TrainState, `{"state": model.state_dict()}`) is no optimizer.
         let flax = dir.path("flax.h5")
         do {

@@ -255,10 +255,11 @@ public enum CheckpointLoader {
     /// order, which is the forward order of a sequential model, and libhdf5 mostly
     /// allocates each new object header after the previous ones. Mostly: freed
     /// metadata space is reused, so addresses are only used to order siblings that
-    /// the name cannot: at each level of the dotted or slashed name, siblings whose
-    /// names differ only in their numbers (`blocks.0` ... `blocks.11`, `fc1`, `fc2`)
-    /// are ordered by those numbers, and such groups (`stem`, `blocks.*`, `head`) by
-    /// the lowest address among their weights. Without addresses: the listing order.
+    /// the name cannot: at each level of the dotted or slashed name, siblings are
+    /// ordered by the lowest address among their weights, and then siblings whose
+    /// names differ only in their numbers (`blocks.0` ... `blocks.11`, `conv1`,
+    /// `conv2`) are put back in the order of those numbers within the places they
+    /// hold. Without addresses: the listing order.
     static func orderLayers(_ tensors: [TensorRef], createdAt: [String: UInt64]) -> [String] {
         let listed = orderLayers(tensors)
         var address: [String: UInt64] = [:]
@@ -292,14 +293,18 @@ public enum CheckpointLoader {
         var order: [String] = []
         func visit(_ node: Node) {
             order.append(contentsOf: node.layers)
-            let groups = Dictionary(grouping: node.children.keys, by: skeleton)
-            let ranked = groups.values.map { names -> (lowest: UInt64, first: Int, names: [String]) in
-                let members = names.compactMap { node.children[$0] }
-                return (members.map(\.lowest).min() ?? .max, members.map(\.firstListed).min() ?? .max, names.sorted(by: numericAwareLess))
-            }.sorted { ($0.lowest, $0.first) < ($1.lowest, $1.first) }
-            for group in ranked {
-                for name in group.names { if let child = node.children[name] { visit(child) } }
+            // Siblings by address (`conv1`, `bn1`, `conv2`, `bn2` interleave as written), then the members
+            // of each family of names that differ only in their numbers put back in numeric order within
+            // the places the family holds (`blocks.3` written after `blocks.1` even where space was reused).
+            var slots = node.children.keys.sorted { a, b in
+                let na = node.children[a]!, nb = node.children[b]!
+                return (na.lowest, na.firstListed) < (nb.lowest, nb.firstListed)
             }
+            for family in Dictionary(grouping: slots.indices, by: { skeleton(slots[$0]) }).values where family.count > 1 {
+                let members = family.map { slots[$0] }.sorted(by: numericAwareLess)
+                for (slot, name) in zip(family.sorted(), members) { slots[slot] = name }
+            }
+            for name in slots { if let child = node.children[name] { visit(child) } }
         }
         visit(root)
         return order.count == listed.count ? order : listed

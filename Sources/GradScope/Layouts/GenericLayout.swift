@@ -164,6 +164,8 @@ enum GenericLayout {
         var notes: [String] = []
         if mapIndexedOptimizerState(&tensors, addresses: addresses) {
             notes.append("optimizer state stored by parameter index (PyTorch optimizer.state_dict()) matched to the parameters in the order they were written, checked by shape")
+        } else if tensors.contains(where: { $0.role == .optimizer && $0.name.split(separator: "/").last.map({ Int($0) != nil }) == true }) {
+            notes.append("optimizer state stored by parameter index (PyTorch optimizer.state_dict()) could not be matched to the parameters by shape (the optimizer may hold only some of them): it is listed under its indices and not used by the detectors")
         }
         if !tensors.isEmpty && !keras {
             notes.append("generic layout: units read along axis 0, as PyTorch stores weights ([out, in, ...])")
@@ -183,16 +185,36 @@ enum GenericLayout {
             return parts.count == 1 || (parts.count == 2 && (parts[0] == "state" || parts[0] == "param_groups"))
         }
         guard !indexed.isEmpty else { return false }
-        let parameters = tensors.indices.filter { tensors[$0].role == .weight && !isRunningStatistic(tensors[$0].name) }
-            .sorted { addresses[$0] < addresses[$1] }
-        var mapped: [(Int, TensorRef)] = []
-        for index in indexed {
-            guard let number = tensors[index].name.split(separator: "/").last.flatMap({ Int($0) }),
-                  number >= 0, number < parameters.count else { return false }
-            let parameter = tensors[parameters[number]]
-            guard parameter.shape == tensors[index].shape else { return false }
-            mapped.append((index, parameter))
+        let candidates = tensors.indices.filter { tensors[$0].role == .weight && !isRunningStatistic(tensors[$0].name) }
+        // The order of model.parameters(): the order written, by address; libhdf5 reuses freed space, so
+        // when the shapes do not line up, the layers' depth order (CheckpointLoader.orderLayers), with each
+        // layer's parameters by address, then with weights before biases (as modules register them).
+        let byAddress = candidates.sorted { addresses[$0] < addresses[$1] }
+        let createdAt = Dictionary(tensors.indices.map { (tensors[$0].path, addresses[$0]) }, uniquingKeysWith: { a, _ in a })
+        let rank = Dictionary(CheckpointLoader.orderLayers(tensors, createdAt: createdAt).enumerated().map { ($0.element, $0.offset) },
+                              uniquingKeysWith: { a, _ in a })
+        let byDepth = candidates.sorted { a, b in
+            let ra = rank[tensors[a].layer] ?? .max, rb = rank[tensors[b].layer] ?? .max
+            return ra != rb ? ra < rb : addresses[a] < addresses[b]
         }
+        let byDepthWeightsFirst = candidates.sorted { a, b in
+            let ra = rank[tensors[a].layer] ?? .max, rb = rank[tensors[b].layer] ?? .max
+            if ra != rb { return ra < rb }
+            let ba = DetectorSupport.isBias(tensors[a].name), bb = DetectorSupport.isBias(tensors[b].name)
+            return ba != bb ? !ba : addresses[a] < addresses[b]
+        }
+        func mapping(_ parameters: [Int]) -> [(Int, TensorRef)]? {
+            var mapped: [(Int, TensorRef)] = []
+            for index in indexed {
+                guard let number = tensors[index].name.split(separator: "/").last.flatMap({ Int($0) }),
+                      number >= 0, number < parameters.count else { return nil }
+                let parameter = tensors[parameters[number]]
+                guard parameter.shape == tensors[index].shape else { return nil }
+                mapped.append((index, parameter))
+            }
+            return mapped
+        }
+        guard let mapped = mapping(byAddress) ?? mapping(byDepth) ?? mapping(byDepthWeightsFirst) else { return false }
         for (index, parameter) in mapped {
             tensors[index].name = parameter.name
             tensors[index].layer = parameter.layer
