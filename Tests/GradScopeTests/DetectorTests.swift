@@ -453,17 +453,33 @@ struct DetectorTests {
     @Test("loss-plateau: K guessed from the loss only while its band is unambiguous")
     func plateauGuessCap() throws {
         // No output layer to read K from (a vector-only model), loss flat at 2.81: no "ln 17".
-        for (loss, expected) in [(2.81, false), (log(5.0), true)] {
+        // A model that never learned starts near ln K and settles on it (1.25, then ln 3): found; a loss that
+        // came down from far above (3.9 = ln 49) to near ln 3 converged there: not stuck.
+        for (losses, expected) in [([2.81, 2.81, 2.81, 2.81, 2.81], false), ([log(5.0), log(5.0), log(5.0), log(5.0), log(5.0)], true),
+                                   ([1.25, 1.12, 1.10, 1.10, 1.10], true), ([3.9, 1.6, 1.12, 1.11, 1.12], false)] {
             let dir = try TemporaryDirectory()
-            for step in [0, 100, 200, 300, 400] {
+            for (index, step) in [0, 100, 200, 300, 400].enumerated() {
                 let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
                 try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
                 try w.setAttribute("step", .int(Int64(step)), at: "/")
-                try w.setAttribute("loss", .double(loss), at: "/")
+                try w.setAttribute("loss", .double(losses[index]), at: "/")
                 try w.write("/weights/scale", [Double](repeating: 1 + Double(step) * 1e-4, count: 4), shape: [4])
             }
             let (report, _) = try Analysis.scan(dir.url.path)
-            #expect(report.findings(.lossPlateau).isEmpty != expected, "\(loss)")
+            #expect(report.findings(.lossPlateau).isEmpty != expected, "\(losses)")
         }
+    }
+
+    @Test("exploding-gradient: a jump measured against the recent saves, not a history of larger norms early on")
+    func explodingAfterFallingNorms() throws {
+        // Total gradient norms fall 150x as training converges, stay there, then jump 20x at step 1500.
+        let factors: [Double] = [300, 200, 100, 30, 10] + [Double](repeating: 2, count: 10) + [40, 40]
+        var run = SyntheticRun()
+        run.steps = Array(stride(from: 0, through: 1600, by: 100))
+        run.weightHook = { _, save, weights, gradient in (weights, gradient.map { $0 * 2 * factors[save] }) }
+        run.saveInitialGradients = true
+        let (report, _) = try run.scan()
+        let exploding = report.findings(.explodingGradient)
+        #expect(exploding.map(\.firstStep) == [1500], "\(exploding.map(\.message))")
     }
 }

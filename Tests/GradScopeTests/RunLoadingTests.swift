@@ -184,6 +184,16 @@ struct RunLoadingTests {
         #expect(otherRun.skipped.contains { $0.item.hasSuffix("metrics.csv") })
         #expect(LossLog.parse("step\tloss\n100\t0.5\n200\tnan\n", file: "x.tsv")?.rows.map(\.number) == [100, 200])
         #expect(LossLog.parse("no,header\n1,2\n", file: "x.csv") == nil)
+        // A byte-order mark before the header (Excel's CSV UTF-8), Windows line ends.
+        #expect(LossLog.parse("\u{FEFF}epoch,loss\r\n0,0.7\r\n1,0.6\r\n", file: "x.csv")?.rows.map(\.loss) == [0.7, 0.6])
+
+        // A log indexed by step is not matched to files whose numbers are epochs.
+        let epochs = try TemporaryDirectory()
+        for epoch in 1...3 { try writeNative(epochs.path(String(format: "weights.%02d.h5", epoch)), step: nil) }
+        try Data("step,loss\n1,0.9\n2,0.8\n3,0.7\n".utf8).write(to: URL(fileURLWithPath: epochs.path("metrics.csv")))
+        let epochRun = try RunLoader.load(epochs.url.path)
+        #expect(epochRun.checkpoints.allSatisfy { $0.metadata.loss == nil })
+        #expect(epochRun.notes.contains { $0.contains("cannot be matched") })
     }
 
     @Test("files that are not checkpoints are skipped with a reason, the others still read")

@@ -24,7 +24,7 @@ struct ExplodingGradientDetector: Detector {
         }.map { String($0.dropFirst("weight:".count)) })
         // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach
         // 10^2.5 between saves), so growth is measured against a robust baseline: the median total norm of
-        // all the earlier saves, not the one save before, which may have been an unusually small batch.
+        // the last few saves, not the one save before, which may have been an unusually small batch.
         var previousTotals: [Double] = []
         var previousTotal: Double?
         for record in run.records {
@@ -48,7 +48,10 @@ struct ExplodingGradientDetector: Detector {
                 }
             }
             total = total.squareRoot()
-            let baseline = DetectorSupport.median(previousTotals)
+            // The median of the last ten saves: robust to a few small batches (a noisy RNN dips 20x every few
+            // saves), and following norms that fall
+            // as training converges (the median of all earlier saves would stay high and miss a jump).
+            let baseline = DetectorSupport.median(Array(previousTotals.suffix(10)))
             defer {
                 previousTotal = total
                 if total.isFinite && total > 0 { previousTotals.append(total) }
@@ -57,12 +60,12 @@ struct ExplodingGradientDetector: Detector {
             let growth = baseline.map { $0 > 0 ? total / $0 : 0 } ?? 0
             if (growth >= thresholds.explodingGrowth && ratio >= thresholds.explodingRatio) || ratio >= thresholds.explodingAbsoluteRatio {
                 let severity: Severity = run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } } ? .error : .warning
-                let grew = growth >= thresholds.explodingGrowth ? "the total gradient norm is \(DetectorSupport.format(growth))x its median over the earlier saves and " : ""
+                let grew = growth >= thresholds.explodingGrowth ? "the total gradient norm is \(DetectorSupport.format(growth))x its median over the ten saves before and " : ""
                 return DetectorOutcome(findings: [finding(record: record, tensor: tensor, severity: severity,
                     message: "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
                     evidence: ["gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total),
                                "previous_total_gradient_norm": .number(previousTotal),
-                               "median_earlier_total_gradient_norm": .number(baseline), "growth": .number(growth)], run: run)])
+                               "median_recent_total_gradient_norm": .number(baseline), "growth": .number(growth)], run: run)])
             }
         }
         return DetectorOutcome()

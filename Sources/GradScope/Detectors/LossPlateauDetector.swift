@@ -49,16 +49,24 @@ struct LossPlateauDetector: Detector {
             let target = log(Double(k))
             return abs(loss - target) <= thresholds.plateauRelativeTolerance * target
         }
-        // Longest run of consecutive saves at ln K for one K. With K guessed from the loss, only a run from
-        // the first save counts: a network at initialisation predicts nearly uniformly, so a model that never
-        // learned sits at ln K from the start, while a converged loss that happens to lie near some ln K
-        // (a language model at 1.12, near ln 3) came down from far above it.
+        // Longest run of consecutive saves at ln K for one K. With K guessed from the loss, a run counts only
+        // if no earlier save's loss was far above it (1.5·ln K): a network at initialisation predicts nearly
+        // uniformly, so a model that never learned starts near ln K and settles on it, while a converged
+        // loss that happens to lie near some ln K (a language model ending at 1.12, near ln 3) came down
+        // from far above it (3.9 = ln 49, its vocabulary).
         var best: (start: Int, end: Int, k: Int)?
         var index = 0
-        while index < records.count, fixedK != nil || index == 0 {
+        // highestBefore[i]: the largest loss of the saves before i.
+        var highestBefore: [Double] = []
+        var highest = -Double.infinity
+        for record in records {
+            highestBefore.append(highest)
+            if let loss = record.loss, loss.isFinite { highest = max(highest, loss) }
+        }
+        while index < records.count {
             guard let loss = records[index].loss else { index += 1; continue }
             let k = classes(for: loss)
-            guard k <= 100_000, near(loss, k) else { index += 1; continue }
+            guard k <= 100_000, near(loss, k), fixedK != nil || highestBefore[index] <= 1.5 * log(Double(k)) else { index += 1; continue }
             var end = index
             while end + 1 < records.count, let next = records[end + 1].loss, near(next, k) { end += 1 }
             if best == nil || end - index > (best?.end ?? 0) - (best?.start ?? 0) { best = (index, end, k) }

@@ -256,39 +256,48 @@ public enum CheckpointLoader {
     /// allocates each new object header after the previous ones. Mostly: freed
     /// metadata space is reused, so addresses are only used to order siblings that
     /// the name cannot: at each level of the dotted or slashed name, siblings are
-    /// ordered by the lowest address among their weights, and then siblings whose
+    /// ordered by the highest address among their tensors (a later object may reuse
+    /// freed space below, an earlier one never lies above), and then siblings whose
     /// names differ only in their numbers (`blocks.0` ... `blocks.11`, `conv1`,
     /// `conv2`) are put back in the order of those numbers within the places they
     /// hold. Without addresses: the listing order.
     static func orderLayers(_ tensors: [TensorRef], createdAt: [String: UInt64]) -> [String] {
         let listed = orderLayers(tensors)
+        // A layer's place is the highest address among its tensors: an object written later may land
+        // lower by reusing freed space, but one written earlier never sits above what followed it.
         var address: [String: UInt64] = [:]
         for tensor in tensors where tensor.role == .weight {
             guard let value = createdAt[tensor.path], value > 0 else { continue }
-            address[tensor.layer] = min(address[tensor.layer] ?? .max, value)
+            address[tensor.layer] = max(address[tensor.layer] ?? 0, value)
         }
         guard !address.isEmpty else { return listed }
         final class Node {
             var children: [String: Node] = [:]
             var layers: [String] = []
-            var lowest: UInt64 = .max
+            var highest: UInt64 = 0
             var firstListed = Int.max
         }
         let root = Node()
         for (position, layer) in listed.enumerated() {
             var node = root
-            node.lowest = min(node.lowest, address[layer] ?? .max)
+            node.highest = max(node.highest, address[layer] ?? 0)
             for part in layer.split(whereSeparator: { $0 == "." || $0 == "/" }).map(String.init) {
                 let child = node.children[part] ?? Node()
                 node.children[part] = child
                 node = child
-                node.lowest = min(node.lowest, address[layer] ?? .max)
+                node.highest = max(node.highest, address[layer] ?? 0)
                 node.firstListed = min(node.firstListed, position)
             }
             node.layers.append(layer)
         }
+        /// The name with every run of digits as one `#`: `blocks.7` and `blocks.100` are one family.
         func skeleton(_ name: String) -> String {
-            String(name.map { $0.isASCII && $0.isNumber ? "#" : $0 }).replacingOccurrences(of: "##", with: "#")
+            var result = ""
+            for character in name {
+                let digit = character.isASCII && character.isNumber
+                if !digit { result.append(character) } else if result.last != "#" { result.append("#") }
+            }
+            return result
         }
         var order: [String] = []
         func visit(_ node: Node) {
@@ -298,7 +307,9 @@ public enum CheckpointLoader {
             // the places the family holds (`blocks.3` written after `blocks.1` even where space was reused).
             var slots = node.children.keys.sorted { a, b in
                 let na = node.children[a]!, nb = node.children[b]!
-                return (na.lowest, na.firstListed) < (nb.lowest, nb.firstListed)
+                // Layers without an address go last, in listing order.
+                let ka = na.highest == 0 ? UInt64.max : na.highest, kb = nb.highest == 0 ? UInt64.max : nb.highest
+                return (ka, na.firstListed) < (kb, nb.firstListed)
             }
             for family in Dictionary(grouping: slots.indices, by: { skeleton(slots[$0]) }).values where family.count > 1 {
                 let members = family.map { slots[$0] }.sorted(by: numericAwareLess)

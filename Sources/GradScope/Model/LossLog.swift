@@ -14,8 +14,9 @@ public struct LossLog: Sendable, Equatable {
         a.file == b.file && a.index == b.index && a.rows.map(\.number) == b.rows.map(\.number) && a.rows.map(\.loss) == b.rows.map(\.loss)
     }
 
-    /// Largest log read: a CSVLogger file is a few hundred bytes per epoch.
-    static let maxBytes = 16 << 20
+    /// Largest log read: a CSVLogger file is a few hundred bytes per epoch; 4 MiB is about
+    /// 100,000 rows of a log written every step.
+    static let maxBytes = 4 << 20
 
     /// Reads `path` as a loss log, or nil when it is not one (no header with an
     /// epoch or step column and a loss column, or no row with a finite loss).
@@ -27,6 +28,8 @@ public struct LossLog: Sendable, Equatable {
     }
 
     static func parse(_ text: String, file: String) -> LossLog? {
+        // A byte-order mark (Excel's "CSV UTF-8", pandas' utf-8-sig) is no part of the first column's name.
+        let text = text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text
         let lines = text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
         guard let header = lines.first else { return nil }
         let separator: Character = header.contains("\t") ? "\t" : (header.contains(";") && !header.contains(",") ? ";" : ",")
@@ -72,7 +75,8 @@ public struct LossLog: Sendable, Equatable {
         switch index {
         case .step:
             for checkpoint in missing {
-                guard let step = checkpoint.metadata.step, checkpoint.metadata.stepSource != .position, let loss = byNumber[step] else { continue }
+                // Only steps that count optimizer updates are steps of the log (`weights.03.h5` numbers an epoch).
+                guard let step = checkpoint.metadata.step, RunMeasurer.stepCountsUpdates(checkpoint), let loss = byNumber[step] else { continue }
                 checkpoint.metadata.loss = loss
                 matched += 1
             }
