@@ -482,4 +482,32 @@ struct DetectorTests {
         let exploding = report.findings(.explodingGradient)
         #expect(exploding.map(\.firstStep) == [1500], "\(exploding.map(\.message))")
     }
+
+    @Test("dead-units: units that die during the later half are found, from the save they died")
+    func deadUnitsLateInTheRun() throws {
+        // 11 saves, the later half from save 5; 16 of 32 units get no gradient from save 7 on.
+        var run = SyntheticRun()
+        run.weightHook = { layer, save, weights, gradient in
+            guard layer == 1, save >= 7 else { return (weights, gradient) }
+            var g = gradient
+            for unit in 0..<16 { for column in 0..<32 { g[unit * 32 + column] = 0 } }
+            return (weights, g)
+        }
+        let (report, _) = try run.scan()
+        let dead = report.findings(.deadUnits)
+        #expect(dead.map(\.tensor) == ["l1.weight"])
+        #expect(dead.first?.evidence["dead_units"] == .int(16))
+        #expect(dead.first?.severity == .warning)
+        #expect(dead.first?.firstStep == 700)
+        // Dying in the last two saves is too short to tell (fewer than three saves).
+        var late = SyntheticRun()
+        late.weightHook = { layer, save, weights, gradient in
+            guard layer == 1, save >= 9 else { return (weights, gradient) }
+            var g = gradient
+            for unit in 0..<16 { for column in 0..<32 { g[unit * 32 + column] = 0 } }
+            return (weights, g)
+        }
+        let (lateReport, _) = try late.scan()
+        #expect(lateReport.findings(.deadUnits).filter { $0.severity >= .warning }.isEmpty)
+    }
 }

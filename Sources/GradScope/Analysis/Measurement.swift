@@ -127,6 +127,10 @@ public struct UnitWindow: Sendable {
     public var units: Int
     /// Units that were alive at least once in the window.
     public var everAlive: [Bool]
+    /// For each unit, the index (within the window) of the last save at which it was alive, or −1.
+    public var lastAlive: [Int] = []
+    /// The steps of the window's saves, in order.
+    public var steps: [Int] = []
     /// Saves in the window that contributed.
     public var saves: Int
     /// The first step of the window.
@@ -134,6 +138,9 @@ public struct UnitWindow: Sendable {
     public var lastStep: Int
 
     public var deadCount: Int { everAlive.lazy.filter { !$0 }.count }
+
+    /// Units dead at every save from the window's save `from` on.
+    public func deadCount(from: Int) -> Int { lastAlive.isEmpty ? deadCount : lastAlive.lazy.filter { $0 < from }.count }
 }
 
 /// What a unit window was built from.

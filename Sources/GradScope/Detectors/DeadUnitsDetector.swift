@@ -15,8 +15,22 @@ struct DeadUnitsDetector: Detector {
                 : "needs gradients, activations, or at least two saved steps of matrices")
         }
         var findings: [Finding] = []
-        for window in windows {
-            let dead = window.deadCount
+        for whole in windows {
+            // Units that die during the later half are alive somewhere in it: judge also the trailing parts
+            // of the window that hold at least half of its saves (a quarter of the run) and three saves,
+            // and keep the one with the most dead units (the longest among equals).
+            var window = whole
+            var dead = whole.deadCount
+            if whole.steps.count == whole.saves {
+                for from in 1..<max(whole.saves, 1) where whole.saves - from >= 3 && 2 * (whole.saves - from) >= whole.saves {
+                    let count = whole.deadCount(from: from)
+                    if count > dead {
+                        dead = count
+                        window.saves = whole.saves - from
+                        window.firstStep = whole.steps[from]
+                    }
+                }
+            }
             guard dead > 0 else { continue }
             // A gradient that is zero everywhere is a dead path (zero-gradient), not dead units.
             if window.source != .activation && dead == window.units { continue }
@@ -35,7 +49,7 @@ struct DeadUnitsDetector: Detector {
             }
             let message = "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
             let explanation = """
-            Judged over the later half of the run (\(window.saves) save(s), steps \(window.firstStep)–\(window.lastStep)) from \
+            Judged over the \(window.saves == whole.saves ? "later half of the run" : "last saves of the run") (\(window.saves) save(s), steps \(window.firstStep)–\(window.lastStep)) from \
             \(window.source == .gradient ? "the saved gradients" : window.source == .activation ? "the saved activations" : "the weights' movement"). \
             A ReLU unit whose input is negative for every example outputs 0 and passes back 0 gradient, so it can never \
             recover: the capacity is simply lost. \(percent)% of this layer is gone. Likely causes: a learning-rate spike or a \
