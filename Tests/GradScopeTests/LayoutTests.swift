@@ -365,6 +365,19 @@ struct LayoutTests {
         }
         #expect(try #require(try CheckpointLoader.load(resnet).first).layers == ["stem", "conv1", "bn1", "conv2", "bn2", "fc"])
 
+        // PyTorch Lightning: a list of optimizers, `optimizer_states/0/state/<i>/exp_avg`.
+        let lightning = dir.path("epoch=1-step=200.h5")
+        do {
+            let w = try HDF5Writer(creating: lightning)
+            try w.write("/state_dict/fc1.weight", [Double](repeating: 0.1, count: 4), shape: [2, 2])
+            try w.write("/state_dict/fc2.weight", [Double](repeating: 0.1, count: 6), shape: [3, 2])
+            try w.write("/optimizer_states/0/state/0/exp_avg", [Double](repeating: 0, count: 4), shape: [2, 2])
+            try w.write("/optimizer_states/0/state/1/exp_avg", [Double](repeating: 0, count: 6), shape: [3, 2])
+        }
+        let lightningCheckpoint = try #require(try CheckpointLoader.load(lightning).first)
+        #expect(lightningCheckpoint.tensors(.optimizer).map(\.name) == ["fc1.weight", "fc2.weight"])
+        #expect(lightningCheckpoint.metadata.step == 200)
+
         // A model's own group named `state` (a Flax TrainState, `{"state": model.state_dict()}`) is no optimizer.
         let flax = dir.path("flax.h5")
         do {

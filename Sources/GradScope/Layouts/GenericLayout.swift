@@ -108,6 +108,10 @@ enum GenericLayout {
                 segments.remove(at: index)
                 if let first = segments.first, LayoutSupport.optimizerContainers.contains(first.lowercased()) {
                     segments.removeFirst()
+                    // PyTorch Lightning saves a list of optimizers: `optimizer_states/0/state/3/exp_avg`.
+                    if first.lowercased() == "optimizer_states", segments.count >= 3, Int(segments[0]) != nil, segments[1].lowercased() == "state" {
+                        segments.removeFirst()
+                    }
                 }
             }
             if role == .weight, let last = segments.last {

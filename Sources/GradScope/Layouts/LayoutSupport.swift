@@ -34,7 +34,8 @@ enum LayoutSupport {
     static let explicitOptimizerContainers: Set<String> = ["optimizer", "optim", "optimizer_state", "optimizer_state_dict", "opt",
                                                             "optimizer_states"]
     /// Groups that hold optimizer state in hand-written files.
-    static let optimizerContainers: Set<String> = ["optimizer", "optim", "optimizer_state", "optimizer_state_dict", "state", "opt"]
+    static let optimizerContainers: Set<String> = ["optimizer", "optim", "optimizer_state", "optimizer_state_dict", "state", "opt",
+                                                    "optimizer_states"]
     /// Groups that hold activations.
     static let activationSegments: Set<String> = ["activations", "activation", "outputs", "probe"]
 
