@@ -6,6 +6,23 @@ import TestSupport
 
 @Suite("Detectors: each finds its pathology and stays quiet on a healthy run")
 struct DetectorTests {
+    /// A native checkpoint file `step_<step>.h5` in `dir` with its format and step attributes.
+    func nativeStep(_ dir: TemporaryDirectory, _ step: Int) throws -> HDF5Writer {
+        let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
+        try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+        try w.setAttribute("step", .int(Int64(step)), at: "/")
+        return w
+    }
+
+    /// A SyntheticRun hook giving the first `units` rows of a layer's [32 x 32] gradient exactly zero from a save on.
+    func zeroGradientRows(_ units: Int, ofLayer target: Int, fromSave first: Int) -> (Int, Int, [Double], [Double]) -> ([Double], [Double]) {
+        { layer, save, weights, gradient in
+            guard layer == target, save >= first else { return (weights, gradient) }
+            var g = gradient
+            for unit in 0..<units { for column in 0..<32 { g[unit * 32 + column] = 0 } }
+            return (weights, g)
+        }
+    }
     @Test("a healthy synthetic run produces no warning or error")
     func healthy() throws {
         let (report, _) = try SyntheticRun().scan()
@@ -48,12 +65,7 @@ struct DetectorTests {
     @Test("dead-units: most rows of a layer get no gradient in the later half")
     func deadUnits() throws {
         var run = SyntheticRun()
-        run.weightHook = { layer, save, weights, gradient in
-            guard layer == 1, save >= 4 else { return (weights, gradient) }
-            var g = gradient
-            for unit in 0..<20 { for column in 0..<32 { g[unit * 32 + column] = 0 } }
-            return (weights, g)
-        }
+        run.weightHook = zeroGradientRows(20, ofLayer: 1, fromSave: 4)
         let (report, _) = try run.scan()
         let dead = report.findings(.deadUnits)
         #expect(dead.count == 1)
@@ -293,9 +305,7 @@ struct DetectorTests {
         for (velocity, expected) in [(1e6, true), (1e-6, false)] {
             let dir = try TemporaryDirectory()
             do {
-                let w = try HDF5Writer(creating: dir.path("step_100.h5"))
-                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
-                try w.setAttribute("step", .int(100), at: "/")
+                let w = try nativeStep(dir, 100)
                 try w.write("/weights/fc.weight", [Double](repeating: 0.05, count: 8), shape: [2, 4])
                 try w.write("/optimizer/exp_avg_sq/fc.weight", [Double](repeating: velocity, count: 8), shape: [2, 4])
             }
@@ -313,9 +323,7 @@ struct DetectorTests {
             let dir = try TemporaryDirectory()
             var noise = SplitMix64(state: 5)
             for step in [100, 200, 300] {
-                let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
-                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
-                try w.setAttribute("step", .int(Int64(step)), at: "/")
+                let w = try nativeStep(dir, step)
                 try w.setAttribute("optimizer", .string("Adam", .variableUTF8), at: "/")
                 try w.write("/weights/fc.weight", noise.normals(64, std: 0.2), shape: [8, 8])
                 try w.write("/weights/fc.bias", [Double](repeating: 1e-3, count: 8), shape: [8])
@@ -382,9 +390,7 @@ struct DetectorTests {
             let dir = try TemporaryDirectory()
             var noise = SplitMix64(state: 11)
             for (index, step) in [0, 100, 200, 300, 400].enumerated() {
-                let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
-                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
-                try w.setAttribute("step", .int(Int64(step)), at: "/")
+                let w = try nativeStep(dir, step)
                 try w.setAttribute("optimizer", .string("Adam", .variableUTF8), at: "/")
                 try w.setAttribute("loss", .double(1.0), at: "/")
                 for layer in 0..<6 {
@@ -427,9 +433,7 @@ struct DetectorTests {
             var weights = (0..<3).map { _ in noise.normals(64, std: 0.2) }
             var biases = (0..<3).map { _ in noise.normals(8, std: 0.01) }
             for step in [0, 100, 200, 300, 400] {
-                let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
-                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
-                try w.setAttribute("step", .int(Int64(step)), at: "/")
+                let w = try nativeStep(dir, step)
                 for layer in 0..<3 {
                     if step > 0 && layer != frozenLayer {
                         weights[layer] = weights[layer].map { $0 + 1e-3 * noise.normal() }
@@ -459,9 +463,7 @@ struct DetectorTests {
                                    ([1.25, 1.12, 1.10, 1.10, 1.10], true), ([3.9, 1.6, 1.12, 1.11, 1.12], false)] {
             let dir = try TemporaryDirectory()
             for (index, step) in [0, 100, 200, 300, 400].enumerated() {
-                let w = try HDF5Writer(creating: dir.path("step_\(step).h5"))
-                try w.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
-                try w.setAttribute("step", .int(Int64(step)), at: "/")
+                let w = try nativeStep(dir, step)
                 try w.setAttribute("loss", .double(losses[index]), at: "/")
                 try w.write("/weights/scale", [Double](repeating: 1 + Double(step) * 1e-4, count: 4), shape: [4])
             }
@@ -487,12 +489,7 @@ struct DetectorTests {
     func deadUnitsLateInTheRun() throws {
         // 11 saves, the later half from save 5; 16 of 32 units get no gradient from save 7 on.
         var run = SyntheticRun()
-        run.weightHook = { layer, save, weights, gradient in
-            guard layer == 1, save >= 7 else { return (weights, gradient) }
-            var g = gradient
-            for unit in 0..<16 { for column in 0..<32 { g[unit * 32 + column] = 0 } }
-            return (weights, g)
-        }
+        run.weightHook = zeroGradientRows(16, ofLayer: 1, fromSave: 7)
         let (report, _) = try run.scan()
         let dead = report.findings(.deadUnits)
         #expect(dead.map(\.tensor) == ["l1.weight"])
@@ -501,12 +498,7 @@ struct DetectorTests {
         #expect(dead.first?.firstStep == 700)
         // Dying in the last two saves is too short to tell (fewer than three saves).
         var late = SyntheticRun()
-        late.weightHook = { layer, save, weights, gradient in
-            guard layer == 1, save >= 9 else { return (weights, gradient) }
-            var g = gradient
-            for unit in 0..<16 { for column in 0..<32 { g[unit * 32 + column] = 0 } }
-            return (weights, g)
-        }
+        late.weightHook = zeroGradientRows(16, ofLayer: 1, fromSave: 9)
         let (lateReport, _) = try late.scan()
         #expect(lateReport.findings(.deadUnits).filter { $0.severity >= .warning }.isEmpty)
     }

@@ -125,22 +125,27 @@ public struct UnitWindow: Sendable {
     public var layer: String
     public var source: UnitEvidence
     public var units: Int
-    /// Units that were alive at least once in the window.
-    public var everAlive: [Bool]
     /// For each unit, the index (within the window) of the last save at which it was alive, or −1.
-    public var lastAlive: [Int] = []
+    public var lastAlive: [Int]
     /// The steps of the window's saves, in order.
-    public var steps: [Int] = []
+    public var steps: [Int]
+
+    /// Units that were alive at least once in the window.
+    public var everAlive: [Bool] { lastAlive.map { $0 >= 0 } }
     /// Saves in the window that contributed.
-    public var saves: Int
-    /// The first step of the window.
-    public var firstStep: Int
-    public var lastStep: Int
+    public var saves: Int { steps.count }
+    public var firstStep: Int { steps.first ?? 0 }
+    public var lastStep: Int { steps.last ?? 0 }
+    /// Units dead at every save of the window.
+    public var deadCount: Int { lastAlive.lazy.filter { $0 < 0 }.count }
 
-    public var deadCount: Int { everAlive.lazy.filter { !$0 }.count }
-
-    /// Units dead at every save from the window's save `from` on.
-    public func deadCount(from: Int) -> Int { lastAlive.isEmpty ? deadCount : lastAlive.lazy.filter { $0 < from }.count }
+    /// The window from its save `from` on.
+    public func trailing(from: Int) -> UnitWindow {
+        var part = self
+        part.lastAlive = lastAlive.map { $0 - from }
+        part.steps = Array(steps.dropFirst(from))
+        return part
+    }
 }
 
 /// What a unit window was built from.

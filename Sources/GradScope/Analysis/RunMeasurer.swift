@@ -131,19 +131,13 @@ public enum RunMeasurer {
             for snapshot in units {
                 if var window = windows[snapshot.key] {
                     guard window.units == snapshot.alive.count else { continue }
-                    for unit in 0..<window.units where snapshot.alive[unit] {
-                        window.everAlive[unit] = true
-                        window.lastAlive[unit] = window.saves
-                    }
+                    for unit in 0..<window.units where snapshot.alive[unit] { window.lastAlive[unit] = window.saves }
                     window.steps.append(record.step)
-                    window.saves += 1
-                    window.lastStep = record.step
                     windows[snapshot.key] = window
                 } else {
                     windows[snapshot.key] = UnitWindow(key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: snapshot.source,
-                                                       units: snapshot.alive.count, everAlive: snapshot.alive,
-                                                       lastAlive: snapshot.alive.map { $0 ? 0 : -1 }, steps: [record.step], saves: 1,
-                                                       firstStep: record.step, lastStep: record.step)
+                                                       units: snapshot.alive.count, lastAlive: snapshot.alive.map { $0 ? 0 : -1 },
+                                                       steps: [record.step])
                 }
             }
         }

@@ -20,17 +20,11 @@ struct DeadUnitsDetector: Detector {
             // of the window that hold at least half of its saves (a quarter of the run) and three saves,
             // and keep the one with the most dead units (the longest among equals).
             var window = whole
-            var dead = whole.deadCount
-            if whole.steps.count == whole.saves {
-                for from in 1..<max(whole.saves, 1) where whole.saves - from >= 3 && 2 * (whole.saves - from) >= whole.saves {
-                    let count = whole.deadCount(from: from)
-                    if count > dead {
-                        dead = count
-                        window.saves = whole.saves - from
-                        window.firstStep = whole.steps[from]
-                    }
-                }
+            for from in 1..<max(whole.saves, 1) where whole.saves - from >= 3 && 2 * (whole.saves - from) >= whole.saves {
+                let part = whole.trailing(from: from)
+                if part.deadCount > window.deadCount { window = part }
             }
+            let dead = window.deadCount
             guard dead > 0 else { continue }
             // A gradient that is zero everywhere is a dead path (zero-gradient), not dead units.
             if window.source != .activation && dead == window.units { continue }

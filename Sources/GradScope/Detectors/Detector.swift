@@ -72,6 +72,12 @@ enum DetectorSupport {
         return layer.hasSuffix("bias") || layer.hasSuffix("biases")
     }
 
+    /// Keys of the optimizer slots holding a second moment (Adam's v, RMSprop's mean square): a
+    /// running average of g², so √mean(v) estimates the gradient's RMS where no gradient was saved.
+    static func secondMomentKeys(_ run: RunMeasurements) -> [String] {
+        run.keys(role: .optimizer).filter { run.series($0).first?.measurement.slot == .secondMoment }
+    }
+
     /// A kernel still near zero: its RMS is below `init_too_small_factor` (0.1) times
     /// 1/√(3·fan_in), the smallest common initialisation's scale — a zero-initialised
     /// layer (a fine-tuning head, a residual branch's last projection) on its way up.

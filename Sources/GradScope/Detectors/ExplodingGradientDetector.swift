@@ -24,7 +24,7 @@ struct ExplodingGradientDetector: Detector {
         }.map { String($0.dropFirst("weight:".count)) })
         // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach
         // 10^2.5 between saves), so growth is measured against a robust baseline: the median total norm of
-        // the last few saves, not the one save before, which may have been an unusually small batch.
+        // the last ten saves, not the one save before, which may have been an unusually small batch.
         var previousTotals: [Double] = []
         var previousTotal: Double?
         for record in run.records {
@@ -49,8 +49,8 @@ struct ExplodingGradientDetector: Detector {
             }
             total = total.squareRoot()
             // The median of the last ten saves: robust to a few small batches (a noisy RNN dips 20x every few
-            // saves), and following norms that fall
-            // as training converges (the median of all earlier saves would stay high and miss a jump).
+            // saves), and following norms that fall as training converges (the median of all earlier saves
+            // would stay high and miss a jump).
             let baseline = DetectorSupport.median(Array(previousTotals.suffix(10)))
             defer {
                 previousTotal = total
@@ -91,7 +91,7 @@ struct ExplodingGradientDetector: Detector {
     /// average of g², so √mean(v) estimates the gradient's RMS. A gradient estimated at
     /// `exploding_absolute_ratio` (100) times the weights' RMS or more is reported.
     func fromSecondMoments(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        let slotKeys = run.keys(role: .optimizer).filter { run.series($0).first?.measurement.slot == .secondMoment }
+        let slotKeys = DetectorSupport.secondMomentKeys(run)
         guard !slotKeys.isEmpty else {
             return .lacking("no gradients and no second moments (Adam, RMSprop) were saved (the gradscope exporters save gradients)")
         }

@@ -22,9 +22,9 @@ struct VanishingGradientDetector: Detector {
         // save, so the optimizer's common averaging cancels out of the comparison across depth.
         var momentKeys: [String: String] = [:]
         if !run.hasGradients {
-            for key in run.keys(role: .optimizer) {
-                guard let slot = run.series(key).first?.measurement, slot.slot == .secondMoment, momentKeys[slot.name] == nil else { continue }
-                momentKeys[slot.name] = key
+            for key in DetectorSupport.secondMomentKeys(run) {
+                guard let name = run.series(key).first?.measurement.name, momentKeys[name] == nil else { continue }
+                momentKeys[name] = key
             }
             guard !momentKeys.isEmpty else {
                 return .lacking("no gradients and no second moments (Adam, RMSprop) were saved (the gradscope exporters save gradients)")

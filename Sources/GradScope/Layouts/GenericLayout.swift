@@ -197,15 +197,13 @@ enum GenericLayout {
         let createdAt = Dictionary(tensors.indices.map { (tensors[$0].path, addresses[$0]) }, uniquingKeysWith: { a, _ in a })
         let rank = Dictionary(CheckpointLoader.orderLayers(tensors, createdAt: createdAt).enumerated().map { ($0.element, $0.offset) },
                               uniquingKeysWith: { a, _ in a })
-        let byDepth = candidates.sorted { a, b in
-            let ra = rank[tensors[a].layer] ?? .max, rb = rank[tensors[b].layer] ?? .max
-            return ra != rb ? ra < rb : addresses[a] < addresses[b]
-        }
-        let byDepthWeightsFirst = candidates.sorted { a, b in
-            let ra = rank[tensors[a].layer] ?? .max, rb = rank[tensors[b].layer] ?? .max
-            if ra != rb { return ra < rb }
-            let ba = DetectorSupport.isBias(tensors[a].name), bb = DetectorSupport.isBias(tensors[b].name)
-            return ba != bb ? !ba : addresses[a] < addresses[b]
+        func byDepth(weightsFirst: Bool) -> [Int] {
+            candidates.sorted { a, b in
+                let ra = rank[tensors[a].layer] ?? .max, rb = rank[tensors[b].layer] ?? .max
+                if ra != rb { return ra < rb }
+                let ba = weightsFirst && DetectorSupport.isBias(tensors[a].name), bb = weightsFirst && DetectorSupport.isBias(tensors[b].name)
+                return ba != bb ? !ba : addresses[a] < addresses[b]
+            }
         }
         func mapping(_ parameters: [Int]) -> [(Int, TensorRef)]? {
             var mapped: [(Int, TensorRef)] = []
@@ -218,7 +216,7 @@ enum GenericLayout {
             }
             return mapped
         }
-        guard let mapped = mapping(byAddress) ?? mapping(byDepth) ?? mapping(byDepthWeightsFirst) else { return false }
+        guard let mapped = mapping(byAddress) ?? mapping(byDepth(weightsFirst: false)) ?? mapping(byDepth(weightsFirst: true)) else { return false }
         for (index, parameter) in mapped {
             tensors[index].name = parameter.name
             tensors[index].layer = parameter.layer

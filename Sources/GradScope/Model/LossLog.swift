@@ -4,15 +4,11 @@ import Foundation
 /// (`epoch,loss,...`, one row per epoch, epochs from 0), or any CSV or TSV with
 /// an `epoch` (or `step`) column and a `loss` column. Keras checkpoints hold no
 /// loss, so without such a log the loss-plateau rule cannot look at them.
-public struct LossLog: Sendable, Equatable {
+public struct LossLog: Sendable {
     public enum Index: String, Sendable { case epoch, step }
     public let file: String
     public let index: Index
     public let rows: [(number: Int, loss: Double)]
-
-    public static func == (a: LossLog, b: LossLog) -> Bool {
-        a.file == b.file && a.index == b.index && a.rows.map(\.number) == b.rows.map(\.number) && a.rows.map(\.loss) == b.rows.map(\.loss)
-    }
 
     /// Largest log read: a CSVLogger file is a few hundred bytes per epoch; 4 MiB is about
     /// 100,000 rows of a log written every step.

@@ -167,9 +167,7 @@ public enum RunLoader {
             // `step_300.bak`, `ckpt-300-final.h5`) are copies of one save, and labelled steps that repeat
             // are duplicates, both dropped below as before.
             let keysSeparate = zip(keys, keys.dropFirst()).allSatisfy { $0 != $1 }
-            let allLabelled = byKey.allSatisfy { checkpoint in
-                LayoutSupport.stepInFileName(URL(fileURLWithPath: checkpoint.source).deletingPathExtension().lastPathComponent)?.isStep ?? false
-            }
+            let allLabelled = byKey.allSatisfy(RunMeasurer.stepCountsUpdates)
             if keysSeparate && !allLabelled && !zip(steps, steps.dropFirst()).allSatisfy({ $0 < $1 }) {
                 for (index, checkpoint) in byKey.enumerated() {
                     checkpoint.metadata.step = index
@@ -197,12 +195,7 @@ public enum RunLoader {
 
     /// Regular files in a directory, numeric-aware sorted; hidden and temporary
     /// files (a save in progress) and sub-directories are listed as skipped.
-    static func candidateFiles(in directory: String, skipped: inout [SkippedItem]) throws -> [String] {
-        var logs: [LossLog] = []
-        return try candidateFiles(in: directory, skipped: &skipped, logs: &logs)
-    }
-
-    /// The same, with the loss logs found beside the checkpoints (LossLog).
+    /// Loss logs found beside the checkpoints (LossLog) go to `logs`.
     static func candidateFiles(in directory: String, skipped: inout [SkippedItem], logs: inout [LossLog]) throws -> [String] {
         let names: [String]
         do {
