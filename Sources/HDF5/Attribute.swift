@@ -136,7 +136,7 @@ extension HDF5File {
         return part > 0 ? result : nil
     }
 
-    func openObject(_ path: String) throws -> Handle {
+    package func openObject(_ path: String) throws -> Handle {
         let oid = H5Oopen(handle.id, path, linkAccess.id)
         guard oid >= 0 else { throw failure(path, "cannot open object", reason: .notFound) }
         return Handle(oid, .object)

@@ -34,26 +34,6 @@ public struct DirectTensor: Sendable {
     }
 }
 
-/// Where a dataset's elements lie in its file when they can be read directly:
-/// contiguous float32 or float64 in the machine's byte order. What a worker
-/// process tells its parent, which then reads the bytes itself (see `HDF5File.readFully`).
-public struct DirectStorage: Sendable, Codable, Equatable {
-    /// Byte offset of element 0 in the file.
-    public var offset: Int
-    /// Number of elements.
-    public var count: Int
-    /// `.float32` or `.float64`.
-    public var type: ElementType
-
-    public init(offset: Int, count: Int, type: ElementType) {
-        self.offset = offset
-        self.count = count
-        self.type = type
-    }
-
-    /// Bytes per element (4 or 8).
-    public var elementSize: Int { type == .float32 ? 4 : 8 }
-}
 
 extension DatasetInfo {
     /// The dataset as a region of a file of `fileSize` bytes that can be read

@@ -23,20 +23,20 @@ public struct ReadBlock: Sendable {
     public let offset: Int
     public let count: Int
     /// Hyperslab start and count per axis.
-    let start: [hsize_t]
-    let extent: [hsize_t]
+    package let start: [hsize_t]
+    package let extent: [hsize_t]
 }
 
 /// Splits a dataset into row-major blocks of at most about `blockElements`
 /// elements, each a hyperslab that is contiguous in flat order, aligned to
 /// the chunk grid along the split axis when the dataset is chunked.
-struct BlockPlan: Sequence {
-    let shape: [Int]
-    let splitAxis: Int
-    let rowsPerBlock: Int
-    let inner: Int
+package struct BlockPlan: Sequence {
+    package let shape: [Int]
+    package let splitAxis: Int
+    package let rowsPerBlock: Int
+    package let inner: Int
 
-    init(shape: [Int], chunkShape: [Int]?, blockElements: Int) {
+    package init(shape: [Int], chunkShape: [Int]?, blockElements: Int) {
         self.shape = shape
         let rank = shape.count
         var inner = [Int](repeating: 1, count: rank)
@@ -61,7 +61,7 @@ struct BlockPlan: Sequence {
         rowsPerBlock = rank == 0 ? 1 : Swift.min(rows, Swift.max(shape[axis], 1))
     }
 
-    func makeIterator() -> AnyIterator<ReadBlock> {
+    package func makeIterator() -> AnyIterator<ReadBlock> {
         let rank = shape.count
         if rank == 0 {
             var done = false
@@ -172,7 +172,7 @@ extension Dataset {
     }
 
     /// `checked`: the caller already ran `checkReadable()`.
-    func read<T: HDF5Real>(_ block: ReadBlock, into buffer: UnsafeMutableBufferPointer<T>, checked: Bool) throws {
+    package func read<T: HDF5Real>(_ block: ReadBlock, into buffer: UnsafeMutableBufferPointer<T>, checked: Bool) throws {
         if !checked { try checkReadable() }
         guard buffer.count >= block.count, block.start.count == info.shape.count else {
             throw HDF5Error(file: file.path, object: path, reason: .library, message: "block does not fit this dataset")

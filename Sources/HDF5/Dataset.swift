@@ -78,11 +78,11 @@ public struct DatasetInfo: Sendable, Equatable {
 public final class Dataset: @unchecked Sendable {
     public let file: HDF5File
     public let info: DatasetInfo
-    let handle: Handle
+    package let handle: Handle
 
     public var path: String { info.path }
 
-    init(file: HDF5File, info: DatasetInfo, handle: Handle) {
+    package init(file: HDF5File, info: DatasetInfo, handle: Handle) {
         self.file = file
         self.info = info
         self.handle = handle
@@ -201,7 +201,7 @@ extension HDF5File {
                            allocated: allocated)
     }
 
-    static func filterName(_ id: Int) -> String {
+    package static func filterName(_ id: Int) -> String {
         switch id {
         case 1: return "deflate"
         case 2: return "shuffle"

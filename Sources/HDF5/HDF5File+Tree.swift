@@ -29,8 +29,8 @@ extension HDF5File {
     }
 
     private struct Listed {
-        var entry: Entry
-        var address: haddr_t?
+        package var entry: Entry
+        package var address: haddr_t?
     }
 
     private func walkGroup(_ path: String, depth: Int, visited: inout Set<haddr_t>,
@@ -67,10 +67,10 @@ extension HDF5File {
     }
 
     private final class IterationState {
-        var names: [(String, H5L_info_t)] = []
-        var limit: Int
-        var overflow = false
-        init(limit: Int) { self.limit = limit }
+        package var names: [(String, H5L_info_t)] = []
+        package var limit: Int
+        package var overflow = false
+        package init(limit: Int) { self.limit = limit }
     }
 
     /// Lists one group's links with their kinds; marks objects seen before as aliases.
@@ -163,7 +163,7 @@ extension HDF5File {
     }
 
     /// The object's address, used to recognise hard-link cycles.
-    func objectAddress(_ path: String) -> haddr_t? {
+    package func objectAddress(_ path: String) -> haddr_t? {
         var info = H5O_info_t()
         guard H5Oget_info_by_name2(handle.id, path, &info, UInt32(H5O_INFO_BASIC), linkAccess.id) >= 0 else {
             _ = Library.errorMessages()

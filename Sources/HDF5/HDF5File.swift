@@ -56,19 +56,19 @@ public final class HDF5File: @unchecked Sendable {
     public let superblockOffset: Int
     public let options: OpenOptions
 
-    let handle: Handle
-    let linkAccess: Handle
+    package let handle: Handle
+    package let linkAccess: Handle
     private let descriptorLock = NSLock()
     private let infoLock = NSLock()
     nonisolated(unsafe) private var infos: [String: DatasetInfo] = [:]
 
-    func rememberedInfo(_ path: String) -> DatasetInfo? {
+    package func rememberedInfo(_ path: String) -> DatasetInfo? {
         infoLock.lock()
         defer { infoLock.unlock() }
         return infos[path]
     }
 
-    func remember(_ info: DatasetInfo, for path: String) {
+    package func remember(_ info: DatasetInfo, for path: String) {
         infoLock.lock()
         infos[path] = info
         infoLock.unlock()
@@ -166,7 +166,7 @@ public final class HDF5File: @unchecked Sendable {
         if descriptor >= 0 { Glibc.close(descriptor) }
     }
 
-    static func classifyOpenFailure(path: String, size: Int, summary: String) -> HDF5Error {
+    package static func classifyOpenFailure(path: String, size: Int, summary: String) -> HDF5Error {
         let lower = summary.lowercased()
         if lower.contains("truncated file") {
             return HDF5Error(file: path, reason: .truncated,
@@ -186,7 +186,7 @@ public final class HDF5File: @unchecked Sendable {
     }
 
     /// An error about an object in this file, with libhdf5's message appended.
-    func failure(_ object: String?, _ what: String, reason: HDF5Error.Reason = .corrupt) -> HDF5Error {
+    package func failure(_ object: String?, _ what: String, reason: HDF5Error.Reason = .corrupt) -> HDF5Error {
         if let detail = Library.errorSummary() {
             return HDF5Error(file: path, object: object, reason: reason, message: "\(what): \(detail)")
         }
@@ -195,7 +195,7 @@ public final class HDF5File: @unchecked Sendable {
 
     /// The file's descriptor for direct reads, opened read-only on first use.
     /// The file must still be the one libhdf5 opened: same size at least.
-    func directDescriptor(object: String) throws -> Int32 {
+    package func directDescriptor(object: String) throws -> Int32 {
         descriptorLock.lock()
         defer { descriptorLock.unlock() }
         if descriptor >= 0 { return descriptor }
@@ -218,7 +218,7 @@ public final class HDF5File: @unchecked Sendable {
     /// Reads `count` bytes at file offset `offset` into `buffer` with `pread`
     /// (thread-safe: no shared file position). A short file is an error, never a crash.
     /// The corresponding C function is `pread`.
-    func readBytes(at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer, object: String) throws {
+    package func readBytes(at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer, object: String) throws {
         try Self.readFully(try directDescriptor(object: object), at: offset, count: count, into: buffer, path: path, object: object)
     }
 
@@ -245,10 +245,10 @@ public final class HDF5File: @unchecked Sendable {
 }
 
 /// Numbers for in-memory images' internal names.
-final class ImageCounter: @unchecked Sendable {
+package final class ImageCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var value = 0
-    func next() -> Int {
+    package func next() -> Int {
         lock.lock()
         defer { lock.unlock() }
         value += 1
@@ -256,18 +256,18 @@ final class ImageCounter: @unchecked Sendable {
     }
 }
 
-let imageCounter = ImageCounter()
+package let imageCounter = ImageCounter()
 
 /// What a path holds, checked before libhdf5 sees it.
-struct FileProbe {
-    let size: Int
-    var modificationTime: Double = 0
-    let head: [UInt8]
-    let superblockOffset: Int?
+package struct FileProbe {
+    package let size: Int
+    package var modificationTime: Double = 0
+    package let head: [UInt8]
+    package let superblockOffset: Int?
 
-    static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]
+    package static let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]
 
-    static func examine(_ path: String) throws -> FileProbe {
+    package static func examine(_ path: String) throws -> FileProbe {
         var info = stat()
         if stat(path, &info) != 0 {
             let code = errno
@@ -320,7 +320,7 @@ struct FileProbe {
     }
 
     /// The offset of the HDF5 signature in an in-memory image, if any.
-    static func findSignature(in image: [UInt8]) -> Int? {
+    package static func findSignature(in image: [UInt8]) -> Int? {
         var offset = 0
         while offset + 8 <= image.count {
             if Array(image[offset..<(offset + 8)]) == signature { return offset }
@@ -330,7 +330,7 @@ struct FileProbe {
     }
 
     /// Names what the bytes look like, for a file that is not HDF5.
-    func describeContent() -> String {
+    package func describeContent() -> String {
         func starts(_ bytes: [UInt8]) -> Bool { head.count >= bytes.count && Array(head.prefix(bytes.count)) == bytes }
         if starts([0x50, 0x4b, 0x03, 0x04]) || starts([0x50, 0x4b, 0x05, 0x06]) {
             return "it is a zip archive: a .keras file, a PyTorch .pt/.pth file or a NumPy .npz"

@@ -7,7 +7,7 @@ import Foundation
 /// filter plugins from `HDF5_PLUGIN_PATH`. Neither is wanted by default:
 /// errors are turned into `HDF5Error`s, and plugins (shared objects named by
 /// the environment) are only loaded when the caller asks.
-enum Library {
+package enum Library {
     private static let setUp: Void = {
         _ = H5open()
         gs_silence_errors()
@@ -18,13 +18,13 @@ enum Library {
     nonisolated(unsafe) private static var pluginsEnabled = false
 
     /// Makes sure libhdf5 is initialised and silent on the calling thread.
-    static func ensure() {
+    package static func ensure() {
         _ = setUp
         gs_silence_errors()
     }
 
     /// Enables or disables loading filter plugins from the environment.
-    static func setPluginsEnabled(_ enabled: Bool) {
+    package static func setPluginsEnabled(_ enabled: Bool) {
         ensure()
         pluginLock.lock()
         defer { pluginLock.unlock() }
@@ -34,7 +34,7 @@ enum Library {
     }
 
     /// The descriptions on libhdf5's current error stack, innermost first.
-    static func errorMessages() -> [String] {
+    package static func errorMessages() -> [String] {
         var buffer = [CChar](repeating: 0, count: 4096)
         let count = buffer.withUnsafeMutableBufferPointer { pointer -> Int32 in
             gs_current_error_messages(pointer.baseAddress, pointer.count)
@@ -50,7 +50,7 @@ enum Library {
 
     /// The most useful single line of libhdf5's error stack: the innermost
     /// message that is not a generic "unable to ..." wrapper, else the innermost.
-    static func errorSummary() -> String? {
+    package static func errorSummary() -> String? {
         let messages = errorMessages()
         guard !messages.isEmpty else { return nil }
         let specific = messages.first { message in
@@ -61,13 +61,13 @@ enum Library {
 }
 
 /// An open libhdf5 identifier, closed exactly once when the last reference goes.
-final class Handle: @unchecked Sendable {
-    enum Kind { case file, group, dataset, attribute, datatype, dataspace, plist, object }
+package final class Handle: @unchecked Sendable {
+    package enum Kind { case file, group, dataset, attribute, datatype, dataspace, plist, object }
 
-    let id: hid_t
-    let kind: Kind
+    package let id: hid_t
+    package let kind: Kind
 
-    init(_ id: hid_t, _ kind: Kind) {
+    package init(_ id: hid_t, _ kind: Kind) {
         self.id = id
         self.kind = kind
     }

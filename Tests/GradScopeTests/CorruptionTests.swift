@@ -1,7 +1,13 @@
 import Foundation
 import HDF5
 import Testing
-@testable import GradScope
+import ElementTypes
+import GradScopeDiagnosis
+import GradScopeMeasurement
+import GradScopeModel
+import GradScopeRendering
+import GradScopeSources
+import GradScopeStatistics
 #if canImport(Glibc)
 import Glibc
 import TestSupport

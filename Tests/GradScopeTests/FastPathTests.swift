@@ -1,7 +1,14 @@
 import Foundation
 import HDF5
+import HDF5Writer
 import Testing
-@testable import GradScope
+import ElementTypes
+import GradScopeDiagnosis
+import GradScopeMeasurement
+import GradScopeModel
+import GradScopeRendering
+import GradScopeSources
+import GradScopeStatistics
 import TestSupport
 
 /// The direct-read, threaded path and the streamed path must agree with a

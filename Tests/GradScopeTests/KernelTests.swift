@@ -1,7 +1,13 @@
 import Foundation
 import GradScopeKernels
 import Testing
-@testable import GradScope
+import ElementTypes
+import GradScopeDiagnosis
+import GradScopeMeasurement
+import GradScopeModel
+import GradScopeRendering
+import GradScopeSources
+import GradScopeStatistics
 import TestSupport
 
 /// The chunk kernels: every copy this machine can run (the dispatched one, and each

@@ -1,6 +1,13 @@
 import Foundation
 import HDF5
-@testable import GradScope
+import HDF5Writer
+import ElementTypes
+import GradScopeDiagnosis
+import GradScopeMeasurement
+import GradScopeModel
+import GradScopeRendering
+import GradScopeSources
+import GradScopeStatistics
 import TestSupport
 
 /// Writes a synthetic training run in the native layout: a PyTorch-style MLP

@@ -1,5 +1,11 @@
 import Foundation
-@testable import GradScope
+import ElementTypes
+import GradScopeDiagnosis
+import GradScopeMeasurement
+import GradScopeModel
+import GradScopeRendering
+import GradScopeSources
+import GradScopeStatistics
 import TestSupport
 
 /// Straightforward reference computations over a whole array.

@@ -1,6 +1,12 @@
 import Foundation
 import Testing
-@testable import GradScope
+import ElementTypes
+import GradScopeDiagnosis
+import GradScopeMeasurement
+import GradScopeModel
+import GradScopeRendering
+import GradScopeSources
+import GradScopeStatistics
 import TestSupport
 
 /// Checks every field of `stats` against a direct computation over `values`.

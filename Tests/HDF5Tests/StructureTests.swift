@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import HDF5
+import HDF5Writer
 import TestSupport
 
 @Suite("Groups, attributes, links and names")

@@ -1,0 +1,71 @@
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// `collapsing`: a layer whose weights or outputs shrink toward zero over the
+/// run — the "collapsing toward zero output" layer.
+///
+/// Weights: the norm of a matrix or kernel falls by at least `collapse_factor`
+/// (10x, an order of magnitude) from its largest value to the last save.
+/// Outputs: a saved activation (e.g. the logits) whose standard deviation
+/// falls by `activation_collapse_factor` (10x). Healthy training, weight decay
+/// included, changes a layer's norm by well under an order of magnitude.
+/// The onset is the first save at which the norm had halved from its peak.
+/// Needs: two saves or more.
+package struct CollapsingDetector: Detector {
+    package let kind = FindingKind.collapsing
+
+    package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
+        var findings: [Finding] = []
+        for key in run.weightKeys {
+            let series = run.series(key).filter { $0.measurement.stats.nan + $0.measurement.stats.posInf + $0.measurement.stats.negInf == 0 }
+            guard series.count >= 2, let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
+            let norms = series.map { $0.measurement.stats.l2Norm ?? 0 }
+            if let finding = shrink(norms: norms, steps: series.map(\.step), factor: thresholds.collapseFactor,
+                                    name: weight.name, layer: weight.layer, what: "weight norm ‖W‖") {
+                findings.append(finding)
+            }
+        }
+        for key in run.keys(role: .activation) {
+            let series = run.series(key).filter { DetectorSupport.nonFinite($0.measurement) == 0 && $0.measurement.stats.std != nil }
+            guard series.count >= 2, let activation = series.last?.measurement else { continue }
+            let spreads = series.map { $0.measurement.stats.std ?? 0 }
+            if let finding = shrink(norms: spreads, steps: series.map(\.step), factor: thresholds.activationCollapseFactor,
+                                    name: activation.name, layer: activation.layer, what: "output spread (std)") {
+                findings.append(finding)
+            }
+        }
+        return DetectorOutcome(findings: findings)
+    }
+
+    package func shrink(norms: [Double], steps: [Int], factor: Double, name: String, layer: String, what: String) -> Finding? {
+        guard let last = norms.last, let peakIndex = norms.indices.dropLast().max(by: { norms[$0] < norms[$1] }) else { return nil }
+        let peak = norms[peakIndex]
+        guard peak > 0, peak.isFinite, last.isFinite, last * factor <= peak else { return nil }
+        let onsetIndex = norms.indices.first { $0 > peakIndex && norms[$0] <= peak / 2 } ?? norms.count - 1
+        let ratio = last > 0 ? peak / last : .infinity
+        let orders = last > 0 ? Foundation.log10(ratio) : .infinity
+        let message = "\(name) is collapsing toward zero: its \(what) fell \(last > 0 ? "\(DetectorSupport.format(ratio))x" : "to 0") from \(DetectorSupport.format(peak)) at step \(steps[peakIndex]) to \(DetectorSupport.format(last)) at step \(steps.last ?? 0)."
+        let explanation = """
+        The \(what) shrank by \(orders.isFinite ? DetectorSupport.format(orders) : "all") order(s) of magnitude, \
+        halving by step \(steps[onsetIndex]). A layer whose weights head to zero passes on less and less signal; \
+        its outputs shrink toward a constant and the layers after it learn nothing from their inputs (for the last \
+        layer: logits near 0, the model predicts the uniform distribution). Likely causes: weight decay (or L2) far \
+        too strong for the learning rate, a gradient that consistently pushes toward zero because the layer's \
+        output is not used, or a schedule that lets decay dominate. What to try: reduce weight_decay by 10–100x \
+        (typical AdamW values are 0.01–0.1 with lr 1e-3, SGD 1e-4–5e-4), exclude biases and norm layers from \
+        decay, and check that the layer's output actually reaches the loss.
+        """
+        return Finding(kind: kind, severity: .warning, tensor: name, layer: layer, firstStep: steps[onsetIndex],
+                       lastStep: steps.last, message: message,
+                       evidence: ["peak": .number(peak), "peak_step": .int(steps[peakIndex]), "last": .number(last),
+                                  "shrink_factor": last > 0 ? .number(ratio) : .string("inf"), "measure": .string(what),
+                                  "series": .list(norms.map { .number($0) })],
+                       explanation: explanation)
+    }
+}
+
+import Foundation

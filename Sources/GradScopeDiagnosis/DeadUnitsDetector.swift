@@ -1,0 +1,81 @@
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// `dead-units`: units (output neurons, filters) that get no gradient at all,
+/// or never move, over the later half of the run; or whose ReLU output is zero
+/// for ≥ 99% of the probe batch. Reported as a count out of the layer's units.
+///
+/// Needs: gradients, activations, or two saves or more (movement). Embedding
+/// tables are left out: rows of tokens absent from a batch get no gradient by design.
+/// Thresholds: `dead_units_warning_fraction` (25%) and `dead_units_info_fraction` (5%).
+package struct DeadUnitsDetector: Detector {
+    package let kind = FindingKind.deadUnits
+
+    package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !DetectorSupport.isBias($0.name) && $0.units >= 2 }
+        guard !windows.isEmpty else {
+            return .lacking(run.hasGradients ? "no gradient of a matrix or kernel with a unit axis was saved"
+                : "needs gradients, activations, or at least two saved steps of matrices")
+        }
+        var findings: [Finding] = []
+        for whole in windows {
+            // Units that die during the later half are alive somewhere in it: judge also the trailing parts
+            // of the window that hold at least half of its saves (a quarter of the run) and three saves,
+            // and keep the one with the most dead units (the longest among equals).
+            var window = whole
+            for from in 1..<max(whole.saves, 1) where whole.saves - from >= 3 && 2 * (whole.saves - from) >= whole.saves {
+                let part = whole.trailing(from: from)
+                if part.deadCount > window.deadCount { window = part }
+            }
+            let dead = window.deadCount
+            guard dead > 0 else { continue }
+            // A gradient that is zero everywhere is a dead path (zero-gradient), not dead units.
+            if window.source != .activation && dead == window.units { continue }
+            let fraction = Double(dead) / Double(window.units)
+            guard fraction >= thresholds.deadUnitsInfoFraction else { continue }
+            // One save cannot show that a unit never recovers: a live unit that fires with probability p per
+            // example gets a zero-gradient batch of B examples with probability (1 − p)^B.
+            let severity: Severity = fraction >= thresholds.deadUnitsWarningFraction && window.saves >= 2 ? .warning : .info
+            let onset = onsetStep(run, window: window, dead: dead) ?? window.firstStep
+            let percent = Int((fraction * 100).rounded())
+            let how: String
+            switch window.source {
+            case .gradient: how = "get exactly zero gradient at every save"
+            case .activation: how = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch at every save"
+            case .movement: how = "never move"
+            }
+            let message = "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
+            let explanation = """
+            Judged over the \(window.saves == whole.saves ? "later half of the run" : "last saves of the run") (\(window.saves) save(s), steps \(window.firstStep)–\(window.lastStep)) from \
+            \(window.source == .gradient ? "the saved gradients" : window.source == .activation ? "the saved activations" : "the weights' movement"). \
+            A ReLU unit whose input is negative for every example outputs 0 and passes back 0 gradient, so it can never \
+            recover: the capacity is simply lost. \(percent)% of this layer is gone. Likely causes: a learning-rate spike or a \
+            learning rate too high (a large update pushes the bias very negative), a large negative bias at \
+            initialisation, or unnormalised inputs. What to try: lower the learning rate or add warm-up, use \
+            LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and zero biases, add normalisation before the activation.
+            """
+            findings.append(Finding(kind: kind, severity: severity, tensor: window.name, layer: window.layer,
+                                    firstStep: onset, lastStep: window.lastStep, message: message,
+                                    evidence: ["dead_units": .int(dead), "units": .int(window.units),
+                                               "dead_fraction": .number(fraction), "evidence": .string(window.source.rawValue),
+                                               "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves)],
+                                    explanation: explanation))
+        }
+        return DetectorOutcome(findings: findings)
+    }
+
+    /// The first step from which at least `dead` units were all-zero at every later save.
+    package func onsetStep(_ run: RunMeasurements, window: UnitWindow, dead: Int) -> Int? {
+        guard window.source == .gradient else { return nil }
+        let series = run.series(window.key)
+        var onset: Int?
+        for entry in series.reversed() {
+            guard let zero = entry.measurement.zeroUnits, zero >= dead else { break }
+            onset = entry.step
+        }
+        return onset
+    }
+}

@@ -1,0 +1,136 @@
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// `exploding-gradient`: gradients large relative to their weights and growing
+/// fast, or non-finite while the weights are still finite.
+///
+/// Reported at the first save where (a) a gradient holds NaN/Inf while every
+/// weight is finite (error), or (b) the total gradient norm grew by at least
+/// `exploding_growth` (10x) since the previous save while some tensor's
+/// ‖g‖/‖W‖ ≥ `exploding_ratio` (1), or (c) some ‖g‖/‖W‖ ≥ `exploding_absolute_ratio`
+/// (100). The ratios are taken over kernels (weight matrices and convolution
+/// kernels) only: a bias or a normalisation shift may sit near zero by design
+/// (biases start at 0; an output bias converges to a small offset while its
+/// minibatch gradient stays at the size of the residual), so ‖g‖/‖b‖ can be huge
+/// in healthy training. The total gradient norm still counts every gradient.
+/// Parameters whose weights never change are left out: their gradient
+/// accumulates because they are not in the optimizer (see `frozen`).
+/// Needs: gradients.
+package struct ExplodingGradientDetector: Detector {
+    package let kind = FindingKind.explodingGradient
+
+    package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        guard run.hasGradients else { return fromSecondMoments(run, thresholds: thresholds) }
+        let frozen = Set(run.weightKeys.filter { key in
+            let drifts = run.series(key).compactMap(\.measurement.drift)
+            return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
+        }.map { String($0.dropFirst("weight:".count)) })
+        // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach
+        // 10^2.5 between saves), so growth is measured against a robust baseline: the median total norm of
+        // the last ten saves, not the one save before, which may have been an unusually small batch.
+        var previousTotals: [Double] = []
+        var previousTotal: Double?
+        for record in run.records {
+            let gradients = record.ordered.filter { $0.role == .gradient && !frozen.contains($0.name) }
+            guard !gradients.isEmpty else { continue }
+            let weightsFinite = record.tensors.values.filter { $0.role == .weight }.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
+            if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {
+                return DetectorOutcome(findings: [finding(record: record, tensor: bad, severity: .error,
+                    message: "The gradient of \(bad.name) holds NaN/Inf \(run.atStep(record.step)) while every weight is still finite: the gradients exploded.",
+                    evidence: ["nan_elements": .int(bad.stats.nan), "inf_elements": .int(bad.stats.posInf + bad.stats.negInf)], run: run)])
+            }
+            var total = 0.0
+            var worst: (TensorMeasurement, Double)?
+            for gradient in gradients {
+                guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
+                total += gn * gn
+                if let weight = record.weight(gradient.name), DetectorSupport.isKernel(weight),
+                   !DetectorSupport.nearZero(weight, thresholds: thresholds), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite {
+                    let ratio = gn / wn
+                    if worst == nil || ratio > worst?.1 ?? 0 { worst = (gradient, ratio) }
+                }
+            }
+            total = total.squareRoot()
+            // The median of the last ten saves: robust to a few small batches (a noisy RNN dips 20x every few
+            // saves), and following norms that fall as training converges (the median of all earlier saves
+            // would stay high and miss a jump).
+            let baseline = DetectorSupport.median(Array(previousTotals.suffix(10)))
+            defer {
+                previousTotal = total
+                if total.isFinite && total > 0 { previousTotals.append(total) }
+            }
+            guard let (tensor, ratio) = worst else { continue }
+            let growth = baseline.map { $0 > 0 ? total / $0 : 0 } ?? 0
+            if (growth >= thresholds.explodingGrowth && ratio >= thresholds.explodingRatio) || ratio >= thresholds.explodingAbsoluteRatio {
+                let severity: Severity = run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } } ? .error : .warning
+                let grew = growth >= thresholds.explodingGrowth ? "the total gradient norm is \(DetectorSupport.format(growth))x its median over the ten saves before and " : ""
+                return DetectorOutcome(findings: [finding(record: record, tensor: tensor, severity: severity,
+                    message: "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
+                    evidence: ["gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total),
+                               "previous_total_gradient_norm": .number(previousTotal),
+                               "median_recent_total_gradient_norm": .number(baseline), "growth": .number(growth)], run: run)])
+            }
+        }
+        return DetectorOutcome()
+    }
+
+    package func finding(record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
+                 evidence: [String: EvidenceValue], run: RunMeasurements) -> Finding {
+        let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+        let consequence = nanLater.map { " NaN follows at step \($0.step)." } ?? ""
+        let explanation = """
+        Large gradients make one update move the weights by more than their own size, the loss jumps, the next \
+        gradients are larger still, and within a few steps values overflow to Inf and NaN.\(consequence) Likely causes: \
+        unnormalised inputs (features in the hundreds or thousands), a learning rate too high, a deep network without \
+        normalisation, or a loss with a very steep region. What to try: standardise the inputs (zero mean, unit \
+        variance), clip gradients by norm (clip_grad_norm_(params, 1.0), clipnorm=1.0), lower the learning rate or add \
+        warm-up, and add batch or layer normalisation.
+        """
+        return Finding(kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
+                       lastStep: nanLater?.step ?? record.step, message: message, evidence: evidence, explanation: explanation)
+    }
+
+    /// Without saved gradients, Adam's (or RMSprop's) second moment v is a running
+    /// average of g², so √mean(v) estimates the gradient's RMS. A gradient estimated at
+    /// `exploding_absolute_ratio` (100) times the weights' RMS or more is reported.
+    package func fromSecondMoments(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        let slotKeys = DetectorSupport.secondMomentKeys(run)
+        guard !slotKeys.isEmpty else {
+            return .lacking("no gradients and no second moments (Adam, RMSprop) were saved (the gradscope exporters save gradients)")
+        }
+        for record in run.records {
+            var worst: (TensorMeasurement, Double, Double)?
+            for key in slotKeys {
+                guard let slot = record.tensors[key], let meanSquare = slot.stats.mean, meanSquare.isFinite, meanSquare > 0,
+                      let weight = record.weight(slot.name), DetectorSupport.isKernel(weight),
+                      !DetectorSupport.nearZero(weight, thresholds: thresholds),
+                      let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
+                let gradientRMS = meanSquare.squareRoot()
+                let ratio = gradientRMS / weightRMS
+                if worst == nil || ratio > worst?.1 ?? 0 { worst = (slot, ratio, gradientRMS) }
+            }
+            guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
+            let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+            let message = "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
+            let explanation = """
+            No gradients were saved, but the optimizer's second moment (\(slot.slotName ?? "v")) is a running average of the \
+            squared gradient, so its square root estimates the gradient's size. A gradient \(DetectorSupport.format(ratio)) times \
+            larger than the weights means the updates this layer received were far outside anything stable; an adaptive \
+            optimizer divides them down, which hides the problem until the loss diverges or the layers before it stop learning. \
+            Likely causes: unnormalised inputs or targets (large rewards in reinforcement learning), a loss with a steep region, a \
+            learning rate too high. What to try: normalise inputs and targets, clip gradients by norm (clipnorm=1.0, \
+            clip_grad_norm_), lower the learning rate, and save gradients with the gradscope exporter to see where they start.
+            """
+            return DetectorOutcome(findings: [Finding(kind: kind, severity: nanLater == nil ? .warning : .error, tensor: slot.name,
+                                                      layer: slot.layer, firstStep: record.step, lastStep: nanLater?.step ?? record.step,
+                                                      message: message,
+                                                      evidence: ["estimated_gradient_rms": .number(gradientRMS), "gradient_to_weight_ratio": .number(ratio),
+                                                                 "second_moment_mean": .number(slot.stats.mean), "source": .string("optimizer \(slot.slotName ?? "second moment")")],
+                                                      explanation: explanation)])
+        }
+        return DetectorOutcome()
+    }
+}

@@ -1,0 +1,162 @@
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// `frozen`: a parameter that does not change at all between any two saves
+/// while the rest of the model trains — and which case it is:
+///
+/// - its gradient is present but never applied: left out of the optimizer
+///   (in PyTorch its `.grad` keeps accumulating, since `zero_grad()` clears
+///   only the optimizer's parameters), a learning rate of zero, or
+///   `trainable=False` (Keras layers without optimizer slots);
+/// - its gradient underflows the float format (`lr·|g|` below half an ulp of
+///   the weights): then it is vanishing, and reported as `vanishing-gradient`.
+///
+/// Needs: two saves or more. Threshold: none — "does not change" means not one
+/// element changed bit for bit, while some other weight did.
+package struct FrozenDetector: Detector {
+    package let kind = FindingKind.frozen
+
+    package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
+        var findings: [Finding] = []
+        let keys = run.weightKeys.filter { !DetectorSupport.isRunningStatistic($0) }
+        var movingKeys = Set<String>()
+        var frozenKeys: [String] = []
+        for key in keys {
+            let drifts = run.series(key).compactMap(\.measurement.drift)
+            guard !drifts.isEmpty else { continue }
+            if drifts.allSatisfy({ $0.changed == 0 && $0.count > 0 }) { frozenKeys.append(key) } else { movingKeys.insert(key) }
+        }
+        guard !movingKeys.isEmpty else {
+            if !frozenKeys.isEmpty {
+                return .lacking("no weight changed between any two saves: the saves may all be of the same step, or training never ran")
+            }
+            return DetectorOutcome()
+        }
+        let otherRatios = movingKeys.compactMap { key in
+            DetectorSupport.median(run.series(key).compactMap(\.measurement.drift?.relativeChange))
+        }
+        let medianOther = DetectorSupport.median(otherRatios)
+        // Frozen weights whose layers all come before the first trained layer in depth order: a frozen
+        // backbone (transfer learning freezes the layers nearest the input; Yosinski et al. 2014).
+        let layerIndex = Dictionary(run.layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        let firstMoving = movingKeys.compactMap { run.series($0).last.flatMap { layerIndex[$0.measurement.layer] } }.min()
+        let frozenPrefix = Set(frozenKeys.filter { key in
+            guard let firstMoving, let layer = run.series(key).last?.measurement.layer, let index = layerIndex[layer] else { return false }
+            return index < firstMoving
+        })
+        for key in frozenKeys {
+            let series = run.series(key)
+            guard let first = series.first, let last = series.last else { continue }
+            let weight = last.measurement
+            let gradients = run.series("gradient:" + weight.name).map(\.measurement)
+            let gradientNorms = gradients.compactMap(\.stats.l2Norm)
+            // An all-zero gradient is a dead path, reported by zero-gradient.
+            if !gradients.isEmpty && gradientNorms.allSatisfy({ $0 == 0 }) { continue }
+            var evidence: [String: EvidenceValue] = [
+                "saves": .int(series.count),
+                "elements_changed": .int(0),
+                "elements": .int(weight.stats.count),
+                "median_relative_change_of_other_weights": .number(medianOther),
+            ]
+            if let trainable = weight.trainable { evidence["trainable"] = .bool(trainable) }
+            var severity = Severity.warning
+            var reportKind = kind
+            var cause: String
+            var advice: String
+            let learningRates = run.records.compactMap(\.learningRate)
+            let growing = gradientNorms.count >= 2 && (gradientNorms.first ?? 0) > 0 && (gradientNorms.last ?? 0) >= 1.5 * (gradientNorms.first ?? 0)
+                && zip(gradientNorms, gradientNorms.dropFirst()).allSatisfy { $1 >= 0.95 * $0 }
+            if let firstNorm = gradientNorms.first, let lastNorm = gradientNorms.last {
+                evidence["gradient_norm_first"] = .number(firstNorm)
+                evidence["gradient_norm_last"] = .number(lastNorm)
+            }
+            // The underflow bound: lr·max|g| below half an ulp of the weights. Without a saved learning
+            // rate, lr = 1 bounds every plain-SGD rate in use; adaptive optimizers (Adam, RMSprop) divide
+            // the gradient by its own scale, so a small gradient does not make a small step there.
+            let optimizerName = (run.optimizer ?? "").lowercased()
+            let adaptive = ["adam", "rmsprop", "adagrad", "adadelta", "adafactor", "lamb", "lion", "nadam", "ftrl"].contains { optimizerName.contains($0) }
+            let lr = learningRates.max() ?? (adaptive ? nil : 1.0)
+            let gradientMax = gradients.compactMap(\.stats.maxAbs).max() ?? 0
+            let weightRMS = DetectorSupport.rms(weight) ?? 0
+            let underflows = gradientMax > 0 && !growing
+                && (lr.map { $0 > 0 && weightRMS > 0 && $0 * gradientMax < 0.5 * ulpFraction(weight.dtype) * weightRMS } ?? false)
+            // A gradient identical at every save while the others change is a leftover .grad that nothing
+            // recomputes (requires_grad=False after an earlier backward pass): no gradient reaches it.
+            let stale = gradients.count >= 2 && Set(gradients.map { [$0.stats.l2Norm ?? 0, $0.stats.mean ?? 0, $0.stats.min ?? 0, $0.stats.max ?? 0] }).count == 1
+                && gradientNorms.allSatisfy { $0 > 0 }
+            if growing {
+                cause = "its gradient is present and grows save after save (from \(DetectorSupport.format(gradientNorms.first)) to \(DetectorSupport.format(gradientNorms.last))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
+                advice = "Pass this parameter to the optimizer: build it from model.parameters() after the layer is created, or add a param group for it. If freezing was intended, set requires_grad=False so no gradient is computed."
+            } else if stale {
+                severity = .info
+                cause = "its saved gradient is identical at every save while the others change: a leftover .grad that nothing recomputes, so no gradient reaches it (requires_grad=False, as when fine-tuning with a frozen backbone)"
+                advice = "If this layer was frozen on purpose, nothing is wrong (set its .grad to None to stop saving the stale value). Otherwise set requires_grad=True and add it to the optimizer."
+            } else if weight.trainable == false && !gradientNorms.contains(where: { $0 > 0 }) {
+                severity = .info
+                cause = "it is excluded from training: it has no optimizer state and no gradient (Keras trainable=False, PyTorch requires_grad=False or left out of the optimizer)"
+                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
+            } else if underflows, let lr {
+                reportKind = .vanishingGradient
+                let rate = learningRates.isEmpty ? "even at a learning rate of 1, max|g| = \(DetectorSupport.format(gradientMax))" : "lr × max|g| = \(DetectorSupport.format(lr * gradientMax))"
+                cause = "its gradient is too small to move it: \(rate) is below half a unit in the last place of weights of size \(DetectorSupport.format(weightRMS)) in \(weight.dtype)"
+                advice = "The updates underflow the float format, so the weights cannot change even though a gradient arrives. Raise the learning rate for this layer, use an adaptive optimizer (Adam normalises the step), rescale the layer, or keep master weights in float32 if training in float16/bfloat16."
+                if !learningRates.isEmpty { evidence["learning_rate"] = .number(lr) }
+            } else if let lastNorm = gradientNorms.last, lastNorm > 0 {
+                let marked = weight.trainable == false ? " (the file marks it as not in the optimizer, yet its gradient is computed)" : ""
+                cause = "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied\(marked): it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
+                advice = "Check that the optimizer holds this parameter and that its learning rate is not zero; if freezing was intended, set requires_grad=False (PyTorch) or trainable=False (Keras) so no gradient is computed."
+            } else if learningRates.count >= 1 && learningRates.allSatisfy({ $0 == 0 }) {
+                cause = "the learning rate is zero at every save"
+                advice = "Check the learning-rate schedule: a warm-up that starts at 0, or a schedule that decays to 0, freezes every parameter."
+            } else if (gradients.isEmpty && run.hasGradients) || looksLikeBuffer(weight.name) {
+                severity = .info
+                if gradients.isEmpty && run.hasGradients {
+                    cause = "it never receives a gradient while the other parameters do: a buffer (a mask, a positional encoding) or a parameter with requires_grad=False"
+                } else {
+                    cause = "its name marks a buffer (a mask, positional encoding or running statistic), not a trained parameter"
+                }
+                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), or the tensor is a buffer, nothing is wrong. Otherwise set requires_grad=True, or add it to the optimizer."
+            } else if frozenPrefix.contains(key) {
+                severity = .info
+                cause = "it is one of the first layers of the model, all of which stay fixed while every later layer trains: the usual pattern of fine-tuning a pre-trained backbone (no gradient or optimizer state was saved to confirm it)"
+                advice = "If the backbone was frozen on purpose, nothing is wrong. If not, check that the optimizer holds these parameters and that requires_grad / trainable is set."
+            } else {
+                cause = "no gradient was saved to tell why: it is not in the optimizer, frozen (requires_grad=False / trainable=False), or its learning rate is zero"
+                advice = "Save gradients with the gradscope exporter to see whether it receives any; check that the optimizer holds this parameter and that it is not frozen by mistake."
+            }
+            let message = reportKind == .vanishingGradient
+                ? "\(weight.name) never changes because \(cause)."
+                : "\(weight.name) never changed from step \(first.step) to \(last.step) while the rest of the model trained: \(cause)."
+            let explanation = "Between each pair of the \(series.count) saves, not one of its \(weight.stats.count) elements changed, while the other weights moved by a median of \(DetectorSupport.format(medianOther)) relative to their norm per save. \(advice)"
+            findings.append(Finding(kind: reportKind, severity: severity, tensor: weight.name, layer: weight.layer,
+                                    firstStep: first.step, lastStep: last.step, message: message, evidence: evidence,
+                                    explanation: explanation))
+        }
+        return DetectorOutcome(findings: findings)
+    }
+
+    /// The spacing of floats just above 1 for the tensor's dtype (2^-23 for float32).
+    package func ulpFraction(_ dtype: String) -> Double {
+        switch dtype {
+        case "float16": return 0x1p-10
+        case "bfloat16": return 0x1p-7
+        case "float64": return 0x1p-52
+        default: return 0x1p-23
+        }
+    }
+
+    /// Names PyTorch and Keras give to tensors saved with the weights that are
+    /// not trained: masks, positional encodings, rotary frequencies, anchors.
+    package func looksLikeBuffer(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        let parts = lower.split(whereSeparator: { $0 == "." || $0 == "/" }).map(String.init)
+        let last = parts.last ?? lower
+        let markers = ["mask", "inv_freq", "freqs", "rope", "position_ids", "pos_enc", "positional_encoding", "anchor", "buffer", "causal"]
+        if markers.contains(where: { lower.contains($0) }) { return true }
+        return ["pe", "bias_mask", "masked_bias"].contains(last)
+    }
+}

@@ -1,0 +1,96 @@
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// `nan-inf`: the first saved step, and the first tensors, holding NaN or ±Inf
+/// in weights, gradients, optimizer state or activations, or a non-finite loss.
+///
+/// Needs: any tensor. Threshold: none — a single non-finite element in a
+/// weight poisons every output it touches (IEEE 754 propagation), so one is enough.
+package struct NanInfDetector: Detector {
+    package let kind = FindingKind.nanInf
+
+    package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        guard !run.records.isEmpty else { return .lacking("no tensors were read") }
+        let roleOrder: [TensorRole: Int] = [.gradient: 0, .activation: 1, .optimizer: 2, .weight: 3]
+        for (index, record) in run.records.enumerated() {
+            let bad = record.ordered.filter { DetectorSupport.nonFinite($0) > 0 }
+            let lossBad = record.loss.map { !$0.isFinite } ?? false
+            guard !bad.isEmpty || lossBad else { continue }
+            let sorted = bad.sorted { (roleOrder[$0.role] ?? 9) < (roleOrder[$1.role] ?? 9) }
+            let lastStep = run.records.last { rec in
+                rec.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } || (rec.loss.map { !$0.isFinite } ?? false)
+            }?.step ?? record.step
+            let first = sorted.first
+            let nan = bad.reduce(0) { $0 + $1.stats.nan }
+            let inf = bad.reduce(0) { $0 + $1.stats.posInf + $1.stats.negInf }
+            let weightsBad = bad.filter { $0.role == .weight }.count
+            var evidence: [String: EvidenceValue] = [
+                "step": .int(record.step),
+                "tensors": .list(sorted.prefix(12).map { .string($0.label) }),
+                "tensor_count": .int(bad.count),
+                "nan_elements": .int(nan),
+                "inf_elements": .int(inf),
+                "weights_affected": .int(weightsBad),
+            ]
+            if lossBad { evidence["loss"] = .string("non-finite") }
+            var context = ""
+            if index > 0 {
+                let previous = run.records[index - 1]
+                let gradientNorms = previous.ordered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
+                if !gradientNorms.isEmpty {
+                    let total = gradientNorms.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                    evidence["previous_step"] = .int(previous.step)
+                    evidence["previous_gradient_norm"] = .number(total)
+                    if index > 1 {
+                        let before = run.records[index - 2].ordered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
+                        let beforeTotal = before.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                        if beforeTotal > 0 && total / beforeTotal >= 3 {
+                            context = " The total gradient norm had grown from \(DetectorSupport.format(beforeTotal)) to \(DetectorSupport.format(total)) over the two saves before: the values blew up."
+                            evidence["gradient_norm_two_saves_before"] = .number(beforeTotal)
+                        }
+                    }
+                }
+                if let loss = previous.loss { evidence["previous_loss"] = .number(loss) }
+            }
+            let what = first.map { tensor -> String in
+                switch tensor.role {
+                case .weight: return "the weights \(tensor.name)"
+                case .gradient: return "the gradient of \(tensor.name)"
+                case .activation: return "the activation \(tensor.name)"
+                case .optimizer: return "the optimizer state (\(tensor.slotName ?? "slot")) of \(tensor.name)"
+                }
+            } ?? "the loss"
+            let others = bad.count > 1 ? " and \(bad.count - 1) other tensor(s)" : ""
+            let message = "NaN/Inf first appears \(run.atStep(record.step)) in \(what)\(others); every step after it is garbage."
+            let explanation = """
+            \(run.stepsKnown ? "At step \(record.step)" : "In this file"), \(bad.count) tensor(s) hold \(nan) NaN and \(inf) infinite element(s) \
+            (\(weightsBad) of them weights).\(context) Once a weight is NaN, every output and gradient that \
+            touches it is NaN too, so training cannot recover. Likely causes: a learning rate too high for \
+            the data's scale (unscaled inputs, e.g. features in the thousands), exploding gradients, log(0) \
+            or division by zero in the loss, or float16 overflow. What to try: normalise the inputs, lower the \
+            learning rate, clip gradients (torch.nn.utils.clip_grad_norm_, clipnorm in Keras), use a \
+            numerically stable loss (BCEWithLogitsLoss instead of sigmoid + BCELoss), and resume from the \
+            last finite checkpoint\(run.stepsKnown ? ", before step \(record.step)" : "").
+            """
+            return DetectorOutcome(findings: [Finding(kind: kind, severity: .error, tensor: first?.name, layer: first?.layer,
+                                                      firstStep: record.step, lastStep: lastStep, message: message,
+                                                      evidence: evidence, explanation: explanation)])
+        }
+        return DetectorOutcome()
+    }
+}
+
+extension TensorMeasurement {
+    /// A short label: the name, with the role for non-weights.
+    package var label: String {
+        switch role {
+        case .weight: return name
+        case .gradient: return name + " (gradient)"
+        case .activation: return name + " (activation)"
+        case .optimizer: return name + " (" + (slotName ?? "optimizer") + ")"
+        }
+    }
+}

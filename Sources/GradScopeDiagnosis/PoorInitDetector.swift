@@ -1,0 +1,109 @@
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// `poor-init`: at the first saved step, kernels whose scale is far from what
+/// their fan-in calls for, or whose units are identical (symmetry never broken).
+///
+/// The common initialisations give a kernel with fan-in n a standard deviation
+/// between 1/√(3n) (PyTorch's default, kaiming_uniform with a = √5; LeCun
+/// uniform) and √(2/n) (He/Kaiming normal); Xavier/Glorot falls between. A
+/// kernel below `init_too_small_factor` (0.1) times the lower bound shrinks the
+/// signal about 10x per layer, one above `init_too_large_factor` (10) times the
+/// upper bound grows it as much. A constant kernel (std 0, nonzero) makes every
+/// unit compute the same thing forever; an all-zero hidden kernel likewise (a
+/// zero-initialised output layer is a known technique and only noted). Zero
+/// biases and norm layers' gamma = 1, beta = 0 are normal and not checked.
+/// Embedding tables are left out (N(0, 1) is PyTorch's default for them).
+/// Needs: the first save at step 0 or 1 for the scale rules (symmetry is checked at any step).
+package struct PoorInitDetector: Detector {
+    package let kind = FindingKind.poorInit
+
+    package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        guard let record = run.records.first else { return .lacking("no tensors were read") }
+        // Step 0 is the initialisation when the file or its name says so (not an epoch, not the
+        // file's position in the run); step 1 only when it counts optimizer steps (not "epoch 1").
+        let atInit = (record.step == 0 && run.startsAtInitialisation) || (record.step == 1 && run.stepsCountUpdates)
+        let kernels = run.weightKeys.compactMap { record.tensors[$0] }.filter { DetectorSupport.isKernel($0) }
+        guard !kernels.isEmpty else { return .lacking("no weight matrices or kernels to check") }
+        var findings: [Finding] = []
+        let lastKernel = kernels.last?.name
+        for (position, kernel) in kernels.enumerated() where DetectorSupport.nonFinite(kernel) == 0 {
+            guard let std = kernel.stats.std, let fanIn = DetectorSupport.fanIn(shape: kernel.shape, unitAxis: kernel.unitAxis), fanIn > 0,
+                  kernel.stats.count > 1 else { continue }
+            let isOutput = kernel.name == lastKernel
+            // Units are interchangeable only while both their incoming and their outgoing weights are equal
+            // (Goodfellow et al. 2016, §8.4): a random layer after this one tells them apart, slowly.
+            let nextRandom = position + 1 < kernels.count && (kernels[position + 1].stats.std ?? 0) > 0
+            let symmetry = nextRandom
+                ? "its units start identical, and only the random weights of the next layer tell them apart, so they learn as near-copies at first"
+                : "every unit computes the same thing and receives the same update, so symmetry is never broken"
+            if std == 0 {
+                let value = kernel.stats.mean ?? 0
+                if value == 0 {
+                    findings.append(Finding(
+                        kind: kind, severity: isOutput ? .info : .warning, tensor: kernel.name, layer: kernel.layer,
+                        firstStep: record.step, lastStep: record.step,
+                        message: isOutput ? "\(kernel.name) (the output layer) starts at exactly zero: fine if intended (zero-initialised head), but every output starts identical."
+                            : "\(kernel.name) is all zeros \(run.atStep(record.step)): \(symmetry).",
+                        evidence: ["std": 0.0, "mean": 0.0, "elements": .int(kernel.stats.count)],
+                        explanation: "With all-zero weights, every unit of the layer has the same output and the same gradient, so they stay identical forever (and with ReLU after a zero layer, gradients may be zero altogether). Initialise hidden layers randomly: Kaiming (He) for ReLU, Xavier (Glorot) for tanh/sigmoid. A zero-initialised final layer is a deliberate technique in some architectures."))
+                } else {
+                    findings.append(Finding(
+                        kind: kind, severity: nextRandom ? .warning : .error, tensor: kernel.name, layer: kernel.layer,
+                        firstStep: record.step, lastStep: record.step,
+                        message: "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) \(run.atStep(record.step)): \(symmetry).",
+                        evidence: ["std": 0.0, "value": .number(value), "elements": .int(kernel.stats.count)],
+                        explanation: "A constant initialisation gives every unit the same output and the same gradient; gradient descent cannot tell them apart, so the layer behaves like a single unit. Initialise randomly (nn.init.kaiming_uniform_, xavier_uniform_, or the framework's default)."))
+                }
+                continue
+            }
+            guard atInit else { continue }
+            if DetectorSupport.isEmbedding(kernel.name) {
+                if let finding = embeddingScale(kernel, std: std, step: record.step, thresholds: thresholds) { findings.append(finding) }
+                continue
+            }
+            let lower = 1 / (3 * Double(fanIn)).squareRoot()
+            let upper = (2 / Double(fanIn)).squareRoot()
+            var problem: (String, Severity)?
+            if std < thresholds.initTooSmallFactor * lower {
+                problem = ("too small: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(lower / std))x below 1/√(3·fan_in) = \(DetectorSupport.format(lower)) (fan-in \(fanIn)); signals shrink layer after layer toward zero output", .warning)
+            } else if std > thresholds.initTooLargeFactor * upper {
+                problem = ("too large: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(std / upper))x above √(2/fan_in) = \(DetectorSupport.format(upper)) (fan-in \(fanIn)); signals grow layer after layer and saturate or explode", .warning)
+            }
+            guard let (what, severity) = problem else { continue }
+            findings.append(Finding(
+                kind: kind, severity: severity, tensor: kernel.name, layer: kernel.layer, firstStep: record.step, lastStep: record.step,
+                message: "\(kernel.name) is initialised \(what).",
+                evidence: ["std": .number(std), "fan_in": .int(fanIn), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
+                explanation: "Common initialisations give a layer with fan-in \(fanIn) a standard deviation between \(DetectorSupport.format(lower)) (PyTorch's default) and \(DetectorSupport.format(upper)) (He/Kaiming for ReLU), so that the variance of the signal is preserved from layer to layer (He et al. 2015; Glorot & Bengio 2010). Ten times off in either direction scales the signal tenfold per layer: too small gives near-zero outputs and a loss stuck at ln K; too large saturates tanh/sigmoid or blows up ReLU networks. Use the framework's default initialiser or nn.init.kaiming_normal_/xavier_uniform_."))
+        }
+        if !atInit && findings.isEmpty {
+            let reason = record.step == 0
+                ? "the first save's step is not known to be the initialisation (no step in the file; a file name's order or an epoch number): initial scales cannot be judged (symmetry was checked)"
+                : "the first save is at step \(record.step), after training began: initial scales cannot be judged (symmetry was checked)"
+            return DetectorOutcome(findings: [], notChecked: reason)
+        }
+        return DetectorOutcome(findings: findings)
+    }
+
+    /// Embedding tables have no fan-in rule: common initialisations range from
+    /// N(0, 0.02) (BERT, GPT-2) through Keras's U(−0.05, 0.05) to PyTorch's N(0, 1).
+    package func embeddingScale(_ table: TensorMeasurement, std: Double, step: Int, thresholds: Thresholds) -> Finding? {
+        let lower = 0.02, upper = 1.0
+        let problem: String
+        if std < thresholds.initTooSmallFactor * lower {
+            problem = "too small: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(lower / std))x below 0.02, the smallest common embedding initialisation (BERT, GPT-2); every input starts as a near-zero vector, so the layers after it see almost no signal"
+        } else if std > thresholds.initTooLargeFactor * upper {
+            problem = "too large: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(std / upper))x above N(0, 1), PyTorch's default for embeddings"
+        } else {
+            return nil
+        }
+        return Finding(kind: kind, severity: .warning, tensor: table.name, layer: table.layer, firstStep: step, lastStep: step,
+                       message: "The embedding table \(table.name) is initialised \(problem).",
+                       evidence: ["std": .number(std), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
+                       explanation: "Embedding tables are commonly initialised with a standard deviation between 0.02 (BERT, GPT-2) and 1 (PyTorch's nn.Embedding default); Keras uses U(-0.05, 0.05). A table ten times smaller than the smallest of these feeds near-zero vectors to the network: the logits start at ~0 and the loss sits at ln K until the embeddings grow, which at a small or warming-up learning rate takes thousands of steps. Use the framework's default initialisation, or N(0, 0.02) for transformer-style models.")
+    }
+}

@@ -1,0 +1,246 @@
+import Foundation
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// One point of a tensor's timeline in a scan.
+public struct TimelinePoint: Sendable, Codable, Equatable {
+    public var step: Int
+    public var norm: Double?
+    public var gradientNorm: Double?
+    /// ‖g‖/‖W‖: the gradient's norm relative to the weights' (nil without a gradient or when ‖W‖ is 0 or not finite).
+    public var gradientRatio: Double? = nil
+    /// ‖ΔW‖/‖W‖ since the previous save, divided by the steps between them.
+    public var updateRatio: Double?
+    public var zeroFraction: Double?
+    public var nonFinite: Int
+    /// Counts of floor(log2 |x|) from `log2Min` (the log-magnitude histogram).
+    public var log2Min: Int?
+    public var log2Counts: [Int]?
+    public var gradientLog2Min: Int?
+    public var gradientLog2Counts: [Int]?
+    /// The share of the gradient's elements that are exactly zero (not part of its log2 histogram).
+    public var gradientZeroFraction: Double? = nil
+    /// NaN and ±Inf elements of the gradient.
+    public var gradientNonFinite: Int? = nil
+    public var deadUnits: Int?
+
+    package enum CodingKeys: String, CodingKey {
+        case step, norm
+        case gradientNorm = "gradient_norm"
+        case gradientRatio = "gradient_ratio"
+        case updateRatio = "update_ratio"
+        case zeroFraction = "zero_fraction"
+        case nonFinite = "non_finite"
+        case log2Min = "log2_min"
+        case log2Counts = "log2_counts"
+        case gradientLog2Min = "gradient_log2_min"
+        case gradientLog2Counts = "gradient_log2_counts"
+        case gradientZeroFraction = "gradient_zero_fraction"
+        case gradientNonFinite = "gradient_non_finite"
+        case deadUnits = "dead_units"
+    }
+}
+
+/// The history of one weight tensor over a run.
+public struct TensorTimeline: Sendable, Codable, Equatable {
+    public var name: String
+    public var layer: String
+    public var shape: [Int]
+    public var units: Int?
+    public var points: [TimelinePoint]
+}
+
+/// The loss and learning rate at one save.
+public struct LossPoint: Sendable, Codable, Equatable {
+    public var step: Int
+    public var loss: Double?
+    public var lr: Double?
+
+    package init(step: Int, loss: Double? = nil, lr: Double? = nil) {
+        self.step = step
+        self.loss = loss
+        self.lr = lr
+    }
+}
+
+/// Everything `gradscope scan` reports; its JSON form is the contract in DESIGN.md.
+public struct ScanReport: Sendable, Codable {
+    public var source: String
+    public var layout: String?
+    public var verdict: String
+    public var steps: [Int]
+    public var findings: [Finding]
+    public var skipped: [SkippedItem]
+    public var notChecked: [NotChecked]
+    public var notes: [String]
+    public var loss: [LossPoint]
+    public var timeline: [TensorTimeline]
+    /// Saved activations' spread per step, by name.
+    public var activations: [TensorTimeline]
+
+    package enum CodingKeys: String, CodingKey {
+        case source, layout, verdict, steps, findings, skipped
+        case notChecked = "not_checked"
+        case notes, loss, timeline, activations
+    }
+
+    public init(run: Run, measurements: RunMeasurements, diagnosis: Diagnosis) {
+        source = run.source
+        layout = measurements.layout?.rawValue
+        verdict = diagnosis.verdict
+        steps = measurements.steps
+        findings = diagnosis.findings
+        skipped = run.skipped + measurements.records.flatMap(\.failures)
+        notChecked = diagnosis.notChecked
+        notes = run.notes
+        loss = measurements.records.map { LossPoint(step: $0.step, loss: $0.loss, lr: $0.learningRate) }
+        var previousStep: [String: Int] = [:]
+        timeline = measurements.weightKeys.compactMap { key -> TensorTimeline? in
+            let series = measurements.series(key)
+            guard let last = series.last?.measurement else { return nil }
+            let points = series.map { entry -> TimelinePoint in
+                let m = entry.measurement
+                let gradient = measurements.records.first { $0.step == entry.step }?.gradient(m.name)
+                var ratio: Double?
+                if let relative = m.drift?.relativeChange, let before = previousStep[key] {
+                    ratio = relative / Double(max(entry.step - before, 1))
+                }
+                previousStep[key] = entry.step
+                var gradientRatio: Double?
+                if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
+                return TimelinePoint(step: entry.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
+                                     gradientRatio: gradientRatio, updateRatio: ratio,
+                                     zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
+                                     nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
+                                     log2Min: m.stats.log2Histogram.minExponent, log2Counts: m.stats.log2Histogram.counts,
+                                     gradientLog2Min: gradient?.stats.log2Histogram.minExponent,
+                                     gradientLog2Counts: gradient?.stats.log2Histogram.counts,
+                                     gradientZeroFraction: gradient.flatMap { $0.stats.count > 0 ? Double($0.stats.zeros) / Double($0.stats.count) : nil },
+                                     gradientNonFinite: gradient.map { $0.stats.nan + $0.stats.posInf + $0.stats.negInf },
+                                     deadUnits: gradient?.zeroUnits)
+            }
+            return TensorTimeline(name: last.name, layer: last.layer, shape: last.shape,
+                                  units: last.shape.count >= 2 ? DetectorSupport.units(shape: last.shape, unitAxis: last.unitAxis) : nil,
+                                  points: points)
+        }
+        activations = measurements.keys(role: .activation).compactMap { key -> TensorTimeline? in
+            let series = measurements.series(key)
+            guard let last = series.last?.measurement else { return nil }
+            return TensorTimeline(name: last.name, layer: last.layer, shape: last.shape, units: last.unitCount,
+                                  points: series.map { entry in
+                                      TimelinePoint(step: entry.step, norm: entry.measurement.stats.std, gradientNorm: nil, updateRatio: nil,
+                                                    zeroFraction: entry.measurement.stats.count > 0 ? Double(entry.measurement.stats.zeros) / Double(entry.measurement.stats.count) : nil,
+                                                    nonFinite: entry.measurement.stats.nan + entry.measurement.stats.posInf + entry.measurement.stats.negInf,
+                                                    log2Min: entry.measurement.stats.log2Histogram.minExponent,
+                                                    log2Counts: entry.measurement.stats.log2Histogram.counts,
+                                                    gradientLog2Min: nil, gradientLog2Counts: nil, deadUnits: entry.measurement.inactiveUnits)
+                                  })
+        }
+    }
+}
+
+/// One tensor as `gradscope inspect` reports it.
+public struct InspectedTensor: Sendable, Codable {
+    public var name: String
+    public var layer: String
+    public var role: TensorRole
+    public var slot: String?
+    public var shape: [Int]
+    public var dtype: String
+    public var path: String
+    public var unitAxis: Int?
+    public var trainable: Bool?
+    public var stats: TensorStats?
+    public var deadUnits: Int?
+    public var error: String?
+
+    package enum CodingKeys: String, CodingKey {
+        case name, layer, role, slot, shape, dtype, path
+        case unitAxis = "unit_axis"
+        case trainable, stats
+        case deadUnits = "dead_units"
+        case error
+    }
+}
+
+/// Everything `gradscope inspect` reports.
+public struct InspectReport: Sendable, Codable {
+    public var file: String
+    public var layout: String
+    public var step: Int?
+    public var loss: Double?
+    public var lr: Double?
+    public var framework: String?
+    public var optimizer: String?
+    public var tensors: [InspectedTensor]
+    public var findings: [Finding]
+    public var notChecked: [NotChecked]
+    public var skipped: [SkippedItem]
+    public var notes: [String]
+    public var verdict: String
+
+    package enum CodingKeys: String, CodingKey {
+        case file, layout, step, loss, lr, framework, optimizer, tensors, findings
+        case notChecked = "not_checked"
+        case skipped, notes, verdict
+    }
+}
+
+/// One tensor's change between two saves, as `gradscope diff` reports it.
+public struct TensorDrift: Sendable, Codable {
+    public var name: String
+    public var layer: String
+    public var role: TensorRole
+    public var shape: [Int]
+    public var normA: Double?
+    public var normB: Double?
+    public var drift: DriftStats
+    /// The relative change divided by the steps between the saves.
+    public var perStep: Double?
+    public var status: String
+
+    package enum CodingKeys: String, CodingKey {
+        case name, layer, role, shape
+        case normA = "norm_a"
+        case normB = "norm_b"
+        case drift
+        case perStep = "per_step"
+        case status
+    }
+}
+
+/// Everything `gradscope diff` reports.
+public struct DiffReport: Sendable, Codable {
+    public var a: String
+    public var b: String
+    public var stepA: Int?
+    public var stepB: Int?
+    public var tensors: [TensorDrift]
+    public var added: [String]
+    public var removed: [String]
+    public var reshaped: [String]
+    public var findings: [Finding]
+    public var notChecked: [NotChecked]
+    public var skipped: [SkippedItem]
+    public var verdict: String
+
+    package enum CodingKeys: String, CodingKey {
+        case a, b
+        case stepA = "step_a"
+        case stepB = "step_b"
+        case tensors, added, removed, reshaped, findings
+        case notChecked = "not_checked"
+        case skipped, verdict
+    }
+}
+
+/// Encodes a report as the JSON contract: snake_case keys, sorted, pretty-printed.
+public func encodeJSON<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}

@@ -1,0 +1,84 @@
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// `update-ratio`: the per-step ‖ΔW‖/‖W‖ of a matrix or kernel far outside the
+/// healthy band around 1e-3 (CS231n, "Babysitting the learning process").
+///
+/// Saves are usually many steps apart: with r the relative change between two
+/// saves k steps apart, r/k is a lower bound of the per-step ratio (updates all
+/// in one direction) and r/√k an upper bound for random-walk updates. Too large:
+/// r/k above `update_ratio_high` (0.1, a hundred times the healthy rate) at any
+/// save. Too small: r/√k below `update_ratio_low` (1e-6) at every save while the
+/// model's median is at least `update_ratio_low_contrast` (100) times higher —
+/// weights that do not move at all are reported as `frozen` instead.
+/// Needs: two saves or more.
+package struct UpdateRatioDetector: Detector {
+    package let kind = FindingKind.updateRatio
+
+    package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
+        guard run.stepsCountUpdates else {
+            return .lacking("the step numbers do not count optimizer updates (epochs, numbers in file names not labelled as steps, or the files' order): per-step update ratios cannot be derived")
+        }
+        var findings: [Finding] = []
+        var perTensorUpper: [String: [Double]] = [:]
+        var steps: [String: [Int]] = [:]
+        for key in run.weightKeys {
+            let series = run.series(key)
+            guard let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
+            var reportedHigh = false
+            for index in 1..<max(series.count, 1) where series.count >= 2 {
+                let (step, measurement) = series[index]
+                guard let drift = measurement.drift, let relative = drift.relativeChange, relative.isFinite,
+                      DetectorSupport.nonFinite(measurement) == 0, drift.nonFinite == 0 else { continue }
+                // Relative to a weight still near zero (a zero-initialised layer), a change is not a rate.
+                if DetectorSupport.nearZero(series[index - 1].measurement, thresholds: thresholds) { continue }
+                let k = Double(max(step - series[index - 1].step, 1))
+                let lower = relative / k, upper = relative / k.squareRoot()
+                perTensorUpper[key, default: []].append(upper)
+                steps[key, default: []].append(step)
+                if !reportedHigh && lower > thresholds.updateRatioHigh {
+                    reportedHigh = true
+                    let severity: Severity = lower > 1 ? .error : .warning
+                    findings.append(Finding(
+                        kind: kind, severity: severity, tensor: weight.name, layer: weight.layer, firstStep: step, lastStep: step,
+                        message: "\(weight.name) changes by \(DetectorSupport.format(lower)) of its norm per step at step \(step) (healthy is around 1e-3): updates this large are unstable.",
+                        evidence: ["relative_change": .number(relative), "steps_between_saves": .int(Int(k)),
+                                   "per_step_lower_bound": .number(lower), "per_step_upper_bound": .number(upper)],
+                        explanation: """
+                        Between steps \(series[index - 1].step) and \(step) the weights moved by \(DetectorSupport.format(relative)) of \
+                        their norm, at least \(DetectorSupport.format(lower)) per step. A healthy update moves a layer by about a \
+                        thousandth of its norm per step; at a tenth or more the weights are being rewritten each step, the loss \
+                        oscillates or diverges, and ReLU units die. Likely causes: a learning rate too high for this layer (or \
+                        for its small initial weights), no warm-up, or exploding gradients. What to try: lower the learning rate \
+                        by 10x, add warm-up, clip gradients.
+                        """))
+                }
+            }
+        }
+        // Stuck tensors: moving, but orders of magnitude slower than the rest.
+        let medians = perTensorUpper.compactMapValues { DetectorSupport.median($0) }
+        if let modelMedian = DetectorSupport.median(Array(medians.values)) {
+            for key in run.weightKeys {
+                guard let uppers = perTensorUpper[key], !uppers.isEmpty, let highest = uppers.max(), highest > 0,
+                      highest < thresholds.updateRatioLow, modelMedian >= thresholds.updateRatioLowContrast * highest,
+                      let weight = run.series(key).last?.measurement, let stepList = steps[key] else { continue }
+                findings.append(Finding(
+                    kind: kind, severity: .warning, tensor: weight.name, layer: weight.layer, firstStep: stepList.first,
+                    lastStep: stepList.last,
+                    message: "\(weight.name) barely moves: at most \(DetectorSupport.format(highest)) of its norm per step, while the model's median is \(DetectorSupport.format(modelMedian)).",
+                    evidence: ["per_step_upper_bound_max": .number(highest), "model_median_per_step": .number(modelMedian)],
+                    explanation: """
+                    This layer's updates are \(DetectorSupport.format(modelMedian / highest))x smaller than the rest of the model's: it is \
+                    effectively stuck. Likely causes: a much smaller learning rate in its param group, gradients that vanish \
+                    before reaching it, or weights so large that the same update is relatively tiny. What to try: check its \
+                    param group's learning rate, look at its gradient norm, and check its initial scale.
+                    """))
+            }
+        }
+        return DetectorOutcome(findings: findings)
+    }
+}

@@ -1,0 +1,107 @@
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+import GradScopeMeasurement
+
+/// `vanishing-gradient`: gradients, relative to their weights, orders of
+/// magnitude smaller in the early layers than in the late ones.
+///
+/// At each save with gradients, ρ = ‖g‖/‖W‖ is taken for every matrix or
+/// kernel (embeddings and normalisation parameters left out), in depth order;
+/// the median ρ of the first third of the layers is divided by the median of
+/// the last third. Threshold: `vanishing_depth_ratio` (1e-3: three orders of
+/// magnitude; each saturated sigmoid passes back at most 0.25 of the signal,
+/// Glorot & Bengio 2010, so five already give 1e-3) at `vanishing_persistence`
+/// (half) of the saves. Gated on the loss (AUTOTRAINER): a warning when the loss
+/// is not improving, info when it is. The underflow case (an update smaller than
+/// the float format can represent) is reported by `frozen`'s analysis under this kind.
+/// Without gradients, Adam's or RMSprop's second moment stands in: √mean(v)
+/// estimates the gradient's RMS, so √mean(v)/RMS(W) estimates ρ.
+/// Needs: gradients, or second moments, of at least three layers.
+package struct VanishingGradientDetector: Detector {
+    package let kind = FindingKind.vanishingGradient
+
+    package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
+        // Without saved gradients, Adam's or RMSprop's second moment v, a running average of g², gives
+        // √mean(v) ≈ RMS(g): ‖g‖/‖W‖ = RMS(g)/RMS(W) is estimated as √mean(v)/RMS(W), layer by layer at one
+        // save, so the optimizer's common averaging cancels out of the comparison across depth.
+        var momentKeys: [String: String] = [:]
+        if !run.hasGradients {
+            for key in DetectorSupport.secondMomentKeys(run) {
+                guard let name = run.series(key).first?.measurement.name, momentKeys[name] == nil else { continue }
+                momentKeys[name] = key
+            }
+            guard !momentKeys.isEmpty else {
+                return .lacking("no gradients and no second moments (Adam, RMSprop) were saved (the gradscope exporters save gradients)")
+            }
+        }
+        let estimated = !run.hasGradients
+        let kernelKeys = run.weightKeys.filter { key in
+            guard let weight = run.series(key).last?.measurement else { return false }
+            return DetectorSupport.isKernel(weight) && !DetectorSupport.isEmbedding(weight.name)
+        }
+        var profiles: [(step: Int, early: Double, late: Double, earlyName: String, lateName: String, ratios: [Double])] = []
+        for record in run.records {
+            var ratios: [(String, Double)] = []
+            for key in kernelKeys {
+                guard let weight = record.tensors[key], let wn = weight.stats.l2Norm, wn > 0, wn.isFinite,
+                      !DetectorSupport.nearZero(weight, thresholds: thresholds) else { continue }
+                if estimated {
+                    // Zero-filled slots (saved before the first update) say nothing.
+                    guard let slotKey = momentKeys[weight.name], let slot = record.tensors[slotKey], DetectorSupport.nonFinite(slot) == 0,
+                          let meanSquare = slot.stats.mean, meanSquare > 0, meanSquare.isFinite,
+                          let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
+                    ratios.append((weight.name, meanSquare.squareRoot() / weightRMS))
+                } else {
+                    guard let gradient = record.gradient(weight.name), let gn = gradient.stats.l2Norm, gn.isFinite,
+                          DetectorSupport.nonFinite(gradient) == 0 else { continue }
+                    ratios.append((weight.name, gn / wn))
+                }
+            }
+            guard ratios.count >= 3 else { continue }
+            let third = max(1, ratios.count / 3)
+            let early = Array(ratios.prefix(third)), late = Array(ratios.suffix(third))
+            guard let earlyMedian = DetectorSupport.median(early.map(\.1)),
+                  let lateMedian = DetectorSupport.median(late.map(\.1)), lateMedian > 0 else { continue }
+            profiles.append((record.step, earlyMedian, lateMedian, early[0].0, late[late.count - 1].0, ratios.map(\.1)))
+        }
+        guard !profiles.isEmpty else {
+            return .lacking(estimated ? "fewer than three layers have both weights and nonzero second moments" : "fewer than three layers have both weights and gradients")
+        }
+        let vanishing = profiles.filter { $0.early <= thresholds.vanishingDepthRatio * $0.late }
+        guard !vanishing.isEmpty, Double(vanishing.count) >= thresholds.vanishingPersistence * Double(profiles.count),
+              let first = vanishing.first, let last = vanishing.last else { return DetectorOutcome() }
+        let improving = DetectorSupport.lossImproving(run)
+        let severity: Severity = improving == true ? .info : .warning
+        let depthRatio = first.early / first.late
+        let orders = -Foundation.log10(depthRatio)
+        let layerName = run.series("weight:" + first.earlyName).last?.measurement.layer
+        let message = "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(DetectorSupport.format(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
+        let lossText: String
+        switch improving {
+        case true?: lossText = "The loss is still improving, so this is reported as information: the late layers are doing the learning."
+        case false?: lossText = "The loss is not improving, which makes this the likely reason."
+        case nil: lossText = "No loss was saved to tell whether training progresses regardless."
+        }
+        let explanation = """
+        \(run.stepsKnown ? "At step \(first.step)" : "In this file"), ‖g‖/‖W‖ is \(DetectorSupport.format(first.early)) in the first layers (from \(first.earlyName)) against \
+        \(DetectorSupport.format(first.late)) in the last ones (to \(first.lateName)). Each layer multiplies the backward signal by its \
+        weights and its activation's derivative; a sigmoid's derivative is at most 0.25 and near 0 when saturated, so a deep \
+        stack of them shrinks the gradient geometrically and the early layers stop learning. \(lossText) What to try: \
+        ReLU/GELU instead of sigmoid/tanh in hidden layers, He (Kaiming) or Xavier initialisation, batch or layer \
+        normalisation, residual connections, or a shallower network.
+        """
+        return DetectorOutcome(findings: [Finding(
+            kind: kind, severity: severity, tensor: first.earlyName, layer: layerName, firstStep: first.step, lastStep: last.step,
+            message: message,
+            evidence: ["early_ratio": .number(first.early), "late_ratio": .number(first.late), "depth_ratio": .number(depthRatio),
+                       "saves_vanishing": .int(vanishing.count), "saves_with_gradients": .int(profiles.count),
+                       "ratios_by_depth": .list(first.ratios.map { .number($0) }),
+                       "loss_improving": improving.map { .bool($0) } ?? .null,
+                       "source": .string(estimated ? "optimizer second moments (√mean(v) / RMS(W))" : "gradients (‖g‖ / ‖W‖)")],
+            explanation: explanation)])
+    }
+}
+
+import Foundation

@@ -1,0 +1,98 @@
+import Foundation
+import ElementTypes
+import HDF5
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a program to completion with a time limit, collecting its output:
+/// the one mechanism behind scan's workers and the single-file supervisor.
+public struct ChildProcess: Sendable {
+    /// How a child ended.
+    public struct Result: Sendable {
+        public var stdout: Data
+        public var stderr: Data
+        /// Exit code, or the signal number when `signaled`.
+        public var status: Int32
+        public var signaled: Bool
+        public var timedOut: Bool
+
+        /// The signal's name: SIGSEGV, SIGABRT, SIGBUS, or "signal N".
+        public var signalName: String { ChildProcess.name(ofSignal: status) }
+    }
+
+    /// SIGSEGV, SIGABRT, SIGBUS, SIGKILL, or "signal N".
+    public static func name(ofSignal signal: Int32) -> String {
+        switch signal {
+        case SIGSEGV: return "SIGSEGV"
+        case SIGABRT: return "SIGABRT"
+        case SIGBUS: return "SIGBUS"
+        case SIGKILL: return "SIGKILL"
+        default: return "signal \(signal)"
+        }
+    }
+
+    public var executable: String
+    public var arguments: [String]
+    public var environment: [String: String]?
+    public var timeout: Double
+
+    public init(executable: String, arguments: [String], environment: [String: String]? = nil, timeout: Double) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.timeout = timeout
+    }
+
+    /// Starts the child, writes `input` to its stdin, and waits; a child still
+    /// running after `timeout` seconds is terminated, then killed. Output is read
+    /// on threads of its own (Dispatch's pool grows too slowly for blocking reads).
+    public func run(input: Data? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
+        process.standardInput = input == nil ? FileHandle.nullDevice : stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        let finished = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in finished.signal() }
+        try process.run()
+        let output = DataBox(), errors = DataBox()
+        let readers = DispatchGroup()
+        readers.enter()
+        Thread.detachNewThread {
+            output.data = stdout.fileHandleForReading.readDataToEndOfFile()
+            readers.leave()
+        }
+        readers.enter()
+        Thread.detachNewThread {
+            errors.data = stderr.fileHandleForReading.readDataToEndOfFile()
+            readers.leave()
+        }
+        if let input {
+            stdin.fileHandleForWriting.write(input)
+            try? stdin.fileHandleForWriting.close()
+        }
+        var timedOut = false
+        if finished.wait(timeout: .now() + timeout) == .timedOut {
+            timedOut = true
+            process.terminate()
+            if finished.wait(timeout: .now() + 2) == .timedOut {
+                kill(process.processIdentifier, SIGKILL)
+                finished.wait()
+            }
+        }
+        readers.wait()
+        return Result(stdout: output.data, stderr: errors.data, status: process.terminationStatus,
+                      signaled: process.terminationReason == .uncaughtSignal, timedOut: timedOut)
+    }
+}
+
+package final class DataBox: @unchecked Sendable {
+    package var data = Data()
+}

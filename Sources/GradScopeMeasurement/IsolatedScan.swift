@@ -1,0 +1,353 @@
+import Dispatch
+import Foundation
+import ElementTypes
+import HDF5
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How files are isolated: each is read by a worker process (this program,
+/// run with the hidden `worker` command), so that a file that makes libhdf5
+/// crash, abort or hang costs only that file. Several workers run at once,
+/// which is also how a scan uses every core despite libhdf5's global lock.
+public struct IsolationOptions: Sendable {
+    /// The executable to run as a worker (this program).
+    public var executable: String
+    /// Arguments that make it a worker, before the request is sent on stdin.
+    public var arguments: [String] = ["worker"]
+    /// Seconds one file may take before its worker is killed.
+    public var timeout: Double = 120
+    /// Workers at once.
+    public var jobs: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    public init(executable: String, timeout: Double = 120, jobs: Int? = nil) {
+        self.executable = executable
+        self.timeout = timeout
+        if let jobs { self.jobs = max(1, jobs) }
+    }
+}
+
+/// Worker processes, kept alive across requests (starting one costs more than
+/// measuring a small file), that turn their crashes and hangs into reasons.
+/// A worker that crashes or hangs is replaced by a new one for the next request.
+package final class WorkerPool: @unchecked Sendable {
+    package let options: IsolationOptions
+    private let lock = NSLock()
+    private var idle: [WorkerConnection] = []
+
+    package init(options: IsolationOptions) {
+        self.options = options
+    }
+
+    deinit { shutdown() }
+
+    package enum Outcome {
+        case response(WorkerResponse)
+        case failed(String)
+    }
+
+    /// Runs every request on up to `options.jobs` workers at once; `done` is
+    /// called on the calling thread as each finishes.
+    package func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [Outcome] {
+        let results = ResultBox(count: requests.count)
+        let completions = CompletionQueue()
+        let slotCount = min(options.jobs, requests.count)
+        let queue = IndexQueue(count: requests.count, slots: slotCount)
+        let slots = DispatchGroup()
+        for slot in 0..<slotCount {
+            slots.enter()
+            // Threads of their own: these block on a child process, and Dispatch's pool
+            // (capped at the core count, grown about once a second) would stall behind them.
+            Thread.detachNewThread { [self] in
+                var connection = takeIdle()
+                while let index = queue.next(slot: slot) {
+                    switch exchange(requests[index], on: &connection) {
+                    case .success(let answer):
+                        // Decoded elsewhere, so the worker gets its next request at once.
+                        slots.enter()
+                        DispatchQueue.global().async {
+                            results.set(index, Self.decode(answer))
+                            completions.push(index)
+                            slots.leave()
+                        }
+                    case .failure(let failure):
+                        results.set(index, .failed(failure.reason))
+                        completions.push(index)
+                    }
+                }
+                putIdle(connection)
+                slots.leave()
+            }
+        }
+        for _ in 0..<requests.count { done(completions.pop()) }
+        slots.wait()
+        return results.values
+    }
+
+    /// Runs one request on an idle worker (or a new one).
+    package func runOne(_ request: WorkerRequest) -> Outcome {
+        var connection = takeIdle()
+        let exchanged = exchange(request, on: &connection)
+        putIdle(connection)
+        switch exchanged {
+        case .success(let answer): return Self.decode(answer)
+        case .failure(let failure): return .failed(failure.reason)
+        }
+    }
+
+    /// Ends every idle worker.
+    package func shutdown() {
+        lock.lock()
+        let workers = idle
+        idle = []
+        lock.unlock()
+        for worker in workers { worker.close() }
+        for worker in workers { worker.waitForExit() }
+    }
+
+    private func takeIdle() -> WorkerConnection? {
+        lock.lock()
+        defer { lock.unlock() }
+        return idle.popLast()
+    }
+
+    private func putIdle(_ connection: WorkerConnection?) {
+        guard let connection, connection.alive else { return }
+        lock.lock()
+        idle.append(connection)
+        lock.unlock()
+    }
+
+    /// Why a request got no answer, in words for the skipped list.
+    package struct Failure: Error {
+        package var reason: String
+    }
+
+    /// Sends one request to the worker (starting one if needed) and waits for
+    /// its answer, undecoded; a worker that dies or hangs is dropped.
+    private func exchange(_ request: WorkerRequest, on connection: inout WorkerConnection?) -> Result<Data, Failure> {
+        let input: Data
+        do { input = try WorkerCoding.encode(request) } catch { return .failure(Failure(reason: "internal: \(error)")) }
+        if connection?.alive != true {
+            do {
+                connection = try WorkerConnection(executable: options.executable, arguments: options.arguments)
+            } catch {
+                connection = nil
+                return .failure(Failure(reason: "could not start a worker process: \(error)"))
+            }
+        }
+        guard let worker = connection else { return .failure(Failure(reason: "could not start a worker process")) }
+        switch worker.send(input, timeout: options.timeout) {
+        case .answer(let data):
+            return .success(data)
+        case .died(let signal, let status, let timedOut, let lastObject):
+            connection = nil
+            let place = lastObject.map { $0 == "opening" ? " opening the file" : " reading \($0)" } ?? ""
+            if timedOut {
+                return .failure(Failure(reason: "timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)"))
+            }
+            if let signal {
+                return .failure(Failure(reason: "malformed: the HDF5 library failed\(place) (the worker died with \(signal))"))
+            }
+            return .failure(Failure(reason: "malformed: the worker gave no result\(place) (exit code \(status))"))
+        }
+    }
+
+    package static func decode(_ answer: Data) -> Outcome {
+        do {
+            return .response(try WorkerCoding.decode(WorkerResponse.self, from: answer))
+        } catch {
+            return .failed("internal: the worker's answer could not be decoded: \(error)")
+        }
+    }
+}
+
+/// Hands out `0..<count` once each, to several slots: each slot first works
+/// through a contiguous share in order (so a worker measures neighbouring
+/// steps, whose files it holds open), then takes from the end of the largest
+/// share left.
+package final class IndexQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var shares: [Range<Int>]
+
+    package init(count: Int, slots: Int) {
+        let slots = max(1, slots)
+        shares = (0..<slots).map { slot in (count * slot / slots)..<(count * (slot + 1) / slots) }
+    }
+
+    package func next(slot: Int) -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        if shares.indices.contains(slot), let index = shares[slot].first {
+            shares[slot] = (index + 1)..<shares[slot].upperBound
+            return index
+        }
+        guard let largest = shares.indices.max(by: { shares[$0].count < shares[$1].count }), !shares[largest].isEmpty else { return nil }
+        let index = shares[largest].upperBound - 1
+        shares[largest] = shares[largest].lowerBound..<index
+        return index
+    }
+}
+
+/// Indices of finished requests, handed from worker threads to the caller.
+package final class CompletionQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private let available = DispatchSemaphore(value: 0)
+    private var items: [Int] = []
+
+    package func push(_ index: Int) {
+        lock.lock()
+        items.append(index)
+        lock.unlock()
+        available.signal()
+    }
+
+    package func pop() -> Int {
+        available.wait()
+        lock.lock()
+        defer { lock.unlock() }
+        return items.removeFirst()
+    }
+}
+
+package final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [WorkerPool.Outcome?]
+    package init(count: Int) { storage = Array(repeating: nil, count: count) }
+    package func set(_ index: Int, _ value: WorkerPool.Outcome) {
+        lock.lock()
+        storage[index] = value
+        lock.unlock()
+    }
+    package var values: [WorkerPool.Outcome] {
+        lock.lock()
+        defer { lock.unlock() }
+        return storage.map { $0 ?? .failed("not run") }
+    }
+}
+
+/// A run measured with every file opened and described in worker processes.
+public enum IsolatedScan {
+    /// The whole run with every file read in isolated worker processes: the run as it was
+    /// kept (steps whose files failed are skipped, with the reason) and its measurements.
+    public static func measure(_ path: String, isolation: IsolationOptions, load: LoadOptions = LoadOptions(),
+                               measure: MeasureOptions = MeasureOptions(), select: NSRegularExpression? = nil,
+                               loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+                               measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (Run, RunMeasurements) {
+        let pool = WorkerPool(options: isolation)
+        defer { pool.shutdown() }
+        // Each worker may use every core for a large tensor: when the other workers are
+        // done (the last files of a run, a run of two huge saves) their cores would idle.
+        func request(_ task: WorkerRequest.Task, path: String) -> WorkerRequest {
+            WorkerRequest(task: task, path: path, layout: load.layout, followLinks: load.open.followLinks, allowPlugins: load.open.allowPlugins,
+                          current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [], only: nil,
+                          blockElements: measure.blockElements, threads: measure.threads,
+                          histogramBins: measure.histogramBins, deadActivationFraction: measure.deadActivationFraction)
+        }
+        let loaded = try RunLoader.load(path, progress: nil) { files, done in
+            let counter = Counter()
+            let outcomes = pool.run(files.map { request(.load, path: $0) }) { index in
+                let finished = counter.increment()
+                done(index, finished)
+                loadProgress?(finished, files.count, 0, 0)
+            }
+            return zip(files, outcomes).map { file, outcome in
+                switch outcome {
+                case .failed(let reason): return .failure(CheckpointError(file: file, reason: reason))
+                case .response(let response):
+                    if let summaries = response.checkpoints { return .success(summaries.map(\.checkpoint)) }
+                    return .failure(CheckpointError(file: file, reason: response.error ?? "no result"))
+                }
+            }
+        }
+        let selected = loaded.checkpoints.map { $0.selecting(select) }
+        let summaries = selected.map { CheckpointSummary($0) }
+        let start = RunMeasurer.windowStart(count: selected.count)
+        let gradientNames = Array(Set(selected.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
+        // Contiguous tensors: read here, directly, tensor by tensor across the steps (no libhdf5
+        // call, so nothing to isolate). The rest: by the workers, step by step.
+        let steps = summaries.map(\.step)
+        let direct = SeriesMeasurer.eligible(steps)
+        let remaining = selected.indices.map { index in
+            selected[index].tensors.indices.filter { !direct[index].contains($0) }.map { selected[index].tensors[$0].key }
+        }
+        let stepwise = selected.indices.filter { !remaining[$0].isEmpty }
+        let requests = stepwise.map { index -> WorkerRequest in
+            var r = request(.measure, path: selected[index].file)
+            r.current = summaries[index]
+            r.previous = index > 0 ? summaries[index - 1] : nil
+            r.index = index
+            r.wantUnits = index >= start
+            r.gradientNames = gradientNames
+            r.only = remaining[index]
+            return r
+        }
+        let counter = Counter()
+        var outcomes = pool.run(requests) { _ in measureProgress?(counter.increment(), requests.count) }
+        // A crash while reading the previous file as well: measure the step on its own.
+        for index in outcomes.indices {
+            if case .failed = outcomes[index], requests[index].previous != nil {
+                var alone = requests[index]
+                alone.previous = nil
+                if case .response(let response) = pool.runOne(alone), response.record != nil { outcomes[index] = .response(response) }
+            }
+        }
+        var measuredOptions = measure
+        measuredOptions.deadActivationFraction = measure.deadActivationFraction
+        var directProgress: ((Int, Int) -> Void)?
+        if let measureProgress { directProgress = { measureProgress($0, $1) } }
+        let gradientSet = Set(gradientNames)
+        var measured = SeriesMeasurer.measure(steps, selected: direct, options: measuredOptions, gradientNames: gradientSet,
+                                              perUnitEverywhere: false, unitWindowStart: start, progress: directProgress)
+        var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
+        for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
+        var kept: [Checkpoint] = []
+        var records: [StepRecord] = []
+        var snapshots: [[UnitSnapshot]] = []
+        var skipped = loaded.skipped
+        for index in selected.indices {
+            var rest: (StepRecord, [UnitSnapshot])?
+            switch stepwiseOutcome[index] {
+            case nil:
+                break
+            case .failed(let reason)?:
+                skipped.append(SkippedItem(item: selected[index].source, reason: reason))
+                continue
+            case .response(let response)?:
+                guard let record = response.record else {
+                    skipped.append(SkippedItem(item: selected[index].source, reason: response.error ?? "no result"))
+                    continue
+                }
+                rest = (record, response.units ?? [])
+            }
+            if let reason = measured.stepErrors[index] {
+                skipped.append(SkippedItem(item: selected[index].source, reason: reason))
+                continue
+            }
+            let checkpoint = selected[index]
+            let (record, units) = RunMeasurer.combine(tensors: checkpoint.tensors, source: checkpoint.source,
+                                                      step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
+                                                      direct: measured.outcomes[index], stepError: nil, rest: rest)
+            measured.outcomes[index] = []
+            kept.append(checkpoint)
+            records.append(record)
+            snapshots.append(units)
+        }
+        let run = Run(source: loaded.source, checkpoints: kept, skipped: skipped, notes: loaded.notes)
+        return (run, RunMeasurer.assemble(run: run, records: records, snapshots: snapshots))
+    }
+}
+
+package final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    package func increment() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}

@@ -1,0 +1,262 @@
+import Foundation
+import HDF5
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+
+/// Per-unit liveness of one tensor at one save: the raw material of the dead-unit windows.
+public struct UnitSnapshot: Sendable, Codable {
+    public var key: String
+    public var name: String
+    public var layer: String
+    public var source: UnitEvidence
+    public var alive: [Bool]
+
+    private enum CodingKeys: String, CodingKey { case key, name, layer, source, alive }
+
+    public init(key: String, name: String, layer: String, source: UnitEvidence, alive: [Bool]) {
+        self.key = key
+        self.name = name
+        self.layer = layer
+        self.source = source
+        self.alive = alive
+    }
+
+    /// `alive` travels as one string of `1` and `0` (a layer has thousands of units,
+    /// and a list of JSON booleans costs five times the bytes and far more time to parse).
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        key = try container.decode(String.self, forKey: .key)
+        name = try container.decode(String.self, forKey: .name)
+        layer = try container.decode(String.self, forKey: .layer)
+        source = try container.decode(UnitEvidence.self, forKey: .source)
+        let bits = try container.decode(String.self, forKey: .alive)
+        alive = bits.utf8.map { $0 == UInt8(ascii: "1") }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(key, forKey: .key)
+        try container.encode(name, forKey: .name)
+        try container.encode(layer, forKey: .layer)
+        try container.encode(source, forKey: .source)
+        try container.encode(String(decoding: alive.map { $0 ? UInt8(ascii: "1") : UInt8(ascii: "0") }, as: UTF8.self), forKey: .alive)
+    }
+}
+
+/// Measures every tensor of every step of a run: statistics for all, drift
+/// against the previous save for weights, and per-unit evidence over the
+/// later half of the run (the dead-unit window). Tensors stored contiguously
+/// are read by ``SeriesMeasurer``, one tensor across all steps at a time (each
+/// step's bytes once); the others step by step through libhdf5, each weight
+/// side by side with the previous checkpoint's.
+public enum RunMeasurer {
+    /// The index of the first save in the dead-unit window: the later half of the run.
+    public static func windowStart(count: Int) -> Int { count >= 2 ? count / 2 : 0 }
+
+    public static func measure(_ run: Run, options: MeasureOptions = MeasureOptions(), perUnitEverywhere: Bool = false,
+                               progress: ((Int, Int) -> Void)? = nil) -> RunMeasurements {
+        let checkpoints = run.checkpoints
+        let start = windowStart(count: checkpoints.count)
+        let gradientNames = Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })
+        // Contiguous tensors are read directly, tensor by tensor across the steps; the rest through libhdf5, step by step.
+        let steps = checkpoints.map(SeriesMeasurer.Step.init)
+        let selected = SeriesMeasurer.eligible(steps)
+        let remaining = checkpoints.indices.map { index in
+            Set(checkpoints[index].tensors.indices.filter { !selected[index].contains($0) }.map { checkpoints[index].tensors[$0].key })
+        }
+        let stepwise = remaining.contains { !$0.isEmpty }
+        var direct = SeriesMeasurer.measure(steps, selected: selected, options: options, gradientNames: gradientNames,
+                                            perUnitEverywhere: perUnitEverywhere, unitWindowStart: start, progress: progress)
+        var records: [StepRecord] = []
+        var snapshots: [[UnitSnapshot]] = []
+        for (index, checkpoint) in checkpoints.enumerated() {
+            var rest: (StepRecord, [UnitSnapshot])?
+            if !remaining[index].isEmpty {
+                rest = measureStep(checkpoint, previous: index > 0 ? checkpoints[index - 1] : nil, index: index,
+                                   wantUnits: index >= start, gradientNames: gradientNames, options: options,
+                                   perUnitEverywhere: perUnitEverywhere, only: remaining[index])
+            }
+            let (record, units) = combine(tensors: checkpoint.tensors, source: checkpoint.source, step: checkpoint.metadata.step ?? index,
+                                          metadata: checkpoint.metadata, direct: direct.outcomes[index], stepError: direct.stepErrors[index],
+                                          rest: rest)
+            direct.outcomes[index] = []
+            records.append(record)
+            snapshots.append(units)
+            if stepwise { progress?(index + 1, checkpoints.count) }
+        }
+        return assemble(run: run, records: records, snapshots: snapshots)
+    }
+
+    /// One step's record from the tensors measured directly (`direct`, by tensor
+    /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order,
+    /// as ``measureStep(_:previous:index:wantUnits:gradientNames:options:perUnitEverywhere:only:onTensor:)``
+    /// would give it. A step whose file could not be read again (`stepError`) has every tensor
+    /// failed with that reason: it is not analysed half from the old file, half from the new.
+    package static func combine(tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
+                        stepError: String?, rest: (StepRecord, [UnitSnapshot])?) -> (StepRecord, [UnitSnapshot]) {
+        var measurements = MeasurementTable()
+        var order: [String] = []
+        var failures: [SkippedItem] = []
+        var snapshots: [UnitSnapshot] = stepError == nil ? rest?.1 ?? [] : []
+        var restFailures = Dictionary((rest?.0.failures ?? []).map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
+        for (t, tensor) in tensors.enumerated() {
+            let item = source + ":" + tensor.path
+            if let stepError {
+                failures.append(SkippedItem(item: item, reason: stepError))
+            } else if t < direct.count, let outcome = direct[t] {
+                guard let measurement = outcome.measurement else {
+                    failures.append(SkippedItem(item: item, reason: outcome.error ?? "not measured"))
+                    continue
+                }
+                measurements[tensor.key] = measurement
+                order.append(tensor.key)
+                if let snapshot = outcome.snapshot { snapshots.append(snapshot) }
+            } else if let failure = restFailures.removeValue(forKey: item) {
+                failures.append(failure)
+            } else if let measurement = rest?.0.tensors[tensor.key] {
+                measurements[tensor.key] = measurement
+                order.append(tensor.key)
+            }
+        }
+        if stepError == nil {
+            failures.append(contentsOf: (rest?.0.failures ?? []).filter { restFailures[$0.item] != nil })
+        }
+        let record = StepRecord(step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
+                                tensors: measurements, order: order, failures: failures)
+        return (record, snapshots)
+    }
+
+    /// Puts measured steps together: the run's metadata and the dead-unit windows.
+    public static func assemble(run: Run, records: [StepRecord], snapshots: [[UnitSnapshot]]) -> RunMeasurements {
+        var windows: [String: UnitWindow] = [:]
+        for (record, units) in zip(records, snapshots) {
+            for snapshot in units {
+                if var window = windows[snapshot.key] {
+                    guard window.units == snapshot.alive.count else { continue }
+                    for unit in 0..<window.units where snapshot.alive[unit] { window.lastAlive[unit] = window.saves }
+                    window.steps.append(record.step)
+                    windows[snapshot.key] = window
+                } else {
+                    windows[snapshot.key] = UnitWindow(key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: snapshot.source,
+                                                       units: snapshot.alive.count, lastAlive: snapshot.alive.map { $0 ? 0 : -1 },
+                                                       steps: [record.step])
+                }
+            }
+        }
+        let last = run.checkpoints.last?.metadata
+        var measurements = RunMeasurements(source: run.source, layout: run.checkpoints.last?.layout, framework: last?.framework,
+                                           optimizer: last?.optimizer, layers: run.layers, records: records,
+                                           unitWindows: windows.values.sorted { $0.key < $1.key })
+        // PyTorch creates its optimizer state at the first step(): a first save at step 0 without it, in a
+        // run whose later saves carry the optimizer's counter, is the initial state, at update 0.
+        let initialWithoutCounter = run.checkpoints.count >= 2 && run.checkpoints[0].metadata.step == 0
+            && run.checkpoints[0].metadata.stepSource != .optimizerIterations
+            && run.checkpoints.dropFirst().allSatisfy { $0.metadata.stepSource == .optimizerIterations }
+        measurements.stepsCountUpdates = run.checkpoints.enumerated().allSatisfy { index, checkpoint in
+            stepCountsUpdates(checkpoint) || (index == 0 && initialWithoutCounter)
+        }
+        measurements.startsAtInitialisation = initialWithoutCounter || (run.checkpoints.first.map(startsAtInitialisation) ?? false)
+        measurements.stepsKnown = !(run.checkpoints.count == 1 && run.checkpoints[0].metadata.step == nil)
+        return measurements
+    }
+
+    /// Whether a checkpoint's step number counts optimizer updates (``StepCounting/countsUpdates(_:)``).
+    package static func stepCountsUpdates(_ checkpoint: Checkpoint) -> Bool { StepCounting.countsUpdates(checkpoint) }
+
+    /// Whether the first save's step is known to be the state before training (``StepCounting/startsAtInitialisation(_:)``).
+    package static func startsAtInitialisation(_ checkpoint: Checkpoint) -> Bool { StepCounting.startsAtInitialisation(checkpoint) }
+
+    /// Measures one checkpoint (and its weights' drift from `previous`).
+    /// `wantUnits` asks for per-unit liveness snapshots; `gradientNames` are the
+    /// parameters with gradients anywhere in the run (their movement is not used as evidence).
+    public static func measureStep(_ checkpoint: Checkpoint, previous: Checkpoint?, index: Int, wantUnits: Bool,
+                                   gradientNames: Set<String>, options: MeasureOptions, perUnitEverywhere: Bool = false,
+                                   only: Set<String>? = nil, onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
+        let step = checkpoint.metadata.step ?? index
+        let previousTensors = previous.map { Dictionary($0.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
+        var measurements = MeasurementTable()
+        var order: [String] = []
+        var failures: [SkippedItem] = []
+        var snapshots: [UnitSnapshot] = []
+        for tensor in checkpoint.tensors where only?.contains(tensor.key) ?? true {
+            onTensor?(tensor)
+            do {
+                var stats: TensorStats
+                var drift: DriftStats?
+                let (unitsForStats, unitsForDrift) = unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
+                if tensor.role == .weight, let previous, let earlier = previousTensors[tensor.key], earlier.shape == tensor.shape {
+                    (stats, drift) = try TensorMeasurer.statsAndDrift(of: tensor, in: checkpoint, previous: earlier, in: previous, options: options,
+                                                                      perUnitStats: unitsForStats, perUnitDrift: unitsForDrift)
+                } else {
+                    stats = try TensorMeasurer.stats(of: tensor, in: checkpoint, options: options, perUnit: unitsForStats)
+                }
+                let (measurement, snapshot) = self.measurement(of: tensor, stats: stats, drift: drift, wantUnits: wantUnits,
+                                                               gradientNames: gradientNames, options: options)
+                measurements[tensor.key] = measurement
+                order.append(tensor.key)
+                if let snapshot { snapshots.append(snapshot) }
+            } catch {
+                failures.append(SkippedItem(item: checkpoint.source + ":" + tensor.path, reason: RunLoader.reason(for: error)))
+            }
+        }
+        let record = StepRecord(step: step, source: checkpoint.source, loss: checkpoint.metadata.loss,
+                                learningRate: checkpoint.metadata.learningRate, tensors: measurements, order: order, failures: failures)
+        return (record, snapshots)
+    }
+
+    /// Whether a tensor's statistics and its drift get per-unit parts. They cost a second pass
+    /// over the data, so they are computed only where they are used: gradients and activations
+    /// (dead units), and weights' movement when the run saved no gradient for them.
+    /// `perUnitEverywhere` keeps them for every tensor (inspect shows them).
+    package static func unitParts(of tensor: TensorRef, gradientNames: Set<String>, perUnitEverywhere: Bool) -> (stats: Bool, drift: Bool) {
+        (perUnitEverywhere || tensor.role == .gradient || tensor.role == .activation,
+         perUnitEverywhere || !gradientNames.contains(tensor.name))
+    }
+
+    /// The measurement of one tensor from its statistics and drift, and its per-unit
+    /// liveness snapshot when `wantUnits` asks for one and the tensor gives one.
+    package static func measurement(of tensor: TensorRef, stats: TensorStats, drift: DriftStats?, wantUnits: Bool, gradientNames: Set<String>,
+                            options: MeasureOptions) -> (TensorMeasurement, UnitSnapshot?) {
+        var measurement = TensorMeasurement(
+            key: tensor.key, name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slot,
+            slotName: tensor.slotName, shape: tensor.shape, unitAxis: tensor.unitAxis, dtype: tensor.dtype.description,
+            path: tensor.path, trainable: tensor.trainable, stats: stats, drift: drift)
+        let unitSize = (stats.unitNorms?.count).map { units in units > 0 ? tensor.count / units : 0 } ?? 0
+        if let norms = stats.unitNorms {
+            measurement.unitCount = norms.count
+            measurement.zeroUnits = norms.filter { $0 == 0 }.count
+        }
+        if tensor.role == .activation, let zeros = stats.unitZeroCount, unitSize > 0 {
+            measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
+        }
+        var snapshot: UnitSnapshot?
+        if wantUnits {
+            var alive: [Bool]?
+            var evidence: UnitEvidence?
+            switch tensor.role {
+            case .gradient:
+                alive = stats.unitNorms?.map { $0 > 0 || $0.isNaN }
+                evidence = .gradient
+            case .activation:
+                alive = stats.unitZeroCount?.map { Double($0) < options.deadActivationFraction * Double(max(unitSize, 1)) }
+                evidence = .activation
+            case .weight where !gradientNames.contains(tensor.name):
+                // Movement: the weights' statistics carry no per-unit part, their drift does.
+                if let changed = drift?.unitChanged { alive = changed.map { $0 > 0 }; evidence = .movement }
+            default:
+                break
+            }
+            if let alive, let evidence, !alive.isEmpty {
+                snapshot = UnitSnapshot(key: tensor.key, name: tensor.name, layer: tensor.layer, source: evidence, alive: alive)
+            }
+        }
+        // Per-unit arrays are summarised above; dropping them keeps a long run's memory small.
+        measurement.stats.unitNorms = nil
+        measurement.stats.unitZeroCount = nil
+        measurement.drift?.unitRelativeChange = nil
+        measurement.drift?.unitChanged = nil
+        return (measurement, snapshot)
+    }
+}

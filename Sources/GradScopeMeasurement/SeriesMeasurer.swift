@@ -1,0 +1,469 @@
+import Foundation
+import HDF5
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Measures the tensors of a run that lie contiguous in their files
+/// (``DirectStorage``) by reading their bytes directly, one tensor across all
+/// its steps at a time: block by block, every step's block is read once and
+/// feeds that step's statistics and, side by side with the block before it,
+/// the drift from the previous step. A step's weights are therefore read once,
+/// not twice (as the current step, then as the previous one), and no libhdf5
+/// call is made, so this runs in the scanning process itself, on every core.
+///
+/// Steps are taken in windows of at most ``maxWindow`` (fewer when per-unit
+/// statistics are large), so memory stays at a few blocks and a window's
+/// accumulators whatever the run's length; the step before a window is read
+/// again for its first drift. A tensor of at least four blocks is also split
+/// into one element share per thread, merged in order.
+///
+/// A step whose file changed since it was described, or cannot be opened, is
+/// reported in ``Result/stepErrors``; a block that cannot be read fails that
+/// tensor at that step (and the next step's drift from it), nothing else.
+package enum SeriesMeasurer {
+    /// One step as the measurer sees it: its file, as it was when described, and its tensors.
+    package struct Step: Sendable {
+        package var file: String
+        package var size: Int
+        package var mtime: Double
+        package var tensors: [TensorRef]
+        /// Parallel to `tensors`: where each lies in `file`, when it can be read directly.
+        package var storage: [DirectStorage?]
+
+        package init(file: String, size: Int, mtime: Double, tensors: [TensorRef], storage: [DirectStorage?]) {
+            self.file = file
+            self.size = size
+            self.mtime = mtime
+            self.tensors = tensors
+            self.storage = storage
+        }
+
+        /// A checkpoint open in this process (its datasets are opened to find their storage),
+        /// with its file as libhdf5 opened it: a file replaced since then is not read.
+        package init(_ checkpoint: Checkpoint) {
+            let (size, mtime) = checkpoint.identity
+            self.init(file: checkpoint.file, size: size, mtime: mtime, tensors: checkpoint.tensors,
+                      storage: SeriesMeasurer.storage(of: checkpoint))
+        }
+    }
+
+    /// Where each tensor of an open checkpoint lies in its file, when it can be read directly
+    /// (only in the checkpoint's first file: that is the file the parent opens again).
+    package static func storage(of checkpoint: Checkpoint) -> [DirectStorage?] {
+        checkpoint.tensors.map { tensor in
+            guard tensor.fileIndex == 0, let first = checkpoint.files.first, first.path == checkpoint.file, !first.isMemoryImage,
+                  let info = try? first.datasetInfo(tensor.path),
+                  info.refusal(limits: first.options.limits, followLinks: first.options.followLinks) == nil else { return nil }
+            return info.directStorage(fileSize: first.size)
+        }
+    }
+
+    /// What was measured of one tensor at one step: its measurement (per-unit arrays already
+    /// summarised and dropped, so a long run holds no per-unit data) and its unit snapshot, or why not.
+    package struct Outcome: Sendable {
+        package var measurement: TensorMeasurement?
+        package var snapshot: UnitSnapshot?
+        package var error: String?
+    }
+
+    package struct Result: Sendable {
+        /// Per step: outcomes by tensor index (nil for the tensors not measured here).
+        package var outcomes: [[Outcome?]]
+        /// Per step: why its file could not be read at all.
+        package var stepErrors: [String?]
+    }
+
+    /// Steps per window at most.
+    package static let maxWindow = 16
+    /// Memory a window's accumulators may take (per thread).
+    package static let windowBudget = 32 << 20
+
+    /// The tensors of each step measured here: those stored directly, whose drift
+    /// partner (the same weight, same shape, at the step before) is stored directly
+    /// too, with the same element type. The rest are read through libhdf5.
+    /// A key that a checkpoint holds twice (two paths the layout names alike) is left to
+    /// the step-by-step path, which settles such ties its own way.
+    package static func eligible(_ steps: [Step]) -> [Set<Int>] {
+        let duplicates = steps.map(duplicateKeys)
+        return steps.indices.map { s in
+            var chosen = Set<Int>()
+            let previous = s > 0 ? partnerIndex(steps[s - 1]) : [:]
+            for (t, tensor) in steps[s].tensors.enumerated() {
+                guard tensor.fileIndex == 0, let storage = steps[s].storage[t], !duplicates[s].contains(tensor.key) else { continue }
+                if tensor.role == .weight, s > 0, let p = previous[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
+                    guard !duplicates[s - 1].contains(tensor.key), steps[s - 1].tensors[p].fileIndex == 0,
+                          let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count else { continue }
+                }
+                chosen.insert(t)
+            }
+            return chosen
+        }
+    }
+
+    package static func duplicateKeys(_ step: Step) -> Set<String> {
+        var seen = Set<String>(), repeated = Set<String>()
+        for tensor in step.tensors where !seen.insert(tensor.key).inserted { repeated.insert(tensor.key) }
+        return repeated
+    }
+
+    package static func partnerIndex(_ step: Step) -> [String: Int] {
+        var index: [String: Int] = [:]
+        for (t, tensor) in step.tensors.enumerated() where index[tensor.key] == nil { index[tensor.key] = t }
+        return index
+    }
+
+    /// One tensor at one step of a window.
+    package struct Entry: Sendable {
+        package var step: Int
+        package var tensor: Int
+        /// Index of the same weight in the step before, when drift is measured.
+        package var partner: Int?
+        package var statsLayout: UnitLayout
+        package var driftLayout: UnitLayout
+    }
+
+    /// Steps of one tensor (same type, same shape) measured together.
+    package struct Window: Sendable {
+        package var entries: [Entry]
+        package var storageType: ElementType
+        package var count: Int
+        /// Element shares, one job each.
+        package var shares: [[Range<Int>]]
+        package var bytes: Int
+    }
+
+    /// Measures the eligible tensors (`selected[s]`, from ``eligible(_:)``) of every step. Steps from
+    /// `unitWindowStart` on get per-unit liveness snapshots. `progress` is told (steps' worth of
+    /// bytes done, steps) from one thread at a time, and last with both equal.
+    package static func measure(_ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
+                        perUnitEverywhere: Bool, unitWindowStart: Int, progress: ((Int, Int) -> Void)? = nil) -> Result {
+        let windows = plan(steps, selected: selected, options: options, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
+        let files = StepFiles(steps, uses: windows)
+        let jobs = windows.indices.flatMap { w in windows[w].shares.indices.map { (window: w, share: $0) } }
+        let collector = Collector(windows: windows, steps: steps)
+        let queue = JobQueue(count: jobs.count)
+        let totalBytes = max(1, windows.reduce(0) { $0 + $1.bytes })
+        let threads = max(1, min(options.threads, jobs.count))
+        try? TensorMeasurer.inParallel(threads) { _ in
+            while let j = queue.next() {
+                let (w, share) = jobs[j]
+                let window = windows[w]
+                let part: Part
+                switch window.storageType {
+                case .float32: part = run(window, share: window.shares[share], as: Float.self, steps: steps, files: files, options: options)
+                default: part = run(window, share: window.shares[share], as: Double.self, steps: steps, files: files, options: options)
+                }
+                if let finished = collector.add(part, window: w, share: share) {
+                    collector.store(finish(finished, window: window, steps: steps, gradientNames: gradientNames, options: options,
+                                           unitWindowStart: unitWindowStart), of: window)
+                }
+                files.done(with: window)
+                collector.addBytes(window.bytes / max(1, window.shares.count)) { done in
+                    progress?(min(steps.count - 1, done * steps.count / totalBytes), steps.count)
+                }
+            }
+        }
+        files.closeAll()
+        progress?(steps.count, steps.count)
+        return Result(outcomes: collector.takeOutcomes(), stepErrors: files.errors)
+    }
+
+    /// Cuts each tensor's steps into windows of the same type and shape, of a size its accumulators allow.
+    package static func plan(_ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
+                     perUnitEverywhere: Bool) -> [Window] {
+        // Every tensor key, in the order of first appearance, with its steps.
+        var order: [String] = []
+        var chains: [String: [(step: Int, tensor: Int)]] = [:]
+        for s in steps.indices {
+            for t in selected[s].sorted() {
+                let key = steps[s].tensors[t].key
+                if chains[key] == nil { order.append(key) }
+                chains[key, default: []].append((s, t))
+            }
+        }
+        let partners = steps.map(partnerIndex)
+        var windows: [Window] = []
+        for key in order {
+            guard let chain = chains[key] else { continue }
+            var current: [Entry] = []
+            var currentType: ElementType = .float32
+            var currentShape: [Int] = []
+            var limit = maxWindow
+            func close() {
+                guard let first = current.first, let storage = steps[first.step].storage[first.tensor] else { return }
+                let shares = TensorMeasurer.split(count: storage.count, block: TensorMeasurer.directBlockElements, threads: options.threads)
+                let bytes = storage.count * storage.elementSize * current.count
+                windows.append(Window(entries: current, storageType: storage.type, count: storage.count, shares: shares, bytes: bytes))
+                current = []
+            }
+            for (s, t) in chain {
+                let tensor = steps[s].tensors[t]
+                guard let storage = steps[s].storage[t] else { continue }
+                if !current.isEmpty && (storage.type != currentType || tensor.shape != currentShape || current.count >= limit) { close() }
+                let layout = TensorMeasurer.unitLayout(for: tensor)
+                let parts = RunMeasurer.unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
+                let statsLayout = parts.stats ? layout : .none
+                let driftLayout = parts.drift ? layout : .none
+                var partner: Int?
+                if tensor.role == .weight, s > 0, let p = partners[s - 1][tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
+                    partner = p
+                }
+                if current.isEmpty {
+                    currentType = storage.type
+                    currentShape = tensor.shape
+                    // 256 KiB of sketch table and the per-unit sums (stats and drift) per step.
+                    let units = layout.unitCount ?? 0
+                    let perStep = (256 << 10) + units * 48
+                    limit = max(1, min(maxWindow, windowBudget / perStep))
+                }
+                current.append(Entry(step: s, tensor: t, partner: partner, statsLayout: statsLayout,
+                                     driftLayout: partner == nil ? .none : driftLayout))
+            }
+            close()
+        }
+        // Windows of the same steps together (so few files are open at once), the largest first
+        // among them (so the last jobs, which may leave a core idle, are small ones).
+        return windows.enumerated().sorted { a, b in
+            let (stepA, stepB) = (a.element.entries[0].step / maxWindow, b.element.entries[0].step / maxWindow)
+            if stepA != stepB { return stepA < stepB }
+            if a.element.bytes != b.element.bytes { return a.element.bytes > b.element.bytes }
+            return a.offset < b.offset
+        }.map(\.element)
+    }
+
+    /// The accumulators of one job: one element share of a window.
+    package struct Part: @unchecked Sendable {
+        package var stats: [StatsAccumulator]
+        package var drift: [DriftAccumulator?]
+        package var errors: [String?]
+        /// The drift of this entry could not be measured (its partner could not be read).
+        package var driftLost: [Bool]
+    }
+
+    /// Reads one share of a window, block by block, every step's block once.
+    package static func run<T: MeasuredElement>(_ window: Window, share: [Range<Int>], as _: T.Type, steps: [Step], files: StepFiles,
+                                        options: MeasureOptions) -> Part {
+        let n = window.entries.count
+        var part = Part(stats: window.entries.map { StatsAccumulator(layout: $0.statsLayout, histogramBins: options.histogramBins) },
+                        drift: window.entries.map { $0.partner == nil ? nil : DriftAccumulator(layout: $0.driftLayout) },
+                        errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
+        let blockCapacity = TensorMeasurer.directBlockElements
+        var previous = UnsafeMutableBufferPointer<T>.allocate(capacity: blockCapacity)
+        var current = UnsafeMutableBufferPointer<T>.allocate(capacity: blockCapacity)
+        defer { previous.deallocate(); current.deallocate() }
+        for range in share {
+            // The step whose block `previous` holds.
+            var held = -1
+            for (e, entry) in window.entries.enumerated() {
+                guard part.errors[e] == nil else { held = -1; continue }
+                if let partner = entry.partner, held != entry.step - 1, !part.driftLost[e] {
+                    // The first step of a window (or one after a gap): read the step before again.
+                    do {
+                        try read(step: entry.step - 1, tensor: partner, range: range, into: previous, steps: steps, files: files)
+                        held = entry.step - 1
+                    } catch {
+                        part.driftLost[e] = true
+                    }
+                }
+                do {
+                    try read(step: entry.step, tensor: entry.tensor, range: range, into: current, steps: steps, files: files)
+                } catch {
+                    part.errors[e] = describe(error)
+                    held = -1
+                    continue
+                }
+                let block = UnsafeBufferPointer(rebasing: current[0..<range.count])
+                T.add(block, at: range.lowerBound, to: &part.stats[e])
+                if entry.partner != nil, !part.driftLost[e] {
+                    if held == entry.step - 1 {
+                        T.add(UnsafeBufferPointer(rebasing: previous[0..<range.count]), block, at: range.lowerBound, to: &part.drift[e]!)
+                    } else {
+                        part.driftLost[e] = true
+                    }
+                }
+                swap(&previous, &current)
+                held = entry.step
+            }
+        }
+        return part
+    }
+
+    package static func read<T>(step: Int, tensor: Int, range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>, steps: [Step],
+                        files: StepFiles) throws {
+        let path = steps[step].tensors[tensor].path
+        guard let storage = steps[step].storage[tensor], storage.elementSize == MemoryLayout<T>.size, range.upperBound <= storage.count,
+              range.count <= buffer.count, let base = buffer.baseAddress else {
+            throw HDF5Error(file: steps[step].file, object: path, reason: .library, message: "direct read of \(range) does not fit its buffer")
+        }
+        let fd = try files.descriptor(step)
+        try HDF5File.readFully(fd, at: storage.offset + range.lowerBound * storage.elementSize, count: range.count * storage.elementSize,
+                               into: UnsafeMutableRawPointer(base), path: steps[step].file, object: path)
+    }
+
+    package static func describe(_ error: Error) -> String { RunLoader.reason(for: error) }
+
+    /// A window's outcomes from its merged shares.
+    package static func finish(_ part: Part, window: Window, steps: [Step], gradientNames: Set<String>, options: MeasureOptions,
+                       unitWindowStart: Int) -> [Outcome] {
+        window.entries.enumerated().map { e, entry in
+            if let error = part.errors[e] { return Outcome(measurement: nil, snapshot: nil, error: error) }
+            let drift = part.driftLost[e] ? nil : part.drift[e]?.finish()
+            let (measurement, snapshot) = RunMeasurer.measurement(of: steps[entry.step].tensors[entry.tensor], stats: part.stats[e].finish(),
+                                                                  drift: drift, wantUnits: entry.step >= unitWindowStart,
+                                                                  gradientNames: gradientNames, options: options)
+            return Outcome(measurement: measurement, snapshot: snapshot, error: nil)
+        }
+    }
+
+    /// Gathers the shares of each window; the thread that brings a window's last share merges them
+    /// (in order) and finishes it, and its outcomes go straight to their steps (an array per step, as
+    /// long as its tensor list: a run's outcomes are its largest structure while they wait).
+    package final class Collector: @unchecked Sendable {
+        private let lock = NSLock()
+        private var pending: [[Part?]]
+        private var outcomes: [[Outcome?]]
+        private var bytes = 0
+
+        package init(windows: [Window], steps: [Step]) {
+            pending = windows.map { [Part?](repeating: nil, count: $0.shares.count) }
+            outcomes = steps.map { [Outcome?](repeating: nil, count: $0.tensors.count) }
+        }
+
+        /// Stores a share; returns the merged window when it was the last.
+        package func add(_ part: Part, window: Int, share: Int) -> Part? {
+            lock.lock()
+            pending[window][share] = part
+            let complete = pending[window].allSatisfy { $0 != nil }
+            let parts = complete ? pending[window].compactMap { $0 } : []
+            if complete { pending[window] = [] }
+            lock.unlock()
+            guard complete, var total = parts.first else { return nil }
+            for other in parts.dropFirst() {
+                for e in total.stats.indices {
+                    total.errors[e] = total.errors[e] ?? other.errors[e]
+                    total.driftLost[e] = total.driftLost[e] || other.driftLost[e]
+                    total.stats[e].merge(other.stats[e])
+                    if let drift = other.drift[e] { total.drift[e]?.merge(drift) }
+                }
+            }
+            return total
+        }
+
+        package func store(_ finished: [Outcome], of window: Window) {
+            lock.lock()
+            for (entry, outcome) in zip(window.entries, finished) { outcomes[entry.step][entry.tensor] = outcome }
+            lock.unlock()
+        }
+
+        /// Counts `n` more bytes done and tells `report` the total, one thread at a time.
+        package func addBytes(_ n: Int, report: (Int) -> Void) {
+            lock.lock()
+            defer { lock.unlock() }
+            bytes += n
+            report(bytes)
+        }
+
+        package func takeOutcomes() -> [[Outcome?]] {
+            lock.lock()
+            defer { lock.unlock() }
+            let taken = outcomes
+            outcomes = []
+            return taken
+        }
+    }
+
+    /// Hands out job indices in order.
+    package final class JobQueue: @unchecked Sendable {
+        private let lock = NSLock()
+        private var nextIndex = 0
+        private let count: Int
+        package init(count: Int) { self.count = count }
+        package func next() -> Int? {
+            lock.lock()
+            defer { lock.unlock() }
+            guard nextIndex < count else { return nil }
+            nextIndex += 1
+            return nextIndex - 1
+        }
+    }
+
+    /// The steps' files, opened on first use and checked against the size and
+    /// modification time they had when described, closed when the last window
+    /// reading them is done (jobs run in order, so few are open at once).
+    package final class StepFiles: @unchecked Sendable {
+        private let lock = NSLock()
+        private let steps: [Step]
+        private var descriptors: [Int32]
+        private var remaining: [Int]
+        package private(set) var errors: [String?]
+
+        package init(_ steps: [Step], uses windows: [Window]) {
+            self.steps = steps
+            descriptors = [Int32](repeating: -1, count: steps.count)
+            errors = [String?](repeating: nil, count: steps.count)
+            remaining = [Int](repeating: 0, count: steps.count)
+            for window in windows {
+                for step in Self.stepsRead(by: window) { remaining[step] += window.shares.count }
+            }
+        }
+
+        package static func stepsRead(by window: Window) -> Set<Int> {
+            var set = Set<Int>()
+            for entry in window.entries {
+                set.insert(entry.step)
+                if entry.partner != nil { set.insert(entry.step - 1) }
+            }
+            return set
+        }
+
+        package func descriptor(_ step: Int) throws -> Int32 {
+            lock.lock()
+            defer { lock.unlock() }
+            if descriptors[step] >= 0 { return descriptors[step] }
+            let file = steps[step].file
+            if let error = errors[step] { throw CheckpointError(file: file, reason: error) }
+            let fd = open(file, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                let reason = "could not open the file again to measure it: \(String(cString: strerror(errno)))"
+                errors[step] = reason
+                throw CheckpointError(file: file, reason: reason)
+            }
+            let (size, mtime) = FileIdentity.of(descriptor: fd)
+            guard size == steps[step].size, mtime == steps[step].mtime else {
+                close(fd)
+                let reason = "changed while the run was being scanned (a save in progress?); not analysed"
+                errors[step] = reason
+                throw CheckpointError(file: file, reason: reason)
+            }
+            descriptors[step] = fd
+            return fd
+        }
+
+        /// One job of `window` is done: closes the files no later job reads.
+        package func done(with window: Window) {
+            lock.lock()
+            defer { lock.unlock() }
+            for step in Self.stepsRead(by: window) {
+                remaining[step] -= 1
+                if remaining[step] <= 0, descriptors[step] >= 0 {
+                    close(descriptors[step])
+                    descriptors[step] = -1
+                }
+            }
+        }
+
+        package func closeAll() {
+            lock.lock()
+            defer { lock.unlock() }
+            for index in descriptors.indices where descriptors[index] >= 0 {
+                close(descriptors[index])
+                descriptors[index] = -1
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import ElementTypes
+
+/// Where a step number came from.
+public enum StepSource: String, Sendable, Codable {
+    /// A root attribute such as `step`, `global_step` or `iteration`.
+    case attribute
+    /// The optimizer's iteration counter saved in the file (Keras).
+    case optimizerIterations = "optimizer-iterations"
+    /// The last integer in the file name.
+    case fileName = "file-name"
+    /// The name of the group holding the step in a multi-step file.
+    case groupName = "group-name"
+    /// An epoch number (an `epoch` attribute, or a number labelled as an epoch in
+    /// the file name): it orders the saves but does not count optimizer updates.
+    case epoch
+    /// Nothing said; the step is the file's position in the run.
+    case position
+}
+
+/// What a checkpoint says about its step.
+public struct StepMetadata: Sendable, Equatable, Codable {
+    public var step: Int?
+    public var stepSource: StepSource?
+    public var loss: Double?
+    public var learningRate: Double?
+    public var framework: String?
+    /// The optimizer's class, when the file names it (`Adam`, `SGD`).
+    public var optimizer: String?
+    public var epoch: Int?
+    /// When the step was read from the file name: every number the name holds, in
+    /// order, which orders the run when the step alone cannot (LayoutSupport.stepInFileName).
+    public var nameKey: [Int]?
+
+    public init(step: Int? = nil, stepSource: StepSource? = nil, loss: Double? = nil, learningRate: Double? = nil,
+                framework: String? = nil, optimizer: String? = nil, epoch: Int? = nil) {
+        self.step = step
+        self.stepSource = stepSource
+        self.loss = loss
+        self.learningRate = learningRate
+        self.framework = framework
+        self.optimizer = optimizer
+        self.epoch = epoch
+    }
+}
+
+/// Something in a file that was not used, with the reason.
+public struct SkippedItem: Sendable, Equatable, Codable {
+    /// A file path, or `file:object` for an object inside a file.
+    public var item: String
+    public var reason: String
+
+    public init(item: String, reason: String) {
+        self.item = item
+        self.reason = reason
+    }
+}
+

@@ -1,0 +1,102 @@
+import ElementTypes
+
+/// What a tensor is to training.
+public enum TensorRole: String, Sendable, Codable, CaseIterable {
+    case weight, gradient, optimizer, activation
+}
+
+/// What an optimizer slot holds, whatever the framework calls it.
+public enum OptimizerSlot: String, Sendable, Codable {
+    /// Adam's m / exp_avg / momentum (Keras 3): an exponential average of the gradient.
+    case firstMoment = "first_moment"
+    /// Adam's v / exp_avg_sq / velocity (Keras 3 Adam), RMSprop's mean square: an average of the squared gradient.
+    case secondMoment = "second_moment"
+    /// AMSGrad's running maximum of the second moment (vhat, max_exp_avg_sq).
+    case maxSecondMoment = "max_second_moment"
+    /// SGD's momentum buffer (momentum_buffer, momentum, moment).
+    case momentum
+    /// Adagrad or Adadelta accumulators and other state.
+    case accumulator
+    case other
+}
+
+/// The layouts gradscope reads.
+public enum LayoutKind: String, Sendable, Codable, CaseIterable {
+    /// The layout the exporters in Tools/ write (`format = "gradscope/1"`).
+    case native
+    /// Keras 3 `.weights.h5` and `.keras`.
+    case keras3
+    /// Legacy Keras `.h5`: full models and `save_weights` files of every Keras version.
+    case kerasLegacy = "keras-legacy"
+    /// Any other HDF5 file, e.g. a PyTorch state_dict written with h5py.
+    case generic
+}
+
+/// One tensor of a checkpoint: where it is stored and what it means.
+public struct TensorRef: Sendable, Equatable, Codable {
+    /// The parameter's name (`head.3.weight`, `dense_1/kernel`). A gradient or
+    /// optimizer slot has the name of the parameter it belongs to.
+    public var name: String
+    /// The layer the parameter belongs to (`head.3`, `dense_1`).
+    public var layer: String
+    public var role: TensorRole
+    /// For optimizer state: what the slot holds, and the framework's own name for it.
+    public var slot: OptimizerSlot?
+    public var slotName: String?
+    public var shape: [Int]
+    public var dtype: ElementType
+    /// The axis that indexes units (neurons, filters): 0 for PyTorch's [out, in, ...],
+    /// the last for Keras's [..., in, out]; nil for vectors and scalars.
+    public var unitAxis: Int?
+    /// The HDF5 object path.
+    public var path: String
+    /// Which of the checkpoint's files holds it (0 except for sharded saves).
+    public var fileIndex: Int
+    /// Whether the optimizer updates this parameter, when the file says so
+    /// (Keras: a weight with optimizer slots; native: the `in_optimizer` attribute).
+    public var trainable: Bool?
+
+    public init(name: String, layer: String, role: TensorRole, slot: OptimizerSlot? = nil, slotName: String? = nil,
+                shape: [Int], dtype: ElementType, unitAxis: Int?, path: String, fileIndex: Int = 0, trainable: Bool? = nil) {
+        self.name = name
+        self.layer = layer
+        self.role = role
+        self.slot = slot
+        self.slotName = slotName
+        self.shape = shape
+        self.dtype = dtype
+        self.unitAxis = unitAxis
+        self.path = path
+        self.fileIndex = fileIndex
+        self.trainable = trainable
+    }
+
+    /// Number of elements.
+    public var count: Int { shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue } }
+
+    /// A key unique within a checkpoint: role, slot and name.
+    public var key: String {
+        switch role {
+        case .weight: return "weight:" + name
+        case .gradient: return "gradient:" + name
+        case .activation: return "activation:" + name
+        case .optimizer: return "optimizer:" + (slotName ?? slot?.rawValue ?? "?") + ":" + name
+        }
+    }
+
+    /// A short label for tables: the name, with the slot for optimizer state.
+    public var label: String {
+        switch role {
+        case .weight: return name
+        case .gradient: return name + " (grad)"
+        case .activation: return name + " (activation)"
+        case .optimizer: return name + " (" + (slotName ?? slot?.rawValue ?? "state") + ")"
+        }
+    }
+}
+
+/// The unit axis PyTorch uses: weights are [out, in, ...]; vectors have none.
+public func torchUnitAxis(_ shape: [Int]) -> Int? { shape.count >= 2 ? 0 : nil }
+
+/// The unit axis Keras uses: kernels are [..., in, out]; vectors have none.
+public func kerasUnitAxis(_ shape: [Int]) -> Int? { shape.count >= 2 ? shape.count - 1 : nil }

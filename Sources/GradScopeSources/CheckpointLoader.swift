@@ -1,0 +1,338 @@
+import Foundation
+import HDF5
+import ElementTypes
+import GradScopeModel
+
+/// How checkpoints are read.
+public struct LoadOptions: Sendable {
+    /// Force a layout instead of detecting it.
+    public var layout: LayoutKind?
+    public var open: OpenOptions
+
+    public init(layout: LayoutKind? = nil, open: OpenOptions = OpenOptions()) {
+        self.layout = layout
+        self.open = open
+    }
+}
+
+/// An error that makes a file unusable as a checkpoint, with the reason.
+public struct CheckpointError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let reason: String
+    public var description: String { "\(file): \(reason)" }
+
+    public init(file: String, reason: String) {
+        self.file = file
+        self.reason = reason
+    }
+}
+
+/// Turns a file into checkpoints: detects its layout and reads its tensors,
+/// roles, layers and step metadata.
+public enum CheckpointLoader {
+    /// Group names that hold one step each in a multi-step file (`/step_100`).
+    package static func stepGroupNumber(_ name: String) -> Int? {
+        let lower = name.lowercased()
+        for prefix in ["global_step", "iteration", "checkpoint", "step", "iter", "ckpt", "epoch"] where lower.hasPrefix(prefix) {
+            var rest = lower.dropFirst(prefix.count)
+            if rest.first == "_" || rest.first == "-" { rest = rest.dropFirst() }
+            if !rest.isEmpty, rest.allSatisfy({ $0.isASCII && $0.isNumber }) { return Int(rest.prefix(18)) }
+        }
+        return nil
+    }
+
+    /// Reads the checkpoint(s) in `path`: one for an ordinary file, several for a
+    /// file holding one group per step.
+    public static func load(_ path: String, options: LoadOptions = LoadOptions()) throws -> [Checkpoint] {
+        let url = URL(fileURLWithPath: path)
+        let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        if path.hasSuffix(".weights.json") {
+            return [try loadSharded(path, options: options, modified: modified)]
+        }
+        if let handle = FileHandle(forReadingAtPath: path) {
+            let head = (try? handle.read(upToCount: 4)) ?? Data()
+            try? handle.close()
+            if ZipArchive.isZip(head) {
+                return [try loadKerasArchive(path, options: options, modified: modified)]
+            }
+        }
+        let file = try HDF5File.open(path, options: options.open)
+        let checkpoints = try load(file: file, source: path, optimizerHint: nil, modified: modified, options: options)
+        for checkpoint in checkpoints { assignStep(checkpoint, fileStem: url.deletingPathExtension().lastPathComponent) }
+        return checkpoints
+    }
+
+    /// A step for a checkpoint whose file holds none (no step attribute, no
+    /// optimizer counter): a number labelled as a step in the file name, else the
+    /// file's `epoch` attribute, else a number labelled as an epoch in the name,
+    /// else the name's last plain integer.
+    package static func assignStep(_ checkpoint: Checkpoint, fileStem: String) {
+        guard checkpoint.metadata.step == nil else { return }
+        let named = LayoutSupport.stepInFileName(fileStem)
+        if let named, named.isStep {
+            checkpoint.metadata.step = named.number
+            checkpoint.metadata.stepSource = .fileName
+            checkpoint.metadata.nameKey = named.key
+        } else if let epoch = checkpoint.metadata.epoch, epoch >= 0, epoch < 1_000_000_000_000_000 {
+            checkpoint.metadata.step = epoch
+            checkpoint.metadata.stepSource = .epoch
+        } else if let named {
+            checkpoint.metadata.step = named.number
+            checkpoint.metadata.stepSource = named.isEpoch ? .epoch : .fileName
+            checkpoint.metadata.nameKey = named.key
+            if named.isEpoch { checkpoint.metadata.epoch = named.number }
+        }
+    }
+
+    /// Reads the checkpoint(s) in an HDF5 file image held in memory (a fuzzer's
+    /// input, a member of an archive). `name` is used in errors and sources.
+    public static func load(image: [UInt8], name: String, options: LoadOptions = LoadOptions()) throws -> [Checkpoint] {
+        let file = try HDF5File.open(image: image, name: name, options: options.open)
+        return try load(file: file, source: name, optimizerHint: nil, modified: nil, options: options)
+    }
+
+    /// The shard files a sharded Keras save's `.weights.json` names, in order.
+    public static func shardFiles(of manifest: String) throws -> [String] {
+        guard let data = FileManager.default.contents(atPath: manifest),
+              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              let map = json["weight_map"] as? [String: Any] else {
+            throw CheckpointError(file: manifest, reason: "a .weights.json without a weight_map: not a sharded Keras save")
+        }
+        var names: [String] = []
+        for value in map.values {
+            if let name = value as? String { names.append(name) }
+            if let list = value as? [String] { names.append(contentsOf: list) }
+        }
+        let directory = (manifest as NSString).deletingLastPathComponent
+        return Array(Set(names)).sorted(by: numericAwareLess).map { name in
+            // Shard names are plain file names next to the manifest; anything else would reach outside it.
+            let base = (name as NSString).lastPathComponent
+            return (directory as NSString).appendingPathComponent(base)
+        }
+    }
+
+    /// A sharded Keras 3 save: a `.weights.json` map and `_NNNNN.weights.h5` shards, read as one step.
+    package static func loadSharded(_ path: String, options: LoadOptions, modified: Date?) throws -> Checkpoint {
+        let shards = try shardFiles(of: path)
+        guard !shards.isEmpty else { throw CheckpointError(file: path, reason: "the weight map names no shard files") }
+        var opened: [(file: HDF5File, entries: [Entry])] = []
+        for shard in shards {
+            let file = try HDF5File.open(shard, options: options.open)
+            opened.append((file, try file.walk()))
+        }
+        let (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(shards: opened, root: "/", source: path, optimizerHint: nil)
+        guard !tensors.isEmpty else { throw CheckpointError(file: path, reason: "no tensors in the shards of this sharded save") }
+        let checkpoint = Checkpoint(source: path, layout: .keras3, metadata: metadata, tensors: tensors,
+                                    layers: layers.isEmpty ? orderLayers(tensors) : layers, skipped: skipped,
+                                    notes: notes + ["sharded save: \(shards.count) shard file(s) read as one step"],
+                                    files: opened.map(\.file), modified: modified, file: path)
+        assignStep(checkpoint, fileStem: String((path as NSString).lastPathComponent.dropLast(".weights.json".count)))
+        return checkpoint
+    }
+
+    /// A `.keras` zip: `model.weights.h5` read from memory, the optimizer's class from `config.json`.
+    package static func loadKerasArchive(_ path: String, options: LoadOptions, modified: Date?) throws -> Checkpoint {
+        let archive: ZipArchive
+        do {
+            archive = try ZipArchive(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw CheckpointError(file: path, reason: "a zip archive that cannot be read (\(error))")
+        }
+        let bytes: [UInt8]
+        do {
+            guard let weights = try archive.contents(of: "model.weights.h5") else {
+                if archive.members.contains(where: { $0.name == "model.weights.npz" }) {
+                    throw CheckpointError(file: path, reason: "a .keras archive whose weights are a NumPy .npz, not HDF5: not supported")
+                }
+                if archive.members.contains(where: { $0.name == "data.pkl" || $0.name.hasSuffix("/data.pkl") }) {
+                    throw CheckpointError(file: path, reason: "a PyTorch torch.save archive, not HDF5: save it with h5py or the gradscope exporter")
+                }
+                throw CheckpointError(file: path, reason: "a zip archive without model.weights.h5: not a Keras checkpoint")
+            }
+            bytes = weights
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
+            throw CheckpointError(file: path, reason: "\(error)")
+        }
+        var optimizer: String?
+        var frozenLayers: Set<String> = []
+        if let config = try? archive.contents(of: "config.json"),
+           let json = LayoutSupport.json(String(decoding: config, as: UTF8.self)) {
+            if let compile = json["compile_config"] as? [String: Any] {
+                optimizer = LayoutSupport.optimizerClass(fromTrainingConfig: String(decoding: (try? JSONSerialization.data(withJSONObject: compile)) ?? Data(), as: UTF8.self))
+            }
+            frozenLayers = LayoutSupport.nonTrainableLayers(inConfig: json)
+        }
+        let file = try HDF5File.open(image: bytes, name: path + "/model.weights.h5", options: options.open)
+        let checkpoints = try load(file: file, source: path, optimizerHint: optimizer, modified: modified, options: options,
+                                   nonTrainableLayers: frozenLayers)
+        guard let first = checkpoints.first else { throw CheckpointError(file: path, reason: "no tensors") }
+        assignStep(first, fileStem: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
+        return first
+    }
+
+    package static func load(file: HDF5File, source: String, optimizerHint: String?, modified: Date?, options: LoadOptions,
+                     nonTrainableLayers: Set<String> = []) throws -> [Checkpoint] {
+        let entries = try file.walk()
+        let rootGroups = entries.filter { $0.depth == 1 }
+        let stepGroups = rootGroups.compactMap { entry -> (Entry, Int)? in
+            guard case .group = entry.kind, let step = stepGroupNumber(entry.name) else { return nil }
+            return (entry, step)
+        }
+        if !stepGroups.isEmpty && stepGroups.count == rootGroups.filter({ if case .group = $0.kind { return true } else { return false } }).count {
+            var result: [Checkpoint] = []
+            for (group, step) in stepGroups {
+                let checkpoint = try read(file: file, entries: entries, root: group.path, source: source + ":" + group.path,
+                                          optimizerHint: optimizerHint, modified: modified, options: options,
+                                          nonTrainableLayers: nonTrainableLayers)
+                if checkpoint.metadata.step == nil {
+                    checkpoint.metadata.step = step
+                    // `/epoch_3` numbers an epoch, not optimizer updates.
+                    let isEpoch = group.name.lowercased().hasPrefix("epoch")
+                    checkpoint.metadata.stepSource = isEpoch ? .epoch : .groupName
+                    if isEpoch { checkpoint.metadata.epoch = step }
+                }
+                result.append(checkpoint)
+            }
+            return result
+        }
+        return [try read(file: file, entries: entries, root: "/", source: source, optimizerHint: optimizerHint,
+                         modified: modified, options: options, nonTrainableLayers: nonTrainableLayers)]
+    }
+
+    /// Detects the layout of the group at `root`.
+    public static func detectLayout(file: HDF5File, entries: [Entry], root: String) -> LayoutKind {
+        if NativeLayout.matches(file, root: root) { return .native }
+        if KerasLegacyLayout.weightsRoot(file, root: root) != nil { return .kerasLegacy }
+        if Keras3Layout.matches(entries, root: root) { return .keras3 }
+        return .generic
+    }
+
+    package static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
+                     modified: Date?, options: LoadOptions, nonTrainableLayers: Set<String> = []) throws -> Checkpoint {
+        let diskPath = source.hasSuffix(":" + root) && root != "/" ? String(source.dropLast(root.count + 1)) : source
+        let layout = options.layout ?? detectLayout(file: file, entries: entries, root: root)
+        var metadata: StepMetadata
+        var tensors: [TensorRef]
+        var skipped: [SkippedItem]
+        var notes: [String]
+        var layers: [String] = []
+        switch layout {
+        case .native:
+            (metadata, tensors, skipped, notes) = NativeLayout.read(file: file, entries: entries, root: root, source: source)
+        case .keras3:
+            (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(file: file, entries: entries, root: root, source: source,
+                                                                            optimizerHint: optimizerHint, nonTrainableLayers: nonTrainableLayers)
+        case .kerasLegacy:
+            guard let weightsRoot = KerasLegacyLayout.weightsRoot(file, root: root) else {
+                throw CheckpointError(file: source, reason: "no layer_names attribute: not a legacy Keras file")
+            }
+            (metadata, tensors, skipped, notes, layers) = KerasLegacyLayout.read(file: file, root: root, weightsRoot: weightsRoot, source: source)
+        case .generic:
+            if options.layout == nil, let foreign = GenericLayout.foreignFormat(file, root: root) {
+                throw CheckpointError(file: source, reason: "not a checkpoint: \(foreign)")
+            }
+            (metadata, tensors, skipped, notes) = GenericLayout.read(file: file, entries: entries, root: root, source: source)
+        }
+        guard !tensors.isEmpty else {
+            throw CheckpointError(file: source, reason: "no floating-point tensors found (read as the \(layout.rawValue) layout): not a checkpoint")
+        }
+        if layers.isEmpty && (layout == .native || layout == .generic) {
+            layers = orderLayers(tensors, createdAt: Dictionary(entries.compactMap { entry in entry.address.map { (entry.path, $0) } },
+                                                                uniquingKeysWith: { a, _ in a }))
+        } else if layers.isEmpty {
+            layers = orderLayers(tensors)
+        } else {
+            let known = Set(layers)
+            layers.append(contentsOf: orderLayers(tensors).filter { !known.contains($0) })
+        }
+        return Checkpoint(source: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
+                          skipped: skipped, notes: notes, files: [file], modified: modified, file: diskPath)
+    }
+
+    /// Layers in depth order, from the names and the order the weights were written.
+    /// A name says little of depth (`classifier` sorts before `input_proj`), but h5py
+    /// and the exporters write a `state_dict` in its own order, module registration
+    /// order, which is the forward order of a sequential model, and libhdf5 mostly
+    /// allocates each new object header after the previous ones. Mostly: freed
+    /// metadata space is reused, so addresses are only used to order siblings that
+    /// the name cannot: at each level of the dotted or slashed name, siblings are
+    /// ordered by the highest address among their tensors (a later object may reuse
+    /// freed space below, an earlier one never lies above), and then siblings whose
+    /// names differ only in their numbers (`blocks.0` ... `blocks.11`, `conv1`,
+    /// `conv2`) are put back in the order of those numbers within the places they
+    /// hold. Without addresses: the listing order.
+    package static func orderLayers(_ tensors: [TensorRef], createdAt: [String: UInt64]) -> [String] {
+        let listed = orderLayers(tensors)
+        // A layer's place is the highest address among its tensors: an object written later may land
+        // lower by reusing freed space, but one written earlier never sits above what followed it.
+        var address: [String: UInt64] = [:]
+        for tensor in tensors where tensor.role == .weight {
+            guard let value = createdAt[tensor.path], value > 0 else { continue }
+            address[tensor.layer] = max(address[tensor.layer] ?? 0, value)
+        }
+        guard !address.isEmpty else { return listed }
+        final class Node {
+            package var children: [String: Node] = [:]
+            package var layers: [String] = []
+            package var highest: UInt64 = 0
+            package var firstListed = Int.max
+        }
+        let root = Node()
+        for (position, layer) in listed.enumerated() {
+            var node = root
+            node.highest = max(node.highest, address[layer] ?? 0)
+            for part in layer.split(whereSeparator: { $0 == "." || $0 == "/" }).map(String.init) {
+                let child = node.children[part] ?? Node()
+                node.children[part] = child
+                node = child
+                node.highest = max(node.highest, address[layer] ?? 0)
+                node.firstListed = min(node.firstListed, position)
+            }
+            node.layers.append(layer)
+        }
+        /// The name with every run of digits as one `#`: `blocks.7` and `blocks.100` are one family.
+        func skeleton(_ name: String) -> String {
+            var result = ""
+            for character in name {
+                let digit = character.isASCII && character.isNumber
+                if !digit { result.append(character) } else if result.last != "#" { result.append("#") }
+            }
+            return result
+        }
+        var order: [String] = []
+        func visit(_ node: Node) {
+            order.append(contentsOf: node.layers)
+            // Siblings by address (`conv1`, `bn1`, `conv2`, `bn2` interleave as written), then the members
+            // of each family of names that differ only in their numbers put back in numeric order within
+            // the places the family holds (`blocks.3` written after `blocks.1` even where space was reused).
+            var slots = node.children.keys.sorted { a, b in
+                let na = node.children[a]!, nb = node.children[b]!
+                // Layers without an address go last, in listing order.
+                let ka = na.highest == 0 ? UInt64.max : na.highest, kb = nb.highest == 0 ? UInt64.max : nb.highest
+                return (ka, na.firstListed) < (kb, nb.firstListed)
+            }
+            for family in Dictionary(grouping: slots.indices, by: { skeleton(slots[$0]) }).values where family.count > 1 {
+                let members = family.map { slots[$0] }.sorted(by: numericAwareLess)
+                for (slot, name) in zip(family.sorted(), members) { slots[slot] = name }
+            }
+            for name in slots { if let child = node.children[name] { visit(child) } }
+        }
+        visit(root)
+        return order.count == listed.count ? order : listed
+    }
+
+    /// Layers in the order their weights appear (file order), which is also the
+    /// numeric order of numbered names (`head.2` before `head.10`).
+    package static func orderLayers(_ tensors: [TensorRef]) -> [String] {
+        var seen = Set<String>()
+        var order: [String] = []
+        let weights = tensors.filter { $0.role == .weight }
+        for tensor in (weights.isEmpty ? tensors : weights) where !seen.contains(tensor.layer) {
+            seen.insert(tensor.layer)
+            order.append(tensor.layer)
+        }
+        return order
+    }
+}

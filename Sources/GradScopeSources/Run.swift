@@ -1,0 +1,289 @@
+import Foundation
+import HDF5
+import ElementTypes
+import GradScopeModel
+
+/// The ordered steps of one training run.
+public final class Run: @unchecked Sendable {
+    /// The directory or file the run was read from.
+    public let source: String
+    /// Checkpoints sorted by step.
+    public let checkpoints: [Checkpoint]
+    /// Files and objects that were not used, each with the reason.
+    public internal(set) var skipped: [SkippedItem]
+    /// Things about the run as a whole a person should know (mixed layouts, duplicate steps, tensors that come and go).
+    public internal(set) var notes: [String]
+
+    public init(source: String, checkpoints: [Checkpoint], skipped: [SkippedItem], notes: [String]) {
+        self.source = source
+        self.checkpoints = checkpoints
+        self.skipped = skipped
+        self.notes = notes
+    }
+
+    /// The saved steps, in order.
+    public var steps: [Int] { checkpoints.enumerated().map { $0.element.metadata.step ?? $0.offset } }
+
+    /// Layers in depth order, as the checkpoints list them (the last checkpoint's order, then any others).
+    public var layers: [String] {
+        var seen = Set<String>()
+        var order: [String] = []
+        for checkpoint in checkpoints.reversed() {
+            for layer in checkpoint.layers where !seen.contains(layer) {
+                seen.insert(layer)
+                order.append(layer)
+            }
+            if !order.isEmpty { break }
+        }
+        for checkpoint in checkpoints {
+            for layer in checkpoint.layers where !seen.contains(layer) {
+                seen.insert(layer)
+                order.append(layer)
+            }
+        }
+        return order
+    }
+}
+
+/// Finds and orders the checkpoints of a run.
+public enum RunLoader {
+    /// Reads a run from a directory of checkpoint files (any names, sorted by
+    /// step), or from one file holding one group per step, or from a single
+    /// checkpoint file (a run of one step). Files that cannot be used are
+    /// listed in `skipped` with the reason; the others are still read.
+    /// `progress` is called after each file with (files done, total, bytes done, total bytes).
+    public static func load(_ path: String, options: LoadOptions = LoadOptions(),
+                            progress: ((Int, Int, Int, Int) -> Void)? = nil) throws -> Run {
+        try load(path, progress: progress) { files, done in
+            files.enumerated().map { index, file in
+                defer { done(index, index + 1) }
+                do {
+                    return .success(try CheckpointLoader.load(file, options: options))
+                } catch let error as CheckpointError {
+                    return .failure(error)
+                } catch {
+                    return .failure(CheckpointError(file: file, reason: reason(for: error)))
+                }
+            }
+        }
+    }
+
+    /// The same, with each file read by `loadFiles` (which may read them in
+    /// other processes and in parallel): it returns, for each file, its
+    /// checkpoints or the reason it could not be used.
+    public static func load(_ path: String, progress: ((Int, Int, Int, Int) -> Void)? = nil,
+                            loadFiles: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>]) throws -> Run {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw CheckpointError(file: path, reason: "no such file or directory")
+        }
+        var skipped: [SkippedItem] = []
+        var checkpoints: [Checkpoint] = []
+        var logs: [LossLog] = []
+        if isDirectory.boolValue {
+            let files = try candidateFiles(in: path, skipped: &skipped, logs: &logs)
+            let sizes = files.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? 0 }
+            let totalBytes = sizes.reduce(0, +)
+            var doneBytes = 0
+            let results = loadFiles(files) { index, done in
+                doneBytes += sizes[index]
+                progress?(done, files.count, doneBytes, totalBytes)
+            }
+            for (file, result) in zip(files, results) {
+                switch result {
+                case .success(let loaded): checkpoints.append(contentsOf: loaded)
+                case .failure(let error): skipped.append(SkippedItem(item: file, reason: error.reason))
+                }
+            }
+        } else {
+            switch loadFiles([path], { _, _ in progress?(1, 1, 0, 0) }).first {
+            case .success(let loaded)?: checkpoints = loaded
+            case .failure(let error)?: throw error
+            case nil: throw CheckpointError(file: path, reason: "not read")
+            }
+        }
+        let run = assemble(source: path, checkpoints: checkpoints, skipped: skipped)
+        // Checkpoints without a loss (Keras never saves it) take it from a training log beside them.
+        if let log = logs.first, run.checkpoints.contains(where: { $0.metadata.loss == nil }), let note = log.apply(to: run.checkpoints) {
+            run.notes.append(note)
+            for extra in logs.dropFirst() {
+                run.skipped.append(SkippedItem(item: extra.file, reason: "a second loss log; only \((log.file as NSString).lastPathComponent) is used"))
+            }
+        }
+        return run
+    }
+
+    /// Orders loaded checkpoints into a run: mixed layouts, missing and duplicate steps are reported.
+    package static func assemble(source path: String, checkpoints loaded: [Checkpoint], skipped initial: [SkippedItem]) -> Run {
+        var checkpoints = loaded
+        var skipped = initial
+        var notes: [String] = []
+        for checkpoint in checkpoints {
+            skipped.append(contentsOf: checkpoint.skipped.filter { !$0.reason.hasSuffix("read as metadata") })
+        }
+        guard !checkpoints.isEmpty else {
+            return Run(source: path, checkpoints: [], skipped: skipped, notes: ["no checkpoint could be read"])
+        }
+
+        // Mixed layouts: keep the most common one, report the rest.
+        let layoutCounts = Dictionary(grouping: checkpoints, by: \.layout).mapValues(\.count)
+        if layoutCounts.count > 1, let main = layoutCounts.max(by: { $0.value < $1.value })?.key {
+            notes.append("mixed layouts in one run (\(layoutCounts.map { "\($0.value) \($0.key.rawValue)" }.sorted().joined(separator: ", "))); analysed the \(main.rawValue) files")
+            for checkpoint in checkpoints where checkpoint.layout != main {
+                skipped.append(SkippedItem(item: checkpoint.source, reason: "\(checkpoint.layout.rawValue) layout in a run of \(main.rawValue) files"))
+            }
+            checkpoints = checkpoints.filter { $0.layout == main }
+        }
+
+        // Steps: from the files, else their position; sorted by step, then by modification time.
+        let missing = checkpoints.filter { $0.metadata.step == nil }
+        if !missing.isEmpty {
+            if missing.count == checkpoints.count {
+                let byTime = checkpoints.sorted { ($0.modified ?? .distantPast, $0.source) < ($1.modified ?? .distantPast, $1.source) }
+                for (index, checkpoint) in byTime.enumerated() {
+                    checkpoint.metadata.step = index
+                    checkpoint.metadata.stepSource = .position
+                }
+                if checkpoints.count > 1 {
+                    notes.append("no step numbers in the files or their names: steps are the files' order by modification time")
+                }
+            } else {
+                for checkpoint in missing {
+                    skipped.append(SkippedItem(item: checkpoint.source, reason: "no step number, in a run whose other files have one"))
+                }
+                checkpoints = checkpoints.filter { $0.metadata.step != nil }
+            }
+        }
+        // Steps read from file names that repeat, or that disagree with the order of all the numbers in
+        // the names (a date and a time, `gru-{epoch}-{batch}` with Keras's batch within the epoch): the
+        // files are ordered by all those numbers, and their steps are their positions in that order.
+        if checkpoints.count > 1, checkpoints.allSatisfy({ $0.metadata.nameKey != nil }) {
+            let byKey = checkpoints.sorted { a, b in
+                let keyA = a.metadata.nameKey ?? [], keyB = b.metadata.nameKey ?? []
+                if keyA != keyB { return keyA.lexicographicallyPrecedes(keyB) }
+                return numericAwareLess(a.source, b.source)
+            }
+            let steps = byKey.map { $0.metadata.step ?? 0 }
+            let keys = byKey.map { $0.metadata.nameKey ?? [] }
+            // Renumbered only when the other numbers tell the files apart: equal keys (`step_300.h5` and
+            // `step_300.bak`, `ckpt-300-final.h5`) are copies of one save, and labelled steps that repeat
+            // are duplicates, both dropped below as before.
+            let keysSeparate = zip(keys, keys.dropFirst()).allSatisfy { $0 != $1 }
+            let allLabelled = byKey.allSatisfy(StepCounting.countsUpdates)
+            if keysSeparate && !allLabelled && !zip(steps, steps.dropFirst()).allSatisfy({ $0 < $1 }) {
+                for (index, checkpoint) in byKey.enumerated() {
+                    checkpoint.metadata.step = index
+                    checkpoint.metadata.stepSource = .position
+                }
+                notes.append("the step numbers in the file names repeat or are out of order (a date and a time, or a batch number within each epoch): steps are the files' order by all the numbers in their names")
+            }
+        }
+        checkpoints.sort { a, b in
+            let stepA = a.metadata.step ?? 0, stepB = b.metadata.step ?? 0
+            if stepA != stepB { return stepA < stepB }
+            return numericAwareLess(a.source, b.source)
+        }
+        var unique: [Checkpoint] = []
+        for checkpoint in checkpoints {
+            if let last = unique.last, last.metadata.step == checkpoint.metadata.step {
+                skipped.append(SkippedItem(item: checkpoint.source, reason: "duplicate step \(checkpoint.metadata.step ?? 0) (also in \(last.source)); the first is used"))
+                continue
+            }
+            unique.append(checkpoint)
+        }
+        notes.append(contentsOf: tensorChanges(unique))
+        return Run(source: path, checkpoints: unique, skipped: skipped, notes: notes)
+    }
+
+    /// Regular files in a directory, numeric-aware sorted; hidden and temporary
+    /// files (a save in progress) and sub-directories are listed as skipped.
+    /// Loss logs found beside the checkpoints (LossLog) go to `logs`.
+    package static func candidateFiles(in directory: String, skipped: inout [SkippedItem], logs: inout [LossLog]) throws -> [String] {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw CheckpointError(file: directory, reason: "cannot list the directory: \(error.localizedDescription)")
+        }
+        var files: [String] = []
+        var shardManifests: [String] = []
+        for name in names.sorted(by: numericAwareLess) {
+            let path = (directory as NSString).appendingPathComponent(name)
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+            if !exists {
+                skipped.append(SkippedItem(item: path, reason: "cannot be followed (a dangling or looping symbolic link)"))
+                continue
+            }
+            if isDirectory.boolValue {
+                skipped.append(SkippedItem(item: path, reason: "a directory (runs are read one directory deep)"))
+                continue
+            }
+            if name.hasPrefix(".") || name.hasSuffix(".tmp") || name.hasSuffix(".part") || name.hasSuffix(".partial") {
+                skipped.append(SkippedItem(item: path, reason: "a hidden or temporary file (a save still in progress?)"))
+                continue
+            }
+            if name.hasSuffix(".weights.json") {
+                shardManifests.append(path)
+                continue
+            }
+            let lower = name.lowercased()
+            if (lower.hasSuffix(".log") || lower.hasSuffix(".csv") || lower.hasSuffix(".tsv")), let log = LossLog.read(path) {
+                logs.append(log)
+                continue
+            }
+            if lower.hasSuffix(".json") || lower.hasSuffix(".txt") || lower.hasSuffix(".md") || lower.hasSuffix(".log")
+                || lower.hasSuffix(".csv") || lower.hasSuffix(".tsv") || lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") || lower.hasSuffix(".py") {
+                skipped.append(SkippedItem(item: path, reason: "not a checkpoint file (\((name as NSString).pathExtension))"))
+                continue
+            }
+            files.append(path)
+        }
+        // A sharded Keras save is one step: its manifest stands for its shards.
+        for manifest in shardManifests {
+            guard let shards = try? CheckpointLoader.shardFiles(of: manifest) else {
+                skipped.append(SkippedItem(item: manifest, reason: "a .weights.json that is not a sharded Keras weight map"))
+                continue
+            }
+            let shardSet = Set(shards)
+            files.removeAll { shardSet.contains($0) }
+            files.append(manifest)
+        }
+        return files
+    }
+
+    package static func reason(for error: Error) -> String {
+        if let error = error as? HDF5Error {
+            // The message says what happened ("truncated: ...", "not an HDF5 file (...)"); content libhdf5
+            // rejected is named malformed, as the isolation names a file that crashed it.
+            let message = error.reason == .corrupt && !error.message.hasPrefix("malformed") ? "malformed: \(error.message)" : error.message
+            if let object = error.object { return "\(object): \(message)" }
+            return message
+        }
+        if let error = error as? CheckpointError { return error.reason }
+        return String(describing: error)
+    }
+
+    /// Tensors that appear, disappear or change shape between consecutive steps.
+    package static func tensorChanges(_ checkpoints: [Checkpoint]) -> [String] {
+        var notes: [String] = []
+        guard checkpoints.count > 1 else { return notes }
+        for index in 1..<checkpoints.count {
+            let before = Dictionary(checkpoints[index - 1].tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+            let after = Dictionary(checkpoints[index].tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+            let step = checkpoints[index].metadata.step ?? index
+            let added = after.keys.filter { before[$0] == nil }.sorted()
+            let removed = before.keys.filter { after[$0] == nil }.sorted()
+            let reshaped = after.keys.filter { key in before[key].map { $0.shape != after[key]?.shape || $0.dtype != after[key]?.dtype } ?? false }.sorted()
+            func list(_ keys: [String]) -> String {
+                keys.prefix(5).joined(separator: ", ") + (keys.count > 5 ? " and \(keys.count - 5) more" : "")
+            }
+            // The first save before any update has no gradients or optimizer state yet: nothing to report.
+            let onlyTrainingState = added.allSatisfy { $0.hasPrefix("gradient:") || $0.hasPrefix("optimizer:") }
+            if !added.isEmpty && !(index == 1 && onlyTrainingState) { notes.append("step \(step): \(added.count) tensor(s) appear: \(list(added))") }
+            if !removed.isEmpty { notes.append("step \(step): \(removed.count) tensor(s) disappear: \(list(removed))") }
+            if !reshaped.isEmpty { notes.append("step \(step): \(reshaped.count) tensor(s) change shape or dtype: \(list(reshaped))") }
+        }
+        return notes
+    }
+}

@@ -1,0 +1,312 @@
+import GradScopeKernels
+
+/// A one-pass, mergeable, log-bucketed sketch of a value distribution, keyed on
+/// the `Float32` bit pattern.
+///
+/// Every value `x` is counted under the 16-bit key `bitPattern(Float(x)) >> 16`:
+/// 1 sign bit, 8 exponent bits and the top 7 mantissa bits. For normal floats the
+/// bucket of magnitude key `m` is `[lo, hi)` with `hi / lo <= 1 + 2^-7`, so its
+/// geometric midpoint `sqrt(lo * hi)` is within `sqrt(1 + 2^-7) - 1 < 0.4%` of
+/// every value in it. Keys with exponent field 255 (infinities and NaNs) are
+/// counted but never reported. Magnitude key 0 holds both the zeros and the
+/// nonzero values below `2^-133`; those tiny subnormals are additionally counted
+/// by `floor(log2 |x|)` in ``tiny`` so that zeros can be told apart from them.
+///
+/// Storage is cheap for small tensors: up to ``pendingCapacity`` keys are kept in
+/// a plain list; beyond that the sketch switches to a dense table of 65536
+/// `UInt32` counts. Before a dense count could wrap, all counts are spilled into
+/// a `UInt64` table, so counts are exact for any number of values.
+package struct LogBucketSketch: Sendable {
+    package static let keySpace = 1 << 16
+    package static let pendingCapacity = 2048
+    /// Magnitude keys at or above this value hold only infinities and NaNs.
+    package static let nonFiniteMagnitudeKey: UInt16 = 0x7F80
+    package static let negativeFlag: UInt16 = 0x8000
+    /// `floor(log2 |x|)` of the smallest tiny bucket (the smallest subnormal).
+    package static let tinyExponentBase = -149
+    package static let tinyExponentCount = 16
+
+    private var pending: [UInt16] = []
+    private var dense: [UInt32] = []
+    private var wide: [UInt64] = []
+    private var denseAddsSinceSpill = 0
+    /// Dense adds allowed between spills; `UInt32.max` keeps every count exact.
+    /// (Lowered only to exercise the spill path on small data.)
+    package var spillThreshold = Int(UInt32.max)
+    /// Tiny nonzero values (`|x| < 2^-133` as `Float`) by `floor(log2 |x|) + 149`;
+    /// entries `0 ..< 16` are positive, `16 ..< 32` negative. Empty until needed.
+    package private(set) var tiny: [Int] = []
+    /// Number of keys counted so far (all values, including non-finite ones).
+    package private(set) var total = 0
+
+    package init() {}
+
+    package var isEmpty: Bool { total == 0 }
+
+    // MARK: Keys
+
+    /// The `Float32` magnitude bits used to key a finite `Double`: clamped to
+    /// `Float.greatestFiniteMagnitude` above, and to the smallest subnormal for
+    /// nonzero values that would round to zero.
+    @inline(__always)
+    package static func floatMagnitudeBits(forFinite x: Double) -> UInt32 {
+        let magnitude = Swift.min(x.magnitude, Double(Float.greatestFiniteMagnitude))
+        let bits = Float(magnitude).bitPattern
+        return (bits == 0 && magnitude != 0) ? 1 : bits
+    }
+
+    /// The representative value of a nonzero magnitude key `m` in
+    /// `1 ..< nonFiniteMagnitudeKey`: the geometric midpoint of its bucket.
+    package static func representative(magnitudeKey m: UInt16) -> Double {
+        let lower = Double(Float(bitPattern: UInt32(m) << 16))
+        let upper = m == 0x7F7F ? 0x1p128 : Double(Float(bitPattern: (UInt32(m) + 1) << 16))
+        return (lower * upper).squareRoot()
+    }
+
+    /// The representative magnitude of the tiny bucket with `floor(log2 |x|) == e`:
+    /// the geometric midpoint of the smallest and largest subnormals in it.
+    package static func tinyRepresentative(exponent e: Int) -> Double {
+        let lower = Double(sign: .plus, exponent: e, significand: 1)
+        let upper = 2 * lower - 0x1p-149
+        return (lower * upper).squareRoot()
+    }
+
+    /// `floor(log2 |x|)` for every value with nonzero magnitude key `m` (exact
+    /// except for `m < 128`, the subnormals, where it is exact as well because the
+    /// key keeps the leading bit of any subnormal above `2^-133`).
+    @inline(__always)
+    package static func exponent(magnitudeKey m: UInt16) -> Int {
+        let field = Int(m >> 7)
+        if field > 0 { return field - 127 }
+        return (15 - m.leadingZeroBitCount) - 133
+    }
+
+    // MARK: Adding
+
+    /// Counts the keys of `n` `Float32` values. Returns how many of them fell on
+    /// magnitude key 0 (zeros and values below `2^-133` in magnitude).
+    package mutating func addFloats(_ values: UnsafePointer<Float>, count n: Int) -> Int {
+        guard n > 0 else { return 0 }
+        let raw = UnsafeRawPointer(values)
+        if dense.isEmpty && pending.count &+ n <= Self.pendingCapacity {
+            total &+= n
+            var hits = 0
+            let start = pending.count
+            pending.append(contentsOf: repeatElement(0, count: n))
+            pending.withUnsafeMutableBufferPointer { list in
+                guard let keys = list.baseAddress else { return }
+                for i in 0 ..< n {
+                    let key = UInt16(truncatingIfNeeded: raw.load(fromByteOffset: i &* 4, as: UInt32.self) &>> 16)
+                    keys[start &+ i] = key
+                    hits &+= key & 0x7FFF == 0 ? 1 : 0
+                }
+            }
+            return hits
+        }
+        return countDense(n) { counts in gs_count_keys_f32(values, Int64(n), counts) } ?? 0
+    }
+
+    /// Lets `body` count `n` more keys straight into the dense table (switching
+    /// to it first) and returns how many of them fell on magnitude key 0; `nil`,
+    /// with nothing counted, while the `n` keys still fit the short list.
+    package mutating func countDense(_ n: Int, _ body: (UnsafeMutablePointer<UInt32>) -> Void) -> Int? {
+        guard n > 0 else { return 0 }
+        if dense.isEmpty && pending.count &+ n <= Self.pendingCapacity { return nil }
+        total &+= n
+        makeDense(reserving: n)
+        let before = dense[0] &+ dense[0x8000]
+        dense.withUnsafeMutableBufferPointer { table in
+            guard let counts = table.baseAddress else { return }
+            body(counts)
+        }
+        let after = dense[0] &+ dense[0x8000]
+        return Int(after &- before)
+    }
+
+    /// Counts `n` precomputed keys.
+    package mutating func addKeys(_ keys: UnsafePointer<UInt16>, count n: Int) {
+        guard n > 0 else { return }
+        total &+= n
+        if dense.isEmpty && pending.count &+ n <= Self.pendingCapacity {
+            pending.append(contentsOf: UnsafeBufferPointer(start: keys, count: n))
+            return
+        }
+        makeDense(reserving: n)
+        dense.withUnsafeMutableBufferPointer { table in
+            guard let counts = table.baseAddress else { return }
+            for i in 0 ..< n { counts[Int(keys[i])] &+= 1 }
+        }
+    }
+
+    /// Records a nonzero value below `2^-133` with `Float32` magnitude bits
+    /// `bits` (in `1 ... 0xFFFF`). The value must also have been counted by key.
+    @inline(__always)
+    package mutating func recordTiny(magnitudeBits bits: UInt32, negative: Bool) {
+        guard bits != 0, bits <= 0xFFFF else { return }
+        if tiny.isEmpty { tiny = [Int](repeating: 0, count: 2 * Self.tinyExponentCount) }
+        let index = 31 - bits.leadingZeroBitCount
+        tiny[(negative ? Self.tinyExponentCount : 0) + index] &+= 1
+    }
+
+    /// Switches to the dense table (if not there yet) and makes room for `n`
+    /// more counts without any `UInt32` count wrapping.
+    private mutating func makeDense(reserving n: Int) {
+        if dense.isEmpty {
+            dense = [UInt32](repeating: 0, count: Self.keySpace)
+            let keys = pending
+            pending = []
+            denseAddsSinceSpill = 0
+            if !keys.isEmpty {
+                reserveDenseCapacity(keys.count)
+                dense.withUnsafeMutableBufferPointer { table in
+                    guard let counts = table.baseAddress else { return }
+                    for key in keys { counts[Int(key)] &+= 1 }
+                }
+            }
+        }
+        reserveDenseCapacity(n)
+    }
+
+    private mutating func reserveDenseCapacity(_ n: Int) {
+        if denseAddsSinceSpill &+ n > spillThreshold { spill() }
+        denseAddsSinceSpill &+= n
+    }
+
+    /// Moves every dense count into the 64-bit table and zeroes the dense one.
+    private mutating func spill() {
+        if wide.isEmpty { wide = [UInt64](repeating: 0, count: Self.keySpace) }
+        for i in 0 ..< Self.keySpace {
+            wide[i] &+= UInt64(dense[i])
+            dense[i] = 0
+        }
+        denseAddsSinceSpill = 0
+    }
+
+    // MARK: Merging
+
+    /// Adds the counts of `other` (values from a disjoint part of the data).
+    package mutating func merge(_ other: LogBucketSketch) {
+        if !other.tiny.isEmpty {
+            if tiny.isEmpty {
+                tiny = other.tiny
+            } else {
+                for i in tiny.indices { tiny[i] &+= other.tiny[i] }
+            }
+        }
+        guard other.total > 0 else { return }
+        if other.dense.isEmpty {
+            let keys = other.pending
+            total &+= keys.count
+            if dense.isEmpty && pending.count &+ keys.count <= Self.pendingCapacity {
+                pending.append(contentsOf: keys)
+            } else {
+                makeDense(reserving: keys.count)
+                dense.withUnsafeMutableBufferPointer { table in
+                    guard let counts = table.baseAddress else { return }
+                    for key in keys { counts[Int(key)] &+= 1 }
+                }
+            }
+            return
+        }
+        total &+= other.total
+        makeDense(reserving: other.denseAddsSinceSpill)
+        dense.withUnsafeMutableBufferPointer { table in
+            other.dense.withUnsafeBufferPointer { source in
+                guard let counts = table.baseAddress, let added = source.baseAddress else { return }
+                for i in 0 ..< Self.keySpace { counts[i] &+= added[i] }
+            }
+        }
+        if !other.wide.isEmpty {
+            if wide.isEmpty { wide = [UInt64](repeating: 0, count: Self.keySpace) }
+            for i in 0 ..< Self.keySpace { wide[i] &+= other.wide[i] }
+        }
+    }
+
+    // MARK: Reading
+
+    /// The nonzero counts of all keys whose magnitude is below
+    /// ``nonFiniteMagnitudeKey``, in ascending key order.
+    package func keyCounts() -> (keys: [UInt16], counts: [Int]) {
+        var keys: [UInt16] = []
+        var counts: [Int] = []
+        if dense.isEmpty {
+            let sorted = Self.radixSorted(pending)
+            keys.reserveCapacity(sorted.count)
+            counts.reserveCapacity(sorted.count)
+            var i = 0
+            while i < sorted.count {
+                let key = sorted[i]
+                var j = i &+ 1
+                while j < sorted.count && sorted[j] == key { j &+= 1 }
+                if key & 0x7FFF < Self.nonFiniteMagnitudeKey {
+                    keys.append(key)
+                    counts.append(j &- i)
+                }
+                i = j
+            }
+            return (keys, counts)
+        }
+        let hasWide = !wide.isEmpty
+        keys.reserveCapacity(1024)
+        counts.reserveCapacity(1024)
+        dense.withUnsafeBufferPointer { table in
+            guard let base = table.baseAddress else { return }
+            let words = UnsafeRawPointer(base)
+            var block = 0
+            while block < Self.keySpace {
+                // 16 counts as 8 words: skip the block when all are zero.
+                let byteOffset = block &* 4
+                var any: UInt64 = 0
+                for w in 0 ..< 8 {
+                    any |= words.load(fromByteOffset: byteOffset &+ w &* 8, as: UInt64.self)
+                }
+                if hasWide || any != 0 {
+                    for lane in 0 ..< 16 {
+                        let key = block &+ lane
+                        let count = Int(base[key]) &+ (hasWide ? Int(wide[key]) : 0)
+                        if count != 0 && UInt16(key) & 0x7FFF < Self.nonFiniteMagnitudeKey {
+                            keys.append(UInt16(key))
+                            counts.append(count)
+                        }
+                    }
+                }
+                block &+= 16
+            }
+        }
+        return (keys, counts)
+    }
+
+    /// The keys in ascending order: insertion-based standard sort for short
+    /// lists, a least-significant-digit radix sort (two 8-bit passes) otherwise.
+    package static func radixSorted(_ input: [UInt16]) -> [UInt16] {
+        if input.count < 128 { return input.sorted() }
+        var source = input
+        var target = [UInt16](repeating: 0, count: input.count)
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 256) { histogram in
+            guard let offsets = histogram.baseAddress else { return }
+            for shift in [UInt16(0), UInt16(8)] {
+                offsets.initialize(repeating: 0, count: 256)
+                source.withUnsafeBufferPointer { from in
+                    target.withUnsafeMutableBufferPointer { to in
+                        guard let src = from.baseAddress, let dst = to.baseAddress else { return }
+                        let n = from.count
+                        for i in 0 ..< n { offsets[Int((src[i] &>> shift) & 0xFF)] &+= 1 }
+                        var running = 0
+                        for digit in 0 ..< 256 {
+                            let c = offsets[digit]
+                            offsets[digit] = running
+                            running &+= c
+                        }
+                        for i in 0 ..< n {
+                            let digit = Int((src[i] &>> shift) & 0xFF)
+                            dst[offsets[digit]] = src[i]
+                            offsets[digit] &+= 1
+                        }
+                    }
+                }
+                swap(&source, &target)
+            }
+        }
+        return source
+    }
+}

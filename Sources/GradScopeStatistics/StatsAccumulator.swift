@@ -1,0 +1,337 @@
+import GradScopeKernels
+
+/// Streaming, mergeable summary statistics of one tensor in a single pass.
+///
+/// Feed the tensor in blocks of any size with ``add(_:at:)``
+/// (or the `Double` overload), passing each block's flat element offset, then
+/// call ``finish()`` for a ``TensorStats``. Blocks may arrive in any order; the
+/// offset is only used to attribute elements to units (see ``UnitLayout``).
+/// Accumulators over disjoint parts of one tensor (say, one per thread) combine
+/// with ``merge(_:)``.
+///
+/// ```swift
+/// var accumulator = StatsAccumulator(layout: .forShape([64, 3, 3, 3], unitAxis: 0))
+/// values.withUnsafeBufferPointer { accumulator.add($0, at: 0) }
+/// let stats = accumulator.finish()
+/// ```
+///
+/// Definitions, edge cases and tolerances are documented on ``TensorStats``.
+///
+/// Merging is exact for all counts, min, max, the quantile sketch, the
+/// histograms and the per-unit zero counts; means and variances merge with
+/// Chan's parallel update (see ``TensorStats``) and sums of squares by
+/// addition, so a merged result equals a single pass up to `Double` rounding.
+///
+/// Cost: one streaming pass; for `Float32` input the hot loop is SIMD with a
+/// scalar scatter into the sketch. Memory is small for small tensors (up to
+/// 2048 sketch keys are kept in a list) and 256 KiB for the dense sketch table
+/// beyond that.
+public struct StatsAccumulator: Sendable {
+    /// Call once at program start where many tensors are measured: keeps the
+    /// per-tensor sketch tables (256 KiB) on the heap instead of mapping and
+    /// faulting in fresh memory for each one (glibc's default above 128 KiB).
+    public static func prepareAllocator() { gs_tune_allocator() }
+
+    /// Hands the heap's free memory back to the system; a long-lived process
+    /// calls it between files so that its resident size stays that of one file's work.
+    public static func releaseFreeMemory() { gs_release_free_memory() }
+
+    /// The unit layout used for ``TensorStats/unitNorms``.
+    public let layout: UnitLayout
+    /// Number of bins of ``TensorStats/histogram`` (at least 1).
+    public let histogramBins: Int
+
+    /// Elements per chunk; each chunk is read twice while it sits in L1.
+    package static let chunkSize = 2048
+    /// Slots of the `Float64` exponent table: `floor(log2 |x|)` in `-1074 ... 1023`.
+    package static let doubleExponentSlots = 2098
+    package static let doubleExponentBias = 1074
+
+    package let unitMap: StatsUnitMap
+    package var count = 0
+    package var zeros = 0
+    package var nan = 0
+    package var posInf = 0
+    package var negInf = 0
+    package var minimum = Double.infinity
+    package var maximum = -Double.infinity
+    package var moments = StreamingMoments()
+    /// Moments and unit sums are stored scaled by `2^-scaleExponent` (see ``StatsScaling``).
+    package var scaleExponent = 0
+    /// Keys of values that arrived as `Float32`.
+    package var floatSketch = LogBucketSketch()
+    /// Keys of values that arrived as `Float64` (their exponents are in `doubleExponents`).
+    package var doubleSketch = LogBucketSketch()
+    package var doubleExponents: [Int] = []
+    package var unitSquares: [Double]
+    package var unitZeros: [Int]
+    /// False after merging an accumulator with a different unit layout.
+    package var unitsConsistent = true
+
+    /// Creates an empty accumulator.
+    ///
+    /// - Parameters:
+    ///   - layout: how elements map to units for the per-unit statistics.
+    ///   - histogramBins: bin count of the linear histogram (values below 1 read as 1).
+    public init(layout: UnitLayout = .none, histogramBins: Int = 32) {
+        self.layout = layout
+        self.histogramBins = Swift.max(1, histogramBins)
+        unitMap = StatsUnitMap(layout)
+        unitSquares = [Double](repeating: 0, count: unitMap.units)
+        unitZeros = [Int](repeating: 0, count: unitMap.units)
+    }
+
+    /// The largest finite magnitude added so far (0 when there is none).
+    package var runningMaxMagnitude: Double {
+        moments.count > 0 ? Swift.max(-minimum, maximum) : 0
+    }
+
+    // MARK: Adding
+
+    /// Adds a block of `Float32` elements whose first element has flat index
+    /// `elementOffset` in the tensor.
+    public mutating func add(_ block: UnsafeBufferPointer<Float>, at elementOffset: Int) {
+        guard let base = block.baseAddress else { return }
+        var i = 0
+        while i < block.count {
+            let n = Swift.min(Self.chunkSize, block.count &- i)
+            addFloatChunk(base + i, count: n, offset: elementOffset &+ i)
+            i &+= n
+        }
+    }
+
+    /// Adds a block of `Float64` elements whose first element has flat index
+    /// `elementOffset` in the tensor.
+    ///
+    /// Exponents for ``TensorStats/log2Histogram`` are taken from the `Float64`
+    /// value; the quantile sketch uses the value rounded to `Float32` (clamped to
+    /// the finite `Float32` range, and to its smallest subnormal for nonzero
+    /// values that would round to zero).
+    public mutating func add(_ block: UnsafeBufferPointer<Double>, at elementOffset: Int) {
+        guard let base = block.baseAddress else { return }
+        var i = 0
+        while i < block.count {
+            let n = Swift.min(Self.chunkSize, block.count &- i)
+            addDoubleChunk(base + i, count: n, offset: elementOffset &+ i)
+            i &+= n
+        }
+    }
+
+    /// Adds an array of `Float32` elements starting at flat index `elementOffset`.
+    public mutating func add(_ values: [Float], at elementOffset: Int) {
+        values.withUnsafeBufferPointer { add($0, at: elementOffset) }
+    }
+
+    /// Adds an array of `Float64` elements starting at flat index `elementOffset`.
+    public mutating func add(_ values: [Double], at elementOffset: Int) {
+        values.withUnsafeBufferPointer { add($0, at: elementOffset) }
+    }
+
+    package mutating func addFloatChunk(_ p: UnsafePointer<Float>, count n: Int, offset: Int) {
+        if scaleExponent != 0 {
+            if runningMaxMagnitude == 0 {
+                scaleExponent = 0
+            } else {
+                // Scaled state (mixed with huge or tiny Float64 data): take the general path.
+                withUnsafeTemporaryAllocation(of: Double.self, capacity: n) { buffer in
+                    guard let converted = buffer.baseAddress else { return }
+                    for i in 0 ..< n { converted[i] = Double(p[i]) }
+                    addDoubleChunk(converted, count: n, offset: offset)
+                }
+                return
+            }
+        }
+        count &+= n
+        let center = moments.count > 0 ? moments.mean : nil
+        var fast: StatsKernels.ChunkSummary?
+        // Large tensors: the sketch is counted in the same pass as the moments.
+        let keyHits: Int
+        if let hits = floatSketch.countDense(n, { counts in
+            fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts)
+        }) {
+            keyHits = hits
+        } else {
+            keyHits = floatSketch.addFloats(p, count: n)
+            fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center)
+        }
+        let summary: StatsKernels.ChunkSummary
+        let allFinite: Bool
+        if let fast {
+            summary = fast
+            allFinite = true
+        } else {
+            summary = StatsKernels.summarizeFloatsChecked(p, count: n)
+            allFinite = false
+        }
+        absorb(summary)
+        if keyHits != summary.zeros {
+            // Some nonzero values below 2^-133 share magnitude key 0 with the zeros.
+            let raw = UnsafeRawPointer(p)
+            for i in 0 ..< n {
+                let bits = raw.load(fromByteOffset: i &* 4, as: UInt32.self)
+                let magnitude = bits & 0x7FFF_FFFF
+                if magnitude != 0 && magnitude <= 0xFFFF {
+                    floatSketch.recordTiny(magnitudeBits: magnitude, negative: bits != magnitude)
+                }
+            }
+        }
+        guard unitMap.isActive else { return }
+        let map = unitMap
+        withUnitBuffers { squares, zeros in
+            StatsKernels.accumulateUnits(
+                p, count: n, offset: offset, map: map, allFinite: allFinite, squares: squares, zeros: zeros)
+        }
+    }
+
+    package mutating func addDoubleChunk(_ p: UnsafePointer<Double>, count n: Int, offset: Int) {
+        count &+= n
+        var summary = StatsKernels.ChunkSummary()
+        var chunkMaxMagnitude = 0.0
+        if doubleExponents.isEmpty {
+            doubleExponents = [Int](repeating: 0, count: Self.doubleExponentSlots)
+        }
+        var exponents = doubleExponents
+        doubleExponents = []
+        var sketch = doubleSketch
+        doubleSketch = LogBucketSketch()
+        withUnsafeTemporaryAllocation(of: UInt16.self, capacity: n) { keyBuffer in
+            guard let keys = keyBuffer.baseAddress else { return }
+            var k = 0
+            exponents.withUnsafeMutableBufferPointer { table in
+                guard let exponentCounts = table.baseAddress else { return }
+                for i in 0 ..< n {
+                    let x = p[i]
+                    if x.isFinite {
+                        summary.finite &+= 1
+                        if x < summary.min { summary.min = x }
+                        if x > summary.max { summary.max = x }
+                        let magnitude = x.magnitude
+                        if magnitude > chunkMaxMagnitude { chunkMaxMagnitude = magnitude }
+                        let negative = x.sign == .minus
+                        if x == 0 {
+                            summary.zeros &+= 1
+                            keys[k] = negative ? LogBucketSketch.negativeFlag : 0
+                        } else {
+                            exponentCounts[Int(x.exponent) &+ Self.doubleExponentBias] &+= 1
+                            let bits = LogBucketSketch.floatMagnitudeBits(forFinite: x)
+                            keys[k] = UInt16(truncatingIfNeeded: bits &>> 16) | (negative ? LogBucketSketch.negativeFlag : 0)
+                            if bits <= 0xFFFF { sketch.recordTiny(magnitudeBits: bits, negative: negative) }
+                        }
+                        k &+= 1
+                    } else if x.isNaN {
+                        summary.nan &+= 1
+                    } else if x > 0 {
+                        summary.posInf &+= 1
+                    } else {
+                        summary.negInf &+= 1
+                    }
+                }
+            }
+            sketch.addKeys(keys, count: k)
+        }
+        doubleExponents = exponents
+        doubleSketch = sketch
+
+        if chunkMaxMagnitude > 0 {
+            let desired = StatsScaling.exponent(forMaxMagnitude: chunkMaxMagnitude)
+            if runningMaxMagnitude == 0 {
+                rescale(to: desired)
+            } else if desired > scaleExponent {
+                rescale(to: desired)
+            }
+        }
+        let factor = StatsScaling.multiply(1, byPowerOfTwo: -scaleExponent)
+        StatsKernels.scaledMoments(p, count: n, factor: factor, into: &summary)
+        absorb(summary)
+        guard unitMap.isActive else { return }
+        let map = unitMap
+        withUnitBuffers { squares, zeros in
+            StatsKernels.accumulateUnits(
+                p, count: n, offset: offset, map: map, factor: factor, squares: squares, zeros: zeros)
+        }
+    }
+
+    /// Adds a chunk summary (moments already in the current scale).
+    package mutating func absorb(_ summary: StatsKernels.ChunkSummary) {
+        zeros &+= summary.zeros
+        nan &+= summary.nan
+        posInf &+= summary.posInf
+        negInf &+= summary.negInf
+        guard summary.finite > 0 else { return }
+        if summary.min < minimum { minimum = summary.min }
+        if summary.max > maximum { maximum = summary.max }
+        moments.merge(count: summary.finite, mean: summary.mean, m2: summary.m2, sumSquares: summary.sumSquares)
+    }
+
+    /// Runs `body` with mutable pointers to the per-unit sums (nothing happens
+    /// when there are no units).
+    package mutating func withUnitBuffers(
+        _ body: (UnsafeMutablePointer<Double>, UnsafeMutablePointer<Int>) -> Void
+    ) {
+        var squares = unitSquares
+        unitSquares = []
+        var zeroCounts = unitZeros
+        unitZeros = []
+        squares.withUnsafeMutableBufferPointer { q in
+            zeroCounts.withUnsafeMutableBufferPointer { z in
+                guard let qBase = q.baseAddress, let zBase = z.baseAddress else { return }
+                body(qBase, zBase)
+            }
+        }
+        unitSquares = squares
+        unitZeros = zeroCounts
+    }
+
+    /// Changes the storage scale exponent to `target`.
+    package mutating func rescale(to target: Int) {
+        let k = scaleExponent - target
+        guard k != 0 else { return }
+        moments.rescale(byPowerOfTwo: k)
+        for i in unitSquares.indices {
+            unitSquares[i] = StatsScaling.multiply(unitSquares[i], byPowerOfTwo: 2 * k)
+        }
+        scaleExponent = target
+    }
+
+    // MARK: Merging
+
+    /// Adds the statistics of `other`, which must have been accumulated over a
+    /// part of the same tensor disjoint from this one's.
+    ///
+    /// Per-unit results are combined unit by unit; if the two unit layouts
+    /// differ, the merged per-unit results are `nil`. The histogram bin count of
+    /// `self` is kept.
+    public mutating func merge(_ other: StatsAccumulator) {
+        var other = other
+        if let target = StatsScaling.common(scaleExponent, holdsNonzero: runningMaxMagnitude > 0,
+                                            other.scaleExponent, holdsNonzero: other.runningMaxMagnitude > 0) {
+            rescale(to: target)
+            other.rescale(to: target)
+        }
+        count &+= other.count
+        zeros &+= other.zeros
+        nan &+= other.nan
+        posInf &+= other.posInf
+        negInf &+= other.negInf
+        minimum = Swift.min(minimum, other.minimum)
+        maximum = Swift.max(maximum, other.maximum)
+        moments.merge(other.moments)
+        floatSketch.merge(other.floatSketch)
+        doubleSketch.merge(other.doubleSketch)
+        if !other.doubleExponents.isEmpty {
+            if doubleExponents.isEmpty {
+                doubleExponents = other.doubleExponents
+            } else {
+                for i in doubleExponents.indices { doubleExponents[i] &+= other.doubleExponents[i] }
+            }
+        }
+        if unitMap == other.unitMap && unitsConsistent && other.unitsConsistent {
+            for i in unitSquares.indices {
+                unitSquares[i] += other.unitSquares[i]
+                unitZeros[i] &+= other.unitZeros[i]
+            }
+        } else {
+            unitsConsistent = false
+        }
+    }
+}

@@ -1,0 +1,184 @@
+import GradScopeKernels
+
+extension StatsAccumulator {
+    /// The percentiles reported in ``TensorStats`` (`p1`, `p5`, `p50`, `p95`, `p99`).
+    package static let reportedPercents = [1, 5, 50, 95, 99]
+
+    /// The nearest rank `ceil(n * percent / 100)` (at least 1), without overflow.
+    package static func nearestRank(count n: Int, percent: Int) -> Int {
+        let rank = (n / 100) * percent + ((n % 100) * percent + 99) / 100
+        return Swift.max(1, rank)
+    }
+
+    /// The statistics of everything added so far. The accumulator is unchanged
+    /// and can keep accepting data.
+    public func finish() -> TensorStats {
+        let finite = moments.count
+        let scale = scaleExponent
+        var mean: Double?
+        var std: Double?
+        var l2Norm: Double?
+        var minValue: Double?
+        var maxValue: Double?
+        var maxAbs: Double?
+        if finite > 0 {
+            let unscaledMean = StatsScaling.multiply(moments.mean, byPowerOfTwo: scale)
+            mean = Swift.min(maximum, Swift.max(minimum, unscaledMean))
+            let deviation = (moments.m2 / Double(finite)).squareRoot()
+            std = StatsScaling.unscaleSaturating(deviation, byPowerOfTwo: scale)
+            l2Norm = StatsScaling.unscaleSaturating(moments.sumSquares.squareRoot(), byPowerOfTwo: scale)
+            minValue = minimum
+            maxValue = maximum
+            maxAbs = Swift.max(-minimum, maximum)
+        }
+
+        let combined: LogBucketSketch
+        if doubleSketch.isEmpty {
+            combined = floatSketch
+        } else if floatSketch.isEmpty {
+            combined = doubleSketch
+        } else {
+            var merged = floatSketch
+            merged.merge(doubleSketch)
+            combined = merged
+        }
+        let combinedKeys = combined.keyCounts()
+        let cells = Self.valueOrderedCells(keys: combinedKeys.keys, counts: combinedKeys.counts, tiny: combined.tiny)
+
+        var quantiles = [Double?](repeating: nil, count: Self.reportedPercents.count)
+        var histogram: LinearHistogram?
+        if finite > 0 {
+            let ranks = Self.reportedPercents.map { Self.nearestRank(count: finite, percent: $0) }
+            var next = 0
+            var cumulative = 0
+            for cell in cells.indices where next < ranks.count {
+                cumulative &+= cells[cell].count
+                while next < ranks.count && ranks[next] <= cumulative {
+                    quantiles[next] = Swift.min(maximum, Swift.max(minimum, cells[cell].value))
+                    next &+= 1
+                }
+            }
+            while next < ranks.count {
+                quantiles[next] = maximum
+                next &+= 1
+            }
+            histogram = linearHistogram(cells: cells, finite: finite)
+        }
+
+        let log2Histogram = makeLog2Histogram(
+            floatKeys: doubleSketch.isEmpty ? combinedKeys : floatSketch.keyCounts())
+
+        var unitNorms: [Double]?
+        var unitZeroCount: [Int]?
+        if unitMap.isActive && unitsConsistent {
+            unitNorms = unitSquares.map {
+                StatsScaling.unscaleSaturating($0.squareRoot(), byPowerOfTwo: scale)
+            }
+            unitZeroCount = unitZeros
+        }
+
+        return TensorStats(
+            count: count, finiteCount: finite,
+            mean: mean, std: std, min: minValue, max: maxValue, maxAbs: maxAbs, l2Norm: l2Norm,
+            zeros: zeros, nan: nan, posInf: posInf, negInf: negInf,
+            p1: quantiles[0], p5: quantiles[1], p50: quantiles[2], p95: quantiles[3], p99: quantiles[4],
+            histogram: histogram, log2Histogram: log2Histogram,
+            unitNorms: unitNorms, unitZeroCount: unitZeroCount)
+    }
+
+    package struct Cell {
+        package var value: Double
+        package var count: Int
+    }
+
+    /// The sketch buckets as (representative value, count) in ascending value
+    /// order: negative keys, negative tiny values, zeros, positive tiny values,
+    /// positive keys.
+    package static func valueOrderedCells(keys: [UInt16], counts: [Int], tiny: [Int]) -> [Cell] {
+        var positive: [Cell] = []
+        var negative: [Cell] = []
+        var zeroKeyCount = 0
+        for i in keys.indices {
+            let magnitude = keys[i] & 0x7FFF
+            if magnitude == 0 {
+                zeroKeyCount &+= counts[i]
+                continue
+            }
+            let value = LogBucketSketch.representative(magnitudeKey: magnitude)
+            if keys[i] & LogBucketSketch.negativeFlag != 0 {
+                negative.append(Cell(value: -value, count: counts[i]))
+            } else {
+                positive.append(Cell(value: value, count: counts[i]))
+            }
+        }
+        var cells: [Cell] = []
+        cells.reserveCapacity(positive.count + negative.count + 33)
+        cells.append(contentsOf: negative.reversed())
+        let tinySlots = LogBucketSketch.tinyExponentCount
+        var tinyTotal = 0
+        if !tiny.isEmpty {
+            for index in stride(from: tinySlots - 1, through: 0, by: -1) where tiny[tinySlots + index] > 0 {
+                let e = LogBucketSketch.tinyExponentBase + index
+                cells.append(Cell(value: -LogBucketSketch.tinyRepresentative(exponent: e), count: tiny[tinySlots + index]))
+                tinyTotal &+= tiny[tinySlots + index]
+            }
+        }
+        let zeroSlot = cells.count
+        cells.append(Cell(value: 0, count: 0))
+        if !tiny.isEmpty {
+            for index in 0 ..< tinySlots where tiny[index] > 0 {
+                let e = LogBucketSketch.tinyExponentBase + index
+                cells.append(Cell(value: LogBucketSketch.tinyRepresentative(exponent: e), count: tiny[index]))
+                tinyTotal &+= tiny[index]
+            }
+        }
+        cells[zeroSlot].count = Swift.max(0, zeroKeyCount &- tinyTotal)
+        cells.append(contentsOf: positive)
+        return cells
+    }
+
+    /// The linear histogram over `[minimum, maximum]` from the sketch cells.
+    package func linearHistogram(cells: [Cell], finite: Int) -> LinearHistogram {
+        guard maximum > minimum else {
+            return LinearHistogram(lower: minimum, upper: maximum, counts: [finite])
+        }
+        var bins = [Int](repeating: 0, count: histogramBins)
+        for cell in cells where cell.count > 0 {
+            let value = Swift.min(maximum, Swift.max(minimum, cell.value))
+            let index = LinearHistogram.binIndex(for: value, lower: minimum, upper: maximum, binCount: histogramBins)
+            bins[index] &+= cell.count
+        }
+        return LinearHistogram(lower: minimum, upper: maximum, counts: bins)
+    }
+
+    /// The exact `floor(log2 |x|)` histogram: `Float32` inputs from their sketch
+    /// keys (plus the tiny-subnormal table), `Float64` inputs from their exponents.
+    package func makeLog2Histogram(floatKeys: (keys: [UInt16], counts: [Int])) -> Log2Histogram {
+        // Float32 exponents span -149 ... 127; Float64 ones -1074 ... 1023.
+        let hasDoubles = !doubleExponents.isEmpty
+        let lowest = hasDoubles ? -Self.doubleExponentBias : LogBucketSketch.tinyExponentBase
+        let slots = hasDoubles ? Self.doubleExponentSlots : 128 - LogBucketSketch.tinyExponentBase
+        var table = [Int](repeating: 0, count: slots)
+        for i in floatKeys.keys.indices {
+            let magnitude = floatKeys.keys[i] & 0x7FFF
+            guard magnitude != 0 else { continue }
+            table[LogBucketSketch.exponent(magnitudeKey: magnitude) - lowest] &+= floatKeys.counts[i]
+        }
+        let tiny = floatSketch.tiny
+        if !tiny.isEmpty {
+            let tinySlots = LogBucketSketch.tinyExponentCount
+            for index in 0 ..< tinySlots {
+                table[LogBucketSketch.tinyExponentBase + index - lowest] &+= tiny[index] &+ tiny[tinySlots + index]
+            }
+        }
+        if hasDoubles {
+            for i in table.indices { table[i] &+= doubleExponents[i] }
+        }
+        guard let first = table.firstIndex(where: { $0 != 0 }),
+              let last = table.lastIndex(where: { $0 != 0 })
+        else {
+            return Log2Histogram(minExponent: 0, counts: [], zeros: zeros)
+        }
+        return Log2Histogram(minExponent: first + lowest, counts: Array(table[first ... last]), zeros: zeros)
+    }
+}

@@ -1,0 +1,138 @@
+import GradScopeKernels
+
+/// How the flat (row-major) elements of a tensor map to *units*: the output
+/// neurons of a dense layer or the filters of a convolution.
+///
+/// Per-unit statistics (``TensorStats/unitNorms``, ``DriftStats/unitRelativeChange``)
+/// group the elements of a tensor by unit. The flat index `i` of an element is
+/// its position in the row-major (C order) storage of the tensor.
+///
+/// - ``none``: no per-unit statistics are computed.
+/// - ``leading(units:innerSize:)``: unit-major storage, as in PyTorch weights
+///   `[out, in, kh, kw]`. Element `i` belongs to unit `i / innerSize`, where
+///   `innerSize` is the product of all dimensions after the first. Elements with
+///   `i >= units * innerSize` (only possible if more data is supplied than the
+///   shape describes) are not attributed to any unit.
+/// - ``trailing(units:)``: unit-minor storage, as in Keras/TensorFlow weights
+///   `[kh, kw, in, out]`. Element `i` belongs to unit `i % units`.
+///
+/// Degenerate layouts never trap: a negative unit count is treated as zero, a
+/// non-positive `innerSize` attributes no element to any unit, and elements
+/// given at negative flat offsets are not attributed to any unit.
+public enum UnitLayout: Sendable, Hashable {
+    /// No per-unit statistics.
+    case none
+    /// Unit-major layout: element `i` belongs to unit `i / innerSize`.
+    case leading(units: Int, innerSize: Int)
+    /// Unit-minor layout: element `i` belongs to unit `i % units`.
+    case trailing(units: Int)
+
+    /// The layout for a tensor of the given shape whose units run along `unitAxis`.
+    ///
+    /// - `unitAxis == 0` gives ``leading(units:innerSize:)`` with
+    ///   `units = shape[0]` and `innerSize = shape[1] * ... * shape[rank - 1]`.
+    /// - `unitAxis == shape.count - 1` gives ``trailing(units:)`` with
+    ///   `units = shape[rank - 1]`.
+    /// - A rank below 2, a `nil` axis, any other axis, or a shape whose element
+    ///   count overflows `Int` gives ``none``.
+    ///
+    /// Negative dimensions are treated as zero.
+    public static func forShape(_ shape: [Int], unitAxis: Int?) -> UnitLayout {
+        guard let axis = unitAxis, shape.count >= 2 else { return .none }
+        if axis == 0 {
+            var inner = 1
+            for dimension in shape.dropFirst() {
+                let (product, overflow) = inner.multipliedReportingOverflow(by: Swift.max(0, dimension))
+                if overflow { return .none }
+                inner = product
+            }
+            return .leading(units: Swift.max(0, shape[0]), innerSize: inner)
+        }
+        if axis == shape.count - 1 {
+            return .trailing(units: Swift.max(0, shape[axis]))
+        }
+        return .none
+    }
+
+    /// The number of units, or `nil` for ``none``. Negative counts read as zero.
+    public var unitCount: Int? {
+        switch self {
+        case .none: return nil
+        case .leading(let units, _): return Swift.max(0, units)
+        case .trailing(let units): return Swift.max(0, units)
+        }
+    }
+}
+
+/// The normalized form of a ``UnitLayout`` used by the streaming kernels.
+package struct StatsUnitMap: Sendable, Equatable {
+    package enum Kind: Sendable, Equatable {
+        case none
+        case leading
+        case trailing
+    }
+
+    package let kind: Kind
+    /// Number of units (never negative); 0 for `.none`.
+    package let units: Int
+    /// Elements per unit for `.leading`; 0 otherwise.
+    package let innerSize: Int
+
+    package init(_ layout: UnitLayout) {
+        switch layout {
+        case .none:
+            kind = .none
+            units = 0
+            innerSize = 0
+        case .leading(let units, let innerSize):
+            kind = .leading
+            self.units = Swift.max(0, units)
+            self.innerSize = innerSize
+        case .trailing(let units):
+            kind = .trailing
+            self.units = Swift.max(0, units)
+            innerSize = 0
+        }
+    }
+
+    package var isActive: Bool { kind != .none }
+
+    /// Splits the block of flat indices `[offset, offset + count)` into runs and
+    /// calls `body(firstUnit, start, length)` for each; `start` is the position
+    /// of the run inside the block. For `.leading` every element of a run belongs
+    /// to `firstUnit`; for `.trailing` the run is part of one row, and its
+    /// elements belong to the consecutive units `firstUnit ..< firstUnit + length`.
+    /// Unattributed elements are skipped.
+    @inline(__always)
+    package func forEachRun(offset: Int, count: Int, _ body: (Int, Int, Int) -> Void) {
+        guard kind != .none, units > 0, count > 0 else { return }
+        // Elements at negative flat indices are not attributed.
+        let first = offset >= 0 ? 0 : (offset > -count ? -offset : count)
+        switch kind {
+        case .none:
+            return
+        case .leading:
+            guard innerSize > 0 else { return }
+            var i = first
+            while i < count {
+                let flat = offset &+ i
+                if flat < 0 { return }  // the flat index wrapped around Int.max
+                let unit = flat / innerSize
+                if unit >= units { return }
+                let run = Swift.min(count &- i, innerSize &- flat % innerSize)
+                body(unit, i, run)
+                i &+= run
+            }
+        case .trailing:
+            var unit = (offset &+ first) % units
+            if unit < 0 { unit &+= units }
+            var i = first
+            while i < count {
+                let run = Swift.min(units &- unit, count &- i)
+                body(unit, i, run)
+                i &+= run
+                unit = 0
+            }
+        }
+    }
+}
