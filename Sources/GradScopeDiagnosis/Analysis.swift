@@ -16,11 +16,11 @@ public enum Analysis {
         if checkpoints.count > 1 {
             notes.append("the file holds \(checkpoints.count) steps; inspecting the last (\(checkpoint.source)); scan reads them all")
         }
-        let selected = filter(checkpoint, select)
-        let run = Run(source: path, checkpoints: [selected], skipped: [], notes: [])
+        let selected = checkpoint.selecting(select)
+        let run = Run(source: path, checkpoints: [selected])
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
-        let measurements = RunMeasurer.measure(run, options: measureOptions, perUnitEverywhere: true)
+        let (measured, measurements) = ScanEngine.measure(run, load: load, options: measureOptions, perUnitEverywhere: true)
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds,
                                            detectors: [NanInfDetector(), ZeroGradientDetector(), DeadUnitsDetector(), PoorInitDetector(),
                                                        ExplodingGradientDetector()])
@@ -67,7 +67,7 @@ public enum Analysis {
         return InspectReport(file: path, layout: checkpoint.layout.rawValue, step: checkpoint.metadata.step, loss: checkpoint.metadata.loss,
                              lr: checkpoint.metadata.learningRate, framework: checkpoint.metadata.framework,
                              optimizer: checkpoint.metadata.optimizer, tensors: tensors, findings: findings,
-                             notChecked: notChecked, skipped: checkpoint.skipped + (record?.failures ?? []), notes: notes,
+                             notChecked: notChecked, skipped: checkpoint.skipped + (record?.failures ?? []) + measured.skipped, notes: notes,
                              verdict: Diagnoser.verdict(findings, run: measurements, notChecked: notChecked))
     }
 
@@ -76,7 +76,7 @@ public enum Analysis {
                             thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil) throws -> DiffReport {
         guard let a = try CheckpointLoader.load(pathA, options: load).last else { throw CheckpointError(file: pathA, reason: "no checkpoint") }
         guard let b = try CheckpointLoader.load(pathB, options: load).last else { throw CheckpointError(file: pathB, reason: "no checkpoint") }
-        let first = filter(a, select), second = filter(b, select)
+        var first = a.selecting(select), second = b.selecting(select)
         if first.metadata.step == nil { first.metadata.step = 0 }
         if second.metadata.step == nil || second.metadata.step == first.metadata.step {
             second.metadata.step = (first.metadata.step ?? 0) + 1
@@ -87,8 +87,8 @@ public enum Analysis {
         let removed = first.tensors.filter { keysB[$0.key] == nil }.map(\.label)
         let reshaped = second.tensors.filter { tensor in keysA[tensor.key].map { $0.shape != tensor.shape } ?? false }
             .map { "\($0.label): \(formatShape(keysA[$0.key]?.shape ?? [])) -> \(formatShape($0.shape))" }
-        let run = Run(source: pathB, checkpoints: [first, second], skipped: [], notes: [])
-        let measurements = RunMeasurer.measure(run, options: measure)
+        let run = Run(source: pathB, checkpoints: [first, second])
+        let (measured, measurements) = ScanEngine.measure(run, load: load, options: measure)
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds,
                                            detectors: [NanInfDetector(), FrozenDetector(), CollapsingDetector(), UpdateRatioDetector(),
                                                        ExplodingGradientDetector(), ZeroGradientDetector()])
@@ -107,22 +107,22 @@ public enum Analysis {
             }
         }
         drifts.sort { ($0.drift.relativeChange ?? -1) > ($1.drift.relativeChange ?? -1) }
-        return DiffReport(a: pathA, b: pathB, stepA: a.metadata.step, stepB: b.metadata.step, tensors: drifts, added: added,
+        return DiffReport(a: pathA, b: pathB, stepA: first.metadata.step, stepB: second.metadata.step, tensors: drifts, added: added,
                           removed: removed, reshaped: reshaped, findings: diagnosis.findings, notChecked: diagnosis.notChecked,
-                          skipped: measurements.records.flatMap(\.failures), verdict: diagnosis.verdict)
+                          skipped: measured.skipped + measurements.records.flatMap(\.failures), verdict: diagnosis.verdict)
     }
 
-    /// The whole run: every step measured, every detector run.
-    public static func scan(_ path: String, load: LoadOptions = LoadOptions(), measure: MeasureOptions = MeasureOptions(),
-                            thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil,
-                            loadProgress: ((Int, Int, Int, Int) -> Void)? = nil,
-                            measureProgress: ((Int, Int) -> Void)? = nil) throws -> (ScanReport, RunMeasurements) {
-        let loaded = try RunLoader.load(path, options: load, progress: loadProgress)
-        let run = Run(source: loaded.source, checkpoints: loaded.checkpoints.map { filter($0, select) },
-                      skipped: loaded.skipped, notes: loaded.notes)
+    /// The whole run: every step measured, every detector run. Files are read in worker
+    /// processes when `isolation` is given, else in this process; the analysis is the same.
+    public static func scan(_ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
+                            measure: MeasureOptions = MeasureOptions(), thresholds: Thresholds = Thresholds(),
+                            select: NSRegularExpression? = nil,
+                            loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+                            measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (ScanReport, RunMeasurements) {
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
-        let measurements = RunMeasurer.measure(run, options: measureOptions, progress: measureProgress)
+        let (run, measurements) = try ScanEngine.scan(path, isolation: isolation, load: load, measure: measureOptions, select: select,
+                                                      loadProgress: loadProgress, measureProgress: measureProgress)
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
         return (ScanReport(run: run, measurements: measurements, diagnosis: diagnosis), measurements)
     }
@@ -133,14 +133,7 @@ public enum Analysis {
                                     select: NSRegularExpression? = nil,
                                     loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
                                     measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (ScanReport, RunMeasurements) {
-        var measureOptions = measure
-        measureOptions.deadActivationFraction = thresholds.deadActivationFraction
-        let (run, measurements) = try IsolatedScan.measure(path, isolation: isolation, load: load, measure: measureOptions, select: select,
-                                                           loadProgress: loadProgress, measureProgress: measureProgress)
-        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
-        return (ScanReport(run: run, measurements: measurements, diagnosis: diagnosis), measurements)
+        try scan(path, isolation: isolation, load: load, measure: measure, thresholds: thresholds, select: select,
+                 loadProgress: loadProgress, measureProgress: measureProgress)
     }
-
-    /// The checkpoint restricted to tensors whose name matches `select`.
-    package static func filter(_ checkpoint: Checkpoint, _ select: NSRegularExpression?) -> Checkpoint { checkpoint.selecting(select) }
 }

@@ -55,57 +55,27 @@ public enum RunMeasurer {
     /// The index of the first save in the dead-unit window: the later half of the run.
     public static func windowStart(count: Int) -> Int { count >= 2 ? count / 2 : 0 }
 
+    /// Measures a described run in this process (``ScanEngine/measure(_:load:options:perUnitEverywhere:progress:)``):
+    /// steps whose files cannot be read again are left out.
     public static func measure(_ run: Run, options: MeasureOptions = MeasureOptions(), perUnitEverywhere: Bool = false,
                                progress: ((Int, Int) -> Void)? = nil) -> RunMeasurements {
-        let checkpoints = run.checkpoints
-        let start = windowStart(count: checkpoints.count)
-        let gradientNames = Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })
-        // Contiguous tensors are read directly, tensor by tensor across the steps; the rest through libhdf5, step by step.
-        let steps = checkpoints.map(SeriesMeasurer.Step.init)
-        let selected = SeriesMeasurer.eligible(steps)
-        let remaining = checkpoints.indices.map { index in
-            Set(checkpoints[index].tensors.indices.filter { !selected[index].contains($0) }.map { checkpoints[index].tensors[$0].key })
-        }
-        let stepwise = remaining.contains { !$0.isEmpty }
-        var direct = SeriesMeasurer.measure(steps, selected: selected, options: options, gradientNames: gradientNames,
-                                            perUnitEverywhere: perUnitEverywhere, unitWindowStart: start, progress: progress)
-        var records: [StepRecord] = []
-        var snapshots: [[UnitSnapshot]] = []
-        for (index, checkpoint) in checkpoints.enumerated() {
-            var rest: (StepRecord, [UnitSnapshot])?
-            if !remaining[index].isEmpty {
-                rest = measureStep(checkpoint, previous: index > 0 ? checkpoints[index - 1] : nil, index: index,
-                                   wantUnits: index >= start, gradientNames: gradientNames, options: options,
-                                   perUnitEverywhere: perUnitEverywhere, only: remaining[index])
-            }
-            let (record, units) = combine(tensors: checkpoint.tensors, source: checkpoint.source, step: checkpoint.metadata.step ?? index,
-                                          metadata: checkpoint.metadata, direct: direct.outcomes[index], stepError: direct.stepErrors[index],
-                                          rest: rest)
-            direct.outcomes[index] = []
-            records.append(record)
-            snapshots.append(units)
-            if stepwise { progress?(index + 1, checkpoints.count) }
-        }
-        return assemble(run: run, records: records, snapshots: snapshots)
+        ScanEngine.measure(run, options: options, perUnitEverywhere: perUnitEverywhere, progress: progress).1
     }
 
     /// One step's record from the tensors measured directly (`direct`, by tensor
     /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order,
     /// as ``measureStep(_:previous:index:wantUnits:gradientNames:options:perUnitEverywhere:only:onTensor:)``
-    /// would give it. A step whose file could not be read again (`stepError`) has every tensor
-    /// failed with that reason: it is not analysed half from the old file, half from the new.
+    /// would give it.
     package static func combine(tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
-                        stepError: String?, rest: (StepRecord, [UnitSnapshot])?) -> (StepRecord, [UnitSnapshot]) {
+                        rest: (StepRecord, [UnitSnapshot])?) -> (StepRecord, [UnitSnapshot]) {
         var measurements = MeasurementTable()
         var order: [String] = []
         var failures: [SkippedItem] = []
-        var snapshots: [UnitSnapshot] = stepError == nil ? rest?.1 ?? [] : []
+        var snapshots: [UnitSnapshot] = rest?.1 ?? []
         var restFailures = Dictionary((rest?.0.failures ?? []).map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
         for (t, tensor) in tensors.enumerated() {
             let item = source + ":" + tensor.path
-            if let stepError {
-                failures.append(SkippedItem(item: item, reason: stepError))
-            } else if t < direct.count, let outcome = direct[t] {
+            if t < direct.count, let outcome = direct[t] {
                 guard let measurement = outcome.measurement else {
                     failures.append(SkippedItem(item: item, reason: outcome.error ?? "not measured"))
                     continue
@@ -120,9 +90,7 @@ public enum RunMeasurer {
                 order.append(tensor.key)
             }
         }
-        if stepError == nil {
-            failures.append(contentsOf: (rest?.0.failures ?? []).filter { restFailures[$0.item] != nil })
-        }
+        failures.append(contentsOf: (rest?.0.failures ?? []).filter { restFailures[$0.item] != nil })
         let record = StepRecord(step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
                                 tensors: measurements, order: order, failures: failures)
         return (record, snapshots)
@@ -171,11 +139,12 @@ public enum RunMeasurer {
     /// Measures one checkpoint (and its weights' drift from `previous`).
     /// `wantUnits` asks for per-unit liveness snapshots; `gradientNames` are the
     /// parameters with gradients anywhere in the run (their movement is not used as evidence).
-    public static func measureStep(_ checkpoint: Checkpoint, previous: Checkpoint?, index: Int, wantUnits: Bool,
+    public static func measureStep(_ open: OpenCheckpoint, previous: OpenCheckpoint?, index: Int, wantUnits: Bool,
                                    gradientNames: Set<String>, options: MeasureOptions, perUnitEverywhere: Bool = false,
                                    only: Set<String>? = nil, onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
+        let checkpoint = open.checkpoint
         let step = checkpoint.metadata.step ?? index
-        let previousTensors = previous.map { Dictionary($0.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
+        let previousTensors = previous.map { Dictionary($0.checkpoint.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
         var measurements = MeasurementTable()
         var order: [String] = []
         var failures: [SkippedItem] = []
@@ -187,10 +156,10 @@ public enum RunMeasurer {
                 var drift: DriftStats?
                 let (unitsForStats, unitsForDrift) = unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
                 if tensor.role == .weight, let previous, let earlier = previousTensors[tensor.key], earlier.shape == tensor.shape {
-                    (stats, drift) = try TensorMeasurer.statsAndDrift(of: tensor, in: checkpoint, previous: earlier, in: previous, options: options,
+                    (stats, drift) = try TensorMeasurer.statsAndDrift(of: tensor, in: open, previous: earlier, in: previous, options: options,
                                                                       perUnitStats: unitsForStats, perUnitDrift: unitsForDrift)
                 } else {
-                    stats = try TensorMeasurer.stats(of: tensor, in: checkpoint, options: options, perUnit: unitsForStats)
+                    stats = try TensorMeasurer.stats(of: tensor, in: open, options: options, perUnit: unitsForStats)
                 }
                 let (measurement, snapshot) = self.measurement(of: tensor, stats: stats, drift: drift, wantUnits: wantUnits,
                                                                gradientNames: gradientNames, options: options)

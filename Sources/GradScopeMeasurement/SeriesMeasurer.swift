@@ -43,23 +43,10 @@ package enum SeriesMeasurer {
             self.storage = storage
         }
 
-        /// A checkpoint open in this process (its datasets are opened to find their storage),
-        /// with its file as libhdf5 opened it: a file replaced since then is not read.
+        /// A described checkpoint: its file as it was when described, and its tensors' storage.
         package init(_ checkpoint: Checkpoint) {
-            let (size, mtime) = checkpoint.identity
-            self.init(file: checkpoint.file, size: size, mtime: mtime, tensors: checkpoint.tensors,
-                      storage: SeriesMeasurer.storage(of: checkpoint))
-        }
-    }
-
-    /// Where each tensor of an open checkpoint lies in its file, when it can be read directly
-    /// (only in the checkpoint's first file: that is the file the parent opens again).
-    package static func storage(of checkpoint: Checkpoint) -> [DirectStorage?] {
-        checkpoint.tensors.map { tensor in
-            guard tensor.fileIndex == 0, let first = checkpoint.files.first, first.path == checkpoint.file, !first.isMemoryImage,
-                  let info = try? first.datasetInfo(tensor.path),
-                  info.refusal(limits: first.options.limits, followLinks: first.options.followLinks) == nil else { return nil }
-            return info.directStorage(fileSize: first.size)
+            self.init(file: checkpoint.file, size: checkpoint.stamp.size, mtime: checkpoint.stamp.mtime, tensors: checkpoint.tensors,
+                      storage: checkpoint.storage)
         }
     }
 

@@ -39,7 +39,7 @@ public enum TensorMeasurer {
 
     /// The statistics of one tensor.
     /// `perUnit` asks for per-unit norms and zero counts (the default); without them the pass is cheaper.
-    public static func stats(of tensor: TensorRef, in checkpoint: Checkpoint, options: MeasureOptions = MeasureOptions(),
+    public static func stats(of tensor: TensorRef, in checkpoint: OpenCheckpoint, options: MeasureOptions = MeasureOptions(),
                              perUnit: Bool = true) throws -> TensorStats {
         let dataset = try checkpoint.dataset(for: tensor)
         try dataset.checkReadable()
@@ -68,7 +68,7 @@ public enum TensorMeasurer {
     /// The statistics of `tensor` and its drift from `previous` (the same
     /// parameter at an earlier save), reading the two side by side.
     /// `perUnitStats` and `perUnitDrift` ask for the per-unit parts of each (both by default).
-    public static func statsAndDrift(of tensor: TensorRef, in checkpoint: Checkpoint, previous: TensorRef, in earlier: Checkpoint,
+    public static func statsAndDrift(of tensor: TensorRef, in checkpoint: OpenCheckpoint, previous: TensorRef, in earlier: OpenCheckpoint,
                                      options: MeasureOptions = MeasureOptions(), perUnitStats: Bool = true,
                                      perUnitDrift: Bool = true) throws -> (TensorStats, DriftStats) {
         let current = try checkpoint.dataset(for: tensor)
@@ -76,7 +76,7 @@ public enum TensorMeasurer {
         try current.checkReadable()
         try before.checkReadable()
         guard current.info.elementCount == before.info.elementCount, current.info.shape == before.info.shape else {
-            throw HDF5Error(file: checkpoint.source, object: tensor.path, reason: .unsupported,
+            throw HDF5Error(file: checkpoint.checkpoint.source, object: tensor.path, reason: .unsupported,
                             message: "shape \(current.info.shape) differs from \(before.info.shape) at the previous save")
         }
         let statsLayout = perUnitStats ? unitLayout(for: tensor) : .none

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import HDF5
 import ElementTypes
 import GradScopeModel
@@ -7,58 +8,6 @@ import GradScopeStatistics
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A checkpoint as a worker process describes it to the parent: everything
-/// but the open file, which the parent never holds.
-public struct CheckpointSummary: Sendable, Codable {
-    public var source: String
-    public var file: String
-    public var layout: LayoutKind
-    public var metadata: StepMetadata
-    public var tensors: [TensorRef]
-    public var layers: [String]
-    public var skipped: [SkippedItem]
-    public var notes: [String]
-    public var modified: Date?
-    /// Size and modification time when it was read: a file that changes before
-    /// it is measured is reported, not analysed half-old, half-new.
-    public var size: Int
-    public var mtime: Double
-    /// Parallel to `tensors`: where each lies in `file` when the parent can read it directly.
-    public var storage: [DirectStorage?]
-
-    package init(_ checkpoint: Checkpoint) {
-        source = checkpoint.source
-        file = checkpoint.file
-        layout = checkpoint.layout
-        metadata = checkpoint.metadata
-        tensors = checkpoint.tensors
-        layers = checkpoint.layers
-        skipped = checkpoint.skipped
-        notes = checkpoint.notes
-        modified = checkpoint.modified
-        (size, mtime) = checkpoint.identity
-        storage = checkpoint.directStorage.map { known in checkpoint.tensors.map { $0.fileIndex == 0 ? known[$0.path] : nil } }
-            ?? SeriesMeasurer.storage(of: checkpoint)
-    }
-
-    /// The checkpoint as the parent's direct measurement sees it.
-    package var step: SeriesMeasurer.Step {
-        SeriesMeasurer.Step(file: file, size: size, mtime: mtime, tensors: tensors, storage: storage)
-    }
-
-    /// A checkpoint for the parent's bookkeeping; it holds no open file.
-    package var checkpoint: Checkpoint {
-        let checkpoint = Checkpoint(source: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
-                                    skipped: skipped, notes: notes, files: [], modified: modified, file: file)
-        var known: [String: DirectStorage] = [:]
-        for (tensor, storage) in zip(tensors, storage) where tensor.fileIndex == 0 { known[tensor.path] = storage }
-        checkpoint.directStorage = known
-        checkpoint.describedIdentity = (size, mtime)
-        return checkpoint
-    }
-}
-
 
 /// Coding between the parent and its workers (``BinaryCoding``): doubles travel
 /// as their 8 bytes, so a NaN loss or an infinite norm arrives as it left.
@@ -77,8 +26,8 @@ public struct WorkerRequest: Sendable, Codable {
     public var followLinks: Bool
     public var allowPlugins: Bool
     /// measure: the checkpoint to measure and the one before it.
-    public var current: CheckpointSummary?
-    public var previous: CheckpointSummary?
+    public var current: Checkpoint?
+    public var previous: Checkpoint?
     public var index: Int
     public var wantUnits: Bool
     public var gradientNames: [String]
@@ -88,10 +37,12 @@ public struct WorkerRequest: Sendable, Codable {
     public var threads: Int
     public var histogramBins: Int
     public var deadActivationFraction: Double
+    /// measure: per-unit statistics for every tensor (inspect shows them), not only where a detector needs them.
+    public var perUnitEverywhere: Bool = false
 
     package var loadOptions: LoadOptions { LoadOptions(layout: layout, open: OpenOptions(followLinks: followLinks, allowPlugins: allowPlugins)) }
 
-    package init(task: Task, path: String, layout: LayoutKind? = nil, followLinks: Bool, allowPlugins: Bool, current: CheckpointSummary? = nil, previous: CheckpointSummary? = nil, index: Int, wantUnits: Bool, gradientNames: [String], only: [String]? = nil, blockElements: Int, threads: Int, histogramBins: Int, deadActivationFraction: Double) {
+    package init(task: Task, path: String, layout: LayoutKind? = nil, followLinks: Bool, allowPlugins: Bool, current: Checkpoint? = nil, previous: Checkpoint? = nil, index: Int, wantUnits: Bool, gradientNames: [String], only: [String]? = nil, blockElements: Int, threads: Int, histogramBins: Int, deadActivationFraction: Double) {
         self.task = task
         self.path = path
         self.layout = layout
@@ -112,12 +63,12 @@ public struct WorkerRequest: Sendable, Codable {
 
 /// What a worker answers.
 public struct WorkerResponse: Sendable, Codable {
-    public var checkpoints: [CheckpointSummary]?
+    public var checkpoints: [Checkpoint]?
     public var record: StepRecord?
     public var units: [UnitSnapshot]?
     public var error: String?
 
-    public init(checkpoints: [CheckpointSummary]? = nil, record: StepRecord? = nil, units: [UnitSnapshot]? = nil, error: String? = nil) {
+    public init(checkpoints: [Checkpoint]? = nil, record: StepRecord? = nil, units: [UnitSnapshot]? = nil, error: String? = nil) {
         self.checkpoints = checkpoints
         self.record = record
         self.units = units
@@ -134,10 +85,11 @@ public enum Worker {
             switch request.task {
             case .load:
                 marker("opening")
-                let checkpoints = try CheckpointLoader.load(request.path, options: request.loadOptions)
-                let summaries = checkpoints.map { CheckpointSummary($0) }
-                if let first = summaries.first { OpenCheckpoints.shared.keep(checkpoints, file: request.path, size: first.size, mtime: first.mtime) }
-                return WorkerResponse(checkpoints: summaries)
+                let checkpoints = try CheckpointLoader.open(request.path, options: request.loadOptions)
+                if let first = checkpoints.first {
+                    OpenCheckpoints.shared.keep(checkpoints, file: request.path, size: first.checkpoint.stamp.size, mtime: first.checkpoint.stamp.mtime)
+                }
+                return WorkerResponse(checkpoints: checkpoints.map(\.checkpoint))
             case .measure:
                 guard let current = request.current else { return WorkerResponse(error: "no checkpoint to measure") }
                 marker("opening")
@@ -151,6 +103,7 @@ public enum Worker {
                 options.deadActivationFraction = request.deadActivationFraction
                 let (record, units) = RunMeasurer.measureStep(checkpoint, previous: previous, index: request.index, wantUnits: request.wantUnits,
                                                               gradientNames: Set(request.gradientNames), options: options,
+                                                              perUnitEverywhere: request.perUnitEverywhere,
                                                               only: request.only.map(Set.init)) { tensor in
                     marker(tensor.path)
                 }
@@ -163,27 +116,27 @@ public enum Worker {
         }
     }
 
-    /// Opens the checkpoint a summary describes (or takes it from the files
-    /// this worker still holds open), refusing a file that changed since.
-    package static func reopen(_ summary: CheckpointSummary, options: LoadOptions) throws -> Checkpoint {
-        let (size, mtime) = FileIdentity.of(summary.file)
-        guard size == summary.size, mtime == summary.mtime else {
-            throw CheckpointError(file: summary.file, reason: "changed while the run was being scanned (a save in progress?); not analysed")
+    /// Opens the checkpoint a description names (or takes it from the files this
+    /// worker still holds open), refusing a file that changed since it was described.
+    package static func reopen(_ described: Checkpoint, options: LoadOptions) throws -> OpenCheckpoint {
+        let (size, mtime) = FileIdentity.of(described.file)
+        guard size == described.stamp.size, mtime == described.stamp.mtime else {
+            throw CheckpointError(file: described.file, reason: "changed while the run was being scanned (a save in progress?); not analysed")
         }
-        let all: [Checkpoint]
-        if let held = OpenCheckpoints.shared.take(file: summary.file, size: size, mtime: mtime) {
+        let all: [OpenCheckpoint]
+        if let held = OpenCheckpoints.shared.take(file: described.file, size: size, mtime: mtime) {
             all = held
         } else {
-            all = try CheckpointLoader.load(summary.file, options: options)
-            OpenCheckpoints.shared.keep(all, file: summary.file, size: size, mtime: mtime)
+            all = try CheckpointLoader.open(described.file, options: options)
+            OpenCheckpoints.shared.keep(all, file: described.file, size: size, mtime: mtime)
         }
-        guard let checkpoint = all.first(where: { $0.source == summary.source }) else {
-            throw CheckpointError(file: summary.file, reason: "no longer holds \(summary.source)")
+        guard var checkpoint = all.first(where: { $0.checkpoint.source == described.source }) else {
+            throw CheckpointError(file: described.file, reason: "no longer holds \(described.source)")
         }
-        if checkpoint.metadata.step == nil || checkpoint.metadata.stepSource != summary.metadata.stepSource {
-            checkpoint.metadata = summary.metadata
+        if checkpoint.checkpoint.metadata.step == nil || checkpoint.checkpoint.metadata.stepSource != described.metadata.stepSource {
+            checkpoint.checkpoint.metadata = described.metadata
         } else {
-            checkpoint.metadata.step = summary.metadata.step
+            checkpoint.checkpoint.metadata.step = described.metadata.step
         }
         return checkpoint
     }
@@ -194,41 +147,40 @@ public enum Worker {
 /// right after it was described, and opening a file costs more than measuring
 /// a small one. Entries are reused only while size and modification time match.
 /// Files read into memory (`.keras` archives) are not kept.
-package final class OpenCheckpoints: @unchecked Sendable {
+package final class OpenCheckpoints: Sendable {
     package static let shared = OpenCheckpoints()
     /// Files kept open at most: the current step and the previous one, and one more
     /// so that a small run's files are still open when measured right after being described.
     package static let capacity = 3
 
     private struct Entry {
-        package var file: String
-        package var size: Int
-        package var mtime: Double
-        package var checkpoints: [Checkpoint]
+        var file: String
+        var size: Int
+        var mtime: Double
+        var checkpoints: [OpenCheckpoint]
     }
 
-    private let lock = NSLock()
-    private var entries: [Entry] = []
+    private let entries = Mutex<[Entry]>([])
 
     package init() {}
 
-    package func keep(_ checkpoints: [Checkpoint], file: String, size: Int, mtime: Double) {
+    package func keep(_ checkpoints: [OpenCheckpoint], file: String, size: Int, mtime: Double) {
         // A `.keras` archive is read into memory: holding several would hold their bytes too.
-        if checkpoints.contains(where: { $0.files.contains(where: \.isMemoryImage) }) { return }
-        lock.lock()
-        defer { lock.unlock() }
-        entries.removeAll { $0.file == file }
-        entries.append(Entry(file: file, size: size, mtime: mtime, checkpoints: checkpoints))
-        if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
+        if checkpoints.contains(where: \.isMemoryImage) { return }
+        entries.withLock { entries in
+            entries.removeAll { $0.file == file }
+            entries.append(Entry(file: file, size: size, mtime: mtime, checkpoints: checkpoints))
+            if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
+        }
     }
 
-    package func take(file: String, size: Int, mtime: Double) -> [Checkpoint]? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard let index = entries.firstIndex(where: { $0.file == file }) else { return nil }
-        let entry = entries.remove(at: index)
-        guard entry.size == size, entry.mtime == mtime else { return nil }
-        entries.append(entry)
-        return entry.checkpoints
+    package func take(file: String, size: Int, mtime: Double) -> [OpenCheckpoint]? {
+        entries.withLock { entries in
+            guard let index = entries.firstIndex(where: { $0.file == file }) else { return nil }
+            let entry = entries.remove(at: index)
+            guard entry.size == size, entry.mtime == mtime else { return nil }
+            entries.append(entry)
+            return entry.checkpoints
+        }
     }
 }

@@ -3,82 +3,46 @@ import HDF5
 import ElementTypes
 import GradScopeModel
 
-/// One saved step of a training run: its tensors and what it says about itself.
-public final class Checkpoint: @unchecked Sendable {
-    /// The path shown to people (the file, or `file:/step_100` inside a multi-step file).
-    public let source: String
-    public let layout: LayoutKind
-    public var metadata: StepMetadata
-    public let tensors: [TensorRef]
-    /// Layers in depth order, input first.
-    public let layers: [String]
-    /// Objects in the file that are not tensors gradscope analyses, with the reason.
-    public let skipped: [SkippedItem]
-    /// Notes about how the file was understood (e.g. optimizer slots matched by shape).
-    public let notes: [String]
-    /// The open files this checkpoint's tensors live in.
+/// A checkpoint as a source opened it: its description and the files its tensors are read from.
+public struct OpenCheckpoint: Sendable {
+    /// What the checkpoint is; its storage and stamp are filled in by ``described()``.
+    public var checkpoint: Checkpoint
+    /// The open files this checkpoint's tensors live in (several for a sharded save).
     public let files: [HDF5File]
-    /// The file's modification time, when it came from disk.
-    public let modified: Date?
-    /// The file on disk the checkpoint was read from.
-    public let file: String
-    /// Where tensors of `file` lie when they can be read directly, by object path, as a
-    /// worker process found them (a checkpoint described elsewhere holds no open file).
-    package var directStorage: [String: DirectStorage]?
-    /// Size and modification time of `file` when a worker process described it.
-    package var describedIdentity: (size: Int, mtime: Double)?
 
-    /// Size and modification time of `file` when it was read: as libhdf5 opened it, as a
-    /// worker described it, or (a checkpoint with neither) as it is now. Measuring a file
-    /// that no longer matches would mix an old description with new bytes.
-    package var identity: (size: Int, mtime: Double) {
-        if let opened = files.first(where: { $0.path == file }), !opened.isMemoryImage { return (opened.size, opened.modificationTime) }
-        if let describedIdentity { return describedIdentity }
-        return FileIdentity.of(file)
-    }
-
-    public init(source: String, layout: LayoutKind, metadata: StepMetadata, tensors: [TensorRef], layers: [String],
-                skipped: [SkippedItem], notes: [String], files: [HDF5File], modified: Date? = nil, file: String? = nil) {
-        self.file = file ?? files.first?.path ?? source
-        self.source = source
-        self.layout = layout
-        self.metadata = metadata
-        self.tensors = tensors
-        self.layers = layers
-        self.skipped = skipped
-        self.notes = notes
+    public init(_ checkpoint: Checkpoint, files: [HDF5File]) {
+        self.checkpoint = checkpoint
         self.files = files
-        self.modified = modified
     }
 
     /// The dataset holding `tensor`.
     public func dataset(for tensor: TensorRef) throws -> Dataset {
         guard tensor.fileIndex >= 0, tensor.fileIndex < files.count else {
-            throw HDF5Error(file: source, object: tensor.path, reason: .notFound, message: "no such file in this checkpoint")
+            throw HDF5Error(file: checkpoint.source, object: tensor.path, reason: .notFound, message: "no such file in this checkpoint")
         }
         return try files[tensor.fileIndex].dataset(tensor.path)
     }
 
-    /// Tensors with the given role.
-    public func tensors(_ role: TensorRole) -> [TensorRef] { tensors.filter { $0.role == role } }
+    /// Whether a file of this checkpoint is held in memory (a `.keras` archive's weights).
+    public var isMemoryImage: Bool { files.contains(where: \.isMemoryImage) }
 
-    /// The weight tensor named `name`.
-    public func weight(named name: String) -> TensorRef? { tensors.first { $0.role == .weight && $0.name == name } }
-}
-
-extension Checkpoint {
-    /// The checkpoint restricted to tensors whose name matches `select`.
-    public func selecting(_ select: NSRegularExpression?) -> Checkpoint {
-        let checkpoint = self
-        guard let select else { return self }
-        let tensors = checkpoint.tensors.filter { tensor in
-            select.firstMatch(in: tensor.name, range: NSRange(tensor.name.startIndex..., in: tensor.name)) != nil
+    /// The checkpoint with its file's stamp (as libhdf5 opened it, or as it is now for a file
+    /// read from memory) and where each tensor of its first file lies when it can be read
+    /// directly (only there: that is the file a reader opens again by path).
+    public func described() -> OpenCheckpoint {
+        var copy = self
+        if let opened = files.first(where: { $0.path == checkpoint.file }), !opened.isMemoryImage {
+            copy.checkpoint.stamp = FileStamp(size: opened.size, mtime: opened.modificationTime)
+        } else {
+            let (size, mtime) = FileIdentity.of(checkpoint.file)
+            copy.checkpoint.stamp = FileStamp(size: size, mtime: mtime)
         }
-        let filtered = Checkpoint(source: checkpoint.source, layout: checkpoint.layout, metadata: checkpoint.metadata, tensors: tensors,
-                                  layers: checkpoint.layers, skipped: checkpoint.skipped, notes: checkpoint.notes, files: checkpoint.files,
-                                  modified: checkpoint.modified, file: checkpoint.file)
-        filtered.directStorage = checkpoint.directStorage
-        filtered.describedIdentity = checkpoint.describedIdentity
-        return filtered
+        copy.checkpoint.storage = checkpoint.tensors.map { tensor in
+            guard tensor.fileIndex == 0, let first = files.first, first.path == checkpoint.file, !first.isMemoryImage,
+                  let info = try? first.datasetInfo(tensor.path),
+                  info.refusal(limits: first.options.limits, followLinks: first.options.followLinks) == nil else { return nil }
+            return info.directStorage(fileSize: first.size)
+        }
+        return copy
     }
 }

@@ -41,24 +41,33 @@ public enum CheckpointLoader {
         return nil
     }
 
-    /// Reads the checkpoint(s) in `path`: one for an ordinary file, several for a
+    /// Describes the checkpoint(s) in `path`: one for an ordinary file, several for a
     /// file holding one group per step.
     public static func load(_ path: String, options: LoadOptions = LoadOptions()) throws -> [Checkpoint] {
+        try open(path, options: options).map(\.checkpoint)
+    }
+
+    /// Opens the checkpoint(s) in `path` with the first source that recognises it
+    /// (``CheckpointSources``), described: stamped, and with the direct storage of their tensors.
+    public static func open(_ path: String, options: LoadOptions = LoadOptions()) throws -> [OpenCheckpoint] {
+        let head: [UInt8]
+        if let handle = FileHandle(forReadingAtPath: path) {
+            head = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
+            try? handle.close()
+        } else {
+            head = []
+        }
+        let source = CheckpointSources.all.first { $0.recognises(path: path, head: head) } ?? CheckpointSources.hdf5
+        return try source.open(path, options: options).map { $0.described() }
+    }
+
+    /// An HDF5 file: one checkpoint, or one per step group.
+    package static func loadHDF5(_ path: String, options: LoadOptions) throws -> [OpenCheckpoint] {
         let url = URL(fileURLWithPath: path)
         let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
-        if path.hasSuffix(".weights.json") {
-            return [try loadSharded(path, options: options, modified: modified)]
-        }
-        if let handle = FileHandle(forReadingAtPath: path) {
-            let head = (try? handle.read(upToCount: 4)) ?? Data()
-            try? handle.close()
-            if ZipArchive.isZip(head) {
-                return [try loadKerasArchive(path, options: options, modified: modified)]
-            }
-        }
         let file = try HDF5File.open(path, options: options.open)
-        let checkpoints = try load(file: file, source: path, optimizerHint: nil, modified: modified, options: options)
-        for checkpoint in checkpoints { assignStep(checkpoint, fileStem: url.deletingPathExtension().lastPathComponent) }
+        var checkpoints = try load(file: file, source: path, optimizerHint: nil, modified: modified, options: options)
+        for index in checkpoints.indices { assignStep(&checkpoints[index].checkpoint, fileStem: url.deletingPathExtension().lastPathComponent) }
         return checkpoints
     }
 
@@ -66,7 +75,7 @@ public enum CheckpointLoader {
     /// optimizer counter): a number labelled as a step in the file name, else the
     /// file's `epoch` attribute, else a number labelled as an epoch in the name,
     /// else the name's last plain integer.
-    package static func assignStep(_ checkpoint: Checkpoint, fileStem: String) {
+    package static func assignStep(_ checkpoint: inout Checkpoint, fileStem: String) {
         guard checkpoint.metadata.step == nil else { return }
         let named = LayoutSupport.stepInFileName(fileStem)
         if let named, named.isStep {
@@ -87,6 +96,11 @@ public enum CheckpointLoader {
     /// Reads the checkpoint(s) in an HDF5 file image held in memory (a fuzzer's
     /// input, a member of an archive). `name` is used in errors and sources.
     public static func load(image: [UInt8], name: String, options: LoadOptions = LoadOptions()) throws -> [Checkpoint] {
+        try open(image: image, name: name, options: options).map(\.checkpoint)
+    }
+
+    /// Opens the checkpoint(s) in an HDF5 file image held in memory.
+    public static func open(image: [UInt8], name: String, options: LoadOptions = LoadOptions()) throws -> [OpenCheckpoint] {
         let file = try HDF5File.open(image: image, name: name, options: options.open)
         return try load(file: file, source: name, optimizerHint: nil, modified: nil, options: options)
     }
@@ -112,7 +126,8 @@ public enum CheckpointLoader {
     }
 
     /// A sharded Keras 3 save: a `.weights.json` map and `_NNNNN.weights.h5` shards, read as one step.
-    package static func loadSharded(_ path: String, options: LoadOptions, modified: Date?) throws -> Checkpoint {
+    package static func loadSharded(_ path: String, options: LoadOptions) throws -> OpenCheckpoint {
+        let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
         let shards = try shardFiles(of: path)
         guard !shards.isEmpty else { throw CheckpointError(file: path, reason: "the weight map names no shard files") }
         var opened: [(file: HDF5File, entries: [Entry])] = []
@@ -122,16 +137,16 @@ public enum CheckpointLoader {
         }
         let (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(shards: opened, root: "/", source: path, optimizerHint: nil)
         guard !tensors.isEmpty else { throw CheckpointError(file: path, reason: "no tensors in the shards of this sharded save") }
-        let checkpoint = Checkpoint(source: path, layout: .keras3, metadata: metadata, tensors: tensors,
+        var checkpoint = Checkpoint(source: path, file: path, layout: .keras3, metadata: metadata, tensors: tensors,
                                     layers: layers.isEmpty ? orderLayers(tensors) : layers, skipped: skipped,
-                                    notes: notes + ["sharded save: \(shards.count) shard file(s) read as one step"],
-                                    files: opened.map(\.file), modified: modified, file: path)
-        assignStep(checkpoint, fileStem: String((path as NSString).lastPathComponent.dropLast(".weights.json".count)))
-        return checkpoint
+                                    notes: notes + ["sharded save: \(shards.count) shard file(s) read as one step"], modified: modified)
+        assignStep(&checkpoint, fileStem: String((path as NSString).lastPathComponent.dropLast(".weights.json".count)))
+        return OpenCheckpoint(checkpoint, files: opened.map(\.file))
     }
 
     /// A `.keras` zip: `model.weights.h5` read from memory, the optimizer's class from `config.json`.
-    package static func loadKerasArchive(_ path: String, options: LoadOptions, modified: Date?) throws -> Checkpoint {
+    package static func loadKerasArchive(_ path: String, options: LoadOptions) throws -> OpenCheckpoint {
+        let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
         let archive: ZipArchive
         do {
             archive = try ZipArchive(contentsOf: URL(fileURLWithPath: path))
@@ -167,13 +182,13 @@ public enum CheckpointLoader {
         let file = try HDF5File.open(image: bytes, name: path + "/model.weights.h5", options: options.open)
         let checkpoints = try load(file: file, source: path, optimizerHint: optimizer, modified: modified, options: options,
                                    nonTrainableLayers: frozenLayers)
-        guard let first = checkpoints.first else { throw CheckpointError(file: path, reason: "no tensors") }
-        assignStep(first, fileStem: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
+        guard var first = checkpoints.first else { throw CheckpointError(file: path, reason: "no tensors") }
+        assignStep(&first.checkpoint, fileStem: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
         return first
     }
 
     package static func load(file: HDF5File, source: String, optimizerHint: String?, modified: Date?, options: LoadOptions,
-                     nonTrainableLayers: Set<String> = []) throws -> [Checkpoint] {
+                     nonTrainableLayers: Set<String> = []) throws -> [OpenCheckpoint] {
         let entries = try file.walk()
         let rootGroups = entries.filter { $0.depth == 1 }
         let stepGroups = rootGroups.compactMap { entry -> (Entry, Int)? in
@@ -181,17 +196,17 @@ public enum CheckpointLoader {
             return (entry, step)
         }
         if !stepGroups.isEmpty && stepGroups.count == rootGroups.filter({ if case .group = $0.kind { return true } else { return false } }).count {
-            var result: [Checkpoint] = []
+            var result: [OpenCheckpoint] = []
             for (group, step) in stepGroups {
-                let checkpoint = try read(file: file, entries: entries, root: group.path, source: source + ":" + group.path,
+                var checkpoint = try read(file: file, entries: entries, root: group.path, source: source + ":" + group.path,
                                           optimizerHint: optimizerHint, modified: modified, options: options,
                                           nonTrainableLayers: nonTrainableLayers)
-                if checkpoint.metadata.step == nil {
-                    checkpoint.metadata.step = step
+                if checkpoint.checkpoint.metadata.step == nil {
+                    checkpoint.checkpoint.metadata.step = step
                     // `/epoch_3` numbers an epoch, not optimizer updates.
                     let isEpoch = group.name.lowercased().hasPrefix("epoch")
-                    checkpoint.metadata.stepSource = isEpoch ? .epoch : .groupName
-                    if isEpoch { checkpoint.metadata.epoch = step }
+                    checkpoint.checkpoint.metadata.stepSource = isEpoch ? .epoch : .groupName
+                    if isEpoch { checkpoint.checkpoint.metadata.epoch = step }
                 }
                 result.append(checkpoint)
             }
@@ -203,38 +218,20 @@ public enum CheckpointLoader {
 
     /// Detects the layout of the group at `root`.
     public static func detectLayout(file: HDF5File, entries: [Entry], root: String) -> LayoutKind {
-        if NativeLayout.matches(file, root: root) { return .native }
-        if KerasLegacyLayout.weightsRoot(file, root: root) != nil { return .kerasLegacy }
-        if Keras3Layout.matches(entries, root: root) { return .keras3 }
-        return .generic
+        HDF5Layouts.detect(LayoutInput(file: file, entries: entries, root: root, source: file.path, optimizerHint: nil,
+                                       nonTrainableLayers: [], forced: false)).kind
     }
 
     package static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
-                     modified: Date?, options: LoadOptions, nonTrainableLayers: Set<String> = []) throws -> Checkpoint {
+                     modified: Date?, options: LoadOptions, nonTrainableLayers: Set<String> = []) throws -> OpenCheckpoint {
         let diskPath = source.hasSuffix(":" + root) && root != "/" ? String(source.dropLast(root.count + 1)) : source
-        let layout = options.layout ?? detectLayout(file: file, entries: entries, root: root)
-        var metadata: StepMetadata
-        var tensors: [TensorRef]
-        var skipped: [SkippedItem]
-        var notes: [String]
-        var layers: [String] = []
-        switch layout {
-        case .native:
-            (metadata, tensors, skipped, notes) = NativeLayout.read(file: file, entries: entries, root: root, source: source)
-        case .keras3:
-            (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(file: file, entries: entries, root: root, source: source,
-                                                                            optimizerHint: optimizerHint, nonTrainableLayers: nonTrainableLayers)
-        case .kerasLegacy:
-            guard let weightsRoot = KerasLegacyLayout.weightsRoot(file, root: root) else {
-                throw CheckpointError(file: source, reason: "no layer_names attribute: not a legacy Keras file")
-            }
-            (metadata, tensors, skipped, notes, layers) = KerasLegacyLayout.read(file: file, root: root, weightsRoot: weightsRoot, source: source)
-        case .generic:
-            if options.layout == nil, let foreign = GenericLayout.foreignFormat(file, root: root) {
-                throw CheckpointError(file: source, reason: "not a checkpoint: \(foreign)")
-            }
-            (metadata, tensors, skipped, notes) = GenericLayout.read(file: file, entries: entries, root: root, source: source)
-        }
+        let input = LayoutInput(file: file, entries: entries, root: root, source: source, optimizerHint: optimizerHint,
+                                nonTrainableLayers: nonTrainableLayers, forced: options.layout != nil)
+        let reader = options.layout.map(HDF5Layouts.layout) ?? HDF5Layouts.detect(input)
+        let layout = reader.kind
+        let reading = try reader.read(input)
+        let (metadata, tensors, skipped, notes) = (reading.metadata, reading.tensors, reading.skipped, reading.notes)
+        var layers = reading.layers
         guard !tensors.isEmpty else {
             throw CheckpointError(file: source, reason: "no floating-point tensors found (read as the \(layout.rawValue) layout): not a checkpoint")
         }
@@ -247,8 +244,9 @@ public enum CheckpointLoader {
             let known = Set(layers)
             layers.append(contentsOf: orderLayers(tensors).filter { !known.contains($0) })
         }
-        return Checkpoint(source: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
-                          skipped: skipped, notes: notes, files: [file], modified: modified, file: diskPath)
+        let checkpoint = Checkpoint(source: source, file: diskPath, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
+                                    skipped: skipped, notes: notes, modified: modified)
+        return OpenCheckpoint(checkpoint, files: [file])
     }
 
     /// Layers in depth order, from the names and the order the weights were written.

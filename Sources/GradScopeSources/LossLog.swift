@@ -65,33 +65,34 @@ public struct LossLog: Sendable {
     /// and the run's steps are read from the files; when the log counts epochs, by the
     /// epoch a checkpoint names (Keras's `{epoch}` counts from 1, CSVLogger's from 0),
     /// else one row per checkpoint in order when there are as many of each.
-    package func apply(to checkpoints: [Checkpoint]) -> String? {
-        let missing = checkpoints.filter { $0.metadata.loss == nil }
+    package func apply(to checkpoints: inout [Checkpoint]) -> String? {
+        let missing = checkpoints.indices.filter { checkpoints[$0].metadata.loss == nil }
         guard !missing.isEmpty else { return nil }
         let name = (file as NSString).lastPathComponent
         let byNumber = Dictionary(rows.map { ($0.number, $0.loss) }, uniquingKeysWith: { _, last in last })
         var matched = 0
         switch index {
         case .step:
-            for checkpoint in missing {
+            for index in missing {
                 // Only steps that count optimizer updates are steps of the log (`weights.03.h5` numbers an epoch).
-                guard let step = checkpoint.metadata.step, StepCounting.countsUpdates(checkpoint), let loss = byNumber[step] else { continue }
-                checkpoint.metadata.loss = loss
+                guard let step = checkpoints[index].metadata.step, StepCounting.countsUpdates(checkpoints[index]),
+                      let loss = byNumber[step] else { continue }
+                checkpoints[index].metadata.loss = loss
                 matched += 1
             }
         case .epoch:
-            let epochs = missing.map { $0.metadata.epoch }
+            let epochs = missing.map { checkpoints[$0].metadata.epoch }
             if epochs.allSatisfy({ $0 != nil }) {
                 // One-based epochs in the names (Keras), or zero-based (as the log counts).
                 let oneBased = epochs.allSatisfy { byNumber[($0 ?? 0) - 1] != nil }
-                for checkpoint in missing {
-                    guard let epoch = checkpoint.metadata.epoch, let loss = byNumber[oneBased ? epoch - 1 : epoch] else { continue }
-                    checkpoint.metadata.loss = loss
+                for index in missing {
+                    guard let epoch = checkpoints[index].metadata.epoch, let loss = byNumber[oneBased ? epoch - 1 : epoch] else { continue }
+                    checkpoints[index].metadata.loss = loss
                     matched += 1
                 }
             } else if rows.count == checkpoints.count {
-                for (checkpoint, row) in zip(checkpoints, rows) where checkpoint.metadata.loss == nil {
-                    checkpoint.metadata.loss = row.loss
+                for (index, row) in zip(checkpoints.indices, rows) where checkpoints[index].metadata.loss == nil {
+                    checkpoints[index].metadata.loss = row.loss
                     matched += 1
                 }
             }

@@ -3,48 +3,6 @@ import HDF5
 import ElementTypes
 import GradScopeModel
 
-/// The ordered steps of one training run.
-public final class Run: @unchecked Sendable {
-    /// The directory or file the run was read from.
-    public let source: String
-    /// Checkpoints sorted by step.
-    public let checkpoints: [Checkpoint]
-    /// Files and objects that were not used, each with the reason.
-    public internal(set) var skipped: [SkippedItem]
-    /// Things about the run as a whole a person should know (mixed layouts, duplicate steps, tensors that come and go).
-    public internal(set) var notes: [String]
-
-    public init(source: String, checkpoints: [Checkpoint], skipped: [SkippedItem], notes: [String]) {
-        self.source = source
-        self.checkpoints = checkpoints
-        self.skipped = skipped
-        self.notes = notes
-    }
-
-    /// The saved steps, in order.
-    public var steps: [Int] { checkpoints.enumerated().map { $0.element.metadata.step ?? $0.offset } }
-
-    /// Layers in depth order, as the checkpoints list them (the last checkpoint's order, then any others).
-    public var layers: [String] {
-        var seen = Set<String>()
-        var order: [String] = []
-        for checkpoint in checkpoints.reversed() {
-            for layer in checkpoint.layers where !seen.contains(layer) {
-                seen.insert(layer)
-                order.append(layer)
-            }
-            if !order.isEmpty { break }
-        }
-        for checkpoint in checkpoints {
-            for layer in checkpoint.layers where !seen.contains(layer) {
-                seen.insert(layer)
-                order.append(layer)
-            }
-        }
-        return order
-    }
-}
-
 /// Finds and orders the checkpoints of a run.
 public enum RunLoader {
     /// Reads a run from a directory of checkpoint files (any names, sorted by
@@ -102,9 +60,9 @@ public enum RunLoader {
             case nil: throw CheckpointError(file: path, reason: "not read")
             }
         }
-        let run = assemble(source: path, checkpoints: checkpoints, skipped: skipped)
+        var run = assemble(source: path, checkpoints: checkpoints, skipped: skipped)
         // Checkpoints without a loss (Keras never saves it) take it from a training log beside them.
-        if let log = logs.first, run.checkpoints.contains(where: { $0.metadata.loss == nil }), let note = log.apply(to: run.checkpoints) {
+        if let log = logs.first, run.checkpoints.contains(where: { $0.metadata.loss == nil }), let note = log.apply(to: &run.checkpoints) {
             run.notes.append(note)
             for extra in logs.dropFirst() {
                 run.skipped.append(SkippedItem(item: extra.file, reason: "a second loss log; only \((log.file as NSString).lastPathComponent) is used"))
@@ -139,10 +97,12 @@ public enum RunLoader {
         let missing = checkpoints.filter { $0.metadata.step == nil }
         if !missing.isEmpty {
             if missing.count == checkpoints.count {
-                let byTime = checkpoints.sorted { ($0.modified ?? .distantPast, $0.source) < ($1.modified ?? .distantPast, $1.source) }
-                for (index, checkpoint) in byTime.enumerated() {
-                    checkpoint.metadata.step = index
-                    checkpoint.metadata.stepSource = .position
+                let byTime = checkpoints.indices.sorted { a, b in
+                    (checkpoints[a].modified ?? .distantPast, checkpoints[a].source) < (checkpoints[b].modified ?? .distantPast, checkpoints[b].source)
+                }
+                for (position, index) in byTime.enumerated() {
+                    checkpoints[index].metadata.step = position
+                    checkpoints[index].metadata.stepSource = .position
                 }
                 if checkpoints.count > 1 {
                     notes.append("no step numbers in the files or their names: steps are the files' order by modification time")
@@ -158,11 +118,12 @@ public enum RunLoader {
         // the names (a date and a time, `gru-{epoch}-{batch}` with Keras's batch within the epoch): the
         // files are ordered by all those numbers, and their steps are their positions in that order.
         if checkpoints.count > 1, checkpoints.allSatisfy({ $0.metadata.nameKey != nil }) {
-            let byKey = checkpoints.sorted { a, b in
-                let keyA = a.metadata.nameKey ?? [], keyB = b.metadata.nameKey ?? []
+            let order = checkpoints.indices.sorted { a, b in
+                let keyA = checkpoints[a].metadata.nameKey ?? [], keyB = checkpoints[b].metadata.nameKey ?? []
                 if keyA != keyB { return keyA.lexicographicallyPrecedes(keyB) }
-                return numericAwareLess(a.source, b.source)
+                return numericAwareLess(checkpoints[a].source, checkpoints[b].source)
             }
+            let byKey = order.map { checkpoints[$0] }
             let steps = byKey.map { $0.metadata.step ?? 0 }
             let keys = byKey.map { $0.metadata.nameKey ?? [] }
             // Renumbered only when the other numbers tell the files apart: equal keys (`step_300.h5` and
@@ -171,9 +132,9 @@ public enum RunLoader {
             let keysSeparate = zip(keys, keys.dropFirst()).allSatisfy { $0 != $1 }
             let allLabelled = byKey.allSatisfy(StepCounting.countsUpdates)
             if keysSeparate && !allLabelled && !zip(steps, steps.dropFirst()).allSatisfy({ $0 < $1 }) {
-                for (index, checkpoint) in byKey.enumerated() {
-                    checkpoint.metadata.step = index
-                    checkpoint.metadata.stepSource = .position
+                for (position, index) in order.enumerated() {
+                    checkpoints[index].metadata.step = position
+                    checkpoints[index].metadata.stepSource = .position
                 }
                 notes.append("the step numbers in the file names repeat or are out of order (a date and a time, or a batch number within each epoch): steps are the files' order by all the numbers in their names")
             }

@@ -48,13 +48,15 @@ struct CommandLineTests {
 
     var available: Bool { FileManager.default.isExecutableFile(atPath: Self.binary) }
 
-    @Test("a file cut after it was described is skipped; the next step keeps its tensors and loses only its drift")
-    func fileCutBetweenPhases() throws {
+    @Test("a file cut after it was described is skipped; the next step keeps its tensors and loses only its drift",
+          arguments: [true, false])
+    func fileCutBetweenPhases(isolated: Bool) throws {
+        // One scan engine: with worker processes or in this process, the same outcome.
         let dir = try TemporaryDirectory()
         try SeriesMeasurerTests.writeMixedRun(dir, steps: 4)
         let victim = dir.path("step_0020.h5")
-        let (report, measurements) = try Analysis.scanIsolated(dir.url.path, isolation: IsolationOptions(executable: Self.binary, jobs: 2),
-                                                               loadProgress: { finished, total, _, _ in
+        let isolation = isolated ? IsolationOptions(executable: Self.binary, jobs: 2) : nil
+        let (report, measurements) = try Analysis.scan(dir.url.path, isolation: isolation, loadProgress: { finished, total, _, _ in
             // Every file has been described: cut one before it is measured.
             if finished == total { truncate(victim, 4096) }
         })

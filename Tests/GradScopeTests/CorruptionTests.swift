@@ -176,10 +176,10 @@ struct CorruptionTests {
                     _ = try? file.walk()
                 }
                 do {
-                    let checkpoints = try CheckpointLoader.load(image: variant.bytes, name: name)
+                    let checkpoints = try CheckpointLoader.open(image: variant.bytes, name: name)
                     loaded += 1
                     for checkpoint in checkpoints {
-                        for tensor in checkpoint.tensors.prefix(4) {
+                        for tensor in checkpoint.checkpoint.tensors.prefix(4) {
                             do {
                                 _ = try TensorMeasurer.stats(of: tensor, in: checkpoint, options: options)
                             } catch is HDF5Error {

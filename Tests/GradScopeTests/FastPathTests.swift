@@ -39,9 +39,9 @@ struct FastPathTests {
         small.threads = 2
         var results: [(TensorStats, DriftStats)] = []
         for name in ["plain", "gzip"] {
-            let first = try #require(try CheckpointLoader.load(dir.path("\(name)-1.h5")).first)
-            let second = try #require(try CheckpointLoader.load(dir.path("\(name)-2.h5")).first)
-            let tensor = try #require(second.weight(named: "w")), earlier = try #require(first.weight(named: "w"))
+            let first = try #require(try CheckpointLoader.open(dir.path("\(name)-1.h5")).first)
+            let second = try #require(try CheckpointLoader.open(dir.path("\(name)-2.h5")).first)
+            let tensor = try #require(second.checkpoint.weight(named: "w")), earlier = try #require(first.checkpoint.weight(named: "w"))
             if name == "plain" { #expect(try second.dataset(for: tensor).direct() != nil) }
             results.append(try TensorMeasurer.statsAndDrift(of: tensor, in: second, previous: earlier, in: first, options: small))
         }

@@ -259,8 +259,9 @@ struct LayoutTests {
             """
             try Data(manifest.utf8).write(to: URL(fileURLWithPath: dir.path("ckpt\(step).weights.json")))
         }
-        let checkpoint = try #require(try CheckpointLoader.load(dir.path("ckpt10.weights.json")).first)
-        #expect(checkpoint.files.count == 2)
+        let opened = try #require(try CheckpointLoader.open(dir.path("ckpt10.weights.json")).first)
+        let checkpoint = opened.checkpoint
+        #expect(opened.files.count == 2)
         #expect(checkpoint.metadata.step == 10)
         #expect(checkpoint.metadata.learningRate == Double(Float(0.001)))
         #expect(checkpoint.metadata.optimizer == "adam")
@@ -268,7 +269,7 @@ struct LayoutTests {
         let slots = checkpoint.tensors(.optimizer)
         #expect(slots.map(\.slotName) == ["momentum", "velocity", "momentum", "velocity"])
         #expect(slots.allSatisfy { $0.fileIndex == 1 })
-        let stats = try TensorMeasurer.stats(of: try #require(checkpoint.weight(named: "hidden/kernel")), in: checkpoint)
+        let stats = try TensorMeasurer.stats(of: try #require(checkpoint.weight(named: "hidden/kernel")), in: opened)
         #expect(stats.mean == Double(Float(1.0)))
         let run = try RunLoader.load(dir.url.path)
         #expect(run.steps == [10, 20])

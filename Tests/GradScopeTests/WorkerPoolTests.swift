@@ -110,11 +110,11 @@ struct BinaryCodingTests {
     @Test("a measured step and a described checkpoint come back exactly as they went")
     func roundTripOfRealMessages() throws {
         let run = try RunLoader.load(samplePath("exploding-nan"))
-        let checkpoints = run.checkpoints
+        let checkpoints = try run.checkpoints.map { try Worker.reopen($0, options: LoadOptions()) }
         #expect(checkpoints.count >= 2)
         let (record, units) = RunMeasurer.measureStep(checkpoints[1], previous: checkpoints[0], index: 1, wantUnits: true,
                                                       gradientNames: [], options: MeasureOptions())
-        let response = WorkerResponse(checkpoints: [CheckpointSummary(checkpoints[1])], record: record, units: units)
+        let response = WorkerResponse(checkpoints: [run.checkpoints[1]], record: record, units: units)
         let decoded = try BinaryCoding.decode(WorkerResponse.self, from: try BinaryCoding.encode(response))
         #expect(try Self.json(decoded) == (try Self.json(response)))
         #expect(decoded.units?.first?.alive == units.first?.alive)
@@ -198,19 +198,19 @@ extension WorkerRequestTests {
         let cache = OpenCheckpoints()
         let paths = run.steps.map { directory.path(String(format: "step_%06d.h5", $0)) }
         for path in paths {
-            let checkpoints = try CheckpointLoader.load(path)
+            let checkpoints = try CheckpointLoader.open(path)
             cache.keep(checkpoints, file: path, size: 1, mtime: 2)
         }
         #expect(cache.take(file: paths[0], size: 1, mtime: 2) == nil)
         #expect(cache.take(file: paths[1], size: 1, mtime: 2) == nil)
-        #expect(cache.take(file: paths[4], size: 1, mtime: 2)?.first?.source == paths[4])
+        #expect(cache.take(file: paths[4], size: 1, mtime: 2)?.first?.checkpoint.source == paths[4])
         // Another size or time: not served (and dropped).
         #expect(cache.take(file: paths[3], size: 9, mtime: 2) == nil)
         #expect(cache.take(file: paths[3], size: 1, mtime: 2) == nil)
         // A `.keras` archive from the shared corpus, when it is there.
         if let keras = Self.anyKerasArchive() {
-            let archive = try CheckpointLoader.load(keras)
-            #expect(archive.first?.files.contains(where: \.isMemoryImage) == true)
+            let archive = try CheckpointLoader.open(keras)
+            #expect(archive.first?.isMemoryImage == true)
             cache.keep(archive, file: keras, size: 1, mtime: 2)
             #expect(cache.take(file: keras, size: 1, mtime: 2) == nil)
         }

@@ -1,0 +1,167 @@
+import Dispatch
+import Foundation
+import ElementTypes
+import GradScopeModel
+import GradScopeSources
+import GradScopeStatistics
+
+/// Where a run's files are opened and read through their library: in this process
+/// (``InProcessReader``) or in worker processes (``IsolatedReader``). The scan engine is
+/// the same either way: a reader decides where files are opened, never what is computed.
+/// Both answer the same requests with the same code (``Worker/handle(_:marker:)``).
+package protocol FileReader: Sendable {
+    /// Answers each request (describing a file, or measuring a step's tensors), calling
+    /// `done` with a request's index as it finishes, on the calling thread.
+    func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [WorkerPool.Outcome]
+    /// Ends whatever the reader started (worker processes).
+    func finish()
+}
+
+/// Reads files in this process (`--no-isolation`, `inspect` and `diff`, which a supervisor isolates as a whole).
+package struct InProcessReader: FileReader {
+    package init() {}
+
+    package func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [WorkerPool.Outcome] {
+        requests.enumerated().map { index, request in
+            defer { done(index) }
+            return .response(Worker.handle(request) { _ in })
+        }
+    }
+
+    package func finish() {}
+}
+
+/// Reads files in worker processes, so that a file that crashes or hangs libhdf5 costs only that file.
+package struct IsolatedReader: FileReader {
+    let pool: WorkerPool
+
+    package init(_ options: IsolationOptions) { pool = WorkerPool(options: options) }
+
+    package func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [WorkerPool.Outcome] { pool.run(requests, done: done) }
+
+    package func finish() { pool.shutdown() }
+}
+
+/// The one scan path: describes a run's files, then measures every tensor of every save.
+/// Tensors stored contiguously are read here, directly, one tensor across all steps at a time
+/// (``SeriesMeasurer``: no library call, so nothing to isolate); the rest step by step through
+/// the reader. A step whose file could not be read again, or changed since it was described,
+/// is left out of the run and listed as skipped with the reason.
+public enum ScanEngine {
+    /// Describes and measures the run at `path` (a directory, a multi-step file or one
+    /// checkpoint), in worker processes when `isolation` is given, else in this process.
+    public static func scan(_ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
+                            measure: MeasureOptions = MeasureOptions(), select: NSRegularExpression? = nil,
+                            loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+                            measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (Run, RunMeasurements) {
+        let reader: any FileReader = isolation.map { IsolatedReader($0) } ?? InProcessReader()
+        defer { reader.finish() }
+        let describe: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>] = { files, done in
+            let counter = Counter()
+            let outcomes = reader.run(files.map { request(.load, path: $0, load: load, measure: measure) }) { index in
+                done(index, counter.increment())
+            }
+            return zip(files, outcomes).map { file, outcome -> Result<[Checkpoint], CheckpointError> in
+                switch outcome {
+                case .failed(let reason): return .failure(CheckpointError(file: file, reason: reason))
+                case .response(let response):
+                    if let checkpoints = response.checkpoints { return .success(checkpoints) }
+                    return .failure(CheckpointError(file: file, reason: response.error ?? "no result"))
+                }
+            }
+        }
+        var loaded = try RunLoader.load(path, progress: loadProgress, loadFiles: describe)
+        loaded.checkpoints = loaded.checkpoints.map { $0.selecting(select) }
+        return self.measure(loaded, load: load, options: measure, reader: reader, progress: measureProgress)
+    }
+
+    /// Measures a described run with `reader`: the run as it was kept and its measurements.
+    /// `perUnitEverywhere` keeps per-unit statistics for every tensor (inspect shows them).
+    public static func measure(_ run: Run, load: LoadOptions = LoadOptions(), options: MeasureOptions = MeasureOptions(),
+                               perUnitEverywhere: Bool = false, progress: ((Int, Int) -> Void)? = nil) -> (Run, RunMeasurements) {
+        measure(run, load: load, options: options, perUnitEverywhere: perUnitEverywhere, reader: InProcessReader(), progress: progress)
+    }
+
+    package static func measure(_ run: Run, load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool = false,
+                                reader: any FileReader, progress: ((Int, Int) -> Void)?) -> (Run, RunMeasurements) {
+        let checkpoints = run.checkpoints
+        let start = RunMeasurer.windowStart(count: checkpoints.count)
+        let gradientNames = Array(Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
+        let steps = checkpoints.map(SeriesMeasurer.Step.init)
+        let direct = SeriesMeasurer.eligible(steps)
+        let remaining = checkpoints.indices.map { index in
+            checkpoints[index].tensors.indices.filter { !direct[index].contains($0) }.map { checkpoints[index].tensors[$0].key }
+        }
+        let stepwise = checkpoints.indices.filter { !remaining[$0].isEmpty }
+        let requests = stepwise.map { index -> WorkerRequest in
+            var r = request(.measure, path: checkpoints[index].file, load: load, measure: options)
+            r.current = checkpoints[index]
+            r.previous = index > 0 ? checkpoints[index - 1] : nil
+            r.index = index
+            r.wantUnits = index >= start
+            r.gradientNames = gradientNames
+            r.only = remaining[index]
+            r.perUnitEverywhere = perUnitEverywhere
+            return r
+        }
+        let counter = Counter()
+        var outcomes = reader.run(requests) { _ in progress?(counter.increment(), requests.count) }
+        // A crash while reading the previous file as well: measure the step on its own.
+        for index in outcomes.indices {
+            if case .failed = outcomes[index], requests[index].previous != nil {
+                var alone = requests[index]
+                alone.previous = nil
+                if case .response(let response) = reader.run([alone], done: { _ in }).first, response.record != nil {
+                    outcomes[index] = .response(response)
+                }
+            }
+        }
+        var measured = SeriesMeasurer.measure(steps, selected: direct, options: options, gradientNames: Set(gradientNames),
+                                              perUnitEverywhere: perUnitEverywhere, unitWindowStart: start, progress: progress)
+        var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
+        for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
+        var kept: [Checkpoint] = []
+        var records: [StepRecord] = []
+        var snapshots: [[UnitSnapshot]] = []
+        var skipped = run.skipped
+        for (index, checkpoint) in checkpoints.enumerated() {
+            var rest: (StepRecord, [UnitSnapshot])?
+            switch stepwiseOutcome[index] {
+            case nil:
+                break
+            case .failed(let reason)?:
+                skipped.append(SkippedItem(item: checkpoint.source, reason: reason))
+                continue
+            case .response(let response)?:
+                guard let record = response.record else {
+                    skipped.append(SkippedItem(item: checkpoint.source, reason: response.error ?? "no result"))
+                    continue
+                }
+                rest = (record, response.units ?? [])
+            }
+            if let reason = measured.stepErrors[index] {
+                skipped.append(SkippedItem(item: checkpoint.source, reason: reason))
+                continue
+            }
+            let (record, units) = RunMeasurer.combine(tensors: checkpoint.tensors, source: checkpoint.source,
+                                                      step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
+                                                      direct: measured.outcomes[index], rest: rest)
+            measured.outcomes[index] = []
+            kept.append(checkpoint)
+            records.append(record)
+            snapshots.append(units)
+        }
+        let keptRun = Run(source: run.source, checkpoints: kept, skipped: skipped, notes: run.notes)
+        return (keptRun, RunMeasurer.assemble(run: keptRun, records: records, snapshots: snapshots))
+    }
+
+    /// A request with the reading and measuring options; the rest is filled in by the caller.
+    static func request(_ task: WorkerRequest.Task, path: String, load: LoadOptions, measure: MeasureOptions) -> WorkerRequest {
+        // Each worker may use every core for a large tensor: when the other workers are
+        // done (the last files of a run, a run of two huge saves) their cores would idle.
+        WorkerRequest(task: task, path: path, layout: load.layout, followLinks: load.open.followLinks, allowPlugins: load.open.allowPlugins,
+                      current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [], only: nil,
+                      blockElements: measure.blockElements, threads: measure.threads,
+                      histogramBins: measure.histogramBins, deadActivationFraction: measure.deadActivationFraction)
+    }
+}
