@@ -47,7 +47,9 @@ let package = Package(
         ),
         .testTarget(
             name: "GradScopeTests",
-            dependencies: ["GradScope", "HDF5", "GradScopeKernels", "TestSupport"]
+            dependencies: ["GradScope", "HDF5", "GradScopeKernels", "TestSupport"],
+            // The recorded command output SnapshotTests compares with, read from the source tree.
+            exclude: ["Snapshots"]
         ),
     ],
     swiftLanguageModes: [.v6]
