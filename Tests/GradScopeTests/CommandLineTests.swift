@@ -11,9 +11,13 @@ import GradScopeStatistics
 import TestSupport
 
 /// End-to-end: the built binary, its exit codes, its JSON, its errors.
+/// A test fails, saying where it looked, when the binary is missing (see `GradScopeBinary`).
 @Suite("The gradscope command", .serialized)
 struct CommandLineTests {
-    static let binary = packageRoot.appendingPathComponent(".build/debug/gradscope").path
+    /// The binary built next to the tests, or `GRADSCOPE_BINARY`.
+    func binary(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)", sourceLocation: sourceLocation)
+    }
 
     struct Output {
         var status: Int32
@@ -22,9 +26,10 @@ struct CommandLineTests {
         var crashed: Bool
     }
 
-    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+    func run(_ arguments: [String], environment: [String: String] = [:],
+             sourceLocation: SourceLocation = #_sourceLocation) throws -> Output {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.executableURL = URL(fileURLWithPath: try binary(sourceLocation: sourceLocation))
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
@@ -46,8 +51,6 @@ struct CommandLineTests {
         return try #require(object as? [String: Any])
     }
 
-    var available: Bool { FileManager.default.isExecutableFile(atPath: Self.binary) }
-
     @Test("a file cut after it was described is skipped; the next step keeps its tensors and loses only its drift",
           arguments: [true, false])
     func fileCutBetweenPhases(isolated: Bool) throws {
@@ -55,7 +58,7 @@ struct CommandLineTests {
         let dir = try TemporaryDirectory()
         try SeriesMeasurerTests.writeMixedRun(dir, steps: 4)
         let victim = dir.path("step_0020.h5")
-        let isolation = isolated ? IsolationOptions(executable: Self.binary, jobs: 2) : nil
+        let isolation = isolated ? IsolationOptions(executable: try binary(), jobs: 2) : nil
         let (report, measurements) = try Analysis.scan(dir.url.path, isolation: isolation, loadProgress: { finished, total, _, _ in
             // Every file has been described: cut one before it is measured.
             if finished == total { truncate(victim, 4096) }
@@ -87,11 +90,11 @@ struct CommandLineTests {
 
     @Test("output to a pipe closed early ends the command quietly, as with any Unix tool")
     func closedPipe() throws {
-        try #require(available, "the gradscope binary is built by swift build / swift test")
+        let executable = try binary()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         // `true` exits at once, long before the scan writes its 160 KB of JSON.
-        process.arguments = ["-c", "\"$0\" scan \"$1\" --format json | true; exit ${PIPESTATUS[0]}", Self.binary, samplePath("vanishing-sigmoid")]
+        process.arguments = ["-c", "\"$0\" scan \"$1\" --format json | true; exit ${PIPESTATUS[0]}", executable, samplePath("vanishing-sigmoid")]
         let err = Pipe()
         process.standardError = err
         try process.run()
@@ -104,7 +107,6 @@ struct CommandLineTests {
 
     @Test("scan --format json follows the contract")
     func scanJSON() throws {
-        try #require(available, "the gradscope binary is built by swift build / swift test")
         let output = try run(["scan", samplePath("frozen-layer"), "--format", "json"])
         #expect(output.status == 0)
         let object = try json(output.stdout)
@@ -123,7 +125,6 @@ struct CommandLineTests {
 
     @Test("exit codes follow --fail-on")
     func exitCodes() throws {
-        try #require(available, "the gradscope binary is built by swift build / swift test")
         #expect(try run(["scan", samplePath("frozen-layer"), "--quiet"]).status == 0)
         #expect(try run(["scan", samplePath("frozen-layer"), "--fail-on", "warning", "--quiet"]).status == 1)
         #expect(try run(["scan", samplePath("exploding-nan"), "--quiet"]).status == 1)
@@ -133,7 +134,6 @@ struct CommandLineTests {
 
     @Test("bad input: one line on stderr naming the file, exit code 2, no crash")
     func badInput() throws {
-        try #require(available, "the gradscope binary is built by swift build / swift test")
         let dir = try TemporaryDirectory()
         FileManager.default.createFile(atPath: dir.path("text.h5"), contents: Data("hello\n".utf8))
         FileManager.default.createFile(atPath: dir.path("empty.h5"), contents: Data())
@@ -157,7 +157,6 @@ struct CommandLineTests {
 
     @Test("a worker that crashes or hangs costs only its file")
     func isolation() throws {
-        try #require(available, "the gradscope binary is built by swift build / swift test")
         let crash = try run(["scan", samplePath("healthy"), "--format", "json", "--quiet"],
                             environment: ["GRADSCOPE_FAULT_INJECTION": "crash:step_000360"])
         #expect(!crash.crashed)
@@ -177,7 +176,6 @@ struct CommandLineTests {
 
     @Test("inspect and diff in every format")
     func inspectAndDiff() throws {
-        try #require(available, "the gradscope binary is built by swift build / swift test")
         let file = samplePath("dead-relu") + "/step_000600.h5"
         let table = try run(["inspect", file])
         #expect(table.status == 0)
@@ -199,7 +197,6 @@ struct CommandLineTests {
 
     @Test("ls prints the tree of real Keras and hand-written files")
     func list() throws {
-        try #require(available, "the gradscope binary is built by swift build / swift test")
         let keras = try run(["ls", samplePath("keras-weights-h5") + "/step_000000.weights.h5"])
         #expect(keras.status == 0)
         #expect(keras.stdout.contains("layers/"))
@@ -216,7 +213,6 @@ struct CommandLineTests {
 
     @Test("no colour when piped or with NO_COLOR")
     func noColour() throws {
-        try #require(available, "the gradscope binary is built by swift build / swift test")
         let output = try run(["scan", samplePath("frozen-layer"), "--quiet"])
         #expect(!output.stdout.contains("\u{1B}["))
         #expect(output.stderr.isEmpty)

@@ -8,9 +8,9 @@ import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import TestSupport
 #if canImport(Glibc)
 import Glibc
-import TestSupport
 #endif
 
 /// Damaged and foreign inputs, the way they turn up in a directory of
@@ -21,15 +21,14 @@ import TestSupport
 /// skipped with a reason), must still analyse the good files next to them, and
 /// must never write to any input.
 ///
-/// The command-line tests run the built binary (`.build/debug/gradscope`, or
-/// the one named by `GRADSCOPE_TEST_BINARY`) and are skipped when it is absent:
-/// run `swift build` first.
+/// The command-line tests run the binary built next to the tests, or the one
+/// named by `GRADSCOPE_BINARY` (see `GradScopeBinary`), and fail, saying where
+/// they looked, when it is absent.
 @Suite("Corrupt, truncated and foreign inputs", .serialized)
 struct CorruptionTests {
     // MARK: - The commands
 
-    @Test("scan of a directory of damaged files next to good ones: no crash, every file accounted for, inputs untouched",
-          .enabled(if: CorruptionBinary.available, CorruptionBinary.missingMessage))
+    @Test("scan of a directory of damaged files next to good ones: no crash, every file accounted for, inputs untouched")
     func scanDamagedDirectory() throws {
         let directory = try TemporaryDirectory()
         let good = try CorruptionFixtures.writeGoodFiles(into: directory)
@@ -83,15 +82,14 @@ struct CorruptionTests {
         #expect(before.changes(comparedTo: after).isEmpty, "inputs changed: \(before.changes(comparedTo: after))")
     }
 
-    @Test("inspect on each damaged file: exit 0, 1 or 2, and on 2 one line on stderr naming the file",
-          .enabled(if: CorruptionBinary.available, CorruptionBinary.missingMessage))
+    @Test("inspect on each damaged file: exit 0, 1 or 2, and on 2 one line on stderr naming the file")
     func inspectDamagedFiles() throws {
         let directory = try TemporaryDirectory()
         let damaged = try CorruptionFixtures.writeVariants(of: CorruptionFixtures.inspectSources(), into: directory)
         let foreign = try CorruptionFixtures.writeForeignFiles(into: directory)
         let paths = (damaged + foreign).map { directory.path($0) }
         // GRADSCOPE_TIMEOUT=5: a file on which libhdf5 loops costs 5 s, not the default 600.
-        let results = CorruptionBinary.runEach(paths, environment: ["GRADSCOPE_TIMEOUT": "5"]) { ["inspect", $0, "--format", "json"] }
+        let results = try CorruptionBinary.runEach(paths, environment: ["GRADSCOPE_TIMEOUT": "5"]) { ["inspect", $0, "--format", "json"] }
         var readable = 0, unreadable = 0
         for (path, result) in zip(paths, results) {
             let name = (path as NSString).lastPathComponent
@@ -116,8 +114,7 @@ struct CorruptionTests {
         #expect(unreadable > 0 && readable > 0, "readable \(readable), unreadable \(unreadable)")
     }
 
-    @Test("scan never changes its inputs: a sample run copied to a temporary directory",
-          .enabled(if: CorruptionBinary.available, CorruptionBinary.missingMessage))
+    @Test("scan never changes its inputs: a sample run copied to a temporary directory")
     func scanLeavesCopiedRunUnchanged() throws {
         let directory = try TemporaryDirectory()
         for run in ["healthy", "keras-legacy-h5"] {
@@ -137,8 +134,7 @@ struct CorruptionTests {
         }
     }
 
-    @Test("scan never changes its inputs: the bundled samples read in place",
-          .enabled(if: CorruptionBinary.available, CorruptionBinary.missingMessage))
+    @Test("scan never changes its inputs: the bundled samples read in place")
     func scanLeavesSamplesUnchanged() throws {
         let runs = ["healthy", "exploding-nan", "keras-weights-h5"]
         let before = try runs.map { try FileSnapshot.take(samplePath($0)) }
@@ -435,18 +431,16 @@ private struct ProcessResult {
 }
 
 private enum CorruptionBinary {
-    static let path: String = {
-        if let override = ProcessInfo.processInfo.environment["GRADSCOPE_TEST_BINARY"], !override.isEmpty { return override }
-        return packageRoot.appendingPathComponent(".build/debug/gradscope").path
-    }()
-    static var available: Bool { FileManager.default.isExecutableFile(atPath: path) }
-    static var missingMessage: Comment {
-        "\(path) does not exist: run `swift build` first (or set GRADSCOPE_TEST_BINARY)"
+    /// The binary built next to the tests, or `GRADSCOPE_BINARY`.
+    static func path(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)", sourceLocation: sourceLocation)
     }
 
     /// Runs the binary with its output going to files (no pipe to fill up),
     /// killing it after `timeout` seconds.
-    static func run(_ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval) throws -> ProcessResult {
+    static func run(_ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval,
+                    sourceLocation: SourceLocation = #_sourceLocation) throws -> ProcessResult {
+        let executable = try path(sourceLocation: sourceLocation)
         let scratch = try TemporaryDirectory()
         let outPath = scratch.path("stdout"), errPath = scratch.path("stderr")
         FileManager.default.createFile(atPath: outPath, contents: nil)
@@ -454,7 +448,7 @@ private enum CorruptionBinary {
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
         let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["NO_COLOR"] = "1"
@@ -485,7 +479,9 @@ private enum CorruptionBinary {
 
     /// Runs the binary once per input, a few at a time.
     static func runEach(_ inputs: [String], environment: [String: String] = [:], timeout: TimeInterval = 30,
-                        arguments: (String) -> [String]) -> [ProcessResult] {
+                        sourceLocation: SourceLocation = #_sourceLocation,
+                        arguments: (String) -> [String]) throws -> [ProcessResult] {
+        _ = try path(sourceLocation: sourceLocation)
         let failed = ProcessResult(status: -1, stdout: "", stderr: "could not start", crashed: false, timedOut: false)
         let results = ResultSlots(count: inputs.count, initial: failed)
         let workers = max(2, min(4, ProcessInfo.processInfo.activeProcessorCount))
