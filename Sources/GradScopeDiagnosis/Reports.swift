@@ -236,11 +236,3 @@ public struct DiffReport: Sendable, Codable {
         case skipped, verdict
     }
 }
-
-/// Encodes a report as the JSON contract: snake_case keys, sorted, pretty-printed.
-public func encodeJSON<T: Encodable>(_ value: T) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
-}

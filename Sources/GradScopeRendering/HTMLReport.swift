@@ -12,7 +12,7 @@ import GradScopeDiagnosis
 /// and the spread of the saved activations, gradient flow across depth, every
 /// tensor over steps with its histogram evolution, and dead units. It lays out what the scan measured and
 /// computes nothing of its own; every string from a file is HTML-escaped.
-public struct HTMLReportRenderer: Sendable {
+public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
     /// Bounds that keep the page small and quick to open for runs with
     /// hundreds of tensors and steps.
     public struct Limits: Sendable {
@@ -48,6 +48,7 @@ public struct HTMLReportRenderer: Sendable {
         self.limits = limits
     }
 
+    /// The whole page for a scan, as one HTML document.
     public func render(_ report: ScanReport) -> String {
         let layout = ReportLayout(report: report, limits: limits)
         var html = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

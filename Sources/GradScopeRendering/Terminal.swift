@@ -102,11 +102,3 @@ package func visibleLength(_ text: String) -> Int {
     }
     return count
 }
-
-/// Quotes a CSV field when needed (RFC 4180).
-public func csvField(_ text: String) -> String {
-    if text.contains(",") || text.contains("\"") || text.contains("\n") {
-        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-    }
-    return text
-}

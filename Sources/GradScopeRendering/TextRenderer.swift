@@ -6,8 +6,8 @@ import GradScopeStatistics
 import GradScopeMeasurement
 import GradScopeDiagnosis
 
-/// Renders reports as text for people.
-public struct TextRenderer: Sendable {
+/// Renders reports as text for people: the `table` output format.
+public struct TextRenderer: ReportRenderer, Sendable {
     public var style: Style
     public var explain: Bool
 
@@ -65,6 +65,7 @@ public struct TextRenderer: Sendable {
         return style.severity(worst, verdict)
     }
 
+    /// A scan: its verdict, the loss, a row per weight tensor with sparklines over the steps, the findings and what was skipped.
     public func render(_ report: ScanReport) -> String {
         var lines: [String] = []
         lines.append(style.bold("gradscope scan \(report.source)") + "  (\(report.steps.count) step\(report.steps.count == 1 ? "" : "s")" +
@@ -115,6 +116,7 @@ public struct TextRenderer: Sendable {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// One checkpoint: its verdict, a row per tensor with its statistics and flags, and the findings.
     public func render(_ report: InspectReport) -> String {
         var lines: [String] = []
         var header = "gradscope inspect \(report.file)  (\(report.layout) layout"
@@ -152,6 +154,7 @@ public struct TextRenderer: Sendable {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// Two checkpoints: their verdict, a row per common tensor with its drift, the tensors added, removed or reshaped, and the findings.
     public func render(_ report: DiffReport) -> String {
         var lines: [String] = []
         lines.append(style.bold("gradscope diff \(report.a) → \(report.b)") + "  (step \(report.stepA.map(String.init) ?? "?") → \(report.stepB.map(String.init) ?? "?"))")

@@ -29,19 +29,7 @@ struct DiffCommand: ParsableCommand {
         } catch {
             exitWithInputError(error)
         }
-        switch analysis.format {
-        case .json: emit((try encodeJSON(report)) + "\n")
-        case .table: emit(analysis.renderer.render(report))
-        case .csv:
-            var lines = ["name,layer,role,shape,relative_change,per_step,max_abs_delta,cosine,changed_fraction,sign_flips,norm_a,norm_b,status"]
-            for t in report.tensors {
-                lines.append([t.name, t.layer, t.role.rawValue, t.shape.map(String.init).joined(separator: "x"), csvNumber(t.drift.relativeChange),
-                              csvNumber(t.perStep), csvNumber(t.drift.maxAbsDelta), csvNumber(t.drift.cosineSimilarity),
-                              csvNumber(t.drift.changedFraction), String(t.drift.signFlips), csvNumber(t.normA), csvNumber(t.normB),
-                              t.status].map(csvField).joined(separator: ","))
-            }
-            emit(lines.joined(separator: "\n") + "\n")
-        }
+        emit(try analysis.renderer.render(report))
         throw ExitCode(analysis.exitCode(report.findings))
     }
 }

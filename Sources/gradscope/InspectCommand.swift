@@ -27,28 +27,7 @@ struct InspectCommand: ParsableCommand {
         } catch {
             exitWithInputError(error)
         }
-        switch analysis.format {
-        case .json: emit((try encodeJSON(report)) + "\n")
-        case .table: emit(analysis.renderer.render(report))
-        case .csv:
-            var lines = ["name,layer,role,slot,shape,dtype,count,mean,std,min,max,max_abs,l2_norm,zeros,nan,pos_inf,neg_inf,p1,p5,p50,p95,p99"]
-            for tensor in report.tensors {
-                let s = tensor.stats
-                let cells: [String] = [tensor.name, tensor.layer, tensor.role.rawValue, tensor.slot ?? "",
-                                       tensor.shape.map(String.init).joined(separator: "x"), tensor.dtype,
-                                       s.map { String($0.count) } ?? "", csvNumber(s?.mean), csvNumber(s?.std), csvNumber(s?.min),
-                                       csvNumber(s?.max), csvNumber(s?.maxAbs), csvNumber(s?.l2Norm), s.map { String($0.zeros) } ?? "",
-                                       s.map { String($0.nan) } ?? "", s.map { String($0.posInf) } ?? "", s.map { String($0.negInf) } ?? "",
-                                       csvNumber(s?.p1), csvNumber(s?.p5), csvNumber(s?.p50), csvNumber(s?.p95), csvNumber(s?.p99)]
-                lines.append(cells.map(csvField).joined(separator: ","))
-            }
-            emit(lines.joined(separator: "\n") + "\n")
-        }
+        emit(try analysis.renderer.render(report))
         throw ExitCode(analysis.exitCode(report.findings))
     }
-}
-
-func csvNumber(_ value: Double?) -> String {
-    guard let value else { return "" }
-    return value.isFinite ? "\(value)" : (value.isNaN ? "nan" : (value > 0 ? "inf" : "-inf"))
 }

@@ -6,9 +6,7 @@ import HDF5
 extension LayoutKind: ExpressibleByArgument {}
 extension Severity: ExpressibleByArgument {}
 
-enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
-    case table, json, csv
-}
+extension OutputFormat: ExpressibleByArgument {}
 
 /// Options every reading command shares.
 struct ReadingOptions: ParsableArguments {
@@ -99,7 +97,8 @@ struct AnalysisOptions: ParsableArguments {
     func thresholds() throws -> Thresholds { try diagnosis.thresholds() }
     func exitCode(_ findings: [Finding]) -> Int32 { diagnosis.exitCode(findings) }
 
-    var renderer: TextRenderer { TextRenderer(style: format == .table ? Style.forStandardOutput() : Style(color: false), explain: explain) }
+    /// The renderer of --format: a table coloured when stdout is a terminal (and NO_COLOR unset), with --explain.
+    var renderer: any ReportRenderer { GradScopeRendering.renderer(for: format, style: .forStandardOutput(), explain: explain) }
 }
 
 /// Writes to stdout, flushed.

@@ -25,19 +25,7 @@ struct ScanCommand: ParsableCommand {
 
     func run() throws {
         let report = scanRun(path, reading: reading, diagnosis: analysis.diagnosis, isolation: isolation)
-        switch analysis.format {
-        case .json: emit((try encodeJSON(report)) + "\n")
-        case .table: emit(analysis.renderer.render(report))
-        case .csv:
-            var lines = ["step,tensor,layer,norm,gradient_norm,update_ratio,zero_fraction,non_finite"]
-            for tensor in report.timeline {
-                for point in tensor.points {
-                    lines.append([String(point.step), tensor.name, tensor.layer, csvNumber(point.norm), csvNumber(point.gradientNorm),
-                                  csvNumber(point.updateRatio), csvNumber(point.zeroFraction), String(point.nonFinite)].map(csvField).joined(separator: ","))
-                }
-            }
-            emit(lines.joined(separator: "\n") + "\n")
-        }
+        emit(try analysis.renderer.render(report))
         if report.steps.isEmpty {
             FileHandle.standardError.write(Data("gradscope: \(path): no checkpoint could be read (\(report.skipped.count) file(s) skipped)\n".utf8))
             throw ExitCode(2)
