@@ -134,15 +134,10 @@ func scanRun(_ path: String, reading: ReadingOptions, diagnosis: DiagnosisOption
     do {
         try before()
         let thresholds = try diagnosis.thresholds()
-        if isolation.noIsolation {
-            return try Analysis.scan(path, load: reading.loadOptions, thresholds: thresholds, select: diagnosis.selection,
-                                     loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
-                                     measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }).0
-        }
-        return try Analysis.scanIsolated(path, isolation: isolation.options, load: reading.loadOptions, thresholds: thresholds,
-                                         select: diagnosis.selection,
-                                         loadProgress: { done, total, _, _ in progress.update("reading", done, total, nil, nil) },
-                                         measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }).0
+        return try Analysis.scan(path, isolation: isolation.noIsolation ? nil : isolation.options, load: reading.loadOptions,
+                                 thresholds: thresholds, select: diagnosis.selection,
+                                 loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
+                                 measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }).0
     } catch {
         progress.finish()
         exitWithInputError(error)
