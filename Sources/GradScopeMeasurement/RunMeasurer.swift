@@ -77,7 +77,7 @@ public enum RunMeasurer {
             let item = source + ":" + tensor.path
             if t < direct.count, let outcome = direct[t] {
                 guard let measurement = outcome.measurement else {
-                    failures.append(SkippedItem(item: item, reason: outcome.error ?? "not measured"))
+                    failures.append(SkippedItem(item: item, kind: .unreadable, reason: outcome.error ?? "not measured"))
                     continue
                 }
                 measurements[tensor.key] = measurement
@@ -167,7 +167,7 @@ public enum RunMeasurer {
                 order.append(tensor.key)
                 if let snapshot { snapshots.append(snapshot) }
             } catch {
-                failures.append(SkippedItem(item: checkpoint.source + ":" + tensor.path, reason: RunLoader.reason(for: error)))
+                failures.append(SkippedItem(item: checkpoint.source + ":" + tensor.path, kind: .unreadable, reason: RunLoader.reason(for: error)))
             }
         }
         let record = StepRecord(step: step, source: checkpoint.source, loss: checkpoint.metadata.loss,

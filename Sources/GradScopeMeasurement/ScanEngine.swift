@@ -130,17 +130,17 @@ public enum ScanEngine {
             case nil:
                 break
             case .failed(let reason)?:
-                skipped.append(SkippedItem(item: checkpoint.source, reason: reason))
+                skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
                 continue
             case .response(let response)?:
                 guard let record = response.record else {
-                    skipped.append(SkippedItem(item: checkpoint.source, reason: response.error ?? "no result"))
+                    skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: response.error ?? "no result"))
                     continue
                 }
                 rest = (record, response.units ?? [])
             }
             if let reason = measured.stepErrors[index] {
-                skipped.append(SkippedItem(item: checkpoint.source, reason: reason))
+                skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
                 continue
             }
             let (record, units) = RunMeasurer.combine(tensors: checkpoint.tensors, source: checkpoint.source,

@@ -48,11 +48,40 @@ public struct StepMetadata: Sendable, Equatable, Codable {
 public struct SkippedItem: Sendable, Equatable, Codable {
     /// A file path, or `file:object` for an object inside a file.
     public var item: String
+    /// What kind of skip it is: code decides by this, never by the words of `reason`.
+    public var kind: SkipKind
+    /// The reason in words, for people.
     public var reason: String
 
-    public init(item: String, reason: String) {
+    public init(item: String, kind: SkipKind = .notAnalysed, reason: String) {
         self.item = item
+        self.kind = kind
         self.reason = reason
     }
+
+    private enum CodingKeys: String, CodingKey { case item, kind, reason }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        item = try container.decode(String.self, forKey: .item)
+        kind = try container.decodeIfPresent(SkipKind.self, forKey: .kind) ?? .notAnalysed
+        reason = try container.decode(String.self, forKey: .reason)
+    }
+}
+
+/// Why something was not used, as code tells skips apart.
+public enum SkipKind: String, Sendable, Equatable, Codable, CaseIterable {
+    /// Read as the step's metadata (a scalar setting or counter) rather than analysed as a
+    /// tensor: part of the checkpoint, so not listed among a run's skipped items.
+    case metadata
+    /// Not something gradscope analyses: scalars and strings, groups outside the layout, links
+    /// (never followed), files of other kinds, directories, hidden and temporary files.
+    case notAnalysed = "not-analysed"
+    /// Could not be read: unreadable, malformed or truncated, refused by a limit, crashed or hung
+    /// the library, or changed while the run was being scanned.
+    case unreadable
+    /// Left out in favour of another: a duplicate step, a second loss log, a file of another layout
+    /// or without a step in a run whose other files have one.
+    case superseded
 }
 

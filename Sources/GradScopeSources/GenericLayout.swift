@@ -48,7 +48,7 @@ package enum GenericLayout {
         var optimizerSteps: Int?
         for item in listing.items {
             guard let info = item.info else {
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: item.problem ?? "unreadable"))
+                skipped.append(SkippedItem(item: source + ":" + item.path, kind: .unreadable, reason: item.problem ?? "unreadable"))
                 continue
             }
             var segments = item.relative.split(separator: "/").map(String.init)
@@ -69,7 +69,7 @@ package enum GenericLayout {
                     default: break
                     }
                 }
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "scalar, read as metadata"))
+                skipped.append(SkippedItem(item: source + ":" + item.path, kind: .metadata, reason: "scalar, read as metadata"))
                 continue
             }
             // Optimizer bookkeeping (PyTorch's optimizer.state_dict() written by hand): per-parameter step
@@ -82,11 +82,11 @@ package enum GenericLayout {
                    value.isFinite, value >= 0, value < 1e15 {
                     optimizerSteps = max(optimizerSteps ?? 0, Int(value))
                 }
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer setting or counter, read as metadata"))
+                skipped.append(SkippedItem(item: source + ":" + item.path, kind: .metadata, reason: "optimizer setting or counter, read as metadata"))
                 continue
             }
             if lowered.last?.hasSuffix("num_batches_tracked") == true {
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "BatchNorm's batch counter, read as metadata"))
+                skipped.append(SkippedItem(item: source + ":" + item.path, kind: .metadata, reason: "BatchNorm's batch counter, read as metadata"))
                 continue
             }
             guard info.type.isFloatingPoint else {

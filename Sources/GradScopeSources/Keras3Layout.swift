@@ -122,7 +122,7 @@ package enum Keras3Layout {
             let names = variableNames(holder: holder.path, count: variables.count)
             for (index, item) in variables.enumerated() {
                 guard let info = item.info else {
-                    skipped.append(SkippedItem(item: source + ":" + item.path, reason: item.problem ?? "unreadable"))
+                    skipped.append(SkippedItem(item: source + ":" + item.path, kind: .unreadable, reason: item.problem ?? "unreadable"))
                     continue
                 }
                 guard info.type.isFloatingPoint else {
@@ -143,7 +143,7 @@ package enum Keras3Layout {
         var slotItems: [(DatasetListing.Item, DatasetInfo)] = []
         for item in optimizerVars.sorted(by: { numericAwareLess($0.relative, $1.relative) }) {
             guard let info = item.info else {
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: item.problem ?? "unreadable"))
+                skipped.append(SkippedItem(item: source + ":" + item.path, kind: .unreadable, reason: item.problem ?? "unreadable"))
                 continue
             }
             if info.shape.isEmpty {
@@ -154,7 +154,7 @@ package enum Keras3Layout {
                 } else if info.type.isFloatingPoint, metadata.learningRate == nil, let value, value > 0, value < 10 {
                     metadata.learningRate = value
                 }
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar, read as metadata"))
+                skipped.append(SkippedItem(item: source + ":" + item.path, kind: .metadata, reason: "optimizer scalar, read as metadata"))
                 continue
             }
             slotItems.append((item, info))

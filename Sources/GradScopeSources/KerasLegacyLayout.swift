@@ -56,11 +56,11 @@ package enum KerasLegacyLayout {
             for weightName in weightNames {
                 let path = group + "/" + weightName
                 guard let info = try? file.datasetInfo(path) else {
-                    skipped.append(SkippedItem(item: source + ":" + path, reason: "named in weight_names but missing or unreadable"))
+                    skipped.append(SkippedItem(item: source + ":" + path, kind: .unreadable, reason: "named in weight_names but missing or unreadable"))
                     continue
                 }
                 if let refusal = info.refusal(limits: file.options.limits, followLinks: file.options.followLinks) {
-                    skipped.append(SkippedItem(item: source + ":" + path, reason: refusal))
+                    skipped.append(SkippedItem(item: source + ":" + path, kind: .unreadable, reason: refusal))
                     continue
                 }
                 guard info.type.isFloatingPoint else {
@@ -121,7 +121,7 @@ package enum KerasLegacyLayout {
             let path = group + "/" + name
             guard let info = try? file.datasetInfo(path),
                   info.refusal(limits: file.options.limits, followLinks: file.options.followLinks) == nil else {
-                skipped.append(SkippedItem(item: source + ":" + path, reason: "named in weight_names but missing, unreadable or refused"))
+                skipped.append(SkippedItem(item: source + ":" + path, kind: .unreadable, reason: "named in weight_names but missing, unreadable or refused"))
                 continue
             }
             let stripped = name.hasSuffix(":0") ? String(name.dropLast(2)) : name
@@ -135,7 +135,7 @@ package enum KerasLegacyLayout {
                     metadata.step = Int(value)
                     metadata.stepSource = .optimizerIterations
                 }
-                skipped.append(SkippedItem(item: source + ":" + path, reason: "optimizer scalar, read as metadata"))
+                skipped.append(SkippedItem(item: source + ":" + path, kind: .metadata, reason: "optimizer scalar, read as metadata"))
                 continue
             }
             if let (index, slot) = resolveNamed(parts: parts, weights: weightKeys) {

@@ -30,7 +30,7 @@ package enum NativeLayout {
         var skipped = listing.skippedLinks(source: source)
         for item in listing.items {
             guard let info = item.info else {
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: item.problem ?? "unreadable"))
+                skipped.append(SkippedItem(item: source + ":" + item.path, kind: .unreadable, reason: item.problem ?? "unreadable"))
                 continue
             }
             let parts = item.relative.split(separator: "/").map(String.init)

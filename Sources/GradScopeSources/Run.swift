@@ -50,7 +50,7 @@ public enum RunLoader {
             for (file, result) in zip(files, results) {
                 switch result {
                 case .success(let loaded): checkpoints.append(contentsOf: loaded)
-                case .failure(let error): skipped.append(SkippedItem(item: file, reason: error.reason))
+                case .failure(let error): skipped.append(SkippedItem(item: file, kind: .unreadable, reason: error.reason))
                 }
             }
         } else {
@@ -65,7 +65,7 @@ public enum RunLoader {
         if let log = logs.first, run.checkpoints.contains(where: { $0.metadata.loss == nil }), let note = log.apply(to: &run.checkpoints) {
             run.notes.append(note)
             for extra in logs.dropFirst() {
-                run.skipped.append(SkippedItem(item: extra.file, reason: "a second loss log; only \((log.file as NSString).lastPathComponent) is used"))
+                run.skipped.append(SkippedItem(item: extra.file, kind: .superseded, reason: "a second loss log; only \((log.file as NSString).lastPathComponent) is used"))
             }
         }
         return run
@@ -77,7 +77,7 @@ public enum RunLoader {
         var skipped = initial
         var notes: [String] = []
         for checkpoint in checkpoints {
-            skipped.append(contentsOf: checkpoint.skipped.filter { !$0.reason.hasSuffix("read as metadata") })
+            skipped.append(contentsOf: checkpoint.skipped.filter { $0.kind != .metadata })
         }
         guard !checkpoints.isEmpty else {
             return Run(source: path, checkpoints: [], skipped: skipped, notes: ["no checkpoint could be read"])
@@ -88,7 +88,7 @@ public enum RunLoader {
         if layoutCounts.count > 1, let main = layoutCounts.max(by: { $0.value < $1.value })?.key {
             notes.append("mixed layouts in one run (\(layoutCounts.map { "\($0.value) \($0.key.rawValue)" }.sorted().joined(separator: ", "))); analysed the \(main.rawValue) files")
             for checkpoint in checkpoints where checkpoint.layout != main {
-                skipped.append(SkippedItem(item: checkpoint.source, reason: "\(checkpoint.layout.rawValue) layout in a run of \(main.rawValue) files"))
+                skipped.append(SkippedItem(item: checkpoint.source, kind: .superseded, reason: "\(checkpoint.layout.rawValue) layout in a run of \(main.rawValue) files"))
             }
             checkpoints = checkpoints.filter { $0.layout == main }
         }
@@ -109,7 +109,7 @@ public enum RunLoader {
                 }
             } else {
                 for checkpoint in missing {
-                    skipped.append(SkippedItem(item: checkpoint.source, reason: "no step number, in a run whose other files have one"))
+                    skipped.append(SkippedItem(item: checkpoint.source, kind: .superseded, reason: "no step number, in a run whose other files have one"))
                 }
                 checkpoints = checkpoints.filter { $0.metadata.step != nil }
             }
@@ -147,7 +147,7 @@ public enum RunLoader {
         var unique: [Checkpoint] = []
         for checkpoint in checkpoints {
             if let last = unique.last, last.metadata.step == checkpoint.metadata.step {
-                skipped.append(SkippedItem(item: checkpoint.source, reason: "duplicate step \(checkpoint.metadata.step ?? 0) (also in \(last.source)); the first is used"))
+                skipped.append(SkippedItem(item: checkpoint.source, kind: .superseded, reason: "duplicate step \(checkpoint.metadata.step ?? 0) (also in \(last.source)); the first is used"))
                 continue
             }
             unique.append(checkpoint)
@@ -213,17 +213,8 @@ public enum RunLoader {
         return files
     }
 
-    package static func reason(for error: Error) -> String {
-        if let error = error as? HDF5Error {
-            // The message says what happened ("truncated: ...", "not an HDF5 file (...)"); content libhdf5
-            // rejected is named malformed, as the isolation names a file that crashed it.
-            let message = error.reason == .corrupt && !error.message.hasPrefix("malformed") ? "malformed: \(error.message)" : error.message
-            if let object = error.object { return "\(object): \(message)" }
-            return message
-        }
-        if let error = error as? CheckpointError { return error.reason }
-        return String(describing: error)
-    }
+    /// Why a file could not be used (``Failures/reason(for:)``).
+    package static func reason(for error: Error) -> String { Failures.reason(for: error) }
 
     /// Tensors that appear, disappear or change shape between consecutive steps.
     package static func tensorChanges(_ checkpoints: [Checkpoint]) -> [String] {

@@ -1,8 +1,9 @@
 import CHDF5
 
 extension ElementType {
-    /// Classifies a libhdf5 datatype. `dtypeAttribute` is the dataset's
-    /// `dtype` attribute, which marks Keras's opaque bfloat16.
+    /// Classifies a libhdf5 datatype. `dtypeAttribute` is the dataset's `dtype`
+    /// attribute: bfloat16, which HDF5 has no type for, is stored as a 2-byte opaque
+    /// type tagged or attributed `bfloat16` (the ml_dtypes convention h5py writes).
     package static func classify(_ type: hid_t, dtypeAttribute: String? = nil) -> (ElementType, ByteOrder) {
         let cls = H5Tget_class(type)
         let size = Int(H5Tget_size(type))

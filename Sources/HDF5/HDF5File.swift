@@ -333,10 +333,10 @@ package struct FileProbe {
     package func describeContent() -> String {
         func starts(_ bytes: [UInt8]) -> Bool { head.count >= bytes.count && Array(head.prefix(bytes.count)) == bytes }
         if starts([0x50, 0x4b, 0x03, 0x04]) || starts([0x50, 0x4b, 0x05, 0x06]) {
-            return "it is a zip archive: a .keras file, a PyTorch .pt/.pth file or a NumPy .npz"
+            return "it is a zip archive"
         }
         if starts([0x89, 0x50, 0x4e, 0x47]) { return "it is a PNG image" }
-        if starts([0x80]) && head.count > 1 && head[1] <= 5 { return "it is a Python pickle: a PyTorch checkpoint saved with torch.save" }
+        if starts([0x80]) && head.count > 1 && head[1] <= 5 { return "it is a Python pickle" }
         if starts([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]) { return "it is a NumPy .npy array" }
         if starts([0x43, 0x44, 0x46]) { return "it is a classic netCDF file" }
         if starts([0x1f, 0x8b]) { return "it is gzip-compressed" }

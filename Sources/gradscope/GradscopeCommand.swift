@@ -58,7 +58,7 @@ func supervisedFiles(_ command: ParsableCommand) -> [String]? {
 
 /// Prints `gradscope: message` on stderr and exits with code 2.
 func exitWithInputError(_ error: Error) -> Never {
-    let text = (error as? HDF5Error)?.description ?? String(describing: error)
+    let text = Failures.describe(error)
     FileHandle.standardError.write(Data("gradscope: \(text)\n".utf8))
     Foundation.exit(2)
 }
