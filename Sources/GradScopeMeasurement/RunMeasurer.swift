@@ -97,10 +97,12 @@ public enum RunMeasurer {
     }
 
     /// Puts measured steps together: the run's metadata and the dead-unit windows.
-    public static func assemble(run: Run, records: [StepRecord], snapshots: [[UnitSnapshot]]) -> RunMeasurements {
+    public static func assemble(run: Run, summaries: [SaveSummary]) -> RunMeasurements {
         var windows: [String: UnitWindow] = [:]
-        for (record, units) in zip(records, snapshots) {
-            for snapshot in units {
+        let records = summaries.map(\.record)
+        for summary in summaries {
+            let record = summary.record
+            for snapshot in summary.units {
                 if var window = windows[snapshot.key] {
                     guard window.units == snapshot.alive.count else { continue }
                     for unit in 0..<window.units where snapshot.alive[unit] { window.lastAlive[unit] = window.saves }

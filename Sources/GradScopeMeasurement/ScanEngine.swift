@@ -120,9 +120,7 @@ public enum ScanEngine {
                                               perUnitEverywhere: perUnitEverywhere, unitWindowStart: start, progress: progress)
         var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
         for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
-        var kept: [Checkpoint] = []
-        var records: [StepRecord] = []
-        var snapshots: [[UnitSnapshot]] = []
+        var summaries: [SaveSummary] = []
         var skipped = run.skipped
         for (index, checkpoint) in checkpoints.enumerated() {
             var rest: (StepRecord, [UnitSnapshot])?
@@ -147,12 +145,10 @@ public enum ScanEngine {
                                                       step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
                                                       direct: measured.outcomes[index], rest: rest)
             measured.outcomes[index] = []
-            kept.append(checkpoint)
-            records.append(record)
-            snapshots.append(units)
+            summaries.append(SaveSummary(checkpoint: checkpoint, record: record, units: units))
         }
-        let keptRun = Run(source: run.source, checkpoints: kept, skipped: skipped, notes: run.notes)
-        return (keptRun, RunMeasurer.assemble(run: keptRun, records: records, snapshots: snapshots))
+        let keptRun = Run(source: run.source, checkpoints: summaries.map(\.checkpoint), skipped: skipped, notes: run.notes)
+        return (keptRun, RunMeasurer.assemble(run: keptRun, summaries: summaries))
     }
 
     /// A request with the reading and measuring options; the rest is filled in by the caller.

@@ -1,0 +1,46 @@
+import Foundation
+import GradScopeMeasurement
+import GradScopeModel
+import GradScopeSources
+import Testing
+import TestSupport
+
+/// The per-save summary: one value a scan keeps of each save, with a versioned binary form.
+@Suite("Save summaries")
+struct SaveSummaryTests {
+    /// The summaries of a real sample run, measured in this process.
+    func summaries(_ run: String) throws -> [SaveSummary] {
+        let loaded = try RunLoader.load(samplePath(run))
+        let (kept, measurements) = ScanEngine.measure(loaded)
+        #expect(kept.checkpoints.count == measurements.records.count)
+        return zip(kept.checkpoints, measurements.records).map { SaveSummary(checkpoint: $0, record: $1, units: []) }
+    }
+
+    @Test("a summary of a measured save comes back from its binary form exactly, NaN and infinities included")
+    func roundTrip() throws {
+        // exploding-nan holds non-finite values and NaN norms.
+        for summary in try summaries("exploding-nan") {
+            var withUnits = summary
+            withUnits.units = [UnitSnapshot(key: "gradient:x", name: "x", layer: "l", source: .gradient, alive: [true, false, true])]
+            let back = try SaveSummary(decoding: try withUnits.encoded())
+            #expect(try BinaryCodingTests.json(back) == (try BinaryCodingTests.json(withUnits)))
+            #expect(back.units.first?.alive == [true, false, true])
+            #expect(back.checkpoint.stamp == summary.checkpoint.stamp && back.checkpoint.storage == summary.checkpoint.storage)
+        }
+    }
+
+    @Test("bytes of another version, another kind or cut short are refused with the reason")
+    func refusals() throws {
+        let summary = try #require(try summaries("healthy").first)
+        let data = try summary.encoded()
+        #expect(Array(data.prefix(SaveSummary.magic.count)) == SaveSummary.magic)
+        var future = data
+        future[SaveSummary.magic.count] = UInt8(truncatingIfNeeded: SaveSummary.formatVersion + 1)
+        #expect(throws: SaveSummary.DecodingError.version(SaveSummary.formatVersion + 1)) { try SaveSummary(decoding: future) }
+        #expect(throws: SaveSummary.DecodingError.notASummary) { try SaveSummary(decoding: Data("PK\u{3}\u{4}hello".utf8)) }
+        #expect(throws: SaveSummary.DecodingError.notASummary) { try SaveSummary(decoding: Data()) }
+        for cut in [SaveSummary.magic.count + 2, data.count / 2, data.count - 1] {
+            #expect(throws: SaveSummary.DecodingError.self) { try SaveSummary(decoding: data.prefix(cut)) }
+        }
+    }
+}
