@@ -11,11 +11,11 @@ import Glibc
 /// Frames between the parent and a worker process, on the worker's stdin and
 /// stdout: one byte of kind, eight bytes of little-endian payload length, the payload.
 public enum WorkerFrame {
-    /// Parent to worker: a JSON `WorkerRequest`.
+    /// Parent to worker: a `WorkerRequest` in ``BinaryCoding``.
     public static let request: UInt8 = 0x51 // "Q"
     /// Worker to parent: the object about to be read (UTF-8), so a crash can be attributed.
     public static let marker: UInt8 = 0x4D // "M"
-    /// Worker to parent: a JSON `WorkerResponse`, the end of one request.
+    /// Worker to parent: a `WorkerResponse` in ``BinaryCoding``, the end of one request.
     public static let answer: UInt8 = 0x41 // "A"
     /// Largest payload accepted (a description of a checkpoint with many thousands of tensors fits easily).
     public static let maxPayload = 1 << 30
