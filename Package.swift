@@ -1,8 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// gradscope runs on Linux (it reads files with Glibc's pread and fstat and starts its workers with
-// Glibc's posix_spawn); the package builds and is tested on Linux only.
+// gradscope runs on Linux: it calls Glibc directly (pread and fstat on checkpoints, poll on its
+// workers' pipes, setrlimit to cap their memory); the package builds and is tested on Linux only.
 //
 // The targets are layers, each depending only on the ones below it, so that the compiler rejects a
 // backward arrow (README, "Layout of this repository"):
