@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import ElementTypes
 import HDF5
 import GradScopeModel
@@ -93,6 +94,12 @@ public struct ChildProcess: Sendable {
     }
 }
 
-package final class DataBox: @unchecked Sendable {
-    package var data = Data()
+/// Output read on a thread of its own, kept for the thread that waits for it.
+package final class DataBox: Sendable {
+    private let storage = Mutex(Data())
+
+    package var data: Data {
+        get { storage.withLock { $0 } }
+        set { storage.withLock { $0 = newValue } }
+    }
 }

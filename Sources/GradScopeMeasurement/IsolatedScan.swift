@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Synchronization
 import ElementTypes
 import HDF5
 import GradScopeModel
@@ -33,10 +34,11 @@ public struct IsolationOptions: Sendable {
 /// Worker processes, kept alive across requests (starting one costs more than
 /// measuring a small file), that turn their crashes and hangs into reasons.
 /// A worker that crashes or hangs is replaced by a new one for the next request.
-package final class WorkerPool: @unchecked Sendable {
+package final class WorkerPool: Sendable {
     package let options: IsolationOptions
-    private let lock = NSLock()
-    private var idle: [WorkerConnection] = []
+    /// A connection has one owner at a time (the slot using it, or this list), a
+    /// hand-over the compiler cannot follow, hence the unchecked wrapper.
+    private let idle = Mutex<[UncheckedSendable<WorkerConnection>]>([])
 
     package init(options: IsolationOptions) {
         self.options = options
@@ -44,7 +46,7 @@ package final class WorkerPool: @unchecked Sendable {
 
     deinit { shutdown() }
 
-    package enum Outcome {
+    package enum Outcome: Sendable {
         case response(WorkerResponse)
         case failed(String)
     }
@@ -100,25 +102,22 @@ package final class WorkerPool: @unchecked Sendable {
 
     /// Ends every idle worker.
     package func shutdown() {
-        lock.lock()
-        let workers = idle
-        idle = []
-        lock.unlock()
+        let workers = idle.withLock { idle in
+            let workers = idle
+            idle = []
+            return workers
+        }.map(\.value)
         for worker in workers { worker.close() }
         for worker in workers { worker.waitForExit() }
     }
 
     private func takeIdle() -> WorkerConnection? {
-        lock.lock()
-        defer { lock.unlock() }
-        return idle.popLast()
+        idle.withLock { $0.popLast() }?.value
     }
 
     private func putIdle(_ connection: WorkerConnection?) {
         guard let connection, connection.alive else { return }
-        lock.lock()
-        idle.append(connection)
-        lock.unlock()
+        idle.withLock { $0.append(UncheckedSendable(connection)) }
     }
 
     /// Why a request got no answer, in words for the skipped list.
@@ -169,73 +168,65 @@ package final class WorkerPool: @unchecked Sendable {
 /// through a contiguous share in order (so a worker measures neighbouring
 /// steps, whose files it holds open), then takes from the end of the largest
 /// share left.
-package final class IndexQueue: @unchecked Sendable {
-    private let lock = NSLock()
-    private var shares: [Range<Int>]
+package final class IndexQueue: Sendable {
+    private let shares: Mutex<[Range<Int>]>
 
     package init(count: Int, slots: Int) {
         let slots = max(1, slots)
-        shares = (0..<slots).map { slot in (count * slot / slots)..<(count * (slot + 1) / slots) }
+        shares = Mutex((0..<slots).map { slot in (count * slot / slots)..<(count * (slot + 1) / slots) })
     }
 
     package func next(slot: Int) -> Int? {
-        lock.lock()
-        defer { lock.unlock() }
-        if shares.indices.contains(slot), let index = shares[slot].first {
-            shares[slot] = (index + 1)..<shares[slot].upperBound
+        shares.withLock { shares in
+            if shares.indices.contains(slot), let index = shares[slot].first {
+                shares[slot] = (index + 1)..<shares[slot].upperBound
+                return index
+            }
+            guard let largest = shares.indices.max(by: { shares[$0].count < shares[$1].count }), !shares[largest].isEmpty else { return nil }
+            let index = shares[largest].upperBound - 1
+            shares[largest] = shares[largest].lowerBound..<index
             return index
         }
-        guard let largest = shares.indices.max(by: { shares[$0].count < shares[$1].count }), !shares[largest].isEmpty else { return nil }
-        let index = shares[largest].upperBound - 1
-        shares[largest] = shares[largest].lowerBound..<index
-        return index
     }
 }
 
-/// Indices of finished requests, handed from worker threads to the caller.
-package final class CompletionQueue: @unchecked Sendable {
-    private let lock = NSLock()
+/// Indices of finished requests, handed from worker threads to the caller:
+/// the semaphore counts those waiting, the mutex guards the list.
+package final class CompletionQueue: Sendable {
     private let available = DispatchSemaphore(value: 0)
-    private var items: [Int] = []
+    private let items = Mutex<[Int]>([])
 
     package func push(_ index: Int) {
-        lock.lock()
-        items.append(index)
-        lock.unlock()
+        items.withLock { $0.append(index) }
         available.signal()
     }
 
     package func pop() -> Int {
         available.wait()
-        lock.lock()
-        defer { lock.unlock() }
-        return items.removeFirst()
+        return items.withLock { $0.removeFirst() }
     }
 }
 
-package final class ResultBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var storage: [WorkerPool.Outcome?]
-    package init(count: Int) { storage = Array(repeating: nil, count: count) }
+/// The outcome of each request, by index, set from whichever thread finished it;
+/// a request never run reads as failed.
+package final class ResultBox: Sendable {
+    private let storage: Mutex<[WorkerPool.Outcome?]>
+    package init(count: Int) { storage = Mutex(Array(repeating: nil, count: count)) }
     package func set(_ index: Int, _ value: WorkerPool.Outcome) {
-        lock.lock()
-        storage[index] = value
-        lock.unlock()
+        storage.withLock { $0[index] = value }
     }
     package var values: [WorkerPool.Outcome] {
-        lock.lock()
-        defer { lock.unlock() }
-        return storage.map { $0 ?? .failed("not run") }
+        storage.withLock { $0.map { $0 ?? .failed("not run") } }
     }
 }
 
-package final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
+/// A count shared between threads: each `increment()` returns the new total.
+package final class Counter: Sendable {
+    private let value = Mutex(0)
     package func increment() -> Int {
-        lock.lock()
-        defer { lock.unlock() }
-        value += 1
-        return value
+        value.withLock { value in
+            value += 1
+            return value
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import HDF5
 import ElementTypes
 import GradScopeModel
@@ -224,7 +225,7 @@ package enum SeriesMeasurer {
     }
 
     /// The accumulators of one job: one element share of a window.
-    package struct Part: @unchecked Sendable {
+    package struct Part: Sendable {
         package var stats: [StatsAccumulator]
         package var drift: [DriftAccumulator?]
         package var errors: [String?]
@@ -310,25 +311,30 @@ package enum SeriesMeasurer {
     /// Gathers the shares of each window; the thread that brings a window's last share merges them
     /// (in order) and finishes it, and its outcomes go straight to their steps (an array per step, as
     /// long as its tensor list: a run's outcomes are its largest structure while they wait).
-    package final class Collector: @unchecked Sendable {
-        private let lock = NSLock()
-        private var pending: [[Part?]]
-        private var outcomes: [[Outcome?]]
-        private var bytes = 0
+    package final class Collector: Sendable {
+        /// The shares waiting for their window, the finished outcomes, and the bytes done, under one lock.
+        private struct State {
+            var pending: [[Part?]]
+            var outcomes: [[Outcome?]]
+            var bytes = 0
+        }
+
+        private let state: Mutex<State>
 
         package init(windows: [Window], steps: [Step]) {
-            pending = windows.map { [Part?](repeating: nil, count: $0.shares.count) }
-            outcomes = steps.map { [Outcome?](repeating: nil, count: $0.tensors.count) }
+            state = Mutex(State(pending: windows.map { [Part?](repeating: nil, count: $0.shares.count) },
+                                outcomes: steps.map { [Outcome?](repeating: nil, count: $0.tensors.count) }))
         }
 
         /// Stores a share; returns the merged window when it was the last.
         package func add(_ part: Part, window: Int, share: Int) -> Part? {
-            lock.lock()
-            pending[window][share] = part
-            let complete = pending[window].allSatisfy { $0 != nil }
-            let parts = complete ? pending[window].compactMap { $0 } : []
-            if complete { pending[window] = [] }
-            lock.unlock()
+            let (complete, parts) = state.withLock { state in
+                state.pending[window][share] = part
+                let complete = state.pending[window].allSatisfy { $0 != nil }
+                let parts = complete ? state.pending[window].compactMap { $0 } : []
+                if complete { state.pending[window] = [] }
+                return (complete, parts)
+            }
             guard complete, var total = parts.first else { return nil }
             for other in parts.dropFirst() {
                 for e in total.stats.indices {
@@ -342,61 +348,67 @@ package enum SeriesMeasurer {
         }
 
         package func store(_ finished: [Outcome], of window: Window) {
-            lock.lock()
-            for (entry, outcome) in zip(window.entries, finished) { outcomes[entry.step][entry.tensor] = outcome }
-            lock.unlock()
+            state.withLock { state in
+                for (entry, outcome) in zip(window.entries, finished) { state.outcomes[entry.step][entry.tensor] = outcome }
+            }
         }
 
         /// Counts `n` more bytes done and tells `report` the total, one thread at a time.
         package func addBytes(_ n: Int, report: (Int) -> Void) {
-            lock.lock()
-            defer { lock.unlock() }
-            bytes += n
-            report(bytes)
+            state.withLock { state in
+                state.bytes += n
+                report(state.bytes)
+            }
         }
 
         package func takeOutcomes() -> [[Outcome?]] {
-            lock.lock()
-            defer { lock.unlock() }
-            let taken = outcomes
-            outcomes = []
-            return taken
+            state.withLock { state in
+                let taken = state.outcomes
+                state.outcomes = []
+                return taken
+            }
         }
     }
 
     /// Hands out job indices in order.
-    package final class JobQueue: @unchecked Sendable {
-        private let lock = NSLock()
-        private var nextIndex = 0
+    package final class JobQueue: Sendable {
+        private let nextIndex = Mutex(0)
         private let count: Int
         package init(count: Int) { self.count = count }
         package func next() -> Int? {
-            lock.lock()
-            defer { lock.unlock() }
-            guard nextIndex < count else { return nil }
-            nextIndex += 1
-            return nextIndex - 1
+            nextIndex.withLock { nextIndex in
+                guard nextIndex < count else { return nil }
+                nextIndex += 1
+                return nextIndex - 1
+            }
         }
     }
 
     /// The steps' files, opened on first use and checked against the size and
     /// modification time they had when described, closed when the last window
     /// reading them is done (jobs run in order, so few are open at once).
-    package final class StepFiles: @unchecked Sendable {
-        private let lock = NSLock()
+    package final class StepFiles: Sendable {
+        /// Per step: its open descriptor (-1 when closed), jobs still to read it, and why it could not be read.
+        private struct State {
+            var descriptors: [Int32]
+            var remaining: [Int]
+            var errors: [String?]
+        }
+
         private let steps: [Step]
-        private var descriptors: [Int32]
-        private var remaining: [Int]
-        package private(set) var errors: [String?]
+        private let state: Mutex<State>
+
+        /// Per step: why its file could not be read (nil while it could).
+        package var errors: [String?] { state.withLock { $0.errors } }
 
         package init(_ steps: [Step], uses windows: [Window]) {
             self.steps = steps
-            descriptors = [Int32](repeating: -1, count: steps.count)
-            errors = [String?](repeating: nil, count: steps.count)
-            remaining = [Int](repeating: 0, count: steps.count)
+            var remaining = [Int](repeating: 0, count: steps.count)
             for window in windows {
                 for step in Self.stepsRead(by: window) { remaining[step] += window.shares.count }
             }
+            state = Mutex(State(descriptors: [Int32](repeating: -1, count: steps.count), remaining: remaining,
+                                errors: [String?](repeating: nil, count: steps.count)))
         }
 
         package static func stepsRead(by window: Window) -> Set<Int> {
@@ -409,47 +421,47 @@ package enum SeriesMeasurer {
         }
 
         package func descriptor(_ step: Int) throws -> Int32 {
-            lock.lock()
-            defer { lock.unlock() }
-            if descriptors[step] >= 0 { return descriptors[step] }
-            let file = steps[step].file
-            if let error = errors[step] { throw CheckpointError(file: file, reason: error) }
-            let fd = open(file, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else {
-                let reason = "could not open the file again to measure it: \(String(cString: strerror(errno)))"
-                errors[step] = reason
-                throw CheckpointError(file: file, reason: reason)
+            try state.withLock { state throws(CheckpointError) in
+                if state.descriptors[step] >= 0 { return state.descriptors[step] }
+                let file = steps[step].file
+                if let error = state.errors[step] { throw CheckpointError(file: file, reason: error) }
+                let fd = open(file, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else {
+                    let reason = "could not open the file again to measure it: \(String(cString: strerror(errno)))"
+                    state.errors[step] = reason
+                    throw CheckpointError(file: file, reason: reason)
+                }
+                let (size, mtime) = FileIdentity.of(descriptor: fd)
+                guard size == steps[step].size, mtime == steps[step].mtime else {
+                    close(fd)
+                    let reason = "changed while the run was being scanned (a save in progress?); not analysed"
+                    state.errors[step] = reason
+                    throw CheckpointError(file: file, reason: reason)
+                }
+                state.descriptors[step] = fd
+                return fd
             }
-            let (size, mtime) = FileIdentity.of(descriptor: fd)
-            guard size == steps[step].size, mtime == steps[step].mtime else {
-                close(fd)
-                let reason = "changed while the run was being scanned (a save in progress?); not analysed"
-                errors[step] = reason
-                throw CheckpointError(file: file, reason: reason)
-            }
-            descriptors[step] = fd
-            return fd
         }
 
         /// One job of `window` is done: closes the files no later job reads.
         package func done(with window: Window) {
-            lock.lock()
-            defer { lock.unlock() }
-            for step in Self.stepsRead(by: window) {
-                remaining[step] -= 1
-                if remaining[step] <= 0, descriptors[step] >= 0 {
-                    close(descriptors[step])
-                    descriptors[step] = -1
+            state.withLock { state in
+                for step in Self.stepsRead(by: window) {
+                    state.remaining[step] -= 1
+                    if state.remaining[step] <= 0, state.descriptors[step] >= 0 {
+                        close(state.descriptors[step])
+                        state.descriptors[step] = -1
+                    }
                 }
             }
         }
 
         package func closeAll() {
-            lock.lock()
-            defer { lock.unlock() }
-            for index in descriptors.indices where descriptors[index] >= 0 {
-                close(descriptors[index])
-                descriptors[index] = -1
+            state.withLock { state in
+                for index in state.descriptors.indices where state.descriptors[index] >= 0 {
+                    close(state.descriptors[index])
+                    state.descriptors[index] = -1
+                }
             }
         }
     }

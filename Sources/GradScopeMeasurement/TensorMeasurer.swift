@@ -233,6 +233,10 @@ extension Double: MeasuredElement {
 }
 
 /// Carries a value across threads where the caller guarantees exclusive access.
+/// Unchecked by design, for what the compiler cannot prove safe to share: a
+/// non-`Sendable` closure and buffers into `concurrentPerform` (each index touches
+/// only its own slot), a worker connection through the pool's idle list (one owner
+/// at a time).
 package struct UncheckedSendable<T>: @unchecked Sendable {
     package let value: T
     package init(_ value: T) { self.value = value }

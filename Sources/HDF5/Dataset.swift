@@ -75,7 +75,7 @@ public struct DatasetInfo: Sendable, Equatable {
 }
 
 /// A dataset opened for reading.
-public final class Dataset: @unchecked Sendable {
+public final class Dataset: Sendable {
     public let file: HDF5File
     public let info: DatasetInfo
     package let handle: Handle

@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
@@ -45,7 +46,7 @@ public struct OpenOptions: Sendable, Equatable {
 /// by a training job can be read, and with external links denied unless
 /// `OpenOptions.followLinks` is set. Nothing is ever written to it.
 /// The corresponding C function is `H5Fopen`.
-public final class HDF5File: @unchecked Sendable {
+public final class HDF5File: Sendable {
     /// The path as given.
     public let path: String
     /// The file's size in bytes when it was opened.
@@ -58,25 +59,19 @@ public final class HDF5File: @unchecked Sendable {
 
     package let handle: Handle
     package let linkAccess: Handle
-    private let descriptorLock = NSLock()
-    private let infoLock = NSLock()
-    nonisolated(unsafe) private var infos: [String: DatasetInfo] = [:]
+    private let infos = Mutex<[String: DatasetInfo]>([:])
 
     package func rememberedInfo(_ path: String) -> DatasetInfo? {
-        infoLock.lock()
-        defer { infoLock.unlock() }
-        return infos[path]
+        infos.withLock { $0[path] }
     }
 
     package func remember(_ info: DatasetInfo, for path: String) {
-        infoLock.lock()
-        infos[path] = info
-        infoLock.unlock()
+        infos.withLock { $0[path] = info }
     }
     /// The file opened a second time for direct reads (`-1` until first used).
-    nonisolated(unsafe) private var descriptor: Int32 = -1
+    private let descriptor = Mutex<Int32>(-1)
     /// True for files opened from a memory image: there is no path to read directly.
-    nonisolated(unsafe) public private(set) var isMemoryImage = false
+    public let isMemoryImage: Bool
 
     /// Opens `path` read-only, after checking that it is a readable, non-empty
     /// regular file with an HDF5 signature.
@@ -145,14 +140,12 @@ public final class HDF5File: @unchecked Sendable {
         let lapl = Handle(H5Pcreate(gs_H5P_LINK_ACCESS()), .plist)
         if !options.followLinks { gs_deny_external_links(lapl.id) }
         H5Pset_nlinks(lapl.id, 16)
-        let file = HDF5File(path: name, size: image.count, modificationTime: 0, superblockOffset: superblock, options: options,
-                            handle: Handle(id, .file), linkAccess: lapl)
-        file.isMemoryImage = true
-        return file
+        return HDF5File(path: name, size: image.count, modificationTime: 0, superblockOffset: superblock, options: options,
+                        handle: Handle(id, .file), linkAccess: lapl, isMemoryImage: true)
     }
 
     private init(path: String, size: Int, modificationTime: Double, superblockOffset: Int, options: OpenOptions, handle: Handle,
-                 linkAccess: Handle) {
+                 linkAccess: Handle, isMemoryImage: Bool = false) {
         self.path = path
         self.size = size
         self.modificationTime = modificationTime
@@ -160,10 +153,13 @@ public final class HDF5File: @unchecked Sendable {
         self.options = options
         self.handle = handle
         self.linkAccess = linkAccess
+        self.isMemoryImage = isMemoryImage
     }
 
     deinit {
-        if descriptor >= 0 { Glibc.close(descriptor) }
+        descriptor.withLock { descriptor in
+            if descriptor >= 0 { Glibc.close(descriptor) }
+        }
     }
 
     package static func classifyOpenFailure(path: String, size: Int, summary: String) -> HDF5Error {
@@ -196,23 +192,23 @@ public final class HDF5File: @unchecked Sendable {
     /// The file's descriptor for direct reads, opened read-only on first use.
     /// The file must still be the one libhdf5 opened: same size at least.
     package func directDescriptor(object: String) throws -> Int32 {
-        descriptorLock.lock()
-        defer { descriptorLock.unlock() }
-        if descriptor >= 0 { return descriptor }
-        guard !isMemoryImage else {
-            throw HDF5Error(file: path, object: object, reason: .library, message: "an in-memory image has no file to read")
+        try descriptor.withLock { descriptor throws(HDF5Error) in
+            if descriptor >= 0 { return descriptor }
+            guard !isMemoryImage else {
+                throw HDF5Error(file: path, object: object, reason: .library, message: "an in-memory image has no file to read")
+            }
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                throw HDF5Error(file: path, object: object, reason: .io, message: "could not reopen the file: \(String(cString: strerror(errno)))")
+            }
+            var info = stat()
+            guard fstat(fd, &info) == 0, Int(info.st_size) >= size else {
+                Glibc.close(fd)
+                throw HDF5Error(file: path, object: object, reason: .truncated, message: "truncated: the file became shorter while it was being read")
+            }
+            descriptor = fd
+            return fd
         }
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw HDF5Error(file: path, object: object, reason: .io, message: "could not reopen the file: \(String(cString: strerror(errno)))")
-        }
-        var info = stat()
-        guard fstat(fd, &info) == 0, Int(info.st_size) >= size else {
-            Glibc.close(fd)
-            throw HDF5Error(file: path, object: object, reason: .truncated, message: "truncated: the file became shorter while it was being read")
-        }
-        descriptor = fd
-        return fd
     }
 
     /// Reads `count` bytes at file offset `offset` into `buffer` with `pread`
@@ -245,14 +241,13 @@ public final class HDF5File: @unchecked Sendable {
 }
 
 /// Numbers for in-memory images' internal names.
-package final class ImageCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
+package final class ImageCounter: Sendable {
+    private let value = Mutex(0)
     package func next() -> Int {
-        lock.lock()
-        defer { lock.unlock() }
-        value += 1
-        return value
+        value.withLock { value in
+            value += 1
+            return value
+        }
     }
 }
 

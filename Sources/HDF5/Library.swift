@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import Synchronization
 
 /// Process-wide libhdf5 set-up, done once before the first call.
 ///
@@ -14,8 +15,8 @@ package enum Library {
         gs_disable_plugins()
     }()
 
-    private static let pluginLock = NSLock()
-    nonisolated(unsafe) private static var pluginsEnabled = false
+    /// Whether plugins are enabled now, held while they are switched.
+    private static let pluginsEnabled = Mutex(false)
 
     /// Makes sure libhdf5 is initialised and silent on the calling thread.
     package static func ensure() {
@@ -26,11 +27,11 @@ package enum Library {
     /// Enables or disables loading filter plugins from the environment.
     package static func setPluginsEnabled(_ enabled: Bool) {
         ensure()
-        pluginLock.lock()
-        defer { pluginLock.unlock() }
-        guard enabled != pluginsEnabled else { return }
-        if enabled { gs_enable_plugins() } else { gs_disable_plugins() }
-        pluginsEnabled = enabled
+        pluginsEnabled.withLock { pluginsEnabled in
+            guard enabled != pluginsEnabled else { return }
+            if enabled { gs_enable_plugins() } else { gs_disable_plugins() }
+            pluginsEnabled = enabled
+        }
     }
 
     /// The descriptions on libhdf5's current error stack, innermost first.
@@ -61,8 +62,10 @@ package enum Library {
 }
 
 /// An open libhdf5 identifier, closed exactly once when the last reference goes.
-package final class Handle: @unchecked Sendable {
-    package enum Kind { case file, group, dataset, attribute, datatype, dataspace, plist, object }
+/// Sendable as it is: the identifier never changes, and the thread-safe libhdf5
+/// serialises every call made with it.
+package final class Handle: Sendable {
+    package enum Kind: Sendable { case file, group, dataset, attribute, datatype, dataspace, plist, object }
 
     package let id: hid_t
     package let kind: Kind
