@@ -5,9 +5,6 @@ import ElementTypes
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Measures the tensors of a run that lie contiguous in their files
 /// (``DirectStorage``) by reading their bytes directly, one tensor across all
@@ -282,15 +279,12 @@ package enum SeriesMeasurer {
     }
 
     package static func read<T>(step: Int, tensor: Int, range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>, steps: [Step],
-                        files: StepFiles) throws {
+                                files: StepFiles) throws {
         let path = steps[step].tensors[tensor].path
-        guard let storage = steps[step].storage[tensor], storage.elementSize == MemoryLayout<T>.size, range.upperBound <= storage.count,
-              range.count <= buffer.count, let base = buffer.baseAddress else {
-            throw HDF5Error(file: steps[step].file, object: path, reason: .library, message: "direct read of \(range) does not fit its buffer")
+        guard let storage = steps[step].storage[tensor] else {
+            throw CheckpointError(file: steps[step].file, reason: "\(path): not stored where it can be read directly")
         }
-        let fd = try files.descriptor(step)
-        try HDF5File.readFully(fd, at: storage.offset + range.lowerBound * storage.elementSize, count: range.count * storage.elementSize,
-                               into: UnsafeMutableRawPointer(base), path: steps[step].file, object: path)
+        try files.file(step).read(storage, elements: range, into: buffer, object: path)
     }
 
     package static func describe(_ error: Error) -> String { RunLoader.reason(for: error) }
@@ -388,9 +382,9 @@ package enum SeriesMeasurer {
     /// modification time they had when described, closed when the last window
     /// reading them is done (jobs run in order, so few are open at once).
     package final class StepFiles: Sendable {
-        /// Per step: its open descriptor (-1 when closed), jobs still to read it, and why it could not be read.
+        /// Per step: its open file (nil when closed), jobs still to read it, and why it could not be read.
         private struct State {
-            var descriptors: [Int32]
+            var files: [StoredFile?]
             var remaining: [Int]
             var errors: [String?]
         }
@@ -407,7 +401,7 @@ package enum SeriesMeasurer {
             for window in windows {
                 for step in Self.stepsRead(by: window) { remaining[step] += window.shares.count }
             }
-            state = Mutex(State(descriptors: [Int32](repeating: -1, count: steps.count), remaining: remaining,
+            state = Mutex(State(files: [StoredFile?](repeating: nil, count: steps.count), remaining: remaining,
                                 errors: [String?](repeating: nil, count: steps.count)))
         }
 
@@ -420,26 +414,24 @@ package enum SeriesMeasurer {
             return set
         }
 
-        package func descriptor(_ step: Int) throws -> Int32 {
+        /// The file of `step`, opened on first use (``StoredFile`` refuses one that changed since it was described).
+        package func file(_ step: Int) throws -> StoredFile {
             try state.withLock { state throws(CheckpointError) in
-                if state.descriptors[step] >= 0 { return state.descriptors[step] }
-                let file = steps[step].file
-                if let error = state.errors[step] { throw CheckpointError(file: file, reason: error) }
-                let fd = open(file, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else {
-                    let reason = "could not open the file again to measure it: \(String(cString: strerror(errno)))"
-                    state.errors[step] = reason
-                    throw CheckpointError(file: file, reason: reason)
+                if let open = state.files[step] { return open }
+                let path = steps[step].file
+                if let error = state.errors[step] { throw CheckpointError(file: path, reason: error) }
+                do {
+                    let open = try StoredFile(path, expecting: FileStamp(size: steps[step].size, mtime: steps[step].mtime))
+                    state.files[step] = open
+                    return open
+                } catch let error as CheckpointError {
+                    state.errors[step] = error.reason
+                    throw error
+                } catch {
+                    let failure = CheckpointError(file: path, reason: Failures.reason(for: error))
+                    state.errors[step] = failure.reason
+                    throw failure
                 }
-                let (size, mtime) = FileIdentity.of(descriptor: fd)
-                guard size == steps[step].size, mtime == steps[step].mtime else {
-                    close(fd)
-                    let reason = "changed while the run was being scanned (a save in progress?); not analysed"
-                    state.errors[step] = reason
-                    throw CheckpointError(file: file, reason: reason)
-                }
-                state.descriptors[step] = fd
-                return fd
             }
         }
 
@@ -448,20 +440,15 @@ package enum SeriesMeasurer {
             state.withLock { state in
                 for step in Self.stepsRead(by: window) {
                     state.remaining[step] -= 1
-                    if state.remaining[step] <= 0, state.descriptors[step] >= 0 {
-                        close(state.descriptors[step])
-                        state.descriptors[step] = -1
-                    }
+                    // Closed when the last reader lets go of it.
+                    if state.remaining[step] <= 0 { state.files[step] = nil }
                 }
             }
         }
 
         package func closeAll() {
             state.withLock { state in
-                for index in state.descriptors.indices where state.descriptors[index] >= 0 {
-                    close(state.descriptors[index])
-                    state.descriptors[index] = -1
-                }
+                for index in state.files.indices { state.files[index] = nil }
             }
         }
     }

@@ -76,8 +76,8 @@ public enum TensorMeasurer {
         try current.checkReadable()
         try before.checkReadable()
         guard current.info.elementCount == before.info.elementCount, current.info.shape == before.info.shape else {
-            throw HDF5Error(file: checkpoint.checkpoint.source, object: tensor.path, reason: .unsupported,
-                            message: "shape \(current.info.shape) differs from \(before.info.shape) at the previous save")
+            throw CheckpointError(file: checkpoint.checkpoint.source,
+                                  reason: "\(tensor.path): shape \(current.info.shape) differs from \(before.info.shape) at the previous save")
         }
         let statsLayout = perUnitStats ? unitLayout(for: tensor) : .none
         let driftLayout = perUnitDrift ? unitLayout(for: tensor) : .none
