@@ -15,7 +15,11 @@ import GradScopeMeasurement
 /// The onset is the first save at which the norm had halved from its peak.
 /// Needs: two saves or more.
 package struct CollapsingDetector: Detector {
-    package let kind = FindingKind.collapsing
+    package static let kind = FindingKind.collapsing
+    package let scope: DetectorScope = [.pair, .run]
+    package let thresholdNames: [String] = ["collapse_factor", "activation_collapse_factor"]
+
+    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) collapsing toward zero output\(finding.verdictSince)" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }

@@ -12,7 +12,16 @@ import GradScopeMeasurement
 /// tables are left out: rows of tokens absent from a batch get no gradient by design.
 /// Thresholds: `dead_units_warning_fraction` (25%) and `dead_units_info_fraction` (5%).
 package struct DeadUnitsDetector: Detector {
-    package let kind = FindingKind.deadUnits
+    package static let kind = FindingKind.deadUnits
+    package let scope: DetectorScope = [.file, .run]
+    package let thresholdNames: [String] = ["dead_units_warning_fraction", "dead_units_info_fraction", "dead_activation_fraction"]
+
+    package func phrase(for finding: Finding) -> String {
+        if case .int(let dead)? = finding.evidence["dead_units"], case .int(let units)? = finding.evidence["units"] {
+            return "\(finding.verdictSubject) has \(dead)/\(units) dead units\(finding.verdictSince)"
+        }
+        return "\(finding.verdictSubject) has dead units\(finding.verdictSince)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !DetectorSupport.isBias($0.name) && $0.units >= 2 }

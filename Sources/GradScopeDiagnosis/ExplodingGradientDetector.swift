@@ -20,7 +20,11 @@ import GradScopeMeasurement
 /// accumulates because they are not in the optimizer (see `frozen`).
 /// Needs: gradients.
 package struct ExplodingGradientDetector: Detector {
-    package let kind = FindingKind.explodingGradient
+    package static let kind = FindingKind.explodingGradient
+    package let scope: DetectorScope = [.file, .pair, .run]
+    package let thresholdNames: [String] = ["exploding_growth", "exploding_ratio", "exploding_absolute_ratio", "init_too_small_factor"]
+
+    package func phrase(for finding: Finding) -> String { "gradients explode\(finding.firstStep.map { " at step \($0)" } ?? "")" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.hasGradients else { return fromSecondMoments(run, thresholds: thresholds) }

@@ -17,7 +17,13 @@ import GradScopeMeasurement
 /// Needs: two saves or more. Threshold: none — "does not change" means not one
 /// element changed bit for bit, while some other weight did.
 package struct FrozenDetector: Detector {
-    package let kind = FindingKind.frozen
+    package static let kind = FindingKind.frozen
+    package let scope: DetectorScope = [.pair, .run]
+    package let thresholdNames: [String] = []
+
+    package func phrase(for finding: Finding) -> String {
+        finding.severity == .info ? "\(finding.verdictSubject) not trained (frozen)" : "\(finding.verdictSubject) frozen (never changes)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }

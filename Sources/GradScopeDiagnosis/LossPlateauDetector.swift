@@ -20,7 +20,15 @@ import GradScopeMeasurement
 /// spread, and (added by the diagnosis) dead, frozen or collapsing layers upstream.
 /// Needs: the loss at each save.
 package struct LossPlateauDetector: Detector {
-    package let kind = FindingKind.lossPlateau
+    package static let kind = FindingKind.lossPlateau
+    package let scope: DetectorScope = [.run]
+    package let thresholdNames: [String] = ["plateau_relative_tolerance", "plateau_min_saves", "plateau_min_run_fraction", "plateau_warning_run_fraction"]
+
+    package func phrase(for finding: Finding) -> String {
+        let k: String
+        if case .int(let classes)? = finding.evidence["classes"] { k = classes == 2 ? "ln 2" : "ln \(classes)" } else { k = "ln K" }
+        return "loss at \(k) from step \(finding.firstStep ?? 0) to \(finding.lastStep ?? 0)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let records = run.records.filter { $0.loss?.isFinite ?? false }

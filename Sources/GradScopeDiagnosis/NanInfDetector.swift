@@ -10,7 +10,13 @@ import GradScopeMeasurement
 /// Needs: any tensor. Threshold: none — a single non-finite element in a
 /// weight poisons every output it touches (IEEE 754 propagation), so one is enough.
 package struct NanInfDetector: Detector {
-    package let kind = FindingKind.nanInf
+    package static let kind = FindingKind.nanInf
+    package let scope: DetectorScope = [.file, .pair, .run]
+    package let thresholdNames: [String] = []
+
+    package func phrase(for finding: Finding) -> String {
+        "NaN/Inf\(finding.firstStep.map { " from step \($0)" } ?? "") (first in `\(finding.tensor ?? "the loss")`)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard !run.records.isEmpty else { return .lacking("no tensors were read") }

@@ -19,7 +19,11 @@ import GradScopeMeasurement
 /// Embedding tables are left out (N(0, 1) is PyTorch's default for them).
 /// Needs: the first save at step 0 or 1 for the scale rules (symmetry is checked at any step).
 package struct PoorInitDetector: Detector {
-    package let kind = FindingKind.poorInit
+    package static let kind = FindingKind.poorInit
+    package let scope: DetectorScope = [.file, .run]
+    package let thresholdNames: [String] = ["init_too_small_factor", "init_too_large_factor"]
+
+    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) poorly initialised" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard let record = run.records.first else { return .lacking("no tensors were read") }

@@ -16,7 +16,11 @@ import GradScopeMeasurement
 /// weights that do not move at all are reported as `frozen` instead.
 /// Needs: two saves or more.
 package struct UpdateRatioDetector: Detector {
-    package let kind = FindingKind.updateRatio
+    package static let kind = FindingKind.updateRatio
+    package let scope: DetectorScope = [.pair, .run]
+    package let thresholdNames: [String] = ["update_ratio_high", "update_ratio_low", "update_ratio_low_contrast", "init_too_small_factor"]
+
+    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) update ratio out of the healthy band\(finding.verdictSince)" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }

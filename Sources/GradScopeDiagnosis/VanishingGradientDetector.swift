@@ -20,7 +20,11 @@ import GradScopeMeasurement
 /// estimates the gradient's RMS, so √mean(v)/RMS(W) estimates ρ.
 /// Needs: gradients, or second moments, of at least three layers.
 package struct VanishingGradientDetector: Detector {
-    package let kind = FindingKind.vanishingGradient
+    package static let kind = FindingKind.vanishingGradient
+    package let scope: DetectorScope = [.file, .run]
+    package let thresholdNames: [String] = ["vanishing_depth_ratio", "vanishing_persistence", "init_too_small_factor"]
+
+    package func phrase(for finding: Finding) -> String { "gradients vanish toward the input\(finding.verdictSince)" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         // Without saved gradients, Adam's or RMSprop's second moment v, a running average of g², gives

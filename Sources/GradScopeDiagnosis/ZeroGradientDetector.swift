@@ -14,7 +14,11 @@ import GradScopeMeasurement
 /// Needs: gradients, or first/second moments. Threshold: exact zero — a
 /// gradient that received anything, however small, is not zero.
 package struct ZeroGradientDetector: Detector {
-    package let kind = FindingKind.zeroGradient
+    package static let kind = FindingKind.zeroGradient
+    package let scope: DetectorScope = [.file, .pair, .run]
+    package let thresholdNames: [String] = []
+
+    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) gets zero gradient (dead path)" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         var findings: [Finding] = []

@@ -59,4 +59,85 @@ struct DetectorRegistryTests {
         try writeWeightsOnly(poisoned, seed: 2, nan: true)
         #expect(try Analysis.diff(dir.path("model_a.h5"), poisoned).findings.map(\.kind).first == .nanInf)
     }
+
+    @Test("every kind of finding has exactly one detector, and every detector runs in scan")
+    func oneDetectorPerKind() {
+        let kinds = allDetectors.map(\.kind)
+        #expect(kinds.count == FindingKind.allCases.count)
+        #expect(Set(kinds) == Set(FindingKind.allCases))
+        #expect(allDetectors.allSatisfy { $0.scope.contains(.run) })
+        for kind in FindingKind.allCases { #expect(DetectorRegistry.detector(for: kind)?.kind == kind) }
+    }
+
+    @Test("inspect and diff choose their detectors from the registry by scope, in the order they always ran them")
+    func selectionByScope() {
+        let file = DetectorRegistry.fileDetectors()
+        #expect(file.diagnosed.map(\.kind) == [.nanInf, .zeroGradient, .deadUnits, .poorInit, .explodingGradient])
+        #expect(file.after.map(\.kind) == [.vanishingGradient])
+        #expect(Set((file.diagnosed + file.after).map(\.kind)) == Set(allDetectors.filter { $0.scope.contains(.file) }.map(\.kind)))
+        #expect(DetectorRegistry.detectors(for: .pair).map(\.kind)
+                == [.nanInf, .frozen, .collapsing, .updateRatio, .explodingGradient, .zeroGradient])
+        #expect(DetectorRegistry.detectors(for: .run).map(\.kind) == allDetectors.map(\.kind))
+        #expect(DetectorRegistry.needingSeveralSaves() == [.frozen, .collapsing, .lossPlateau, .updateRatio])
+        // The established order only orders: every kind it names belongs to a detector of that scope.
+        for (scope, kinds) in DetectorRegistry.establishedOrder {
+            #expect(kinds.allSatisfy { DetectorRegistry.detector(for: $0)?.scope.contains(scope) == true }, "\(scope)")
+        }
+    }
+
+    /// A detector that finds nothing, for registries made up in tests.
+    struct QuietDetector<Kind: KindMarker>: Detector {
+        static var kind: FindingKind { Kind.kind }
+        let scope: DetectorScope
+        let thresholdNames: [String] = []
+        func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome { DetectorOutcome() }
+        func phrase(for finding: Finding) -> String { "quiet" }
+    }
+
+    /// Picks the kind a ``QuietDetector`` reports.
+    protocol KindMarker: Sendable { static var kind: FindingKind { get } }
+    enum AsFrozen: KindMarker { static let kind = FindingKind.frozen }
+    enum AsPlateau: KindMarker { static let kind = FindingKind.lossPlateau }
+    enum AsNanInf: KindMarker { static let kind = FindingKind.nanInf }
+
+    @Test("a detector added to the registry is run by every analysis of its scope, with no other list to edit")
+    func newDetectorFollowsItsScope() {
+        // Frozen judged from one file: inspect runs it after its diagnosis and no longer lists it as needing several saves.
+        let registry: [any Detector] = [QuietDetector<AsNanInf>(scope: [.file, .pair, .run]), QuietDetector<AsFrozen>(scope: [.file, .run]),
+                                        QuietDetector<AsPlateau>(scope: [.run])]
+        let file = DetectorRegistry.fileDetectors(in: registry)
+        #expect(file.diagnosed.map(\.kind) == [.nanInf])
+        #expect(file.after.map(\.kind) == [.frozen])
+        #expect(DetectorRegistry.needingSeveralSaves(in: registry) == [.lossPlateau])
+        #expect(DetectorRegistry.detectors(for: .pair, in: registry).map(\.kind) == [.nanInf])
+        #expect(DetectorRegistry.detectors(for: .run, in: registry).map(\.kind) == [.nanInf, .frozen, .lossPlateau])
+    }
+
+    @Test("the verdict names each kind of finding in its detector's words")
+    func verdictPhrases() {
+        func finding(_ kind: FindingKind, severity: Severity = .warning, tensor: String? = "l1.weight", layer: String? = "l1",
+                     first: Int? = 200, last: Int? = 900, evidence: [String: EvidenceValue] = [:]) -> Finding {
+            Finding(kind: kind, severity: severity, tensor: tensor, layer: layer, firstStep: first, lastStep: last,
+                    message: "", evidence: evidence, explanation: "")
+        }
+        let expected: [(Finding, String)] = [
+            (finding(.nanInf), "NaN/Inf from step 200 (first in `l1.weight`)"),
+            (finding(.nanInf, tensor: nil, layer: nil, first: nil), "NaN/Inf (first in `the loss`)"),
+            (finding(.frozen), "layer `l1` frozen (never changes)"),
+            (finding(.frozen, severity: .info, layer: nil), "`l1.weight` not trained (frozen)"),
+            (finding(.zeroGradient), "layer `l1` gets zero gradient (dead path)"),
+            (finding(.deadUnits, evidence: ["dead_units": 12, "units": 32]), "layer `l1` has 12/32 dead units since step 200"),
+            (finding(.deadUnits, first: nil), "layer `l1` has dead units"),
+            (finding(.collapsing), "layer `l1` collapsing toward zero output since step 200"),
+            (finding(.lossPlateau, tensor: nil, layer: nil, evidence: ["classes": 2]), "loss at ln 2 from step 200 to 900"),
+            (finding(.lossPlateau, tensor: nil, layer: nil, evidence: ["classes": 10]), "loss at ln 10 from step 200 to 900"),
+            (finding(.lossPlateau, tensor: nil, layer: nil, first: nil, last: nil), "loss at ln K from step 0 to 0"),
+            (finding(.vanishingGradient), "gradients vanish toward the input since step 200"),
+            (finding(.explodingGradient), "gradients explode at step 200"),
+            (finding(.updateRatio, tensor: nil, layer: nil), "the model update ratio out of the healthy band since step 200"),
+            (finding(.poorInit), "layer `l1` poorly initialised"),
+        ]
+        for (finding, phrase) in expected { #expect(Diagnoser.phrase(finding) == phrase) }
+        #expect(Set(expected.map(\.0.kind)) == Set(FindingKind.allCases))
+    }
 }
