@@ -53,16 +53,7 @@ package struct CollapsingDetector: Detector {
         let ratio = last > 0 ? peak / last : .infinity
         let orders = last > 0 ? Foundation.log10(ratio) : .infinity
         let message = "\(name) is collapsing toward zero: its \(what) fell \(last > 0 ? "\(DetectorSupport.format(ratio))x" : "to 0") from \(DetectorSupport.format(peak)) at step \(steps[peakIndex]) to \(DetectorSupport.format(last)) at step \(steps.last ?? 0)."
-        let explanation = """
-        The \(what) shrank by \(orders.isFinite ? DetectorSupport.format(orders) : "all") order(s) of magnitude, \
-        halving by step \(steps[onsetIndex]). A layer whose weights head to zero passes on less and less signal; \
-        its outputs shrink toward a constant and the layers after it learn nothing from their inputs (for the last \
-        layer: logits near 0, the model predicts the uniform distribution). Likely causes: weight decay (or L2) far \
-        too strong for the learning rate, a gradient that consistently pushes toward zero because the layer's \
-        output is not used, or a schedule that lets decay dominate. What to try: reduce weight_decay by 10–100x \
-        (typical AdamW values are 0.01–0.1 with lr 1e-3, SGD 1e-4–5e-4), exclude biases and norm layers from \
-        decay, and check that the layer's output actually reaches the loss.
-        """
+        let explanation = CollapsingExplanation(measure: what, orders: orders, halvingStep: steps[onsetIndex]).text
         return Finding(kind: kind, severity: .warning, tensor: name, layer: layer, firstStep: steps[onsetIndex],
                        lastStep: steps.last, message: message,
                        evidence: ["peak": .number(peak), "peak_step": .int(steps[peakIndex]), "last": .number(last),

@@ -57,15 +57,8 @@ package struct DeadUnitsDetector: Detector {
             case .movement: how = "never move"
             }
             let message = "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
-            let explanation = """
-            Judged over the \(window.saves == whole.saves ? "later half of the run" : "last saves of the run") (\(window.saves) save(s), steps \(window.firstStep)–\(window.lastStep)) from \
-            \(window.source == .gradient ? "the saved gradients" : window.source == .activation ? "the saved activations" : "the weights' movement"). \
-            A ReLU unit whose input is negative for every example outputs 0 and passes back 0 gradient, so it can never \
-            recover: the capacity is simply lost. \(percent)% of this layer is gone. Likely causes: a learning-rate spike or a \
-            learning rate too high (a large update pushes the bias very negative), a large negative bias at \
-            initialisation, or unnormalised inputs. What to try: lower the learning rate or add warm-up, use \
-            LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and zero biases, add normalisation before the activation.
-            """
+            let explanation = DeadUnitsExplanation(wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
+                                                   lastStep: window.lastStep, source: window.source, percent: percent).text
             findings.append(Finding(kind: kind, severity: severity, tensor: window.name, layer: window.layer,
                                     firstStep: onset, lastStep: window.lastStep, message: message,
                                     evidence: ["dead_units": .int(dead), "units": .int(window.units),

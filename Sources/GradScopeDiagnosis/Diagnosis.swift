@@ -55,7 +55,7 @@ public enum Diagnoser {
             guard finding.kind == .lossPlateau else { return finding }
             var copy = finding
             copy.evidence["upstream"] = .list(upstream.prefix(10).map { .string("\($0.kind.rawValue): \($0.tensor ?? $0.layer ?? "")") })
-            copy.explanation += " Found upstream: " + upstream.prefix(5).map { "\($0.kind.rawValue) in \($0.tensor ?? $0.layer ?? "the model")" }.joined(separator: "; ") + "."
+            copy.explanation += LossPlateauExplanation.upstream(upstream)
             return copy
         }
     }

@@ -84,15 +84,7 @@ package struct ExplodingGradientDetector: Detector {
     package func finding(record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
                  evidence: [String: EvidenceValue], run: RunMeasurements) -> Finding {
         let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
-        let consequence = nanLater.map { " NaN follows at step \($0.step)." } ?? ""
-        let explanation = """
-        Large gradients make one update move the weights by more than their own size, the loss jumps, the next \
-        gradients are larger still, and within a few steps values overflow to Inf and NaN.\(consequence) Likely causes: \
-        unnormalised inputs (features in the hundreds or thousands), a learning rate too high, a deep network without \
-        normalisation, or a loss with a very steep region. What to try: standardise the inputs (zero mean, unit \
-        variance), clip gradients by norm (clip_grad_norm_(params, 1.0), clipnorm=1.0), lower the learning rate or add \
-        warm-up, and add batch or layer normalisation.
-        """
+        let explanation = ExplodingGradientExplanation.gradients(nanStep: nanLater?.step).text
         return Finding(kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
                        lastStep: nanLater?.step ?? record.step, message: message, evidence: evidence, explanation: explanation)
     }
@@ -119,15 +111,7 @@ package struct ExplodingGradientDetector: Detector {
             guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
             let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
             let message = "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
-            let explanation = """
-            No gradients were saved, but the optimizer's second moment (\(slot.slotName ?? "v")) is a running average of the \
-            squared gradient, so its square root estimates the gradient's size. A gradient \(DetectorSupport.format(ratio)) times \
-            larger than the weights means the updates this layer received were far outside anything stable; an adaptive \
-            optimizer divides them down, which hides the problem until the loss diverges or the layers before it stop learning. \
-            Likely causes: unnormalised inputs or targets (large rewards in reinforcement learning), a loss with a steep region, a \
-            learning rate too high. What to try: normalise inputs and targets, clip gradients by norm (clipnorm=1.0, \
-            clip_grad_norm_), lower the learning rate, and save gradients with the gradscope exporter to see where they start.
-            """
+            let explanation = ExplodingGradientExplanation.secondMoment(slot: slot.slotName ?? "v", ratio: ratio).text
             return DetectorOutcome(findings: [Finding(kind: kind, severity: nanLater == nil ? .warning : .error, tensor: slot.name,
                                                       layer: slot.layer, firstStep: record.step, lastStep: nanLater?.step ?? record.step,
                                                       message: message,

@@ -102,39 +102,28 @@ package struct LossPlateauDetector: Detector {
             "run_fraction": .number(fraction),
         ]
         if let finalLoss = records.last?.loss { evidence["loss_at_last_save"] = .number(finalLoss) }
-        var pointers: [String] = []
+        var smallOutputBias: (name: String, mean: Double?)?
+        var savedLogits: (name: String, std: Double?, maxAbs: Double?)?
         let plateauRecord = records[best.end]
         if let (biasName, bias) = outputBias(run, at: plateauRecord) {
             evidence["output_bias"] = .string(biasName)
             evidence["output_bias_mean"] = .number(bias.stats.mean)
             evidence["output_bias_max_abs"] = .number(bias.stats.maxAbs)
-            if let maxAbs = bias.stats.maxAbs, maxAbs < 0.1 {
-                pointers.append("the output bias \(biasName) sits at \(DetectorSupport.format(bias.stats.mean)) (pulled to 0: the best a model that has learned nothing can do)")
-            }
+            if let maxAbs = bias.stats.maxAbs, maxAbs < 0.1 { smallOutputBias = (biasName, bias.stats.mean) }
         }
         if let (logitsName, logits) = logits(run, at: plateauRecord) {
             evidence["logits"] = .string(logitsName)
             evidence["logits_std"] = .number(logits.stats.std)
             evidence["logits_max_abs"] = .number(logits.stats.maxAbs)
-            pointers.append("the logits \(logitsName) have spread \(DetectorSupport.format(logits.stats.std)) (max |logit| \(DetectorSupport.format(logits.stats.maxAbs)))")
+            savedLogits = (logitsName, logits.stats.std, logits.stats.maxAbs)
         }
         let name = best.k == 2 ? "ln 2 = 0.693" : "ln \(best.k) = \(DetectorSupport.format(target))"
         let meaning = best.k == 2 ? "the model predicts p = 0.5 for everything" : "the model predicts the uniform distribution over \(best.k) classes"
         let tail = reachesEnd ? "and is still there at the last save" : "then falls to \(DetectorSupport.format(records.last?.loss))"
         let message = "The loss sits at \(name) from step \(firstStep) to \(lastStep) (\(saves) saves) \(tail): \(meaning)."
-        let explanation = """
-        For \(saves) consecutive saves the loss stayed within \(DetectorSupport.format(thresholds.plateauRelativeTolerance * 100))% of \(name) \
-        (between \(DetectorSupport.format(losses.min())) and \(DetectorSupport.format(losses.max()))). That is the loss of a model whose \
-        logits are all ~0: until the rest of the network produces a useful signal, the cheapest thing the output layer \
-        can do is predict the class frequencies, so its bias is pulled to 0 and the loss pins at \(name). \
-        \(pointers.isEmpty ? "" : "Evidence: " + pointers.joined(separator: "; ") + ". ")\
-        Likely causes: a learning rate too small at the start (a long warm-up such as Noam's, or a small scale factor), \
-        weights initialised too small so the logits start at ~0, a saturated or dead layer upstream that passes no \
-        signal, or a deep stack of linear layers without normalisation. What to try: a larger initial learning rate \
-        or shorter warm-up, default (Kaiming/Xavier) initialisation, check the layers flagged below for dead or \
-        collapsing units, and plot the logits' spread over the first steps; a few thousand steps at \(name) may also \
-        simply be the price of a slow start if the loss falls afterwards.
-        """
+        let explanation = LossPlateauExplanation(saves: saves, tolerance: thresholds.plateauRelativeTolerance, target: name,
+                                                 lossMin: losses.min(), lossMax: losses.max(), smallOutputBias: smallOutputBias,
+                                                 logits: savedLogits).text
         let severity: Severity = reachesEnd ? .error : (fraction >= thresholds.plateauWarningRunFraction ? .warning : .info)
         return DetectorOutcome(findings: [Finding(kind: kind, severity: severity, tensor: nil, layer: nil, firstStep: firstStep,
                                                   lastStep: lastStep, message: message, evidence: evidence, explanation: explanation)])

@@ -140,4 +140,11 @@ struct DetectorRegistryTests {
         for (finding, phrase) in expected { #expect(Diagnoser.phrase(finding) == phrase) }
         #expect(Set(expected.map(\.0.kind)) == Set(FindingKind.allCases))
     }
+
+    @Test("every kind of finding has exactly one explanation entry")
+    func oneExplanationPerKind() {
+        let kinds = explanationCatalogue.map { $0.kind }
+        #expect(kinds.count == FindingKind.allCases.count)
+        #expect(Set(kinds) == Set(FindingKind.allCases))
+    }
 }
