@@ -8,7 +8,8 @@ import GradScopeMeasurement
 /// run — the "collapsing toward zero output" layer.
 ///
 /// Weights: the norm of a matrix or kernel falls by at least `collapse_factor`
-/// (10x, an order of magnitude) from its largest value to the last save.
+/// (10x, an order of magnitude) from its largest value at any earlier save to the
+/// last save (saves holding NaN/Inf left out).
 /// Outputs: a saved activation (e.g. the logits) whose standard deviation
 /// falls by `activation_collapse_factor` (10x). Healthy training, weight decay
 /// included, changes a layer's norm by well under an order of magnitude.

@@ -5,12 +5,15 @@ import GradScopeStatistics
 import GradScopeMeasurement
 
 /// `dead-units`: units (output neurons, filters) that get no gradient at all,
-/// or never move, over the later half of the run; or whose ReLU output is zero
-/// for ≥ 99% of the probe batch. Reported as a count out of the layer's units.
+/// or never move, over the later half of the run, or over a trailing part of it
+/// holding at least half its saves and three saves (units that died during it);
+/// or whose ReLU output is zero for ≥ `dead_activation_fraction` (99%) of the
+/// probe batch. Reported as a count out of the layer's units.
 ///
 /// Needs: gradients, activations, or two saves or more (movement). Embedding
-/// tables are left out: rows of tokens absent from a batch get no gradient by design.
-/// Thresholds: `dead_units_warning_fraction` (25%) and `dead_units_info_fraction` (5%).
+/// tables and biases are left out: rows of tokens absent from a batch get no gradient by design.
+/// Thresholds: `dead_units_warning_fraction` (25%; a warning needs two saves of
+/// evidence, one is at most info) and `dead_units_info_fraction` (5%).
 package struct DeadUnitsDetector: Detector {
     package static let kind = FindingKind.deadUnits
     package let scope: DetectorScope = [.file, .run]

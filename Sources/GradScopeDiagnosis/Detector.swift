@@ -189,7 +189,7 @@ package enum DetectorSupport {
     /// A number in 3 significant digits for messages (``formatSignificant(_:)``).
     package static func format(_ value: Double?) -> String { formatSignificant(value) }
 
-    /// The median of a list (nil when empty).
+    /// The median of a list, NaN left out (nil when nothing is left).
     package static func median(_ values: [Double]) -> Double? {
         let sorted = values.filter { !$0.isNaN }.sorted()
         guard !sorted.isEmpty else { return nil }

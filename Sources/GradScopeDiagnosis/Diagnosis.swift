@@ -46,7 +46,8 @@ public enum Diagnoser {
         return (findings, notChecked)
     }
 
-    /// A loss plateau's evidence names the layers found dead, frozen or collapsing upstream.
+    /// A loss plateau's evidence names the problems found upstream, at warning or above: dead units,
+    /// frozen or collapsing layers, zero or vanishing gradients, poor initialisation.
     package static func linkPlateauEvidence(_ findings: [Finding]) -> [Finding] {
         let upstreamKinds: Set<FindingKind> = [.deadUnits, .frozen, .collapsing, .zeroGradient, .vanishingGradient, .poorInit]
         let upstream = findings.filter { upstreamKinds.contains($0.kind) && $0.severity >= .warning }
@@ -60,7 +61,7 @@ public enum Diagnoser {
         }
     }
 
-    /// "2 problems: layer `head.3` collapsing toward zero since step 200; loss at ln 2 from step 0 to 1900".
+    /// "2 problems: layer `head.3` collapsing toward zero output since step 200; loss at ln 2 from step 0 to 1900".
     package static func verdict(_ findings: [Finding], run: RunMeasurements, notChecked: [NotChecked]) -> String {
         let serious = findings.filter { $0.severity >= .warning }
         let saves = run.records.count

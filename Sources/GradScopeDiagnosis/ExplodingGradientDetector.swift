@@ -8,17 +8,21 @@ import GradScopeMeasurement
 /// fast, or non-finite while the weights are still finite.
 ///
 /// Reported at the first save where (a) a gradient holds NaN/Inf while every
-/// weight is finite (error), or (b) the total gradient norm grew by at least
-/// `exploding_growth` (10x) since the previous save while some tensor's
-/// ‖g‖/‖W‖ ≥ `exploding_ratio` (1), or (c) some ‖g‖/‖W‖ ≥ `exploding_absolute_ratio`
-/// (100). The ratios are taken over kernels (weight matrices and convolution
-/// kernels) only: a bias or a normalisation shift may sit near zero by design
-/// (biases start at 0; an output bias converges to a small offset while its
-/// minibatch gradient stays at the size of the residual), so ‖g‖/‖b‖ can be huge
-/// in healthy training. The total gradient norm still counts every gradient.
-/// Parameters whose weights never change are left out: their gradient
-/// accumulates because they are not in the optimizer (see `frozen`).
-/// Needs: gradients.
+/// weight is finite (error), or (b) the total gradient norm is at least
+/// `exploding_growth` (10x) the median total norm of the last ten saves before it
+/// (saves with gradients; not the one save before, which may have been an
+/// unusually small batch) while some kernel's ‖g‖/‖W‖ ≥ `exploding_ratio` (1), or
+/// (c) some kernel's ‖g‖/‖W‖ ≥ `exploding_absolute_ratio` (100); (b) and (c) are
+/// a warning, an error when NaN/Inf appears at a later save. The ratios are taken
+/// over kernels (weight matrices and convolution kernels) only, and not over
+/// kernels still near zero (``DetectorSupport/nearZero(_:thresholds:)``): a bias
+/// or a normalisation shift may sit near zero by design (biases start at 0; an
+/// output bias converges to a small offset while its minibatch gradient stays at
+/// the size of the residual), so ‖g‖/‖b‖ can be huge in healthy training. The
+/// total gradient norm still counts every gradient. Parameters whose weights
+/// never change are left out: their gradient accumulates because they are not in
+/// the optimizer (see `frozen`).
+/// Needs: gradients, or Adam's or RMSprop's second moments (``fromSecondMoments(_:thresholds:)``).
 package struct ExplodingGradientDetector: Detector {
     package static let kind = FindingKind.explodingGradient
     package let scope: DetectorScope = [.file, .pair, .run]

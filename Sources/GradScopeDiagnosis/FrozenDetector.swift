@@ -11,8 +11,9 @@ import GradScopeMeasurement
 ///   (in PyTorch its `.grad` keeps accumulating, since `zero_grad()` clears
 ///   only the optimizer's parameters), a learning rate of zero, or
 ///   `trainable=False` (Keras layers without optimizer slots);
-/// - its gradient underflows the float format (`lr·|g|` below half an ulp of
-///   the weights): then it is vanishing, and reported as `vanishing-gradient`.
+/// - its gradient underflows the float format (`lr·max|g|` below half an ulp of
+///   the weights' RMS in their dtype): then it is vanishing, and reported as
+///   `vanishing-gradient`.
 ///
 /// Needs: two saves or more. Threshold: none — "does not change" means not one
 /// element changed bit for bit, while some other weight did.

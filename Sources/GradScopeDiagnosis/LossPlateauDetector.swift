@@ -10,15 +10,18 @@ import GradScopeMeasurement
 /// saves: the model predicts the uniform distribution (p = 0.5 for every
 /// example), the loss of a coin.
 ///
-/// K comes from the output layer (1 unit: binary, ln 2; K units: ln K), else
-/// from the loss itself (the integer K ≥ 2 with ln K nearest, only while K's
-/// tolerance band is disjoint from its neighbours': K ≤ 7 at 3%). Thresholds:
+/// K comes from the output layer (1 unit: binary, ln 2; K units: ln K); when the
+/// loss shows no plateau at that K (the last matrix may not be the output), or
+/// there is no output layer, from the loss itself (the integer K ≥ 2 with ln K
+/// nearest, only while K's tolerance band is disjoint from its neighbours': K ≤ 7
+/// at 3%, and only when no earlier save's loss was above 1.5·ln K). Thresholds:
 /// `plateau_relative_tolerance` (3% of ln K), `plateau_min_saves` (3) and
 /// `plateau_min_run_fraction` (10% of the run's steps, or the plateau lasts to
 /// the end). Severity: error when it lasts to the last save, warning when it spans
 /// `plateau_warning_run_fraction` (25%) of the run, else info (a slow start). The evidence points at the weights: the output bias, the logits'
-/// spread, and (added by the diagnosis) dead, frozen or collapsing layers upstream.
-/// Needs: the loss at each save.
+/// spread (a saved activation whose name holds logit, output, out or head, else the last one saved), and (added by the diagnosis)
+/// the layers found dead, frozen, collapsing, with zero or vanishing gradients, or poorly initialised, at warning or above.
+/// Needs: a finite loss at `plateau_min_saves` saves or more.
 package struct LossPlateauDetector: Detector {
     package static let kind = FindingKind.lossPlateau
     package let scope: DetectorScope = [.run]

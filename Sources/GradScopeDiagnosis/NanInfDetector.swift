@@ -6,6 +6,8 @@ import GradScopeMeasurement
 
 /// `nan-inf`: the first saved step, and the first tensors, holding NaN or ±Inf
 /// in weights, gradients, optimizer state or activations, or a non-finite loss.
+/// The evidence gives the total gradient norm at the save before, and at the one
+/// before that when the norm had grown threefold between them.
 ///
 /// Needs: any tensor. Threshold: none — a single non-finite element in a
 /// weight poisons every output it touches (IEEE 754 propagation), so one is enough.

@@ -13,11 +13,16 @@ import GradScopeMeasurement
 /// kernel below `init_too_small_factor` (0.1) times the lower bound shrinks the
 /// signal about 10x per layer, one above `init_too_large_factor` (10) times the
 /// upper bound grows it as much. A constant kernel (std 0, nonzero) makes every
-/// unit compute the same thing forever; an all-zero hidden kernel likewise (a
+/// unit compute the same thing: an error when no random kernel follows it to tell
+/// the units apart, else a warning; an all-zero hidden kernel is a warning (a
 /// zero-initialised output layer is a known technique and only noted). Zero
 /// biases and norm layers' gamma = 1, beta = 0 are normal and not checked.
-/// Embedding tables are left out (N(0, 1) is PyTorch's default for them).
-/// Needs: the first save at step 0 or 1 for the scale rules (symmetry is checked at any step).
+/// Embedding tables have no fan-in rule and are judged against their own common
+/// scales instead: a standard deviation below `init_too_small_factor` times 0.02
+/// (BERT, GPT-2) or above `init_too_large_factor` times 1 (PyTorch's default).
+/// Needs: for the scale rules, a first save known to be the initialisation (step 0
+/// read from the file or its name, or step 1 counted in optimizer updates);
+/// symmetry is checked at any step.
 package struct PoorInitDetector: Detector {
     package static let kind = FindingKind.poorInit
     package let scope: DetectorScope = [.file, .run]

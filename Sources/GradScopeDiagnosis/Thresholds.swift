@@ -26,11 +26,12 @@ public struct Thresholds: Sendable, Codable, Equatable {
     /// slow start, often during learning-rate warm-up, and reported as info.
     public var plateauWarningRunFraction: Double = 0.25
 
-    /// collapsing: a weight tensor whose norm falls by at least this factor from its
-    /// first to its last save (one order of magnitude). Healthy training, weight
-    /// decay included, changes a layer's norm by well under 10x.
+    /// collapsing: a kernel whose norm falls by at least this factor from its peak
+    /// (its largest at any earlier save) to its last save (one order of magnitude).
+    /// Healthy training, weight decay included, changes a layer's norm by well under 10x.
     public var collapseFactor: Double = 10
-    /// collapsing (outputs): an activation whose standard deviation falls by this factor.
+    /// collapsing (outputs): an activation whose standard deviation falls by this factor
+    /// from its peak to its last save.
     public var activationCollapseFactor: Double = 10
 
     /// dead-units: a unit is dead when its gradient is exactly zero at every save in
@@ -54,10 +55,10 @@ public struct Thresholds: Sendable, Codable, Equatable {
     /// vanishing-gradient: the depth ratio must hold at this fraction of the saves with gradients.
     public var vanishingPersistence: Double = 0.5
 
-    /// exploding-gradient: the total gradient norm grows by at least this factor
-    /// between consecutive saves (an order of magnitude) ...
+    /// exploding-gradient: the total gradient norm reaches at least this multiple of
+    /// its median over the last ten saves before (an order of magnitude) ...
     public var explodingGrowth: Double = 10
-    /// ... while some tensor's gradient is at least this large relative to its weights
+    /// ... while some kernel's gradient is at least this large relative to its weights
     /// (‖g‖/‖W‖ ≥ 1: one SGD step at learning rate 1 would move the weights by their own size).
     public var explodingRatio: Double = 1
     /// exploding-gradient: a gradient this many times larger than its weights is
@@ -77,6 +78,8 @@ public struct Thresholds: Sendable, Codable, Equatable {
 
     /// poor-init: a kernel's standard deviation below this fraction of the smallest
     /// common initialisation for its fan-in (PyTorch's default, 1/√(3·fan_in)) ...
+    /// (Below it a kernel also counts as still near zero, where exploding-gradient,
+    /// vanishing-gradient and update-ratio do not take ratios to its norm.)
     public var initTooSmallFactor: Double = 0.1
     /// ... or above this multiple of the largest (He: √(2/fan_in)) is reported.
     /// An order of magnitude either way shrinks or grows the signal by 10x per layer.

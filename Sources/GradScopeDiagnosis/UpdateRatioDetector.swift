@@ -13,8 +13,10 @@ import GradScopeMeasurement
 /// r/k above `update_ratio_high` (0.1, a hundred times the healthy rate) at any
 /// save. Too small: r/√k below `update_ratio_low` (1e-6) at every save while the
 /// model's median is at least `update_ratio_low_contrast` (100) times higher —
-/// weights that do not move at all are reported as `frozen` instead.
-/// Needs: two saves or more.
+/// weights that do not move at all are reported as `frozen` instead. A change
+/// relative to a kernel still near zero (a zero-initialised layer) is not a rate
+/// and is skipped.
+/// Needs: two saves or more, whose step numbers count optimizer updates.
 package struct UpdateRatioDetector: Detector {
     package static let kind = FindingKind.updateRatio
     package let scope: DetectorScope = [.pair, .run]

@@ -8,7 +8,7 @@ import GradScopeMeasurement
 /// magnitude smaller in the early layers than in the late ones.
 ///
 /// At each save with gradients, ρ = ‖g‖/‖W‖ is taken for every matrix or
-/// kernel (embeddings and normalisation parameters left out), in depth order;
+/// kernel (embeddings, normalisation parameters and kernels still near zero left out), in depth order;
 /// the median ρ of the first third of the layers is divided by the median of
 /// the last third. Threshold: `vanishing_depth_ratio` (1e-3: three orders of
 /// magnitude; each saturated sigmoid passes back at most 0.25 of the signal,
