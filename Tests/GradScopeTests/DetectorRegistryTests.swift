@@ -147,4 +147,47 @@ struct DetectorRegistryTests {
         #expect(kinds.count == FindingKind.allCases.count)
         #expect(Set(kinds) == Set(FindingKind.allCases))
     }
+
+    @Test("a detector's findings depend on no threshold but those it declares")
+    func declaredThresholdsSuffice() throws {
+        var fixtures: [(String, SyntheticRun)] = [("healthy", SyntheticRun())]
+        var collapsing = SyntheticRun()
+        collapsing.weightHook = { layer, save, weights, gradient in (layer == 3 && save > 0 ? weights.map { $0 * 0.4 } : weights, gradient) }
+        fixtures.append(("collapsing", collapsing))
+        var plateau = SyntheticRun()
+        plateau.widths = [16, 32, 32, 1]
+        plateau.losses = { index, _ in index < 5 ? 0.6931 + 0.002 * Double(index % 2) : 0.6931 - 0.08 * Double(index - 4) }
+        fixtures.append(("plateau", plateau))
+        var vanishing = SyntheticRun()
+        vanishing.widths = [16, 32, 32, 32, 32, 32, 4]
+        vanishing.losses = { _, _ in 1.38 }
+        vanishing.weightHook = { layer, _, weights, gradient in (weights, gradient.map { $0 * Foundation.pow(10, Double(layer - 5)) }) }
+        fixtures.append(("vanishing", vanishing))
+        var exploding = SyntheticRun()
+        exploding.weightHook = { _, save, weights, gradient in (weights, save >= 6 ? gradient.map { $0 * 1e5 } : gradient) }
+        fixtures.append(("exploding", exploding))
+        var largeInit = SyntheticRun()
+        largeInit.initScale = { fanIn in 40 * (2.0 / Double(fanIn)).squareRoot() }
+        largeInit.frozenLayers = [1]
+        fixtures.append(("large init, frozen layer", largeInit))
+
+        for (name, fixture) in fixtures {
+            let directory = try TemporaryDirectory()
+            try fixture.write(to: directory.url.path)
+            let (_, measurements) = try Analysis.scan(directory.url.path)
+            for detector in allDetectors {
+                let baseline = detector.detect(measurements, thresholds: Thresholds())
+                for perturb in [{ (d: ThresholdDescriptor, t: Thresholds) in d.isCount ? d.value(in: t) + 1000 : d.value(in: t) * 1000 },
+                                { (_: ThresholdDescriptor, _: Thresholds) in 0 }] {
+                    var thresholds = Thresholds()
+                    for descriptor in Thresholds.table where !detector.thresholdNames.contains(descriptor.name) {
+                        try descriptor.set(perturb(descriptor, Thresholds()), in: &thresholds)
+                    }
+                    let outcome = detector.detect(measurements, thresholds: thresholds)
+                    #expect(outcome.findings == baseline.findings, "\(detector.kind) on \(name)")
+                    #expect(outcome.notChecked == baseline.notChecked, "\(detector.kind) on \(name)")
+                }
+            }
+        }
+    }
 }
