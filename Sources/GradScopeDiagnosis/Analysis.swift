@@ -21,9 +21,8 @@ public enum Analysis {
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
         let (measured, measurements) = ScanEngine.measure(run, load: load, options: measureOptions, perUnitEverywhere: true)
-        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds,
-                                           detectors: [NanInfDetector(), ZeroGradientDetector(), DeadUnitsDetector(), PoorInitDetector(),
-                                                       ExplodingGradientDetector()])
+        let detectors = DetectorRegistry.fileDetectors()
+        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds, detectors: detectors.diagnosed)
         let record = measurements.records.first
         let failures = Dictionary((record?.failures ?? []).map { ($0.item, $0.reason) }, uniquingKeysWith: { a, _ in a })
         // Layer by layer in depth order; within a layer the weight, then its gradient, then optimizer state.
@@ -50,12 +49,12 @@ public enum Analysis {
                                    error: measurement == nil ? failures[selected.source + ":" + tensor.path] ?? "not read" : nil)
         }
         var notChecked = diagnosis.notChecked
-        for kind in [FindingKind.frozen, .collapsing, .lossPlateau, .updateRatio] {
-            notChecked.append(NotChecked(kind: kind, reason: "needs several saved steps: use gradscope scan on the run"))
+        for kind in DetectorRegistry.needingSeveralSaves() {
+            notChecked.append(NotChecked(kind: kind, reason: DetectorRegistry.severalSavesReason))
         }
-        let vanishing = VanishingGradientDetector().detect(measurements, thresholds: thresholds)
+        let after = Diagnoser.detect(measurements, thresholds: thresholds, detectors: detectors.after)
         var findings = diagnosis.findings
-        findings.append(contentsOf: vanishing.findings)
+        findings.append(contentsOf: after.findings)
         if !measurements.stepsKnown {
             // A file that holds no step: its findings are not bound to one (DESIGN.md: null).
             for index in findings.indices {
@@ -63,7 +62,7 @@ public enum Analysis {
                 findings[index].lastStep = nil
             }
         }
-        if let reason = vanishing.notChecked { notChecked.append(NotChecked(kind: .vanishingGradient, reason: reason)) }
+        notChecked.append(contentsOf: after.notChecked)
         return InspectReport(file: path, layout: checkpoint.layout.rawValue, step: checkpoint.metadata.step, loss: checkpoint.metadata.loss,
                              lr: checkpoint.metadata.learningRate, framework: checkpoint.metadata.framework,
                              optimizer: checkpoint.metadata.optimizer, tensors: tensors, findings: findings,
@@ -89,9 +88,7 @@ public enum Analysis {
             .map { "\($0.label): \(formatShape(keysA[$0.key]?.shape ?? [])) -> \(formatShape($0.shape))" }
         let run = Run(source: pathB, checkpoints: [first, second])
         let (measured, measurements) = ScanEngine.measure(run, load: load, options: measure)
-        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds,
-                                           detectors: [NanInfDetector(), FrozenDetector(), CollapsingDetector(), UpdateRatioDetector(),
-                                                       ExplodingGradientDetector(), ZeroGradientDetector()])
+        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds, detectors: DetectorRegistry.detectors(for: .pair))
         let steps = max((second.metadata.step ?? 1) - (first.metadata.step ?? 0), 1)
         var drifts: [TensorDrift] = []
         if let record = measurements.records.last {

@@ -8,14 +8,19 @@ import GradScopeMeasurement
 /// run — the "collapsing toward zero output" layer.
 ///
 /// Weights: the norm of a matrix or kernel falls by at least `collapse_factor`
-/// (10x, an order of magnitude) from its largest value to the last save.
+/// (10x, an order of magnitude) from its largest value at any earlier save to the
+/// last save (saves holding NaN/Inf left out).
 /// Outputs: a saved activation (e.g. the logits) whose standard deviation
 /// falls by `activation_collapse_factor` (10x). Healthy training, weight decay
 /// included, changes a layer's norm by well under an order of magnitude.
 /// The onset is the first save at which the norm had halved from its peak.
 /// Needs: two saves or more.
 package struct CollapsingDetector: Detector {
-    package let kind = FindingKind.collapsing
+    package static let kind = FindingKind.collapsing
+    package let scope: DetectorScope = [.pair, .run]
+    package let thresholdNames: [String] = ["collapse_factor", "activation_collapse_factor"]
+
+    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) collapsing toward zero output\(finding.verdictSince)" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
@@ -49,16 +54,7 @@ package struct CollapsingDetector: Detector {
         let ratio = last > 0 ? peak / last : .infinity
         let orders = last > 0 ? Foundation.log10(ratio) : .infinity
         let message = "\(name) is collapsing toward zero: its \(what) fell \(last > 0 ? "\(DetectorSupport.format(ratio))x" : "to 0") from \(DetectorSupport.format(peak)) at step \(steps[peakIndex]) to \(DetectorSupport.format(last)) at step \(steps.last ?? 0)."
-        let explanation = """
-        The \(what) shrank by \(orders.isFinite ? DetectorSupport.format(orders) : "all") order(s) of magnitude, \
-        halving by step \(steps[onsetIndex]). A layer whose weights head to zero passes on less and less signal; \
-        its outputs shrink toward a constant and the layers after it learn nothing from their inputs (for the last \
-        layer: logits near 0, the model predicts the uniform distribution). Likely causes: weight decay (or L2) far \
-        too strong for the learning rate, a gradient that consistently pushes toward zero because the layer's \
-        output is not used, or a schedule that lets decay dominate. What to try: reduce weight_decay by 10–100x \
-        (typical AdamW values are 0.01–0.1 with lr 1e-3, SGD 1e-4–5e-4), exclude biases and norm layers from \
-        decay, and check that the layer's output actually reaches the loss.
-        """
+        let explanation = CollapsingExplanation(measure: what, orders: orders, halvingStep: steps[onsetIndex]).text
         return Finding(kind: kind, severity: .warning, tensor: name, layer: layer, firstStep: steps[onsetIndex],
                        lastStep: steps.last, message: message,
                        evidence: ["peak": .number(peak), "peak_step": .int(steps[peakIndex]), "last": .number(last),

@@ -5,14 +5,26 @@ import GradScopeStatistics
 import GradScopeMeasurement
 
 /// `dead-units`: units (output neurons, filters) that get no gradient at all,
-/// or never move, over the later half of the run; or whose ReLU output is zero
-/// for ≥ 99% of the probe batch. Reported as a count out of the layer's units.
+/// or never move, over the later half of the run, or over a trailing part of it
+/// holding at least half its saves and three saves (units that died during it);
+/// or whose ReLU output is zero for ≥ `dead_activation_fraction` (99%) of the
+/// probe batch. Reported as a count out of the layer's units.
 ///
 /// Needs: gradients, activations, or two saves or more (movement). Embedding
-/// tables are left out: rows of tokens absent from a batch get no gradient by design.
-/// Thresholds: `dead_units_warning_fraction` (25%) and `dead_units_info_fraction` (5%).
+/// tables and biases are left out: rows of tokens absent from a batch get no gradient by design.
+/// Thresholds: `dead_units_warning_fraction` (25%; a warning needs two saves of
+/// evidence, one is at most info) and `dead_units_info_fraction` (5%).
 package struct DeadUnitsDetector: Detector {
-    package let kind = FindingKind.deadUnits
+    package static let kind = FindingKind.deadUnits
+    package let scope: DetectorScope = [.file, .run]
+    package let thresholdNames: [String] = ["dead_units_warning_fraction", "dead_units_info_fraction", "dead_activation_fraction"]
+
+    package func phrase(for finding: Finding) -> String {
+        if case .int(let dead)? = finding.evidence["dead_units"], case .int(let units)? = finding.evidence["units"] {
+            return "\(finding.verdictSubject) has \(dead)/\(units) dead units\(finding.verdictSince)"
+        }
+        return "\(finding.verdictSubject) has dead units\(finding.verdictSince)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !DetectorSupport.isBias($0.name) && $0.units >= 2 }
@@ -48,15 +60,8 @@ package struct DeadUnitsDetector: Detector {
             case .movement: how = "never move"
             }
             let message = "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
-            let explanation = """
-            Judged over the \(window.saves == whole.saves ? "later half of the run" : "last saves of the run") (\(window.saves) save(s), steps \(window.firstStep)–\(window.lastStep)) from \
-            \(window.source == .gradient ? "the saved gradients" : window.source == .activation ? "the saved activations" : "the weights' movement"). \
-            A ReLU unit whose input is negative for every example outputs 0 and passes back 0 gradient, so it can never \
-            recover: the capacity is simply lost. \(percent)% of this layer is gone. Likely causes: a learning-rate spike or a \
-            learning rate too high (a large update pushes the bias very negative), a large negative bias at \
-            initialisation, or unnormalised inputs. What to try: lower the learning rate or add warm-up, use \
-            LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and zero biases, add normalisation before the activation.
-            """
+            let explanation = DeadUnitsExplanation(wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
+                                                   lastStep: window.lastStep, source: window.source, percent: percent).text
             findings.append(Finding(kind: kind, severity: severity, tensor: window.name, layer: window.layer,
                                     firstStep: onset, lastStep: window.lastStep, message: message,
                                     evidence: ["dead_units": .int(dead), "units": .int(window.units),

@@ -19,17 +19,105 @@ public struct DetectorOutcome: Sendable {
     package static func lacking(_ reason: String) -> DetectorOutcome { DetectorOutcome(notChecked: reason) }
 }
 
-/// One kind of training pathology, found from measurements alone (no detector reads files).
-public protocol Detector: Sendable {
-    var kind: FindingKind { get }
-    func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome
+/// The analyses a detector takes part in.
+public struct DetectorScope: OptionSet, Sendable, Hashable {
+    public let rawValue: Int
+
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    /// `inspect`: one checkpoint.
+    public static let file = DetectorScope(rawValue: 1 << 0)
+    /// `diff`: two checkpoints.
+    public static let pair = DetectorScope(rawValue: 1 << 1)
+    /// `scan`: every saved step of a run.
+    public static let run = DetectorScope(rawValue: 1 << 2)
 }
 
-/// The detectors, in the order their findings are reported.
+/// One kind of training pathology, found from measurements alone (no detector reads files).
+///
+/// A detector declares everything the rest of gradscope needs from it: the kind of finding it reports,
+/// the analyses it takes part in, the thresholds it reads and how the verdict names its findings. Adding
+/// one is its own file and a line in ``allDetectors``; `inspect`, `diff`, `scan`, the not-checked list
+/// and the verdict take it from there (docs/DETECTORS.md, "Adding a detector").
+public protocol Detector: Sendable {
+    /// The kind of finding it reports; each kind has exactly one detector.
+    static var kind: FindingKind { get }
+    /// The analyses that run it. `inspect` lists the kinds of detectors without `.file` as needing
+    /// several saved steps.
+    var scope: DetectorScope { get }
+    /// The names of the thresholds it reads (``Thresholds/names``), helpers it calls included.
+    var thresholdNames: [String] { get }
+    func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome
+    /// A few words naming one of its findings in the verdict, e.g. "layer `head.3` frozen (never changes)".
+    func phrase(for finding: Finding) -> String
+}
+
+extension Detector {
+    /// The kind of finding it reports.
+    public var kind: FindingKind { Self.kind }
+}
+
+/// The detectors: the one registry every analysis selects from by scope. Their order is the order
+/// `scan` runs them in, which orders its not-checked entries and the findings that tie on severity,
+/// onset step and tensor.
 public let allDetectors: [any Detector] = [
     NanInfDetector(), ExplodingGradientDetector(), LossPlateauDetector(), FrozenDetector(), ZeroGradientDetector(),
     DeadUnitsDetector(), CollapsingDetector(), VanishingGradientDetector(), UpdateRatioDetector(), PoorInitDetector(),
 ]
+
+/// Which detectors an analysis runs, chosen from ``allDetectors`` by their scope.
+package enum DetectorRegistry {
+    /// The reason `inspect` gives for the kinds it cannot judge from one file.
+    package static let severalSavesReason = "needs several saved steps: use gradscope scan on the run"
+
+    /// The order in which `inspect` and `diff` ran their detectors before these were chosen by scope, kept
+    /// so that their not-checked entries, and findings that tie on severity, onset step and tensor, come
+    /// out as they always have. It only orders: which detectors run is their scope. A detector of the
+    /// scope not named here runs after these, in registry order (in `inspect`, after the diagnosis:
+    /// ``fileDetectors(in:)``).
+    package static let establishedOrder: [DetectorScope: [FindingKind]] = [
+        .file: [.nanInf, .zeroGradient, .deadUnits, .poorInit, .explodingGradient],
+        .pair: [.nanInf, .frozen, .collapsing, .updateRatio, .explodingGradient, .zeroGradient],
+    ]
+
+    /// The detector that reports `kind`.
+    package static func detector(for kind: FindingKind) -> (any Detector)? { byKind[kind] }
+
+    private static let byKind: [FindingKind: any Detector] =
+        Dictionary(allDetectors.map { ($0.kind, $0) }, uniquingKeysWith: { first, _ in first })
+
+    /// The detectors of `scope`: those named in the established order first, in that order, then the
+    /// others in registry order.
+    package static func detectors(for scope: DetectorScope, in registry: [any Detector] = allDetectors) -> [any Detector] {
+        let (named, others) = split(scope, registry)
+        return named + others
+    }
+
+    /// The detectors `inspect` runs on one file: `diagnosed` go through the diagnosis together, in the
+    /// established order; `after` (vanishing-gradient, and any file detector not in the established
+    /// order) are judged after it, their findings and not-checked entries following the others', as
+    /// vanishing-gradient's always have.
+    package static func fileDetectors(in registry: [any Detector] = allDetectors) -> (diagnosed: [any Detector], after: [any Detector]) {
+        let (named, others) = split(.file, registry)
+        return (named, others)
+    }
+
+    /// The kinds `inspect` reports as needing several saved steps: those of the detectors without
+    /// `.file`, in the order ``FindingKind`` declares them.
+    package static func needingSeveralSaves(in registry: [any Detector] = allDetectors) -> [FindingKind] {
+        let kinds = Set(registry.filter { !$0.scope.contains(.file) }.map(\.kind))
+        return FindingKind.allCases.filter { kinds.contains($0) }
+    }
+
+    /// The detectors of `scope` in the established order, and the rest of them in registry order.
+    private static func split(_ scope: DetectorScope, _ registry: [any Detector]) -> (named: [any Detector], others: [any Detector]) {
+        let inScope = registry.filter { $0.scope.contains(scope) }
+        let order = establishedOrder[scope] ?? []
+        let named = order.compactMap { kind in inScope.first { $0.kind == kind } }
+        let others = inScope.filter { !order.contains($0.kind) }
+        return (named, others)
+    }
+}
 
 /// Helpers the detectors share.
 package enum DetectorSupport {
@@ -101,7 +189,7 @@ package enum DetectorSupport {
     /// A number in 3 significant digits for messages (``formatSignificant(_:)``).
     package static func format(_ value: Double?) -> String { formatSignificant(value) }
 
-    /// The median of a list (nil when empty).
+    /// The median of a list, NaN left out (nil when nothing is left).
     package static func median(_ values: [Double]) -> Double? {
         let sorted = values.filter { !$0.isNaN }.sorted()
         guard !sorted.isEmpty else { return nil }

@@ -19,15 +19,10 @@ public struct Diagnosis: Sendable {
 
 /// Runs the detectors and puts their findings together.
 public enum Diagnoser {
+    /// Runs `detectors` (by default those of `scan`) and sorts their findings.
     public static func diagnose(_ run: RunMeasurements, thresholds: Thresholds = Thresholds(),
-                                detectors: [any Detector] = allDetectors) -> Diagnosis {
-        var findings: [Finding] = []
-        var notChecked: [NotChecked] = []
-        for detector in detectors {
-            let outcome = detector.detect(run, thresholds: thresholds)
-            findings.append(contentsOf: outcome.findings)
-            if let reason = outcome.notChecked { notChecked.append(NotChecked(kind: detector.kind, reason: reason)) }
-        }
+                                detectors: [any Detector] = allDetectors.filter { $0.scope.contains(.run) }) -> Diagnosis {
+        var (findings, notChecked) = detect(run, thresholds: thresholds, detectors: detectors)
         findings = linkPlateauEvidence(findings)
         findings.sort { a, b in
             if a.severity != b.severity { return a.severity > b.severity }
@@ -38,7 +33,21 @@ public enum Diagnoser {
         return Diagnosis(findings: findings, notChecked: notChecked, verdict: verdict(findings, run: run, notChecked: notChecked))
     }
 
-    /// A loss plateau's evidence names the layers found dead, frozen or collapsing upstream.
+    /// Runs `detectors` in order: their findings and not-checked entries as they come.
+    package static func detect(_ run: RunMeasurements, thresholds: Thresholds,
+                               detectors: [any Detector]) -> (findings: [Finding], notChecked: [NotChecked]) {
+        var findings: [Finding] = []
+        var notChecked: [NotChecked] = []
+        for detector in detectors {
+            let outcome = detector.detect(run, thresholds: thresholds)
+            findings.append(contentsOf: outcome.findings)
+            if let reason = outcome.notChecked { notChecked.append(NotChecked(kind: detector.kind, reason: reason)) }
+        }
+        return (findings, notChecked)
+    }
+
+    /// A loss plateau's evidence names the problems found upstream, at warning or above: dead units,
+    /// frozen or collapsing layers, zero or vanishing gradients, poor initialisation.
     package static func linkPlateauEvidence(_ findings: [Finding]) -> [Finding] {
         let upstreamKinds: Set<FindingKind> = [.deadUnits, .frozen, .collapsing, .zeroGradient, .vanishingGradient, .poorInit]
         let upstream = findings.filter { upstreamKinds.contains($0.kind) && $0.severity >= .warning }
@@ -47,12 +56,12 @@ public enum Diagnoser {
             guard finding.kind == .lossPlateau else { return finding }
             var copy = finding
             copy.evidence["upstream"] = .list(upstream.prefix(10).map { .string("\($0.kind.rawValue): \($0.tensor ?? $0.layer ?? "")") })
-            copy.explanation += " Found upstream: " + upstream.prefix(5).map { "\($0.kind.rawValue) in \($0.tensor ?? $0.layer ?? "the model")" }.joined(separator: "; ") + "."
+            copy.explanation += LossPlateauExplanation.upstream(upstream)
             return copy
         }
     }
 
-    /// "2 problems: layer `head.3` collapsing toward zero since step 200; loss at ln 2 from step 0 to 1900".
+    /// "2 problems: layer `head.3` collapsing toward zero output since step 200; loss at ln 2 from step 0 to 1900".
     package static func verdict(_ findings: [Finding], run: RunMeasurements, notChecked: [NotChecked]) -> String {
         let serious = findings.filter { $0.severity >= .warning }
         let saves = run.records.count
@@ -85,27 +94,16 @@ public enum Diagnoser {
         return "\(phrases.count) problem\(phrases.count == 1 ? "" : "s"): \(shown)\(more)."
     }
 
+    /// How the verdict names a finding: in its detector's words.
     package static func phrase(_ finding: Finding) -> String {
-        let layer = finding.layer.map { "layer `\($0)`" } ?? finding.tensor.map { "`\($0)`" } ?? "the model"
-        let since = finding.firstStep.map { " since step \($0)" } ?? ""
-        switch finding.kind {
-        case .nanInf: return "NaN/Inf\(finding.firstStep.map { " from step \($0)" } ?? "") (first in `\(finding.tensor ?? "the loss")`)"
-        case .frozen: return finding.severity == .info ? "\(layer) not trained (frozen)" : "\(layer) frozen (never changes)"
-        case .zeroGradient: return "\(layer) gets zero gradient (dead path)"
-        case .deadUnits:
-            if case .int(let dead)? = finding.evidence["dead_units"], case .int(let units)? = finding.evidence["units"] {
-                return "\(layer) has \(dead)/\(units) dead units\(since)"
-            }
-            return "\(layer) has dead units\(since)"
-        case .collapsing: return "\(layer) collapsing toward zero output\(since)"
-        case .lossPlateau:
-            let k: String
-            if case .int(let classes)? = finding.evidence["classes"] { k = classes == 2 ? "ln 2" : "ln \(classes)" } else { k = "ln K" }
-            return "loss at \(k) from step \(finding.firstStep ?? 0) to \(finding.lastStep ?? 0)"
-        case .vanishingGradient: return "gradients vanish toward the input\(since)"
-        case .explodingGradient: return "gradients explode\(finding.firstStep.map { " at step \($0)" } ?? "")"
-        case .updateRatio: return "\(layer) update ratio out of the healthy band\(since)"
-        case .poorInit: return "\(layer) poorly initialised"
-        }
+        DetectorRegistry.detector(for: finding.kind)?.phrase(for: finding) ?? "\(finding.kind.rawValue) in \(finding.verdictSubject)"
     }
+}
+
+extension Finding {
+    /// What the verdict says a finding is about: "layer `x`", else "`tensor`", else "the model".
+    package var verdictSubject: String { layer.map { "layer `\($0)`" } ?? tensor.map { "`\($0)`" } ?? "the model" }
+
+    /// " since step N" for a finding bound to a step, else nothing.
+    package var verdictSince: String { firstStep.map { " since step \($0)" } ?? "" }
 }

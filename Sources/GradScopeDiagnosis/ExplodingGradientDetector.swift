@@ -8,19 +8,27 @@ import GradScopeMeasurement
 /// fast, or non-finite while the weights are still finite.
 ///
 /// Reported at the first save where (a) a gradient holds NaN/Inf while every
-/// weight is finite (error), or (b) the total gradient norm grew by at least
-/// `exploding_growth` (10x) since the previous save while some tensor's
-/// ‖g‖/‖W‖ ≥ `exploding_ratio` (1), or (c) some ‖g‖/‖W‖ ≥ `exploding_absolute_ratio`
-/// (100). The ratios are taken over kernels (weight matrices and convolution
-/// kernels) only: a bias or a normalisation shift may sit near zero by design
-/// (biases start at 0; an output bias converges to a small offset while its
-/// minibatch gradient stays at the size of the residual), so ‖g‖/‖b‖ can be huge
-/// in healthy training. The total gradient norm still counts every gradient.
-/// Parameters whose weights never change are left out: their gradient
-/// accumulates because they are not in the optimizer (see `frozen`).
-/// Needs: gradients.
+/// weight is finite (error), or (b) the total gradient norm is at least
+/// `exploding_growth` (10x) the median total norm of the last ten saves before it
+/// (saves with gradients; not the one save before, which may have been an
+/// unusually small batch) while some kernel's ‖g‖/‖W‖ ≥ `exploding_ratio` (1), or
+/// (c) some kernel's ‖g‖/‖W‖ ≥ `exploding_absolute_ratio` (100); (b) and (c) are
+/// a warning, an error when NaN/Inf appears at a later save. The ratios are taken
+/// over kernels (weight matrices and convolution kernels) only, and not over
+/// kernels still near zero (``DetectorSupport/nearZero(_:thresholds:)``): a bias
+/// or a normalisation shift may sit near zero by design (biases start at 0; an
+/// output bias converges to a small offset while its minibatch gradient stays at
+/// the size of the residual), so ‖g‖/‖b‖ can be huge in healthy training. The
+/// total gradient norm still counts every gradient. Parameters whose weights
+/// never change are left out: their gradient accumulates because they are not in
+/// the optimizer (see `frozen`).
+/// Needs: gradients, or Adam's or RMSprop's second moments (``fromSecondMoments(_:thresholds:)``).
 package struct ExplodingGradientDetector: Detector {
-    package let kind = FindingKind.explodingGradient
+    package static let kind = FindingKind.explodingGradient
+    package let scope: DetectorScope = [.file, .pair, .run]
+    package let thresholdNames: [String] = ["exploding_growth", "exploding_ratio", "exploding_absolute_ratio", "init_too_small_factor"]
+
+    package func phrase(for finding: Finding) -> String { "gradients explode\(finding.firstStep.map { " at step \($0)" } ?? "")" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.hasGradients else { return fromSecondMoments(run, thresholds: thresholds) }
@@ -80,15 +88,7 @@ package struct ExplodingGradientDetector: Detector {
     package func finding(record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
                  evidence: [String: EvidenceValue], run: RunMeasurements) -> Finding {
         let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
-        let consequence = nanLater.map { " NaN follows at step \($0.step)." } ?? ""
-        let explanation = """
-        Large gradients make one update move the weights by more than their own size, the loss jumps, the next \
-        gradients are larger still, and within a few steps values overflow to Inf and NaN.\(consequence) Likely causes: \
-        unnormalised inputs (features in the hundreds or thousands), a learning rate too high, a deep network without \
-        normalisation, or a loss with a very steep region. What to try: standardise the inputs (zero mean, unit \
-        variance), clip gradients by norm (clip_grad_norm_(params, 1.0), clipnorm=1.0), lower the learning rate or add \
-        warm-up, and add batch or layer normalisation.
-        """
+        let explanation = ExplodingGradientExplanation.gradients(nanStep: nanLater?.step).text
         return Finding(kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
                        lastStep: nanLater?.step ?? record.step, message: message, evidence: evidence, explanation: explanation)
     }
@@ -115,15 +115,7 @@ package struct ExplodingGradientDetector: Detector {
             guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
             let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
             let message = "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
-            let explanation = """
-            No gradients were saved, but the optimizer's second moment (\(slot.slotName ?? "v")) is a running average of the \
-            squared gradient, so its square root estimates the gradient's size. A gradient \(DetectorSupport.format(ratio)) times \
-            larger than the weights means the updates this layer received were far outside anything stable; an adaptive \
-            optimizer divides them down, which hides the problem until the loss diverges or the layers before it stop learning. \
-            Likely causes: unnormalised inputs or targets (large rewards in reinforcement learning), a loss with a steep region, a \
-            learning rate too high. What to try: normalise inputs and targets, clip gradients by norm (clipnorm=1.0, \
-            clip_grad_norm_), lower the learning rate, and save gradients with the gradscope exporter to see where they start.
-            """
+            let explanation = ExplodingGradientExplanation.secondMoment(slot: slot.slotName ?? "v", ratio: ratio).text
             return DetectorOutcome(findings: [Finding(kind: kind, severity: nanLater == nil ? .warning : .error, tensor: slot.name,
                                                       layer: slot.layer, firstStep: record.step, lastStep: nanLater?.step ?? record.step,
                                                       message: message,

@@ -92,7 +92,7 @@ import Foundation
 public struct Finding: Sendable, Equatable, Codable {
     public var kind: FindingKind
     public var severity: Severity
-    /// The parameter's name, e.g. `head.3.weight`; empty for run-level findings such as the loss.
+    /// The parameter's name, e.g. `head.3.weight`; nil for run-level findings such as the loss.
     public var tensor: String?
     /// The layer it belongs to.
     public var layer: String?

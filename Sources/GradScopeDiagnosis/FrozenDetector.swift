@@ -11,13 +11,20 @@ import GradScopeMeasurement
 ///   (in PyTorch its `.grad` keeps accumulating, since `zero_grad()` clears
 ///   only the optimizer's parameters), a learning rate of zero, or
 ///   `trainable=False` (Keras layers without optimizer slots);
-/// - its gradient underflows the float format (`lr·|g|` below half an ulp of
-///   the weights): then it is vanishing, and reported as `vanishing-gradient`.
+/// - its gradient underflows the float format (`lr·max|g|` below half an ulp of
+///   the weights' RMS in their dtype): then it is vanishing, and reported as
+///   `vanishing-gradient`.
 ///
 /// Needs: two saves or more. Threshold: none — "does not change" means not one
 /// element changed bit for bit, while some other weight did.
 package struct FrozenDetector: Detector {
-    package let kind = FindingKind.frozen
+    package static let kind = FindingKind.frozen
+    package let scope: DetectorScope = [.pair, .run]
+    package let thresholdNames: [String] = []
+
+    package func phrase(for finding: Finding) -> String {
+        finding.severity == .info ? "\(finding.verdictSubject) not trained (frozen)" : "\(finding.verdictSubject) frozen (never changes)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
@@ -66,7 +73,7 @@ package struct FrozenDetector: Detector {
             var severity = Severity.warning
             var reportKind = kind
             var cause: String
-            var advice: String
+            var found: FrozenExplanation.Case
             let learningRates = run.records.compactMap(\.learningRate)
             let growing = gradientNorms.count >= 2 && (gradientNorms.first ?? 0) > 0 && (gradientNorms.last ?? 0) >= 1.5 * (gradientNorms.first ?? 0)
                 && zip(gradientNorms, gradientNorms.dropFirst()).allSatisfy { $1 >= 0.95 * $0 }
@@ -90,28 +97,28 @@ package struct FrozenDetector: Detector {
                 && gradientNorms.allSatisfy { $0 > 0 }
             if growing {
                 cause = "its gradient is present and grows save after save (from \(DetectorSupport.format(gradientNorms.first)) to \(DetectorSupport.format(gradientNorms.last))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
-                advice = "Pass this parameter to the optimizer: build it from model.parameters() after the layer is created, or add a param group for it. If freezing was intended, set requires_grad=False so no gradient is computed."
+                found = .notInOptimizer
             } else if stale {
                 severity = .info
                 cause = "its saved gradient is identical at every save while the others change: a leftover .grad that nothing recomputes, so no gradient reaches it (requires_grad=False, as when fine-tuning with a frozen backbone)"
-                advice = "If this layer was frozen on purpose, nothing is wrong (set its .grad to None to stop saving the stale value). Otherwise set requires_grad=True and add it to the optimizer."
+                found = .staleGradient
             } else if weight.trainable == false && !gradientNorms.contains(where: { $0 > 0 }) {
                 severity = .info
                 cause = "it is excluded from training: it has no optimizer state and no gradient (Keras trainable=False, PyTorch requires_grad=False or left out of the optimizer)"
-                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
+                found = .excluded
             } else if underflows, let lr {
                 reportKind = .vanishingGradient
                 let rate = learningRates.isEmpty ? "even at a learning rate of 1, max|g| = \(DetectorSupport.format(gradientMax))" : "lr × max|g| = \(DetectorSupport.format(lr * gradientMax))"
                 cause = "its gradient is too small to move it: \(rate) is below half a unit in the last place of weights of size \(DetectorSupport.format(weightRMS)) in \(weight.dtype)"
-                advice = "The updates underflow the float format, so the weights cannot change even though a gradient arrives. Raise the learning rate for this layer, use an adaptive optimizer (Adam normalises the step), rescale the layer, or keep master weights in float32 if training in float16/bfloat16."
+                found = .underflow
                 if !learningRates.isEmpty { evidence["learning_rate"] = .number(lr) }
             } else if let lastNorm = gradientNorms.last, lastNorm > 0 {
                 let marked = weight.trainable == false ? " (the file marks it as not in the optimizer, yet its gradient is computed)" : ""
                 cause = "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied\(marked): it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
-                advice = "Check that the optimizer holds this parameter and that its learning rate is not zero; if freezing was intended, set requires_grad=False (PyTorch) or trainable=False (Keras) so no gradient is computed."
+                found = .notApplied
             } else if learningRates.count >= 1 && learningRates.allSatisfy({ $0 == 0 }) {
                 cause = "the learning rate is zero at every save"
-                advice = "Check the learning-rate schedule: a warm-up that starts at 0, or a schedule that decays to 0, freezes every parameter."
+                found = .zeroLearningRate
             } else if (gradients.isEmpty && run.hasGradients) || looksLikeBuffer(weight.name) {
                 severity = .info
                 if gradients.isEmpty && run.hasGradients {
@@ -119,19 +126,20 @@ package struct FrozenDetector: Detector {
                 } else {
                     cause = "its name marks a buffer (a mask, positional encoding or running statistic), not a trained parameter"
                 }
-                advice = "If this layer was frozen on purpose (fine-tuning a pre-trained model), or the tensor is a buffer, nothing is wrong. Otherwise set requires_grad=True, or add it to the optimizer."
+                found = .buffer
             } else if frozenPrefix.contains(key) {
                 severity = .info
                 cause = "it is one of the first layers of the model, all of which stay fixed while every later layer trains: the usual pattern of fine-tuning a pre-trained backbone (no gradient or optimizer state was saved to confirm it)"
-                advice = "If the backbone was frozen on purpose, nothing is wrong. If not, check that the optimizer holds these parameters and that requires_grad / trainable is set."
+                found = .frozenBackbone
             } else {
                 cause = "no gradient was saved to tell why: it is not in the optimizer, frozen (requires_grad=False / trainable=False), or its learning rate is zero"
-                advice = "Save gradients with the gradscope exporter to see whether it receives any; check that the optimizer holds this parameter and that it is not frozen by mistake."
+                found = .unexplained
             }
             let message = reportKind == .vanishingGradient
                 ? "\(weight.name) never changes because \(cause)."
                 : "\(weight.name) never changed from step \(first.step) to \(last.step) while the rest of the model trained: \(cause)."
-            let explanation = "Between each pair of the \(series.count) saves, not one of its \(weight.stats.count) elements changed, while the other weights moved by a median of \(DetectorSupport.format(medianOther)) relative to their norm per save. \(advice)"
+            let explanation = FrozenExplanation(saves: series.count, elements: weight.stats.count, medianOtherChange: medianOther,
+                                                found: found).text
             findings.append(Finding(kind: reportKind, severity: severity, tensor: weight.name, layer: weight.layer,
                                     firstStep: first.step, lastStep: last.step, message: message, evidence: evidence,
                                     explanation: explanation))

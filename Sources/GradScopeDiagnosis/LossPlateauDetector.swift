@@ -10,17 +10,28 @@ import GradScopeMeasurement
 /// saves: the model predicts the uniform distribution (p = 0.5 for every
 /// example), the loss of a coin.
 ///
-/// K comes from the output layer (1 unit: binary, ln 2; K units: ln K), else
-/// from the loss itself (the integer K ≥ 2 with ln K nearest, only while K's
-/// tolerance band is disjoint from its neighbours': K ≤ 7 at 3%). Thresholds:
+/// K comes from the output layer (1 unit: binary, ln 2; K units: ln K); when the
+/// loss shows no plateau at that K (the last matrix may not be the output), or
+/// there is no output layer, from the loss itself (the integer K ≥ 2 with ln K
+/// nearest, only while K's tolerance band is disjoint from its neighbours': K ≤ 7
+/// at 3%, and only when no earlier save's loss was above 1.5·ln K). Thresholds:
 /// `plateau_relative_tolerance` (3% of ln K), `plateau_min_saves` (3) and
 /// `plateau_min_run_fraction` (10% of the run's steps, or the plateau lasts to
 /// the end). Severity: error when it lasts to the last save, warning when it spans
 /// `plateau_warning_run_fraction` (25%) of the run, else info (a slow start). The evidence points at the weights: the output bias, the logits'
-/// spread, and (added by the diagnosis) dead, frozen or collapsing layers upstream.
-/// Needs: the loss at each save.
+/// spread (a saved activation whose name holds logit, output, out or head, else the last one saved), and (added by the diagnosis)
+/// the layers found dead, frozen, collapsing, with zero or vanishing gradients, or poorly initialised, at warning or above.
+/// Needs: a finite loss at `plateau_min_saves` saves or more.
 package struct LossPlateauDetector: Detector {
-    package let kind = FindingKind.lossPlateau
+    package static let kind = FindingKind.lossPlateau
+    package let scope: DetectorScope = [.run]
+    package let thresholdNames: [String] = ["plateau_relative_tolerance", "plateau_min_saves", "plateau_min_run_fraction", "plateau_warning_run_fraction"]
+
+    package func phrase(for finding: Finding) -> String {
+        let k: String
+        if case .int(let classes)? = finding.evidence["classes"] { k = classes == 2 ? "ln 2" : "ln \(classes)" } else { k = "ln K" }
+        return "loss at \(k) from step \(finding.firstStep ?? 0) to \(finding.lastStep ?? 0)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let records = run.records.filter { $0.loss?.isFinite ?? false }
@@ -94,39 +105,28 @@ package struct LossPlateauDetector: Detector {
             "run_fraction": .number(fraction),
         ]
         if let finalLoss = records.last?.loss { evidence["loss_at_last_save"] = .number(finalLoss) }
-        var pointers: [String] = []
+        var smallOutputBias: (name: String, mean: Double?)?
+        var savedLogits: (name: String, std: Double?, maxAbs: Double?)?
         let plateauRecord = records[best.end]
         if let (biasName, bias) = outputBias(run, at: plateauRecord) {
             evidence["output_bias"] = .string(biasName)
             evidence["output_bias_mean"] = .number(bias.stats.mean)
             evidence["output_bias_max_abs"] = .number(bias.stats.maxAbs)
-            if let maxAbs = bias.stats.maxAbs, maxAbs < 0.1 {
-                pointers.append("the output bias \(biasName) sits at \(DetectorSupport.format(bias.stats.mean)) (pulled to 0: the best a model that has learned nothing can do)")
-            }
+            if let maxAbs = bias.stats.maxAbs, maxAbs < 0.1 { smallOutputBias = (biasName, bias.stats.mean) }
         }
         if let (logitsName, logits) = logits(run, at: plateauRecord) {
             evidence["logits"] = .string(logitsName)
             evidence["logits_std"] = .number(logits.stats.std)
             evidence["logits_max_abs"] = .number(logits.stats.maxAbs)
-            pointers.append("the logits \(logitsName) have spread \(DetectorSupport.format(logits.stats.std)) (max |logit| \(DetectorSupport.format(logits.stats.maxAbs)))")
+            savedLogits = (logitsName, logits.stats.std, logits.stats.maxAbs)
         }
         let name = best.k == 2 ? "ln 2 = 0.693" : "ln \(best.k) = \(DetectorSupport.format(target))"
         let meaning = best.k == 2 ? "the model predicts p = 0.5 for everything" : "the model predicts the uniform distribution over \(best.k) classes"
         let tail = reachesEnd ? "and is still there at the last save" : "then falls to \(DetectorSupport.format(records.last?.loss))"
         let message = "The loss sits at \(name) from step \(firstStep) to \(lastStep) (\(saves) saves) \(tail): \(meaning)."
-        let explanation = """
-        For \(saves) consecutive saves the loss stayed within \(DetectorSupport.format(thresholds.plateauRelativeTolerance * 100))% of \(name) \
-        (between \(DetectorSupport.format(losses.min())) and \(DetectorSupport.format(losses.max()))). That is the loss of a model whose \
-        logits are all ~0: until the rest of the network produces a useful signal, the cheapest thing the output layer \
-        can do is predict the class frequencies, so its bias is pulled to 0 and the loss pins at \(name). \
-        \(pointers.isEmpty ? "" : "Evidence: " + pointers.joined(separator: "; ") + ". ")\
-        Likely causes: a learning rate too small at the start (a long warm-up such as Noam's, or a small scale factor), \
-        weights initialised too small so the logits start at ~0, a saturated or dead layer upstream that passes no \
-        signal, or a deep stack of linear layers without normalisation. What to try: a larger initial learning rate \
-        or shorter warm-up, default (Kaiming/Xavier) initialisation, check the layers flagged below for dead or \
-        collapsing units, and plot the logits' spread over the first steps; a few thousand steps at \(name) may also \
-        simply be the price of a slow start if the loss falls afterwards.
-        """
+        let explanation = LossPlateauExplanation(saves: saves, tolerance: thresholds.plateauRelativeTolerance, target: name,
+                                                 lossMin: losses.min(), lossMax: losses.max(), smallOutputBias: smallOutputBias,
+                                                 logits: savedLogits).text
         let severity: Severity = reachesEnd ? .error : (fraction >= thresholds.plateauWarningRunFraction ? .warning : .info)
         return DetectorOutcome(findings: [Finding(kind: kind, severity: severity, tensor: nil, layer: nil, firstStep: firstStep,
                                                   lastStep: lastStep, message: message, evidence: evidence, explanation: explanation)])

@@ -6,11 +6,19 @@ import GradScopeMeasurement
 
 /// `nan-inf`: the first saved step, and the first tensors, holding NaN or ±Inf
 /// in weights, gradients, optimizer state or activations, or a non-finite loss.
+/// The evidence gives the total gradient norm at the save before, and at the one
+/// before that when the norm had grown threefold between them.
 ///
 /// Needs: any tensor. Threshold: none — a single non-finite element in a
 /// weight poisons every output it touches (IEEE 754 propagation), so one is enough.
 package struct NanInfDetector: Detector {
-    package let kind = FindingKind.nanInf
+    package static let kind = FindingKind.nanInf
+    package let scope: DetectorScope = [.file, .pair, .run]
+    package let thresholdNames: [String] = []
+
+    package func phrase(for finding: Finding) -> String {
+        "NaN/Inf\(finding.firstStep.map { " from step \($0)" } ?? "") (first in `\(finding.tensor ?? "the loss")`)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard !run.records.isEmpty else { return .lacking("no tensors were read") }
@@ -36,7 +44,7 @@ package struct NanInfDetector: Detector {
                 "weights_affected": .int(weightsBad),
             ]
             if lossBad { evidence["loss"] = .string("non-finite") }
-            var context = ""
+            var blowUp: (before: Double, previous: Double)?
             if index > 0 {
                 let previous = run.records[index - 1]
                 let gradientNorms = previous.ordered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
@@ -48,7 +56,7 @@ package struct NanInfDetector: Detector {
                         let before = run.records[index - 2].ordered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
                         let beforeTotal = before.reduce(0) { $0 + $1 * $1 }.squareRoot()
                         if beforeTotal > 0 && total / beforeTotal >= 3 {
-                            context = " The total gradient norm had grown from \(DetectorSupport.format(beforeTotal)) to \(DetectorSupport.format(total)) over the two saves before: the values blew up."
+                            blowUp = (beforeTotal, total)
                             evidence["gradient_norm_two_saves_before"] = .number(beforeTotal)
                         }
                     }
@@ -65,16 +73,8 @@ package struct NanInfDetector: Detector {
             } ?? "the loss"
             let others = bad.count > 1 ? " and \(bad.count - 1) other tensor(s)" : ""
             let message = "NaN/Inf first appears \(run.atStep(record.step)) in \(what)\(others); every step after it is garbage."
-            let explanation = """
-            \(run.stepsKnown ? "At step \(record.step)" : "In this file"), \(bad.count) tensor(s) hold \(nan) NaN and \(inf) infinite element(s) \
-            (\(weightsBad) of them weights).\(context) Once a weight is NaN, every output and gradient that \
-            touches it is NaN too, so training cannot recover. Likely causes: a learning rate too high for \
-            the data's scale (unscaled inputs, e.g. features in the thousands), exploding gradients, log(0) \
-            or division by zero in the loss, or float16 overflow. What to try: normalise the inputs, lower the \
-            learning rate, clip gradients (torch.nn.utils.clip_grad_norm_, clipnorm in Keras), use a \
-            numerically stable loss (BCEWithLogitsLoss instead of sigmoid + BCELoss), and resume from the \
-            last finite checkpoint\(run.stepsKnown ? ", before step \(record.step)" : "").
-            """
+            let explanation = NanInfExplanation(step: run.stepsKnown ? record.step : nil, tensors: bad.count, nanElements: nan,
+                                                infElements: inf, weights: weightsBad, blowUp: blowUp).text
             return DetectorOutcome(findings: [Finding(kind: kind, severity: .error, tensor: first?.name, layer: first?.layer,
                                                       firstStep: record.step, lastStep: lastStep, message: message,
                                                       evidence: evidence, explanation: explanation)])

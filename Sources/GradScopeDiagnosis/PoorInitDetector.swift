@@ -13,13 +13,22 @@ import GradScopeMeasurement
 /// kernel below `init_too_small_factor` (0.1) times the lower bound shrinks the
 /// signal about 10x per layer, one above `init_too_large_factor` (10) times the
 /// upper bound grows it as much. A constant kernel (std 0, nonzero) makes every
-/// unit compute the same thing forever; an all-zero hidden kernel likewise (a
+/// unit compute the same thing: an error when no random kernel follows it to tell
+/// the units apart, else a warning; an all-zero hidden kernel is a warning (a
 /// zero-initialised output layer is a known technique and only noted). Zero
 /// biases and norm layers' gamma = 1, beta = 0 are normal and not checked.
-/// Embedding tables are left out (N(0, 1) is PyTorch's default for them).
-/// Needs: the first save at step 0 or 1 for the scale rules (symmetry is checked at any step).
+/// Embedding tables have no fan-in rule and are judged against their own common
+/// scales instead: a standard deviation below `init_too_small_factor` times 0.02
+/// (BERT, GPT-2) or above `init_too_large_factor` times 1 (PyTorch's default).
+/// Needs: for the scale rules, a first save known to be the initialisation (step 0
+/// read from the file or its name, or step 1 counted in optimizer updates);
+/// symmetry is checked at any step.
 package struct PoorInitDetector: Detector {
-    package let kind = FindingKind.poorInit
+    package static let kind = FindingKind.poorInit
+    package let scope: DetectorScope = [.file, .run]
+    package let thresholdNames: [String] = ["init_too_small_factor", "init_too_large_factor"]
+
+    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) poorly initialised" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard let record = run.records.first else { return .lacking("no tensors were read") }
@@ -49,14 +58,14 @@ package struct PoorInitDetector: Detector {
                         message: isOutput ? "\(kernel.name) (the output layer) starts at exactly zero: fine if intended (zero-initialised head), but every output starts identical."
                             : "\(kernel.name) is all zeros \(run.atStep(record.step)): \(symmetry).",
                         evidence: ["std": 0.0, "mean": 0.0, "elements": .int(kernel.stats.count)],
-                        explanation: "With all-zero weights, every unit of the layer has the same output and the same gradient, so they stay identical forever (and with ReLU after a zero layer, gradients may be zero altogether). Initialise hidden layers randomly: Kaiming (He) for ReLU, Xavier (Glorot) for tanh/sigmoid. A zero-initialised final layer is a deliberate technique in some architectures."))
+                        explanation: PoorInitExplanation.allZero.text))
                 } else {
                     findings.append(Finding(
                         kind: kind, severity: nextRandom ? .warning : .error, tensor: kernel.name, layer: kernel.layer,
                         firstStep: record.step, lastStep: record.step,
                         message: "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) \(run.atStep(record.step)): \(symmetry).",
                         evidence: ["std": 0.0, "value": .number(value), "elements": .int(kernel.stats.count)],
-                        explanation: "A constant initialisation gives every unit the same output and the same gradient; gradient descent cannot tell them apart, so the layer behaves like a single unit. Initialise randomly (nn.init.kaiming_uniform_, xavier_uniform_, or the framework's default)."))
+                        explanation: PoorInitExplanation.constant.text))
                 }
                 continue
             }
@@ -78,7 +87,7 @@ package struct PoorInitDetector: Detector {
                 kind: kind, severity: severity, tensor: kernel.name, layer: kernel.layer, firstStep: record.step, lastStep: record.step,
                 message: "\(kernel.name) is initialised \(what).",
                 evidence: ["std": .number(std), "fan_in": .int(fanIn), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
-                explanation: "Common initialisations give a layer with fan-in \(fanIn) a standard deviation between \(DetectorSupport.format(lower)) (PyTorch's default) and \(DetectorSupport.format(upper)) (He/Kaiming for ReLU), so that the variance of the signal is preserved from layer to layer (He et al. 2015; Glorot & Bengio 2010). Ten times off in either direction scales the signal tenfold per layer: too small gives near-zero outputs and a loss stuck at ln K; too large saturates tanh/sigmoid or blows up ReLU networks. Use the framework's default initialiser or nn.init.kaiming_normal_/xavier_uniform_."))
+                explanation: PoorInitExplanation.scale(fanIn: fanIn, lower: lower, upper: upper).text))
         }
         if !atInit && findings.isEmpty {
             let reason = record.step == 0
@@ -104,6 +113,6 @@ package struct PoorInitDetector: Detector {
         return Finding(kind: kind, severity: .warning, tensor: table.name, layer: table.layer, firstStep: step, lastStep: step,
                        message: "The embedding table \(table.name) is initialised \(problem).",
                        evidence: ["std": .number(std), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
-                       explanation: "Embedding tables are commonly initialised with a standard deviation between 0.02 (BERT, GPT-2) and 1 (PyTorch's nn.Embedding default); Keras uses U(-0.05, 0.05). A table ten times smaller than the smallest of these feeds near-zero vectors to the network: the logits start at ~0 and the loss sits at ln K until the embeddings grow, which at a small or warming-up learning rate takes thousands of steps. Use the framework's default initialisation, or N(0, 0.02) for transformer-style models.")
+                       explanation: PoorInitExplanation.embedding.text)
     }
 }

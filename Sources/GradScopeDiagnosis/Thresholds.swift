@@ -7,7 +7,8 @@ import GradScopeMeasurement
 
 /// Every threshold the detectors use, with the reason for its value.
 /// docs/DETECTORS.md explains each at length; any of them can be overridden
-/// from a JSON config file (`--config`) or a flag (`--threshold name=value`).
+/// from a JSON config file (`--config`) or a flag (`--threshold name=value`),
+/// by the name its row in ``table`` gives it.
 public struct Thresholds: Sendable, Codable, Equatable {
     /// loss-plateau: the loss is "at ln K" when |loss − ln K| ≤ this fraction of ln K.
     /// For K = 2 that is ±0.021: a binary model whose logits all sit at a common
@@ -25,11 +26,12 @@ public struct Thresholds: Sendable, Codable, Equatable {
     /// slow start, often during learning-rate warm-up, and reported as info.
     public var plateauWarningRunFraction: Double = 0.25
 
-    /// collapsing: a weight tensor whose norm falls by at least this factor from its
-    /// first to its last save (one order of magnitude). Healthy training, weight
-    /// decay included, changes a layer's norm by well under 10x.
+    /// collapsing: a kernel whose norm falls by at least this factor from its peak
+    /// (its largest at any earlier save) to its last save (one order of magnitude).
+    /// Healthy training, weight decay included, changes a layer's norm by well under 10x.
     public var collapseFactor: Double = 10
-    /// collapsing (outputs): an activation whose standard deviation falls by this factor.
+    /// collapsing (outputs): an activation whose standard deviation falls by this factor
+    /// from its peak to its last save.
     public var activationCollapseFactor: Double = 10
 
     /// dead-units: a unit is dead when its gradient is exactly zero at every save in
@@ -53,10 +55,10 @@ public struct Thresholds: Sendable, Codable, Equatable {
     /// vanishing-gradient: the depth ratio must hold at this fraction of the saves with gradients.
     public var vanishingPersistence: Double = 0.5
 
-    /// exploding-gradient: the total gradient norm grows by at least this factor
-    /// between consecutive saves (an order of magnitude) ...
+    /// exploding-gradient: the total gradient norm reaches at least this multiple of
+    /// its median over the last ten saves before (an order of magnitude) ...
     public var explodingGrowth: Double = 10
-    /// ... while some tensor's gradient is at least this large relative to its weights
+    /// ... while some kernel's gradient is at least this large relative to its weights
     /// (‖g‖/‖W‖ ≥ 1: one SGD step at learning rate 1 would move the weights by their own size).
     public var explodingRatio: Double = 1
     /// exploding-gradient: a gradient this many times larger than its weights is
@@ -76,6 +78,8 @@ public struct Thresholds: Sendable, Codable, Equatable {
 
     /// poor-init: a kernel's standard deviation below this fraction of the smallest
     /// common initialisation for its fan-in (PyTorch's default, 1/√(3·fan_in)) ...
+    /// (Below it a kernel also counts as still near zero, where exploding-gradient,
+    /// vanishing-gradient and update-ratio do not take ratios to its norm.)
     public var initTooSmallFactor: Double = 0.1
     /// ... or above this multiple of the largest (He: √(2/fan_in)) is reported.
     /// An order of magnitude either way shrinks or grows the signal by 10x per layer.
@@ -83,36 +87,37 @@ public struct Thresholds: Sendable, Codable, Equatable {
 
     public init() {}
 
-    /// Every threshold's name, as used by `--threshold name=value`.
-    public static let names: [String] = [
-        "plateau_relative_tolerance", "plateau_min_saves", "plateau_min_run_fraction", "plateau_warning_run_fraction", "collapse_factor",
-        "activation_collapse_factor", "dead_units_warning_fraction", "dead_units_info_fraction",
-        "dead_activation_fraction", "vanishing_depth_ratio", "vanishing_persistence", "exploding_growth",
-        "exploding_ratio", "exploding_absolute_ratio", "update_ratio_high", "update_ratio_low",
-        "update_ratio_low_contrast", "init_too_small_factor", "init_too_large_factor",
+    /// Every threshold, one row each: the name the config file and `--threshold` use, where it is
+    /// stored, the values it accepts and one line on what it sets. Decoding, `--threshold name=value`,
+    /// validation and the list of names all come from this table: a new threshold is its property above
+    /// and its row here (docs/DETECTORS.md, "Adding a threshold").
+    package static let table: [ThresholdDescriptor] = [
+        .real("plateau_relative_tolerance", \.plateauRelativeTolerance, "loss-plateau: the loss is at ln K within this fraction of ln K"),
+        .count("plateau_min_saves", \.plateauMinSaves, atLeast: 1, "loss-plateau: consecutive saves at ln K needed (rounded down, at least 1)"),
+        .real("plateau_min_run_fraction", \.plateauMinRunFraction, "loss-plateau: fraction of the run's steps a plateau must span, unless it lasts to the end"),
+        .real("plateau_warning_run_fraction", \.plateauWarningRunFraction, "loss-plateau: a plateau that ends is a warning from this fraction of the run, else info"),
+        .real("collapse_factor", \.collapseFactor, "collapsing: a kernel's norm falls by this factor from its peak to the last save"),
+        .real("activation_collapse_factor", \.activationCollapseFactor, "collapsing: an activation's std falls by this factor from its peak to the last save"),
+        .real("dead_units_warning_fraction", \.deadUnitsWarningFraction, "dead-units: a warning from this fraction of a layer's units dead"),
+        .real("dead_units_info_fraction", \.deadUnitsInfoFraction, "dead-units: an info finding from this fraction of a layer's units dead"),
+        .real("dead_activation_fraction", \.deadActivationFraction, "dead-units: a unit outputting zero for this fraction of the probe batch is dead"),
+        .real("vanishing_depth_ratio", \.vanishingDepthRatio, "vanishing-gradient: the early layers' ‖g‖/‖W‖ at most this fraction of the late layers'"),
+        .real("vanishing_persistence", \.vanishingPersistence, "vanishing-gradient: ... at this fraction of the saves with gradients"),
+        .real("exploding_growth", \.explodingGrowth, "exploding-gradient: the total gradient norm reaches this multiple of its median over the ten saves before ..."),
+        .real("exploding_ratio", \.explodingRatio, "exploding-gradient: ... while some kernel's ‖g‖/‖W‖ is at least this"),
+        .real("exploding_absolute_ratio", \.explodingAbsoluteRatio, "exploding-gradient: a kernel's ‖g‖/‖W‖ at least this is reported, growth or not"),
+        .real("update_ratio_high", \.updateRatioHigh, "update-ratio: a per-step ‖ΔW‖/‖W‖ (lower bound) above this is unstable"),
+        .real("update_ratio_low", \.updateRatioLow, "update-ratio: a per-step ‖ΔW‖/‖W‖ (upper bound) below this at every save is stuck ..."),
+        .real("update_ratio_low_contrast", \.updateRatioLowContrast, "update-ratio: ... when the model's median is at least this many times higher"),
+        .real("init_too_small_factor", \.initTooSmallFactor, "poor-init: a kernel's std below this fraction of 1/√(3·fan_in) is too small (and a kernel below it counts as near zero)"),
+        .real("init_too_large_factor", \.initTooLargeFactor, "poor-init: a kernel's std above this multiple of √(2/fan_in) is too large"),
     ]
 
-    package enum CodingKeys: String, CodingKey {
-        case plateauRelativeTolerance = "plateau_relative_tolerance"
-        case plateauMinSaves = "plateau_min_saves"
-        case plateauMinRunFraction = "plateau_min_run_fraction"
-        case plateauWarningRunFraction = "plateau_warning_run_fraction"
-        case collapseFactor = "collapse_factor"
-        case activationCollapseFactor = "activation_collapse_factor"
-        case deadUnitsWarningFraction = "dead_units_warning_fraction"
-        case deadUnitsInfoFraction = "dead_units_info_fraction"
-        case deadActivationFraction = "dead_activation_fraction"
-        case vanishingDepthRatio = "vanishing_depth_ratio"
-        case vanishingPersistence = "vanishing_persistence"
-        case explodingGrowth = "exploding_growth"
-        case explodingRatio = "exploding_ratio"
-        case explodingAbsoluteRatio = "exploding_absolute_ratio"
-        case updateRatioHigh = "update_ratio_high"
-        case updateRatioLow = "update_ratio_low"
-        case updateRatioLowContrast = "update_ratio_low_contrast"
-        case initTooSmallFactor = "init_too_small_factor"
-        case initTooLargeFactor = "init_too_large_factor"
-    }
+    /// Every threshold's name, as used by `--threshold name=value` and the config file.
+    public static let names: [String] = table.map(\.name)
+
+    /// The row of the threshold called `name`.
+    package static func descriptor(_ name: String) -> ThresholdDescriptor? { table.first { $0.name == name } }
 
     /// Reads thresholds from a JSON object; keys not given keep their defaults.
     public static func load(json data: Data) throws -> Thresholds {
@@ -133,32 +138,126 @@ public struct Thresholds: Sendable, Codable, Equatable {
 
     /// Sets one threshold by its snake_case name.
     public mutating func set(_ name: String, _ value: Double) throws {
-        guard value.isFinite, value >= 0 else { throw ThresholdError.invalid("\(name): must be a finite, non-negative number") }
-        switch name {
-        case "plateau_relative_tolerance": plateauRelativeTolerance = value
-        case "plateau_min_saves": plateauMinSaves = max(1, Int(value))
-        case "plateau_min_run_fraction": plateauMinRunFraction = value
-        case "plateau_warning_run_fraction": plateauWarningRunFraction = value
-        case "collapse_factor": collapseFactor = value
-        case "activation_collapse_factor": activationCollapseFactor = value
-        case "dead_units_warning_fraction": deadUnitsWarningFraction = value
-        case "dead_units_info_fraction": deadUnitsInfoFraction = value
-        case "dead_activation_fraction": deadActivationFraction = value
-        case "vanishing_depth_ratio": vanishingDepthRatio = value
-        case "vanishing_persistence": vanishingPersistence = value
-        case "exploding_growth": explodingGrowth = value
-        case "exploding_ratio": explodingRatio = value
-        case "exploding_absolute_ratio": explodingAbsoluteRatio = value
-        case "update_ratio_high": updateRatioHigh = value
-        case "update_ratio_low": updateRatioLow = value
-        case "update_ratio_low_contrast": updateRatioLowContrast = value
-        case "init_too_small_factor": initTooSmallFactor = value
-        case "init_too_large_factor": initTooLargeFactor = value
-        default: throw ThresholdError.invalid("unknown threshold \(name); known: \(Thresholds.names.joined(separator: ", "))")
+        guard let descriptor = Self.descriptor(name) else {
+            throw ThresholdError.invalid("unknown threshold \(name); known: \(Thresholds.names.joined(separator: ", "))")
+        }
+        try descriptor.set(value, in: &self)
+    }
+
+    /// Sets one threshold from `name=value`, as `--threshold` gives it.
+    public mutating func set(assignment: String) throws {
+        let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let value = Double(parts[1]) else {
+            throw ThresholdError.invalid("expected name=number, got \(assignment)")
+        }
+        try set(parts[0], value)
+    }
+
+    /// The value of the threshold called `name`, as a number.
+    package func value(_ name: String) -> Double? { Self.descriptor(name)?.value(in: self) }
+
+    /// Every threshold, keyed by its name; a count is written as an integer.
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: ThresholdKey.self)
+        for descriptor in Self.table {
+            switch descriptor.storage {
+            case .real(let path): try container.encode(self[keyPath: path], forKey: ThresholdKey(descriptor.name))
+            case .count(let path, _): try container.encode(self[keyPath: path], forKey: ThresholdKey(descriptor.name))
+            }
+        }
+    }
+
+    /// Every threshold by its name, each checked as ``set(_:_:)`` checks it.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: ThresholdKey.self)
+        self.init()
+        for descriptor in Self.table {
+            let key = ThresholdKey(descriptor.name)
+            switch descriptor.storage {
+            case .real: try descriptor.set(container.decode(Double.self, forKey: key), in: &self)
+            case .count: try descriptor.set(count: container.decode(Int.self, forKey: key), in: &self)
+            }
         }
     }
 }
 
+/// A threshold's name as a JSON key.
+package struct ThresholdKey: CodingKey {
+    package let stringValue: String
+    package var intValue: Int? { nil }
+
+    package init(_ name: String) { stringValue = name }
+    package init?(stringValue: String) { self.stringValue = stringValue }
+    package init?(intValue: Int) { nil }
+}
+
+/// One threshold: its name, where it is stored, the values it accepts and what it sets.
+package struct ThresholdDescriptor: Sendable {
+    /// Where the value lives: a real number, or a count (stored rounded down, and at least its floor).
+    package enum Storage: Sendable {
+        case real(WritableKeyPath<Thresholds, Double> & Sendable)
+        case count(WritableKeyPath<Thresholds, Int> & Sendable, atLeast: Int)
+    }
+
+    /// The name in the config file and in `--threshold name=value`.
+    package let name: String
+    package let storage: Storage
+    /// The values accepted; anything else, and anything not finite, is a ``ThresholdError``.
+    package let range: ClosedRange<Double>
+    /// One line on what it sets.
+    package let summary: String
+
+    /// A real-valued threshold: any finite, non-negative number.
+    package static func real(_ name: String, _ path: WritableKeyPath<Thresholds, Double> & Sendable, _ summary: String) -> ThresholdDescriptor {
+        ThresholdDescriptor(name: name, storage: .real(path), range: 0...Double.greatestFiniteMagnitude, summary: summary)
+    }
+
+    /// A count: any non-negative number an `Int` holds, rounded down, then raised to `atLeast`.
+    package static func count(_ name: String, _ path: WritableKeyPath<Thresholds, Int> & Sendable, atLeast floor: Int,
+                              _ summary: String) -> ThresholdDescriptor {
+        // The largest Double below 2^63: every value up to it converts to an Int.
+        ThresholdDescriptor(name: name, storage: .count(path, atLeast: floor), range: 0...Double(Int.max).nextDown, summary: summary)
+    }
+
+    /// Whether it is stored as a whole number.
+    package var isCount: Bool {
+        if case .count = storage { return true }
+        return false
+    }
+
+    /// Its value in `thresholds`.
+    package func value(in thresholds: Thresholds) -> Double {
+        switch storage {
+        case .real(let path): return thresholds[keyPath: path]
+        case .count(let path, _): return Double(thresholds[keyPath: path])
+        }
+    }
+
+    /// Checks `value` against the range and stores it in `thresholds`.
+    package func set(_ value: Double, in thresholds: inout Thresholds) throws {
+        guard value.isFinite, range.contains(value) else { throw ThresholdError.invalid("\(name): must be \(rangeText)") }
+        switch storage {
+        case .real(let path): thresholds[keyPath: path] = value
+        case .count(let path, let floor): thresholds[keyPath: path] = max(floor, Int(value))
+        }
+    }
+
+    /// Checks a count read as an integer and stores it in `thresholds`.
+    package func set(count value: Int, in thresholds: inout Thresholds) throws {
+        guard case .count(let path, let floor) = storage else { return try set(Double(value), in: &thresholds) }
+        guard Double(value) >= range.lowerBound else { throw ThresholdError.invalid("\(name): must be \(rangeText)") }
+        thresholds[keyPath: path] = max(floor, value)
+    }
+
+    /// The accepted values in words.
+    package var rangeText: String {
+        if isCount && range == 0...Double(Int.max).nextDown { return "a finite, non-negative number below 2^63" }
+        if range.lowerBound == 0 && range.upperBound == .greatestFiniteMagnitude { return "a finite, non-negative number" }
+        return "a finite number from \(formatSignificant(range.lowerBound)) to \(formatSignificant(range.upperBound))"
+    }
+}
+
+/// A threshold that does not exist or a value it does not accept.
 public enum ThresholdError: Error, CustomStringConvertible {
     case invalid(String)
     public var description: String {

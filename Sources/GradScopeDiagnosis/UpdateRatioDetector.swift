@@ -13,10 +13,16 @@ import GradScopeMeasurement
 /// r/k above `update_ratio_high` (0.1, a hundred times the healthy rate) at any
 /// save. Too small: r/√k below `update_ratio_low` (1e-6) at every save while the
 /// model's median is at least `update_ratio_low_contrast` (100) times higher —
-/// weights that do not move at all are reported as `frozen` instead.
-/// Needs: two saves or more.
+/// weights that do not move at all are reported as `frozen` instead. A change
+/// relative to a kernel still near zero (a zero-initialised layer) is not a rate
+/// and is skipped.
+/// Needs: two saves or more, whose step numbers count optimizer updates.
 package struct UpdateRatioDetector: Detector {
-    package let kind = FindingKind.updateRatio
+    package static let kind = FindingKind.updateRatio
+    package let scope: DetectorScope = [.pair, .run]
+    package let thresholdNames: [String] = ["update_ratio_high", "update_ratio_low", "update_ratio_low_contrast", "init_too_small_factor"]
+
+    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) update ratio out of the healthy band\(finding.verdictSince)" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
@@ -48,14 +54,7 @@ package struct UpdateRatioDetector: Detector {
                         message: "\(weight.name) changes by \(DetectorSupport.format(lower)) of its norm per step at step \(step) (healthy is around 1e-3): updates this large are unstable.",
                         evidence: ["relative_change": .number(relative), "steps_between_saves": .int(Int(k)),
                                    "per_step_lower_bound": .number(lower), "per_step_upper_bound": .number(upper)],
-                        explanation: """
-                        Between steps \(series[index - 1].step) and \(step) the weights moved by \(DetectorSupport.format(relative)) of \
-                        their norm, at least \(DetectorSupport.format(lower)) per step. A healthy update moves a layer by about a \
-                        thousandth of its norm per step; at a tenth or more the weights are being rewritten each step, the loss \
-                        oscillates or diverges, and ReLU units die. Likely causes: a learning rate too high for this layer (or \
-                        for its small initial weights), no warm-up, or exploding gradients. What to try: lower the learning rate \
-                        by 10x, add warm-up, clip gradients.
-                        """))
+                        explanation: UpdateRatioExplanation.tooLarge(from: series[index - 1].step, to: step, relative: relative, perStep: lower).text))
                 }
             }
         }
@@ -71,12 +70,7 @@ package struct UpdateRatioDetector: Detector {
                     lastStep: stepList.last,
                     message: "\(weight.name) barely moves: at most \(DetectorSupport.format(highest)) of its norm per step, while the model's median is \(DetectorSupport.format(modelMedian)).",
                     evidence: ["per_step_upper_bound_max": .number(highest), "model_median_per_step": .number(modelMedian)],
-                    explanation: """
-                    This layer's updates are \(DetectorSupport.format(modelMedian / highest))x smaller than the rest of the model's: it is \
-                    effectively stuck. Likely causes: a much smaller learning rate in its param group, gradients that vanish \
-                    before reaching it, or weights so large that the same update is relatively tiny. What to try: check its \
-                    param group's learning rate, look at its gradient norm, and check its initial scale.
-                    """))
+                    explanation: UpdateRatioExplanation.stuck(contrast: modelMedian / highest).text))
             }
         }
         return DetectorOutcome(findings: findings)

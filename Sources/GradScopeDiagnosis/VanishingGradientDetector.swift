@@ -8,7 +8,7 @@ import GradScopeMeasurement
 /// magnitude smaller in the early layers than in the late ones.
 ///
 /// At each save with gradients, ρ = ‖g‖/‖W‖ is taken for every matrix or
-/// kernel (embeddings and normalisation parameters left out), in depth order;
+/// kernel (embeddings, normalisation parameters and kernels still near zero left out), in depth order;
 /// the median ρ of the first third of the layers is divided by the median of
 /// the last third. Threshold: `vanishing_depth_ratio` (1e-3: three orders of
 /// magnitude; each saturated sigmoid passes back at most 0.25 of the signal,
@@ -20,7 +20,11 @@ import GradScopeMeasurement
 /// estimates the gradient's RMS, so √mean(v)/RMS(W) estimates ρ.
 /// Needs: gradients, or second moments, of at least three layers.
 package struct VanishingGradientDetector: Detector {
-    package let kind = FindingKind.vanishingGradient
+    package static let kind = FindingKind.vanishingGradient
+    package let scope: DetectorScope = [.file, .run]
+    package let thresholdNames: [String] = ["vanishing_depth_ratio", "vanishing_persistence", "init_too_small_factor"]
+
+    package func phrase(for finding: Finding) -> String { "gradients vanish toward the input\(finding.verdictSince)" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         // Without saved gradients, Adam's or RMSprop's second moment v, a running average of g², gives
@@ -78,20 +82,8 @@ package struct VanishingGradientDetector: Detector {
         let orders = -Foundation.log10(depthRatio)
         let layerName = run.series("weight:" + first.earlyName).last?.measurement.layer
         let message = "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(DetectorSupport.format(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
-        let lossText: String
-        switch improving {
-        case true?: lossText = "The loss is still improving, so this is reported as information: the late layers are doing the learning."
-        case false?: lossText = "The loss is not improving, which makes this the likely reason."
-        case nil: lossText = "No loss was saved to tell whether training progresses regardless."
-        }
-        let explanation = """
-        \(run.stepsKnown ? "At step \(first.step)" : "In this file"), ‖g‖/‖W‖ is \(DetectorSupport.format(first.early)) in the first layers (from \(first.earlyName)) against \
-        \(DetectorSupport.format(first.late)) in the last ones (to \(first.lateName)). Each layer multiplies the backward signal by its \
-        weights and its activation's derivative; a sigmoid's derivative is at most 0.25 and near 0 when saturated, so a deep \
-        stack of them shrinks the gradient geometrically and the early layers stop learning. \(lossText) What to try: \
-        ReLU/GELU instead of sigmoid/tanh in hidden layers, He (Kaiming) or Xavier initialisation, batch or layer \
-        normalisation, residual connections, or a shallower network.
-        """
+        let explanation = VanishingGradientExplanation(step: run.stepsKnown ? first.step : nil, early: first.early, late: first.late,
+                                                       earlyName: first.earlyName, lateName: first.lateName, lossImproving: improving).text
         return DetectorOutcome(findings: [Finding(
             kind: kind, severity: severity, tensor: first.earlyName, layer: layerName, firstStep: first.step, lastStep: last.step,
             message: message,

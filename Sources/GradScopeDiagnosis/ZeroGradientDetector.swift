@@ -14,7 +14,11 @@ import GradScopeMeasurement
 /// Needs: gradients, or first/second moments. Threshold: exact zero — a
 /// gradient that received anything, however small, is not zero.
 package struct ZeroGradientDetector: Detector {
-    package let kind = FindingKind.zeroGradient
+    package static let kind = FindingKind.zeroGradient
+    package let scope: DetectorScope = [.file, .pair, .run]
+    package let thresholdNames: [String] = []
+
+    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) gets zero gradient (dead path)" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         var findings: [Finding] = []
@@ -74,15 +78,7 @@ package struct ZeroGradientDetector: Detector {
                  run: RunMeasurements) -> Finding {
         let span = first == last ? run.atStep(first) : "at every save from step \(first) to \(last)"
         let message = "\(name) receives exactly zero gradient \(span) (\(source)): a dead path; this parameter cannot learn."
-        let explanation = """
-        All \(elements) elements of its \(source) are exactly 0 in \(saves) save(s). Nothing that depends on this \
-        parameter reaches the loss, or the signal dies on the way: every unit of the activation after it is \
-        saturated or dead (ReLU outputs all 0, sigmoid/tanh saturated), the graph is cut (.detach(), .data, \
-        torch.no_grad, argmax or rounding in the forward pass), or the branch is unused (a head whose output is \
-        never put into the loss). What to try: check that the layer's output is used in the loss; look for \
-        detach/no_grad; inspect the activations after it; for dead ReLUs lower the learning rate or use \
-        LeakyReLU/GELU; re-initialise the layer.
-        """
+        let explanation = ZeroGradientExplanation(elements: elements, source: source, saves: saves).text
         return Finding(kind: kind, severity: .warning, tensor: name, layer: layer, firstStep: first, lastStep: last,
                        message: message, evidence: ["saves": .int(saves), "elements": .int(elements), "source": .string(source)],
                        explanation: explanation)
