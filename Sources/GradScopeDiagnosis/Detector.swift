@@ -157,7 +157,7 @@ package enum DetectorSupport {
 
     /// Keys of the optimizer slots holding a second moment (Adam's v, RMSprop's mean square): a
     /// running average of g², so √mean(v) estimates the gradient's RMS where no gradient was saved.
-    package static func secondMomentKeys(_ run: RunMeasurements) -> [String] {
+    package static func secondMomentKeys(_ run: RunMeasurements) -> [TensorKey] {
         run.keys(role: .optimizer).filter { run.series($0).first?.measurement.slot == .secondMoment }
     }
 

@@ -35,7 +35,7 @@ package struct ExplodingGradientDetector: Detector {
         let frozen = Set(run.weightKeys.filter { key in
             let drifts = run.series(key).compactMap(\.measurement.drift)
             return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
-        }.map { String($0.dropFirst("weight:".count)) })
+        }.map(\.name))
         // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach
         // 10^2.5 between saves), so growth is measured against a robust baseline: the median total norm of
         // the last ten saves, not the one save before, which may have been an unusually small batch.

@@ -29,9 +29,9 @@ package struct FrozenDetector: Detector {
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
         var findings: [Finding] = []
-        let keys = run.weightKeys.filter { !DetectorSupport.isRunningStatistic($0) }
-        var movingKeys = Set<String>()
-        var frozenKeys: [String] = []
+        let keys = run.weightKeys.filter { !DetectorSupport.isRunningStatistic($0.name) }
+        var movingKeys = Set<TensorKey>()
+        var frozenKeys: [TensorKey] = []
         for key in keys {
             let drifts = run.series(key).compactMap(\.measurement.drift)
             guard !drifts.isEmpty else { continue }
@@ -59,7 +59,7 @@ package struct FrozenDetector: Detector {
             let series = run.series(key)
             guard let first = series.first, let last = series.last else { continue }
             let weight = last.measurement
-            let gradients = run.series("gradient:" + weight.name).map(\.measurement)
+            let gradients = run.series(.gradient(weight.name)).map(\.measurement)
             let gradientNorms = gradients.compactMap(\.stats.l2Norm)
             // An all-zero gradient is a dead path, reported by zero-gradient.
             if !gradients.isEmpty && gradientNorms.allSatisfy({ $0 == 0 }) { continue }

@@ -97,7 +97,7 @@ public struct ScanReport: Sendable, Codable {
         notChecked = diagnosis.notChecked
         notes = run.notes
         loss = measurements.records.map { LossPoint(step: $0.step, loss: $0.loss, lr: $0.learningRate) }
-        var previousStep: [String: Int] = [:]
+        var previousStep: [TensorKey: Int] = [:]
         timeline = measurements.weightKeys.compactMap { key -> TensorTimeline? in
             let series = measurements.series(key)
             guard let last = series.last?.measurement else { return nil }

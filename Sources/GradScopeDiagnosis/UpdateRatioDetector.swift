@@ -30,8 +30,8 @@ package struct UpdateRatioDetector: Detector {
             return .lacking("the step numbers do not count optimizer updates (epochs, numbers in file names not labelled as steps, or the files' order): per-step update ratios cannot be derived")
         }
         var findings: [Finding] = []
-        var perTensorUpper: [String: [Double]] = [:]
-        var steps: [String: [Int]] = [:]
+        var perTensorUpper: [TensorKey: [Double]] = [:]
+        var steps: [TensorKey: [Int]] = [:]
         for key in run.weightKeys {
             let series = run.series(key)
             guard let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }

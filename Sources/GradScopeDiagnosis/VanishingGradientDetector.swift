@@ -30,7 +30,7 @@ package struct VanishingGradientDetector: Detector {
         // Without saved gradients, Adam's or RMSprop's second moment v, a running average of g², gives
         // √mean(v) ≈ RMS(g): ‖g‖/‖W‖ = RMS(g)/RMS(W) is estimated as √mean(v)/RMS(W), layer by layer at one
         // save, so the optimizer's common averaging cancels out of the comparison across depth.
-        var momentKeys: [String: String] = [:]
+        var momentKeys: [String: TensorKey] = [:]
         if !run.hasGradients {
             for key in DetectorSupport.secondMomentKeys(run) {
                 guard let name = run.series(key).first?.measurement.name, momentKeys[name] == nil else { continue }
@@ -80,7 +80,7 @@ package struct VanishingGradientDetector: Detector {
         let severity: Severity = improving == true ? .info : .warning
         let depthRatio = first.early / first.late
         let orders = -Foundation.log10(depthRatio)
-        let layerName = run.series("weight:" + first.earlyName).last?.measurement.layer
+        let layerName = run.series(.weight(first.earlyName)).last?.measurement.layer
         let message = "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(DetectorSupport.format(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
         let explanation = VanishingGradientExplanation(step: run.stepsKnown ? first.step : nil, early: first.early, late: first.late,
                                                        earlyName: first.earlyName, lateName: first.lateName, lossImproving: improving).text

@@ -50,7 +50,7 @@ package struct ZeroGradientDetector: Detector {
                 return slot.stats.count > 0 && slot.stats.zeros < slot.stats.count
             }
         } ?? false
-        var byName: [String: [(key: String, series: [(step: Int, measurement: TensorMeasurement)])]] = [:]
+        var byName: [String: [(key: TensorKey, series: [(step: Int, measurement: TensorMeasurement)])]] = [:]
         for key in slotKeys {
             let series = run.series(key).filter { $0.step > 0 || updatedAtZero }
             guard let name = series.first?.measurement.name else { continue }

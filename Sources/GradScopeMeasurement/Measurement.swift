@@ -6,7 +6,7 @@ import GradScopeStatistics
 
 /// What was measured of one tensor at one saved step.
 public struct TensorMeasurement: Sendable, Codable {
-    public var key: String
+    public var key: TensorKey
     public var name: String
     public var layer: String
     public var role: TensorRole
@@ -48,7 +48,7 @@ public struct StepRecord: Sendable, Codable {
     /// Measurements by tensor key.
     public var tensors: MeasurementTable
     /// Tensor keys in the checkpoint's order.
-    public var order: [String]
+    public var order: [TensorKey]
     /// Tensors that could not be read, with the reason.
     public var failures: [SkippedItem]
 
@@ -56,8 +56,8 @@ public struct StepRecord: Sendable, Codable {
     /// same in every run, which a dictionary's order would not give).
     public var ordered: [TensorMeasurement] { order.compactMap { tensors[$0] } }
 
-    public func weight(_ name: String) -> TensorMeasurement? { tensors["weight:" + name] }
-    public func gradient(_ name: String) -> TensorMeasurement? { tensors["gradient:" + name] }
+    public func weight(_ name: String) -> TensorMeasurement? { tensors[.weight(name)] }
+    public func gradient(_ name: String) -> TensorMeasurement? { tensors[.gradient(name)] }
 }
 
 /// One step's measurements by tensor key: a dictionary's lookups in an array's memory. A
@@ -66,7 +66,7 @@ public struct StepRecord: Sendable, Codable {
 /// Encoded as a keyed object, as a dictionary would be.
 public struct MeasurementTable: Sendable, Codable {
     private var items: [TensorMeasurement] = []
-    private var index: [String: Int] = [:]
+    private var index: [TensorKey: Int] = [:]
 
     public init() {}
 
@@ -75,7 +75,7 @@ public struct MeasurementTable: Sendable, Codable {
         for measurement in measurements { self[measurement.key] = measurement }
     }
 
-    public subscript(key: String) -> TensorMeasurement? {
+    public subscript(key: TensorKey) -> TensorMeasurement? {
         get { index[key].map { items[$0] } }
         set {
             if let position = index[key] {
@@ -94,7 +94,7 @@ public struct MeasurementTable: Sendable, Codable {
 
     /// The measurements, in the order they were added.
     public var values: [TensorMeasurement] { items }
-    public var keys: [String] { items.map(\.key) }
+    public var keys: [TensorKey] { items.map(\.key) }
     public var count: Int { items.count }
     public var isEmpty: Bool { items.isEmpty }
 
@@ -108,15 +108,18 @@ public struct MeasurementTable: Sendable, Codable {
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: Key.self)
         for key in container.allKeys {
+            guard let tensorKey = TensorKey(key.stringValue) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "not a tensor key: \(key.stringValue)")
+            }
             var measurement = try container.decode(TensorMeasurement.self, forKey: key)
-            measurement.key = key.stringValue
-            self[key.stringValue] = measurement
+            measurement.key = tensorKey
+            self[tensorKey] = measurement
         }
     }
 
     public func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: Key.self)
-        for item in items { try container.encode(item, forKey: Key(stringValue: item.key)) }
+        for item in items { try container.encode(item, forKey: Key(stringValue: item.key.description)) }
     }
 }
 
@@ -124,7 +127,7 @@ public struct MeasurementTable: Sendable, Codable {
 /// which dead units are judged): which units ever had a nonzero gradient,
 /// ever moved, or were ever active.
 public struct UnitWindow: Sendable {
-    public var key: String
+    public var key: TensorKey
     public var name: String
     public var layer: String
     public var source: UnitEvidence
@@ -186,17 +189,17 @@ public struct RunMeasurements: Sendable {
     public var hasLoss: Bool { records.contains { $0.loss != nil } }
 
     /// The series of one tensor across steps (steps where it is absent are skipped).
-    public func series(_ key: String) -> [(step: Int, measurement: TensorMeasurement)] {
+    public func series(_ key: TensorKey) -> [(step: Int, measurement: TensorMeasurement)] {
         records.compactMap { record in record.tensors[key].map { (record.step, $0) } }
     }
 
     /// Keys of all weight tensors, in depth order.
-    public var weightKeys: [String] { keys(role: .weight) }
+    public var weightKeys: [TensorKey] { keys(role: .weight) }
 
     /// Keys of all tensors with `role`, in depth order (layer order, then file order).
-    public func keys(role: TensorRole) -> [String] {
-        var keys: [String] = []
-        var seen = Set<String>()
+    public func keys(role: TensorRole) -> [TensorKey] {
+        var keys: [TensorKey] = []
+        var seen = Set<TensorKey>()
         let layerIndex = Dictionary(layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
         for record in records {
             for key in record.order where !seen.contains(key) {

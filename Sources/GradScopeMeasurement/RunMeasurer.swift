@@ -7,7 +7,7 @@ import GradScopeStatistics
 
 /// Per-unit liveness of one tensor at one save: the raw material of the dead-unit windows.
 public struct UnitSnapshot: Sendable, Codable {
-    public var key: String
+    public var key: TensorKey
     public var name: String
     public var layer: String
     public var source: UnitEvidence
@@ -15,7 +15,7 @@ public struct UnitSnapshot: Sendable, Codable {
 
     private enum CodingKeys: String, CodingKey { case key, name, layer, source, alive }
 
-    public init(key: String, name: String, layer: String, source: UnitEvidence, alive: [Bool]) {
+    public init(key: TensorKey, name: String, layer: String, source: UnitEvidence, alive: [Bool]) {
         self.key = key
         self.name = name
         self.layer = layer
@@ -27,7 +27,7 @@ public struct UnitSnapshot: Sendable, Codable {
     /// and a list of JSON booleans costs five times the bytes and far more time to parse).
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        key = try container.decode(String.self, forKey: .key)
+        key = try container.decode(TensorKey.self, forKey: .key)
         name = try container.decode(String.self, forKey: .name)
         layer = try container.decode(String.self, forKey: .layer)
         source = try container.decode(UnitEvidence.self, forKey: .source)
@@ -69,7 +69,7 @@ public enum RunMeasurer {
     package static func combine(tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
                         rest: (StepRecord, [UnitSnapshot])?) -> (StepRecord, [UnitSnapshot]) {
         var measurements = MeasurementTable()
-        var order: [String] = []
+        var order: [TensorKey] = []
         var failures: [SkippedItem] = []
         var snapshots: [UnitSnapshot] = rest?.1 ?? []
         var restFailures = Dictionary((rest?.0.failures ?? []).map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
@@ -98,7 +98,7 @@ public enum RunMeasurer {
 
     /// Puts measured steps together: the run's metadata and the dead-unit windows.
     public static func assemble(run: Run, summaries: [SaveSummary]) -> RunMeasurements {
-        var windows: [String: UnitWindow] = [:]
+        var windows: [TensorKey: UnitWindow] = [:]
         let records = summaries.map(\.record)
         for summary in summaries {
             let record = summary.record
@@ -143,12 +143,12 @@ public enum RunMeasurer {
     /// parameters with gradients anywhere in the run (their movement is not used as evidence).
     public static func measureStep(_ open: OpenCheckpoint, previous: OpenCheckpoint?, index: Int, wantUnits: Bool,
                                    gradientNames: Set<String>, options: MeasureOptions, perUnitEverywhere: Bool = false,
-                                   only: Set<String>? = nil, onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
+                                   only: Set<TensorKey>? = nil, onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
         let checkpoint = open.checkpoint
         let step = checkpoint.metadata.step ?? index
         let previousTensors = previous.map { Dictionary($0.checkpoint.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
         var measurements = MeasurementTable()
-        var order: [String] = []
+        var order: [TensorKey] = []
         var failures: [SkippedItem] = []
         var snapshots: [UnitSnapshot] = []
         for tensor in checkpoint.tensors where only?.contains(tensor.key) ?? true {

@@ -90,14 +90,14 @@ package enum SeriesMeasurer {
         }
     }
 
-    package static func duplicateKeys(_ step: Step) -> Set<String> {
-        var seen = Set<String>(), repeated = Set<String>()
+    package static func duplicateKeys(_ step: Step) -> Set<TensorKey> {
+        var seen = Set<TensorKey>(), repeated = Set<TensorKey>()
         for tensor in step.tensors where !seen.insert(tensor.key).inserted { repeated.insert(tensor.key) }
         return repeated
     }
 
-    package static func partnerIndex(_ step: Step) -> [String: Int] {
-        var index: [String: Int] = [:]
+    package static func partnerIndex(_ step: Step) -> [TensorKey: Int] {
+        var index: [TensorKey: Int] = [:]
         for (t, tensor) in step.tensors.enumerated() where index[tensor.key] == nil { index[tensor.key] = t }
         return index
     }
@@ -162,8 +162,8 @@ package enum SeriesMeasurer {
     package static func plan(_ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
                      perUnitEverywhere: Bool) -> [Window] {
         // Every tensor key, in the order of first appearance, with its steps.
-        var order: [String] = []
-        var chains: [String: [(step: Int, tensor: Int)]] = [:]
+        var order: [TensorKey] = []
+        var chains: [TensorKey: [(step: Int, tensor: Int)]] = [:]
         for s in steps.indices {
             for t in selected[s].sorted() {
                 let key = steps[s].tensors[t].key

@@ -32,7 +32,7 @@ public struct WorkerRequest: Sendable, Codable {
     public var wantUnits: Bool
     public var gradientNames: [String]
     /// measure: the keys of the tensors to measure (the others are read by the parent).
-    public var only: [String]?
+    public var only: [TensorKey]?
     public var blockElements: Int
     public var threads: Int
     public var histogramBins: Int
@@ -42,7 +42,7 @@ public struct WorkerRequest: Sendable, Codable {
 
     package var loadOptions: LoadOptions { LoadOptions(layout: layout, open: OpenOptions(followLinks: followLinks, allowPlugins: allowPlugins)) }
 
-    package init(task: Task, path: String, layout: LayoutKind? = nil, followLinks: Bool, allowPlugins: Bool, current: Checkpoint? = nil, previous: Checkpoint? = nil, index: Int, wantUnits: Bool, gradientNames: [String], only: [String]? = nil, blockElements: Int, threads: Int, histogramBins: Int, deadActivationFraction: Double) {
+    package init(task: Task, path: String, layout: LayoutKind? = nil, followLinks: Bool, allowPlugins: Bool, current: Checkpoint? = nil, previous: Checkpoint? = nil, index: Int, wantUnits: Bool, gradientNames: [String], only: [TensorKey]? = nil, blockElements: Int, threads: Int, histogramBins: Int, deadActivationFraction: Double) {
         self.task = task
         self.path = path
         self.layout = layout

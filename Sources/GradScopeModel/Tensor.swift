@@ -75,12 +75,12 @@ public struct TensorRef: Sendable, Equatable, Codable {
     public var count: Int { shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue } }
 
     /// A key unique within a checkpoint: role, slot and name.
-    public var key: String {
+    public var key: TensorKey {
         switch role {
-        case .weight: return "weight:" + name
-        case .gradient: return "gradient:" + name
-        case .activation: return "activation:" + name
-        case .optimizer: return "optimizer:" + (slotName ?? slot?.rawValue ?? "?") + ":" + name
+        case .weight: return .weight(name)
+        case .gradient: return .gradient(name)
+        case .activation: return .activation(name)
+        case .optimizer: return .optimizer(slotName ?? slot?.rawValue ?? "?", name)
         }
     }
 
@@ -100,3 +100,58 @@ public func torchUnitAxis(_ shape: [Int]) -> Int? { shape.count >= 2 ? 0 : nil }
 
 /// The unit axis Keras uses: kernels are [..., in, out]; vectors have none.
 public func kerasUnitAxis(_ shape: [Int]) -> Int? { shape.count >= 2 ? shape.count - 1 : nil }
+
+/// A tensor's identity within a checkpoint: its role, its optimizer slot, and the name of
+/// the parameter it belongs to. Where a string is needed (JSON, messages between processes)
+/// it is written `weight:NAME`, `gradient:NAME`, `activation:NAME` or `optimizer:SLOT:NAME`,
+/// and read back from that form.
+public struct TensorKey: Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+    public let role: TensorRole
+    /// The optimizer slot's name (the framework's own, e.g. `exp_avg_sq`), for optimizer state only.
+    public let slot: String?
+    public let name: String
+
+    public init(role: TensorRole, slot: String? = nil, name: String) {
+        self.role = role
+        self.slot = role == .optimizer ? (slot ?? "?") : nil
+        self.name = name
+    }
+
+    public static func weight(_ name: String) -> TensorKey { TensorKey(role: .weight, name: name) }
+    public static func gradient(_ name: String) -> TensorKey { TensorKey(role: .gradient, name: name) }
+    public static func activation(_ name: String) -> TensorKey { TensorKey(role: .activation, name: name) }
+    public static func optimizer(_ slot: String, _ name: String) -> TensorKey { TensorKey(role: .optimizer, slot: slot, name: name) }
+
+    /// The written form: `weight:NAME`, `optimizer:SLOT:NAME`.
+    public var description: String {
+        role == .optimizer ? "optimizer:" + (slot ?? "?") + ":" + name : role.rawValue + ":" + name
+    }
+
+    /// Reads the written form; nil for anything else.
+    public init?(_ text: String) {
+        guard let colon = text.firstIndex(of: ":"), let role = TensorRole(rawValue: String(text[..<colon])) else { return nil }
+        let rest = text[text.index(after: colon)...]
+        if role == .optimizer {
+            guard let second = rest.firstIndex(of: ":") else { return nil }
+            self.init(role: role, slot: String(rest[..<second]), name: String(rest[rest.index(after: second)...]))
+        } else {
+            self.init(role: role, name: String(rest))
+        }
+    }
+
+    /// Ordered as their written forms are.
+    public static func < (a: TensorKey, b: TensorKey) -> Bool { a.description < b.description }
+
+    public init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let key = TensorKey(text) else {
+            throw DecodingError.dataCorrupted(DecodingError.Context(codingPath: decoder.codingPath, debugDescription: "not a tensor key: \(text)"))
+        }
+        self = key
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}

@@ -227,11 +227,11 @@ public enum RunLoader {
             let added = after.keys.filter { before[$0] == nil }.sorted()
             let removed = before.keys.filter { after[$0] == nil }.sorted()
             let reshaped = after.keys.filter { key in before[key].map { $0.shape != after[key]?.shape || $0.dtype != after[key]?.dtype } ?? false }.sorted()
-            func list(_ keys: [String]) -> String {
-                keys.prefix(5).joined(separator: ", ") + (keys.count > 5 ? " and \(keys.count - 5) more" : "")
+            func list(_ keys: [TensorKey]) -> String {
+                keys.prefix(5).map(\.description).joined(separator: ", ") + (keys.count > 5 ? " and \(keys.count - 5) more" : "")
             }
             // The first save before any update has no gradients or optimizer state yet: nothing to report.
-            let onlyTrainingState = added.allSatisfy { $0.hasPrefix("gradient:") || $0.hasPrefix("optimizer:") }
+            let onlyTrainingState = added.allSatisfy { $0.role == .gradient || $0.role == .optimizer }
             if !added.isEmpty && !(index == 1 && onlyTrainingState) { notes.append("step \(step): \(added.count) tensor(s) appear: \(list(added))") }
             if !removed.isEmpty { notes.append("step \(step): \(removed.count) tensor(s) disappear: \(list(removed))") }
             if !reshaped.isEmpty { notes.append("step \(step): \(reshaped.count) tensor(s) change shape or dtype: \(list(reshaped))") }

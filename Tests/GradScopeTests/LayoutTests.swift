@@ -102,7 +102,7 @@ struct LayoutTests {
         let checkpoints = try CheckpointLoader.load(path)
         #expect(checkpoints.map(\.metadata.step) == [3, 20, 100])
         #expect(checkpoints.allSatisfy { $0.metadata.stepSource == .groupName })
-        #expect(checkpoints.first?.tensors.map(\.key) == ["weight:fc.weight", "gradient:fc.weight"])
+        #expect(checkpoints.first?.tensors.map(\.key) == [.weight("fc.weight"), .gradient("fc.weight")])
         let run = try RunLoader.load(path)
         #expect(run.steps == [3, 20, 100])
     }

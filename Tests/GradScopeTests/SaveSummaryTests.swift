@@ -1,6 +1,6 @@
-import Foundation
 import GradScopeMeasurement
 import GradScopeModel
+import Foundation
 import GradScopeSources
 import Testing
 import TestSupport
@@ -21,7 +21,7 @@ struct SaveSummaryTests {
         // exploding-nan holds non-finite values and NaN norms.
         for summary in try summaries("exploding-nan") {
             var withUnits = summary
-            withUnits.units = [UnitSnapshot(key: "gradient:x", name: "x", layer: "l", source: .gradient, alive: [true, false, true])]
+            withUnits.units = [UnitSnapshot(key: .gradient("x"), name: "x", layer: "l", source: .gradient, alive: [true, false, true])]
             let back = try SaveSummary(decoding: try withUnits.encoded())
             #expect(try BinaryCodingTests.json(back) == (try BinaryCodingTests.json(withUnits)))
             #expect(back.units.first?.alive == [true, false, true])
@@ -42,5 +42,30 @@ struct SaveSummaryTests {
         for cut in [SaveSummary.magic.count + 2, data.count / 2, data.count - 1] {
             #expect(throws: SaveSummary.DecodingError.self) { try SaveSummary(decoding: data.prefix(cut)) }
         }
+    }
+}
+
+/// Tensor keys: typed, with one written form for JSON and messages between processes.
+@Suite("Tensor keys")
+struct TensorKeyTests {
+    @Test("every role's key reads back from its written form, names with colons and slashes included")
+    func writtenForm() throws {
+        let keys: [TensorKey] = [.weight("dense/kernel:0"), .gradient("head.3.weight"), .activation("hidden2"),
+                                 .optimizer("exp_avg_sq", "blocks.0.attn:qkv.weight")]
+        #expect(keys.map(\.description) == ["weight:dense/kernel:0", "gradient:head.3.weight", "activation:hidden2",
+                                            "optimizer:exp_avg_sq:blocks.0.attn:qkv.weight"])
+        for key in keys {
+            #expect(TensorKey(key.description) == key)
+            let json = try JSONEncoder().encode([key])
+            #expect(String(decoding: json, as: UTF8.self) == "[\"\(key.description.replacingOccurrences(of: "/", with: "\\/"))\"]")
+            #expect(try JSONDecoder().decode([TensorKey].self, from: json) == [key])
+        }
+        #expect(TensorKey(role: .weight, slot: "m", name: "w").slot == nil, "only optimizer state has a slot")
+    }
+
+    @Test("strings that are not keys are refused, in code and in decoding")
+    func refusals() {
+        for text in ["", "weight", "bias:x", "optimizer:m", ":x"] { #expect(TensorKey(text) == nil, "\(text)") }
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode([TensorKey].self, from: Data("[\"nonsense\"]".utf8)) }
     }
 }

@@ -89,7 +89,7 @@ struct SeriesMeasurerTests {
         let measured = RunMeasurer.measure(run, options: options)
         let gradientNames = Set(run.checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })
         let start = RunMeasurer.windowStart(count: run.checkpoints.count)
-        var referenceUnits: [String: [Bool]] = [:]
+        var referenceUnits: [TensorKey: [Bool]] = [:]
         #expect(measured.records.count == 20)
         let opened = try run.checkpoints.map { try Worker.reopen($0, options: LoadOptions()) }
         for (index, checkpoint) in opened.enumerated() {
@@ -118,9 +118,9 @@ struct SeriesMeasurerTests {
             }
         }
         // Gradient rows that are always zero are the dead units, found the same way.
-        let window = try #require(measured.unitWindows.first { $0.key == "gradient:big" })
+        let window = try #require(measured.unitWindows.first { $0.key == .gradient("big") })
         #expect(window.deadCount == 120)
-        #expect(window.everAlive == referenceUnits["gradient:big"])
+        #expect(window.everAlive == referenceUnits[.gradient("big")])
         // Drift where it applies: not at the first step, a shape change, or after a gap.
         #expect(measured.records[0].weight("big")?.drift == nil)
         #expect(measured.records[16].weight("big")?.drift != nil)
@@ -258,22 +258,22 @@ struct SeriesMeasurerTests {
         let record = RunMeasurer.measure(try RunLoader.load(dir.url.path)).records[1]
         var table = record.tensors
         #expect(table.count == record.order.count && table.keys == record.order)
-        let big = try #require(table["weight:big"])
+        let big = try #require(table[.weight("big")])
         var changed = big
         changed.trainable = false
-        table["weight:big"] = changed
-        #expect(table["weight:big"]?.trainable == false && table.keys == record.order, "replaced in place")
-        table["weight:big"] = nil
-        #expect(table["weight:big"] == nil && table.count == record.order.count - 1)
-        #expect(table["weight:d64"]?.key == "weight:d64", "lookups still right after a removal")
-        table["weight:big"] = big
-        #expect(table.keys.last == "weight:big")
+        table[.weight("big")] = changed
+        #expect(table[.weight("big")]?.trainable == false && table.keys == record.order, "replaced in place")
+        table[.weight("big")] = nil
+        #expect(table[.weight("big")] == nil && table.count == record.order.count - 1)
+        #expect(table[.weight("d64")]?.key == .weight("d64"), "lookups still right after a removal")
+        table[.weight("big")] = big
+        #expect(table.keys.last == .weight("big"))
         // Binary (between processes) and JSON round trips keep every entry under its key.
         let binary = try WorkerCoding.decode(MeasurementTable.self, from: try WorkerCoding.encode(record.tensors))
         #expect(binary.keys.sorted() == record.order.sorted())
-        #expect(binary["gradient:big"]?.stats.zeros == record.tensors["gradient:big"]?.stats.zeros)
+        #expect(binary[.gradient("big")]?.stats.zeros == record.tensors[.gradient("big")]?.stats.zeros)
         let json = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(record.tensors)) as? [String: Any]
-        #expect(Set(json?.keys.map { $0 } ?? []) == Set(record.order))
+        #expect(Set(json?.keys.map { $0 } ?? []) == Set(record.order.map(\.description)))
     }
 
     func close(_ a: Double?, _ b: Double?) -> Bool {
