@@ -17,7 +17,7 @@ let package = Package(
         .executable(name: "gradscope", targets: ["gradscope"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
     ],
     targets: [
         // libhdf5 as a Swift module (a C shim for the macros Swift cannot import).
@@ -47,8 +47,10 @@ let package = Package(
         // Every layer as one import.
         .target(
             name: "GradScope",
-            dependencies: ["GradScopeRendering", "GradScopeDiagnosis", "GradScopeMeasurement", "GradScopeSources",
-                           "GradScopeStatistics", "GradScopeModel", "ElementTypes", "HDF5"]
+            dependencies: [
+                "GradScopeRendering", "GradScopeDiagnosis", "GradScopeMeasurement", "GradScopeSources",
+                "GradScopeStatistics", "GradScopeModel", "ElementTypes", "HDF5",
+            ]
         ),
         .executableTarget(
             name: "gradscope",

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: the Swift package's (swift test) and the Python tools' (pytest).
+# Runs every test: the formatting check, the Swift package's tests (swift test), then pytest for the Python tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The code is kept formatted by .swift-format (swift format format --in-place --recursive Sources Tests Package.swift).
+if swift format --version >/dev/null 2>&1; then
+    swift format lint --strict --recursive --parallel Sources Tests Package.swift
+else
+    echo "test.sh: swift format is not in this toolchain; formatting not checked"
+fi
 swift test
 python3 -m pytest -q Tools

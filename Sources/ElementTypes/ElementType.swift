@@ -58,10 +58,15 @@ public enum ElementType: Sendable, Equatable, CustomStringConvertible, Codable {
         case "bool": self = .bool
         case "string": self = .string
         default:
-            if name.hasPrefix("int"), let bits = Int(name.dropFirst(3)) { self = .integer(bits: bits, signed: true) }
-            else if name.hasPrefix("uint"), let bits = Int(name.dropFirst(4)) { self = .integer(bits: bits, signed: false) }
-            else if name.hasPrefix("float"), let bits = Int(name.dropFirst(5)) { self = .otherFloat(bits: bits) }
-            else { self = .other(name) }
+            if name.hasPrefix("int"), let bits = Int(name.dropFirst(3)) {
+                self = .integer(bits: bits, signed: true)
+            } else if name.hasPrefix("uint"), let bits = Int(name.dropFirst(4)) {
+                self = .integer(bits: bits, signed: false)
+            } else if name.hasPrefix("float"), let bits = Int(name.dropFirst(5)) {
+                self = .otherFloat(bits: bits)
+            } else {
+                self = .other(name)
+            }
         }
     }
 

@@ -1,15 +1,17 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// The three analyses behind `inspect`, `diff` and `scan`.
 public enum Analysis {
     /// Inspects one checkpoint file: every tensor's statistics and the findings one file can show.
-    public static func inspect(_ path: String, load: LoadOptions = LoadOptions(), measure: MeasureOptions = MeasureOptions(),
-                               thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil) throws -> InspectReport {
+    public static func inspect(
+        _ path: String, load: LoadOptions = LoadOptions(), measure: MeasureOptions = MeasureOptions(),
+        thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil
+    ) throws -> InspectReport {
         let checkpoints = try CheckpointLoader.load(path, options: load)
         guard let checkpoint = checkpoints.last else { throw CheckpointError(file: path, reason: "no checkpoint in the file") }
         var notes = checkpoint.notes
@@ -43,10 +45,11 @@ public enum Analysis {
         }
         let tensors = ordered.map { tensor -> InspectedTensor in
             let measurement = record?.tensors[tensor.key]
-            return InspectedTensor(name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slotName, shape: tensor.shape,
-                                   dtype: tensor.dtype.description, path: tensor.path, unitAxis: tensor.unitAxis, trainable: tensor.trainable,
-                                   stats: measurement?.stats, deadUnits: tensor.role == .activation ? measurement?.inactiveUnits : measurement?.zeroUnits,
-                                   error: measurement == nil ? failures[selected.source + ":" + tensor.path] ?? "not read" : nil)
+            return InspectedTensor(
+                name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slotName, shape: tensor.shape,
+                dtype: tensor.dtype.description, path: tensor.path, unitAxis: tensor.unitAxis, trainable: tensor.trainable,
+                stats: measurement?.stats, deadUnits: tensor.role == .activation ? measurement?.inactiveUnits : measurement?.zeroUnits,
+                error: measurement == nil ? failures[selected.source + ":" + tensor.path] ?? "not read" : nil)
         }
         var notChecked = diagnosis.notChecked
         for kind in DetectorRegistry.needingSeveralSaves() {
@@ -63,16 +66,19 @@ public enum Analysis {
             }
         }
         notChecked.append(contentsOf: after.notChecked)
-        return InspectReport(file: path, layout: checkpoint.layout.rawValue, step: checkpoint.metadata.step, loss: checkpoint.metadata.loss,
-                             lr: checkpoint.metadata.learningRate, framework: checkpoint.metadata.framework,
-                             optimizer: checkpoint.metadata.optimizer, tensors: tensors, findings: findings,
-                             notChecked: notChecked, skipped: checkpoint.skipped + (record?.failures ?? []) + measured.skipped, notes: notes,
-                             verdict: Diagnoser.verdict(findings, run: measurements, notChecked: notChecked))
+        return InspectReport(
+            file: path, layout: checkpoint.layout.rawValue, step: checkpoint.metadata.step, loss: checkpoint.metadata.loss,
+            lr: checkpoint.metadata.learningRate, framework: checkpoint.metadata.framework,
+            optimizer: checkpoint.metadata.optimizer, tensors: tensors, findings: findings,
+            notChecked: notChecked, skipped: checkpoint.skipped + (record?.failures ?? []) + measured.skipped, notes: notes,
+            verdict: Diagnoser.verdict(findings, run: measurements, notChecked: notChecked))
     }
 
     /// What changed between two checkpoints, tensor by tensor.
-    public static func diff(_ pathA: String, _ pathB: String, load: LoadOptions = LoadOptions(), measure: MeasureOptions = MeasureOptions(),
-                            thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil) throws -> DiffReport {
+    public static func diff(
+        _ pathA: String, _ pathB: String, load: LoadOptions = LoadOptions(), measure: MeasureOptions = MeasureOptions(),
+        thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil
+    ) throws -> DiffReport {
         guard let a = try CheckpointLoader.load(pathA, options: load).last else { throw CheckpointError(file: pathA, reason: "no checkpoint") }
         guard let b = try CheckpointLoader.load(pathB, options: load).last else { throw CheckpointError(file: pathB, reason: "no checkpoint") }
         var first = a.selecting(select), second = b.selecting(select)
@@ -98,39 +104,48 @@ public enum Analysis {
                 if drift.changed == 0 { status = "frozen" }
                 if let normA = drift.normA, let normB = drift.normB, normB > 0, normA / normB >= thresholds.collapseFactor { status = "collapsing" }
                 if drift.nonFinite > 0 { status = "non-finite" }
-                drifts.append(TensorDrift(name: measurement.name, layer: measurement.layer, role: measurement.role, shape: measurement.shape,
-                                          normA: drift.normA, normB: drift.normB, drift: drift,
-                                          perStep: drift.relativeChange.map { $0 / Double(steps) }, status: status))
+                drifts.append(
+                    TensorDrift(
+                        name: measurement.name, layer: measurement.layer, role: measurement.role, shape: measurement.shape,
+                        normA: drift.normA, normB: drift.normB, drift: drift,
+                        perStep: drift.relativeChange.map { $0 / Double(steps) }, status: status))
             }
         }
         drifts.sort { ($0.drift.relativeChange ?? -1) > ($1.drift.relativeChange ?? -1) }
-        return DiffReport(a: pathA, b: pathB, stepA: first.metadata.step, stepB: second.metadata.step, tensors: drifts, added: added,
-                          removed: removed, reshaped: reshaped, findings: diagnosis.findings, notChecked: diagnosis.notChecked,
-                          skipped: measured.skipped + measurements.records.flatMap(\.failures), verdict: diagnosis.verdict)
+        return DiffReport(
+            a: pathA, b: pathB, stepA: first.metadata.step, stepB: second.metadata.step, tensors: drifts, added: added,
+            removed: removed, reshaped: reshaped, findings: diagnosis.findings, notChecked: diagnosis.notChecked,
+            skipped: measured.skipped + measurements.records.flatMap(\.failures), verdict: diagnosis.verdict)
     }
 
     /// The whole run: every step measured, every detector run. Files are read in worker
     /// processes when `isolation` is given, else in this process; the analysis is the same.
-    public static func scan(_ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
-                            measure: MeasureOptions = MeasureOptions(), thresholds: Thresholds = Thresholds(),
-                            select: NSRegularExpression? = nil,
-                            loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
-                            measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (ScanReport, RunMeasurements) {
+    public static func scan(
+        _ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
+        measure: MeasureOptions = MeasureOptions(), thresholds: Thresholds = Thresholds(),
+        select: NSRegularExpression? = nil,
+        loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+        measureProgress: (@Sendable (Int, Int) -> Void)? = nil
+    ) throws -> (ScanReport, RunMeasurements) {
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
-        let (run, measurements) = try ScanEngine.scan(path, isolation: isolation, load: load, measure: measureOptions, select: select,
-                                                      loadProgress: loadProgress, measureProgress: measureProgress)
+        let (run, measurements) = try ScanEngine.scan(
+            path, isolation: isolation, load: load, measure: measureOptions, select: select,
+            loadProgress: loadProgress, measureProgress: measureProgress)
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
         return (ScanReport(run: run, measurements: measurements, diagnosis: diagnosis), measurements)
     }
 
     /// The whole run with every file read in isolated worker processes.
-    public static func scanIsolated(_ path: String, isolation: IsolationOptions, load: LoadOptions = LoadOptions(),
-                                    measure: MeasureOptions = MeasureOptions(), thresholds: Thresholds = Thresholds(),
-                                    select: NSRegularExpression? = nil,
-                                    loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
-                                    measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (ScanReport, RunMeasurements) {
-        try scan(path, isolation: isolation, load: load, measure: measure, thresholds: thresholds, select: select,
-                 loadProgress: loadProgress, measureProgress: measureProgress)
+    public static func scanIsolated(
+        _ path: String, isolation: IsolationOptions, load: LoadOptions = LoadOptions(),
+        measure: MeasureOptions = MeasureOptions(), thresholds: Thresholds = Thresholds(),
+        select: NSRegularExpression? = nil,
+        loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+        measureProgress: (@Sendable (Int, Int) -> Void)? = nil
+    ) throws -> (ScanReport, RunMeasurements) {
+        try scan(
+            path, isolation: isolation, load: load, measure: measure, thresholds: thresholds, select: select,
+            loadProgress: loadProgress, measureProgress: measureProgress)
     }
 }

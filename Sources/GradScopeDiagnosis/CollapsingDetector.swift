@@ -1,8 +1,9 @@
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `collapsing`: a layer whose weights or outputs shrink toward zero over the
 /// run — the "collapsing toward zero output" layer.
@@ -29,8 +30,10 @@ package struct CollapsingDetector: Detector {
             let series = run.series(key).filter { $0.measurement.stats.nan + $0.measurement.stats.posInf + $0.measurement.stats.negInf == 0 }
             guard series.count >= 2, let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
             let norms = series.map { $0.measurement.stats.l2Norm ?? 0 }
-            if let finding = shrink(norms: norms, steps: series.map(\.step), factor: thresholds.collapseFactor,
-                                    name: weight.name, layer: weight.layer, what: "weight norm ‖W‖") {
+            if let finding = shrink(
+                norms: norms, steps: series.map(\.step), factor: thresholds.collapseFactor,
+                name: weight.name, layer: weight.layer, what: "weight norm ‖W‖")
+            {
                 findings.append(finding)
             }
         }
@@ -38,8 +41,10 @@ package struct CollapsingDetector: Detector {
             let series = run.series(key).filter { DetectorSupport.nonFinite($0.measurement) == 0 && $0.measurement.stats.std != nil }
             guard series.count >= 2, let activation = series.last?.measurement else { continue }
             let spreads = series.map { $0.measurement.stats.std ?? 0 }
-            if let finding = shrink(norms: spreads, steps: series.map(\.step), factor: thresholds.activationCollapseFactor,
-                                    name: activation.name, layer: activation.layer, what: "output spread (std)") {
+            if let finding = shrink(
+                norms: spreads, steps: series.map(\.step), factor: thresholds.activationCollapseFactor,
+                name: activation.name, layer: activation.layer, what: "output spread (std)")
+            {
                 findings.append(finding)
             }
         }
@@ -53,15 +58,17 @@ package struct CollapsingDetector: Detector {
         let onsetIndex = norms.indices.first { $0 > peakIndex && norms[$0] <= peak / 2 } ?? norms.count - 1
         let ratio = last > 0 ? peak / last : .infinity
         let orders = last > 0 ? Foundation.log10(ratio) : .infinity
-        let message = "\(name) is collapsing toward zero: its \(what) fell \(last > 0 ? "\(DetectorSupport.format(ratio))x" : "to 0") from \(DetectorSupport.format(peak)) at step \(steps[peakIndex]) to \(DetectorSupport.format(last)) at step \(steps.last ?? 0)."
+        let message =
+            "\(name) is collapsing toward zero: its \(what) fell \(last > 0 ? "\(DetectorSupport.format(ratio))x" : "to 0") from \(DetectorSupport.format(peak)) at step \(steps[peakIndex]) to \(DetectorSupport.format(last)) at step \(steps.last ?? 0)."
         let explanation = CollapsingExplanation(measure: what, orders: orders, halvingStep: steps[onsetIndex]).text
-        return Finding(kind: kind, severity: .warning, tensor: name, layer: layer, firstStep: steps[onsetIndex],
-                       lastStep: steps.last, message: message,
-                       evidence: ["peak": .number(peak), "peak_step": .int(steps[peakIndex]), "last": .number(last),
-                                  "shrink_factor": last > 0 ? .number(ratio) : .string("inf"), "measure": .string(what),
-                                  "series": .list(norms.map { .number($0) })],
-                       explanation: explanation)
+        return Finding(
+            kind: kind, severity: .warning, tensor: name, layer: layer, firstStep: steps[onsetIndex],
+            lastStep: steps.last, message: message,
+            evidence: [
+                "peak": .number(peak), "peak_step": .int(steps[peakIndex]), "last": .number(last),
+                "shrink_factor": last > 0 ? .number(ratio) : .string("inf"), "measure": .string(what),
+                "series": .list(norms.map { .number($0) }),
+            ],
+            explanation: explanation)
     }
 }
-
-import Foundation

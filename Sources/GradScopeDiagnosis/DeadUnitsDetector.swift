@@ -1,8 +1,8 @@
 import ElementTypes
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `dead-units`: units (output neurons, filters) that get no gradient at all,
 /// or never move, over the later half of the run, or over a trailing part of it
@@ -29,8 +29,10 @@ package struct DeadUnitsDetector: Detector {
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !DetectorSupport.isBias($0.name) && $0.units >= 2 }
         guard !windows.isEmpty else {
-            return .lacking(run.hasGradients ? "no gradient of a matrix or kernel with a unit axis was saved"
-                : "needs gradients, activations, or at least two saved steps of matrices")
+            return .lacking(
+                run.hasGradients
+                    ? "no gradient of a matrix or kernel with a unit axis was saved"
+                    : "needs gradients, activations, or at least two saved steps of matrices")
         }
         var findings: [Finding] = []
         for whole in windows {
@@ -59,15 +61,22 @@ package struct DeadUnitsDetector: Detector {
             case .activation: how = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch at every save"
             case .movement: how = "never move"
             }
-            let message = "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
-            let explanation = DeadUnitsExplanation(wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
-                                                   lastStep: window.lastStep, source: window.source, percent: percent).text
-            findings.append(Finding(kind: kind, severity: severity, tensor: window.name, layer: window.layer,
-                                    firstStep: onset, lastStep: window.lastStep, message: message,
-                                    evidence: ["dead_units": .int(dead), "units": .int(window.units),
-                                               "dead_fraction": .number(fraction), "evidence": .string(window.source.rawValue),
-                                               "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves)],
-                                    explanation: explanation))
+            let message =
+                "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
+            let explanation = DeadUnitsExplanation(
+                wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
+                lastStep: window.lastStep, source: window.source, percent: percent
+            ).text
+            findings.append(
+                Finding(
+                    kind: kind, severity: severity, tensor: window.name, layer: window.layer,
+                    firstStep: onset, lastStep: window.lastStep, message: message,
+                    evidence: [
+                        "dead_units": .int(dead), "units": .int(window.units),
+                        "dead_fraction": .number(fraction), "evidence": .string(window.source.rawValue),
+                        "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves),
+                    ],
+                    explanation: explanation))
         }
         return DetectorOutcome(findings: findings)
     }

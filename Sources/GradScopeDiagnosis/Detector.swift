@@ -1,9 +1,9 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// What a detector produced: its findings, or why it could not look.
 public struct DetectorOutcome: Sendable {

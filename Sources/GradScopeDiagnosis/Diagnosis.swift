@@ -1,9 +1,9 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// The result of running every detector over a run's measurements.
 public struct Diagnosis: Sendable {
@@ -20,8 +20,10 @@ public struct Diagnosis: Sendable {
 /// Runs the detectors and puts their findings together.
 public enum Diagnoser {
     /// Runs `detectors` (by default those of `scan`) and sorts their findings.
-    public static func diagnose(_ run: RunMeasurements, thresholds: Thresholds = Thresholds(),
-                                detectors: [any Detector] = allDetectors.filter { $0.scope.contains(.run) }) -> Diagnosis {
+    public static func diagnose(
+        _ run: RunMeasurements, thresholds: Thresholds = Thresholds(),
+        detectors: [any Detector] = allDetectors.filter { $0.scope.contains(.run) }
+    ) -> Diagnosis {
         var (findings, notChecked) = detect(run, thresholds: thresholds, detectors: detectors)
         findings = linkPlateauEvidence(findings)
         findings.sort { a, b in
@@ -34,8 +36,10 @@ public enum Diagnoser {
     }
 
     /// Runs `detectors` in order: their findings and not-checked entries as they come.
-    package static func detect(_ run: RunMeasurements, thresholds: Thresholds,
-                               detectors: [any Detector]) -> (findings: [Finding], notChecked: [NotChecked]) {
+    package static func detect(
+        _ run: RunMeasurements, thresholds: Thresholds,
+        detectors: [any Detector]
+    ) -> (findings: [Finding], notChecked: [NotChecked]) {
         var findings: [Finding] = []
         var notChecked: [NotChecked] = []
         for detector in detectors {

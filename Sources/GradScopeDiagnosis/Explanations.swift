@@ -1,9 +1,9 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// The explanation of one kind of finding, as `--explain` and the report print it: what the numbers
 /// mean, likely causes, what to try. Detectors compute the few values an entry needs; the entry words
@@ -36,17 +36,20 @@ package struct NanInfExplanation: Explanation {
     var blowUp: (before: Double, previous: Double)?
 
     package var text: String {
-        let context = blowUp.map { " The total gradient norm had grown from \(DetectorSupport.format($0.before)) to \(DetectorSupport.format($0.previous)) over the two saves before: the values blew up." } ?? ""
+        let context =
+            blowUp.map {
+                " The total gradient norm had grown from \(DetectorSupport.format($0.before)) to \(DetectorSupport.format($0.previous)) over the two saves before: the values blew up."
+            } ?? ""
         return """
-        \(step.map { "At step \($0)" } ?? "In this file"), \(tensors) tensor(s) hold \(nanElements) NaN and \(infElements) infinite element(s) \
-        (\(weights) of them weights).\(context) Once a weight is NaN, every output and gradient that \
-        touches it is NaN too, so training cannot recover. Likely causes: a learning rate too high for \
-        the data's scale (unscaled inputs, e.g. features in the thousands), exploding gradients, log(0) \
-        or division by zero in the loss, or float16 overflow. What to try: normalise the inputs, lower the \
-        learning rate, clip gradients (torch.nn.utils.clip_grad_norm_, clipnorm in Keras), use a \
-        numerically stable loss (BCEWithLogitsLoss instead of sigmoid + BCELoss), and resume from the \
-        last finite checkpoint\(step.map { ", before step \($0)" } ?? "").
-        """
+            \(step.map { "At step \($0)" } ?? "In this file"), \(tensors) tensor(s) hold \(nanElements) NaN and \(infElements) infinite element(s) \
+            (\(weights) of them weights).\(context) Once a weight is NaN, every output and gradient that \
+            touches it is NaN too, so training cannot recover. Likely causes: a learning rate too high for \
+            the data's scale (unscaled inputs, e.g. features in the thousands), exploding gradients, log(0) \
+            or division by zero in the loss, or float16 overflow. What to try: normalise the inputs, lower the \
+            learning rate, clip gradients (torch.nn.utils.clip_grad_norm_, clipnorm in Keras), use a \
+            numerically stable loss (BCEWithLogitsLoss instead of sigmoid + BCELoss), and resume from the \
+            last finite checkpoint\(step.map { ", before step \($0)" } ?? "").
+            """
     }
 }
 
@@ -91,23 +94,31 @@ package struct FrozenExplanation: Explanation {
     var advice: String {
         switch found {
         case .notInOptimizer:
-            return "Pass this parameter to the optimizer: build it from model.parameters() after the layer is created, or add a param group for it. If freezing was intended, set requires_grad=False so no gradient is computed."
+            return
+                "Pass this parameter to the optimizer: build it from model.parameters() after the layer is created, or add a param group for it. If freezing was intended, set requires_grad=False so no gradient is computed."
         case .staleGradient:
-            return "If this layer was frozen on purpose, nothing is wrong (set its .grad to None to stop saving the stale value). Otherwise set requires_grad=True and add it to the optimizer."
+            return
+                "If this layer was frozen on purpose, nothing is wrong (set its .grad to None to stop saving the stale value). Otherwise set requires_grad=True and add it to the optimizer."
         case .excluded:
-            return "If this layer was frozen on purpose (fine-tuning a pre-trained model), nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
+            return
+                "If this layer was frozen on purpose (fine-tuning a pre-trained model), nothing is wrong. Otherwise set trainable=True before compiling (Keras), set requires_grad=True, or add it to the optimizer."
         case .underflow:
-            return "The updates underflow the float format, so the weights cannot change even though a gradient arrives. Raise the learning rate for this layer, use an adaptive optimizer (Adam normalises the step), rescale the layer, or keep master weights in float32 if training in float16/bfloat16."
+            return
+                "The updates underflow the float format, so the weights cannot change even though a gradient arrives. Raise the learning rate for this layer, use an adaptive optimizer (Adam normalises the step), rescale the layer, or keep master weights in float32 if training in float16/bfloat16."
         case .notApplied:
-            return "Check that the optimizer holds this parameter and that its learning rate is not zero; if freezing was intended, set requires_grad=False (PyTorch) or trainable=False (Keras) so no gradient is computed."
+            return
+                "Check that the optimizer holds this parameter and that its learning rate is not zero; if freezing was intended, set requires_grad=False (PyTorch) or trainable=False (Keras) so no gradient is computed."
         case .zeroLearningRate:
             return "Check the learning-rate schedule: a warm-up that starts at 0, or a schedule that decays to 0, freezes every parameter."
         case .buffer:
-            return "If this layer was frozen on purpose (fine-tuning a pre-trained model), or the tensor is a buffer, nothing is wrong. Otherwise set requires_grad=True, or add it to the optimizer."
+            return
+                "If this layer was frozen on purpose (fine-tuning a pre-trained model), or the tensor is a buffer, nothing is wrong. Otherwise set requires_grad=True, or add it to the optimizer."
         case .frozenBackbone:
-            return "If the backbone was frozen on purpose, nothing is wrong. If not, check that the optimizer holds these parameters and that requires_grad / trainable is set."
+            return
+                "If the backbone was frozen on purpose, nothing is wrong. If not, check that the optimizer holds these parameters and that requires_grad / trainable is set."
         case .unexplained:
-            return "Save gradients with the gradscope exporter to see whether it receives any; check that the optimizer holds this parameter and that it is not frozen by mistake."
+            return
+                "Save gradients with the gradscope exporter to see whether it receives any; check that the optimizer holds this parameter and that it is not frozen by mistake."
         }
     }
 }
@@ -200,29 +211,31 @@ package struct LossPlateauExplanation: Explanation {
     package var text: String {
         var pointers: [String] = []
         if let (name, mean) = smallOutputBias {
-            pointers.append("the output bias \(name) sits at \(DetectorSupport.format(mean)) (pulled to 0: the best a model that has learned nothing can do)")
+            pointers.append(
+                "the output bias \(name) sits at \(DetectorSupport.format(mean)) (pulled to 0: the best a model that has learned nothing can do)")
         }
         if let (name, std, maxAbs) = logits {
             pointers.append("the logits \(name) have spread \(DetectorSupport.format(std)) (max |logit| \(DetectorSupport.format(maxAbs)))")
         }
         return """
-        For \(saves) consecutive saves the loss stayed within \(DetectorSupport.format(tolerance * 100))% of \(target) \
-        (between \(DetectorSupport.format(lossMin)) and \(DetectorSupport.format(lossMax))). That is the loss of a model whose \
-        logits are all ~0: until the rest of the network produces a useful signal, the cheapest thing the output layer \
-        can do is predict the class frequencies, so its bias is pulled to 0 and the loss pins at \(target). \
-        \(pointers.isEmpty ? "" : "Evidence: " + pointers.joined(separator: "; ") + ". ")\
-        Likely causes: a learning rate too small at the start (a long warm-up such as Noam's, or a small scale factor), \
-        weights initialised too small so the logits start at ~0, a saturated or dead layer upstream that passes no \
-        signal, or a deep stack of linear layers without normalisation. What to try: a larger initial learning rate \
-        or shorter warm-up, default (Kaiming/Xavier) initialisation, check the layers flagged below for dead or \
-        collapsing units, and plot the logits' spread over the first steps; a few thousand steps at \(target) may also \
-        simply be the price of a slow start if the loss falls afterwards.
-        """
+            For \(saves) consecutive saves the loss stayed within \(DetectorSupport.format(tolerance * 100))% of \(target) \
+            (between \(DetectorSupport.format(lossMin)) and \(DetectorSupport.format(lossMax))). That is the loss of a model whose \
+            logits are all ~0: until the rest of the network produces a useful signal, the cheapest thing the output layer \
+            can do is predict the class frequencies, so its bias is pulled to 0 and the loss pins at \(target). \
+            \(pointers.isEmpty ? "" : "Evidence: " + pointers.joined(separator: "; ") + ". ")\
+            Likely causes: a learning rate too small at the start (a long warm-up such as Noam's, or a small scale factor), \
+            weights initialised too small so the logits start at ~0, a saturated or dead layer upstream that passes no \
+            signal, or a deep stack of linear layers without normalisation. What to try: a larger initial learning rate \
+            or shorter warm-up, default (Kaiming/Xavier) initialisation, check the layers flagged below for dead or \
+            collapsing units, and plot the logits' spread over the first steps; a few thousand steps at \(target) may also \
+            simply be the price of a slow start if the loss falls afterwards.
+            """
     }
 
     /// The sentence the diagnosis adds to a plateau's explanation, naming the problems found upstream.
     static func upstream(_ findings: [Finding]) -> String {
-        " Found upstream: " + findings.prefix(5).map { "\($0.kind.rawValue) in \($0.tensor ?? $0.layer ?? "the model")" }.joined(separator: "; ") + "."
+        " Found upstream: " + findings.prefix(5).map { "\($0.kind.rawValue) in \($0.tensor ?? $0.layer ?? "the model")" }.joined(separator: "; ")
+            + "."
     }
 }
 
@@ -247,13 +260,13 @@ package struct VanishingGradientExplanation: Explanation {
         case nil: lossText = "No loss was saved to tell whether training progresses regardless."
         }
         return """
-        \(step.map { "At step \($0)" } ?? "In this file"), ‖g‖/‖W‖ is \(DetectorSupport.format(early)) in the first layers (from \(earlyName)) against \
-        \(DetectorSupport.format(late)) in the last ones (to \(lateName)). Each layer multiplies the backward signal by its \
-        weights and its activation's derivative; a sigmoid's derivative is at most 0.25 and near 0 when saturated, so a deep \
-        stack of them shrinks the gradient geometrically and the early layers stop learning. \(lossText) What to try: \
-        ReLU/GELU instead of sigmoid/tanh in hidden layers, He (Kaiming) or Xavier initialisation, batch or layer \
-        normalisation, residual connections, or a shallower network.
-        """
+            \(step.map { "At step \($0)" } ?? "In this file"), ‖g‖/‖W‖ is \(DetectorSupport.format(early)) in the first layers (from \(earlyName)) against \
+            \(DetectorSupport.format(late)) in the last ones (to \(lateName)). Each layer multiplies the backward signal by its \
+            weights and its activation's derivative; a sigmoid's derivative is at most 0.25 and near 0 when saturated, so a deep \
+            stack of them shrinks the gradient geometrically and the early layers stop learning. \(lossText) What to try: \
+            ReLU/GELU instead of sigmoid/tanh in hidden layers, He (Kaiming) or Xavier initialisation, batch or layer \
+            normalisation, residual connections, or a shallower network.
+            """
     }
 }
 
@@ -271,23 +284,23 @@ package enum ExplodingGradientExplanation: Explanation {
         case .gradients(let nanStep):
             let consequence = nanStep.map { " NaN follows at step \($0)." } ?? ""
             return """
-            Large gradients make one update move the weights by more than their own size, the loss jumps, the next \
-            gradients are larger still, and within a few steps values overflow to Inf and NaN.\(consequence) Likely causes: \
-            unnormalised inputs (features in the hundreds or thousands), a learning rate too high, a deep network without \
-            normalisation, or a loss with a very steep region. What to try: standardise the inputs (zero mean, unit \
-            variance), clip gradients by norm (clip_grad_norm_(params, 1.0), clipnorm=1.0), lower the learning rate or add \
-            warm-up, and add batch or layer normalisation.
-            """
+                Large gradients make one update move the weights by more than their own size, the loss jumps, the next \
+                gradients are larger still, and within a few steps values overflow to Inf and NaN.\(consequence) Likely causes: \
+                unnormalised inputs (features in the hundreds or thousands), a learning rate too high, a deep network without \
+                normalisation, or a loss with a very steep region. What to try: standardise the inputs (zero mean, unit \
+                variance), clip gradients by norm (clip_grad_norm_(params, 1.0), clipnorm=1.0), lower the learning rate or add \
+                warm-up, and add batch or layer normalisation.
+                """
         case .secondMoment(let slot, let ratio):
             return """
-            No gradients were saved, but the optimizer's second moment (\(slot)) is a running average of the \
-            squared gradient, so its square root estimates the gradient's size. A gradient \(DetectorSupport.format(ratio)) times \
-            larger than the weights means the updates this layer received were far outside anything stable; an adaptive \
-            optimizer divides them down, which hides the problem until the loss diverges or the layers before it stop learning. \
-            Likely causes: unnormalised inputs or targets (large rewards in reinforcement learning), a loss with a steep region, a \
-            learning rate too high. What to try: normalise inputs and targets, clip gradients by norm (clipnorm=1.0, \
-            clip_grad_norm_), lower the learning rate, and save gradients with the gradscope exporter to see where they start.
-            """
+                No gradients were saved, but the optimizer's second moment (\(slot)) is a running average of the \
+                squared gradient, so its square root estimates the gradient's size. A gradient \(DetectorSupport.format(ratio)) times \
+                larger than the weights means the updates this layer received were far outside anything stable; an adaptive \
+                optimizer divides them down, which hides the problem until the loss diverges or the layers before it stop learning. \
+                Likely causes: unnormalised inputs or targets (large rewards in reinforcement learning), a loss with a steep region, a \
+                learning rate too high. What to try: normalise inputs and targets, clip gradients by norm (clipnorm=1.0, \
+                clip_grad_norm_), lower the learning rate, and save gradients with the gradscope exporter to see where they start.
+                """
         }
     }
 }
@@ -304,20 +317,20 @@ package enum UpdateRatioExplanation: Explanation {
         switch self {
         case .tooLarge(let from, let to, let relative, let perStep):
             return """
-            Between steps \(from) and \(to) the weights moved by \(DetectorSupport.format(relative)) of \
-            their norm, at least \(DetectorSupport.format(perStep)) per step. A healthy update moves a layer by about a \
-            thousandth of its norm per step; at a tenth or more the weights are being rewritten each step, the loss \
-            oscillates or diverges, and ReLU units die. Likely causes: a learning rate too high for this layer (or \
-            for its small initial weights), no warm-up, or exploding gradients. What to try: lower the learning rate \
-            by 10x, add warm-up, clip gradients.
-            """
+                Between steps \(from) and \(to) the weights moved by \(DetectorSupport.format(relative)) of \
+                their norm, at least \(DetectorSupport.format(perStep)) per step. A healthy update moves a layer by about a \
+                thousandth of its norm per step; at a tenth or more the weights are being rewritten each step, the loss \
+                oscillates or diverges, and ReLU units die. Likely causes: a learning rate too high for this layer (or \
+                for its small initial weights), no warm-up, or exploding gradients. What to try: lower the learning rate \
+                by 10x, add warm-up, clip gradients.
+                """
         case .stuck(let contrast):
             return """
-            This layer's updates are \(DetectorSupport.format(contrast))x smaller than the rest of the model's: it is \
-            effectively stuck. Likely causes: a much smaller learning rate in its param group, gradients that vanish \
-            before reaching it, or weights so large that the same update is relatively tiny. What to try: check its \
-            param group's learning rate, look at its gradient norm, and check its initial scale.
-            """
+                This layer's updates are \(DetectorSupport.format(contrast))x smaller than the rest of the model's: it is \
+                effectively stuck. Likely causes: a much smaller learning rate in its param group, gradients that vanish \
+                before reaching it, or weights so large that the same update is relatively tiny. What to try: check its \
+                param group's learning rate, look at its gradient norm, and check its initial scale.
+                """
         }
     }
 }
@@ -337,13 +350,17 @@ package enum PoorInitExplanation: Explanation {
     package var text: String {
         switch self {
         case .allZero:
-            return "With all-zero weights, every unit of the layer has the same output and the same gradient, so they stay identical forever (and with ReLU after a zero layer, gradients may be zero altogether). Initialise hidden layers randomly: Kaiming (He) for ReLU, Xavier (Glorot) for tanh/sigmoid. A zero-initialised final layer is a deliberate technique in some architectures."
+            return
+                "With all-zero weights, every unit of the layer has the same output and the same gradient, so they stay identical forever (and with ReLU after a zero layer, gradients may be zero altogether). Initialise hidden layers randomly: Kaiming (He) for ReLU, Xavier (Glorot) for tanh/sigmoid. A zero-initialised final layer is a deliberate technique in some architectures."
         case .constant:
-            return "A constant initialisation gives every unit the same output and the same gradient; gradient descent cannot tell them apart, so the layer behaves like a single unit. Initialise randomly (nn.init.kaiming_uniform_, xavier_uniform_, or the framework's default)."
+            return
+                "A constant initialisation gives every unit the same output and the same gradient; gradient descent cannot tell them apart, so the layer behaves like a single unit. Initialise randomly (nn.init.kaiming_uniform_, xavier_uniform_, or the framework's default)."
         case .scale(let fanIn, let lower, let upper):
-            return "Common initialisations give a layer with fan-in \(fanIn) a standard deviation between \(DetectorSupport.format(lower)) (PyTorch's default) and \(DetectorSupport.format(upper)) (He/Kaiming for ReLU), so that the variance of the signal is preserved from layer to layer (He et al. 2015; Glorot & Bengio 2010). Ten times off in either direction scales the signal tenfold per layer: too small gives near-zero outputs and a loss stuck at ln K; too large saturates tanh/sigmoid or blows up ReLU networks. Use the framework's default initialiser or nn.init.kaiming_normal_/xavier_uniform_."
+            return
+                "Common initialisations give a layer with fan-in \(fanIn) a standard deviation between \(DetectorSupport.format(lower)) (PyTorch's default) and \(DetectorSupport.format(upper)) (He/Kaiming for ReLU), so that the variance of the signal is preserved from layer to layer (He et al. 2015; Glorot & Bengio 2010). Ten times off in either direction scales the signal tenfold per layer: too small gives near-zero outputs and a loss stuck at ln K; too large saturates tanh/sigmoid or blows up ReLU networks. Use the framework's default initialiser or nn.init.kaiming_normal_/xavier_uniform_."
         case .embedding:
-            return "Embedding tables are commonly initialised with a standard deviation between 0.02 (BERT, GPT-2) and 1 (PyTorch's nn.Embedding default); Keras uses U(-0.05, 0.05). A table ten times smaller than the smallest of these feeds near-zero vectors to the network: the logits start at ~0 and the loss sits at ln K until the embeddings grow, which at a small or warming-up learning rate takes thousands of steps. Use the framework's default initialisation, or N(0, 0.02) for transformer-style models."
+            return
+                "Embedding tables are commonly initialised with a standard deviation between 0.02 (BERT, GPT-2) and 1 (PyTorch's nn.Embedding default); Keras uses U(-0.05, 0.05). A table ten times smaller than the smallest of these feeds near-zero vectors to the network: the logits start at ~0 and the loss sits at ln K until the embeddings grow, which at a small or warming-up learning rate takes thousands of steps. Use the framework's default initialisation, or N(0, 0.02) for transformer-style models."
         }
     }
 }

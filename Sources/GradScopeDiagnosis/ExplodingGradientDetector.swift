@@ -1,8 +1,8 @@
 import ElementTypes
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `exploding-gradient`: gradients large relative to their weights and growing
 /// fast, or non-finite while the weights are still finite.
@@ -32,10 +32,11 @@ package struct ExplodingGradientDetector: Detector {
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.hasGradients else { return fromSecondMoments(run, thresholds: thresholds) }
-        let frozen = Set(run.weightKeys.filter { key in
-            let drifts = run.series(key).compactMap(\.measurement.drift)
-            return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
-        }.map(\.name))
+        let frozen = Set(
+            run.weightKeys.filter { key in
+                let drifts = run.series(key).compactMap(\.measurement.drift)
+                return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
+            }.map(\.name))
         // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach
         // 10^2.5 between saves), so growth is measured against a robust baseline: the median total norm of
         // the last ten saves, not the one save before, which may have been an unusually small batch.
@@ -46,9 +47,13 @@ package struct ExplodingGradientDetector: Detector {
             guard !gradients.isEmpty else { continue }
             let weightsFinite = record.tensors.values.filter { $0.role == .weight }.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
             if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {
-                return DetectorOutcome(findings: [finding(record: record, tensor: bad, severity: .error,
-                    message: "The gradient of \(bad.name) holds NaN/Inf \(run.atStep(record.step)) while every weight is still finite: the gradients exploded.",
-                    evidence: ["nan_elements": .int(bad.stats.nan), "inf_elements": .int(bad.stats.posInf + bad.stats.negInf)], run: run)])
+                return DetectorOutcome(findings: [
+                    finding(
+                        record: record, tensor: bad, severity: .error,
+                        message:
+                            "The gradient of \(bad.name) holds NaN/Inf \(run.atStep(record.step)) while every weight is still finite: the gradients exploded.",
+                        evidence: ["nan_elements": .int(bad.stats.nan), "inf_elements": .int(bad.stats.posInf + bad.stats.negInf)], run: run)
+                ])
             }
             var total = 0.0
             var worst: (TensorMeasurement, Double)?
@@ -56,7 +61,8 @@ package struct ExplodingGradientDetector: Detector {
                 guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
                 total += gn * gn
                 if let weight = record.weight(gradient.name), DetectorSupport.isKernel(weight),
-                   !DetectorSupport.nearZero(weight, thresholds: thresholds), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite {
+                    !DetectorSupport.nearZero(weight, thresholds: thresholds), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite
+                {
                     let ratio = gn / wn
                     if worst == nil || ratio > worst?.1 ?? 0 { worst = (gradient, ratio) }
                 }
@@ -73,24 +79,37 @@ package struct ExplodingGradientDetector: Detector {
             guard let (tensor, ratio) = worst else { continue }
             let growth = baseline.map { $0 > 0 ? total / $0 : 0 } ?? 0
             if (growth >= thresholds.explodingGrowth && ratio >= thresholds.explodingRatio) || ratio >= thresholds.explodingAbsoluteRatio {
-                let severity: Severity = run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } } ? .error : .warning
-                let grew = growth >= thresholds.explodingGrowth ? "the total gradient norm is \(DetectorSupport.format(growth))x its median over the ten saves before and " : ""
-                return DetectorOutcome(findings: [finding(record: record, tensor: tensor, severity: severity,
-                    message: "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
-                    evidence: ["gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total),
-                               "previous_total_gradient_norm": .number(previousTotal),
-                               "median_recent_total_gradient_norm": .number(baseline), "growth": .number(growth)], run: run)])
+                let severity: Severity =
+                    run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+                    ? .error : .warning
+                let grew =
+                    growth >= thresholds.explodingGrowth
+                    ? "the total gradient norm is \(DetectorSupport.format(growth))x its median over the ten saves before and " : ""
+                return DetectorOutcome(findings: [
+                    finding(
+                        record: record, tensor: tensor, severity: severity,
+                        message:
+                            "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
+                        evidence: [
+                            "gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total),
+                            "previous_total_gradient_norm": .number(previousTotal),
+                            "median_recent_total_gradient_norm": .number(baseline), "growth": .number(growth),
+                        ], run: run)
+                ])
             }
         }
         return DetectorOutcome()
     }
 
-    package func finding(record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
-                 evidence: [String: EvidenceValue], run: RunMeasurements) -> Finding {
+    package func finding(
+        record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
+        evidence: [String: EvidenceValue], run: RunMeasurements
+    ) -> Finding {
         let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
         let explanation = ExplodingGradientExplanation.gradients(nanStep: nanLater?.step).text
-        return Finding(kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
-                       lastStep: nanLater?.step ?? record.step, message: message, evidence: evidence, explanation: explanation)
+        return Finding(
+            kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
+            lastStep: nanLater?.step ?? record.step, message: message, evidence: evidence, explanation: explanation)
     }
 
     /// Without saved gradients, Adam's (or RMSprop's) second moment v is a running
@@ -105,23 +124,30 @@ package struct ExplodingGradientDetector: Detector {
             var worst: (TensorMeasurement, Double, Double)?
             for key in slotKeys {
                 guard let slot = record.tensors[key], let meanSquare = slot.stats.mean, meanSquare.isFinite, meanSquare > 0,
-                      let weight = record.weight(slot.name), DetectorSupport.isKernel(weight),
-                      !DetectorSupport.nearZero(weight, thresholds: thresholds),
-                      let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
+                    let weight = record.weight(slot.name), DetectorSupport.isKernel(weight),
+                    !DetectorSupport.nearZero(weight, thresholds: thresholds),
+                    let weightRMS = DetectorSupport.rms(weight), weightRMS > 0
+                else { continue }
                 let gradientRMS = meanSquare.squareRoot()
                 let ratio = gradientRMS / weightRMS
                 if worst == nil || ratio > worst?.1 ?? 0 { worst = (slot, ratio, gradientRMS) }
             }
             guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
             let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
-            let message = "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
+            let message =
+                "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
             let explanation = ExplodingGradientExplanation.secondMoment(slot: slot.slotName ?? "v", ratio: ratio).text
-            return DetectorOutcome(findings: [Finding(kind: kind, severity: nanLater == nil ? .warning : .error, tensor: slot.name,
-                                                      layer: slot.layer, firstStep: record.step, lastStep: nanLater?.step ?? record.step,
-                                                      message: message,
-                                                      evidence: ["estimated_gradient_rms": .number(gradientRMS), "gradient_to_weight_ratio": .number(ratio),
-                                                                 "second_moment_mean": .number(slot.stats.mean), "source": .string("optimizer \(slot.slotName ?? "second moment")")],
-                                                      explanation: explanation)])
+            return DetectorOutcome(findings: [
+                Finding(
+                    kind: kind, severity: nanLater == nil ? .warning : .error, tensor: slot.name,
+                    layer: slot.layer, firstStep: record.step, lastStep: nanLater?.step ?? record.step,
+                    message: message,
+                    evidence: [
+                        "estimated_gradient_rms": .number(gradientRMS), "gradient_to_weight_ratio": .number(ratio),
+                        "second_moment_mean": .number(slot.stats.mean), "source": .string("optimizer \(slot.slotName ?? "second moment")"),
+                    ],
+                    explanation: explanation)
+            ])
         }
         return DetectorOutcome()
     }

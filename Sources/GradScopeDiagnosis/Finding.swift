@@ -1,8 +1,9 @@
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// How serious a finding is.
 public enum Severity: String, Sendable, Codable, Comparable, CaseIterable {
@@ -45,12 +46,19 @@ public enum EvidenceValue: Sendable, Equatable, Codable {
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
-        else if let value = try? container.decode(Int.self) { self = .int(value) }
-        else if let value = try? container.decode(Double.self) { self = .double(value) }
-        else if let value = try? container.decode(String.self) { self = .string(value) }
-        else { self = .list(try container.decode([EvidenceValue].self)) }
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .int(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .double(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else {
+            self = .list(try container.decode([EvidenceValue].self))
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -86,8 +94,6 @@ extension EvidenceValue: ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
     }
 }
 
-import Foundation
-
 /// One problem found, in the JSON contract's shape.
 public struct Finding: Sendable, Equatable, Codable {
     public var kind: FindingKind
@@ -113,8 +119,10 @@ public struct Finding: Sendable, Equatable, Codable {
         case message, evidence, explanation
     }
 
-    public init(kind: FindingKind, severity: Severity, tensor: String?, layer: String?, firstStep: Int?, lastStep: Int?,
-                message: String, evidence: [String: EvidenceValue], explanation: String) {
+    public init(
+        kind: FindingKind, severity: Severity, tensor: String?, layer: String?, firstStep: Int?, lastStep: Int?,
+        message: String, evidence: [String: EvidenceValue], explanation: String
+    ) {
         self.kind = kind
         self.severity = severity
         self.tensor = tensor

@@ -1,8 +1,8 @@
 import ElementTypes
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `frozen`: a parameter that does not change at all between any two saves
 /// while the rest of the model trains — and which case it is:
@@ -51,10 +51,11 @@ package struct FrozenDetector: Detector {
         // backbone (transfer learning freezes the layers nearest the input; Yosinski et al. 2014).
         let layerIndex = Dictionary(run.layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
         let firstMoving = movingKeys.compactMap { run.series($0).last.flatMap { layerIndex[$0.measurement.layer] } }.min()
-        let frozenPrefix = Set(frozenKeys.filter { key in
-            guard let firstMoving, let layer = run.series(key).last?.measurement.layer, let index = layerIndex[layer] else { return false }
-            return index < firstMoving
-        })
+        let frozenPrefix = Set(
+            frozenKeys.filter { key in
+                guard let firstMoving, let layer = run.series(key).last?.measurement.layer, let index = layerIndex[layer] else { return false }
+                return index < firstMoving
+            })
         for key in frozenKeys {
             let series = run.series(key)
             guard let first = series.first, let last = series.last else { continue }
@@ -75,7 +76,8 @@ package struct FrozenDetector: Detector {
             var cause: String
             var found: FrozenExplanation.Case
             let learningRates = run.records.compactMap(\.learningRate)
-            let growing = gradientNorms.count >= 2 && (gradientNorms.first ?? 0) > 0 && (gradientNorms.last ?? 0) >= 1.5 * (gradientNorms.first ?? 0)
+            let growing =
+                gradientNorms.count >= 2 && (gradientNorms.first ?? 0) > 0 && (gradientNorms.last ?? 0) >= 1.5 * (gradientNorms.first ?? 0)
                 && zip(gradientNorms, gradientNorms.dropFirst()).allSatisfy { $1 >= 0.95 * $0 }
             if let firstNorm = gradientNorms.first, let lastNorm = gradientNorms.last {
                 evidence["gradient_norm_first"] = .number(firstNorm)
@@ -85,36 +87,49 @@ package struct FrozenDetector: Detector {
             // rate, lr = 1 bounds every plain-SGD rate in use; adaptive optimizers (Adam, RMSprop) divide
             // the gradient by its own scale, so a small gradient does not make a small step there.
             let optimizerName = (run.optimizer ?? "").lowercased()
-            let adaptive = ["adam", "rmsprop", "adagrad", "adadelta", "adafactor", "lamb", "lion", "nadam", "ftrl"].contains { optimizerName.contains($0) }
+            let adaptive = ["adam", "rmsprop", "adagrad", "adadelta", "adafactor", "lamb", "lion", "nadam", "ftrl"].contains {
+                optimizerName.contains($0)
+            }
             let lr = learningRates.max() ?? (adaptive ? nil : 1.0)
             let gradientMax = gradients.compactMap(\.stats.maxAbs).max() ?? 0
             let weightRMS = DetectorSupport.rms(weight) ?? 0
-            let underflows = gradientMax > 0 && !growing
+            let underflows =
+                gradientMax > 0 && !growing
                 && (lr.map { $0 > 0 && weightRMS > 0 && $0 * gradientMax < 0.5 * ulpFraction(weight.dtype) * weightRMS } ?? false)
             // A gradient identical at every save while the others change is a leftover .grad that nothing
             // recomputes (requires_grad=False after an earlier backward pass): no gradient reaches it.
-            let stale = gradients.count >= 2 && Set(gradients.map { [$0.stats.l2Norm ?? 0, $0.stats.mean ?? 0, $0.stats.min ?? 0, $0.stats.max ?? 0] }).count == 1
+            let stale =
+                gradients.count >= 2
+                && Set(gradients.map { [$0.stats.l2Norm ?? 0, $0.stats.mean ?? 0, $0.stats.min ?? 0, $0.stats.max ?? 0] }).count == 1
                 && gradientNorms.allSatisfy { $0 > 0 }
             if growing {
-                cause = "its gradient is present and grows save after save (from \(DetectorSupport.format(gradientNorms.first)) to \(DetectorSupport.format(gradientNorms.last))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
+                cause =
+                    "its gradient is present and grows save after save (from \(DetectorSupport.format(gradientNorms.first)) to \(DetectorSupport.format(gradientNorms.last))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
                 found = .notInOptimizer
             } else if stale {
                 severity = .info
-                cause = "its saved gradient is identical at every save while the others change: a leftover .grad that nothing recomputes, so no gradient reaches it (requires_grad=False, as when fine-tuning with a frozen backbone)"
+                cause =
+                    "its saved gradient is identical at every save while the others change: a leftover .grad that nothing recomputes, so no gradient reaches it (requires_grad=False, as when fine-tuning with a frozen backbone)"
                 found = .staleGradient
             } else if weight.trainable == false && !gradientNorms.contains(where: { $0 > 0 }) {
                 severity = .info
-                cause = "it is excluded from training: it has no optimizer state and no gradient (Keras trainable=False, PyTorch requires_grad=False or left out of the optimizer)"
+                cause =
+                    "it is excluded from training: it has no optimizer state and no gradient (Keras trainable=False, PyTorch requires_grad=False or left out of the optimizer)"
                 found = .excluded
             } else if underflows, let lr {
                 reportKind = .vanishingGradient
-                let rate = learningRates.isEmpty ? "even at a learning rate of 1, max|g| = \(DetectorSupport.format(gradientMax))" : "lr × max|g| = \(DetectorSupport.format(lr * gradientMax))"
-                cause = "its gradient is too small to move it: \(rate) is below half a unit in the last place of weights of size \(DetectorSupport.format(weightRMS)) in \(weight.dtype)"
+                let rate =
+                    learningRates.isEmpty
+                    ? "even at a learning rate of 1, max|g| = \(DetectorSupport.format(gradientMax))"
+                    : "lr × max|g| = \(DetectorSupport.format(lr * gradientMax))"
+                cause =
+                    "its gradient is too small to move it: \(rate) is below half a unit in the last place of weights of size \(DetectorSupport.format(weightRMS)) in \(weight.dtype)"
                 found = .underflow
                 if !learningRates.isEmpty { evidence["learning_rate"] = .number(lr) }
             } else if let lastNorm = gradientNorms.last, lastNorm > 0 {
                 let marked = weight.trainable == false ? " (the file marks it as not in the optimizer, yet its gradient is computed)" : ""
-                cause = "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied\(marked): it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
+                cause =
+                    "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied\(marked): it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
                 found = .notApplied
             } else if learningRates.count >= 1 && learningRates.allSatisfy({ $0 == 0 }) {
                 cause = "the learning rate is zero at every save"
@@ -122,27 +137,35 @@ package struct FrozenDetector: Detector {
             } else if (gradients.isEmpty && run.hasGradients) || looksLikeBuffer(weight.name) {
                 severity = .info
                 if gradients.isEmpty && run.hasGradients {
-                    cause = "it never receives a gradient while the other parameters do: a buffer (a mask, a positional encoding) or a parameter with requires_grad=False"
+                    cause =
+                        "it never receives a gradient while the other parameters do: a buffer (a mask, a positional encoding) or a parameter with requires_grad=False"
                 } else {
                     cause = "its name marks a buffer (a mask, positional encoding or running statistic), not a trained parameter"
                 }
                 found = .buffer
             } else if frozenPrefix.contains(key) {
                 severity = .info
-                cause = "it is one of the first layers of the model, all of which stay fixed while every later layer trains: the usual pattern of fine-tuning a pre-trained backbone (no gradient or optimizer state was saved to confirm it)"
+                cause =
+                    "it is one of the first layers of the model, all of which stay fixed while every later layer trains: the usual pattern of fine-tuning a pre-trained backbone (no gradient or optimizer state was saved to confirm it)"
                 found = .frozenBackbone
             } else {
-                cause = "no gradient was saved to tell why: it is not in the optimizer, frozen (requires_grad=False / trainable=False), or its learning rate is zero"
+                cause =
+                    "no gradient was saved to tell why: it is not in the optimizer, frozen (requires_grad=False / trainable=False), or its learning rate is zero"
                 found = .unexplained
             }
-            let message = reportKind == .vanishingGradient
+            let message =
+                reportKind == .vanishingGradient
                 ? "\(weight.name) never changes because \(cause)."
                 : "\(weight.name) never changed from step \(first.step) to \(last.step) while the rest of the model trained: \(cause)."
-            let explanation = FrozenExplanation(saves: series.count, elements: weight.stats.count, medianOtherChange: medianOther,
-                                                found: found).text
-            findings.append(Finding(kind: reportKind, severity: severity, tensor: weight.name, layer: weight.layer,
-                                    firstStep: first.step, lastStep: last.step, message: message, evidence: evidence,
-                                    explanation: explanation))
+            let explanation = FrozenExplanation(
+                saves: series.count, elements: weight.stats.count, medianOtherChange: medianOther,
+                found: found
+            ).text
+            findings.append(
+                Finding(
+                    kind: reportKind, severity: severity, tensor: weight.name, layer: weight.layer,
+                    firstStep: first.step, lastStep: last.step, message: message, evidence: evidence,
+                    explanation: explanation))
         }
         return DetectorOutcome(findings: findings)
     }

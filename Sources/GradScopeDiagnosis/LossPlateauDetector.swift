@@ -1,9 +1,9 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `loss-plateau`: the loss stays within a small tolerance of ln K — ln 2 =
 /// 0.693 for a binary model, ln K for K classes — for several consecutive
@@ -25,7 +25,9 @@ import GradScopeMeasurement
 package struct LossPlateauDetector: Detector {
     package static let kind = FindingKind.lossPlateau
     package let scope: DetectorScope = [.run]
-    package let thresholdNames: [String] = ["plateau_relative_tolerance", "plateau_min_saves", "plateau_min_run_fraction", "plateau_warning_run_fraction"]
+    package let thresholdNames: [String] = [
+        "plateau_relative_tolerance", "plateau_min_saves", "plateau_min_run_fraction", "plateau_warning_run_fraction",
+    ]
 
     package func phrase(for finding: Finding) -> String {
         let k: String
@@ -80,9 +82,15 @@ package struct LossPlateauDetector: Detector {
             if let loss = record.loss, loss.isFinite { highest = max(highest, loss) }
         }
         while index < records.count {
-            guard let loss = records[index].loss else { index += 1; continue }
+            guard let loss = records[index].loss else {
+                index += 1
+                continue
+            }
             let k = classes(for: loss)
-            guard k <= 100_000, near(loss, k), fixedK != nil || highestBefore[index] <= 1.5 * log(Double(k)) else { index += 1; continue }
+            guard k <= 100_000, near(loss, k), fixedK != nil || highestBefore[index] <= 1.5 * log(Double(k)) else {
+                index += 1
+                continue
+            }
             var end = index
             while end + 1 < records.count, let next = records[end + 1].loss, near(next, k) { end += 1 }
             if best == nil || end - index > (best?.end ?? 0) - (best?.start ?? 0) { best = (index, end, k) }
@@ -95,7 +103,8 @@ package struct LossPlateauDetector: Detector {
         let reachesEnd = best.end == records.count - 1
         let fraction = Double(lastStep - firstStep) / Double(runSpan)
         guard saves >= thresholds.plateauMinSaves, lastStep > firstStep,
-              fraction >= thresholds.plateauMinRunFraction || reachesEnd else { return nil }
+            fraction >= thresholds.plateauMinRunFraction || reachesEnd
+        else { return nil }
         let target = log(Double(best.k))
         let losses = records[best.start...best.end].compactMap(\.loss)
         var evidence: [String: EvidenceValue] = [
@@ -124,19 +133,26 @@ package struct LossPlateauDetector: Detector {
         let meaning = best.k == 2 ? "the model predicts p = 0.5 for everything" : "the model predicts the uniform distribution over \(best.k) classes"
         let tail = reachesEnd ? "and is still there at the last save" : "then falls to \(DetectorSupport.format(records.last?.loss))"
         let message = "The loss sits at \(name) from step \(firstStep) to \(lastStep) (\(saves) saves) \(tail): \(meaning)."
-        let explanation = LossPlateauExplanation(saves: saves, tolerance: thresholds.plateauRelativeTolerance, target: name,
-                                                 lossMin: losses.min(), lossMax: losses.max(), smallOutputBias: smallOutputBias,
-                                                 logits: savedLogits).text
+        let explanation = LossPlateauExplanation(
+            saves: saves, tolerance: thresholds.plateauRelativeTolerance, target: name,
+            lossMin: losses.min(), lossMax: losses.max(), smallOutputBias: smallOutputBias,
+            logits: savedLogits
+        ).text
         let severity: Severity = reachesEnd ? .error : (fraction >= thresholds.plateauWarningRunFraction ? .warning : .info)
-        return DetectorOutcome(findings: [Finding(kind: kind, severity: severity, tensor: nil, layer: nil, firstStep: firstStep,
-                                                  lastStep: lastStep, message: message, evidence: evidence, explanation: explanation)])
+        return DetectorOutcome(findings: [
+            Finding(
+                kind: kind, severity: severity, tensor: nil, layer: nil, firstStep: firstStep,
+                lastStep: lastStep, message: message, evidence: evidence, explanation: explanation)
+        ])
     }
 
     /// Units of the last matrix in depth order: the model's outputs.
     package func outputLayerUnits(_ run: RunMeasurements) -> Int? {
-        guard let key = run.weightKeys.last(where: { key in
-            run.series(key).last.map { DetectorSupport.isKernel($0.measurement) && !DetectorSupport.isEmbedding($0.measurement.name) } ?? false
-        }), let weight = run.series(key).last?.measurement else { return nil }
+        guard
+            let key = run.weightKeys.last(where: { key in
+                run.series(key).last.map { DetectorSupport.isKernel($0.measurement) && !DetectorSupport.isEmbedding($0.measurement.name) } ?? false
+            }), let weight = run.series(key).last?.measurement
+        else { return nil }
         return DetectorSupport.units(shape: weight.shape, unitAxis: weight.unitAxis)
     }
 

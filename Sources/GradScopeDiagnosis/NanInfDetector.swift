@@ -1,8 +1,8 @@
 import ElementTypes
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `nan-inf`: the first saved step, and the first tensors, holding NaN or ±Inf
 /// in weights, gradients, optimizer state or activations, or a non-finite loss.
@@ -28,9 +28,10 @@ package struct NanInfDetector: Detector {
             let lossBad = record.loss.map { !$0.isFinite } ?? false
             guard !bad.isEmpty || lossBad else { continue }
             let sorted = bad.sorted { (roleOrder[$0.role] ?? 9) < (roleOrder[$1.role] ?? 9) }
-            let lastStep = run.records.last { rec in
-                rec.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } || (rec.loss.map { !$0.isFinite } ?? false)
-            }?.step ?? record.step
+            let lastStep =
+                run.records.last { rec in
+                    rec.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } || (rec.loss.map { !$0.isFinite } ?? false)
+                }?.step ?? record.step
             let first = sorted.first
             let nan = bad.reduce(0) { $0 + $1.stats.nan }
             let inf = bad.reduce(0) { $0 + $1.stats.posInf + $1.stats.negInf }
@@ -63,21 +64,27 @@ package struct NanInfDetector: Detector {
                 }
                 if let loss = previous.loss { evidence["previous_loss"] = .number(loss) }
             }
-            let what = first.map { tensor -> String in
-                switch tensor.role {
-                case .weight: return "the weights \(tensor.name)"
-                case .gradient: return "the gradient of \(tensor.name)"
-                case .activation: return "the activation \(tensor.name)"
-                case .optimizer: return "the optimizer state (\(tensor.slotName ?? "slot")) of \(tensor.name)"
-                }
-            } ?? "the loss"
+            let what =
+                first.map { tensor -> String in
+                    switch tensor.role {
+                    case .weight: return "the weights \(tensor.name)"
+                    case .gradient: return "the gradient of \(tensor.name)"
+                    case .activation: return "the activation \(tensor.name)"
+                    case .optimizer: return "the optimizer state (\(tensor.slotName ?? "slot")) of \(tensor.name)"
+                    }
+                } ?? "the loss"
             let others = bad.count > 1 ? " and \(bad.count - 1) other tensor(s)" : ""
             let message = "NaN/Inf first appears \(run.atStep(record.step)) in \(what)\(others); every step after it is garbage."
-            let explanation = NanInfExplanation(step: run.stepsKnown ? record.step : nil, tensors: bad.count, nanElements: nan,
-                                                infElements: inf, weights: weightsBad, blowUp: blowUp).text
-            return DetectorOutcome(findings: [Finding(kind: kind, severity: .error, tensor: first?.name, layer: first?.layer,
-                                                      firstStep: record.step, lastStep: lastStep, message: message,
-                                                      evidence: evidence, explanation: explanation)])
+            let explanation = NanInfExplanation(
+                step: run.stepsKnown ? record.step : nil, tensors: bad.count, nanElements: nan,
+                infElements: inf, weights: weightsBad, blowUp: blowUp
+            ).text
+            return DetectorOutcome(findings: [
+                Finding(
+                    kind: kind, severity: .error, tensor: first?.name, layer: first?.layer,
+                    firstStep: record.step, lastStep: lastStep, message: message,
+                    evidence: evidence, explanation: explanation)
+            ])
         }
         return DetectorOutcome()
     }

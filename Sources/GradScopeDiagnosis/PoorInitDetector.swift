@@ -1,8 +1,8 @@
 import ElementTypes
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `poor-init`: at the first saved step, kernels whose scale is far from what
 /// their fan-in calls for, or whose units are identical (symmetry never broken).
@@ -41,31 +41,37 @@ package struct PoorInitDetector: Detector {
         let lastKernel = kernels.last?.name
         for (position, kernel) in kernels.enumerated() where DetectorSupport.nonFinite(kernel) == 0 {
             guard let std = kernel.stats.std, let fanIn = DetectorSupport.fanIn(shape: kernel.shape, unitAxis: kernel.unitAxis), fanIn > 0,
-                  kernel.stats.count > 1 else { continue }
+                kernel.stats.count > 1
+            else { continue }
             let isOutput = kernel.name == lastKernel
             // Units are interchangeable only while both their incoming and their outgoing weights are equal
             // (Goodfellow et al. 2016, §8.4): a random layer after this one tells them apart, slowly.
             let nextRandom = position + 1 < kernels.count && (kernels[position + 1].stats.std ?? 0) > 0
-            let symmetry = nextRandom
+            let symmetry =
+                nextRandom
                 ? "its units start identical, and only the random weights of the next layer tell them apart, so they learn as near-copies at first"
                 : "every unit computes the same thing and receives the same update, so symmetry is never broken"
             if std == 0 {
                 let value = kernel.stats.mean ?? 0
                 if value == 0 {
-                    findings.append(Finding(
-                        kind: kind, severity: isOutput ? .info : .warning, tensor: kernel.name, layer: kernel.layer,
-                        firstStep: record.step, lastStep: record.step,
-                        message: isOutput ? "\(kernel.name) (the output layer) starts at exactly zero: fine if intended (zero-initialised head), but every output starts identical."
-                            : "\(kernel.name) is all zeros \(run.atStep(record.step)): \(symmetry).",
-                        evidence: ["std": 0.0, "mean": 0.0, "elements": .int(kernel.stats.count)],
-                        explanation: PoorInitExplanation.allZero.text))
+                    findings.append(
+                        Finding(
+                            kind: kind, severity: isOutput ? .info : .warning, tensor: kernel.name, layer: kernel.layer,
+                            firstStep: record.step, lastStep: record.step,
+                            message: isOutput
+                                ? "\(kernel.name) (the output layer) starts at exactly zero: fine if intended (zero-initialised head), but every output starts identical."
+                                : "\(kernel.name) is all zeros \(run.atStep(record.step)): \(symmetry).",
+                            evidence: ["std": 0.0, "mean": 0.0, "elements": .int(kernel.stats.count)],
+                            explanation: PoorInitExplanation.allZero.text))
                 } else {
-                    findings.append(Finding(
-                        kind: kind, severity: nextRandom ? .warning : .error, tensor: kernel.name, layer: kernel.layer,
-                        firstStep: record.step, lastStep: record.step,
-                        message: "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) \(run.atStep(record.step)): \(symmetry).",
-                        evidence: ["std": 0.0, "value": .number(value), "elements": .int(kernel.stats.count)],
-                        explanation: PoorInitExplanation.constant.text))
+                    findings.append(
+                        Finding(
+                            kind: kind, severity: nextRandom ? .warning : .error, tensor: kernel.name, layer: kernel.layer,
+                            firstStep: record.step, lastStep: record.step,
+                            message:
+                                "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) \(run.atStep(record.step)): \(symmetry).",
+                            evidence: ["std": 0.0, "value": .number(value), "elements": .int(kernel.stats.count)],
+                            explanation: PoorInitExplanation.constant.text))
                 }
                 continue
             }
@@ -78,19 +84,27 @@ package struct PoorInitDetector: Detector {
             let upper = (2 / Double(fanIn)).squareRoot()
             var problem: (String, Severity)?
             if std < thresholds.initTooSmallFactor * lower {
-                problem = ("too small: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(lower / std))x below 1/√(3·fan_in) = \(DetectorSupport.format(lower)) (fan-in \(fanIn)); signals shrink layer after layer toward zero output", .warning)
+                problem = (
+                    "too small: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(lower / std))x below 1/√(3·fan_in) = \(DetectorSupport.format(lower)) (fan-in \(fanIn)); signals shrink layer after layer toward zero output",
+                    .warning
+                )
             } else if std > thresholds.initTooLargeFactor * upper {
-                problem = ("too large: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(std / upper))x above √(2/fan_in) = \(DetectorSupport.format(upper)) (fan-in \(fanIn)); signals grow layer after layer and saturate or explode", .warning)
+                problem = (
+                    "too large: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(std / upper))x above √(2/fan_in) = \(DetectorSupport.format(upper)) (fan-in \(fanIn)); signals grow layer after layer and saturate or explode",
+                    .warning
+                )
             }
             guard let (what, severity) = problem else { continue }
-            findings.append(Finding(
-                kind: kind, severity: severity, tensor: kernel.name, layer: kernel.layer, firstStep: record.step, lastStep: record.step,
-                message: "\(kernel.name) is initialised \(what).",
-                evidence: ["std": .number(std), "fan_in": .int(fanIn), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
-                explanation: PoorInitExplanation.scale(fanIn: fanIn, lower: lower, upper: upper).text))
+            findings.append(
+                Finding(
+                    kind: kind, severity: severity, tensor: kernel.name, layer: kernel.layer, firstStep: record.step, lastStep: record.step,
+                    message: "\(kernel.name) is initialised \(what).",
+                    evidence: ["std": .number(std), "fan_in": .int(fanIn), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
+                    explanation: PoorInitExplanation.scale(fanIn: fanIn, lower: lower, upper: upper).text))
         }
         if !atInit && findings.isEmpty {
-            let reason = record.step == 0
+            let reason =
+                record.step == 0
                 ? "the first save's step is not known to be the initialisation (no step in the file; a file name's order or an epoch number): initial scales cannot be judged (symmetry was checked)"
                 : "the first save is at step \(record.step), after training began: initial scales cannot be judged (symmetry was checked)"
             return DetectorOutcome(findings: [], notChecked: reason)
@@ -104,15 +118,18 @@ package struct PoorInitDetector: Detector {
         let lower = 0.02, upper = 1.0
         let problem: String
         if std < thresholds.initTooSmallFactor * lower {
-            problem = "too small: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(lower / std))x below 0.02, the smallest common embedding initialisation (BERT, GPT-2); every input starts as a near-zero vector, so the layers after it see almost no signal"
+            problem =
+                "too small: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(lower / std))x below 0.02, the smallest common embedding initialisation (BERT, GPT-2); every input starts as a near-zero vector, so the layers after it see almost no signal"
         } else if std > thresholds.initTooLargeFactor * upper {
-            problem = "too large: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(std / upper))x above N(0, 1), PyTorch's default for embeddings"
+            problem =
+                "too large: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(std / upper))x above N(0, 1), PyTorch's default for embeddings"
         } else {
             return nil
         }
-        return Finding(kind: kind, severity: .warning, tensor: table.name, layer: table.layer, firstStep: step, lastStep: step,
-                       message: "The embedding table \(table.name) is initialised \(problem).",
-                       evidence: ["std": .number(std), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
-                       explanation: PoorInitExplanation.embedding.text)
+        return Finding(
+            kind: kind, severity: .warning, tensor: table.name, layer: table.layer, firstStep: step, lastStep: step,
+            message: "The embedding table \(table.name) is initialised \(problem).",
+            evidence: ["std": .number(std), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
+            explanation: PoorInitExplanation.embedding.text)
     }
 }

@@ -1,9 +1,9 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// One point of a tensor's timeline in a scan.
 public struct TimelinePoint: Sendable, Codable, Equatable {
@@ -111,33 +111,38 @@ public struct ScanReport: Sendable, Codable {
                 previousStep[key] = entry.step
                 var gradientRatio: Double?
                 if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
-                return TimelinePoint(step: entry.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
-                                     gradientRatio: gradientRatio, updateRatio: ratio,
-                                     zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
-                                     nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
-                                     log2Min: m.stats.log2Histogram.minExponent, log2Counts: m.stats.log2Histogram.counts,
-                                     gradientLog2Min: gradient?.stats.log2Histogram.minExponent,
-                                     gradientLog2Counts: gradient?.stats.log2Histogram.counts,
-                                     gradientZeroFraction: gradient.flatMap { $0.stats.count > 0 ? Double($0.stats.zeros) / Double($0.stats.count) : nil },
-                                     gradientNonFinite: gradient.map { $0.stats.nan + $0.stats.posInf + $0.stats.negInf },
-                                     deadUnits: gradient?.zeroUnits)
+                return TimelinePoint(
+                    step: entry.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
+                    gradientRatio: gradientRatio, updateRatio: ratio,
+                    zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
+                    nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
+                    log2Min: m.stats.log2Histogram.minExponent, log2Counts: m.stats.log2Histogram.counts,
+                    gradientLog2Min: gradient?.stats.log2Histogram.minExponent,
+                    gradientLog2Counts: gradient?.stats.log2Histogram.counts,
+                    gradientZeroFraction: gradient.flatMap { $0.stats.count > 0 ? Double($0.stats.zeros) / Double($0.stats.count) : nil },
+                    gradientNonFinite: gradient.map { $0.stats.nan + $0.stats.posInf + $0.stats.negInf },
+                    deadUnits: gradient?.zeroUnits)
             }
-            return TensorTimeline(name: last.name, layer: last.layer, shape: last.shape,
-                                  units: last.shape.count >= 2 ? DetectorSupport.units(shape: last.shape, unitAxis: last.unitAxis) : nil,
-                                  points: points)
+            return TensorTimeline(
+                name: last.name, layer: last.layer, shape: last.shape,
+                units: last.shape.count >= 2 ? DetectorSupport.units(shape: last.shape, unitAxis: last.unitAxis) : nil,
+                points: points)
         }
         activations = measurements.keys(role: .activation).compactMap { key -> TensorTimeline? in
             let series = measurements.series(key)
             guard let last = series.last?.measurement else { return nil }
-            return TensorTimeline(name: last.name, layer: last.layer, shape: last.shape, units: last.unitCount,
-                                  points: series.map { entry in
-                                      TimelinePoint(step: entry.step, norm: entry.measurement.stats.std, gradientNorm: nil, updateRatio: nil,
-                                                    zeroFraction: entry.measurement.stats.count > 0 ? Double(entry.measurement.stats.zeros) / Double(entry.measurement.stats.count) : nil,
-                                                    nonFinite: entry.measurement.stats.nan + entry.measurement.stats.posInf + entry.measurement.stats.negInf,
-                                                    log2Min: entry.measurement.stats.log2Histogram.minExponent,
-                                                    log2Counts: entry.measurement.stats.log2Histogram.counts,
-                                                    gradientLog2Min: nil, gradientLog2Counts: nil, deadUnits: entry.measurement.inactiveUnits)
-                                  })
+            return TensorTimeline(
+                name: last.name, layer: last.layer, shape: last.shape, units: last.unitCount,
+                points: series.map { entry in
+                    TimelinePoint(
+                        step: entry.step, norm: entry.measurement.stats.std, gradientNorm: nil, updateRatio: nil,
+                        zeroFraction: entry.measurement.stats.count > 0
+                            ? Double(entry.measurement.stats.zeros) / Double(entry.measurement.stats.count) : nil,
+                        nonFinite: entry.measurement.stats.nan + entry.measurement.stats.posInf + entry.measurement.stats.negInf,
+                        log2Min: entry.measurement.stats.log2Histogram.minExponent,
+                        log2Counts: entry.measurement.stats.log2Histogram.counts,
+                        gradientLog2Min: nil, gradientLog2Counts: nil, deadUnits: entry.measurement.inactiveUnits)
+                })
         }
     }
 }

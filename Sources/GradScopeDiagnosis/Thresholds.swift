@@ -1,9 +1,9 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// Every threshold the detectors use, with the reason for its value.
 /// docs/DETECTORS.md explains each at length; any of them can be overridden
@@ -94,22 +94,35 @@ public struct Thresholds: Sendable, Codable, Equatable {
     package static let table: [ThresholdDescriptor] = [
         .real("plateau_relative_tolerance", \.plateauRelativeTolerance, "loss-plateau: the loss is at ln K within this fraction of ln K"),
         .count("plateau_min_saves", \.plateauMinSaves, atLeast: 1, "loss-plateau: consecutive saves at ln K needed (rounded down, at least 1)"),
-        .real("plateau_min_run_fraction", \.plateauMinRunFraction, "loss-plateau: fraction of the run's steps a plateau must span, unless it lasts to the end"),
-        .real("plateau_warning_run_fraction", \.plateauWarningRunFraction, "loss-plateau: a plateau that ends is a warning from this fraction of the run, else info"),
+        .real(
+            "plateau_min_run_fraction", \.plateauMinRunFraction,
+            "loss-plateau: fraction of the run's steps a plateau must span, unless it lasts to the end"),
+        .real(
+            "plateau_warning_run_fraction", \.plateauWarningRunFraction,
+            "loss-plateau: a plateau that ends is a warning from this fraction of the run, else info"),
         .real("collapse_factor", \.collapseFactor, "collapsing: a kernel's norm falls by this factor from its peak to the last save"),
-        .real("activation_collapse_factor", \.activationCollapseFactor, "collapsing: an activation's std falls by this factor from its peak to the last save"),
+        .real(
+            "activation_collapse_factor", \.activationCollapseFactor,
+            "collapsing: an activation's std falls by this factor from its peak to the last save"),
         .real("dead_units_warning_fraction", \.deadUnitsWarningFraction, "dead-units: a warning from this fraction of a layer's units dead"),
         .real("dead_units_info_fraction", \.deadUnitsInfoFraction, "dead-units: an info finding from this fraction of a layer's units dead"),
-        .real("dead_activation_fraction", \.deadActivationFraction, "dead-units: a unit outputting zero for this fraction of the probe batch is dead"),
-        .real("vanishing_depth_ratio", \.vanishingDepthRatio, "vanishing-gradient: the early layers' ‖g‖/‖W‖ at most this fraction of the late layers'"),
+        .real(
+            "dead_activation_fraction", \.deadActivationFraction, "dead-units: a unit outputting zero for this fraction of the probe batch is dead"),
+        .real(
+            "vanishing_depth_ratio", \.vanishingDepthRatio, "vanishing-gradient: the early layers' ‖g‖/‖W‖ at most this fraction of the late layers'"),
         .real("vanishing_persistence", \.vanishingPersistence, "vanishing-gradient: ... at this fraction of the saves with gradients"),
-        .real("exploding_growth", \.explodingGrowth, "exploding-gradient: the total gradient norm reaches this multiple of its median over the ten saves before ..."),
+        .real(
+            "exploding_growth", \.explodingGrowth,
+            "exploding-gradient: the total gradient norm reaches this multiple of its median over the ten saves before ..."),
         .real("exploding_ratio", \.explodingRatio, "exploding-gradient: ... while some kernel's ‖g‖/‖W‖ is at least this"),
-        .real("exploding_absolute_ratio", \.explodingAbsoluteRatio, "exploding-gradient: a kernel's ‖g‖/‖W‖ at least this is reported, growth or not"),
+        .real(
+            "exploding_absolute_ratio", \.explodingAbsoluteRatio, "exploding-gradient: a kernel's ‖g‖/‖W‖ at least this is reported, growth or not"),
         .real("update_ratio_high", \.updateRatioHigh, "update-ratio: a per-step ‖ΔW‖/‖W‖ (lower bound) above this is unstable"),
         .real("update_ratio_low", \.updateRatioLow, "update-ratio: a per-step ‖ΔW‖/‖W‖ (upper bound) below this at every save is stuck ..."),
         .real("update_ratio_low_contrast", \.updateRatioLowContrast, "update-ratio: ... when the model's median is at least this many times higher"),
-        .real("init_too_small_factor", \.initTooSmallFactor, "poor-init: a kernel's std below this fraction of 1/√(3·fan_in) is too small (and a kernel below it counts as near zero)"),
+        .real(
+            "init_too_small_factor", \.initTooSmallFactor,
+            "poor-init: a kernel's std below this fraction of 1/√(3·fan_in) is too small (and a kernel below it counts as near zero)"),
         .real("init_too_large_factor", \.initTooLargeFactor, "poor-init: a kernel's std above this multiple of √(2/fan_in) is too large"),
     ]
 
@@ -213,8 +226,10 @@ package struct ThresholdDescriptor: Sendable {
     }
 
     /// A count: any non-negative number an `Int` holds, rounded down, then raised to `atLeast`.
-    package static func count(_ name: String, _ path: WritableKeyPath<Thresholds, Int> & Sendable, atLeast floor: Int,
-                              _ summary: String) -> ThresholdDescriptor {
+    package static func count(
+        _ name: String, _ path: WritableKeyPath<Thresholds, Int> & Sendable, atLeast floor: Int,
+        _ summary: String
+    ) -> ThresholdDescriptor {
         // The largest Double below 2^63: every value up to it converts to an Int.
         ThresholdDescriptor(name: name, storage: .count(path, atLeast: floor), range: 0...Double(Int.max).nextDown, summary: summary)
     }

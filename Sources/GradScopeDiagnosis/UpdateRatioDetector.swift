@@ -1,8 +1,8 @@
 import ElementTypes
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `update-ratio`: the per-step ‖ΔW‖/‖W‖ of a matrix or kernel far outside the
 /// healthy band around 1e-3 (CS231n, "Babysitting the learning process").
@@ -27,7 +27,9 @@ package struct UpdateRatioDetector: Detector {
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
         guard run.stepsCountUpdates else {
-            return .lacking("the step numbers do not count optimizer updates (epochs, numbers in file names not labelled as steps, or the files' order): per-step update ratios cannot be derived")
+            return .lacking(
+                "the step numbers do not count optimizer updates (epochs, numbers in file names not labelled as steps, or the files' order): per-step update ratios cannot be derived"
+            )
         }
         var findings: [Finding] = []
         var perTensorUpper: [TensorKey: [Double]] = [:]
@@ -39,7 +41,8 @@ package struct UpdateRatioDetector: Detector {
             for index in 1..<max(series.count, 1) where series.count >= 2 {
                 let (step, measurement) = series[index]
                 guard let drift = measurement.drift, let relative = drift.relativeChange, relative.isFinite,
-                      DetectorSupport.nonFinite(measurement) == 0, drift.nonFinite == 0 else { continue }
+                    DetectorSupport.nonFinite(measurement) == 0, drift.nonFinite == 0
+                else { continue }
                 // Relative to a weight still near zero (a zero-initialised layer), a change is not a rate.
                 if DetectorSupport.nearZero(series[index - 1].measurement, thresholds: thresholds) { continue }
                 let k = Double(max(step - series[index - 1].step, 1))
@@ -49,12 +52,17 @@ package struct UpdateRatioDetector: Detector {
                 if !reportedHigh && lower > thresholds.updateRatioHigh {
                     reportedHigh = true
                     let severity: Severity = lower > 1 ? .error : .warning
-                    findings.append(Finding(
-                        kind: kind, severity: severity, tensor: weight.name, layer: weight.layer, firstStep: step, lastStep: step,
-                        message: "\(weight.name) changes by \(DetectorSupport.format(lower)) of its norm per step at step \(step) (healthy is around 1e-3): updates this large are unstable.",
-                        evidence: ["relative_change": .number(relative), "steps_between_saves": .int(Int(k)),
-                                   "per_step_lower_bound": .number(lower), "per_step_upper_bound": .number(upper)],
-                        explanation: UpdateRatioExplanation.tooLarge(from: series[index - 1].step, to: step, relative: relative, perStep: lower).text))
+                    findings.append(
+                        Finding(
+                            kind: kind, severity: severity, tensor: weight.name, layer: weight.layer, firstStep: step, lastStep: step,
+                            message:
+                                "\(weight.name) changes by \(DetectorSupport.format(lower)) of its norm per step at step \(step) (healthy is around 1e-3): updates this large are unstable.",
+                            evidence: [
+                                "relative_change": .number(relative), "steps_between_saves": .int(Int(k)),
+                                "per_step_lower_bound": .number(lower), "per_step_upper_bound": .number(upper),
+                            ],
+                            explanation: UpdateRatioExplanation.tooLarge(from: series[index - 1].step, to: step, relative: relative, perStep: lower)
+                                .text))
                 }
             }
         }
@@ -63,14 +71,17 @@ package struct UpdateRatioDetector: Detector {
         if let modelMedian = DetectorSupport.median(Array(medians.values)) {
             for key in run.weightKeys {
                 guard let uppers = perTensorUpper[key], !uppers.isEmpty, let highest = uppers.max(), highest > 0,
-                      highest < thresholds.updateRatioLow, modelMedian >= thresholds.updateRatioLowContrast * highest,
-                      let weight = run.series(key).last?.measurement, let stepList = steps[key] else { continue }
-                findings.append(Finding(
-                    kind: kind, severity: .warning, tensor: weight.name, layer: weight.layer, firstStep: stepList.first,
-                    lastStep: stepList.last,
-                    message: "\(weight.name) barely moves: at most \(DetectorSupport.format(highest)) of its norm per step, while the model's median is \(DetectorSupport.format(modelMedian)).",
-                    evidence: ["per_step_upper_bound_max": .number(highest), "model_median_per_step": .number(modelMedian)],
-                    explanation: UpdateRatioExplanation.stuck(contrast: modelMedian / highest).text))
+                    highest < thresholds.updateRatioLow, modelMedian >= thresholds.updateRatioLowContrast * highest,
+                    let weight = run.series(key).last?.measurement, let stepList = steps[key]
+                else { continue }
+                findings.append(
+                    Finding(
+                        kind: kind, severity: .warning, tensor: weight.name, layer: weight.layer, firstStep: stepList.first,
+                        lastStep: stepList.last,
+                        message:
+                            "\(weight.name) barely moves: at most \(DetectorSupport.format(highest)) of its norm per step, while the model's median is \(DetectorSupport.format(modelMedian)).",
+                        evidence: ["per_step_upper_bound_max": .number(highest), "model_median_per_step": .number(modelMedian)],
+                        explanation: UpdateRatioExplanation.stuck(contrast: modelMedian / highest).text))
             }
         }
         return DetectorOutcome(findings: findings)

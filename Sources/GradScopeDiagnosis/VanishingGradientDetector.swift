@@ -1,8 +1,9 @@
 import ElementTypes
+import Foundation
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
 
 /// `vanishing-gradient`: gradients, relative to their weights, orders of
 /// magnitude smaller in the early layers than in the late ones.
@@ -50,16 +51,19 @@ package struct VanishingGradientDetector: Detector {
             var ratios: [(String, Double)] = []
             for key in kernelKeys {
                 guard let weight = record.tensors[key], let wn = weight.stats.l2Norm, wn > 0, wn.isFinite,
-                      !DetectorSupport.nearZero(weight, thresholds: thresholds) else { continue }
+                    !DetectorSupport.nearZero(weight, thresholds: thresholds)
+                else { continue }
                 if estimated {
                     // Zero-filled slots (saved before the first update) say nothing.
                     guard let slotKey = momentKeys[weight.name], let slot = record.tensors[slotKey], DetectorSupport.nonFinite(slot) == 0,
-                          let meanSquare = slot.stats.mean, meanSquare > 0, meanSquare.isFinite,
-                          let weightRMS = DetectorSupport.rms(weight), weightRMS > 0 else { continue }
+                        let meanSquare = slot.stats.mean, meanSquare > 0, meanSquare.isFinite,
+                        let weightRMS = DetectorSupport.rms(weight), weightRMS > 0
+                    else { continue }
                     ratios.append((weight.name, meanSquare.squareRoot() / weightRMS))
                 } else {
                     guard let gradient = record.gradient(weight.name), let gn = gradient.stats.l2Norm, gn.isFinite,
-                          DetectorSupport.nonFinite(gradient) == 0 else { continue }
+                        DetectorSupport.nonFinite(gradient) == 0
+                    else { continue }
                     ratios.append((weight.name, gn / wn))
                 }
             }
@@ -67,33 +71,43 @@ package struct VanishingGradientDetector: Detector {
             let third = max(1, ratios.count / 3)
             let early = Array(ratios.prefix(third)), late = Array(ratios.suffix(third))
             guard let earlyMedian = DetectorSupport.median(early.map(\.1)),
-                  let lateMedian = DetectorSupport.median(late.map(\.1)), lateMedian > 0 else { continue }
+                let lateMedian = DetectorSupport.median(late.map(\.1)), lateMedian > 0
+            else { continue }
             profiles.append((record.step, earlyMedian, lateMedian, early[0].0, late[late.count - 1].0, ratios.map(\.1)))
         }
         guard !profiles.isEmpty else {
-            return .lacking(estimated ? "fewer than three layers have both weights and nonzero second moments" : "fewer than three layers have both weights and gradients")
+            return .lacking(
+                estimated
+                    ? "fewer than three layers have both weights and nonzero second moments"
+                    : "fewer than three layers have both weights and gradients")
         }
         let vanishing = profiles.filter { $0.early <= thresholds.vanishingDepthRatio * $0.late }
         guard !vanishing.isEmpty, Double(vanishing.count) >= thresholds.vanishingPersistence * Double(profiles.count),
-              let first = vanishing.first, let last = vanishing.last else { return DetectorOutcome() }
+            let first = vanishing.first, let last = vanishing.last
+        else { return DetectorOutcome() }
         let improving = DetectorSupport.lossImproving(run)
         let severity: Severity = improving == true ? .info : .warning
         let depthRatio = first.early / first.late
         let orders = -Foundation.log10(depthRatio)
         let layerName = run.series(.weight(first.earlyName)).last?.measurement.layer
-        let message = "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(DetectorSupport.format(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
-        let explanation = VanishingGradientExplanation(step: run.stepsKnown ? first.step : nil, early: first.early, late: first.late,
-                                                       earlyName: first.earlyName, lateName: first.lateName, lossImproving: improving).text
-        return DetectorOutcome(findings: [Finding(
-            kind: kind, severity: severity, tensor: first.earlyName, layer: layerName, firstStep: first.step, lastStep: last.step,
-            message: message,
-            evidence: ["early_ratio": .number(first.early), "late_ratio": .number(first.late), "depth_ratio": .number(depthRatio),
-                       "saves_vanishing": .int(vanishing.count), "saves_with_gradients": .int(profiles.count),
-                       "ratios_by_depth": .list(first.ratios.map { .number($0) }),
-                       "loss_improving": improving.map { .bool($0) } ?? .null,
-                       "source": .string(estimated ? "optimizer second moments (√mean(v) / RMS(W))" : "gradients (‖g‖ / ‖W‖)")],
-            explanation: explanation)])
+        let message =
+            "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(DetectorSupport.format(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
+        let explanation = VanishingGradientExplanation(
+            step: run.stepsKnown ? first.step : nil, early: first.early, late: first.late,
+            earlyName: first.earlyName, lateName: first.lateName, lossImproving: improving
+        ).text
+        return DetectorOutcome(findings: [
+            Finding(
+                kind: kind, severity: severity, tensor: first.earlyName, layer: layerName, firstStep: first.step, lastStep: last.step,
+                message: message,
+                evidence: [
+                    "early_ratio": .number(first.early), "late_ratio": .number(first.late), "depth_ratio": .number(depthRatio),
+                    "saves_vanishing": .int(vanishing.count), "saves_with_gradients": .int(profiles.count),
+                    "ratios_by_depth": .list(first.ratios.map { .number($0) }),
+                    "loss_improving": improving.map { .bool($0) } ?? .null,
+                    "source": .string(estimated ? "optimizer second moments (√mean(v) / RMS(W))" : "gradients (‖g‖ / ‖W‖)"),
+                ],
+                explanation: explanation)
+        ])
     }
 }
-
-import Foundation

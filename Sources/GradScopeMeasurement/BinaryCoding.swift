@@ -1,9 +1,9 @@
-import Foundation
 import ElementTypes
-import HDF5
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 
 /// A compact binary form of any `Codable` value, for the messages between the
 /// parent and its workers: numbers travel as their 8 bytes (NaN and infinities
@@ -84,10 +84,18 @@ package struct BinaryWriter {
         switch value {
         case .null: bytes.append(0)
         case .bool(let b): bytes.append(b ? 2 : 1)
-        case .int(let i): bytes.append(3); fixed(UInt64(bitPattern: i))
-        case .uint(let u): bytes.append(4); fixed(u)
-        case .double(let d): bytes.append(5); fixed(d.bitPattern)
-        case .string(let s): bytes.append(6); string(s)
+        case .int(let i):
+            bytes.append(3)
+            fixed(UInt64(bitPattern: i))
+        case .uint(let u):
+            bytes.append(4)
+            fixed(u)
+        case .double(let d):
+            bytes.append(5)
+            fixed(d.bitPattern)
+        case .string(let s):
+            bytes.append(6)
+            string(s)
         case .array(let items):
             bytes.append(7)
             varint(items.count)
@@ -282,7 +290,8 @@ package struct KeyedBinaryEncoding<Key: CodingKey>: KeyedEncodingContainerProtoc
         try BinaryValueEncoder.encode(value, into: node.appendChild(key: key.stringValue), codingPath: codingPath + [key])
     }
 
-    package mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
+    package mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey>
+    {
         let child = node.appendChild(key: key.stringValue)
         child.kind = .object
         return KeyedEncodingContainer(KeyedBinaryEncoding<NestedKey>(node: child, codingPath: codingPath + [key]))

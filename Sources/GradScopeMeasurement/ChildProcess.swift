@@ -1,10 +1,11 @@
-import Foundation
-import Synchronization
 import ElementTypes
-import HDF5
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -89,8 +90,9 @@ public struct ChildProcess: Sendable {
             }
         }
         readers.wait()
-        return Result(stdout: output.data, stderr: errors.data, status: process.terminationStatus,
-                      signaled: process.terminationReason == .uncaughtSignal, timedOut: timedOut)
+        return Result(
+            stdout: output.data, stderr: errors.data, status: process.terminationStatus,
+            signaled: process.terminationReason == .uncaughtSignal, timedOut: timedOut)
     }
 }
 

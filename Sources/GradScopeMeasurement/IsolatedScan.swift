@@ -1,11 +1,12 @@
 import Dispatch
-import Foundation
-import Synchronization
 import ElementTypes
-import HDF5
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -146,7 +147,8 @@ package final class WorkerPool: Sendable {
             connection = nil
             let place = lastObject.map { $0 == "opening" ? " opening the file" : " reading \($0)" } ?? ""
             if timedOut {
-                return .failure(Failure(reason: "timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)"))
+                return .failure(
+                    Failure(reason: "timed out after \(Int(options.timeout)) s\(place) (the HDF5 library may be looping on a malformed file)"))
             }
             if let signal {
                 return .failure(Failure(reason: "malformed: the HDF5 library failed\(place) (the worker died with \(signal))"))

@@ -1,8 +1,8 @@
-import HDF5
 import ElementTypes
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 
 /// What was measured of one tensor at one saved step.
 public struct TensorMeasurement: Sendable, Codable {

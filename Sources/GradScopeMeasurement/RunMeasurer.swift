@@ -1,9 +1,9 @@
-import Foundation
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 
 /// Per-unit liveness of one tensor at one save: the raw material of the dead-unit windows.
 public struct UnitSnapshot: Sendable, Codable {
@@ -57,8 +57,10 @@ public enum RunMeasurer {
 
     /// Measures a described run in this process (``ScanEngine/measure(_:load:options:perUnitEverywhere:progress:)``):
     /// steps whose files cannot be read again are left out.
-    public static func measure(_ run: Run, options: MeasureOptions = MeasureOptions(), perUnitEverywhere: Bool = false,
-                               progress: ((Int, Int) -> Void)? = nil) -> RunMeasurements {
+    public static func measure(
+        _ run: Run, options: MeasureOptions = MeasureOptions(), perUnitEverywhere: Bool = false,
+        progress: ((Int, Int) -> Void)? = nil
+    ) -> RunMeasurements {
         ScanEngine.measure(run, options: options, perUnitEverywhere: perUnitEverywhere, progress: progress).1
     }
 
@@ -66,8 +68,10 @@ public enum RunMeasurer {
     /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order,
     /// as ``measureStep(_:previous:index:wantUnits:gradientNames:options:perUnitEverywhere:only:onTensor:)``
     /// would give it.
-    package static func combine(tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
-                        rest: (StepRecord, [UnitSnapshot])?) -> (StepRecord, [UnitSnapshot]) {
+    package static func combine(
+        tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
+        rest: (StepRecord, [UnitSnapshot])?
+    ) -> (StepRecord, [UnitSnapshot]) {
         var measurements = MeasurementTable()
         var order: [TensorKey] = []
         var failures: [SkippedItem] = []
@@ -91,8 +95,9 @@ public enum RunMeasurer {
             }
         }
         failures.append(contentsOf: (rest?.0.failures ?? []).filter { restFailures[$0.item] != nil })
-        let record = StepRecord(step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
-                                tensors: measurements, order: order, failures: failures)
+        let record = StepRecord(
+            step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
+            tensors: measurements, order: order, failures: failures)
         return (record, snapshots)
     }
 
@@ -109,19 +114,22 @@ public enum RunMeasurer {
                     window.steps.append(record.step)
                     windows[snapshot.key] = window
                 } else {
-                    windows[snapshot.key] = UnitWindow(key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: snapshot.source,
-                                                       units: snapshot.alive.count, lastAlive: snapshot.alive.map { $0 ? 0 : -1 },
-                                                       steps: [record.step])
+                    windows[snapshot.key] = UnitWindow(
+                        key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: snapshot.source,
+                        units: snapshot.alive.count, lastAlive: snapshot.alive.map { $0 ? 0 : -1 },
+                        steps: [record.step])
                 }
             }
         }
         let last = run.checkpoints.last?.metadata
-        var measurements = RunMeasurements(source: run.source, layout: run.checkpoints.last?.layout, framework: last?.framework,
-                                           optimizer: last?.optimizer, layers: run.layers, records: records,
-                                           unitWindows: windows.values.sorted { $0.key < $1.key })
+        var measurements = RunMeasurements(
+            source: run.source, layout: run.checkpoints.last?.layout, framework: last?.framework,
+            optimizer: last?.optimizer, layers: run.layers, records: records,
+            unitWindows: windows.values.sorted { $0.key < $1.key })
         // PyTorch creates its optimizer state at the first step(): a first save at step 0 without it, in a
         // run whose later saves carry the optimizer's counter, is the initial state, at update 0.
-        let initialWithoutCounter = run.checkpoints.count >= 2 && run.checkpoints[0].metadata.step == 0
+        let initialWithoutCounter =
+            run.checkpoints.count >= 2 && run.checkpoints[0].metadata.step == 0
             && run.checkpoints[0].metadata.stepSource != .optimizerIterations
             && run.checkpoints.dropFirst().allSatisfy { $0.metadata.stepSource == .optimizerIterations }
         measurements.stepsCountUpdates = run.checkpoints.enumerated().allSatisfy { index, checkpoint in
@@ -141,9 +149,11 @@ public enum RunMeasurer {
     /// Measures one checkpoint (and its weights' drift from `previous`).
     /// `wantUnits` asks for per-unit liveness snapshots; `gradientNames` are the
     /// parameters with gradients anywhere in the run (their movement is not used as evidence).
-    public static func measureStep(_ open: OpenCheckpoint, previous: OpenCheckpoint?, index: Int, wantUnits: Bool,
-                                   gradientNames: Set<String>, options: MeasureOptions, perUnitEverywhere: Bool = false,
-                                   only: Set<TensorKey>? = nil, onTensor: ((TensorRef) -> Void)? = nil) -> (StepRecord, [UnitSnapshot]) {
+    public static func measureStep(
+        _ open: OpenCheckpoint, previous: OpenCheckpoint?, index: Int, wantUnits: Bool,
+        gradientNames: Set<String>, options: MeasureOptions, perUnitEverywhere: Bool = false,
+        only: Set<TensorKey>? = nil, onTensor: ((TensorRef) -> Void)? = nil
+    ) -> (StepRecord, [UnitSnapshot]) {
         let checkpoint = open.checkpoint
         let step = checkpoint.metadata.step ?? index
         let previousTensors = previous.map { Dictionary($0.checkpoint.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
@@ -158,13 +168,15 @@ public enum RunMeasurer {
                 var drift: DriftStats?
                 let (unitsForStats, unitsForDrift) = unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
                 if tensor.role == .weight, let previous, let earlier = previousTensors[tensor.key], earlier.shape == tensor.shape {
-                    (stats, drift) = try TensorMeasurer.statsAndDrift(of: tensor, in: open, previous: earlier, in: previous, options: options,
-                                                                      perUnitStats: unitsForStats, perUnitDrift: unitsForDrift)
+                    (stats, drift) = try TensorMeasurer.statsAndDrift(
+                        of: tensor, in: open, previous: earlier, in: previous, options: options,
+                        perUnitStats: unitsForStats, perUnitDrift: unitsForDrift)
                 } else {
                     stats = try TensorMeasurer.stats(of: tensor, in: open, options: options, perUnit: unitsForStats)
                 }
-                let (measurement, snapshot) = self.measurement(of: tensor, stats: stats, drift: drift, wantUnits: wantUnits,
-                                                               gradientNames: gradientNames, options: options)
+                let (measurement, snapshot) = self.measurement(
+                    of: tensor, stats: stats, drift: drift, wantUnits: wantUnits,
+                    gradientNames: gradientNames, options: options)
                 measurements[tensor.key] = measurement
                 order.append(tensor.key)
                 if let snapshot { snapshots.append(snapshot) }
@@ -172,8 +184,9 @@ public enum RunMeasurer {
                 failures.append(SkippedItem(item: checkpoint.source + ":" + tensor.path, kind: .unreadable, reason: RunLoader.reason(for: error)))
             }
         }
-        let record = StepRecord(step: step, source: checkpoint.source, loss: checkpoint.metadata.loss,
-                                learningRate: checkpoint.metadata.learningRate, tensors: measurements, order: order, failures: failures)
+        let record = StepRecord(
+            step: step, source: checkpoint.source, loss: checkpoint.metadata.loss,
+            learningRate: checkpoint.metadata.learningRate, tensors: measurements, order: order, failures: failures)
         return (record, snapshots)
     }
 
@@ -182,14 +195,18 @@ public enum RunMeasurer {
     /// (dead units), and weights' movement when the run saved no gradient for them.
     /// `perUnitEverywhere` keeps them for every tensor (inspect shows them).
     package static func unitParts(of tensor: TensorRef, gradientNames: Set<String>, perUnitEverywhere: Bool) -> (stats: Bool, drift: Bool) {
-        (perUnitEverywhere || tensor.role == .gradient || tensor.role == .activation,
-         perUnitEverywhere || !gradientNames.contains(tensor.name))
+        (
+            perUnitEverywhere || tensor.role == .gradient || tensor.role == .activation,
+            perUnitEverywhere || !gradientNames.contains(tensor.name)
+        )
     }
 
     /// The measurement of one tensor from its statistics and drift, and its per-unit
     /// liveness snapshot when `wantUnits` asks for one and the tensor gives one.
-    package static func measurement(of tensor: TensorRef, stats: TensorStats, drift: DriftStats?, wantUnits: Bool, gradientNames: Set<String>,
-                            options: MeasureOptions) -> (TensorMeasurement, UnitSnapshot?) {
+    package static func measurement(
+        of tensor: TensorRef, stats: TensorStats, drift: DriftStats?, wantUnits: Bool, gradientNames: Set<String>,
+        options: MeasureOptions
+    ) -> (TensorMeasurement, UnitSnapshot?) {
         var measurement = TensorMeasurement(
             key: tensor.key, name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slot,
             slotName: tensor.slotName, shape: tensor.shape, unitAxis: tensor.unitAxis, dtype: tensor.dtype.description,
@@ -215,7 +232,10 @@ public enum RunMeasurer {
                 evidence = .activation
             case .weight where !gradientNames.contains(tensor.name):
                 // Movement: the weights' statistics carry no per-unit part, their drift does.
-                if let changed = drift?.unitChanged { alive = changed.map { $0 > 0 }; evidence = .movement }
+                if let changed = drift?.unitChanged {
+                    alive = changed.map { $0 > 0 }
+                    evidence = .movement
+                }
             default:
                 break
             }

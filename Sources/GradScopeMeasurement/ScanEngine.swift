@@ -1,6 +1,6 @@
 import Dispatch
-import Foundation
 import ElementTypes
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
@@ -50,10 +50,12 @@ package struct IsolatedReader: FileReader {
 public enum ScanEngine {
     /// Describes and measures the run at `path` (a directory, a multi-step file or one
     /// checkpoint), in worker processes when `isolation` is given, else in this process.
-    public static func scan(_ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
-                            measure: MeasureOptions = MeasureOptions(), select: NSRegularExpression? = nil,
-                            loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
-                            measureProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> (Run, RunMeasurements) {
+    public static func scan(
+        _ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
+        measure: MeasureOptions = MeasureOptions(), select: NSRegularExpression? = nil,
+        loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+        measureProgress: (@Sendable (Int, Int) -> Void)? = nil
+    ) throws -> (Run, RunMeasurements) {
         let reader: any FileReader = isolation.map { IsolatedReader($0) } ?? InProcessReader()
         defer { reader.finish() }
         let describe: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>] = { files, done in
@@ -77,13 +79,17 @@ public enum ScanEngine {
 
     /// Measures a described run with `reader`: the run as it was kept and its measurements.
     /// `perUnitEverywhere` keeps per-unit statistics for every tensor (inspect shows them).
-    public static func measure(_ run: Run, load: LoadOptions = LoadOptions(), options: MeasureOptions = MeasureOptions(),
-                               perUnitEverywhere: Bool = false, progress: ((Int, Int) -> Void)? = nil) -> (Run, RunMeasurements) {
+    public static func measure(
+        _ run: Run, load: LoadOptions = LoadOptions(), options: MeasureOptions = MeasureOptions(),
+        perUnitEverywhere: Bool = false, progress: ((Int, Int) -> Void)? = nil
+    ) -> (Run, RunMeasurements) {
         measure(run, load: load, options: options, perUnitEverywhere: perUnitEverywhere, reader: InProcessReader(), progress: progress)
     }
 
-    package static func measure(_ run: Run, load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool = false,
-                                reader: any FileReader, progress: ((Int, Int) -> Void)?) -> (Run, RunMeasurements) {
+    package static func measure(
+        _ run: Run, load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool = false,
+        reader: any FileReader, progress: ((Int, Int) -> Void)?
+    ) -> (Run, RunMeasurements) {
         let checkpoints = run.checkpoints
         let start = RunMeasurer.windowStart(count: checkpoints.count)
         let gradientNames = Array(Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
@@ -116,8 +122,9 @@ public enum ScanEngine {
                 }
             }
         }
-        var measured = SeriesMeasurer.measure(steps, selected: direct, options: options, gradientNames: Set(gradientNames),
-                                              perUnitEverywhere: perUnitEverywhere, unitWindowStart: start, progress: progress)
+        var measured = SeriesMeasurer.measure(
+            steps, selected: direct, options: options, gradientNames: Set(gradientNames),
+            perUnitEverywhere: perUnitEverywhere, unitWindowStart: start, progress: progress)
         var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
         for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
         var summaries: [SaveSummary] = []
@@ -141,9 +148,10 @@ public enum ScanEngine {
                 skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
                 continue
             }
-            let (record, units) = RunMeasurer.combine(tensors: checkpoint.tensors, source: checkpoint.source,
-                                                      step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
-                                                      direct: measured.outcomes[index], rest: rest)
+            let (record, units) = RunMeasurer.combine(
+                tensors: checkpoint.tensors, source: checkpoint.source,
+                step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
+                direct: measured.outcomes[index], rest: rest)
             measured.outcomes[index] = []
             summaries.append(SaveSummary(checkpoint: checkpoint, record: record, units: units))
         }
@@ -155,9 +163,10 @@ public enum ScanEngine {
     static func request(_ task: WorkerRequest.Task, path: String, load: LoadOptions, measure: MeasureOptions) -> WorkerRequest {
         // Each worker may use every core for a large tensor: when the other workers are
         // done (the last files of a run, a run of two huge saves) their cores would idle.
-        WorkerRequest(task: task, path: path, layout: load.layout, followLinks: load.open.followLinks, allowPlugins: load.open.allowPlugins,
-                      current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [], only: nil,
-                      blockElements: measure.blockElements, threads: measure.threads,
-                      histogramBins: measure.histogramBins, deadActivationFraction: measure.deadActivationFraction)
+        WorkerRequest(
+            task: task, path: path, layout: load.layout, followLinks: load.open.followLinks, allowPlugins: load.open.allowPlugins,
+            current: nil, previous: nil, index: 0, wantUnits: false, gradientNames: [], only: nil,
+            blockElements: measure.blockElements, threads: measure.threads,
+            histogramBins: measure.histogramBins, deadActivationFraction: measure.deadActivationFraction)
     }
 }

@@ -1,10 +1,10 @@
-import Foundation
-import Synchronization
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import Synchronization
 
 /// Measures the tensors of a run that lie contiguous in their files
 /// (``DirectStorage``) by reading their bytes directly, one tensor across all
@@ -43,8 +43,9 @@ package enum SeriesMeasurer {
 
         /// A described checkpoint: its file as it was when described, and its tensors' storage.
         package init(_ checkpoint: Checkpoint) {
-            self.init(file: checkpoint.file, size: checkpoint.stamp.size, mtime: checkpoint.stamp.mtime, tensors: checkpoint.tensors,
-                      storage: checkpoint.storage)
+            self.init(
+                file: checkpoint.file, size: checkpoint.stamp.size, mtime: checkpoint.stamp.mtime, tensors: checkpoint.tensors,
+                storage: checkpoint.storage)
         }
     }
 
@@ -82,7 +83,8 @@ package enum SeriesMeasurer {
                 guard tensor.fileIndex == 0, let storage = steps[s].storage[t], !duplicates[s].contains(tensor.key) else { continue }
                 if tensor.role == .weight, s > 0, let p = previous[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
                     guard !duplicates[s - 1].contains(tensor.key), steps[s - 1].tensors[p].fileIndex == 0,
-                          let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count else { continue }
+                        let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count
+                    else { continue }
                 }
                 chosen.insert(t)
             }
@@ -125,8 +127,10 @@ package enum SeriesMeasurer {
     /// Measures the eligible tensors (`selected[s]`, from ``eligible(_:)``) of every step. Steps from
     /// `unitWindowStart` on get per-unit liveness snapshots. `progress` is told (steps' worth of
     /// bytes done, steps) from one thread at a time, and last with both equal.
-    package static func measure(_ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
-                        perUnitEverywhere: Bool, unitWindowStart: Int, progress: ((Int, Int) -> Void)? = nil) -> Result {
+    package static func measure(
+        _ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
+        perUnitEverywhere: Bool, unitWindowStart: Int, progress: ((Int, Int) -> Void)? = nil
+    ) -> Result {
         let windows = plan(steps, selected: selected, options: options, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
         let files = StepFiles(steps, uses: windows)
         let jobs = windows.indices.flatMap { w in windows[w].shares.indices.map { (window: w, share: $0) } }
@@ -144,8 +148,10 @@ package enum SeriesMeasurer {
                 default: part = run(window, share: window.shares[share], as: Double.self, steps: steps, files: files, options: options)
                 }
                 if let finished = collector.add(part, window: w, share: share) {
-                    collector.store(finish(finished, window: window, steps: steps, gradientNames: gradientNames, options: options,
-                                           unitWindowStart: unitWindowStart), of: window)
+                    collector.store(
+                        finish(
+                            finished, window: window, steps: steps, gradientNames: gradientNames, options: options,
+                            unitWindowStart: unitWindowStart), of: window)
                 }
                 files.done(with: window)
                 collector.addBytes(window.bytes / max(1, window.shares.count)) { done in
@@ -159,8 +165,10 @@ package enum SeriesMeasurer {
     }
 
     /// Cuts each tensor's steps into windows of the same type and shape, of a size its accumulators allow.
-    package static func plan(_ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
-                     perUnitEverywhere: Bool) -> [Window] {
+    package static func plan(
+        _ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
+        perUnitEverywhere: Bool
+    ) -> [Window] {
         // Every tensor key, in the order of first appearance, with its steps.
         var order: [TensorKey] = []
         var chains: [TensorKey: [(step: Int, tensor: Int)]] = [:]
@@ -206,8 +214,10 @@ package enum SeriesMeasurer {
                     let perStep = (256 << 10) + units * 48
                     limit = max(1, min(maxWindow, windowBudget / perStep))
                 }
-                current.append(Entry(step: s, tensor: t, partner: partner, statsLayout: statsLayout,
-                                     driftLayout: partner == nil ? .none : driftLayout))
+                current.append(
+                    Entry(
+                        step: s, tensor: t, partner: partner, statsLayout: statsLayout,
+                        driftLayout: partner == nil ? .none : driftLayout))
             }
             close()
         }
@@ -231,21 +241,30 @@ package enum SeriesMeasurer {
     }
 
     /// Reads one share of a window, block by block, every step's block once.
-    package static func run<T: MeasuredElement>(_ window: Window, share: [Range<Int>], as _: T.Type, steps: [Step], files: StepFiles,
-                                        options: MeasureOptions) -> Part {
+    package static func run<T: MeasuredElement>(
+        _ window: Window, share: [Range<Int>], as _: T.Type, steps: [Step], files: StepFiles,
+        options: MeasureOptions
+    ) -> Part {
         let n = window.entries.count
-        var part = Part(stats: window.entries.map { StatsAccumulator(layout: $0.statsLayout, histogramBins: options.histogramBins) },
-                        drift: window.entries.map { $0.partner == nil ? nil : DriftAccumulator(layout: $0.driftLayout) },
-                        errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
+        var part = Part(
+            stats: window.entries.map { StatsAccumulator(layout: $0.statsLayout, histogramBins: options.histogramBins) },
+            drift: window.entries.map { $0.partner == nil ? nil : DriftAccumulator(layout: $0.driftLayout) },
+            errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
         let blockCapacity = TensorMeasurer.directBlockElements
         var previous = UnsafeMutableBufferPointer<T>.allocate(capacity: blockCapacity)
         var current = UnsafeMutableBufferPointer<T>.allocate(capacity: blockCapacity)
-        defer { previous.deallocate(); current.deallocate() }
+        defer {
+            previous.deallocate()
+            current.deallocate()
+        }
         for range in share {
             // The step whose block `previous` holds.
             var held = -1
             for (e, entry) in window.entries.enumerated() {
-                guard part.errors[e] == nil else { held = -1; continue }
+                guard part.errors[e] == nil else {
+                    held = -1
+                    continue
+                }
                 if let partner = entry.partner, held != entry.step - 1, !part.driftLost[e] {
                     // The first step of a window (or one after a gap): read the step before again.
                     do {
@@ -278,8 +297,10 @@ package enum SeriesMeasurer {
         return part
     }
 
-    package static func read<T>(step: Int, tensor: Int, range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>, steps: [Step],
-                                files: StepFiles) throws {
+    package static func read<T>(
+        step: Int, tensor: Int, range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>, steps: [Step],
+        files: StepFiles
+    ) throws {
         let path = steps[step].tensors[tensor].path
         guard let storage = steps[step].storage[tensor] else {
             throw CheckpointError(file: steps[step].file, reason: "\(path): not stored where it can be read directly")
@@ -290,14 +311,17 @@ package enum SeriesMeasurer {
     package static func describe(_ error: Error) -> String { RunLoader.reason(for: error) }
 
     /// A window's outcomes from its merged shares.
-    package static func finish(_ part: Part, window: Window, steps: [Step], gradientNames: Set<String>, options: MeasureOptions,
-                       unitWindowStart: Int) -> [Outcome] {
+    package static func finish(
+        _ part: Part, window: Window, steps: [Step], gradientNames: Set<String>, options: MeasureOptions,
+        unitWindowStart: Int
+    ) -> [Outcome] {
         window.entries.enumerated().map { e, entry in
             if let error = part.errors[e] { return Outcome(measurement: nil, snapshot: nil, error: error) }
             let drift = part.driftLost[e] ? nil : part.drift[e]?.finish()
-            let (measurement, snapshot) = RunMeasurer.measurement(of: steps[entry.step].tensors[entry.tensor], stats: part.stats[e].finish(),
-                                                                  drift: drift, wantUnits: entry.step >= unitWindowStart,
-                                                                  gradientNames: gradientNames, options: options)
+            let (measurement, snapshot) = RunMeasurer.measurement(
+                of: steps[entry.step].tensors[entry.tensor], stats: part.stats[e].finish(),
+                drift: drift, wantUnits: entry.step >= unitWindowStart,
+                gradientNames: gradientNames, options: options)
             return Outcome(measurement: measurement, snapshot: snapshot, error: nil)
         }
     }
@@ -316,8 +340,10 @@ package enum SeriesMeasurer {
         private let state: Mutex<State>
 
         package init(windows: [Window], steps: [Step]) {
-            state = Mutex(State(pending: windows.map { [Part?](repeating: nil, count: $0.shares.count) },
-                                outcomes: steps.map { [Outcome?](repeating: nil, count: $0.tensors.count) }))
+            state = Mutex(
+                State(
+                    pending: windows.map { [Part?](repeating: nil, count: $0.shares.count) },
+                    outcomes: steps.map { [Outcome?](repeating: nil, count: $0.tensors.count) }))
         }
 
         /// Stores a share; returns the merged window when it was the last.
@@ -401,8 +427,10 @@ package enum SeriesMeasurer {
             for window in windows {
                 for step in Self.stepsRead(by: window) { remaining[step] += window.shares.count }
             }
-            state = Mutex(State(files: [StoredFile?](repeating: nil, count: steps.count), remaining: remaining,
-                                errors: [String?](repeating: nil, count: steps.count)))
+            state = Mutex(
+                State(
+                    files: [StoredFile?](repeating: nil, count: steps.count), remaining: remaining,
+                    errors: [String?](repeating: nil, count: steps.count)))
         }
 
         package static func stepsRead(by window: Window) -> Set<Int> {

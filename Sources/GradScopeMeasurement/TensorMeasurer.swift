@@ -1,10 +1,10 @@
 import Dispatch
-import Foundation
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 
 /// How tensors are read for measurement.
 public struct MeasureOptions: Sendable {
@@ -39,8 +39,10 @@ public enum TensorMeasurer {
 
     /// The statistics of one tensor.
     /// `perUnit` asks for per-unit norms and zero counts (the default); without them the pass is cheaper.
-    public static func stats(of tensor: TensorRef, in checkpoint: OpenCheckpoint, options: MeasureOptions = MeasureOptions(),
-                             perUnit: Bool = true) throws -> TensorStats {
+    public static func stats(
+        of tensor: TensorRef, in checkpoint: OpenCheckpoint, options: MeasureOptions = MeasureOptions(),
+        perUnit: Bool = true
+    ) throws -> TensorStats {
         let dataset = try checkpoint.dataset(for: tensor)
         try dataset.checkReadable()
         let layout = perUnit ? unitLayout(for: tensor) : .none
@@ -56,8 +58,10 @@ public enum TensorMeasurer {
     }
 
     /// Statistics of any dataset read through libhdf5 in blocks, converted to `T`.
-    package static func streamedStats<T: MeasuredElement & HDF5Real>(_ dataset: Dataset, as _: T.Type, layout: UnitLayout,
-                                                             options: MeasureOptions) throws -> TensorStats {
+    package static func streamedStats<T: MeasuredElement & HDF5Real>(
+        _ dataset: Dataset, as _: T.Type, layout: UnitLayout,
+        options: MeasureOptions
+    ) throws -> TensorStats {
         var accumulator = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
         try dataset.stream(as: T.self, blockElements: options.blockElements) { block, offset in
             T.add(block, at: offset, to: &accumulator)
@@ -68,16 +72,19 @@ public enum TensorMeasurer {
     /// The statistics of `tensor` and its drift from `previous` (the same
     /// parameter at an earlier save), reading the two side by side.
     /// `perUnitStats` and `perUnitDrift` ask for the per-unit parts of each (both by default).
-    public static func statsAndDrift(of tensor: TensorRef, in checkpoint: OpenCheckpoint, previous: TensorRef, in earlier: OpenCheckpoint,
-                                     options: MeasureOptions = MeasureOptions(), perUnitStats: Bool = true,
-                                     perUnitDrift: Bool = true) throws -> (TensorStats, DriftStats) {
+    public static func statsAndDrift(
+        of tensor: TensorRef, in checkpoint: OpenCheckpoint, previous: TensorRef, in earlier: OpenCheckpoint,
+        options: MeasureOptions = MeasureOptions(), perUnitStats: Bool = true,
+        perUnitDrift: Bool = true
+    ) throws -> (TensorStats, DriftStats) {
         let current = try checkpoint.dataset(for: tensor)
         let before = try earlier.dataset(for: previous)
         try current.checkReadable()
         try before.checkReadable()
         guard current.info.elementCount == before.info.elementCount, current.info.shape == before.info.shape else {
-            throw CheckpointError(file: checkpoint.checkpoint.source,
-                                  reason: "\(tensor.path): shape \(current.info.shape) differs from \(before.info.shape) at the previous save")
+            throw CheckpointError(
+                file: checkpoint.checkpoint.source,
+                reason: "\(tensor.path): shape \(current.info.shape) differs from \(before.info.shape) at the previous save")
         }
         let statsLayout = perUnitStats ? unitLayout(for: tensor) : .none
         let driftLayout = perUnitDrift ? unitLayout(for: tensor) : .none
@@ -95,9 +102,11 @@ public enum TensorMeasurer {
     }
 
     /// Statistics of `current` and its drift from `earlier`, both read through libhdf5 block by block, side by side.
-    package static func streamedBoth<T: MeasuredElement & HDF5Real>(_ earlier: Dataset, _ current: Dataset, as _: T.Type,
-                                                            statsLayout: UnitLayout, driftLayout: UnitLayout,
-                                                            options: MeasureOptions) throws -> (TensorStats, DriftStats) {
+    package static func streamedBoth<T: MeasuredElement & HDF5Real>(
+        _ earlier: Dataset, _ current: Dataset, as _: T.Type,
+        statsLayout: UnitLayout, driftLayout: UnitLayout,
+        options: MeasureOptions
+    ) throws -> (TensorStats, DriftStats) {
         var stats = StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins)
         var drift = DriftAccumulator(layout: driftLayout)
         let blocks = current.blocks(blockElements: options.blockElements)
@@ -124,8 +133,10 @@ public enum TensorMeasurer {
     /// Statistics of a contiguous tensor read directly from the file: the
     /// elements are split into one contiguous share per thread, each read block
     /// by block into a buffer of its own, and the shares' accumulators merged in order.
-    package static func directStats<T: MeasuredElement>(_ tensor: DirectTensor, as _: T.Type, layout: UnitLayout,
-                                                options: MeasureOptions) throws -> TensorStats {
+    package static func directStats<T: MeasuredElement>(
+        _ tensor: DirectTensor, as _: T.Type, layout: UnitLayout,
+        options: MeasureOptions
+    ) throws -> TensorStats {
         let shares = split(count: tensor.count, block: directBlockElements, threads: options.threads)
         var parts = [StatsAccumulator](repeating: StatsAccumulator(layout: layout, histogramBins: options.histogramBins), count: shares.count)
         try parts.withUnsafeMutableBufferPointer { accumulators in
@@ -144,9 +155,11 @@ public enum TensorMeasurer {
     }
 
     /// Statistics of `current` and its drift from `earlier`, both read directly, side by side.
-    package static func directBoth<T: MeasuredElement>(_ earlier: DirectTensor, _ current: DirectTensor, as _: T.Type,
-                                               statsLayout: UnitLayout, driftLayout: UnitLayout,
-                                               options: MeasureOptions) throws -> (TensorStats, DriftStats) {
+    package static func directBoth<T: MeasuredElement>(
+        _ earlier: DirectTensor, _ current: DirectTensor, as _: T.Type,
+        statsLayout: UnitLayout, driftLayout: UnitLayout,
+        options: MeasureOptions
+    ) throws -> (TensorStats, DriftStats) {
         let shares = split(count: current.count, block: directBlockElements, threads: options.threads)
         var stats = [StatsAccumulator](repeating: StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins), count: shares.count)
         var drifts = [DriftAccumulator](repeating: DriftAccumulator(layout: driftLayout), count: shares.count)
@@ -155,7 +168,10 @@ public enum TensorMeasurer {
                 try inParallel(shares.count) { index in
                     let a = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
                     let b = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
-                    defer { a.deallocate(); b.deallocate() }
+                    defer {
+                        a.deallocate()
+                        b.deallocate()
+                    }
                     for range in shares[index] {
                         try earlier.read(range, into: a)
                         try current.read(range, into: b)
@@ -218,7 +234,8 @@ extension Float: MeasuredElement {
     package static func add(_ block: UnsafeBufferPointer<Float>, at offset: Int, to accumulator: inout StatsAccumulator) {
         accumulator.add(block, at: offset)
     }
-    package static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, at offset: Int, to accumulator: inout DriftAccumulator) {
+    package static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, at offset: Int, to accumulator: inout DriftAccumulator)
+    {
         accumulator.add(a, b, at: offset)
     }
 }
@@ -227,7 +244,9 @@ extension Double: MeasuredElement {
     package static func add(_ block: UnsafeBufferPointer<Double>, at offset: Int, to accumulator: inout StatsAccumulator) {
         accumulator.add(block, at: offset)
     }
-    package static func add(_ a: UnsafeBufferPointer<Double>, _ b: UnsafeBufferPointer<Double>, at offset: Int, to accumulator: inout DriftAccumulator) {
+    package static func add(
+        _ a: UnsafeBufferPointer<Double>, _ b: UnsafeBufferPointer<Double>, at offset: Int, to accumulator: inout DriftAccumulator
+    ) {
         accumulator.add(a, b, at: offset)
     }
 }

@@ -1,9 +1,10 @@
-import Foundation
 import ElementTypes
-import HDF5
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,11 +13,11 @@ import Glibc
 /// stdout: one byte of kind, eight bytes of little-endian payload length, the payload.
 public enum WorkerFrame {
     /// Parent to worker: a `WorkerRequest` in ``BinaryCoding``.
-    public static let request: UInt8 = 0x51 // "Q"
+    public static let request: UInt8 = 0x51  // "Q"
     /// Worker to parent: the object about to be read (UTF-8), so a crash can be attributed.
-    public static let marker: UInt8 = 0x4D // "M"
+    public static let marker: UInt8 = 0x4D  // "M"
     /// Worker to parent: a `WorkerResponse` in ``BinaryCoding``, the end of one request.
-    public static let answer: UInt8 = 0x41 // "A"
+    public static let answer: UInt8 = 0x41  // "A"
     /// Largest payload accepted (a description of a checkpoint with many thousands of tensors fits easily).
     public static let maxPayload = 1 << 30
 
@@ -80,7 +81,10 @@ public struct FrameReader {
                 if available >= total {
                     let payload = Data(buffer[(start + 9)..<(start + total)])
                     start += total
-                    if start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
+                    if start == buffer.count {
+                        buffer.removeAll(keepingCapacity: true)
+                        start = 0
+                    }
                     return .frame(kind, payload)
                 }
             }
@@ -93,7 +97,10 @@ public struct FrameReader {
                 if ready < 0 && errno != EINTR { return .end }
                 if ready < 0 { continue }
             }
-            if start > 0 && start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
+            if start > 0 && start == buffer.count {
+                buffer.removeAll(keepingCapacity: true)
+                start = 0
+            }
             let n = scratch.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
                 buffer.append(contentsOf: scratch[0..<n])

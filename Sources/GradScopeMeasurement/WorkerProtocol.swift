@@ -1,10 +1,11 @@
-import Foundation
-import Synchronization
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,7 +43,11 @@ public struct WorkerRequest: Sendable, Codable {
 
     package var loadOptions: LoadOptions { LoadOptions(layout: layout, open: OpenOptions(followLinks: followLinks, allowPlugins: allowPlugins)) }
 
-    package init(task: Task, path: String, layout: LayoutKind? = nil, followLinks: Bool, allowPlugins: Bool, current: Checkpoint? = nil, previous: Checkpoint? = nil, index: Int, wantUnits: Bool, gradientNames: [String], only: [TensorKey]? = nil, blockElements: Int, threads: Int, histogramBins: Int, deadActivationFraction: Double) {
+    package init(
+        task: Task, path: String, layout: LayoutKind? = nil, followLinks: Bool, allowPlugins: Bool, current: Checkpoint? = nil,
+        previous: Checkpoint? = nil, index: Int, wantUnits: Bool, gradientNames: [String], only: [TensorKey]? = nil, blockElements: Int, threads: Int,
+        histogramBins: Int, deadActivationFraction: Double
+    ) {
         self.task = task
         self.path = path
         self.layout = layout
@@ -87,7 +92,8 @@ public enum Worker {
                 marker("opening")
                 let checkpoints = try CheckpointLoader.open(request.path, options: request.loadOptions)
                 if let first = checkpoints.first {
-                    OpenCheckpoints.shared.keep(checkpoints, file: request.path, size: first.checkpoint.stamp.size, mtime: first.checkpoint.stamp.mtime)
+                    OpenCheckpoints.shared.keep(
+                        checkpoints, file: request.path, size: first.checkpoint.stamp.size, mtime: first.checkpoint.stamp.mtime)
                 }
                 return WorkerResponse(checkpoints: checkpoints.map(\.checkpoint))
             case .measure:
@@ -101,10 +107,12 @@ public enum Worker {
                 options.threads = request.threads
                 options.histogramBins = request.histogramBins
                 options.deadActivationFraction = request.deadActivationFraction
-                let (record, units) = RunMeasurer.measureStep(checkpoint, previous: previous, index: request.index, wantUnits: request.wantUnits,
-                                                              gradientNames: Set(request.gradientNames), options: options,
-                                                              perUnitEverywhere: request.perUnitEverywhere,
-                                                              only: request.only.map(Set.init)) { tensor in
+                let (record, units) = RunMeasurer.measureStep(
+                    checkpoint, previous: previous, index: request.index, wantUnits: request.wantUnits,
+                    gradientNames: Set(request.gradientNames), options: options,
+                    perUnitEverywhere: request.perUnitEverywhere,
+                    only: request.only.map(Set.init)
+                ) { tensor in
                     marker(tensor.path)
                 }
                 return WorkerResponse(record: record, units: units)

@@ -37,9 +37,11 @@ public struct Checkpoint: Sendable, Codable {
     /// Parallel to `tensors`: where each lies in `file` when its bytes can be read directly.
     public var storage: [DirectStorage?]
 
-    public init(source: String, file: String? = nil, layout: LayoutKind, metadata: StepMetadata, tensors: [TensorRef],
-                layers: [String], skipped: [SkippedItem] = [], notes: [String] = [], modified: Date? = nil,
-                stamp: FileStamp = FileStamp(size: 0, mtime: 0), storage: [DirectStorage?]? = nil) {
+    public init(
+        source: String, file: String? = nil, layout: LayoutKind, metadata: StepMetadata, tensors: [TensorRef],
+        layers: [String], skipped: [SkippedItem] = [], notes: [String] = [], modified: Date? = nil,
+        stamp: FileStamp = FileStamp(size: 0, mtime: 0), storage: [DirectStorage?]? = nil
+    ) {
         self.source = source
         self.file = file ?? source
         self.layout = layout

@@ -1,5 +1,5 @@
-import Foundation
 import ElementTypes
+import Foundation
 
 /// Formats a byte count for people: `812 B`, `4.1 KB`, `1.3 GB` (powers of 1000).
 public func formatBytes(_ bytes: Int) -> String {
@@ -23,7 +23,10 @@ public func formatFixed(_ value: Double, digits: Int) -> String {
     let integer = Int(rounded)
     var fraction = Int(((rounded - Double(integer)) * scale).rounded())
     var whole = integer
-    if fraction >= Int(scale) { whole += 1; fraction -= Int(scale) }
+    if fraction >= Int(scale) {
+        whole += 1
+        fraction -= Int(scale)
+    }
     let sign = value < 0 && rounded != 0 ? "-" : ""
     if digits == 0 { return "\(sign)\(whole)" }
     var fractionText = String(fraction)

@@ -1,5 +1,5 @@
-import Foundation
 import ElementTypes
+import Foundation
 
 /// Where a step number came from.
 public enum StepSource: String, Sendable, Codable {
@@ -32,8 +32,10 @@ public struct StepMetadata: Sendable, Equatable, Codable {
     /// order, which orders the run when the step alone cannot (LayoutSupport.stepInFileName).
     public var nameKey: [Int]?
 
-    public init(step: Int? = nil, stepSource: StepSource? = nil, loss: Double? = nil, learningRate: Double? = nil,
-                framework: String? = nil, optimizer: String? = nil, epoch: Int? = nil) {
+    public init(
+        step: Int? = nil, stepSource: StepSource? = nil, loss: Double? = nil, learningRate: Double? = nil,
+        framework: String? = nil, optimizer: String? = nil, epoch: Int? = nil
+    ) {
         self.step = step
         self.stepSource = stepSource
         self.loss = loss
@@ -84,4 +86,3 @@ public enum SkipKind: String, Sendable, Equatable, Codable, CaseIterable {
     /// or without a step in a run whose other files have one.
     case superseded
 }
-

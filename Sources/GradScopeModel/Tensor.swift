@@ -56,8 +56,10 @@ public struct TensorRef: Sendable, Equatable, Codable {
     /// (Keras: a weight with optimizer slots; native: the `in_optimizer` attribute).
     public var trainable: Bool?
 
-    public init(name: String, layer: String, role: TensorRole, slot: OptimizerSlot? = nil, slotName: String? = nil,
-                shape: [Int], dtype: ElementType, unitAxis: Int?, path: String, fileIndex: Int = 0, trainable: Bool? = nil) {
+    public init(
+        name: String, layer: String, role: TensorRole, slot: OptimizerSlot? = nil, slotName: String? = nil,
+        shape: [Int], dtype: ElementType, unitAxis: Int?, path: String, fileIndex: Int = 0, trainable: Bool? = nil
+    ) {
         self.name = name
         self.layer = layer
         self.role = role

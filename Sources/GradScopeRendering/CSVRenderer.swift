@@ -14,8 +14,11 @@ package struct CSVRenderer: ReportRenderer, Sendable {
         var lines = ["step,tensor,layer,norm,gradient_norm,update_ratio,zero_fraction,non_finite"]
         for tensor in report.timeline {
             for point in tensor.points {
-                lines.append([String(point.step), tensor.name, tensor.layer, csvNumber(point.norm), csvNumber(point.gradientNorm),
-                              csvNumber(point.updateRatio), csvNumber(point.zeroFraction), String(point.nonFinite)].map(csvField).joined(separator: ","))
+                lines.append(
+                    [
+                        String(point.step), tensor.name, tensor.layer, csvNumber(point.norm), csvNumber(point.gradientNorm),
+                        csvNumber(point.updateRatio), csvNumber(point.zeroFraction), String(point.nonFinite),
+                    ].map(csvField).joined(separator: ","))
             }
         }
         return lines.joined(separator: "\n") + "\n"
@@ -26,12 +29,14 @@ package struct CSVRenderer: ReportRenderer, Sendable {
         var lines = ["name,layer,role,slot,shape,dtype,count,mean,std,min,max,max_abs,l2_norm,zeros,nan,pos_inf,neg_inf,p1,p5,p50,p95,p99"]
         for tensor in report.tensors {
             let s = tensor.stats
-            let cells: [String] = [tensor.name, tensor.layer, tensor.role.rawValue, tensor.slot ?? "",
-                                   tensor.shape.map(String.init).joined(separator: "x"), tensor.dtype,
-                                   s.map { String($0.count) } ?? "", csvNumber(s?.mean), csvNumber(s?.std), csvNumber(s?.min),
-                                   csvNumber(s?.max), csvNumber(s?.maxAbs), csvNumber(s?.l2Norm), s.map { String($0.zeros) } ?? "",
-                                   s.map { String($0.nan) } ?? "", s.map { String($0.posInf) } ?? "", s.map { String($0.negInf) } ?? "",
-                                   csvNumber(s?.p1), csvNumber(s?.p5), csvNumber(s?.p50), csvNumber(s?.p95), csvNumber(s?.p99)]
+            let cells: [String] = [
+                tensor.name, tensor.layer, tensor.role.rawValue, tensor.slot ?? "",
+                tensor.shape.map(String.init).joined(separator: "x"), tensor.dtype,
+                s.map { String($0.count) } ?? "", csvNumber(s?.mean), csvNumber(s?.std), csvNumber(s?.min),
+                csvNumber(s?.max), csvNumber(s?.maxAbs), csvNumber(s?.l2Norm), s.map { String($0.zeros) } ?? "",
+                s.map { String($0.nan) } ?? "", s.map { String($0.posInf) } ?? "", s.map { String($0.negInf) } ?? "",
+                csvNumber(s?.p1), csvNumber(s?.p5), csvNumber(s?.p50), csvNumber(s?.p95), csvNumber(s?.p99),
+            ]
             lines.append(cells.map(csvField).joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
@@ -41,10 +46,13 @@ package struct CSVRenderer: ReportRenderer, Sendable {
     package func render(_ report: DiffReport) -> String {
         var lines = ["name,layer,role,shape,relative_change,per_step,max_abs_delta,cosine,changed_fraction,sign_flips,norm_a,norm_b,status"]
         for t in report.tensors {
-            lines.append([t.name, t.layer, t.role.rawValue, t.shape.map(String.init).joined(separator: "x"), csvNumber(t.drift.relativeChange),
-                          csvNumber(t.perStep), csvNumber(t.drift.maxAbsDelta), csvNumber(t.drift.cosineSimilarity),
-                          csvNumber(t.drift.changedFraction), String(t.drift.signFlips), csvNumber(t.normA), csvNumber(t.normB),
-                          t.status].map(csvField).joined(separator: ","))
+            lines.append(
+                [
+                    t.name, t.layer, t.role.rawValue, t.shape.map(String.init).joined(separator: "x"), csvNumber(t.drift.relativeChange),
+                    csvNumber(t.perStep), csvNumber(t.drift.maxAbsDelta), csvNumber(t.drift.cosineSimilarity),
+                    csvNumber(t.drift.changedFraction), String(t.drift.signFlips), csvNumber(t.normA), csvNumber(t.normB),
+                    t.status,
+                ].map(csvField).joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -1,10 +1,10 @@
 import ElementTypes
-import HDF5
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
+import HDF5
 
 extension FileListing {
     /// The tree as text: one line per object, indented by depth, datasets
@@ -31,7 +31,8 @@ extension FileListing {
             }
             var line = "  " + pad(label, nameWidth)
             if let info = item.dataset {
-                let layout = info.layout.rawValue + (info.chunkShape.map { " " + formatShape($0) } ?? "")
+                let layout =
+                    info.layout.rawValue + (info.chunkShape.map { " " + formatShape($0) } ?? "")
                     + (info.filters.isEmpty ? "" : " " + info.filters.map(\.name).joined(separator: "+"))
                 line += "  " + pad(formatShape(info.shape), shapeWidth)
                 line += "  " + pad(typeLabel(info), typeWidth)

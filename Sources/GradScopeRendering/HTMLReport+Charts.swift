@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 // The run-level charts: loss, gradient flow across depth, dead units, activations.
 extension HTMLReportRenderer {
@@ -17,8 +17,9 @@ extension HTMLReportRenderer {
         let finite = losses.compactMap(\.loss).filter(\.isFinite)
         // A loss spanning more than two orders of magnitude (a divergence) reads better on a log axis.
         let logScale = (finite.min() ?? 0) > 0 && (finite.max() ?? 0) / (finite.min() ?? 1) > 100
-        var chart = LineChart(kind: "loss", label: "Loss over steps", title: "loss", width: 1250, height: 300, logScale: logScale,
-                              steps: report.steps, includeZero: true)
+        var chart = LineChart(
+            kind: "loss", label: "Loss over steps", title: "loss", width: 1250, height: 300, logScale: logScale,
+            steps: report.steps, includeZero: true)
         chart.series = [LineSeries(label: "loss", color: "#1a3d7c", width: 2.2, points: losses.map { ($0.step, $0.loss) }, markers: true)]
         var legend: [String] = []
         for finding in report.findings where finding.kind == .lossPlateau {
@@ -28,21 +29,31 @@ extension HTMLReportRenderer {
             if case .double(let value)? = finding.evidence["ln_k"] { level = value }
             if level == nil, let classes, classes >= 2 { level = Foundation.log(Double(classes)) }
             if let level, let classes {
-                chart.references.append(ReferenceLine(value: level, label: "ln \(classes) = \(formatNumber(level)): the loss of predicting 1/\(classes) for every class",
-                                                      color: "#6a1b9a"))
+                chart.references.append(
+                    ReferenceLine(
+                        value: level, label: "ln \(classes) = \(formatNumber(level)): the loss of predicting 1/\(classes) for every class",
+                        color: "#6a1b9a"))
             }
             if let first = finding.firstStep {
                 let last = finding.lastStep ?? first
-                chart.spans.append(StepSpan(first: first, last: last, fill: Palette.severity(finding.severity), opacity: 0.16,
-                                            label: "loss plateau, steps \(first)–\(last)"))
-                legend.append("<span><span class=\"swatch\" style=\"background:\(Palette.severity(finding.severity));height:12px;opacity:.35\"></span>plateau, steps \(first)–\(last)</span>")
+                chart.spans.append(
+                    StepSpan(
+                        first: first, last: last, fill: Palette.severity(finding.severity), opacity: 0.16,
+                        label: "loss plateau, steps \(first)–\(last)"))
+                legend.append(
+                    "<span><span class=\"swatch\" style=\"background:\(Palette.severity(finding.severity));height:12px;opacity:.35\"></span>plateau, steps \(first)–\(last)</span>"
+                )
             }
         }
         for finding in report.findings where finding.kind == .nanInf {
             if let first = finding.firstStep {
-                chart.spans.append(StepSpan(first: first, last: finding.lastStep ?? first, fill: Palette.nonFinite, opacity: 0.1,
-                                            label: "NaN/Inf, steps \(first)–\(finding.lastStep ?? first)"))
-                legend.append("<span><span class=\"swatch\" style=\"background:\(Palette.nonFinite);height:12px;opacity:.3\"></span>NaN/Inf from step \(first)</span>")
+                chart.spans.append(
+                    StepSpan(
+                        first: first, last: finding.lastStep ?? first, fill: Palette.nonFinite, opacity: 0.1,
+                        label: "NaN/Inf, steps \(first)–\(finding.lastStep ?? first)"))
+                legend.append(
+                    "<span><span class=\"swatch\" style=\"background:\(Palette.nonFinite);height:12px;opacity:.3\"></span>NaN/Inf from step \(first)</span>"
+                )
             }
         }
         var html = "<section class=\"panel\" id=\"loss\"><h2>Loss</h2>"
@@ -50,8 +61,9 @@ extension HTMLReportRenderer {
         if !legend.isEmpty { html += "<div class=\"legend\">\(legend.joined())</div>" }
         let rates = losses.filter { $0.lr != nil }
         if !rates.isEmpty {
-            var lr = LineChart(kind: "learning-rate", label: "Learning rate over steps", title: "learning rate", width: 1250, height: 140,
-                               logScale: true, steps: report.steps)
+            var lr = LineChart(
+                kind: "learning-rate", label: "Learning rate over steps", title: "learning rate", width: 1250, height: 140,
+                logScale: true, steps: report.steps)
             lr.series = [LineSeries(label: "learning rate", color: "#00796b", width: 1.8, points: rates.map { ($0.step, $0.lr) }, markers: true)]
             lr.spans = chart.spans
             html += lr.render()
@@ -90,14 +102,20 @@ extension HTMLReportRenderer {
         }
         let labels = compared.map { "step \($0)" }
         var html = "<section class=\"panel\" id=\"gradient-flow\"><h2>Gradient flow across depth</h2>"
-        html += "<p class=\"note\">One group of bars per \(kernels.isEmpty ? "tensor" : "weight matrix or kernel"), input on the left, at \(compared.count) step\(compared.count == 1 ? "" : "s"); "
+        html +=
+            "<p class=\"note\">One group of bars per \(kernels.isEmpty ? "tensor" : "weight matrix or kernel"), input on the left, at \(compared.count) step\(compared.count == 1 ? "" : "s"); "
             + "log scale. Bars that shrink toward the input are vanishing gradients; a wall of tall bars, exploding ones. Tinted groups are named in findings.</p>"
-        html += LogBarChart(label: "Gradient norm per layer", title: "gradient norm ‖g‖", groups: groups(\.gradientNorm), seriesLabels: labels,
-                            colors: colors).render()
-        html += LogBarChart(label: "Gradient norm relative to the weight norm per layer", title: "‖g‖ / ‖W‖  (gradient relative to the weights)",
-                            groups: groups(\.gradientRatio), seriesLabels: labels, colors: colors).render()
+        html += LogBarChart(
+            label: "Gradient norm per layer", title: "gradient norm ‖g‖", groups: groups(\.gradientNorm), seriesLabels: labels,
+            colors: colors
+        ).render()
+        html += LogBarChart(
+            label: "Gradient norm relative to the weight norm per layer", title: "‖g‖ / ‖W‖  (gradient relative to the weights)",
+            groups: groups(\.gradientRatio), seriesLabels: labels, colors: colors
+        ).render()
         if chosen.count < (kernels.isEmpty ? withGradients.count : kernels.count) {
-            html += "<p class=\"note\">\(chosen.count) of \((kernels.isEmpty ? withGradients : kernels).count) tensors shown, spread evenly over depth.</p>"
+            html +=
+                "<p class=\"note\">\(chosen.count) of \((kernels.isEmpty ? withGradients : kernels).count) tensors shown, spread evenly over depth.</p>"
         }
         return html + "</section>\n"
     }
@@ -113,13 +131,15 @@ extension HTMLReportRenderer {
         let unitKinds: Set<FindingKind> = [.deadUnits, .zeroGradient]
         var rows: [(row: UnitGridRow, dead: Bool, flagged: Bool)] = []
         for (index, tensor) in report.timeline.enumerated() where tensor.points.contains(where: { $0.deadUnits != nil }) {
-            let row = UnitGridRow(label: tensor.name, detail: "gradient" + (tensor.units.map { " · " + unitCount($0) } ?? ""),
-                                  units: tensor.units, counts: counts(tensor.points), highlight: layout.severity(ofTensor: index, kinds: unitKinds))
+            let row = UnitGridRow(
+                label: tensor.name, detail: "gradient" + (tensor.units.map { " · " + unitCount($0) } ?? ""),
+                units: tensor.units, counts: counts(tensor.points), highlight: layout.severity(ofTensor: index, kinds: unitKinds))
             rows.append((row, tensor.points.contains { ($0.deadUnits ?? 0) > 0 }, row.highlight != nil))
         }
         for (index, activation) in report.activations.enumerated() where activation.points.contains(where: { $0.deadUnits != nil }) {
-            let row = UnitGridRow(label: activation.name, detail: "activation" + (activation.units.map { " · " + unitCount($0) } ?? ""),
-                                  units: activation.units, counts: counts(activation.points), highlight: layout.severity(ofActivation: index, kinds: unitKinds))
+            let row = UnitGridRow(
+                label: activation.name, detail: "activation" + (activation.units.map { " · " + unitCount($0) } ?? ""),
+                units: activation.units, counts: counts(activation.points), highlight: layout.severity(ofActivation: index, kinds: unitKinds))
             rows.append((row, activation.points.contains { ($0.deadUnits ?? 0) > 0 }, row.highlight != nil))
         }
         var shown = rows
@@ -133,12 +153,14 @@ extension HTMLReportRenderer {
             shown = rows.indices.filter { keep.contains($0) }.map { rows[$0] }
         }
         var html = "<section class=\"panel\" id=\"dead-units\"><h2>Dead units</h2>"
-        html += "<p class=\"note\">Per layer and step, how many units are dead: for a weight, units whose gradient is exactly zero; for a saved activation, "
+        html +=
+            "<p class=\"note\">Per layer and step, how many units are dead: for a weight, units whose gradient is exactly zero; for a saved activation, "
             + "units silent on the probe batch. Redder as a larger share of the layer is gone; green-grey cells are 0.</p>"
         html += UnitGrid(label: "Dead units per layer over steps", steps: columns, rows: shown.map(\.row)).render()
         if shown.count < rows.count {
             let hidden = rows.count - shown.count
-            html += "<p class=\"note\">\(hidden) more layer\(hidden == 1 ? "" : "s") not drawn\(rows.filter(\.dead).count <= shown.filter(\.dead).count ? ", none with a dead unit at any step" : "").</p>"
+            html +=
+                "<p class=\"note\">\(hidden) more layer\(hidden == 1 ? "" : "s") not drawn\(rows.filter(\.dead).count <= shown.filter(\.dead).count ? ", none with a dead unit at any step" : "").</p>"
         }
         return html + "</section>\n"
     }
@@ -150,28 +172,35 @@ extension HTMLReportRenderer {
             guard let first = finding.firstStep else { return nil }
             let last = finding.lastStep ?? first
             if first <= (report.steps.first ?? first) && last >= (report.steps.last ?? last) { return nil }
-            return StepSpan(first: first, last: last, fill: Palette.severity(finding.severity), opacity: 0.12, label: "loss plateau, steps \(first)–\(last)")
+            return StepSpan(
+                first: first, last: last, fill: Palette.severity(finding.severity), opacity: 0.12, label: "loss plateau, steps \(first)–\(last)")
         }
     }
 
     package func activationSection(_ layout: ReportLayout) -> String {
         let report = layout.report
         guard report.activations.contains(where: { $0.points.contains { $0.norm != nil } }) else { return "" }
-        var chart = LineChart(kind: "activations", label: "Spread of the saved activations over steps", title: "spread (std) of each saved activation on the probe batch",
-                              width: 1250, height: 230, steps: report.steps)
+        var chart = LineChart(
+            kind: "activations", label: "Spread of the saved activations over steps",
+            title: "spread (std) of each saved activation on the probe batch",
+            width: 1250, height: 230, steps: report.steps)
         chart.spans = plateauSpans(layout.report)
         var legend: [String] = []
         for (index, activation) in report.activations.enumerated().prefix(limits.maxOverviewLines) {
             let color = layout.activationColors[index] ?? Palette.calm[index % Palette.calm.count]
             let points = layout.sampled(activation.points).map { ($0.step, $0.nonFinite > 0 ? Double.nan : $0.norm) }
-            chart.series.append(LineSeries(label: activation.name, color: color, width: layout.activationColors[index] != nil ? 2.6 : 1.6,
-                                           points: points, markers: true))
+            chart.series.append(
+                LineSeries(
+                    label: activation.name, color: color, width: layout.activationColors[index] != nil ? 2.6 : 1.6,
+                    points: points, markers: true))
             let severity = layout.severity(ofActivation: index)
-            legend.append("<span><span class=\"swatch\" style=\"background:\(color)\"></span><code>\(htmlEscape(activation.name))</code>"
-                          + (severity.map { " <span class=\"badge \($0.rawValue)\">\($0.rawValue)</span>" } ?? "") + "</span>")
+            legend.append(
+                "<span><span class=\"swatch\" style=\"background:\(color)\"></span><code>\(htmlEscape(activation.name))</code>"
+                    + (severity.map { " <span class=\"badge \($0.rawValue)\">\($0.rawValue)</span>" } ?? "") + "</span>")
         }
         var html = "<section class=\"panel\" id=\"activations\"><h2>Activations</h2>"
-        html += "<p class=\"note\">Outputs saved on a fixed probe batch. A spread near 0 means every input gets the same output (logits that cannot tell the classes apart)"
+        html +=
+            "<p class=\"note\">Outputs saved on a fixed probe batch. A spread near 0 means every input gets the same output (logits that cannot tell the classes apart)"
             + (chart.spans.isEmpty ? "." : "; the shaded steps are the loss plateau.") + "</p>"
         html += chart.render() + "<div class=\"legend\">\(legend.joined())</div>"
         return html + "</section>\n"

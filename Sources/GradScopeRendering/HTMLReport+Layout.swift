@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 /// What the HTML report shows and in which order: the steps sampled for the
 /// charts, the tensors named in findings (shown first, in colour), the cards
@@ -48,8 +48,11 @@ package struct ReportLayout {
         var tensorFindings: [Int: [Int]] = [:], activationFindings: [Int: [Int]] = [:]
         for (findingIndex, finding) in report.findings.enumerated() {
             guard let name = finding.tensor else { continue }
-            if let index = byName[name] { tensorFindings[index, default: []].append(findingIndex) }
-            else if let index = byActivation[name] { activationFindings[index, default: []].append(findingIndex) }
+            if let index = byName[name] {
+                tensorFindings[index, default: []].append(findingIndex)
+            } else if let index = byActivation[name] {
+                activationFindings[index, default: []].append(findingIndex)
+            }
         }
         findingsByTensor = tensorFindings
         var tensorOfFinding: [Int: Int] = [:]
@@ -66,7 +69,9 @@ package struct ReportLayout {
         cards = Set(shownFlagged + healthy.prefix(limits.maxHealthyCards))
         heatmaps = Set((shownFlagged + healthy).prefix(limits.maxHeatmapTensors))
         var colors: [Int: String] = [:]
-        for (position, index) in flagged.prefix(limits.maxColouredLines).enumerated() { colors[index] = Palette.series[position % Palette.series.count] }
+        for (position, index) in flagged.prefix(limits.maxColouredLines).enumerated() {
+            colors[index] = Palette.series[position % Palette.series.count]
+        }
         self.colors = colors
         var activationColors: [Int: String] = [:]
         for (position, index) in activationFindings.keys.sorted().enumerated() {

@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 /// Renders a scan as one self-contained HTML page: inline SVG and CSS, no
 /// script, nothing fetched from anywhere. It opens with the verdict and the
@@ -96,7 +96,8 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         }
         if report.findings.isEmpty { counts.append("<span class=\"chip ok\">no findings</span>") }
         if !report.notChecked.isEmpty {
-            counts.append("<span class=\"chip muted\">\(report.notChecked.count) check\(report.notChecked.count == 1 ? "" : "s") could not run</span>")
+            counts.append(
+                "<span class=\"chip muted\">\(report.notChecked.count) check\(report.notChecked.count == 1 ? "" : "s") could not run</span>")
         }
         return "<section class=\"verdict \(worst?.rawValue ?? "ok")\"><div class=\"glyph\">\(glyph)</div>"
             + "<div><h1>\(htmlEscape(report.verdict))</h1><div class=\"chips\">\(counts.joined())</div></div></section>\n"
@@ -107,12 +108,15 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         guard !report.findings.isEmpty else { return "" }
         var html = "<section class=\"panel\" id=\"findings\"><h2>Findings</h2>\n"
         let rows = report.findings.prefix(limits.maxGridRows).enumerated().map { index, finding in
-            SpanRow(label: finding.kind.rawValue + (finding.tensor.map { "  " + $0 } ?? ""), first: finding.firstStep, last: finding.lastStep,
-                    severity: finding.severity, anchor: ReportLayout.findingAnchor(index))
+            SpanRow(
+                label: finding.kind.rawValue + (finding.tensor.map { "  " + $0 } ?? ""), first: finding.firstStep, last: finding.lastStep,
+                severity: finding.severity, anchor: ReportLayout.findingAnchor(index))
         }
         if !report.steps.isEmpty {
             html += SpanTimeline(label: "When each finding begins and ends, over the run's steps", steps: report.steps, rows: rows).render()
-            if report.findings.count > rows.count { html += "<p class=\"note\">The first \(rows.count) of \(report.findings.count) findings are drawn.</p>" }
+            if report.findings.count > rows.count {
+                html += "<p class=\"note\">The first \(rows.count) of \(report.findings.count) findings are drawn.</p>"
+            }
         }
         html += "<ol class=\"findings\">\n"
         for (index, finding) in report.findings.enumerated() {
@@ -158,12 +162,14 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
     package func footer(_ report: ScanReport) -> String {
         var html = ""
         if !report.notChecked.isEmpty {
-            html += "<section class=\"panel\" id=\"not-checked\"><h2>Not checked</h2><p class=\"note\">These detectors lacked the data they need, so the report says nothing about them.</p><ul>"
+            html +=
+                "<section class=\"panel\" id=\"not-checked\"><h2>Not checked</h2><p class=\"note\">These detectors lacked the data they need, so the report says nothing about them.</p><ul>"
             html += report.notChecked.map { "<li><b>\(htmlEscape($0.kind.rawValue))</b>: \(htmlEscape($0.reason))</li>" }.joined()
             html += "</ul></section>\n"
         }
         if !report.skipped.isEmpty {
-            html += "<section class=\"panel\" id=\"skipped\"><details><summary>Skipped: \(report.skipped.count) file(s) or tensor(s) not analysed</summary><ul>"
+            html +=
+                "<section class=\"panel\" id=\"skipped\"><details><summary>Skipped: \(report.skipped.count) file(s) or tensor(s) not analysed</summary><ul>"
             html += report.skipped.prefix(200).map { "<li><code>\(htmlEscape($0.item))</code>: \(htmlEscape($0.reason))</li>" }.joined()
             if report.skipped.count > 200 { html += "<li>… and \(report.skipped.count - 200) more</li>" }
             html += "</ul></details></section>\n"
@@ -173,57 +179,58 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
             html += report.notes.prefix(100).map { "<li>\(htmlEscape($0))</li>" }.joined()
             html += "</ul></details></section>\n"
         }
-        html += "<footer>gradscope \(htmlEscape(GradScopeVersion.string)) · made from <code>\(htmlEscape(report.source))</code> · the same numbers as <code>gradscope scan --format json</code></footer>\n"
+        html +=
+            "<footer>gradscope \(htmlEscape(GradScopeVersion.string)) · made from <code>\(htmlEscape(report.source))</code> · the same numbers as <code>gradscope scan --format json</code></footer>\n"
         return html
     }
 
     // MARK: - Style
 
     package static let css = """
-    *{box-sizing:border-box}
-    body{margin:0;background:#f3f4f6;color:#222;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-    main{max-width:1300px;margin:0 auto;padding:18px 24px 40px}
-    code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;background:#eef0f3;padding:1px 4px;border-radius:3px}
-    header{display:flex;flex-wrap:wrap;gap:6px 16px;align-items:baseline;margin-bottom:12px}
-    .brand{font-weight:700;font-size:15px;color:#555}.facts{color:#777}
-    .verdict{display:flex;gap:18px;align-items:center;padding:18px 22px;border-radius:10px;margin-bottom:16px;color:#fff}
-    .verdict h1{margin:0 0 8px;font-size:21px;line-height:1.3;font-weight:650}
-    .verdict .glyph{flex:0 0 58px;height:58px;border-radius:50%;background:rgba(255,255,255,.22);font-size:34px;font-weight:800;display:flex;align-items:center;justify-content:center}
-    .verdict.error{background:#c62828}.verdict.warning{background:#d97200}.verdict.info{background:#1f6fb5}.verdict.ok{background:#2e7d32}
-    .chips{display:flex;flex-wrap:wrap;gap:6px}
-    .chip{background:rgba(255,255,255,.92);color:#333;border-radius:12px;padding:1px 10px;font-size:12.5px;font-weight:600}
-    .chip.error{color:#c62828}.chip.warning{color:#b35f00}.chip.info{color:#1f6fb5}.chip.ok{color:#2e7d32}.chip.muted{color:#666;font-weight:500}
-    .panel{background:#fff;border-radius:10px;padding:14px 18px;margin-bottom:16px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-    h2{margin:0 0 10px;font-size:17px}h3{margin:0 0 8px;font-size:15px}
-    .note{color:#666;margin:4px 0 10px}
-    ol.findings{list-style:none;margin:10px 0 0;padding:0}
-    .finding{border-left:5px solid #999;padding:6px 12px;margin:8px 0;background:#fafafa;border-radius:0 6px 6px 0}
-    .finding.error{border-color:#c62828;background:#fdf1f0}.finding.warning{border-color:#e07b00;background:#fff7ec}.finding.info{border-color:#1f6fb5;background:#f0f6fc}
-    .finding .head{display:flex;flex-wrap:wrap;gap:6px 10px;align-items:center;color:inherit;text-decoration:none}
-    .finding .head:hover .jump{text-decoration:underline}
-    .finding .message{margin:4px 0}
-    .finding .kind{font-weight:700}.finding .steps{color:#555}.finding .layer{color:#666}
-    .finding .jump{margin-left:auto;color:#1f6fb5;font-size:12.5px}
-    .finding details{color:#444;font-size:13px}.finding summary{cursor:pointer;color:#666}
-    .badge{font-size:11px;font-weight:700;letter-spacing:.04em;color:#fff;border-radius:4px;padding:1px 6px;background:#888}
-    .badge.error{background:#c62828}.badge.warning{background:#e07b00}.badge.info{background:#1f6fb5}
-    table.evidence{border-collapse:collapse;margin:6px 0;font-size:12.5px}
-    table.evidence th{text-align:left;font-weight:500;color:#666;padding:1px 14px 1px 0}table.evidence td{font-family:ui-monospace,Menlo,Consolas,monospace}
-    svg.chart{display:block;width:100%;height:auto;font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
-    svg.chart a:hover text{text-decoration:underline}
-    .row3,.row2{display:grid;gap:14px;align-items:start;margin:6px 0}
-    .row3{grid-template-columns:repeat(3,minmax(0,1fr))}.row2{grid-template-columns:repeat(2,minmax(0,1fr))}
-    @media (max-width:900px){.row3,.row2{grid-template-columns:minmax(0,1fr)}}
-    .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:6px 0 2px;font-size:12.5px}
-    .legend a{color:inherit;text-decoration:none}.legend a:hover{text-decoration:underline}
-    .swatch{display:inline-block;width:14px;height:4px;border-radius:2px;vertical-align:middle;margin-right:5px}
-    .card{border:1px solid #e3e3e3;border-left:5px solid #9ccc9c;border-radius:6px;padding:10px 12px;margin:12px 0;background:#fff}
-    .card.error{border-left-color:#c62828}.card.warning{border-left-color:#e07b00}.card.info{border-left-color:#1f6fb5}
-    .card h3{display:flex;flex-wrap:wrap;gap:6px 10px;align-items:center}.card .meta{color:#777;font-weight:400;font-size:13px}
-    .card .back{margin-left:auto;font-size:12.5px;font-weight:400}
-    details.healthy>summary,details.more>summary{cursor:pointer;font-weight:600;padding:6px 0}
-    table.rest{border-collapse:collapse;font-size:12.5px;margin-top:8px}table.rest td,table.rest th{padding:2px 12px 2px 0;text-align:left}
-    footer{color:#888;font-size:12.5px;margin-top:20px}
-    a{color:#1f6fb5}
-    """
+        *{box-sizing:border-box}
+        body{margin:0;background:#f3f4f6;color:#222;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+        main{max-width:1300px;margin:0 auto;padding:18px 24px 40px}
+        code{font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;background:#eef0f3;padding:1px 4px;border-radius:3px}
+        header{display:flex;flex-wrap:wrap;gap:6px 16px;align-items:baseline;margin-bottom:12px}
+        .brand{font-weight:700;font-size:15px;color:#555}.facts{color:#777}
+        .verdict{display:flex;gap:18px;align-items:center;padding:18px 22px;border-radius:10px;margin-bottom:16px;color:#fff}
+        .verdict h1{margin:0 0 8px;font-size:21px;line-height:1.3;font-weight:650}
+        .verdict .glyph{flex:0 0 58px;height:58px;border-radius:50%;background:rgba(255,255,255,.22);font-size:34px;font-weight:800;display:flex;align-items:center;justify-content:center}
+        .verdict.error{background:#c62828}.verdict.warning{background:#d97200}.verdict.info{background:#1f6fb5}.verdict.ok{background:#2e7d32}
+        .chips{display:flex;flex-wrap:wrap;gap:6px}
+        .chip{background:rgba(255,255,255,.92);color:#333;border-radius:12px;padding:1px 10px;font-size:12.5px;font-weight:600}
+        .chip.error{color:#c62828}.chip.warning{color:#b35f00}.chip.info{color:#1f6fb5}.chip.ok{color:#2e7d32}.chip.muted{color:#666;font-weight:500}
+        .panel{background:#fff;border-radius:10px;padding:14px 18px;margin-bottom:16px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+        h2{margin:0 0 10px;font-size:17px}h3{margin:0 0 8px;font-size:15px}
+        .note{color:#666;margin:4px 0 10px}
+        ol.findings{list-style:none;margin:10px 0 0;padding:0}
+        .finding{border-left:5px solid #999;padding:6px 12px;margin:8px 0;background:#fafafa;border-radius:0 6px 6px 0}
+        .finding.error{border-color:#c62828;background:#fdf1f0}.finding.warning{border-color:#e07b00;background:#fff7ec}.finding.info{border-color:#1f6fb5;background:#f0f6fc}
+        .finding .head{display:flex;flex-wrap:wrap;gap:6px 10px;align-items:center;color:inherit;text-decoration:none}
+        .finding .head:hover .jump{text-decoration:underline}
+        .finding .message{margin:4px 0}
+        .finding .kind{font-weight:700}.finding .steps{color:#555}.finding .layer{color:#666}
+        .finding .jump{margin-left:auto;color:#1f6fb5;font-size:12.5px}
+        .finding details{color:#444;font-size:13px}.finding summary{cursor:pointer;color:#666}
+        .badge{font-size:11px;font-weight:700;letter-spacing:.04em;color:#fff;border-radius:4px;padding:1px 6px;background:#888}
+        .badge.error{background:#c62828}.badge.warning{background:#e07b00}.badge.info{background:#1f6fb5}
+        table.evidence{border-collapse:collapse;margin:6px 0;font-size:12.5px}
+        table.evidence th{text-align:left;font-weight:500;color:#666;padding:1px 14px 1px 0}table.evidence td{font-family:ui-monospace,Menlo,Consolas,monospace}
+        svg.chart{display:block;width:100%;height:auto;font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}
+        svg.chart a:hover text{text-decoration:underline}
+        .row3,.row2{display:grid;gap:14px;align-items:start;margin:6px 0}
+        .row3{grid-template-columns:repeat(3,minmax(0,1fr))}.row2{grid-template-columns:repeat(2,minmax(0,1fr))}
+        @media (max-width:900px){.row3,.row2{grid-template-columns:minmax(0,1fr)}}
+        .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:6px 0 2px;font-size:12.5px}
+        .legend a{color:inherit;text-decoration:none}.legend a:hover{text-decoration:underline}
+        .swatch{display:inline-block;width:14px;height:4px;border-radius:2px;vertical-align:middle;margin-right:5px}
+        .card{border:1px solid #e3e3e3;border-left:5px solid #9ccc9c;border-radius:6px;padding:10px 12px;margin:12px 0;background:#fff}
+        .card.error{border-left-color:#c62828}.card.warning{border-left-color:#e07b00}.card.info{border-left-color:#1f6fb5}
+        .card h3{display:flex;flex-wrap:wrap;gap:6px 10px;align-items:center}.card .meta{color:#777;font-weight:400;font-size:13px}
+        .card .back{margin-left:auto;font-size:12.5px;font-weight:400}
+        details.healthy>summary,details.more>summary{cursor:pointer;font-weight:600;padding:6px 0}
+        table.rest{border-collapse:collapse;font-size:12.5px;margin-top:8px}table.rest td,table.rest th{padding:2px 12px 2px 0;text-align:left}
+        footer{color:#888;font-size:12.5px;margin-top:20px}
+        a{color:#1f6fb5}
+        """
 }

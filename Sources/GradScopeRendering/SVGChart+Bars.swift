@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 /// One group of bars: one tensor, a bar per compared step.
 package struct BarGroup {
@@ -77,8 +77,9 @@ package struct LogBarChart {
             }
             guard index % labelEvery == 0 else { continue }
             let center = left + (Double(index) + 0.5) * groupWidth
-            canvas.text(truncated(group.label, 24), center + 3, bottom + 12, anchor: "end", size: labelSize,
-                        fill: group.highlight.map { Palette.severity($0) } ?? "#555", bold: group.highlight != nil, rotate: -40, title: group.label)
+            canvas.text(
+                truncated(group.label, 24), center + 3, bottom + 12, anchor: "end", size: labelSize,
+                fill: group.highlight.map { Palette.severity($0) } ?? "#555", bold: group.highlight != nil, rotate: -40, title: group.label)
         }
         canvas.line(left, bottom, right, bottom, stroke: Palette.axis)
         canvas.line(left, top, left, bottom, stroke: Palette.axis)
@@ -129,8 +130,9 @@ package struct SpanTimeline {
             canvas.text(truncated(row.label, 48), 8, y + 14, size: 11.5, fill: color, title: row.label)
             if let first = row.first, let a = x.position(Double(first)), let b = x.position(Double(row.last ?? first)) {
                 let barWidth = max(b - a, 8)
-                canvas.rect(b - a < 8 ? a - 4 : a, y + 4, barWidth, rowHeight - 8, fill: color, opacity: 0.9,
-                            title: row.last.map { $0 != first ? "steps \(first)–\($0)" : "step \(first)" } ?? "step \(first)")
+                canvas.rect(
+                    b - a < 8 ? a - 4 : a, y + 4, barWidth, rowHeight - 8, fill: color, opacity: 0.9,
+                    title: row.last.map { $0 != first ? "steps \(first)–\($0)" : "step \(first)" } ?? "step \(first)")
             }
             canvas.raw("</a>")
         }

@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 /// One step of a log2-magnitude histogram: counts of floor(log2 |x|) from `minExponent`.
 package struct HistogramRow {
@@ -58,7 +58,9 @@ package struct HistogramHeatmap {
                 canvas.text(stepLabel(Double(row.step)), left - 6, y + rowHeight / 2 + 3.5, anchor: "end", size: 10, fill: Palette.axis)
             }
             if zeroColumn, let zeros = row.zeroFraction, zeros > 0 {
-                canvas.rect(left, y, side, rowHeight, fill: Palette.level(zeros, in: scale), title: "step \(row.step): \(formatNumber(zeros * 100))% exact zeros")
+                canvas.rect(
+                    left, y, side, rowHeight, fill: Palette.level(zeros, in: scale),
+                    title: "step \(row.step): \(formatNumber(zeros * 100))% exact zeros")
             }
             if nonFiniteColumn, let bad = row.nonFinite, bad > 0 {
                 canvas.rect(plotRight + 4, y, side, rowHeight, fill: Palette.nonFinite, title: "step \(row.step): \(bad) NaN/Inf")
@@ -74,16 +76,22 @@ package struct HistogramHeatmap {
             // Cells in units of one column by one row (scaled below); runs of one shade become one rectangle.
             var column = 0
             while column < columns {
-                guard binned[column] > 0 else { column += 1; continue }
+                guard binned[column] > 0 else {
+                    column += 1
+                    continue
+                }
                 let shade = min(scale.count - 1, max(0, Int((Double(binned[column]) / Double(total)).squareRoot() * Double(scale.count))))
                 var end = column + 1
                 while end < columns, binned[end] > 0,
-                      min(scale.count - 1, Int((Double(binned[end]) / Double(total)).squareRoot() * Double(scale.count))) == shade { end += 1 }
+                    min(scale.count - 1, Int((Double(binned[end]) / Double(total)).squareRoot() * Double(scale.count))) == shade
+                { end += 1 }
                 paths[shade] += "M\(column) \(index)h\(end - column)v1h-\(end - column)z"
                 column = end
             }
         }
-        canvas.raw("<g transform=\"translate(\(svgNumber(plotLeft)) \(svgNumber(top))) scale(\(String(format: "%.4f", cellWidth)) \(String(format: "%.4f", rowHeight)))\" shape-rendering=\"crispEdges\">")
+        canvas.raw(
+            "<g transform=\"translate(\(svgNumber(plotLeft)) \(svgNumber(top))) scale(\(String(format: "%.4f", cellWidth)) \(String(format: "%.4f", rowHeight)))\" shape-rendering=\"crispEdges\">"
+        )
         for (shade, d) in paths.enumerated() where !d.isEmpty {
             canvas.raw("<path d=\"\(d)\" fill=\"\(scale[shade])\"/>")
         }
@@ -139,15 +147,19 @@ package struct UnitGrid {
             if let severity = row.highlight {
                 canvas.rect(0, y + 2, 4, rowHeight - 4, fill: Palette.severity(severity))
             }
-            canvas.text(truncated(row.label, 26), 10, y + 12, size: 11.5, fill: row.highlight.map { Palette.severity($0) } ?? Palette.ink,
-                        bold: row.highlight != nil, title: row.label)
+            canvas.text(
+                truncated(row.label, 26), 10, y + 12, size: 11.5, fill: row.highlight.map { Palette.severity($0) } ?? Palette.ink,
+                bold: row.highlight != nil, title: row.label)
             canvas.text(row.detail, 10, y + 22, size: 9.5, fill: "#888")
             let peak = max(1, row.counts.compactMap { $0 }.max() ?? 1)
             let showNumbers = cellWidth >= 17
             // Runs of zero cells are one rectangle; only cells with dead units carry their own.
             var column = 0
             while !showNumbers && column < row.counts.count {
-                guard row.counts[column] == 0 else { column += 1; continue }
+                guard row.counts[column] == 0 else {
+                    column += 1
+                    continue
+                }
                 var end = column + 1
                 while end < row.counts.count, row.counts[end] == 0 { end += 1 }
                 canvas.rect(left + Double(column) * cellWidth + 0.5, y + 1, Double(end - column) * cellWidth - 1, rowHeight - 2, fill: "#eef3ee")
@@ -159,18 +171,21 @@ package struct UnitGrid {
                 let fraction = Double(count) / Double(row.units ?? peak)
                 let fill = count == 0 ? "#eef3ee" : Palette.level(fraction, in: Palette.reds)
                 let step = column < steps.count ? steps[column] : 0
-                canvas.rect(x + 0.5, y + 1, cellWidth - 1, rowHeight - 2, fill: fill,
-                            title: "step \(step): \(count)" + (row.units.map { " of " + unitCount($0) } ?? (count == 1 ? " unit" : " units")) + " dead")
+                canvas.rect(
+                    x + 0.5, y + 1, cellWidth - 1, rowHeight - 2, fill: fill,
+                    title: "step \(step): \(count)" + (row.units.map { " of " + unitCount($0) } ?? (count == 1 ? " unit" : " units")) + " dead")
                 if showNumbers {
-                    canvas.text(String(count), x + cellWidth / 2, y + rowHeight / 2 + 4, anchor: "middle", size: cellWidth >= 24 ? 10.5 : 8.5,
-                                fill: count == 0 ? "#9ab39a" : (fraction >= 0.14 ? "#fff" : "#611"))
+                    canvas.text(
+                        String(count), x + cellWidth / 2, y + rowHeight / 2 + 4, anchor: "middle", size: cellWidth >= 24 ? 10.5 : 8.5,
+                        fill: count == 0 ? "#9ab39a" : (fraction >= 0.14 ? "#fff" : "#611"))
                 }
             }
         }
         let bottomY = top + rowHeight * Double(rows.count)
         let every = max(1, Int((46 / cellWidth).rounded(.up)))
         for (column, step) in steps.enumerated() where column % every == 0 {
-            canvas.text(stepLabel(Double(step)), left + (Double(column) + 0.5) * cellWidth, bottomY + 14, anchor: "middle", size: 10, fill: Palette.axis)
+            canvas.text(
+                stepLabel(Double(step)), left + (Double(column) + 0.5) * cellWidth, bottomY + 14, anchor: "middle", size: 10, fill: Palette.axis)
         }
         canvas.text("step", left - 8, bottomY + 14, anchor: "end", size: 10, fill: "#aaa")
         return canvas.svg(kind: kind, label: label)

@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 /// One line of a chart over steps. A nil value leaves a gap; on a log axis a
 /// zero is drawn in the "0" strip below the plot and a non-finite value as a
@@ -73,7 +73,9 @@ package struct LineChart {
         if hasZero { bottom -= 16 }
         let x = AxisScale.steps(steps, start: left, end: right)
         let domainValues = values + bands.flatMap { [$0.lower, $0.upper] } + references.map(\.value) + domainHints
-        let y = logScale ? AxisScale.log(domainValues, start: bottom, end: top) : AxisScale.linear(domainValues, start: bottom, end: top, includeZero: includeZero)
+        let y =
+            logScale
+            ? AxisScale.log(domainValues, start: bottom, end: top) : AxisScale.linear(domainValues, start: bottom, end: top, includeZero: includeZero)
 
         if let title { canvas.text(title, 4, 15, size: 12.5, fill: Palette.ink, bold: true) }
         for band in bands {
@@ -87,8 +89,9 @@ package struct LineChart {
         for span in spans {
             guard let a = x.position(Double(span.first)), let b = x.position(Double(span.last)) else { continue }
             let widthPixels = max(b - a, 3)
-            canvas.rect(a - (b - a < 3 ? 1.5 : 0), top, widthPixels, bottom - top, fill: span.fill, opacity: span.opacity,
-                        title: span.label)
+            canvas.rect(
+                a - (b - a < 3 ? 1.5 : 0), top, widthPixels, bottom - top, fill: span.fill, opacity: span.opacity,
+                title: span.label)
         }
         drawAxes(&canvas, x: x, y: y, top: top, bottom: bottom, left: left, right: right)
         let zeroY = bottom + 10, nanY = top - 9

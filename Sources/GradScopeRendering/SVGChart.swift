@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 // Building blocks of the HTML report's charts: escaping, number formatting,
 // an SVG canvas and the axis scales. Nothing here knows what a finding is.
@@ -48,7 +48,9 @@ package func svgNumber(_ value: Double) -> String {
 
 /// 10 to an integer power, written with superscript digits: 10⁻³.
 package func powerLabel(base: Int, exponent: Int) -> String {
-    let digits: [Character: Character] = ["0": "⁰", "1": "¹", "2": "²", "3": "³", "4": "⁴", "5": "⁵", "6": "⁶", "7": "⁷", "8": "⁸", "9": "⁹", "-": "⁻"]
+    let digits: [Character: Character] = [
+        "0": "⁰", "1": "¹", "2": "²", "3": "³", "4": "⁴", "5": "⁵", "6": "⁶", "7": "⁷", "8": "⁸", "9": "⁹", "-": "⁻",
+    ]
     return "\(base)" + String(String(exponent).map { digits[$0] ?? $0 })
 }
 
@@ -74,9 +76,12 @@ package struct SVGCanvas {
 
     package mutating func raw(_ markup: String) { body += markup }
 
-    package mutating func rect(_ x: Double, _ y: Double, _ w: Double, _ h: Double, fill: String, opacity: Double? = nil,
-                       title: String? = nil, extra: String = "") {
-        let attributes = "x=\"\(svgNumber(x))\" y=\"\(svgNumber(y))\" width=\"\(svgNumber(max(w, 0)))\" height=\"\(svgNumber(max(h, 0)))\" fill=\"\(fill)\""
+    package mutating func rect(
+        _ x: Double, _ y: Double, _ w: Double, _ h: Double, fill: String, opacity: Double? = nil,
+        title: String? = nil, extra: String = ""
+    ) {
+        let attributes =
+            "x=\"\(svgNumber(x))\" y=\"\(svgNumber(y))\" width=\"\(svgNumber(max(w, 0)))\" height=\"\(svgNumber(max(h, 0)))\" fill=\"\(fill)\""
             + (opacity.map { " fill-opacity=\"\(String(format: "%.2f", $0))\"" } ?? "") + extra
         if let title {
             body += "<rect \(attributes)><title>\(htmlEscape(title))</title></rect>"
@@ -86,14 +91,16 @@ package struct SVGCanvas {
     }
 
     package mutating func line(_ x1: Double, _ y1: Double, _ x2: Double, _ y2: Double, stroke: String, width: Double = 1, dash: String? = nil) {
-        body += "<line x1=\"\(svgNumber(x1))\" y1=\"\(svgNumber(y1))\" x2=\"\(svgNumber(x2))\" y2=\"\(svgNumber(y2))\" stroke=\"\(stroke)\" stroke-width=\"\(svgNumber(width))\""
+        body +=
+            "<line x1=\"\(svgNumber(x1))\" y1=\"\(svgNumber(y1))\" x2=\"\(svgNumber(x2))\" y2=\"\(svgNumber(y2))\" stroke=\"\(stroke)\" stroke-width=\"\(svgNumber(width))\""
             + (dash.map { " stroke-dasharray=\"\($0)\"" } ?? "") + "/>"
     }
 
     package mutating func polyline(_ points: [(Double, Double)], stroke: String, width: Double, opacity: Double = 1, title: String? = nil) {
         guard points.count >= 2 else { return }
         let coordinates = points.map { "\(svgNumber($0.0)),\(svgNumber($0.1))" }.joined(separator: " ")
-        let open = "<polyline points=\"\(coordinates)\" fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"\(svgNumber(width))\" stroke-linejoin=\"round\""
+        let open =
+            "<polyline points=\"\(coordinates)\" fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"\(svgNumber(width))\" stroke-linejoin=\"round\""
             + (opacity < 1 ? " stroke-opacity=\"\(String(format: "%.2f", opacity))\"" : "")
         body += title.map { open + "><title>\(htmlEscape($0))</title></polyline>" } ?? open + "/>"
     }
@@ -105,14 +112,17 @@ package struct SVGCanvas {
 
     /// A cross, the mark of a non-finite value.
     package mutating func cross(_ cx: Double, _ cy: Double, _ r: Double, stroke: String, title: String? = nil) {
-        let d = "M\(svgNumber(cx - r)) \(svgNumber(cy - r))L\(svgNumber(cx + r)) \(svgNumber(cy + r))M\(svgNumber(cx - r)) \(svgNumber(cy + r))L\(svgNumber(cx + r)) \(svgNumber(cy - r))"
+        let d =
+            "M\(svgNumber(cx - r)) \(svgNumber(cy - r))L\(svgNumber(cx + r)) \(svgNumber(cy + r))M\(svgNumber(cx - r)) \(svgNumber(cy + r))L\(svgNumber(cx + r)) \(svgNumber(cy - r))"
         let open = "<path d=\"\(d)\" stroke=\"\(stroke)\" stroke-width=\"2\""
         body += title.map { open + "><title>\(htmlEscape($0))</title></path>" } ?? open + "/>"
     }
 
     /// Text, escaped. `anchor` is start, middle or end; `rotate` turns it about its anchor point.
-    package mutating func text(_ content: String, _ x: Double, _ y: Double, anchor: String = "start", size: Double = 11,
-                       fill: String = "#555", bold: Bool = false, rotate: Double? = nil, title: String? = nil, halo: Bool = false) {
+    package mutating func text(
+        _ content: String, _ x: Double, _ y: Double, anchor: String = "start", size: Double = 11,
+        fill: String = "#555", bold: Bool = false, rotate: Double? = nil, title: String? = nil, halo: Bool = false
+    ) {
         var attributes = "x=\"\(svgNumber(x))\" y=\"\(svgNumber(y))\" font-size=\"\(svgNumber(size))\" fill=\"\(fill)\""
         if halo { attributes += " stroke=\"#fff\" stroke-width=\"3.5\" paint-order=\"stroke\" stroke-linejoin=\"round\"" }
         if anchor != "start" { attributes += " text-anchor=\"\(anchor)\"" }
@@ -202,7 +212,10 @@ package struct AxisScale {
     package static func linear(_ values: [Double], start: Double, end: Double, includeZero: Bool = false) -> AxisScale {
         let finite = values.filter(\.isFinite)
         var lower = finite.min() ?? 0, upper = finite.max() ?? 1
-        if includeZero { lower = min(lower, 0); upper = max(upper, 0) }
+        if includeZero {
+            lower = min(lower, 0)
+            upper = max(upper, 0)
+        }
         if lower == upper {
             let pad = lower == 0 ? 1 : abs(lower) * 0.1
             lower -= pad

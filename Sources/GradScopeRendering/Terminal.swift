@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 /// Colours and glyphs for terminal output. Colour only when asked (a TTY
 /// without NO_COLOR); everything else is plain text.
@@ -50,16 +50,17 @@ public func sparkline(_ values: [Double?], logScale: Bool = true, width: Int = 2
         return String(sampled.map { $0 == nil ? "·" : "!" })
     }
     let span = high - low
-    return String(zip(sampled, transformed).map { raw, value -> Character in
-        guard let value else {
-            if let raw, !raw.isFinite { return "!" }
-            if let raw, raw == 0, logScale { return "_" }
-            return "·"
-        }
-        if span < 1e-12 { return bars[3] }
-        let index = Int(((value - low) / span * Double(bars.count - 1)).rounded())
-        return bars[min(max(index, 0), bars.count - 1)]
-    })
+    return String(
+        zip(sampled, transformed).map { raw, value -> Character in
+            guard let value else {
+                if let raw, !raw.isFinite { return "!" }
+                if let raw, raw == 0, logScale { return "_" }
+                return "·"
+            }
+            if span < 1e-12 { return bars[3] }
+            let index = Int(((value - low) / span * Double(bars.count - 1)).rounded())
+            return bars[min(max(index, 0), bars.count - 1)]
+        })
 }
 
 /// Formats a number for a table cell: 3 significant digits, scientific when tiny or huge.
@@ -97,7 +98,10 @@ package func visibleLength(_ text: String) -> Int {
             if scalar == "m" { inEscape = false }
             continue
         }
-        if scalar == "\u{1B}" { inEscape = true; continue }
+        if scalar == "\u{1B}" {
+            inEscape = true
+            continue
+        }
         count += 1
     }
     return count

@@ -1,10 +1,10 @@
-import Foundation
 import ElementTypes
+import Foundation
+import GradScopeDiagnosis
+import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
-import GradScopeMeasurement
-import GradScopeDiagnosis
 
 /// Renders reports as text for people: the `table` output format.
 public struct TextRenderer: ReportRenderer, Sendable {
@@ -68,14 +68,17 @@ public struct TextRenderer: ReportRenderer, Sendable {
     /// A scan: its verdict, the loss, a row per weight tensor with sparklines over the steps, the findings and what was skipped.
     public func render(_ report: ScanReport) -> String {
         var lines: [String] = []
-        lines.append(style.bold("gradscope scan \(report.source)") + "  (\(report.steps.count) step\(report.steps.count == 1 ? "" : "s")" +
-                     (report.layout.map { ", \($0) layout" } ?? "") + (report.steps.isEmpty ? ")" : ", steps \(report.steps.first ?? 0)–\(report.steps.last ?? 0))"))
+        lines.append(
+            style.bold("gradscope scan \(report.source)") + "  (\(report.steps.count) step\(report.steps.count == 1 ? "" : "s")"
+                + (report.layout.map { ", \($0) layout" } ?? "")
+                + (report.steps.isEmpty ? ")" : ", steps \(report.steps.first ?? 0)–\(report.steps.last ?? 0))"))
         lines.append(verdictLine(report.verdict, worst: report.findings.map(\.severity).max()))
         lines.append("")
         let losses = report.loss.map(\.loss)
         if losses.contains(where: { $0 != nil }) {
             let finite = losses.compactMap { $0 }.filter(\.isFinite)
-            lines.append("loss  \(sparkline(losses, logScale: false, width: 40))  \(formatNumber(finite.first)) → \(formatNumber(losses.last ?? nil))")
+            lines.append(
+                "loss  \(sparkline(losses, logScale: false, width: 40))  \(formatNumber(finite.first)) → \(formatNumber(losses.last ?? nil))")
             lines.append("")
         }
         if !report.timeline.isEmpty {
@@ -86,13 +89,15 @@ public struct TextRenderer: ReportRenderer, Sendable {
                 let ratios = tensor.points.map(\.updateRatio)
                 let hasGrad = grads.contains { $0 != nil }
                 let lastRatio = ratios.last { $0 != nil } ?? nil
-                rows.append([tensor.name, formatShape(tensor.shape),
-                             "\(formatNumber(norms.first ?? nil))→\(formatNumber(norms.last ?? nil))",
-                             sparkline(norms, width: 16),
-                             hasGrad ? formatNumber(grads.last ?? nil) : "-",
-                             hasGrad ? sparkline(grads, width: 16) : "",
-                             formatNumber(lastRatio),
-                             ratios.count > 1 ? sparkline(ratios, width: 16) : ""])
+                rows.append([
+                    tensor.name, formatShape(tensor.shape),
+                    "\(formatNumber(norms.first ?? nil))→\(formatNumber(norms.last ?? nil))",
+                    sparkline(norms, width: 16),
+                    hasGrad ? formatNumber(grads.last ?? nil) : "-",
+                    hasGrad ? sparkline(grads, width: 16) : "",
+                    formatNumber(lastRatio),
+                    ratios.count > 1 ? sparkline(ratios, width: 16) : "",
+                ])
             }
             lines.append(renderTable(rows, style: style))
             lines.append("")
@@ -130,7 +135,10 @@ public struct TextRenderer: ReportRenderer, Sendable {
         var rows: [[String]] = [["tensor", "layer", "role", "shape", "dtype", "mean", "std", "min", "max", "zeros", "log2|x|", "flags"]]
         for tensor in report.tensors {
             guard let stats = tensor.stats else {
-                rows.append([tensor.name, tensor.layer, roleLabel(tensor), formatShape(tensor.shape), tensor.dtype, "", "", "", "", "", "", style.severity(.warning, tensor.error ?? "unreadable")])
+                rows.append([
+                    tensor.name, tensor.layer, roleLabel(tensor), formatShape(tensor.shape), tensor.dtype, "", "", "", "", "", "",
+                    style.severity(.warning, tensor.error ?? "unreadable"),
+                ])
                 continue
             }
             var flags: [String] = []
@@ -140,9 +148,11 @@ public struct TextRenderer: ReportRenderer, Sendable {
             if let dead = tensor.deadUnits, dead > 0 { flags.append("\(dead) zero units") }
             if tensor.trainable == false { flags.append("not trained") }
             let zeroPercent = stats.count > 0 ? formatNumber(Double(stats.zeros) / Double(stats.count) * 100) + "%" : "-"
-            rows.append([tensor.name, tensor.layer, roleLabel(tensor), formatShape(tensor.shape), tensor.dtype,
-                         formatNumber(stats.mean), formatNumber(stats.std), formatNumber(stats.min), formatNumber(stats.max),
-                         zeroPercent, log2Bars(stats.log2Histogram), flags.joined(separator: " ")])
+            rows.append([
+                tensor.name, tensor.layer, roleLabel(tensor), formatShape(tensor.shape), tensor.dtype,
+                formatNumber(stats.mean), formatNumber(stats.std), formatNumber(stats.min), formatNumber(stats.max),
+                zeroPercent, log2Bars(stats.log2Histogram), flags.joined(separator: " "),
+            ])
         }
         lines.append(renderTable(rows, style: style))
         lines.append("")
@@ -157,7 +167,9 @@ public struct TextRenderer: ReportRenderer, Sendable {
     /// Two checkpoints: their verdict, a row per common tensor with its drift, the tensors added, removed or reshaped, and the findings.
     public func render(_ report: DiffReport) -> String {
         var lines: [String] = []
-        lines.append(style.bold("gradscope diff \(report.a) → \(report.b)") + "  (step \(report.stepA.map(String.init) ?? "?") → \(report.stepB.map(String.init) ?? "?"))")
+        lines.append(
+            style.bold("gradscope diff \(report.a) → \(report.b)")
+                + "  (step \(report.stepA.map(String.init) ?? "?") → \(report.stepB.map(String.init) ?? "?"))")
         lines.append(verdictLine(report.verdict, worst: report.findings.map(\.severity).max()))
         lines.append("")
         var rows: [[String]] = [["tensor", "shape", "‖ΔW‖/‖W‖", "per step", "max|ΔW|", "cosine", "changed", "sign flips", "‖W‖ a→b", "status"]]
@@ -168,10 +180,12 @@ public struct TextRenderer: ReportRenderer, Sendable {
             case "non-finite": status = style.severity(.error, tensor.status)
             default: status = tensor.status
             }
-            rows.append([tensor.name, formatShape(tensor.shape), formatNumber(tensor.drift.relativeChange), formatNumber(tensor.perStep),
-                         formatNumber(tensor.drift.maxAbsDelta), formatNumber(tensor.drift.cosineSimilarity),
-                         tensor.drift.changedFraction.map { formatNumber($0 * 100) + "%" } ?? "-", String(tensor.drift.signFlips),
-                         "\(formatNumber(tensor.normA))→\(formatNumber(tensor.normB))", status])
+            rows.append([
+                tensor.name, formatShape(tensor.shape), formatNumber(tensor.drift.relativeChange), formatNumber(tensor.perStep),
+                formatNumber(tensor.drift.maxAbsDelta), formatNumber(tensor.drift.cosineSimilarity),
+                tensor.drift.changedFraction.map { formatNumber($0 * 100) + "%" } ?? "-", String(tensor.drift.signFlips),
+                "\(formatNumber(tensor.normA))→\(formatNumber(tensor.normB))", status,
+            ])
         }
         lines.append(renderTable(rows, style: style))
         for (title, items) in [("added", report.added), ("removed", report.removed), ("reshaped", report.reshaped)] where !items.isEmpty {

@@ -1,7 +1,7 @@
-import Foundation
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
+import HDF5
 
 /// A checkpoint as a source opened it: its description and the files its tensors are read from.
 public struct OpenCheckpoint: Sendable {
@@ -39,8 +39,9 @@ public struct OpenCheckpoint: Sendable {
         }
         copy.checkpoint.storage = checkpoint.tensors.map { tensor in
             guard tensor.fileIndex == 0, let first = files.first, first.path == checkpoint.file, !first.isMemoryImage,
-                  let info = try? first.datasetInfo(tensor.path),
-                  info.refusal(limits: first.options.limits, followLinks: first.options.followLinks) == nil else { return nil }
+                let info = try? first.datasetInfo(tensor.path),
+                info.refusal(limits: first.options.limits, followLinks: first.options.followLinks) == nil
+            else { return nil }
             return info.directStorage(fileSize: first.size)
         }
         return copy

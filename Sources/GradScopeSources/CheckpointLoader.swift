@@ -1,7 +1,7 @@
-import Foundation
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
+import HDF5
 
 /// How checkpoints are read.
 public struct LoadOptions: Sendable {
@@ -108,8 +108,9 @@ public enum CheckpointLoader {
     /// The shard files a sharded Keras save's `.weights.json` names, in order.
     public static func shardFiles(of manifest: String) throws -> [String] {
         guard let data = FileManager.default.contents(atPath: manifest),
-              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-              let map = json["weight_map"] as? [String: Any] else {
+            let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+            let map = json["weight_map"] as? [String: Any]
+        else {
             throw CheckpointError(file: manifest, reason: "a .weights.json without a weight_map: not a sharded Keras save")
         }
         var names: [String] = []
@@ -137,9 +138,10 @@ public enum CheckpointLoader {
         }
         let (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(shards: opened, root: "/", source: path, optimizerHint: nil)
         guard !tensors.isEmpty else { throw CheckpointError(file: path, reason: "no tensors in the shards of this sharded save") }
-        var checkpoint = Checkpoint(source: path, file: path, layout: .keras3, metadata: metadata, tensors: tensors,
-                                    layers: layers.isEmpty ? orderLayers(tensors) : layers, skipped: skipped,
-                                    notes: notes + ["sharded save: \(shards.count) shard file(s) read as one step"], modified: modified)
+        var checkpoint = Checkpoint(
+            source: path, file: path, layout: .keras3, metadata: metadata, tensors: tensors,
+            layers: layers.isEmpty ? orderLayers(tensors) : layers, skipped: skipped,
+            notes: notes + ["sharded save: \(shards.count) shard file(s) read as one step"], modified: modified)
         assignStep(&checkpoint, fileStem: String((path as NSString).lastPathComponent.dropLast(".weights.json".count)))
         return OpenCheckpoint(checkpoint, files: opened.map(\.file))
     }
@@ -173,22 +175,27 @@ public enum CheckpointLoader {
         var optimizer: String?
         var frozenLayers: Set<String> = []
         if let config = try? archive.contents(of: "config.json"),
-           let json = LayoutSupport.json(String(decoding: config, as: UTF8.self)) {
+            let json = LayoutSupport.json(String(decoding: config, as: UTF8.self))
+        {
             if let compile = json["compile_config"] as? [String: Any] {
-                optimizer = LayoutSupport.optimizerClass(fromTrainingConfig: String(decoding: (try? JSONSerialization.data(withJSONObject: compile)) ?? Data(), as: UTF8.self))
+                optimizer = LayoutSupport.optimizerClass(
+                    fromTrainingConfig: String(decoding: (try? JSONSerialization.data(withJSONObject: compile)) ?? Data(), as: UTF8.self))
             }
             frozenLayers = LayoutSupport.nonTrainableLayers(inConfig: json)
         }
         let file = try HDF5File.open(image: bytes, name: path + "/model.weights.h5", options: options.open)
-        let checkpoints = try load(file: file, source: path, optimizerHint: optimizer, modified: modified, options: options,
-                                   nonTrainableLayers: frozenLayers)
+        let checkpoints = try load(
+            file: file, source: path, optimizerHint: optimizer, modified: modified, options: options,
+            nonTrainableLayers: frozenLayers)
         guard var first = checkpoints.first else { throw CheckpointError(file: path, reason: "no tensors") }
         assignStep(&first.checkpoint, fileStem: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent)
         return first
     }
 
-    package static func load(file: HDF5File, source: String, optimizerHint: String?, modified: Date?, options: LoadOptions,
-                     nonTrainableLayers: Set<String> = []) throws -> [OpenCheckpoint] {
+    package static func load(
+        file: HDF5File, source: String, optimizerHint: String?, modified: Date?, options: LoadOptions,
+        nonTrainableLayers: Set<String> = []
+    ) throws -> [OpenCheckpoint] {
         let entries = try file.walk()
         let rootGroups = entries.filter { $0.depth == 1 }
         let stepGroups = rootGroups.compactMap { entry -> (Entry, Int)? in
@@ -198,9 +205,10 @@ public enum CheckpointLoader {
         if !stepGroups.isEmpty && stepGroups.count == rootGroups.filter({ if case .group = $0.kind { return true } else { return false } }).count {
             var result: [OpenCheckpoint] = []
             for (group, step) in stepGroups {
-                var checkpoint = try read(file: file, entries: entries, root: group.path, source: source + ":" + group.path,
-                                          optimizerHint: optimizerHint, modified: modified, options: options,
-                                          nonTrainableLayers: nonTrainableLayers)
+                var checkpoint = try read(
+                    file: file, entries: entries, root: group.path, source: source + ":" + group.path,
+                    optimizerHint: optimizerHint, modified: modified, options: options,
+                    nonTrainableLayers: nonTrainableLayers)
                 if checkpoint.checkpoint.metadata.step == nil {
                     checkpoint.checkpoint.metadata.step = step
                     // `/epoch_3` numbers an epoch, not optimizer updates.
@@ -212,21 +220,30 @@ public enum CheckpointLoader {
             }
             return result
         }
-        return [try read(file: file, entries: entries, root: "/", source: source, optimizerHint: optimizerHint,
-                         modified: modified, options: options, nonTrainableLayers: nonTrainableLayers)]
+        return [
+            try read(
+                file: file, entries: entries, root: "/", source: source, optimizerHint: optimizerHint,
+                modified: modified, options: options, nonTrainableLayers: nonTrainableLayers)
+        ]
     }
 
     /// Detects the layout of the group at `root`.
     public static func detectLayout(file: HDF5File, entries: [Entry], root: String) -> LayoutKind {
-        HDF5Layouts.detect(LayoutInput(file: file, entries: entries, root: root, source: file.path, optimizerHint: nil,
-                                       nonTrainableLayers: [], forced: false)).kind
+        HDF5Layouts.detect(
+            LayoutInput(
+                file: file, entries: entries, root: root, source: file.path, optimizerHint: nil,
+                nonTrainableLayers: [], forced: false)
+        ).kind
     }
 
-    package static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
-                     modified: Date?, options: LoadOptions, nonTrainableLayers: Set<String> = []) throws -> OpenCheckpoint {
+    package static func read(
+        file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
+        modified: Date?, options: LoadOptions, nonTrainableLayers: Set<String> = []
+    ) throws -> OpenCheckpoint {
         let diskPath = source.hasSuffix(":" + root) && root != "/" ? String(source.dropLast(root.count + 1)) : source
-        let input = LayoutInput(file: file, entries: entries, root: root, source: source, optimizerHint: optimizerHint,
-                                nonTrainableLayers: nonTrainableLayers, forced: options.layout != nil)
+        let input = LayoutInput(
+            file: file, entries: entries, root: root, source: source, optimizerHint: optimizerHint,
+            nonTrainableLayers: nonTrainableLayers, forced: options.layout != nil)
         let reader = options.layout.map(HDF5Layouts.layout) ?? HDF5Layouts.detect(input)
         let layout = reader.kind
         let reading = try reader.read(input)
@@ -236,16 +253,20 @@ public enum CheckpointLoader {
             throw CheckpointError(file: source, reason: "no floating-point tensors found (read as the \(layout.rawValue) layout): not a checkpoint")
         }
         if layers.isEmpty && (layout == .native || layout == .generic) {
-            layers = orderLayers(tensors, createdAt: Dictionary(entries.compactMap { entry in entry.address.map { (entry.path, $0) } },
-                                                                uniquingKeysWith: { a, _ in a }))
+            layers = orderLayers(
+                tensors,
+                createdAt: Dictionary(
+                    entries.compactMap { entry in entry.address.map { (entry.path, $0) } },
+                    uniquingKeysWith: { a, _ in a }))
         } else if layers.isEmpty {
             layers = orderLayers(tensors)
         } else {
             let known = Set(layers)
             layers.append(contentsOf: orderLayers(tensors).filter { !known.contains($0) })
         }
-        let checkpoint = Checkpoint(source: source, file: diskPath, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
-                                    skipped: skipped, notes: notes, modified: modified)
+        let checkpoint = Checkpoint(
+            source: source, file: diskPath, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
+            skipped: skipped, notes: notes, modified: modified)
         return OpenCheckpoint(checkpoint, files: [file])
     }
 

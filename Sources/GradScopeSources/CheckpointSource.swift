@@ -1,7 +1,7 @@
-import Foundation
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
+import HDF5
 
 /// A kind of checkpoint file: how it is recognised and opened into checkpoints whose tensors
 /// can be read (by offset where ``Checkpoint/storage`` says so, else through the source's
@@ -117,8 +117,9 @@ struct KerasLegacyHDF5Layout: HDF5Layout {
         guard let weightsRoot = KerasLegacyLayout.weightsRoot(input.file, root: input.root) else {
             throw CheckpointError(file: input.source, reason: "no layer_names attribute: not a legacy Keras file")
         }
-        let (metadata, tensors, skipped, notes, layers) = KerasLegacyLayout.read(file: input.file, root: input.root, weightsRoot: weightsRoot,
-                                                                                 source: input.source)
+        let (metadata, tensors, skipped, notes, layers) = KerasLegacyLayout.read(
+            file: input.file, root: input.root, weightsRoot: weightsRoot,
+            source: input.source)
         return LayoutReading(metadata: metadata, tensors: tensors, skipped: skipped, notes: notes, layers: layers)
     }
 }
@@ -128,9 +129,10 @@ struct Keras3HDF5Layout: HDF5Layout {
     var kind: LayoutKind { .keras3 }
     func recognises(_ input: LayoutInput) -> Bool { Keras3Layout.matches(input.entries, root: input.root) }
     func read(_ input: LayoutInput) throws -> LayoutReading {
-        let (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(file: input.file, entries: input.entries, root: input.root,
-                                                                            source: input.source, optimizerHint: input.optimizerHint,
-                                                                            nonTrainableLayers: input.nonTrainableLayers)
+        let (metadata, tensors, skipped, notes, layers) = Keras3Layout.read(
+            file: input.file, entries: input.entries, root: input.root,
+            source: input.source, optimizerHint: input.optimizerHint,
+            nonTrainableLayers: input.nonTrainableLayers)
         return LayoutReading(metadata: metadata, tensors: tensors, skipped: skipped, notes: notes, layers: layers)
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
-import HDF5
 import GradScopeModel
+import HDF5
 
 /// Failures in the words a person training a model needs: what a file that is not a
 /// checkpoint is (the HDF5 layer names only the container, not which framework writes it).

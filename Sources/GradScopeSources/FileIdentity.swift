@@ -1,7 +1,8 @@
-import Foundation
 import ElementTypes
-import HDF5
+import Foundation
 import GradScopeModel
+import HDF5
+
 #if canImport(Glibc)
 import Glibc
 #endif

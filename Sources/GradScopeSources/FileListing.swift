@@ -1,6 +1,6 @@
-import HDF5
 import ElementTypes
 import GradScopeModel
+import HDF5
 
 /// The tree of one HDF5 file, as `gradscope ls` shows it: every group,
 /// dataset and link, with each dataset's shape, type, layout and size, and
@@ -57,4 +57,3 @@ public struct FileListing: Sendable {
         self.items = items
     }
 }
-

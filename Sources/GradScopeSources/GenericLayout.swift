@@ -1,6 +1,6 @@
-import HDF5
 import ElementTypes
 import GradScopeModel
+import HDF5
 
 /// Any other HDF5 file, e.g. a PyTorch `state_dict` written with h5py.
 ///
@@ -74,12 +74,18 @@ package enum GenericLayout {
             }
             // Optimizer bookkeeping (PyTorch's optimizer.state_dict() written by hand): per-parameter step
             // counters (`state/0/step`, float or int64), param-group settings (`param_groups/0/betas`).
-            let optimizerTree = segments.count >= 2 && (LayoutSupport.explicitOptimizerContainers.contains(lowered[0])
-                || (lowered[0] == "state" && lowered.count >= 3 && Int(lowered[1]) != nil))
-            if optimizerTree && (lowered.contains("param_groups") || (info.elementCount <= 1 && info.type.isNumeric
-                && !LayoutSupport.genericSlotNames.contains(lowered.last ?? ""))) {
+            let optimizerTree =
+                segments.count >= 2
+                && (LayoutSupport.explicitOptimizerContainers.contains(lowered[0])
+                    || (lowered[0] == "state" && lowered.count >= 3 && Int(lowered[1]) != nil))
+            if optimizerTree
+                && (lowered.contains("param_groups")
+                    || (info.elementCount <= 1 && info.type.isNumeric
+                        && !LayoutSupport.genericSlotNames.contains(lowered.last ?? "")))
+            {
                 if lowered.last == "step", info.elementCount == 1, let value = LayoutSupport.scalarValue(file, item.path),
-                   value.isFinite, value >= 0, value < 1e15 {
+                    value.isFinite, value >= 0, value < 1e15
+                {
                     optimizerSteps = max(optimizerSteps ?? 0, Int(value))
                 }
                 skipped.append(SkippedItem(item: source + ":" + item.path, kind: .metadata, reason: "optimizer setting or counter, read as metadata"))
@@ -103,8 +109,9 @@ package enum GenericLayout {
                 role = .activation
                 segments.remove(at: index)
             } else if segments.count >= 2,
-                      let index = lowered.lastIndex(where: { LayoutSupport.genericSlotNames.contains($0) }),
-                      index == 0 || index == lowered.count - 1 || LayoutSupport.optimizerContainers.contains(lowered[0]) {
+                let index = lowered.lastIndex(where: { LayoutSupport.genericSlotNames.contains($0) }),
+                index == 0 || index == lowered.count - 1 || LayoutSupport.optimizerContainers.contains(lowered[0])
+            {
                 role = .optimizer
                 slotName = segments[index]
                 segments.remove(at: index)
@@ -156,10 +163,12 @@ package enum GenericLayout {
             } else {
                 unitAxis = keras ? kerasUnitAxis(info.shape) : torchUnitAxis(info.shape)
             }
-            tensors.append(TensorRef(name: name, layer: layer, role: role,
-                                     slot: slotName.map { LayoutSupport.classifySlot($0, optimizer: metadata.optimizer) },
-                                     slotName: slotName, shape: info.shape, dtype: info.type, unitAxis: unitAxis,
-                                     path: item.path))
+            tensors.append(
+                TensorRef(
+                    name: name, layer: layer, role: role,
+                    slot: slotName.map { LayoutSupport.classifySlot($0, optimizer: metadata.optimizer) },
+                    slotName: slotName, shape: info.shape, dtype: info.type, unitAxis: unitAxis,
+                    path: item.path))
             addresses.append(item.address)
         }
         if metadata.step == nil, let optimizerSteps, optimizerSteps > 0 {
@@ -169,9 +178,13 @@ package enum GenericLayout {
         }
         var notes: [String] = []
         if mapIndexedOptimizerState(&tensors, addresses: addresses) {
-            notes.append("optimizer state stored by parameter index (PyTorch optimizer.state_dict()) matched to the parameters in the order they were written, checked by shape")
+            notes.append(
+                "optimizer state stored by parameter index (PyTorch optimizer.state_dict()) matched to the parameters in the order they were written, checked by shape"
+            )
         } else if tensors.contains(where: { $0.role == .optimizer && $0.name.split(separator: "/").last.map({ Int($0) != nil }) == true }) {
-            notes.append("optimizer state stored by parameter index (PyTorch optimizer.state_dict()) could not be matched to the parameters by shape (the optimizer may hold only some of them): it is listed under its indices and not used by the detectors")
+            notes.append(
+                "optimizer state stored by parameter index (PyTorch optimizer.state_dict()) could not be matched to the parameters by shape (the optimizer may hold only some of them): it is listed under its indices and not used by the detectors"
+            )
         }
         if !tensors.isEmpty && !keras {
             notes.append("generic layout: units read along axis 0, as PyTorch stores weights ([out, in, ...])")
@@ -197,8 +210,9 @@ package enum GenericLayout {
         // layer's parameters by address, then with weights before biases (as modules register them).
         let byAddress = candidates.sorted { addresses[$0] < addresses[$1] }
         let createdAt = Dictionary(tensors.indices.map { (tensors[$0].path, addresses[$0]) }, uniquingKeysWith: { a, _ in a })
-        let rank = Dictionary(CheckpointLoader.orderLayers(tensors, createdAt: createdAt).enumerated().map { ($0.element, $0.offset) },
-                              uniquingKeysWith: { a, _ in a })
+        let rank = Dictionary(
+            CheckpointLoader.orderLayers(tensors, createdAt: createdAt).enumerated().map { ($0.element, $0.offset) },
+            uniquingKeysWith: { a, _ in a })
         func byDepth(weightsFirst: Bool) -> [Int] {
             candidates.sorted { a, b in
                 let ra = rank[tensors[a].layer] ?? .max, rb = rank[tensors[b].layer] ?? .max
@@ -211,7 +225,8 @@ package enum GenericLayout {
             var mapped: [(Int, TensorRef)] = []
             for index in indexed {
                 guard let number = tensors[index].name.split(separator: "/").last.flatMap({ Int($0) }),
-                      number >= 0, number < parameters.count else { return nil }
+                    number >= 0, number < parameters.count
+                else { return nil }
                 let parameter = tensors[parameters[number]]
                 guard parameter.shape == tensors[index].shape else { return nil }
                 mapped.append((index, parameter))

@@ -1,6 +1,6 @@
-import HDF5
 import ElementTypes
 import GradScopeModel
+import HDF5
 
 /// Keras 3 `.weights.h5` (also `model.weights.h5` inside a `.keras` zip).
 ///
@@ -26,12 +26,13 @@ package enum Keras3Layout {
         let last = holder.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? holder
         var base = last
         while let underscore = base.lastIndex(of: "_"), base[base.index(after: underscore)...].allSatisfy(\.isNumber),
-              base.index(after: underscore) < base.endIndex {
+            base.index(after: underscore) < base.endIndex
+        {
             base = String(base[..<underscore])
         }
         switch base {
         case "dense", "einsum_dense", "conv1d", "conv2d", "conv3d", "conv1d_transpose", "conv2d_transpose", "conv3d_transpose",
-             "query", "key", "value", "attention_output", "output_dense":
+            "query", "key", "value", "attention_output", "output_dense":
             return count == 2 ? ["kernel", "bias"] : (count == 1 ? ["kernel"] : nil)
         case "depthwise_conv1d", "depthwise_conv2d":
             return count == 2 ? ["depthwise_kernel", "bias"] : (count == 1 ? ["depthwise_kernel"] : nil)
@@ -52,8 +53,10 @@ package enum Keras3Layout {
         package var variables: [DatasetListing.Item]
     }
 
-    package static func read(file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
-                     nonTrainableLayers: Set<String> = []) -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
+    package static func read(
+        file: HDF5File, entries: [Entry], root: String, source: String, optimizerHint: String?,
+        nonTrainableLayers: Set<String> = []
+    ) -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
         read(shards: [(file, entries)], root: root, source: source, optimizerHint: optimizerHint, nonTrainableLayers: nonTrainableLayers)
     }
 
@@ -62,9 +65,12 @@ package enum Keras3Layout {
     /// `name` attribute can sit in any shard.
     /// `nonTrainableLayers`: layers a `.keras` archive's config marks `trainable: false`; they have no
     /// optimizer slots, so slots are never matched to them.
-    package static func read(shards: [(file: HDF5File, entries: [Entry])], root: String, source: String, optimizerHint: String?,
-                     nonTrainableLayers: Set<String> = [])
-        -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
+    package static func read(
+        shards: [(file: HDF5File, entries: [Entry])], root: String, source: String, optimizerHint: String?,
+        nonTrainableLayers: Set<String> = []
+    )
+        -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String])
+    {
         let listing = DatasetListing(shards: shards.map { DatasetListing(file: $0.file, entries: $0.entries, under: root) })
         func attribute(_ name: String, at path: String) -> String? {
             for shard in shards {
@@ -99,7 +105,9 @@ package enum Keras3Layout {
             layer = layer.replacingOccurrences(of: "/_layer_checkpoint_dependencies/", with: "/")
                 .replacingOccurrences(of: "_layer_checkpoint_dependencies/", with: "")
             // The user's layer name, when Keras saved it.
-            let layerGroup = (root == "/" ? "" : root) + "/" + holderPath.split(separator: "/").prefix(holderPath.hasPrefix("layers/") ? 2 : 1).joined(separator: "/")
+            let layerGroup =
+                (root == "/" ? "" : root) + "/"
+                + holderPath.split(separator: "/").prefix(holderPath.hasPrefix("layers/") ? 2 : 1).joined(separator: "/")
             if let userName = attribute("name", at: layerGroup + "/vars"), !userName.isEmpty {
                 let rest = layer.split(separator: "/").dropFirst().joined(separator: "/")
                 layer = rest.isEmpty ? userName : userName + "/" + rest
@@ -131,9 +139,11 @@ package enum Keras3Layout {
                 }
                 let varName = names?[index] ?? String(index)
                 if varName == "moving_mean" || varName == "moving_variance" { knownNonTrainable.insert(weights.count) }
-                weights.append(TensorRef(name: holder.layer + "/" + varName, layer: holder.layer, role: .weight,
-                                         shape: info.shape, dtype: info.type, unitAxis: kerasUnitAxis(info.shape), path: item.path,
-                                         fileIndex: item.fileIndex))
+                weights.append(
+                    TensorRef(
+                        name: holder.layer + "/" + varName, layer: holder.layer, role: .weight,
+                        shape: info.shape, dtype: info.type, unitAxis: kerasUnitAxis(info.shape), path: item.path,
+                        fileIndex: item.fileIndex))
             }
         }
 
@@ -168,10 +178,14 @@ package enum Keras3Layout {
                 let frozen = nonTrainableLayers.contains(weight.layer) || nonTrainableLayers.contains(layerName)
                 return OptimizerMatching.Candidate(shape: weight.shape, mayBeTrainable: !knownNonTrainable.contains(index) && !frozen)
             }
-            if let (perVariable, assignments, inOrder) = OptimizerMatching.matchAny(slots: slotItems.map(\.1.shape), weights: candidates,
-                                                                            preferred: names.map { [$0.count] } ?? [], blocked: false) {
+            if let (perVariable, assignments, inOrder) = OptimizerMatching.matchAny(
+                slots: slotItems.map(\.1.shape), weights: candidates,
+                preferred: names.map { [$0.count] } ?? [], blocked: false)
+            {
                 // Without the optimizer's name, two slots per variable is the Adam family's momentum and velocity.
-                let slotNames = (names?.count == perVariable) ? names ?? []
+                let slotNames =
+                    (names?.count == perVariable)
+                    ? names ?? []
                     : (perVariable == 2 ? ["momentum", "velocity"] : (0..<perVariable).map { "slot\($0)" })
                 var trainable = Set<Int>()
                 for assignment in assignments {
@@ -179,14 +193,19 @@ package enum Keras3Layout {
                     trainable.insert(assignment.weight)
                     let (item, info) = slotItems[assignment.slot]
                     let slotName = slotNames[assignment.kind]
-                    tensors.append(TensorRef(name: weight.name, layer: weight.layer, role: .optimizer,
-                                             slot: LayoutSupport.classifySlot(slotName, optimizer: optimizerName ?? (perVariable == 2 ? "adam" : nil)),
-                                             slotName: slotName, shape: info.shape, dtype: info.type,
-                                             unitAxis: weight.unitAxis, path: item.path, fileIndex: item.fileIndex))
+                    tensors.append(
+                        TensorRef(
+                            name: weight.name, layer: weight.layer, role: .optimizer,
+                            slot: LayoutSupport.classifySlot(slotName, optimizer: optimizerName ?? (perVariable == 2 ? "adam" : nil)),
+                            slotName: slotName, shape: info.shape, dtype: info.type,
+                            unitAxis: weight.unitAxis, path: item.path, fileIndex: item.fileIndex))
                 }
                 for index in weights.indices { tensors[index].trainable = trainable.contains(index) }
-                notes.append(inOrder ? "optimizer slots matched to weights by position and shape (\(perVariable) per variable)"
-                             : "optimizer slots matched to weights by shape only (\(perVariable) per variable): the file's order is not the optimizer's, so slots of same-shaped weights may be swapped")
+                notes.append(
+                    inOrder
+                        ? "optimizer slots matched to weights by position and shape (\(perVariable) per variable)"
+                        : "optimizer slots matched to weights by shape only (\(perVariable) per variable): the file's order is not the optimizer's, so slots of same-shaped weights may be swapped"
+                )
             } else {
                 notes.append("the optimizer's \(slotItems.count) slot variables could not be matched to the weights by shape; they are not used")
                 for (item, _) in slotItems {

@@ -1,6 +1,6 @@
-import HDF5
 import ElementTypes
 import GradScopeModel
+import HDF5
 
 /// Legacy Keras `.h5`: full models (`model.save("m.h5")`, weights under
 /// `/model_weights`) and `save_weights` files (the same content at the root),
@@ -19,23 +19,30 @@ package enum KerasLegacyLayout {
         }
         // A root `layer_names` that is one JSON string (NeuPy) is not Keras's list of names.
         if let names = try? file.stringList("layer_names", at: root), !names.isEmpty,
-           !((names.count == 1 && names[0].hasPrefix("[")) || names[0].hasPrefix("{")) {
+            !((names.count == 1 && names[0].hasPrefix("[")) || names[0].hasPrefix("{"))
+        {
             return root
         }
         return nil
     }
 
     package static let counterNames: Set<String> = ["iterations", "iter", "iteration"]
-    package static let slotSuffixes: [String] = ["momentum", "velocity", "m", "v", "vhat", "rms", "accumulator", "delta_accumulator",
-                                         "average_gradient", "velocity_hat", "u"]
+    package static let slotSuffixes: [String] = [
+        "momentum", "velocity", "m", "v", "vhat", "rms", "accumulator", "delta_accumulator",
+        "average_gradient", "velocity_hat", "u",
+    ]
 
-    package static func read(file: HDF5File, root: String, weightsRoot: String, source: String) -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
+    package static func read(
+        file: HDF5File, root: String, weightsRoot: String, source: String
+    ) -> (StepMetadata, [TensorRef], [SkippedItem], [String], [String]) {
         var skipped: [SkippedItem] = []
         var notes: [String] = []
         var metadata = StepMetadata(framework: "keras")
-        let version = LayoutSupport.stringAttribute(file, ["keras_version"], at: weightsRoot)
+        let version =
+            LayoutSupport.stringAttribute(file, ["keras_version"], at: weightsRoot)
             ?? LayoutSupport.stringAttribute(file, ["keras_version"], at: root)
-        let backend = LayoutSupport.stringAttribute(file, ["backend"], at: weightsRoot)
+        let backend =
+            LayoutSupport.stringAttribute(file, ["backend"], at: weightsRoot)
             ?? LayoutSupport.stringAttribute(file, ["backend"], at: root)
         if let version { metadata.framework = "keras \(version)" }
         let trainingConfig = LayoutSupport.stringAttribute(file, ["training_config"], at: root)
@@ -56,7 +63,8 @@ package enum KerasLegacyLayout {
             for weightName in weightNames {
                 let path = group + "/" + weightName
                 guard let info = try? file.datasetInfo(path) else {
-                    skipped.append(SkippedItem(item: source + ":" + path, kind: .unreadable, reason: "named in weight_names but missing or unreadable"))
+                    skipped.append(
+                        SkippedItem(item: source + ":" + path, kind: .unreadable, reason: "named in weight_names but missing or unreadable"))
                     continue
                 }
                 if let refusal = info.refusal(limits: file.options.limits, followLinks: file.options.followLinks) {
@@ -77,8 +85,10 @@ package enum KerasLegacyLayout {
                 }
                 var unitAxis = kerasUnitAxis(info.shape)
                 if backend == "theano" && info.shape.count >= 3 { unitAxis = 0 }
-                weights.append(TensorRef(name: name, layer: layer, role: .weight, shape: info.shape, dtype: info.type,
-                                         unitAxis: unitAxis, path: path))
+                weights.append(
+                    TensorRef(
+                        name: name, layer: layer, role: .weight, shape: info.shape, dtype: info.type,
+                        unitAxis: unitAxis, path: path))
             }
         }
 
@@ -99,9 +109,12 @@ package enum KerasLegacyLayout {
     }
 
     /// Maps every optimizer variable to its weight and slot.
-    package static func matchOptimizer(file: HDF5File, group: String, names: [String], weights: [TensorRef], nonTrainable: Set<Int>,
-                               metadata: inout StepMetadata, source: String)
-        -> ([TensorRef], Set<Int>?, [String], [SkippedItem]) {
+    package static func matchOptimizer(
+        file: HDF5File, group: String, names: [String], weights: [TensorRef], nonTrainable: Set<Int>,
+        metadata: inout StepMetadata, source: String
+    )
+        -> ([TensorRef], Set<Int>?, [String], [SkippedItem])
+    {
         var skipped: [SkippedItem] = []
         var notes: [String] = []
         var named: [(index: Int, slot: String, info: DatasetInfo, path: String)] = []
@@ -120,8 +133,10 @@ package enum KerasLegacyLayout {
         for name in names {
             let path = group + "/" + name
             guard let info = try? file.datasetInfo(path),
-                  info.refusal(limits: file.options.limits, followLinks: file.options.followLinks) == nil else {
-                skipped.append(SkippedItem(item: source + ":" + path, kind: .unreadable, reason: "named in weight_names but missing, unreadable or refused"))
+                info.refusal(limits: file.options.limits, followLinks: file.options.followLinks) == nil
+            else {
+                skipped.append(
+                    SkippedItem(item: source + ":" + path, kind: .unreadable, reason: "named in weight_names but missing, unreadable or refused"))
                 continue
             }
             let stripped = name.hasSuffix(":0") ? String(name.dropLast(2)) : name
@@ -150,14 +165,19 @@ package enum KerasLegacyLayout {
         for entry in named {
             let weight = weights[entry.index]
             guard entry.info.shape == weight.shape else {
-                skipped.append(SkippedItem(item: source + ":" + entry.path, reason: "optimizer slot for \(weight.name) with shape \(entry.info.shape), not \(weight.shape)"))
+                skipped.append(
+                    SkippedItem(
+                        item: source + ":" + entry.path,
+                        reason: "optimizer slot for \(weight.name) with shape \(entry.info.shape), not \(weight.shape)"))
                 continue
             }
             trainable.insert(entry.index)
-            result.append(TensorRef(name: weight.name, layer: weight.layer, role: .optimizer,
-                                    slot: LayoutSupport.classifySlot(entry.slot, optimizer: metadata.optimizer),
-                                    slotName: entry.slot, shape: entry.info.shape, dtype: entry.info.type,
-                                    unitAxis: weight.unitAxis, path: entry.path))
+            result.append(
+                TensorRef(
+                    name: weight.name, layer: weight.layer, role: .optimizer,
+                    slot: LayoutSupport.classifySlot(entry.slot, optimizer: metadata.optimizer),
+                    slotName: entry.slot, shape: entry.info.shape, dtype: entry.info.type,
+                    unitAxis: weight.unitAxis, path: entry.path))
         }
         if !named.isEmpty { notes.append("optimizer slots matched to weights by name") }
 
@@ -180,9 +200,13 @@ package enum KerasLegacyLayout {
                 }
             }
             let slotNames = blockedSlotNames(optimizer: metadata.optimizer)
-            let candidates = weights.enumerated().map { OptimizerMatching.Candidate(shape: $0.element.shape, mayBeTrainable: !nonTrainable.contains($0.offset)) }
-            if let (perVariable, assignments, inOrder) = OptimizerMatching.matchAny(slots: slots.map(\.info.shape), weights: candidates,
-                                                                            preferred: slotNames.map { [$0.count] } ?? [], blocked: true) {
+            let candidates = weights.enumerated().map {
+                OptimizerMatching.Candidate(shape: $0.element.shape, mayBeTrainable: !nonTrainable.contains($0.offset))
+            }
+            if let (perVariable, assignments, inOrder) = OptimizerMatching.matchAny(
+                slots: slots.map(\.info.shape), weights: candidates,
+                preferred: slotNames.map { [$0.count] } ?? [], blocked: true)
+            {
                 let kinds = (slotNames?.count == perVariable) ? slotNames ?? [] : defaultBlockedNames(perVariable)
                 for assignment in assignments {
                     let weight = weights[assignment.weight]
@@ -190,19 +214,30 @@ package enum KerasLegacyLayout {
                     trainable.insert(assignment.weight)
                     var slotName = kinds[assignment.kind]
                     let lower = slot.name.lowercased().split(separator: "/").last.map(String.init) ?? ""
-                    if lower.hasPrefix("m_") { slotName = "m" } else if lower.hasPrefix("v_") { slotName = "v" }
-                    else if lower.hasPrefix("moment_") { slotName = "momentum" }
-                    result.append(TensorRef(name: weight.name, layer: weight.layer, role: .optimizer,
-                                            slot: LayoutSupport.classifySlot(slotName, optimizer: metadata.optimizer),
-                                            slotName: slotName, shape: slot.info.shape, dtype: slot.info.type,
-                                            unitAxis: weight.unitAxis, path: slot.path))
+                    if lower.hasPrefix("m_") {
+                        slotName = "m"
+                    } else if lower.hasPrefix("v_") {
+                        slotName = "v"
+                    } else if lower.hasPrefix("moment_") {
+                        slotName = "momentum"
+                    }
+                    result.append(
+                        TensorRef(
+                            name: weight.name, layer: weight.layer, role: .optimizer,
+                            slot: LayoutSupport.classifySlot(slotName, optimizer: metadata.optimizer),
+                            slotName: slotName, shape: slot.info.shape, dtype: slot.info.type,
+                            unitAxis: weight.unitAxis, path: slot.path))
                 }
-                notes.append(inOrder ? "anonymous optimizer slots matched to weights by position and shape (\(perVariable) per weight)"
-                             : "anonymous optimizer slots matched to weights by shape only (\(perVariable) per weight): the file's order is not the optimizer's, so slots of same-shaped weights may be swapped")
+                notes.append(
+                    inOrder
+                        ? "anonymous optimizer slots matched to weights by position and shape (\(perVariable) per weight)"
+                        : "anonymous optimizer slots matched to weights by shape only (\(perVariable) per weight): the file's order is not the optimizer's, so slots of same-shaped weights may be swapped"
+                )
             } else {
                 notes.append("\(slots.count) anonymous optimizer slots could not be matched to the weights by shape; they are not used")
                 for slot in slots {
-                    skipped.append(SkippedItem(item: source + ":" + slot.path, reason: "anonymous optimizer slot that matches no weight by position and shape"))
+                    skipped.append(
+                        SkippedItem(item: source + ":" + slot.path, reason: "anonymous optimizer slot that matches no weight by position and shape"))
                 }
             }
         }

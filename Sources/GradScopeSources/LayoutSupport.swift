@@ -1,7 +1,7 @@
-import Foundation
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
+import HDF5
 
 /// Helpers shared by the layout readers.
 package enum LayoutSupport {
@@ -25,19 +25,27 @@ package enum LayoutSupport {
     }
 
     /// Path segments that mark optimizer state in hand-written files.
-    package static let genericSlotNames: Set<String> = ["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum", "momentum_buffer",
-                                                 "velocity", "m", "v", "vhat", "square_avg", "sum", "acc_delta"]
+    package static let genericSlotNames: Set<String> = [
+        "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum", "momentum_buffer",
+        "velocity", "m", "v", "vhat", "square_avg", "sum", "acc_delta",
+    ]
     /// Path segments that mark gradients.
     package static let gradientSegments: Set<String> = ["grad", "grads", "gradient", "gradients"]
     /// Groups that hold parameters in hand-written files.
-    package static let parameterContainers: Set<String> = ["model", "weights", "params", "parameters", "state_dict",
-                                                    "model_state_dict", "module", "net", "network"]
+    package static let parameterContainers: Set<String> = [
+        "model", "weights", "params", "parameters", "state_dict",
+        "model_state_dict", "module", "net", "network",
+    ]
     /// Groups whose name says they hold optimizer state (`state` alone may be a model's).
-    package static let explicitOptimizerContainers: Set<String> = ["optimizer", "optim", "optimizer_state", "optimizer_state_dict", "opt",
-                                                            "optimizer_states"]
+    package static let explicitOptimizerContainers: Set<String> = [
+        "optimizer", "optim", "optimizer_state", "optimizer_state_dict", "opt",
+        "optimizer_states",
+    ]
     /// Groups that hold optimizer state in hand-written files.
-    package static let optimizerContainers: Set<String> = ["optimizer", "optim", "optimizer_state", "optimizer_state_dict", "state", "opt",
-                                                    "optimizer_states"]
+    package static let optimizerContainers: Set<String> = [
+        "optimizer", "optim", "optimizer_state", "optimizer_state_dict", "state", "opt",
+        "optimizer_states",
+    ]
     /// Groups that hold activations.
     package static let activationSegments: Set<String> = ["activations", "activation", "outputs", "probe"]
 
@@ -78,7 +86,8 @@ package enum LayoutSupport {
     /// Reads a scalar dataset as a Double (step counters, learning rates).
     package static func scalarValue(_ file: HDF5File, _ path: String) -> Double? {
         guard let dataset = try? file.dataset(path), dataset.info.elementCount == 1,
-              let values = try? dataset.read(as: Double.self, maxElements: 1) else { return nil }
+            let values = try? dataset.read(as: Double.self, maxElements: 1)
+        else { return nil }
         return values.first
     }
 
@@ -95,14 +104,18 @@ package enum LayoutSupport {
     }
 
     /// Keras's `{batch}` is the batch within the epoch, so `batch` is not a step label.
-    package static let stepLabels: Set<String> = ["step", "steps", "globalstep", "iter", "iters", "iteration", "iterations",
-                                          "it", "update", "updates"]
+    package static let stepLabels: Set<String> = [
+        "step", "steps", "globalstep", "iter", "iters", "iteration", "iterations",
+        "it", "update", "updates",
+    ]
     package static let epochLabels: Set<String> = ["epoch", "epochs", "ep", "e"]
     /// Labels of numbers that are metrics or settings, never steps
     /// (`weights.{epoch:02d}-{val_loss:.2f}.h5`, `lr1e-3`, `acc98`).
-    package static let metricLabels: Set<String> = ["loss", "valloss", "acc", "accuracy", "valacc", "auc", "lr", "score", "f", "mae",
-                                            "mse", "rmse", "err", "error", "ppl", "bleu", "top", "map", "iou", "dice", "wd",
-                                            "seed", "bs", "dim", "v", "version", "val", "metric"]
+    package static let metricLabels: Set<String> = [
+        "loss", "valloss", "acc", "accuracy", "valacc", "auc", "lr", "score", "f", "mae",
+        "mse", "rmse", "err", "error", "ppl", "bleu", "top", "map", "iou", "dice", "wd",
+        "seed", "bs", "dim", "v", "version", "val", "metric",
+    ]
 
     /// The step in a file name's stem. A number labelled as a step wins
     /// (`epoch=2-step=400` -> 400), then one labelled as an epoch, then the last
@@ -124,7 +137,10 @@ package enum LayoutSupport {
         var identifier = [Bool](repeating: false, count: chars.count)
         var tokenStart = 0
         while tokenStart < chars.count {
-            guard chars[tokenStart].isASCII && (chars[tokenStart].isLetter || chars[tokenStart].isNumber) else { tokenStart += 1; continue }
+            guard chars[tokenStart].isASCII && (chars[tokenStart].isLetter || chars[tokenStart].isNumber) else {
+                tokenStart += 1
+                continue
+            }
             var tokenEnd = tokenStart
             while tokenEnd < chars.count, chars[tokenEnd].isASCII && (chars[tokenEnd].isLetter || chars[tokenEnd].isNumber) { tokenEnd += 1 }
             let token = Array(chars[tokenStart..<tokenEnd])
@@ -140,7 +156,10 @@ package enum LayoutSupport {
             var cursor = groupStart, lengths: [Int] = []
             while lengths.count < 5 {
                 var length = 0
-                while cursor < chars.count, chars[cursor].isHexDigit { cursor += 1; length += 1 }
+                while cursor < chars.count, chars[cursor].isHexDigit {
+                    cursor += 1
+                    length += 1
+                }
                 lengths.append(length)
                 guard lengths.count < 5, cursor < chars.count, chars[cursor] == "-" else { break }
                 cursor += 1
@@ -154,7 +173,10 @@ package enum LayoutSupport {
         }
         var index = 0
         while index < chars.count {
-            guard isDigit(chars[index]), !identifier[index] else { index += 1; continue }
+            guard isDigit(chars[index]), !identifier[index] else {
+                index += 1
+                continue
+            }
             let start = index
             while index < chars.count, isDigit(chars[index]) { index += 1 }
             let end = index
@@ -170,7 +192,8 @@ package enum LayoutSupport {
                 if next < chars.count, chars[next] == "-" || chars[next] == "+" { next += 1 }
                 exponent = next < chars.count && isDigit(chars[next])
             }
-            let afterExponent = start >= 2 && (chars[start - 1] == "-" || chars[start - 1] == "+")
+            let afterExponent =
+                start >= 2 && (chars[start - 1] == "-" || chars[start - 1] == "+")
                 && (chars[start - 2] == "e" || chars[start - 2] == "E") && start >= 3 && isDigit(chars[start - 3])
             let exponentDigits = start >= 2 && (chars[start - 1] == "e" || chars[start - 1] == "E") && isDigit(chars[start - 2])
             if fraction || integerPart || exponent || afterExponent || exponentDigits { continue }
@@ -180,8 +203,14 @@ package enum LayoutSupport {
             if cursor >= 0, "_-=. ".contains(chars[cursor]) { cursor -= 1 }
             let labelEnd = cursor + 1
             while cursor >= 0 {
-                if isLetter(chars[cursor]) { cursor -= 1; continue }
-                if chars[cursor] == "_", cursor > 0, isLetter(chars[cursor - 1]), cursor + 1 < labelEnd { cursor -= 1; continue }
+                if isLetter(chars[cursor]) {
+                    cursor -= 1
+                    continue
+                }
+                if chars[cursor] == "_", cursor > 0, isLetter(chars[cursor - 1]), cursor + 1 < labelEnd {
+                    cursor -= 1
+                    continue
+                }
                 break
             }
             // `model_ep05` is labelled `ep`, `global_step9` `globalstep`, `val_loss0.3` `valloss`.
@@ -300,8 +329,10 @@ package struct DatasetListing {
                 } catch {
                     problem = (error as? HDF5Error)?.message ?? "\(error)"
                 }
-                items.append(Item(path: entry.path, relative: String(entry.path.dropFirst(prefix.count)),
-                                  info: info, problem: problem, address: entry.address ?? 0))
+                items.append(
+                    Item(
+                        path: entry.path, relative: String(entry.path.dropFirst(prefix.count)),
+                        info: info, problem: problem, address: entry.address ?? 0))
             case .group, .namedType, .alias:
                 break
             default:

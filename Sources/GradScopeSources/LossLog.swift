@@ -1,7 +1,7 @@
-import Foundation
 import ElementTypes
-import HDF5
+import Foundation
 import GradScopeModel
+import HDF5
 
 /// A training log written next to the checkpoints: Keras's `CSVLogger`
 /// (`epoch,loss,...`, one row per epoch, epochs from 0), or any CSV or TSV with
@@ -21,8 +21,9 @@ public struct LossLog: Sendable {
     /// epoch or step column and a loss column, or no row with a finite loss).
     public static func read(_ path: String) -> LossLog? {
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-              let size = attributes[.size] as? Int, size > 0, size <= maxBytes,
-              let data = FileManager.default.contents(atPath: path) else { return nil }
+            let size = attributes[.size] as? Int, size > 0, size <= maxBytes,
+            let data = FileManager.default.contents(atPath: path)
+        else { return nil }
         return parse(String(decoding: data, as: UTF8.self), file: path)
     }
 
@@ -52,8 +53,9 @@ public struct LossLog: Sendable {
         for line in lines.dropFirst() {
             let values = fields(line)
             guard values.count > max(lossColumn, indexColumn),
-                  let number = Int(values[indexColumn]) ?? Double(values[indexColumn]).flatMap({ $0.isFinite && $0 >= 0 && $0 < 1e15 ? Int($0) : nil }),
-                  let loss = Double(values[lossColumn]) else { continue }
+                let number = Int(values[indexColumn]) ?? Double(values[indexColumn]).flatMap({ $0.isFinite && $0 >= 0 && $0 < 1e15 ? Int($0) : nil }),
+                let loss = Double(values[lossColumn])
+            else { continue }
             rows.append((number, loss))
         }
         guard rows.contains(where: { $0.1.isFinite }) else { return nil }
@@ -76,7 +78,8 @@ public struct LossLog: Sendable {
             for index in missing {
                 // Only steps that count optimizer updates are steps of the log (`weights.03.h5` numbers an epoch).
                 guard let step = checkpoints[index].metadata.step, StepCounting.countsUpdates(checkpoints[index]),
-                      let loss = byNumber[step] else { continue }
+                    let loss = byNumber[step]
+                else { continue }
                 checkpoints[index].metadata.loss = loss
                 matched += 1
             }
@@ -98,7 +101,8 @@ public struct LossLog: Sendable {
             }
         }
         if matched == 0 {
-            return "\(name): a loss log of \(rows.count) \(index.rawValue)(s) whose rows cannot be matched to the \(checkpoints.count) checkpoints (no loss used)"
+            return
+                "\(name): a loss log of \(rows.count) \(index.rawValue)(s) whose rows cannot be matched to the \(checkpoints.count) checkpoints (no loss used)"
         }
         return "loss from \(name) (\(index.rawValue) by \(index.rawValue)): \(matched) of \(checkpoints.count) checkpoints"
     }

@@ -1,6 +1,6 @@
-import HDF5
 import ElementTypes
 import GradScopeModel
+import HDF5
 
 /// The layout the exporters in Tools/ write: one file per step,
 /// `/weights/<name>`, `/gradients/<name>`, `/optimizer/<slot>/<name>`,
@@ -35,7 +35,8 @@ package enum NativeLayout {
             }
             let parts = item.relative.split(separator: "/").map(String.init)
             guard parts.count >= 2 else {
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "outside the weights, gradients, optimizer and activations groups"))
+                skipped.append(
+                    SkippedItem(item: source + ":" + item.path, reason: "outside the weights, gradients, optimizer and activations groups"))
                 continue
             }
             guard info.type.isNumeric else {
@@ -53,7 +54,8 @@ package enum NativeLayout {
             case "optimizer":
                 role = .optimizer
                 guard nameParts.count >= 2 else {
-                    skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar (\(nameParts.joined(separator: "/"))), not a tensor"))
+                    skipped.append(
+                        SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar (\(nameParts.joined(separator: "/"))), not a tensor"))
                     continue
                 }
                 slotName = nameParts.removeFirst()
@@ -86,10 +88,12 @@ package enum NativeLayout {
             } else {
                 layer = LayoutSupport.layer(of: name)
             }
-            tensors.append(TensorRef(name: name, layer: layer, role: role,
-                                     slot: slotName.map { LayoutSupport.classifySlot($0, optimizer: metadata.optimizer) },
-                                     slotName: slotName, shape: info.shape, dtype: info.type, unitAxis: unitAxis,
-                                     path: item.path, trainable: trainable))
+            tensors.append(
+                TensorRef(
+                    name: name, layer: layer, role: role,
+                    slot: slotName.map { LayoutSupport.classifySlot($0, optimizer: metadata.optimizer) },
+                    slotName: slotName, shape: info.shape, dtype: info.type, unitAxis: unitAxis,
+                    path: item.path, trainable: trainable))
         }
         return (metadata, tensors, skipped, [])
     }

@@ -1,6 +1,6 @@
 import ElementTypes
-import HDF5
 import GradScopeModel
+import HDF5
 
 /// Matches anonymous optimizer slots to the weights they belong to, by
 /// position, checking shapes as it goes.
@@ -64,8 +64,11 @@ package enum OptimizerMatching {
     /// When no count lines up in file order (writers whose variable order is not
     /// the file's), falls back to giving each variable's slots to the first
     /// unmatched weight of the same shape; `inOrder` is then false.
-    package static func matchAny(slots: [[Int]], weights: [Candidate], preferred: [Int], blocked: Bool)
-        -> (perVariable: Int, assignments: [Assignment], inOrder: Bool)? {
+    package static func matchAny(
+        slots: [[Int]], weights: [Candidate], preferred: [Int], blocked: Bool
+    )
+        -> (perVariable: Int, assignments: [Assignment], inOrder: Bool)?
+    {
         var counts: [Int] = []
         for perVariable in preferred + [2, 1, 3] where !counts.contains(perVariable) { counts.append(perVariable) }
         for inOrder in [true, false] {

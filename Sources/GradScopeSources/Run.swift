@@ -1,7 +1,7 @@
-import Foundation
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
+import HDF5
 
 /// Finds and orders the checkpoints of a run.
 public enum RunLoader {
@@ -10,8 +10,10 @@ public enum RunLoader {
     /// checkpoint file (a run of one step). Files that cannot be used are
     /// listed in `skipped` with the reason; the others are still read.
     /// `progress` is called after each file with (files done, total, bytes done, total bytes).
-    public static func load(_ path: String, options: LoadOptions = LoadOptions(),
-                            progress: ((Int, Int, Int, Int) -> Void)? = nil) throws -> Run {
+    public static func load(
+        _ path: String, options: LoadOptions = LoadOptions(),
+        progress: ((Int, Int, Int, Int) -> Void)? = nil
+    ) throws -> Run {
         try load(path, progress: progress) { files, done in
             files.enumerated().map { index, file in
                 defer { done(index, index + 1) }
@@ -29,8 +31,10 @@ public enum RunLoader {
     /// The same, with each file read by `loadFiles` (which may read them in
     /// other processes and in parallel): it returns, for each file, its
     /// checkpoints or the reason it could not be used.
-    public static func load(_ path: String, progress: ((Int, Int, Int, Int) -> Void)? = nil,
-                            loadFiles: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>]) throws -> Run {
+    public static func load(
+        _ path: String, progress: ((Int, Int, Int, Int) -> Void)? = nil,
+        loadFiles: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>]
+    ) throws -> Run {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw CheckpointError(file: path, reason: "no such file or directory")
@@ -65,7 +69,9 @@ public enum RunLoader {
         if let log = logs.first, run.checkpoints.contains(where: { $0.metadata.loss == nil }), let note = log.apply(to: &run.checkpoints) {
             run.notes.append(note)
             for extra in logs.dropFirst() {
-                run.skipped.append(SkippedItem(item: extra.file, kind: .superseded, reason: "a second loss log; only \((log.file as NSString).lastPathComponent) is used"))
+                run.skipped.append(
+                    SkippedItem(
+                        item: extra.file, kind: .superseded, reason: "a second loss log; only \((log.file as NSString).lastPathComponent) is used"))
             }
         }
         return run
@@ -86,9 +92,14 @@ public enum RunLoader {
         // Mixed layouts: keep the most common one, report the rest.
         let layoutCounts = Dictionary(grouping: checkpoints, by: \.layout).mapValues(\.count)
         if layoutCounts.count > 1, let main = layoutCounts.max(by: { $0.value < $1.value })?.key {
-            notes.append("mixed layouts in one run (\(layoutCounts.map { "\($0.value) \($0.key.rawValue)" }.sorted().joined(separator: ", "))); analysed the \(main.rawValue) files")
+            notes.append(
+                "mixed layouts in one run (\(layoutCounts.map { "\($0.value) \($0.key.rawValue)" }.sorted().joined(separator: ", "))); analysed the \(main.rawValue) files"
+            )
             for checkpoint in checkpoints where checkpoint.layout != main {
-                skipped.append(SkippedItem(item: checkpoint.source, kind: .superseded, reason: "\(checkpoint.layout.rawValue) layout in a run of \(main.rawValue) files"))
+                skipped.append(
+                    SkippedItem(
+                        item: checkpoint.source, kind: .superseded, reason: "\(checkpoint.layout.rawValue) layout in a run of \(main.rawValue) files")
+                )
             }
             checkpoints = checkpoints.filter { $0.layout == main }
         }
@@ -98,7 +109,9 @@ public enum RunLoader {
         if !missing.isEmpty {
             if missing.count == checkpoints.count {
                 let byTime = checkpoints.indices.sorted { a, b in
-                    (checkpoints[a].modified ?? .distantPast, checkpoints[a].source) < (checkpoints[b].modified ?? .distantPast, checkpoints[b].source)
+                    (checkpoints[a].modified ?? .distantPast, checkpoints[a].source) < (
+                        checkpoints[b].modified ?? .distantPast, checkpoints[b].source
+                    )
                 }
                 for (position, index) in byTime.enumerated() {
                     checkpoints[index].metadata.step = position
@@ -109,7 +122,8 @@ public enum RunLoader {
                 }
             } else {
                 for checkpoint in missing {
-                    skipped.append(SkippedItem(item: checkpoint.source, kind: .superseded, reason: "no step number, in a run whose other files have one"))
+                    skipped.append(
+                        SkippedItem(item: checkpoint.source, kind: .superseded, reason: "no step number, in a run whose other files have one"))
                 }
                 checkpoints = checkpoints.filter { $0.metadata.step != nil }
             }
@@ -136,7 +150,9 @@ public enum RunLoader {
                     checkpoints[index].metadata.step = position
                     checkpoints[index].metadata.stepSource = .position
                 }
-                notes.append("the step numbers in the file names repeat or are out of order (a date and a time, or a batch number within each epoch): steps are the files' order by all the numbers in their names")
+                notes.append(
+                    "the step numbers in the file names repeat or are out of order (a date and a time, or a batch number within each epoch): steps are the files' order by all the numbers in their names"
+                )
             }
         }
         checkpoints.sort { a, b in
@@ -147,7 +163,10 @@ public enum RunLoader {
         var unique: [Checkpoint] = []
         for checkpoint in checkpoints {
             if let last = unique.last, last.metadata.step == checkpoint.metadata.step {
-                skipped.append(SkippedItem(item: checkpoint.source, kind: .superseded, reason: "duplicate step \(checkpoint.metadata.step ?? 0) (also in \(last.source)); the first is used"))
+                skipped.append(
+                    SkippedItem(
+                        item: checkpoint.source, kind: .superseded,
+                        reason: "duplicate step \(checkpoint.metadata.step ?? 0) (also in \(last.source)); the first is used"))
                 continue
             }
             unique.append(checkpoint)
@@ -189,12 +208,13 @@ public enum RunLoader {
                 continue
             }
             let lower = name.lowercased()
-            if (lower.hasSuffix(".log") || lower.hasSuffix(".csv") || lower.hasSuffix(".tsv")), let log = LossLog.read(path) {
+            if lower.hasSuffix(".log") || lower.hasSuffix(".csv") || lower.hasSuffix(".tsv"), let log = LossLog.read(path) {
                 logs.append(log)
                 continue
             }
             if lower.hasSuffix(".json") || lower.hasSuffix(".txt") || lower.hasSuffix(".md") || lower.hasSuffix(".log")
-                || lower.hasSuffix(".csv") || lower.hasSuffix(".tsv") || lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") || lower.hasSuffix(".py") {
+                || lower.hasSuffix(".csv") || lower.hasSuffix(".tsv") || lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") || lower.hasSuffix(".py")
+            {
                 skipped.append(SkippedItem(item: path, reason: "not a checkpoint file (\((name as NSString).pathExtension))"))
                 continue
             }
@@ -226,7 +246,8 @@ public enum RunLoader {
             let step = checkpoints[index].metadata.step ?? index
             let added = after.keys.filter { before[$0] == nil }.sorted()
             let removed = before.keys.filter { after[$0] == nil }.sorted()
-            let reshaped = after.keys.filter { key in before[key].map { $0.shape != after[key]?.shape || $0.dtype != after[key]?.dtype } ?? false }.sorted()
+            let reshaped = after.keys.filter { key in before[key].map { $0.shape != after[key]?.shape || $0.dtype != after[key]?.dtype } ?? false }
+                .sorted()
             func list(_ keys: [TensorKey]) -> String {
                 keys.prefix(5).map(\.description).joined(separator: ", ") + (keys.count > 5 ? " and \(keys.count - 5) more" : "")
             }

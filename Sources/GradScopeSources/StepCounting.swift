@@ -1,7 +1,7 @@
-import Foundation
 import ElementTypes
-import HDF5
+import Foundation
 import GradScopeModel
+import HDF5
 
 /// What a checkpoint's step number means: whether it counts optimizer updates, and whether
 /// the first save is the initialisation.

@@ -1,7 +1,8 @@
-import Foundation
-import HDF5
 import ElementTypes
+import Foundation
 import GradScopeModel
+import HDF5
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,13 +40,17 @@ public final class StoredFile: Sendable {
     /// Reads elements `range` of the tensor stored at `storage` into `buffer`, whose element
     /// type must be the stored one (`Float` for float32, `Double` for float64). A file that ends
     /// first is a `truncated` error naming the file and `object`, never a crash.
-    public func read<T>(_ storage: DirectStorage, elements range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>,
-                        object: String) throws {
+    public func read<T>(
+        _ storage: DirectStorage, elements range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>,
+        object: String
+    ) throws {
         guard storage.elementSize == MemoryLayout<T>.size, range.lowerBound >= 0, range.upperBound <= storage.count,
-              range.count <= buffer.count, let base = buffer.baseAddress else {
+            range.count <= buffer.count, let base = buffer.baseAddress
+        else {
             throw CheckpointError(file: path, reason: "\(object): a direct read of elements \(range) does not fit its buffer")
         }
-        try HDF5File.readFully(descriptor, at: storage.offset + range.lowerBound * storage.elementSize,
-                               count: range.count * storage.elementSize, into: UnsafeMutableRawPointer(base), path: path, object: object)
+        try HDF5File.readFully(
+            descriptor, at: storage.offset + range.lowerBound * storage.elementSize,
+            count: range.count * storage.elementSize, into: UnsafeMutableRawPointer(base), path: path, object: object)
     }
 }

@@ -1,7 +1,7 @@
-import Foundation
 import ElementTypes
-import HDF5
+import Foundation
 import GradScopeModel
+import HDF5
 
 /// Just enough of the zip format to take the members out of a `.keras` file:
 /// Keras writes them stored (uncompressed). Every offset and size read from
@@ -57,7 +57,10 @@ package struct ZipArchive {
         var eocd: Int?
         var position = data.count - 22
         while position >= searchStart {
-            if u32(data, position) == 0x0605_4b50 { eocd = position; break }
+            if u32(data, position) == 0x0605_4b50 {
+                eocd = position
+                break
+            }
             position -= 1
         }
         guard let eocd, let entryCount = u16(data, eocd + 10), let directoryOffset = u32(data, eocd + 16) else {
@@ -67,17 +70,20 @@ package struct ZipArchive {
         var offset = Int(directoryOffset)
         for _ in 0..<Int(entryCount) {
             guard u32(data, offset) == 0x0201_4b50,
-                  let method = u16(data, offset + 10),
-                  let compressed = u32(data, offset + 20), let size = u32(data, offset + 24),
-                  let nameLength = u16(data, offset + 28), let extraLength = u16(data, offset + 30),
-                  let commentLength = u16(data, offset + 32), let local = u32(data, offset + 42),
-                  offset + 46 + Int(nameLength) <= data.count else {
+                let method = u16(data, offset + 10),
+                let compressed = u32(data, offset + 20), let size = u32(data, offset + 24),
+                let nameLength = u16(data, offset + 28), let extraLength = u16(data, offset + 30),
+                let commentLength = u16(data, offset + 32), let local = u32(data, offset + 42),
+                offset + 46 + Int(nameLength) <= data.count
+            else {
                 throw ZipError.malformed("bad central directory entry")
             }
             let nameStart = data.startIndex + offset + 46
             let name = String(decoding: data[nameStart..<(nameStart + Int(nameLength))], as: UTF8.self)
-            members.append(Member(name: name, method: method, compressedSize: Int(compressed), size: Int(size),
-                                  localHeaderOffset: Int(local)))
+            members.append(
+                Member(
+                    name: name, method: method, compressedSize: Int(compressed), size: Int(size),
+                    localHeaderOffset: Int(local)))
             offset += 46 + Int(nameLength) + Int(extraLength) + Int(commentLength)
         }
         return members
@@ -89,7 +95,8 @@ package struct ZipArchive {
         guard member.method == 0 else { throw ZipError.compressed(name) }
         let header = member.localHeaderOffset
         guard ZipArchive.u32(data, header) == 0x0403_4b50,
-              let nameLength = ZipArchive.u16(data, header + 26), let extraLength = ZipArchive.u16(data, header + 28) else {
+            let nameLength = ZipArchive.u16(data, header + 26), let extraLength = ZipArchive.u16(data, header + 28)
+        else {
             throw ZipError.malformed("bad local header for \(name)")
         }
         let start = header + 30 + Int(nameLength) + Int(extraLength)

@@ -96,7 +96,7 @@ public struct DriftAccumulator: Sendable {
             if holdsNonzero {
                 withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * n) { buffer in
                     guard let converted = buffer.baseAddress else { return }
-                    for i in 0 ..< n {
+                    for i in 0..<n {
                         converted[i] = Double(pa[i])
                         converted[n + i] = Double(pb[i])
                     }
@@ -198,8 +198,10 @@ public struct DriftAccumulator: Sendable {
     /// tensor pair. If the unit layouts differ, the per-unit results become `nil`.
     public mutating func merge(_ other: DriftAccumulator) {
         var other = other
-        if let target = StatsScaling.common(scaleExponent, holdsNonzero: holdsNonzero,
-                                            other.scaleExponent, holdsNonzero: other.holdsNonzero) {
+        if let target = StatsScaling.common(
+            scaleExponent, holdsNonzero: holdsNonzero,
+            other.scaleExponent, holdsNonzero: other.holdsNonzero)
+        {
             rescale(to: target)
             other.rescale(to: target)
         }

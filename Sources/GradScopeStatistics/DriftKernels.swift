@@ -54,7 +54,7 @@ package enum DriftKernels {
         _ pa: UnsafePointer<T>, _ pb: UnsafePointer<T>, count n: Int, factor: Double
     ) -> ChunkSums {
         var sums = ChunkSums()
-        for i in 0 ..< n {
+        for i in 0..<n {
             let a = pa[i]
             let b = pb[i]
             if isChanged(a, b) { sums.changed &+= 1 }
@@ -79,7 +79,7 @@ package enum DriftKernels {
     /// The largest magnitude over the finite pairs of a `Float64` chunk.
     package static func maxFiniteMagnitude(_ pa: UnsafePointer<Double>, _ pb: UnsafePointer<Double>, count n: Int) -> Double {
         var largest = 0.0
-        for i in 0 ..< n where pa[i].isFinite && pb[i].isFinite {
+        for i in 0..<n where pa[i].isFinite && pb[i].isFinite {
             largest = Swift.max(largest, pa[i].magnitude, pb[i].magnitude)
         }
         return largest
@@ -104,7 +104,7 @@ package enum DriftKernels {
                 var a2 = 0.0
                 var changes = 0
                 if allFinite {
-                    for j in start ..< start &+ length {
+                    for j in start..<start &+ length {
                         let x = Double(pa[j])
                         let d = Double(pb[j]) - x
                         d2 += d * d
@@ -112,7 +112,7 @@ package enum DriftKernels {
                         changes &+= pa[j].bitPattern != pb[j].bitPattern ? 1 : 0
                     }
                 } else {
-                    for j in start ..< start &+ length {
+                    for j in start..<start &+ length {
                         if isChanged(pa[j], pb[j]) { changes &+= 1 }
                         guard pa[j].isFinite && pb[j].isFinite else { continue }
                         let x = Double(pa[j])
@@ -133,7 +133,7 @@ package enum DriftKernels {
                 let a2 = squaresA + firstUnit
                 let changes = changed + firstUnit
                 if allFinite {
-                    for j in 0 ..< length {
+                    for j in 0..<length {
                         let x = Double(a[j])
                         let d = Double(b[j]) - x
                         d2[j] += d * d
@@ -141,7 +141,7 @@ package enum DriftKernels {
                         changes[j] &+= a[j].bitPattern != b[j].bitPattern ? 1 : 0
                     }
                 } else {
-                    for j in 0 ..< length {
+                    for j in 0..<length {
                         if isChanged(a[j], b[j]) { changes[j] &+= 1 }
                         guard a[j].isFinite && b[j].isFinite else { continue }
                         let x = Double(a[j])
@@ -175,11 +175,11 @@ package enum DriftKernels {
             return
         case .leading:
             map.forEachRun(offset: offset, count: n) { unit, start, length in
-                for j in start ..< start &+ length { add(j, to: unit) }
+                for j in start..<start &+ length { add(j, to: unit) }
             }
         case .trailing:
             map.forEachRun(offset: offset, count: n) { firstUnit, start, length in
-                for j in 0 ..< length { add(start &+ j, to: firstUnit &+ j) }
+                for j in 0..<length { add(start &+ j, to: firstUnit &+ j) }
             }
         }
     }

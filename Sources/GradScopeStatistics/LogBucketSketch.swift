@@ -95,7 +95,7 @@ package struct LogBucketSketch: Sendable {
             pending.append(contentsOf: repeatElement(0, count: n))
             pending.withUnsafeMutableBufferPointer { list in
                 guard let keys = list.baseAddress else { return }
-                for i in 0 ..< n {
+                for i in 0..<n {
                     let key = UInt16(truncatingIfNeeded: raw.load(fromByteOffset: i &* 4, as: UInt32.self) &>> 16)
                     keys[start &+ i] = key
                     hits &+= key & 0x7FFF == 0 ? 1 : 0
@@ -134,7 +134,7 @@ package struct LogBucketSketch: Sendable {
         makeDense(reserving: n)
         dense.withUnsafeMutableBufferPointer { table in
             guard let counts = table.baseAddress else { return }
-            for i in 0 ..< n { counts[Int(keys[i])] &+= 1 }
+            for i in 0..<n { counts[Int(keys[i])] &+= 1 }
         }
     }
 
@@ -175,7 +175,7 @@ package struct LogBucketSketch: Sendable {
     /// Moves every dense count into the 64-bit table and zeroes the dense one.
     private mutating func spill() {
         if wide.isEmpty { wide = [UInt64](repeating: 0, count: Self.keySpace) }
-        for i in 0 ..< Self.keySpace {
+        for i in 0..<Self.keySpace {
             wide[i] &+= UInt64(dense[i])
             dense[i] = 0
         }
@@ -213,12 +213,12 @@ package struct LogBucketSketch: Sendable {
         dense.withUnsafeMutableBufferPointer { table in
             other.dense.withUnsafeBufferPointer { source in
                 guard let counts = table.baseAddress, let added = source.baseAddress else { return }
-                for i in 0 ..< Self.keySpace { counts[i] &+= added[i] }
+                for i in 0..<Self.keySpace { counts[i] &+= added[i] }
             }
         }
         if !other.wide.isEmpty {
             if wide.isEmpty { wide = [UInt64](repeating: 0, count: Self.keySpace) }
-            for i in 0 ..< Self.keySpace { wide[i] &+= other.wide[i] }
+            for i in 0..<Self.keySpace { wide[i] &+= other.wide[i] }
         }
     }
 
@@ -257,11 +257,11 @@ package struct LogBucketSketch: Sendable {
                 // 16 counts as 8 words: skip the block when all are zero.
                 let byteOffset = block &* 4
                 var any: UInt64 = 0
-                for w in 0 ..< 8 {
+                for w in 0..<8 {
                     any |= words.load(fromByteOffset: byteOffset &+ w &* 8, as: UInt64.self)
                 }
                 if hasWide || any != 0 {
-                    for lane in 0 ..< 16 {
+                    for lane in 0..<16 {
                         let key = block &+ lane
                         let count = Int(base[key]) &+ (hasWide ? Int(wide[key]) : 0)
                         if count != 0 && UInt16(key) & 0x7FFF < Self.nonFiniteMagnitudeKey {
@@ -290,14 +290,14 @@ package struct LogBucketSketch: Sendable {
                     target.withUnsafeMutableBufferPointer { to in
                         guard let src = from.baseAddress, let dst = to.baseAddress else { return }
                         let n = from.count
-                        for i in 0 ..< n { offsets[Int((src[i] &>> shift) & 0xFF)] &+= 1 }
+                        for i in 0..<n { offsets[Int((src[i] &>> shift) & 0xFF)] &+= 1 }
                         var running = 0
-                        for digit in 0 ..< 256 {
+                        for digit in 0..<256 {
                             let c = offsets[digit]
                             offsets[digit] = running
                             running &+= c
                         }
-                        for i in 0 ..< n {
+                        for i in 0..<n {
                             let digit = Int((src[i] &>> shift) & 0xFF)
                             dst[offsets[digit]] = src[i]
                             offsets[digit] &+= 1

@@ -135,7 +135,7 @@ public struct StatsAccumulator: Sendable {
                 // Scaled state (mixed with huge or tiny Float64 data): take the general path.
                 withUnsafeTemporaryAllocation(of: Double.self, capacity: n) { buffer in
                     guard let converted = buffer.baseAddress else { return }
-                    for i in 0 ..< n { converted[i] = Double(p[i]) }
+                    for i in 0..<n { converted[i] = Double(p[i]) }
                     addDoubleChunk(converted, count: n, offset: offset)
                 }
                 return
@@ -146,9 +146,12 @@ public struct StatsAccumulator: Sendable {
         var fast: StatsKernels.ChunkSummary?
         // Large tensors: the sketch is counted in the same pass as the moments.
         let keyHits: Int
-        if let hits = floatSketch.countDense(n, { counts in
-            fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts)
-        }) {
+        if let hits = floatSketch.countDense(
+            n,
+            { counts in
+                fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts)
+            })
+        {
             keyHits = hits
         } else {
             keyHits = floatSketch.addFloats(p, count: n)
@@ -167,7 +170,7 @@ public struct StatsAccumulator: Sendable {
         if keyHits != summary.zeros {
             // Some nonzero values below 2^-133 share magnitude key 0 with the zeros.
             let raw = UnsafeRawPointer(p)
-            for i in 0 ..< n {
+            for i in 0..<n {
                 let bits = raw.load(fromByteOffset: i &* 4, as: UInt32.self)
                 let magnitude = bits & 0x7FFF_FFFF
                 if magnitude != 0 && magnitude <= 0xFFFF {
@@ -199,7 +202,7 @@ public struct StatsAccumulator: Sendable {
             var k = 0
             exponents.withUnsafeMutableBufferPointer { table in
                 guard let exponentCounts = table.baseAddress else { return }
-                for i in 0 ..< n {
+                for i in 0..<n {
                     let x = p[i]
                     if x.isFinite {
                         summary.finite &+= 1
@@ -303,8 +306,10 @@ public struct StatsAccumulator: Sendable {
     /// `self` is kept.
     public mutating func merge(_ other: StatsAccumulator) {
         var other = other
-        if let target = StatsScaling.common(scaleExponent, holdsNonzero: runningMaxMagnitude > 0,
-                                            other.scaleExponent, holdsNonzero: other.runningMaxMagnitude > 0) {
+        if let target = StatsScaling.common(
+            scaleExponent, holdsNonzero: runningMaxMagnitude > 0,
+            other.scaleExponent, holdsNonzero: other.runningMaxMagnitude > 0)
+        {
             rescale(to: target)
             other.rescale(to: target)
         }

@@ -126,7 +126,7 @@ extension StatsAccumulator {
         let zeroSlot = cells.count
         cells.append(Cell(value: 0, count: 0))
         if !tiny.isEmpty {
-            for index in 0 ..< tinySlots where tiny[index] > 0 {
+            for index in 0..<tinySlots where tiny[index] > 0 {
                 let e = LogBucketSketch.tinyExponentBase + index
                 cells.append(Cell(value: LogBucketSketch.tinyRepresentative(exponent: e), count: tiny[index]))
                 tinyTotal &+= tiny[index]
@@ -167,7 +167,7 @@ extension StatsAccumulator {
         let tiny = floatSketch.tiny
         if !tiny.isEmpty {
             let tinySlots = LogBucketSketch.tinyExponentCount
-            for index in 0 ..< tinySlots {
+            for index in 0..<tinySlots {
                 table[LogBucketSketch.tinyExponentBase + index - lowest] &+= tiny[index] &+ tiny[tinySlots + index]
             }
         }
@@ -175,10 +175,10 @@ extension StatsAccumulator {
             for i in table.indices { table[i] &+= doubleExponents[i] }
         }
         guard let first = table.firstIndex(where: { $0 != 0 }),
-              let last = table.lastIndex(where: { $0 != 0 })
+            let last = table.lastIndex(where: { $0 != 0 })
         else {
             return Log2Histogram(minExponent: 0, counts: [], zeros: zeros)
         }
-        return Log2Histogram(minExponent: first + lowest, counts: Array(table[first ... last]), zeros: zeros)
+        return Log2Histogram(minExponent: first + lowest, counts: Array(table[first...last]), zeros: zeros)
     }
 }

@@ -35,8 +35,10 @@ package enum StatsKernels {
     /// The kernel is `gs_summarize_finite_f32` (C, with versions for AVX2 and
     /// AVX-512 CPUs).
     @inline(__always)
-    package static func summarizeFiniteFloats(_ p: UnsafePointer<Float>, count n: Int, center: Double? = nil,
-                                      counts: UnsafeMutablePointer<UInt32>? = nil) -> ChunkSummary? {
+    package static func summarizeFiniteFloats(
+        _ p: UnsafePointer<Float>, count n: Int, center: Double? = nil,
+        counts: UnsafeMutablePointer<UInt32>? = nil
+    ) -> ChunkSummary? {
         var out = gs_float_summary()
         guard gs_summarize_finite_f32(p, Int64(n), center ?? .nan, counts, &out) else { return nil }
         var summary = ChunkSummary()
@@ -53,7 +55,7 @@ package enum StatsKernels {
     /// Scalar path for a chunk of `Float32` values that may hold NaN or infinities.
     package static func summarizeFloatsChecked(_ p: UnsafePointer<Float>, count n: Int) -> ChunkSummary {
         var summary = ChunkSummary()
-        for i in 0 ..< n {
+        for i in 0..<n {
             let x = p[i]
             if x.isFinite {
                 summary.finite &+= 1
@@ -77,17 +79,19 @@ package enum StatsKernels {
     /// multiplied by `factor` (a power of two), by the two-pass centred sums.
     /// `summary.finite` must already count the finite values; counts, min and
     /// max are the caller's.
-    package static func scaledMoments<T: BinaryFloatingPoint>(_ p: UnsafePointer<T>, count n: Int, factor: Double,
-                                                     into summary: inout ChunkSummary) {
+    package static func scaledMoments<T: BinaryFloatingPoint>(
+        _ p: UnsafePointer<T>, count n: Int, factor: Double,
+        into summary: inout ChunkSummary
+    ) {
         guard summary.finite > 0 else { return }
         var sum = 0.0
-        for i in 0 ..< n where p[i].isFinite { sum += Double(p[i]) * factor }
+        for i in 0..<n where p[i].isFinite { sum += Double(p[i]) * factor }
         let count = Double(summary.finite)
         let shift = sum / count
         var sum1 = 0.0
         var sum2 = 0.0
         var squares = 0.0
-        for i in 0 ..< n where p[i].isFinite {
+        for i in 0..<n where p[i].isFinite {
             let value = Double(p[i]) * factor
             let d = value - shift
             sum1 += d
@@ -129,7 +133,7 @@ package enum StatsKernels {
                 } else {
                     var q = 0.0
                     var z = 0
-                    for j in start ..< start &+ length where p[j].isFinite {
+                    for j in start..<start &+ length where p[j].isFinite {
                         let x = Double(p[j])
                         q += x * x
                         if x == 0 { z &+= 1 }
@@ -144,13 +148,13 @@ package enum StatsKernels {
                 let q = squares + firstUnit
                 let z = zeros + firstUnit
                 if allFinite {
-                    for j in 0 ..< length {
+                    for j in 0..<length {
                         let x = Double(source[j])
                         q[j] += x * x
                         z[j] &+= x == 0 ? 1 : 0
                     }
                 } else {
-                    for j in 0 ..< length where source[j].isFinite {
+                    for j in 0..<length where source[j].isFinite {
                         let x = Double(source[j])
                         q[j] += x * x
                         z[j] &+= x == 0 ? 1 : 0
@@ -173,7 +177,7 @@ package enum StatsKernels {
             map.forEachRun(offset: offset, count: n) { unit, start, length in
                 var q = 0.0
                 var z = 0
-                for j in start ..< start &+ length where p[j].isFinite {
+                for j in start..<start &+ length where p[j].isFinite {
                     let x = p[j] * factor
                     q += x * x
                     if p[j] == 0 { z &+= 1 }
@@ -183,7 +187,7 @@ package enum StatsKernels {
             }
         case .trailing:
             map.forEachRun(offset: offset, count: n) { firstUnit, start, length in
-                for j in 0 ..< length where p[start &+ j].isFinite {
+                for j in 0..<length where p[start &+ j].isFinite {
                     let x = p[start &+ j] * factor
                     squares[firstUnit &+ j] += x * x
                     zeros[firstUnit &+ j] &+= p[start &+ j] == 0 ? 1 : 0

@@ -180,8 +180,9 @@ extension HDF5File {
         let elementSize = Int(H5Tget_size(type.id))
         let limit = options.limits.maxAttributeBytes
         guard elementSize > 0, npoints <= limit / max(elementSize, 1) else {
-            return Attribute(name: name, shape: shape,
-                             value: .unsupported("\(npoints) elements of \(elementSize) bytes: larger than the \(limit)-byte limit, not read"))
+            return Attribute(
+                name: name, shape: shape,
+                value: .unsupported("\(npoints) elements of \(elementSize) bytes: larger than the \(limit)-byte limit, not read"))
         }
         let (elementType, _) = ElementType.classify(type.id)
         switch elementType {
@@ -230,7 +231,10 @@ extension HDF5File {
             strings.reserveCapacity(count)
             var total = 0
             for pointer in pointers {
-                guard let pointer else { strings.append(""); continue }
+                guard let pointer else {
+                    strings.append("")
+                    continue
+                }
                 let length = strnlen(pointer, options.limits.maxAttributeBytes)
                 total += length
                 if total > options.limits.maxAttributeBytes {

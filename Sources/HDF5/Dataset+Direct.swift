@@ -26,14 +26,15 @@ public struct DirectTensor: Sendable {
     /// `Double` for float64).
     public func read<T>(_ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>) throws {
         guard let size = type.byteSize, MemoryLayout<T>.size == size, range.lowerBound >= 0, range.upperBound <= count,
-              buffer.count >= range.count, let base = buffer.baseAddress else {
+            buffer.count >= range.count, let base = buffer.baseAddress
+        else {
             throw HDF5Error(file: file.path, object: object, reason: .library, message: "direct read of \(range) does not fit its buffer")
         }
-        try file.readBytes(at: offset + range.lowerBound * size, count: range.count * size,
-                           into: UnsafeMutableRawPointer(base), object: object)
+        try file.readBytes(
+            at: offset + range.lowerBound * size, count: range.count * size,
+            into: UnsafeMutableRawPointer(base), object: object)
     }
 }
-
 
 extension DatasetInfo {
     /// The dataset as a region of a file of `fileSize` bytes that can be read
@@ -57,8 +58,9 @@ extension DatasetInfo {
         #endif
         let (bytes, overflow) = elementCount.multipliedReportingOverflow(by: size)
         guard !overflow, storageSize == bytes, offset >= 0,
-              offset.addingReportingOverflow(bytes).partialValue <= fileSize,
-              !offset.addingReportingOverflow(bytes).overflow else { return nil }
+            offset.addingReportingOverflow(bytes).partialValue <= fileSize,
+            !offset.addingReportingOverflow(bytes).overflow
+        else { return nil }
         return DirectStorage(offset: offset, count: elementCount, type: type)
     }
 }

@@ -117,25 +117,31 @@ extension Dataset {
             throw HDF5Error(file: file.path, object: path, reason: .refused, message: refusal)
         }
         guard info.type.isNumeric else {
-            throw HDF5Error(file: file.path, object: path, reason: .unsupported,
-                            message: "element type \(info.type) cannot be read as numbers")
+            throw HDF5Error(
+                file: file.path, object: path, reason: .unsupported,
+                message: "element type \(info.type) cannot be read as numbers")
         }
         if case .otherFloat(let bits) = info.type, bits > 64 || info.byteOrder == .vax {
-            throw HDF5Error(file: file.path, object: path, reason: .unsupported,
-                            message: "element type \(info.type) (\(info.byteOrder.rawValue)-order) is not supported")
+            throw HDF5Error(
+                file: file.path, object: path, reason: .unsupported,
+                message: "element type \(info.type) (\(info.byteOrder.rawValue)-order) is not supported")
         }
         if let missing = info.filters.first(where: { !$0.available }) {
-            throw HDF5Error(file: file.path, object: path, reason: .unsupported,
-                            message: "compressed with \(missing.name), which this HDF5 library cannot decode")
+            throw HDF5Error(
+                file: file.path, object: path, reason: .unsupported,
+                message: "compressed with \(missing.name), which this HDF5 library cannot decode")
         }
         if !info.allocated && info.elementCount > 0 && info.layout != .virtual && info.externalFileCount == 0 {
-            throw HDF5Error(file: file.path, object: path, reason: .incomplete,
-                            message: "no data was ever written to this dataset (storage not allocated)")
+            throw HDF5Error(
+                file: file.path, object: path, reason: .incomplete,
+                message: "no data was ever written to this dataset (storage not allocated)")
         }
         if info.layout == .contiguous, let offset = info.dataOffset,
-           offset.addingReportingOverflow(info.storageSize).partialValue > file.size {
-            throw HDF5Error(file: file.path, object: path, reason: .truncated,
-                            message: "data lies beyond the end of the file (offset \(offset) + \(info.storageSize) bytes > \(file.size)): truncated")
+            offset.addingReportingOverflow(info.storageSize).partialValue > file.size
+        {
+            throw HDF5Error(
+                file: file.path, object: path, reason: .truncated,
+                message: "data lies beyond the end of the file (offset \(offset) + \(info.storageSize) bytes > \(file.size)): truncated")
         }
     }
 
@@ -143,8 +149,10 @@ extension Dataset {
     /// converting every numeric type (float16, bfloat16, float32/64, any
     /// integer, bool) to `T`, and calls `body` with each block and the flat
     /// index of its first element. Memory use is one block, whatever the size.
-    public func stream<T: HDF5Real>(as _: T.Type, blockElements: Int = 1 << 20,
-                                    _ body: (UnsafeBufferPointer<T>, Int) throws -> Void) throws {
+    public func stream<T: HDF5Real>(
+        as _: T.Type, blockElements: Int = 1 << 20,
+        _ body: (UnsafeBufferPointer<T>, Int) throws -> Void
+    ) throws {
         try checkReadable()
         let count = info.elementCount
         guard count > 0 else { return }
@@ -204,8 +212,9 @@ extension Dataset {
     /// refuses more than `maxElements` so a large tensor is streamed instead.
     public func read<T: HDF5Real>(as type: T.Type = Float.self, maxElements: Int = 64 << 20) throws -> [T] {
         guard info.elementCount <= maxElements else {
-            throw HDF5Error(file: file.path, object: path, reason: .tooLarge,
-                            message: "\(info.elementCount) elements: too many to read at once (limit \(maxElements)); stream it")
+            throw HDF5Error(
+                file: file.path, object: path, reason: .tooLarge,
+                message: "\(info.elementCount) elements: too many to read at once (limit \(maxElements)); stream it")
         }
         var result: [T] = []
         result.reserveCapacity(info.elementCount)
@@ -264,9 +273,13 @@ extension Dataset {
         let detail = Library.errorSummary() ?? "read failed"
         let lower = detail.lowercased()
         let reason: HDF5Error.Reason
-        if lower.contains("filter") { reason = .unsupported }
-        else if lower.contains("addr") || lower.contains("eoa") || lower.contains("eof") || lower.contains("truncat") { reason = .truncated }
-        else { reason = .corrupt }
+        if lower.contains("filter") {
+            reason = .unsupported
+        } else if lower.contains("addr") || lower.contains("eoa") || lower.contains("eof") || lower.contains("truncat") {
+            reason = .truncated
+        } else {
+            reason = .corrupt
+        }
         return HDF5Error(file: file.path, object: path, reason: reason, message: "the HDF5 library failed reading it: \(detail)")
     }
 }

@@ -159,11 +159,14 @@ extension HDF5File {
             // HDF5 never creates a chunk larger than a fixed-size dimension; a file that
             // declares one is corrupt, and libhdf5 would read outside its own buffer.
             guard chunkRank == rank || chunkRank <= 0 else {
-                throw HDF5Error(file: self.path, object: path, reason: .corrupt, message: "chunk rank \(chunkRank) differs from the dataset's rank \(rank)")
+                throw HDF5Error(
+                    file: self.path, object: path, reason: .corrupt, message: "chunk rank \(chunkRank) differs from the dataset's rank \(rank)")
             }
-            for axis in 0..<max(0, min(chunkRank, rank)) where maxDims[axis] != gs_H5S_UNLIMITED() && chunk[axis] > maxDims[axis] && maxDims[axis] > 0 {
-                throw HDF5Error(file: self.path, object: path, reason: .corrupt,
-                                message: "chunk dimension \(chunk[axis]) exceeds the fixed dataset dimension \(maxDims[axis]): corrupt layout")
+            for axis in 0..<max(0, min(chunkRank, rank)) where maxDims[axis] != gs_H5S_UNLIMITED() && chunk[axis] > maxDims[axis] && maxDims[axis] > 0
+            {
+                throw HDF5Error(
+                    file: self.path, object: path, reason: .corrupt,
+                    message: "chunk dimension \(chunk[axis]) exceeds the fixed dataset dimension \(maxDims[axis]): corrupt layout")
             }
         }
         var filters: [Filter] = []
@@ -180,8 +183,10 @@ extension HDF5File {
                 let label = name.withUnsafeBufferPointer { pointer in
                     pointer.baseAddress.map { String(cString: $0) } ?? ""
                 }
-                filters.append(Filter(id: Int(id), name: label.isEmpty ? Self.filterName(Int(id)) : label,
-                                      available: H5Zfilter_avail(id) > 0))
+                filters.append(
+                    Filter(
+                        id: Int(id), name: label.isEmpty ? Self.filterName(Int(id)) : label,
+                        available: H5Zfilter_avail(id) > 0))
             }
         }
         let externalCount = max(Int(H5Pget_external_count(plist.id)), 0)
@@ -195,10 +200,11 @@ extension HDF5File {
             if address != gs_HADDR_UNDEF() { offset = Int(clamping: address) }
         }
         _ = Library.errorMessages()
-        return DatasetInfo(path: path, shape: shape, isNull: spaceClass == H5S_NULL, type: elementType,
-                           byteOrder: order, layout: layout, chunkShape: chunkShape, filters: filters,
-                           storageSize: storage, dataOffset: offset, externalFileCount: externalCount,
-                           allocated: allocated)
+        return DatasetInfo(
+            path: path, shape: shape, isNull: spaceClass == H5S_NULL, type: elementType,
+            byteOrder: order, layout: layout, chunkShape: chunkShape, filters: filters,
+            storageSize: storage, dataOffset: offset, externalFileCount: externalCount,
+            allocated: allocated)
     }
 
     package static func filterName(_ id: Int) -> String {

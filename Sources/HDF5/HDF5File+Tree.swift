@@ -33,12 +33,16 @@ extension HDF5File {
         package var address: haddr_t?
     }
 
-    private func walkGroup(_ path: String, depth: Int, visited: inout Set<haddr_t>,
-                           firstPath: inout [haddr_t: String], into result: inout [Entry]) throws {
+    private func walkGroup(
+        _ path: String, depth: Int, visited: inout Set<haddr_t>,
+        firstPath: inout [haddr_t: String], into result: inout [Entry]
+    ) throws {
         let limits = options.limits
         if depth > limits.maxDepth {
-            result.append(Entry(name: "…", path: joinObjectPath(path, "…"), depth: depth,
-                                kind: .truncatedListing(reason: "nesting deeper than \(limits.maxDepth) levels, not listed")))
+            result.append(
+                Entry(
+                    name: "…", path: joinObjectPath(path, "…"), depth: depth,
+                    kind: .truncatedListing(reason: "nesting deeper than \(limits.maxDepth) levels, not listed")))
             return
         }
         let listed: [Listed]
@@ -46,8 +50,10 @@ extension HDF5File {
             listed = try listGroup(path, depth: depth, visited: &visited, aliases: firstPath)
         } catch let error as HDF5Error {
             if path == "/" { throw error }
-            result.append(Entry(name: "…", path: joinObjectPath(path, "…"), depth: depth,
-                                kind: .unreadable(reason: "group cannot be listed: \(error.message)")))
+            result.append(
+                Entry(
+                    name: "…", path: joinObjectPath(path, "…"), depth: depth,
+                    kind: .unreadable(reason: "group cannot be listed: \(error.message)")))
             return
         }
         for item in listed {
@@ -55,8 +61,10 @@ extension HDF5File {
         }
         for item in listed {
             if result.count >= limits.maxObjects {
-                result.append(Entry(name: "…", path: joinObjectPath(path, "…"), depth: depth,
-                                    kind: .truncatedListing(reason: "more than \(limits.maxObjects) objects, the rest not listed")))
+                result.append(
+                    Entry(
+                        name: "…", path: joinObjectPath(path, "…"), depth: depth,
+                        kind: .truncatedListing(reason: "more than \(limits.maxObjects) objects, the rest not listed")))
                 return
             }
             result.append(item.entry)
@@ -74,8 +82,10 @@ extension HDF5File {
     }
 
     /// Lists one group's links with their kinds; marks objects seen before as aliases.
-    private func listGroup(_ path: String, depth: Int, visited: inout Set<haddr_t>,
-                           aliases: [haddr_t: String]) throws -> [Listed] {
+    private func listGroup(
+        _ path: String, depth: Int, visited: inout Set<haddr_t>,
+        aliases: [haddr_t: String]
+    ) throws -> [Listed] {
         let gid = H5Gopen2(handle.id, path, linkAccess.id)
         guard gid >= 0 else { throw failure(path, "cannot open group") }
         let group = Handle(gid, .group)
@@ -83,13 +93,18 @@ extension HDF5File {
         var index: hsize_t = 0
         let status = withExtendedLifetime(state) { () -> herr_t in
             let context = Unmanaged.passUnretained(state).toOpaque()
-            return H5Literate(group.id, H5_INDEX_NAME, H5_ITER_NATIVE, &index, { _, name, info, data in
-                guard let name, let info, let data else { return 0 }
-                let state = Unmanaged<IterationState>.fromOpaque(data).takeUnretainedValue()
-                if state.names.count >= state.limit { state.overflow = true; return 1 }
-                state.names.append((String(cString: name), info.pointee))
-                return 0
-            }, context)
+            return H5Literate(
+                group.id, H5_INDEX_NAME, H5_ITER_NATIVE, &index,
+                { _, name, info, data in
+                    guard let name, let info, let data else { return 0 }
+                    let state = Unmanaged<IterationState>.fromOpaque(data).takeUnretainedValue()
+                    if state.names.count >= state.limit {
+                        state.overflow = true
+                        return 1
+                    }
+                    state.names.append((String(cString: name), info.pointee))
+                    return 0
+                }, context)
         }
         if status < 0 && state.names.isEmpty {
             throw failure(path, "cannot list group")
@@ -122,9 +137,10 @@ extension HDF5File {
                 }
                 listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: kind, address: UInt64(address)), address: address))
             case H5L_TYPE_SOFT:
-                let target = linkValue(group: group.id, name: name, size: info.u.val_size).map { bytes -> String in
-                    String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-                } ?? "?"
+                let target =
+                    linkValue(group: group.id, name: name, size: info.u.val_size).map { bytes -> String in
+                        String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+                    } ?? "?"
                 listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .softLink(target: target)), address: nil))
             case H5L_TYPE_EXTERNAL:
                 var file = "?", object = "?"
@@ -139,15 +155,19 @@ extension HDF5File {
                         }
                     }
                 }
-                listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .externalLink(file: file, object: object)), address: nil))
+                listed.append(
+                    Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .externalLink(file: file, object: object)), address: nil))
             default:
                 listed.append(Listed(entry: Entry(name: name, path: childPath, depth: depth, kind: .userDefinedLink), address: nil))
             }
         }
         if state.overflow {
-            listed.append(Listed(entry: Entry(name: "…", path: joinObjectPath(path, "…"), depth: depth,
-                                              kind: .truncatedListing(reason: "more than \(options.limits.maxObjects) links in one group, the rest not listed")),
-                                 address: nil))
+            listed.append(
+                Listed(
+                    entry: Entry(
+                        name: "…", path: joinObjectPath(path, "…"), depth: depth,
+                        kind: .truncatedListing(reason: "more than \(options.limits.maxObjects) links in one group, the rest not listed")),
+                    address: nil))
         }
         _ = Library.errorMessages()
         return listed

@@ -1,6 +1,7 @@
 import CHDF5
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
 @preconcurrency import Glibc
 #endif
@@ -101,8 +102,9 @@ public final class HDF5File: Sendable {
             gs_deny_external_links(lapl.id)
         }
         H5Pset_nlinks(lapl.id, 16)
-        return HDF5File(path: path, size: probe.size, modificationTime: probe.modificationTime, superblockOffset: superblock, options: options,
-                        handle: Handle(id, .file), linkAccess: lapl)
+        return HDF5File(
+            path: path, size: probe.size, modificationTime: probe.modificationTime, superblockOffset: superblock, options: options,
+            handle: Handle(id, .file), linkAccess: lapl)
     }
 
     /// Opens an HDF5 file image held in memory (a member of a `.keras` zip,
@@ -140,12 +142,15 @@ public final class HDF5File: Sendable {
         let lapl = Handle(H5Pcreate(gs_H5P_LINK_ACCESS()), .plist)
         if !options.followLinks { gs_deny_external_links(lapl.id) }
         H5Pset_nlinks(lapl.id, 16)
-        return HDF5File(path: name, size: image.count, modificationTime: 0, superblockOffset: superblock, options: options,
-                        handle: Handle(id, .file), linkAccess: lapl, isMemoryImage: true)
+        return HDF5File(
+            path: name, size: image.count, modificationTime: 0, superblockOffset: superblock, options: options,
+            handle: Handle(id, .file), linkAccess: lapl, isMemoryImage: true)
     }
 
-    private init(path: String, size: Int, modificationTime: Double, superblockOffset: Int, options: OpenOptions, handle: Handle,
-                 linkAccess: Handle, isMemoryImage: Bool = false) {
+    private init(
+        path: String, size: Int, modificationTime: Double, superblockOffset: Int, options: OpenOptions, handle: Handle,
+        linkAccess: Handle, isMemoryImage: Bool = false
+    ) {
         self.path = path
         self.size = size
         self.modificationTime = modificationTime
@@ -165,8 +170,9 @@ public final class HDF5File: Sendable {
     package static func classifyOpenFailure(path: String, size: Int, summary: String) -> HDF5Error {
         let lower = summary.lowercased()
         if lower.contains("truncated file") {
-            return HDF5Error(file: path, reason: .truncated,
-                             message: "truncated: the file is shorter than its own header says (\(summary)); it was cut off or is still being written")
+            return HDF5Error(
+                file: path, reason: .truncated,
+                message: "truncated: the file is shorter than its own header says (\(summary)); it was cut off or is still being written")
         }
         if lower.contains("signature") {
             return HDF5Error(file: path, reason: .notHDF5, message: "not an HDF5 file (\(summary))")
@@ -175,8 +181,9 @@ public final class HDF5File: Sendable {
             return HDF5Error(file: path, reason: .locked, message: "locked by another process (\(summary))")
         }
         if lower.contains("eoa") || lower.contains("end of") || lower.contains("addr overflow") {
-            return HDF5Error(file: path, reason: .truncated,
-                             message: "truncated or corrupt: data lies beyond the end of the file (\(summary))")
+            return HDF5Error(
+                file: path, reason: .truncated,
+                message: "truncated or corrupt: data lies beyond the end of the file (\(summary))")
         }
         return HDF5Error(file: path, reason: .corrupt, message: "malformed HDF5 file: \(summary)")
     }
@@ -221,8 +228,10 @@ public final class HDF5File: Sendable {
     /// Reads `count` bytes at `offset` of the open file `fd` (the file at `path`,
     /// named in errors) with `pread`, retrying short reads; a file that ends
     /// first is a `.truncated` error, never a crash.
-    public static func readFully(_ fd: Int32, at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer,
-                                 path: String, object: String) throws {
+    public static func readFully(
+        _ fd: Int32, at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer,
+        path: String, object: String
+    ) throws {
         var done = 0
         while done < count {
             let n = pread(fd, buffer + done, count - done, off_t(offset + done))
@@ -306,7 +315,10 @@ package struct FileProbe {
         var candidate = [UInt8](repeating: 0, count: 8)
         while offset + 8 <= size {
             let n = candidate.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 8, off_t(offset)) }
-            if n == 8 && candidate == signature { found = offset; break }
+            if n == 8 && candidate == signature {
+                found = offset
+                break
+            }
             offset = offset == 0 ? 512 : offset * 2
         }
         var probe = FileProbe(size: size, head: head, superblockOffset: found)

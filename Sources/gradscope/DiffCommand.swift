@@ -7,11 +7,11 @@ struct DiffCommand: ParsableCommand {
         commandName: "diff",
         abstract: "What changed between two checkpoints, tensor by tensor, largest relative change first.",
         discussion: """
-        For each tensor in both files: ‖ΔW‖/‖W‖, the same per step of training between the two saves, max |ΔW|, \
-        cosine similarity, the fraction of elements that changed at all, sign flips, and the norms. Frozen tensors \
-        (nothing changed) and collapsing ones (norm fell 10x or more) are called out; tensors added, removed or \
-        reshaped are listed.
-        """
+            For each tensor in both files: ‖ΔW‖/‖W‖, the same per step of training between the two saves, max |ΔW|, \
+            cosine similarity, the fraction of elements that changed at all, sign flips, and the norms. Frozen tensors \
+            (nothing changed) and collapsing ones (norm fell 10x or more) are called out; tensors added, removed or \
+            reshaped are listed.
+            """
     )
 
     @Argument(help: "The earlier checkpoint.")

@@ -9,17 +9,17 @@ struct GradscopeCommand: ParsableCommand {
         commandName: "gradscope",
         abstract: "Find what went wrong in a training run, from its HDF5 checkpoints.",
         discussion: """
-        gradscope reads checkpoints saved as HDF5 (Keras .weights.h5, .keras and legacy .h5 files, \
-        PyTorch state_dicts written with h5py, and the native layout its exporters write) and tells \
-        you which layers are frozen, collapsing, dead, vanishing or exploding, where NaN first \
-        appeared, and whether the loss sits at ln 2.
+            gradscope reads checkpoints saved as HDF5 (Keras .weights.h5, .keras and legacy .h5 files, \
+            PyTorch state_dicts written with h5py, and the native layout its exporters write) and tells \
+            you which layers are frozen, collapsing, dead, vanishing or exploding, where NaN first \
+            appeared, and whether the loss sits at ln 2.
 
-        Start here:
-          gradscope scan RUN_DIR              what went wrong in a run, and since when
-          gradscope scan RUN_DIR --explain    the same, with what each finding means and what to try
-          gradscope inspect CHECKPOINT.h5     every tensor of one file
-          gradscope diff A.h5 B.h5            what changed between two saves
-        """,
+            Start here:
+              gradscope scan RUN_DIR              what went wrong in a run, and since when
+              gradscope scan RUN_DIR --explain    the same, with what each finding means and what to try
+              gradscope inspect CHECKPOINT.h5     every tensor of one file
+              gradscope diff A.h5 B.h5            what changed between two saves
+            """,
         version: GradScopeVersion.string,
         subcommands: [ScanCommand.self, InspectCommand.self, DiffCommand.self, ListCommand.self, WorkerCommand.self, ReportCommand.self]
     )

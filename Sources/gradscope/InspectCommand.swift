@@ -7,11 +7,11 @@ struct InspectCommand: ParsableCommand {
         commandName: "inspect",
         abstract: "Every tensor of one checkpoint: role, shape, statistics, a log-magnitude histogram, and what looks wrong.",
         discussion: """
-        Shows each tensor's layer and role (weight, gradient, optimizer slot, activation), mean, std, min, max, \
-        fraction of exact zeros, and the spread of its magnitudes in powers of two, and reports what one file \
-        can show: NaN/Inf, poor initialisation, all-zero gradients, dead units. Findings that need several steps \
-        (frozen, collapsing, loss at ln 2) come from `gradscope scan`.
-        """
+            Shows each tensor's layer and role (weight, gradient, optimizer slot, activation), mean, std, min, max, \
+            fraction of exact zeros, and the spread of its magnitudes in powers of two, and reports what one file \
+            can show: NaN/Inf, poor initialisation, all-zero gradients, dead units. Findings that need several steps \
+            (frozen, collapsing, loss at ln 2) come from `gradscope scan`.
+            """
     )
 
     @Argument(help: "A checkpoint file (.h5, .weights.h5, .keras, native or hand-written).")

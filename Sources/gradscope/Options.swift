@@ -114,7 +114,11 @@ struct IsolationFlags: ParsableArguments {
     @Option(name: .long, help: "Files read at once, each in its own worker process (default: the number of cores).")
     var jobs: Int?
 
-    @Flag(name: .long, help: "Read every file in this process instead of isolated worker processes (faster to start; a file that crashes the HDF5 library then ends the scan).")
+    @Flag(
+        name: .long,
+        help:
+            "Read every file in this process instead of isolated worker processes (faster to start; a file that crashes the HDF5 library then ends the scan)."
+    )
     var noIsolation = false
 
     func validate() throws {
@@ -127,17 +131,21 @@ struct IsolationFlags: ParsableArguments {
 
 /// Scans a run as the flags ask (isolated workers unless --no-isolation), with a
 /// progress line on stderr; an unreadable run ends the program with code 2.
-func scanRun(_ path: String, reading: ReadingOptions, diagnosis: DiagnosisOptions, isolation: IsolationFlags,
-             before: () throws -> Void = {}) -> ScanReport {
+func scanRun(
+    _ path: String, reading: ReadingOptions, diagnosis: DiagnosisOptions, isolation: IsolationFlags,
+    before: () throws -> Void = {}
+) -> ScanReport {
     let progress = Progress(enabled: !diagnosis.quiet)
     defer { progress.finish() }
     do {
         try before()
         let thresholds = try diagnosis.thresholds()
-        return try Analysis.scan(path, isolation: isolation.noIsolation ? nil : isolation.options, load: reading.loadOptions,
-                                 thresholds: thresholds, select: diagnosis.selection,
-                                 loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
-                                 measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }).0
+        return try Analysis.scan(
+            path, isolation: isolation.noIsolation ? nil : isolation.options, load: reading.loadOptions,
+            thresholds: thresholds, select: diagnosis.selection,
+            loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
+            measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }
+        ).0
     } catch {
         progress.finish()
         exitWithInputError(error)

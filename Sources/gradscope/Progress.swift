@@ -29,7 +29,8 @@ final class Progress: Sendable {
             let fraction = Double(done) / Double(max(total, 1))
             let width = 24
             let filled = Int(fraction * Double(width))
-            var line = "\r\(phase) [" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "] \(done)/\(total) files"
+            var line =
+                "\r\(phase) [" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled) + "] \(done)/\(total) files"
             if let bytes, let totalBytes, totalBytes > 0 {
                 let rate = elapsed > 0 ? Double(bytes) / elapsed : 0
                 line += String(format: ", %.1f/%.1f MB, %.1f MB/s", Double(bytes) / 1e6, Double(totalBytes) / 1e6, rate / 1e6)

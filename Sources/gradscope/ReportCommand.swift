@@ -7,16 +7,16 @@ struct ReportCommand: ParsableCommand {
         commandName: "report",
         abstract: "The scan of a run as one HTML page of charts: open it in any browser.",
         discussion: """
-        Reads the run as `gradscope scan` does and writes a single self-contained HTML file (inline SVG and CSS, \
-        no script, nothing fetched from the network): the verdict and the findings, each linked to the chart \
-        that shows its evidence; the loss with ln K and any plateau marked; gradient norms across depth; every \
-        tensor's weight norm, gradient norm and update ratio over steps; histogram evolution of weights and \
-        gradients; dead units per layer; the spread of saved activations. Large runs are sampled to at most \
-        60 steps per chart and the tensors named in findings come first.
+            Reads the run as `gradscope scan` does and writes a single self-contained HTML file (inline SVG and CSS, \
+            no script, nothing fetched from the network): the verdict and the findings, each linked to the chart \
+            that shows its evidence; the loss with ln K and any plateau marked; gradient norms across depth; every \
+            tensor's weight norm, gradient norm and update ratio over steps; histogram evolution of weights and \
+            gradients; dead units per layer; the spread of saved activations. Large runs are sampled to at most \
+            60 steps per chart and the tensors named in findings come first.
 
-        Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 no checkpoint could be read, \
-        the report could not be written, or a usage error.
-        """
+            Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 no checkpoint could be read, \
+            the report could not be written, or a usage error.
+            """
     )
 
     @Argument(help: "A run directory, a multi-step file, or one checkpoint.")

@@ -7,13 +7,13 @@ struct ScanCommand: ParsableCommand {
         commandName: "scan",
         abstract: "Every step of a run: what went wrong, where, and since when.",
         discussion: """
-        RUN is a directory of checkpoint files (any names; ordered by the step saved in them, else the optimizer's \
-        iteration counter, else the last number in the file name), or one file holding a group per step \
-        (/step_100/...). Prints a verdict, a per-tensor timeline (norms, gradient norms and update ratios with \
-        sparklines) and the findings with the step each began. Files that cannot be used are listed with the reason.
+            RUN is a directory of checkpoint files (any names; ordered by the step saved in them, else the optimizer's \
+            iteration counter, else the last number in the file name), or one file holding a group per step \
+            (/step_100/...). Prints a verdict, a per-tensor timeline (norms, gradient norms and update ratios with \
+            sparklines) and the findings with the step each began. Files that cannot be used are listed with the reason.
 
-        Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 no checkpoint could be read or a usage error.
-        """
+            Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 no checkpoint could be read or a usage error.
+            """
     )
 
     @Argument(help: "A run directory, a multi-step file, or one checkpoint.")

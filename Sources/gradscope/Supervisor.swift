@@ -17,12 +17,14 @@ enum Supervisor {
     static func run(files: [String]) {
         var environment = ProcessInfo.processInfo.environment
         environment[marker] = "1"
-        let child = ChildProcess(executable: currentExecutable(), arguments: Array(CommandLine.arguments.dropFirst()),
-                                 environment: environment, timeout: timeout)
+        let child = ChildProcess(
+            executable: currentExecutable(), arguments: Array(CommandLine.arguments.dropFirst()),
+            environment: environment, timeout: timeout)
         guard let result = try? child.run() else { return }
         let subject = files.joined(separator: ", ")
         if result.timedOut {
-            FileHandle.standardError.write(Data("gradscope: \(subject): timed out after \(Int(timeout)) s (the HDF5 library may be looping on a malformed file)\n".utf8))
+            FileHandle.standardError.write(
+                Data("gradscope: \(subject): timed out after \(Int(timeout)) s (the HDF5 library may be looping on a malformed file)\n".utf8))
             exit(2)
         }
         if result.signaled {

@@ -24,7 +24,8 @@ struct WorkerCommand: ParsableCommand {
             } catch {
                 response = WorkerResponse(error: "bad worker request: \(error)")
             }
-            let answer = (try? WorkerCoding.encode(response))
+            let answer =
+                (try? WorkerCoding.encode(response))
                 ?? (try? WorkerCoding.encode(WorkerResponse(error: "internal: the answer could not be encoded"))) ?? Data()
             guard WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.answer, payload: answer), to: output) else { return }
             StatsAccumulator.releaseFreeMemory()

@@ -1,14 +1,14 @@
-import Foundation
-import HDF5
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 import TestSupport
+import Testing
 
 /// End-to-end: the built binary, its exit codes, its JSON, its errors.
 /// A test fails, saying where it looked, when the binary is missing (see `GradScopeBinary`).
@@ -26,8 +26,10 @@ struct CommandLineTests {
         var crashed: Bool
     }
 
-    func run(_ arguments: [String], environment: [String: String] = [:],
-             sourceLocation: SourceLocation = #_sourceLocation) throws -> Output {
+    func run(
+        _ arguments: [String], environment: [String: String] = [:],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> Output {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try binary(sourceLocation: sourceLocation))
         process.arguments = arguments
@@ -42,8 +44,9 @@ struct CommandLineTests {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Output(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                      stderr: String(decoding: stderr, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
+        return Output(
+            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+            stderr: String(decoding: stderr, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
     }
 
     func json(_ text: String) throws -> [String: Any] {
@@ -51,18 +54,21 @@ struct CommandLineTests {
         return try #require(object as? [String: Any])
     }
 
-    @Test("a file cut after it was described is skipped; the next step keeps its tensors and loses only its drift",
-          arguments: [true, false])
+    @Test(
+        "a file cut after it was described is skipped; the next step keeps its tensors and loses only its drift",
+        arguments: [true, false])
     func fileCutBetweenPhases(isolated: Bool) throws {
         // One scan engine: with worker processes or in this process, the same outcome.
         let dir = try TemporaryDirectory()
         try SeriesMeasurerTests.writeMixedRun(dir, steps: 4)
         let victim = dir.path("step_0020.h5")
         let isolation = isolated ? IsolationOptions(executable: try binary(), jobs: 2) : nil
-        let (report, measurements) = try Analysis.scan(dir.url.path, isolation: isolation, loadProgress: { finished, total, _, _ in
-            // Every file has been described: cut one before it is measured.
-            if finished == total { truncate(victim, 4096) }
-        })
+        let (report, measurements) = try Analysis.scan(
+            dir.url.path, isolation: isolation,
+            loadProgress: { finished, total, _, _ in
+                // Every file has been described: cut one before it is measured.
+                if finished == total { truncate(victim, 4096) }
+            })
         #expect(report.skipped.contains { $0.item.hasSuffix("step_0020.h5") && $0.reason.contains("changed while the run was being scanned") })
         #expect(measurements.steps == [0, 10, 30])
         let after = try #require(measurements.records.last)
@@ -157,17 +163,22 @@ struct CommandLineTests {
 
     @Test("a worker that crashes or hangs costs only its file")
     func isolation() throws {
-        let crash = try run(["scan", samplePath("healthy"), "--format", "json", "--quiet"],
-                            environment: ["GRADSCOPE_FAULT_INJECTION": "crash:step_000360"])
+        let crash = try run(
+            ["scan", samplePath("healthy"), "--format", "json", "--quiet"],
+            environment: ["GRADSCOPE_FAULT_INJECTION": "crash:step_000360"])
         #expect(!crash.crashed)
         let crashed = try json(crash.stdout)
         #expect((crashed["steps"] as? [Int])?.contains(360) == false)
         #expect((crashed["steps"] as? [Int])?.count == 12)
         let skipped = try #require(crashed["skipped"] as? [[String: Any]])
-        #expect(skipped.contains { ($0["item"] as? String)?.hasSuffix("step_000360.h5") == true && ($0["reason"] as? String)?.contains("malformed") == true })
+        #expect(
+            skipped.contains {
+                ($0["item"] as? String)?.hasSuffix("step_000360.h5") == true && ($0["reason"] as? String)?.contains("malformed") == true
+            })
 
-        let hang = try run(["scan", samplePath("healthy"), "--format", "json", "--quiet", "--timeout", "2"],
-                           environment: ["GRADSCOPE_FAULT_INJECTION": "hang:step_000420"])
+        let hang = try run(
+            ["scan", samplePath("healthy"), "--format", "json", "--quiet", "--timeout", "2"],
+            environment: ["GRADSCOPE_FAULT_INJECTION": "hang:step_000420"])
         let hung = try json(hang.stdout)
         #expect((hung["steps"] as? [Int])?.contains(420) == false)
         let hangSkipped = try #require(hung["skipped"] as? [[String: Any]])

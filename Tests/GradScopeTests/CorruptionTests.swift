@@ -1,14 +1,15 @@
-import Foundation
-import HDF5
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 import TestSupport
+import Testing
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,8 +44,9 @@ struct CorruptionTests {
         try #require(!result.timedOut, "scan did not finish within 120 s: \(result.stderr.suffix(2000))")
         #expect(!result.crashed, "scan died of signal \(result.status): \(result.stderr.suffix(2000))")
         #expect([0, 1, 2].contains(result.status), "exit status \(result.status): \(result.stderr.suffix(2000))")
-        let report = try #require(try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-                                  "stdout is not a JSON object: \(result.stdout.prefix(500))")
+        let report = try #require(
+            try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+            "stdout is not a JSON object: \(result.stdout.prefix(500))")
         let steps = try #require(report["steps"] as? [Int], "no steps array")
         let skippedObjects = try #require(report["skipped"] as? [[String: Any]], "no skipped array")
 
@@ -73,8 +75,9 @@ struct CorruptionTests {
         // one to one: no file vanished without a word.
         let entries = try FileManager.default.contentsOfDirectory(atPath: directory.url.path)
         let analysed = entries.filter { skipped[$0] == nil }
-        #expect(analysed.count == steps.count,
-                "\(analysed.count) entries not listed in skipped, but \(steps.count) steps: \(analysed.sorted().prefix(40))")
+        #expect(
+            analysed.count == steps.count,
+            "\(analysed.count) entries not listed in skipped, but \(steps.count) steps: \(analysed.sorted().prefix(40))")
         #expect(entries.count >= good.count + damaged.count + foreign.entries.count)
 
         foreign.restorePermissions()
@@ -106,8 +109,9 @@ struct CorruptionTests {
                 #expect(lines.first?.contains(name) == true, "inspect \(name): stderr does not name the file: \(result.stderr.prefix(400))")
             } else if result.status == 0 || result.status == 1 {
                 readable += 1
-                #expect((try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) is [String: Any],
-                        "inspect \(name): exit \(result.status) but stdout is not a JSON object")
+                #expect(
+                    (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) is [String: Any],
+                    "inspect \(name): exit \(result.status) but stdout is not a JSON object")
             }
         }
         // Cut-off files cannot be read; some flipped bytes land in the data and leave a valid file.
@@ -125,7 +129,8 @@ struct CorruptionTests {
         let before = try runs.map { try FileSnapshot.take(directory.path($0)) }
         for run in runs {
             let result = try CorruptionBinary.run(["scan", directory.path(run), "--format", "json", "--quiet"], timeout: 120)
-            #expect(!result.timedOut && !result.crashed && [0, 1].contains(result.status), "scan \(run): \(result.status) \(result.stderr.suffix(800))")
+            #expect(
+                !result.timedOut && !result.crashed && [0, 1].contains(result.status), "scan \(run): \(result.status) \(result.stderr.suffix(800))")
         }
         for (run, snapshot) in zip(runs, before) {
             let after = try FileSnapshot.take(directory.path(run))
@@ -140,7 +145,8 @@ struct CorruptionTests {
         let before = try runs.map { try FileSnapshot.take(samplePath($0)) }
         for run in runs {
             let result = try CorruptionBinary.run(["scan", samplePath(run), "--format", "json", "--quiet"], timeout: 120)
-            #expect(!result.timedOut && !result.crashed && [0, 1].contains(result.status), "scan \(run): \(result.status) \(result.stderr.suffix(800))")
+            #expect(
+                !result.timedOut && !result.crashed && [0, 1].contains(result.status), "scan \(run): \(result.status) \(result.stderr.suffix(800))")
         }
         for (run, snapshot) in zip(runs, before) {
             let after = try FileSnapshot.take(samplePath(run))
@@ -231,19 +237,23 @@ private enum CorruptionFixtures {
     /// The good files of the scan directory: (name, step). Named to sort
     /// first, so a damaged copy that still reads with the same step is the
     /// one reported as the duplicate.
-    static let goodFiles = [("000-good-step_000000.h5", "step_000000.h5", 0),
-                            ("000-good-step_000060.h5", "step_000060.h5", 60),
-                            ("000-good-step_000120.h5", "step_000120.h5", 120)]
+    static let goodFiles = [
+        ("000-good-step_000000.h5", "step_000000.h5", 0),
+        ("000-good-step_000060.h5", "step_000060.h5", 60),
+        ("000-good-step_000120.h5", "step_000120.h5", 120),
+    ]
     /// The step of the file put in a sub-directory (which must not be read).
     static let stepInSubdirectory = 240
 
     /// One file from each of several sample runs: native contiguous, native
     /// gzip-chunked with NaN, Keras 3 `.weights.h5`, legacy Keras `.h5`.
     static func sampleSources(nativeFlips: Int = 20, otherFlips: Int = 20) -> [DamageSource] {
-        [DamageSource(label: "healthy", path: samplePath("healthy") + "/step_000360.h5", flips: nativeFlips),
-         DamageSource(label: "nan", path: samplePath("exploding-nan") + "/step_000008.h5", flips: nativeFlips),
-         DamageSource(label: "k3", path: samplePath("keras-weights-h5") + "/step_000128.weights.h5", flips: otherFlips),
-         DamageSource(label: "kleg", path: samplePath("keras-legacy-h5") + "/step_000128.h5", flips: otherFlips)]
+        [
+            DamageSource(label: "healthy", path: samplePath("healthy") + "/step_000360.h5", flips: nativeFlips),
+            DamageSource(label: "nan", path: samplePath("exploding-nan") + "/step_000008.h5", flips: nativeFlips),
+            DamageSource(label: "k3", path: samplePath("keras-weights-h5") + "/step_000128.weights.h5", flips: otherFlips),
+            DamageSource(label: "kleg", path: samplePath("keras-legacy-h5") + "/step_000128.h5", flips: otherFlips),
+        ]
     }
 
     /// Real files from other people's repositories, read in place, when the
@@ -251,9 +261,11 @@ private enum CorruptionFixtures {
     /// loop forever (in H5HG_read, reading a string attribute): it is in the
     /// set when `flips` > 6.
     static func corpusSources(flips: Int) -> [DamageSource] {
-        [("k231", "keras-legacy/k2.3.1-adam-checkpoint.hdf5"),
-         ("k2110", "keras-legacy/k2.11.0-attention-newadam.h5"),
-         ("qkeras", "keras3/qkeras-v3-3layer.keras")].compactMap { label, relative in
+        [
+            ("k231", "keras-legacy/k2.3.1-adam-checkpoint.hdf5"),
+            ("k2110", "keras-legacy/k2.11.0-attention-newadam.h5"),
+            ("qkeras", "keras3/qkeras-v3-3layer.keras"),
+        ].compactMap { label, relative in
             corpusFile(relative).map { DamageSource(label: label, path: $0, flips: flips) }
         }
     }
@@ -331,8 +343,10 @@ private enum CorruptionFixtures {
 
     /// Files that are not checkpoints at all: empty, text, a PNG header, a zip header.
     static func writeForeignFiles(into directory: TemporaryDirectory) throws -> [String] {
-        let png: [UInt8] = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52,
-                            0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89]
+        let png: [UInt8] = [
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52,
+            0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89,
+        ]
         let zip: [UInt8] = [0x50, 0x4b, 0x03, 0x04, 0x14, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 20)
         let files: [(String, [UInt8])] = [
             ("foreign-empty.h5", []),
@@ -382,8 +396,9 @@ private enum CorruptionFixtures {
         try fm.copyItem(atPath: samplePath("healthy") + "/step_000180.h5", toPath: directory.path(unreadable))
         entries += ["foreign-subdirectory", "foreign-loop-a.h5", "foreign-loop-b.h5", unreadable]
         mustBeSkipped += ["foreign-subdirectory", "foreign-loop-a.h5", "foreign-loop-b.h5"]
-        return ForeignEntries(entries: entries, mustBeSkipped: mustBeSkipped, unreadableName: unreadable,
-                              unreadablePath: directory.path(unreadable))
+        return ForeignEntries(
+            entries: entries, mustBeSkipped: mustBeSkipped, unreadableName: unreadable,
+            unreadablePath: directory.path(unreadable))
     }
 }
 
@@ -408,7 +423,8 @@ private struct FileSnapshot {
             let path = (directory as NSString).appendingPathComponent(name)
             var info = stat()
             guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG,
-                  let bytes = FileManager.default.contents(atPath: path) else { continue }
+                let bytes = FileManager.default.contents(atPath: path)
+            else { continue }
             files[name] = State(bytes: bytes, modified: info.st_mtim)
         }
         return FileSnapshot(files: files)
@@ -438,8 +454,10 @@ private enum CorruptionBinary {
 
     /// Runs the binary with its output going to files (no pipe to fill up),
     /// killing it after `timeout` seconds.
-    static func run(_ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval,
-                    sourceLocation: SourceLocation = #_sourceLocation) throws -> ProcessResult {
+    static func run(
+        _ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> ProcessResult {
         let executable = try path(sourceLocation: sourceLocation)
         let scratch = try TemporaryDirectory()
         let outPath = scratch.path("stdout"), errPath = scratch.path("stderr")
@@ -473,14 +491,17 @@ private enum CorruptionBinary {
         try? err.close()
         let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
         let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return ProcessResult(status: process.terminationStatus, stdout: stdout, stderr: stderr,
-                             crashed: !timedOut && process.terminationReason == .uncaughtSignal, timedOut: timedOut)
+        return ProcessResult(
+            status: process.terminationStatus, stdout: stdout, stderr: stderr,
+            crashed: !timedOut && process.terminationReason == .uncaughtSignal, timedOut: timedOut)
     }
 
     /// Runs the binary once per input, a few at a time.
-    static func runEach(_ inputs: [String], environment: [String: String] = [:], timeout: TimeInterval = 30,
-                        sourceLocation: SourceLocation = #_sourceLocation,
-                        arguments: (String) -> [String]) throws -> [ProcessResult] {
+    static func runEach(
+        _ inputs: [String], environment: [String: String] = [:], timeout: TimeInterval = 30,
+        sourceLocation: SourceLocation = #_sourceLocation,
+        arguments: (String) -> [String]
+    ) throws -> [ProcessResult] {
         _ = try path(sourceLocation: sourceLocation)
         let failed = ProcessResult(status: -1, stdout: "", stderr: "could not start", crashed: false, timedOut: false)
         let results = ResultSlots(count: inputs.count, initial: failed)

@@ -1,14 +1,14 @@
-import Foundation
-import HDF5
-import HDF5Writer
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
+import Testing
 
 @Suite("Detector registry: which detectors inspect and diff run, and in what order they report")
 struct DetectorRegistryTests {
@@ -32,9 +32,13 @@ struct DetectorRegistryTests {
         #expect(report.findings.isEmpty, "\(report.findings.map(\.message))")
         // The detectors that judge one file and lack its data, in the order inspect runs them; then the
         // run-only kinds ("needs several saved steps"); then vanishing-gradient, judged after the others.
-        #expect(report.notChecked.map(\.kind) == [.zeroGradient, .deadUnits, .poorInit, .explodingGradient,
-                                                 .frozen, .collapsing, .lossPlateau, .updateRatio, .vanishingGradient])
-        #expect(report.notChecked.filter { $0.reason == "needs several saved steps: use gradscope scan on the run" }.map(\.kind)
+        #expect(
+            report.notChecked.map(\.kind) == [
+                .zeroGradient, .deadUnits, .poorInit, .explodingGradient,
+                .frozen, .collapsing, .lossPlateau, .updateRatio, .vanishingGradient,
+            ])
+        #expect(
+            report.notChecked.filter { $0.reason == "needs several saved steps: use gradscope scan on the run" }.map(\.kind)
                 == [.frozen, .collapsing, .lossPlateau, .updateRatio])
         #expect(report.verdict == "No problems found in 1 saved step(s); 9 check(s) could not run for lack of data.")
 
@@ -75,7 +79,8 @@ struct DetectorRegistryTests {
         #expect(file.diagnosed.map(\.kind) == [.nanInf, .zeroGradient, .deadUnits, .poorInit, .explodingGradient])
         #expect(file.after.map(\.kind) == [.vanishingGradient])
         #expect(Set((file.diagnosed + file.after).map(\.kind)) == Set(allDetectors.filter { $0.scope.contains(.file) }.map(\.kind)))
-        #expect(DetectorRegistry.detectors(for: .pair).map(\.kind)
+        #expect(
+            DetectorRegistry.detectors(for: .pair).map(\.kind)
                 == [.nanInf, .frozen, .collapsing, .updateRatio, .explodingGradient, .zeroGradient])
         #expect(DetectorRegistry.detectors(for: .run).map(\.kind) == allDetectors.map(\.kind))
         #expect(DetectorRegistry.needingSeveralSaves() == [.frozen, .collapsing, .lossPlateau, .updateRatio])
@@ -103,8 +108,10 @@ struct DetectorRegistryTests {
     @Test("a detector added to the registry is run by every analysis of its scope, with no other list to edit")
     func newDetectorFollowsItsScope() {
         // Frozen judged from one file: inspect runs it after its diagnosis and no longer lists it as needing several saves.
-        let registry: [any Detector] = [QuietDetector<AsNanInf>(scope: [.file, .pair, .run]), QuietDetector<AsFrozen>(scope: [.file, .run]),
-                                        QuietDetector<AsPlateau>(scope: [.run])]
+        let registry: [any Detector] = [
+            QuietDetector<AsNanInf>(scope: [.file, .pair, .run]), QuietDetector<AsFrozen>(scope: [.file, .run]),
+            QuietDetector<AsPlateau>(scope: [.run]),
+        ]
         let file = DetectorRegistry.fileDetectors(in: registry)
         #expect(file.diagnosed.map(\.kind) == [.nanInf])
         #expect(file.after.map(\.kind) == [.frozen])
@@ -115,10 +122,13 @@ struct DetectorRegistryTests {
 
     @Test("the verdict names each kind of finding in its detector's words")
     func verdictPhrases() {
-        func finding(_ kind: FindingKind, severity: Severity = .warning, tensor: String? = "l1.weight", layer: String? = "l1",
-                     first: Int? = 200, last: Int? = 900, evidence: [String: EvidenceValue] = [:]) -> Finding {
-            Finding(kind: kind, severity: severity, tensor: tensor, layer: layer, firstStep: first, lastStep: last,
-                    message: "", evidence: evidence, explanation: "")
+        func finding(
+            _ kind: FindingKind, severity: Severity = .warning, tensor: String? = "l1.weight", layer: String? = "l1",
+            first: Int? = 200, last: Int? = 900, evidence: [String: EvidenceValue] = [:]
+        ) -> Finding {
+            Finding(
+                kind: kind, severity: severity, tensor: tensor, layer: layer, firstStep: first, lastStep: last,
+                message: "", evidence: evidence, explanation: "")
         }
         let expected: [(Finding, String)] = [
             (finding(.nanInf), "NaN/Inf from step 200 (first in `l1.weight`)"),
@@ -177,8 +187,10 @@ struct DetectorRegistryTests {
             let (_, measurements) = try Analysis.scan(directory.url.path)
             for detector in allDetectors {
                 let baseline = detector.detect(measurements, thresholds: Thresholds())
-                for perturb in [{ (d: ThresholdDescriptor, t: Thresholds) in d.isCount ? d.value(in: t) + 1000 : d.value(in: t) * 1000 },
-                                { (_: ThresholdDescriptor, _: Thresholds) in 0 }] {
+                for perturb in [
+                    { (d: ThresholdDescriptor, t: Thresholds) in d.isCount ? d.value(in: t) + 1000 : d.value(in: t) * 1000 },
+                    { (_: ThresholdDescriptor, _: Thresholds) in 0 },
+                ] {
                     var thresholds = Thresholds()
                     for descriptor in Thresholds.table where !detector.thresholdNames.contains(descriptor.name) {
                         try descriptor.set(perturb(descriptor, Thresholds()), in: &thresholds)

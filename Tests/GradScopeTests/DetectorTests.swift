@@ -1,15 +1,15 @@
-import Foundation
-import HDF5
-import HDF5Writer
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
+import Testing
 
 @Suite("Detectors: each finds its pathology and stays quiet on a healthy run")
 struct DetectorTests {
@@ -350,8 +350,10 @@ struct DetectorTests {
     @Test("poor-init: a first save whose step is only its position is not judged as the initialisation")
     func poorInitNeedsAKnownInitialStep() throws {
         // Trained weights far from any initialiser's scale, in files that hold no step.
-        for (names, judged) in [(["model_a.h5", "model_b.h5"], false), (["epoch_0.h5", "epoch_1.h5"], false),
-                                (["ckpt_0.h5", "ckpt_1.h5"], true)] {
+        for (names, judged) in [
+            (["model_a.h5", "model_b.h5"], false), (["epoch_0.h5", "epoch_1.h5"], false),
+            (["ckpt_0.h5", "ckpt_1.h5"], true),
+        ] {
             let dir = try TemporaryDirectory()
             var noise = SplitMix64(state: 9)
             for name in names {
@@ -419,7 +421,9 @@ struct DetectorTests {
         }
     }
 
-    @Test("frozen: a stale .grad or a frozen input-side prefix is fine-tuning (info); a frozen middle layer, or one marked out of the optimizer whose gradient still changes, is a warning")
+    @Test(
+        "frozen: a stale .grad or a frozen input-side prefix is fine-tuning (info); a frozen middle layer, or one marked out of the optimizer whose gradient still changes, is a warning"
+    )
     func frozenCases() throws {
         // Stale gradient: identical at every save while the others change.
         var stale = SyntheticRun()
@@ -466,8 +470,10 @@ struct DetectorTests {
         // No output layer to read K from (a vector-only model), loss flat at 2.81: no "ln 17".
         // A model that never learned starts near ln K and settles on it (1.25, then ln 3): found; a loss that
         // came down from far above (3.9 = ln 49) to near ln 3 converged there: not stuck.
-        for (losses, expected) in [([2.81, 2.81, 2.81, 2.81, 2.81], false), ([log(5.0), log(5.0), log(5.0), log(5.0), log(5.0)], true),
-                                   ([1.25, 1.12, 1.10, 1.10, 1.10], true), ([3.9, 1.6, 1.12, 1.11, 1.12], false)] {
+        for (losses, expected) in [
+            ([2.81, 2.81, 2.81, 2.81, 2.81], false), ([log(5.0), log(5.0), log(5.0), log(5.0), log(5.0)], true),
+            ([1.25, 1.12, 1.10, 1.10, 1.10], true), ([3.9, 1.6, 1.12, 1.11, 1.12], false),
+        ] {
             let dir = try TemporaryDirectory()
             for (index, step) in [0, 100, 200, 300, 400].enumerated() {
                 let w = try nativeStep(dir, step)

@@ -1,6 +1,5 @@
-import Foundation
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
@@ -8,6 +7,7 @@ import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
 import TestSupport
+import Testing
 
 /// Direct computation of the drift statistics of two arrays.
 struct DriftReference {
@@ -70,7 +70,7 @@ func driftAddInBlocks(_ a: [Float], _ b: [Float], to accumulator: inout DriftAcc
             while i < pa.count {
                 let n = min(blockSizes[k % blockSizes.count], pa.count - i)
                 accumulator.add(
-                    UnsafeBufferPointer(rebasing: pa[i ..< i + n]), UnsafeBufferPointer(rebasing: pb[i ..< i + n]),
+                    UnsafeBufferPointer(rebasing: pa[i..<i + n]), UnsafeBufferPointer(rebasing: pb[i..<i + n]),
                     at: startOffset + i)
                 i += n
                 k += 1
@@ -98,7 +98,7 @@ func driftExpectMatches(_ stats: DriftStats, _ reference: DriftReference, source
 /// Earlier/later pairs: small updates, some untouched elements, some sign flips, some specials.
 func driftTestPairs(count: Int, seed: UInt64, withSpecials: Bool = true) -> ([Float], [Float]) {
     var random = SplitMix64(seed: seed)
-    let a = (0 ..< count).map { _ in Float(0.05 * random.gaussian()) }
+    let a = (0..<count).map { _ in Float(0.05 * random.gaussian()) }
     var b = a.map { x -> Float in
         let roll = random.uniform()
         if roll < 0.2 { return x }  // unchanged
@@ -107,13 +107,20 @@ func driftTestPairs(count: Int, seed: UInt64, withSpecials: Bool = true) -> ([Fl
     }
     var a2 = a
     if withSpecials && count > 20 {
-        a2[3] = .nan; b[3] = .nan  // both NaN: unchanged, non-finite
-        a2[5] = .nan; b[5] = 1  // changed, non-finite
-        a2[7] = .infinity; b[7] = .infinity  // unchanged, non-finite
-        a2[9] = 0; b[9] = -0.0  // changed, not a sign flip
-        a2[11] = 2; b[11] = -.infinity  // changed, non-finite
-        a2[13] = 0; b[13] = 0  // unchanged
-        a2[15] = Float(bitPattern: 0x7FC0_0000); b[15] = Float(bitPattern: 0x7FC0_0001)  // NaN payloads: unchanged
+        a2[3] = .nan
+        b[3] = .nan  // both NaN: unchanged, non-finite
+        a2[5] = .nan
+        b[5] = 1  // changed, non-finite
+        a2[7] = .infinity
+        b[7] = .infinity  // unchanged, non-finite
+        a2[9] = 0
+        b[9] = -0.0  // changed, not a sign flip
+        a2[11] = 2
+        b[11] = -.infinity  // changed, non-finite
+        a2[13] = 0
+        b[13] = 0  // unchanged
+        a2[15] = Float(bitPattern: 0x7FC0_0000)
+        b[15] = Float(bitPattern: 0x7FC0_0001)  // NaN payloads: unchanged
     }
     return (a2, b)
 }
@@ -176,11 +183,12 @@ struct DriftAccumulatorTests {
         #expect(accumulator.finish().signFlips == 5)
         // Without the NaN the chunk takes the vectorized path: same count.
         var finite = DriftAccumulator()
-        finite.add(a.enumerated().filter { $0.offset != 9 }.map(\.element),
-                   b.enumerated().filter { $0.offset != 9 }.map(\.element), at: 0)
+        finite.add(
+            a.enumerated().filter { $0.offset != 9 }.map(\.element),
+            b.enumerated().filter { $0.offset != 9 }.map(\.element), at: 0)
         #expect(finite.finish().signFlips == 5)
         #expect(finite.finish().nonFinite == 0)
-        let many = (0 ..< 4000).map { Float($0 % 7 == 0 ? -1 : 1) * Float($0 + 1) }
+        let many = (0..<4000).map { Float($0 % 7 == 0 ? -1 : 1) * Float($0 + 1) }
         let flipped = many.map { -$0 }
         var all = DriftAccumulator()
         driftAddInBlocks(many, flipped, to: &all, blockSizes: [333])
@@ -249,7 +257,7 @@ struct DriftAccumulatorTests {
             for stats in [floats.finish(), doubles.finish()] {
                 let relative = try #require(stats.unitRelativeChange)
                 #expect(stats.unitChanged == changed)
-                for u in 0 ..< units {
+                for u in 0..<units {
                     let expected = a2[u] > 0 ? d2[u].squareRoot() / a2[u].squareRoot() : nil
                     #expect(statsClose(relative[u], expected, relative: 1e-12))
                 }
@@ -356,8 +364,10 @@ struct DriftAccumulatorTests {
         let stats = accumulator.finish()
         let data = try JSONEncoder().encode(stats)
         let text = try #require(String(data: data, encoding: .utf8))
-        for key in ["\"delta_norm\"", "\"norm_a\"", "\"relative_change\"", "\"cosine_similarity\"", "\"changed_fraction\"",
-                    "\"sign_flips\"", "\"non_finite\"", "\"unit_relative_change\"", "\"unit_changed\"", "\"max_abs_delta\""] {
+        for key in [
+            "\"delta_norm\"", "\"norm_a\"", "\"relative_change\"", "\"cosine_similarity\"", "\"changed_fraction\"",
+            "\"sign_flips\"", "\"non_finite\"", "\"unit_relative_change\"", "\"unit_changed\"", "\"max_abs_delta\"",
+        ] {
             #expect(text.contains(key), "missing \(key)")
         }
         #expect(try JSONDecoder().decode(DriftStats.self, from: data) == stats)

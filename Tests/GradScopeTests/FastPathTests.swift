@@ -1,15 +1,15 @@
-import Foundation
-import HDF5
-import HDF5Writer
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
+import Testing
 
 /// The direct-read, threaded path and the streamed path must agree with a
 /// straightforward computation on the same data.

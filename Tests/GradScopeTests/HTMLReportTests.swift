@@ -1,15 +1,15 @@
-import Foundation
-import HDF5
-import HDF5Writer
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
+import Testing
 
 /// Helpers of the HTML report tests, kept in one namespace.
 enum HTMLReportFixture {
@@ -78,8 +78,9 @@ enum HTMLReportFixture {
 struct HTMLReportTests {
     typealias Fixture = HTMLReportFixture
 
-    @Test("a sample run gives a self-contained page: every chart type, no script, nothing fetched",
-          arguments: ["ctr-plateau", "dead-relu", "vanishing-sigmoid", "exploding-nan"])
+    @Test(
+        "a sample run gives a self-contained page: every chart type, no script, nothing fetched",
+        arguments: ["ctr-plateau", "dead-relu", "vanishing-sigmoid", "exploding-nan"])
     func structure(run: String) throws {
         let report = try Fixture.scan(run)
         let html = HTMLReportRenderer().render(report)
@@ -101,8 +102,9 @@ struct HTMLReportTests {
         #expect(Fixture.count("class=\"chart chart-tensor-overview\"", in: html) == 3)
     }
 
-    @Test("every finding is listed with its message and tensor, and links to a chart in the page",
-          arguments: ["ctr-plateau", "dead-relu", "weight-decay-collapse", "frozen-layer", "exploding-nan"])
+    @Test(
+        "every finding is listed with its message and tensor, and links to a chart in the page",
+        arguments: ["ctr-plateau", "dead-relu", "weight-decay-collapse", "frozen-layer", "exploding-nan"])
     func findingsLinkToCharts(run: String) throws {
         let report = try Fixture.scan(run)
         try #require(!report.findings.isEmpty)
@@ -275,9 +277,10 @@ struct HTMLReportTests {
             return copy
         }
         report.findings = (0..<50).map { index in
-            Finding(kind: .deadUnits, severity: index % 5 == 0 ? .error : .warning, tensor: "block.\(index * 6).weight", layer: "block.\(index * 6)",
-                    firstStep: steps[100 + index], lastStep: steps.last, message: "finding \(index)", evidence: ["units": .int(24)],
-                    explanation: "why \(index)")
+            Finding(
+                kind: .deadUnits, severity: index % 5 == 0 ? .error : .warning, tensor: "block.\(index * 6).weight", layer: "block.\(index * 6)",
+                firstStep: steps[100 + index], lastStep: steps.last, message: "finding \(index)", evidence: ["units": .int(24)],
+                explanation: "why \(index)")
         }
         let limits = HTMLReportRenderer.Limits()
         let start = Date()
@@ -291,7 +294,8 @@ struct HTMLReportTests {
         #expect(html.contains("\(report.findings.count - limits.maxColouredLines) more named in findings"))
         for finding in report.findings.prefix(limits.maxFlaggedCards) { #expect(html.contains(htmlEscape(finding.message))) }
         // No line of the tensor charts has more points than the sampled steps.
-        let sampled = ReportLayout.sample(steps, max: limits.maxSteps, keep: Set(report.findings.flatMap { [$0.firstStep, $0.lastStep].compactMap { $0 } }.prefix(24)))
+        let sampled = ReportLayout.sample(
+            steps, max: limits.maxSteps, keep: Set(report.findings.flatMap { [$0.firstStep, $0.lastStep].compactMap { $0 } }.prefix(24)))
         let longest = Fixture.captures(#"<polyline points="([^"]*)""#, html).map { $0.split(separator: " ").count }.max() ?? 0
         #expect(longest <= max(sampled.count, limits.maxLossPoints))
         let flow = try #require(Fixture.captures(#"(<svg class="chart chart-gradient-flow".*?</svg>)"#, html).first)

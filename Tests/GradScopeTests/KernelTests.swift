@@ -1,14 +1,14 @@
-import Foundation
-import GradScopeKernels
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
+import GradScopeKernels
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
 import TestSupport
+import Testing
 
 /// The chunk kernels: every copy this machine can run (the dispatched one, and each
 /// instruction set's own copy, so that on an AVX-512 machine the AVX2 copy is tested
@@ -22,8 +22,10 @@ struct KernelTests {
         let table: gs_kernel_table
         var description: String { name }
 
-        func summarize(_ p: UnsafePointer<Float>, _ n: Int, _ center: Double, _ counts: UnsafeMutablePointer<UInt32>?,
-                       _ out: inout gs_float_summary) -> Bool {
+        func summarize(
+            _ p: UnsafePointer<Float>, _ n: Int, _ center: Double, _ counts: UnsafeMutablePointer<UInt32>?,
+            _ out: inout gs_float_summary
+        ) -> Bool {
             table.summarize(p, Int64(n), center, counts, &out)
         }
 
@@ -35,10 +37,14 @@ struct KernelTests {
     /// The dispatched kernels, then every instruction set's copy that this build has and
     /// this CPU runs (the baseline itself is the reference).
     static let copies: [Copy] = {
-        var result = [Copy(name: "dispatched (\(String(cString: gs_kernels_isa())))",
-                           table: gs_kernel_table(isa: gs_kernels_isa(), summarize: gs_summarize_finite_f32,
-                                                  count_keys: gs_count_keys_f32, drift: gs_drift_finite_f32,
-                                                  squares_zeros: gs_squares_zeros_f32))]
+        var result = [
+            Copy(
+                name: "dispatched (\(String(cString: gs_kernels_isa())))",
+                table: gs_kernel_table(
+                    isa: gs_kernels_isa(), summarize: gs_summarize_finite_f32,
+                    count_keys: gs_count_keys_f32, drift: gs_drift_finite_f32,
+                    squares_zeros: gs_squares_zeros_f32))
+        ]
         for isa in ["avx2+fma", "avx512"] {
             if let table = gs_kernels_for_isa(isa) { result.append(Copy(name: isa, table: table.pointee)) }
         }
@@ -70,9 +76,10 @@ struct KernelTests {
             result.append((0..<n).map { i in i < 64 ? (i % 2 == 0 ? 0 : -0.0) : Float(random.gaussian()) })
             result.append((0..<n).map { i in i < 64 ? Float(random.gaussian()) : 0 })
             // Subnormals and zeros only: keys 0 to 15 and 0x8000 onwards, where zeros' keys are redirected.
-            result.append((0..<n).map { i in
-                i % 4 == 0 ? 0 : Float(bitPattern: UInt32(truncatingIfNeeded: random.next()) & 0x800F_FFFF)
-            })
+            result.append(
+                (0..<n).map { i in
+                    i % 4 == 0 ? 0 : Float(bitPattern: UInt32(truncatingIfNeeded: random.next()) & 0x800F_FFFF)
+                })
         }
         return result
     }
@@ -94,8 +101,9 @@ struct KernelTests {
         #expect(Self.copies.count >= 1)
     }
 
-    @Test("moments, extremes, zero counts and sketch keys agree with the baseline copy and with direct sums",
-          arguments: copies)
+    @Test(
+        "moments, extremes, zero counts and sketch keys agree with the baseline copy and with direct sums",
+        arguments: copies)
     func summarize(copy: Copy) {
         for values in Self.chunks() {
             values.withUnsafeBufferPointer { buffer in
@@ -174,8 +182,12 @@ struct KernelTests {
                         values.withUnsafeBufferPointer { buffer in
                             var summary = gs_float_summary()
                             var counts = [UInt32](repeating: 0, count: 65536), baseCounts = counts
-                            let best = counts.withUnsafeMutableBufferPointer { copy.summarize(buffer.baseAddress!, n, .nan, $0.baseAddress, &summary) }
-                            let base = baseCounts.withUnsafeMutableBufferPointer { gs_summarize_baseline(buffer.baseAddress, Int64(n), .nan, $0.baseAddress, &summary) }
+                            let best = counts.withUnsafeMutableBufferPointer {
+                                copy.summarize(buffer.baseAddress!, n, .nan, $0.baseAddress, &summary)
+                            }
+                            let base = baseCounts.withUnsafeMutableBufferPointer {
+                                gs_summarize_baseline(buffer.baseAddress, Int64(n), .nan, $0.baseAddress, &summary)
+                            }
                             #expect(!best && !base, "\(copy): \(bad) at \(position) of \(n)")
                             var direct = [UInt32](repeating: 0, count: 65536)
                             for x in values { direct[Int(x.bitPattern >> 16)] += 1 }

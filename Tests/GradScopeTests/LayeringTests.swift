@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The layers of the README's picture, kept: every source file imports only the layers
 /// below its own (and the system's modules). The compiler already refuses a module that a
@@ -51,11 +51,13 @@ struct LayeringTests {
                 for line in text.split(separator: "\n") {
                     let words = line.split(separator: " ")
                     guard let index = words.firstIndex(of: "import"), words[..<index].allSatisfy({ $0.hasPrefix("@") }),
-                          index + 1 < words.count else { continue }
+                        index + 1 < words.count
+                    else { continue }
                     let module = String(words[index + 1])
                     checked += 1
-                    #expect(Self.system.contains(module) || Self.allowed[target, default: []].contains(module),
-                            "Sources/\(target)/\(file) imports \(module), which is not below \(target)")
+                    #expect(
+                        Self.system.contains(module) || Self.allowed[target, default: []].contains(module),
+                        "Sources/\(target)/\(file) imports \(module), which is not below \(target)")
                 }
             }
         }
@@ -68,8 +70,11 @@ struct LayeringTests {
         #expect(!(Self.allowed["GradScopeSources"] ?? []).contains("GradScopeMeasurement"))
         #expect(!(Self.allowed["GradScopeStatistics"] ?? []).contains("GradScopeModel"))
         #expect(!(Self.allowed["HDF5"] ?? []).contains("GradScopeModel"))
-        #expect((Self.allowed["GradScopeRendering"] ?? []).isSuperset(of: ["GradScopeDiagnosis", "GradScopeMeasurement", "GradScopeSources",
-                                                                         "GradScopeModel", "HDF5", "CHDF5", "ElementTypes",
-                                                                         "GradScopeStatistics", "GradScopeKernels"]))
+        #expect(
+            (Self.allowed["GradScopeRendering"] ?? []).isSuperset(of: [
+                "GradScopeDiagnosis", "GradScopeMeasurement", "GradScopeSources",
+                "GradScopeModel", "HDF5", "CHDF5", "ElementTypes",
+                "GradScopeStatistics", "GradScopeKernels",
+            ]))
     }
 }

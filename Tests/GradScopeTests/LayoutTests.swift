@@ -1,15 +1,15 @@
-import Foundation
-import HDF5
-import HDF5Writer
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
+import Testing
 
 @Suite("Layouts: tensors with the right name, layer, role and unit axis")
 struct LayoutTests {
@@ -194,8 +194,13 @@ struct LayoutTests {
             try w.write("/model_weights/dense/dense/kernel:0", [Double](repeating: 0.1, count: 6), shape: [3, 2])
             try w.write("/model_weights/dense/dense/bias:0", [0, 0], shape: [2])
             try w.createGroup("/optimizer_weights")
-            try w.setAttribute("weight_names", .strings(["iteration:0", "Adam/m/dense/kernel:0", "Adam/v/dense/kernel:0",
-                                                          "Adam/m/dense/bias:0", "Adam/v/dense/bias:0"], .variableUTF8), at: "/optimizer_weights")
+            try w.setAttribute(
+                "weight_names",
+                .strings(
+                    [
+                        "iteration:0", "Adam/m/dense/kernel:0", "Adam/v/dense/kernel:0",
+                        "Adam/m/dense/bias:0", "Adam/v/dense/bias:0",
+                    ], .variableUTF8), at: "/optimizer_weights")
             try w.write("/optimizer_weights/iteration:0", [42], shape: [], as: .int64)
             try w.write("/optimizer_weights/Adam/m/dense/kernel:0", [Double](repeating: 0, count: 6), shape: [3, 2])
             try w.write("/optimizer_weights/Adam/v/dense/kernel:0", [Double](repeating: 0, count: 6), shape: [3, 2])
@@ -254,9 +259,9 @@ struct LayoutTests {
             try second.setAttribute("name", .string("adam", .variableUTF8), at: "/optimizer/vars")
             second.close()
             let manifest = """
-            {"metadata": {"total_size": 100}, "weight_map": {"/layers/dense/vars": "ckpt\(step)_00000.weights.h5",
-             "/optimizer/vars": ["ckpt\(step)_00000.weights.h5", "ckpt\(step)_00001.weights.h5"]}}
-            """
+                {"metadata": {"total_size": 100}, "weight_map": {"/layers/dense/vars": "ckpt\(step)_00000.weights.h5",
+                 "/optimizer/vars": ["ckpt\(step)_00000.weights.h5", "ckpt\(step)_00001.weights.h5"]}}
+                """
             try Data(manifest.utf8).write(to: URL(fileURLWithPath: dir.path("ckpt\(step).weights.json")))
         }
         let opened = try #require(try CheckpointLoader.open(dir.path("ckpt10.weights.json")).first)
@@ -300,13 +305,16 @@ struct LayoutTests {
 
     @Test("Keras 3: optimizer slots are never given to layers a .keras config marks trainable: false")
     func kerasFrozenLayerSlots() throws {
-        let config = try #require(try JSONSerialization.jsonObject(with: Data("""
-        {"class_name": "Sequential", "config": {"name": "sequential", "trainable": true, "layers": [
-          {"class_name": "Dense", "config": {"name": "pretrained", "trainable": false}},
-          {"class_name": "Functional", "config": {"name": "backbone", "trainable": false, "layers": [
-            {"class_name": "Dense", "config": {"name": "inner", "trainable": true}}]}},
-          {"class_name": "Dense", "config": {"name": "head_hidden", "trainable": true}}]}}
-        """.utf8)) as? [String: Any])
+        let config = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(
+                    """
+                    {"class_name": "Sequential", "config": {"name": "sequential", "trainable": true, "layers": [
+                      {"class_name": "Dense", "config": {"name": "pretrained", "trainable": false}},
+                      {"class_name": "Functional", "config": {"name": "backbone", "trainable": false, "layers": [
+                        {"class_name": "Dense", "config": {"name": "inner", "trainable": true}}]}},
+                      {"class_name": "Dense", "config": {"name": "head_hidden", "trainable": true}}]}}
+                    """.utf8)) as? [String: Any])
         #expect(LayoutSupport.nonTrainableLayers(inConfig: config) == ["pretrained", "backbone", "inner"])
 
         // A frozen 16x16 layer before a trainable one of the same shape: shapes alone would give the
@@ -330,8 +338,10 @@ struct LayoutTests {
         let entries = try file.walk()
         let unaware = Keras3Layout.read(file: file, entries: entries, root: "/", source: path, optimizerHint: "adam").1
         #expect(unaware.filter { $0.role == .optimizer }.map(\.layer).allSatisfy { $0 == "pretrained" })
-        let aware = Keras3Layout.read(file: file, entries: entries, root: "/", source: path, optimizerHint: "adam",
-                                      nonTrainableLayers: ["pretrained"]).1
+        let aware = Keras3Layout.read(
+            file: file, entries: entries, root: "/", source: path, optimizerHint: "adam",
+            nonTrainableLayers: ["pretrained"]
+        ).1
         #expect(aware.filter { $0.role == .optimizer }.map(\.layer) == ["head_hidden", "head_hidden", "head_hidden", "head_hidden"])
         #expect(aware.first { $0.role == .weight && $0.layer == "pretrained" }?.trainable == false)
         #expect(aware.first { $0.role == .weight && $0.layer == "head_hidden" }?.trainable == true)

@@ -1,13 +1,13 @@
-import Foundation
-import HDF5
-import HDF5Writer
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
 
 /// Writes a synthetic training run in the native layout: a PyTorch-style MLP

@@ -1,15 +1,15 @@
-import Foundation
-import HDF5
-import HDF5Writer
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
+import Testing
 
 @Suite("Runs: step discovery, ordering and skipped files")
 struct RunLoadingTests {
@@ -92,8 +92,9 @@ struct RunLoadingTests {
         let hashNames = ["ckpt-d9c2825f.h5", "ckpt-043b27b6.h5", "ckpt-4510bdf8.h5"]
         for (index, name) in hashNames.enumerated() {
             try writeNative(hashed.path(name), step: nil)
-            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 1_700_000_000 + Double(index) * 60)],
-                                                  ofItemAtPath: hashed.path(name))
+            try FileManager.default.setAttributes(
+                [.modificationDate: Date(timeIntervalSince1970: 1_700_000_000 + Double(index) * 60)],
+                ofItemAtPath: hashed.path(name))
         }
         let hashedRun = try RunLoader.load(hashed.url.path)
         #expect(hashedRun.checkpoints.map { ($0.source as NSString).lastPathComponent } == hashNames)

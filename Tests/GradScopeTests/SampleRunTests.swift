@@ -1,6 +1,5 @@
-import Foundation
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
@@ -8,6 +7,7 @@ import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
 import TestSupport
+import Testing
 
 /// The bundled sample runs were made by real training; each must show its
 /// pathology on the right tensor from the right step, and the healthy ones nothing.

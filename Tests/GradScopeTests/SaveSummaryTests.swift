@@ -1,9 +1,9 @@
+import Foundation
 import GradScopeMeasurement
 import GradScopeModel
-import Foundation
 import GradScopeSources
-import Testing
 import TestSupport
+import Testing
 
 /// The per-save summary: one value a scan keeps of each save, with a versioned binary form.
 @Suite("Save summaries")
@@ -50,10 +50,15 @@ struct SaveSummaryTests {
 struct TensorKeyTests {
     @Test("every role's key reads back from its written form, names with colons and slashes included")
     func writtenForm() throws {
-        let keys: [TensorKey] = [.weight("dense/kernel:0"), .gradient("head.3.weight"), .activation("hidden2"),
-                                 .optimizer("exp_avg_sq", "blocks.0.attn:qkv.weight")]
-        #expect(keys.map(\.description) == ["weight:dense/kernel:0", "gradient:head.3.weight", "activation:hidden2",
-                                            "optimizer:exp_avg_sq:blocks.0.attn:qkv.weight"])
+        let keys: [TensorKey] = [
+            .weight("dense/kernel:0"), .gradient("head.3.weight"), .activation("hidden2"),
+            .optimizer("exp_avg_sq", "blocks.0.attn:qkv.weight"),
+        ]
+        #expect(
+            keys.map(\.description) == [
+                "weight:dense/kernel:0", "gradient:head.3.weight", "activation:hidden2",
+                "optimizer:exp_avg_sq:blocks.0.attn:qkv.weight",
+            ])
         for key in keys {
             #expect(TensorKey(key.description) == key)
             let json = try JSONEncoder().encode([key])

@@ -1,15 +1,15 @@
-import Foundation
-import HDF5
-import HDF5Writer
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
+import Testing
 
 /// The run-wide direct path (one tensor across all steps, every block read
 /// once) must give what measuring each step on its own gives.
@@ -67,8 +67,10 @@ struct SeriesMeasurerTests {
             #expect(!names.contains("/weights/gz"))
             #expect(names.contains("/weights/big") && names.contains("/weights/d64") && names.contains("/gradients/big"))
         }
-        let windows = SeriesMeasurer.plan(steps, selected: selected, options: Self.options(), gradientNames: ["big", "d64"],
-                                          perUnitEverywhere: false).sorted { $0.entries[0].step < $1.entries[0].step }
+        let windows = SeriesMeasurer.plan(
+            steps, selected: selected, options: Self.options(), gradientNames: ["big", "d64"],
+            perUnitEverywhere: false
+        ).sorted { $0.entries[0].step < $1.entries[0].step }
         let big = windows.filter { steps[$0.entries[0].step].tensors[$0.entries[0].tensor].path == "/weights/big" }
         #expect(big.map(\.entries.count) == [16, 4])
         #expect(big.allSatisfy { $0.shares.count == 2 })
@@ -93,8 +95,9 @@ struct SeriesMeasurerTests {
         #expect(measured.records.count == 20)
         let opened = try run.checkpoints.map { try Worker.reopen($0, options: LoadOptions()) }
         for (index, checkpoint) in opened.enumerated() {
-            let (reference, units) = RunMeasurer.measureStep(checkpoint, previous: index > 0 ? opened[index - 1] : nil, index: index,
-                                                             wantUnits: index >= start, gradientNames: gradientNames, options: options)
+            let (reference, units) = RunMeasurer.measureStep(
+                checkpoint, previous: index > 0 ? opened[index - 1] : nil, index: index,
+                wantUnits: index >= start, gradientNames: gradientNames, options: options)
             for unit in units {
                 let before: [Bool] = referenceUnits[unit.key] ?? [Bool](repeating: false, count: unit.alive.count)
                 referenceUnits[unit.key] = zip(before, unit.alive).map { $0 || $1 }
@@ -108,7 +111,9 @@ struct SeriesMeasurerTests {
                 #expect(a.stats.min == b.stats.min && a.stats.max == b.stats.max)
                 #expect(a.stats.p1 == b.stats.p1 && a.stats.p50 == b.stats.p50 && a.stats.p99 == b.stats.p99, "\(key) at \(index)")
                 #expect(a.stats.histogram == b.stats.histogram && a.stats.log2Histogram == b.stats.log2Histogram)
-                #expect(close(a.stats.mean, b.stats.mean) && close(a.stats.std, b.stats.std) && close(a.stats.l2Norm, b.stats.l2Norm), "\(key) at \(index)")
+                #expect(
+                    close(a.stats.mean, b.stats.mean) && close(a.stats.std, b.stats.std) && close(a.stats.l2Norm, b.stats.l2Norm),
+                    "\(key) at \(index)")
                 #expect(a.zeroUnits == b.zeroUnits && a.unitCount == b.unitCount)
                 #expect((a.drift == nil) == (b.drift == nil), "\(key) at \(index)")
                 if let x = a.drift, let y = b.drift {
@@ -148,7 +153,8 @@ struct SeriesMeasurerTests {
         let steps = run.checkpoints.map(SeriesMeasurer.Step.init)
         let selected = SeriesMeasurer.eligible(steps)
         #expect(selected.allSatisfy { chosen in !chosen.contains { steps[0].tensors[$0].key == twice } })
-        #expect(selected.allSatisfy { chosen in chosen.contains { steps[0].tensors[$0].name == "head" || steps[0].tensors[$0].path == "/head.weight" } })
+        #expect(
+            selected.allSatisfy { chosen in chosen.contains { steps[0].tensors[$0].name == "head" || steps[0].tensors[$0].path == "/head.weight" } })
         try assertAgreesWithStepByStep(run)
     }
 
@@ -160,8 +166,9 @@ struct SeriesMeasurerTests {
         let start = RunMeasurer.windowStart(count: run.checkpoints.count)
         let opened = try run.checkpoints.map { try Worker.reopen($0, options: LoadOptions()) }
         for (index, checkpoint) in opened.enumerated() {
-            let (reference, _) = RunMeasurer.measureStep(checkpoint, previous: index > 0 ? opened[index - 1] : nil, index: index,
-                                                         wantUnits: index >= start, gradientNames: gradientNames, options: options)
+            let (reference, _) = RunMeasurer.measureStep(
+                checkpoint, previous: index > 0 ? opened[index - 1] : nil, index: index,
+                wantUnits: index >= start, gradientNames: gradientNames, options: options)
             let record = measured.records[index]
             #expect(record.order == reference.order, "step \(index)")
             #expect(record.failures.map(\.item) == reference.failures.map(\.item))
@@ -180,8 +187,10 @@ struct SeriesMeasurerTests {
         let run = try RunLoader.load(dir.url.path)
         let steps = run.checkpoints.map(SeriesMeasurer.Step.init)
         let calls = Calls()
-        _ = SeriesMeasurer.measure(steps, selected: SeriesMeasurer.eligible(steps), options: Self.options(), gradientNames: [],
-                                   perUnitEverywhere: false, unitWindowStart: 2) { done, total in calls.add(done, total) }
+        _ = SeriesMeasurer.measure(
+            steps, selected: SeriesMeasurer.eligible(steps), options: Self.options(), gradientNames: [],
+            perUnitEverywhere: false, unitWindowStart: 2
+        ) { done, total in calls.add(done, total) }
         let seen = calls.values
         #expect(!seen.isEmpty && seen.last! == [5, 5])
         #expect(zip(seen, seen.dropFirst()).allSatisfy { $0[0] <= $1[0] } && seen.allSatisfy { $0[1] == 5 && $0[0] <= 5 })
@@ -195,11 +204,21 @@ struct SeriesMeasurerTests {
         private(set) var overlapped = false
         private var list: [[Int]] = []
         func add(_ done: Int, _ total: Int) {
-            lock.lock(); inside += 1; if inside > 1 { overlapped = true }; lock.unlock()
+            lock.lock()
+            inside += 1
+            if inside > 1 { overlapped = true }
+            lock.unlock()
             usleep(100)
-            lock.lock(); list.append([done, total]); inside -= 1; lock.unlock()
+            lock.lock()
+            list.append([done, total])
+            inside -= 1
+            lock.unlock()
         }
-        var values: [[Int]] { lock.lock(); defer { lock.unlock() }; return list }
+        var values: [[Int]] {
+            lock.lock()
+            defer { lock.unlock() }
+            return list
+        }
     }
 
     @Test("a long run of a weight with a million units keeps no per-unit data per step")
@@ -216,8 +235,9 @@ struct SeriesMeasurerTests {
         }
         let run = try RunLoader.load(dir.url.path)
         let steps = run.checkpoints.map(SeriesMeasurer.Step.init)
-        let result = SeriesMeasurer.measure(steps, selected: SeriesMeasurer.eligible(steps), options: Self.options(), gradientNames: [],
-                                            perUnitEverywhere: false, unitWindowStart: 3)
+        let result = SeriesMeasurer.measure(
+            steps, selected: SeriesMeasurer.eligible(steps), options: Self.options(), gradientNames: [],
+            perUnitEverywhere: false, unitWindowStart: 3)
         for (index, outcomes) in result.outcomes.enumerated() {
             let measurement = try #require(outcomes.compactMap { $0 }.first?.measurement)
             // Per-unit drift was measured (no gradients saved) and summarised, then dropped.
@@ -239,8 +259,9 @@ struct SeriesMeasurerTests {
         let size = steps[1].size
         steps[1].storage[t]?.offset = size - 1000
         let selected = SeriesMeasurer.eligible(steps)
-        let result = SeriesMeasurer.measure(steps, selected: selected, options: Self.options(), gradientNames: [], perUnitEverywhere: false,
-                                            unitWindowStart: 1)
+        let result = SeriesMeasurer.measure(
+            steps, selected: selected, options: Self.options(), gradientNames: [], perUnitEverywhere: false,
+            unitWindowStart: 1)
         #expect(result.stepErrors.allSatisfy { $0 == nil })
         let failed = try #require(result.outcomes[1][t])
         #expect(failed.measurement == nil && failed.error?.contains("truncated") == true)

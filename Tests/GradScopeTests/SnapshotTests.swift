@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Golden outputs of what people read: `scan`'s table and CSV, and `ls`'s tree
 /// with and without attributes, from the built binary (see `GradScopeBinary`)
@@ -44,13 +44,16 @@ struct SnapshotTests {
     @Test("normalising replaces the checkout's path and rounds only the CSV's numbers")
     func normalising() {
         let root = packageRoot.path
-        let csv = "step,tensor,layer,norm,gradient_norm,zero_fraction,non_finite\n"
+        let csv =
+            "step,tensor,layer,norm,gradient_norm,zero_fraction,non_finite\n"
             + "800,0.weight,0,0.043582075192076276,,0.0,0\n"
             + "1600,emb.1.weight,emb.1,1.2e-05,3.094775166123406e-05,0.125,12\n"
-        #expect(Snapshot.normalise(csv, roundingNumbers: true) == "step,tensor,layer,norm,gradient_norm,zero_fraction,non_finite\n"
+        #expect(
+            Snapshot.normalise(csv, roundingNumbers: true) == "step,tensor,layer,norm,gradient_norm,zero_fraction,non_finite\n"
                 + "800,0.weight,0,0.0435820752,,0.0,0\n"
                 + "1600,emb.1.weight,emb.1,1.2e-05,3.09477517e-05,0.125,12\n")
-        #expect(Snapshot.normalise("gradscope scan \(root)/SampleCheckpoints/healthy  (13 steps)\n  0.0435", roundingNumbers: false)
+        #expect(
+            Snapshot.normalise("gradscope scan \(root)/SampleCheckpoints/healthy  (13 steps)\n  0.0435", roundingNumbers: false)
                 == "gradscope scan <ROOT>/SampleCheckpoints/healthy  (13 steps)\n  0.0435")
     }
 
@@ -62,18 +65,19 @@ struct SnapshotTests {
         lines[27] = "LINE 28"
         lines.insert("new line", at: 11)
         let diff = Snapshot.difference(expected: expected, actual: lines.joined(separator: "\n"))
-        #expect(diff == """
-            @@ -8,6 +8,7 @@
-             line 8
-             line 9
-            -line 10
-            +line ten
-             line 11
-            +new line
-             line 12
-             line 13
-            (2 more differing lines below)
-            """)
+        #expect(
+            diff == """
+                @@ -8,6 +8,7 @@
+                 line 8
+                 line 9
+                -line 10
+                +line ten
+                 line 11
+                +new line
+                 line 12
+                 line 13
+                (2 more differing lines below)
+                """)
         #expect(Snapshot.difference(expected: "a\nb\n", actual: "a\nb") == "@@ -1,3 +1,2 @@\n a\n b\n-")
         #expect(Snapshot.difference(expected: "same\n", actual: "same\n").isEmpty)
     }
@@ -92,8 +96,10 @@ enum Snapshot {
     /// Runs gradscope with `arguments`, expects exit status 0 and nothing on
     /// stderr, and compares the normalised stdout with `Snapshots/<name>.txt`
     /// (or writes it there when recording).
-    static func check(_ name: String, _ arguments: [String], roundingNumbers: Bool = false,
-                      sourceLocation: SourceLocation = #_sourceLocation) throws {
+    static func check(
+        _ name: String, _ arguments: [String], roundingNumbers: Bool = false,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)", sourceLocation: sourceLocation)
         let output = try run(binary, arguments)
         let command = "gradscope " + arguments.joined(separator: " ")
@@ -117,12 +123,14 @@ enum Snapshot {
             return
         }
         guard let recorded else {
-            Issue.record("no snapshot \(shown) for `\(command)`: record it with \(recordVariable)=1 swift test --filter SnapshotTests",
-                         sourceLocation: sourceLocation)
+            Issue.record(
+                "no snapshot \(shown) for `\(command)`: record it with \(recordVariable)=1 swift test --filter SnapshotTests",
+                sourceLocation: sourceLocation)
             return
         }
         if recorded != actual {
-            Issue.record("""
+            Issue.record(
+                """
                 `\(command)` no longer prints \(shown) (- recorded, + now); \
                 if the change is intended, record it with \(recordVariable)=1 swift test --filter SnapshotTests
                 \(difference(expected: recorded, actual: actual))
@@ -254,9 +262,10 @@ enum Snapshot {
             process.terminate()
             process.waitUntilExit()
         }
-        return Output(status: process.terminationStatus,
-                      stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
-                      stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "",
-                      timedOut: timedOut)
+        return Output(
+            status: process.terminationStatus,
+            stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "",
+            timedOut: timedOut)
     }
 }

@@ -1,6 +1,5 @@
-import Foundation
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
@@ -8,6 +7,7 @@ import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
 import TestSupport
+import Testing
 
 @Suite("StatsAccumulator merging")
 struct StatisticsMergeTests {
@@ -45,9 +45,9 @@ struct StatisticsMergeTests {
             statsAddInBlocks(values, to: &single, blockSizes: [4096])
             let bounds = [0] + cuts + [count]
             var parts: [StatsAccumulator] = []
-            for k in 0 ..< bounds.count - 1 {
+            for k in 0..<bounds.count - 1 {
                 var part = StatsAccumulator(layout: layout)
-                let slice = Array(values[bounds[k] ..< bounds[k + 1]])
+                let slice = Array(values[bounds[k]..<bounds[k + 1]])
                 statsAddInBlocks(slice, to: &part, blockSizes: [13, 511], startOffset: bounds[k])
                 parts.append(part)
             }

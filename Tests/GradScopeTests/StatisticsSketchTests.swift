@@ -1,6 +1,5 @@
-import Foundation
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
@@ -8,6 +7,7 @@ import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
 import TestSupport
+import Testing
 
 @Suite("Quantile sketch and log2 histogram")
 struct StatisticsSketchTests {
@@ -20,13 +20,13 @@ struct StatisticsSketchTests {
         let generators: [(String, (inout SplitMix64) -> Double)] = [
             ("gaussian", { 3 + $0.gaussian() }),
             ("lognormal", { Foundation.exp(2 * $0.gaussian()) }),
-            ("two-sided", { ($0.uniform() < 0.3 ? -1 : 1) * $0.uniform(in: 1 ... 10) }),
-            ("wide", { Foundation.exp($0.uniform(in: -40 ... 40)) * ($0.uniform() < 0.5 ? -1 : 1) }),
+            ("two-sided", { ($0.uniform() < 0.3 ? -1 : 1) * $0.uniform(in: 1...10) }),
+            ("wide", { Foundation.exp($0.uniform(in: -40...40)) * ($0.uniform() < 0.5 ? -1 : 1) }),
             ("standard gaussian", { $0.gaussian() }),
         ]
         for (name, generate) in generators {
             for count in [1, 2, 3, 99, 100, 101, 2048, 5000, 100_000] {
-                let values = (0 ..< count).map { _ in Float(generate(&random)) }
+                let values = (0..<count).map { _ in Float(generate(&random)) }
                 var accumulator = StatsAccumulator()
                 statsAddInBlocks(values, to: &accumulator, blockSizes: [4093])
                 let stats = accumulator.finish()
@@ -59,7 +59,7 @@ struct StatisticsSketchTests {
     @Test func quantilesNearZeroHaveAbsoluteErrorBelowNormalRange() throws {
         // Subnormal magnitudes are bucketed coarsely: the error bound is absolute there.
         var random = SplitMix64(seed: 9)
-        let values = (0 ..< 3000).map { _ in
+        let values = (0..<3000).map { _ in
             Float(bitPattern: UInt32(random.index(below: 0x0080_0000))) * (random.uniform() < 0.5 ? -1 : 1)
         }
         var accumulator = StatsAccumulator()
@@ -76,7 +76,7 @@ struct StatisticsSketchTests {
 
     @Test func representativeIsWithinBucketBound() {
         var random = SplitMix64(seed: 31)
-        for _ in 0 ..< 20_000 {
+        for _ in 0..<20_000 {
             // Normal floats of every exponent.
             let bits = UInt32(0x0080_0000) + UInt32(random.index(below: 0x7F00_0000))
             let x = Float(bitPattern: bits)
@@ -89,7 +89,7 @@ struct StatisticsSketchTests {
 
     @Test func log2HistogramIsExactForEveryFloatExponent() {
         var values: [Float] = []
-        for exponent in -149 ... 127 {
+        for exponent in -149...127 {
             let base = Float(sign: .plus, exponent: exponent, significand: 1)
             values.append(base)
             values.append(-base)
@@ -99,7 +99,7 @@ struct StatisticsSketchTests {
         values.append(.greatestFiniteMagnitude)
         values.append(0)
         var random = SplitMix64(seed: 2)
-        for _ in 0 ..< 5000 { values.append(Float(bitPattern: UInt32(random.next() & 0xFFFF_FFFF))) }
+        for _ in 0..<5000 { values.append(Float(bitPattern: UInt32(random.next() & 0xFFFF_FFFF))) }
         for blockSizes in [[values.count], [1, 17, 300]] {
             var accumulator = StatsAccumulator()
             statsAddInBlocks(values, to: &accumulator, blockSizes: blockSizes)
@@ -112,7 +112,7 @@ struct StatisticsSketchTests {
             #expect(log2.zeros == zeros)
             #expect(log2.minExponent == -149)
             #expect(log2.maxExponent == 127)
-            for exponent in -149 ... 127 {
+            for exponent in -149...127 {
                 #expect(log2.count(forExponent: exponent) == expected[exponent, default: 0], "exponent \(exponent)")
             }
             #expect(log2.count(forExponent: -150) == 0 && log2.count(forExponent: 128) == 0)
@@ -142,7 +142,7 @@ struct StatisticsSketchTests {
     @Test func radixSortMatchesStandardSort() {
         var random = SplitMix64(seed: 6)
         for count in [0, 1, 5, 127, 128, 2048] {
-            let keys = (0 ..< count).map { _ in UInt16(truncatingIfNeeded: random.next()) }
+            let keys = (0..<count).map { _ in UInt16(truncatingIfNeeded: random.next()) }
             #expect(LogBucketSketch.radixSorted(keys) == keys.sorted())
         }
     }
@@ -155,7 +155,7 @@ struct StatisticsSketchTests {
             guard let base = buffer.baseAddress else { return }
             _ = pending.addFloats(base, count: buffer.count)
             // Three passes force the dense table; compare counts divided by three.
-            for _ in 0 ..< 3 { _ = dense.addFloats(base, count: buffer.count) }
+            for _ in 0..<3 { _ = dense.addFloats(base, count: buffer.count) }
         }
         let a = pending.keyCounts()
         let b = dense.keyCounts()

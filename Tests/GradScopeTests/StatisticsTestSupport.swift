@@ -1,5 +1,5 @@
-import Foundation
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
@@ -118,7 +118,7 @@ func statsAddInBlocks(_ values: [Float], to accumulator: inout StatsAccumulator,
         var k = 0
         while i < buffer.count {
             let n = Swift.min(blockSizes[k % blockSizes.count], buffer.count - i)
-            accumulator.add(UnsafeBufferPointer(rebasing: buffer[i ..< i + n]), at: startOffset + i)
+            accumulator.add(UnsafeBufferPointer(rebasing: buffer[i..<i + n]), at: startOffset + i)
             i += n
             k += 1
         }
@@ -131,7 +131,7 @@ func statsAddInBlocks(_ values: [Double], to accumulator: inout StatsAccumulator
         var k = 0
         while i < buffer.count {
             let n = Swift.min(blockSizes[k % blockSizes.count], buffer.count - i)
-            accumulator.add(UnsafeBufferPointer(rebasing: buffer[i ..< i + n]), at: startOffset + i)
+            accumulator.add(UnsafeBufferPointer(rebasing: buffer[i..<i + n]), at: startOffset + i)
             i += n
             k += 1
         }
@@ -153,7 +153,7 @@ func statsClose(_ a: Double?, _ b: Double?, relative: Double, absolute: Double =
 /// Gaussian `Float32` data with a sprinkling of special values, deterministic for a seed.
 func statsMixedFloatData(count: Int, seed: UInt64, mean: Double = 0.01, scale: Double = 0.05) -> [Float] {
     var random = SplitMix64(seed: seed)
-    var values = (0 ..< count).map { _ in Float(mean + scale * random.gaussian()) }
+    var values = (0..<count).map { _ in Float(mean + scale * random.gaussian()) }
     let specials: [Float] = [
         .nan, .nan, .infinity, .infinity, -.infinity, 0, -0.0, 0,
         Float.leastNonzeroMagnitude, -Float.leastNonzeroMagnitude * 7, Float(bitPattern: 0x0000_FFFF),

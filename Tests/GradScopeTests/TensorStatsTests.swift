@@ -1,6 +1,5 @@
-import Foundation
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
@@ -8,6 +7,7 @@ import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
 import TestSupport
+import Testing
 
 /// Checks every field of `stats` against a direct computation over `values`.
 func statsExpectMatchesReference(
@@ -182,7 +182,7 @@ struct TensorStatsTests {
 
     @Test func largeMeanTinyVarianceDouble() throws {
         var random = SplitMix64(seed: 11)
-        let values = (0 ..< 100_000).map { _ in 1e6 + 1e-3 * random.gaussian() }
+        let values = (0..<100_000).map { _ in 1e6 + 1e-3 * random.gaussian() }
         var accumulator = StatsAccumulator()
         statsAddInBlocks(values, to: &accumulator, blockSizes: [999, 4097])
         let stats = accumulator.finish()
@@ -200,7 +200,7 @@ struct TensorStatsTests {
 
     @Test func largeMeanTinyVarianceFloat() throws {
         var random = SplitMix64(seed: 12)
-        let values = (0 ..< 50_000).map { _ in Float(1000 + 0.01 * random.gaussian()) }
+        let values = (0..<50_000).map { _ in Float(1000 + 0.01 * random.gaussian()) }
         var accumulator = StatsAccumulator()
         statsAddInBlocks(values, to: &accumulator, blockSizes: [777, 2048, 5])
         let stats = accumulator.finish()
@@ -213,7 +213,7 @@ struct TensorStatsTests {
         // Each chunk's first element seeds the Float32 shift; an outlier there
         // makes the shift inexact, which the corrected two-pass sums absorb.
         var random = SplitMix64(seed: 14)
-        var values = (0 ..< 20_000).map { _ in Float(1000 + random.gaussian()) }
+        var values = (0..<20_000).map { _ in Float(1000 + random.gaussian()) }
         for i in stride(from: 0, to: values.count, by: 2048) { values[i] = 3e19 }
         var accumulator = StatsAccumulator()
         accumulator.add(values, at: 0)
@@ -340,7 +340,7 @@ struct TensorStatsTests {
 
     @Test func configurableHistogramBins() throws {
         var random = SplitMix64(seed: 3)
-        let values = (0 ..< 4000).map { _ in Float(random.uniform(in: -1 ... 1)) }
+        let values = (0..<4000).map { _ in Float(random.uniform(in: -1...1)) }
         var accumulator = StatsAccumulator(histogramBins: 10)
         accumulator.add(values, at: 0)
         let histogram = try #require(accumulator.finish().histogram)
@@ -351,13 +351,13 @@ struct TensorStatsTests {
 
     @Test func histogramCountsMatchExactBinningUpToBucketWidth() throws {
         var random = SplitMix64(seed: 8)
-        let values = (0 ..< 30_000).map { _ in Float(random.gaussian() * 2 + 0.5) }
+        let values = (0..<30_000).map { _ in Float(random.gaussian() * 2 + 0.5) }
         var accumulator = StatsAccumulator(histogramBins: 16)
         accumulator.add(values, at: 0)
         let histogram = try #require(accumulator.finish().histogram)
         var exact = [Int](repeating: 0, count: 16)
         var nearEdge = 0
-        let edges = (1 ..< 16).map { histogram.edge($0) }
+        let edges = (1..<16).map { histogram.edge($0) }
         let (lower, upper) = (histogram.lower, histogram.upper)
         for v in values.map(Double.init) {
             exact[min(15, Int((v - lower) / (upper - lower) * 16))] += 1
@@ -375,8 +375,10 @@ struct TensorStatsTests {
         let stats = accumulator.finish()
         let data = try JSONEncoder().encode(stats)
         let text = try #require(String(data: data, encoding: .utf8))
-        for key in ["\"finite_count\"", "\"l2_norm\"", "\"max_abs\"", "\"pos_inf\"", "\"neg_inf\"",
-                    "\"log2_histogram\"", "\"min_exponent\"", "\"unit_norms\"", "\"unit_zero_count\"", "\"p50\""] {
+        for key in [
+            "\"finite_count\"", "\"l2_norm\"", "\"max_abs\"", "\"pos_inf\"", "\"neg_inf\"",
+            "\"log2_histogram\"", "\"min_exponent\"", "\"unit_norms\"", "\"unit_zero_count\"", "\"p50\"",
+        ] {
             #expect(text.contains(key), "missing \(key)")
         }
         let decoded = try JSONDecoder().decode(TensorStats.self, from: data)

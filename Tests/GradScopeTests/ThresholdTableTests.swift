@@ -1,7 +1,7 @@
 import Foundation
-import Testing
 import GradScopeDiagnosis
 import TestSupport
+import Testing
 
 @Suite("Thresholds: one table row per threshold, from which decoding, name=value, validation and the names come")
 struct ThresholdTableTests {
@@ -115,7 +115,8 @@ struct ThresholdTableTests {
         #expect(try Thresholds.load(json: data) == thresholds)
         #expect(try JSONDecoder().decode(Thresholds.self, from: JSONEncoder().encode(Thresholds())) == Thresholds())
         // Decoding checks each value as setting it does.
-        let negative = Data(String(decoding: data, as: UTF8.self).replacingOccurrences(of: #""collapse_factor":6.5"#, with: #""collapse_factor":-1"#).utf8)
+        let negative = Data(
+            String(decoding: data, as: UTF8.self).replacingOccurrences(of: #""collapse_factor":6.5"#, with: #""collapse_factor":-1"#).utf8)
         #expect(negative != data)
         #expect(throws: ThresholdError.self) { try JSONDecoder().decode(Thresholds.self, from: negative) }
     }

@@ -1,12 +1,13 @@
-import Foundation
-import Testing
 import ElementTypes
+import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import Testing
+
 #if canImport(Glibc)
 import Glibc
 import TestSupport
@@ -45,7 +46,8 @@ struct WorkerPoolTests {
         #expect(pipe(&fds) == 0)
         defer { close(fds[0]) }
         let big = Data((0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
-        let frames = WorkerFrame.encode(kind: WorkerFrame.marker, payload: Data("reading /w".utf8))
+        let frames =
+            WorkerFrame.encode(kind: WorkerFrame.marker, payload: Data("reading /w".utf8))
             + WorkerFrame.encode(kind: WorkerFrame.answer, payload: big)
             + WorkerFrame.encode(kind: WorkerFrame.answer, payload: Data())
         let writer = fds[1]
@@ -64,23 +66,32 @@ struct WorkerPoolTests {
         sending.start()
         var reader = FrameReader(fd: fds[0])
         guard case .frame(let kind1, let payload1) = reader.next(deadline: FrameReader.now() + 10) else {
-            Issue.record("no first frame"); return
+            Issue.record("no first frame")
+            return
         }
         #expect(kind1 == WorkerFrame.marker && String(decoding: payload1, as: UTF8.self) == "reading /w")
         guard case .frame(let kind2, let payload2) = reader.next(deadline: FrameReader.now() + 10) else {
-            Issue.record("no second frame"); return
+            Issue.record("no second frame")
+            return
         }
         #expect(kind2 == WorkerFrame.answer && payload2 == big)
         guard case .frame(_, let payload3) = reader.next(deadline: FrameReader.now() + 10) else {
-            Issue.record("no third frame"); return
+            Issue.record("no third frame")
+            return
         }
         #expect(payload3.isEmpty)
         // Nothing more is written: the deadline passes.
         let start = FrameReader.now()
-        guard case .timedOut = reader.next(deadline: start + 0.2) else { Issue.record("no time-out"); return }
+        guard case .timedOut = reader.next(deadline: start + 0.2) else {
+            Issue.record("no time-out")
+            return
+        }
         #expect(FrameReader.now() - start >= 0.19)
         close(writer)
-        guard case .end = reader.next(deadline: FrameReader.now() + 10) else { Issue.record("no end"); return }
+        guard case .end = reader.next(deadline: FrameReader.now() + 10) else {
+            Issue.record("no end")
+            return
+        }
     }
 
     @Test("a frame announcing an absurd length is refused, not allocated")
@@ -93,7 +104,10 @@ struct WorkerPoolTests {
         _ = WorkerFrame.write(bytes, to: fds[1])
         close(fds[1])
         var reader = FrameReader(fd: fds[0])
-        guard case .malformed = reader.next(deadline: FrameReader.now() + 10) else { Issue.record("accepted"); return }
+        guard case .malformed = reader.next(deadline: FrameReader.now() + 10) else {
+            Issue.record("accepted")
+            return
+        }
     }
 }
 
@@ -112,8 +126,9 @@ struct BinaryCodingTests {
         let run = try RunLoader.load(samplePath("exploding-nan"))
         let checkpoints = try run.checkpoints.map { try Worker.reopen($0, options: LoadOptions()) }
         #expect(checkpoints.count >= 2)
-        let (record, units) = RunMeasurer.measureStep(checkpoints[1], previous: checkpoints[0], index: 1, wantUnits: true,
-                                                      gradientNames: [], options: MeasureOptions())
+        let (record, units) = RunMeasurer.measureStep(
+            checkpoints[1], previous: checkpoints[0], index: 1, wantUnits: true,
+            gradientNames: [], options: MeasureOptions())
         let response = WorkerResponse(checkpoints: [run.checkpoints[1]], record: record, units: units)
         let decoded = try BinaryCoding.decode(WorkerResponse.self, from: try BinaryCoding.encode(response))
         #expect(try Self.json(decoded) == (try Self.json(response)))
@@ -154,9 +169,10 @@ struct BinaryCodingTests {
 @Suite("Worker requests, in process")
 struct WorkerRequestTests {
     static func request(_ task: WorkerRequest.Task, _ path: String) -> WorkerRequest {
-        WorkerRequest(task: task, path: path, layout: nil, followLinks: false, allowPlugins: false, current: nil, previous: nil,
-                      index: 0, wantUnits: false, gradientNames: [], blockElements: 1 << 20, threads: 1,
-                      histogramBins: 32, deadActivationFraction: 0.99)
+        WorkerRequest(
+            task: task, path: path, layout: nil, followLinks: false, allowPlugins: false, current: nil, previous: nil,
+            index: 0, wantUnits: false, gradientNames: [], blockElements: 1 << 20, threads: 1,
+            histogramBins: 32, deadActivationFraction: 0.99)
     }
 
     @Test("a file rewritten between being described and being measured is refused, even while the worker holds it open")

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-@testable import HDF5
 import HDF5Writer
 import TestSupport
+import Testing
+
+@testable import HDF5
 
 @Suite("Bad input gives clear errors")
 struct BadInputTests {
@@ -86,13 +87,15 @@ struct BadInputTests {
 
     @Test("shape bombs are refused before anything is allocated")
     func shapeBomb() {
-        let info = DatasetInfo(path: "/bomb", shape: [1 << 20, 1 << 20], isNull: false, type: .float32, byteOrder: .little,
-                               layout: .chunked, chunkShape: [1024, 1024], filters: [], storageSize: 4096,
-                               dataOffset: nil, externalFileCount: 0, allocated: true)
+        let info = DatasetInfo(
+            path: "/bomb", shape: [1 << 20, 1 << 20], isNull: false, type: .float32, byteOrder: .little,
+            layout: .chunked, chunkShape: [1024, 1024], filters: [], storageSize: 4096,
+            dataOffset: nil, externalFileCount: 0, allocated: true)
         #expect(info.refusal(limits: ReadLimits(), followLinks: false)?.contains("shape bomb") == true)
-        let honest = DatasetInfo(path: "/ok", shape: [1000, 1000], isNull: false, type: .float32, byteOrder: .little,
-                                 layout: .chunked, chunkShape: [100, 100], filters: [], storageSize: 100_000,
-                                 dataOffset: nil, externalFileCount: 0, allocated: true)
+        let honest = DatasetInfo(
+            path: "/ok", shape: [1000, 1000], isNull: false, type: .float32, byteOrder: .little,
+            layout: .chunked, chunkShape: [100, 100], filters: [], storageSize: 100_000,
+            dataOffset: nil, externalFileCount: 0, allocated: true)
         #expect(honest.refusal(limits: ReadLimits(), followLinks: false) == nil)
     }
 

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-@testable import HDF5
 import HDF5Writer
 import TestSupport
+import Testing
+
+@testable import HDF5
 
 @Suite("Reading numeric datasets")
 struct ReadTests {

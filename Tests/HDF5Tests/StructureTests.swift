@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-@testable import HDF5
 import HDF5Writer
 import TestSupport
+import Testing
+
+@testable import HDF5
 
 @Suite("Groups, attributes, links and names")
 struct StructureTests {
@@ -10,7 +11,8 @@ struct StructureTests {
     func numericSort() {
         let names = ["vars/10", "vars/2", "vars/1", "step_100", "step_9", "a", "vars/02", "dense_1", "dense"]
         let sorted = names.sorted(by: numericAwareLess)
-        #expect(sorted == ["a", "dense", "dense_1", "step_9", "step_100", "vars/1", "vars/2", "vars/02", "vars/10"]
+        #expect(
+            sorted == ["a", "dense", "dense_1", "step_9", "step_100", "vars/1", "vars/2", "vars/02", "vars/10"]
                 || sorted == ["a", "dense", "dense_1", "step_9", "step_100", "vars/1", "vars/02", "vars/2", "vars/10"])
         #expect(numericAwareLess("layer9", "layer10"))
         #expect(!numericAwareLess("layer10", "layer9"))

@@ -1,5 +1,6 @@
 import CHDF5
 import HDF5
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -114,8 +115,10 @@ public final class HDF5Writer {
 
     /// Writes a numeric dataset from Double values, converted to `type`.
     /// `shape` [] writes a scalar; `chunks` and `gzip` make it chunked and compressed.
-    public func write(_ datasetPath: String, _ values: [Double], shape: [Int], as type: StoredType = .float32,
-                      chunks: [Int]? = nil, gzip: Int? = nil, compact: Bool = false) throws {
+    public func write(
+        _ datasetPath: String, _ values: [Double], shape: [Int], as type: StoredType = .float32,
+        chunks: [Int]? = nil, gzip: Int? = nil, compact: Bool = false
+    ) throws {
         let count = shape.reduce(1, *)
         guard values.count == count else {
             throw HDF5Error(file: path, object: datasetPath, reason: .io, message: "\(values.count) values for shape \(shape)")
@@ -160,8 +163,10 @@ public final class HDF5Writer {
     }
 
     /// Writes float32 values.
-    public func write(_ datasetPath: String, floats values: [Float], shape: [Int],
-                      chunks: [Int]? = nil, gzip: Int? = nil) throws {
+    public func write(
+        _ datasetPath: String, floats values: [Float], shape: [Int],
+        chunks: [Int]? = nil, gzip: Int? = nil
+    ) throws {
         try write(datasetPath, values.map(Double.init), shape: shape, as: .float32, chunks: chunks, gzip: gzip)
     }
 
@@ -264,8 +269,10 @@ public final class HDF5Writer {
         guard status >= 0 else { throw fail(objectPath, "cannot write attribute \(name)") }
     }
 
-    private func writeStrings(_ strings: [String], encoding: StringEncoding, shape: [Int],
-                              create: (hid_t, [Int]) -> Handle) -> herr_t {
+    private func writeStrings(
+        _ strings: [String], encoding: StringEncoding, shape: [Int],
+        create: (hid_t, [Int]) -> Handle
+    ) -> herr_t {
         let type = Handle(H5Tcopy(gs_H5T_C_S1()), .datatype)
         switch encoding {
         case .variableUTF8, .variableASCII:

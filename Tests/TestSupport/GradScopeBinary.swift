@@ -17,7 +17,8 @@ public enum GradScopeBinary {
     public static var path: String? {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: expectedPath, isDirectory: &isDirectory), !isDirectory.boolValue,
-              FileManager.default.isExecutableFile(atPath: expectedPath) else { return nil }
+            FileManager.default.isExecutableFile(atPath: expectedPath)
+        else { return nil }
         return expectedPath
     }
 
