@@ -43,23 +43,23 @@ public enum TensorMeasurer {
         of tensor: TensorRef, in checkpoint: OpenCheckpoint, options: MeasureOptions = MeasureOptions(),
         perUnit: Bool = true
     ) throws -> TensorStats {
-        let dataset = try checkpoint.dataset(for: tensor)
+        let dataset = try checkpoint.data(for: tensor)
         try dataset.checkReadable()
         let layout = perUnit ? unitLayout(for: tensor) : .none
-        if let direct = dataset.direct() {
+        if let direct = dataset.contiguous() {
             switch direct.type {
             case .float32: return try directStats(direct, as: Float.self, layout: layout, options: options)
             default: return try directStats(direct, as: Double.self, layout: layout, options: options)
             }
         }
-        return dataset.info.type.needsDouble
+        return dataset.needsDouble
             ? try streamedStats(dataset, as: Double.self, layout: layout, options: options)
             : try streamedStats(dataset, as: Float.self, layout: layout, options: options)
     }
 
     /// Statistics of any dataset read through libhdf5 in blocks, converted to `T`.
     package static func streamedStats<T: MeasuredElement & HDF5Real>(
-        _ dataset: Dataset, as _: T.Type, layout: UnitLayout,
+        _ dataset: any TensorData, as _: T.Type, layout: UnitLayout,
         options: MeasureOptions
     ) throws -> TensorStats {
         var accumulator = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
@@ -77,18 +77,18 @@ public enum TensorMeasurer {
         options: MeasureOptions = MeasureOptions(), perUnitStats: Bool = true,
         perUnitDrift: Bool = true
     ) throws -> (TensorStats, DriftStats) {
-        let current = try checkpoint.dataset(for: tensor)
-        let before = try earlier.dataset(for: previous)
+        let current = try checkpoint.data(for: tensor)
+        let before = try earlier.data(for: previous)
         try current.checkReadable()
         try before.checkReadable()
-        guard current.info.elementCount == before.info.elementCount, current.info.shape == before.info.shape else {
+        guard current.shape == before.shape else {
             throw CheckpointError(
                 file: checkpoint.checkpoint.source,
-                reason: "\(tensor.path): shape \(current.info.shape) differs from \(before.info.shape) at the previous save")
+                reason: "\(tensor.path): shape \(current.shape) differs from \(before.shape) at the previous save")
         }
         let statsLayout = perUnitStats ? unitLayout(for: tensor) : .none
         let driftLayout = perUnitDrift ? unitLayout(for: tensor) : .none
-        if let a = before.direct(), let b = current.direct(), a.type == b.type {
+        if let a = before.contiguous(), let b = current.contiguous(), a.type == b.type {
             switch b.type {
             case .float32:
                 return try directBoth(a, b, as: Float.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
@@ -96,14 +96,14 @@ public enum TensorMeasurer {
                 return try directBoth(a, b, as: Double.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
             }
         }
-        return current.info.type.needsDouble || before.info.type.needsDouble
+        return current.needsDouble || before.needsDouble
             ? try streamedBoth(before, current, as: Double.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
             : try streamedBoth(before, current, as: Float.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
     }
 
     /// Statistics of `current` and its drift from `earlier`, both read through libhdf5 block by block, side by side.
     package static func streamedBoth<T: MeasuredElement & HDF5Real>(
-        _ earlier: Dataset, _ current: Dataset, as _: T.Type,
+        _ earlier: any TensorData, _ current: any TensorData, as _: T.Type,
         statsLayout: UnitLayout, driftLayout: UnitLayout,
         options: MeasureOptions
     ) throws -> (TensorStats, DriftStats) {
@@ -134,7 +134,7 @@ public enum TensorMeasurer {
     /// elements are split into one contiguous share per thread, each read block
     /// by block into a buffer of its own, and the shares' accumulators merged in order.
     package static func directStats<T: MeasuredElement>(
-        _ tensor: DirectTensor, as _: T.Type, layout: UnitLayout,
+        _ tensor: any ContiguousTensor, as _: T.Type, layout: UnitLayout,
         options: MeasureOptions
     ) throws -> TensorStats {
         let shares = split(count: tensor.count, block: directBlockElements, threads: options.threads)
@@ -156,7 +156,7 @@ public enum TensorMeasurer {
 
     /// Statistics of `current` and its drift from `earlier`, both read directly, side by side.
     package static func directBoth<T: MeasuredElement>(
-        _ earlier: DirectTensor, _ current: DirectTensor, as _: T.Type,
+        _ earlier: any ContiguousTensor, _ current: any ContiguousTensor, as _: T.Type,
         statsLayout: UnitLayout, driftLayout: UnitLayout,
         options: MeasureOptions
     ) throws -> (TensorStats, DriftStats) {

@@ -3,47 +3,43 @@ import Foundation
 import GradScopeModel
 import HDF5
 
-/// A checkpoint as a source opened it: its description and the files its tensors are read from.
+/// A checkpoint as a source opened it: its description and where its tensors are read from.
 public struct OpenCheckpoint: Sendable {
     /// What the checkpoint is; its storage and stamp are filled in by ``described()``.
     public var checkpoint: Checkpoint
-    /// The open files this checkpoint's tensors live in (several for a sharded save).
-    public let files: [HDF5File]
+    /// The open files its tensors are read from.
+    public let tensors: any TensorSource
 
-    public init(_ checkpoint: Checkpoint, files: [HDF5File]) {
+    public init(_ checkpoint: Checkpoint, tensors: any TensorSource) {
         self.checkpoint = checkpoint
-        self.files = files
+        self.tensors = tensors
     }
 
-    /// The dataset holding `tensor`.
-    public func dataset(for tensor: TensorRef) throws -> Dataset {
-        guard tensor.fileIndex >= 0, tensor.fileIndex < files.count else {
-            throw HDF5Error(file: checkpoint.source, object: tensor.path, reason: .notFound, message: "no such file in this checkpoint")
-        }
-        return try files[tensor.fileIndex].dataset(tensor.path)
+    /// A checkpoint read from open HDF5 files (several for a sharded save).
+    public init(_ checkpoint: Checkpoint, files: [HDF5File]) {
+        self.init(checkpoint, tensors: HDF5Files(files, source: checkpoint.source))
     }
 
-    /// Whether a file of this checkpoint is held in memory (a `.keras` archive's weights).
-    public var isMemoryImage: Bool { files.contains(where: \.isMemoryImage) }
+    /// The HDF5 files it was read from (none for another kind of source).
+    public var files: [HDF5File] { (tensors as? HDF5Files)?.files ?? [] }
 
-    /// The checkpoint with its file's stamp (as libhdf5 opened it, or as it is now for a file
-    /// read from memory) and where each tensor of its first file lies when it can be read
-    /// directly (only there: that is the file a reader opens again by path).
+    /// The data of `tensor`, ready to read.
+    public func data(for tensor: TensorRef) throws -> any TensorData { try tensors.data(for: tensor) }
+
+    /// Whether its data is held in memory (a `.keras` archive's weights).
+    public var isMemoryImage: Bool { tensors.isMemoryImage }
+
+    /// The checkpoint with its file's stamp (as its source opened it, or as it is now for data
+    /// held in memory) and where each tensor lies when its bytes can be read by offset.
     public func described() -> OpenCheckpoint {
         var copy = self
-        if let opened = files.first(where: { $0.path == checkpoint.file }), !opened.isMemoryImage {
-            copy.checkpoint.stamp = FileStamp(size: opened.size, mtime: opened.modificationTime)
+        if let stamp = tensors.stamp(of: checkpoint.file) {
+            copy.checkpoint.stamp = stamp
         } else {
             let (size, mtime) = FileIdentity.of(checkpoint.file)
             copy.checkpoint.stamp = FileStamp(size: size, mtime: mtime)
         }
-        copy.checkpoint.storage = checkpoint.tensors.map { tensor in
-            guard tensor.fileIndex == 0, let first = files.first, first.path == checkpoint.file, !first.isMemoryImage,
-                let info = try? first.datasetInfo(tensor.path),
-                info.refusal(limits: first.options.limits, followLinks: first.options.followLinks) == nil
-            else { return nil }
-            return info.directStorage(fileSize: first.size)
-        }
+        copy.checkpoint.storage = checkpoint.tensors.map { tensors.storage(of: $0, in: checkpoint.file) }
         return copy
     }
 }

@@ -283,3 +283,15 @@ extension Dataset {
         return HDF5Error(file: file.path, object: path, reason: reason, message: "the HDF5 library failed reading it: \(detail)")
     }
 }
+
+extension ReadBlock {
+    /// A block from its flat offset and count and its hyperslab in plain integers.
+    package init(offset: Int, count: Int, hyperslabStart: [Int], hyperslabExtent: [Int]) {
+        self.init(offset: offset, count: count, start: hyperslabStart.map { hsize_t($0) }, extent: hyperslabExtent.map { hsize_t($0) })
+    }
+
+    /// The hyperslab's start per axis.
+    package var hyperslabStart: [Int] { start.map { Int($0) } }
+    /// The hyperslab's count per axis.
+    package var hyperslabExtent: [Int] { extent.map { Int($0) } }
+}

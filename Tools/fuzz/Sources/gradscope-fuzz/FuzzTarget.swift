@@ -88,12 +88,12 @@ func exerciseReader(_ image: [UInt8]) {
 
 /// Layout detection and checkpoint loading, then statistics of the first few tensors.
 func exerciseLoader(_ image: [UInt8]) {
-    guard let checkpoints = try? CheckpointLoader.load(image: image, name: FuzzNames.loader) else { return }
+    guard let checkpoints = try? CheckpointLoader.open(image: image, name: FuzzNames.loader) else { return }
     var options = MeasureOptions()
     options.threads = 1
     options.blockElements = 4096
     for checkpoint in checkpoints.prefix(2) {
-        for tensor in checkpoint.tensors.prefix(FuzzLimits.tensors) where isSmall(tensor.shape) {
+        for tensor in checkpoint.checkpoint.tensors.prefix(FuzzLimits.tensors) where isSmall(tensor.shape) {
             _ = try? TensorMeasurer.stats(of: tensor, in: checkpoint, options: options)
         }
     }
