@@ -31,13 +31,16 @@ package enum OutputFormat: String, CaseIterable, Sendable {
     case csv
 }
 
-/// The renderer of `format`. `style` (colour) and `explain` (what each finding
-/// means) shape the table only: JSON and CSV never colour and always carry
-/// every field.
-package func renderer(for format: OutputFormat, style: Style, explain: Bool) -> any ReportRenderer {
+/// The renderer of `format`. `style` (colour), `explain` (what each finding
+/// means) and `width` (the terminal's, nil for unlimited lines) shape the
+/// table only: JSON and CSV never colour and always carry every field;
+/// `csvTable` chooses the CSV's table (nil: the report's own rows).
+package func renderer(
+    for format: OutputFormat, style: Style, explain: Bool, width: Int? = nil, csvTable: CSVTable? = nil
+) -> any ReportRenderer {
     switch format {
-    case .table: return TextRenderer(style: style, explain: explain)
+    case .table: return TextRenderer(style: style, explain: explain, width: width)
     case .json: return JSONRenderer()
-    case .csv: return CSVRenderer()
+    case .csv: return CSVRenderer(table: csvTable)
     }
 }

@@ -22,6 +22,18 @@ struct DiffCommand: ParsableCommand {
     @OptionGroup var reading: ReadingOptions
     @OptionGroup var analysis: AnalysisOptions
 
+    @Option(
+        name: .long,
+        help: """
+            With --format csv, the table to print: tensors (a row per tensor in both files with its drift; the \
+            default) or findings (kind, severity, tensor, layer, first_step, last_step, message).
+            """)
+    var csvTable: CSVTable?
+
+    func validate() throws {
+        try validateCSVTable(csvTable, format: analysis.format, allowed: [.tensors, .findings], command: "diff")
+    }
+
     func run() throws {
         let report: DiffReport
         do {
@@ -29,7 +41,7 @@ struct DiffCommand: ParsableCommand {
         } catch {
             exitWithInputError(error)
         }
-        emit(try analysis.renderer.render(report))
+        emit(try analysis.renderer(csvTable: csvTable).render(report))
         throw ExitCode(analysis.exitCode(report.findings))
     }
 }

@@ -20,6 +20,19 @@ struct InspectCommand: ParsableCommand {
     @OptionGroup var reading: ReadingOptions
     @OptionGroup var analysis: AnalysisOptions
 
+    @Option(
+        name: .long,
+        help: """
+            With --format csv, the table to print: tensors (a row per tensor with its statistics; the default), \
+            findings (kind, severity, tensor, layer, first_step, last_step, message) or loss (step, loss, lr of the \
+            file's save; no row without a step).
+            """)
+    var csvTable: CSVTable?
+
+    func validate() throws {
+        try validateCSVTable(csvTable, format: analysis.format, allowed: [.tensors, .findings, .loss], command: "inspect")
+    }
+
     func run() throws {
         let report: InspectReport
         do {
@@ -27,7 +40,7 @@ struct InspectCommand: ParsableCommand {
         } catch {
             exitWithInputError(error)
         }
-        emit(try analysis.renderer.render(report))
+        emit(try analysis.renderer(csvTable: csvTable).render(report))
         throw ExitCode(analysis.exitCode(report.findings))
     }
 }

@@ -98,7 +98,14 @@ struct AnalysisOptions: ParsableArguments {
     func exitCode(_ findings: [Finding]) -> Int32 { diagnosis.exitCode(findings) }
 
     /// The renderer of --format: a table coloured when stdout is a terminal (and NO_COLOR unset), with --explain.
-    var renderer: any ReportRenderer { GradScopeRendering.renderer(for: format, style: .forStandardOutput(), explain: explain) }
+    var renderer: any ReportRenderer { renderer(csvTable: nil) }
+
+    /// The renderer of --format, the table fitting the terminal's width (see `standardOutputWidth`),
+    /// the CSV holding `csvTable` (nil: the command's own rows).
+    func renderer(csvTable: CSVTable?) -> any ReportRenderer {
+        GradScopeRendering.renderer(
+            for: format, style: .forStandardOutput(), explain: explain, width: standardOutputWidth(), csvTable: csvTable)
+    }
 }
 
 /// Writes to stdout, flushed.

@@ -12,6 +12,9 @@ struct ScanCommand: ParsableCommand {
             (/step_100/...). Prints a verdict, a per-tensor timeline (norms, gradient norms and update ratios with \
             sparklines) and the findings with the step each began. Files that cannot be used are listed with the reason.
 
+            With --format csv the output is one table: the timeline (a row per tensor and step) unless --csv-table \
+            asks for the findings or the loss.
+
             Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 no checkpoint could be read or a usage error.
             """
     )
@@ -23,9 +26,22 @@ struct ScanCommand: ParsableCommand {
     @OptionGroup var analysis: AnalysisOptions
     @OptionGroup var isolation: IsolationFlags
 
+    @Option(
+        name: .long,
+        help: """
+            With --format csv, the table to print: timeline (a row per tensor and step: step, tensor, layer, norm, \
+            gradient_norm, update_ratio, zero_fraction, non_finite; the default), findings (kind, severity, tensor, \
+            layer, first_step, last_step, message) or loss (step, loss, lr).
+            """)
+    var csvTable: CSVTable?
+
+    func validate() throws {
+        try validateCSVTable(csvTable, format: analysis.format, allowed: [.timeline, .findings, .loss], command: "scan")
+    }
+
     func run() throws {
         let report = scanRun(path, reading: reading, diagnosis: analysis.diagnosis, isolation: isolation)
-        emit(try analysis.renderer.render(report))
+        emit(try analysis.renderer(csvTable: csvTable).render(report))
         if report.steps.isEmpty {
             FileHandle.standardError.write(Data("gradscope: \(path): no checkpoint could be read (\(report.skipped.count) file(s) skipped)\n".utf8))
             throw ExitCode(2)

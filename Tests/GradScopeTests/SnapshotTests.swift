@@ -233,7 +233,8 @@ enum Snapshot {
     }
 
     /// Runs the binary with NO_COLOR=1 and none of the caller's GRADSCOPE_
-    /// variables, its output going to files; killed after 120 s.
+    /// variables nor COLUMNS (output to a file has no width then, as the
+    /// snapshots were recorded), its output going to files; killed after 120 s.
     static func run(_ binary: String, _ arguments: [String]) throws -> Output {
         let scratch = try TemporaryDirectory()
         let outPath = scratch.path("stdout"), errPath = scratch.path("stderr")
@@ -250,6 +251,7 @@ enum Snapshot {
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GRADSCOPE_") }
         environment["NO_COLOR"] = "1"
+        environment["COLUMNS"] = nil
         process.environment = environment
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = out
