@@ -187,10 +187,14 @@ public struct TextRenderer: ReportRenderer, Sendable {
                 "\(formatNumber(tensor.normA))→\(formatNumber(tensor.normB))", status,
             ])
         }
-        lines.append(renderTable(rows, style: style))
+        if !report.tensors.isEmpty { lines.append(renderTable(rows, style: style)) }
         for (title, items) in [("added", report.added), ("removed", report.removed), ("reshaped", report.reshaped)] where !items.isEmpty {
             lines.append("")
             lines.append("\(items.count) tensor(s) \(title): " + items.prefix(10).joined(separator: ", ") + (items.count > 10 ? ", …" : ""))
+        }
+        if !report.notes.isEmpty {
+            lines.append("")
+            lines.append(contentsOf: report.notes.map { style.dim("note: " + $0) })
         }
         lines.append("")
         lines.append(contentsOf: findingLines(report.findings, notChecked: report.notChecked))
