@@ -21,6 +21,10 @@ package struct DeadUnitsDetector: Detector {
 
     package func phrase(for finding: Finding) -> String {
         if case .int(let dead)? = finding.evidence["dead_units"], case .int(let units)? = finding.evidence["units"] {
+            // One save shows units silent on its batch, not units that never recover.
+            if finding.evidence["window_saves"] == .int(1) {
+                return "\(finding.verdictSubject) has \(dead)/\(units) units silent \(finding.firstStep.map { "at step \($0)" } ?? "in this save")"
+            }
             return "\(finding.verdictSubject) has \(dead)/\(units) dead units\(finding.verdictSince)"
         }
         return "\(finding.verdictSubject) has dead units\(finding.verdictSince)"
@@ -61,11 +65,24 @@ package struct DeadUnitsDetector: Detector {
             case .activation: how = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch at every save"
             case .movement: how = "never move"
             }
-            let message =
-                "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
+            let message: String
+            if window.saves == 1 {
+                // One save: what it shows, at that save; whether the units stay so takes several.
+                let shown: String
+                switch window.source {
+                case .gradient: shown = "get exactly zero gradient"
+                case .activation: shown = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch"
+                case .movement: shown = "did not move"
+                }
+                message =
+                    "\(dead) of \(window.units) units (\(percent)%) of \(window.name) \(shown) \(run.atStep(window.lastStep)), the only save read: dead units do so at every save, live ones can on one batch (scan the run to tell)."
+            } else {
+                message =
+                    "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
+            }
             let explanation = DeadUnitsExplanation(
                 wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
-                lastStep: window.lastStep, source: window.source, percent: percent
+                lastStep: window.lastStep, source: window.source, percent: percent, stepsKnown: run.stepsKnown
             ).text
             findings.append(
                 Finding(

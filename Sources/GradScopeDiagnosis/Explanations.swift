@@ -155,17 +155,28 @@ package struct DeadUnitsExplanation: Explanation {
     var source: UnitEvidence
     /// The dead units as a rounded percentage of the layer's.
     var percent: Int
+    /// Whether the saves carry step numbers (else none is named).
+    var stepsKnown = true
 
     package var text: String {
-        """
-        Judged over the \(wholeWindow ? "later half of the run" : "last saves of the run") (\(saves) save(s), steps \(firstStep)–\(lastStep)) from \
-        \(source == .gradient ? "the saved gradients" : source == .activation ? "the saved activations" : "the weights' movement"). \
-        A ReLU unit whose input is negative for every example outputs 0 and passes back 0 gradient, so it can never \
-        recover: the capacity is simply lost. \(percent)% of this layer is gone. Likely causes: a learning-rate spike or a \
-        learning rate too high (a large update pushes the bias very negative), a large negative bias at \
-        initialisation, or unnormalised inputs. What to try: lower the learning rate or add warm-up, use \
-        LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and zero biases, add normalisation before the activation.
-        """
+        let evidence = source == .gradient ? "the saved gradients" : source == .activation ? "the saved activations" : "the weights' movement"
+        let judged =
+            saves == 1
+            ? """
+            Judged from one save\(stepsKnown ? " (step \(firstStep))" : "") from \(evidence): a unit silent for every example \
+            of one batch may be dead or only idle on that batch; the saves after it tell which (gradscope scan on the run).
+            """
+            : """
+            Judged over the \(wholeWindow ? "later half of the run" : "last saves of the run") (\(saves) save(s), steps \(firstStep)–\(lastStep)) from \
+            \(evidence).
+            """
+        return """
+            \(judged) A ReLU unit whose input is negative for every example outputs 0 and passes back 0 gradient, so it can never \
+            recover: the capacity is simply lost. \(percent)% of this layer \(saves == 1 ? "would be" : "is") gone. Likely causes: a learning-rate spike or a \
+            learning rate too high (a large update pushes the bias very negative), a large negative bias at \
+            initialisation, or unnormalised inputs. What to try: lower the learning rate or add warm-up, use \
+            LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and zero biases, add normalisation before the activation.
+            """
     }
 }
 

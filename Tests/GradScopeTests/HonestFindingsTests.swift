@@ -135,4 +135,19 @@ struct HonestFindingsTests {
         #expect(!reshaped.findings.contains { $0.tensor == "fc1.weight" }, "\(reshaped.findings.map(\.message))")
         #expect(!reshaped.tensors.contains { $0.name == "fc1.weight" })
     }
+
+    @Test("inspect of one save words its findings for one save: no range of steps, no dead units under No problems")
+    func oneSaveWording() throws {
+        let report = try Analysis.inspect(samplePath("dead-relu") + "/step_000300.h5")
+        let dead = report.findings.filter { $0.kind == .deadUnits }
+        #expect(!dead.isEmpty)
+        for finding in dead {
+            #expect(!finding.message.contains("from step"), "\(finding.message)")
+            #expect(!finding.message.contains("are dead"), "\(finding.message)")
+            #expect(!finding.explanation.contains("steps 300–300"), "\(finding.explanation)")
+        }
+        if report.verdict.hasPrefix("No problems found") {
+            #expect(!report.verdict.contains("dead units"), "\(report.verdict)")
+        }
+    }
 }
