@@ -58,8 +58,7 @@ public enum Analysis {
             notChecked.append(NotChecked(kind: kind, reason: DetectorRegistry.severalSavesReason))
         }
         let after = Diagnoser.detect(measurements, thresholds: thresholds, detectors: detectors.after)
-        var findings = diagnosis.findings
-        findings.append(contentsOf: after.findings)
+        var findings = Diagnoser.ordered(diagnosis.findings + after.findings)
         if !measurements.stepsKnown {
             // A file that holds no step: its findings are not bound to one (DESIGN.md: null).
             for index in findings.indices {

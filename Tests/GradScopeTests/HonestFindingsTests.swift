@@ -150,4 +150,31 @@ struct HonestFindingsTests {
             #expect(!report.verdict.contains("dead units"), "\(report.verdict)")
         }
     }
+
+    @Test("dead-relu: a layer's zero gradients and the dead ReLU after it are one layer, counted once in the verdict")
+    func activationBelongsToItsLayer() throws {
+        let report = try Analysis.scan(samplePath("dead-relu")).0
+        let dead = report.findings.filter { $0.kind == .deadUnits }
+        #expect(dead.contains { $0.tensor == "hidden2" })
+        #expect(Set(dead.compactMap(\.layer)) == ["2"], "\(dead.map { ($0.tensor ?? "", $0.layer ?? "") })")
+        #expect(!report.verdict.contains("layer `3`"), "\(report.verdict)")
+        #expect(report.verdict.hasPrefix("2 problems"), "\(report.verdict)")
+    }
+
+    @Test(
+        "findings are ordered by onset, NaN/Inf first at its step, then by severity",
+        arguments: [
+            "tf-keras-legacy-h5", "exploding-nan", "dead-relu", "ctr-plateau", "vanishing-sigmoid", "weight-decay-collapse",
+        ])
+    func findingsInOrderOfOnset(run: String) throws {
+        let findings = try Analysis.scan(samplePath(run)).0.findings
+        for (a, b) in zip(findings, findings.dropFirst()) {
+            let stepA = a.firstStep ?? Int.max, stepB = b.firstStep ?? Int.max
+            #expect(stepA <= stepB, "\(a.kind) at \(stepA) listed before \(b.kind) at \(stepB)")
+            if stepA == stepB {
+                #expect(!(b.kind == .nanInf && a.kind != .nanInf), "\(a.kind) before nan-inf at step \(stepA)")
+                if (a.kind == .nanInf) == (b.kind == .nanInf) { #expect(a.severity >= b.severity) }
+            }
+        }
+    }
 }
