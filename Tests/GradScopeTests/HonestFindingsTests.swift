@@ -177,4 +177,25 @@ struct HonestFindingsTests {
             }
         }
     }
+
+    @Test("a plateau's evidence is taken over the plateau and names the saved learning rate: ctr-plateau's warm-up, dead-relu's jump")
+    func plateauEvidenceUsesWhatWasSaved() throws {
+        let ctr = try #require(try Analysis.scan(samplePath("ctr-plateau")).0.findings.first { $0.kind == .lossPlateau })
+        #expect(ctr.evidence["logits_std"] == nil)
+        if case .int(let saves)? = ctr.evidence["logits_saves"] { #expect(saves >= 3) } else { Issue.record("no logits_saves") }
+        if case .double(let low)? = ctr.evidence["logits_std_min"], case .double(let high)? = ctr.evidence["logits_std_max"] {
+            #expect(low < high)
+        } else {
+            Issue.record("no logits spread over the plateau: \(ctr.evidence)")
+        }
+        if case .double(let lr)? = ctr.evidence["lr_min"] { #expect(lr < 1e-7) } else { Issue.record("no lr_min") }
+        #expect(ctr.explanation.contains("warm-up"))
+        #expect(!ctr.explanation.contains("the logits logits"))
+
+        let relu = try #require(try Analysis.scan(samplePath("dead-relu")).0.findings.first { $0.kind == .lossPlateau })
+        #expect(relu.evidence["lr_spike"] == .double(0.2))
+        #expect(relu.evidence["lr_spike_step"] == .int(200))
+        #expect(relu.explanation.contains("0.2 at step 200"))
+        #expect(!relu.explanation.contains("learning rate too small"), "\(relu.explanation)")
+    }
 }
