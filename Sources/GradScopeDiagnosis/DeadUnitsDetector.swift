@@ -84,16 +84,29 @@ package struct DeadUnitsDetector: Detector {
                 wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
                 lastStep: window.lastStep, source: window.source, percent: percent, stepsKnown: run.stepsKnown
             ).text
+            var evidence: [String: EvidenceValue] = [
+                "dead_units": .int(dead), "units": .int(window.units),
+                "dead_fraction": .number(fraction), "evidence": .string(window.source.rawValue),
+                "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves),
+            ]
+            var why = explanation
+            // A saved learning rate that jumped at the onset or the save before it: the step that killed them.
+            if run.records.count >= 2, let index = run.records.firstIndex(where: { $0.step == onset }),
+                let rate = PlateauLearningRate(records: run.records, start: index, end: index),
+                case .spike(let value, let step, let median) = rate.course
+            {
+                evidence["lr_spike"] = .number(value)
+                evidence["lr_spike_step"] = .int(step)
+                evidence["lr_run_median"] = .number(median)
+                why =
+                    "The saved learning rate jumped to \(DetectorSupport.format(value)) at step \(step) (the run's median is \(DetectorSupport.format(median))), "
+                    + "at or just before these units went silent: one update that large can push a unit's bias so negative that no example activates it. "
+                    + explanation
+            }
             findings.append(
                 Finding(
                     kind: kind, severity: severity, tensor: window.name, layer: window.layer,
-                    firstStep: onset, lastStep: window.lastStep, message: message,
-                    evidence: [
-                        "dead_units": .int(dead), "units": .int(window.units),
-                        "dead_fraction": .number(fraction), "evidence": .string(window.source.rawValue),
-                        "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves),
-                    ],
-                    explanation: explanation))
+                    firstStep: onset, lastStep: window.lastStep, message: message, evidence: evidence, explanation: why))
         }
         return DetectorOutcome(findings: findings)
     }

@@ -197,5 +197,8 @@ struct HonestFindingsTests {
         #expect(relu.evidence["lr_spike_step"] == .int(200))
         #expect(relu.explanation.contains("0.2 at step 200"))
         #expect(!relu.explanation.contains("learning rate too small"), "\(relu.explanation)")
+        let dead = try #require(try Analysis.scan(samplePath("dead-relu")).0.findings.first { $0.tensor == "2.weight" })
+        #expect(dead.evidence["lr_spike"] == .double(0.2))
+        #expect(dead.explanation.contains("0.2 at step 200"))
     }
 }
