@@ -18,7 +18,9 @@ public enum Analysis {
         if checkpoints.count > 1 {
             notes.append("the file holds \(checkpoints.count) steps; inspecting the last (\(checkpoint.source)); scan reads them all")
         }
-        let selected = checkpoint.selecting(select)
+        // The whole file is diagnosed; `select` narrows only what the report shows (``Selection``).
+        let selected = checkpoint
+        let selection = select.map(Selection.init)
         let run = Run(source: path, checkpoints: [selected])
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
@@ -31,7 +33,7 @@ public enum Analysis {
         let layerIndex = Dictionary(selected.layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
         let roleIndex: [TensorRole: Int] = [.weight: 0, .gradient: 1, .optimizer: 2, .activation: 3]
         let fileOrder = Dictionary(selected.tensors.enumerated().map { ($0.element.key, $0.offset) }, uniquingKeysWith: { a, _ in a })
-        let ordered = selected.tensors.sorted { a, b in
+        let ordered = selected.tensors.filter { selection?.matches($0.name) ?? true }.sorted { a, b in
             let activationA = a.role == .activation, activationB = b.role == .activation
             if activationA != activationB { return !activationA }
             let la = layerIndex[a.layer] ?? Int.max, lb = layerIndex[b.layer] ?? Int.max
@@ -56,8 +58,7 @@ public enum Analysis {
             notChecked.append(NotChecked(kind: kind, reason: DetectorRegistry.severalSavesReason))
         }
         let after = Diagnoser.detect(measurements, thresholds: thresholds, detectors: detectors.after)
-        var findings = diagnosis.findings
-        findings.append(contentsOf: after.findings)
+        var findings = Diagnoser.ordered(diagnosis.findings + after.findings)
         if !measurements.stepsKnown {
             // A file that holds no step: its findings are not bound to one (DESIGN.md: null).
             for index in findings.indices {
@@ -66,36 +67,103 @@ public enum Analysis {
             }
         }
         notChecked.append(contentsOf: after.notChecked)
+        var verdict = Diagnoser.verdict(findings, run: measurements, notChecked: notChecked)
+        if let selection {
+            let (names, layers) = Selection.names(measurements)
+            let all = findings.count
+            findings = findings.filter { selection.keeps($0, layers: layers) }
+            let matched = names.filter(selection.matches).count
+            verdict =
+                matched == 0
+                ? selection.nothingMatches(findings: all) : Diagnoser.verdict(findings, run: measurements, notChecked: notChecked)
+            notes.append(selection.note(matched: matched, of: names.count, shownFindings: findings.count, allFindings: all))
+        }
         return InspectReport(
             file: path, layout: checkpoint.layout.rawValue, step: checkpoint.metadata.step, loss: checkpoint.metadata.loss,
             lr: checkpoint.metadata.learningRate, framework: checkpoint.metadata.framework,
             optimizer: checkpoint.metadata.optimizer, tensors: tensors, findings: findings,
             notChecked: notChecked, skipped: checkpoint.skipped + (record?.failures ?? []) + measured.skipped, notes: notes,
-            verdict: Diagnoser.verdict(findings, run: measurements, notChecked: notChecked))
+            verdict: verdict)
     }
 
     /// What changed between two checkpoints, tensor by tensor.
+    ///
+    /// Only what two saves of one model allow is judged. The saves are compared oldest first (when B
+    /// is older than A the report says so and names B first); per-step rates need two different known
+    /// steps; tensors whose shape changed are listed, never measured; and two files that share fewer
+    /// than half of their tensors by name and shape are different models, of which nothing is judged.
+    /// `select` narrows what is shown, not what is judged (``Selection``).
     public static func diff(
         _ pathA: String, _ pathB: String, load: LoadOptions = LoadOptions(), measure: MeasureOptions = MeasureOptions(),
         thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil
     ) throws -> DiffReport {
-        guard let a = try CheckpointLoader.load(pathA, options: load).last else { throw CheckpointError(file: pathA, reason: "no checkpoint") }
-        guard let b = try CheckpointLoader.load(pathB, options: load).last else { throw CheckpointError(file: pathB, reason: "no checkpoint") }
-        var first = a.selecting(select), second = b.selecting(select)
-        if first.metadata.step == nil { first.metadata.step = 0 }
-        if second.metadata.step == nil || second.metadata.step == first.metadata.step {
-            second.metadata.step = (first.metadata.step ?? 0) + 1
+        guard let loadedA = try CheckpointLoader.load(pathA, options: load).last else { throw CheckpointError(file: pathA, reason: "no checkpoint") }
+        guard let loadedB = try CheckpointLoader.load(pathB, options: load).last else { throw CheckpointError(file: pathB, reason: "no checkpoint") }
+        var notes: [String] = []
+        var (a, b, nameA, nameB) = (loadedA, loadedB, pathA, pathB)
+        if let stepA = a.metadata.step, let stepB = b.metadata.step, stepB < stepA {
+            notes.append(
+                "B (step \(stepB)) is older than A (step \(stepA)): the changes are measured from the older save to the newer, \(pathB) → \(pathA)")
+            (a, b, nameA, nameB) = (loadedB, loadedA, pathB, pathA)
         }
-        let keysA = Dictionary(first.tensors.map { ($0.key, $0) }, uniquingKeysWith: { x, _ in x })
-        let keysB = Dictionary(second.tensors.map { ($0.key, $0) }, uniquingKeysWith: { x, _ in x })
-        let added = second.tensors.filter { keysA[$0.key] == nil }.map(\.label)
-        let removed = first.tensors.filter { keysB[$0.key] == nil }.map(\.label)
-        let reshaped = second.tensors.filter { tensor in keysA[tensor.key].map { $0.shape != tensor.shape } ?? false }
-            .map { "\($0.label): \(formatShape(keysA[$0.key]?.shape ?? [])) -> \(formatShape($0.shape))" }
-        let run = Run(source: pathB, checkpoints: [first, second])
+        let stepA = a.metadata.step, stepB = b.metadata.step
+        // Per-step rates need two known, different steps; none is made up.
+        let stepsApart: Int? = stepA.flatMap { first in stepB.flatMap { $0 > first ? $0 - first : nil } }
+        if stepA == nil || stepB == nil {
+            notes.append(
+                "\(stepA == nil ? nameA : nameB) holds no step number: the steps between the saves are unknown, so no per-step rate is given")
+        } else if stepA == stepB {
+            notes.append("both files are at step \(stepA ?? 0): no per-step rate is given")
+        }
+        let keysA = Dictionary(a.tensors.map { ($0.key, $0) }, uniquingKeysWith: { x, _ in x })
+        let keysB = Dictionary(b.tensors.map { ($0.key, $0) }, uniquingKeysWith: { x, _ in x })
+        let added = b.tensors.filter { keysA[$0.key] == nil }
+        let removed = a.tensors.filter { keysB[$0.key] == nil }
+        let reshapedKeys = Set(b.tensors.filter { tensor in keysA[tensor.key].map { $0.shape != tensor.shape } ?? false }.map(\.key))
+        let shared = b.tensors.filter { keysA[$0.key] != nil && !reshapedKeys.contains($0.key) }.count
+        // Two saves of one model share their tensors, by name and shape; a few may be added or reshaped.
+        let sameModel = shared > 0 && 2 * shared >= max(a.tensors.count, b.tensors.count)
+        if shared == 0 {
+            notes.append("the files share no tensor of the same name and shape: they are not two saves of one model, and nothing is judged")
+        } else if !sameModel {
+            notes.append(
+                "only \(shared) of \(max(a.tensors.count, b.tensors.count)) tensors have the same name and shape in both files: they look like different models, and nothing is judged"
+            )
+        }
+        if !reshapedKeys.isEmpty {
+            notes.append("\(reshapedKeys.count) tensor(s) changed shape: they are listed as reshaped and not judged")
+        }
+        // Reshaped tensors are left out of the measurement: their values cannot be compared.
+        var first = a, second = b
+        first.tensors = a.tensors.filter { !reshapedKeys.contains($0.key) }
+        second.tensors = b.tensors.filter { !reshapedKeys.contains($0.key) }
+        first.storage = a.tensors.indices.filter { !reshapedKeys.contains(a.tensors[$0].key) }.map {
+            a.storage.indices.contains($0) ? a.storage[$0] : nil
+        }
+        second.storage = b.tensors.indices.filter { !reshapedKeys.contains(b.tensors[$0].key) }.map {
+            b.storage.indices.contains($0) ? b.storage[$0] : nil
+        }
+        // The measurement orders saves by step: two distinct ones, the older first (unknown or equal steps
+        // are numbered 0 and 1 here only, never reported).
+        if stepsApart == nil {
+            first.metadata.step = 0
+            second.metadata.step = 1
+        }
+        let run = Run(source: nameB, checkpoints: [first, second])
         let (measured, measurements) = ScanEngine.measure(run, load: load, options: measure)
-        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds, detectors: DetectorRegistry.detectors(for: .pair))
-        let steps = max((second.metadata.step ?? 1) - (first.metadata.step ?? 0), 1)
+        var detectors = DetectorRegistry.detectors(for: .pair)
+        var notChecked: [NotChecked] = []
+        if !sameModel {
+            // Only what one file shows on its own stays judged: non-finite values.
+            for detector in detectors where detector.kind != .nanInf {
+                notChecked.append(NotChecked(kind: detector.kind, reason: "the two files are not saves of one model"))
+            }
+            detectors = detectors.filter { $0.kind == .nanInf }
+        } else if stepsApart == nil {
+            notChecked.append(NotChecked(kind: .updateRatio, reason: "needs two saves at different, known steps"))
+            detectors = detectors.filter { $0.kind != .updateRatio }
+        }
+        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds, detectors: detectors)
         var drifts: [TensorDrift] = []
         if let record = measurements.records.last {
             for key in record.order {
@@ -108,14 +176,43 @@ public enum Analysis {
                     TensorDrift(
                         name: measurement.name, layer: measurement.layer, role: measurement.role, shape: measurement.shape,
                         normA: drift.normA, normB: drift.normB, drift: drift,
-                        perStep: drift.relativeChange.map { $0 / Double(steps) }, status: status))
+                        perStep: stepsApart.flatMap { apart in drift.relativeChange.map { $0 / Double(apart) } }, status: status))
             }
         }
         drifts.sort { ($0.drift.relativeChange ?? -1) > ($1.drift.relativeChange ?? -1) }
+        var findings = diagnosis.findings
+        // In the order the detectors run, as when each says itself why it could not judge.
+        let order = DetectorRegistry.detectors(for: .pair).map(\.kind)
+        notChecked = (diagnosis.notChecked + notChecked).enumerated().sorted { x, y in
+            let rankX = order.firstIndex(of: x.element.kind) ?? order.count, rankY = order.firstIndex(of: y.element.kind) ?? order.count
+            return rankX != rankY ? rankX < rankY : x.offset < y.offset
+        }.map(\.element)
+        var verdict = diagnosis.verdict
+        var shownAdded = added, shownRemoved = removed
+        var shownReshaped = b.tensors.filter { reshapedKeys.contains($0.key) }
+        if let selection = select.map(Selection.init) {
+            let (names, layers) = Selection.names(measurements)
+            let all = findings.count
+            findings = findings.filter { selection.keeps($0, layers: layers) }
+            drifts = drifts.filter { selection.matches($0.name) }
+            shownAdded = added.filter { selection.matches($0.name) }
+            shownRemoved = removed.filter { selection.matches($0.name) }
+            shownReshaped = shownReshaped.filter { selection.matches($0.name) }
+            let matched = names.filter(selection.matches).count
+            verdict =
+                matched == 0
+                ? selection.nothingMatches(findings: all) : Diagnoser.verdict(findings, run: measurements, notChecked: notChecked)
+            notes.append(selection.note(matched: matched, of: names.count, shownFindings: findings.count, allFindings: all))
+        }
+        if !sameModel && findings.isEmpty && !measurements.records.isEmpty {
+            verdict = "Not two saves of one model: nothing compared or judged (see notes)."
+        }
         return DiffReport(
-            a: pathA, b: pathB, stepA: first.metadata.step, stepB: second.metadata.step, tensors: drifts, added: added,
-            removed: removed, reshaped: reshaped, findings: diagnosis.findings, notChecked: diagnosis.notChecked,
-            skipped: measured.skipped + measurements.records.flatMap(\.failures), verdict: diagnosis.verdict)
+            a: nameA, b: nameB, stepA: stepA, stepB: stepB, tensors: sameModel ? drifts : [], added: shownAdded.map(\.label),
+            removed: shownRemoved.map(\.label),
+            reshaped: shownReshaped.map { "\($0.label): \(formatShape(keysA[$0.key]?.shape ?? [])) -> \(formatShape($0.shape))" },
+            findings: findings, notChecked: notChecked, skipped: measured.skipped + measurements.records.flatMap(\.failures),
+            notes: notes, verdict: verdict)
     }
 
     /// The whole run: every step measured, every detector run. Files are read in worker
@@ -130,10 +227,13 @@ public enum Analysis {
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
         let (run, measurements) = try ScanEngine.scan(
-            path, isolation: isolation, load: load, measure: measureOptions, select: select,
+            path, isolation: isolation, load: load, measure: measureOptions, select: nil,
             loadProgress: loadProgress, measureProgress: measureProgress)
+        // The whole run is diagnosed; `select` narrows only what the report shows (``Selection``).
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
-        return (ScanReport(run: run, measurements: measurements, diagnosis: diagnosis), measurements)
+        var report = ScanReport(run: run, measurements: measurements, diagnosis: diagnosis)
+        if let select { report.show(Selection(select), measurements: measurements) }
+        return (report, measurements)
     }
 
     /// The whole run with every file read in isolated worker processes.

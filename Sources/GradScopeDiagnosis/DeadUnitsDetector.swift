@@ -21,6 +21,10 @@ package struct DeadUnitsDetector: Detector {
 
     package func phrase(for finding: Finding) -> String {
         if case .int(let dead)? = finding.evidence["dead_units"], case .int(let units)? = finding.evidence["units"] {
+            // One save shows units silent on its batch, not units that never recover.
+            if finding.evidence["window_saves"] == .int(1) {
+                return "\(finding.verdictSubject) has \(dead)/\(units) units silent \(finding.firstStep.map { "at step \($0)" } ?? "in this save")"
+            }
             return "\(finding.verdictSubject) has \(dead)/\(units) dead units\(finding.verdictSince)"
         }
         return "\(finding.verdictSubject) has dead units\(finding.verdictSince)"
@@ -61,22 +65,48 @@ package struct DeadUnitsDetector: Detector {
             case .activation: how = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch at every save"
             case .movement: how = "never move"
             }
-            let message =
-                "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
+            let message: String
+            if window.saves == 1 {
+                // One save: what it shows, at that save; whether the units stay so takes several.
+                let shown: String
+                switch window.source {
+                case .gradient: shown = "get exactly zero gradient"
+                case .activation: shown = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch"
+                case .movement: shown = "did not move"
+                }
+                message =
+                    "\(dead) of \(window.units) units (\(percent)%) of \(window.name) \(shown) \(run.atStep(window.lastStep)), the only save read: dead units do so at every save, live ones can on one batch (scan the run to tell)."
+            } else {
+                message =
+                    "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
+            }
             let explanation = DeadUnitsExplanation(
                 wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
-                lastStep: window.lastStep, source: window.source, percent: percent
+                lastStep: window.lastStep, source: window.source, percent: percent, stepsKnown: run.stepsKnown
             ).text
+            var evidence: [String: EvidenceValue] = [
+                "dead_units": .int(dead), "units": .int(window.units),
+                "dead_fraction": .number(fraction), "evidence": .string(window.source.rawValue),
+                "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves),
+            ]
+            var why = explanation
+            // A saved learning rate that jumped at the onset or the save before it: the step that killed them.
+            if run.records.count >= 2, let index = run.records.firstIndex(where: { $0.step == onset }),
+                let rate = PlateauLearningRate(records: run.records, start: index, end: index),
+                case .spike(let value, let step, let median) = rate.course
+            {
+                evidence["lr_spike"] = .number(value)
+                evidence["lr_spike_step"] = .int(step)
+                evidence["lr_run_median"] = .number(median)
+                why =
+                    "The saved learning rate jumped to \(DetectorSupport.format(value)) at step \(step) (the run's median is \(DetectorSupport.format(median))), "
+                    + "at or just before these units went silent: one update that large can push a unit's bias so negative that no example activates it. "
+                    + explanation
+            }
             findings.append(
                 Finding(
                     kind: kind, severity: severity, tensor: window.name, layer: window.layer,
-                    firstStep: onset, lastStep: window.lastStep, message: message,
-                    evidence: [
-                        "dead_units": .int(dead), "units": .int(window.units),
-                        "dead_fraction": .number(fraction), "evidence": .string(window.source.rawValue),
-                        "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves),
-                    ],
-                    explanation: explanation))
+                    firstStep: onset, lastStep: window.lastStep, message: message, evidence: evidence, explanation: why))
         }
         return DetectorOutcome(findings: findings)
     }

@@ -7,7 +7,7 @@ import GradScopeStatistics
 
 /// The result of running every detector over a run's measurements.
 public struct Diagnosis: Sendable {
-    /// Findings, most severe first, then by onset step.
+    /// Findings in the order they arose (``Diagnoser/ordered(_:)``).
     public var findings: [Finding]
     public var notChecked: [NotChecked]
     /// One line a person reads first.
@@ -25,14 +25,76 @@ public enum Diagnoser {
         detectors: [any Detector] = allDetectors.filter { $0.scope.contains(.run) }
     ) -> Diagnosis {
         var (findings, notChecked) = detect(run, thresholds: thresholds, detectors: detectors)
+        findings = attributeActivations(findings, run: run)
         findings = linkPlateauEvidence(findings)
-        findings.sort { a, b in
-            if a.severity != b.severity { return a.severity > b.severity }
+        findings = ordered(findings)
+        return Diagnosis(findings: findings, notChecked: notChecked, verdict: verdict(findings, run: run, notChecked: notChecked))
+    }
+
+    /// Findings in the order they arose: by onset step (a finding without a step last); at one step
+    /// NaN/Inf first, since from that save on every other statistic of the tensors it reached is
+    /// meaningless and may be its consequence; then the most severe; then by tensor. What comes first
+    /// can have caused what follows, never the reverse.
+    package static func ordered(_ findings: [Finding]) -> [Finding] {
+        findings.enumerated().sorted { x, y in
+            let a = x.element, b = y.element
             let stepA = a.firstStep ?? Int.max, stepB = b.firstStep ?? Int.max
             if stepA != stepB { return stepA < stepB }
-            return (a.tensor ?? "") < (b.tensor ?? "")
+            if (a.kind == .nanInf) != (b.kind == .nanInf) { return a.kind == .nanInf }
+            if a.severity != b.severity { return a.severity > b.severity }
+            if (a.tensor ?? "") != (b.tensor ?? "") { return (a.tensor ?? "") < (b.tensor ?? "") }
+            return x.offset < y.offset
+        }.map(\.element)
+    }
+
+    /// A saved activation belongs to the layer that produces it. The native layout names an
+    /// activation by the module that outputs it; a parameter-free module (a ReLU in a Sequential)
+    /// is not a layer of the model's, and applies elementwise to the output of the layer before it,
+    /// keeping its units. So an activation whose module holds no weights is attributed to the
+    /// nearest earlier sibling module that does (`3` after `2` in `net.2`, `net.3`) when that
+    /// layer's kernel has as many units as the activation: a dead ReLU after `2` and the zero
+    /// gradients of `2.weight` are one layer's problem, counted once.
+    package static func attributeActivations(_ findings: [Finding], run: RunMeasurements) -> [Finding] {
+        let producers = activationProducers(run)
+        guard !producers.isEmpty else { return findings }
+        return findings.map { finding in
+            guard let tensor = finding.tensor, let layer = producers[tensor] else { return finding }
+            var copy = finding
+            copy.layer = layer
+            return copy
         }
-        return Diagnosis(findings: findings, notChecked: notChecked, verdict: verdict(findings, run: run, notChecked: notChecked))
+    }
+
+    /// For each saved activation whose module holds no weights, the layer that produces it (see
+    /// ``attributeActivations(_:run:)``).
+    package static func activationProducers(_ run: RunMeasurements) -> [String: String] {
+        let layers = Set(run.layers)
+        func split(_ name: String) -> (parent: Substring, index: Int)? {
+            guard let cut = name.lastIndex(where: { $0 == "." || $0 == "/" }) else { return Int(name).map { ("", $0) } }
+            return Int(name[name.index(after: cut)...]).map { (name[..<cut], $0) }
+        }
+        var siblings: [Substring: [(index: Int, layer: String)]] = [:]
+        for layer in run.layers {
+            if let (parent, index) = split(layer) { siblings[parent, default: []].append((index, layer)) }
+        }
+        // The units of each layer's kernel, from its last measurement.
+        var kernelUnits: [String: Int] = [:]
+        for key in run.weightKeys {
+            guard let weight = run.series(key).last?.measurement, DetectorSupport.isKernel(weight), kernelUnits[weight.layer] == nil,
+                let units = DetectorSupport.units(shape: weight.shape, unitAxis: weight.unitAxis)
+            else { continue }
+            kernelUnits[weight.layer] = units
+        }
+        var producers: [String: String] = [:]
+        for key in run.keys(role: .activation) {
+            guard let activation = run.series(key).last?.measurement, !layers.contains(activation.layer),
+                let (parent, index) = split(activation.layer),
+                let producer = siblings[parent]?.filter({ $0.index < index }).max(by: { $0.index < $1.index })?.layer,
+                let units = activation.unitCount, kernelUnits[producer] == units
+            else { continue }
+            producers[activation.name] = producer
+        }
+        return producers
     }
 
     /// Runs `detectors` in order: their findings and not-checked entries as they come.

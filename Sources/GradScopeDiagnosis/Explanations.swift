@@ -155,17 +155,28 @@ package struct DeadUnitsExplanation: Explanation {
     var source: UnitEvidence
     /// The dead units as a rounded percentage of the layer's.
     var percent: Int
+    /// Whether the saves carry step numbers (else none is named).
+    var stepsKnown = true
 
     package var text: String {
-        """
-        Judged over the \(wholeWindow ? "later half of the run" : "last saves of the run") (\(saves) save(s), steps \(firstStep)–\(lastStep)) from \
-        \(source == .gradient ? "the saved gradients" : source == .activation ? "the saved activations" : "the weights' movement"). \
-        A ReLU unit whose input is negative for every example outputs 0 and passes back 0 gradient, so it can never \
-        recover: the capacity is simply lost. \(percent)% of this layer is gone. Likely causes: a learning-rate spike or a \
-        learning rate too high (a large update pushes the bias very negative), a large negative bias at \
-        initialisation, or unnormalised inputs. What to try: lower the learning rate or add warm-up, use \
-        LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and zero biases, add normalisation before the activation.
-        """
+        let evidence = source == .gradient ? "the saved gradients" : source == .activation ? "the saved activations" : "the weights' movement"
+        let judged =
+            saves == 1
+            ? """
+            Judged from one save\(stepsKnown ? " (step \(firstStep))" : "") from \(evidence): a unit silent for every example \
+            of one batch may be dead or only idle on that batch; the saves after it tell which (gradscope scan on the run).
+            """
+            : """
+            Judged over the \(wholeWindow ? "later half of the run" : "last saves of the run") (\(saves) save(s), steps \(firstStep)–\(lastStep)) from \
+            \(evidence).
+            """
+        return """
+            \(judged) A ReLU unit whose input is negative for every example outputs 0 and passes back 0 gradient, so it can never \
+            recover: the capacity is simply lost. \(percent)% of this layer \(saves == 1 ? "would be" : "is") gone. Likely causes: a learning-rate spike or a \
+            learning rate too high (a large update pushes the bias very negative), a large negative bias at \
+            initialisation, or unnormalised inputs. What to try: lower the learning rate or add warm-up, use \
+            LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and zero biases, add normalisation before the activation.
+            """
     }
 }
 
@@ -205,30 +216,64 @@ package struct LossPlateauExplanation: Explanation {
     var lossMax: Double?
     /// The output bias and its mean, when every element is below 0.1 in size.
     var smallOutputBias: (name: String, mean: Double?)?
-    /// The logits saved, with their spread and largest size.
-    var logits: (name: String, std: Double?, maxAbs: Double?)?
+    /// The logits saved, their spread over the plateau's saves and their largest size.
+    var logits: PlateauLogits?
+    /// The learning rate saved over the plateau, when it was.
+    var learningRate: PlateauLearningRate? = nil
 
     package var text: String {
+        let f = DetectorSupport.format
         var pointers: [String] = []
         if let (name, mean) = smallOutputBias {
             pointers.append(
-                "the output bias \(name) sits at \(DetectorSupport.format(mean)) (pulled to 0: the best a model that has learned nothing can do)")
+                "the output bias \(name) sits at \(f(mean)) (pulled to 0: the best a model that has learned nothing can do)")
         }
-        if let (name, std, maxAbs) = logits {
-            pointers.append("the logits \(name) have spread \(DetectorSupport.format(std)) (max |logit| \(DetectorSupport.format(maxAbs)))")
+        if let logits {
+            let spread =
+                logits.saves == 1 || logits.lowest == logits.highest
+                ? "a spread (std) of \(f(logits.highest))"
+                : "a spread (std) between \(f(logits.lowest)) and \(f(logits.highest)) (highest at step \(logits.highestStep))"
+            pointers.append(
+                "the saved logits (`\(logits.name)`) have \(spread) over \(logits.saves) save(s) of the plateau, |logit| at most \(f(logits.maxAbs))")
+        }
+        var causes =
+            "a learning rate too small at the start (a long warm-up such as Noam's, or a small scale factor), weights initialised too small so the logits start at ~0"
+        var tries = "a larger initial learning rate or shorter warm-up, default (Kaiming/Xavier) initialisation"
+        if let learningRate {
+            switch learningRate.course {
+            case .spike(let value, let step, let median):
+                pointers.append(
+                    "the saved learning rate jumped to \(f(value)) at step \(step), \(f(value / median))× the run's median of \(f(median))")
+                causes =
+                    "that learning-rate jump: one step that large can push a ReLU layer's inputs below 0 for every example (its units die) or throw the output layer back to the class frequencies"
+                tries = "remove the jump (or clip gradients by norm), use warm-up and a lower peak rate, default (Kaiming/Xavier) initialisation"
+            case .warmUp(let from, let to, let step, let peak):
+                pointers.append(
+                    "the saved learning rate was \(f(from)) at step \(learningRate.firstStep) and rose to \(f(to)) by step \(step) (its peak in the run: \(f(peak))): a warm-up whose first updates are too small to move the logits"
+                )
+                causes =
+                    "the warm-up (\(f(peak / from))× below its peak at the plateau's start), weights initialised too small so the logits start at ~0"
+            case .steady(let low, let high):
+                pointers.append(
+                    low == high
+                        ? "the saved learning rate was \(f(low)) throughout"
+                        : "the saved learning rate was between \(f(low)) and \(f(high)) over the plateau")
+                causes =
+                    "a learning rate too small for this model (it was \(f(high)) at most here), weights initialised too small so the logits start at ~0"
+                tries = "a larger learning rate, default (Kaiming/Xavier) initialisation"
+            }
         }
         return """
-            For \(saves) consecutive saves the loss stayed within \(DetectorSupport.format(tolerance * 100))% of \(target) \
-            (between \(DetectorSupport.format(lossMin)) and \(DetectorSupport.format(lossMax))). That is the loss of a model whose \
-            logits are all ~0: until the rest of the network produces a useful signal, the cheapest thing the output layer \
-            can do is predict the class frequencies, so its bias is pulled to 0 and the loss pins at \(target). \
+            For \(saves) consecutive saves the loss stayed within \(f(tolerance * 100))% of \(target) \
+            (between \(f(lossMin)) and \(f(lossMax))). That is the loss of predicting the uniform distribution, which \
+            logits that are all equal (all ~0 at initialisation) give: until the rest of the network produces a useful \
+            signal, the cheapest thing the output layer can do is predict the class frequencies, so its bias is pulled \
+            to 0 and the loss pins at \(target). \
             \(pointers.isEmpty ? "" : "Evidence: " + pointers.joined(separator: "; ") + ". ")\
-            Likely causes: a learning rate too small at the start (a long warm-up such as Noam's, or a small scale factor), \
-            weights initialised too small so the logits start at ~0, a saturated or dead layer upstream that passes no \
-            signal, or a deep stack of linear layers without normalisation. What to try: a larger initial learning rate \
-            or shorter warm-up, default (Kaiming/Xavier) initialisation, check the layers flagged below for dead or \
-            collapsing units, and plot the logits' spread over the first steps; a few thousand steps at \(target) may also \
-            simply be the price of a slow start if the loss falls afterwards.
+            Likely causes: \(causes), a saturated or dead layer upstream that passes no \
+            signal, or a deep stack of linear layers without normalisation. What to try: \(tries), check the layers \
+            flagged below for dead or collapsing units, and plot the logits' spread over the first steps; a few thousand \
+            steps at \(target) may also simply be the price of a slow start if the loss falls afterwards.
             """
     }
 

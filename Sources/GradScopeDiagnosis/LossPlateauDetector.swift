@@ -18,9 +18,11 @@ import GradScopeStatistics
 /// `plateau_relative_tolerance` (3% of ln K), `plateau_min_saves` (3) and
 /// `plateau_min_run_fraction` (10% of the run's steps, or the plateau lasts to
 /// the end). Severity: error when it lasts to the last save, warning when it spans
-/// `plateau_warning_run_fraction` (25%) of the run, else info (a slow start). The evidence points at the weights: the output bias, the logits'
-/// spread (a saved activation whose name holds logit, output, out or head, else the last one saved), and (added by the diagnosis)
-/// the layers found dead, frozen, collapsing, with zero or vanishing gradients, or poorly initialised, at warning or above.
+/// `plateau_warning_run_fraction` (25%) of the run, else info (a slow start). The evidence, taken over the plateau's
+/// saves, points at the weights: the output bias, the logits' spread (a saved activation whose name holds logit,
+/// output, out or head, else the last one saved), the saved learning rate and its course (``PlateauLearningRate``),
+/// and (added by the diagnosis) the layers found dead, frozen, collapsing, with zero or vanishing gradients, or
+/// poorly initialised, at warning or above.
 /// Needs: a finite loss at `plateau_min_saves` saves or more.
 package struct LossPlateauDetector: Detector {
     package static let kind = FindingKind.lossPlateau
@@ -115,20 +117,36 @@ package struct LossPlateauDetector: Detector {
         ]
         if let finalLoss = records.last?.loss { evidence["loss_at_last_save"] = .number(finalLoss) }
         var smallOutputBias: (name: String, mean: Double?)?
-        var savedLogits: (name: String, std: Double?, maxAbs: Double?)?
+        var savedLogits: PlateauLogits?
+        let plateauRecords = Array(records[best.start...best.end])
         let plateauRecord = records[best.end]
+        // The weights' evidence is taken over the plateau's saves, not at one of them.
         if let (biasName, bias) = outputBias(run, at: plateauRecord) {
+            let over = plateauRecords.compactMap { record in record.tensors.values.first { $0.name == biasName && $0.role == .weight } }
+            let largest = over.compactMap(\.stats.maxAbs).max()
             evidence["output_bias"] = .string(biasName)
             evidence["output_bias_mean"] = .number(bias.stats.mean)
-            evidence["output_bias_max_abs"] = .number(bias.stats.maxAbs)
-            if let maxAbs = bias.stats.maxAbs, maxAbs < 0.1 { smallOutputBias = (biasName, bias.stats.mean) }
+            evidence["output_bias_max_abs"] = .number(largest)
+            if let largest, largest < 0.1 { smallOutputBias = (biasName, bias.stats.mean) }
         }
-        if let (logitsName, logits) = logits(run, at: plateauRecord) {
-            evidence["logits"] = .string(logitsName)
-            evidence["logits_std"] = .number(logits.stats.std)
-            evidence["logits_max_abs"] = .number(logits.stats.maxAbs)
-            savedLogits = (logitsName, logits.stats.std, logits.stats.maxAbs)
+        if let (logitsName, _) = logits(run, at: plateauRecord) {
+            let over = plateauRecords.compactMap { record in
+                record.tensors.values.first { $0.name == logitsName && $0.role == .activation }.map { (record.step, $0) }
+            }
+            let spreads = over.compactMap { step, logits in logits.stats.std.map { (step, $0) } }
+            if let low = spreads.min(by: { $0.1 < $1.1 }), let high = spreads.max(by: { $0.1 < $1.1 }) {
+                let largest = over.compactMap(\.1.stats.maxAbs).max()
+                evidence["logits"] = .string(logitsName)
+                evidence["logits_std_min"] = .number(low.1)
+                evidence["logits_std_max"] = .number(high.1)
+                evidence["logits_max_abs"] = .number(largest)
+                evidence["logits_saves"] = .int(spreads.count)
+                savedLogits = PlateauLogits(
+                    name: logitsName, saves: spreads.count, lowest: low.1, highest: high.1, highestStep: high.0, maxAbs: largest)
+            }
         }
+        let learningRate = PlateauLearningRate(records: records, start: best.start, end: best.end)
+        if let learningRate { evidence.merge(learningRate.evidence) { _, new in new } }
         let name = best.k == 2 ? "ln 2 = 0.693" : "ln \(best.k) = \(DetectorSupport.format(target))"
         let meaning = best.k == 2 ? "the model predicts p = 0.5 for everything" : "the model predicts the uniform distribution over \(best.k) classes"
         let tail = reachesEnd ? "and is still there at the last save" : "then falls to \(DetectorSupport.format(records.last?.loss))"
@@ -136,7 +154,7 @@ package struct LossPlateauDetector: Detector {
         let explanation = LossPlateauExplanation(
             saves: saves, tolerance: thresholds.plateauRelativeTolerance, target: name,
             lossMin: losses.min(), lossMax: losses.max(), smallOutputBias: smallOutputBias,
-            logits: savedLogits
+            logits: savedLogits, learningRate: learningRate
         ).text
         let severity: Severity = reachesEnd ? .error : (fraction >= thresholds.plateauWarningRunFraction ? .warning : .info)
         return DetectorOutcome(findings: [
@@ -172,5 +190,83 @@ package struct LossPlateauDetector: Detector {
             return (named.name, named)
         }
         return activations.last.map { ($0.name, $0) }
+    }
+}
+
+/// The saved logits over a plateau's saves: their spread, lowest and highest, and their largest size.
+package struct PlateauLogits: Sendable {
+    var name: String
+    var saves: Int
+    var lowest: Double
+    var highest: Double
+    var highestStep: Int
+    var maxAbs: Double?
+}
+
+/// The learning rate saved around a plateau, and what its course says. A rate that jumped just before
+/// or during the plateau (at least ``spikeFactor`` times the median of the rates before it and of those
+/// after it) is a step too large: it can
+/// push a ReLU layer's pre-activations below 0 for every example, or the output bias to the class
+/// frequencies, and the loss settles at ln K. A rate that starts the plateau at most 1/``spikeFactor`` of
+/// the run's highest and rises through it is a warm-up: updates that small leave the logits at ~0.
+package struct PlateauLearningRate: Sendable {
+    /// How far from the run's median (up) or highest (down) a rate must be to count as a jump or a warm-up:
+    /// ten times, one order of magnitude, beyond the variation of a schedule's ordinary decay.
+    package static let spikeFactor = 10.0
+
+    /// The course of the rate around the plateau.
+    package enum Course: Sendable, Equatable {
+        /// It jumped to `value` at `step`; `median` is the run's median rate.
+        case spike(value: Double, step: Int, median: Double)
+        /// It rose from `from` at the plateau's start to `to` at `step` (a warm-up).
+        case warmUp(from: Double, to: Double, step: Int, peak: Double)
+        /// Neither: the lowest and highest over the plateau.
+        case steady(low: Double, high: Double)
+    }
+
+    var course: Course
+    var firstStep: Int
+    var lastStep: Int
+    /// Lowest and highest over the plateau's saves.
+    var low: Double
+    var high: Double
+
+    /// Nil when no finite, positive rate was saved over the plateau.
+    init?(records: [StepRecord], start: Int, end: Int) {
+        let rates = records.map { $0.learningRate.flatMap { $0.isFinite && $0 > 0 ? $0 : nil } }
+        let plateau = (start...end).compactMap { index in rates[index].map { (records[index].step, $0) } }
+        guard let lowest = plateau.map(\.1).min(), let highest = plateau.map(\.1).max(),
+            let median = DetectorSupport.median(rates.compactMap { $0 }), let runHighest = rates.compactMap({ $0 }).max()
+        else { return nil }
+        (firstStep, lastStep, low, high) = (records[start].step, records[end].step, lowest, highest)
+        // The save before the plateau belongs to it for a jump: a step's damage shows at the next save. A jump
+        // stands above the rates before it and those after it alike (a schedule's decay from a high rate, or a
+        // warm-up's rise, does not).
+        let around = (max(start - 1, 0)...end).filter { rates[$0] != nil }
+        let isJump: (Int) -> Bool = { index in
+            guard let value = rates[index] else { return false }
+            let sides = [rates[..<index].compactMap { $0 }, rates[(index + 1)...].compactMap { $0 }].compactMap(DetectorSupport.median)
+            return !sides.isEmpty && sides.allSatisfy { value >= Self.spikeFactor * $0 }
+        }
+        if let jump = around.filter(isJump).max(by: { (rates[$0] ?? 0) < (rates[$1] ?? 0) }), let value = rates[jump] {
+            course = .spike(value: value, step: records[jump].step, median: median)
+        } else if let first = plateau.first, let top = plateau.max(by: { $0.1 < $1.1 }), first.1 * Self.spikeFactor <= runHighest,
+            top.1 > first.1
+        {
+            course = .warmUp(from: first.1, to: top.1, step: top.0, peak: runHighest)
+        } else {
+            course = .steady(low: lowest, high: highest)
+        }
+    }
+
+    /// The evidence entries: the rate over the plateau and, for a jump, where it was.
+    var evidence: [String: EvidenceValue] {
+        var entries: [String: EvidenceValue] = ["lr_min": .number(low), "lr_max": .number(high)]
+        if case .spike(let value, let step, let median) = course {
+            entries["lr_spike"] = .number(value)
+            entries["lr_spike_step"] = .int(step)
+            entries["lr_run_median"] = .number(median)
+        }
+        return entries
     }
 }

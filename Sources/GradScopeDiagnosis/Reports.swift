@@ -230,6 +230,9 @@ public struct DiffReport: Sendable, Codable {
     public var findings: [Finding]
     public var notChecked: [NotChecked]
     public var skipped: [SkippedItem]
+    /// What the comparison could not do or did differently: B older than A, steps unknown or equal,
+    /// different models, reshaped tensors, a selection.
+    public var notes: [String] = []
     public var verdict: String
 
     package enum CodingKeys: String, CodingKey {
@@ -238,6 +241,26 @@ public struct DiffReport: Sendable, Codable {
         case stepB = "step_b"
         case tensors, added, removed, reshaped, findings
         case notChecked = "not_checked"
-        case skipped, verdict
+        case skipped, notes, verdict
+    }
+}
+
+extension DiffReport {
+    /// Decodes a report; `notes` may be absent (reports written before it existed).
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        a = try container.decode(String.self, forKey: .a)
+        b = try container.decode(String.self, forKey: .b)
+        stepA = try container.decodeIfPresent(Int.self, forKey: .stepA)
+        stepB = try container.decodeIfPresent(Int.self, forKey: .stepB)
+        tensors = try container.decode([TensorDrift].self, forKey: .tensors)
+        added = try container.decode([String].self, forKey: .added)
+        removed = try container.decode([String].self, forKey: .removed)
+        reshaped = try container.decode([String].self, forKey: .reshaped)
+        findings = try container.decode([Finding].self, forKey: .findings)
+        notChecked = try container.decode([NotChecked].self, forKey: .notChecked)
+        skipped = try container.decode([SkippedItem].self, forKey: .skipped)
+        notes = try container.decodeIfPresent([String].self, forKey: .notes) ?? []
+        verdict = try container.decode(String.self, forKey: .verdict)
     }
 }

@@ -212,9 +212,18 @@ public enum RunMeasurer {
             slotName: tensor.slotName, shape: tensor.shape, unitAxis: tensor.unitAxis, dtype: tensor.dtype.description,
             path: tensor.path, trainable: tensor.trainable, stats: stats, drift: drift)
         let unitSize = (stats.unitNorms?.count).map { units in units > 0 ? tensor.count / units : 0 } ?? 0
-        if let norms = stats.unitNorms {
-            measurement.unitCount = norms.count
-            measurement.zeroUnits = norms.filter { $0 == 0 }.count
+        // A unit is zero when every one of its values is exactly 0. Its norm sums the finite values
+        // only, so a norm of 0 alone also fits a unit of NaN or ±Inf: its zero count tells them apart.
+        let zeroUnit: [Bool]? = stats.unitNorms.map { norms in
+            norms.indices.map { unit in
+                guard norms[unit] == 0 else { return false }
+                guard let zeros = stats.unitZeroCount, zeros.count == norms.count else { return true }
+                return zeros[unit] >= unitSize
+            }
+        }
+        if let zeroUnit {
+            measurement.unitCount = zeroUnit.count
+            measurement.zeroUnits = zeroUnit.filter { $0 }.count
         }
         if tensor.role == .activation, let zeros = stats.unitZeroCount, unitSize > 0 {
             measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
@@ -225,7 +234,7 @@ public enum RunMeasurer {
             var evidence: UnitEvidence?
             switch tensor.role {
             case .gradient:
-                alive = stats.unitNorms?.map { $0 > 0 || $0.isNaN }
+                alive = zeroUnit?.map { !$0 }
                 evidence = .gradient
             case .activation:
                 alive = stats.unitZeroCount?.map { Double($0) < options.deadActivationFraction * Double(max(unitSize, 1)) }

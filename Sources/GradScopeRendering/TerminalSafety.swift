@@ -155,6 +155,7 @@ extension DiffReport {
         copy.added = added.map(GradScopeRendering.terminalSafe)
         copy.removed = removed.map(GradScopeRendering.terminalSafe)
         copy.reshaped = reshaped.map(GradScopeRendering.terminalSafe)
+        copy.notes = notes.map(GradScopeRendering.terminalSafe)
         copy.findings = findings.map(\.terminalSafe)
         copy.notChecked = notChecked.map(\.terminalSafe)
         copy.skipped = skipped.map(\.terminalSafe)

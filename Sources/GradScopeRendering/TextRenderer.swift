@@ -313,12 +313,16 @@ public struct TextRenderer: ReportRenderer, Sendable {
             TableColumn("cosine", cells[5], dropRank: 5), TableColumn("changed", cells[6], dropRank: 6),
             TableColumn("sign flips", cells[7], dropRank: 1), TableColumn("‖W‖ a→b", cells[8], dropRank: 4), TableColumn("status", cells[9]),
         ]
-        lines.append(renderTable(tableRows(fitColumns(columns, width: width)), style: style))
+        if !report.tensors.isEmpty { lines.append(renderTable(tableRows(fitColumns(columns, width: width)), style: style)) }
         for (title, items) in [("added", report.added), ("removed", report.removed), ("reshaped", report.reshaped)] where !items.isEmpty {
             lines.append("")
             lines.append(
                 contentsOf: wrapped(
                     "\(items.count) tensor(s) \(title): " + items.prefix(10).joined(separator: ", ") + (items.count > 10 ? ", …" : ""), indent: 4))
+        }
+        if !report.notes.isEmpty {
+            lines.append("")
+            for note in report.notes { lines.append(contentsOf: wrapped("note: " + note, indent: 6).map(style.dim)) }
         }
         lines.append("")
         lines.append(contentsOf: findingLines(report.findings, notChecked: report.notChecked))

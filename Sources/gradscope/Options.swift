@@ -26,7 +26,8 @@ struct ReadingOptions: ParsableArguments {
 
 /// Options of every analysing command: selection, thresholds, exit codes.
 struct DiagnosisOptions: ParsableArguments {
-    @Option(name: .long, help: "Only analyse tensors whose name matches this regular expression.")
+    @Option(
+        name: .long, help: "Show only tensors whose name matches this regular expression, and the findings about them (the whole run is diagnosed).")
     var select: String?
 
     @Option(name: .long, help: "Exit with code 1 when a finding is at or above this severity: info, warning or error.")
