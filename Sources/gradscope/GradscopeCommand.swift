@@ -26,7 +26,7 @@ struct GradscopeCommand: ParsableCommand {
 }
 
 extension GradscopeCommand {
-    /// Parses and runs; usage errors exit with code 2 (DESIGN.md), not ArgumentParser's 64.
+    /// Parses and runs; usage errors exit with code 2 (README, "Exit codes"), not ArgumentParser's 64.
     static func main() {
         StatsAccumulator.prepareAllocator()
         do {
