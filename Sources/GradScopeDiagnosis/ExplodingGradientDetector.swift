@@ -90,15 +90,23 @@ package struct ExplodingGradientDetector: Detector {
                         record: record, tensor: tensor, severity: severity,
                         message:
                             "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
-                        evidence: [
-                            "gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total),
-                            "previous_total_gradient_norm": .number(previousTotal),
-                            "median_recent_total_gradient_norm": .number(baseline), "growth": .number(growth),
-                        ], run: run)
+                        evidence: evidence(ratio: ratio, total: total, previous: previousTotal, baseline: baseline, growth: growth), run: run)
                 ])
             }
         }
         return DetectorOutcome()
+    }
+
+    /// The numbers behind a jump: the ratio and the total norm always; the earlier norms and the growth
+    /// only when there were earlier saves to measure against (at the first save they mean nothing).
+    func evidence(ratio: Double, total: Double, previous: Double?, baseline: Double?, growth: Double) -> [String: EvidenceValue] {
+        var evidence: [String: EvidenceValue] = ["gradient_to_weight_ratio": .number(ratio), "total_gradient_norm": .number(total)]
+        if let previous { evidence["previous_total_gradient_norm"] = .number(previous) }
+        if let baseline, baseline > 0 {
+            evidence["median_recent_total_gradient_norm"] = .number(baseline)
+            evidence["growth"] = .number(growth)
+        }
+        return evidence
     }
 
     package func finding(

@@ -78,19 +78,30 @@ extension HTMLReportRenderer {
             html += chart.render()
         }
         html += "</div>"
-        if !coloured.isEmpty {
-            html +=
-                "<div class=\"legend\">"
-                + coloured.map { index in
-                    let color = layout.colors[index] ?? Palette.ink
-                    let name = "<code>\(htmlEscape(report.timeline[index].name))</code>"
-                    let target = layout.cards.contains(index) ? "<a href=\"#\(ReportLayout.tensorAnchor(index))\">\(name)</a>" : name
-                    return "<span><span class=\"swatch\" style=\"background:\(color)\"></span>\(target) \(kindBadges(index, layout))</span>"
-                }.joined()
-                + (layout.flagged.count > coloured.count
-                    ? "<span><span class=\"swatch\" style=\"background:#e9b98f\"></span>\(layout.flagged.count - coloured.count) more named in findings</span>"
-                    : "") + "</div>"
+        // The legend says what every line is, also when no tensor is named in a finding (all grey).
+        var legend = coloured.map { index in
+            let color = layout.colors[index] ?? Palette.ink
+            let name = "<code>\(htmlEscape(report.timeline[index].name))</code>"
+            let target = layout.cards.contains(index) ? "<a href=\"#\(ReportLayout.tensorAnchor(index))\">\(name)</a>" : name
+            return "<span><span class=\"swatch\" style=\"background:\(color)\"></span>\(target) \(kindBadges(index, layout))</span>"
         }
+        if layout.flagged.count > coloured.count {
+            legend.append(
+                "<span><span class=\"swatch\" style=\"background:#e9b98f\"></span>\(layout.flagged.count - coloured.count) more named in findings</span>"
+            )
+        }
+        if !greys.isEmpty {
+            let shown = greys.count < layout.healthy.count ? "\(greys.count) of \(layout.healthy.count)" : "\(layout.healthy.count)"
+            legend.append(
+                "<span><span class=\"swatch\" style=\"background:\(Palette.muted)\"></span>grey: \(shown) tensor\(layout.healthy.count == 1 ? "" : "s") not named in any finding</span>"
+            )
+        }
+        if quantities.contains(.updateRatio) {
+            legend.append(
+                "<span><span class=\"swatch\" style=\"background:\(Palette.healthyBand);height:12px\"></span>green band: healthy update ratio 10⁻⁴–10⁻²</span>"
+            )
+        }
+        html += "<div class=\"legend\" id=\"tensor-legend\">" + legend.joined() + "</div>"
         let heatRanges = exponentRanges(layout)
         for index in layout.flagged where layout.cards.contains(index) {
             html += card(index, layout, heatRanges)

@@ -100,7 +100,7 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
                 "<span class=\"chip muted\">\(report.notChecked.count) check\(report.notChecked.count == 1 ? "" : "s") could not run</span>")
         }
         return "<section class=\"verdict \(worst?.rawValue ?? "ok")\"><div class=\"glyph\">\(glyph)</div>"
-            + "<div><h1>\(htmlEscape(report.verdict))</h1><div class=\"chips\">\(counts.joined())</div></div></section>\n"
+            + "<div><h1>\(inlineCodeHTML(report.verdict))</h1><div class=\"chips\">\(counts.joined())</div></div></section>\n"
     }
 
     package func findings(_ layout: ReportLayout) -> String {
@@ -195,6 +195,7 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         .brand{font-weight:700;font-size:15px;color:#555}.facts{color:#777}
         .verdict{display:flex;gap:18px;align-items:center;padding:18px 22px;border-radius:10px;margin-bottom:16px;color:#fff}
         .verdict h1{margin:0 0 8px;font-size:21px;line-height:1.3;font-weight:650}
+        .verdict h1 code{font-size:.9em;font-weight:600;background:rgba(255,255,255,.22);color:#fff;padding:0 5px}
         .verdict .glyph{flex:0 0 58px;height:58px;border-radius:50%;background:rgba(255,255,255,.22);font-size:34px;font-weight:800;display:flex;align-items:center;justify-content:center}
         .verdict.error{background:#c62828}.verdict.warning{background:#d97200}.verdict.info{background:#1f6fb5}.verdict.ok{background:#2e7d32}
         .chips{display:flex;flex-wrap:wrap;gap:6px}

@@ -25,7 +25,7 @@ package protocol ReportRenderer: ScanReportRenderer {
 package enum OutputFormat: String, CaseIterable, Sendable {
     /// Aligned columns with sparklines, for people (``TextRenderer``).
     case table
-    /// The JSON contract of DESIGN.md (``JSONRenderer``).
+    /// The JSON contract of docs/JSON.md (``JSONRenderer``).
     case json
     /// One row per tensor, or per tensor and step for a scan (``CSVRenderer``).
     case csv

@@ -47,7 +47,7 @@ package struct LogBarChart {
         for tick in y.ticks(maxTicks: 7) {
             guard let position = y.position(tick.value) else { continue }
             canvas.line(left, position, right, position, stroke: Palette.grid)
-            canvas.text(tick.label, left - 6, position + 4, anchor: "end", size: 10.5, fill: Palette.axis)
+            canvas.text(tick.label, left - 6, position + 4, anchor: "end", size: ChartText.tickSize, fill: ChartText.tickColor)
         }
         if hasNonFinite {
             canvas.rect(left, top - 16, right - left, 14, fill: "#fdecea")
@@ -72,7 +72,7 @@ package struct LogBarChart {
                 } else if let barTop = y.position(value) {
                     canvas.rect(x, barTop, barWidth - (barWidth > 3 ? 0.6 : 0), bottom - barTop, fill: colors[position % colors.count], title: name)
                 } else {
-                    canvas.text("0", x + barWidth / 2, bottom - 3, anchor: "middle", size: 9, fill: Palette.axis, title: name)
+                    canvas.text("0", x + barWidth / 2, bottom - 3, anchor: "middle", size: 10, fill: ChartText.tickColor, title: name)
                 }
             }
             guard index % labelEvery == 0 else { continue }
@@ -83,8 +83,8 @@ package struct LogBarChart {
         }
         canvas.line(left, bottom, right, bottom, stroke: Palette.axis)
         canvas.line(left, top, left, bottom, stroke: Palette.axis)
-        canvas.text("input →", left, height - 4, size: 10, fill: "#999")
-        canvas.text("→ output", right, height - 4, anchor: "end", size: 10, fill: "#999")
+        canvas.text("input →", left, height - 4, size: ChartText.captionSize, fill: ChartText.captionColor)
+        canvas.text("→ output", right, height - 4, anchor: "end", size: ChartText.captionSize, fill: ChartText.captionColor)
         return canvas.svg(kind: kind, label: label)
     }
 }
@@ -113,10 +113,11 @@ package struct SpanTimeline {
         var canvas = SVGCanvas(width: width, height: height)
         let x = AxisScale.steps(steps, start: left, end: right)
         let bottom = top + rowHeight * Double(rows.count)
-        for tick in x.ticks(maxTicks: max(2, Int((right - left) / 80)), label: stepLabel) {
+        let ticks = x.ticks(maxTicks: max(2, Int((right - left) / 80)))
+        for (tick, label) in zip(ticks, stepLabels(ticks.map(\.value))) {
             guard let position = x.position(tick.value) else { continue }
             canvas.line(position, top, position, bottom, stroke: Palette.grid)
-            canvas.text(tick.label, position, bottom + 14, anchor: "middle", size: 10.5, fill: Palette.axis)
+            canvas.text(label, position, bottom + 15, anchor: "middle", size: ChartText.tickSize, fill: ChartText.tickColor)
         }
         for step in steps.count <= 120 ? steps : [] {
             guard let position = x.position(Double(step)) else { continue }

@@ -36,7 +36,7 @@ package struct HistogramHeatmap {
     package var maxColumns = 96
 
     package func render() -> String {
-        let left = 54.0, top = 26.0, bottom = 36.0
+        let left = 60.0, top = 26.0, bottom = 38.0
         let side = 14.0
         let plotLeft = left + (zeroColumn ? side + 4 : 0)
         let plotRight = width - 8 - (nonFiniteColumn ? side + 4 : 0)
@@ -51,11 +51,16 @@ package struct HistogramHeatmap {
         canvas.rect(plotLeft, top, plotRight - plotLeft, rowHeight * Double(rows.count), fill: "#fbfbfb")
 
         var paths = [String](repeating: "", count: scale.count)
-        let labelEvery = max(1, Int((13 / rowHeight).rounded(.up)))
+        let labelEvery = max(1, Int((ChartText.tickSize * 1.25 / rowHeight).rounded(.up)))
+        let labelled = rows.indices.filter { index in
+            index % labelEvery == 0 || (index == rows.count - 1 && index % labelEvery >= max(1, labelEvery / 2))
+        }
+        // The step labels of the rows, in one form for the whole axis.
+        let rowLabels = Dictionary(uniqueKeysWithValues: zip(labelled, stepLabels(labelled.map { Double(rows[$0].step) })))
         for (index, row) in rows.enumerated() {
             let y = top + Double(index) * rowHeight
-            if index % labelEvery == 0 || (index == rows.count - 1 && index % labelEvery >= max(1, labelEvery / 2)) {
-                canvas.text(stepLabel(Double(row.step)), left - 6, y + rowHeight / 2 + 3.5, anchor: "end", size: 10, fill: Palette.axis)
+            if let label = rowLabels[index] {
+                canvas.text(label, left - 6, y + rowHeight / 2 + 4, anchor: "end", size: ChartText.tickSize, fill: ChartText.tickColor)
             }
             if zeroColumn, let zeros = row.zeroFraction, zeros > 0 {
                 canvas.rect(
@@ -102,18 +107,30 @@ package struct HistogramHeatmap {
             let x = plotLeft + Double((0 - exponents.lowerBound) / perColumn) * cellWidth
             canvas.line(x, top, x, plotBottom, stroke: "#777", width: 1, dash: "3 3")
         }
-        let wanted = max(2, Int((plotRight - plotLeft) / 48))
+        let wanted = max(2, Int((plotRight - plotLeft) / 52))
         let stride = [1, 2, 4, 5, 8, 10, 16, 20, 32, 50, 64].first { span / $0 <= wanted } ?? 100
         var exponent = Int((Double(exponents.lowerBound) / Double(stride)).rounded(.up)) * stride
+        // The "0" and "NaN" columns carry labels of their own: an exponent label is left out where it
+        // would run into one of them ("02⁻¹⁰").
+        let zeroLabelX = left + side / 2, nanLabelX = plotRight + 4 + side / 2
         while exponent <= exponents.upperBound {
             let x = plotLeft + (Double((exponent - exponents.lowerBound) / perColumn) + 0.5) * cellWidth
             canvas.line(x, plotBottom, x, plotBottom + 4, stroke: Palette.axis)
-            canvas.text(powerLabel(base: 2, exponent: exponent), x, plotBottom + 15, anchor: "middle", size: 10, fill: Palette.axis)
+            let label = powerLabel(base: 2, exponent: exponent)
+            let halfWidth = Double(label.count) * ChartText.tickSize * 0.32
+            let clear =
+                (!zeroColumn || x - halfWidth >= zeroLabelX + ChartText.tickSize * 0.5)
+                && (!nonFiniteColumn || x + halfWidth <= nanLabelX - ChartText.tickSize * 1.1)
+            if clear {
+                canvas.text(label, x, plotBottom + 16, anchor: "middle", size: ChartText.tickSize, fill: ChartText.tickColor)
+            }
             exponent += stride
         }
-        canvas.text("← smaller   |x|   larger →", (plotLeft + plotRight) / 2, plotBottom + 30, anchor: "middle", size: 10, fill: "#999")
-        if zeroColumn { canvas.text("0", left + side / 2, plotBottom + 15, anchor: "middle", size: 10, fill: Palette.axis) }
-        if nonFiniteColumn { canvas.text("NaN", plotRight + 4 + side / 2, plotBottom + 15, anchor: "middle", size: 9, fill: Palette.nonFinite) }
+        canvas.text(
+            "← smaller   |x|   larger →", (plotLeft + plotRight) / 2, plotBottom + 31, anchor: "middle", size: ChartText.captionSize,
+            fill: ChartText.captionColor)
+        if zeroColumn { canvas.text("0", zeroLabelX, plotBottom + 16, anchor: "middle", size: ChartText.tickSize, fill: ChartText.tickColor) }
+        if nonFiniteColumn { canvas.text("NaN", nanLabelX, plotBottom + 16, anchor: "middle", size: 10, fill: Palette.nonFinite) }
         return canvas.svg(kind: kind, label: label)
     }
 }
@@ -150,7 +167,7 @@ package struct UnitGrid {
             canvas.text(
                 truncated(row.label, 26), 10, y + 12, size: 11.5, fill: row.highlight.map { Palette.severity($0) } ?? Palette.ink,
                 bold: row.highlight != nil, title: row.label)
-            canvas.text(row.detail, 10, y + 22, size: 9.5, fill: "#888")
+            canvas.text(row.detail, 10, y + 22, size: 10, fill: ChartText.captionColor)
             let peak = max(1, row.counts.compactMap { $0 }.max() ?? 1)
             let showNumbers = cellWidth >= 17
             // Runs of zero cells are one rectangle; only cells with dead units carry their own.
@@ -182,12 +199,14 @@ package struct UnitGrid {
             }
         }
         let bottomY = top + rowHeight * Double(rows.count)
-        let every = max(1, Int((46 / cellWidth).rounded(.up)))
-        for (column, step) in steps.enumerated() where column % every == 0 {
+        let every = max(1, Int((52 / cellWidth).rounded(.up)))
+        let shown = steps.indices.filter { $0 % every == 0 }
+        for (column, label) in zip(shown, stepLabels(shown.map { Double(steps[$0]) })) {
             canvas.text(
-                stepLabel(Double(step)), left + (Double(column) + 0.5) * cellWidth, bottomY + 14, anchor: "middle", size: 10, fill: Palette.axis)
+                label, left + (Double(column) + 0.5) * cellWidth, bottomY + 15, anchor: "middle", size: ChartText.tickSize,
+                fill: ChartText.tickColor)
         }
-        canvas.text("step", left - 8, bottomY + 14, anchor: "end", size: 10, fill: "#aaa")
+        canvas.text("step", left - 8, bottomY + 15, anchor: "end", size: ChartText.captionSize, fill: ChartText.captionColor)
         return canvas.svg(kind: kind, label: label)
     }
 }

@@ -97,7 +97,7 @@ package struct LineChart {
         let zeroY = bottom + 10, nanY = top - 9
         if hasZero {
             canvas.rect(left, bottom + 3, right - left, 14, fill: "#f3f3f3")
-            canvas.text("0", left - 6, zeroY + 4, anchor: "end", size: 10.5, fill: Palette.axis)
+            canvas.text("0", left - 6, zeroY + 4, anchor: "end", size: ChartText.tickSize, fill: ChartText.tickColor)
         }
         if hasNonFinite {
             canvas.rect(left, top - 16, right - left, 14, fill: "#fdecea")
@@ -143,16 +143,17 @@ package struct LineChart {
         for tick in y.ticks(maxTicks: max(3, Int((bottom - top) / 28))) {
             guard let position = y.position(tick.value) else { continue }
             canvas.line(left, position, right, position, stroke: Palette.grid)
-            canvas.text(tick.label, left - 6, position + 4, anchor: "end", size: 10.5, fill: Palette.axis)
+            canvas.text(tick.label, left - 6, position + 4, anchor: "end", size: ChartText.tickSize, fill: ChartText.tickColor)
         }
         canvas.line(left, bottom, right, bottom, stroke: Palette.axis)
         canvas.line(left, top, left, bottom, stroke: Palette.axis)
         let labelY = height - 8
-        for tick in x.ticks(maxTicks: max(2, Int((right - left) / 70)), label: stepLabel) {
+        let ticks = x.ticks(maxTicks: max(2, Int((right - left) / 70)))
+        for (tick, label) in zip(ticks, stepLabels(ticks.map(\.value))) {
             guard let position = x.position(tick.value) else { continue }
             canvas.line(position, bottom, position, bottom + 4, stroke: Palette.axis)
-            canvas.text(tick.label, position, labelY, anchor: "middle", size: 10.5, fill: Palette.axis)
+            canvas.text(label, position, labelY, anchor: "middle", size: ChartText.tickSize, fill: ChartText.tickColor)
         }
-        canvas.text("step", left - 8, labelY, anchor: "end", size: 10, fill: "#aaa")
+        canvas.text("step", left - 8, labelY, anchor: "end", size: ChartText.captionSize, fill: ChartText.captionColor)
     }
 }

@@ -36,6 +36,23 @@ package func htmlEscape(_ text: String) -> String {
     return out
 }
 
+/// Text whose names are set in backticks (`layer \`0\``, as the verdict writes them), as HTML:
+/// escaped, each backticked span in `<code>`. A backtick without its pair is written as an
+/// entity, so no raw backtick reaches the page.
+package func inlineCodeHTML(_ text: String) -> String {
+    let parts = text.split(separator: "`", omittingEmptySubsequences: false).map(String.init)
+    var html = ""
+    for (index, part) in parts.enumerated() {
+        let inside = index % 2 == 1
+        if inside && index == parts.count - 1 {
+            html += "&#96;" + htmlEscape(part)
+        } else {
+            html += inside ? "<code>\(htmlEscape(part))</code>" : htmlEscape(part)
+        }
+    }
+    return html
+}
+
 /// A coordinate for SVG markup: rounded to one decimal, no trailing ".0".
 package func svgNumber(_ value: Double) -> String {
     guard value.isFinite else { return "0" }
@@ -54,12 +71,34 @@ package func powerLabel(base: Int, exponent: Int) -> String {
     return "\(base)" + String(String(exponent).map { digits[$0] ?? $0 })
 }
 
-/// A step number for axis labels: 9600, 12k, 1.5M.
-package func stepLabel(_ step: Double) -> String {
-    let value = step.rounded()
-    if value.magnitude >= 1_000_000 && (value / 100_000).rounded() == value / 100_000 { return formatNumber(value / 1_000_000) + "M" }
-    if value.magnitude >= 10_000 && (value / 1000).rounded() == value / 1000 { return String(Int(value / 1000)) + "k" }
-    return String(Int(value))
+/// A step number for axis labels: 9600, 12k, 1.5M (as ``stepLabels(_:)`` writes a single one).
+package func stepLabel(_ step: Double) -> String { stepLabels([step])[0] }
+
+/// The labels of one axis of steps, all in one form so that they read as one scale: in millions
+/// (`1.5M`) when every nonzero step is a multiple of 100,000 and the largest is at least a million,
+/// in thousands (`5k`, `110k`) when every nonzero step is a multiple of 1000 and the largest at least
+/// 10,000, and as plain numbers (`103020`) otherwise, never a mix.
+package func stepLabels(_ steps: [Double]) -> [String] {
+    let values = steps.map { $0.rounded() }
+    let largest = values.map(\.magnitude).max() ?? 0
+    func all(multipleOf unit: Double) -> Bool { values.allSatisfy { ($0 / unit).rounded() == $0 / unit } }
+    if largest >= 1_000_000 && all(multipleOf: 100_000) {
+        return values.map { $0 == 0 ? "0" : formatNumber($0 / 1_000_000) + "M" }
+    }
+    if largest >= 10_000 && all(multipleOf: 1000) {
+        return values.map { $0 == 0 ? "0" : String(Int($0 / 1000)) + "k" }
+    }
+    return values.map { String(Int($0)) }
+}
+
+/// Sizes and colours of the charts' text: tick labels dark and large enough to read at a glance.
+package enum ChartText {
+    /// Tick labels of every axis.
+    package static let tickSize = 12.0
+    package static let tickColor = "#3c3c3c"
+    /// Axis captions ("step", "input →").
+    package static let captionSize = 11.5
+    package static let captionColor = "#555"
 }
 
 /// Accumulates SVG markup for one chart.

@@ -16,7 +16,7 @@ struct GradscopeCommand: ParsableCommand {
 
             Start here:
               gradscope scan RUN_DIR              what went wrong in a run, and since when
-              gradscope scan RUN_DIR --explain    the same, with what each finding means and what to try
+              gradscope scan RUN_DIR --explain    the same, explained: causes, what to try
               gradscope inspect CHECKPOINT.h5     every tensor of one file
               gradscope diff A.h5 B.h5            what changed between two saves
             """,
@@ -26,7 +26,7 @@ struct GradscopeCommand: ParsableCommand {
 }
 
 extension GradscopeCommand {
-    /// Parses and runs; usage errors exit with code 2 (DESIGN.md), not ArgumentParser's 64.
+    /// Parses and runs; usage errors exit with code 2 (README, "Exit codes"), not ArgumentParser's 64.
     static func main() {
         StatsAccumulator.prepareAllocator()
         do {

@@ -16,13 +16,24 @@ struct ListCommand: ParsableCommand {
     @Flag(name: .long, help: "Show every attribute, decoded.")
     var attrs = false
 
+    @Option(name: .long, help: "Output format: table (for people) or json (the contract in docs/JSON.md).")
+    var format: ListFormat = .table
+
     func run() throws {
         do {
             let opened = try HDF5File.open(file)
             let listing = try FileListing(file: opened, withAttributes: attrs)
-            print(listing.renderText(showAttributes: attrs), terminator: "")
+            switch format {
+            case .table: print(listing.renderText(showAttributes: attrs), terminator: "")
+            case .json: print(try listing.renderJSON(showAttributes: attrs), terminator: "")
+            }
         } catch {
             exitWithInputError(error)
         }
     }
+}
+
+/// The output formats of `ls`: the tree has no CSV form.
+enum ListFormat: String, CaseIterable, ExpressibleByArgument {
+    case table, json
 }

@@ -85,7 +85,7 @@ struct DiagnosisOptions: ParsableArguments {
 
 /// Options of the commands that print a report: format and explanations, plus the diagnosis options.
 struct AnalysisOptions: ParsableArguments {
-    @Option(name: .long, help: "Output format: table (for people), json (the contract in DESIGN.md) or csv.")
+    @Option(name: .long, help: "Output format: table (for people), json (the contract in docs/JSON.md) or csv.")
     var format: OutputFormat = .table
 
     @Flag(name: .long, help: "Explain each finding: what the numbers mean, likely causes, what to try.")

@@ -1,0 +1,330 @@
+import Foundation
+import GradScopeDiagnosis
+import GradScopeModel
+import GradScopeRendering
+import HDF5Writer
+import TestSupport
+import Testing
+
+/// A JSON value as the contract's checker reads it: integers kept apart from other numbers.
+enum JSONValue: Decodable, Equatable {
+    case null
+    case bool(Bool)
+    case integer(Int)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    /// Parses one JSON document.
+    static func parse(_ text: String) throws -> JSONValue {
+        try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+    }
+
+    var object: [String: JSONValue]? { if case .object(let value) = self { return value } else { return nil } }
+    var array: [JSONValue]? { if case .array(let value) = self { return value } else { return nil } }
+    var string: String? { if case .string(let value) = self { return value } else { return nil } }
+}
+
+/// The field tables of docs/JSON.md: one table per object, read as the contract.
+struct JSONContract {
+    /// One row of an object's table.
+    struct Field {
+        var name: String
+        var type: String
+        /// False when the table says `never`: the field is always present and not null.
+        var nullable: Bool
+    }
+
+    /// Fields by object name, in table order.
+    var objects: [String: [Field]] = [:]
+    /// The whole text, for the prose checks.
+    var text: String
+
+    static let path = packageRoot.appendingPathComponent("docs").appendingPathComponent("JSON.md")
+
+    static func load() throws -> JSONContract {
+        try JSONContract(text: String(contentsOf: path, encoding: .utf8))
+    }
+
+    init(text: String) {
+        self.text = text
+        var current: String?
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+            if line.hasPrefix("### Object `") {
+                current = line.dropFirst("### Object `".count).split(separator: "`").first.map(String.init)
+                if let current { objects[current] = [] }
+                continue
+            }
+            if line.hasPrefix("## ") || line.hasPrefix("### ") { current = nil }
+            guard let object = current, line.hasPrefix("| `") else { continue }
+            let cells = Self.cells(line)
+            guard cells.count >= 3 else { continue }
+            let name = cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`"))
+            objects[object, default: []].append(Field(name: name, type: cells[1], nullable: cells[2] != "never"))
+        }
+    }
+
+    /// The cells of a Markdown table row, split at unescaped bars.
+    static func cells(_ line: String) -> [String] {
+        var cells: [String] = []
+        var cell = ""
+        var previous: Character = " "
+        for character in line.dropFirst() {
+            if character == "|" && previous != "\\" {
+                cells.append(cell.trimmingCharacters(in: .whitespaces))
+                cell = ""
+            } else {
+                cell.append(character)
+            }
+            previous = character
+        }
+        return cells
+    }
+
+    /// Every difference between `value` and the object `name` of the contract, as readable lines;
+    /// `seen` collects the objects met.
+    func problems(_ value: JSONValue, object name: String, at path: String, seen: inout Set<String>) -> [String] {
+        guard let fields = objects[name] else { return ["\(path): no table for object \(name) in docs/JSON.md"] }
+        guard let members = value.object else { return ["\(path): expected an object \(name)"] }
+        seen.insert(name)
+        var problems: [String] = []
+        let documented = Set(fields.map(\.name))
+        for key in members.keys.sorted() where !documented.contains(key) {
+            problems.append("\(path).\(key): not documented in the table of \(name)")
+        }
+        for field in fields {
+            let member = members[field.name] ?? .null
+            if member == .null {
+                if !field.nullable { problems.append("\(path).\(field.name): missing or null, but its table says never") }
+                continue
+            }
+            problems += self.problems(member, type: field.type, at: path + "." + field.name, seen: &seen)
+        }
+        return problems
+    }
+
+    /// Every difference between `value` and a type of the contract.
+    func problems(_ value: JSONValue, type: String, at path: String, seen: inout Set<String>) -> [String] {
+        if type.hasPrefix("array of ") {
+            guard let elements = value.array else { return ["\(path): expected an array (\(type))"] }
+            var element = String(type.dropFirst("array of ".count))
+            let nullable = element.hasPrefix("nullable ")
+            if nullable { element = String(element.dropFirst("nullable ".count)) }
+            var problems: [String] = []
+            for (index, item) in elements.enumerated() {
+                if item == .null {
+                    if !nullable { problems.append("\(path)[\(index)]: null in an array of \(element)") }
+                    continue
+                }
+                problems += self.problems(item, type: element, at: "\(path)[\(index)]", seen: &seen)
+            }
+            return problems
+        }
+        switch (type, value) {
+        case ("string", .string), ("integer", .integer), ("number", .integer), ("number", .number), ("boolean", .bool):
+            return []
+        case ("number", .string(let text)):
+            return NonFiniteJSON.all.contains(text) ? [] : ["\(path): the string \"\(text)\" where a number belongs"]
+        case ("any", .array), ("any", .object):
+            return ["\(path): a nested value where a scalar belongs"]
+        case ("any", _):
+            return []
+        case ("map", .object(let members)):
+            // Evidence: numbers (non-finite as the three strings), strings, booleans, null, or arrays of those.
+            return members.keys.sorted().flatMap { key -> [String] in
+                let item = members[key] ?? .null
+                if let list = item.array { return list.flatMap { problems($0, type: "any", at: "\(path).\(key)[]", seen: &seen) } }
+                return problems(item, type: "any", at: "\(path).\(key)", seen: &seen)
+            }
+        default:
+            if objects[type] != nil { return problems(value, object: type, at: path, seen: &seen) }
+            return ["\(path): \(value) is not of type \(type)"]
+        }
+    }
+}
+
+@Suite("The JSON contract of docs/JSON.md", .serialized)
+struct JSONContractTests {
+    let cli = CommandLineTests()
+
+    /// The JSON a command prints, checked to exit as expected.
+    func output(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> JSONValue {
+        let result = try cli.run(arguments + ["--format", "json"], sourceLocation: sourceLocation)
+        #expect(result.status == 0 || result.status == 1, "\(arguments): \(result.stderr)", sourceLocation: sourceLocation)
+        return try JSONValue.parse(result.stdout)
+    }
+
+    @Test("docs/JSON.md has a field table for every object of the output, and the tables use only the contract's types")
+    func tablesAreComplete() throws {
+        let contract = try JSONContract.load()
+        for name in [
+            "ScanReport", "LossPoint", "TensorTimeline", "TimelinePoint", "Finding", "NotChecked", "SkippedItem", "InspectReport",
+            "InspectedTensor", "TensorStats", "LinearHistogram", "Log2Histogram", "DiffReport", "TensorDrift", "DriftStats", "Listing",
+            "ListedObject", "ListedAttribute",
+        ] {
+            #expect(!(contract.objects[name] ?? []).isEmpty, "no table for \(name)")
+        }
+        let scalars: Set<String> = ["string", "integer", "number", "boolean", "map", "any"]
+        for (object, fields) in contract.objects {
+            for field in fields {
+                var type = field.type
+                if type.hasPrefix("array of ") { type = String(type.dropFirst("array of ".count)) }
+                if type.hasPrefix("nullable ") { type = String(type.dropFirst("nullable ".count)) }
+                #expect(scalars.contains(type) || contract.objects[type] != nil, "\(object).\(field.name): unknown type \(field.type)")
+            }
+        }
+        // The finding kinds and skip kinds the code knows are all named in the document.
+        for kind in FindingKind.allCases { #expect(contract.text.contains("`\(kind.rawValue)`"), "finding kind \(kind.rawValue)") }
+        for kind in SkipKind.allCases { #expect(contract.text.contains("`\(kind.rawValue)`"), "skip kind \(kind.rawValue)") }
+    }
+
+    @Test("the JSON of scan, inspect, diff and ls on the samples has exactly the fields docs/JSON.md lists, with their types")
+    func realOutputMatchesTheContract() throws {
+        let contract = try JSONContract.load()
+        var seen = Set<String>()
+        var problems: [String] = []
+        for sample in [
+            "healthy", "exploding-nan", "frozen-layer", "dead-relu", "ctr-plateau", "keras-weights-h5", "tf-keras-legacy-h5",
+            "vanishing-sigmoid",
+        ] {
+            let scan = try output(["scan", samplePath(sample), "--quiet"])
+            problems += contract.problems(scan, object: "ScanReport", at: "scan \(sample)", seen: &seen)
+        }
+        for file in ["exploding-nan/step_000008.h5", "dead-relu/step_000200.h5", "keras-weights-h5/step_000000.weights.h5"] {
+            let inspect = try output(["inspect", samplePath(file), "--quiet"])
+            problems += contract.problems(inspect, object: "InspectReport", at: "inspect \(file)", seen: &seen)
+        }
+        let diff = try output(["diff", samplePath("frozen-layer/step_000000.h5"), samplePath("frozen-layer/step_000050.h5"), "--quiet"])
+        problems += contract.problems(diff, object: "DiffReport", at: "diff", seen: &seen)
+        for file in ["tf-keras-legacy-h5/step_000000.h5", "keras-weights-h5/step_000000.weights.h5"] {
+            for attributes in [true, false] {
+                let list = try output(["ls", samplePath(file)] + (attributes ? ["--attrs"] : []))
+                problems += contract.problems(list, object: "Listing", at: "ls \(file)", seen: &seen)
+            }
+        }
+        // One line per field and kind of problem, not one per array element.
+        var distinct: [String] = []
+        for problem in problems {
+            let general = problem.replacingOccurrences(of: #"\[\d+\]"#, with: "[]", options: .regularExpression)
+            if !distinct.contains(general) { distinct.append(general) }
+        }
+        let count = distinct.count
+        #expect(count == 0, "\(distinct.prefix(40).joined(separator: "\n"))")
+        // Every table was met in real output: none describes an object that no longer exists.
+        #expect(seen == Set(contract.objects.keys), "never met: \(Set(contract.objects.keys).subtracting(seen).sorted())")
+    }
+
+    @Test("the checker catches an undocumented field, a missing required field, a wrong type and a stray string in a number")
+    func checkerCatchesDrift() throws {
+        let contract = try JSONContract.load()
+        var seen = Set<String>()
+        let good = try JSONValue.parse(#"{"kind": "frozen", "reason": "no drift"}"#)
+        #expect(contract.problems(good, object: "NotChecked", at: "x", seen: &seen).isEmpty)
+        let extra = try JSONValue.parse(#"{"kind": "frozen", "reason": "r", "new_field": 1}"#)
+        #expect(contract.problems(extra, object: "NotChecked", at: "x", seen: &seen).count == 1)
+        let missing = try JSONValue.parse(#"{"kind": "frozen"}"#)
+        #expect(contract.problems(missing, object: "NotChecked", at: "x", seen: &seen).count == 1)
+        let wrongType = try JSONValue.parse(#"{"step": "3", "loss": 1.5}"#)
+        #expect(contract.problems(wrongType, object: "LossPoint", at: "x", seen: &seen).count == 1)
+        let nonFinite = try JSONValue.parse(#"{"step": 3, "loss": "nan", "lr": "-inf"}"#)
+        #expect(contract.problems(nonFinite, object: "LossPoint", at: "x", seen: &seen).isEmpty)
+        let stray = try JSONValue.parse(#"{"step": 3, "loss": "NaN"}"#)
+        #expect(contract.problems(stray, object: "LossPoint", at: "x", seen: &seen).count == 1)
+    }
+
+    @Test("a non-finite number is written as \"nan\", \"inf\" or \"-inf\" wherever it stands, as docs/JSON.md documents")
+    func nonFiniteNumbersHaveOneRepresentation() throws {
+        let contract = try JSONContract.load()
+        let section = try #require(contract.text.range(of: "## Non-finite numbers"), "docs/JSON.md has no section on non-finite numbers")
+        let body = contract.text[section.upperBound...].prefix(1500)
+        for word in ["`\"nan\"`", "`\"inf\"`", "`\"-inf\"`"] { #expect(body.contains(word), "the section names \(word)") }
+        // The same three strings in the loss, in evidence, and in any array of numbers.
+        let loss = try encodeJSON([LossPoint(step: 1, loss: .nan, lr: .infinity), LossPoint(step: 2, loss: -.infinity, lr: 0.1)])
+        #expect(loss.contains(#""loss" : "nan""#) && loss.contains(#""lr" : "inf""#) && loss.contains(#""loss" : "-inf""#))
+        let evidence = try encodeJSON(["a": EvidenceValue.double(.nan), "b": .double(.infinity), "c": .list([.double(-.infinity)])])
+        #expect(evidence.contains(#""a" : "nan""#) && evidence.contains(#""b" : "inf""#) && evidence.contains(#""-inf""#))
+        // In real output: exploding-nan's loss turns NaN; every loss is a number or one of the three strings.
+        let scan = try output(["scan", samplePath("exploding-nan"), "--quiet"])
+        let losses = try #require(scan.object?["loss"]?.array).compactMap { $0.object?["loss"] }
+        let strings = losses.compactMap(\.string)
+        #expect(strings.contains("nan"))
+        #expect(strings.allSatisfy { NonFiniteJSON.all.contains($0) })
+    }
+
+    @Test("ls --format json gives the tree: groups, datasets with shape, dtype, layout and size, links, and attributes with --attrs")
+    func listingAsJSON() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("tree.h5")
+        let writer = try HDF5Writer(creating: path)
+        _ = try writer.createGroup("/weights")
+        try writer.write("/weights/dense", [1, 2, 3, 4, 5, 6], shape: [2, 3], as: .float32)
+        try writer.write("/weights/packed", (0..<64).map(Double.init), shape: [8, 8], as: .float64, chunks: [4, 4], gzip: 4)
+        try writer.softLink("/weights/alias", target: "/weights/dense")
+        try writer.externalLink("/elsewhere", file: "other.h5", object: "/x")
+        try writer.setAttribute("step", .int(40), at: "/")
+        try writer.setAttribute("names", .strings(["a", "b"], .variableUTF8), at: "/weights")
+        writer.close()
+
+        let plain = try output(["ls", path])
+        let root = try #require(plain.object)
+        #expect(root["file"] == .string(path))
+        #expect(root["groups"] == .integer(1) && root["datasets"] == .integer(2))
+        #expect(root["attributes"] == .null, "no attributes without --attrs")
+        let objects = try #require(root["objects"]?.array).compactMap(\.object)
+        let byPath = Dictionary(objects.map { ($0["path"]?.string ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+        let dense = try #require(byPath["/weights/dense"])
+        #expect(dense["kind"] == .string("dataset") && dense["depth"] == .integer(2))
+        #expect(dense["shape"] == .array([.integer(2), .integer(3)]) && dense["dtype"] == .string("float32"))
+        #expect(dense["layout"] == .string("contiguous") && dense["size"] == .integer(24))
+        let packed = try #require(byPath["/weights/packed"])
+        #expect(packed["layout"] == .string("chunked") && packed["chunk_shape"] == .array([.integer(4), .integer(4)]))
+        #expect(packed["filters"]?.array?.contains(.string("deflate")) == true)
+        #expect(byPath["/weights"]?["kind"] == .string("group"))
+        #expect(byPath["/weights/alias"]?["kind"] == .string("soft-link") && byPath["/weights/alias"]?["target"] == .string("/weights/dense"))
+        #expect(byPath["/elsewhere"]?["kind"] == .string("external-link") && byPath["/elsewhere"]?["target"] == .string("other.h5:/x"))
+
+        let withAttributes = try #require(try output(["ls", "--attrs", path]).object)
+        let rootAttributes = try #require(withAttributes["attributes"]?.array).compactMap(\.object)
+        #expect(
+            rootAttributes.contains { $0["name"] == .string("step") && $0["type"] == .string("integer") && $0["values"] == .array([.integer(40)]) })
+        let weights = try #require(withAttributes["objects"]?.array?.compactMap(\.object).first { $0["path"] == .string("/weights") })
+        let names = try #require(weights["attributes"]?.array?.first?.object)
+        #expect(names["type"] == .string("string") && names["values"] == .array([.string("a"), .string("b")]))
+
+        // ls has no CSV form: asking for it is a usage error.
+        let csv = try cli.run(["ls", path, "--format", "csv"])
+        #expect(csv.status == 2 && csv.stdout.isEmpty)
+    }
+
+    @Test("the README and every --format help text point to docs/JSON.md, not to a DESIGN.md the repository does not hold")
+    func documentsAreCitedWhereTheyAre() throws {
+        let readme = try String(contentsOf: packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        #expect(readme.contains("docs/JSON.md"))
+        #expect(!readme.contains("DESIGN.md"))
+        for command in ["scan", "inspect", "diff", "ls"] {
+            let help = try cli.run([command, "--help"], environment: ["COLUMNS": "400"])
+            #expect(help.stdout.contains("docs/JSON.md"), "\(command) --help")
+            #expect(!help.stdout.contains("DESIGN.md"), "\(command) --help")
+        }
+    }
+}
