@@ -120,14 +120,18 @@ public enum Analysis {
         let added = b.tensors.filter { keysA[$0.key] == nil }
         let removed = a.tensors.filter { keysB[$0.key] == nil }
         let reshapedKeys = Set(b.tensors.filter { tensor in keysA[tensor.key].map { $0.shape != tensor.shape } ?? false }.map(\.key))
-        let shared = b.tensors.filter { keysA[$0.key] != nil && !reshapedKeys.contains($0.key) }.count
-        // Two saves of one model share their tensors, by name and shape; a few may be added or reshaped.
-        let sameModel = shared > 0 && 2 * shared >= max(a.tensors.count, b.tensors.count)
-        if shared == 0 {
+        // Two saves of one model share their parameters, by name and shape; a few may be added or reshaped.
+        // Gradients and optimizer state come and go (a save before the first update has none), so the
+        // model is told by its weights (by every tensor when a file holds no weight).
+        let compared: (TensorRef) -> Bool = { a.tensors(.weight).isEmpty || b.tensors(.weight).isEmpty ? true : $0.role == .weight }
+        let shared = b.tensors.filter { compared($0) && keysA[$0.key] != nil && !reshapedKeys.contains($0.key) }.count
+        let larger = max(a.tensors.filter(compared).count, b.tensors.filter(compared).count)
+        let sameModel = shared > 0 && 2 * shared >= larger
+        if b.tensors.filter({ keysA[$0.key] != nil && !reshapedKeys.contains($0.key) }).isEmpty {
             notes.append("the files share no tensor of the same name and shape: they are not two saves of one model, and nothing is judged")
         } else if !sameModel {
             notes.append(
-                "only \(shared) of \(max(a.tensors.count, b.tensors.count)) tensors have the same name and shape in both files: they look like different models, and nothing is judged"
+                "only \(shared) of \(larger) weights have the same name and shape in both files: they look like different models, and nothing is judged"
             )
         }
         if !reshapedKeys.isEmpty {

@@ -134,6 +134,12 @@ struct HonestFindingsTests {
         #expect(reshaped.reshaped.count == 1)
         #expect(!reshaped.findings.contains { $0.tensor == "fc1.weight" }, "\(reshaped.findings.map(\.message))")
         #expect(!reshaped.tensors.contains { $0.name == "fc1.weight" })
+
+        // The first save of a run holds weights only, a later one gradients and optimizer state too:
+        // one model, judged (its frozen layer is found).
+        let first = try Analysis.diff(samplePath("frozen-layer/step_000000.h5"), samplePath("frozen-layer/step_000050.h5"))
+        #expect(!first.notes.contains { $0.contains("different models") || $0.contains("share no tensor") }, "\(first.notes)")
+        #expect(first.tensors.count >= 6 && first.findings.contains { $0.kind == .frozen }, "\(first.findings.map(\.message))")
     }
 
     @Test("inspect of one save words its findings for one save: no range of steps, no dead units under No problems")
