@@ -287,7 +287,8 @@ package struct FileProbe {
             throw HDF5Error(file: path, reason: .isDirectory, message: "is a directory, not a file")
         }
         guard kind == S_IFREG else {
-            throw HDF5Error(file: path, reason: .unsupported, message: "not a regular file")
+            throw HDF5Error(
+                file: path, reason: .unsupported, message: "\(describeKind(info.st_mode)), not a regular file: only regular files are read")
         }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -324,6 +325,31 @@ package struct FileProbe {
         var probe = FileProbe(size: size, head: head, superblockOffset: found)
         probe.modificationTime = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
         return probe
+    }
+
+    /// What a path that is neither a regular file nor a directory is (a named pipe, a
+    /// socket, a device), or nil for those two and for a path that cannot be examined.
+    /// Such a path is refused before anything opens it: opening a named pipe blocks
+    /// until a writer comes, and reading a device may never end.
+    package static func irregularKind(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        let kind = info.st_mode & S_IFMT
+        if kind == S_IFREG || kind == S_IFDIR { return nil }
+        return describeKind(info.st_mode)
+    }
+
+    /// A file type in words, from `st_mode`.
+    package static func describeKind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: return "a named pipe (FIFO)"
+        case S_IFSOCK: return "a socket"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFDIR: return "a directory"
+        case S_IFREG: return "a regular file"
+        default: return "not a file"
+        }
     }
 
     /// The offset of the HDF5 signature in an in-memory image, if any.

@@ -28,11 +28,16 @@ struct GradscopeCommand: ParsableCommand {
 extension GradscopeCommand {
     /// Parses and runs; usage errors exit with code 2 (DESIGN.md), not ArgumentParser's 64.
     static func main() {
+        acceptEndingSignals()
         StatsAccumulator.prepareAllocator()
         do {
             var command = try parseAsRoot()
             if let files = supervisedFiles(command) { Supervisor.run(files: files) }
-            if ProcessInfo.processInfo.environment[Supervisor.marker] != nil { limitMemory() }
+            if ProcessInfo.processInfo.environment[Supervisor.marker] != nil {
+                ChildProcess.exitWhenParentEnds()
+                limitMemory()
+                for file in inputFiles(command) ?? [] { injectFault(for: file) }
+            }
             try command.run()
         } catch {
             if exitCode(for: error) == .validationFailure {
@@ -48,6 +53,11 @@ extension GradscopeCommand {
 /// diff, ls), which is therefore run under a supervisor; nil for the others.
 func supervisedFiles(_ command: ParsableCommand) -> [String]? {
     if ProcessInfo.processInfo.environment[Supervisor.marker] != nil { return nil }
+    return inputFiles(command)
+}
+
+/// The input files of inspect, diff and ls; nil for the other commands.
+func inputFiles(_ command: ParsableCommand) -> [String]? {
     switch command {
     case let inspect as InspectCommand: return [inspect.file]
     case let diff as DiffCommand: return [diff.a, diff.b]
@@ -61,4 +71,14 @@ func exitWithInputError(_ error: Error) -> Never {
     let text = Failures.describe(error)
     FileHandle.standardError.write(Data("gradscope: \(text)\n".utf8))
     Foundation.exit(2)
+}
+
+/// Unblocks SIGTERM, SIGINT and SIGHUP, which a process inherits blocked when its starter
+/// had them blocked (a signal mask survives exec): gradscope then ends when asked to, and its
+/// children with it. Signals its starter set to be ignored (nohup) stay ignored.
+func acceptEndingSignals() {
+    var ending = sigset_t()
+    sigemptyset(&ending)
+    for signal in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&ending, signal) }
+    pthread_sigmask(SIG_UNBLOCK, &ending, nil)
 }

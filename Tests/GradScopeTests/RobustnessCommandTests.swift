@@ -1,0 +1,184 @@
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The built binary at the edges: paths that are not regular files, children that must
+/// die with their parent, errors in plain words, unusable runs, thresholds out of range.
+@Suite("The gradscope command at the edges", .serialized)
+struct RobustnessCommandTests {
+    /// How a run of the binary ended.
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        /// Killed by the test because it ran past its limit.
+        var timedOut: Bool
+        var seconds: Double
+    }
+
+    /// The binary built next to the tests, or `GRADSCOPE_BINARY`.
+    func binary(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)", sourceLocation: sourceLocation)
+    }
+
+    /// Runs the binary with `arguments`, killing it after `limit` seconds so that a
+    /// command that hangs fails the test instead of stopping the suite.
+    func run(
+        _ arguments: [String], environment: [String: String] = [:], limit: Double = 60,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try binary(sourceLocation: sourceLocation))
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["NO_COLOR"] = "1"
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let start = Date()
+        let finished = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in finished.signal() }
+        try process.run()
+        let stdout = DataReader(out.fileHandleForReading), stderr = DataReader(err.fileHandleForReading)
+        var timedOut = false
+        if finished.wait(timeout: .now() + limit) == .timedOut {
+            timedOut = true
+            kill(process.processIdentifier, SIGKILL)
+            finished.wait()
+        }
+        return Output(
+            status: process.terminationStatus, stdout: stdout.text(), stderr: stderr.text(), timedOut: timedOut,
+            seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Reads a pipe to its end on a thread of its own.
+    final class DataReader: @unchecked Sendable {
+        private var data = Data()
+        private let done = DispatchSemaphore(value: 0)
+
+        init(_ handle: FileHandle) {
+            Thread.detachNewThread { [self] in
+                data = handle.readDataToEndOfFile()
+                done.signal()
+            }
+        }
+
+        func text() -> String {
+            done.wait()
+            return String(decoding: data, as: UTF8.self)
+        }
+    }
+
+    /// Live (not zombie) processes whose environment holds `marker`, other than `except`.
+    static func processes(marked marker: String, except: Int32? = nil) -> [Int32] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return names.compactMap(Int32.init).filter { pid in
+            guard pid != except, let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = status.lastIndex(of: ")"), status[close...].dropFirst(2).first != "Z"
+            else { return false }
+            return environ.range(of: Data(marker.utf8)) != nil
+        }
+    }
+
+    @Test("a named pipe is refused at once with its reason: inspect, ls and scan neither hang nor wait for a timeout")
+    func namedPipeRefused() throws {
+        let dir = try TemporaryDirectory()
+        let fifo = dir.path("pipe.h5")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        for command in ["inspect", "ls", "scan"] {
+            let output = try run([command, fifo, "--quiet"].filter { command != "ls" || $0 != "--quiet" }, limit: 20)
+            #expect(!output.timedOut, "\(command) hung on a named pipe")
+            #expect(output.status == 2, "\(command): \(output.status)")
+            #expect(output.stderr == "gradscope: \(fifo): a named pipe (FIFO), not a regular file: only regular files are read\n", "\(command)")
+        }
+
+        // In a run directory, the pipe is listed as skipped at once; the other steps are read.
+        let run = try TemporaryDirectory()
+        for name in ["step_000000.h5", "step_000060.h5", "step_000120.h5"] {
+            try FileManager.default.copyItem(atPath: samplePath("healthy") + "/" + name, toPath: run.path(name))
+        }
+        #expect(mkfifo(run.path("step_000180.h5"), 0o600) == 0)
+        let scan = try self.run(["scan", run.url.path, "--format", "json", "--quiet", "--timeout", "30"], limit: 25)
+        #expect(!scan.timedOut && scan.seconds < 20, "scan waited \(scan.seconds) s for a named pipe")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(scan.stdout.utf8)) as? [String: Any])
+        #expect((object["steps"] as? [Int]) == [0, 60, 120])
+        let skipped = try #require(object["skipped"] as? [[String: Any]])
+        #expect(
+            skipped.contains {
+                ($0["item"] as? String)?.hasSuffix("step_000180.h5") == true && ($0["reason"] as? String)?.contains("named pipe") == true
+            })
+    }
+
+    /// A command that will hang on a file (fault injection), to be killed mid-run.
+    struct Interrupted: CustomTestStringConvertible, Sendable {
+        var command: String
+        var signal: Int32
+        var testDescription: String { "\(command) killed with \(signal == SIGKILL ? "SIGKILL" : signal == SIGTERM ? "SIGTERM" : "signal \(signal)")" }
+    }
+
+    @Test(
+        "no child process outlives its parent: scan's workers and inspect's supervised child, killed mid-run",
+        arguments: [
+            Interrupted(command: "scan", signal: SIGTERM), Interrupted(command: "scan", signal: SIGKILL),
+            Interrupted(command: "scan", signal: SIGINT), Interrupted(command: "scan", signal: SIGHUP),
+            Interrupted(command: "inspect", signal: SIGTERM), Interrupted(command: "inspect", signal: SIGKILL),
+        ])
+    func childrenDieWithParent(_ case: Interrupted) throws {
+        let marker = "GRADSCOPE_TEST_ORPHAN_MARK=\(UUID().uuidString)"
+        let markerParts = marker.split(separator: "=", maxSplits: 1).map(String.init)
+        let arguments =
+            `case`.command == "scan"
+            ? ["scan", samplePath("healthy"), "--jobs", "2", "--quiet", "--timeout", "300"]
+            : ["inspect", samplePath("healthy") + "/step_000300.h5"]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try binary())
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["GRADSCOPE_FAULT_INJECTION"] = "hang:step_000300"
+        env["GRADSCOPE_TIMEOUT"] = "300"
+        env[markerParts[0]] = markerParts[1]
+        process.environment = env
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let parent = process.processIdentifier
+        defer {
+            // Whatever the outcome, leave nothing behind.
+            for pid in Self.processes(marked: marker) { kill(pid, SIGKILL) }
+        }
+        // Wait until the children are started (scan: its workers; inspect: its supervised child).
+        let wanted = `case`.command == "scan" ? 2 : 1
+        let start = Date()
+        while Self.processes(marked: marker, except: parent).count < wanted && Date().timeIntervalSince(start) < 20 {
+            usleep(50_000)
+        }
+        let children = Self.processes(marked: marker, except: parent)
+        #expect(children.count >= wanted, "the children were not started: \(children)")
+        // Let the hung file be reached, then interrupt the parent.
+        usleep(500_000)
+        kill(parent, `case`.signal)
+        let signalled = Date()
+        while process.isRunning && Date().timeIntervalSince(signalled) < 10 { usleep(20_000) }
+        let status =
+            (try? String(contentsOfFile: "/proc/\(parent)/status", encoding: .utf8))?.split(separator: "\n").filter {
+                $0.hasPrefix("Sig") || $0.hasPrefix("State")
+            } ?? []
+        #expect(!process.isRunning, "the command did not end on \(`case`.testDescription) \(status)")
+        if process.isRunning { kill(parent, SIGKILL) }
+        process.waitUntilExit()
+        var left = Self.processes(marked: marker)
+        let ended = Date()
+        while !left.isEmpty && Date().timeIntervalSince(ended) < 5 {
+            usleep(50_000)
+            left = Self.processes(marked: marker)
+        }
+        #expect(left.isEmpty, "processes left running after \(`case`.testDescription): \(left)")
+    }
+}
