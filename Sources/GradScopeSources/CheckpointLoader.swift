@@ -168,7 +168,7 @@ public enum CheckpointLoader {
         do {
             archive = try ZipArchive(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw CheckpointError(file: path, reason: "a zip archive that cannot be read (\(error))")
+            throw CheckpointError(file: path, reason: "a zip archive that cannot be read (\(Failures.plain(error)))")
         }
         let bytes: [UInt8]
         do {
@@ -185,7 +185,7 @@ public enum CheckpointLoader {
         } catch let error as CheckpointError {
             throw error
         } catch {
-            throw CheckpointError(file: path, reason: "\(error)")
+            throw CheckpointError(file: path, reason: Failures.plain(error))
         }
         var optimizer: String?
         var frozenLayers: Set<String> = []

@@ -184,7 +184,7 @@ public enum RunLoader {
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
-            throw CheckpointError(file: directory, reason: "cannot list the directory: \(error.localizedDescription)")
+            throw CheckpointError(file: directory, reason: "cannot list the directory: \(Failures.plain(error))")
         }
         var files: [String] = []
         var shardManifests: [String] = []

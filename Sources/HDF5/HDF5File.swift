@@ -170,9 +170,12 @@ public final class HDF5File: Sendable {
     package static func classifyOpenFailure(path: String, size: Int, summary: String) -> HDF5Error {
         let lower = summary.lowercased()
         if lower.contains("truncated file") {
+            // libhdf5 says "truncated file: eof = 30000, sblock->base_addr = 0, stored_eof = 52288".
+            let stored = number(after: "stored_eof = ", in: summary)
+            let sizes = stored.map { "\(groupDigits(size)) of \(groupDigits($0)) bytes" } ?? "\(groupDigits(size)) bytes"
             return HDF5Error(
                 file: path, reason: .truncated,
-                message: "truncated: the file is shorter than its own header says (\(summary)); it was cut off or is still being written")
+                message: "truncated: \(sizes), shorter than its own header says; it was cut off or is still being written (libhdf5: \(summary))")
         }
         if lower.contains("signature") {
             return HDF5Error(file: path, reason: .notHDF5, message: "not an HDF5 file (\(summary))")
@@ -186,6 +189,23 @@ public final class HDF5File: Sendable {
                 message: "truncated or corrupt: data lies beyond the end of the file (\(summary))")
         }
         return HDF5Error(file: path, reason: .corrupt, message: "malformed HDF5 file: \(summary)")
+    }
+
+    /// The decimal number that follows `label` in `text`, if any.
+    static func number(after label: String, in text: String) -> Int? {
+        guard let range = text.range(of: label) else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isASCII && $0.isNumber })
+    }
+
+    /// 52288 as "52,288".
+    package static func groupDigits(_ value: Int) -> String {
+        let digits = String(value.magnitude)
+        var grouped = ""
+        for (index, digit) in digits.enumerated() {
+            if index > 0 && (digits.count - index) % 3 == 0 { grouped.append(",") }
+            grouped.append(digit)
+        }
+        return value < 0 ? "-" + grouped : grouped
     }
 
     /// An error about an object in this file, with libhdf5's message appended.

@@ -60,11 +60,17 @@ struct DiagnosisOptions: ParsableArguments {
     func thresholds() throws -> Thresholds {
         var thresholds = Thresholds()
         if let config {
-            guard let data = FileManager.default.contents(atPath: config) else {
-                throw CheckpointError(file: config, reason: "cannot read the config file")
+            if let why = Failures.unreadablePath(config) {
+                throw CheckpointError(file: config, reason: "cannot read the config file: \(why)")
             }
-            do { thresholds = try Thresholds.load(json: data) } catch {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: config)) } catch {
+                throw CheckpointError(file: config, reason: "cannot read the config file: \(Failures.plain(error))")
+            }
+            do { thresholds = try Thresholds.load(json: data) } catch let error as ThresholdError {
                 throw CheckpointError(file: config, reason: "\(error)")
+            } catch {
+                throw CheckpointError(file: config, reason: "the config file is \(Failures.plain(error))")
             }
         }
         for item in threshold {

@@ -181,4 +181,61 @@ struct RobustnessCommandTests {
         }
         #expect(left.isEmpty, "processes left running after \(`case`.testDescription): \(left)")
     }
+
+    /// Words of Foundation's that must never reach the user.
+    static let foundationWords = [
+        "NSCocoaErrorDomain", "Error Domain", "Code=", "The operation could not be completed", "doesn’t exist", "doesn't exist",
+    ]
+
+    /// Expects exit code 2 and one line on stderr that names `path`, holds `words` and none of Foundation's.
+    func expectOneLine(
+        _ output: Output, naming path: String, saying words: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        #expect(output.status == 2, "exit \(output.status): \(output.stderr)", sourceLocation: sourceLocation)
+        let lines = output.stderr.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        #expect(lines.count == 1, "not one line: \(output.stderr)", sourceLocation: sourceLocation)
+        #expect(output.stderr.hasPrefix("gradscope: \(path): "), "\(output.stderr)", sourceLocation: sourceLocation)
+        #expect(output.stderr.contains(words), "\(output.stderr)", sourceLocation: sourceLocation)
+        for raw in Self.foundationWords {
+            #expect(!output.stderr.contains(raw), "Foundation's words: \(output.stderr)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("errors about the output, the config file and missing files say what happened to which path, in plain words")
+    func plainWords() throws {
+        let dir = try TemporaryDirectory()
+        let run = samplePath("healthy")
+        try FileManager.default.createDirectory(atPath: dir.path("out"), withIntermediateDirectories: false)
+        expectOneLine(
+            try self.run(["report", run, "-o", dir.path("out"), "--quiet"]), naming: dir.path("out"),
+            saying: "cannot write the report: it is a directory")
+        let nowhere = dir.path("missing/report.html")
+        expectOneLine(
+            try self.run(["report", run, "-o", nowhere, "--quiet"]), naming: nowhere,
+            saying: "cannot write the report: the directory \(dir.path("missing")) does not exist")
+
+        try Data("{\"collapse_factor\": 100,".utf8).write(to: URL(fileURLWithPath: dir.path("bad.json")))
+        expectOneLine(
+            try self.run(["scan", run, "--quiet", "--config", dir.path("bad.json")]), naming: dir.path("bad.json"),
+            saying: "the config file is not valid JSON")
+        expectOneLine(
+            try self.run(["inspect", run + "/step_000060.h5", "--config", dir.path("none.json")]), naming: dir.path("none.json"),
+            saying: "cannot read the config file: no such file")
+        expectOneLine(
+            try self.run(["scan", run, "--quiet", "--config", dir.path("out")]), naming: dir.path("out"),
+            saying: "cannot read the config file: is a directory")
+
+        for command in ["inspect", "ls"] {
+            expectOneLine(try self.run([command, dir.path("absent.h5")]), naming: dir.path("absent.h5"), saying: "no such file")
+        }
+        expectOneLine(try self.run(["scan", dir.path("absent"), "--quiet"]), naming: dir.path("absent"), saying: "no such file or directory")
+
+        // libhdf5's words follow the plain ones, not replace them.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: run + "/step_000060.h5"))
+        try whole.prefix(30_000).write(to: URL(fileURLWithPath: dir.path("cut.h5")))
+        let size = whole.count.formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US")))
+        let cut = try self.run(["inspect", dir.path("cut.h5")])
+        expectOneLine(cut, naming: dir.path("cut.h5"), saying: "truncated: 30,000 of \(size) bytes")
+        #expect(cut.stderr.contains("(libhdf5: truncated file"), "\(cut.stderr)")
+    }
 }
