@@ -143,10 +143,11 @@ func scanRun(
 ) -> ScanReport {
     let progress = Progress(enabled: !diagnosis.quiet)
     defer { progress.finish() }
+    let report: ScanReport
     do {
         try before()
         let thresholds = try diagnosis.thresholds()
-        return try Analysis.scan(
+        report = try Analysis.scan(
             path, isolation: isolation.noIsolation ? nil : isolation.options, load: reading.loadOptions,
             thresholds: thresholds, select: diagnosis.selection,
             loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
@@ -156,4 +157,22 @@ func scanRun(
         progress.finish()
         exitWithInputError(error)
     }
+    if report.steps.isEmpty {
+        // Nothing to show: one line, and nothing written (no page of "No findings").
+        progress.finish()
+        exitWithInputError(CheckpointError(file: path, reason: nothingReadable(path, skipped: report.skipped)))
+    }
+    return report
+}
+
+/// Why a run gave no checkpoint, for the one line of an unusable run: an empty directory,
+/// the one file skipped and why, or how many were skipped and the first reason.
+func nothingReadable(_ path: String, skipped: [SkippedItem]) -> String {
+    var isDirectory: ObjCBool = false
+    let directory = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+    guard let first = skipped.first else {
+        return directory ? "no checkpoint could be read: the directory holds no files" : "no checkpoint could be read: it holds no saved step"
+    }
+    if skipped.count == 1 { return "no checkpoint could be read: \(first.item): \(first.reason)" }
+    return "no checkpoint could be read: \(skipped.count) files skipped (\(first.item): \(first.reason); …)"
 }

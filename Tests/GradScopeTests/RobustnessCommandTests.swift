@@ -238,4 +238,28 @@ struct RobustnessCommandTests {
         expectOneLine(cut, naming: dir.path("cut.h5"), saying: "truncated: 30,000 of \(size) bytes")
         #expect(cut.stderr.contains("(libhdf5: truncated file"), "\(cut.stderr)")
     }
+
+    @Test("an empty or unusable run fails first: exit 2, one line, nothing on stdout, no report file written")
+    func unusableRunFailsFirst() throws {
+        let empty = try TemporaryDirectory()
+        let unusable = try TemporaryDirectory()
+        FileManager.default.createFile(atPath: unusable.path("step_1.h5"), contents: Data())
+        FileManager.default.createFile(atPath: unusable.path("step_2.h5"), contents: Data("not hdf5\n".utf8))
+        let cases: [(TemporaryDirectory, String)] = [
+            (empty, "no checkpoint could be read: the directory holds no files"),
+            (unusable, "no checkpoint could be read: 2 files skipped (\(unusable.path("step_1.h5")): empty file"),
+        ]
+        for (dir, words) in cases {
+            for format in ["table", "json", "csv"] {
+                let scan = try run(["scan", dir.url.path, "--format", format])
+                expectOneLine(scan, naming: dir.url.path, saying: words)
+                #expect(scan.stdout.isEmpty, "scan --format \(format) printed before failing: \(scan.stdout.prefix(300))")
+            }
+            let target = dir.path("report.html")
+            let report = try run(["report", dir.url.path, "-o", target])
+            expectOneLine(report, naming: dir.url.path, saying: words)
+            #expect(!FileManager.default.fileExists(atPath: target), "report wrote \(target) for a run with no checkpoint")
+            #expect(report.stdout.isEmpty)
+        }
+    }
 }
