@@ -41,7 +41,7 @@ extension GradscopeCommand {
             try command.run()
         } catch {
             if exitCode(for: error) == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                FileHandle.standardError.write(Data((usageLine(message: message(for: error), full: fullMessage(for: error)) + "\n").utf8))
                 Foundation.exit(2)
             }
             exit(withError: error)
@@ -64,6 +64,15 @@ func inputFiles(_ command: ParsableCommand) -> [String]? {
     case let list as ListCommand: return [list.file]
     default: return nil
     }
+}
+
+/// A usage error as one line: `gradscope: message; see 'gradscope scan --help'`, the pointer to
+/// help taken from ArgumentParser's full message (which would add a usage block of its own).
+func usageLine(message: String, full: String) -> String {
+    let hint = full.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("See '") }
+    let pointer = hint.map { "; see " + $0.dropFirst(4).replacingOccurrences(of: " for more information.", with: "") } ?? ""
+    let text = message.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "\n", with: " ")
+    return "gradscope: \(text)\(pointer)"
 }
 
 /// Prints `gradscope: message` on stderr and exits with code 2.

@@ -49,11 +49,17 @@ struct DiagnosisOptions: ParsableArguments {
         }
         for item in threshold {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let value = Double(parts[1]) else {
-                throw ValidationError("--threshold expects name=number, got \(item)")
+            guard parts.count == 2, let value = Double(parts[1].trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--threshold \(item): expected name=number, e.g. --threshold collapse_factor=100")
             }
             var probe = Thresholds()
-            do { try probe.set(parts[0], value) } catch { throw ValidationError("\(error)") }
+            do { try probe.set(parts[0], value) } catch ThresholdError.invalid(let why) {
+                // The item shows the name and the value already: keep the rule.
+                var rule = Substring(why)
+                if rule.hasPrefix(parts[0] + ": ") { rule = rule.dropFirst(parts[0].count + 2) }
+                if let value = rule.range(of: ", not ") { rule = rule[..<value.lowerBound] }
+                throw ValidationError("--threshold \(item): \(rule)")
+            }
         }
     }
 
@@ -75,7 +81,7 @@ struct DiagnosisOptions: ParsableArguments {
         }
         for item in threshold {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2, let value = Double(parts[1]) { try thresholds.set(parts[0], value) }
+            if parts.count == 2, let value = Double(parts[1].trimmingCharacters(in: .whitespaces)) { try thresholds.set(parts[0], value) }
         }
         return thresholds
     }

@@ -262,4 +262,32 @@ struct RobustnessCommandTests {
             #expect(report.stdout.isEmpty)
         }
     }
+
+    @Test(
+        "every threshold value out of range, not a number or not a threshold is exit 2 and one line, never a crash",
+        arguments: [
+            "plateau_min_saves=1e19", "plateau_min_saves=-1", "collapse_factor=nan", "collapse_factor=inf", "collapse_factor=-inf",
+            "update_ratio_high=-0.5", "collapse_factor=ten", "collapse_factor=", "collapse_factor", "no_such_threshold=1",
+            "dead_units_warning_fraction=5", "vanishing_persistence=1.5", "collapse_factor=0.5", "exploding_growth=1e400",
+        ])
+    func thresholdOutOfRange(_ item: String) throws {
+        for command in ["scan", "inspect"] {
+            let target = command == "scan" ? samplePath("healthy") : samplePath("healthy") + "/step_000060.h5"
+            let output = try run([command, target, "--quiet", "--threshold", item])
+            #expect(output.status == 2, "\(command) --threshold \(item): exit \(output.status)")
+            #expect(output.stdout.isEmpty)
+            let lines = output.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "\(command) --threshold \(item): \(output.stderr)")
+            #expect(output.stderr.hasPrefix("gradscope: --threshold \(item): "), "\(output.stderr)")
+        }
+        // The same value from a config file: one line naming the file.
+        let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+        if parts.count == 2, let value = Double(parts[1]), value.isFinite {
+            let dir = try TemporaryDirectory()
+            try Data("{\"\(parts[0])\": \(parts[1])}".utf8).write(to: URL(fileURLWithPath: dir.path("t.json")))
+            expectOneLine(
+                try run(["scan", samplePath("healthy"), "--quiet", "--config", dir.path("t.json")]), naming: dir.path("t.json"),
+                saying: parts[0])
+        }
+    }
 }
