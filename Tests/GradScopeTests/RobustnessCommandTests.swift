@@ -291,3 +291,86 @@ struct RobustnessCommandTests {
         }
     }
 }
+
+/// The README's two commands and CI install the Python tools' packages into the virtual
+/// environment .venv/ only: Debian 12's own python3 refuses `pip install` outside one (PEP 668).
+@Suite("The scripts keep Python packages in .venv/")
+struct PythonEnvironmentScriptTests {
+    func script(_ path: String) throws -> String {
+        try String(contentsOf: packageRoot.appendingPathComponent(path), encoding: .utf8)
+    }
+
+    @Test("quickstart.sh, test.sh and .ci/run use Tools/python-env.sh and never pip-install into the system's python3")
+    func scriptsUseTheVirtualEnvironment() throws {
+        for path in ["Tools/quickstart.sh", "Tools/test.sh", ".ci/run"] {
+            let text = try script(path)
+            let commands = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.hasPrefix("#") }
+            #expect(commands.contains(". Tools/python-env.sh"), "\(path) does not source Tools/python-env.sh")
+            #expect(commands.contains("ensure_python_env"), "\(path) does not make the environment")
+            #expect(!commands.contains { $0.contains("python3 -m pip") || $0.hasPrefix("pip ") }, "\(path) installs into the system's python3")
+        }
+        let test = try script("Tools/test.sh")
+        #expect(test.contains("\"$PYTHON\" -m pytest -q Tools"), "pytest does not run in the environment")
+        #expect(try script(".ci/run").hasSuffix("./Tools/test.sh\n"), ".ci/run does not end with the README's test command")
+
+        let environment = try script("Tools/python-env.sh")
+        #expect(environment.contains("VENV_DIR=\".venv\""))
+        #expect(environment.contains("python3 -m venv --clear \"$VENV_DIR\""))
+        #expect(environment.contains("\"$PYTHON\" -m pip install"))
+        #expect(environment.contains("apt-get install -y python3-venv"))
+        #expect(try script(".gitignore").split(separator: "\n").contains(".venv/"))
+    }
+
+    @Test("Tools/python-env.sh makes a working .venv/ when python3 has venv, and leaves a complete one alone")
+    func environmentIsMade() throws {
+        // A stand-in python3 whose venv module writes a fake environment: nothing is downloaded.
+        let dir = try TemporaryDirectory()
+        let bin = dir.path("bin")
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        let fake = """
+            #!/bin/sh
+            # python3 -c …: has ensurepip and venv. python3 -m venv --clear DIR: a python that has pip and, once
+            # "installed", numpy, h5py and pytest.
+            if [ "$1" = "-c" ]; then exit 0; fi
+            if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
+                mkdir -p "$4/bin"
+                printf '%s\\n' '#!/bin/sh' 'd=$(dirname "$0")' \\
+                    'if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ]; then echo "$@" >> "$d/installed"; exit 0; fi' \\
+                    'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then exit 0; fi' \\
+                    'if [ "$1" = "-c" ]; then [ -f "$d/installed" ]; exit $?; fi' > "$4/bin/python"
+                chmod +x "$4/bin/python"
+                exit 0
+            fi
+            echo "error: externally-managed-environment" >&2
+            exit 1
+            """
+        FileManager.default.createFile(atPath: bin + "/python3", contents: Data(fake.utf8), attributes: [.posixPermissions: 0o755])
+        let work = dir.path("repo")
+        try FileManager.default.createDirectory(atPath: work + "/Tools", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            atPath: packageRoot.appendingPathComponent("Tools/python-env.sh").path, toPath: work + "/Tools/python-env.sh")
+        func ensure() throws -> (Int32, String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", "set -euo pipefail; . Tools/python-env.sh; ensure_python_env; echo \"$PYTHON\""]
+            process.currentDirectoryURL = URL(fileURLWithPath: work)
+            process.environment = ["PATH": bin + ":/usr/bin:/bin", "HOME": dir.url.path]
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+        let (status, output) = try ensure()
+        #expect(status == 0, "\(output)")
+        #expect(output.hasSuffix(".venv/bin/python\n"), "\(output)")
+        let installed = try String(contentsOfFile: work + "/.venv/bin/installed", encoding: .utf8)
+        #expect(installed.contains("numpy h5py pytest"), "\(installed)")
+        // A second run finds everything in place and installs nothing more.
+        let (again, _) = try ensure()
+        #expect(again == 0)
+        #expect(try String(contentsOfFile: work + "/.venv/bin/installed", encoding: .utf8) == installed)
+    }
+}
