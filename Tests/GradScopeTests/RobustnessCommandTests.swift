@@ -163,6 +163,7 @@ struct RobustnessCommandTests {
         #expect(children.count >= wanted, "the children were not started: \(children)")
         // Let the hung file be reached, then interrupt the parent.
         usleep(500_000)
+        #expect(process.isRunning, "the command ended before it could be interrupted: nothing was tested")
         kill(parent, `case`.signal)
         let signalled = Date()
         while process.isRunning && Date().timeIntervalSince(signalled) < 10 { usleep(20_000) }
