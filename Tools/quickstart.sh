@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what gradscope needs on Debian/Ubuntu (libhdf5-dev; numpy, h5py and
-# pytest for the Python tools), builds it, and runs it on a bundled sample run.
+# pytest for the Python tools, in the virtual environment .venv/, see
+# Tools/python-env.sh), builds it, and runs it on a bundled sample run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. Tools/python-env.sh
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
@@ -10,9 +12,7 @@ if ! pkg-config --exists hdf5 2>/dev/null; then
     $SUDO apt-get update
     $SUDO apt-get install -y libhdf5-dev pkg-config
 fi
-if ! python3 -c 'import numpy, h5py, pytest' 2>/dev/null; then
-    python3 -m pip install --quiet numpy h5py pytest
-fi
+ensure_python_env
 
 swift build -c release --product gradscope
 BIN="$(swift build -c release --show-bin-path)/gradscope"

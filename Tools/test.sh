@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: the formatting check, the Swift package's tests (swift test), then pytest for the Python tools.
+# Runs every test: the formatting check, the Swift package's tests (swift test), then pytest for the Python tools
+# (in the virtual environment .venv/, made if missing: see Tools/python-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. Tools/python-env.sh
 # The code is kept formatted by .swift-format (swift format format --in-place --recursive Sources Tests Package.swift).
 if swift format --version >/dev/null 2>&1; then
     swift format lint --strict --recursive --parallel Sources Tests Package.swift
@@ -9,4 +11,5 @@ else
     echo "test.sh: swift format is not in this toolchain; formatting not checked"
 fi
 swift test
-python3 -m pytest -q Tools
+ensure_python_env
+"$PYTHON" -m pytest -q Tools

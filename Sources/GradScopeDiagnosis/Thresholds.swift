@@ -94,24 +94,24 @@ public struct Thresholds: Sendable, Codable, Equatable {
     package static let table: [ThresholdDescriptor] = [
         .real("plateau_relative_tolerance", \.plateauRelativeTolerance, "loss-plateau: the loss is at ln K within this fraction of ln K"),
         .count("plateau_min_saves", \.plateauMinSaves, atLeast: 1, "loss-plateau: consecutive saves at ln K needed (rounded down, at least 1)"),
-        .real(
+        .fraction(
             "plateau_min_run_fraction", \.plateauMinRunFraction,
             "loss-plateau: fraction of the run's steps a plateau must span, unless it lasts to the end"),
-        .real(
+        .fraction(
             "plateau_warning_run_fraction", \.plateauWarningRunFraction,
             "loss-plateau: a plateau that ends is a warning from this fraction of the run, else info"),
-        .real("collapse_factor", \.collapseFactor, "collapsing: a kernel's norm falls by this factor from its peak to the last save"),
-        .real(
+        .factor("collapse_factor", \.collapseFactor, "collapsing: a kernel's norm falls by this factor from its peak to the last save"),
+        .factor(
             "activation_collapse_factor", \.activationCollapseFactor,
             "collapsing: an activation's std falls by this factor from its peak to the last save"),
-        .real("dead_units_warning_fraction", \.deadUnitsWarningFraction, "dead-units: a warning from this fraction of a layer's units dead"),
-        .real("dead_units_info_fraction", \.deadUnitsInfoFraction, "dead-units: an info finding from this fraction of a layer's units dead"),
-        .real(
+        .fraction("dead_units_warning_fraction", \.deadUnitsWarningFraction, "dead-units: a warning from this fraction of a layer's units dead"),
+        .fraction("dead_units_info_fraction", \.deadUnitsInfoFraction, "dead-units: an info finding from this fraction of a layer's units dead"),
+        .fraction(
             "dead_activation_fraction", \.deadActivationFraction, "dead-units: a unit outputting zero for this fraction of the probe batch is dead"),
         .real(
             "vanishing_depth_ratio", \.vanishingDepthRatio, "vanishing-gradient: the early layers' ‖g‖/‖W‖ at most this fraction of the late layers'"),
-        .real("vanishing_persistence", \.vanishingPersistence, "vanishing-gradient: ... at this fraction of the saves with gradients"),
-        .real(
+        .fraction("vanishing_persistence", \.vanishingPersistence, "vanishing-gradient: ... at this fraction of the saves with gradients"),
+        .factor(
             "exploding_growth", \.explodingGrowth,
             "exploding-gradient: the total gradient norm reaches this multiple of its median over the ten saves before ..."),
         .real("exploding_ratio", \.explodingRatio, "exploding-gradient: ... while some kernel's ‖g‖/‖W‖ is at least this"),
@@ -119,7 +119,8 @@ public struct Thresholds: Sendable, Codable, Equatable {
             "exploding_absolute_ratio", \.explodingAbsoluteRatio, "exploding-gradient: a kernel's ‖g‖/‖W‖ at least this is reported, growth or not"),
         .real("update_ratio_high", \.updateRatioHigh, "update-ratio: a per-step ‖ΔW‖/‖W‖ (lower bound) above this is unstable"),
         .real("update_ratio_low", \.updateRatioLow, "update-ratio: a per-step ‖ΔW‖/‖W‖ (upper bound) below this at every save is stuck ..."),
-        .real("update_ratio_low_contrast", \.updateRatioLowContrast, "update-ratio: ... when the model's median is at least this many times higher"),
+        .factor(
+            "update_ratio_low_contrast", \.updateRatioLowContrast, "update-ratio: ... when the model's median is at least this many times higher"),
         .real(
             "init_too_small_factor", \.initTooSmallFactor,
             "poor-init: a kernel's std below this fraction of 1/√(3·fan_in) is too small (and a kernel below it counts as near zero)"),
@@ -225,6 +226,16 @@ package struct ThresholdDescriptor: Sendable {
         ThresholdDescriptor(name: name, storage: .real(path), range: 0...Double.greatestFiniteMagnitude, summary: summary)
     }
 
+    /// A fraction: any number from 0 to 1.
+    package static func fraction(_ name: String, _ path: WritableKeyPath<Thresholds, Double> & Sendable, _ summary: String) -> ThresholdDescriptor {
+        ThresholdDescriptor(name: name, storage: .real(path), range: 0...1, summary: summary)
+    }
+
+    /// A factor of growth or fall: any finite number from 1 (below it, a fall would be a rise).
+    package static func factor(_ name: String, _ path: WritableKeyPath<Thresholds, Double> & Sendable, _ summary: String) -> ThresholdDescriptor {
+        ThresholdDescriptor(name: name, storage: .real(path), range: 1...Double.greatestFiniteMagnitude, summary: summary)
+    }
+
     /// A count: any non-negative number an `Int` holds, rounded down, then raised to `atLeast`.
     package static func count(
         _ name: String, _ path: WritableKeyPath<Thresholds, Int> & Sendable, atLeast floor: Int,
@@ -250,7 +261,9 @@ package struct ThresholdDescriptor: Sendable {
 
     /// Checks `value` against the range and stores it in `thresholds`.
     package func set(_ value: Double, in thresholds: inout Thresholds) throws {
-        guard value.isFinite, range.contains(value) else { throw ThresholdError.invalid("\(name): must be \(rangeText)") }
+        guard value.isFinite, range.contains(value) else {
+            throw ThresholdError.invalid("\(name): must be \(rangeText), not \(Self.plain(value))")
+        }
         switch storage {
         case .real(let path): thresholds[keyPath: path] = value
         case .count(let path, let floor): thresholds[keyPath: path] = max(floor, Int(value))
@@ -260,14 +273,20 @@ package struct ThresholdDescriptor: Sendable {
     /// Checks a count read as an integer and stores it in `thresholds`.
     package func set(count value: Int, in thresholds: inout Thresholds) throws {
         guard case .count(let path, let floor) = storage else { return try set(Double(value), in: &thresholds) }
-        guard Double(value) >= range.lowerBound else { throw ThresholdError.invalid("\(name): must be \(rangeText)") }
+        guard Double(value) >= range.lowerBound else { throw ThresholdError.invalid("\(name): must be \(rangeText), not \(value)") }
         thresholds[keyPath: path] = max(floor, value)
+    }
+
+    /// A value as given: 5 rather than 5.0, 1e+19 as Swift writes it.
+    static func plain(_ value: Double) -> String {
+        value.isFinite && value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : "\(value)"
     }
 
     /// The accepted values in words.
     package var rangeText: String {
         if isCount && range == 0...Double(Int.max).nextDown { return "a finite, non-negative number below 2^63" }
         if range.lowerBound == 0 && range.upperBound == .greatestFiniteMagnitude { return "a finite, non-negative number" }
+        if range.upperBound == .greatestFiniteMagnitude { return "a finite number of at least \(formatSignificant(range.lowerBound))" }
         return "a finite number from \(formatSignificant(range.lowerBound)) to \(formatSignificant(range.upperBound))"
     }
 }

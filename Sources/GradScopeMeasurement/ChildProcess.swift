@@ -52,13 +52,15 @@ public struct ChildProcess: Sendable {
     /// Starts the child, writes `input` to its stdin, and waits; a child still
     /// running after `timeout` seconds is terminated, then killed. Output is read
     /// on threads of its own (Dispatch's pool grows too slowly for blocking reads).
+    /// The child's stdin is a pipe held open until it ends, so a child that calls
+    /// ``exitWhenParentEnds()`` dies with this process however it ends.
     public func run(input: Data? = nil) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if let environment { process.environment = environment }
         let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = input == nil ? FileHandle.nullDevice : stdin
+        process.standardInput = stdin
         process.standardOutput = stdout
         process.standardError = stderr
         let finished = DispatchSemaphore(value: 0)
@@ -89,10 +91,33 @@ public struct ChildProcess: Sendable {
                 finished.wait()
             }
         }
+        if input == nil { try? stdin.fileHandleForWriting.close() }
         readers.wait()
         return Result(
             stdout: output.data, stderr: errors.data, status: process.terminationStatus,
             signaled: process.terminationReason == .uncaughtSignal, timedOut: timedOut)
+    }
+}
+
+extension ChildProcess {
+    /// In a child (scan's worker, the supervised inspect, diff or ls): ends this process
+    /// as soon as its parent does. The parent holds the only writing end of the child's
+    /// stdin pipe (Foundation's `Process` closes every other descriptor in the children it
+    /// starts), and the kernel closes it when the parent ends in any way, SIGKILL
+    /// included; a thread of its own waits for that hang-up, so a child stuck in libhdf5
+    /// (or sleeping in an injected fault) is ended too. A stdin that is not a pipe
+    /// (a terminal, /dev/null) never hangs up, and nothing happens.
+    public static func exitWhenParentEnds() {
+        Thread.detachNewThread {
+            var descriptor = pollfd(fd: STDIN_FILENO, events: 0, revents: 0)
+            while true {
+                let ready = poll(&descriptor, 1, -1)
+                if ready < 0 && errno == EINTR { continue }
+                if ready < 0 { return }
+                if descriptor.revents & Int16(POLLHUP | POLLERR) != 0 { _exit(3) }
+                if descriptor.revents & Int16(POLLNVAL) != 0 { return }
+            }
+        }
     }
 }
 

@@ -50,6 +50,7 @@ public enum CheckpointLoader {
     /// Opens the checkpoint(s) in `path` with the first source that recognises it
     /// (``CheckpointSources``), described: stamped, and with the direct storage of their tensors.
     public static func open(_ path: String, options: LoadOptions = LoadOptions()) throws -> [OpenCheckpoint] {
+        try refuseIrregular(path)
         let head: [UInt8]
         if let handle = FileHandle(forReadingAtPath: path) {
             head = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
@@ -59,6 +60,20 @@ public enum CheckpointLoader {
         }
         let source = CheckpointSources.all.first { $0.recognises(path: path, head: head) } ?? CheckpointSources.hdf5
         return try source.open(path, options: options).map { $0.described() }
+    }
+
+    /// Refuses, before anything opens it, a path that is neither a regular file nor a
+    /// directory: a named pipe would block the open until a writer comes, a device may
+    /// never end.
+    package static func refuseIrregular(_ path: String) throws {
+        if let kind = FileProbe.irregularKind(path) {
+            throw CheckpointError(file: path, reason: irregularReason(kind))
+        }
+    }
+
+    /// Why a named pipe, socket or device is not read.
+    package static func irregularReason(_ kind: String) -> String {
+        "\(kind), not a regular file: only regular files are read"
     }
 
     /// An HDF5 file: one checkpoint, or one per step group.
@@ -153,7 +168,7 @@ public enum CheckpointLoader {
         do {
             archive = try ZipArchive(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw CheckpointError(file: path, reason: "a zip archive that cannot be read (\(error))")
+            throw CheckpointError(file: path, reason: "a zip archive that cannot be read (\(Failures.plain(error)))")
         }
         let bytes: [UInt8]
         do {
@@ -170,7 +185,7 @@ public enum CheckpointLoader {
         } catch let error as CheckpointError {
             throw error
         } catch {
-            throw CheckpointError(file: path, reason: "\(error)")
+            throw CheckpointError(file: path, reason: Failures.plain(error))
         }
         var optimizer: String?
         var frozenLayers: Set<String> = []

@@ -35,7 +35,59 @@ public enum Failures {
             return message
         }
         if let error = error as? CheckpointError { return error.reason }
-        return String(describing: error)
+        return plain(error)
+    }
+
+    /// A Foundation error (reading or writing a file, parsing JSON) in plain words, without
+    /// Foundation's domain and code: "no such file", "permission denied", "is a directory",
+    /// "not valid JSON (…)". Any other error is described as it describes itself.
+    public static func plain(_ error: Error) -> String {
+        if error is HDF5Error || error is CheckpointError { return reason(for: error) }
+        let nsError = error as NSError
+        if nsError.domain == NSPOSIXErrorDomain { return posixWords(Int32(nsError.code)) }
+        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return posixWords(Int32(underlying.code))
+        }
+        guard nsError.domain == NSCocoaErrorDomain else { return String(describing: error) }
+        switch nsError.code {
+        case NSFileNoSuchFileError, NSFileReadNoSuchFileError: return "no such file"
+        case NSFileReadNoPermissionError, NSFileWriteNoPermissionError: return "permission denied"
+        case NSFileWriteOutOfSpaceError: return "no space left on the device"
+        case NSFileWriteVolumeReadOnlyError: return "the file system is read-only"
+        case NSFileReadTooLargeError: return "too large to read"
+        case NSPropertyListReadCorruptError:
+            // What JSONSerialization throws for text that is not JSON; its own words say where.
+            if let detail = nsError.userInfo[NSDebugDescriptionErrorKey] as? String, !detail.isEmpty {
+                return "not valid JSON (\(lowercasingFirst(detail).trimmingCharacters(in: CharacterSet(charactersIn: "."))))"
+            }
+            return "not valid JSON"
+        case NSFileReadUnknownError, NSFileReadCorruptFileError: return "could not be read"
+        case NSFileWriteUnknownError: return "could not be written"
+        default: return "failed (Foundation error \(nsError.code))"
+        }
+    }
+
+    /// An errno value in plain words: strerror's, lower-cased ("no such file or directory").
+    public static func posixWords(_ code: Int32) -> String {
+        lowercasingFirst(String(cString: strerror(code)))
+    }
+
+    /// `text` with its first letter lower-cased, for a reason that follows a colon.
+    static func lowercasingFirst(_ text: String) -> String {
+        guard let first = text.first else { return text }
+        return first.lowercased() + text.dropFirst()
+    }
+
+    /// Why `path` cannot be read as a file, when a look at it says why before opening it: it is
+    /// missing, a directory, a named pipe, socket or device; nil when it is a regular file.
+    public static func unreadablePath(_ path: String) -> String? {
+        var info = stat()
+        if stat(path, &info) != 0 { return posixWords(errno) }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return nil
+        case S_IFDIR: return "is a directory, not a file"
+        default: return "\(FileProbe.describeKind(info.st_mode)), not a regular file: only regular files are read"
+        }
     }
 
     /// `FILE: reason` for one line on stderr.
@@ -45,6 +97,7 @@ public enum Failures {
             if let object = error.object { return "\(error.file): \(object): \(message)" }
             return "\(error.file): \(message)"
         }
-        return String(describing: error)
+        if error is CheckpointError { return String(describing: error) }
+        return plain(error)
     }
 }

@@ -39,6 +39,7 @@ public enum RunLoader {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw CheckpointError(file: path, reason: "no such file or directory")
         }
+        try CheckpointLoader.refuseIrregular(path)
         var skipped: [SkippedItem] = []
         var checkpoints: [Checkpoint] = []
         var logs: [LossLog] = []
@@ -183,7 +184,7 @@ public enum RunLoader {
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
-            throw CheckpointError(file: directory, reason: "cannot list the directory: \(error.localizedDescription)")
+            throw CheckpointError(file: directory, reason: "cannot list the directory: \(Failures.plain(error))")
         }
         var files: [String] = []
         var shardManifests: [String] = []
@@ -197,6 +198,10 @@ public enum RunLoader {
             }
             if isDirectory.boolValue {
                 skipped.append(SkippedItem(item: path, reason: "a directory (runs are read one directory deep)"))
+                continue
+            }
+            if let kind = FileProbe.irregularKind(path) {
+                skipped.append(SkippedItem(item: path, reason: CheckpointLoader.irregularReason(kind)))
                 continue
             }
             if name.hasPrefix(".") || name.hasSuffix(".tmp") || name.hasSuffix(".part") || name.hasSuffix(".partial") {

@@ -170,9 +170,12 @@ public final class HDF5File: Sendable {
     package static func classifyOpenFailure(path: String, size: Int, summary: String) -> HDF5Error {
         let lower = summary.lowercased()
         if lower.contains("truncated file") {
+            // libhdf5 says "truncated file: eof = 30000, sblock->base_addr = 0, stored_eof = 52288".
+            let stored = number(after: "stored_eof = ", in: summary)
+            let sizes = stored.map { "\(groupDigits(size)) of \(groupDigits($0)) bytes" } ?? "\(groupDigits(size)) bytes"
             return HDF5Error(
                 file: path, reason: .truncated,
-                message: "truncated: the file is shorter than its own header says (\(summary)); it was cut off or is still being written")
+                message: "truncated: \(sizes), shorter than its own header says; it was cut off or is still being written (libhdf5: \(summary))")
         }
         if lower.contains("signature") {
             return HDF5Error(file: path, reason: .notHDF5, message: "not an HDF5 file (\(summary))")
@@ -186,6 +189,23 @@ public final class HDF5File: Sendable {
                 message: "truncated or corrupt: data lies beyond the end of the file (\(summary))")
         }
         return HDF5Error(file: path, reason: .corrupt, message: "malformed HDF5 file: \(summary)")
+    }
+
+    /// The decimal number that follows `label` in `text`, if any.
+    static func number(after label: String, in text: String) -> Int? {
+        guard let range = text.range(of: label) else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isASCII && $0.isNumber })
+    }
+
+    /// 52288 as "52,288".
+    package static func groupDigits(_ value: Int) -> String {
+        let digits = String(value.magnitude)
+        var grouped = ""
+        for (index, digit) in digits.enumerated() {
+            if index > 0 && (digits.count - index) % 3 == 0 { grouped.append(",") }
+            grouped.append(digit)
+        }
+        return value < 0 ? "-" + grouped : grouped
     }
 
     /// An error about an object in this file, with libhdf5's message appended.
@@ -287,7 +307,8 @@ package struct FileProbe {
             throw HDF5Error(file: path, reason: .isDirectory, message: "is a directory, not a file")
         }
         guard kind == S_IFREG else {
-            throw HDF5Error(file: path, reason: .unsupported, message: "not a regular file")
+            throw HDF5Error(
+                file: path, reason: .unsupported, message: "\(describeKind(info.st_mode)), not a regular file: only regular files are read")
         }
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -324,6 +345,31 @@ package struct FileProbe {
         var probe = FileProbe(size: size, head: head, superblockOffset: found)
         probe.modificationTime = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
         return probe
+    }
+
+    /// What a path that is neither a regular file nor a directory is (a named pipe, a
+    /// socket, a device), or nil for those two and for a path that cannot be examined.
+    /// Such a path is refused before anything opens it: opening a named pipe blocks
+    /// until a writer comes, and reading a device may never end.
+    package static func irregularKind(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        let kind = info.st_mode & S_IFMT
+        if kind == S_IFREG || kind == S_IFDIR { return nil }
+        return describeKind(info.st_mode)
+    }
+
+    /// A file type in words, from `st_mode`.
+    package static func describeKind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: return "a named pipe (FIFO)"
+        case S_IFSOCK: return "a socket"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFDIR: return "a directory"
+        case S_IFREG: return "a regular file"
+        default: return "not a file"
+        }
     }
 
     /// The offset of the HDF5 signature in an in-memory image, if any.

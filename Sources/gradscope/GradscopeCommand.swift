@@ -28,15 +28,20 @@ struct GradscopeCommand: ParsableCommand {
 extension GradscopeCommand {
     /// Parses and runs; usage errors exit with code 2 (README, "Exit codes"), not ArgumentParser's 64.
     static func main() {
+        acceptEndingSignals()
         StatsAccumulator.prepareAllocator()
         do {
             var command = try parseAsRoot()
             if let files = supervisedFiles(command) { Supervisor.run(files: files) }
-            if ProcessInfo.processInfo.environment[Supervisor.marker] != nil { limitMemory() }
+            if ProcessInfo.processInfo.environment[Supervisor.marker] != nil {
+                ChildProcess.exitWhenParentEnds()
+                limitMemory()
+                for file in inputFiles(command) ?? [] { injectFault(for: file) }
+            }
             try command.run()
         } catch {
             if exitCode(for: error) == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                FileHandle.standardError.write(Data((usageLine(message: message(for: error), full: fullMessage(for: error)) + "\n").utf8))
                 Foundation.exit(2)
             }
             exit(withError: error)
@@ -48,6 +53,11 @@ extension GradscopeCommand {
 /// diff, ls), which is therefore run under a supervisor; nil for the others.
 func supervisedFiles(_ command: ParsableCommand) -> [String]? {
     if ProcessInfo.processInfo.environment[Supervisor.marker] != nil { return nil }
+    return inputFiles(command)
+}
+
+/// The input files of inspect, diff and ls; nil for the other commands.
+func inputFiles(_ command: ParsableCommand) -> [String]? {
     switch command {
     case let inspect as InspectCommand: return [inspect.file]
     case let diff as DiffCommand: return [diff.a, diff.b]
@@ -56,9 +66,28 @@ func supervisedFiles(_ command: ParsableCommand) -> [String]? {
     }
 }
 
+/// A usage error as one line: `gradscope: message; see 'gradscope scan --help'`, the pointer to
+/// help taken from ArgumentParser's full message (which would add a usage block of its own).
+func usageLine(message: String, full: String) -> String {
+    let hint = full.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { $0.hasPrefix("See '") }
+    let pointer = hint.map { "; see " + $0.dropFirst(4).replacingOccurrences(of: " for more information.", with: "") } ?? ""
+    let text = message.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "\n", with: " ")
+    return "gradscope: \(text)\(pointer)"
+}
+
 /// Prints `gradscope: message` on stderr and exits with code 2.
 func exitWithInputError(_ error: Error) -> Never {
     let text = Failures.describe(error)
     FileHandle.standardError.write(Data("gradscope: \(text)\n".utf8))
     Foundation.exit(2)
+}
+
+/// Unblocks SIGTERM, SIGINT and SIGHUP, which a process inherits blocked when its starter
+/// had them blocked (a signal mask survives exec): gradscope then ends when asked to, and its
+/// children with it. Signals its starter set to be ignored (nohup) stay ignored.
+func acceptEndingSignals() {
+    var ending = sigset_t()
+    sigemptyset(&ending)
+    for signal in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&ending, signal) }
+    pthread_sigmask(SIG_UNBLOCK, &ending, nil)
 }

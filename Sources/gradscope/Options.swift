@@ -50,27 +50,39 @@ struct DiagnosisOptions: ParsableArguments {
         }
         for item in threshold {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let value = Double(parts[1]) else {
-                throw ValidationError("--threshold expects name=number, got \(item)")
+            guard parts.count == 2, let value = Double(parts[1].trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--threshold \(item): expected name=number, e.g. --threshold collapse_factor=100")
             }
             var probe = Thresholds()
-            do { try probe.set(parts[0], value) } catch { throw ValidationError("\(error)") }
+            do { try probe.set(parts[0], value) } catch ThresholdError.invalid(let why) {
+                // The item shows the name and the value already: keep the rule.
+                var rule = Substring(why)
+                if rule.hasPrefix(parts[0] + ": ") { rule = rule.dropFirst(parts[0].count + 2) }
+                if let value = rule.range(of: ", not ") { rule = rule[..<value.lowerBound] }
+                throw ValidationError("--threshold \(item): \(rule)")
+            }
         }
     }
 
     func thresholds() throws -> Thresholds {
         var thresholds = Thresholds()
         if let config {
-            guard let data = FileManager.default.contents(atPath: config) else {
-                throw CheckpointError(file: config, reason: "cannot read the config file")
+            if let why = Failures.unreadablePath(config) {
+                throw CheckpointError(file: config, reason: "cannot read the config file: \(why)")
             }
-            do { thresholds = try Thresholds.load(json: data) } catch {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: config)) } catch {
+                throw CheckpointError(file: config, reason: "cannot read the config file: \(Failures.plain(error))")
+            }
+            do { thresholds = try Thresholds.load(json: data) } catch let error as ThresholdError {
                 throw CheckpointError(file: config, reason: "\(error)")
+            } catch {
+                throw CheckpointError(file: config, reason: "the config file is \(Failures.plain(error))")
             }
         }
         for item in threshold {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2, let value = Double(parts[1]) { try thresholds.set(parts[0], value) }
+            if parts.count == 2, let value = Double(parts[1].trimmingCharacters(in: .whitespaces)) { try thresholds.set(parts[0], value) }
         }
         return thresholds
     }
@@ -145,10 +157,11 @@ func scanRun(
 ) -> ScanReport {
     let progress = Progress(enabled: !diagnosis.quiet)
     defer { progress.finish() }
+    let report: ScanReport
     do {
         try before()
         let thresholds = try diagnosis.thresholds()
-        return try Analysis.scan(
+        report = try Analysis.scan(
             path, isolation: isolation.noIsolation ? nil : isolation.options, load: reading.loadOptions,
             thresholds: thresholds, select: diagnosis.selection,
             loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
@@ -158,4 +171,22 @@ func scanRun(
         progress.finish()
         exitWithInputError(error)
     }
+    if report.steps.isEmpty {
+        // Nothing to show: one line, and nothing written (no page of "No findings").
+        progress.finish()
+        exitWithInputError(CheckpointError(file: path, reason: nothingReadable(path, skipped: report.skipped)))
+    }
+    return report
+}
+
+/// Why a run gave no checkpoint, for the one line of an unusable run: an empty directory,
+/// the one file skipped and why, or how many were skipped and the first reason.
+func nothingReadable(_ path: String, skipped: [SkippedItem]) -> String {
+    var isDirectory: ObjCBool = false
+    let directory = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+    guard let first = skipped.first else {
+        return directory ? "no checkpoint could be read: the directory holds no files" : "no checkpoint could be read: it holds no saved step"
+    }
+    if skipped.count == 1 { return "no checkpoint could be read: \(first.item): \(first.reason)" }
+    return "no checkpoint could be read: \(skipped.count) files skipped (\(first.item): \(first.reason); …)"
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GradScope
+import HDF5
 
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,18 +44,29 @@ struct ReportCommand: ParsableCommand {
             do {
                 try Data(html.utf8).write(to: URL(fileURLWithPath: output), options: .atomic)
             } catch {
-                exitWithInputError(CheckpointError(file: output, reason: "cannot write the report: \(error.localizedDescription)"))
+                exitWithInputError(CheckpointError(file: output, reason: "cannot write the report: \(writeFailure(error))"))
             }
             if !diagnosis.quiet {
                 let size = Double(html.utf8.count) / 1024
                 FileHandle.standardError.write(Data("gradscope: wrote \(output) (\(String(format: "%.0f", size)) KiB): \(report.verdict)\n".utf8))
             }
         }
-        if report.steps.isEmpty {
-            FileHandle.standardError.write(Data("gradscope: \(path): no checkpoint could be read (\(report.skipped.count) file(s) skipped)\n".utf8))
-            throw ExitCode(2)
-        }
         throw ExitCode(diagnosis.exitCode(report.findings))
+    }
+
+    /// Why the report could not be written to `output`, in plain words: a directory, a
+    /// directory that does not exist, or the system's reason.
+    func writeFailure(_ error: Error) -> String {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory), isDirectory.boolValue {
+            return "it is a directory: give the report a file name, e.g. \((output as NSString).appendingPathComponent("report.html"))"
+        }
+        let parent = (output as NSString).deletingLastPathComponent
+        if !parent.isEmpty && !FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) {
+            return "the directory \(parent) does not exist"
+        }
+        if !parent.isEmpty && !isDirectory.boolValue { return "\(parent) is not a directory" }
+        return Failures.plain(error)
     }
 
     /// Input files are never written: refuse an output path that is the input itself or any existing HDF5 file.
@@ -64,6 +76,9 @@ struct ReportCommand: ParsableCommand {
         let input = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath()
         if target.path == input.path {
             throw CheckpointError(file: output, reason: "refusing to overwrite the input with the report")
+        }
+        if let kind = FileProbe.irregularKind(target.path) {
+            throw CheckpointError(file: output, reason: "cannot write the report there: \(kind), not a regular file")
         }
         if let handle = FileHandle(forReadingAtPath: target.path) {
             defer { try? handle.close() }

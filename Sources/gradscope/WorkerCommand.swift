@@ -10,6 +10,7 @@ struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "worker", abstract: "Internal: read files for scan.", shouldDisplay: false)
 
     func run() throws {
+        ChildProcess.exitWhenParentEnds()
         limitMemory()
         var reader = FrameReader(fd: STDIN_FILENO)
         let output = STDOUT_FILENO
@@ -42,8 +43,9 @@ func currentExecutable() -> String {
 }
 
 /// For testing isolation: GRADSCOPE_FAULT_INJECTION="crash:NAME" or "hang:NAME"
-/// makes a worker reading a file whose path contains NAME abort or hang, as a
-/// libhdf5 crash or infinite loop on a malformed file would.
+/// makes a worker (or the supervised child of inspect, diff or ls) reading a file whose
+/// path contains NAME abort or hang, as a libhdf5 crash or infinite loop on a malformed
+/// file would.
 func injectFault(for path: String) {
     guard let spec = ProcessInfo.processInfo.environment["GRADSCOPE_FAULT_INJECTION"] else { return }
     let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)

@@ -193,7 +193,9 @@ struct DetectorRegistryTests {
                 ] {
                     var thresholds = Thresholds()
                     for descriptor in Thresholds.table where !detector.thresholdNames.contains(descriptor.name) {
-                        try descriptor.set(perturb(descriptor, Thresholds()), in: &thresholds)
+                        // As far as the threshold's range allows.
+                        let value = min(max(perturb(descriptor, Thresholds()), descriptor.range.lowerBound), descriptor.range.upperBound)
+                        try descriptor.set(value, in: &thresholds)
                     }
                     let outcome = detector.detect(measurements, thresholds: thresholds)
                     #expect(outcome.findings == baseline.findings, "\(detector.kind) on \(name)")

@@ -19,7 +19,9 @@ struct ThresholdTableTests {
     /// short in decimal (Foundation's JSONSerialization reads long decimals as NSDecimalNumber, rounded).
     func sample(_ descriptor: ThresholdDescriptor) -> Double {
         let index = Thresholds.table.firstIndex { $0.name == descriptor.name } ?? 0
-        return descriptor.isCount ? descriptor.value(in: Thresholds()) + 4 : Double(index) + 2.5
+        if descriptor.isCount { return descriptor.value(in: Thresholds()) + 4 }
+        // A fraction takes a value below 1 (its index in hundredths), anything else one from 2.5.
+        return descriptor.range.upperBound <= 1 ? Double(index + 1) / 100 : Double(index) + 2.5
     }
 
     @Test("names and defaults are unchanged, in their order")
