@@ -60,7 +60,7 @@ public enum Analysis {
         let after = Diagnoser.detect(measurements, thresholds: thresholds, detectors: detectors.after)
         var findings = Diagnoser.ordered(diagnosis.findings + after.findings)
         if !measurements.stepsKnown {
-            // A file that holds no step: its findings are not bound to one (DESIGN.md: null).
+            // A file that holds no step: its findings are not bound to one (docs/JSON.md: null).
             for index in findings.indices {
                 findings[index].firstStep = nil
                 findings[index].lastStep = nil

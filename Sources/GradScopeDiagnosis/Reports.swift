@@ -66,7 +66,7 @@ public struct LossPoint: Sendable, Codable, Equatable {
     }
 }
 
-/// Everything `gradscope scan` reports; its JSON form is the contract in DESIGN.md.
+/// Everything `gradscope scan` reports; its JSON form is the contract in docs/JSON.md.
 public struct ScanReport: Sendable, Codable {
     public var source: String
     public var layout: String?
