@@ -341,6 +341,46 @@ struct SafetensorsTests {
         }
     }
 
+    @Test("gradscope ls lists a safetensors file's tensors with shape, dtype and size, as text and as JSON")
+    func listing() throws {
+        let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)")
+        let dir = try TemporaryDirectory()
+        let path = dir.path("model.safetensors")
+        try SafetensorsWriter.write(
+            SafetensorsWriter.file(
+                [
+                    SafetensorsWriter.f32("fc1.weight", [1, 2, 3, 4, 5, 6], shape: [3, 2]),
+                    SafetensorsWriter.bf16("fc1.bias", [1, 2, 3], shape: [3]),
+                ], metadata: ["format": "pt"]), to: path)
+        func run(_ arguments: [String]) throws -> (Int32, String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = Pipe()
+            try process.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        let (status, text) = try run(["ls", path, "--attrs"])
+        #expect(status == 0)
+        let lines = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
+        #expect(lines.first?.hasSuffix("(safetensors, \(formatBytes(size)), 2 tensors)") == true, "\(text)")
+        #expect(lines.contains("@format = \"pt\""), "\(text)")
+        #expect(lines.contains("fc1.weight [3, 2] float32 24 B contiguous"), "\(text)")
+        #expect(lines.contains("fc1.bias [3] bfloat16 6 B contiguous"), "\(text)")
+        let (jsonStatus, json) = try run(["ls", path, "--format", "json"])
+        #expect(jsonStatus == 0)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        #expect(object["datasets"] as? Int == 2)
+        let objects = try #require(object["objects"] as? [[String: Any]])
+        #expect(objects.map { $0["name"] as? String } == ["fc1.weight", "fc1.bias"])
+        #expect(objects.first?["dtype"] as? String == "float32" && objects.first?["size"] as? Int == 24)
+    }
+
     @Test("a file with a safetensors header is recognised whatever its name; an HDF5 file is not taken for one")
     func recognition() throws {
         let dir = try TemporaryDirectory()
