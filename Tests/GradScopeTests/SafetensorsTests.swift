@@ -381,6 +381,22 @@ struct SafetensorsTests {
         #expect(objects.first?["dtype"] as? String == "float32" && objects.first?["size"] as? Int == 24)
     }
 
+    @Test("--layout does not offer safetensors: it forces HDF5 layouts only")
+    func layoutOptionRefusesSafetensors() throws {
+        let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["inspect", "--layout", "safetensors", "x.h5"]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = Pipe()
+        try process.run()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2)
+        #expect(stderr.contains("'safetensors' is invalid") && stderr.contains("'generic'"), "\(stderr)")
+    }
+
     @Test("a file with a safetensors header is recognised whatever its name; an HDF5 file is not taken for one")
     func recognition() throws {
         let dir = try TemporaryDirectory()
