@@ -66,6 +66,7 @@ extension FileListing {
     /// Lists `path`: a safetensors file's tensors (in the order of their bytes, each a contiguous
     /// little-endian dataset of the root, its `__metadata__` as root attributes), else an HDF5 file's tree.
     public static func read(_ path: String, withAttributes: Bool, options: OpenOptions = OpenOptions()) throws -> FileListing {
+        try CheckpointLoader.refuseIrregular(path)
         var head: [UInt8] = []
         if let handle = FileHandle(forReadingAtPath: path) {
             head = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())

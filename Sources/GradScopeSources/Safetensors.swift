@@ -117,11 +117,17 @@ final class SafetensorsFile: Sendable {
     /// Opens `path` and validates its header; every violation is a ``CheckpointError`` naming the file and the reason.
     init(path: String) throws {
         func refuse(_ reason: String) -> CheckpointError { CheckpointError(file: path, reason: "not a valid safetensors file: " + reason) }
+        // A shard named by an index, or a file given to `ls`, may be a named pipe: never block on it.
+        try CheckpointLoader.refuseIrregular(path)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw CheckpointError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
         var keep = false
         defer { if !keep { close(fd) } }
-        let (size, mtime) = FileIdentity.of(descriptor: fd)
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+            throw CheckpointError(file: path, reason: "not a regular file: only regular files are read")
+        }
+        let (size, mtime) = FileIdentity.of(status)
         guard size >= 8 else { throw refuse("\(size) bytes, shorter than the 8-byte header length") }
         var lengthBytes = [UInt8](repeating: 0, count: 8)
         try lengthBytes.withUnsafeMutableBytes {
@@ -129,7 +135,7 @@ final class SafetensorsFile: Sendable {
         }
         let length = lengthBytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         guard length >= 2 else { throw refuse("header length \(length) is too small to hold a JSON object") }
-        guard length <= UInt64(size - 8) else { throw refuse("header length \(length) is larger than the file (\(size) bytes)") }
+        guard length <= UInt64(size - 8) else { throw refuse("header length \(length) runs past the end of the file (\(size) bytes)") }
         guard length <= UInt64(Self.maxHeader) else { throw refuse("header length \(length) is over the \(Self.maxHeader / 1024 / 1024) MB limit") }
         let headerLength = Int(length)
         var header = [UInt8](repeating: 0, count: headerLength)

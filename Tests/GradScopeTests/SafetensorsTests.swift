@@ -10,6 +10,10 @@ import HDF5Writer
 import TestSupport
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Writes safetensors files for tests: a JSON header (padded to 8 bytes, as the library does)
 /// and the tensors' little-endian bytes one after the other.
 enum SafetensorsWriter {
@@ -217,6 +221,18 @@ struct SafetensorsTests {
         let loaded = try RunLoader.load(dir.url.path)
         #expect(loaded.checkpoints.count == 1)
         #expect(loaded.checkpoints.first?.tensors.count == weights.count)
+
+        // A shard that is a named pipe is refused, not waited on.
+        let pipeDir = try TemporaryDirectory()
+        try FileManager.default.copyItem(atPath: dir.path("model.safetensors.index.json"), toPath: pipeDir.path("model.safetensors.index.json"))
+        try FileManager.default.copyItem(
+            atPath: dir.path("model-00001-of-00002.safetensors"), toPath: pipeDir.path("model-00001-of-00002.safetensors"))
+        #expect(mkfifo(pipeDir.path("model-00002-of-00002.safetensors"), 0o600) == 0)
+        #expect {
+            try CheckpointLoader.open(pipeDir.path("model.safetensors.index.json"))
+        } throws: { error in
+            (error as? CheckpointError).map { $0.file.hasSuffix("model-00002-of-00002.safetensors") && $0.reason.contains("named pipe") } ?? false
+        }
     }
 
     @Test("diff of a safetensors save and an HDF5 save of the same weights finds no difference")
@@ -249,9 +265,9 @@ struct SafetensorsTests {
         func header(_ tensors: String) -> String { "{" + tensors + "}" }
         let nested = "{\"a\":" + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"
         return [
-            ("too-long", SafetensorsWriter.le(UInt64(4096)) + Array("{\"w\":{}}".utf8), "larger than the file"),
+            ("too-long", SafetensorsWriter.le(UInt64(4096)) + Array("{\"w\":{}}".utf8), "runs past the end of the file"),
             ("zero", SafetensorsWriter.le(UInt64(0)) + [UInt8](repeating: 0x20, count: 16), "too small"),
-            ("absurd", SafetensorsWriter.le(UInt64.max) + Array("{}      ".utf8), "larger than the file"),
+            ("absurd", SafetensorsWriter.le(UInt64.max) + Array("{}      ".utf8), "runs past the end of the file"),
             ("short", [0x01, 0x02, 0x03], "shorter than the 8-byte header length"),
             ("not-json", SafetensorsWriter.raw(header: "{this is not json", data: data), "not a valid JSON object"),
             ("not-utf8", SafetensorsWriter.le(UInt64(8)) + [0x7B, 0xFF, 0xFE, 0x7D, 0x20, 0x20, 0x20, 0x20], "not valid UTF-8"),
