@@ -30,6 +30,8 @@ public enum LayoutKind: String, Sendable, Codable, CaseIterable {
     case kerasLegacy = "keras-legacy"
     /// Any other HDF5 file, e.g. a PyTorch state_dict written with h5py.
     case generic
+    /// A safetensors file (or a sharded save with `model.safetensors.index.json`), named as a PyTorch `state_dict`.
+    case safetensors
 }
 
 /// One tensor of a checkpoint: where it is stored and what it means.

@@ -15,7 +15,11 @@ extension FileListing {
         var lines: [String] = []
         let datasets = items.filter { $0.dataset != nil }.count
         let groups = items.filter { if case .group = $0.entry.kind { return true } else { return false } }.count
-        lines.append("\(terminalSafe(path))  (HDF5, \(formatBytes(fileSize)), \(groups) groups, \(datasets) datasets)")
+        if format == "HDF5" {
+            lines.append("\(terminalSafe(path))  (HDF5, \(formatBytes(fileSize)), \(groups) groups, \(datasets) datasets)")
+        } else {
+            lines.append("\(terminalSafe(path))  (\(format), \(formatBytes(fileSize)), \(datasets) tensors)")
+        }
         if showAttributes { lines.append(contentsOf: attributeLines(rootAttributes, indent: "  ")) }
 
         let nameWidth = min(items.map { ($0.entry.depth - 1) * 2 + terminalSafe($0.entry.name).count + 1 }.max() ?? 10, 60)

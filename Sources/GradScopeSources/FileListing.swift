@@ -1,4 +1,5 @@
 import ElementTypes
+import Foundation
 import GradScopeModel
 import HDF5
 
@@ -15,6 +16,8 @@ public struct FileListing: Sendable {
     }
 
     public let path: String
+    /// `HDF5`, or `safetensors` for a safetensors file (its tensors listed as datasets of the root).
+    public let format: String
     public let fileSize: Int
     public let rootAttributes: [Attribute]
     public let items: [Item]
@@ -22,6 +25,7 @@ public struct FileListing: Sendable {
     /// Walks `file` and describes everything in it.
     public init(file: HDF5File, withAttributes: Bool) throws {
         path = file.path
+        format = "HDF5"
         fileSize = file.size
         rootAttributes = withAttributes ? ((try? file.attributes(at: "/")) ?? []) : []
         var items: [Item] = []
@@ -55,5 +59,37 @@ public struct FileListing: Sendable {
             items.append(Item(entry: entry, dataset: info, problem: problem, attributes: attributes))
         }
         self.items = items
+    }
+}
+
+extension FileListing {
+    /// Lists `path`: a safetensors file's tensors (in the order of their bytes, each a contiguous
+    /// little-endian dataset of the root, its `__metadata__` as root attributes), else an HDF5 file's tree.
+    public static func read(_ path: String, withAttributes: Bool, options: OpenOptions = OpenOptions()) throws -> FileListing {
+        try CheckpointLoader.refuseIrregular(path)
+        var head: [UInt8] = []
+        if let handle = FileHandle(forReadingAtPath: path) {
+            head = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
+            try? handle.close()
+        }
+        if path.lowercased().hasSuffix(".safetensors") || SafetensorsFile.looksLike(path, head: head) {
+            return FileListing(safetensors: try SafetensorsFile(path: path), withAttributes: withAttributes)
+        }
+        return try FileListing(file: try HDF5File.open(path, options: options), withAttributes: withAttributes)
+    }
+
+    init(safetensors file: SafetensorsFile, withAttributes: Bool) {
+        path = file.path
+        format = "safetensors"
+        fileSize = file.size
+        rootAttributes = withAttributes ? file.metadata.sorted { $0.key < $1.key }.map { Attribute(string: $0.key, $0.value) } : []
+        items = file.entries.map { entry in
+            let info = DatasetInfo(
+                contiguous: entry.name, shape: entry.shape, type: entry.dtype.elementType, byteOrder: entry.dtype.bits > 8 ? .little : .none,
+                storageSize: entry.end - entry.begin, dataOffset: file.dataStart + entry.begin)
+            return Item(
+                entry: Entry(name: entry.name, path: entry.name, depth: 1, kind: .dataset), dataset: info,
+                problem: entry.dtype.supported ? nil : "unsupported dtype \(entry.dtype.name)", attributes: [])
+        }
     }
 }

@@ -51,7 +51,7 @@ package enum GenericLayout {
                 skipped.append(SkippedItem(item: source + ":" + item.path, kind: .unreadable, reason: item.problem ?? "unreadable"))
                 continue
             }
-            var segments = item.relative.split(separator: "/").map(String.init)
+            let segments = item.relative.split(separator: "/").map(String.init)
             let lowered = segments.map { $0.lowercased() }
             // Scalars at the root carry metadata, not parameters.
             if segments.count == 1 && info.shape.isEmpty {
@@ -72,104 +72,19 @@ package enum GenericLayout {
                 skipped.append(SkippedItem(item: source + ":" + item.path, kind: .metadata, reason: "scalar, read as metadata"))
                 continue
             }
-            // Optimizer bookkeeping (PyTorch's optimizer.state_dict() written by hand): per-parameter step
-            // counters (`state/0/step`, float or int64), param-group settings (`param_groups/0/betas`).
-            let optimizerTree =
-                segments.count >= 2
-                && (LayoutSupport.explicitOptimizerContainers.contains(lowered[0])
-                    || (lowered[0] == "state" && lowered.count >= 3 && Int(lowered[1]) != nil))
-            if optimizerTree
-                && (lowered.contains("param_groups")
-                    || (info.elementCount <= 1 && info.type.isNumeric
-                        && !LayoutSupport.genericSlotNames.contains(lowered.last ?? "")))
+            switch classify(relative: item.relative, path: item.path, shape: info.shape, type: info.type, keras: keras, optimizer: metadata.optimizer)
             {
-                if lowered.last == "step", info.elementCount == 1, let value = LayoutSupport.scalarValue(file, item.path),
-                    value.isFinite, value >= 0, value < 1e15
-                {
+            case .tensor(let tensor):
+                tensors.append(tensor)
+                addresses.append(item.address)
+            case .optimizerCounter(let isStep):
+                if isStep, let value = LayoutSupport.scalarValue(file, item.path), value.isFinite, value >= 0, value < 1e15 {
                     optimizerSteps = max(optimizerSteps ?? 0, Int(value))
                 }
                 skipped.append(SkippedItem(item: source + ":" + item.path, kind: .metadata, reason: "optimizer setting or counter, read as metadata"))
-                continue
+            case .skipped(let kind, let reason):
+                skipped.append(SkippedItem(item: source + ":" + item.path, kind: kind, reason: reason))
             }
-            if lowered.last?.hasSuffix("num_batches_tracked") == true {
-                skipped.append(SkippedItem(item: source + ":" + item.path, kind: .metadata, reason: "BatchNorm's batch counter, read as metadata"))
-                continue
-            }
-            guard info.type.isFloatingPoint else {
-                let reason = info.type.isNumeric ? "\(info.type) data (a counter or index, not a trained tensor)" : "\(info.type) data, not a tensor"
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: reason))
-                continue
-            }
-            var role = TensorRole.weight
-            var slotName: String?
-            if let index = lowered.firstIndex(where: { LayoutSupport.gradientSegments.contains($0) }) {
-                role = .gradient
-                segments.remove(at: index)
-            } else if let index = lowered.firstIndex(where: { LayoutSupport.activationSegments.contains($0) }) {
-                role = .activation
-                segments.remove(at: index)
-            } else if segments.count >= 2,
-                let index = lowered.lastIndex(where: { LayoutSupport.genericSlotNames.contains($0) }),
-                index == 0 || index == lowered.count - 1 || LayoutSupport.optimizerContainers.contains(lowered[0])
-            {
-                role = .optimizer
-                slotName = segments[index]
-                segments.remove(at: index)
-                if let first = segments.first, LayoutSupport.optimizerContainers.contains(first.lowercased()) {
-                    segments.removeFirst()
-                    // PyTorch Lightning saves a list of optimizers: `optimizer_states/0/state/3/exp_avg`.
-                    if first.lowercased() == "optimizer_states", segments.count >= 3, Int(segments[0]) != nil, segments[1].lowercased() == "state" {
-                        segments.removeFirst()
-                    }
-                }
-            }
-            if role == .weight, let last = segments.last {
-                // `fc1.weight.grad` / `fc1.weight_grad`: PyTorch's attribute name for the gradient, written
-                // next to the parameter.
-                for suffix in [".grad", "_grad"] where last.lowercased().hasSuffix(suffix) && last.count > suffix.count {
-                    role = .gradient
-                    segments[segments.count - 1] = String(last.dropLast(suffix.count))
-                    break
-                }
-            }
-            if role == .weight, optimizerTree {
-                // Per-parameter state under a parameter index (`state/3/ax`, an optimizer's own slot name)
-                // is optimizer state; anything else under an optimizer group matches no parameter.
-                guard lowered.dropFirst().contains(where: { Int($0) != nil }) else {
-                    skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer data that names no parameter"))
-                    continue
-                }
-                role = .optimizer
-                slotName = segments.last
-                segments.removeLast()
-                if let first = segments.first, LayoutSupport.optimizerContainers.contains(first.lowercased()) { segments.removeFirst() }
-            }
-            if role == .optimizer && info.shape.isEmpty {
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "optimizer scalar, not a tensor"))
-                continue
-            }
-            if let first = segments.first, segments.count > 1, LayoutSupport.parameterContainers.contains(first.lowercased()) {
-                segments.removeFirst()
-            }
-            guard !segments.isEmpty else {
-                skipped.append(SkippedItem(item: source + ":" + item.path, reason: "no parameter name left after removing its role"))
-                continue
-            }
-            let name = segments.joined(separator: "/")
-            let layer = role == .activation ? name : LayoutSupport.layer(of: name)
-            let unitAxis: Int?
-            if role == .activation {
-                unitAxis = info.shape.count >= 2 ? info.shape.count - 1 : nil
-            } else {
-                unitAxis = keras ? kerasUnitAxis(info.shape) : torchUnitAxis(info.shape)
-            }
-            tensors.append(
-                TensorRef(
-                    name: name, layer: layer, role: role,
-                    slot: slotName.map { LayoutSupport.classifySlot($0, optimizer: metadata.optimizer) },
-                    slotName: slotName, shape: info.shape, dtype: info.type, unitAxis: unitAxis,
-                    path: item.path))
-            addresses.append(item.address)
         }
         if metadata.step == nil, let optimizerSteps, optimizerSteps > 0 {
             // PyTorch's Adam, AdamW, RMSprop... count their updates per parameter (`state/<i>/step`).
@@ -190,6 +105,113 @@ package enum GenericLayout {
             notes.append("generic layout: units read along axis 0, as PyTorch stores weights ([out, in, ...])")
         }
         return (metadata, tensors, skipped, notes)
+    }
+
+    /// What the generic naming rules make of one stored array, from its name and shape alone.
+    package enum Classified {
+        /// A tensor to analyse, with its role, name, layer and unit axis.
+        case tensor(TensorRef)
+        /// An optimizer setting or counter, read as metadata; `isStep` when it is a per-parameter
+        /// update counter (`state/3/step`) whose value may give the step.
+        case optimizerCounter(isStep: Bool)
+        /// Not analysed, with the kind of skip and the reason.
+        case skipped(SkipKind, String)
+    }
+
+    /// Classifies one stored array by the rules above: `relative` is its name with `/` between
+    /// levels (a flat `state_dict` name such as `layer.0.weight` is one level), `path` where it is
+    /// read from. Scalars at the root are the caller's (they carry the step's metadata). Shared by
+    /// every source of PyTorch-style names (HDF5 written with h5py, safetensors).
+    package static func classify(relative: String, path: String, shape: [Int], type: ElementType, keras: Bool, optimizer: String?) -> Classified {
+        var segments = relative.split(separator: "/").map(String.init)
+        let lowered = segments.map { $0.lowercased() }
+        let elementCount = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }
+        // Optimizer bookkeeping (PyTorch's optimizer.state_dict() written by hand): per-parameter step
+        // counters (`state/0/step`, float or int64), param-group settings (`param_groups/0/betas`).
+        let optimizerTree =
+            segments.count >= 2
+            && (LayoutSupport.explicitOptimizerContainers.contains(lowered[0])
+                || (lowered[0] == "state" && lowered.count >= 3 && Int(lowered[1]) != nil))
+        if optimizerTree
+            && (lowered.contains("param_groups")
+                || (elementCount <= 1 && type.isNumeric
+                    && !LayoutSupport.genericSlotNames.contains(lowered.last ?? "")))
+        {
+            return .optimizerCounter(isStep: lowered.last == "step" && elementCount == 1)
+        }
+        if lowered.last?.hasSuffix("num_batches_tracked") == true {
+            return .skipped(.metadata, "BatchNorm's batch counter, read as metadata")
+        }
+        guard type.isFloatingPoint else {
+            let reason = type.isNumeric ? "\(type) data (a counter or index, not a trained tensor)" : "\(type) data, not a tensor"
+            return .skipped(.notAnalysed, reason)
+        }
+        var role = TensorRole.weight
+        var slotName: String?
+        if let index = lowered.firstIndex(where: { LayoutSupport.gradientSegments.contains($0) }) {
+            role = .gradient
+            segments.remove(at: index)
+        } else if let index = lowered.firstIndex(where: { LayoutSupport.activationSegments.contains($0) }) {
+            role = .activation
+            segments.remove(at: index)
+        } else if segments.count >= 2,
+            let index = lowered.lastIndex(where: { LayoutSupport.genericSlotNames.contains($0) }),
+            index == 0 || index == lowered.count - 1 || LayoutSupport.optimizerContainers.contains(lowered[0])
+        {
+            role = .optimizer
+            slotName = segments[index]
+            segments.remove(at: index)
+            if let first = segments.first, LayoutSupport.optimizerContainers.contains(first.lowercased()) {
+                segments.removeFirst()
+                // PyTorch Lightning saves a list of optimizers: `optimizer_states/0/state/3/exp_avg`.
+                if first.lowercased() == "optimizer_states", segments.count >= 3, Int(segments[0]) != nil, segments[1].lowercased() == "state" {
+                    segments.removeFirst()
+                }
+            }
+        }
+        if role == .weight, let last = segments.last {
+            // `fc1.weight.grad` / `fc1.weight_grad`: PyTorch's attribute name for the gradient, written
+            // next to the parameter.
+            for suffix in [".grad", "_grad"] where last.lowercased().hasSuffix(suffix) && last.count > suffix.count {
+                role = .gradient
+                segments[segments.count - 1] = String(last.dropLast(suffix.count))
+                break
+            }
+        }
+        if role == .weight, optimizerTree {
+            // Per-parameter state under a parameter index (`state/3/ax`, an optimizer's own slot name)
+            // is optimizer state; anything else under an optimizer group matches no parameter.
+            guard lowered.dropFirst().contains(where: { Int($0) != nil }) else {
+                return .skipped(.notAnalysed, "optimizer data that names no parameter")
+            }
+            role = .optimizer
+            slotName = segments.last
+            segments.removeLast()
+            if let first = segments.first, LayoutSupport.optimizerContainers.contains(first.lowercased()) { segments.removeFirst() }
+        }
+        if role == .optimizer && shape.isEmpty {
+            return .skipped(.notAnalysed, "optimizer scalar, not a tensor")
+        }
+        if let first = segments.first, segments.count > 1, LayoutSupport.parameterContainers.contains(first.lowercased()) {
+            segments.removeFirst()
+        }
+        guard !segments.isEmpty else {
+            return .skipped(.notAnalysed, "no parameter name left after removing its role")
+        }
+        let name = segments.joined(separator: "/")
+        let layer = role == .activation ? name : LayoutSupport.layer(of: name)
+        let unitAxis: Int?
+        if role == .activation {
+            unitAxis = shape.count >= 2 ? shape.count - 1 : nil
+        } else {
+            unitAxis = keras ? kerasUnitAxis(shape) : torchUnitAxis(shape)
+        }
+        return .tensor(
+            TensorRef(
+                name: name, layer: layer, role: role,
+                slot: slotName.map { LayoutSupport.classifySlot($0, optimizer: optimizer) },
+                slotName: slotName, shape: shape, dtype: type, unitAxis: unitAxis,
+                path: path))
     }
 
     /// PyTorch's `optimizer.state_dict()` names state by parameter index

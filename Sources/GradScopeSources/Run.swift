@@ -208,7 +208,7 @@ public enum RunLoader {
                 skipped.append(SkippedItem(item: path, reason: "a hidden or temporary file (a save still in progress?)"))
                 continue
             }
-            if name.hasSuffix(".weights.json") {
+            if name.hasSuffix(".weights.json") || name.hasSuffix(".safetensors.index.json") {
                 shardManifests.append(path)
                 continue
             }
@@ -225,10 +225,13 @@ public enum RunLoader {
             }
             files.append(path)
         }
-        // A sharded Keras save is one step: its manifest stands for its shards.
+        // A sharded save (Keras 3, safetensors) is one step: its manifest stands for its shards.
         for manifest in shardManifests {
-            guard let shards = try? CheckpointLoader.shardFiles(of: manifest) else {
-                skipped.append(SkippedItem(item: manifest, reason: "a .weights.json that is not a sharded Keras weight map"))
+            let safetensors = manifest.hasSuffix(".safetensors.index.json")
+            guard let shards = try? (safetensors ? SafetensorsFile.shardFiles(of: manifest) : CheckpointLoader.shardFiles(of: manifest)) else {
+                let what =
+                    safetensors ? "a .safetensors.index.json without a valid weight_map" : "a .weights.json that is not a sharded Keras weight map"
+                skipped.append(SkippedItem(item: manifest, reason: what))
                 continue
             }
             let shardSet = Set(shards)

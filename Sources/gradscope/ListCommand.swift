@@ -6,11 +6,11 @@ import HDF5
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
-        abstract: "List an HDF5 file's tree: groups, datasets (shape, type, layout, size) and links.",
+        abstract: "List an HDF5 file's tree: groups, datasets (shape, type, layout, size) and links; or a safetensors file's tensors.",
         discussion: "Like h5ls -r, but readable. Soft and external links are shown, never followed."
     )
 
-    @Argument(help: "The HDF5 file to list.")
+    @Argument(help: "The HDF5 or safetensors file to list.")
     var file: String
 
     @Flag(name: .long, help: "Show every attribute, decoded.")
@@ -21,8 +21,7 @@ struct ListCommand: ParsableCommand {
 
     func run() throws {
         do {
-            let opened = try HDF5File.open(file)
-            let listing = try FileListing(file: opened, withAttributes: attrs)
+            let listing = try FileListing.read(file, withAttributes: attrs)
             switch format {
             case .table: print(listing.renderText(showAttributes: attrs), terminator: "")
             case .json: print(try listing.renderJSON(showAttributes: attrs), terminator: "")

@@ -3,7 +3,15 @@ import Foundation
 import GradScope
 import HDF5
 
-extension LayoutKind: ExpressibleByArgument {}
+/// `--layout` forces one of the HDF5 layouts; safetensors files are recognised by their header, never forced.
+extension LayoutKind: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let kind = LayoutKind(rawValue: argument), kind != .safetensors else { return nil }
+        self = kind
+    }
+
+    public static var allValueStrings: [String] { allCases.filter { $0 != .safetensors }.map(\.rawValue) }
+}
 extension Severity: ExpressibleByArgument {}
 
 extension OutputFormat: ExpressibleByArgument {}
