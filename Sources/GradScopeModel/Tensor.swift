@@ -32,6 +32,8 @@ public enum LayoutKind: String, Sendable, Codable, CaseIterable {
     case generic
     /// A safetensors file (or a sharded save with `model.safetensors.index.json`), named as a PyTorch `state_dict`.
     case safetensors
+    /// A torch.save zip archive (`.pt`, `.pth`, `.bin`, Lightning `.ckpt`), read without Python.
+    case torch
 }
 
 /// One tensor of a checkpoint: where it is stored and what it means.

@@ -11,7 +11,10 @@ public enum Failures {
         if starts([0x50, 0x4b, 0x03, 0x04]) || starts([0x50, 0x4b, 0x05, 0x06]) {
             return "it is a zip archive: a .keras file, a PyTorch .pt/.pth file or a NumPy .npz"
         }
-        if starts([0x80]) && head.count > 1 && head[1] <= 5 { return "it is a Python pickle: a PyTorch checkpoint saved with torch.save" }
+        if starts([0x80]) && head.count > 1 && head[1] <= 5 {
+            return
+                "it is a Python pickle: a PyTorch checkpoint saved with torch.save in the format before PyTorch 1.6 (a raw pickle, not a zip archive): re-save it with torch.save in a current PyTorch"
+        }
         return nil
     }
 

@@ -201,6 +201,19 @@ final class SafetensorsFile: Sendable {
         keep = true
     }
 
+    /// A file whose tensors another format located (a torch.save archive's stored entries):
+    /// `entries` hold absolute byte ranges in the file (`dataStart` 0), already validated.
+    init(path: String, descriptor: Int32, size: Int, mtime: Double, entries: [SafetensorsEntry], metadata: [String: String]) {
+        self.path = path
+        self.size = size
+        self.mtime = mtime
+        self.dataStart = 0
+        self.entries = entries
+        self.byName = Dictionary(entries.enumerated().map { ($0.element.name, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        self.metadata = metadata
+        self.descriptor = descriptor
+    }
+
     deinit { close(descriptor) }
 
     /// Parses `bytes` as one JSON object after checking it is UTF-8 and not nested deeper than ``maxNesting``.
@@ -277,7 +290,10 @@ final class SafetensorsFile: Sendable {
     }
 
     /// The checkpoint of one file, or of the shards of one sharded save (`weightMap` given).
-    static func checkpoint(_ files: [SafetensorsFile], source: String, weightMap: [String: String]?) throws -> OpenCheckpoint {
+    static func checkpoint(
+        _ files: [SafetensorsFile], source: String, weightMap: [String: String]?, layout: LayoutKind = .safetensors, extraNotes: [String] = []
+    ) throws -> OpenCheckpoint {
+        let formatName = layout == .torch ? "torch.save archive" : "safetensors"
         var seen: [String: Int] = [:]
         for (index, file) in files.enumerated() {
             for entry in file.entries {
@@ -297,7 +313,7 @@ final class SafetensorsFile: Sendable {
         var combined: [String: String] = [:]
         for file in files { combined.merge(file.metadata) { a, _ in a } }
         var metadata = StepMetadata()
-        metadata.framework = combined["framework"] ?? "safetensors"
+        metadata.framework = combined["framework"] ?? (layout == .torch ? "pytorch" : "safetensors")
         metadata.optimizer = combined["optimizer"]
         func number(_ keys: [String]) -> Double? {
             keys.lazy.compactMap { combined[$0].flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } }.first
@@ -367,26 +383,26 @@ final class SafetensorsFile: Sendable {
             }
         }
         guard !tensors.isEmpty else {
-            throw CheckpointError(file: source, reason: "no floating-point tensors found (read as safetensors): not a checkpoint")
+            throw CheckpointError(file: source, reason: "no floating-point tensors found (read as \(formatName)): not a checkpoint")
         }
         if metadata.step == nil, let optimizerSteps, optimizerSteps > 0 {
             metadata.step = optimizerSteps
             metadata.stepSource = .optimizerIterations
         }
-        var notes: [String] = []
+        var notes: [String] = extraNotes
         if GenericLayout.mapIndexedOptimizerState(&tensors, addresses: addresses) {
             notes.append("optimizer state stored by parameter index matched to the parameters in the order they were written, checked by shape")
         }
-        if !keras { notes.append("safetensors: units read along axis 0, as PyTorch stores weights ([out, in, ...])") }
+        if !keras { notes.append("\(formatName): units read along axis 0, as PyTorch stores weights ([out, in, ...])") }
         if files.count > 1 || weightMap != nil { notes.append("sharded save: \(files.count) shard file(s) read as one step") }
         let layers = CheckpointLoader.orderLayers(
             tensors, createdAt: Dictionary(zip(tensors.map(\.path), addresses).map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a }))
         let modified = (try? FileManager.default.attributesOfItem(atPath: source))?[.modificationDate] as? Date
         var checkpoint = Checkpoint(
-            source: source, file: source, layout: .safetensors, metadata: metadata, tensors: tensors, layers: layers,
+            source: source, file: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
             skipped: skipped, notes: notes, modified: modified)
         var stem = (source as NSString).lastPathComponent
-        for suffix in [".safetensors.index.json", ".safetensors"] where stem.hasSuffix(suffix) {
+        for suffix in [".safetensors.index.json", ".safetensors", ".pt", ".pth", ".bin", ".ckpt"] where stem.hasSuffix(suffix) {
             stem = String(stem.dropLast(suffix.count))
             break
         }

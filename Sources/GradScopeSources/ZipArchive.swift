@@ -107,3 +107,100 @@ package struct ZipArchive {
         return [UInt8](data[base..<(base + member.size)])
     }
 }
+
+/// The central directory of a zip archive read from its file by offset (the archive is never
+/// loaded whole): every entry's name, method, sizes and the offset of its data, for archives whose
+/// tensor data is read in place (torch.save). Names are checked: a duplicated name, or one that
+/// climbs out of the archive (`..`, absolute), refuses the archive.
+package struct ZipDirectory {
+    /// One entry, with the offset of its first data byte in the file.
+    package struct Entry: Sendable {
+        package let name: String
+        package let method: UInt16
+        package let size: Int
+        package let dataOffset: Int
+    }
+
+    package let entries: [Entry]
+    package let byName: [String: Int]
+
+    /// The most entries read from one directory.
+    static let maxEntries = 1_000_000
+
+    /// Whether `name` climbs out of the archive: absolute, or with a `..` component.
+    package static func climbs(_ name: String) -> Bool {
+        name.hasPrefix("/") || name.hasPrefix("\\") || name.split(separator: "/").contains("..") || name.split(separator: "\\").contains("..")
+    }
+
+    /// Reads the directory of the archive open as `fd`, of `size` bytes; errors are reasons.
+    /// `checkNames` false lists duplicated and climbing names too (to recognise an archive, whose
+    /// opening then refuses them).
+    package init(fd: Int32, size: Int, path: String, checkNames: Bool = true) throws {
+        func refuse(_ reason: String) -> CheckpointError { CheckpointError(file: path, reason: "malformed zip archive: " + reason) }
+        func bytes(_ offset: Int, _ count: Int) throws -> [UInt8] {
+            guard offset >= 0, count >= 0, offset + count <= size else {
+                throw refuse("a record at \(offset) runs past the end of the archive (truncated?)")
+            }
+            var result = [UInt8](repeating: 0, count: count)
+            if count > 0 {
+                try result.withUnsafeMutableBytes {
+                    try HDF5File.readFully(fd, at: offset, count: count, into: $0.baseAddress!, path: path, object: "zip directory")
+                }
+            }
+            return result
+        }
+        func u16(_ b: [UInt8], _ o: Int) -> Int { Int(b[o]) | Int(b[o + 1]) << 8 }
+        func u32(_ b: [UInt8], _ o: Int) -> Int { u16(b, o) | u16(b, o + 2) << 16 }
+        guard size >= 22 else { throw refuse("\(size) bytes, too short for a zip archive") }
+        let tailStart = max(0, size - 65_557)
+        let tail = try bytes(tailStart, size - tailStart)
+        var eocd: Int?
+        var position = tail.count - 22
+        while position >= 0 {
+            if u32(tail, position) == 0x0605_4b50 {
+                eocd = position
+                break
+            }
+            position -= 1
+        }
+        guard let eocd else { throw refuse("no end of central directory (truncated?)") }
+        let count = u16(tail, eocd + 10)
+        let directorySize = u32(tail, eocd + 12)
+        let directoryOffset = u32(tail, eocd + 16)
+        guard count != 0xFFFF, directoryOffset != 0xFFFF_FFFF else {
+            throw CheckpointError(file: path, reason: "a zip64 archive (over 4 GB or 65535 entries): not supported yet")
+        }
+        guard count <= Self.maxEntries else { throw refuse("\(count) entries") }
+        let directory = try bytes(directoryOffset, directorySize)
+        var entries: [Entry] = []
+        var byName: [String: Int] = [:]
+        var offset = 0
+        for _ in 0..<count {
+            guard offset + 46 <= directory.count, u32(directory, offset) == 0x0201_4b50 else { throw refuse("bad central directory entry") }
+            let method = UInt16(u16(directory, offset + 10))
+            let compressed = u32(directory, offset + 20), stored = u32(directory, offset + 24)
+            let nameLength = u16(directory, offset + 28), extraLength = u16(directory, offset + 30), commentLength = u16(directory, offset + 32)
+            let local = u32(directory, offset + 42)
+            guard offset + 46 + nameLength <= directory.count else { throw refuse("bad central directory entry") }
+            guard compressed != 0xFFFF_FFFF, stored != 0xFFFF_FFFF, local != 0xFFFF_FFFF else {
+                throw CheckpointError(file: path, reason: "a zip64 archive (over 4 GB or 65535 entries): not supported yet")
+            }
+            let name = String(decoding: directory[(offset + 46)..<(offset + 46 + nameLength)], as: UTF8.self)
+            offset += 46 + nameLength + extraLength + commentLength
+            if checkNames && Self.climbs(name) {
+                throw CheckpointError(file: path, reason: "zip entry \(name) climbs out of the archive: refused")
+            }
+            guard byName[name] == nil || !checkNames else { throw CheckpointError(file: path, reason: "zip entry \(name) appears twice: refused") }
+            let header = try bytes(local, 30)
+            guard u32(header, 0) == 0x0403_4b50 else { throw refuse("bad local header for \(name)") }
+            let dataOffset = local + 30 + u16(header, 26) + u16(header, 28)
+            let length = method == 0 ? stored : compressed
+            guard dataOffset + length <= size else { throw refuse("entry \(name) runs past the end of the archive (truncated?)") }
+            if method == 0 && compressed != stored { throw refuse("stored entry \(name) has two different sizes") }
+            if byName[name] == nil { byName[name] = entries.count }
+            entries.append(Entry(name: name, method: method, size: stored, dataOffset: dataOffset))
+        }
+        self.entries = entries
+        self.byName = byName
+    }
+}

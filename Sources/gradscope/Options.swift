@@ -6,11 +6,11 @@ import HDF5
 /// `--layout` forces one of the HDF5 layouts; safetensors files are recognised by their header, never forced.
 extension LayoutKind: ExpressibleByArgument {
     public init?(argument: String) {
-        guard let kind = LayoutKind(rawValue: argument), kind != .safetensors else { return nil }
+        guard let kind = LayoutKind(rawValue: argument), kind != .safetensors, kind != .torch else { return nil }
         self = kind
     }
 
-    public static var allValueStrings: [String] { allCases.filter { $0 != .safetensors }.map(\.rawValue) }
+    public static var allValueStrings: [String] { allCases.filter { $0 != .safetensors && $0 != .torch }.map(\.rawValue) }
 }
 extension Severity: ExpressibleByArgument {}
 

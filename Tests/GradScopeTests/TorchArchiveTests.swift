@@ -1,0 +1,246 @@
+import Foundation
+import GradScopeDiagnosis
+import GradScopeModel
+import GradScopeSources
+import TestSupport
+import Testing
+
+/// Writes torch.save archives for tests: a zip of stored entries and a hand-assembled protocol 2
+/// pickle, as `torch.save` writes them.
+enum TorchArchiveWriter {
+    /// One zip entry: its name, bytes and whether it claims to be deflated.
+    struct Entry {
+        var name: String
+        var bytes: [UInt8]
+        var method: UInt16 = 0
+    }
+
+    static func le16(_ value: Int) -> [UInt8] { [UInt8(value & 0xFF), UInt8(value >> 8 & 0xFF)] }
+    static func le32(_ value: Int) -> [UInt8] { le16(value & 0xFFFF) + le16(value >> 16 & 0xFFFF) }
+
+    /// A zip archive of `entries`, stored, with a central directory.
+    static func zip(_ entries: [Entry]) -> [UInt8] {
+        var out: [UInt8] = []
+        var central: [UInt8] = []
+        for entry in entries {
+            let name = Array(entry.name.utf8)
+            let offset = out.count
+            let common =
+                le16(20) + le16(0) + le16(Int(entry.method)) + le16(0) + le16(0) + le32(0) + le32(entry.bytes.count) + le32(entry.bytes.count)
+            out += le32(0x0403_4b50) + common + le16(name.count) + le16(0) + name + entry.bytes
+            central +=
+                le32(0x0201_4b50) + le16(20) + common + le16(name.count) + le16(0) + le16(0) + le16(0) + le16(0) + le32(0) + le32(offset) + name
+        }
+        let start = out.count
+        out += central
+        out += le32(0x0605_4b50) + le16(0) + le16(0) + le16(entries.count) + le16(entries.count) + le32(central.count) + le32(start) + le16(0)
+        return out
+    }
+
+    /// Protocol 2 pickle pieces.
+    enum P {
+        static let proto: [UInt8] = [0x80, 0x02]
+        static let mark: [UInt8] = [0x28]
+        static let tuple: [UInt8] = [0x74]
+        static let emptyTuple: [UInt8] = [0x29]
+        static let emptyDict: [UInt8] = [0x7D]
+        static let emptyList: [UInt8] = [0x5D]
+        static let setItems: [UInt8] = [0x75]
+        static let appends: [UInt8] = [0x65]
+        static let reduce: [UInt8] = [0x52]
+        static let stop: [UInt8] = [0x2E]
+        static func global(_ module: String, _ name: String) -> [UInt8] { [0x63] + Array("\(module)\n\(name)\n".utf8) }
+        static func str(_ text: String) -> [UInt8] { [0x58] + le32(text.utf8.count) + Array(text.utf8) }
+        static func int(_ value: Int) -> [UInt8] { [0x4A] + le32(value) }
+        static func float(_ value: Double) -> [UInt8] { [0x47] + withUnsafeBytes(of: value.bitPattern.bigEndian) { Array($0) } }
+        static func ints(_ values: [Int]) -> [UInt8] { mark + values.flatMap { int($0) } + tuple }
+        static let orderedDict: [UInt8] = global("collections", "OrderedDict") + emptyTuple + reduce
+
+        /// `_rebuild_tensor_v2(storage, 0, shape, contiguous strides, False, OrderedDict())`.
+        static func tensor(_ storage: String, key: String, numel: Int, shape: [Int], offset: Int = 0) -> [UInt8] {
+            var strides: [Int] = []
+            var running = 1
+            for dimension in shape.reversed() {
+                strides.insert(running, at: 0)
+                running *= dimension
+            }
+            let persistent = mark + str("storage") + global("torch", storage) + str(key) + str("cpu") + int(numel) + tuple + [0x51]
+            return global("torch._utils", "_rebuild_tensor_v2") + mark + persistent + int(offset) + ints(shape) + ints(strides) + [0x89]
+                + orderedDict + tuple + reduce
+        }
+
+        /// A dict (OrderedDict when `ordered`) of `items`.
+        static func dict(_ items: [(String, [UInt8])], ordered: Bool = true) -> [UInt8] {
+            (ordered ? orderedDict : emptyDict) + mark + items.flatMap { str($0.0) + $0.1 } + setItems
+        }
+    }
+
+    /// A torch.save archive of `pickle` and its storages, under `archive/`.
+    static func archive(_ pickle: [UInt8], storages: [(String, [UInt8])], extra: [Entry] = []) -> [UInt8] {
+        zip(
+            [Entry(name: "archive/data.pkl", bytes: pickle), Entry(name: "archive/byteorder", bytes: Array("little".utf8))]
+                + storages.map { Entry(name: "archive/data/\($0.0)", bytes: $0.1) } + [Entry(name: "archive/version", bytes: Array("3\n".utf8))]
+                + extra)
+    }
+
+    static func bytes(_ values: [Float]) -> [UInt8] { values.flatMap { le32(Int($0.bitPattern)) } }
+    static func halves(_ values: [Float]) -> [UInt8] { values.flatMap { le16(Int(Float16($0).bitPattern)) } }
+    static func longs(_ values: [Int64]) -> [UInt8] { values.flatMap { v in withUnsafeBytes(of: v.littleEndian) { Array($0) } } }
+}
+
+@Suite("torch.save archives")
+struct TorchArchiveTests {
+    typealias P = TorchArchiveWriter.P
+    static let weight: [Float] = [0.5, -1.25, 2, 3.5, -0.75, 0.125]
+    static let bias: [Float] = [0.5, -0.25]
+
+    /// A state_dict: fc1.weight float32 [2, 3], fc1.bias float16 [2], position_ids int64 [3].
+    static var stateDict: [(String, [UInt8])] {
+        [
+            ("fc1.weight", P.tensor("FloatStorage", key: "0", numel: 6, shape: [2, 3])),
+            ("fc1.bias", P.tensor("HalfStorage", key: "1", numel: 2, shape: [2])),
+            ("position_ids", P.tensor("LongStorage", key: "2", numel: 3, shape: [3])),
+        ]
+    }
+    static let storages: [(String, [UInt8])] = [
+        ("0", TorchArchiveWriter.bytes(weight)), ("1", TorchArchiveWriter.halves(bias)), ("2", TorchArchiveWriter.longs([0, 1, 2])),
+    ]
+
+    static func write(_ bytes: [UInt8], _ dir: TemporaryDirectory, _ name: String) throws -> String {
+        let path = dir.path(name)
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    @Test("inspect reads a bare state_dict: float32 and float16 tensors with the statistics of their values, int64 not analysed")
+    func stateDictRead() throws {
+        let dir = try TemporaryDirectory()
+        let pickle = P.proto + P.dict(Self.stateDict) + P.stop
+        let path = try Self.write(TorchArchiveWriter.archive(pickle, storages: Self.storages), dir, "model.pt")
+        let report = try Analysis.inspect(path)
+        #expect(report.layout == "torch")
+        #expect(Set(report.tensors.map(\.name)) == ["fc1.weight", "fc1.bias"])
+        for (name, values) in [("fc1.weight", Self.weight), ("fc1.bias", Self.bias)] {
+            let stats = try #require(report.tensors.first { $0.name == name }?.stats, "\(name)")
+            #expect(stats.count == values.count)
+            #expect(stats.min == Double(values.min()!) && stats.max == Double(values.max()!), "\(name)")
+            let mean = values.map(Double.init).reduce(0, +) / Double(values.count)
+            #expect(abs((stats.mean ?? .nan) - mean) < 1e-12, "\(name)")
+        }
+        #expect(report.skipped.contains { $0.item.hasSuffix(":position_ids") && $0.reason.contains("int64") })
+        // float32 lies where the scan engine reads it by offset.
+        let opened = try #require(try CheckpointLoader.open(path).first)
+        let storage = Dictionary(zip(opened.checkpoint.tensors.map(\.name), opened.checkpoint.storage), uniquingKeysWith: { a, _ in a })
+        let direct = try #require(storage["fc1.weight"] ?? nil)
+        let fileBytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(fileBytes[direct.offset..<(direct.offset + 4)].withUnsafeBytes { $0.loadUnaligned(as: Float.self) } == Self.weight[0])
+    }
+
+    @Test("a {'model': state_dict, 'epoch', 'step'} dict: weights from 'model', epoch and step as metadata")
+    func modelDict() throws {
+        let dir = try TemporaryDirectory()
+        let pickle = P.proto + P.dict([("model", P.dict(Self.stateDict)), ("epoch", P.int(7)), ("step", P.int(1400))], ordered: false) + P.stop
+        let path = try Self.write(TorchArchiveWriter.archive(pickle, storages: Self.storages), dir, "checkpoint.pth")
+        let report = try Analysis.inspect(path)
+        #expect(report.step == 1400)
+        #expect(Set(report.tensors.map(\.name)) == ["fc1.weight", "fc1.bias"])
+        let opened = try #require(try CheckpointLoader.open(path).first)
+        #expect(opened.checkpoint.metadata.epoch == 7)
+    }
+
+    @Test("optimizer.state_dict() in the same file: exp_avg and exp_avg_sq by parameter index are mapped to the parameters' names")
+    func optimizerMapped() throws {
+        let dir = try TemporaryDirectory()
+        let model = P.dict([
+            ("fc1.weight", P.tensor("FloatStorage", key: "0", numel: 6, shape: [2, 3])),
+            ("fc1.bias", P.tensor("FloatStorage", key: "1", numel: 2, shape: [2])),
+        ])
+        func state(_ first: String, _ second: String, shape: [Int], numel: Int) -> [UInt8] {
+            P.emptyDict + P.mark + P.str("step") + P.float(10) + P.str("exp_avg") + P.tensor("FloatStorage", key: first, numel: numel, shape: shape)
+                + P.str("exp_avg_sq") + P.tensor("FloatStorage", key: second, numel: numel, shape: shape) + P.setItems
+        }
+        let stateDict =
+            P.emptyDict + P.mark + P.int(0) + state("2", "3", shape: [2, 3], numel: 6) + P.int(1) + state("4", "5", shape: [2], numel: 2) + P.setItems
+        let group =
+            P.emptyDict + P.mark + P.str("lr") + P.float(0.001) + P.str("params") + P.emptyList + P.mark + P.int(0) + P.int(1) + P.appends
+            + P.setItems
+        let optimizer =
+            P.emptyDict + P.mark + P.str("state") + stateDict + P.str("param_groups") + P.emptyList + P.mark + group + P.appends + P.setItems
+        let pickle = P.proto + P.dict([("model", model), ("optimizer", optimizer), ("epoch", P.int(3))], ordered: false) + P.stop
+        let six = TorchArchiveWriter.bytes([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), two = TorchArchiveWriter.bytes([0.1, 0.2])
+        let path = try Self.write(
+            TorchArchiveWriter.archive(pickle, storages: [("0", six), ("1", two), ("2", six), ("3", six), ("4", two), ("5", two)]), dir, "ckpt.pt")
+        let opened = try #require(try CheckpointLoader.open(path).first)
+        let optimizerTensors = opened.checkpoint.tensors.filter { $0.role == .optimizer }
+        #expect(
+            Set(optimizerTensors.map { "\($0.name):\($0.slotName ?? "")" }) == [
+                "fc1.weight:exp_avg", "fc1.weight:exp_avg_sq", "fc1.bias:exp_avg", "fc1.bias:exp_avg_sq",
+            ])
+        #expect(opened.checkpoint.metadata.learningRate == 0.001)
+        #expect(opened.checkpoint.metadata.epoch == 3)
+    }
+
+    /// Hostile archives, each with the words its refusal must contain.
+    static func hostile() -> [(String, [UInt8], String)] {
+        let good = Self.storages
+        func archive(_ pickle: [UInt8], storages: [(String, [UInt8])] = good, extra: [TorchArchiveWriter.Entry] = []) -> [UInt8] {
+            TorchArchiveWriter.archive(pickle, storages: storages, extra: extra)
+        }
+        var deep = P.proto + P.emptyDict + P.str("x")
+        for _ in 0..<200 { deep += P.emptyList }
+        for _ in 0..<199 { deep += [0x61] }
+        deep += [0x73] + P.stop
+        var deepMarks = P.proto
+        for _ in 0..<150 { deepMarks += P.mark }
+        let system = P.proto + P.global("os", "system") + P.str("touch /tmp/pwned") + [0x85] + P.reduce + P.stop
+        let compressed = TorchArchiveWriter.zip([
+            .init(name: "archive/data.pkl", bytes: P.proto + P.dict(Self.stateDict) + P.stop),
+            .init(name: "archive/data/0", bytes: good[0].1, method: 8), .init(name: "archive/data/1", bytes: good[1].1),
+            .init(name: "archive/data/2", bytes: good[2].1),
+        ])
+        let pickle = P.proto + P.dict(Self.stateDict) + P.stop
+        return [
+            ("os-system", system, "global os.system is not allowed"),
+            ("eval", P.proto + P.global("builtins", "eval") + P.stop, "global builtins.eval is not allowed"),
+            ("reduce-size", P.proto + P.global("torch", "FloatStorage") + P.emptyTuple + P.reduce + P.stop, "REDUCE on torch.FloatStorage"),
+            ("unknown-opcode", P.proto + [0x69] + P.stop, "unknown opcode 0x69"),
+            ("memo", P.proto + [0x68, 0x05] + P.stop, "memo index 5 out of range"),
+            ("underflow", P.proto + [0x86] + P.stop, "stack underflow"),
+            ("deep", deep, "nests deeper than 100"),
+            ("deep-marks", deepMarks, "nesting deeper than 100"),
+            ("missing-storage", archive(pickle, storages: Array(good.prefix(2))), "storage 2 is not in the archive"),
+            ("short-storage", archive(pickle, storages: [good[0], ("1", [0, 0]), good[2]]), "shorter than its 2 elements"),
+            ("compressed", compressed, "is compressed"),
+            ("duplicated", archive(pickle, extra: [.init(name: "archive/data/0", bytes: good[0].1)]), "appears twice"),
+            ("climbing", archive(pickle, extra: [.init(name: "archive/../../etc/passwd", bytes: [1])]), "climbs out of the archive"),
+        ]
+    }
+
+    @Test("hostile archives are refused with one reason naming the file, and nothing is executed")
+    func hostileRefused() throws {
+        let dir = try TemporaryDirectory()
+        for (name, content, reason) in Self.hostile() {
+            let bytes = content.first == 0x50 ? content : TorchArchiveWriter.archive(content, storages: Self.storages)
+            let path = try Self.write(bytes, dir, name + ".pt")
+            do {
+                _ = try CheckpointLoader.open(path)
+                Issue.record("\(name) was accepted")
+            } catch let error as CheckpointError {
+                #expect(error.file == path, "\(name)")
+                #expect(error.reason.contains(reason), "\(name): \(error.reason)")
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/pwned"))
+    }
+
+    @Test("a zip that is not a torch archive is not taken for one; a raw pickle is named as the format before PyTorch 1.6")
+    func recognition() throws {
+        let dir = try TemporaryDirectory()
+        let other = try Self.write(TorchArchiveWriter.zip([.init(name: "config.json", bytes: Array("{}".utf8))]), dir, "x.pt")
+        #expect(!TorchArchiveSource().recognises(path: other, head: Array(try Data(contentsOf: URL(fileURLWithPath: other)).prefix(8))))
+        let torch = try Self.write(TorchArchiveWriter.archive(P.proto + P.dict(Self.stateDict) + P.stop, storages: Self.storages), dir, "y.bin")
+        #expect(TorchArchiveSource().recognises(path: torch, head: Array(try Data(contentsOf: URL(fileURLWithPath: torch)).prefix(8))))
+        let words = try #require(Failures.foreignContent(head: [0x80, 0x02, 0x8A, 0x0A]))
+        #expect(words.contains("PyTorch checkpoint saved with torch.save") && words.contains("before PyTorch 1.6"))
+    }
+}
