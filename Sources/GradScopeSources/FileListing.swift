@@ -16,7 +16,7 @@ public struct FileListing: Sendable {
     }
 
     public let path: String
-    /// `HDF5`, or `safetensors` for a safetensors file (its tensors listed as datasets of the root).
+    /// `HDF5`, `torch` for a torch.save archive, or `safetensors` for a safetensors file (its tensors listed as datasets of the root).
     public let format: String
     public let fileSize: Int
     public let rootAttributes: [Attribute]
@@ -75,12 +75,16 @@ extension FileListing {
         if path.lowercased().hasSuffix(".safetensors") || SafetensorsFile.looksLike(path, head: head) {
             return FileListing(safetensors: try SafetensorsFile(path: path), withAttributes: withAttributes)
         }
+        if TorchArchiveSource().recognises(path: path, head: head) {
+            return FileListing(safetensors: try TorchArchive.read(path).0, withAttributes: withAttributes, format: "torch")
+        }
         return try FileListing(file: try HDF5File.open(path, options: options), withAttributes: withAttributes)
     }
 
-    init(safetensors file: SafetensorsFile, withAttributes: Bool) {
+    /// Lists a file of contiguous tensors: a safetensors file, or a torch.save archive's tensors (`format` "torch").
+    init(safetensors file: SafetensorsFile, withAttributes: Bool, format: String = "safetensors") {
         path = file.path
-        format = "safetensors"
+        self.format = format
         fileSize = file.size
         rootAttributes = withAttributes ? file.metadata.sorted { $0.key < $1.key }.map { Attribute(string: $0.key, $0.value) } : []
         items = file.entries.map { entry in

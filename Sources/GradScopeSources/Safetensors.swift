@@ -291,7 +291,8 @@ final class SafetensorsFile: Sendable {
 
     /// The checkpoint of one file, or of the shards of one sharded save (`weightMap` given).
     static func checkpoint(
-        _ files: [SafetensorsFile], source: String, weightMap: [String: String]?, layout: LayoutKind = .safetensors, extraNotes: [String] = []
+        _ files: [SafetensorsFile], source: String, weightMap: [String: String]?, layout: LayoutKind = .safetensors, extraNotes: [String] = [],
+        extraSkipped: [SkippedItem] = []
     ) throws -> OpenCheckpoint {
         let formatName = layout == .torch ? "torch.save archive" : "safetensors"
         var seen: [String: Int] = [:]
@@ -329,7 +330,7 @@ final class SafetensorsFile: Sendable {
 
         var tensors: [TensorRef] = []
         var addresses: [UInt64] = []
-        var skipped: [SkippedItem] = []
+        var skipped: [SkippedItem] = extraSkipped
         var optimizerSteps: Int?
         for (index, file) in files.enumerated() {
             for entry in file.entries {
@@ -392,6 +393,10 @@ final class SafetensorsFile: Sendable {
         var notes: [String] = extraNotes
         if GenericLayout.mapIndexedOptimizerState(&tensors, addresses: addresses) {
             notes.append("optimizer state stored by parameter index matched to the parameters in the order they were written, checked by shape")
+        } else if tensors.contains(where: { $0.role == .optimizer && $0.name.split(separator: "/").last.flatMap({ Int($0) }) != nil }) {
+            notes.append(
+                "optimizer state stored by parameter index could not be matched to the parameters by shape (the optimizer may hold only some of them): it is listed under its indices and not used by the detectors"
+            )
         }
         if !keras { notes.append("\(formatName): units read along axis 0, as PyTorch stores weights ([out, in, ...])") }
         if files.count > 1 || weightMap != nil { notes.append("sharded save: \(files.count) shard file(s) read as one step") }

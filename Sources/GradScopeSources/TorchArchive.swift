@@ -51,8 +51,15 @@ enum TorchArchive {
         return prefix
     }
 
-    /// Opens `path` and reads its pickle; every refusal names the file and the reason.
+    /// Opens `path` as a checkpoint; every refusal names the file and the reason.
     static func open(_ path: String) throws -> OpenCheckpoint {
+        let (file, notes, skipped) = try read(path)
+        return try SafetensorsFile.checkpoint([file], source: path, weightMap: nil, layout: .torch, extraNotes: notes, extraSkipped: skipped)
+    }
+
+    /// Opens `path` and reads its pickle: its tensors located in the archive (as a file of
+    /// contiguous tensors), notes, and the tensors left out with the reason.
+    static func read(_ path: String) throws -> (SafetensorsFile, [String], [SkippedItem]) {
         func refuse(_ reason: String) -> CheckpointError { CheckpointError(file: path, reason: "refused torch.save archive: " + reason) }
         try CheckpointLoader.refuseIrregular(path)
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
@@ -143,6 +150,7 @@ enum TorchArchive {
         if metadata["step"] == nil, let global = metadata["global_step"] { metadata["step"] = global }
 
         var entries: [SafetensorsEntry] = []
+        var skipped: [SkippedItem] = []
         var seen: Set<String> = []
         for (name, tensor) in found {
             guard let dtypeName = TorchPickle.storageTypes[tensor.storageType], let dtype = SafetensorsDType.all[dtypeName] else { continue }
@@ -169,7 +177,10 @@ enum TorchArchive {
                 if dimension > 1 && stride != expected { contiguous = false }
                 expected *= dimension
             }
-            guard contiguous else { continue }
+            guard contiguous else {
+                skipped.append(SkippedItem(item: path + ":" + name, kind: .notAnalysed, reason: "a strided view of its storage, not read"))
+                continue
+            }
             guard tensor.offset <= tensor.storageCount, count <= tensor.storageCount - tensor.offset else {
                 throw refuse("tensor \(name): elements \(tensor.offset)..<\(tensor.offset + count) lie outside its storage of \(tensor.storageCount)")
             }
@@ -181,6 +192,6 @@ enum TorchArchive {
         keep = true
         var notes: [String] = []
         if lightning { notes.append("PyTorch Lightning checkpoint: state_dict and optimizer_states read") }
-        return try SafetensorsFile.checkpoint([file], source: path, weightMap: nil, layout: .torch, extraNotes: notes)
+        return (file, notes, skipped)
     }
 }

@@ -243,4 +243,122 @@ struct TorchArchiveTests {
         let words = try #require(Failures.foreignContent(head: [0x80, 0x02, 0x8A, 0x0A]))
         #expect(words.contains("PyTorch checkpoint saved with torch.save") && words.contains("before PyTorch 1.6"))
     }
+
+    /// A float32 state_dict archive of `weights` (name, values, shape), storages keyed 0, 1, ...
+    static func archive(_ weights: [(String, [Float], [Int])], extra: [(String, [UInt8])] = []) -> [UInt8] {
+        let items = weights.enumerated().map { index, weight in
+            (weight.0, P.tensor("FloatStorage", key: String(index), numel: weight.1.count, shape: weight.2))
+        }
+        let pickle = P.proto + P.dict(items) + P.stop
+        return TorchArchiveWriter.archive(pickle, storages: weights.enumerated().map { (String($0.offset), TorchArchiveWriter.bytes($0.element.1)) })
+    }
+
+    @Test("a run of step_N.pt archives: the frozen tensor is found at its name, from the first save")
+    func frozenRun() throws {
+        let dir = try TemporaryDirectory()
+        var weights = SafetensorsTests.mlp(seed: 7)
+        var noise = SplitMix64(seed: 99)
+        for step in [100, 200, 300, 400] {
+            _ = try Self.write(Self.archive(weights), dir, "step_\(step).pt")
+            for index in weights.indices where weights[index].0 != "l1.weight" {
+                weights[index].1 = weights[index].1.map { $0 + Float(noise.normal() * 3e-3) }
+            }
+        }
+        let (report, _) = try Analysis.scan(dir.url.path)
+        let frozen = report.findings.filter { $0.kind == .frozen }
+        #expect(frozen.map(\.tensor) == ["l1.weight"])
+        #expect(frozen.first?.firstStep == 100)
+        #expect(report.layout == "torch")
+        #expect(report.steps == [100, 200, 300, 400])
+    }
+
+    @Test("a Lightning checkpoint: weights from state_dict, Adam's moments from optimizer_states, global_step as the step")
+    func lightning() throws {
+        let dir = try TemporaryDirectory()
+        let model = P.dict([("net.0.weight", P.tensor("FloatStorage", key: "0", numel: 6, shape: [2, 3]))])
+        let state =
+            P.emptyDict + P.mark + P.str("exp_avg") + P.tensor("FloatStorage", key: "1", numel: 6, shape: [2, 3]) + P.str("exp_avg_sq")
+            + P.tensor("FloatStorage", key: "2", numel: 6, shape: [2, 3]) + P.setItems
+        let optimizer = P.emptyDict + P.mark + P.str("state") + P.emptyDict + P.mark + P.int(0) + state + P.setItems + P.setItems
+        let pickle =
+            P.proto
+            + P.dict(
+                [
+                    ("epoch", P.int(2)), ("global_step", P.int(640)), ("pytorch-lightning_version", P.str("2.2.0")), ("state_dict", model),
+                    ("optimizer_states", P.emptyList + P.mark + optimizer + P.appends),
+                ], ordered: false) + P.stop
+        let six = TorchArchiveWriter.bytes([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+        let path = try Self.write(TorchArchiveWriter.archive(pickle, storages: [("0", six), ("1", six), ("2", six)]), dir, "epoch=2-step=640.ckpt")
+        let opened = try #require(try CheckpointLoader.open(path).first)
+        #expect(opened.checkpoint.metadata.step == 640)
+        #expect(
+            Set(opened.checkpoint.tensors.map { "\($0.name):\($0.role):\($0.slotName ?? "")" }) == [
+                "net.0.weight:weight:", "net.0.weight:optimizer:exp_avg", "net.0.weight:optimizer:exp_avg_sq",
+            ])
+        #expect(opened.checkpoint.notes.contains { $0.contains("Lightning") })
+    }
+
+    @Test("optimizer state whose shapes match no parameter order is kept under its indices, with a note")
+    func optimizerAmbiguous() throws {
+        let dir = try TemporaryDirectory()
+        let model = P.dict([("fc.weight", P.tensor("FloatStorage", key: "0", numel: 6, shape: [2, 3]))])
+        let state = P.emptyDict + P.mark + P.str("exp_avg") + P.tensor("FloatStorage", key: "1", numel: 4, shape: [4]) + P.setItems
+        let optimizer = P.emptyDict + P.mark + P.str("state") + P.emptyDict + P.mark + P.int(0) + state + P.setItems + P.setItems
+        let pickle = P.proto + P.dict([("model", model), ("optimizer", optimizer)], ordered: false) + P.stop
+        let path = try Self.write(
+            TorchArchiveWriter.archive(
+                pickle, storages: [("0", TorchArchiveWriter.bytes([1, 2, 3, 4, 5, 6])), ("1", TorchArchiveWriter.bytes([1, 2, 3, 4]))]), dir,
+            "mismatch.pt")
+        let opened = try #require(try CheckpointLoader.open(path).first)
+        #expect(opened.checkpoint.notes.contains { $0.contains("could not be matched") })
+        #expect(!opened.checkpoint.tensors.contains { $0.role == .optimizer && $0.name == "fc.weight" })
+    }
+
+    /// Runs the built binary with `arguments`: exit status, stdout, stderr.
+    static func run(_ arguments: [String]) throws -> (Int32, String, String) {
+        let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["NO_COLOR"] = "1"
+        process.environment = environment
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text, errors)
+    }
+
+    @Test("gradscope inspect refuses each hostile archive with one line naming it, exit 2")
+    func hostileByCommand() throws {
+        let dir = try TemporaryDirectory()
+        for (name, content, reason) in Self.hostile() {
+            let bytes = content.first == 0x50 ? content : TorchArchiveWriter.archive(content, storages: Self.storages)
+            let path = try Self.write(bytes, dir, name + ".pt")
+            let (status, _, stderr) = try Self.run(["inspect", path])
+            #expect(status == 2, "\(name)")
+            #expect(stderr.split(separator: "\n").count == 1, "\(name): \(stderr)")
+            #expect(stderr.contains(path) && stderr.contains(reason), "\(name): \(stderr)")
+        }
+    }
+
+    @Test("gradscope inspect --format json and ls read a torch archive")
+    func commands() throws {
+        let dir = try TemporaryDirectory()
+        let path = try Self.write(TorchArchiveWriter.archive(P.proto + P.dict(Self.stateDict) + P.stop, storages: Self.storages), dir, "model.bin")
+        let (status, json, _) = try Self.run(["inspect", path, "--format", "json"])
+        #expect(status == 0)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        #expect(object["layout"] as? String == "torch")
+        let (listStatus, text, _) = try Self.run(["ls", path])
+        #expect(listStatus == 0)
+        let lines = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
+        #expect(lines.first?.contains("(torch,") == true, "\(text)")
+        #expect(lines.contains("fc1.weight [2, 3] float32 24 B contiguous"), "\(text)")
+        #expect(lines.contains("fc1.bias [2] float16 4 B contiguous"), "\(text)")
+    }
 }
