@@ -177,7 +177,8 @@ public enum CheckpointLoader {
                     throw CheckpointError(file: path, reason: "a .keras archive whose weights are a NumPy .npz, not HDF5: not supported")
                 }
                 if archive.members.contains(where: { $0.name == "data.pkl" || $0.name.hasSuffix("/data.pkl") }) {
-                    throw CheckpointError(file: path, reason: "a PyTorch torch.save archive, not HDF5: save it with h5py or the gradscope exporter")
+                    throw CheckpointError(
+                        file: path, reason: "a zip holding a data.pkl beside entries torch.save does not write: not read as a torch.save archive")
                 }
                 throw CheckpointError(file: path, reason: "a zip archive without model.weights.h5: not a Keras checkpoint")
             }

@@ -111,8 +111,12 @@ enum TorchArchive {
             default: return nil
             }
         }
+        var visits = 0
         func walk(_ value: PickleValue, _ path: String, depth: Int) throws {
             guard depth <= TorchPickle.maxNesting else { throw refuse("data.pkl nests deeper than \(TorchPickle.maxNesting) levels") }
+            visits += 1
+            // Values shared through the memo are reached once per reference: a few hundred bytes can name 2^90 of them.
+            guard visits <= TorchPickle.maxVisits else { throw refuse("data.pkl refers to more than \(TorchPickle.maxVisits) values") }
             func join(_ name: String) -> String { path.isEmpty ? name : path + "/" + name }
             switch value {
             case .tensor(let tensor): found.append((path, tensor))

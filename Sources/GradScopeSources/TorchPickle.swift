@@ -64,6 +64,8 @@ struct TorchPickle {
     static let maxNesting = 100
     static let maxObjects = 10_000_000
     static let maxMemo = 10_000_000
+    /// The most values visited when the result is walked (shared values count every time they are reached).
+    static let maxVisits = 1_000_000
 
     /// Why a pickle was refused.
     struct Refusal: Error {
@@ -108,7 +110,7 @@ struct TorchPickle {
             return text
         }
         func line() throws -> String {
-            guard let end = bytes[position...].firstIndex(of: 0x0A), end - position <= 256 else { throw refuse("a GLOBAL without its name") }
+            guard let end = bytes[position..<min(bytes.count, position + 257)].firstIndex(of: 0x0A) else { throw refuse("a GLOBAL without its name") }
             let text = String(decoding: bytes[position..<end], as: UTF8.self)
             position = end + 1
             return text

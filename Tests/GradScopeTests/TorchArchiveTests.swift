@@ -192,6 +192,10 @@ struct TorchArchiveTests {
         deep += [0x73] + P.stop
         var deepMarks = P.proto
         for _ in 0..<150 { deepMarks += P.mark }
+        // A pair holding the previous value twice, 80 times over: 2^80 references in a few hundred bytes.
+        var laughs = P.proto + P.emptyDict + P.str("x") + P.emptyList + [0x71, 0]
+        for level in 1...80 { laughs += [0x68, UInt8(level - 1), 0x86, 0x71, UInt8(level)] }
+        laughs += [0x73] + P.stop
         let system = P.proto + P.global("os", "system") + P.str("touch /tmp/pwned") + [0x85] + P.reduce + P.stop
         let compressed = TorchArchiveWriter.zip([
             .init(name: "archive/data.pkl", bytes: P.proto + P.dict(Self.stateDict) + P.stop),
@@ -208,6 +212,8 @@ struct TorchArchiveTests {
             ("underflow", P.proto + [0x86] + P.stop, "stack underflow"),
             ("deep", deep, "nests deeper than 100"),
             ("deep-marks", deepMarks, "nesting deeper than 100"),
+            ("shared-bomb", laughs, "refers to more than 1000000 values"),
+            ("long-global", P.proto + [0x63] + Array(repeating: UInt8(ascii: "a"), count: 5000) + P.stop, "a GLOBAL without its name"),
             ("missing-storage", archive(pickle, storages: Array(good.prefix(2))), "storage 2 is not in the archive"),
             ("short-storage", archive(pickle, storages: [good[0], ("1", [0, 0]), good[2]]), "shorter than its 2 elements"),
             ("compressed", compressed, "is compressed"),
