@@ -68,7 +68,7 @@ def test_inspect_maps_adam_state_of_a_training_checkpoint(tmp_path):
     assert report["step"] == 300
     slots = {(t["name"], t.get("slot")) for t in report["tensors"] if t["role"] == "optimizer"}
     for name in model.state_dict():
-        assert (name, "first_moment") in slots and (name, "second_moment") in slots
+        assert (name, "exp_avg") in slots and (name, "exp_avg_sq") in slots
 
 
 def test_a_pickle_calling_a_function_is_refused(tmp_path):
