@@ -200,6 +200,13 @@ package struct ZipDirectory {
             if byName[name] == nil { byName[name] = entries.count }
             entries.append(Entry(name: name, method: method, size: stored, dataOffset: dataOffset))
         }
+        if checkNames {
+            // Two names whose bytes share a range would let one stored range be read as two entries.
+            let ordered = entries.filter { $0.size > 0 }.sorted { $0.dataOffset < $1.dataOffset }
+            for (previous, next) in zip(ordered, ordered.dropFirst()) where next.dataOffset < previous.dataOffset + previous.size {
+                throw CheckpointError(file: path, reason: "zip entries \(previous.name) and \(next.name) overlap: refused")
+            }
+        }
         self.entries = entries
         self.byName = byName
     }

@@ -203,7 +203,23 @@ struct TorchArchiveTests {
             .init(name: "archive/data/2", bytes: good[2].1),
         ])
         let pickle = P.proto + P.dict(Self.stateDict) + P.stop
+        // The directory record of archive/data/0 pointed at the local header of archive/byteorder:
+        // the same bytes under two names.
+        var overlapping = TorchArchiveWriter.archive(pickle, storages: good)
+        let byteorderLocal = Self.find(Array("archive/byteorder".utf8), in: overlapping, from: 0)! - 30
+        let directory = Self.find([0x50, 0x4b, 0x01, 0x02], in: overlapping, from: 0)!
+        let dataRecord = Self.find(Array("archive/data/0".utf8), in: overlapping, from: directory)! - 46
+        overlapping.replaceSubrange((dataRecord + 42)..<(dataRecord + 46), with: TorchArchiveWriter.le32(byteorderLocal))
+        overlapping.replaceSubrange((dataRecord + 20)..<(dataRecord + 28), with: TorchArchiveWriter.le32(6) + TorchArchiveWriter.le32(6))
+        let bigEndian = TorchArchiveWriter.zip(
+            [.init(name: "archive/data.pkl", bytes: pickle), .init(name: "archive/byteorder", bytes: Array("big".utf8))]
+                + good.map { .init(name: "archive/data/\($0.0)", bytes: $0.1) })
+        let outside =
+            P.proto + P.dict([("fc1.weight", P.tensor("FloatStorage", key: "0", numel: 6, shape: [2, 3], offset: 2))]) + P.stop
         return [
+            ("overlapping", overlapping, "overlap"),
+            ("big-endian", bigEndian, "big-endian byte order: not supported"),
+            ("outside-storage", archive(outside), "lie outside its storage of 6"),
             ("os-system", system, "global os.system is not allowed"),
             ("eval", P.proto + P.global("builtins", "eval") + P.stop, "global builtins.eval is not allowed"),
             ("reduce-size", P.proto + P.global("torch", "FloatStorage") + P.emptyTuple + P.reduce + P.stop, "REDUCE on torch.FloatStorage"),
@@ -220,6 +236,12 @@ struct TorchArchiveTests {
             ("duplicated", archive(pickle, extra: [.init(name: "archive/data/0", bytes: good[0].1)]), "appears twice"),
             ("climbing", archive(pickle, extra: [.init(name: "archive/../../etc/passwd", bytes: [1])]), "climbs out of the archive"),
         ]
+    }
+
+    /// The first index of `needle` in `haystack` at or after `start`.
+    static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
+        guard haystack.count >= needle.count else { return nil }
+        return (start...(haystack.count - needle.count)).first { Array(haystack[$0..<($0 + needle.count)]) == needle }
     }
 
     @Test("hostile archives are refused with one reason naming the file, and nothing is executed")
@@ -366,5 +388,32 @@ struct TorchArchiveTests {
         #expect(lines.first?.contains("(torch,") == true, "\(text)")
         #expect(lines.contains("fc1.weight [2, 3] float32 24 B contiguous"), "\(text)")
         #expect(lines.contains("fc1.bias [2] float16 4 B contiguous"), "\(text)")
+    }
+
+    @Test("thousands of corrupted archives (bytes of data.pkl and of the zip changed at random) are refused or read, never a crash")
+    func corrupted() throws {
+        let dir = try TemporaryDirectory()
+        let pickle = P.proto + P.dict(Self.stateDict) + P.stop
+        var random = SplitMix64(seed: 17)
+        var refused = 0
+        for round in 0..<1500 {
+            var mutatedPickle = pickle
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                for _ in 0..<(1 + Int(random.next() % 4)) {
+                    mutatedPickle[Int(random.next() % UInt64(mutatedPickle.count))] = UInt8(truncatingIfNeeded: random.next())
+                }
+                bytes = TorchArchiveWriter.archive(mutatedPickle, storages: Self.storages)
+            } else {
+                bytes = TorchArchiveWriter.archive(pickle, storages: Self.storages)
+                for _ in 0..<(1 + Int(random.next() % 4)) {
+                    bytes[Int(random.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: random.next())
+                }
+            }
+            let path = try Self.write(bytes, dir, "m\(round % 8).pt")
+            // Any error is a refusal; a crash would end the test run.
+            if (try? CheckpointLoader.open(path)) == nil { refused += 1 }
+        }
+        #expect(refused > 100)
     }
 }
