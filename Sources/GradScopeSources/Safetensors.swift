@@ -333,7 +333,7 @@ final class SafetensorsFile: Sendable {
         var skipped: [SkippedItem] = extraSkipped
         var optimizerSteps: Int?
         for (index, file) in files.enumerated() {
-            for entry in file.entries {
+            for (position, entry) in file.entries.enumerated() {
                 let item = source + ":" + entry.name
                 guard entry.dtype.supported else {
                     skipped.append(SkippedItem(item: item, kind: .notAnalysed, reason: "unsupported dtype \(entry.dtype.name)"))
@@ -374,7 +374,9 @@ final class SafetensorsFile: Sendable {
                 case .tensor(var tensor):
                     tensor.fileIndex = index
                     tensors.append(tensor)
-                    addresses.append(UInt64(index) << 48 + UInt64(entry.begin) + 1)
+                    // The order tensors were saved in: their bytes' order in a safetensors file; in a
+                    // torch.save archive the pickle's order (its storages are stored sorted by key as text).
+                    addresses.append(UInt64(index) << 48 + UInt64(layout == .torch ? position : entry.begin) + 1)
                 case .optimizerCounter(let isStep):
                     if isStep, let value = value(), value.isFinite, value >= 0, value < 1e15 { optimizerSteps = max(optimizerSteps ?? 0, Int(value)) }
                     skipped.append(SkippedItem(item: item, kind: .metadata, reason: "optimizer setting or counter, read as metadata"))

@@ -171,6 +171,7 @@ package struct ZipDirectory {
             throw CheckpointError(file: path, reason: "a zip64 archive (over 4 GB or 65535 entries): not supported yet")
         }
         guard count <= Self.maxEntries else { throw refuse("\(count) entries") }
+        guard directorySize <= count * (46 + 3 * 65_535) else { throw refuse("a central directory of \(directorySize) bytes for \(count) entries") }
         let directory = try bytes(directoryOffset, directorySize)
         var entries: [Entry] = []
         var byName: [String: Int] = [:]

@@ -416,4 +416,37 @@ struct TorchArchiveTests {
         }
         #expect(refused > 100)
     }
+
+    @Test("Adam's state of a 12-parameter model maps by the pickle's order, though torch.save stores the storages sorted by key as text")
+    func optimizerOrderOfManyParameters() throws {
+        let dir = try TemporaryDirectory()
+        // Six layers of one shape: only the order tells which state belongs to which parameter.
+        let shapes = (0..<6).flatMap { _ in [[3, 3], [3]] }
+        let names = (0..<6).flatMap { ["layers.\($0).weight", "layers.\($0).bias"] }
+        var storages: [(String, [UInt8])] = []
+        func tensor(_ shape: [Int]) -> [UInt8] {
+            let key = String(storages.count), count = shape.reduce(1, *)
+            storages.append((key, TorchArchiveWriter.bytes((0..<count).map { Float($0 + storages.count) })))
+            return P.tensor("FloatStorage", key: key, numel: count, shape: shape)
+        }
+        let model = P.dict(zip(names, shapes).map { ($0.0, tensor($0.1)) })
+        var state = P.emptyDict + P.mark
+        for (index, shape) in shapes.enumerated() {
+            state += P.int(index) + P.emptyDict + P.mark + P.str("exp_avg") + tensor(shape) + P.str("exp_avg_sq") + tensor(shape) + P.setItems
+        }
+        state += P.setItems
+        let optimizer = P.emptyDict + P.mark + P.str("state") + state + P.setItems
+        let pickle = P.proto + P.dict([("model", model), ("optimizer", optimizer)], ordered: false) + P.stop
+        storages.sort { $0.0 < $1.0 }
+        let path = try Self.write(TorchArchiveWriter.archive(pickle, storages: storages), dir, "many.pt")
+        let opened = try #require(try CheckpointLoader.open(path).first)
+        let moments = opened.checkpoint.tensors.filter { $0.role == .optimizer }
+        #expect(moments.count == 24)
+        for moment in moments {
+            // `optimizer/state/<index>/exp_avg`: the index names the parameter.
+            let index = try #require(Int(moment.path.split(separator: "/")[2]))
+            #expect(moment.name == names[index], "\(moment.path)")
+        }
+        #expect(opened.checkpoint.notes.contains { $0.contains("matched to the parameters") })
+    }
 }
