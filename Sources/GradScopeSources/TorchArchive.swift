@@ -39,7 +39,9 @@ enum TorchArchive {
         let pickles = directory.entries.filter { $0.name.hasSuffix("/data.pkl") && $0.name.split(separator: "/").count == 2 }
         guard pickles.count == 1 else { return nil }
         let prefix = String(pickles[0].name.dropLast("/data.pkl".count))
-        let known = ["data.pkl", "byteorder", "version", ".data/version", ".data/serialization_id", ".format_version", ".storage_alignment"]
+        let known = [
+            "data.pkl", "byteorder", "version", ".data/version", ".data/serialization_id", ".format_version", ".storage_alignment", "constants.pkl",
+        ]
         for entry in directory.entries where !ZipDirectory.climbs(entry.name) {
             guard entry.name.hasPrefix(prefix + "/") else { return nil }
             let rest = entry.name.dropFirst(prefix.count + 1)
@@ -73,6 +75,10 @@ enum TorchArchive {
         let (size, mtime) = FileIdentity.of(status)
         let directory = try ZipDirectory(fd: fd, size: size, path: path)
         guard let prefix = prefix(of: directory) else { throw refuse("no <name>/data.pkl entry, or entries outside it") }
+        if directory.byName[prefix + "/constants.pkl"] != nil || directory.entries.contains(where: { $0.name.hasPrefix(prefix + "/code/") }) {
+            throw CheckpointError(
+                file: path, reason: "a TorchScript module saved with torch.jit.save, not read: save the model's state_dict with torch.save")
+        }
         func contents(_ name: String, limit: Int) throws -> [UInt8]? {
             guard let index = directory.byName[name] else { return nil }
             let entry = directory.entries[index]

@@ -196,7 +196,13 @@ struct TorchPickle {
             case 0x63:  // GLOBAL
                 let name = try line() + "." + (try line())
                 guard allowedGlobals.contains(name) else {
-                    throw refuse("global \(name) is not allowed (only tensors, storages and plain containers are read)")
+                    // A class of the user's or of torch.nn: most often a whole model saved with torch.save(model).
+                    let module = name.split(separator: ".").first.map(String.init) ?? ""
+                    let hint =
+                        (module == "__main__" || module == "torch" || name.split(separator: ".").last?.first?.isUppercase == true)
+                            && !["os", "posix", "nt", "builtins", "subprocess"].contains(module)
+                        ? "; a whole model saved with torch.save(model) is not read: save model.state_dict()" : ""
+                    throw refuse("global \(name) is not allowed (only tensors, storages and plain containers are read\(hint))")
                 }
                 try push(.global(name))
             case 0x52:  // REDUCE

@@ -222,6 +222,14 @@ struct TorchArchiveTests {
             ("outside-storage", archive(outside), "lie outside its storage of 6"),
             ("os-system", system, "global os.system is not allowed"),
             ("eval", P.proto + P.global("builtins", "eval") + P.stop, "global builtins.eval is not allowed"),
+            (
+                "whole-model", P.proto + P.global("__main__", "Net") + P.stop,
+                "global __main__.Net is not allowed (only tensors, storages and plain containers are read; a whole model saved with torch.save(model) is not read: save model.state_dict())"
+            ),
+            (
+                "torchscript", archive(pickle, extra: [.init(name: "archive/constants.pkl", bytes: P.proto + P.emptyTuple + P.stop)]),
+                "a TorchScript module saved with torch.jit.save"
+            ),
             ("reduce-size", P.proto + P.global("torch", "FloatStorage") + P.emptyTuple + P.reduce + P.stop, "REDUCE on torch.FloatStorage"),
             ("unknown-opcode", P.proto + [0x69] + P.stop, "unknown opcode 0x69"),
             ("memo", P.proto + [0x68, 0x05] + P.stop, "memo index 5 out of range"),
