@@ -457,4 +457,22 @@ struct TorchArchiveTests {
         }
         #expect(opened.checkpoint.notes.contains { $0.contains("matched to the parameters") })
     }
+
+    @Test("diff of a torch.save archive and a safetensors save of the same weights finds no difference, both ways")
+    func diffAgainstSafetensors() throws {
+        let dir = try TemporaryDirectory()
+        let weights = SafetensorsTests.mlp(seed: 11)
+        _ = try Self.write(Self.archive(weights), dir, "model.pt")
+        try SafetensorsWriter.write(
+            SafetensorsWriter.file(weights.map { SafetensorsWriter.f32($0.0, $0.1, shape: $0.2) }), to: dir.path("model.safetensors"))
+        for (a, b) in [("model.pt", "model.safetensors"), ("model.safetensors", "model.pt")] {
+            let report = try Analysis.diff(dir.path(a), dir.path(b))
+            #expect(report.tensors.count == weights.count)
+            #expect(report.added.isEmpty && report.removed.isEmpty && report.reshaped.isEmpty)
+            for tensor in report.tensors {
+                #expect(tensor.drift.changed == 0, "\(tensor.name)")
+            }
+            #expect(report.findings.isEmpty)
+        }
+    }
 }
