@@ -99,9 +99,12 @@ enum TorchArchive {
             }
         }
         guard let pickle = try contents(prefix + "/data.pkl", limit: maxPickle) else { throw refuse("no data.pkl") }
+        // Holds every container of the pickle until the walk below is done (then frees them one by one).
+        let arena = PickleArena()
+        defer { withExtendedLifetime(arena) {} }
         let root: PickleValue
         do {
-            root = try TorchPickle.load(pickle)
+            root = try TorchPickle.load(pickle, arena: arena)
         } catch let refusal as TorchPickle.Refusal {
             throw refuse("data.pkl: " + refusal.reason)
         }
@@ -133,8 +136,8 @@ enum TorchArchive {
                 }
             case .list(let list):
                 for (index, item) in list.items.enumerated() { try walk(item, join(String(index)), depth: depth + 1) }
-            case .tuple(let items):
-                for (index, item) in items.enumerated() { try walk(item, join(String(index)), depth: depth + 1) }
+            case .tuple(let box):
+                for (index, item) in box.items.enumerated() { try walk(item, join(String(index)), depth: depth + 1) }
             default: break
             }
         }

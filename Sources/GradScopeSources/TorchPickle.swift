@@ -8,7 +8,8 @@ indirect enum PickleValue {
     case int(Int)
     case float(Double)
     case string(String)
-    case tuple([PickleValue])
+    /// A tuple, boxed like a list so that nothing nests by value (see ``PickleArena``).
+    case tuple(PickleList)
     case list(PickleList)
     case dict(PickleDict)
     /// An allowed global, by `module.name`.
@@ -20,9 +21,38 @@ indirect enum PickleValue {
     case mark
 }
 
-/// A list being built.
+/// A list being built, or a tuple's items.
 final class PickleList {
-    var items: [PickleValue] = []
+    var items: [PickleValue]
+
+    init(_ items: [PickleValue] = []) { self.items = items }
+}
+
+/// Every list, tuple and dict one pickle built. Freeing a million nested containers one inside
+/// the next would recurse a million deep; the arena holds them all and empties each before any is
+/// freed, so each is freed alone. Keep it alive as long as the values are used.
+final class PickleArena {
+    private var lists: [PickleList] = []
+    private var dicts: [PickleDict] = []
+
+    init() {}
+
+    func list(_ items: [PickleValue] = []) -> PickleList {
+        let list = PickleList(items)
+        lists.append(list)
+        return list
+    }
+
+    func dict() -> PickleDict {
+        let dict = PickleDict()
+        dicts.append(dict)
+        return dict
+    }
+
+    deinit {
+        for list in lists { list.items.removeAll() }
+        for dict in dicts { dict.items.removeAll() }
+    }
 }
 
 /// A dict being built, in insertion order.
@@ -72,8 +102,8 @@ struct TorchPickle {
         let reason: String
     }
 
-    /// Reads `bytes` to the value `STOP` returns.
-    static func load(_ bytes: [UInt8]) throws -> PickleValue {
+    /// Reads `bytes` to the value `STOP` returns; its containers are held by `arena`.
+    static func load(_ bytes: [UInt8], arena: PickleArena) throws -> PickleValue {
         var stack: [PickleValue] = []
         var marks: [Int] = []
         var memo: [Int: PickleValue] = [:]
@@ -124,9 +154,9 @@ struct TorchPickle {
             switch opcode {
             case 0x80: _ = try take(1)  // PROTO
             case 0x95: _ = try take(8)  // FRAME
-            case 0x7D: try push(.dict(PickleDict()))  // EMPTY_DICT }
-            case 0x5D: try push(.list(PickleList()))  // EMPTY_LIST ]
-            case 0x29: try push(.tuple([]))  // EMPTY_TUPLE )
+            case 0x7D: try push(.dict(arena.dict()))  // EMPTY_DICT }
+            case 0x5D: try push(.list(arena.list()))  // EMPTY_LIST ]
+            case 0x29: try push(.tuple(arena.list()))  // EMPTY_TUPLE )
             case 0x28:  // MARK
                 guard marks.count < maxNesting else { throw refuse("nesting deeper than \(maxNesting) levels") }
                 marks.append(stack.count)
@@ -148,25 +178,23 @@ struct TorchPickle {
             case 0x4E: try push(.none)  // NONE
             case 0x88: try push(.bool(true))
             case 0x89: try push(.bool(false))
-            case 0x74: try push(.tuple(try popMark()))  // TUPLE
-            case 0x85: try push(.tuple([try pop()]))
+            case 0x74: try push(.tuple(arena.list(try popMark())))  // TUPLE
+            case 0x85: try push(.tuple(arena.list([try pop()])))
             case 0x86:
                 let b = try pop(), a = try pop()
-                try push(.tuple([a, b]))
+                try push(.tuple(arena.list([a, b])))
             case 0x87:
                 let c = try pop(), b = try pop(), a = try pop()
-                try push(.tuple([a, b, c]))
+                try push(.tuple(arena.list([a, b, c])))
             case 0x6C:  // LIST
-                let list = PickleList()
-                list.items = try popMark()
-                try push(.list(list))
+                try push(.list(arena.list(try popMark())))
             case 0x61, 0x65:  // APPEND, APPENDS
                 let items = opcode == 0x61 ? [try pop()] : try popMark()
                 guard case .list(let list) = try pop() else { throw refuse("APPEND on something that is not a list") }
                 list.items += items
                 stack.append(.list(list))
             case 0x64:  // DICT
-                let dict = PickleDict()
+                let dict = arena.dict()
                 try setItems(.dict(dict), try popMark())
                 try push(.dict(dict))
             case 0x73, 0x75:  // SETITEM, SETITEMS
@@ -209,12 +237,13 @@ struct TorchPickle {
                 let arguments = try pop(), callable = try pop()
                 guard case .global(let name) = callable else { throw refuse("REDUCE on something that is not an allowed global") }
                 guard case .tuple(let args) = arguments else { throw refuse("REDUCE of \(name) without an argument tuple") }
-                try push(try reduce(name, args))
+                try push(try reduce(name, args.items, arena: arena))
             case 0x62:  // BUILD: the state of an OrderedDict (_metadata) or a tensor (hooks) is dropped.
                 _ = try pop()
                 guard !stack.isEmpty else { throw refuse("stack underflow") }
             case 0x51:  // BINPERSID
-                guard case .tuple(let id) = try pop(), id.count == 5, case .string("storage") = id[0], case .global(let type) = id[1],
+                guard case .tuple(let box) = try pop(), case let id = box.items, id.count == 5, case .string("storage") = id[0],
+                    case .global(let type) = id[1],
                     case .string(let key) = id[2], case .int(let count) = id[4], count >= 0
                 else { throw refuse("a persistent id that is not ('storage', type, key, location, numel)") }
                 guard let short = type.split(separator: ".").last, storageTypes[String(short)] != nil else {
@@ -231,11 +260,11 @@ struct TorchPickle {
     }
 
     /// What an allowed callable builds from `args`, without calling anything.
-    static func reduce(_ name: String, _ args: [PickleValue]) throws -> PickleValue {
+    static func reduce(_ name: String, _ args: [PickleValue], arena: PickleArena) throws -> PickleValue {
         switch name {
         case "collections.OrderedDict":
             guard args.isEmpty else { throw Refusal(reason: "OrderedDict built from arguments") }
-            return .dict(PickleDict())
+            return .dict(arena.dict())
         case "torch.Size":
             guard args.count == 1, case .tuple = args[0] else { throw Refusal(reason: "torch.Size without a tuple") }
             return args[0]
@@ -244,9 +273,9 @@ struct TorchPickle {
             return args[0]
         case "torch._utils._rebuild_tensor_v2":
             func ints(_ value: PickleValue) -> [Int]? {
-                guard case .tuple(let items) = value else { return nil }
+                guard case .tuple(let box) = value else { return nil }
                 var result: [Int] = []
-                for item in items {
+                for item in box.items {
                     guard case .int(let number) = item else { return nil }
                     result.append(number)
                 }

@@ -236,6 +236,20 @@ struct TorchArchiveTests {
             ("underflow", P.proto + [0x86] + P.stop, "stack underflow"),
             ("deep", deep, "nests deeper than 100"),
             ("deep-marks", deepMarks, "nesting deeper than 100"),
+            // A million lists each inside the next, and a million 1-tuples: freeing them must not recurse.
+            (
+                "million-lists",
+                P.proto + P.emptyDict + P.str("x") + [UInt8](repeating: 0x5D, count: 1_000_000) + [UInt8](repeating: 0x61, count: 999_999) + [0x73]
+                    + P.stop, "nests deeper than 100"
+            ),
+            (
+                "million-tuples", P.proto + P.emptyDict + P.str("x") + P.emptyList + [UInt8](repeating: 0x85, count: 1_000_000) + [0x73] + P.stop,
+                "nests deeper than 100"
+            ),
+            (
+                "million-on-stack", P.proto + [UInt8](repeating: 0x5D, count: 1_000_000) + [UInt8](repeating: 0x61, count: 999_999) + [0x69],
+                "unknown opcode"
+            ),
             ("shared-bomb", laughs, "refers to more than 1000000 values"),
             ("long-global", P.proto + [0x63] + Array(repeating: UInt8(ascii: "a"), count: 5000) + P.stop, "a GLOBAL without its name"),
             ("missing-storage", archive(pickle, storages: Array(good.prefix(2))), "storage 2 is not in the archive"),
