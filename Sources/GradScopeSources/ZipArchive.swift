@@ -151,6 +151,11 @@ package struct ZipDirectory {
         }
         func u16(_ b: [UInt8], _ o: Int) -> Int { Int(b[o]) | Int(b[o + 1]) << 8 }
         func u32(_ b: [UInt8], _ o: Int) -> Int { u16(b, o) | u16(b, o + 2) << 16 }
+        func u64(_ b: [UInt8], _ o: Int) throws -> Int {
+            let high = u32(b, o + 4)
+            guard high < 1 << 30 else { throw refuse("a zip64 size or offset of 2^62 bytes or more") }
+            return u32(b, o) | high << 32
+        }
         guard size >= 22 else { throw refuse("\(size) bytes, too short for a zip archive") }
         let tailStart = max(0, size - 65_557)
         let tail = try bytes(tailStart, size - tailStart)
@@ -164,11 +169,19 @@ package struct ZipDirectory {
             position -= 1
         }
         guard let eocd else { throw refuse("no end of central directory (truncated?)") }
-        let count = u16(tail, eocd + 10)
-        let directorySize = u32(tail, eocd + 12)
-        let directoryOffset = u32(tail, eocd + 16)
-        guard count != 0xFFFF, directoryOffset != 0xFFFF_FFFF else {
-            throw CheckpointError(file: path, reason: "a zip64 archive (over 4 GB or 65535 entries): not supported yet")
+        var count = u16(tail, eocd + 10)
+        var directorySize = u32(tail, eocd + 12)
+        var directoryOffset = u32(tail, eocd + 16)
+        // Zip64 (archives over 4 GB, as torch.save writes for large models): a locator just before
+        // the end record points at the zip64 end record, which holds the 8-byte counts and offsets.
+        if eocd >= 20 && u32(tail, eocd - 20) == 0x0706_4b50 {
+            let record = try bytes(try u64(tail, eocd - 20 + 8), 56)
+            guard u32(record, 0) == 0x0606_4b50 else { throw refuse("a zip64 locator that points at no zip64 end record") }
+            count = try u64(record, 32)
+            directorySize = try u64(record, 40)
+            directoryOffset = try u64(record, 48)
+        } else if count == 0xFFFF || directorySize == 0xFFFF_FFFF || directoryOffset == 0xFFFF_FFFF {
+            throw refuse("a zip64 end record without its locator")
         }
         guard count <= Self.maxEntries else { throw refuse("\(count) entries") }
         guard directorySize <= count * (46 + 3 * 65_535) else { throw refuse("a central directory of \(directorySize) bytes for \(count) entries") }
@@ -179,12 +192,33 @@ package struct ZipDirectory {
         for _ in 0..<count {
             guard offset + 46 <= directory.count, u32(directory, offset) == 0x0201_4b50 else { throw refuse("bad central directory entry") }
             let method = UInt16(u16(directory, offset + 10))
-            let compressed = u32(directory, offset + 20), stored = u32(directory, offset + 24)
+            var compressed = u32(directory, offset + 20), stored = u32(directory, offset + 24)
             let nameLength = u16(directory, offset + 28), extraLength = u16(directory, offset + 30), commentLength = u16(directory, offset + 32)
-            let local = u32(directory, offset + 42)
-            guard offset + 46 + nameLength <= directory.count else { throw refuse("bad central directory entry") }
-            guard compressed != 0xFFFF_FFFF, stored != 0xFFFF_FFFF, local != 0xFFFF_FFFF else {
-                throw CheckpointError(file: path, reason: "a zip64 archive (over 4 GB or 65535 entries): not supported yet")
+            var local = u32(directory, offset + 42)
+            guard offset + 46 + nameLength + extraLength <= directory.count else { throw refuse("bad central directory entry") }
+            if compressed == 0xFFFF_FFFF || stored == 0xFFFF_FFFF || local == 0xFFFF_FFFF {
+                // The zip64 extra field (0x0001) holds, in this order, the 8-byte values of the fields set to 0xFFFFFFFF.
+                var extra = offset + 46 + nameLength
+                let extraEnd = extra + extraLength
+                var values: [Int]?
+                while extra + 4 <= extraEnd {
+                    let id = u16(directory, extra), length = u16(directory, extra + 2)
+                    guard extra + 4 + length <= extraEnd else { break }
+                    if id == 0x0001 {
+                        values = try stride(from: extra + 4, to: extra + 4 + length - 7, by: 8).map { try u64(directory, $0) }
+                        break
+                    }
+                    extra += 4 + length
+                }
+                var remaining = values ?? []
+                func take(_ field: Int) throws -> Int {
+                    guard field == 0xFFFF_FFFF else { return field }
+                    guard !remaining.isEmpty else { throw refuse("a zip64 entry without its zip64 sizes") }
+                    return remaining.removeFirst()
+                }
+                stored = try take(stored)
+                compressed = try take(compressed)
+                local = try take(local)
             }
             let name = String(decoding: directory[(offset + 46)..<(offset + 46 + nameLength)], as: UTF8.self)
             offset += 46 + nameLength + extraLength + commentLength

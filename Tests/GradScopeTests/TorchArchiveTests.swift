@@ -18,22 +18,41 @@ enum TorchArchiveWriter {
     static func le16(_ value: Int) -> [UInt8] { [UInt8(value & 0xFF), UInt8(value >> 8 & 0xFF)] }
     static func le32(_ value: Int) -> [UInt8] { le16(value & 0xFFFF) + le16(value >> 16 & 0xFFFF) }
 
-    /// A zip archive of `entries`, stored, with a central directory.
-    static func zip(_ entries: [Entry]) -> [UInt8] {
+    static func le64(_ value: Int) -> [UInt8] { le32(value & 0xFFFF_FFFF) + le32(value >> 32) }
+
+    /// A zip archive of `entries`, stored, with a central directory; `zip64` writes the zip64 records
+    /// (sizes and offsets in the zip64 extra field, the zip64 end record and its locator), as for archives over 4 GB.
+    static func zip(_ entries: [Entry], zip64: Bool = false) -> [UInt8] {
         var out: [UInt8] = []
         var central: [UInt8] = []
         for entry in entries {
             let name = Array(entry.name.utf8)
             let offset = out.count
-            let common =
-                le16(20) + le16(0) + le16(Int(entry.method)) + le16(0) + le16(0) + le32(0) + le32(entry.bytes.count) + le32(entry.bytes.count)
-            out += le32(0x0403_4b50) + common + le16(name.count) + le16(0) + name + entry.bytes
-            central +=
-                le32(0x0201_4b50) + le16(20) + common + le16(name.count) + le16(0) + le16(0) + le16(0) + le16(0) + le32(0) + le32(offset) + name
+            let head = le16(20) + le16(0) + le16(Int(entry.method)) + le16(0) + le16(0) + le32(0)
+            out += le32(0x0403_4b50) + head + le32(entry.bytes.count) + le32(entry.bytes.count) + le16(name.count) + le16(0) + name + entry.bytes
+            if zip64 {
+                let extra = le16(1) + le16(24) + le64(entry.bytes.count) + le64(entry.bytes.count) + le64(offset)
+                central +=
+                    le32(0x0201_4b50) + le16(45) + head + le32(0xFFFF_FFFF) + le32(0xFFFF_FFFF) + le16(name.count) + le16(extra.count)
+                    + le16(0) + le16(0) + le16(0) + le32(0) + le32(0xFFFF_FFFF) + name + extra
+            } else {
+                central +=
+                    le32(0x0201_4b50) + le16(20) + head + le32(entry.bytes.count) + le32(entry.bytes.count) + le16(name.count) + le16(0)
+                    + le16(0) + le16(0) + le16(0) + le32(0) + le32(offset) + name
+            }
         }
         let start = out.count
         out += central
-        out += le32(0x0605_4b50) + le16(0) + le16(0) + le16(entries.count) + le16(entries.count) + le32(central.count) + le32(start) + le16(0)
+        if zip64 {
+            let record = out.count
+            out +=
+                le32(0x0606_4b50) + le64(44) + le16(45) + le16(45) + le32(0) + le32(0) + le64(entries.count) + le64(entries.count)
+                + le64(central.count) + le64(start)
+            out += le32(0x0706_4b50) + le32(0) + le64(record) + le32(1)
+            out += le32(0x0605_4b50) + le16(0) + le16(0) + le16(0xFFFF) + le16(0xFFFF) + le32(0xFFFF_FFFF) + le32(0xFFFF_FFFF) + le16(0)
+        } else {
+            out += le32(0x0605_4b50) + le16(0) + le16(0) + le16(entries.count) + le16(entries.count) + le32(central.count) + le32(start) + le16(0)
+        }
         return out
     }
 
@@ -76,11 +95,11 @@ enum TorchArchiveWriter {
     }
 
     /// A torch.save archive of `pickle` and its storages, under `archive/`.
-    static func archive(_ pickle: [UInt8], storages: [(String, [UInt8])], extra: [Entry] = []) -> [UInt8] {
+    static func archive(_ pickle: [UInt8], storages: [(String, [UInt8])], extra: [Entry] = [], zip64: Bool = false) -> [UInt8] {
         zip(
             [Entry(name: "archive/data.pkl", bytes: pickle), Entry(name: "archive/byteorder", bytes: Array("little".utf8))]
                 + storages.map { Entry(name: "archive/data/\($0.0)", bytes: $0.1) } + [Entry(name: "archive/version", bytes: Array("3\n".utf8))]
-                + extra)
+                + extra, zip64: zip64)
     }
 
     static func bytes(_ values: [Float]) -> [UInt8] { values.flatMap { le32(Int($0.bitPattern)) } }
@@ -488,5 +507,16 @@ struct TorchArchiveTests {
             }
             #expect(report.findings.isEmpty)
         }
+    }
+
+    @Test("a zip64 archive (as torch.save writes models over 4 GB) is read: sizes and offsets from the zip64 records")
+    func zip64() throws {
+        let dir = try TemporaryDirectory()
+        let pickle = P.proto + P.dict(Self.stateDict) + P.stop
+        let path = try Self.write(TorchArchiveWriter.archive(pickle, storages: Self.storages, zip64: true), dir, "big.pt")
+        let report = try Analysis.inspect(path)
+        #expect(report.layout == "torch")
+        let weight = try #require(report.tensors.first { $0.name == "fc1.weight" }?.stats)
+        #expect(weight.min == -1.25 && weight.max == 3.5 && weight.count == 6)
     }
 }
