@@ -31,6 +31,10 @@ package struct TorchArchiveSource: CheckpointSource {
 enum TorchArchive {
     /// The largest `data.pkl` read (it holds names and shapes, never tensor bytes).
     static let maxPickle = 256 * 1024 * 1024
+    /// The longest dict key walked (state_dict names are far shorter).
+    static let maxKey = 4096
+    /// The most bytes of tensor names built from one pickle.
+    static let maxNameBytes = 64 * 1024 * 1024
     /// Top-level keys whose value is the model's state_dict.
     static let modelKeys: Set<String> = ["model", "state_dict", "model_state_dict", "module", "net", "network"]
 
@@ -121,35 +125,45 @@ enum TorchArchive {
             }
         }
         var visits = 0
-        func walk(_ value: PickleValue, _ path: String, depth: Int) throws {
+        var nameBytes = 0
+        // Paths are kept as components and joined only for tensors, whose names are bounded in total:
+        // a shared value reached a million times must not build a million long strings.
+        func walk(_ value: PickleValue, _ path: [String], depth: Int) throws {
             guard depth <= TorchPickle.maxNesting else { throw refuse("data.pkl nests deeper than \(TorchPickle.maxNesting) levels") }
             visits += 1
             // Values shared through the memo are reached once per reference: a few hundred bytes can name 2^90 of them.
             guard visits <= TorchPickle.maxVisits else { throw refuse("data.pkl refers to more than \(TorchPickle.maxVisits) values") }
-            func join(_ name: String) -> String { path.isEmpty ? name : path + "/" + name }
             switch value {
-            case .tensor(let tensor): found.append((path, tensor))
+            case .tensor(let tensor):
+                let name = path.joined(separator: "/")
+                nameBytes += name.utf8.count
+                guard nameBytes <= maxNameBytes else {
+                    throw refuse("data.pkl names tensors with more than \(maxNameBytes / 1024 / 1024) MB of names")
+                }
+                found.append((name, tensor))
             case .dict(let dict):
                 for (k, v) in dict.items {
                     guard let name = key(k) else { continue }
-                    try walk(v, join(name), depth: depth + 1)
+                    guard name.utf8.count <= maxKey else { throw refuse("data.pkl has a key of \(name.utf8.count) bytes, over \(maxKey)") }
+                    try walk(v, path + [name], depth: depth + 1)
                 }
             case .list(let list):
-                for (index, item) in list.items.enumerated() { try walk(item, join(String(index)), depth: depth + 1) }
+                for (index, item) in list.items.enumerated() { try walk(item, path + [String(index)], depth: depth + 1) }
             case .tuple(let box):
-                for (index, item) in box.items.enumerated() { try walk(item, join(String(index)), depth: depth + 1) }
+                for (index, item) in box.items.enumerated() { try walk(item, path + [String(index)], depth: depth + 1) }
             default: break
             }
         }
         guard case .dict(let top) = root else { throw refuse("data.pkl holds no dict of tensors") }
         for (k, v) in top.items {
             guard let name = key(k) else { continue }
+            guard name.utf8.count <= maxKey else { throw refuse("data.pkl has a key of \(name.utf8.count) bytes, over \(maxKey)") }
             switch v {
             case .int(let number): metadata[name] = String(number)
             case .float(let number): metadata[name] = String(number)
             default:
                 if name == "optimizer_states" || name == "pytorch-lightning_version" { lightning = true }
-                try walk(v, modelKeys.contains(name) ? "" : name, depth: 1)
+                try walk(v, modelKeys.contains(name) ? [] : [name], depth: 1)
             }
         }
         // The learning rate of the first param group, when nothing else gives it.

@@ -255,6 +255,11 @@ struct TorchArchiveTests {
             ("underflow", P.proto + [0x86] + P.stop, "stack underflow"),
             ("deep", deep, "nests deeper than 100"),
             ("deep-marks", deepMarks, "nesting deeper than 100"),
+            (
+                "long-key",
+                P.proto + P.dict([(String(repeating: "k", count: 5000), P.tensor("FloatStorage", key: "0", numel: 6, shape: [2, 3]))]) + P.stop,
+                "a key of 5000 bytes, over 4096"
+            ),
             // A million lists each inside the next, and a million 1-tuples: freeing them must not recurse.
             (
                 "million-lists",
