@@ -12,7 +12,7 @@ public enum Analysis {
         _ path: String, load: LoadOptions = LoadOptions(), measure: MeasureOptions = MeasureOptions(),
         thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil
     ) throws -> InspectReport {
-        let checkpoints = try CheckpointLoader.load(path, options: load)
+        let checkpoints = try Worker.describe(path, options: load)
         guard let checkpoint = checkpoints.last else { throw CheckpointError(file: path, reason: "no checkpoint in the file") }
         var notes = checkpoint.notes
         if checkpoints.count > 1 {
@@ -97,8 +97,8 @@ public enum Analysis {
         _ pathA: String, _ pathB: String, load: LoadOptions = LoadOptions(), measure: MeasureOptions = MeasureOptions(),
         thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil
     ) throws -> DiffReport {
-        guard let loadedA = try CheckpointLoader.load(pathA, options: load).last else { throw CheckpointError(file: pathA, reason: "no checkpoint") }
-        guard let loadedB = try CheckpointLoader.load(pathB, options: load).last else { throw CheckpointError(file: pathB, reason: "no checkpoint") }
+        guard let loadedA = try Worker.describe(pathA, options: load).last else { throw CheckpointError(file: pathA, reason: "no checkpoint") }
+        guard let loadedB = try Worker.describe(pathB, options: load).last else { throw CheckpointError(file: pathB, reason: "no checkpoint") }
         var notes: [String] = []
         var (a, b, nameA, nameB) = (loadedA, loadedB, pathA, pathB)
         if let stepA = a.metadata.step, let stepB = b.metadata.step, stepB < stepA {
@@ -238,18 +238,5 @@ public enum Analysis {
         var report = ScanReport(run: run, measurements: measurements, diagnosis: diagnosis)
         if let select { report.show(Selection(select), measurements: measurements) }
         return (report, measurements)
-    }
-
-    /// The whole run with every file read in isolated worker processes.
-    public static func scanIsolated(
-        _ path: String, isolation: IsolationOptions, load: LoadOptions = LoadOptions(),
-        measure: MeasureOptions = MeasureOptions(), thresholds: Thresholds = Thresholds(),
-        select: NSRegularExpression? = nil,
-        loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
-        measureProgress: (@Sendable (Int, Int) -> Void)? = nil
-    ) throws -> (ScanReport, RunMeasurements) {
-        try scan(
-            path, isolation: isolation, load: load, measure: measure, thresholds: thresholds, select: select,
-            loadProgress: loadProgress, measureProgress: measureProgress)
     }
 }

@@ -59,7 +59,7 @@ package struct CollapsingDetector: Detector {
         let ratio = last > 0 ? peak / last : .infinity
         let orders = last > 0 ? Foundation.log10(ratio) : .infinity
         let message =
-            "\(name) is collapsing toward zero: its \(what) fell \(last > 0 ? "\(DetectorSupport.format(ratio))x" : "to 0") from \(DetectorSupport.format(peak)) at step \(steps[peakIndex]) to \(DetectorSupport.format(last)) at step \(steps.last ?? 0)."
+            "\(name) is collapsing toward zero: its \(what) fell \(last > 0 ? "\(formatSignificant(ratio))x" : "to 0") from \(formatSignificant(peak)) at step \(steps[peakIndex]) to \(formatSignificant(last)) at step \(steps.last ?? 0)."
         let explanation = CollapsingExplanation(measure: what, orders: orders, halvingStep: steps[onsetIndex]).text
         return Finding(
             kind: kind, severity: .warning, tensor: name, layer: layer, firstStep: steps[onsetIndex],

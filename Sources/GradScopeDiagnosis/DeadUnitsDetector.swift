@@ -31,7 +31,7 @@ package struct DeadUnitsDetector: Detector {
     }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !DetectorSupport.isBias($0.name) && $0.units >= 2 }
+        let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !TensorNames.isBias($0.name) && $0.units >= 2 }
         guard !windows.isEmpty else {
             return .lacking(
                 run.hasGradients
@@ -99,7 +99,7 @@ package struct DeadUnitsDetector: Detector {
                 evidence["lr_spike_step"] = .int(step)
                 evidence["lr_run_median"] = .number(median)
                 why =
-                    "The saved learning rate jumped to \(DetectorSupport.format(value)) at step \(step) (the run's median is \(DetectorSupport.format(median))), "
+                    "The saved learning rate jumped to \(formatSignificant(value)) at step \(step) (the run's median is \(formatSignificant(median))), "
                     + "at or just before these units went silent: one update that large can push a unit's bias so negative that no example activates it. "
                     + explanation
             }

@@ -149,11 +149,8 @@ package enum DetectorSupport {
     /// initialisation).
     package static func isKernel(_ measurement: TensorMeasurement) -> Bool {
         measurement.shape.count >= 2 && !isRunningStatistic(measurement.name) && !isNormalization(measurement.name)
-            && !isBias(measurement.name)
+            && !TensorNames.isBias(measurement.name)
     }
-
-    /// A bias by name (``TensorNames/isBias(_:)``).
-    package static func isBias(_ name: String) -> Bool { TensorNames.isBias(name) }
 
     /// Keys of the optimizer slots holding a second moment (Adam's v, RMSprop's mean square): a
     /// running average of g², so √mean(v) estimates the gradient's RMS where no gradient was saved.
@@ -178,16 +175,10 @@ package enum DetectorSupport {
         return shape.dropFirst().reduce(1, *)
     }
 
-    /// Number of output units of a kernel (``TensorNames/units(shape:unitAxis:)``).
-    package static func units(shape: [Int], unitAxis: Int?) -> Int? { TensorNames.units(shape: shape, unitAxis: unitAxis) }
-
     /// The non-finite element count of a measurement.
     package static func nonFinite(_ measurement: TensorMeasurement) -> Int {
         measurement.stats.nan + measurement.stats.posInf + measurement.stats.negInf
     }
-
-    /// A number in 3 significant digits for messages (``formatSignificant(_:)``).
-    package static func format(_ value: Double?) -> String { formatSignificant(value) }
 
     /// The median of a list, NaN left out (nil when nothing is left).
     package static func median(_ values: [Double]) -> Double? {

@@ -81,7 +81,7 @@ public enum Diagnoser {
         var kernelUnits: [String: Int] = [:]
         for key in run.weightKeys {
             guard let weight = run.series(key).last?.measurement, DetectorSupport.isKernel(weight), kernelUnits[weight.layer] == nil,
-                let units = DetectorSupport.units(shape: weight.shape, unitAxis: weight.unitAxis)
+                let units = TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis)
             else { continue }
             kernelUnits[weight.layer] = units
         }

@@ -38,7 +38,7 @@ package struct NanInfExplanation: Explanation {
     package var text: String {
         let context =
             blowUp.map {
-                " The total gradient norm had grown from \(DetectorSupport.format($0.before)) to \(DetectorSupport.format($0.previous)) over the two saves before: the values blew up."
+                " The total gradient norm had grown from \(formatSignificant($0.before)) to \(formatSignificant($0.previous)) over the two saves before: the values blew up."
             } ?? ""
         return """
             \(step.map { "At step \($0)" } ?? "In this file"), \(tensors) tensor(s) hold \(nanElements) NaN and \(infElements) infinite element(s) \
@@ -87,7 +87,7 @@ package struct FrozenExplanation: Explanation {
     var found: Case
 
     package var text: String {
-        "Between each pair of the \(saves) saves, not one of its \(elements) elements changed, while the other weights moved by a median of \(DetectorSupport.format(medianOtherChange)) relative to their norm per save. \(advice)"
+        "Between each pair of the \(saves) saves, not one of its \(elements) elements changed, while the other weights moved by a median of \(formatSignificant(medianOtherChange)) relative to their norm per save. \(advice)"
     }
 
     /// What to try, for the case found.
@@ -192,7 +192,7 @@ package struct CollapsingExplanation: Explanation {
 
     package var text: String {
         """
-        The \(measure) shrank by \(orders.isFinite ? DetectorSupport.format(orders) : "all") order(s) of magnitude, \
+        The \(measure) shrank by \(orders.isFinite ? formatSignificant(orders) : "all") order(s) of magnitude, \
         halving by step \(halvingStep). A layer whose weights head to zero passes on less and less signal; \
         its outputs shrink toward a constant and the layers after it learn nothing from their inputs (for the last \
         layer: logits near 0, the model predicts the uniform distribution). Likely causes: weight decay (or L2) far \
@@ -222,7 +222,7 @@ package struct LossPlateauExplanation: Explanation {
     var learningRate: PlateauLearningRate? = nil
 
     package var text: String {
-        let f = DetectorSupport.format
+        let f = formatSignificant
         var pointers: [String] = []
         if let (name, mean) = smallOutputBias {
             pointers.append(
@@ -305,8 +305,8 @@ package struct VanishingGradientExplanation: Explanation {
         case nil: lossText = "No loss was saved to tell whether training progresses regardless."
         }
         return """
-            \(step.map { "At step \($0)" } ?? "In this file"), ‖g‖/‖W‖ is \(DetectorSupport.format(early)) in the first layers (from \(earlyName)) against \
-            \(DetectorSupport.format(late)) in the last ones (to \(lateName)). Each layer multiplies the backward signal by its \
+            \(step.map { "At step \($0)" } ?? "In this file"), ‖g‖/‖W‖ is \(formatSignificant(early)) in the first layers (from \(earlyName)) against \
+            \(formatSignificant(late)) in the last ones (to \(lateName)). Each layer multiplies the backward signal by its \
             weights and its activation's derivative; a sigmoid's derivative is at most 0.25 and near 0 when saturated, so a deep \
             stack of them shrinks the gradient geometrically and the early layers stop learning. \(lossText) What to try: \
             ReLU/GELU instead of sigmoid/tanh in hidden layers, He (Kaiming) or Xavier initialisation, batch or layer \
@@ -339,7 +339,7 @@ package enum ExplodingGradientExplanation: Explanation {
         case .secondMoment(let slot, let ratio):
             return """
                 No gradients were saved, but the optimizer's second moment (\(slot)) is a running average of the \
-                squared gradient, so its square root estimates the gradient's size. A gradient \(DetectorSupport.format(ratio)) times \
+                squared gradient, so its square root estimates the gradient's size. A gradient \(formatSignificant(ratio)) times \
                 larger than the weights means the updates this layer received were far outside anything stable; an adaptive \
                 optimizer divides them down, which hides the problem until the loss diverges or the layers before it stop learning. \
                 Likely causes: unnormalised inputs or targets (large rewards in reinforcement learning), a loss with a steep region, a \
@@ -362,8 +362,8 @@ package enum UpdateRatioExplanation: Explanation {
         switch self {
         case .tooLarge(let from, let to, let relative, let perStep):
             return """
-                Between steps \(from) and \(to) the weights moved by \(DetectorSupport.format(relative)) of \
-                their norm, at least \(DetectorSupport.format(perStep)) per step. A healthy update moves a layer by about a \
+                Between steps \(from) and \(to) the weights moved by \(formatSignificant(relative)) of \
+                their norm, at least \(formatSignificant(perStep)) per step. A healthy update moves a layer by about a \
                 thousandth of its norm per step; at a tenth or more the weights are being rewritten each step, the loss \
                 oscillates or diverges, and ReLU units die. Likely causes: a learning rate too high for this layer (or \
                 for its small initial weights), no warm-up, or exploding gradients. What to try: lower the learning rate \
@@ -371,7 +371,7 @@ package enum UpdateRatioExplanation: Explanation {
                 """
         case .stuck(let contrast):
             return """
-                This layer's updates are \(DetectorSupport.format(contrast))x smaller than the rest of the model's: it is \
+                This layer's updates are \(formatSignificant(contrast))x smaller than the rest of the model's: it is \
                 effectively stuck. Likely causes: a much smaller learning rate in its param group, gradients that vanish \
                 before reaching it, or weights so large that the same update is relatively tiny. What to try: check its \
                 param group's learning rate, look at its gradient norm, and check its initial scale.
@@ -402,7 +402,7 @@ package enum PoorInitExplanation: Explanation {
                 "A constant initialisation gives every unit the same output and the same gradient; gradient descent cannot tell them apart, so the layer behaves like a single unit. Initialise randomly (nn.init.kaiming_uniform_, xavier_uniform_, or the framework's default)."
         case .scale(let fanIn, let lower, let upper):
             return
-                "Common initialisations give a layer with fan-in \(fanIn) a standard deviation between \(DetectorSupport.format(lower)) (PyTorch's default) and \(DetectorSupport.format(upper)) (He/Kaiming for ReLU), so that the variance of the signal is preserved from layer to layer (He et al. 2015; Glorot & Bengio 2010). Ten times off in either direction scales the signal tenfold per layer: too small gives near-zero outputs and a loss stuck at ln K; too large saturates tanh/sigmoid or blows up ReLU networks. Use the framework's default initialiser or nn.init.kaiming_normal_/xavier_uniform_."
+                "Common initialisations give a layer with fan-in \(fanIn) a standard deviation between \(formatSignificant(lower)) (PyTorch's default) and \(formatSignificant(upper)) (He/Kaiming for ReLU), so that the variance of the signal is preserved from layer to layer (He et al. 2015; Glorot & Bengio 2010). Ten times off in either direction scales the signal tenfold per layer: too small gives near-zero outputs and a loss stuck at ln K; too large saturates tanh/sigmoid or blows up ReLU networks. Use the framework's default initialiser or nn.init.kaiming_normal_/xavier_uniform_."
         case .embedding:
             return
                 "Embedding tables are commonly initialised with a standard deviation between 0.02 (BERT, GPT-2) and 1 (PyTorch's nn.Embedding default); Keras uses U(-0.05, 0.05). A table ten times smaller than the smallest of these feeds near-zero vectors to the network: the logits start at ~0 and the loss sits at ln K until the embeddings grow, which at a small or warming-up learning rate takes thousands of steps. Use the framework's default initialisation, or N(0, 0.02) for transformer-style models."

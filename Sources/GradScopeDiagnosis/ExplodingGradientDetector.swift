@@ -84,12 +84,12 @@ package struct ExplodingGradientDetector: Detector {
                     ? .error : .warning
                 let grew =
                     growth >= thresholds.explodingGrowth
-                    ? "the total gradient norm is \(DetectorSupport.format(growth))x its median over the ten saves before and " : ""
+                    ? "the total gradient norm is \(formatSignificant(growth))x its median over the ten saves before and " : ""
                 return DetectorOutcome(findings: [
                     finding(
                         record: record, tensor: tensor, severity: severity,
                         message:
-                            "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(DetectorSupport.format(ratio))x the size of its weights.",
+                            "Gradients explode \(run.atStep(record.step)): \(grew)the gradient of \(tensor.name) is \(formatSignificant(ratio))x the size of its weights.",
                         evidence: evidence(ratio: ratio, total: total, previous: previousTotal, baseline: baseline, growth: growth), run: run)
                 ])
             }
@@ -143,7 +143,7 @@ package struct ExplodingGradientDetector: Detector {
             guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
             let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
             let message =
-                "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(DetectorSupport.format(gradientRMS)) (RMS), \(DetectorSupport.format(ratio))x the size of its weights."
+                "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(formatSignificant(gradientRMS)) (RMS), \(formatSignificant(ratio))x the size of its weights."
             let explanation = ExplodingGradientExplanation.secondMoment(slot: slot.slotName ?? "v", ratio: ratio).text
             return DetectorOutcome(findings: [
                 Finding(

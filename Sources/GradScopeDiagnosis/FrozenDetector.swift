@@ -104,7 +104,7 @@ package struct FrozenDetector: Detector {
                 && gradientNorms.allSatisfy { $0 > 0 }
             if growing {
                 cause =
-                    "its gradient is present and grows save after save (from \(DetectorSupport.format(gradientNorms.first)) to \(DetectorSupport.format(gradientNorms.last))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
+                    "its gradient is present and grows save after save (from \(formatSignificant(gradientNorms.first)) to \(formatSignificant(gradientNorms.last))) but is never applied: the parameter is almost certainly not in the optimizer (optimizer.zero_grad() clears only the optimizer's own parameters, so its .grad accumulates)"
                 found = .notInOptimizer
             } else if stale {
                 severity = .info
@@ -120,16 +120,16 @@ package struct FrozenDetector: Detector {
                 reportKind = .vanishingGradient
                 let rate =
                     learningRates.isEmpty
-                    ? "even at a learning rate of 1, max|g| = \(DetectorSupport.format(gradientMax))"
-                    : "lr × max|g| = \(DetectorSupport.format(lr * gradientMax))"
+                    ? "even at a learning rate of 1, max|g| = \(formatSignificant(gradientMax))"
+                    : "lr × max|g| = \(formatSignificant(lr * gradientMax))"
                 cause =
-                    "its gradient is too small to move it: \(rate) is below half a unit in the last place of weights of size \(DetectorSupport.format(weightRMS)) in \(weight.dtype)"
+                    "its gradient is too small to move it: \(rate) is below half a unit in the last place of weights of size \(formatSignificant(weightRMS)) in \(weight.dtype)"
                 found = .underflow
                 if !learningRates.isEmpty { evidence["learning_rate"] = .number(lr) }
             } else if let lastNorm = gradientNorms.last, lastNorm > 0 {
                 let marked = weight.trainable == false ? " (the file marks it as not in the optimizer, yet its gradient is computed)" : ""
                 cause =
-                    "its gradient is present (norm \(DetectorSupport.format(lastNorm)) at the last save) but never applied\(marked): it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
+                    "its gradient is present (norm \(formatSignificant(lastNorm)) at the last save) but never applied\(marked): it is not in the optimizer, its param group's learning rate is zero, or the optimizer step skips it"
                 found = .notApplied
             } else if learningRates.count >= 1 && learningRates.allSatisfy({ $0 == 0 }) {
                 cause = "the learning rate is zero at every save"

@@ -147,9 +147,9 @@ package struct LossPlateauDetector: Detector {
         }
         let learningRate = PlateauLearningRate(records: records, start: best.start, end: best.end)
         if let learningRate { evidence.merge(learningRate.evidence) { _, new in new } }
-        let name = best.k == 2 ? "ln 2 = 0.693" : "ln \(best.k) = \(DetectorSupport.format(target))"
+        let name = best.k == 2 ? "ln 2 = 0.693" : "ln \(best.k) = \(formatSignificant(target))"
         let meaning = best.k == 2 ? "the model predicts p = 0.5 for everything" : "the model predicts the uniform distribution over \(best.k) classes"
-        let tail = reachesEnd ? "and is still there at the last save" : "then falls to \(DetectorSupport.format(records.last?.loss))"
+        let tail = reachesEnd ? "and is still there at the last save" : "then falls to \(formatSignificant(records.last?.loss))"
         let message = "The loss sits at \(name) from step \(firstStep) to \(lastStep) (\(saves) saves) \(tail): \(meaning)."
         let explanation = LossPlateauExplanation(
             saves: saves, tolerance: thresholds.plateauRelativeTolerance, target: name,
@@ -171,7 +171,7 @@ package struct LossPlateauDetector: Detector {
                 run.series(key).last.map { DetectorSupport.isKernel($0.measurement) && !DetectorSupport.isEmbedding($0.measurement.name) } ?? false
             }), let weight = run.series(key).last?.measurement
         else { return nil }
-        return DetectorSupport.units(shape: weight.shape, unitAxis: weight.unitAxis)
+        return TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis)
     }
 
     /// The bias of the output layer at a save.

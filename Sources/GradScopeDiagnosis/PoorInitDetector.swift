@@ -69,7 +69,7 @@ package struct PoorInitDetector: Detector {
                             kind: kind, severity: nextRandom ? .warning : .error, tensor: kernel.name, layer: kernel.layer,
                             firstStep: record.step, lastStep: record.step,
                             message:
-                                "Every element of \(kernel.name) equals \(DetectorSupport.format(value)) \(run.atStep(record.step)): \(symmetry).",
+                                "Every element of \(kernel.name) equals \(formatSignificant(value)) \(run.atStep(record.step)): \(symmetry).",
                             evidence: ["std": 0.0, "value": .number(value), "elements": .int(kernel.stats.count)],
                             explanation: PoorInitExplanation.constant.text))
                 }
@@ -85,12 +85,12 @@ package struct PoorInitDetector: Detector {
             var problem: (String, Severity)?
             if std < thresholds.initTooSmallFactor * lower {
                 problem = (
-                    "too small: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(lower / std))x below 1/√(3·fan_in) = \(DetectorSupport.format(lower)) (fan-in \(fanIn)); signals shrink layer after layer toward zero output",
+                    "too small: std \(formatSignificant(std)) is \(formatSignificant(lower / std))x below 1/√(3·fan_in) = \(formatSignificant(lower)) (fan-in \(fanIn)); signals shrink layer after layer toward zero output",
                     .warning
                 )
             } else if std > thresholds.initTooLargeFactor * upper {
                 problem = (
-                    "too large: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(std / upper))x above √(2/fan_in) = \(DetectorSupport.format(upper)) (fan-in \(fanIn)); signals grow layer after layer and saturate or explode",
+                    "too large: std \(formatSignificant(std)) is \(formatSignificant(std / upper))x above √(2/fan_in) = \(formatSignificant(upper)) (fan-in \(fanIn)); signals grow layer after layer and saturate or explode",
                     .warning
                 )
             }
@@ -119,10 +119,10 @@ package struct PoorInitDetector: Detector {
         let problem: String
         if std < thresholds.initTooSmallFactor * lower {
             problem =
-                "too small: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(lower / std))x below 0.02, the smallest common embedding initialisation (BERT, GPT-2); every input starts as a near-zero vector, so the layers after it see almost no signal"
+                "too small: std \(formatSignificant(std)) is \(formatSignificant(lower / std))x below 0.02, the smallest common embedding initialisation (BERT, GPT-2); every input starts as a near-zero vector, so the layers after it see almost no signal"
         } else if std > thresholds.initTooLargeFactor * upper {
             problem =
-                "too large: std \(DetectorSupport.format(std)) is \(DetectorSupport.format(std / upper))x above N(0, 1), PyTorch's default for embeddings"
+                "too large: std \(formatSignificant(std)) is \(formatSignificant(std / upper))x above N(0, 1), PyTorch's default for embeddings"
         } else {
             return nil
         }

@@ -56,7 +56,7 @@ package struct UpdateRatioDetector: Detector {
                         Finding(
                             kind: kind, severity: severity, tensor: weight.name, layer: weight.layer, firstStep: step, lastStep: step,
                             message:
-                                "\(weight.name) changes by \(DetectorSupport.format(lower)) of its norm per step at step \(step) (healthy is around 1e-3): updates this large are unstable.",
+                                "\(weight.name) changes by \(formatSignificant(lower)) of its norm per step at step \(step) (healthy is around 1e-3): updates this large are unstable.",
                             evidence: [
                                 "relative_change": .number(relative), "steps_between_saves": .int(Int(k)),
                                 "per_step_lower_bound": .number(lower), "per_step_upper_bound": .number(upper),
@@ -79,7 +79,7 @@ package struct UpdateRatioDetector: Detector {
                         kind: kind, severity: .warning, tensor: weight.name, layer: weight.layer, firstStep: stepList.first,
                         lastStep: stepList.last,
                         message:
-                            "\(weight.name) barely moves: at most \(DetectorSupport.format(highest)) of its norm per step, while the model's median is \(DetectorSupport.format(modelMedian)).",
+                            "\(weight.name) barely moves: at most \(formatSignificant(highest)) of its norm per step, while the model's median is \(formatSignificant(modelMedian)).",
                         evidence: ["per_step_upper_bound_max": .number(highest), "model_median_per_step": .number(modelMedian)],
                         explanation: UpdateRatioExplanation.stuck(contrast: modelMedian / highest).text))
             }

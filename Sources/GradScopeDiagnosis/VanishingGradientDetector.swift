@@ -91,7 +91,7 @@ package struct VanishingGradientDetector: Detector {
         let orders = -Foundation.log10(depthRatio)
         let layerName = run.series(.weight(first.earlyName)).last?.measurement.layer
         let message =
-            "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(DetectorSupport.format(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
+            "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(formatSignificant(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
         let explanation = VanishingGradientExplanation(
             step: run.stepsKnown ? first.step : nil, early: first.early, late: first.late,
             earlyName: first.earlyName, lateName: first.lateName, lossImproving: improving

@@ -90,17 +90,6 @@ package final class WorkerPool: Sendable {
         return results.values
     }
 
-    /// Runs one request on an idle worker (or a new one).
-    package func runOne(_ request: WorkerRequest) -> Outcome {
-        var connection = takeIdle()
-        let exchanged = exchange(request, on: &connection)
-        putIdle(connection)
-        switch exchanged {
-        case .success(let answer): return Self.decode(answer)
-        case .failure(let failure): return .failed(failure.reason)
-        }
-    }
-
     /// Ends every idle worker.
     package func shutdown() {
         let workers = idle.withLock { idle in

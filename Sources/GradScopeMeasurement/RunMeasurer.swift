@@ -133,18 +133,12 @@ public enum RunMeasurer {
             && run.checkpoints[0].metadata.stepSource != .optimizerIterations
             && run.checkpoints.dropFirst().allSatisfy { $0.metadata.stepSource == .optimizerIterations }
         measurements.stepsCountUpdates = run.checkpoints.enumerated().allSatisfy { index, checkpoint in
-            stepCountsUpdates(checkpoint) || (index == 0 && initialWithoutCounter)
+            StepCounting.countsUpdates(checkpoint) || (index == 0 && initialWithoutCounter)
         }
-        measurements.startsAtInitialisation = initialWithoutCounter || (run.checkpoints.first.map(startsAtInitialisation) ?? false)
+        measurements.startsAtInitialisation = initialWithoutCounter || (run.checkpoints.first.map(StepCounting.startsAtInitialisation) ?? false)
         measurements.stepsKnown = !(run.checkpoints.count == 1 && run.checkpoints[0].metadata.step == nil)
         return measurements
     }
-
-    /// Whether a checkpoint's step number counts optimizer updates (``StepCounting/countsUpdates(_:)``).
-    package static func stepCountsUpdates(_ checkpoint: Checkpoint) -> Bool { StepCounting.countsUpdates(checkpoint) }
-
-    /// Whether the first save's step is known to be the state before training (``StepCounting/startsAtInitialisation(_:)``).
-    package static func startsAtInitialisation(_ checkpoint: Checkpoint) -> Bool { StepCounting.startsAtInitialisation(checkpoint) }
 
     /// Measures one checkpoint (and its weights' drift from `previous`).
     /// `wantUnits` asks for per-unit liveness snapshots; `gradientNames` are the
@@ -181,7 +175,7 @@ public enum RunMeasurer {
                 order.append(tensor.key)
                 if let snapshot { snapshots.append(snapshot) }
             } catch {
-                failures.append(SkippedItem(item: checkpoint.source + ":" + tensor.path, kind: .unreadable, reason: RunLoader.reason(for: error)))
+                failures.append(SkippedItem(item: checkpoint.source + ":" + tensor.path, kind: .unreadable, reason: Failures.reason(for: error)))
             }
         }
         let record = StepRecord(

@@ -277,7 +277,7 @@ package enum SeriesMeasurer {
                 do {
                     try read(step: entry.step, tensor: entry.tensor, range: range, into: current, steps: steps, files: files)
                 } catch {
-                    part.errors[e] = describe(error)
+                    part.errors[e] = Failures.reason(for: error)
                     held = -1
                     continue
                 }
@@ -307,8 +307,6 @@ package enum SeriesMeasurer {
         }
         try files.file(step).read(storage, elements: range, into: buffer, object: path)
     }
-
-    package static func describe(_ error: Error) -> String { RunLoader.reason(for: error) }
 
     /// A window's outcomes from its merged shares.
     package static func finish(

@@ -90,12 +90,7 @@ public enum Worker {
             switch request.task {
             case .load:
                 marker("opening")
-                let checkpoints = try CheckpointLoader.open(request.path, options: request.loadOptions)
-                if let first = checkpoints.first {
-                    OpenCheckpoints.shared.keep(
-                        checkpoints, file: request.path, size: first.checkpoint.stamp.size, mtime: first.checkpoint.stamp.mtime)
-                }
-                return WorkerResponse(checkpoints: checkpoints.map(\.checkpoint))
+                return WorkerResponse(checkpoints: try describe(request.path, options: request.loadOptions))
             case .measure:
                 guard let current = request.current else { return WorkerResponse(error: "no checkpoint to measure") }
                 marker("opening")
@@ -120,8 +115,18 @@ public enum Worker {
         } catch let error as CheckpointError {
             return WorkerResponse(error: error.reason)
         } catch {
-            return WorkerResponse(error: RunLoader.reason(for: error))
+            return WorkerResponse(error: Failures.reason(for: error))
         }
+    }
+
+    /// Describes the checkpoints in `path`, keeping the file open for their measurement
+    /// (``OpenCheckpoints``): the first half of every scan, in whichever process reads the file.
+    package static func describe(_ path: String, options: LoadOptions) throws -> [Checkpoint] {
+        let checkpoints = try CheckpointLoader.open(path, options: options)
+        if let first = checkpoints.first {
+            OpenCheckpoints.shared.keep(checkpoints, file: path, size: first.checkpoint.stamp.size, mtime: first.checkpoint.stamp.mtime)
+        }
+        return checkpoints.map(\.checkpoint)
     }
 
     /// Opens the checkpoint a description names (or takes it from the files this

@@ -77,7 +77,7 @@ public func sparkline(_ values: [Double?], logScale: Bool = true, width: Int = 2
 }
 
 /// Formats a number for a table cell: 3 significant digits, scientific when tiny or huge.
-public func formatNumber(_ value: Double?) -> String { DetectorSupport.format(value) }
+public func formatNumber(_ value: Double?) -> String { formatSignificant(value) }
 
 /// Lays out rows in aligned columns (the first row is the header).
 public func renderTable(_ rows: [[String]], style: Style, rightAligned: Set<Int> = []) -> String {

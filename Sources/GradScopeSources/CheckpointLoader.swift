@@ -3,6 +3,10 @@ import Foundation
 import GradScopeModel
 import HDF5
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How checkpoints are read.
 public struct LoadOptions: Sendable {
     /// Force a layout instead of detecting it.
@@ -69,6 +73,22 @@ public enum CheckpointLoader {
         if let kind = FileProbe.irregularKind(path) {
             throw CheckpointError(file: path, reason: irregularReason(kind))
         }
+    }
+
+    /// Opens a regular file for reading by offset: a path that is not one is refused before it is
+    /// opened, and the open descriptor is checked again (the path may have been swapped). Returns the
+    /// descriptor, which the caller closes, and the file's size and modification time.
+    package static func openRegularFile(_ path: String) throws -> (descriptor: Int32, size: Int, mtime: Double) {
+        try refuseIrregular(path)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CheckpointError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw CheckpointError(file: path, reason: "not a regular file: only regular files are read")
+        }
+        let (size, mtime) = FileIdentity.of(status)
+        return (fd, size, mtime)
     }
 
     /// Why a named pipe, socket or device is not read.

@@ -22,7 +22,7 @@ public enum RunLoader {
                 } catch let error as CheckpointError {
                     return .failure(error)
                 } catch {
-                    return .failure(CheckpointError(file: file, reason: reason(for: error)))
+                    return .failure(CheckpointError(file: file, reason: Failures.reason(for: error)))
                 }
             }
         }
@@ -240,9 +240,6 @@ public enum RunLoader {
         }
         return files
     }
-
-    /// Why a file could not be used (``Failures/reason(for:)``).
-    package static func reason(for error: Error) -> String { Failures.reason(for: error) }
 
     /// Tensors that appear, disappear or change shape between consecutive steps.
     package static func tensorChanges(_ checkpoints: [Checkpoint]) -> [String] {

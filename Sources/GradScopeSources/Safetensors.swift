@@ -118,16 +118,9 @@ final class SafetensorsFile: Sendable {
     init(path: String) throws {
         func refuse(_ reason: String) -> CheckpointError { CheckpointError(file: path, reason: "not a valid safetensors file: " + reason) }
         // A shard named by an index, or a file given to `ls`, may be a named pipe: never block on it.
-        try CheckpointLoader.refuseIrregular(path)
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CheckpointError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
+        let (fd, size, mtime) = try CheckpointLoader.openRegularFile(path)
         var keep = false
         defer { if !keep { close(fd) } }
-        var status = stat()
-        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
-            throw CheckpointError(file: path, reason: "not a regular file: only regular files are read")
-        }
-        let (size, mtime) = FileIdentity.of(status)
         guard size >= 8 else { throw refuse("\(size) bytes, shorter than the 8-byte header length") }
         var lengthBytes = [UInt8](repeating: 0, count: 8)
         try lengthBytes.withUnsafeMutableBytes {

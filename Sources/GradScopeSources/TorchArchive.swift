@@ -67,16 +67,9 @@ enum TorchArchive {
     /// contiguous tensors), notes, and the tensors left out with the reason.
     static func read(_ path: String) throws -> (SafetensorsFile, [String], [SkippedItem]) {
         func refuse(_ reason: String) -> CheckpointError { CheckpointError(file: path, reason: "refused torch.save archive: " + reason) }
-        try CheckpointLoader.refuseIrregular(path)
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CheckpointError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
+        let (fd, size, mtime) = try CheckpointLoader.openRegularFile(path)
         var keep = false
         defer { if !keep { close(fd) } }
-        var status = stat()
-        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
-            throw CheckpointError(file: path, reason: "not a regular file: only regular files are read")
-        }
-        let (size, mtime) = FileIdentity.of(status)
         let directory = try ZipDirectory(fd: fd, size: size, path: path)
         guard let prefix = prefix(of: directory) else { throw refuse("no <name>/data.pkl entry, or entries outside it") }
         if directory.byName[prefix + "/constants.pkl"] != nil || directory.entries.contains(where: { $0.name.hasPrefix(prefix + "/code/") }) {
