@@ -19,34 +19,13 @@ struct CommandLineTests {
         try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)", sourceLocation: sourceLocation)
     }
 
-    struct Output {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var crashed: Bool
-    }
+    typealias Output = CommandOutput
 
     func run(
         _ arguments: [String], environment: [String: String] = [:],
         sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try binary(sourceLocation: sourceLocation))
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["NO_COLOR"] = "1"
-        for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Output(
-            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-            stderr: String(decoding: stderr, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
+        try GradScopeBinary.run(try binary(sourceLocation: sourceLocation), arguments, environment: environment)
     }
 
     func json(_ text: String) throws -> [String: Any] {

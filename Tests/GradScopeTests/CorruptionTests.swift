@@ -438,13 +438,7 @@ private struct FileSnapshot {
 
 // MARK: - Running the binary
 
-private struct ProcessResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-    var crashed: Bool
-    var timedOut: Bool
-}
+private typealias ProcessResult = CommandOutput
 
 private enum CorruptionBinary {
     /// The binary built next to the tests, or `GRADSCOPE_BINARY`.
@@ -458,42 +452,7 @@ private enum CorruptionBinary {
         _ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval,
         sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> ProcessResult {
-        let executable = try path(sourceLocation: sourceLocation)
-        let scratch = try TemporaryDirectory()
-        let outPath = scratch.path("stdout"), errPath = scratch.path("stderr")
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["NO_COLOR"] = "1"
-        environment.merge(extra) { _, new in new }
-        process.environment = environment
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        var timedOut = false
-        while process.isRunning {
-            if Date() > deadline {
-                timedOut = true
-                kill(process.processIdentifier, SIGKILL)
-                break
-            }
-            usleep(20_000)
-        }
-        process.waitUntilExit()
-        try? out.close()
-        try? err.close()
-        let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return ProcessResult(
-            status: process.terminationStatus, stdout: stdout, stderr: stderr,
-            crashed: !timedOut && process.terminationReason == .uncaughtSignal, timedOut: timedOut)
+        try GradScopeBinary.run(try path(sourceLocation: sourceLocation), arguments, environment: extra, limit: timeout)
     }
 
     /// Runs the binary once per input, a few at a time.

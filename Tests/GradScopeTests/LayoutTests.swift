@@ -410,13 +410,13 @@ struct LayoutTests {
 
     @Test("biases are never kernels, whatever their rank; LoRA's kernel_b is one")
     func biasNames() {
-        #expect(DetectorSupport.isBias("gru/gru_cell/bias"))
-        #expect(DetectorSupport.isBias("rnn.bias_hh_l0"))
-        #expect(DetectorSupport.isBias("dense_1/bias:0"))
-        #expect(!DetectorSupport.isBias("lora/lora_kernel_b"))
-        #expect(!DetectorSupport.isBias("fc1.weight"))
+        #expect(TensorNames.isBias("gru/gru_cell/bias"))
+        #expect(TensorNames.isBias("rnn.bias_hh_l0"))
+        #expect(TensorNames.isBias("dense_1/bias:0"))
+        #expect(!TensorNames.isBias("lora/lora_kernel_b"))
+        #expect(!TensorNames.isBias("fc1.weight"))
         // Matrix factorisation: a per-user bias table, and the factor tables, which are embeddings.
-        #expect(DetectorSupport.isBias("user_biases.weight"))
+        #expect(TensorNames.isBias("user_biases.weight"))
         #expect(DetectorSupport.isEmbedding("item_factors.weight"))
     }
 }

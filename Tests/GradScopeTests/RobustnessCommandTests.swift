@@ -11,14 +11,7 @@ import Glibc
 @Suite("The gradscope command at the edges", .serialized)
 struct RobustnessCommandTests {
     /// How a run of the binary ended.
-    struct Output {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        /// Killed by the test because it ran past its limit.
-        var timedOut: Bool
-        var seconds: Double
-    }
+    typealias Output = CommandOutput
 
     /// The binary built next to the tests, or `GRADSCOPE_BINARY`.
     func binary(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
@@ -31,48 +24,7 @@ struct RobustnessCommandTests {
         _ arguments: [String], environment: [String: String] = [:], limit: Double = 60,
         sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try binary(sourceLocation: sourceLocation))
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["NO_COLOR"] = "1"
-        for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        let start = Date()
-        let finished = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in finished.signal() }
-        try process.run()
-        let stdout = DataReader(out.fileHandleForReading), stderr = DataReader(err.fileHandleForReading)
-        var timedOut = false
-        if finished.wait(timeout: .now() + limit) == .timedOut {
-            timedOut = true
-            kill(process.processIdentifier, SIGKILL)
-            finished.wait()
-        }
-        return Output(
-            status: process.terminationStatus, stdout: stdout.text(), stderr: stderr.text(), timedOut: timedOut,
-            seconds: Date().timeIntervalSince(start))
-    }
-
-    /// Reads a pipe to its end on a thread of its own.
-    final class DataReader: @unchecked Sendable {
-        private var data = Data()
-        private let done = DispatchSemaphore(value: 0)
-
-        init(_ handle: FileHandle) {
-            Thread.detachNewThread { [self] in
-                data = handle.readDataToEndOfFile()
-                done.signal()
-            }
-        }
-
-        func text() -> String {
-            done.wait()
-            return String(decoding: data, as: UTF8.self)
-        }
+        try GradScopeBinary.run(try binary(sourceLocation: sourceLocation), arguments, environment: environment, limit: limit)
     }
 
     /// Live (not zombie) processes whose environment holds `marker`, other than `except`.

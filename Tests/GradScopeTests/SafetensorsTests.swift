@@ -338,19 +338,9 @@ struct SafetensorsTests {
         for (name, bytes, reason) in Self.hostileFiles() {
             let path = dir.path(name + ".safetensors")
             try SafetensorsWriter.write(bytes, to: path)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["inspect", path]
-            var environment = ProcessInfo.processInfo.environment
-            environment["NO_COLOR"] = "1"
-            process.environment = environment
-            let err = Pipe()
-            process.standardError = err
-            process.standardOutput = Pipe()
-            try process.run()
-            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationReason == .exit && process.terminationStatus == 2, "\(name)")
+            let output = try GradScopeBinary.run(binary, ["inspect", path])
+            let stderr = output.stderr
+            #expect(!output.crashed && output.status == 2, "\(name)")
             let lines = stderr.split(separator: "\n")
             #expect(lines.count == 1, "\(name): \(stderr)")
             #expect(stderr.contains(path) && stderr.contains(reason), "\(name): \(stderr)")
@@ -369,16 +359,8 @@ struct SafetensorsTests {
                     SafetensorsWriter.bf16("fc1.bias", [1, 2, 3], shape: [3]),
                 ], metadata: ["format": "pt"]), to: path)
         func run(_ arguments: [String]) throws -> (Int32, String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = arguments
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = Pipe()
-            try process.run()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationStatus, text)
+            let output = try GradScopeBinary.run(binary, arguments)
+            return (output.status, output.stdout)
         }
         let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
         let (status, text) = try run(["ls", path, "--attrs"])
@@ -400,16 +382,9 @@ struct SafetensorsTests {
     @Test("--layout does not offer safetensors: it forces HDF5 layouts only")
     func layoutOptionRefusesSafetensors() throws {
         let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["inspect", "--layout", "safetensors", "x.h5"]
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = Pipe()
-        try process.run()
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 2)
+        let output = try GradScopeBinary.run(binary, ["inspect", "--layout", "safetensors", "x.h5"])
+        let stderr = output.stderr
+        #expect(output.status == 2)
         #expect(stderr.contains("'safetensors' is invalid") && stderr.contains("'generic'"), "\(stderr)")
     }
 

@@ -225,49 +225,12 @@ enum Snapshot {
         return old[..<prefix].map { (" ", $0) } + middle + old[(old.count - suffix)...].map { (" ", $0) }
     }
 
-    struct Output {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var timedOut: Bool
-    }
+    typealias Output = CommandOutput
 
     /// Runs the binary with NO_COLOR=1 and none of the caller's GRADSCOPE_
     /// variables nor COLUMNS (output to a file has no width then, as the
     /// snapshots were recorded), its output going to files; killed after 120 s.
     static func run(_ binary: String, _ arguments: [String]) throws -> Output {
-        let scratch = try TemporaryDirectory()
-        let outPath = scratch.path("stdout"), errPath = scratch.path("stderr")
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        defer {
-            try? out.close()
-            try? err.close()
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GRADSCOPE_") }
-        environment["NO_COLOR"] = "1"
-        environment["COLUMNS"] = nil
-        process.environment = environment
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = out
-        process.standardError = err
-        let finished = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in finished.signal() }
-        try process.run()
-        let timedOut = finished.wait(timeout: .now() + 120) == .timedOut
-        if timedOut {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        return Output(
-            status: process.terminationStatus,
-            stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
-            stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "",
-            timedOut: timedOut)
+        try GradScopeBinary.run(binary, arguments, limit: 120)
     }
 }

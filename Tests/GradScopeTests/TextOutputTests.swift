@@ -230,24 +230,11 @@ struct TextOutputTests {
         #expect(CSVRenderer().render(diff).hasPrefix("name,layer,role,shape,relative_change,"))
     }
 
-    /// Runs the built binary with `arguments`, stdout and stderr to pipes, COLUMNS as given (unset when nil).
+    /// Runs the built binary with `arguments`, COLUMNS as given (unset when nil).
     func gradscope(_ arguments: [String], columns: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
         let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GRADSCOPE_") }
-        environment["NO_COLOR"] = "1"
-        environment["COLUMNS"] = columns
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        let output = try GradScopeBinary.run(binary, arguments, environment: columns.map { ["COLUMNS": $0] } ?? [:])
+        return (output.status, output.stdout, output.stderr)
     }
 
     @Test("scan --format csv --csv-table findings|loss prints those tables; --csv-table needs csv and a table the command has")

@@ -391,20 +391,8 @@ struct TorchArchiveTests {
     /// Runs the built binary with `arguments`: exit status, stdout, stderr.
     static func run(_ arguments: [String]) throws -> (Int32, String, String) {
         let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["NO_COLOR"] = "1"
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text, errors)
+        let output = try GradScopeBinary.run(binary, arguments)
+        return (output.status, output.stdout, output.stderr)
     }
 
     @Test("gradscope inspect refuses each hostile archive with one line naming it, exit 2")
