@@ -7,34 +7,20 @@ else .build/debug/gradscope in the repository) has not been built.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from gradscope_cli import run
 
 pytest.importorskip("safetensors")
 np = pytest.importorskip("numpy")
 
 SAMPLES = Path(__file__).resolve().parents[1]
-REPO = Path(__file__).resolve().parents[3]
 if str(SAMPLES) not in sys.path:
     sys.path.insert(0, str(SAMPLES))
 
 import write_safetensors  # noqa: E402
-
-
-def gradscope_binary() -> Path:
-    env = os.environ.get("GRADSCOPE_BIN")
-    candidate = Path(env) if env else REPO / ".build/debug/gradscope"
-    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-        pytest.skip(f"no gradscope binary at {candidate} (build it, or set GRADSCOPE_BIN)")
-    return candidate
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(gradscope_binary()), *args], capture_output=True, text=True, timeout=120)
 
 
 def test_inspect_reads_what_the_library_wrote(tmp_path):

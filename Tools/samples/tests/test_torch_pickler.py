@@ -15,28 +15,13 @@ import json
 import os
 import pickle
 import struct
-import subprocess
 import sys
 import types
 import zipfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def gradscope_binary() -> Path:
-    env = os.environ.get("GRADSCOPE_BIN")
-    candidate = Path(env) if env else REPO / ".build/debug/gradscope"
-    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-        pytest.skip(f"no gradscope binary at {candidate} (build it, or set GRADSCOPE_BIN)")
-    return candidate
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(gradscope_binary()), *args], capture_output=True, text=True, timeout=120)
-
+from gradscope_cli import run
 
 def stand_ins():
     """Modules named as torch's, holding functions and classes named as torch's (never called)."""

@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from gradscope_cli import run
 
 torch = pytest.importorskip("torch")
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def gradscope_binary() -> Path:
-    env = os.environ.get("GRADSCOPE_BIN")
-    candidate = Path(env) if env else REPO / ".build/debug/gradscope"
-    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-        pytest.skip(f"no gradscope binary at {candidate} (build it, or set GRADSCOPE_BIN)")
-    return candidate
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(gradscope_binary()), *args], capture_output=True, text=True, timeout=120)
-
 
 def small_model():
     torch.manual_seed(0)
