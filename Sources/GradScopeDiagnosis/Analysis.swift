@@ -24,7 +24,7 @@ public enum Analysis {
         let run = Run(source: path, checkpoints: [selected])
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
-        let (measured, measurements) = ScanEngine.measure(run, load: load, options: measureOptions, perUnitEverywhere: true)
+        let (measured, measurements) = ScanEngine.measure(run, load: load, options: measureOptions, perUnitEverywhere: true, full: true)
         let detectors = DetectorRegistry.fileDetectors()
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds, detectors: detectors.diagnosed)
         let record = measurements.records.first
@@ -154,7 +154,7 @@ public enum Analysis {
             second.metadata.step = 1
         }
         let run = Run(source: nameB, checkpoints: [first, second])
-        let (measured, measurements) = ScanEngine.measure(run, load: load, options: measure)
+        let (measured, measurements) = ScanEngine.measure(run, load: load, options: measure, full: true)
         var detectors = DetectorRegistry.detectors(for: .pair)
         var notChecked: [NotChecked] = []
         if !sameModel {

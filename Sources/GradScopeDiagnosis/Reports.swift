@@ -97,28 +97,46 @@ public struct ScanReport: Sendable, Codable {
         notChecked = diagnosis.notChecked
         notes = run.notes
         loss = measurements.records.map { LossPoint(step: $0.step, loss: $0.loss, lr: $0.learningRate) }
-        var previousStep: [TensorKey: Int] = [:]
+        // A long run's timeline holds the saves ``StepSampling`` keeps histograms of, and every step a
+        // finding begins or ends at; the findings themselves were judged on every save.
+        let records = measurements.records
+        var drawn = Array(records.indices)
+        if records.count > StepSampling.limit {
+            let findingSteps = Set(diagnosis.findings.flatMap { [$0.firstStep, $0.lastStep].compactMap { $0 } })
+            let sampled = Set(StepSampling.indices(count: records.count))
+            drawn = records.indices.filter { sampled.contains($0) || findingSteps.contains(records[$0].step) }
+        }
         timeline = measurements.weightKeys.compactMap { key -> TensorTimeline? in
-            let series = measurements.series(key)
-            guard let last = series.last?.measurement else { return nil }
-            let points = series.map { entry -> TimelinePoint in
-                let m = entry.measurement
-                let gradient = measurements.records.first { $0.step == entry.step }?.gradient(m.name)
+            // The step of the save before each drawn one that holds the tensor (for the update ratio).
+            var before: [Int: Int] = [:]
+            var previous: Int?
+            var lastIndex: Int?
+            for (index, record) in records.enumerated() where record.tensors.layout.index[key] != nil {
+                before[index] = previous
+                previous = record.step
+                lastIndex = index
+            }
+            guard let lastIndex, let last = records[lastIndex].tensors[key] else { return nil }
+            let points = drawn.compactMap { index -> TimelinePoint? in
+                let record = records[index]
+                guard let m = record.tensors[key] else { return nil }
+                let gradient = record.gradient(m.name)
                 var ratio: Double?
-                if let relative = m.drift?.relativeChange, let before = previousStep[key] {
-                    ratio = relative / Double(max(entry.step - before, 1))
+                if let relative = m.drift?.relativeChange, let earlier = before[index] ?? nil {
+                    ratio = relative / Double(max(record.step - earlier, 1))
                 }
-                previousStep[key] = entry.step
                 var gradientRatio: Double?
                 if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
+                let log2Kept = record.tensors.detail >= .histogram
                 return TimelinePoint(
-                    step: entry.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
+                    step: record.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
                     gradientRatio: gradientRatio, updateRatio: ratio,
                     zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
                     nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
-                    log2Min: m.stats.log2Histogram.minExponent, log2Counts: m.stats.log2Histogram.counts,
-                    gradientLog2Min: gradient?.stats.log2Histogram.minExponent,
-                    gradientLog2Counts: gradient?.stats.log2Histogram.counts,
+                    log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
+                    log2Counts: log2Kept ? m.stats.log2Histogram.counts : nil,
+                    gradientLog2Min: log2Kept ? gradient?.stats.log2Histogram.minExponent : nil,
+                    gradientLog2Counts: log2Kept ? gradient?.stats.log2Histogram.counts : nil,
                     gradientZeroFraction: gradient.flatMap { $0.stats.count > 0 ? Double($0.stats.zeros) / Double($0.stats.count) : nil },
                     gradientNonFinite: gradient.map { $0.stats.nan + $0.stats.posInf + $0.stats.negInf },
                     deadUnits: gradient?.zeroUnits)
@@ -129,20 +147,20 @@ public struct ScanReport: Sendable, Codable {
                 points: points)
         }
         activations = measurements.keys(role: .activation).compactMap { key -> TensorTimeline? in
-            let series = measurements.series(key)
-            guard let last = series.last?.measurement else { return nil }
-            return TensorTimeline(
-                name: last.name, layer: last.layer, shape: last.shape, units: last.unitCount,
-                points: series.map { entry in
-                    TimelinePoint(
-                        step: entry.step, norm: entry.measurement.stats.std, gradientNorm: nil, updateRatio: nil,
-                        zeroFraction: entry.measurement.stats.count > 0
-                            ? Double(entry.measurement.stats.zeros) / Double(entry.measurement.stats.count) : nil,
-                        nonFinite: entry.measurement.stats.nan + entry.measurement.stats.posInf + entry.measurement.stats.negInf,
-                        log2Min: entry.measurement.stats.log2Histogram.minExponent,
-                        log2Counts: entry.measurement.stats.log2Histogram.counts,
-                        gradientLog2Min: nil, gradientLog2Counts: nil, deadUnits: entry.measurement.inactiveUnits)
-                })
+            guard let last = records.last(where: { $0.tensors.layout.index[key] != nil })?.tensors[key] else { return nil }
+            let points = drawn.compactMap { index -> TimelinePoint? in
+                let record = records[index]
+                guard let m = record.tensors[key] else { return nil }
+                let log2Kept = record.tensors.detail >= .histogram
+                return TimelinePoint(
+                    step: record.step, norm: m.stats.std, gradientNorm: nil, updateRatio: nil,
+                    zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
+                    nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
+                    log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
+                    log2Counts: log2Kept ? m.stats.log2Histogram.counts : nil,
+                    gradientLog2Min: nil, gradientLog2Counts: nil, deadUnits: m.inactiveUnits)
+            }
+            return TensorTimeline(name: last.name, layer: last.layer, shape: last.shape, units: last.unitCount, points: points)
         }
     }
 }

@@ -27,6 +27,29 @@ public struct TensorMeasurement: Sendable, Codable {
     /// Activations: units whose output is zero for at least the dead-activation fraction of the batch.
     public var inactiveUnits: Int?
 
+    public init(
+        key: TensorKey, name: String, layer: String, role: TensorRole, slot: OptimizerSlot? = nil, slotName: String? = nil,
+        shape: [Int], unitAxis: Int? = nil, dtype: String, path: String, trainable: Bool? = nil, stats: TensorStats,
+        drift: DriftStats? = nil, zeroUnits: Int? = nil, unitCount: Int? = nil, inactiveUnits: Int? = nil
+    ) {
+        self.key = key
+        self.name = name
+        self.layer = layer
+        self.role = role
+        self.slot = slot
+        self.slotName = slotName
+        self.shape = shape
+        self.unitAxis = unitAxis
+        self.dtype = dtype
+        self.path = path
+        self.trainable = trainable
+        self.stats = stats
+        self.drift = drift
+        self.zeroUnits = zeroUnits
+        self.unitCount = unitCount
+        self.inactiveUnits = inactiveUnits
+    }
+
     package enum CodingKeys: String, CodingKey {
         case key, name, layer, role, slot
         case slotName = "slot_name"
@@ -45,81 +68,272 @@ public struct StepRecord: Sendable, Codable {
     public var source: String
     public var loss: Double?
     public var learningRate: Double?
-    /// Measurements by tensor key.
+    /// Measurements by tensor key, in the checkpoint's order.
     public var tensors: MeasurementTable
-    /// Tensor keys in the checkpoint's order.
-    public var order: [TensorKey]
     /// Tensors that could not be read, with the reason.
     public var failures: [SkippedItem]
 
     /// The measurements in the checkpoint's order (sums over them come out the
     /// same in every run, which a dictionary's order would not give).
-    public var ordered: [TensorMeasurement] { order.compactMap { tensors[$0] } }
+    public var ordered: [TensorMeasurement] { tensors.values }
+    /// Tensor keys in the checkpoint's order.
+    public var order: [TensorKey] { tensors.keys }
 
     public func weight(_ name: String) -> TensorMeasurement? { tensors[.weight(name)] }
     public func gradient(_ name: String) -> TensorMeasurement? { tensors[.gradient(name)] }
 }
 
-/// One step's measurements by tensor key: a dictionary's lookups in an array's memory. A
-/// measurement is over 600 bytes, and a dictionary of them keeps up to twice as many slots
-/// as entries; a run of hundreds of saves of a hundred tensors holds tens of thousands.
-/// Encoded as a keyed object, as a dictionary would be.
-public struct MeasurementTable: Sendable, Codable {
-    private var items: [TensorMeasurement] = []
-    private var index: [TensorKey: Int] = [:]
+/// How much of each tensor's measurements a save keeps.
+public enum MeasurementDetail: Int, Sendable, Codable, Comparable {
+    /// The compact numbers the detectors read: moments, extremes, norm, counts, the relative
+    /// change and changed count of the drift, and the unit counts.
+    case compact
+    /// The compact numbers and the log2 histogram (what the report's timeline draws).
+    case histogram
+    /// Everything measured: quantiles, both histograms and the full drift.
+    case full
 
-    public init() {}
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+}
 
-    public init(_ measurements: [TensorMeasurement]) {
-        items.reserveCapacity(measurements.count)
-        for measurement in measurements { self[measurement.key] = measurement }
+/// What names and describes one tensor of a save: everything of a ``TensorMeasurement`` but its numbers.
+public struct TensorDescriptor: Sendable, Equatable, Codable {
+    public var key: TensorKey
+    public var name: String
+    public var layer: String
+    public var role: TensorRole
+    public var slot: OptimizerSlot?
+    public var slotName: String?
+    public var shape: [Int]
+    public var unitAxis: Int?
+    public var dtype: String
+    public var path: String
+    public var trainable: Bool?
+
+    package enum CodingKeys: String, CodingKey {
+        case key, name, layer, role, slot
+        case slotName = "slot_name"
+        case shape
+        case unitAxis = "unit_axis"
+        case dtype, path, trainable
     }
 
-    public subscript(key: TensorKey) -> TensorMeasurement? {
-        get { index[key].map { items[$0] } }
-        set {
-            if let position = index[key] {
-                if let newValue {
-                    items[position] = newValue
+    public init(_ m: TensorMeasurement) {
+        key = m.key
+        name = m.name
+        layer = m.layer
+        role = m.role
+        slot = m.slot
+        slotName = m.slotName
+        shape = m.shape
+        unitAxis = m.unitAxis
+        dtype = m.dtype
+        path = m.path
+        trainable = m.trainable
+    }
+}
+
+/// The tensors of a save, in the checkpoint's order, and their index by key. Saves of one model
+/// share one (``MeasurementTable/Builder`` hands the previous save's out again when it is equal),
+/// so a run of thousands of saves holds its names once.
+public final class TableLayout: Sendable {
+    public let descriptors: [TensorDescriptor]
+    public let index: [TensorKey: Int]
+
+    public init(_ descriptors: [TensorDescriptor]) {
+        self.descriptors = descriptors
+        var index: [TensorKey: Int] = [:]
+        for (position, descriptor) in descriptors.enumerated() where index[descriptor.key] == nil { index[descriptor.key] = position }
+        self.index = index
+    }
+}
+
+/// One step's measurements by tensor key, stored in columns: per tensor, six numbers (mean, std,
+/// min, max, ‖x‖, the drift's relative change) and nine counts (elements, zeros, NaN, +Inf, −Inf,
+/// changed elements, zero units, units, inactive units), about 85 bytes, whatever the histograms'
+/// size. The log2 histograms (``MeasurementDetail/histogram``) and the full statistics
+/// (``MeasurementDetail/full``) are kept only where asked. Reading a tensor gives back a
+/// ``TensorMeasurement``: its compact numbers are exactly those measured (`maxAbs` is
+/// `max(|min|, |max|)`, the finite count the elements less the non-finite ones); at the
+/// detail `compact` its quantiles and linear histogram are nil, its log2 histogram is empty, and
+/// its drift holds the count, the changed count, the changed fraction and the relative change only.
+public struct MeasurementTable: Sendable {
+    public private(set) var layout: TableLayout
+    /// Six per tensor; NaN where the value is absent (every present value is finite).
+    private var numbers: [Double]
+    /// Nine per tensor; `UInt32.max` sends the reader to `wide`.
+    private var counts: [UInt32]
+    /// Per tensor: which optional parts are present (``Flag``).
+    private var flags: [UInt8]
+    /// Counts of 2^32 - 1 or more, by `tensor * 9 + field`.
+    private var wide: [Int: Int]
+    /// Per tensor, when kept.
+    private var log2: [Log2Histogram?]
+    private var full: [FullParts?]
+
+    private struct FullParts: Sendable {
+        var stats: TensorStats
+        var drift: DriftStats?
+    }
+
+    private enum Flag {
+        static let drift: UInt8 = 1
+        static let zeroUnits: UInt8 = 2
+        static let unitCount: UInt8 = 4
+        static let inactiveUnits: UInt8 = 8
+    }
+
+    private static let numberFields = 6
+    private static let countFields = 9
+
+    public init() { self.init(layout: TableLayout([]), measurements: [], detail: .full) }
+
+    /// A table of `measurements` (in the checkpoint's order) keeping `detail` of each.
+    public init(_ measurements: [TensorMeasurement], detail: MeasurementDetail = .full) {
+        self.init(layout: TableLayout(measurements.map(TensorDescriptor.init)), measurements: measurements, detail: detail)
+    }
+
+    /// `layout` must describe `measurements`, in order.
+    package init(layout: TableLayout, measurements: [TensorMeasurement], detail: MeasurementDetail) {
+        self.layout = layout
+        let n = measurements.count
+        numbers = []
+        numbers.reserveCapacity(n * Self.numberFields)
+        counts = []
+        counts.reserveCapacity(n * Self.countFields)
+        flags = []
+        flags.reserveCapacity(n)
+        wide = [:]
+        log2 = detail >= .histogram ? measurements.map { $0.stats.log2Histogram } : []
+        full = detail == .full ? measurements.map { FullParts(stats: $0.stats, drift: $0.drift) } : []
+        for (t, m) in measurements.enumerated() {
+            let s = m.stats
+            for value in [s.mean, s.std, s.min, s.max, s.l2Norm, m.drift?.relativeChange] { numbers.append(value ?? .nan) }
+            let values = [
+                s.count, s.zeros, s.nan, s.posInf, s.negInf, m.drift?.changed ?? 0, m.zeroUnits ?? 0, m.unitCount ?? 0,
+                m.inactiveUnits ?? 0,
+            ]
+            for (field, value) in values.enumerated() {
+                if value >= 0 && value < Int(UInt32.max) {
+                    counts.append(UInt32(value))
                 } else {
-                    items.remove(at: position)
-                    index = Dictionary(uniqueKeysWithValues: items.enumerated().map { ($0.element.key, $0.offset) })
+                    counts.append(UInt32.max)
+                    wide[t * Self.countFields + field] = value
                 }
-            } else if let newValue {
-                index[key] = items.count
-                items.append(newValue)
             }
+            var flag: UInt8 = 0
+            if m.drift != nil { flag |= Flag.drift }
+            if m.zeroUnits != nil { flag |= Flag.zeroUnits }
+            if m.unitCount != nil { flag |= Flag.unitCount }
+            if m.inactiveUnits != nil { flag |= Flag.inactiveUnits }
+            flags.append(flag)
         }
     }
 
-    /// The measurements, in the order they were added.
-    public var values: [TensorMeasurement] { items }
-    public var keys: [TensorKey] { items.map(\.key) }
-    public var count: Int { items.count }
-    public var isEmpty: Bool { items.isEmpty }
+    private func integer(_ t: Int, _ field: Int) -> Int {
+        let value = counts[t * Self.countFields + field]
+        return value == UInt32.max ? wide[t * Self.countFields + field] ?? Int(value) : Int(value)
+    }
 
+    private func number(_ t: Int, _ field: Int) -> Double? {
+        let value = numbers[t * Self.numberFields + field]
+        return value.isNaN ? nil : value
+    }
+
+    /// The measurement at position `t` (the checkpoint's order).
+    public func measurement(at t: Int) -> TensorMeasurement {
+        let d = layout.descriptors[t]
+        let flag = flags[t]
+        var stats: TensorStats
+        var drift: DriftStats?
+        if !full.isEmpty, let parts = full[t] {
+            stats = parts.stats
+            drift = parts.drift
+        } else {
+            let count = integer(t, 0), nan = integer(t, 2), posInf = integer(t, 3), negInf = integer(t, 4)
+            let min = number(t, 2), max = number(t, 3)
+            let maxAbs = min.flatMap { low in max.map { high in Swift.max(Swift.abs(low), Swift.abs(high)) } }
+            stats = TensorStats(
+                count: count, finiteCount: count - nan - posInf - negInf, mean: number(t, 0), std: number(t, 1), min: min,
+                max: max, maxAbs: maxAbs, l2Norm: number(t, 4), zeros: integer(t, 1), nan: nan, posInf: posInf, negInf: negInf,
+                p1: nil, p5: nil, p50: nil, p95: nil, p99: nil, histogram: nil,
+                log2Histogram: (log2.isEmpty ? nil : log2[t]) ?? Log2Histogram(minExponent: 0, counts: [], zeros: integer(t, 1)),
+                unitNorms: nil, unitZeroCount: nil)
+            if flag & Flag.drift != 0 {
+                let changed = integer(t, 5)
+                drift = DriftStats(
+                    count: count, finiteCount: count, deltaNorm: nil, normA: nil, normB: nil, relativeChange: number(t, 5),
+                    maxAbsDelta: nil, cosineSimilarity: nil, changed: changed,
+                    changedFraction: count > 0 ? Double(changed) / Double(count) : nil, signFlips: 0, nonFinite: 0,
+                    unitRelativeChange: nil, unitChanged: nil)
+            }
+        }
+        return TensorMeasurement(
+            key: d.key, name: d.name, layer: d.layer, role: d.role, slot: d.slot, slotName: d.slotName, shape: d.shape,
+            unitAxis: d.unitAxis, dtype: d.dtype, path: d.path, trainable: d.trainable, stats: stats, drift: drift,
+            zeroUnits: flag & Flag.zeroUnits != 0 ? integer(t, 6) : nil,
+            unitCount: flag & Flag.unitCount != 0 ? integer(t, 7) : nil,
+            inactiveUnits: flag & Flag.inactiveUnits != 0 ? integer(t, 8) : nil)
+    }
+
+    public subscript(key: TensorKey) -> TensorMeasurement? {
+        layout.index[key].map { measurement(at: $0) }
+    }
+
+    /// The measurements, in the checkpoint's order.
+    public var values: [TensorMeasurement] { (0..<count).map(measurement(at:)) }
+    public var keys: [TensorKey] { layout.descriptors.map(\.key) }
+    public var count: Int { flags.count }
+    public var isEmpty: Bool { flags.isEmpty }
+    /// The detail kept of every tensor.
+    public var detail: MeasurementDetail { !full.isEmpty ? .full : !log2.isEmpty ? .histogram : .compact }
+
+    /// The same measurements keeping at most `detail`, sharing `layout` when it describes them as well.
+    public func keeping(_ detail: MeasurementDetail, sharing other: TableLayout? = nil) -> MeasurementTable {
+        var copy = self
+        if let other, other !== layout, other.descriptors == layout.descriptors { copy.layout = other }
+        if detail < .full { copy.full = [] }
+        if detail < .histogram {
+            copy.log2 = []
+        } else if copy.log2.isEmpty, !full.isEmpty {
+            copy.log2 = full.map { $0?.stats.log2Histogram }
+        }
+        return copy
+    }
+}
+
+/// Encoded as a keyed object of the measurements, as a dictionary would be, with the detail kept.
+extension MeasurementTable: Codable {
     private struct Key: CodingKey {
-        package var stringValue: String
-        package var intValue: Int? { nil }
-        package init(stringValue: String) { self.stringValue = stringValue }
-        package init?(intValue: Int) { nil }
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: Key.self)
+        var measurements: [TensorMeasurement] = []
+        var detail = MeasurementDetail.full
         for key in container.allKeys {
+            if key.stringValue == "#detail" {
+                detail = try container.decode(MeasurementDetail.self, forKey: key)
+                continue
+            }
             guard let tensorKey = TensorKey(key.stringValue) else {
                 throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "not a tensor key: \(key.stringValue)")
             }
             var measurement = try container.decode(TensorMeasurement.self, forKey: key)
             measurement.key = tensorKey
-            self[tensorKey] = measurement
+            measurements.append(measurement)
         }
+        self.init(measurements, detail: detail)
     }
 
     public func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: Key.self)
-        for item in items { try container.encode(item, forKey: Key(stringValue: item.key.description)) }
+        if detail != .full { try container.encode(detail, forKey: Key(stringValue: "#detail")) }
+        for item in values { try container.encode(item, forKey: Key(stringValue: item.key.description)) }
     }
 }
 
@@ -185,7 +399,7 @@ public struct RunMeasurements: Sendable {
     public func atStep(_ step: Int) -> String { stepsKnown ? "at step \(step)" : "in this file" }
 
     public var steps: [Int] { records.map(\.step) }
-    public var hasGradients: Bool { records.contains { $0.tensors.values.contains { $0.role == .gradient } } }
+    public var hasGradients: Bool { records.contains { $0.tensors.layout.descriptors.contains { $0.role == .gradient } } }
     public var hasLoss: Bool { records.contains { $0.loss != nil } }
 
     /// The series of one tensor across steps (steps where it is absent are skipped).
@@ -199,23 +413,23 @@ public struct RunMeasurements: Sendable {
     /// Keys of all tensors with `role`, in depth order (layer order, then file order).
     public func keys(role: TensorRole) -> [TensorKey] {
         var keys: [TensorKey] = []
-        var seen = Set<TensorKey>()
+        var first: [TensorKey: TensorDescriptor] = [:]
+        var seenLayouts = Set<ObjectIdentifier>()
         let layerIndex = Dictionary(layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
-        for record in records {
-            for key in record.order where !seen.contains(key) {
-                guard let measurement = record.tensors[key], measurement.role == role else { continue }
-                seen.insert(key)
-                keys.append(key)
+        for record in records where seenLayouts.insert(ObjectIdentifier(record.tensors.layout)).inserted {
+            for descriptor in record.tensors.layout.descriptors where first[descriptor.key] == nil {
+                first[descriptor.key] = descriptor
+                if descriptor.role == role { keys.append(descriptor.key) }
             }
         }
         let firstRecordOrder = Dictionary(keys.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
         return keys.sorted { a, b in
-            let layerA = records.lazy.compactMap { $0.tensors[a]?.layer }.first.flatMap { layerIndex[$0] } ?? Int.max
-            let layerB = records.lazy.compactMap { $0.tensors[b]?.layer }.first.flatMap { layerIndex[$0] } ?? Int.max
+            let layerA = first[a].flatMap { layerIndex[$0.layer] } ?? Int.max
+            let layerB = first[b].flatMap { layerIndex[$0.layer] } ?? Int.max
             if layerA != layerB { return layerA < layerB }
             // Within a layer, the kernel before its bias.
-            let rankA = records.lazy.compactMap { $0.tensors[a]?.shape.count }.first ?? 0
-            let rankB = records.lazy.compactMap { $0.tensors[b]?.shape.count }.first ?? 0
+            let rankA = first[a]?.shape.count ?? 0
+            let rankB = first[b]?.shape.count ?? 0
             if rankA != rankB { return rankA > rankB }
             return (firstRecordOrder[a] ?? 0) < (firstRecordOrder[b] ?? 0)
         }

@@ -55,13 +55,13 @@ public enum RunMeasurer {
     /// The index of the first save in the dead-unit window: the later half of the run.
     public static func windowStart(count: Int) -> Int { count >= 2 ? count / 2 : 0 }
 
-    /// Measures a described run in this process (``ScanEngine/measure(_:load:options:perUnitEverywhere:progress:)``):
+    /// Measures a described run in this process (``ScanEngine/measure(_:load:options:perUnitEverywhere:full:progress:)``):
     /// steps whose files cannot be read again are left out.
     public static func measure(
-        _ run: Run, options: MeasureOptions = MeasureOptions(), perUnitEverywhere: Bool = false,
+        _ run: Run, options: MeasureOptions = MeasureOptions(), perUnitEverywhere: Bool = false, full: Bool = false,
         progress: ((Int, Int) -> Void)? = nil
     ) -> RunMeasurements {
-        ScanEngine.measure(run, options: options, perUnitEverywhere: perUnitEverywhere, progress: progress).1
+        ScanEngine.measure(run, options: options, perUnitEverywhere: perUnitEverywhere, full: full, progress: progress).1
     }
 
     /// One step's record from the tensors measured directly (`direct`, by tensor
@@ -72,8 +72,7 @@ public enum RunMeasurer {
         tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
         rest: (StepRecord, [UnitSnapshot])?
     ) -> (StepRecord, [UnitSnapshot]) {
-        var measurements = MeasurementTable()
-        var order: [TensorKey] = []
+        var measurements = OrderedMeasurements()
         var failures: [SkippedItem] = []
         var snapshots: [UnitSnapshot] = rest?.1 ?? []
         var restFailures = Dictionary((rest?.0.failures ?? []).map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
@@ -84,48 +83,51 @@ public enum RunMeasurer {
                     failures.append(SkippedItem(item: item, kind: .unreadable, reason: outcome.error ?? "not measured"))
                     continue
                 }
-                measurements[tensor.key] = measurement
-                order.append(tensor.key)
+                measurements.add(measurement)
                 if let snapshot = outcome.snapshot { snapshots.append(snapshot) }
             } else if let failure = restFailures.removeValue(forKey: item) {
                 failures.append(failure)
             } else if let measurement = rest?.0.tensors[tensor.key] {
-                measurements[tensor.key] = measurement
-                order.append(tensor.key)
+                measurements.add(measurement)
             }
         }
         failures.append(contentsOf: (rest?.0.failures ?? []).filter { restFailures[$0.item] != nil })
         let record = StepRecord(
             step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
-            tensors: measurements, order: order, failures: failures)
+            tensors: MeasurementTable(measurements.list), failures: failures)
         return (record, snapshots)
+    }
+
+    /// Measurements in the order first added; a key added again replaces its earlier measurement in place.
+    package struct OrderedMeasurements {
+        package var list: [TensorMeasurement] = []
+        private var position: [TensorKey: Int] = [:]
+
+        package init() {}
+
+        package mutating func add(_ measurement: TensorMeasurement) {
+            if let p = position[measurement.key] {
+                list[p] = measurement
+            } else {
+                position[measurement.key] = list.count
+                list.append(measurement)
+            }
+        }
     }
 
     /// Puts measured steps together: the run's metadata and the dead-unit windows.
     public static func assemble(run: Run, summaries: [SaveSummary]) -> RunMeasurements {
-        var windows: [TensorKey: UnitWindow] = [:]
-        let records = summaries.map(\.record)
-        for summary in summaries {
-            let record = summary.record
-            for snapshot in summary.units {
-                if var window = windows[snapshot.key] {
-                    guard window.units == snapshot.alive.count else { continue }
-                    for unit in 0..<window.units where snapshot.alive[unit] { window.lastAlive[unit] = window.saves }
-                    window.steps.append(record.step)
-                    windows[snapshot.key] = window
-                } else {
-                    windows[snapshot.key] = UnitWindow(
-                        key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: snapshot.source,
-                        units: snapshot.alive.count, lastAlive: snapshot.alive.map { $0 ? 0 : -1 },
-                        steps: [record.step])
-                }
-            }
-        }
+        var windows = UnitWindowBuilder()
+        for summary in summaries { windows.add(summary.units, step: summary.record.step) }
+        return assemble(run: run, records: summaries.map(\.record), unitWindows: windows.windows)
+    }
+
+    /// Puts measured steps together with the dead-unit windows built from their snapshots.
+    package static func assemble(run: Run, records: [StepRecord], unitWindows: [UnitWindow]) -> RunMeasurements {
         let last = run.checkpoints.last?.metadata
         var measurements = RunMeasurements(
             source: run.source, layout: run.checkpoints.last?.layout, framework: last?.framework,
-            optimizer: last?.optimizer, layers: run.layers, records: records,
-            unitWindows: windows.values.sorted { $0.key < $1.key })
+            optimizer: last?.optimizer, layers: run.layers, records: records, unitWindows: unitWindows)
         // PyTorch creates its optimizer state at the first step(): a first save at step 0 without it, in a
         // run whose later saves carry the optimizer's counter, is the initial state, at update 0.
         let initialWithoutCounter =
@@ -151,8 +153,7 @@ public enum RunMeasurer {
         let checkpoint = open.checkpoint
         let step = checkpoint.metadata.step ?? index
         let previousTensors = previous.map { Dictionary($0.checkpoint.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a }) } ?? [:]
-        var measurements = MeasurementTable()
-        var order: [TensorKey] = []
+        var measurements = OrderedMeasurements()
         var failures: [SkippedItem] = []
         var snapshots: [UnitSnapshot] = []
         for tensor in checkpoint.tensors where only?.contains(tensor.key) ?? true {
@@ -171,8 +172,7 @@ public enum RunMeasurer {
                 let (measurement, snapshot) = self.measurement(
                     of: tensor, stats: stats, drift: drift, wantUnits: wantUnits,
                     gradientNames: gradientNames, options: options)
-                measurements[tensor.key] = measurement
-                order.append(tensor.key)
+                measurements.add(measurement)
                 if let snapshot { snapshots.append(snapshot) }
             } catch {
                 failures.append(SkippedItem(item: checkpoint.source + ":" + tensor.path, kind: .unreadable, reason: Failures.reason(for: error)))
@@ -180,7 +180,7 @@ public enum RunMeasurer {
         }
         let record = StepRecord(
             step: step, source: checkpoint.source, loss: checkpoint.metadata.loss,
-            learningRate: checkpoint.metadata.learningRate, tensors: measurements, order: order, failures: failures)
+            learningRate: checkpoint.metadata.learningRate, tensors: MeasurementTable(measurements.list), failures: failures)
         return (record, snapshots)
     }
 
@@ -253,4 +253,30 @@ public enum RunMeasurer {
         measurement.drift?.unitChanged = nil
         return (measurement, snapshot)
     }
+}
+
+/// Folds saves' per-unit liveness snapshots, in save order, into the dead-unit windows: for each
+/// unit, the last save at which it was alive. Memory stays at one number per unit whatever the
+/// number of saves.
+package struct UnitWindowBuilder {
+    private var byKey: [TensorKey: UnitWindow] = [:]
+
+    package init() {}
+
+    package mutating func add(_ snapshots: [UnitSnapshot], step: Int) {
+        for snapshot in snapshots {
+            if var window = byKey[snapshot.key] {
+                guard window.units == snapshot.alive.count else { continue }
+                for unit in 0..<window.units where snapshot.alive[unit] { window.lastAlive[unit] = window.saves }
+                window.steps.append(step)
+                byKey[snapshot.key] = window
+            } else {
+                byKey[snapshot.key] = UnitWindow(
+                    key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: snapshot.source,
+                    units: snapshot.alive.count, lastAlive: snapshot.alive.map { $0 ? 0 : -1 }, steps: [step])
+            }
+        }
+    }
+
+    package var windows: [UnitWindow] { byKey.values.sorted { $0.key < $1.key } }
 }

@@ -78,85 +78,103 @@ public enum ScanEngine {
     }
 
     /// Measures a described run with `reader`: the run as it was kept and its measurements.
-    /// `perUnitEverywhere` keeps per-unit statistics for every tensor (inspect shows them).
+    /// `perUnitEverywhere` keeps per-unit statistics for every tensor (inspect shows them);
+    /// `full` keeps every save's full statistics (inspect and diff show them), where a scan keeps
+    /// the compact numbers of every save and the log2 histograms of ``StepSampling``'s saves.
     public static func measure(
         _ run: Run, load: LoadOptions = LoadOptions(), options: MeasureOptions = MeasureOptions(),
-        perUnitEverywhere: Bool = false, progress: ((Int, Int) -> Void)? = nil
+        perUnitEverywhere: Bool = false, full: Bool = false, progress: ((Int, Int) -> Void)? = nil
     ) -> (Run, RunMeasurements) {
-        measure(run, load: load, options: options, perUnitEverywhere: perUnitEverywhere, reader: InProcessReader(), progress: progress)
+        measure(
+            run, load: load, options: options, perUnitEverywhere: perUnitEverywhere, full: full, reader: InProcessReader(),
+            progress: progress)
     }
 
+    /// Saves measured together: the direct reads of a range take every core, and what waits in
+    /// memory for the range to finish is its outcomes, never the run's.
+    package static let rangeLength = SeriesMeasurer.maxWindow
+
     package static func measure(
-        _ run: Run, load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool = false,
+        _ run: Run, load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool = false, full: Bool = false,
         reader: any FileReader, progress: ((Int, Int) -> Void)?
     ) -> (Run, RunMeasurements) {
         let checkpoints = run.checkpoints
         let start = RunMeasurer.windowStart(count: checkpoints.count)
         let gradientNames = Array(Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
         let steps = checkpoints.map(SeriesMeasurer.Step.init)
-        let direct = SeriesMeasurer.eligible(steps)
-        let remaining = checkpoints.indices.map { index in
-            checkpoints[index].tensors.indices.filter { !direct[index].contains($0) }.map { checkpoints[index].tensors[$0].key }
-        }
-        let stepwise = checkpoints.indices.filter { !remaining[$0].isEmpty }
-        let requests = stepwise.map { index -> WorkerRequest in
-            var r = request(.measure, path: checkpoints[index].file, load: load, measure: options)
-            r.current = checkpoints[index]
-            r.previous = index > 0 ? checkpoints[index - 1] : nil
-            r.index = index
-            r.wantUnits = index >= start
-            r.gradientNames = gradientNames
-            r.only = remaining[index]
-            r.perUnitEverywhere = perUnitEverywhere
-            return r
-        }
-        let counter = Counter()
-        var outcomes = reader.run(requests) { _ in progress?(counter.increment(), requests.count) }
-        // A crash while reading the previous file as well: measure the step on its own.
-        for index in outcomes.indices {
-            if case .failed = outcomes[index], requests[index].previous != nil {
-                var alone = requests[index]
-                alone.previous = nil
-                if case .response(let response) = reader.run([alone], done: { _ in }).first, response.record != nil {
-                    outcomes[index] = .response(response)
+        let sampled = Set(StepSampling.indices(count: checkpoints.count))
+        var records: [StepRecord] = []
+        var kept: [Checkpoint] = []
+        var skipped = run.skipped
+        var windows = UnitWindowBuilder()
+        var layout: TableLayout?
+        for lower in stride(from: 0, to: checkpoints.count, by: rangeLength) {
+            let range = lower..<min(checkpoints.count, lower + rangeLength)
+            let direct = SeriesMeasurer.eligible(steps, in: range)
+            let stepwise = range.filter { index in checkpoints[index].tensors.indices.contains { !direct[index].contains($0) } }
+            let requests = stepwise.map { index -> WorkerRequest in
+                var r = request(.measure, path: checkpoints[index].file, load: load, measure: options)
+                r.current = checkpoints[index]
+                r.previous = index > 0 ? checkpoints[index - 1] : nil
+                r.index = index
+                r.wantUnits = index >= start
+                r.gradientNames = gradientNames
+                r.only = checkpoints[index].tensors.indices.filter { !direct[index].contains($0) }.map { checkpoints[index].tensors[$0].key }
+                r.perUnitEverywhere = perUnitEverywhere
+                return r
+            }
+            var outcomes = reader.run(requests) { _ in }
+            // A crash while reading the previous file as well: measure the step on its own.
+            for index in outcomes.indices {
+                if case .failed = outcomes[index], requests[index].previous != nil {
+                    var alone = requests[index]
+                    alone.previous = nil
+                    if case .response(let response) = reader.run([alone], done: { _ in }).first, response.record != nil {
+                        outcomes[index] = .response(response)
+                    }
                 }
             }
-        }
-        var measured = SeriesMeasurer.measure(
-            steps, selected: direct, options: options, gradientNames: Set(gradientNames),
-            perUnitEverywhere: perUnitEverywhere, unitWindowStart: start, progress: progress)
-        var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
-        for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
-        var summaries: [SaveSummary] = []
-        var skipped = run.skipped
-        for (index, checkpoint) in checkpoints.enumerated() {
-            var rest: (StepRecord, [UnitSnapshot])?
-            switch stepwiseOutcome[index] {
-            case nil:
-                break
-            case .failed(let reason)?:
-                skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
-                continue
-            case .response(let response)?:
-                guard let record = response.record else {
-                    skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: response.error ?? "no result"))
+            var measured = SeriesMeasurer.measure(
+                steps, range: range, selected: direct, options: options, gradientNames: Set(gradientNames),
+                perUnitEverywhere: perUnitEverywhere, unitWindowStart: start)
+            var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
+            for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
+            for index in range {
+                let checkpoint = checkpoints[index]
+                var rest: (StepRecord, [UnitSnapshot])?
+                switch stepwiseOutcome[index] {
+                case nil:
+                    break
+                case .failed(let reason)?:
+                    skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
+                    continue
+                case .response(let response)?:
+                    guard let record = response.record else {
+                        skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: response.error ?? "no result"))
+                        continue
+                    }
+                    rest = (record, response.units ?? [])
+                }
+                if let reason = measured.stepErrors[index] {
+                    skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
                     continue
                 }
-                rest = (record, response.units ?? [])
+                var (record, units) = RunMeasurer.combine(
+                    tensors: checkpoint.tensors, source: checkpoint.source,
+                    step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
+                    direct: measured.outcomes[index - range.lowerBound], rest: rest)
+                measured.outcomes[index - range.lowerBound] = []
+                let detail: MeasurementDetail = full ? .full : sampled.contains(index) ? .histogram : .compact
+                record.tensors = record.tensors.keeping(detail, sharing: layout)
+                layout = record.tensors.layout
+                windows.add(units, step: record.step)
+                records.append(record)
+                kept.append(checkpoint)
             }
-            if let reason = measured.stepErrors[index] {
-                skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
-                continue
-            }
-            let (record, units) = RunMeasurer.combine(
-                tensors: checkpoint.tensors, source: checkpoint.source,
-                step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
-                direct: measured.outcomes[index], rest: rest)
-            measured.outcomes[index] = []
-            summaries.append(SaveSummary(checkpoint: checkpoint, record: record, units: units))
+            progress?(range.upperBound, checkpoints.count)
         }
-        let keptRun = Run(source: run.source, checkpoints: summaries.map(\.checkpoint), skipped: skipped, notes: run.notes)
-        return (keptRun, RunMeasurer.assemble(run: keptRun, summaries: summaries))
+        let keptRun = Run(source: run.source, checkpoints: kept, skipped: skipped, notes: run.notes)
+        return (keptRun, RunMeasurer.assemble(run: keptRun, records: records, unitWindows: windows.windows))
     }
 
     /// A request with the reading and measuring options; the rest is filled in by the caller.

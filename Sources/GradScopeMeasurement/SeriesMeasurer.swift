@@ -58,10 +58,11 @@ package enum SeriesMeasurer {
     }
 
     package struct Result: Sendable {
-        /// Per step: outcomes by tensor index (nil for the tensors not measured here).
+        /// Per step of the range measured (`outcomes[s - range.lowerBound]`): outcomes by tensor
+        /// index (nil for the tensors not measured here).
         package var outcomes: [[Outcome?]]
-        /// Per step: why its file could not be read at all.
-        package var stepErrors: [String?]
+        /// By step: why its file could not be read at all.
+        package var stepErrors: [Int: String]
     }
 
     /// Steps per window at most.
@@ -74,15 +75,19 @@ package enum SeriesMeasurer {
     /// too, with the same element type. The rest are read through libhdf5.
     /// A key that a checkpoint holds twice (two paths the layout names alike) is left to
     /// the step-by-step path, which settles such ties its own way.
-    package static func eligible(_ steps: [Step]) -> [Set<Int>] {
-        let duplicates = steps.map(duplicateKeys)
+    /// Only the steps in `range` (all by default) are chosen from; the others get an empty set.
+    package static func eligible(_ steps: [Step], in range: Range<Int>? = nil) -> [Set<Int>] {
+        let range = range ?? steps.indices
+        var duplicates: [Int: Set<TensorKey>] = [:]
+        for s in max(0, range.lowerBound - 1)..<range.upperBound { duplicates[s] = duplicateKeys(steps[s]) }
         return steps.indices.map { s in
             var chosen = Set<Int>()
+            guard range.contains(s) else { return chosen }
             let previous = s > 0 ? partnerIndex(steps[s - 1]) : [:]
             for (t, tensor) in steps[s].tensors.enumerated() {
-                guard tensor.fileIndex == 0, let storage = steps[s].storage[t], !duplicates[s].contains(tensor.key) else { continue }
+                guard tensor.fileIndex == 0, let storage = steps[s].storage[t], !(duplicates[s]?.contains(tensor.key) ?? false) else { continue }
                 if tensor.role == .weight, s > 0, let p = previous[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
-                    guard !duplicates[s - 1].contains(tensor.key), steps[s - 1].tensors[p].fileIndex == 0,
+                    guard !(duplicates[s - 1]?.contains(tensor.key) ?? false), steps[s - 1].tensors[p].fileIndex == 0,
                         let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count
                     else { continue }
                 }
@@ -127,14 +132,18 @@ package enum SeriesMeasurer {
     /// Measures the eligible tensors (`selected[s]`, from ``eligible(_:)``) of every step. Steps from
     /// `unitWindowStart` on get per-unit liveness snapshots. `progress` is told (steps' worth of
     /// bytes done, steps) from one thread at a time, and last with both equal.
+    /// Only the steps in `range` (all by default) are measured: a long run is measured a range at a
+    /// time, so what waits in memory is one range's outcomes.
     package static func measure(
-        _ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
+        _ steps: [Step], range: Range<Int>? = nil, selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
         perUnitEverywhere: Bool, unitWindowStart: Int, progress: ((Int, Int) -> Void)? = nil
     ) -> Result {
-        let windows = plan(steps, selected: selected, options: options, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
+        let range = range ?? steps.indices
+        let windows = plan(
+            steps, range: range, selected: selected, options: options, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
         let files = StepFiles(steps, uses: windows)
         let jobs = windows.indices.flatMap { w in windows[w].shares.indices.map { (window: w, share: $0) } }
-        let collector = Collector(windows: windows, steps: steps)
+        let collector = Collector(windows: windows, steps: steps, range: range)
         let queue = JobQueue(count: jobs.count)
         let totalBytes = max(1, windows.reduce(0) { $0 + $1.bytes })
         let threads = max(1, min(options.threads, jobs.count))
@@ -166,20 +175,21 @@ package enum SeriesMeasurer {
 
     /// Cuts each tensor's steps into windows of the same type and shape, of a size its accumulators allow.
     package static func plan(
-        _ steps: [Step], selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
+        _ steps: [Step], range: Range<Int>? = nil, selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
         perUnitEverywhere: Bool
     ) -> [Window] {
         // Every tensor key, in the order of first appearance, with its steps.
         var order: [TensorKey] = []
         var chains: [TensorKey: [(step: Int, tensor: Int)]] = [:]
-        for s in steps.indices {
+        for s in range ?? steps.indices {
             for t in selected[s].sorted() {
                 let key = steps[s].tensors[t].key
                 if chains[key] == nil { order.append(key) }
                 chains[key, default: []].append((s, t))
             }
         }
-        let partners = steps.map(partnerIndex)
+        var partners: [Int: [TensorKey: Int]] = [:]
+        for s in Set(chains.values.flatMap { $0.map(\.step) }) where s > 0 { partners[s - 1] = partnerIndex(steps[s - 1]) }
         var windows: [Window] = []
         for key in order {
             guard let chain = chains[key] else { continue }
@@ -203,7 +213,7 @@ package enum SeriesMeasurer {
                 let statsLayout = parts.stats ? layout : .none
                 let driftLayout = parts.drift ? layout : .none
                 var partner: Int?
-                if tensor.role == .weight, s > 0, let p = partners[s - 1][tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
+                if tensor.role == .weight, s > 0, let p = partners[s - 1]?[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
                     partner = p
                 }
                 if current.isEmpty {
@@ -336,12 +346,14 @@ package enum SeriesMeasurer {
         }
 
         private let state: Mutex<State>
+        private let first: Int
 
-        package init(windows: [Window], steps: [Step]) {
+        package init(windows: [Window], steps: [Step], range: Range<Int>) {
+            first = range.lowerBound
             state = Mutex(
                 State(
                     pending: windows.map { [Part?](repeating: nil, count: $0.shares.count) },
-                    outcomes: steps.map { [Outcome?](repeating: nil, count: $0.tensors.count) }))
+                    outcomes: range.map { [Outcome?](repeating: nil, count: steps[$0].tensors.count) }))
         }
 
         /// Stores a share; returns the merged window when it was the last.
@@ -367,7 +379,7 @@ package enum SeriesMeasurer {
 
         package func store(_ finished: [Outcome], of window: Window) {
             state.withLock { state in
-                for (entry, outcome) in zip(window.entries, finished) { state.outcomes[entry.step][entry.tensor] = outcome }
+                for (entry, outcome) in zip(window.entries, finished) { state.outcomes[entry.step - first][entry.tensor] = outcome }
             }
         }
 
@@ -406,29 +418,26 @@ package enum SeriesMeasurer {
     /// modification time they had when described, closed when the last window
     /// reading them is done (jobs run in order, so few are open at once).
     package final class StepFiles: Sendable {
-        /// Per step: its open file (nil when closed), jobs still to read it, and why it could not be read.
+        /// By step: its open file, jobs still to read it, and why it could not be read.
         private struct State {
-            var files: [StoredFile?]
-            var remaining: [Int]
-            var errors: [String?]
+            var files: [Int: StoredFile] = [:]
+            var remaining: [Int: Int] = [:]
+            var errors: [Int: String] = [:]
         }
 
         private let steps: [Step]
         private let state: Mutex<State>
 
-        /// Per step: why its file could not be read (nil while it could).
-        package var errors: [String?] { state.withLock { $0.errors } }
+        /// By step: why its file could not be read.
+        package var errors: [Int: String] { state.withLock { $0.errors } }
 
         package init(_ steps: [Step], uses windows: [Window]) {
             self.steps = steps
-            var remaining = [Int](repeating: 0, count: steps.count)
+            var remaining: [Int: Int] = [:]
             for window in windows {
-                for step in Self.stepsRead(by: window) { remaining[step] += window.shares.count }
+                for step in Self.stepsRead(by: window) { remaining[step, default: 0] += window.shares.count }
             }
-            state = Mutex(
-                State(
-                    files: [StoredFile?](repeating: nil, count: steps.count), remaining: remaining,
-                    errors: [String?](repeating: nil, count: steps.count)))
+            state = Mutex(State(remaining: remaining))
         }
 
         package static func stepsRead(by window: Window) -> Set<Int> {
@@ -465,17 +474,15 @@ package enum SeriesMeasurer {
         package func done(with window: Window) {
             state.withLock { state in
                 for step in Self.stepsRead(by: window) {
-                    state.remaining[step] -= 1
+                    state.remaining[step, default: 0] -= 1
                     // Closed when the last reader lets go of it.
-                    if state.remaining[step] <= 0 { state.files[step] = nil }
+                    if state.remaining[step, default: 0] <= 0 { state.files[step] = nil }
                 }
             }
         }
 
         package func closeAll() {
-            state.withLock { state in
-                for index in state.files.indices { state.files[index] = nil }
-            }
+            state.withLock { state in state.files = [:] }
         }
     }
 }

@@ -83,10 +83,8 @@ package struct ReportLayout {
     /// At most `max` of `steps` (in order), evenly spread, always with the first and the last;
     /// the steps in `keep` are added on top when present.
     package static func sample(_ steps: [Int], max limit: Int, keep: Set<Int> = []) -> [Int] {
-        let count = Swift.max(limit, 2)
-        guard steps.count > count else { return steps }
-        var chosen = Set<Int>()
-        for i in 0..<count { chosen.insert(i * (steps.count - 1) / (count - 1)) }
+        guard steps.count > Swift.max(limit, 2) else { return steps }
+        let chosen = Set(StepSampling.indices(count: steps.count, limit: limit))
         var result: [Int] = []
         for (index, step) in steps.enumerated() where chosen.contains(index) || keep.contains(step) { result.append(step) }
         return result

@@ -88,7 +88,7 @@ struct SeriesMeasurerTests {
         try Self.writeMixedRun(dir)
         let run = try RunLoader.load(dir.url.path)
         let options = Self.options()
-        let measured = RunMeasurer.measure(run, options: options)
+        let measured = RunMeasurer.measure(run, options: options, full: true)
         let gradientNames = Set(run.checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })
         let start = RunMeasurer.windowStart(count: run.checkpoints.count)
         var referenceUnits: [TensorKey: [Bool]] = [:]
@@ -161,7 +161,7 @@ struct SeriesMeasurerTests {
     /// Compares `RunMeasurer.measure` with `measureStep` on every step of `run`.
     func assertAgreesWithStepByStep(_ run: Run) throws {
         let options = Self.options()
-        let measured = RunMeasurer.measure(run, options: options)
+        let measured = RunMeasurer.measure(run, options: options, full: true)
         let gradientNames = Set(run.checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })
         let start = RunMeasurer.windowStart(count: run.checkpoints.count)
         let opened = try run.checkpoints.map { try Worker.reopen($0, options: LoadOptions()) }
@@ -262,7 +262,7 @@ struct SeriesMeasurerTests {
         let result = SeriesMeasurer.measure(
             steps, selected: selected, options: Self.options(), gradientNames: [], perUnitEverywhere: false,
             unitWindowStart: 1)
-        #expect(result.stepErrors.allSatisfy { $0 == nil })
+        #expect(result.stepErrors.isEmpty)
         let failed = try #require(result.outcomes[1][t])
         #expect(failed.measurement == nil && failed.error?.contains("truncated") == true)
         let t2 = try #require(steps[2].tensors.firstIndex { $0.path == "/weights/big" })
@@ -272,29 +272,58 @@ struct SeriesMeasurerTests {
         #expect(result.outcomes[0][t0]?.measurement?.stats.count == 300_000)
     }
 
-    @Test("a step's measurement table: lookups, order, replacement, removal, and coding as a keyed object")
+    @Test("a step's measurement table: lookups in order, each detail keeps exactly what it says, and coding as a keyed object")
     func measurementTable() throws {
         let dir = try TemporaryDirectory()
         try Self.writeMixedRun(dir, steps: 2)
-        let record = RunMeasurer.measure(try RunLoader.load(dir.url.path)).records[1]
-        var table = record.tensors
-        #expect(table.count == record.order.count && table.keys == record.order)
+        let record = RunMeasurer.measure(try RunLoader.load(dir.url.path), full: true).records[1]
+        let table = record.tensors
+        #expect(table.detail == .full && table.count == record.order.count && table.keys == record.order)
         let big = try #require(table[.weight("big")])
-        var changed = big
-        changed.trainable = false
-        table[.weight("big")] = changed
-        #expect(table[.weight("big")]?.trainable == false && table.keys == record.order, "replaced in place")
-        table[.weight("big")] = nil
-        #expect(table[.weight("big")] == nil && table.count == record.order.count - 1)
-        #expect(table[.weight("d64")]?.key == .weight("d64"), "lookups still right after a removal")
-        table[.weight("big")] = big
-        #expect(table.keys.last == .weight("big"))
-        // Binary (between processes) and JSON round trips keep every entry under its key.
+        #expect(big.stats.p50 != nil && big.drift?.normA != nil, "full detail keeps quantiles and the whole drift")
+        for detail in [MeasurementDetail.compact, .histogram] {
+            let kept = table.keeping(detail)
+            #expect(kept.detail == detail && kept.keys == table.keys)
+            for (full, compact) in zip(table.values, kept.values) {
+                #expect(compact.key == full.key && compact.name == full.name && compact.shape == full.shape && compact.path == full.path)
+                let (a, b) = (full.stats, compact.stats)
+                #expect(a.count == b.count && a.finiteCount == b.finiteCount && a.zeros == b.zeros && a.nan == b.nan)
+                #expect(a.posInf == b.posInf && a.negInf == b.negInf)
+                #expect(a.mean == b.mean && a.std == b.std && a.min == b.min && a.max == b.max && a.l2Norm == b.l2Norm)
+                #expect(a.maxAbs == b.maxAbs, "max |x| is max(|min|, |max|) exactly")
+                #expect(b.p50 == nil && b.histogram == nil)
+                #expect((b.log2Histogram == a.log2Histogram) == (detail == .histogram) || a.log2Histogram.counts.isEmpty)
+                #expect(full.drift?.relativeChange == compact.drift?.relativeChange && full.drift?.changed == compact.drift?.changed)
+                #expect((full.drift == nil) == (compact.drift == nil) && compact.drift?.normA == nil)
+                #expect(full.zeroUnits == compact.zeroUnits && full.unitCount == compact.unitCount && full.inactiveUnits == compact.inactiveUnits)
+            }
+        }
+        // Saves of one model share one layout.
+        let other = table.keeping(.compact)
+        let shared = table.keeping(.compact, sharing: other.layout)
+        #expect(shared.layout === other.layout)
+        // Binary (between processes) and JSON round trips keep every entry under its key, and the detail.
         let binary = try WorkerCoding.decode(MeasurementTable.self, from: try WorkerCoding.encode(record.tensors))
-        #expect(binary.keys.sorted() == record.order.sorted())
+        #expect(binary.keys.sorted() == record.order.sorted() && binary.detail == .full)
         #expect(binary[.gradient("big")]?.stats.zeros == record.tensors[.gradient("big")]?.stats.zeros)
+        let compact = try WorkerCoding.decode(MeasurementTable.self, from: try WorkerCoding.encode(table.keeping(.compact)))
+        #expect(compact.detail == .compact && compact[.weight("big")]?.stats.mean == big.stats.mean)
         let json = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(record.tensors)) as? [String: Any]
         #expect(Set(json?.keys.map { $0 } ?? []) == Set(record.order.map(\.description)))
+    }
+
+    @Test("counts past 32 bits survive the compact table")
+    func wideCounts() {
+        let huge = 5_000_000_000
+        let stats = TensorStats(
+            count: huge, finiteCount: huge - 3, mean: 0.5, std: 1, min: -2, max: 3, maxAbs: 3, l2Norm: 10, zeros: huge / 2,
+            nan: 3, posInf: 0, negInf: 0, p1: nil, p5: nil, p50: nil, p95: nil, p99: nil, histogram: nil,
+            log2Histogram: Log2Histogram(minExponent: 0, counts: [], zeros: huge / 2), unitNorms: nil, unitZeroCount: nil)
+        let measurement = TensorMeasurement(
+            key: .weight("w"), name: "w", layer: "l", role: .weight, shape: [huge], dtype: "float32", path: "/w", stats: stats)
+        let back = MeasurementTable([measurement], detail: .compact)[.weight("w")]
+        #expect(back?.stats.count == huge && back?.stats.zeros == huge / 2 && back?.stats.finiteCount == huge - 3)
+        #expect(back?.stats.maxAbs == 3 && back?.drift == nil && back?.zeroUnits == nil)
     }
 
     func close(_ a: Double?, _ b: Double?) -> Bool {
