@@ -31,8 +31,10 @@ public struct DeflatedChunks: Sendable {
     let addresses: [Int]
     let sizes: [Int]
 
-    /// Largest chunk read this way, inflated (libhdf5 reads bigger ones): a few of these per thread are in memory at once.
-    public static let maxChunkBytes = 64 << 20
+    /// Largest chunk read this way, inflated (libhdf5 reads bigger ones). Each thread holds one
+    /// chunk per tensor being read, inflated and as stored (two for drift), so memory stays a few
+    /// times this per thread at most; h5py's automatic chunks are at most 1 MiB.
+    public static let maxChunkBytes = 16 << 20
     /// Most chunks read this way (their addresses are listed before reading).
     public static let maxChunks = 1 << 20
 

@@ -103,15 +103,18 @@ struct ChunkTests {
             try writer.write("partial", values, shape: [20, 20], as: .float32, chunks: [5, 5], gzip: 4, writtenRows: 10)
             try writer.write("contiguous", values, shape: [20, 20], as: .float32)
             try writer.write("good", values, shape: [20, 20], as: .float32, chunks: [5, 5], gzip: 4)
+            // One chunk of 4.2 million float32 (16.8 MB): over the cap, libhdf5 reads it.
+            try writer.write("huge", [Double](repeating: 0, count: 4_200_000), shape: [4_200_000], as: .float32, chunks: [4_200_000], gzip: 1)
         }
         let file = try HDF5File.open(path)
-        for name in ["fletcher", "shuffleOnly", "uncompressed", "ints", "halves", "partial", "contiguous"] {
+        for name in ["fletcher", "shuffleOnly", "uncompressed", "ints", "halves", "partial", "contiguous", "huge"] {
             let dataset = try file.dataset("/" + name)
             #expect(dataset.deflatedChunks() == nil, "\(name)")
             #expect(dataset.deflatedChunksRefusal != nil, "\(name)")
         }
         #expect(try file.dataset("/partial").deflatedChunksRefusal?.contains("allocated") == true)
         #expect(try file.dataset("/fletcher").deflatedChunksRefusal?.contains("fletcher32") == true)
+        #expect(try file.dataset("/huge").deflatedChunksRefusal?.contains("larger than") == true)
         #expect(try file.dataset("/good").deflatedChunks() != nil)
         // A file held in memory has no descriptor to read chunks from.
         let image = try HDF5File.open(image: [UInt8](Data(contentsOf: URL(fileURLWithPath: path))), name: "image.h5")
