@@ -7,7 +7,7 @@ import PackageDescription
 // The targets are layers, each depending only on the ones below it, so that the compiler rejects a
 // backward arrow (README, "Layout of this repository"):
 //
-//   CHDF5 -> HDF5 -> GradScopeSources -> GradScopeMeasurement -> GradScopeDiagnosis -> GradScopeRendering -> gradscope
+//   CHDF5, CDeflate -> HDF5 -> GradScopeSources -> GradScopeMeasurement -> GradScopeDiagnosis -> GradScopeRendering -> gradscope
 //   ElementTypes -> GradScopeModel -> GradScopeSources;  GradScopeKernels -> GradScopeStatistics -> GradScopeMeasurement
 let package = Package(
     name: "gradscope",
@@ -26,10 +26,16 @@ let package = Package(
             pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]
         ),
+        // libdeflate as a Swift module: inflates gzip-compressed HDF5 chunks on several threads.
+        .systemLibrary(
+            name: "CDeflate",
+            pkgConfig: "libdeflate",
+            providers: [.apt(["libdeflate-dev"])]
+        ),
         // Element types of stored tensors and where contiguous ones lie: plain values, no library.
         .target(name: "ElementTypes"),
         // A safe, read-only layer over libhdf5. Knows nothing about machine learning.
-        .target(name: "HDF5", dependencies: ["CHDF5", "ElementTypes"]),
+        .target(name: "HDF5", dependencies: ["CHDF5", "CDeflate", "ElementTypes"]),
         // The statistics' SIMD chunk kernels in C (baseline, AVX2 and AVX-512 versions).
         .target(name: "GradScopeKernels"),
         // What training saved, as plain values: tensors and their roles, step metadata, skipped items.
@@ -60,7 +66,7 @@ let package = Package(
             ]
         ),
         // Test-only: writes HDF5 files for fixtures (the library itself never writes).
-        .target(name: "HDF5Writer", dependencies: ["HDF5", "CHDF5"], path: "Tests/HDF5Writer"),
+        .target(name: "HDF5Writer", dependencies: ["HDF5", "CHDF5", "CDeflate"], path: "Tests/HDF5Writer"),
         // Fixtures both test targets use: temporary directories, seeded numbers, sample and corpus paths.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "HDF5Tests", dependencies: ["HDF5", "HDF5Writer", "TestSupport"]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what gradscope needs on Debian/Ubuntu (libhdf5-dev; numpy, h5py and
+# Installs what gradscope needs on Debian/Ubuntu (libhdf5-dev, libdeflate-dev; numpy, h5py and
 # pytest for the Python tools, in the virtual environment .venv/, see
 # Tools/python-env.sh), builds it, and runs it on a bundled sample run.
 set -euo pipefail
@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
-if ! pkg-config --exists hdf5 2>/dev/null; then
+if ! pkg-config --exists hdf5 libdeflate 2>/dev/null; then
     $SUDO apt-get update
-    $SUDO apt-get install -y libhdf5-dev pkg-config
+    $SUDO apt-get install -y libhdf5-dev libdeflate-dev pkg-config
 fi
 ensure_python_env
 

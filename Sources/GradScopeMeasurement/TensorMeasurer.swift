@@ -22,7 +22,8 @@ public struct MeasureOptions: Sendable {
 /// Reads tensors and computes their statistics (and their drift against an
 /// earlier save) in one streamed pass each: contiguous float32/float64 data is
 /// read directly from the file (`pread`, 64 Ki elements at a time) and split
-/// across threads; everything else is read
+/// across threads; gzip-compressed chunked float32/float64 data is read and
+/// inflated without libhdf5, on every thread (`ChunkedMeasurer`); everything else is read
 /// through libhdf5 in bounded blocks. Memory stays at a few blocks whatever
 /// the tensor's size.
 public enum TensorMeasurer {
@@ -51,6 +52,11 @@ public enum TensorMeasurer {
             case .float32: return try directStats(direct, as: Float.self, layout: layout, options: options)
             default: return try directStats(direct, as: Double.self, layout: layout, options: options)
             }
+        }
+        if let chunks = dataset.deflatedChunks(),
+            let stats = try ChunkedMeasurer.stats(of: dataset, chunks: chunks, layout: layout, options: options)
+        {
+            return stats
         }
         return dataset.needsDouble
             ? try streamedStats(dataset, as: Double.self, layout: layout, options: options)
@@ -95,6 +101,12 @@ public enum TensorMeasurer {
             default:
                 return try directBoth(a, b, as: Double.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
             }
+        }
+        if let a = before.deflatedChunks(), let b = current.deflatedChunks(),
+            let both = try ChunkedMeasurer.statsAndDrift(
+                earlier: a, current: b, of: current, statsLayout: statsLayout, driftLayout: driftLayout, options: options)
+        {
+            return both
         }
         return current.needsDouble || before.needsDouble
             ? try streamedBoth(before, current, as: Double.self, statsLayout: statsLayout, driftLayout: driftLayout, options: options)

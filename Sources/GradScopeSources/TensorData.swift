@@ -40,12 +40,20 @@ public protocol TensorData {
     func checkReadable() throws
     /// Its bytes, when they can be read by offset.
     func contiguous() -> (any ContiguousTensor)?
+    /// Its gzip-compressed chunks, when they can be read by offset and inflated on any thread
+    /// (an HDF5 chunked float32 or float64 dataset, deflate or shuffle then deflate).
+    func deflatedChunks() -> DeflatedChunks?
     /// Blocks of about `blockElements` elements covering it in row-major order.
     func blocks(blockElements: Int) -> [TensorBlock]
     /// Reads `block` converted to `T`.
     func read<T: HDF5Real>(_ block: TensorBlock, into buffer: UnsafeMutableBufferPointer<T>) throws
     /// Reads it block by block converted to `T`, calling `body` with each block and the flat index of its first element.
     func stream<T: HDF5Real>(as type: T.Type, blockElements: Int, _ body: (UnsafeBufferPointer<T>, Int) throws -> Void) throws
+}
+
+extension TensorData {
+    /// None, unless the source stores gzip-compressed chunks (HDF5 does).
+    public func deflatedChunks() -> DeflatedChunks? { nil }
 }
 
 /// Where the tensors of an open checkpoint are read from: a source's open files.

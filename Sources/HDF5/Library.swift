@@ -34,6 +34,15 @@ package enum Library {
         }
     }
 
+    /// Whether `H5Dget_chunk_info_by_coord` counts the user block in the addresses it gives:
+    /// from libhdf5 1.14.4 on (HDF5 pull request 4236); before, they are relative to the superblock.
+    package static let chunkAddressesAreAbsolute: Bool = {
+        ensure()
+        var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
+        guard H5get_libversion(&major, &minor, &release) >= 0 else { return false }
+        return (major, minor, release) >= (1, 14, 4)
+    }()
+
     /// The descriptions on libhdf5's current error stack, innermost first.
     package static func errorMessages() -> [String] {
         var buffer = [CChar](repeating: 0, count: 4096)

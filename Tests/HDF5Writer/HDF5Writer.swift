@@ -1,3 +1,4 @@
+import CDeflate
 import CHDF5
 import HDF5
 
@@ -114,10 +115,13 @@ public final class HDF5Writer {
     }
 
     /// Writes a numeric dataset from Double values, converted to `type`.
-    /// `shape` [] writes a scalar; `chunks` and `gzip` make it chunked and compressed.
+    /// `shape` [] writes a scalar; `chunks` and `gzip` make it chunked and compressed, `shuffle`
+    /// puts HDF5's shuffle filter before deflate and `fletcher32` a checksum after it (both need `chunks`).
+    /// `writtenRows` writes only that many rows of axis 0, leaving the other chunks unallocated.
     public func write(
         _ datasetPath: String, _ values: [Double], shape: [Int], as type: StoredType = .float32,
-        chunks: [Int]? = nil, gzip: Int? = nil, compact: Bool = false
+        chunks: [Int]? = nil, gzip: Int? = nil, shuffle: Bool = false, fletcher32: Bool = false, compact: Bool = false,
+        writtenRows: Int? = nil
     ) throws {
         let count = shape.reduce(1, *)
         guard values.count == count else {
@@ -134,7 +138,9 @@ public final class HDF5Writer {
         if let chunks {
             var chunkDims = chunks.map { hsize_t($0) }
             H5Pset_chunk(dcpl.id, Int32(chunks.count), &chunkDims)
+            if shuffle { H5Pset_shuffle(dcpl.id) }
             if let gzip { H5Pset_deflate(dcpl.id, UInt32(gzip)) }
+            if fletcher32 { H5Pset_fletcher32(dcpl.id) }
         } else if compact {
             H5Pset_layout(dcpl.id, H5D_COMPACT)
         }
@@ -144,6 +150,20 @@ public final class HDF5Writer {
         guard did >= 0 else { throw fail(datasetPath, "cannot create dataset") }
         let dataset = Handle(did, .dataset)
         guard count > 0 else { return }
+        if let writtenRows, let rows = shape.first, rows > 0 {
+            let inner = count / rows
+            var input = Array(values.prefix(writtenRows * inner))
+            var start = [hsize_t](repeating: 0, count: shape.count)
+            var extent = shape.map { hsize_t($0) }
+            extent[0] = hsize_t(writtenRows)
+            let fileSpace = Handle(H5Dget_space(dataset.id), .dataspace)
+            H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, &start, nil, &extent, nil)
+            let memSpace = Handle(H5Screate_simple(Int32(extent.count), &extent, nil), .dataspace)
+            guard H5Dwrite(dataset.id, gs_H5T_NATIVE_DOUBLE(), memSpace.id, fileSpace.id, gs_H5P_DEFAULT(), &input) >= 0 else {
+                throw fail(datasetPath, "cannot write rows")
+            }
+            return
+        }
         let status: herr_t
         switch type {
         case .bfloat16Opaque:
@@ -293,5 +313,19 @@ public final class HDF5Writer {
             }
             return H5Awrite(attribute.id, type.id, &bytes)
         }
+    }
+
+    /// `bytes` compressed as a zlib stream (what HDF5's deflate filter stores), for tests that
+    /// replace a chunk's stored bytes.
+    public static func zlibCompress(_ bytes: [UInt8], level: Int32 = 4) -> [UInt8] {
+        guard let compressor = libdeflate_alloc_compressor(level) else { return [] }
+        defer { libdeflate_free_compressor(compressor) }
+        var output = [UInt8](repeating: 0, count: libdeflate_zlib_compress_bound(compressor, bytes.count))
+        let written = bytes.withUnsafeBytes { input in
+            output.withUnsafeMutableBytes { out in
+                libdeflate_zlib_compress(compressor, input.baseAddress, input.count, out.baseAddress, out.count)
+            }
+        }
+        return Array(output.prefix(written))
     }
 }
