@@ -123,11 +123,28 @@ package enum PrettyJSON {
 
     package struct Writer {
         package var bytes: [UInt8] = []
+        /// Per depth, the keys of the last object written there and their sorted order: objects of
+        /// one type (a timeline's points) come in runs with the same keys, sorted once per run.
+        private var orders: [(keys: [String], order: [Int])] = []
+        private static let spaces = [UInt8](repeating: UInt8(ascii: " "), count: 128)
 
         package init() { bytes.reserveCapacity(1 << 16) }
 
         mutating func indent(_ depth: Int) {
-            bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: 2 * depth))
+            if 2 * depth <= Self.spaces.count {
+                bytes.append(contentsOf: Self.spaces[0..<(2 * depth)])
+            } else {
+                bytes.append(contentsOf: repeatElement(UInt8(ascii: " "), count: 2 * depth))
+            }
+        }
+
+        /// The positions of `keys` in the order of their UTF-8 bytes.
+        mutating func sortedOrder(_ keys: [String], depth: Int) -> [Int] {
+            while orders.count <= depth { orders.append(([], [])) }
+            if orders[depth].keys == keys { return orders[depth].order }
+            let order = keys.indices.sorted { keys[$0].utf8.lexicographicallyPrecedes(keys[$1].utf8) }
+            orders[depth] = (keys, order)
+            return order
         }
 
         package mutating func write(_ node: Node, depth: Int) {
@@ -152,7 +169,7 @@ package enum PrettyJSON {
             case .object:
                 bytes.append(contentsOf: [UInt8(ascii: "{"), 0x0A])
                 if node.children.isEmpty { bytes.append(0x0A) }
-                let order = node.keys.indices.sorted { node.keys[$0].utf8.lexicographicallyPrecedes(node.keys[$1].utf8) }
+                let order = sortedOrder(node.keys, depth: depth)
                 for (rank, index) in order.enumerated() {
                     indent(depth + 1)
                     write(string: node.keys[index])
