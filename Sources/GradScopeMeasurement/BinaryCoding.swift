@@ -15,10 +15,14 @@ import HDF5
 /// lengths and counts are LEB128 varints.
 public enum BinaryCoding {
     public static func encode<T: Encodable>(_ value: T) throws -> Data {
-        let encoder = BinaryValueEncoder()
-        try value.encode(to: encoder)
         var writer = BinaryWriter()
-        writer.write(encoder.storage.value)
+        if let scalar = BinaryValueEncoder.scalar(value) {
+            writer.write(scalar)
+        } else {
+            let encoder = BinaryValueEncoder()
+            try value.encode(to: encoder)
+            writer.write(encoder.storage)
+        }
         return Data(writer.bytes)
     }
 
@@ -77,6 +81,35 @@ package struct BinaryWriter {
         value.withUTF8 { utf8 in
             varint(utf8.count)
             bytes.append(contentsOf: utf8)
+        }
+    }
+
+    /// Writes a node as the value it stands for (``BinaryNode/value``), without building that value.
+    package mutating func write(_ node: BinaryNode) {
+        switch node.kind {
+        case .empty:
+            bytes.append(8)
+            varint(0)
+        case .single:
+            write(node.single)
+        case .array:
+            bytes.append(7)
+            varint(node.children.count)
+            for child in node.children { write(child) }
+        case .object:
+            bytes.append(8)
+            varint(node.children.count)
+            for (key, child) in zip(node.keys, node.children) {
+                string(key)
+                write(child)
+            }
+        }
+    }
+
+    package mutating func write(_ child: BinaryNode.Child) {
+        switch child {
+        case .value(let value): write(value)
+        case .node(let node): write(node)
         }
     }
 
@@ -189,11 +222,26 @@ package struct BinaryReader {
 // MARK: Encoding
 
 /// A value under construction: containers are filled after they are handed out.
+/// Scalars in a container are kept as values, not nodes: most of a message is numbers
+/// and short strings, and a node (an object) for each would cost an allocation apiece.
 package final class BinaryNode {
     package enum Kind { case empty, single, array, object }
+    /// A container's element: a finished scalar, or a node still being filled.
+    package enum Child {
+        case value(BinaryValue)
+        case node(BinaryNode)
+
+        package var value: BinaryValue {
+            switch self {
+            case .value(let value): return value
+            case .node(let node): return node.value
+            }
+        }
+    }
+
     package var kind = Kind.empty
     package var single = BinaryValue.null
-    package var children: [BinaryNode] = []
+    package var children: [Child] = []
     /// For objects: the key of each child.
     package var keys: [String] = []
 
@@ -215,15 +263,26 @@ package final class BinaryNode {
         let child = BinaryNode()
         kind = .object
         keys.append(key)
-        children.append(child)
+        children.append(.node(child))
         return child
+    }
+
+    package func appendValue(key: String, _ value: BinaryValue) {
+        kind = .object
+        keys.append(key)
+        children.append(.value(value))
     }
 
     package func appendElement() -> BinaryNode {
         let child = BinaryNode()
         kind = .array
-        children.append(child)
+        children.append(.node(child))
         return child
+    }
+
+    package func appendElementValue(_ value: BinaryValue) {
+        kind = .array
+        children.append(.value(value))
     }
 }
 
@@ -284,10 +343,14 @@ package struct KeyedBinaryEncoding<Key: CodingKey>: KeyedEncodingContainerProtoc
     package let node: BinaryNode
     package let codingPath: [CodingKey]
 
-    package mutating func encodeNil(forKey key: Key) throws { node.appendChild(key: key.stringValue).set(.null) }
+    package mutating func encodeNil(forKey key: Key) throws { node.appendValue(key: key.stringValue, .null) }
 
     package mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
-        try BinaryValueEncoder.encode(value, into: node.appendChild(key: key.stringValue), codingPath: codingPath + [key])
+        if let scalar = BinaryValueEncoder.scalar(value) {
+            node.appendValue(key: key.stringValue, scalar)
+        } else {
+            try value.encode(to: BinaryValueEncoder(storage: node.appendChild(key: key.stringValue), codingPath: codingPath + [key]))
+        }
     }
 
     package mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey>
@@ -317,10 +380,14 @@ package struct UnkeyedBinaryEncoding: UnkeyedEncodingContainer {
     package let codingPath: [CodingKey]
     package var count: Int { node.children.count }
 
-    package mutating func encodeNil() throws { node.appendElement().set(.null) }
+    package mutating func encodeNil() throws { node.appendElementValue(.null) }
 
     package mutating func encode<T: Encodable>(_ value: T) throws {
-        try BinaryValueEncoder.encode(value, into: node.appendElement(), codingPath: codingPath)
+        if let scalar = BinaryValueEncoder.scalar(value) {
+            node.appendElementValue(scalar)
+        } else {
+            try value.encode(to: BinaryValueEncoder(storage: node.appendElement(), codingPath: codingPath))
+        }
     }
 
     package mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
@@ -372,6 +439,13 @@ package struct BinaryValueDecoder: Decoder {
     package static func decode<T: Decodable>(_ type: T.Type, from value: BinaryValue, codingPath: [CodingKey]) throws -> T {
         if let scalar = try scalar(type, from: value, codingPath: codingPath) { return scalar }
         return try T(from: BinaryValueDecoder(value: value, codingPath: codingPath))
+    }
+
+    /// Whether `T` is one of the types ``scalar(_:from:codingPath:)`` decodes itself.
+    package static func isScalar<T>(_: T.Type) -> Bool {
+        T.self == Double.self || T.self == Int.self || T.self == String.self || T.self == Bool.self || T.self == Float.self
+            || T.self == Int64.self || T.self == Int32.self || T.self == Int16.self || T.self == Int8.self || T.self == UInt.self
+            || T.self == UInt64.self || T.self == UInt32.self || T.self == UInt16.self || T.self == UInt8.self
     }
 
     /// Type comparisons, not dynamic casts: this runs for every number of every message.
@@ -443,7 +517,12 @@ package struct KeyedBinaryDecoding<Key: CodingKey>: KeyedDecodingContainerProtoc
     }
 
     package func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
-        try BinaryValueDecoder.decode(type, from: try require(key), codingPath: codingPath + [key])
+        let value = try require(key)
+        // The path is built for nested values and errors only: this runs for every field of every message.
+        if BinaryValueDecoder.isScalar(type), let scalar = try? BinaryValueDecoder.scalar(type, from: value, codingPath: codingPath) {
+            return scalar
+        }
+        return try BinaryValueDecoder.decode(type, from: value, codingPath: codingPath + [key])
     }
 
     package func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {

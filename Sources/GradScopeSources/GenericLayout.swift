@@ -51,11 +51,10 @@ package enum GenericLayout {
                 skipped.append(SkippedItem(item: source + ":" + item.path, kind: .unreadable, reason: item.problem ?? "unreadable"))
                 continue
             }
-            let segments = item.relative.split(separator: "/").map(String.init)
-            let lowered = segments.map { $0.lowercased() }
-            // Scalars at the root carry metadata, not parameters.
-            if segments.count == 1 && info.shape.isEmpty {
-                let key = lowered[0]
+            // Scalars at the root carry metadata, not parameters (the name is split only for scalars).
+            let segments = info.shape.isEmpty ? item.relative.split(separator: "/") : []
+            if segments.count == 1 {
+                let key = segments[0].lowercased()
                 if let value = LayoutSupport.scalarValue(file, item.path) {
                     switch key {
                     case "step", "global_step", "iteration", "iter":

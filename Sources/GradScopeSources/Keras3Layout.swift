@@ -16,8 +16,8 @@ package enum Keras3Layout {
         return entries.contains { entry in
             guard entry.path.hasPrefix(prefix) else { return false }
             let relative = entry.path.dropFirst(prefix.count)
-            return (relative.hasPrefix("layers/") || relative.contains("_layer_checkpoint_dependencies"))
-                && relative.contains("/vars/")
+            return (relative.hasPrefix("layers/") || LayoutSupport.contains(relative, "_layer_checkpoint_dependencies"))
+                && LayoutSupport.contains(relative, "/vars/")
         }
     }
 

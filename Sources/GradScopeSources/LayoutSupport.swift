@@ -52,12 +52,31 @@ package enum LayoutSupport {
     /// The layer of a parameter name: everything before the last `.` for
     /// dotted (PyTorch) names, before the last `/` otherwise.
     package static func layer(of name: String) -> String {
-        if !name.contains("/"), let dot = name.lastIndex(of: ".") {
+        if !contains(name, "/"), let dot = name.lastIndex(of: ".") {
             return String(name[..<dot])
         }
         if let slash = name.lastIndex(of: "/") { return String(name[..<slash]) }
         if let dot = name.lastIndex(of: ".") { return String(name[..<dot]) }
         return name
+    }
+
+    /// Whether `text` contains `needle` (ASCII), as Foundation's `contains` answers: from the
+    /// bytes when `text` is ASCII too (every tensor of every file is asked, and Foundation's
+    /// search costs more than the rest of naming it), through Foundation otherwise.
+    package static func contains<S: StringProtocol>(_ text: S, _ needle: StaticString) -> Bool {
+        let pattern = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+        func search(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool? {
+            guard bytes.allSatisfy({ $0 < 0x80 }) else { return nil }
+            guard let first = pattern.first else { return true }
+            var start = 0
+            while start + pattern.count <= bytes.count {
+                if bytes[start] == first, (1..<pattern.count).allSatisfy({ bytes[start + $0] == pattern[$0] }) { return true }
+                start += 1
+            }
+            return false
+        }
+        let ascii = text.utf8.withContiguousStorageIfAvailable(search) ?? Array(text.utf8).withUnsafeBufferPointer(search)
+        return ascii ?? text.contains(needle.description)
     }
 
     /// The first integer-looking value among root attributes with these names that can be a

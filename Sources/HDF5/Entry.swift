@@ -66,35 +66,46 @@ public func joinObjectPath(_ parent: String, _ name: String) -> String {
 /// Orders names the way a person counts: `vars/2` before `vars/10`,
 /// `step_9` before `step_10`. Runs of digits compare by value, the rest by
 /// Unicode scalar value; ties fall back to plain string order.
+///
+/// Compares the UTF-8 bytes, allocating nothing (sorting a group of a few hundred
+/// names calls this thousands of times per file): ASCII digits are single bytes that
+/// never occur inside a multi-byte sequence, and UTF-8's byte order is the order of
+/// the scalar values, so this is the same order as comparing scalar by scalar.
 public func numericAwareLess(_ lhs: String, _ rhs: String) -> Bool {
-    let left = Array(lhs.unicodeScalars)
-    let right = Array(rhs.unicodeScalars)
+    var left = lhs, right = rhs
+    let decided: Bool? = left.withUTF8 { a in right.withUTF8 { b in numericAwareOrder(a, b) } }
+    return decided ?? (lhs < rhs)
+}
+
+/// The order of two UTF-8 names by ``numericAwareLess(_:_:)``, or nil when they tie
+/// (equal but for leading zeros), for the caller's fallback to string order.
+private func numericAwareOrder(_ left: UnsafeBufferPointer<UInt8>, _ right: UnsafeBufferPointer<UInt8>) -> Bool? {
+    @inline(__always) func isDigit(_ byte: UInt8) -> Bool { byte &- 0x30 < 10 }
     var i = 0, j = 0
     while i < left.count && j < right.count {
         let a = left[i], b = right[j]
-        let aDigit = a.properties.numericType == .decimal && a.isASCII
-        let bDigit = b.properties.numericType == .decimal && b.isASCII
-        if aDigit && bDigit {
+        if isDigit(a) && isDigit(b) {
             var endA = i, endB = j
-            while endA < left.count, left[endA].isASCII, left[endA].properties.numericType == .decimal { endA += 1 }
-            while endB < right.count, right[endB].isASCII, right[endB].properties.numericType == .decimal { endB += 1 }
+            while endA < left.count, isDigit(left[endA]) { endA += 1 }
+            while endB < right.count, isDigit(right[endB]) { endB += 1 }
             // Compare by value: strip leading zeros, then length, then digits.
             var sa = i, sb = j
-            while sa < endA - 1 && left[sa] == "0" { sa += 1 }
-            while sb < endB - 1 && right[sb] == "0" { sb += 1 }
+            while sa < endA - 1 && left[sa] == 0x30 { sa += 1 }
+            while sb < endB - 1 && right[sb] == 0x30 { sb += 1 }
             let lenA = endA - sa, lenB = endB - sb
             if lenA != lenB { return lenA < lenB }
             for k in 0..<lenA where left[sa + k] != right[sb + k] {
-                return left[sa + k].value < right[sb + k].value
+                return left[sa + k] < right[sb + k]
             }
             i = endA
             j = endB
             continue
         }
-        if a != b { return a.value < b.value }
+        if a != b { return a < b }
         i += 1
         j += 1
     }
-    if left.count - i != right.count - j { return left.count - i < right.count - j }
-    return lhs < rhs
+    // One name ran out first (the shorter sorts first), or both did together: a tie.
+    if (left.count - i == 0) != (right.count - j == 0) { return left.count - i == 0 }
+    return nil
 }

@@ -328,3 +328,92 @@ struct JSONContractTests {
         }
     }
 }
+
+/// Values of every shape the reports use, for the contract's writer to match Foundation's.
+private struct JSONSample: Encodable {
+    var numbers: [String: Double]
+    var floats: [Float]
+    var integers: [Int64]
+    var unsigned: [UInt8]
+    var empty: [Int] = []
+    var emptyObject: [String: Int] = [:]
+    var nested: [[Int]]
+    var text: String
+    var missing: Int?
+    var present: Int?
+    var flag: Bool
+    var many: [String: Int]
+    var optionals: [Double?]
+
+    enum CodingKeys: String, CodingKey {
+        case numbers, floats, integers, unsigned, empty, nested, text, missing, present, flag, many, optionals
+        case emptyObject = "empty_object"
+        case repeated
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(numbers, forKey: .numbers)
+        try container.encode(floats, forKey: .floats)
+        try container.encode(integers, forKey: .integers)
+        try container.encode(unsigned, forKey: .unsigned)
+        try container.encode(empty, forKey: .empty)
+        try container.encode(emptyObject, forKey: .emptyObject)
+        try container.encode(nested, forKey: .nested)
+        try container.encode(text, forKey: .text)
+        try container.encodeIfPresent(missing, forKey: .missing)
+        try container.encodeIfPresent(present, forKey: .present)
+        try container.encode(flag, forKey: .flag)
+        try container.encode(many, forKey: .many)
+        try container.encode(optionals, forKey: .optionals)
+        // A key written twice keeps its last value.
+        try container.encode(1, forKey: .repeated)
+        try container.encode("last", forKey: .repeated)
+    }
+}
+
+@Suite("The JSON writer")
+struct JSONWriterTests {
+    static func foundation<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: NonFiniteJSON.positiveInfinity, negativeInfinity: NonFiniteJSON.negativeInfinity, nan: NonFiniteJSON.nan)
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    @Test("writes the bytes Foundation's encoder writes: numbers, escapes, key order, empty containers, repeated keys")
+    func sameBytesAsFoundation() throws {
+        var text = ""
+        for code in 0..<0x80 { text.unicodeScalars.append(Unicode.Scalar(UInt8(code))) }
+        text += "é\u{2028}\u{7f}😀e\u{301}/"
+        let numbers: [String: Double] = [
+            "b": 1, "a": 0.1, "B": .nan, "é": -.infinity, "_": 1e-7, "aa": 1e22, "ab": 123_456_789_012.5, "ac": -0.0, "ad": 5e-324,
+            "ae": .greatestFiniteMagnitude, "af": 100, "ag": 1e16, "ah": 1e15, "ai": .infinity, "aj": 0.000123, "ak": -2.5e-300,
+            "Z": 9_007_199_254_740_993, "a b": 1.0 / 3, "a\"b": 2,
+        ]
+        var many: [String: Int] = [:]
+        for index in 0..<40 { many["key\(index * 7 % 40)"] = index }
+        let sample = JSONSample(
+            numbers: numbers, floats: [3.4e38, 1e-45, .infinity, -.nan, 16_777_216, 0.3, -0.0], integers: [.min, .max, 0, -1],
+            unsigned: [0, 255], nested: [[], [1], [2, 3]], text: text, missing: nil, present: 4, flag: false, many: many,
+            optionals: [nil, 1.5, nil])
+        #expect(try PrettyJSON.encode(sample) == (try Self.foundation(sample)))
+        #expect(try encodeJSON(sample) == (try Self.foundation(sample)))
+        for scalar in ["top", "", "\\"] { #expect(try PrettyJSON.encode(scalar) == (try Self.foundation(scalar))) }
+        #expect(try PrettyJSON.encode([[String: [Int]]]()) == (try Self.foundation([[String: [Int]]]())))
+        #expect(try PrettyJSON.encode([String: [Int]]()) == (try Self.foundation([String: [Int]]())))
+        #expect(try PrettyJSON.encode([1: "a", 10: "b", 2: "c"]) == (try Self.foundation([1: "a", 10: "b", 2: "c"])))
+    }
+
+    @Test("leaves dates, data and URLs to Foundation, which writes them its own way")
+    func foreignTypesFallBack() throws {
+        let date = ["when": Date(timeIntervalSince1970: 1_700_000_000)]
+        #expect(throws: PrettyJSON.Unsupported.self) { try PrettyJSON.encode(date) }
+        #expect(try encodeJSON(date) == (try Self.foundation(date)))
+        let url = [URL(fileURLWithPath: "/tmp/a b")]
+        #expect(try encodeJSON(url) == (try Self.foundation(url)))
+        let data = ["bytes": Data([1, 2, 3])]
+        #expect(try encodeJSON(data) == (try Self.foundation(data)))
+    }
+}

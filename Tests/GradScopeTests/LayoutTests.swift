@@ -13,6 +13,20 @@ import Testing
 
 @Suite("Layouts: tensors with the right name, layer, role and unit axis")
 struct LayoutTests {
+    @Test("the byte-wise search for path markers answers as Foundation's contains, ASCII or not")
+    func markerSearch() {
+        let texts = [
+            "layers/dense/vars/0", "model/fc.weight", "", "/", "x/vars", "/vars/", "a_layer_checkpoint_dependencies/b/vars/1",
+            "é/vars/0", "x/vars/\u{301}0", "名前/vars/1", "model.fc", "/\u{301}",
+        ]
+        for text in texts {
+            for needle: StaticString in ["/", "/vars/", "_layer_checkpoint_dependencies"] {
+                #expect(LayoutSupport.contains(text, needle) == text.contains(needle.description), "\(text) \(needle)")
+                #expect(LayoutSupport.contains(text.dropFirst(0), needle) == text.contains(needle.description))
+            }
+        }
+    }
+
     @Test("native: weights, gradients, optimizer slots, activations and in_optimizer")
     func native() throws {
         let dir = try TemporaryDirectory()

@@ -248,6 +248,29 @@ struct RunLoadingTests {
         }
     }
 
+    @Test("tensor changes are told at the steps where the list changes, and only there")
+    func tensorChangesAtTheirSteps() {
+        func tensor(_ name: String, _ shape: [Int], _ role: TensorRole = .weight, _ dtype: ElementType = .float32) -> TensorRef {
+            TensorRef(name: name, layer: name, role: role, shape: shape, dtype: dtype, unitAxis: nil, path: "/" + name)
+        }
+        func save(_ step: Int, _ tensors: [TensorRef]) -> Checkpoint {
+            Checkpoint(source: "s\(step)", layout: .generic, metadata: StepMetadata(step: step), tensors: tensors, layers: [])
+        }
+        let base = [tensor("a", [2]), tensor("b", [3])]
+        let reordered = [tensor("b", [3]), tensor("a", [2])]
+        let grown = base + [tensor("c", [1])]
+        let reshaped = [tensor("a", [4]), tensor("b", [3]), tensor("c", [1])]
+        let retyped = [tensor("a", [4], .weight, .float64), tensor("b", [3]), tensor("c", [1])]
+        let steps = [base, base, reordered, grown, grown, reshaped, retyped, [tensor("a", [4], .weight, .float64)]]
+        let notes = RunLoader.tensorChanges(steps.enumerated().map { save(($0.offset + 1) * 10, $0.element) })
+        #expect(
+            notes == [
+                "step 40: 1 tensor(s) appear: weight:c", "step 60: 1 tensor(s) change shape or dtype: weight:a",
+                "step 70: 1 tensor(s) change shape or dtype: weight:a", "step 80: 2 tensor(s) disappear: weight:b, weight:c",
+            ])
+        #expect(RunLoader.tensorChanges([save(1, base), save(2, base), save(3, base)]).isEmpty)
+    }
+
     @Test("tensors that appear or change shape between steps are noted, not fatal")
     func changingTensors() throws {
         let dir = try TemporaryDirectory()

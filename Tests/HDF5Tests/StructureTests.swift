@@ -18,6 +18,50 @@ struct StructureTests {
         #expect(!numericAwareLess("layer10", "layer9"))
     }
 
+    /// The order as first written, scalar by scalar, for the byte-wise version to match.
+    static func scalarwiseLess(_ lhs: String, _ rhs: String) -> Bool {
+        let left = Array(lhs.unicodeScalars), right = Array(rhs.unicodeScalars)
+        func digit(_ s: Unicode.Scalar) -> Bool { s.isASCII && s.properties.numericType == .decimal }
+        var i = 0, j = 0
+        while i < left.count && j < right.count {
+            let a = left[i], b = right[j]
+            if digit(a) && digit(b) {
+                var endA = i, endB = j
+                while endA < left.count, digit(left[endA]) { endA += 1 }
+                while endB < right.count, digit(right[endB]) { endB += 1 }
+                var sa = i, sb = j
+                while sa < endA - 1 && left[sa] == "0" { sa += 1 }
+                while sb < endB - 1 && right[sb] == "0" { sb += 1 }
+                let lenA = endA - sa, lenB = endB - sb
+                if lenA != lenB { return lenA < lenB }
+                for k in 0..<lenA where left[sa + k] != right[sb + k] { return left[sa + k].value < right[sb + k].value }
+                i = endA
+                j = endB
+                continue
+            }
+            if a != b { return a.value < b.value }
+            i += 1
+            j += 1
+        }
+        if left.count - i != right.count - j { return left.count - i < right.count - j }
+        return lhs < rhs
+    }
+
+    @Test("the byte-wise name order is the scalar-wise one, on names with digits, zeros, accents and other scripts")
+    func numericSortMatchesScalarOrder() {
+        let pieces = ["0", "00", "1", "9", "10", "007", "a", "B", "_", ".", "/", "é", "e\u{301}", "٣", "日本", "😀", "Z", ""]
+        var generator = SystemRandomNumberGenerator()
+        var names: [String] = []
+        for _ in 0..<600 {
+            names.append((0..<Int.random(in: 0...5, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }.joined())
+        }
+        var mismatches = 0
+        for a in names.prefix(200) {
+            for b in names where numericAwareLess(a, b) != Self.scalarwiseLess(a, b) { mismatches += 1 }
+        }
+        #expect(mismatches == 0)
+    }
+
     @Test("attributes of every kind checkpoints use decode exactly")
     func attributes() throws {
         let dir = try TemporaryDirectory()
