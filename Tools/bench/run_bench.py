@@ -540,14 +540,16 @@ def many_report(many: dict, a, targets: list) -> list[str]:
         out.append(f"  {s['files']:5d} saves  " + ";  ".join(parts))
     out.append("")
     out.append("per-file cost: (gradscope wall time - raw read wall time) / files "
-               f"(each file {first['tensors_per_step']} datasets):")
+               f"(each file {first['tensors_per_step']} datasets; the same with CPU times in brackets):")
     for n in names:
         s = lengths[n]
         raw = s.get("raw read")
         parts = []
         for tool in ("gradscope", NO_ISOLATION):
             if tool in s and raw:
-                parts.append(f"{tool} {(s[tool]['wall'] - raw['wall']) / s['files'] * 1e3:.2f} ms per file")
+                wall = (s[tool]["wall"] - raw["wall"]) / s["files"] * 1e3
+                cpu = (s[tool]["cpu"] - raw["cpu"]) / s["files"] * 1e3
+                parts.append(f"{tool} {wall:.2f} ms per file [{cpu:.2f} ms]")
         out.append(f"  {s['files']:5d} saves  " + ";  ".join(parts))
     short, long = lengths[names[0]], lengths[names[-1]]
     out.append("")
