@@ -3,6 +3,7 @@
     python3 Tools/bench/generate.py OUT_DIR [--params 50e6] [--steps 6] [--seed 0]
                                      [--variants native,gzip,h5py] [--jobs 2]
     python3 Tools/bench/generate.py OUT_DIR --big-tensor
+    python3 Tools/bench/generate.py OUT_DIR --many 300 [--params 2.5e6]
 
 The model is a small transformer-shaped stack (an embedding, blocks of
 attention and MLP matrices with their biases and LayerNorms, a head), with the
@@ -26,6 +27,13 @@ Planted pathologies (the detectors must find them):
   collapsing  blocks.2.mlp.fc2.weight shrinks 10x per step, its gradient with it
               (onset: the 2nd saved step)
   nan-inf     blocks.3.mlp.fc1.weight holds NaN at the last step only
+
+--many N writes another workload instead: many saves of a model with many tensors,
+as a user writes them by hand (h5py, /model/<name> and /grads/<name>, contiguous
+float32, root attr "step"): a 12-block stack (149 tensors, ~2.5M parameters by
+default), OUT_DIR/many-N/ with N saves and OUT_DIR/many-2N/ with 2N saves. Planted:
+blocks.5.attn.out.weight frozen, blocks.9.mlp.fc2.weight collapsing (100x over the
+2nd and 3rd saves), NaN in blocks.11.mlp.fc1.weight at each run's last save.
 
 Deterministic: the same seed and sizes give bit-identical arrays.
 """
@@ -83,12 +91,12 @@ def count(shapes) -> int:
     return sum(math.prod(s) for _, s in shapes)
 
 
-def width_for(params: int) -> int:
+def width_for(params: int, blocks: int = 4) -> int:
     """The width (a multiple of 8, at least 8) whose parameter count is closest to ``params``."""
     best, best_err = 8, None
-    guess = max(8, int(math.sqrt(params / 57)))
+    guess = max(8, int(math.sqrt(params / (9 + 12 * blocks))) // 8 * 8)
     for d in range(max(8, guess - 64), guess + 65, 8):
-        err = abs(count(layer_shapes(d)) - params)
+        err = abs(count(layer_shapes(d, blocks)) - params)
         if best_err is None or err < best_err:
             best, best_err = d, err
     return best
@@ -301,6 +309,155 @@ def generate(out, variants=VARIANTS, params: int = 50_000_000, steps: int = 6, s
     return result
 
 
+# --------------------------------------------------------------------------- many saves
+
+MANY_BLOCKS = 12
+MANY_PARAMS = 2_500_000
+MANY_SAVES = 300
+MANY_MANIFEST_VERSION = 1
+
+
+def many_planted(steps: list[int]) -> dict:
+    """The pathologies written into each many-saves run, and where detectors must find them."""
+    return {
+        "frozen": {"tensor": "blocks.5.attn.out.weight", "first_step": steps[0]},
+        "collapsing": {"tensor": "blocks.9.mlp.fc2.weight", "first_step": steps[1] if len(steps) > 1 else steps[0]},
+        "nan-inf": {"tensor": "blocks.11.mlp.fc1.weight", "first_step": steps[-1]},
+    }
+
+
+def many_name(step: int) -> str:
+    return f"save_{step:08d}.h5"
+
+
+def many_dirs(saves: int) -> tuple[str, str]:
+    """The two runs' directory names: ``saves`` and twice as many saves."""
+    return f"many-{saves}", f"many-{2 * saves}"
+
+
+def iterate_many(params: int, saves: int, seed: int):
+    """Yields (step, weights, gradients) for ``saves`` saves of a 12-block transformer. Every
+    save takes new gradients and moves the weights by a small SGD step (the arrays are
+    reused and updated in place: consume them before asking for the next save). Clean
+    numbers only: the NaN is added by the writer (``with_nan``).
+
+    Planted: blocks.5.attn.out.weight never moves (nonzero gradient); blocks.9.mlp.fc2.weight
+    shrinks 10x at the 2nd and the 3rd save (100x in all) and then trains at that scale."""
+    shapes = layer_shapes(width_for(params, MANY_BLOCKS), MANY_BLOCKS)
+    names = [n for n, _ in shapes]
+    planted = many_planted([1, 2])
+    frozen, collapsing = planted["frozen"]["tensor"], planted["collapsing"]["tensor"]
+    assert {frozen, collapsing, planted["nan-inf"]["tensor"]} <= set(names)
+    rng = np.random.default_rng(seed)
+    weights: dict[str, np.ndarray] = {}
+    for name, shape in shapes:
+        w = rng.standard_normal(shape, dtype=np.float32)
+        if len(shape) == 1:
+            w *= np.float32(0.02)
+            if not name.endswith(".bias"):  # LayerNorm gain
+                w += np.float32(1)
+        else:
+            w *= np.float32(1.0 / math.sqrt(shape[1]))
+        weights[name] = w
+    grads = {name: np.empty(shape, dtype=np.float32) for name, shape in shapes}
+    scale = {name: np.float32(GRAD_SCALE) for name in names}
+    # Drawing millions of normal numbers per save would take most of the writing time: each
+    # gradient is a window of one pool of them at a random place instead (a few ms per save).
+    pool = rng.standard_normal(count(shapes) + (1 << 20), dtype=np.float32)
+    for i in range(saves):
+        step = (i + 1) * STEP_STRIDE
+        if i in (1, 2):
+            weights[collapsing] *= np.float32(0.1)
+            scale[collapsing] *= np.float32(0.1)  # the gradient stays in proportion to the weights
+        for name, shape in shapes:
+            g = grads[name]
+            size = g.size
+            start = int(rng.integers(0, pool.size - size + 1))
+            np.multiply(pool[start:start + size].reshape(shape), scale[name], out=g)
+            if name == "embed.weight":  # only the rows of tokens in the batch get a gradient
+                g[rng.random(shape[0]) >= 0.2] = 0
+            if name == frozen:
+                continue  # left out of the optimizer: the gradient arrives, the weights never move
+            if i not in (1, 2) or name != collapsing:
+                weights[name] -= np.float32(LR) * g
+        yield step, weights, grads
+
+
+def with_nan(weights: dict, step: int, seed: int) -> dict:
+    """The weights with NAN_ELEMENTS NaN in the planted tensor (at places fixed by seed and step)."""
+    name = many_planted([1])["nan-inf"]["tensor"]
+    bad = weights[name].copy()
+    flat = bad.reshape(-1)
+    flat[np.random.default_rng([seed, step]).choice(flat.size, NAN_ELEMENTS, replace=False)] = np.nan
+    out = dict(weights)
+    out[name] = bad
+    return out
+
+
+def write_many(path: Path, step: int, weights: dict, grads: dict) -> None:
+    """One save written plainly with h5py: /model/<name>, /grads/<name>, root attr step."""
+    with h5py.File(path, "w") as f:
+        f.attrs["step"] = step
+        model = f.create_group("model")
+        for name, arr in weights.items():
+            model.create_dataset(name, data=arr)
+        g = f.create_group("grads")
+        for name, arr in grads.items():
+            g.create_dataset(name, data=arr)
+
+
+def generate_many(out, saves: int = MANY_SAVES, params: int = MANY_PARAMS, seed: int = 0, log=print) -> dict:
+    """Writes the many-saves workload: OUT/many-N (N saves) and OUT/many-2N (2N saves),
+    each with NaN in its last save. The first N-1 saves of many-N are hard links to those of
+    many-2N (the same bytes; only its last save, with the NaN, is its own), so the disk holds
+    2N + 1 files. Reuses both runs when their manifests match; returns {dir name: manifest}."""
+    if saves < 3:
+        raise ValueError("the many-saves workload needs at least 3 saves (the collapse spans the first three)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {"version": MANY_MANIFEST_VERSION, "kind": "many", "params": params, "saves": saves, "seed": seed,
+            "blocks": MANY_BLOCKS}
+    names = many_dirs(saves)
+    found = {name: existing(out, name, spec) for name in names}
+    if all(m is not None for m in found.values()):
+        return found
+    for name in names:
+        manifest_path(out, name).unlink(missing_ok=True)
+        shutil.rmtree(out / name, ignore_errors=True)
+        (out / name).mkdir(parents=True)
+    short, long = (out / n for n in names)
+    t0 = time.perf_counter()
+    steps, tensors, total_params = [], 0, 0
+    for i, (step, weights, grads) in enumerate(iterate_many(params, 2 * saves, seed)):
+        steps.append(step)
+        tensors = len(weights) + len(grads)
+        total_params = sum(a.size for a in weights.values())
+        last = i == 2 * saves - 1
+        write_many(long / many_name(step), step, with_nan(weights, step, seed) if last else weights, grads)
+        if i < saves - 1:
+            try:
+                os.link(long / many_name(step), short / many_name(step))
+            except OSError:
+                shutil.copyfile(long / many_name(step), short / many_name(step))
+        elif i == saves - 1:
+            write_many(short / many_name(step), step, with_nan(weights, step, seed), grads)
+    result = {}
+    for name, run_steps in ((names[0], steps[:saves]), (names[1], steps)):
+        files = [many_name(s) for s in run_steps]
+        manifest = {
+            "spec": spec, "variant": name, "files": files,
+            "bytes": sum((out / name / f).stat().st_size for f in files), "steps": run_steps,
+            "saves": len(run_steps), "params": total_params, "tensors_per_step": tensors, "dtype": "float32",
+            "width": width_for(params, MANY_BLOCKS), "blocks": MANY_BLOCKS,
+            "compression": "none, contiguous; /model and /grads groups written with h5py",
+            "planted": many_planted(run_steps),
+        }
+        manifest_path(out, name).write_text(json.dumps(manifest, indent=1) + "\n")
+        result[name] = manifest
+    log(f"generated {names[0]} and {names[1]} in {out} ({time.perf_counter() - t0:.1f} s)")
+    return result
+
+
 def parse_count(text: str) -> int:
     value = float(text)
     if value <= 0 or value != value:
@@ -311,7 +468,8 @@ def parse_count(text: str) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="output directory (one sub-directory per variant)")
-    ap.add_argument("--params", type=parse_count, default=50_000_000, help="parameter count (default 50e6)")
+    ap.add_argument("--params", type=parse_count,
+                    help=f"parameter count (default 50e6; with --many {MANY_PARAMS / 1e6:g}e6)")
     ap.add_argument("--steps", type=int, default=6, help="saved steps (default 6)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of native,gzip,h5py")
@@ -319,7 +477,19 @@ def main(argv=None) -> int:
                     help="processes compressing gzip steps (default: up to 2)")
     ap.add_argument("--big-tensor", action="store_true",
                     help="instead: 2 steps of one 16384x16384 float32 matrix (1 GiB), weights only, plus a bias")
+    ap.add_argument("--many", type=int, metavar="N",
+                    help="instead: the many-saves workload, a 12-block transformer saved N and 2N times "
+                         "(OUT_DIR/many-N, OUT_DIR/many-2N; /model and /grads written with h5py)")
     args = ap.parse_args(argv)
+    if args.many is not None:
+        if args.many < 3:
+            ap.error("--many needs at least 3 saves")
+        manifests = generate_many(args.out, args.many, args.params or MANY_PARAMS, args.seed)
+        for name, m in manifests.items():
+            print(f"{name} {len(m['files'])} files  {m['bytes'] / 1e9:.3f} GB  {m['params']:,} params/save, "
+                  f"{m['tensors_per_step']} datasets per file")
+        return 0
+    args.params = args.params or 50_000_000
     if args.steps < 2:
         ap.error("--steps must be at least 2 (drift needs two steps)")
     variants = [v for v in args.variants.split(",") if v]

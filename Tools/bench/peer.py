@@ -19,7 +19,9 @@ fraction, sign flips. Then three simple rules:
   nan-inf     the first file holding NaN or Inf, and its first such tensor
 
 Reads both the gradscope/1 layout (/weights, /gradients) and a hand-written
-state_dict (datasets at the root, gradients in a "grads" group).
+state_dict: datasets at the root or in a container group (/model, /state_dict,
+...; its name is dropped, so /model/fc.weight is fc.weight), gradients in a
+"grads" group.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import h5py
 import numpy as np
 
 QUANTILES = [0.01, 0.05, 0.5, 0.95, 0.99]
+GRADIENT_GROUPS = ("grads", "grad", "gradients")
+CONTAINERS = ("model", "state_dict", "model_state_dict", "weights", "params")
 
 
 def datasets(group, prefix=""):
@@ -55,12 +59,18 @@ def tensors_of(f):
         weights = datasets(f["weights"]) if "weights" in f else []
         grads = datasets(f["gradients"]) if "gradients" in f else []
         return weights, grads
-    weights = [(n, d) for n, d in datasets(f) if not n.startswith(("grads/", "grad/", "gradients/"))]
+    weights = [(strip_container(n), d) for n, d in datasets(f) if n.split("/", 1)[0] not in GRADIENT_GROUPS]
     grads = []
-    for g in ("grads", "grad", "gradients"):
+    for g in GRADIENT_GROUPS:
         if g in f:
             grads += datasets(f[g])
     return weights, grads
+
+
+def strip_container(name):
+    """model/fc.weight -> fc.weight: the container group a state_dict was written into is no part of the name."""
+    head, sep, rest = name.partition("/")
+    return rest if sep and head in CONTAINERS else name
 
 
 def tensor_stats(a):

@@ -3,7 +3,8 @@
     python3 Tools/bench/run_bench.py                  # everything, default sizes
     python3 Tools/bench/run_bench.py --dir /tmp/gsbench --reps 5
     python3 Tools/bench/run_bench.py --big-tensor     # only the 1 GiB-tensor memory run
-    python3 Tools/bench/run_bench.py --quick          # 1 peer run per variant
+    python3 Tools/bench/run_bench.py --quick          # 1 peer run per variant, 150/300 saves in the many-saves run
+    python3 Tools/bench/run_bench.py --many           # only the many-saves workload (--many-saves N, --many-params P)
 
 What it does:
   1. builds gradscope in release mode (swift build -c release --scratch-path .build-bench,
@@ -18,7 +19,12 @@ What it does:
      median wall time) and the peak memory of each;
   4. scaling: the native variant at a second size (--size-param, --scale-steps);
   5. big tensor: one 16384 x 16384 float32 matrix (1 GiB), 2 steps: peak memory;
-  6. checks that gradscope's JSON findings (and the peer's) name the planted pathologies.
+  6. many saves: a 12-block transformer (149 tensors, ~2.5M parameters) saved N (default 300)
+     and 2N times, written by hand with h5py (/model, /grads); gradscope with and without
+     --no-isolation, the peer and the raw read on both runs: ratios, the memory of all processes
+     at both lengths side by side (flat memory: two equal numbers) and the per-file cost,
+     (gradscope wall time - raw read wall time) / files;
+  7. checks that gradscope's JSON findings (and the peer's) name the planted pathologies.
 
 Memory columns: "peak RSS" is the resident high-water mark of the largest single process
 (the command, or any process it starts), as /usr/bin/time reports it (ru_maxrss); it counts
@@ -35,7 +41,8 @@ elsewhere); "CPU s" (user + sys of the process and its children) is insensitive 
 the files).
 
 Without --dir the data goes to a temporary directory and each variant is deleted once
-measured (peak disk about 2.4 GB at the default size); with --dir it is kept and reused.
+measured (peak disk about 12 GB, for the many-saves runs: 2N + 1 files of 20 MB; 2.4 GB
+without them); with --dir it is kept and reused.
 """
 
 from __future__ import annotations
@@ -63,9 +70,14 @@ import raw_read  # noqa: E402
 PEER = HERE / "peer.py"
 RAW = HERE / "raw_read.py"
 TOOLS = ("gradscope", "peer", "raw read")
+NO_ISOLATION = "gradscope --no-isolation"
+MANY_TOOLS = ("gradscope", NO_ISOLATION, "peer", "raw read")
+ROW_TOOLS = MANY_TOOLS  # the order of the tables' rows
+MANY_FLAT_FACTOR = 1.25  # twice the saves may cost at most this much more memory to count as flat
 TARGET_PEER_RATIO = {"native": 10.0, "gzip": 2.0}
 TARGET_RAW_FRACTION = 0.5
 TARGET_RSS_MB = 256
+QUICK_MANY_SAVES = 150
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
 
@@ -278,7 +290,8 @@ class Bench:
         self.out.mkdir(parents=True, exist_ok=True)
         source = "given with --gradscope" if args.gradscope else source_state()
         self.results = {"machine": machine(), "gradscope": str(gradscope), "source": source,
-                        "args": vars(args), "variants": {}, "scaling": [], "big_tensor": None, "checks": {}}
+                        "args": vars(args), "variants": {}, "scaling": [], "big_tensor": None, "many": None,
+                        "checks": {}}
         self.all_ok = True
 
     def log(self, text=""):
@@ -287,6 +300,7 @@ class Bench:
     def commands(self, directory: Path) -> dict:
         return {
             "gradscope": [str(self.gradscope), "scan", str(directory), "--format", "json", "--quiet"],
+            NO_ISOLATION: [str(self.gradscope), "scan", str(directory), "--format", "json", "--quiet", "--no-isolation"],
             "peer": [sys.executable, str(PEER), str(directory), "--json"],
             "raw read": [sys.executable, str(RAW), str(directory), "--json"],
         }
@@ -309,20 +323,20 @@ class Bench:
                 # sat idle for a while (e.g. DAMON-based reclaim), even with memory to spare.
                 raw_read.read_all(files)
                 r = run_measured(cmds[tool], path)
-                ok_codes = (0, 1) if tool == "gradscope" else (0,)
+                ok_codes = (0, 1) if tool.startswith("gradscope") else (0,)
                 if r["returncode"] not in ok_codes:
                     sys.exit(f"run_bench: {tool} on {directory} exited with {r['returncode']}:\n{r['stderr']}")
                 runs[tool].append(r)
                 if rep == 0:
                     outputs[tool] = path
-                self.log(f"  {label:9s} {tool:9s} run {rep + 1}: {r['wall']:7.3f} s wall, {r['cpu']:7.3f} s CPU, "
+                self.log(f"  {label:9s} {tool:24s} run {rep + 1}: {r['wall']:7.3f} s wall, {r['cpu']:7.3f} s CPU, "
                          f"peak RSS {r['maxrss_mb']:7.0f} MB, other load {r['other_load']:.0%}, disk read {r['disk_mb']:.0f} MB")
         summary = {t: summarize(v) for t, v in runs.items() if v}
         summary["outputs"] = {t: str(p) for t, p in outputs.items()}
         return summary
 
     def correctness(self, label: str, outputs: dict, planted: dict) -> None:
-        for tool in ("gradscope", "peer"):
+        for tool in ("gradscope", NO_ISOLATION, "peer"):
             if tool not in outputs:
                 continue
             try:
@@ -394,9 +408,51 @@ class Bench:
         if not self.keep:
             shutil.rmtree(root, ignore_errors=True)
 
+    def many(self):
+        """The many-saves workload: a 12-block transformer saved N and 2N times by hand with h5py."""
+        a = self.args
+        root = self.data / "many"
+        t0 = time.perf_counter()
+        cmd = [sys.executable, str(HERE / "generate.py"), str(root), "--many", str(a.many_saves),
+               "--params", str(a.many_params), "--seed", str(a.seed)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"run_bench: generating {root} failed:\n{result.stderr[-3000:]}")
+        names = generate.many_dirs(a.many_saves)
+        manifests = {n: json.loads(generate.manifest_path(root, n).read_text()) for n in names}
+        disk = disk_usage(root)
+        for n in names:
+            m = manifests[n]
+            self.log(f"data: {root / n}: {len(m['files'])} files, {m['bytes'] / 1e9:.2f} GB, {m['params']:,} params/save "
+                     f"in {m['tensors_per_step']} datasets per file")
+        self.log(f"      {disk / 1e9:.2f} GB on disk (the shorter run's first saves are hard links), "
+                 f"ready in {time.perf_counter() - t0:.1f} s")
+        lengths = {}
+        for n in names:
+            m = manifests[n]
+            s = self.measure(n, root / n, tools=MANY_TOOLS, peer_reps=a.many_peer_reps)
+            s["bytes"], s["files"] = m["bytes"], len(m["files"])
+            s["manifest"] = {k: m[k] for k in ("params", "saves", "tensors_per_step", "width", "blocks", "compression")}
+            self.correctness(n, s["outputs"], m["planted"])
+            lengths[n] = s
+        self.results["many"] = {"saves": a.many_saves, "disk_bytes": disk, "lengths": lengths}
+        if not self.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
 
 def strip(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k in TOOLS}
+    return {k: v for k, v in summary.items() if k in ROW_TOOLS}
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes allocated on disk under root, each file counted once however many links it has."""
+    seen, total = set(), 0
+    for path in root.rglob("*"):
+        st = path.lstat()
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
 
 
 def machine() -> dict:
@@ -440,7 +496,7 @@ HEADER = ["variant", "tool", "runs", "wall s (median)", "min..max", "CPU s", "GB
 
 def tool_rows(label: str, s: dict, nbytes: int) -> list[list[str]]:
     rows = []
-    for tool in TOOLS:
+    for tool in ROW_TOOLS:
         if tool not in s:
             continue
         t = s[tool]
@@ -449,6 +505,76 @@ def tool_rows(label: str, s: dict, nbytes: int) -> list[list[str]]:
                      f"{t['anon_mb']:.0f}",
                      f"{t['file_mb']:.0f}", t["processes"], f"{t['other_load']:.0%}", f"{t['disk_mb']:.0f}"])
     return rows
+
+
+def many_report(many: dict, a, targets: list) -> list[str]:
+    """The many-saves section: the table, ratios, memory at both lengths side by side, per-file cost."""
+    out = []
+    lengths = many["lengths"]
+    names = list(lengths)
+    first = lengths[names[0]]["manifest"]
+    out.append(f"\n== many saves: {first['params']:,} float32 parameters in {first['tensors_per_step'] // 2} weights + "
+               f"{first['tensors_per_step'] // 2} gradients per save ({first['blocks']} blocks, width {first['width']}; "
+               f"/model + /grads written with h5py), {' and '.join(str(lengths[n]['files']) for n in names)} saves; "
+               f"medians of {a.reps} runs (peer: {a.many_peer_reps}) ==")
+    rows = []
+    for n in names:
+        s = lengths[n]
+        rows += tool_rows(f"{s['files']} saves ({s['bytes'] / 1e9:.2f} GB)", s, s["bytes"])
+    out.append(table(rows, HEADER))
+    out.append("")
+    out.append("ratios (median wall time; CPU-time ratio in brackets):")
+    for n in names:
+        s = lengths[n]
+        g, gi, p, raw = s.get("gradscope"), s.get(NO_ISOLATION), s.get("peer"), s.get("raw read")
+        parts = []
+        if g and p:
+            cpu_ratio = p["cpu"] / g["cpu"] if g["cpu"] > 0 else float("inf")
+            parts.append(f"peer/gradscope {p['wall'] / g['wall']:.1f}x [{cpu_ratio:.1f}x]")
+        if g and raw:
+            parts.append(f"gradscope/raw throughput {raw['wall'] / g['wall']:.2f}")
+        if gi and raw:
+            parts.append(f"--no-isolation/raw throughput {raw['wall'] / gi['wall']:.2f}")
+        if gi and p:
+            parts.append(f"peer/gradscope --no-isolation {p['wall'] / gi['wall']:.1f}x")
+        out.append(f"  {s['files']:5d} saves  " + ";  ".join(parts))
+    out.append("")
+    out.append("per-file cost: (gradscope wall time - raw read wall time) / files "
+               f"(each file {first['tensors_per_step']} datasets; the same with CPU times in brackets):")
+    for n in names:
+        s = lengths[n]
+        raw = s.get("raw read")
+        parts = []
+        for tool in ("gradscope", NO_ISOLATION):
+            if tool in s and raw:
+                wall = (s[tool]["wall"] - raw["wall"]) / s["files"] * 1e3
+                cpu = (s[tool]["cpu"] - raw["cpu"]) / s["files"] * 1e3
+                parts.append(f"{tool} {wall:.2f} ms per file [{cpu:.2f} ms]")
+        out.append(f"  {s['files']:5d} saves  " + ";  ".join(parts))
+    short, long = lengths[names[0]], lengths[names[-1]]
+    out.append("")
+    out.append(f"memory at {short['files']} and {long['files']} saves (flat memory: the two numbers equal):")
+    rows = []
+    for tool in ROW_TOOLS:
+        if tool not in short or tool not in long:
+            continue
+        for key, what in (("total_mb", "all procs MB"), ("maxrss_mb", "peak RSS MB (largest process)")):
+            x, y = short[tool][key], long[tool][key]
+            rows.append([tool if key == "total_mb" else "", what, f"{x:.0f}", f"{y:.0f}",
+                         f"{y - x:+.0f}", f"{(y - x) * 1024 / (long['files'] - short['files']):.0f}"])
+    out.append(table(rows, ["tool", "memory", f"{short['files']} saves", f"{long['files']} saves", "difference",
+                            "KB per extra save"]))
+    g_short, g_long = short.get("gradscope"), long.get("gradscope")
+    if g_short and g_long:
+        x = max(g_short["maxrss_mb"], g_short["total_mb"])
+        y = max(g_long["maxrss_mb"], g_long["total_mb"])
+        targets.append((f"gradscope memory flat in the number of saves ({long['files']} saves within "
+                        f"{MANY_FLAT_FACTOR:g}x of {short['files']})", y <= MANY_FLAT_FACTOR * x,
+                        f"{x:.0f} MB -> {y:.0f} MB"))
+        targets.append((f"gradscope peak memory < {TARGET_RSS_MB} MB ({long['files']} saves)", y < TARGET_RSS_MB,
+                        f"{y:.0f} MB (largest process {g_long['maxrss_mb']:.0f} MB, all processes "
+                        f"{g_long['total_mb']:.0f} MB, anonymous {g_long['anon_mb']:.0f} MB)"))
+    return out
 
 
 def report(bench: Bench) -> str:
@@ -523,6 +649,8 @@ def report(bench: Bench) -> str:
             targets.append((f"gradscope peak memory < {TARGET_RSS_MB} MB with a 1 GiB tensor", peak < TARGET_RSS_MB,
                             f"{peak:.0f} MB (largest process {g['maxrss_mb']:.0f} MB, all processes {g['total_mb']:.0f} MB, "
                             f"anonymous {g['anon_mb']:.0f} MB)"))
+    if r["many"]:
+        out += many_report(r["many"], a, targets)
     if r["checks"]:
         out.append("\n== correctness: planted pathologies in the JSON findings ==")
         for key, c in r["checks"].items():
@@ -556,7 +684,17 @@ def parse_args(argv=None):
     ap.add_argument("--no-scaling", action="store_true", help="skip the second run size")
     ap.add_argument("--no-big-tensor", action="store_true", help="skip the 1 GiB-tensor run")
     ap.add_argument("--big-tensor", action="store_true", help="run only the 1 GiB-tensor memory check")
-    ap.add_argument("--quick", action="store_true", help="one peer run per variant")
+    ap.add_argument("--many", action="store_true",
+                    help="run only the many-saves workload (a 12-block transformer saved N and 2N times)")
+    ap.add_argument("--no-many", action="store_true", help="skip the many-saves workload")
+    ap.add_argument("--many-saves", type=int, metavar="N",
+                    help=f"saves of the shorter many-saves run, the longer has 2N (default {generate.MANY_SAVES}; "
+                         f"--quick: {QUICK_MANY_SAVES})")
+    ap.add_argument("--many-params", type=generate.parse_count, default=generate.MANY_PARAMS,
+                    help=f"parameters per save of the many-saves runs (default {generate.MANY_PARAMS / 1e6:g}e6)")
+    ap.add_argument("--many-peer-reps", type=int, default=1, help="runs of the peer per many-saves run (default 1)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"one peer run per variant; {QUICK_MANY_SAVES} and {2 * QUICK_MANY_SAVES} saves in the many-saves workload")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=max(1, min(2, NCPU)), help="processes writing gzip files")
     ap.add_argument("--json-out", type=Path, help="also write every measurement to this JSON file")
@@ -571,8 +709,16 @@ def parse_args(argv=None):
     args.scale_steps = args.scale_steps or args.steps
     if args.peer_reps is None:
         args.peer_reps = 1 if args.quick else args.reps
+    if args.big_tensor and args.many:
+        ap.error("--big-tensor and --many each run only one workload; give neither to run both")
     if args.big_tensor:
-        args.variants, args.no_scaling, args.no_big_tensor = [], True, False
+        args.variants, args.no_scaling, args.no_big_tensor, args.no_many = [], True, False, True
+    if args.many:
+        args.variants, args.no_scaling, args.no_big_tensor, args.no_many = [], True, True, False
+    if args.many_saves is None:
+        args.many_saves = QUICK_MANY_SAVES if args.quick else generate.MANY_SAVES
+    if args.many_saves < 3:
+        ap.error("--many-saves must be at least 3")
     if "native" not in args.variants:
         args.no_scaling = True
     return args
@@ -592,6 +738,8 @@ def main(argv=None) -> int:
         bench.main_run()
         if not args.no_big_tensor:
             bench.big_tensor()
+        if not args.no_many:
+            bench.many()
     finally:
         if not keep:
             shutil.rmtree(data, ignore_errors=True)

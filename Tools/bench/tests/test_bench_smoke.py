@@ -113,3 +113,119 @@ def test_gradscope_finds_the_planted_pathologies(run, variant):
     assert report["steps"] == [100, 200, 300]
     ok, lines = check_findings(report["findings"], manifests[variant]["planted"])
     assert ok, "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- many saves
+
+MANY_SAVES = 3
+MANY_PARAMS = 10_000  # width 8: 149 tensors of a few hundred values
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-many")
+    manifests = generate.generate_many(out, saves=MANY_SAVES, params=MANY_PARAMS, seed=0, log=lambda s: None)
+    return out, manifests
+
+
+def test_many_workload_has_the_planned_shape(many):
+    import h5py
+    import numpy as np
+    out, manifests = many
+    short, long = generate.many_dirs(MANY_SAVES)
+    assert list(manifests) == [short, long] == ["many-3", "many-6"]
+    assert manifests[short]["steps"] == [100, 200, 300]
+    assert manifests[long]["steps"] == [100, 200, 300, 400, 500, 600]
+    assert manifests[long]["tensors_per_step"] == 298 and manifests[long]["width"] == 8
+    assert manifests[long]["planted"]["nan-inf"]["first_step"] == 600
+    assert manifests[short]["planted"]["nan-inf"]["first_step"] == 300
+    assert sorted(p.name for p in (out / short).iterdir()) == manifests[short]["files"]
+    # The shorter run shares its first saves with the longer one; its last save is its own.
+    for name in manifests[short]["files"][:-1]:
+        assert (out / short / name).stat().st_ino == (out / long / name).stat().st_ino
+    last = manifests[short]["files"][-1]
+    assert (out / short / last).stat().st_ino != (out / long / last).stat().st_ino
+    nan_tensor = "model/" + manifests[short]["planted"]["nan-inf"]["tensor"]
+    with h5py.File(out / short / last, "r") as f, h5py.File(out / long / last, "r") as g:
+        assert set(f) == {"model", "grads"} and dict(f.attrs) == {"step": 300}
+        assert len(f["model"]) == len(f["grads"]) == 149
+        assert f["model/blocks.0.mlp.fc1.weight"].chunks is None
+        assert f["model/blocks.0.mlp.fc1.weight"].dtype == np.float32
+        assert np.isnan(f[nan_tensor][...]).sum() == generate.NAN_ELEMENTS
+        assert not np.isnan(g[nan_tensor][...]).any()
+        assert np.array_equal(f["grads/head.weight"][...], g["grads/head.weight"][...])
+    with h5py.File(out / long / manifests[long]["files"][-1], "r") as f:
+        assert np.isnan(f[nan_tensor][...]).sum() == generate.NAN_ELEMENTS
+
+
+def test_many_workload_is_deterministic_and_reused(many):
+    import numpy as np
+    a = [(s, {k: v.copy() for k, v in w.items()}) for s, w, _ in generate.iterate_many(MANY_PARAMS, 4, seed=3)]
+    b = [(s, {k: v.copy() for k, v in w.items()}) for s, w, _ in generate.iterate_many(MANY_PARAMS, 4, seed=3)]
+    for (sa, wa), (sb, wb) in zip(a, b):
+        assert sa == sb and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert not np.array_equal(a[0][1]["head.weight"], a[1][1]["head.weight"])
+    out, manifests = many
+    first = (out / "many-6" / manifests["many-6"]["files"][0]).stat().st_mtime_ns
+    again = generate.generate_many(out, saves=MANY_SAVES, params=MANY_PARAMS, seed=0, log=lambda s: None)
+    assert again == manifests
+    assert (out / "many-6" / manifests["many-6"]["files"][0]).stat().st_mtime_ns == first
+
+
+@pytest.mark.parametrize("length", [0, 1])
+def test_peer_finds_the_planted_pathologies_in_many_saves(many, length):
+    out, manifests = many
+    name = generate.many_dirs(MANY_SAVES)[length]
+    steps, history = peer.scan(str(out / name))
+    assert steps == manifests[name]["steps"]
+    assert "blocks.0.attn.qkv.weight" in history[0]["weights"]  # the /model container is not part of the name
+    ok, lines = check_findings(peer.findings(history), manifests[name]["planted"])
+    assert ok, "\n".join(lines)
+
+
+@pytest.mark.parametrize("length", [0, 1])
+def test_gradscope_finds_the_planted_pathologies_in_many_saves(many, length):
+    binary = gradscope_binary()
+    if binary is None:
+        pytest.skip("no gradscope binary (set GRADSCOPE_BIN or build .build/debug/gradscope)")
+    out, manifests = many
+    name = generate.many_dirs(MANY_SAVES)[length]
+    result = subprocess.run([str(binary), "scan", str(out / name), "--format", "json", "--quiet"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    assert report["steps"] == manifests[name]["steps"]
+    ok, lines = check_findings(report["findings"], manifests[name]["planted"])
+    assert ok, "\n".join(lines)
+
+
+def test_run_bench_many_prints_ratios_memory_and_per_file_cost(tmp_path):
+    """The whole --many path of run_bench.py on a tiny run. Without a gradscope binary, a stand-in
+    that prints the planted findings (from the run's manifest) takes its place."""
+    binary = gradscope_binary()
+    if binary is None:
+        binary = tmp_path / "gradscope-stand-in"
+        binary.write_text(
+            f"#!{sys.executable}\n"
+            "import json, sys\nfrom pathlib import Path\n"
+            "run = Path(sys.argv[2])\n"
+            "planted = json.loads((run.parent / (run.name + '.json')).read_text())['planted']\n"
+            "print(json.dumps({'findings': [{'kind': k, **v} for k, v in planted.items()]}))\n")
+        binary.chmod(0o755)
+    data = tmp_path / "data"
+    result = subprocess.run([sys.executable, str(BENCH / "run_bench.py"), "--many", "--many-saves", str(MANY_SAVES),
+                             "--many-params", str(MANY_PARAMS), "--reps", "1", "--gradscope", str(binary),
+                             "--dir", str(data), "--json-out", str(tmp_path / "out.json")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = result.stdout
+    assert "== many saves: 11,064 float32 parameters in 149 weights + 149 gradients per save" in text
+    assert "per-file cost" in text and "memory at 3 and 6 saves" in text
+    for tool in ("gradscope --no-isolation", "peer", "raw read"):
+        assert tool in text
+    assert "MISMATCH" not in text and "many-6/gradscope --no-isolation: OK" in text
+    results = json.loads((tmp_path / "out.json").read_text())
+    lengths = results["many"]["lengths"]
+    assert [lengths[n]["files"] for n in ("many-3", "many-6")] == [3, 6]
+    assert all(lengths[n][t]["runs"] == 1 for n in lengths for t in ("gradscope", "gradscope --no-isolation", "peer"))
+    assert results["many"]["disk_bytes"] > 0
