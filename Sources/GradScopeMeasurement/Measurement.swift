@@ -150,7 +150,8 @@ public final class TableLayout: Sendable {
 
 /// One step's measurements by tensor key, stored in columns: per tensor, six numbers (mean, std,
 /// min, max, ‖x‖, the drift's relative change) and nine counts (elements, zeros, NaN, +Inf, −Inf,
-/// changed elements, zero units, units, inactive units), about 85 bytes, whatever the histograms'
+/// changed elements, zero units, units, inactive units; a count field that is zero for every tensor
+/// of the save is not stored), at most 85 bytes, whatever the histograms'
 /// size. The log2 histograms (``MeasurementDetail/histogram``) and the full statistics
 /// (``MeasurementDetail/full``) are kept only where asked. Reading a tensor gives back a
 /// ``TensorMeasurement``: its compact numbers are exactly those measured (`maxAbs` is
@@ -161,8 +162,11 @@ public struct MeasurementTable: Sendable {
     public private(set) var layout: TableLayout
     /// Six per tensor; NaN where the value is absent (every present value is finite).
     private var numbers: [Double]
-    /// Nine per tensor; `UInt32.max` sends the reader to `wide`.
+    /// Per tensor, the count fields that are nonzero somewhere in this save (bit `field` of
+    /// `present`), in field order; the others are zero everywhere and not stored. `UInt32.max`
+    /// sends the reader to `wide`. A healthy save has four or five such fields of the nine.
     private var counts: [UInt32]
+    private var present: UInt16
     /// Per tensor: which optional parts are present (``Flag``).
     private var flags: [UInt8]
     /// Counts of 2^32 - 1 or more, by `tensor * 9 + field`.
@@ -199,8 +203,20 @@ public struct MeasurementTable: Sendable {
         let n = measurements.count
         numbers = []
         numbers.reserveCapacity(n * Self.numberFields)
+        let rows = measurements.map { m -> [Int] in
+            let s = m.stats
+            return [
+                s.count, s.zeros, s.nan, s.posInf, s.negInf, m.drift?.changed ?? 0, m.zeroUnits ?? 0, m.unitCount ?? 0,
+                m.inactiveUnits ?? 0,
+            ]
+        }
+        var present: UInt16 = 0
+        for row in rows {
+            for (field, value) in row.enumerated() where value != 0 { present |= 1 << field }
+        }
+        self.present = present
         counts = []
-        counts.reserveCapacity(n * Self.countFields)
+        counts.reserveCapacity(n * present.nonzeroBitCount)
         flags = []
         flags.reserveCapacity(n)
         wide = [:]
@@ -209,11 +225,7 @@ public struct MeasurementTable: Sendable {
         for (t, m) in measurements.enumerated() {
             let s = m.stats
             for value in [s.mean, s.std, s.min, s.max, s.l2Norm, m.drift?.relativeChange] { numbers.append(value ?? .nan) }
-            let values = [
-                s.count, s.zeros, s.nan, s.posInf, s.negInf, m.drift?.changed ?? 0, m.zeroUnits ?? 0, m.unitCount ?? 0,
-                m.inactiveUnits ?? 0,
-            ]
-            for (field, value) in values.enumerated() {
+            for (field, value) in rows[t].enumerated() where present & (1 << field) != 0 {
                 if value >= 0 && value < Int(UInt32.max) {
                     counts.append(UInt32(value))
                 } else {
@@ -231,7 +243,9 @@ public struct MeasurementTable: Sendable {
     }
 
     private func integer(_ t: Int, _ field: Int) -> Int {
-        let value = counts[t * Self.countFields + field]
+        guard present & (1 << field) != 0 else { return 0 }
+        let width = present.nonzeroBitCount, rank = (present & ((1 << field) - 1)).nonzeroBitCount
+        let value = counts[t * width + rank]
         return value == UInt32.max ? wide[t * Self.countFields + field] ?? Int(value) : Int(value)
     }
 

@@ -60,21 +60,35 @@ public enum ScanEngine {
         defer { reader.finish() }
         let describe: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>] = { files, done in
             let counter = Counter()
-            let outcomes = reader.run(files.map { request(.load, path: $0, load: load, measure: measure) }) { index in
-                done(index, counter.increment())
-            }
-            return zip(files, outcomes).map { file, outcome -> Result<[Checkpoint], CheckpointError> in
-                switch outcome {
-                case .failed(let reason): return .failure(CheckpointError(file: file, reason: reason))
-                case .response(let response):
-                    if let checkpoints = response.checkpoints { return .success(checkpoints) }
-                    return .failure(CheckpointError(file: file, reason: response.error ?? "no result"))
+            var interner = DescriptionInterner()
+            var results: [Result<[Checkpoint], CheckpointError>] = []
+            results.reserveCapacity(files.count)
+            // In batches, so that what waits decoded for its batch to end is a batch's
+            // descriptions, each shared with the equal ones before it, never the run's.
+            for lower in stride(from: 0, to: files.count, by: describeBatch) {
+                let batch = Array(files[lower..<min(files.count, lower + describeBatch)])
+                let outcomes = reader.run(batch.map { request(.load, path: $0, load: load, measure: measure) }) { index in
+                    done(lower + index, counter.increment())
+                }
+                for (file, outcome) in zip(batch, outcomes) {
+                    switch outcome {
+                    case .failed(let reason): results.append(.failure(CheckpointError(file: file, reason: reason)))
+                    case .response(let response):
+                        guard var checkpoints = response.checkpoints else {
+                            results.append(.failure(CheckpointError(file: file, reason: response.error ?? "no result")))
+                            continue
+                        }
+                        for index in checkpoints.indices { interner.intern(&checkpoints[index]) }
+                        results.append(.success(checkpoints))
+                    }
                 }
             }
+            return results
         }
-        var loaded = try RunLoader.load(path, progress: loadProgress, loadFiles: describe)
-        loaded.checkpoints = loaded.checkpoints.map { $0.selecting(select) }
-        return self.measure(loaded, load: load, options: measure, reader: reader, progress: measureProgress)
+        // Handed on as a temporary, so that measuring owns the run and lets each save's storage go.
+        return self.measure(
+            selecting(try RunLoader.load(path, progress: loadProgress, loadFiles: describe), select), load: load, options: measure,
+            reader: reader, progress: measureProgress)
     }
 
     /// Measures a described run with `reader`: the run as it was kept and its measurements.
@@ -90,18 +104,31 @@ public enum ScanEngine {
             progress: progress)
     }
 
+    static func selecting(_ run: consuming Run, _ select: NSRegularExpression?) -> Run {
+        guard select != nil else { return run }
+        run.checkpoints = run.checkpoints.map { $0.selecting(select) }
+        return run
+    }
+
+    /// Files described together (their decoded descriptions wait for the batch to end).
+    package static let describeBatch = 64
+
     /// Saves measured together: the direct reads of a range take every core, and what waits in
     /// memory for the range to finish is its outcomes, never the run's.
     package static let rangeLength = SeriesMeasurer.maxWindow
 
     package static func measure(
-        _ run: Run, load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool = false, full: Bool = false,
+        _ run: consuming Run, load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool = false, full: Bool = false,
         reader: any FileReader, progress: ((Int, Int) -> Void)?
     ) -> (Run, RunMeasurements) {
-        let checkpoints = run.checkpoints
+        // The run's checkpoints are taken, not copied: where each tensor lies in its file (a dozen
+        // bytes per tensor per save) is let go once its save is measured, so a long run does not
+        // hold every save's storage to the end.
+        var checkpoints = run.checkpoints
+        run.checkpoints = []
         let start = RunMeasurer.windowStart(count: checkpoints.count)
         let gradientNames = Array(Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
-        let steps = checkpoints.map(SeriesMeasurer.Step.init)
+        var steps = checkpoints.map(SeriesMeasurer.Step.init)
         let sampled = Set(StepSampling.indices(count: checkpoints.count))
         var records: [StepRecord] = []
         var kept: [Checkpoint] = []
@@ -170,6 +197,14 @@ public enum ScanEngine {
                 windows.add(units, step: record.step)
                 records.append(record)
                 kept.append(checkpoint)
+                if !full { kept[kept.count - 1].storage = [] }
+            }
+            // The range's last save stays readable: the next range's first drift reads it.
+            if !full {
+                for index in max(0, range.lowerBound - 1)..<(range.upperBound - 1) {
+                    steps[index].storage = []
+                    checkpoints[index].storage = []
+                }
             }
             progress?(range.upperBound, checkpoints.count)
         }

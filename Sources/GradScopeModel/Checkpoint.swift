@@ -116,3 +116,38 @@ public struct Run: Sendable {
         return order
     }
 }
+
+/// Shares the descriptions that the saves of a run repeat: a model saved 5,000 times is
+/// described 5,000 times alike (the same tensors, names, shapes and layers), and each
+/// description decoded on its own would hold its own copies, about 150 KB per save of
+/// 300 tensors. An equal description takes the copy already kept, so a run's descriptions
+/// cost one model's plus what differs (paths, steps, storage).
+package struct DescriptionInterner {
+    /// The distinct tensor lists seen last, most recent first (runs change models rarely:
+    /// a few lists cover a run that alternates between them).
+    private var tensors: [[TensorRef]] = []
+    private var layers: [[String]] = []
+    private let capacity = 4
+
+    package init() {}
+
+    /// `checkpoint` with its tensors and layers replaced by equal ones already kept.
+    package mutating func intern(_ checkpoint: inout Checkpoint) {
+        checkpoint.tensors = Self.shared(checkpoint.tensors, in: &tensors, capacity: capacity)
+        checkpoint.layers = Self.shared(checkpoint.layers, in: &layers, capacity: capacity)
+    }
+
+    private static func shared<T: Equatable>(_ value: [T], in kept: inout [[T]], capacity: Int) -> [T] {
+        if let index = kept.firstIndex(of: value) {
+            let found = kept[index]
+            if index > 0 {
+                kept.remove(at: index)
+                kept.insert(found, at: 0)
+            }
+            return found
+        }
+        kept.insert(value, at: 0)
+        if kept.count > capacity { kept.removeLast() }
+        return value
+    }
+}

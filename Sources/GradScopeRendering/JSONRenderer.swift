@@ -15,6 +15,12 @@ package struct JSONRenderer: ReportRenderer, Sendable {
 
     /// The diff as one JSON object.
     package func render(_ report: DiffReport) throws -> String { try encodeJSON(report) + "\n" }
+
+    /// The scan as one JSON object, handed to `output` a megabyte at a time as it is written:
+    /// a long run's tens of megabytes of timeline never wait whole in memory.
+    package func write(_ report: ScanReport, to output: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try PrettyJSON.write(report, to: output)
+    }
 }
 
 /// Encodes a report as the JSON contract: snake_case keys, sorted, pretty-printed.
@@ -57,15 +63,32 @@ package enum PrettyJSON {
 
     package static func encode<T: Encodable>(_ value: T) throws -> String {
         var writer = Writer()
+        try write(value, with: &writer)
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+
+    /// `value`, then a newline, handed to `output` in pieces of about ``Writer/flushSize`` bytes.
+    /// Nothing of a value that fails to encode reaches `output` before the failure when it fails in
+    /// its first piece; a later failure leaves what was handed out incomplete (reports do not fail).
+    package static func write<T: Encodable>(_ value: T, to output: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try withoutActuallyEscaping(output) { output in
+            var writer = Writer()
+            writer.output = { bytes in try bytes.withUnsafeBytes(output) }
+            try write(value, with: &writer)
+            writer.bytes.append(0x0A)
+            try writer.bytes.withUnsafeBytes(output)
+        }
+    }
+
+    private static func write<T: Encodable>(_ value: T, with writer: inout Writer) throws {
         if let scalar = try Encoding.scalar(value) {
             writer.write(scalar)
         } else {
             let root = Node()
             try value.encode(to: Encoding(node: root, codingPath: []))
             guard root.kind != .empty else { throw Unsupported() }
-            writer.write(root, depth: 0)
+            try writer.write(root, depth: 0)
         }
-        return String(decoding: writer.bytes, as: UTF8.self)
     }
 
     /// A number, string, boolean or null, written when the tree is.
@@ -79,12 +102,15 @@ package enum PrettyJSON {
         case string(String)
     }
 
-    /// A value under construction: containers are filled after they are handed out.
+    /// A value under construction: containers are filled after they are handed out. A child that
+    /// is itself a container is kept as the value it came from and encoded when the writer reaches
+    /// it, then dropped: what stands in memory at once is one path from the root, not the tree.
     package final class Node {
         package enum Kind { case empty, single, array, object }
         package enum Child {
             case scalar(Scalar)
             case node(Node)
+            case deferred(any Encodable, [CodingKey])
         }
 
         package var kind = Kind.empty
@@ -123,6 +149,10 @@ package enum PrettyJSON {
 
     package struct Writer {
         package var bytes: [UInt8] = []
+        /// Where full pieces go as they are written (nil: everything stays in `bytes`).
+        var output: ((inout [UInt8]) throws -> Void)?
+        /// Bytes gathered before they are handed to `output`.
+        static let flushSize = 1 << 20
         /// Per depth, the keys of the last object written there and their sorted order: objects of
         /// one type (a timeline's points) come in runs with the same keys, sorted once per run.
         private var orders: [(keys: [String], order: [Int])] = []
@@ -147,7 +177,14 @@ package enum PrettyJSON {
             return order
         }
 
-        package mutating func write(_ node: Node, depth: Int) {
+        /// Hands what was written to `output` once a piece is full.
+        mutating func flushIfFull() throws {
+            guard bytes.count >= Self.flushSize, let output else { return }
+            try output(&bytes)
+            bytes.removeAll(keepingCapacity: true)
+        }
+
+        package mutating func write(_ node: Node, depth: Int) throws {
             switch node.kind {
             case .single:
                 write(node.single)
@@ -160,9 +197,10 @@ package enum PrettyJSON {
                 if node.children.isEmpty { bytes.append(0x0A) }
                 for (index, child) in node.children.enumerated() {
                     indent(depth + 1)
-                    write(child, depth: depth + 1)
+                    try write(child, depth: depth + 1)
                     if index < node.children.count - 1 { bytes.append(UInt8(ascii: ",")) }
                     bytes.append(0x0A)
+                    try flushIfFull()
                 }
                 indent(depth)
                 bytes.append(UInt8(ascii: "]"))
@@ -174,19 +212,24 @@ package enum PrettyJSON {
                     indent(depth + 1)
                     write(string: node.keys[index])
                     bytes.append(contentsOf: [UInt8(ascii: " "), UInt8(ascii: ":"), UInt8(ascii: " ")])
-                    write(node.children[index], depth: depth + 1)
+                    try write(node.children[index], depth: depth + 1)
                     if rank < order.count - 1 { bytes.append(UInt8(ascii: ",")) }
                     bytes.append(0x0A)
+                    try flushIfFull()
                 }
                 indent(depth)
                 bytes.append(UInt8(ascii: "}"))
             }
         }
 
-        mutating func write(_ child: Node.Child, depth: Int) {
+        mutating func write(_ child: Node.Child, depth: Int) throws {
             switch child {
             case .scalar(let scalar): write(scalar)
-            case .node(let node): write(node, depth: depth)
+            case .node(let node): try write(node, depth: depth)
+            case .deferred(let value, let codingPath):
+                let node = Node()
+                try value.encode(to: Encoding(node: node, codingPath: codingPath))
+                try write(node, depth: depth)
             }
         }
 
@@ -288,12 +331,10 @@ package enum PrettyJSON {
             return nil
         }
 
-        /// `value` as a child: a scalar, or a node filled by its `encode(to:)`.
+        /// `value` as a child: a scalar, or the value itself, encoded when it is written.
         package static func child<T: Encodable>(_ value: T, codingPath: @autoclosure () -> [CodingKey]) throws -> Node.Child {
             if let scalar = try scalar(value) { return .scalar(scalar) }
-            let node = Node()
-            try value.encode(to: Encoding(node: node, codingPath: codingPath()))
-            return .node(node)
+            return .deferred(value, codingPath())
         }
     }
 

@@ -131,7 +131,22 @@ struct AnalysisOptions: ParsableArguments {
 
 /// Writes to stdout, flushed.
 func emit(_ text: String) {
-    FileHandle.standardOutput.write(Data(text.utf8))
+    var text = text
+    text.withUTF8 { writeStandardOutput(UnsafeRawBufferPointer($0)) }
+}
+
+/// Writes `bytes` to stdout whole (a short write is continued; a closed pipe ends the program
+/// as it does any command-line tool).
+func writeStandardOutput(_ bytes: UnsafeRawBufferPointer) {
+    var done = 0
+    while done < bytes.count {
+        let n = write(STDOUT_FILENO, bytes.baseAddress! + done, bytes.count - done)
+        if n < 0 {
+            if errno == EINTR { continue }
+            return
+        }
+        done += n
+    }
 }
 
 /// How scan isolates files.

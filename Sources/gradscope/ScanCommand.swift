@@ -41,7 +41,12 @@ struct ScanCommand: ParsableCommand {
 
     func run() throws {
         let report = scanRun(path, reading: reading, diagnosis: analysis.diagnosis, isolation: isolation)
-        emit(try analysis.renderer(csvTable: csvTable).render(report))
+        let renderer = analysis.renderer(csvTable: csvTable)
+        if let json = renderer as? JSONRenderer {
+            try json.write(report) { writeStandardOutput($0) }
+        } else {
+            emit(try renderer.render(report))
+        }
         throw ExitCode(analysis.exitCode(report.findings))
     }
 }
