@@ -234,9 +234,13 @@ public enum Analysis {
             path, isolation: isolation, load: load, measure: measureOptions, select: nil,
             loadProgress: loadProgress, measureProgress: measureProgress)
         // The whole run is diagnosed; `select` narrows only what the report shows (``Selection``).
-        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
-        var report = ScanReport(run: run, measurements: measurements, diagnosis: diagnosis)
-        if let select { report.show(Selection(select), measurements: measurements) }
+        // One index of the measurements serves the detectors and the report.
+        let report = RunIndex.with(measurements) {
+            let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
+            var report = ScanReport(run: run, measurements: measurements, diagnosis: diagnosis)
+            if let select { report.show(Selection(select), measurements: measurements) }
+            return report
+        }
         return (report, measurements)
     }
 }

@@ -26,8 +26,8 @@ package struct CollapsingDetector: Detector {
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
         var findings: [Finding] = []
-        for key in run.weightKeys {
-            let series = run.series(key).filter { $0.measurement.stats.nan + $0.measurement.stats.posInf + $0.measurement.stats.negInf == 0 }
+        for key in run.indexedWeightKeys {
+            let series = run.indexedSeries(key).filter { $0.measurement.stats.nan + $0.measurement.stats.posInf + $0.measurement.stats.negInf == 0 }
             guard series.count >= 2, let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
             let norms = series.map { $0.measurement.stats.l2Norm ?? 0 }
             if let finding = shrink(
@@ -37,8 +37,8 @@ package struct CollapsingDetector: Detector {
                 findings.append(finding)
             }
         }
-        for key in run.keys(role: .activation) {
-            let series = run.series(key).filter { DetectorSupport.nonFinite($0.measurement) == 0 && $0.measurement.stats.std != nil }
+        for key in run.indexedKeys(role: .activation) {
+            let series = run.indexedSeries(key).filter { DetectorSupport.nonFinite($0.measurement) == 0 && $0.measurement.stats.std != nil }
             guard series.count >= 2, let activation = series.last?.measurement else { continue }
             let spreads = series.map { $0.measurement.stats.std ?? 0 }
             if let finding = shrink(

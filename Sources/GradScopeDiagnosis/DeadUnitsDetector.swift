@@ -114,7 +114,7 @@ package struct DeadUnitsDetector: Detector {
     /// The first step from which at least `dead` units were all-zero at every later save.
     package func onsetStep(_ run: RunMeasurements, window: UnitWindow, dead: Int) -> Int? {
         guard window.source == .gradient else { return nil }
-        let series = run.series(window.key)
+        let series = run.indexedSeries(window.key)
         var onset: Int?
         for entry in series.reversed() {
             guard let zero = entry.measurement.zeroUnits, zero >= dead else { break }

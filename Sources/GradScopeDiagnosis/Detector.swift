@@ -155,7 +155,7 @@ package enum DetectorSupport {
     /// Keys of the optimizer slots holding a second moment (Adam's v, RMSprop's mean square): a
     /// running average of g², so √mean(v) estimates the gradient's RMS where no gradient was saved.
     package static func secondMomentKeys(_ run: RunMeasurements) -> [TensorKey] {
-        run.keys(role: .optimizer).filter { run.series($0).first?.measurement.slot == .secondMoment }
+        run.indexedKeys(role: .optimizer).filter { run.indexedSeries($0).first?.measurement.slot == .secondMoment }
     }
 
     /// A kernel still near zero: its RMS is below `init_too_small_factor` (0.1) times

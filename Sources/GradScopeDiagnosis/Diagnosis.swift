@@ -24,11 +24,13 @@ public enum Diagnoser {
         _ run: RunMeasurements, thresholds: Thresholds = Thresholds(),
         detectors: [any Detector] = allDetectors.filter { $0.scope.contains(.run) }
     ) -> Diagnosis {
-        var (findings, notChecked) = detect(run, thresholds: thresholds, detectors: detectors)
-        findings = attributeActivations(findings, run: run)
-        findings = linkPlateauEvidence(findings)
-        findings = ordered(findings)
-        return Diagnosis(findings: findings, notChecked: notChecked, verdict: verdict(findings, run: run, notChecked: notChecked))
+        RunIndex.with(run) {
+            var (findings, notChecked) = detect(run, thresholds: thresholds, detectors: detectors)
+            findings = attributeActivations(findings, run: run)
+            findings = linkPlateauEvidence(findings)
+            findings = ordered(findings)
+            return Diagnosis(findings: findings, notChecked: notChecked, verdict: verdict(findings, run: run, notChecked: notChecked))
+        }
     }
 
     /// Findings in the order they arose: by onset step (a finding without a step last); at one step
@@ -79,15 +81,15 @@ public enum Diagnoser {
         }
         // The units of each layer's kernel, from its last measurement.
         var kernelUnits: [String: Int] = [:]
-        for key in run.weightKeys {
-            guard let weight = run.series(key).last?.measurement, DetectorSupport.isKernel(weight), kernelUnits[weight.layer] == nil,
+        for key in run.indexedWeightKeys {
+            guard let weight = run.indexedSeries(key).last?.measurement, DetectorSupport.isKernel(weight), kernelUnits[weight.layer] == nil,
                 let units = TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis)
             else { continue }
             kernelUnits[weight.layer] = units
         }
         var producers: [String: String] = [:]
-        for key in run.keys(role: .activation) {
-            guard let activation = run.series(key).last?.measurement, !layers.contains(activation.layer),
+        for key in run.indexedKeys(role: .activation) {
+            guard let activation = run.indexedSeries(key).last?.measurement, !layers.contains(activation.layer),
                 let (parent, index) = split(activation.layer),
                 let producer = siblings[parent]?.filter({ $0.index < index }).max(by: { $0.index < $1.index })?.layer,
                 let units = activation.unitCount, kernelUnits[producer] == units
@@ -102,14 +104,16 @@ public enum Diagnoser {
         _ run: RunMeasurements, thresholds: Thresholds,
         detectors: [any Detector]
     ) -> (findings: [Finding], notChecked: [NotChecked]) {
-        var findings: [Finding] = []
-        var notChecked: [NotChecked] = []
-        for detector in detectors {
-            let outcome = detector.detect(run, thresholds: thresholds)
-            findings.append(contentsOf: outcome.findings)
-            if let reason = outcome.notChecked { notChecked.append(NotChecked(kind: detector.kind, reason: reason)) }
+        RunIndex.with(run) {
+            var findings: [Finding] = []
+            var notChecked: [NotChecked] = []
+            for detector in detectors {
+                let outcome = detector.detect(run, thresholds: thresholds)
+                findings.append(contentsOf: outcome.findings)
+                if let reason = outcome.notChecked { notChecked.append(NotChecked(kind: detector.kind, reason: reason)) }
+            }
+            return (findings, notChecked)
         }
-        return (findings, notChecked)
     }
 
     /// A loss plateau's evidence names the problems found upstream, at warning or above: dead units,

@@ -33,8 +33,8 @@ package struct ExplodingGradientDetector: Detector {
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.hasGradients else { return fromSecondMoments(run, thresholds: thresholds) }
         let frozen = Set(
-            run.weightKeys.filter { key in
-                let drifts = run.series(key).compactMap(\.measurement.drift)
+            run.indexedWeightKeys.filter { key in
+                let drifts = run.indexedSeries(key).compactMap(\.measurement.drift)
                 return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
             }.map(\.name))
         // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach
@@ -43,9 +43,13 @@ package struct ExplodingGradientDetector: Detector {
         var previousTotals: [Double] = []
         var previousTotal: Double?
         for record in run.records {
-            let gradients = record.ordered.filter { $0.role == .gradient && !frozen.contains($0.name) }
+            // Each measurement is read out of the record once (the weights by key, first of a key as the record's lookup).
+            let measurements = record.ordered
+            let gradients = measurements.filter { $0.role == .gradient && !frozen.contains($0.name) }
             guard !gradients.isEmpty else { continue }
-            let weightsFinite = record.tensors.values.filter { $0.role == .weight }.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
+            let weights = measurements.filter { $0.role == .weight }
+            let weightsFinite = weights.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
+            let weightByKey = Dictionary(weights.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
             if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {
                 return DetectorOutcome(findings: [
                     finding(
@@ -60,7 +64,7 @@ package struct ExplodingGradientDetector: Detector {
             for gradient in gradients {
                 guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
                 total += gn * gn
-                if let weight = record.weight(gradient.name), DetectorSupport.isKernel(weight),
+                if let weight = weightByKey[.weight(gradient.name)], DetectorSupport.isKernel(weight),
                     !DetectorSupport.nearZero(weight, thresholds: thresholds), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite
                 {
                     let ratio = gn / wn

@@ -29,11 +29,11 @@ package struct FrozenDetector: Detector {
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
         var findings: [Finding] = []
-        let keys = run.weightKeys.filter { !DetectorSupport.isRunningStatistic($0.name) }
+        let keys = run.indexedWeightKeys.filter { !DetectorSupport.isRunningStatistic($0.name) }
         var movingKeys = Set<TensorKey>()
         var frozenKeys: [TensorKey] = []
         for key in keys {
-            let drifts = run.series(key).compactMap(\.measurement.drift)
+            let drifts = run.indexedSeries(key).compactMap(\.measurement.drift)
             guard !drifts.isEmpty else { continue }
             if drifts.allSatisfy({ $0.changed == 0 && $0.count > 0 }) { frozenKeys.append(key) } else { movingKeys.insert(key) }
         }
@@ -44,23 +44,23 @@ package struct FrozenDetector: Detector {
             return DetectorOutcome()
         }
         let otherRatios = movingKeys.compactMap { key in
-            DetectorSupport.median(run.series(key).compactMap(\.measurement.drift?.relativeChange))
+            DetectorSupport.median(run.indexedSeries(key).compactMap(\.measurement.drift?.relativeChange))
         }
         let medianOther = DetectorSupport.median(otherRatios)
         // Frozen weights whose layers all come before the first trained layer in depth order: a frozen
         // backbone (transfer learning freezes the layers nearest the input; Yosinski et al. 2014).
         let layerIndex = Dictionary(run.layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
-        let firstMoving = movingKeys.compactMap { run.series($0).last.flatMap { layerIndex[$0.measurement.layer] } }.min()
+        let firstMoving = movingKeys.compactMap { run.indexedSeries($0).last.flatMap { layerIndex[$0.measurement.layer] } }.min()
         let frozenPrefix = Set(
             frozenKeys.filter { key in
-                guard let firstMoving, let layer = run.series(key).last?.measurement.layer, let index = layerIndex[layer] else { return false }
+                guard let firstMoving, let layer = run.indexedSeries(key).last?.measurement.layer, let index = layerIndex[layer] else { return false }
                 return index < firstMoving
             })
         for key in frozenKeys {
-            let series = run.series(key)
+            let series = run.indexedSeries(key)
             guard let first = series.first, let last = series.last else { continue }
             let weight = last.measurement
-            let gradients = run.series(.gradient(weight.name)).map(\.measurement)
+            let gradients = run.indexedSeries(.gradient(weight.name)).map(\.measurement)
             let gradientNorms = gradients.compactMap(\.stats.l2Norm)
             // An all-zero gradient is a dead path, reported by zero-gradient.
             if !gradients.isEmpty && gradientNorms.allSatisfy({ $0 == 0 }) { continue }

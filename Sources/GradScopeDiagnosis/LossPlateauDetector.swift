@@ -167,16 +167,17 @@ package struct LossPlateauDetector: Detector {
     /// Units of the last matrix in depth order: the model's outputs.
     package func outputLayerUnits(_ run: RunMeasurements) -> Int? {
         guard
-            let key = run.weightKeys.last(where: { key in
-                run.series(key).last.map { DetectorSupport.isKernel($0.measurement) && !DetectorSupport.isEmbedding($0.measurement.name) } ?? false
-            }), let weight = run.series(key).last?.measurement
+            let key = run.indexedWeightKeys.last(where: { key in
+                run.indexedSeries(key).last.map { DetectorSupport.isKernel($0.measurement) && !DetectorSupport.isEmbedding($0.measurement.name) }
+                    ?? false
+            }), let weight = run.indexedSeries(key).last?.measurement
         else { return nil }
         return TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis)
     }
 
     /// The bias of the output layer at a save.
     package func outputBias(_ run: RunMeasurements, at record: StepRecord) -> (String, TensorMeasurement)? {
-        let weights = run.weightKeys.compactMap { record.tensors[$0] }
+        let weights = run.indexedWeightKeys.compactMap { record.tensors[$0] }
         guard let lastKernel = weights.last(where: { DetectorSupport.isKernel($0) }) else { return nil }
         guard let bias = weights.first(where: { $0.layer == lastKernel.layer && $0.shape.count == 1 }) else { return nil }
         return (bias.name, bias)

@@ -35,7 +35,7 @@ package struct PoorInitDetector: Detector {
         // Step 0 is the initialisation when the file or its name says so (not an epoch, not the
         // file's position in the run); step 1 only when it counts optimizer steps (not "epoch 1").
         let atInit = (record.step == 0 && run.startsAtInitialisation) || (record.step == 1 && run.stepsCountUpdates)
-        let kernels = run.weightKeys.compactMap { record.tensors[$0] }.filter { DetectorSupport.isKernel($0) }
+        let kernels = run.indexedWeightKeys.compactMap { record.tensors[$0] }.filter { DetectorSupport.isKernel($0) }
         guard !kernels.isEmpty else { return .lacking("no weight matrices or kernels to check") }
         var findings: [Finding] = []
         let lastKernel = kernels.last?.name

@@ -106,7 +106,7 @@ public struct ScanReport: Sendable, Codable {
             let sampled = Set(StepSampling.indices(count: records.count))
             drawn = records.indices.filter { sampled.contains($0) || findingSteps.contains(records[$0].step) }
         }
-        timeline = measurements.weightKeys.compactMap { key -> TensorTimeline? in
+        timeline = measurements.indexedWeightKeys.compactMap { key -> TensorTimeline? in
             // The step of the save before each drawn one that holds the tensor (for the update ratio).
             var before: [Int: Int] = [:]
             var previous: Int?
@@ -146,7 +146,7 @@ public struct ScanReport: Sendable, Codable {
                 units: last.shape.count >= 2 ? TensorNames.units(shape: last.shape, unitAxis: last.unitAxis) : nil,
                 points: points)
         }
-        activations = measurements.keys(role: .activation).compactMap { key -> TensorTimeline? in
+        activations = measurements.indexedKeys(role: .activation).compactMap { key -> TensorTimeline? in
             guard let last = records.last(where: { $0.tensors.layout.index[key] != nil })?.tensors[key] else { return nil }
             let points = drawn.compactMap { index -> TimelinePoint? in
                 let record = records[index]

@@ -34,8 +34,8 @@ package struct UpdateRatioDetector: Detector {
         var findings: [Finding] = []
         var perTensorUpper: [TensorKey: [Double]] = [:]
         var steps: [TensorKey: [Int]] = [:]
-        for key in run.weightKeys {
-            let series = run.series(key)
+        for key in run.indexedWeightKeys {
+            let series = run.indexedSeries(key)
             guard let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
             var reportedHigh = false
             for index in 1..<max(series.count, 1) where series.count >= 2 {
@@ -69,10 +69,10 @@ package struct UpdateRatioDetector: Detector {
         // Stuck tensors: moving, but orders of magnitude slower than the rest.
         let medians = perTensorUpper.compactMapValues { DetectorSupport.median($0) }
         if let modelMedian = DetectorSupport.median(Array(medians.values)) {
-            for key in run.weightKeys {
+            for key in run.indexedWeightKeys {
                 guard let uppers = perTensorUpper[key], !uppers.isEmpty, let highest = uppers.max(), highest > 0,
                     highest < thresholds.updateRatioLow, modelMedian >= thresholds.updateRatioLowContrast * highest,
-                    let weight = run.series(key).last?.measurement, let stepList = steps[key]
+                    let weight = run.indexedSeries(key).last?.measurement, let stepList = steps[key]
                 else { continue }
                 findings.append(
                     Finding(

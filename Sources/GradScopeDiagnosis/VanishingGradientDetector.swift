@@ -34,7 +34,7 @@ package struct VanishingGradientDetector: Detector {
         var momentKeys: [String: TensorKey] = [:]
         if !run.hasGradients {
             for key in DetectorSupport.secondMomentKeys(run) {
-                guard let name = run.series(key).first?.measurement.name, momentKeys[name] == nil else { continue }
+                guard let name = run.indexedSeries(key).first?.measurement.name, momentKeys[name] == nil else { continue }
                 momentKeys[name] = key
             }
             guard !momentKeys.isEmpty else {
@@ -42,8 +42,8 @@ package struct VanishingGradientDetector: Detector {
             }
         }
         let estimated = !run.hasGradients
-        let kernelKeys = run.weightKeys.filter { key in
-            guard let weight = run.series(key).last?.measurement else { return false }
+        let kernelKeys = run.indexedWeightKeys.filter { key in
+            guard let weight = run.indexedSeries(key).last?.measurement else { return false }
             return DetectorSupport.isKernel(weight) && !DetectorSupport.isEmbedding(weight.name)
         }
         var profiles: [(step: Int, early: Double, late: Double, earlyName: String, lateName: String, ratios: [Double])] = []
@@ -89,7 +89,7 @@ package struct VanishingGradientDetector: Detector {
         let severity: Severity = improving == true ? .info : .warning
         let depthRatio = first.early / first.late
         let orders = -Foundation.log10(depthRatio)
-        let layerName = run.series(.weight(first.earlyName)).last?.measurement.layer
+        let layerName = run.indexedSeries(.weight(first.earlyName)).last?.measurement.layer
         let message =
             "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(formatSignificant(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
         let explanation = VanishingGradientExplanation(

@@ -22,10 +22,10 @@ package struct ZeroGradientDetector: Detector {
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         var findings: [Finding] = []
-        let gradientKeys = run.keys(role: .gradient)
+        let gradientKeys = run.indexedKeys(role: .gradient)
         if !gradientKeys.isEmpty {
             for key in gradientKeys {
-                let series = run.series(key)
+                let series = run.indexedSeries(key)
                 guard let first = series.first, let last = series.last,
                     series.allSatisfy({ $0.measurement.stats.count > 0 && $0.measurement.stats.zeros == $0.measurement.stats.count })
                 else { continue }
@@ -37,8 +37,8 @@ package struct ZeroGradientDetector: Detector {
             }
             return DetectorOutcome(findings: findings)
         }
-        let slotKeys = run.keys(role: .optimizer).filter { key in
-            guard let slot = run.series(key).first?.measurement.slot else { return false }
+        let slotKeys = run.indexedKeys(role: .optimizer).filter { key in
+            guard let slot = run.indexedSeries(key).first?.measurement.slot else { return false }
             return slot == .firstMoment || slot == .secondMoment || slot == .momentum
         }
         guard !slotKeys.isEmpty else {
@@ -56,7 +56,7 @@ package struct ZeroGradientDetector: Detector {
             } ?? false
         var byName: [String: [(key: TensorKey, series: [(step: Int, measurement: TensorMeasurement)])]] = [:]
         for key in slotKeys {
-            let series = run.series(key).filter { $0.step > 0 || updatedAtZero }
+            let series = run.indexedSeries(key).filter { $0.step > 0 || updatedAtZero }
             guard let name = series.first?.measurement.name else { continue }
             byName[name, default: []].append((key, series))
         }

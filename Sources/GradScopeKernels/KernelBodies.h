@@ -135,6 +135,9 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
     const VF zero = {0};
     VF low = zero + x0, high = low;
     VI zeros0 = {0}, zeros1 = {0};
+    // The smallest nonzero magnitude, as bits (|x| of a float orders as its bits without the sign);
+    // zero lanes become all ones, which no finite value reaches.
+    VU lowMagnitude = (VU){0} + 0xFFFFFFFFu;
     VD s10 = {0}, s11 = {0}, s12 = {0}, s13 = {0}, s20 = {0}, s21 = {0}, s22 = {0}, s23 = {0};
     int64_t i = 0;
     // One block at i; KEYS may use the two vectors v, w and their zero masks zv, zw.
@@ -146,6 +149,7 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
         VI zv = (VI)(v == zero), zw = (VI)(w == zero);                              \
         zeros0 -= zv;                                                               \
         zeros1 -= zw;                                                               \
+        lowMagnitude = MINV(MINV(((VU)v & 0x7FFFFFFFu) | (VU)zv, ((VU)w & 0x7FFFFFFFu) | (VU)zw), lowMagnitude); \
         VD dv0 = LOWD(v) - s, dv1 = HIGHD(v) - s, dw0 = LOWD(w) - s, dw1 = HIGHD(w) - s; \
         SUM4(s1, dv0, dv1, dw0, dw1);                                               \
         SUM4(s2, dv0 * dv0, dv1 * dv1, dw0 * dw0, dw1 * dw1);                       \
@@ -207,8 +211,18 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
     double sum1 = REDUCE_SUMD((s10 + s11) + (s12 + s13)), sum2 = REDUCE_SUMD((s20 + s21) + (s22 + s23));
     float minimum = REDUCE_MINF(low), maximum = REDUCE_MAXF(high);
     int64_t zeros = REDUCE_SUMI(zeros0 + zeros1);
+    uint32_t lowBits = 0xFFFFFFFFu;
+    {
+        uint32_t lanes[NF];
+        memcpy(lanes, &lowMagnitude, sizeof lanes);
+        for (int k = 0; k < NF; k++) if (lanes[k] < lowBits) lowBits = lanes[k];
+    }
     for (; i < n; i++) {
         float x = p[i];
+        uint32_t bits;
+        memcpy(&bits, p + i, 4);
+        bits &= 0x7FFFFFFFu;
+        if (bits != 0 && bits < lowBits) lowBits = bits;
         if (x < minimum) minimum = x;
         if (x > maximum) maximum = x;
         zeros += x == 0;
@@ -220,6 +234,7 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
     const double count = (double)n;
     const double squares = sum2 + 2 * shift * sum1 + count * shift * shift;
     out->zeros = zeros;
+    out->minMagnitudeBits = lowBits;
     out->min = (double)minimum;
     out->max = (double)maximum;
     out->mean = shift + sum1 / count;

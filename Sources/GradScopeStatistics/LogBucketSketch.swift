@@ -1,4 +1,5 @@
 import GradScopeKernels
+import Synchronization
 
 /// A one-pass, mergeable, log-bucketed sketch of a value distribution, keyed on
 /// the `Float32` bit pattern.
@@ -14,8 +15,11 @@ import GradScopeKernels
 ///
 /// Storage is cheap for small tensors: up to ``pendingCapacity`` keys are kept in
 /// a plain list; beyond that the sketch switches to a dense table of 65536
-/// `UInt32` counts. Before a dense count could wrap, all counts are spilled into
-/// a `UInt64` table, so counts are exact for any number of values.
+/// `UInt32` counts (``DenseCounts``: taken zeroed from a pool and handed back
+/// zeroed, and read only over the magnitudes that were counted, so that a tensor
+/// costs in proportion to its values, not to the table). Before a dense count
+/// could wrap, all counts are spilled into a `UInt64` table, so counts are exact
+/// for any number of values.
 package struct LogBucketSketch: Sendable {
     package static let keySpace = 1 << 16
     package static let pendingCapacity = 2048
@@ -27,7 +31,8 @@ package struct LogBucketSketch: Sendable {
     package static let tinyExponentCount = 16
 
     private var pending: [UInt16] = []
-    private var dense: [UInt32] = []
+    /// Shared between copies until one of them counts more (copy on write).
+    private var dense: DenseCounts?
     private var wide: [UInt64] = []
     private var denseAddsSinceSpill = 0
     /// Dense adds allowed between spills; `UInt32.max` keeps every count exact.
@@ -88,7 +93,7 @@ package struct LogBucketSketch: Sendable {
     package mutating func addFloats(_ values: UnsafePointer<Float>, count n: Int) -> Int {
         guard n > 0 else { return 0 }
         let raw = UnsafeRawPointer(values)
-        if dense.isEmpty && pending.count &+ n <= Self.pendingCapacity {
+        if dense == nil && pending.count &+ n <= Self.pendingCapacity {
             total &+= n
             var hits = 0
             let start = pending.count
@@ -103,23 +108,36 @@ package struct LogBucketSketch: Sendable {
             }
             return hits
         }
-        return countDense(n) { counts in gs_count_keys_f32(values, Int64(n), counts) } ?? 0
+        return countDense(n) { counts in
+            gs_count_keys_f32(values, Int64(n), counts)
+            return nil
+        } ?? 0
     }
 
     /// Lets `body` count `n` more keys straight into the dense table (switching
     /// to it first) and returns how many of them fell on magnitude key 0; `nil`,
     /// with nothing counted, while the `n` keys still fit the short list.
-    package mutating func countDense(_ n: Int, _ body: (UnsafeMutablePointer<UInt32>) -> Void) -> Int? {
+    ///
+    /// `body` returns the `Float32` magnitude bits (`bits & 0x7FFF_FFFF`) of the
+    /// smallest nonzero and of the largest value it counted (NaN and infinities
+    /// included), or `nil` when it does not know them: the table is then read whole.
+    package mutating func countDense(
+        _ n: Int, _ body: (UnsafeMutablePointer<UInt32>) -> (lowest: UInt32, highest: UInt32)?
+    ) -> Int? {
         guard n > 0 else { return 0 }
-        if dense.isEmpty && pending.count &+ n <= Self.pendingCapacity { return nil }
+        if dense == nil && pending.count &+ n <= Self.pendingCapacity { return nil }
         total &+= n
-        makeDense(reserving: n)
-        let before = dense[0] &+ dense[0x8000]
-        dense.withUnsafeMutableBufferPointer { table in
-            guard let counts = table.baseAddress else { return }
-            body(counts)
+        let table = makeDense(reserving: n)
+        let counts = table.counts
+        let before = counts[0] &+ counts[0x8000]
+        if let bounds = body(counts) {
+            if bounds.lowest <= bounds.highest {
+                table.widen(Int(bounds.lowest &>> 16), Int(bounds.highest &>> 16))
+            }
+        } else {
+            table.widen(0, 0x7FFF)
         }
-        let after = dense[0] &+ dense[0x8000]
+        let after = counts[0] &+ counts[0x8000]
         return Int(after &- before)
     }
 
@@ -127,15 +145,11 @@ package struct LogBucketSketch: Sendable {
     package mutating func addKeys(_ keys: UnsafePointer<UInt16>, count n: Int) {
         guard n > 0 else { return }
         total &+= n
-        if dense.isEmpty && pending.count &+ n <= Self.pendingCapacity {
+        if dense == nil && pending.count &+ n <= Self.pendingCapacity {
             pending.append(contentsOf: UnsafeBufferPointer(start: keys, count: n))
             return
         }
-        makeDense(reserving: n)
-        dense.withUnsafeMutableBufferPointer { table in
-            guard let counts = table.baseAddress else { return }
-            for i in 0..<n { counts[Int(keys[i])] &+= 1 }
-        }
+        makeDense(reserving: n).add(UnsafeBufferPointer(start: keys, count: n))
     }
 
     /// Records a nonzero value below `2^-133` with `Float32` magnitude bits
@@ -149,35 +163,41 @@ package struct LogBucketSketch: Sendable {
     }
 
     /// Switches to the dense table (if not there yet) and makes room for `n`
-    /// more counts without any `UInt32` count wrapping.
-    private mutating func makeDense(reserving n: Int) {
-        if dense.isEmpty {
-            dense = [UInt32](repeating: 0, count: Self.keySpace)
+    /// more counts without any `UInt32` count wrapping. Returns the table, this
+    /// sketch's own (a table shared with a copy is copied first).
+    @discardableResult
+    private mutating func makeDense(reserving n: Int) -> DenseCounts {
+        if dense == nil {
+            let table = DenseCounts()
+            dense = table
             let keys = pending
             pending = []
             denseAddsSinceSpill = 0
             if !keys.isEmpty {
-                reserveDenseCapacity(keys.count)
-                dense.withUnsafeMutableBufferPointer { table in
-                    guard let counts = table.baseAddress else { return }
-                    for key in keys { counts[Int(key)] &+= 1 }
-                }
+                reserveDenseCapacity(keys.count, table)
+                keys.withUnsafeBufferPointer { table.add($0) }
             }
+        } else if !isKnownUniquelyReferenced(&dense) {
+            dense = dense?.copy()
         }
-        reserveDenseCapacity(n)
+        guard let table = dense else { preconditionFailure("the dense table was just made") }
+        reserveDenseCapacity(n, table)
+        return table
     }
 
-    private mutating func reserveDenseCapacity(_ n: Int) {
-        if denseAddsSinceSpill &+ n > spillThreshold { spill() }
+    private mutating func reserveDenseCapacity(_ n: Int, _ table: DenseCounts) {
+        if denseAddsSinceSpill &+ n > spillThreshold { spill(table) }
         denseAddsSinceSpill &+= n
     }
 
-    /// Moves every dense count into the 64-bit table and zeroes the dense one.
-    private mutating func spill() {
+    /// Moves every dense count into the 64-bit table and zeroes the dense one
+    /// (its range of magnitudes is kept: it now bounds the 64-bit counts).
+    private mutating func spill(_ table: DenseCounts) {
         if wide.isEmpty { wide = [UInt64](repeating: 0, count: Self.keySpace) }
-        for i in 0..<Self.keySpace {
-            wide[i] &+= UInt64(dense[i])
-            dense[i] = 0
+        let counts = table.counts
+        table.forEachKey { key in
+            wide[key] &+= UInt64(counts[key])
+            counts[key] = 0
         }
         denseAddsSinceSpill = 0
     }
@@ -194,28 +214,22 @@ package struct LogBucketSketch: Sendable {
             }
         }
         guard other.total > 0 else { return }
-        if other.dense.isEmpty {
+        guard let source = other.dense else {
             let keys = other.pending
             total &+= keys.count
-            if dense.isEmpty && pending.count &+ keys.count <= Self.pendingCapacity {
+            if dense == nil && pending.count &+ keys.count <= Self.pendingCapacity {
                 pending.append(contentsOf: keys)
             } else {
-                makeDense(reserving: keys.count)
-                dense.withUnsafeMutableBufferPointer { table in
-                    guard let counts = table.baseAddress else { return }
-                    for key in keys { counts[Int(key)] &+= 1 }
-                }
+                let table = makeDense(reserving: keys.count)
+                keys.withUnsafeBufferPointer { table.add($0) }
             }
             return
         }
         total &+= other.total
-        makeDense(reserving: other.denseAddsSinceSpill)
-        dense.withUnsafeMutableBufferPointer { table in
-            other.dense.withUnsafeBufferPointer { source in
-                guard let counts = table.baseAddress, let added = source.baseAddress else { return }
-                for i in 0..<Self.keySpace { counts[i] &+= added[i] }
-            }
-        }
+        let table = makeDense(reserving: other.denseAddsSinceSpill)
+        table.widen(source.low, source.high)
+        let counts = table.counts, added = source.counts
+        source.forEachKey { key in counts[key] &+= added[key] }
         if !other.wide.isEmpty {
             if wide.isEmpty { wide = [UInt64](repeating: 0, count: Self.keySpace) }
             for i in 0..<Self.keySpace { wide[i] &+= other.wide[i] }
@@ -229,7 +243,7 @@ package struct LogBucketSketch: Sendable {
     package func keyCounts() -> (keys: [UInt16], counts: [Int]) {
         var keys: [UInt16] = []
         var counts: [Int] = []
-        if dense.isEmpty {
+        guard let table = dense else {
             let sorted = Self.radixSorted(pending)
             keys.reserveCapacity(sorted.count)
             counts.reserveCapacity(sorted.count)
@@ -249,28 +263,25 @@ package struct LogBucketSketch: Sendable {
         let hasWide = !wide.isEmpty
         keys.reserveCapacity(1024)
         counts.reserveCapacity(1024)
-        dense.withUnsafeBufferPointer { table in
-            guard let base = table.baseAddress else { return }
-            let words = UnsafeRawPointer(base)
-            var block = 0
-            while block < Self.keySpace {
-                // 16 counts as 8 words: skip the block when all are zero.
-                let byteOffset = block &* 4
-                var any: UInt64 = 0
-                for w in 0..<8 {
-                    any |= words.load(fromByteOffset: byteOffset &+ w &* 8, as: UInt64.self)
+        let base = table.counts
+        // Ascending: magnitude 0, the positive range, then the same for the negative keys.
+        let top = Swift.min(table.high, Int(Self.nonFiniteMagnitudeKey) - 1)
+        for sign in [0, 0x8000] {
+            let zero = sign
+            let zeroCount = Int(base[zero]) &+ (hasWide ? Int(wide[zero]) : 0)
+            if zeroCount != 0 {
+                keys.append(UInt16(zero))
+                counts.append(zeroCount)
+            }
+            var magnitude = Swift.max(1, table.low)
+            while magnitude <= top {
+                let key = sign | magnitude
+                let count = Int(base[key]) &+ (hasWide ? Int(wide[key]) : 0)
+                if count != 0 {
+                    keys.append(UInt16(key))
+                    counts.append(count)
                 }
-                if hasWide || any != 0 {
-                    for lane in 0..<16 {
-                        let key = block &+ lane
-                        let count = Int(base[key]) &+ (hasWide ? Int(wide[key]) : 0)
-                        if count != 0 && UInt16(key) & 0x7FFF < Self.nonFiniteMagnitudeKey {
-                            keys.append(UInt16(key))
-                            counts.append(count)
-                        }
-                    }
-                }
-                block &+= 16
+                magnitude &+= 1
             }
         }
         return (keys, counts)
@@ -309,4 +320,101 @@ package struct LogBucketSketch: Sendable {
         }
         return source
     }
+}
+
+/// A sketch's dense table: 65536 `UInt32` counts, and the range of magnitude keys
+/// (`key & 0x7FFF`) that may hold counts, of either sign; magnitude 0 always may.
+/// Reading and clearing cost in proportion to that range, not to the table: a
+/// tensor's values span a few dozen binary orders of magnitude (a few thousand
+/// keys), not all 256 of them.
+///
+/// Tables come from a small pool of zeroed ones and go back to it zeroed when the
+/// last sketch holding them is gone, so a run of many tensors neither allocates
+/// nor zeroes 256 KiB per tensor. A table is mutated only by a sketch that holds
+/// the only reference to it (``LogBucketSketch`` copies it first otherwise), which
+/// is what makes it safe to send.
+package final class DenseCounts: @unchecked Sendable {
+    package let counts: UnsafeMutablePointer<UInt32>
+    /// Lowest and highest magnitude key that may hold counts (`low > high`: none but magnitude 0).
+    package private(set) var low = Int.max
+    package private(set) var high = -1
+
+    package init() { counts = DenseCountsPool.take() }
+
+    deinit { DenseCountsPool.give(counts, low: low, high: high) }
+
+    /// Takes magnitude keys `lowest ... highest` into the range that may hold counts.
+    @inline(__always)
+    package func widen(_ lowest: Int, _ highest: Int) {
+        if lowest < low { low = lowest }
+        if highest > high { high = highest }
+    }
+
+    /// Counts `keys`.
+    package func add(_ keys: UnsafeBufferPointer<UInt16>) {
+        var lowest = Int.max, highest = -1
+        for key in keys {
+            let magnitude = Int(key & 0x7FFF)
+            if magnitude < lowest { lowest = magnitude }
+            if magnitude > highest { highest = magnitude }
+            counts[Int(key)] &+= 1
+        }
+        widen(lowest, highest)
+    }
+
+    /// Calls `body` with every key that may hold a count, in ascending order.
+    @inline(__always)
+    package func forEachKey(_ body: (Int) -> Void) {
+        for sign in [0, 0x8000] {
+            body(sign)
+            var magnitude = Swift.max(1, low)
+            while magnitude <= high {
+                body(sign | magnitude)
+                magnitude &+= 1
+            }
+        }
+    }
+
+    /// A table with the same counts.
+    package func copy() -> DenseCounts {
+        let table = DenseCounts()
+        table.widen(low, high)
+        forEachKey { key in table.counts[key] = counts[key] }
+        return table
+    }
+}
+
+/// Zeroed dense tables kept for reuse (at most ``capacity``; the rest are freed).
+package enum DenseCountsPool {
+    package static let capacity = 16
+    private static let free = Mutex<[UInt]>([])
+
+    /// A zeroed table of 65536 counts.
+    package static func take() -> UnsafeMutablePointer<UInt32> {
+        if let address = free.withLock({ $0.popLast() }), let table = UnsafeMutablePointer<UInt32>(bitPattern: address) {
+            return table
+        }
+        let table = UnsafeMutablePointer<UInt32>.allocate(capacity: LogBucketSketch.keySpace)
+        table.initialize(repeating: 0, count: LogBucketSketch.keySpace)
+        return table
+    }
+
+    /// Zeroes what may hold counts (magnitude 0 and `low ... high`, both signs) and keeps the
+    /// table for reuse, or frees it when the pool is full.
+    package static func give(_ table: UnsafeMutablePointer<UInt32>, low: Int, high: Int) {
+        for sign in [0, 0x8000] {
+            table[sign] = 0
+            let first = Swift.max(1, low)
+            if first <= high { (table + (sign | first)).update(repeating: 0, count: high - first + 1) }
+        }
+        let kept = free.withLock { pool -> Bool in
+            guard pool.count < capacity else { return false }
+            pool.append(UInt(bitPattern: table))
+            return true
+        }
+        if !kept { table.deallocate() }
+    }
+
+    /// Tables held for reuse (for tests).
+    package static var held: Int { free.withLock { $0.count } }
 }

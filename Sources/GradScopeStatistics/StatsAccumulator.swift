@@ -150,6 +150,9 @@ public struct StatsAccumulator: Sendable {
             n,
             { counts in
                 fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts)
+                guard let fast else { return Self.magnitudeBounds(p, count: n) }
+                let largest = Float(Swift.max(-fast.min, fast.max)).bitPattern & 0x7FFF_FFFF
+                return (fast.minMagnitudeBits, largest)
             })
         {
             keyHits = hits
@@ -184,6 +187,19 @@ public struct StatsAccumulator: Sendable {
             StatsKernels.accumulateUnits(
                 p, count: n, offset: offset, map: map, allFinite: allFinite, squares: squares, zeros: zeros)
         }
+    }
+
+    /// The `Float32` magnitude bits of the smallest nonzero and of the largest of `n` values,
+    /// NaN and infinities included (`(UInt32.max, 0)` when all are zero).
+    package static func magnitudeBounds(_ p: UnsafePointer<Float>, count n: Int) -> (lowest: UInt32, highest: UInt32) {
+        let raw = UnsafeRawPointer(p)
+        var lowest = UInt32.max, highest: UInt32 = 0
+        for i in 0..<n {
+            let magnitude = raw.load(fromByteOffset: i &* 4, as: UInt32.self) & 0x7FFF_FFFF
+            if magnitude != 0 && magnitude < lowest { lowest = magnitude }
+            if magnitude > highest { highest = magnitude }
+        }
+        return (lowest, highest)
     }
 
     package mutating func addDoubleChunk(_ p: UnsafePointer<Double>, count n: Int, offset: Int) {

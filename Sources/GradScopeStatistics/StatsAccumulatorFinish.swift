@@ -97,6 +97,8 @@ extension StatsAccumulator {
     package static func valueOrderedCells(keys: [UInt16], counts: [Int], tiny: [Int]) -> [Cell] {
         var positive: [Cell] = []
         var negative: [Cell] = []
+        positive.reserveCapacity(keys.count)
+        negative.reserveCapacity(keys.count)
         var zeroKeyCount = 0
         for i in keys.indices {
             let magnitude = keys[i] & 0x7FFF
@@ -143,10 +145,37 @@ extension StatsAccumulator {
             return LinearHistogram(lower: minimum, upper: maximum, counts: [finite])
         }
         var bins = [Int](repeating: 0, count: histogramBins)
-        for cell in cells where cell.count > 0 {
-            let value = Swift.min(maximum, Swift.max(minimum, cell.value))
-            let index = LinearHistogram.binIndex(for: value, lower: minimum, upper: maximum, binCount: histogramBins)
-            bins[index] &+= cell.count
+        // The cells ascend in value and a cell's bin never decreases with its value (every step
+        // of `binIndex` is monotonic), so each bin takes a run of cells: its end is found by a
+        // binary search, and only the runs' first and searched cells are binned, not every cell.
+        let (low, high, binCount) = (minimum, maximum, histogramBins)
+        cells.withUnsafeBufferPointer { cells in
+            func bin(_ i: Int) -> Int {
+                LinearHistogram.binIndex(for: Swift.min(high, Swift.max(low, cells[i].value)), lower: low, upper: high, binCount: binCount)
+            }
+            var start = 0
+            while start < cells.count {
+                let index = bin(start)
+                // The first cell past the run of `index`: beyond `end`, and no further than `start + step`.
+                var end = cells.count
+                if index < binCount - 1 {
+                    var inside = start, step = 1
+                    while inside &+ step < cells.count && bin(inside &+ step) == index {
+                        inside &+= step
+                        step &*= 2
+                    }
+                    var outside = Swift.min(inside &+ step, cells.count)
+                    while outside &- inside > 1 {
+                        let middle = inside &+ (outside &- inside) / 2
+                        if bin(middle) == index { inside = middle } else { outside = middle }
+                    }
+                    end = outside
+                }
+                var total = 0
+                for i in start..<end { total &+= cells[i].count }
+                bins[index] &+= total
+                start = end
+            }
         }
         return LinearHistogram(lower: minimum, upper: maximum, counts: bins)
     }

@@ -16,6 +16,8 @@ package enum StatsKernels {
         package var mean = 0.0
         package var m2 = 0.0
         package var sumSquares = 0.0
+        /// The bits of the smallest nonzero finite `|x|` as `Float32` (`UInt32.max` when there is none).
+        package var minMagnitudeBits = UInt32.max
     }
 
     /// Fast path for a chunk of `Float32` values that are all finite; returns
@@ -49,6 +51,7 @@ package enum StatsKernels {
         summary.mean = out.mean
         summary.m2 = out.m2
         summary.sumSquares = out.sumSquares
+        summary.minMagnitudeBits = out.minMagnitudeBits
         return summary
     }
 

@@ -94,13 +94,7 @@ extension HDF5File {
     /// The corresponding C function is `H5Dopen2`.
     public func dataset(_ path: String) throws -> Dataset {
         Library.ensure()
-        let dapl = Handle(H5Pcreate(gs_H5P_DATASET_ACCESS()), .plist)
-        // A bounded chunk cache: enough for chunks re-read across blocks, never the tensor.
-        H5Pset_chunk_cache(dapl.id, 12_421, 32 << 20, 1.0)
-        if !options.followLinks {
-            gs_deny_external_links(dapl.id)
-        }
-        let did = H5Dopen2(handle.id, path, dapl.id)
+        let did = H5Dopen2(handle.id, path, datasetAccess.id)
         guard did >= 0 else { throw failure(path, "cannot open dataset") }
         let dataset = Handle(did, .dataset)
         let info = try describe(dataset: dataset.id, path: path)

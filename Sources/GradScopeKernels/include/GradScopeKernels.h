@@ -12,6 +12,9 @@ typedef struct {
     double mean;
     double m2;
     double sumSquares;
+    /// The bits of the smallest nonzero |x| (the magnitude bits of a float order as its
+    /// value does); 0xFFFFFFFF when every value is zero.
+    uint32_t minMagnitudeBits;
 } gs_float_summary;
 
 /// Sums over a chunk of finite float32 pairs (a earlier, b later).

@@ -1,0 +1,87 @@
+import GradScopeMeasurement
+import GradScopeModel
+import Synchronization
+
+/// The look-ups the detectors and the report make over and over, each made once per analysis:
+/// a tensor's series across the saves and the keys of a role in depth order. Every detector asks
+/// for the weights' keys and for most weights' series; over a run of hundreds of saves of hundreds
+/// of tensors, building them again for each detector was a tenth of the scan's time.
+///
+/// An index is made for one ``RunMeasurements`` and answers only for it (``describes(_:)``: the
+/// same source, steps and tensor tables); ``RunMeasurements/indexedSeries(_:)`` and
+/// ``RunMeasurements/indexedKeys(role:)`` use the index of the analysis in progress
+/// (``with(_:_:)``) and compute the answer afresh for any other run. The answers are those of
+/// ``RunMeasurements/series(_:)`` and ``RunMeasurements/keys(role:)``.
+package final class RunIndex: Sendable {
+    @TaskLocal package static var current: RunIndex?
+
+    private let source: String
+    private let steps: [Int]
+    private let tables: [ObjectIdentifier]
+    private let counts: [Int]
+    private let state = Mutex(State())
+
+    private struct State {
+        var series: [TensorKey: [(step: Int, measurement: TensorMeasurement)]] = [:]
+        var keys: [TensorRole: [TensorKey]] = [:]
+    }
+
+    package init(_ run: RunMeasurements) {
+        source = run.source
+        steps = run.records.map(\.step)
+        tables = run.records.map { ObjectIdentifier($0.tensors.layout) }
+        counts = run.records.map(\.tensors.count)
+    }
+
+    /// Runs `body` with an index of `run` as the current one (the one already current when it
+    /// describes `run`).
+    package static func with<T>(_ run: RunMeasurements, _ body: () throws -> T) rethrows -> T {
+        if let current, current.describes(run) { return try body() }
+        return try $current.withValue(RunIndex(run), operation: body)
+    }
+
+    /// Whether this index was made for `run`: the same source, and saves at the same steps with the
+    /// same tensor tables. (The measurements of an analysis are never changed once taken.)
+    package func describes(_ run: RunMeasurements) -> Bool {
+        let records = run.records
+        guard records.count == steps.count, run.source == source else { return false }
+        for i in records.indices {
+            let record = records[i]
+            if record.step != steps[i] || ObjectIdentifier(record.tensors.layout) != tables[i] || record.tensors.count != counts[i] {
+                return false
+            }
+        }
+        return true
+    }
+
+    package func series(_ key: TensorKey, of run: RunMeasurements) -> [(step: Int, measurement: TensorMeasurement)] {
+        if let known = state.withLock({ $0.series[key] }) { return known }
+        let series = run.series(key)
+        state.withLock { $0.series[key] = series }
+        return series
+    }
+
+    package func keys(role: TensorRole, of run: RunMeasurements) -> [TensorKey] {
+        if let known = state.withLock({ $0.keys[role] }) { return known }
+        let keys = run.keys(role: role)
+        state.withLock { $0.keys[role] = keys }
+        return keys
+    }
+}
+
+extension RunMeasurements {
+    /// ``series(_:)``, from the index of the analysis in progress when there is one for this run.
+    package func indexedSeries(_ key: TensorKey) -> [(step: Int, measurement: TensorMeasurement)] {
+        if let index = RunIndex.current, index.describes(self) { return index.series(key, of: self) }
+        return series(key)
+    }
+
+    /// ``keys(role:)``, from the index of the analysis in progress when there is one for this run.
+    package func indexedKeys(role: TensorRole) -> [TensorKey] {
+        if let index = RunIndex.current, index.describes(self) { return index.keys(role: role, of: self) }
+        return keys(role: role)
+    }
+
+    /// ``weightKeys``, from the index of the analysis in progress when there is one for this run.
+    package var indexedWeightKeys: [TensorKey] { indexedKeys(role: .weight) }
+}
