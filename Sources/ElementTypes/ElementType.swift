@@ -123,23 +123,68 @@ extension ElementType {
     }
 }
 
-/// Where a dataset's elements lie in its file when they can be read directly:
-/// contiguous float32 or float64 in the machine's byte order. What a worker
-/// process tells its parent, which then reads the bytes itself (see `HDF5File.readFully`).
+/// Where a dataset's elements lie in its file when they can be read directly: contiguous
+/// float32 or float64 in the machine's byte order, or (`chunks`) gzip-compressed chunks of
+/// float32 or float64 listed one by one. What a worker process tells its parent, which then
+/// reads the bytes itself (see `HDF5File.readFully` and `DeflatedChunks`).
 public struct DirectStorage: Sendable, Codable, Equatable {
-    /// Byte offset of element 0 in the file.
+    /// Byte offset of element 0 in the file (0 when the elements are in `chunks`).
     public var offset: Int
     /// Number of elements.
     public var count: Int
     /// `.float32` or `.float64`.
     public var type: ElementType
+    /// When set, the elements are not contiguous at `offset` but in these compressed chunks.
+    public var chunks: DeflatedChunkTable?
 
-    public init(offset: Int, count: Int, type: ElementType) {
+    public init(offset: Int, count: Int, type: ElementType, chunks: DeflatedChunkTable? = nil) {
         self.offset = offset
         self.count = count
         self.type = type
+        self.chunks = chunks
     }
 
     /// Bytes per element (4 or 8).
     public var elementSize: Int { type == .float32 ? 4 : 8 }
+    /// Whether the elements lie contiguous at `offset` (else they are in `chunks`).
+    public var isContiguous: Bool { chunks == nil }
+}
+
+/// Where the chunks of a chunked, gzip-compressed (deflate, or shuffle then deflate) float32 or
+/// float64 dataset lie in its file: every chunk of the grid, in row-major order of the grid, as
+/// its file offset and stored size. Kept compact, since a run's descriptions hold one per
+/// compressed tensor per save: two flat arrays, 12 bytes a chunk, behind one reference.
+public final class DeflatedChunkTable: Sendable, Codable, Equatable {
+    /// The dataset's shape and its chunks' shape (same rank, every extent at least 1).
+    public let shape: [Int]
+    public let chunkShape: [Int]
+    /// Whether HDF5's shuffle filter ran before deflate.
+    public let shuffled: Bool
+    /// Whether the stored byte order is not the machine's.
+    public let swapsBytes: Bool
+    /// Per chunk, in the grid's row-major order: the file offset of its stored bytes.
+    public let addresses: [Int]
+    /// Per chunk: how many bytes are stored (compressed).
+    public let sizes: [UInt32]
+
+    public init(shape: [Int], chunkShape: [Int], shuffled: Bool, swapsBytes: Bool, addresses: [Int], sizes: [UInt32]) {
+        self.shape = shape
+        self.chunkShape = chunkShape
+        self.shuffled = shuffled
+        self.swapsBytes = swapsBytes
+        self.addresses = addresses
+        self.sizes = sizes
+    }
+
+    /// Number of chunks listed.
+    public var count: Int { addresses.count }
+
+    /// Whether chunks of `self` and `other` cover the same elements (same shape and chunk shape).
+    public func sameGrid(as other: DeflatedChunkTable) -> Bool { shape == other.shape && chunkShape == other.chunkShape }
+
+    public static func == (a: DeflatedChunkTable, b: DeflatedChunkTable) -> Bool {
+        a === b
+            || (a.shape == b.shape && a.chunkShape == b.chunkShape && a.shuffled == b.shuffled && a.swapsBytes == b.swapsBytes
+                && a.addresses == b.addresses && a.sizes == b.sizes)
+    }
 }

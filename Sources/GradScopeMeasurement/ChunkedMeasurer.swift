@@ -20,8 +20,13 @@ import Synchronization
 package enum ChunkedMeasurer {
     /// The blocks to read, when each of `chunks`' chunks lies inside one of them; nil otherwise.
     package static func plan(_ data: any TensorData, _ chunks: [DeflatedChunks], blockElements: Int) -> [TensorBlock]? {
-        let blocks = data.blocks(blockElements: blockElements)
-        guard !blocks.isEmpty, let grid = chunks.first?.grid, chunks.allSatisfy({ $0.grid == grid }) else { return nil }
+        guard let grid = chunks.first?.grid, chunks.allSatisfy({ $0.grid == grid }) else { return nil }
+        return plan(data.blocks(blockElements: blockElements), grid: grid)
+    }
+
+    /// `blocks`, when each chunk of `grid` lies inside one of them; nil otherwise.
+    package static func plan(_ blocks: [TensorBlock], grid: ChunkGrid) -> [TensorBlock]? {
+        guard !blocks.isEmpty else { return nil }
         for block in blocks where !grid.holdsWholeChunks(start: block.start, extent: block.extent) { return nil }
         return blocks
     }
@@ -95,43 +100,142 @@ package enum ChunkedMeasurer {
 
     /// Fills each block of `blocks` from the chunks of every tensor of `sides` (one buffer per
     /// side) and calls `consume` with it, in order, on one task at a time; the next block's
-    /// chunks are inflated meanwhile.
+    /// chunks are inflated meanwhile. The first chunk that fails stops it, and its error is thrown.
     static func stream<T>(
         _ sides: [DeflatedChunks], blocks: [TensorBlock], as _: T.Type, threads: Int,
         consume: (TensorBlock, [UnsafeMutableBufferPointer<T>]) -> Void
     ) throws {
-        guard let grid = sides.first?.grid else { return }
+        let failures = stream(sides, blocks: blocks, as: T.self, threads: threads, stopAtFailure: true) { block, buffers, _ in
+            consume(block, buffers)
+        }
+        if let first = failures.compactMap({ $0 }).first { throw first }
+    }
+
+    /// As `stream(_:blocks:as:threads:consume:)`, but (unless `stopAtFailure`) a side whose chunk
+    /// fails is only dropped: its chunks are not read any more, `consume` is told for every block
+    /// from the one that failed on (`failed[side]`, its buffer then holds nothing usable), and the
+    /// other sides go on. Returns each side's error (nil when all its blocks were read).
+    /// The sides must have the same grid and element type. With one thread, the blocks are filled
+    /// and consumed in turn in one buffer per side; with more, in two (one filled while the other
+    /// is consumed).
+    static func stream<T>(
+        _ sides: [DeflatedChunks], blocks: [TensorBlock], as _: T.Type, threads: Int, stopAtFailure: Bool,
+        consume: (TensorBlock, [UnsafeMutableBufferPointer<T>], [Bool]) -> Void
+    ) -> [Error?] {
+        guard let grid = sides.first?.grid else { return [] }
+        let failures = SideFailures(count: sides.count)
         let capacity = blocks.map(\.count).max() ?? 0
-        let buffers = (0..<2).map { _ in sides.map { _ in UnsafeMutableBufferPointer<T>.allocate(capacity: max(capacity, 1)) } }
-        defer { buffers.joined().forEach { $0.deallocate() } }
         let threads = max(1, min(threads, 64))
-        for step in 0...blocks.count {
-            let filling = step < blocks.count ? blocks[step] : nil
-            let consuming = step > 0 ? blocks[step - 1] : nil
-            let chunks = filling.map { grid.chunks(start: $0.start, extent: $0.extent) } ?? []
-            let groupCount = threads == 1 ? min(chunks.count, 1) : min(4 * threads, (chunks.count + chunksPerTaskMinimum - 1) / chunksPerTaskMinimum)
-            let first = consuming == nil ? 0 : 1
-            let target = buffers[step % 2], previous = buffers[(step + 1) % 2]
-            try runTasks(first + groupCount, threads: threads) { task in
-                if task < first, let consuming {
-                    consume(consuming, previous)
-                    return
-                }
-                guard let filling else { return }
-                let group = task - first
-                let range = (chunks.count * group / groupCount)..<(chunks.count * (group + 1) / groupCount)
-                let decoders = try sides.map { try ChunkDecoder($0) }
-                for index in range {
-                    let chunk = chunks[index]
-                    for (side, decoder) in decoders.enumerated() {
-                        let decoded = try decoder.decode(chunk)
-                        guard let base = target[side].baseAddress else { continue }
-                        try sides[side].copy(
-                            chunk, from: decoded, into: UnsafeMutableRawPointer(base), blockOffset: filling.offset, blockCount: filling.count)
-                    }
+        let sets = threads == 1 ? 1 : 2
+        let buffers = (0..<sets).map { _ in sides.map { _ in UnsafeMutableBufferPointer<T>.allocate(capacity: max(capacity, 1)) } }
+        defer { buffers.joined().forEach { $0.deallocate() } }
+        func fill(
+            _ block: TensorBlock, step: Int, chunks: ArraySlice<Int>, into target: [UnsafeMutableBufferPointer<T>], decoder: ChunkDecoder
+        )
+            throws
+        {
+            for chunk in chunks {
+                for side in sides.indices where !failures.failed(side, by: step) {
+                    try Self.fill(
+                        side, of: sides, block: block, step: step, chunks: CollectionOfOne(chunk), into: target[side], decoder: decoder,
+                        failures: failures, stopAtFailure: stopAtFailure)
                 }
             }
         }
+        do {
+            if sets == 1 {
+                let decoder = try ChunkDecoder(sides[0])
+                for (step, block) in blocks.enumerated() {
+                    let chunks = grid.chunks(start: block.start, extent: block.extent)
+                    try fill(block, step: step, chunks: chunks[...], into: buffers[0], decoder: decoder)
+                    consume(block, buffers[0], sides.indices.map { failures.failed($0, by: step) })
+                }
+                return failures.errors
+            }
+            for step in 0...blocks.count {
+                let filling = step < blocks.count ? blocks[step] : nil
+                let consuming = step > 0 ? blocks[step - 1] : nil
+                let chunks = filling.map { grid.chunks(start: $0.start, extent: $0.extent) } ?? []
+                let groupCount = min(4 * threads, (chunks.count + chunksPerTaskMinimum - 1) / chunksPerTaskMinimum)
+                let first = consuming == nil ? 0 : 1
+                let target = buffers[step % 2], previous = buffers[(step + 1) % 2]
+                try runTasks(first + groupCount, threads: threads) { task in
+                    if task < first, let consuming {
+                        consume(consuming, previous, sides.indices.map { failures.failed($0, by: step - 1) })
+                        return
+                    }
+                    guard let filling else { return }
+                    let group = task - first
+                    let range = (chunks.count * group / groupCount)..<(chunks.count * (group + 1) / groupCount)
+                    try fill(filling, step: step, chunks: chunks[range], into: target, decoder: try ChunkDecoder(sides[0]))
+                }
+            }
+        } catch {
+            if failures.errors.allSatisfy({ $0 == nil }) { return [error] + [Error?](repeating: nil, count: sides.count - 1) }
+        }
+        return failures.errors
+    }
+
+    /// Inflates `chunks` (of block `step`) of side `side` into `target`; a failure is recorded in
+    /// `failures` (and thrown when `stopAtFailure`), and the side's remaining chunks are skipped.
+    static func fill<T, C: Collection<Int>>(
+        _ side: Int, of sides: [DeflatedChunks], block: TensorBlock, step: Int, chunks: C, into target: UnsafeMutableBufferPointer<T>,
+        decoder: ChunkDecoder, failures: SideFailures, stopAtFailure: Bool
+    ) throws {
+        guard let base = target.baseAddress else { return }
+        do {
+            for chunk in chunks {
+                let decoded = try decoder.decode(chunk, of: sides[side])
+                try sides[side].copy(chunk, from: decoded, into: UnsafeMutableRawPointer(base), blockOffset: block.offset, blockCount: block.count)
+            }
+        } catch {
+            failures.record(error, side: side, at: step)
+            if stopAtFailure { throw error }
+        }
+    }
+
+    /// Fills each block of `blocks` from one side after another (the same tensor at successive
+    /// saves) on this thread, and calls `consume(block, side, values, before)` as each side's block
+    /// is filled: `before` is the previous side's same block (nil for side 0 or when that side
+    /// failed). Only two blocks are held, whatever the number of sides, so a long window stays in
+    /// the cache's reach. A side whose chunk fails is dropped from then on (`consume` is no longer
+    /// called for it); returns each side's error. Each accumulator still sees its blocks in order.
+    static func streamInTurn<T>(
+        _ sides: [DeflatedChunks], blocks: [TensorBlock], as _: T.Type,
+        consume: (TensorBlock, Int, UnsafeMutableBufferPointer<T>, UnsafeMutableBufferPointer<T>?) -> Void
+    ) -> [Error?] {
+        guard let grid = sides.first?.grid else { return [] }
+        let failures = SideFailures(count: sides.count)
+        let capacity = max(blocks.map(\.count).max() ?? 0, 1)
+        var current = UnsafeMutableBufferPointer<T>.allocate(capacity: capacity)
+        var previous = UnsafeMutableBufferPointer<T>.allocate(capacity: capacity)
+        defer {
+            current.deallocate()
+            previous.deallocate()
+        }
+        let decoder: ChunkDecoder
+        do { decoder = try ChunkDecoder(sides[0]) } catch { return [error] + [Error?](repeating: nil, count: sides.count - 1) }
+        for (step, block) in blocks.enumerated() {
+            let chunks = grid.chunks(start: block.start, extent: block.extent)
+            var previousFilled = false
+            for side in sides.indices {
+                guard !failures.failed(side, by: step) else {
+                    previousFilled = false
+                    continue
+                }
+                try? fill(
+                    side, of: sides, block: block, step: step, chunks: chunks, into: current, decoder: decoder, failures: failures,
+                    stopAtFailure: false)
+                guard !failures.failed(side, by: step) else {
+                    previousFilled = false
+                    continue
+                }
+                consume(block, side, current, previousFilled ? previous : nil)
+                swap(&current, &previous)
+                previousFilled = true
+            }
+        }
+        return failures.errors
     }
 
     /// Runs `body(task)` for every task of `0..<count` on at most `threads` threads, each taking the
@@ -176,4 +280,24 @@ final class TaskCounter: Sendable {
     }
 
     func stop() { state.withLock { $0.stopped = true } }
+}
+
+/// Which sides of `ChunkedMeasurer.stream` failed, at which block, and why: shared by its tasks.
+final class SideFailures: Sendable {
+    private let state: Mutex<[(block: Int, error: Error)?]>
+
+    init(count: Int) { state = Mutex([(block: Int, error: Error)?](repeating: nil, count: count)) }
+
+    /// Notes that `side` failed at block `block` (kept only if it is the earliest).
+    func record(_ error: Error, side: Int, at block: Int) {
+        state.withLock { state in
+            if let known = state[side], known.block <= block { return }
+            state[side] = (block, error)
+        }
+    }
+
+    /// Whether `side` failed at block `block` or before.
+    func failed(_ side: Int, by block: Int) -> Bool { state.withLock { $0[side].map { $0.block <= block } ?? false } }
+
+    var errors: [Error?] { state.withLock { $0.map { $0?.error } } }
 }

@@ -47,9 +47,10 @@ public struct UnitSnapshot: Sendable, Codable {
 
 /// Measures every tensor of every step of a run: statistics for all, drift
 /// against the previous save for weights, and per-unit evidence over the
-/// later half of the run (the dead-unit window). Tensors stored contiguously
-/// are read by ``SeriesMeasurer``, one tensor across all steps at a time (each
-/// step's bytes once); the others step by step through libhdf5, each weight
+/// later half of the run (the dead-unit window). Tensors stored contiguously or
+/// in gzip-compressed chunks are read by ``SeriesMeasurer``, one tensor across all
+/// steps at a time (each step's bytes once, each chunk inflated once); the others
+/// step by step through libhdf5, each weight
 /// side by side with the previous checkpoint's.
 public enum RunMeasurer {
     /// The index of the first save in the dead-unit window: the later half of the run.

@@ -6,13 +6,21 @@ import GradScopeStatistics
 import HDF5
 import Synchronization
 
-/// Measures the tensors of a run that lie contiguous in their files
-/// (``DirectStorage``) by reading their bytes directly, one tensor across all
+/// Measures the tensors of a run that can be read from their files without libhdf5
+/// (``DirectStorage``: contiguous, or gzip-compressed chunks listed when the file was
+/// described) by reading their bytes directly, one tensor across all
 /// its steps at a time: block by block, every step's block is read once and
 /// feeds that step's statistics and, side by side with the block before it,
 /// the drift from the previous step. A step's weights are therefore read once,
 /// not twice (as the current step, then as the previous one), and no libhdf5
 /// call is made, so this runs in the scanning process itself, on every core.
+///
+/// Compressed tensors are read in the blocks the libhdf5 path reads them in
+/// (``TensorBlock/plan(shape:chunkShape:blockElements:)``), every chunk of every step of a
+/// window inflated once (``ChunkedMeasurer``), and each block fed to its step's
+/// accumulators in order, so their statistics are those of the step-by-step path to the bit.
+/// Windows of compressed tensors are one job each (several run at once); one that holds a
+/// large share of the range's bytes inflates its chunks on every thread.
 ///
 /// Steps are taken in windows of at most ``maxWindow`` (fewer when per-unit
 /// statistics are large), so memory stays at a few blocks and a window's
@@ -69,32 +77,77 @@ package enum SeriesMeasurer {
     package static let maxWindow = 16
     /// Memory a window's accumulators may take (per thread).
     package static let windowBudget = 32 << 20
+    /// Memory the block buffers of a compressed tensor's window may take when its chunks are
+    /// inflated on several threads (two blocks per save); above it, one thread reads the saves in
+    /// turn through two blocks.
+    package static let parallelBudget = 64 << 20
 
     /// The tensors of each step measured here: those stored directly, whose drift
     /// partner (the same weight, same shape, at the step before) is stored directly
-    /// too, with the same element type. The rest are read through libhdf5.
+    /// too, the same way (both contiguous, or both in chunks of the same shape), with the
+    /// same element type. The rest are read through libhdf5. A compressed tensor is read here
+    /// only when each of its chunks lies inside one of the blocks of `blockElements` the
+    /// libhdf5 path reads it in (true unless a single row of chunks exceeds four blocks).
     /// A key that a checkpoint holds twice (two paths the layout names alike) is left to
     /// the step-by-step path, which settles such ties its own way.
     /// Only the steps in `range` (all by default) are chosen from; the others get an empty set.
-    package static func eligible(_ steps: [Step], in range: Range<Int>? = nil) -> [Set<Int>] {
+    package static func eligible(
+        _ steps: [Step], in range: Range<Int>? = nil, blockElements: Int = MeasureOptions().blockElements
+    ) -> [Set<Int>] {
         let range = range ?? steps.indices
         var duplicates: [Int: Set<TensorKey>] = [:]
         for s in max(0, range.lowerBound - 1)..<range.upperBound { duplicates[s] = duplicateKeys(steps[s]) }
+        var plannable = PlannableChunks(blockElements: blockElements)
         return steps.indices.map { s in
             var chosen = Set<Int>()
             guard range.contains(s) else { return chosen }
             let previous = s > 0 ? partnerIndex(steps[s - 1]) : [:]
             for (t, tensor) in steps[s].tensors.enumerated() {
                 guard tensor.fileIndex == 0, let storage = steps[s].storage[t], !(duplicates[s]?.contains(tensor.key) ?? false) else { continue }
+                if let table = storage.chunks, !plannable.fits(table, type: storage.type) { continue }
                 if tensor.role == .weight, s > 0, let p = previous[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
                     guard !(duplicates[s - 1]?.contains(tensor.key) ?? false), steps[s - 1].tensors[p].fileIndex == 0,
-                        let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count
+                        let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count,
+                        sameLayout(before, storage)
                     else { continue }
                 }
                 chosen.insert(t)
             }
             return chosen
         }
+    }
+
+    /// Whether two steps of a tensor are stored alike: both contiguous, or both in chunks of one grid.
+    package static func sameLayout(_ a: DirectStorage, _ b: DirectStorage) -> Bool {
+        switch (a.chunks, b.chunks) {
+        case (nil, nil): return true
+        case (let x?, let y?): return x.sameGrid(as: y)
+        default: return false
+        }
+    }
+
+    /// Whether compressed tensors can be read here: float32 or float64, and every chunk inside one
+    /// block of the plan (remembered by shape and chunk shape, which is all it depends on).
+    struct PlannableChunks {
+        let blockElements: Int
+        var known: [[Int]: Bool] = [:]
+
+        mutating func fits(_ table: DeflatedChunkTable, type: ElementType) -> Bool {
+            guard type == .float32 || type == .float64 else { return false }
+            let key = table.shape + [-1] + table.chunkShape
+            if let answer = known[key] { return answer }
+            let answer = SeriesMeasurer.blocks(for: table, blockElements: blockElements) != nil
+            known[key] = answer
+            return answer
+        }
+    }
+
+    /// The blocks a compressed tensor is read in (those of the libhdf5 path), or nil when a chunk
+    /// would straddle two of them.
+    package static func blocks(for table: DeflatedChunkTable, blockElements: Int) -> [TensorBlock]? {
+        guard let grid = ChunkGrid(shape: table.shape, chunkShape: table.chunkShape) else { return nil }
+        let blocks = TensorBlock.plan(shape: table.shape, chunkShape: table.chunkShape, blockElements: max(blockElements, 1))
+        return ChunkedMeasurer.plan(blocks, grid: grid)
     }
 
     package static func duplicateKeys(_ step: Step) -> Set<TensorKey> {
@@ -119,11 +172,13 @@ package enum SeriesMeasurer {
         package var driftLayout: UnitLayout
     }
 
-    /// Steps of one tensor (same type, same shape) measured together.
+    /// Steps of one tensor (same type, same shape, stored the same way) measured together.
     package struct Window: Sendable {
         package var entries: [Entry]
         package var storageType: ElementType
         package var count: Int
+        /// The tensor is in compressed chunks (one job, ``ChunkedMeasurer``), not contiguous.
+        package var chunked: Bool = false
         /// Element shares, one job each.
         package var shares: [[Range<Int>]]
         package var bytes: Int
@@ -152,9 +207,18 @@ package enum SeriesMeasurer {
                 let (w, share) = jobs[j]
                 let window = windows[w]
                 let part: Part
-                switch window.storageType {
-                case .float32: part = run(window, share: window.shares[share], as: Float.self, steps: steps, files: files, options: options)
-                default: part = run(window, share: window.shares[share], as: Double.self, steps: steps, files: files, options: options)
+                if window.chunked {
+                    // A window with more than a thread's share of the bytes inflates on every thread.
+                    let inner = options.threads > 1 && window.bytes * options.threads > totalBytes ? options.threads : 1
+                    switch window.storageType {
+                    case .float32: part = runChunked(window, as: Float.self, steps: steps, files: files, options: options, threads: inner)
+                    default: part = runChunked(window, as: Double.self, steps: steps, files: files, options: options, threads: inner)
+                    }
+                } else {
+                    switch window.storageType {
+                    case .float32: part = run(window, share: window.shares[share], as: Float.self, steps: steps, files: files, options: options)
+                    default: part = run(window, share: window.shares[share], as: Double.self, steps: steps, files: files, options: options)
+                    }
                 }
                 if let finished = collector.add(part, window: w, share: share) {
                     collector.store(
@@ -196,18 +260,30 @@ package enum SeriesMeasurer {
             var current: [Entry] = []
             var currentType: ElementType = .float32
             var currentShape: [Int] = []
+            var currentStorage: DirectStorage?
             var limit = maxWindow
             func close() {
                 guard let first = current.first, let storage = steps[first.step].storage[first.tensor] else { return }
-                let shares = TensorMeasurer.split(count: storage.count, block: TensorMeasurer.directBlockElements, threads: options.threads)
+                let shares =
+                    storage.isContiguous
+                    ? TensorMeasurer.split(count: storage.count, block: TensorMeasurer.directBlockElements, threads: options.threads)
+                    : [[0..<storage.count]]
                 let bytes = storage.count * storage.elementSize * current.count
-                windows.append(Window(entries: current, storageType: storage.type, count: storage.count, shares: shares, bytes: bytes))
+                windows.append(
+                    Window(
+                        entries: current, storageType: storage.type, count: storage.count, chunked: !storage.isContiguous, shares: shares,
+                        bytes: bytes))
                 current = []
             }
             for (s, t) in chain {
                 let tensor = steps[s].tensors[t]
                 guard let storage = steps[s].storage[t] else { continue }
-                if !current.isEmpty && (storage.type != currentType || tensor.shape != currentShape || current.count >= limit) { close() }
+                if !current.isEmpty
+                    && (storage.type != currentType || tensor.shape != currentShape || current.count >= limit
+                        || !sameLayout(storage, currentStorage ?? storage))
+                {
+                    close()
+                }
                 let layout = TensorMeasurer.unitLayout(for: tensor)
                 let parts = RunMeasurer.unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
                 let statsLayout = parts.stats ? layout : .none
@@ -219,6 +295,7 @@ package enum SeriesMeasurer {
                 if current.isEmpty {
                     currentType = storage.type
                     currentShape = tensor.shape
+                    currentStorage = storage
                     // 256 KiB of sketch table and the per-unit sums (stats and drift) per step.
                     let units = layout.unitCount ?? 0
                     let perStep = (256 << 10) + units * 48
@@ -303,6 +380,102 @@ package enum SeriesMeasurer {
                 swap(&previous, &current)
                 held = entry.step
             }
+        }
+        return part
+    }
+
+    /// Reads a window of a compressed tensor: every chunk of every step once, block by block in
+    /// the libhdf5 path's blocks, each block fed to its step's statistics and, with the same block
+    /// of the step before, to its drift. A step whose chunks cannot be read fails that tensor at
+    /// that step (and the next step's drift from it), nothing else.
+    package static func runChunked<T: MeasuredElement>(
+        _ window: Window, as _: T.Type, steps: [Step], files: StepFiles, options: MeasureOptions, threads: Int
+    ) -> Part {
+        let n = window.entries.count
+        var part = Part(
+            stats: window.entries.map { StatsAccumulator(layout: $0.statsLayout, histogramBins: options.histogramBins) },
+            drift: window.entries.map { $0.partner == nil ? nil : DriftAccumulator(layout: $0.driftLayout) },
+            errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
+        // The steps read, each once: every entry's, and a first partner's not in the window.
+        var sides: [DeflatedChunks?] = []
+        var sideErrors: [String?] = []
+        var sideOf: [Int: Int] = [:]  // by step
+        func side(step: Int, tensor: Int) -> Int {
+            if let known = sideOf[step] { return known }
+            let path = steps[step].tensors[tensor].path
+            sideOf[step] = sides.count
+            do {
+                guard let storage = steps[step].storage[tensor], let table = storage.chunks else {
+                    throw CheckpointError(file: steps[step].file, reason: "\(path): not stored in chunks that can be read directly")
+                }
+                let chunks = try DeflatedChunks(
+                    table: table, type: storage.type, source: try files.file(step), object: path, fileSize: steps[step].size)
+                if let first = sides.lazy.compactMap({ $0 }).first, first.grid != chunks.grid || first.type != chunks.type {
+                    throw CheckpointError(file: steps[step].file, reason: "\(path): its chunks differ from the other saves'")
+                }
+                sides.append(chunks)
+                sideErrors.append(nil)
+            } catch {
+                sides.append(nil)
+                sideErrors.append(Failures.reason(for: error))
+            }
+            return sides.count - 1
+        }
+        // Per entry: its side, and its partner's side (nil when it has no drift).
+        var current = [Int](repeating: 0, count: n), before = [Int?](repeating: nil, count: n)
+        for (e, entry) in window.entries.enumerated() {
+            if let partner = entry.partner { before[e] = side(step: entry.step - 1, tensor: partner) }
+            current[e] = side(step: entry.step, tensor: entry.tensor)
+        }
+        // The sides set up are read; `position` finds a side among them.
+        let usable = sides.indices.filter { sides[$0] != nil }
+        var position = [Int?](repeating: nil, count: sides.count)
+        for (index, s) in usable.enumerated() { position[s] = index }
+        if let table = usable.first.flatMap({ sides[$0]?.table }) {
+            if let blocks = blocks(for: table, blockElements: options.blockElements) {
+                let read = usable.compactMap { sides[$0] }
+                // Per side read: the entry it is the current save of (if any), and whether that entry's drift
+                // partner is the side read just before (always the case: a partner's side is made right
+                // before its entry's).
+                var entryOf = [Int?](repeating: nil, count: read.count)
+                for e in 0..<n { if let c = position[current[e]] { entryOf[c] = e } }
+                let bytes = read.count * 2 * (blocks.map(\.count).max() ?? 0) * MemoryLayout<T>.size
+                let failures = withUnsafeMutablePointer(to: &part) { part in
+                    if threads > 1 && bytes <= parallelBudget {
+                        return ChunkedMeasurer.stream(read, blocks: blocks, as: T.self, threads: threads, stopAtFailure: false) {
+                            block, buffers, failed in
+                            for e in 0..<n {
+                                guard let c = position[current[e]], !failed[c] else { continue }
+                                let values = UnsafeBufferPointer(rebasing: buffers[c][0..<block.count])
+                                T.add(values, at: block.offset, to: &part.pointee.stats[e])
+                                if let b = before[e], let p = position[b], !failed[p], part.pointee.drift[e] != nil {
+                                    T.add(
+                                        UnsafeBufferPointer(rebasing: buffers[p][0..<block.count]), values, at: block.offset,
+                                        to: &part.pointee.drift[e]!)
+                                }
+                            }
+                        }
+                    }
+                    return ChunkedMeasurer.streamInTurn(read, blocks: blocks, as: T.self) { block, side, filled, previous in
+                        guard let e = entryOf[side] else { return }
+                        let values = UnsafeBufferPointer(rebasing: filled[0..<block.count])
+                        T.add(values, at: block.offset, to: &part.pointee.stats[e])
+                        if let b = before[e], position[b] == side - 1, let previous, part.pointee.drift[e] != nil {
+                            T.add(UnsafeBufferPointer(rebasing: previous[0..<block.count]), values, at: block.offset, to: &part.pointee.drift[e]!)
+                        }
+                    }
+                }
+                for (index, s) in usable.enumerated() where index < failures.count {
+                    if let error = failures[index] { sideErrors[s] = Failures.reason(for: error) }
+                }
+            } else {
+                let path = steps[window.entries[0].step].tensors[window.entries[0].tensor].path
+                for s in usable { sideErrors[s] = "\(path): its chunks straddle the blocks it is read in; not measured" }
+            }
+        }
+        for e in 0..<n {
+            if let error = sideErrors[current[e]] { part.errors[e] = error }
+            if let b = before[e], sideErrors[b] != nil { part.driftLost[e] = true }
         }
         return part
     }

@@ -44,7 +44,7 @@ public final class StoredFile: Sendable {
         _ storage: DirectStorage, elements range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>,
         object: String
     ) throws {
-        guard storage.elementSize == MemoryLayout<T>.size, range.lowerBound >= 0, range.upperBound <= storage.count,
+        guard storage.isContiguous, storage.elementSize == MemoryLayout<T>.size, range.lowerBound >= 0, range.upperBound <= storage.count,
             range.count <= buffer.count, let base = buffer.baseAddress
         else {
             throw CheckpointError(file: path, reason: "\(object): a direct read of elements \(range) does not fit its buffer")
@@ -52,5 +52,12 @@ public final class StoredFile: Sendable {
         try HDF5File.readFully(
             descriptor, at: storage.offset + range.lowerBound * storage.elementSize,
             count: range.count * storage.elementSize, into: UnsafeMutableRawPointer(base), path: path, object: object)
+    }
+}
+
+extension StoredFile: ChunkByteSource {
+    /// Reads a compressed chunk's stored bytes (``DeflatedChunks``, from a described checkpoint's chunk table).
+    public func readChunkBytes(at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer, object: String) throws {
+        try HDF5File.readFully(descriptor, at: offset, count: count, into: buffer, path: path, object: object)
     }
 }

@@ -20,6 +20,24 @@ public struct TensorBlock: Sendable, Equatable {
     }
 }
 
+extension TensorBlock {
+    /// The blocks an HDF5 dataset of `shape`, chunked as `chunkShape` (nil when contiguous), is read
+    /// in (``TensorData/blocks(blockElements:)``): computed from the shapes alone, so a reader
+    /// without the open dataset (the scanning process, from a chunk table) plans the same blocks.
+    public static func plan(shape: [Int], chunkShape: [Int]?, blockElements: Int) -> [TensorBlock] {
+        var count = 1
+        for extent in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+            guard !overflow else { return [] }
+            count = product
+        }
+        guard count > 0 else { return [] }
+        return BlockPlan(shape: shape, chunkShape: chunkShape, blockElements: max(blockElements, 1)).map {
+            TensorBlock(offset: $0.offset, count: $0.count, start: $0.hyperslabStart, extent: $0.hyperslabExtent)
+        }
+    }
+}
+
 /// A tensor's elements as they lie contiguous in a file, read by offset into the caller's buffers
 /// (float32 or float64, in the machine's byte order).
 public protocol ContiguousTensor: Sendable {
@@ -89,13 +107,19 @@ public struct HDF5Files: TensorSource {
         return try files[tensor.fileIndex].dataset(tensor.path)
     }
 
-    /// Only in the first file: that is the file a reader opens again by path.
+    /// Only in the first file: that is the file a reader opens again by path. Contiguous
+    /// float32/float64 data by its offset; gzip-compressed chunked float32/float64 data by its
+    /// chunk table (``DeflatedChunks``), when every chunk is stored and filtered as expected.
     public func storage(of tensor: TensorRef, in file: String) -> DirectStorage? {
         guard tensor.fileIndex == 0, let first = files.first, first.path == file, !first.isMemoryImage,
             let info = try? first.datasetInfo(tensor.path),
             info.refusal(limits: first.options.limits, followLinks: first.options.followLinks) == nil
         else { return nil }
-        return info.directStorage(fileSize: first.size)
+        if let contiguous = info.directStorage(fileSize: first.size) { return contiguous }
+        guard info.layout == .chunked, info.type == .float32 || info.type == .float64, info.elementCount > 0,
+            let chunks = (try? first.dataset(tensor.path))?.deflatedChunks()
+        else { return nil }
+        return DirectStorage(offset: 0, count: info.elementCount, type: info.type, chunks: chunks.table)
     }
 
     public func stamp(of file: String) -> FileStamp? {
@@ -114,8 +138,7 @@ extension Dataset: TensorData {
     public func contiguous() -> (any ContiguousTensor)? { direct() }
 
     public func blocks(blockElements: Int) -> [TensorBlock] {
-        let planned: [ReadBlock] = blocks(blockElements: blockElements)
-        return planned.map { TensorBlock(offset: $0.offset, count: $0.count, start: $0.hyperslabStart, extent: $0.hyperslabExtent) }
+        TensorBlock.plan(shape: info.shape, chunkShape: info.chunkShape, blockElements: blockElements)
     }
 
     public func read<T: HDF5Real>(_ block: TensorBlock, into buffer: UnsafeMutableBufferPointer<T>) throws {

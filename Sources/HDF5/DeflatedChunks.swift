@@ -5,6 +5,21 @@ import CHDF5
 import Glibc
 #endif
 
+/// A file that chunks' stored bytes are read from by offset: an open HDF5 file, or (in the
+/// scanning process) the file a described checkpoint's chunk table points into.
+public protocol ChunkByteSource: Sendable {
+    /// The file's path, for errors.
+    var path: String { get }
+    /// Reads `count` bytes at `offset` into `buffer`; a file that ends first is an error naming `object`.
+    func readChunkBytes(at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer, object: String) throws
+}
+
+extension HDF5File: ChunkByteSource {
+    public func readChunkBytes(at offset: Int, count: Int, into buffer: UnsafeMutableRawPointer, object: String) throws {
+        try readBytes(at: offset, count: count, into: buffer, object: object)
+    }
+}
+
 /// A chunked, gzip-compressed float32 or float64 dataset whose chunks can be read straight from
 /// the file and inflated here, on any thread, without libhdf5 (which inflates one chunk at a time,
 /// under its global lock, with zlib).
@@ -13,8 +28,11 @@ import Glibc
 /// the filters exactly deflate, or shuffle then deflate; float32 or float64 in either byte order;
 /// every chunk of the grid allocated, filtered by the whole pipeline (filter mask 0), of a
 /// plausible stored size and inside the file. Anything else is read through libhdf5.
+/// Its chunk list (`table`) can travel without the file: a described checkpoint carries it
+/// (`DirectStorage.chunks`), and `init(table:type:source:object:fileSize:)` checks it again.
 public struct DeflatedChunks: Sendable {
-    public let file: HDF5File
+    /// Where the chunks' bytes are read from.
+    public let source: any ChunkByteSource
     /// The dataset's path in the file, for errors.
     public let object: String
     public let type: ElementType
@@ -23,13 +41,62 @@ public struct DeflatedChunks: Sendable {
     public let elementSize: Int
     /// Bytes of one chunk inflated: the product of the chunk shape times the element size.
     public let chunkBytes: Int
-    /// Whether the bytes were shuffled before deflate (HDF5's shuffle filter).
-    public let shuffled: Bool
-    /// Whether the stored byte order is not the machine's.
-    public let swapsBytes: Bool
     /// Per chunk, in the grid's order: where its bytes lie and how many are stored.
-    let addresses: [Int]
-    let sizes: [Int]
+    public let table: DeflatedChunkTable
+
+    /// Whether the bytes were shuffled before deflate (HDF5's shuffle filter).
+    public var shuffled: Bool { table.shuffled }
+    /// Whether the stored byte order is not the machine's.
+    public var swapsBytes: Bool { table.swapsBytes }
+    /// The path of the file the chunks are read from.
+    public var path: String { source.path }
+
+    /// The chunks of `table`, read from `source` (a file of `fileSize` bytes), or why not: a type
+    /// other than float32 or float64, a grid that does not match the table, chunks too large, or a
+    /// chunk whose stored size or place is implausible.
+    public init(table: DeflatedChunkTable, type: ElementType, source: any ChunkByteSource, object: String, fileSize: Int) throws {
+        func refuse(_ why: String) -> HDF5Error {
+            HDF5Error(file: source.path, object: object, reason: .corrupt, message: "its chunk list does not fit: \(why)")
+        }
+        let elementSize: Int
+        switch type {
+        case .float32: elementSize = 4
+        case .float64: elementSize = 8
+        default: throw refuse("element type \(type), not float32 or float64")
+        }
+        guard let grid = ChunkGrid(shape: table.shape, chunkShape: table.chunkShape), grid.count <= Self.maxChunks,
+            table.addresses.count == grid.count, table.sizes.count == grid.count
+        else { throw refuse("\(table.count) chunks for shape \(table.shape) in chunks of \(table.chunkShape)") }
+        var chunkElements = 1
+        for extent in table.chunkShape {
+            let (product, overflow) = chunkElements.multipliedReportingOverflow(by: extent)
+            guard !overflow, product <= Self.maxChunkBytes / elementSize else { throw refuse("chunks larger than \(Self.maxChunkBytes) bytes") }
+            chunkElements = product
+        }
+        let chunkBytes = chunkElements * elementSize
+        let maxStored = Self.maxStoredBytes(chunkBytes: chunkBytes)
+        for index in 0..<grid.count {
+            let address = table.addresses[index], size = Int(table.sizes[index])
+            let (end, overflow) = address.addingReportingOverflow(size)
+            guard size > 0, size <= maxStored, address >= 0, !overflow, end <= fileSize else {
+                throw refuse("the chunk at \(grid.origin(of: index)) has an implausible address or size")
+            }
+        }
+        self.init(source: source, object: object, type: type, grid: grid, elementSize: elementSize, chunkBytes: chunkBytes, table: table)
+    }
+
+    init(
+        source: any ChunkByteSource, object: String, type: ElementType, grid: ChunkGrid, elementSize: Int, chunkBytes: Int,
+        table: DeflatedChunkTable
+    ) {
+        self.source = source
+        self.object = object
+        self.type = type
+        self.grid = grid
+        self.elementSize = elementSize
+        self.chunkBytes = chunkBytes
+        self.table = table
+    }
 
     /// Largest chunk read this way, inflated (libhdf5 reads bigger ones). Each thread holds one
     /// chunk per tensor being read, inflated and as stored (two for drift), so memory stays a few
@@ -39,9 +106,9 @@ public struct DeflatedChunks: Sendable {
     public static let maxChunks = 1 << 20
 
     /// Stored bytes of chunk `index`.
-    public func storedSize(of index: Int) -> Int { sizes[index] }
+    public func storedSize(of index: Int) -> Int { Int(table.sizes[index]) }
     /// File offset of chunk `index`.
-    public func address(of index: Int) -> Int { addresses[index] }
+    public func address(of index: Int) -> Int { table.addresses[index] }
 
     /// Where `chunk`'s position in the dataset is described in errors: "the chunk at [0, 59]".
     public func describe(_ chunk: Int) -> String {
@@ -72,7 +139,7 @@ public struct DeflatedChunks: Sendable {
         }
         guard decoded.count >= chunkBytes, first >= blockOffset, last < blockOffset + blockCount else {
             throw HDF5Error(
-                file: file.path, object: object, reason: .library,
+                file: path, object: object, reason: .library,
                 message: "\(describe(chunk)) does not lie inside the block being read")
         }
         // Rows that are contiguous in both the chunk and the dataset are copied as one run.
@@ -104,18 +171,19 @@ public struct DeflatedChunks: Sendable {
     }
 }
 
-/// Reads and inflates chunks of one `DeflatedChunks`, one at a time, into buffers of its own.
+/// Reads and inflates chunks of one `DeflatedChunks` (or of others with chunks of the same
+/// size: the same tensor at other saves), one at a time, into buffers of its own.
 /// Not shared between threads: each thread makes its own (they are cheap).
 public final class ChunkDecoder {
     public let chunks: DeflatedChunks
     private let decompressor: OpaquePointer
     private let stored: UnsafeMutableRawBufferPointer
     private let inflated: UnsafeMutableRawBufferPointer
-    private let unshuffled: UnsafeMutableRawBufferPointer?
+    private var unshuffled: UnsafeMutableRawBufferPointer?
 
     public init(_ chunks: DeflatedChunks) throws {
         guard let decompressor = libdeflate_alloc_decompressor() else {
-            throw HDF5Error(file: chunks.file.path, object: chunks.object, reason: .library, message: "out of memory for a decompressor")
+            throw HDF5Error(file: chunks.path, object: chunks.object, reason: .library, message: "out of memory for a decompressor")
         }
         self.chunks = chunks
         self.decompressor = decompressor
@@ -135,28 +203,38 @@ public final class ChunkDecoder {
     /// whole chunk shape of them (edge chunks too), in the machine's byte order. Valid until
     /// the next call. A chunk that does not inflate to exactly the chunk's size is a `corrupt`
     /// error naming the dataset and the chunk.
-    public func decode(_ index: Int) throws -> UnsafeRawBufferPointer {
+    public func decode(_ index: Int) throws -> UnsafeRawBufferPointer { try decode(index, of: chunks) }
+
+    /// Chunk `index` of `chunks`, whose chunks must be of this decoder's size (`chunkBytes` and
+    /// element size); otherwise as `decode(_:)`.
+    public func decode(_ index: Int, of chunks: DeflatedChunks) throws -> UnsafeRawBufferPointer {
+        guard chunks.chunkBytes == self.chunks.chunkBytes, chunks.elementSize == self.chunks.elementSize else {
+            throw HDF5Error(
+                file: chunks.path, object: chunks.object, reason: .library,
+                message: "chunks of \(chunks.chunkBytes) bytes given to a decoder of \(self.chunks.chunkBytes)-byte chunks")
+        }
         let size = chunks.storedSize(of: index)
         guard let storedBase = stored.baseAddress, let inflatedBase = inflated.baseAddress, size > 0, size <= stored.count else {
-            throw failure(index, "its stored size \(size) is not plausible for \(chunks.chunkBytes) bytes of data")
+            throw failure(index, of: chunks, "its stored size \(size) is not plausible for \(chunks.chunkBytes) bytes of data")
         }
-        try chunks.file.readBytes(at: chunks.address(of: index), count: size, into: storedBase, object: chunks.object)
+        try chunks.source.readChunkBytes(at: chunks.address(of: index), count: size, into: storedBase, object: chunks.object)
         var produced = 0
         let result = libdeflate_zlib_decompress(decompressor, storedBase, size, inflatedBase, chunks.chunkBytes, &produced)
         switch result {
         case LIBDEFLATE_SUCCESS:
             guard produced == chunks.chunkBytes else {
-                throw failure(index, "it inflates to \(produced) bytes, not the chunk's \(chunks.chunkBytes)")
+                throw failure(index, of: chunks, "it inflates to \(produced) bytes, not the chunk's \(chunks.chunkBytes)")
             }
         case LIBDEFLATE_INSUFFICIENT_SPACE:
-            throw failure(index, "it inflates to more than the chunk's \(chunks.chunkBytes) bytes")
+            throw failure(index, of: chunks, "it inflates to more than the chunk's \(chunks.chunkBytes) bytes")
         case LIBDEFLATE_SHORT_OUTPUT:
-            throw failure(index, "it inflates to fewer than the chunk's \(chunks.chunkBytes) bytes")
+            throw failure(index, of: chunks, "it inflates to fewer than the chunk's \(chunks.chunkBytes) bytes")
         default:
-            throw failure(index, "its deflate stream is corrupt (bad compressed data or checksum)")
+            throw failure(index, of: chunks, "its deflate stream is corrupt (bad compressed data or checksum)")
         }
         var elements = UnsafeMutableRawBufferPointer(inflated)
-        if let unshuffled, let target = unshuffled.baseAddress {
+        if chunks.shuffled && unshuffled == nil { unshuffled = .allocate(byteCount: max(chunks.chunkBytes, 1), alignment: 64) }
+        if chunks.shuffled, let unshuffled, let target = unshuffled.baseAddress {
             Self.unshuffle(UnsafeRawPointer(inflatedBase), into: target, count: chunks.chunkBytes / chunks.elementSize, size: chunks.elementSize)
             elements = unshuffled
         }
@@ -164,8 +242,8 @@ public final class ChunkDecoder {
         return UnsafeRawBufferPointer(elements)
     }
 
-    private func failure(_ index: Int, _ why: String) -> HDF5Error {
-        HDF5Error(file: chunks.file.path, object: chunks.object, reason: .corrupt, message: "\(chunks.describe(index)) is corrupt: \(why)")
+    private func failure(_ index: Int, of chunks: DeflatedChunks, _ why: String) -> HDF5Error {
+        HDF5Error(file: chunks.path, object: chunks.object, reason: .corrupt, message: "\(chunks.describe(index)) is corrupt: \(why)")
     }
 
     /// Undoes HDF5's shuffle filter: byte `k` of every element was stored in plane `k`.
@@ -285,7 +363,7 @@ extension Dataset {
             return refuse("not every chunk is allocated (the rest are fill values)")
         }
         let maxStored = DeflatedChunks.maxStoredBytes(chunkBytes: chunkBytes)
-        var addresses = [Int](repeating: 0, count: grid.count), sizes = [Int](repeating: 0, count: grid.count)
+        var addresses = [Int](repeating: 0, count: grid.count), sizes = [UInt32](repeating: 0, count: grid.count)
         for index in 0..<grid.count {
             guard let record = try? chunk(at: grid.origin(of: index)) else {
                 return refuse("the chunk at \(grid.origin(of: index)) is not allocated")
@@ -296,11 +374,12 @@ extension Dataset {
                 return refuse("the chunk at \(record.offset) has an implausible address or size")
             }
             addresses[index] = record.address
-            sizes[index] = record.size
+            sizes[index] = UInt32(record.size)
         }
+        let table = DeflatedChunkTable(
+            shape: info.shape, chunkShape: chunkShape, shuffled: shuffled, swapsBytes: swapsBytes, addresses: addresses, sizes: sizes)
         return .success(
             DeflatedChunks(
-                file: file, object: path, type: info.type, grid: grid, elementSize: elementSize, chunkBytes: chunkBytes,
-                shuffled: shuffled, swapsBytes: swapsBytes, addresses: addresses, sizes: sizes))
+                source: file, object: path, type: info.type, grid: grid, elementSize: elementSize, chunkBytes: chunkBytes, table: table))
     }
 }
