@@ -24,9 +24,22 @@ package final class RunIndex: Sendable {
     private struct State {
         var series: [TensorKey: [(step: Int, measurement: TensorMeasurement)]] = [:]
         var keys: [TensorRole: [TensorKey]] = [:]
+        var cachedPoints = 0
     }
 
-    package init(_ run: RunMeasurements) {
+    /// The most measurements the index keeps built (about 20 MB): a run of a few hundred saves of
+    /// a few hundred tensors is kept whole; in a longer run the series past the budget are built
+    /// afresh when asked, so the index never holds a second, uncompacted copy of a long run.
+    package static let maxCachedPoints = 1 << 15
+
+    /// The most measurements this index keeps built (``maxCachedPoints`` unless told).
+    package let budget: Int
+
+    /// Measurements kept built, over all series.
+    package var cachedPoints: Int { state.withLock { $0.cachedPoints } }
+
+    package init(_ run: RunMeasurements, budget: Int = RunIndex.maxCachedPoints) {
+        self.budget = budget
         source = run.source
         steps = run.records.map(\.step)
         tables = run.records.map { ObjectIdentifier($0.tensors.layout) }
@@ -35,9 +48,9 @@ package final class RunIndex: Sendable {
 
     /// Runs `body` with an index of `run` as the current one (the one already current when it
     /// describes `run`).
-    package static func with<T>(_ run: RunMeasurements, _ body: () throws -> T) rethrows -> T {
+    package static func with<T>(_ run: RunMeasurements, budget: Int = maxCachedPoints, _ body: () throws -> T) rethrows -> T {
         if let current, current.describes(run) { return try body() }
-        return try $current.withValue(RunIndex(run), operation: body)
+        return try $current.withValue(RunIndex(run, budget: budget), operation: body)
     }
 
     /// Whether this index was made for `run`: the same source, and saves at the same steps with the
@@ -57,7 +70,11 @@ package final class RunIndex: Sendable {
     package func series(_ key: TensorKey, of run: RunMeasurements) -> [(step: Int, measurement: TensorMeasurement)] {
         if let known = state.withLock({ $0.series[key] }) { return known }
         let series = run.series(key)
-        state.withLock { $0.series[key] = series }
+        state.withLock { state in
+            guard state.cachedPoints + series.count <= budget else { return }
+            state.series[key] = series
+            state.cachedPoints += series.count
+        }
         return series
     }
 

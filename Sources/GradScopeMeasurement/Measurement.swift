@@ -172,7 +172,7 @@ public struct MeasurementTable: Sendable {
     /// Counts of 2^32 - 1 or more, by `tensor * 9 + field`.
     private var wide: [Int: Int]
     /// Per tensor, when kept.
-    private var log2: [Log2Histogram?]
+    private var log2: PackedLog2Histograms
     private var full: [FullParts?]
 
     private struct FullParts: Sendable {
@@ -220,7 +220,7 @@ public struct MeasurementTable: Sendable {
         flags = []
         flags.reserveCapacity(n)
         wide = [:]
-        log2 = detail >= .histogram ? measurements.map { $0.stats.log2Histogram } : []
+        log2 = PackedLog2Histograms(detail >= .histogram ? measurements.map { $0.stats.log2Histogram } : [])
         full = detail == .full ? measurements.map { FullParts(stats: $0.stats, drift: $0.drift) } : []
         for (t, m) in measurements.enumerated() {
             let s = m.stats
@@ -271,7 +271,7 @@ public struct MeasurementTable: Sendable {
                 count: count, finiteCount: count - nan - posInf - negInf, mean: number(t, 0), std: number(t, 1), min: min,
                 max: max, maxAbs: maxAbs, l2Norm: number(t, 4), zeros: integer(t, 1), nan: nan, posInf: posInf, negInf: negInf,
                 p1: nil, p5: nil, p50: nil, p95: nil, p99: nil, histogram: nil,
-                log2Histogram: (log2.isEmpty ? nil : log2[t]) ?? Log2Histogram(minExponent: 0, counts: [], zeros: integer(t, 1)),
+                log2Histogram: (log2.isEmpty ? nil : log2.histogram(at: t)) ?? Log2Histogram(minExponent: 0, counts: [], zeros: integer(t, 1)),
                 unitNorms: nil, unitZeroCount: nil)
             if flag & Flag.drift != 0 {
                 let changed = integer(t, 5)
@@ -308,11 +308,70 @@ public struct MeasurementTable: Sendable {
         if let other, other !== layout, other.descriptors == layout.descriptors { copy.layout = other }
         if detail < .full { copy.full = [] }
         if detail < .histogram {
-            copy.log2 = []
+            copy.log2 = PackedLog2Histograms([])
         } else if copy.log2.isEmpty, !full.isEmpty {
-            copy.log2 = full.map { $0?.stats.log2Histogram }
+            copy.log2 = PackedLog2Histograms(full.map { $0?.stats.log2Histogram })
         }
         return copy
+    }
+}
+
+/// The log2 histograms of a save's tensors in three flat arrays: per tensor its smallest exponent
+/// and where its counts begin, and every tensor's zeros and counts one after another as 32-bit
+/// numbers (a count of 2^32 − 1 or more is kept aside, by position). A run keeps them at up to 400
+/// saves; as arrays of their own, with 64-bit counts, they were the largest part of a long scan's
+/// memory after the compact numbers.
+struct PackedLog2Histograms: Sendable {
+    /// Per tensor, `floor(log2 |x|)` of `counts`' first exponent; `Int16.min` where there is no histogram.
+    private var minExponents: [Int16] = []
+    /// Per tensor and one more: where its values begin in `values` (its zeros, then its counts).
+    private var starts: [UInt32] = []
+    private var values: [UInt32] = []
+    private var wide: [Int: Int] = [:]
+
+    init(_ histograms: [Log2Histogram?]) {
+        guard !histograms.isEmpty else { return }
+        minExponents.reserveCapacity(histograms.count)
+        starts.reserveCapacity(histograms.count + 1)
+        values.reserveCapacity(histograms.reduce(0) { $0 + 1 + ($1?.counts.count ?? 0) })
+        for histogram in histograms {
+            starts.append(UInt32(values.count))
+            guard let histogram, let exponent = Int16(exactly: histogram.minExponent), exponent != Int16.min else {
+                minExponents.append(Int16.min)
+                if let histogram { wideHistograms[starts.count - 1] = histogram }
+                continue
+            }
+            minExponents.append(exponent)
+            append(histogram.zeros)
+            for count in histogram.counts { append(count) }
+        }
+        starts.append(UInt32(values.count))
+    }
+
+    /// Histograms whose exponents do not fit 16 bits (none from IEEE floats), kept whole.
+    private var wideHistograms: [Int: Log2Histogram] = [:]
+
+    private mutating func append(_ count: Int) {
+        if count >= 0 && count < Int(UInt32.max) {
+            values.append(UInt32(count))
+        } else {
+            wide[values.count] = count
+            values.append(UInt32.max)
+        }
+    }
+
+    private func value(at index: Int) -> Int {
+        let value = values[index]
+        return value == UInt32.max ? wide[index] ?? Int(value) : Int(value)
+    }
+
+    var isEmpty: Bool { minExponents.isEmpty }
+
+    func histogram(at t: Int) -> Log2Histogram? {
+        guard minExponents[t] != Int16.min else { return wideHistograms[t] }
+        let lower = Int(starts[t]), upper = Int(starts[t + 1])
+        return Log2Histogram(
+            minExponent: Int(minExponents[t]), counts: ((lower + 1)..<upper).map(value(at:)), zeros: value(at: lower))
     }
 }
 
