@@ -53,7 +53,8 @@ public struct UnitSnapshot: Sendable, Codable {
 /// step by step through libhdf5, each weight
 /// side by side with the previous checkpoint's.
 public enum RunMeasurer {
-    /// The index of the first save in the dead-unit window: the later half of the run.
+    /// The index of the first save in the dead-unit window: the later half of the run. The unit
+    /// windows hold every save; the dead-unit detector judges them from this save on.
     public static func windowStart(count: Int) -> Int { count >= 2 ? count / 2 : 0 }
 
     /// Measures a described run in this process (``ScanEngine/measure(_:load:options:perUnitEverywhere:full:progress:)``):
@@ -220,6 +221,12 @@ public enum RunMeasurer {
             measurement.unitCount = zeroUnit.count
             measurement.zeroUnits = zeroUnit.filter { $0 }.count
         }
+        // An input unit is zero when every one of its values is exactly 0.
+        if let zeros = stats.inputZeroCount, !zeros.isEmpty, tensor.count % zeros.count == 0 {
+            let size = tensor.count / zeros.count
+            measurement.inputCount = zeros.count
+            measurement.zeroInputs = size > 0 ? zeros.filter { $0 >= size }.count : 0
+        }
         if tensor.role == .activation, let zeros = stats.unitZeroCount, unitSize > 0 {
             measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
         }
@@ -250,6 +257,7 @@ public enum RunMeasurer {
         // Per-unit arrays are summarised above; dropping them keeps a long run's memory small.
         measurement.stats.unitNorms = nil
         measurement.stats.unitZeroCount = nil
+        measurement.stats.inputZeroCount = nil
         measurement.drift?.unitRelativeChange = nil
         measurement.drift?.unitChanged = nil
         return (measurement, snapshot)
