@@ -8,7 +8,8 @@ import GradScopeStatistics
 /// or never move, over the later half of the run, or over a trailing part of it
 /// holding at least half its saves and three saves (units that died during it);
 /// or whose ReLU output is zero for ≥ `dead_activation_fraction` (99%) of the
-/// probe batch. Reported as a count out of the layer's units.
+/// probe batch. Reported as a count out of the layer's units; each death dated at the save after
+/// which its unit never got a gradient, moved or fired again, over the whole run.
 ///
 /// Needs: gradients, activations, or two saves or more (movement). Embedding
 /// tables and biases are left out: rows of tokens absent from a batch get no gradient by design.
@@ -39,14 +40,23 @@ package struct DeadUnitsDetector: Detector {
                     : "needs gradients, activations, or at least two saved steps of matrices")
         }
         var findings: [Finding] = []
-        for whole in windows {
+        // The later half of the run's saves is judged; the saves before it only date deaths.
+        let judgedFromStep = run.records.isEmpty ? 0 : run.records[RunMeasurer.windowStart(count: run.records.count)].step
+        for full in windows {
+            let judgedFrom = full.index(atOrAfter: judgedFromStep)
+            guard judgedFrom < full.saves else { continue }
+            let whole = full.trailing(from: judgedFrom)
             // Units that die during the later half are alive somewhere in it: judge also the trailing parts
             // of the window that hold at least half of its saves (a quarter of the run) and three saves,
             // and keep the one with the most dead units (the longest among equals).
             var window = whole
+            var offset = judgedFrom
             for from in 1..<max(whole.saves, 1) where whole.saves - from >= 3 && 2 * (whole.saves - from) >= whole.saves {
                 let part = whole.trailing(from: from)
-                if part.deadCount > window.deadCount { window = part }
+                if part.deadCount > window.deadCount {
+                    window = part
+                    offset = judgedFrom + from
+                }
             }
             let dead = window.deadCount
             guard dead > 0 else { continue }
@@ -57,7 +67,9 @@ package struct DeadUnitsDetector: Detector {
             // One save cannot show that a unit never recovers: a live unit that fires with probability p per
             // example gets a zero-gradient batch of B examples with probability (1 − p)^B.
             let severity: Severity = fraction >= thresholds.deadUnitsWarningFraction && window.saves >= 2 ? .warning : .info
-            let onset = onsetStep(run, window: window, dead: dead) ?? window.firstStep
+            // Each death dated at the save after which its unit was never alive again, over the whole run.
+            let deaths = Self.deaths(full, before: offset)
+            let onset = deaths.onset
             let percent = Int((fraction * 100).rounded())
             let how: String
             switch window.source {
@@ -78,7 +90,7 @@ package struct DeadUnitsDetector: Detector {
                     "\(dead) of \(window.units) units (\(percent)%) of \(window.name) \(shown) \(run.atStep(window.lastStep)), the only save read: dead units do so at every save, live ones can on one batch (scan the run to tell)."
             } else {
                 message =
-                    "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? " from step \(onset) to \(window.lastStep)" : "")."
+                    "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? deaths.span(to: window.lastStep, source: window.source) : "")."
             }
             let explanation = DeadUnitsExplanation(
                 wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
@@ -89,6 +101,11 @@ package struct DeadUnitsDetector: Detector {
                 "dead_fraction": .number(fraction), "evidence": .string(window.source.rawValue),
                 "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves),
             ]
+            if !deaths.groups.isEmpty {
+                evidence["death_steps"] = .list(deaths.groups.map { .int($0.step) })
+                evidence["death_units"] = .list(deaths.groups.map { .int($0.units) })
+                evidence["never_alive"] = .int(deaths.neverAlive)
+            }
             var why = explanation
             // A saved learning rate that jumped at the onset or the save before it: the step that killed them.
             if run.records.count >= 2, let index = run.records.firstIndex(where: { $0.step == onset }),
@@ -111,15 +128,56 @@ package struct DeadUnitsDetector: Detector {
         return DetectorOutcome(findings: findings)
     }
 
-    /// The first step from which at least `dead` units were all-zero at every later save.
-    package func onsetStep(_ run: RunMeasurements, window: UnitWindow, dead: Int) -> Int? {
-        guard window.source == .gradient else { return nil }
-        let series = run.indexedSeries(window.key)
-        var onset: Int?
-        for entry in series.reversed() {
-            guard let zero = entry.measurement.zeroUnits, zero >= dead else { break }
-            onset = entry.step
+    /// When the units dead from save `before` of `window` on died: grouped by the last save at which
+    /// each was alive (the save after which it never got a gradient, moved or fired again), and how
+    /// many were never alive at any save. `onset` is the first save at which one of them was dead for good.
+    package static func deaths(_ window: UnitWindow, before: Int) -> UnitDeaths {
+        var byIndex: [Int: Int] = [:]
+        var neverAlive = 0
+        for last in window.lastAlive where last < before {
+            if last < 0 { neverAlive += 1 } else { byIndex[last, default: 0] += 1 }
         }
-        return onset
+        let groups = byIndex.keys.sorted().map { (step: window.steps[$0], units: byIndex[$0] ?? 0) }
+        let onsetIndex = neverAlive > 0 ? 0 : (byIndex.keys.min().map { $0 + 1 } ?? 0)
+        let onset = window.steps.indices.contains(onsetIndex) ? window.steps[onsetIndex] : window.lastStep
+        return UnitDeaths(groups: groups, neverAlive: neverAlive, onset: onset)
+    }
+}
+
+/// The deaths of a layer's dead units: see ``DeadUnitsDetector/deaths(_:before:)``.
+package struct UnitDeaths: Sendable, Equatable {
+    /// The last save at which units were alive, and how many, in step order.
+    package var groups: [(step: Int, units: Int)]
+    /// Units alive at no save.
+    package var neverAlive: Int
+    /// The first save at which one of the units was dead for good.
+    package var onset: Int
+
+    package static func == (a: UnitDeaths, b: UnitDeaths) -> Bool {
+        a.neverAlive == b.neverAlive && a.onset == b.onset && a.groups.map(\.step) == b.groups.map(\.step)
+            && a.groups.map(\.units) == b.groups.map(\.units)
+    }
+
+    /// " from step 250 to 600" when the units died together (or were never alive); else when each died,
+    /// in the evidence's own words: " after their last live save, to step 600: the last gradient came at
+    /// step 50 for 3 units, 100 for 2 and 200 for 1; 4 never got one".
+    package func span(to last: Int, source: UnitEvidence) -> String {
+        let together = " from step \(onset) to \(last)"
+        guard !groups.isEmpty else { return together }
+        let (event, none): (String, String)
+        switch source {
+        case .gradient: (event, none) = ("the last gradient came", "never got one")
+        case .activation: (event, none) = ("they last fired", "never fired")
+        case .movement: (event, none) = ("they last moved", "never moved")
+        }
+        if groups.count == 1 && neverAlive == 0, let group = groups.first {
+            return together + " (\(event) at step \(group.step))"
+        }
+        let listed = groups.enumerated().map { index, group in
+            "\(index == 0 ? "step " : "")\(group.step) for \(group.units)\(index == 0 ? " unit\(group.units == 1 ? "" : "s")" : "")"
+        }
+        let list = listed.count == 1 ? listed[0] : listed.dropLast().joined(separator: ", ") + " and " + (listed.last ?? "")
+        let never = neverAlive > 0 ? "; \(neverAlive) \(none) at any save" : ""
+        return " after their last live save, to step \(last): \(event) at \(list)\(never)"
     }
 }
