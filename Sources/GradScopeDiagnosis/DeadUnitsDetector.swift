@@ -32,7 +32,9 @@ package struct DeadUnitsDetector: Detector {
     }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !TensorNames.isBias($0.name) && $0.units >= 2 }
+        let windows = run.unitWindows.filter {
+            $0.source != .inputs && !DetectorSupport.isEmbedding($0.name) && !TensorNames.isBias($0.name) && $0.units >= 2
+        }
         guard !windows.isEmpty else {
             return .lacking(
                 run.hasGradients
@@ -43,21 +45,7 @@ package struct DeadUnitsDetector: Detector {
         // The later half of the run's saves is judged; the saves before it only date deaths.
         let judgedFromStep = run.records.isEmpty ? 0 : run.records[RunMeasurer.windowStart(count: run.records.count)].step
         for full in windows {
-            let judgedFrom = full.index(atOrAfter: judgedFromStep)
-            guard judgedFrom < full.saves else { continue }
-            let whole = full.trailing(from: judgedFrom)
-            // Units that die during the later half are alive somewhere in it: judge also the trailing parts
-            // of the window that hold at least half of its saves (a quarter of the run) and three saves,
-            // and keep the one with the most dead units (the longest among equals).
-            var window = whole
-            var offset = judgedFrom
-            for from in 1..<max(whole.saves, 1) where whole.saves - from >= 3 && 2 * (whole.saves - from) >= whole.saves {
-                let part = whole.trailing(from: from)
-                if part.deadCount > window.deadCount {
-                    window = part
-                    offset = judgedFrom + from
-                }
-            }
+            guard let (window, offset) = Self.judged(full, fromStep: judgedFromStep) else { continue }
             let dead = window.deadCount
             guard dead > 0 else { continue }
             // A gradient that is zero everywhere is a dead path (zero-gradient), not dead units.
@@ -75,7 +63,7 @@ package struct DeadUnitsDetector: Detector {
             switch window.source {
             case .gradient: how = "get exactly zero gradient at every save"
             case .activation: how = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch at every save"
-            case .movement: how = "never move"
+            case .movement, .inputs: how = "never move"
             }
             let message: String
             if window.saves == 1 {
@@ -84,7 +72,7 @@ package struct DeadUnitsDetector: Detector {
                 switch window.source {
                 case .gradient: shown = "get exactly zero gradient"
                 case .activation: shown = "output zero for at least \(Int(thresholds.deadActivationFraction * 100))% of the probe batch"
-                case .movement: shown = "did not move"
+                case .movement, .inputs: shown = "did not move"
                 }
                 message =
                     "\(dead) of \(window.units) units (\(percent)%) of \(window.name) \(shown) \(run.atStep(window.lastStep)), the only save read: dead units do so at every save, live ones can on one batch (scan the run to tell)."
@@ -93,7 +81,7 @@ package struct DeadUnitsDetector: Detector {
                     "\(dead) of \(window.units) units (\(percent)%) of \(window.name) are dead: they \(how)\(run.stepsKnown ? deaths.span(to: window.lastStep, source: window.source) : "")."
             }
             let explanation = DeadUnitsExplanation(
-                wholeWindow: window.saves == whole.saves, saves: window.saves, firstStep: window.firstStep,
+                wholeWindow: window.saves == full.saves - full.index(atOrAfter: judgedFromStep), saves: window.saves, firstStep: window.firstStep,
                 lastStep: window.lastStep, source: window.source, percent: percent, stepsKnown: run.stepsKnown
             ).text
             var evidence: [String: EvidenceValue] = [
@@ -125,7 +113,76 @@ package struct DeadUnitsDetector: Detector {
                     kind: kind, severity: severity, tensor: window.name, layer: window.layer,
                     firstStep: onset, lastStep: window.lastStep, message: message, evidence: evidence, explanation: why))
         }
+        findings.append(contentsOf: neighbourFindings(run, thresholds: thresholds, judgedFromStep: judgedFromStep))
         return DetectorOutcome(findings: findings)
+    }
+
+    /// The part of `full` judged: the saves from `fromStep` on (the later half of the run) or, for
+    /// units that die during it and so are alive somewhere in it, the trailing part holding at least
+    /// half of its saves (a quarter of the run) and three saves with the most dead units (the longest
+    /// among equals); and the index in `full` of its first save. Nil when no save is that late.
+    package static func judged(_ full: UnitWindow, fromStep: Int) -> (window: UnitWindow, offset: Int)? {
+        let judgedFrom = full.index(atOrAfter: fromStep)
+        guard judgedFrom < full.saves else { return nil }
+        let whole = full.trailing(from: judgedFrom)
+        var window = whole
+        var offset = judgedFrom
+        for from in 1..<max(whole.saves, 1) where whole.saves - from >= 3 && 2 * (whole.saves - from) >= whole.saves {
+            let part = whole.trailing(from: from)
+            if part.deadCount > window.deadCount {
+                window = part
+                offset = judgedFrom + from
+            }
+        }
+        return (window, offset)
+    }
+
+    /// Dead units read from the next layer (docs/DETECTORS.md, "Evidence from neighbours"): along a
+    /// link of the simple chain, the next layer's weight gradient (or second moment) exactly zero in
+    /// some of its input units at every judged save, but not in all (all is `collapsing`'s zero output,
+    /// or a dead path). Reported on the layer whose units they are.
+    package func neighbourFindings(_ run: RunMeasurements, thresholds: Thresholds, judgedFromStep: Int) -> [Finding] {
+        var findings: [Finding] = []
+        for link in LayerChain.links(run) where link.units >= 2 {
+            guard let evidence = LayerChain.evidence(run, link), evidence.inputs.units == link.units,
+                let (window, offset) = Self.judged(evidence.inputs, fromStep: judgedFromStep)
+            else { continue }
+            let dead = window.deadCount
+            guard dead > 0, dead < window.units else { continue }
+            let fraction = Double(dead) / Double(window.units)
+            guard fraction >= thresholds.deadUnitsInfoFraction else { continue }
+            let severity: Severity = fraction >= thresholds.deadUnitsWarningFraction && window.saves >= 2 ? .warning : .info
+            let deaths = Self.deaths(evidence.inputs, before: offset)
+            let percent = Int((fraction * 100).rounded())
+            let inputs = LayerChain.inputWord(run, kernel: evidence.kernel)
+            let saves =
+                window.saves == 1
+                ? run.atStep(window.lastStep) + ", the only save judged"
+                : run.stepsKnown ? "at every save\(deaths.span(to: window.lastStep, source: .inputs))" : "at every save"
+            let how =
+                evidence.fromMoments
+                ? "they have output zero on every example at every update so far: \(evidence.what) of the next layer's \(link.consumerKernel), a running average of g², is exactly zero in those \(dead) input \(inputs) \(saves)"
+                : "they output zero on every example that carries gradient: \(evidence.what) of the next layer, \(link.consumerKernel), is exactly zero in those \(dead) input \(inputs) \(saves), while it is not in the others"
+            var evidenceValues: [String: EvidenceValue] = [
+                "dead_units": .int(dead), "units": .int(window.units), "dead_fraction": .number(fraction),
+                "evidence": .string(evidence.fromMoments ? "next-layer-second-moment" : "next-layer-gradient"),
+                "next_layer": .string(link.consumer), "next_kernel": .string(link.consumerKernel),
+                "window_first_step": .int(window.firstStep), "window_saves": .int(window.saves),
+            ]
+            if !deaths.groups.isEmpty {
+                evidenceValues["death_steps"] = .list(deaths.groups.map { .int($0.step) })
+                evidenceValues["death_units"] = .list(deaths.groups.map { .int($0.units) })
+                evidenceValues["never_alive"] = .int(deaths.neverAlive)
+            }
+            findings.append(
+                Finding(
+                    kind: kind, severity: severity, tensor: link.producerKernel, layer: link.producer, firstStep: deaths.onset,
+                    lastStep: window.lastStep,
+                    message: "\(dead) of \(window.units) units (\(percent)%) of layer `\(link.producer)` are dead: \(how).",
+                    evidence: evidenceValues,
+                    explanation: DeadUnitsExplanation.neighbour(consumer: link.consumerKernel, inputs: inputs, percent: percent)))
+        }
+        return findings
     }
 
     /// When the units dead from save `before` of `window` on died: grouped by the last save at which
@@ -169,6 +226,7 @@ package struct UnitDeaths: Sendable, Equatable {
         case .gradient: (event, none) = ("the last gradient came", "never got one")
         case .activation: (event, none) = ("they last fired", "never fired")
         case .movement: (event, none) = ("they last moved", "never moved")
+        case .inputs: (event, none) = ("they last output something", "never did")
         }
         if groups.count == 1 && neverAlive == 0, let group = groups.first {
             return together + " (\(event) at step \(group.step))"

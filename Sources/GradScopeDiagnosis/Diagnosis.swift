@@ -27,6 +27,7 @@ public enum Diagnoser {
         RunIndex.with(run) {
             var (findings, notChecked) = detect(run, thresholds: thresholds, detectors: detectors)
             findings = attributeActivations(findings, run: run)
+            findings = preferOwnEvidence(findings)
             findings = linkPlateauEvidence(findings)
             findings = ordered(findings)
             return Diagnosis(findings: findings, notChecked: notChecked, verdict: verdict(findings, run: run, notChecked: notChecked))
@@ -65,6 +66,18 @@ public enum Diagnoser {
             copy.layer = layer
             return copy
         }
+    }
+
+    /// Dead units read from the next layer are the same units as those the layer's own gradient,
+    /// movement or activations show: where the layer has a dead-units finding of its own, that one
+    /// is kept and the neighbour's dropped.
+    package static func preferOwnEvidence(_ findings: [Finding]) -> [Finding] {
+        func fromNeighbour(_ finding: Finding) -> Bool {
+            finding.kind == .deadUnits
+                && [EvidenceValue.string("next-layer-gradient"), .string("next-layer-second-moment")].contains(finding.evidence["evidence"])
+        }
+        let own = Set(findings.filter { $0.kind == .deadUnits && !fromNeighbour($0) }.compactMap(\.layer))
+        return findings.filter { !(fromNeighbour($0) && $0.layer.map(own.contains) == true) }
     }
 
     /// For each saved activation whose module holds no weights, the layer that produces it (see

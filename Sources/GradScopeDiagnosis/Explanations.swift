@@ -158,6 +158,20 @@ package struct ZeroGradientExplanation: Explanation {
 /// `dead-units`: a layer with units that never recover.
 package struct DeadUnitsExplanation: Explanation {
     package static let kind = FindingKind.deadUnits
+
+    /// Dead units read from the next layer's weight gradient or second moment.
+    static func neighbour(consumer: String, inputs: String, percent: Int) -> String {
+        """
+        For a linear or convolutional layer y = W x + b, the weight gradient is the sum over examples of g xᵀ: the input \
+        \(inputs) of \(consumer) that are exactly zero belong to inputs that were zero on every example that carried \
+        gradient, while the others were not, so the units of this layer feeding them output nothing (a ReLU that never \
+        fires, a unit whose weights and bias went to zero). \(percent)% of this layer is gone. A ReLU unit whose input is \
+        negative for every example outputs 0 and passes back 0 gradient, so it can never recover. Likely causes: a \
+        learning-rate spike or a learning rate too high, a large negative bias at initialisation, unnormalised inputs. What \
+        to try: lower the learning rate or add warm-up, use LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and \
+        zero biases, add normalisation before the activation.
+        """
+    }
     /// Whether the units were judged over the whole later half of the run (else over its last saves).
     var wholeWindow: Bool
     var saves: Int
@@ -194,6 +208,26 @@ package struct DeadUnitsExplanation: Explanation {
 /// `collapsing`: a weight norm or an output spread falling by orders of magnitude.
 package struct CollapsingExplanation: Explanation {
     package static let kind = FindingKind.collapsing
+
+    /// A layer that outputs zero for every input, read from the next layer.
+    static func zeroOutput(consumer: String, inputs: String, fromMoments: Bool) -> String {
+        let evidence =
+            fromMoments
+            ? "Adam's second moment is a running average of g², so it is exactly zero only where every gradient so far was."
+            : ""
+        return """
+            For the next layer y = W x + b, the bias gradient is the sum of the output gradients g over the examples and the \
+            weight gradient the sum of g xᵀ. The bias gradient of \(consumer) is not zero, so gradient does reach it, yet every \
+            input \(inputs.dropLast()) of its weight gradient is exactly zero: every input x it received was zero, on every example. \(evidence) \
+            This layer has collapsed to zero output: nothing it computes reaches the rest of the network, and no gradient \
+            flows back through it (a ReLU after it passes back 0 where it outputs 0), so every layer before it receives \
+            zero gradient too; those zero-gradient findings are its consequences. Likely causes: every ReLU of the layer \
+            dead (a large negative bias, a learning-rate spike, an initialisation far too small or too negative), weights \
+            and biases decayed to zero, or a mask or gate that zeroes the layer. What to try: re-initialise the layer (He \
+            init, zero biases), lower the learning rate or add warm-up, use LeakyReLU/GELU, add normalisation before the \
+            activation.
+            """
+    }
     /// What shrank: "weight norm ‖W‖" or "output spread (std)".
     var measure: String
     /// Orders of magnitude from the peak to the last save (infinite when it reached 0).

@@ -405,6 +405,8 @@ public struct UnitWindow: Sendable {
 /// What a unit window was built from.
 public enum UnitEvidence: String, Sendable, Codable {
     case gradient, activation, movement
+    /// The input units of a kernel's gradient or second moment: an input unit alive when not all zero.
+    case inputs
 }
 
 /// The measurements of a whole run, the input of every detector.

@@ -313,7 +313,7 @@ package enum SeriesMeasurer {
                 current.append(
                     Entry(
                         step: s, tensor: t, partner: partner, statsLayout: statsLayout,
-                        driftLayout: partner == nil ? .none : driftLayout, inputs: parts.stats ? TensorMeasurer.inputMap(for: tensor) : nil))
+                        driftLayout: partner == nil ? .none : driftLayout, inputs: TensorMeasurer.inputMap(for: tensor)))
             }
             close()
         }

@@ -52,6 +52,7 @@ public enum TensorMeasurer {
 
     /// The statistics of one tensor.
     /// `perUnit` asks for per-unit norms and zero counts (the default); without them the pass is cheaper.
+    /// The zeros of the input units (``inputMap(for:)``) are counted either way.
     public static func stats(
         of tensor: TensorRef, in checkpoint: OpenCheckpoint, options: MeasureOptions = MeasureOptions(),
         perUnit: Bool = true
@@ -59,7 +60,7 @@ public enum TensorMeasurer {
         let dataset = try checkpoint.data(for: tensor)
         try dataset.checkReadable()
         let layout = perUnit ? unitLayout(for: tensor) : .none
-        let inputs = perUnit ? inputMap(for: tensor) : nil
+        let inputs = inputMap(for: tensor)
         if let direct = dataset.contiguous() {
             switch direct.type {
             case .float32: return try directStats(direct, as: Float.self, layout: layout, inputs: inputs, options: options)
