@@ -30,6 +30,7 @@ public enum Diagnoser {
             findings = preferOwnEvidence(findings)
             findings = linkPlateauEvidence(findings)
             findings = ordered(findings)
+            findings = Story.link(findings, layers: run.layers)
             return Diagnosis(findings: findings, notChecked: notChecked, verdict: verdict(findings, run: run, notChecked: notChecked))
         }
     }
@@ -162,6 +163,8 @@ public enum Diagnoser {
             let unchecked = notChecked.isEmpty ? "" : "; \(notChecked.count) check(s) could not run for lack of data"
             return "No problems found in \(saves) saved step(s)\(info)\(unchecked)."
         }
+        // Findings linked cause -> consequences: the earliest root cause first.
+        if let story = Story.verdict(Story.events(findings, phrase: phrase)) { return story }
         // One phrase per kind and layer, so a collapsing model is one line, not one per tensor.
         var phrases: [String] = []
         var seen = Set<String>()
@@ -186,6 +189,13 @@ public enum Diagnoser {
 extension Finding {
     /// What the verdict says a finding is about: "layer `x`", else "`tensor`", else "the model".
     package var verdictSubject: String { layer.map { "layer `\($0)`" } ?? tensor.map { "`\($0)`" } ?? "the model" }
+
+    /// The finding without its links to others.
+    package var unlinked: Finding {
+        var copy = self
+        copy.causedBy = nil
+        return copy
+    }
 
     /// " since step N" for a finding bound to a step, else nothing.
     package var verdictSince: String { firstStep.map { " since step \($0)" } ?? "" }

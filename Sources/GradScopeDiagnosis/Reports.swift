@@ -80,11 +80,13 @@ public struct ScanReport: Sendable, Codable {
     public var timeline: [TensorTimeline]
     /// Saved activations' spread per step, by name.
     public var activations: [TensorTimeline]
+    /// The findings linked cause -> consequences, in the order they began (empty when none is linked).
+    public var story: [StoryEvent] = []
 
     package enum CodingKeys: String, CodingKey {
         case source, layout, verdict, steps, findings, skipped
         case notChecked = "not_checked"
-        case notes, loss, timeline, activations
+        case notes, loss, timeline, activations, story
     }
 
     public init(run: Run, measurements: RunMeasurements, diagnosis: Diagnosis) {
@@ -93,6 +95,7 @@ public struct ScanReport: Sendable, Codable {
         verdict = diagnosis.verdict
         steps = measurements.steps
         findings = diagnosis.findings
+        story = Story.events(diagnosis.findings, phrase: Diagnoser.phrase)
         skipped = run.skipped + measurements.records.flatMap(\.failures)
         notChecked = diagnosis.notChecked
         notes = run.notes
