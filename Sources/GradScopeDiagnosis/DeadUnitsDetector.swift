@@ -215,27 +215,25 @@ package struct UnitDeaths: Sendable, Equatable {
             && a.groups.map(\.units) == b.groups.map(\.units)
     }
 
-    /// " from step 250 to 600" when the units died together (or were never alive); else when each died,
-    /// in the evidence's own words: " after their last live save, to step 600: the last gradient came at
-    /// step 50 for 3 units, 100 for 2 and 200 for 1; 4 never got one".
+    /// " from step 250 to 600" when the units died together (or were never alive), with the save at
+    /// which they were last alive (" (the last gradient came at step 200)"); else " since dying after
+    /// steps 50, 100 and 200, to step 600", each dated by its last live save (how many died after each
+    /// is in the evidence).
     package func span(to last: Int, source: UnitEvidence) -> String {
         let together = " from step \(onset) to \(last)"
         guard !groups.isEmpty else { return together }
-        let (event, none): (String, String)
-        switch source {
-        case .gradient: (event, none) = ("the last gradient came", "never got one")
-        case .activation: (event, none) = ("they last fired", "never fired")
-        case .movement: (event, none) = ("they last moved", "never moved")
-        case .inputs: (event, none) = ("they last output something", "never did")
-        }
         if groups.count == 1 && neverAlive == 0, let group = groups.first {
+            let event: String
+            switch source {
+            case .gradient: event = "the last gradient came"
+            case .activation: event = "they last fired"
+            case .movement: event = "they last moved"
+            case .inputs: event = "they last output something"
+            }
             return together + " (\(event) at step \(group.step))"
         }
-        let listed = groups.enumerated().map { index, group in
-            "\(index == 0 ? "step " : "")\(group.step) for \(group.units)\(index == 0 ? " unit\(group.units == 1 ? "" : "s")" : "")"
-        }
-        let list = listed.count == 1 ? listed[0] : listed.dropLast().joined(separator: ", ") + " and " + (listed.last ?? "")
-        let never = neverAlive > 0 ? "; \(neverAlive) \(none) at any save" : ""
-        return " after their last live save, to step \(last): \(event) at \(list)\(never)"
+        let steps = groups.map { "\($0.step)" }
+        let list = steps.count == 1 ? "step \(steps[0])" : "steps " + steps.dropLast().joined(separator: ", ") + " and " + (steps.last ?? "")
+        return " since dying after \(list)\(neverAlive > 0 ? " (or from the start)" : ""), to step \(last)"
     }
 }

@@ -65,7 +65,7 @@ struct OnsetTests {
         #expect(dead.evidence["death_units"] == .list([.int(4), .int(4)]))
         #expect(dead.evidence["never_alive"] == .int(0))
         #expect(dead.firstStep == 200)
-        #expect(dead.message.contains("the last gradient came at step 100 for 4 units and 500 for 4"))
+        #expect(dead.message.contains("at every save since dying after steps 100 and 500, to step 1000"))
     }
 
     @Test("one dead unit from the first save: dated from the first save, no death list")
