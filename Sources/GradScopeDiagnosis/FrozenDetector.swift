@@ -195,12 +195,14 @@ package struct FrozenDetector: Detector {
             if !gradients.isEmpty && gradients.allSatisfy({ $0.stats.count > 0 && $0.stats.zeros == $0.stats.count }) { continue }
             let lastMoved = series[from - 1].step, first = series[from].step
             let cause: String
-            if let norm = gradients.last?.stats.l2Norm, norm > 0 {
+            if let norm = gradients.compactMap(\.stats.l2Norm).last(where: { $0 > 0 }) {
                 cause =
-                    "its gradient is still present (norm \(formatSignificant(norm)) at the last save) but no longer applied: its learning rate fell to zero, or it left the optimizer"
-            } else {
+                    "its saved gradient is not zero (norm \(formatSignificant(norm)) at the last save where it is not) but no longer moves it: its learning rate fell to zero, it left the optimizer, or the updates fall below the float precision of weights this large"
+            } else if gradients.isEmpty {
                 cause =
                     "no gradient was saved to tell why: its gradient stopped arriving (a dead path), it was frozen, or its learning rate fell to zero"
+            } else {
+                cause = "its saved gradient is zero or missing at those saves: a dead path, or a parameter frozen part-way through"
             }
             var evidence: [String: EvidenceValue] = [
                 "saves": .int(series.count - from), "elements_changed": .int(0), "elements": .int(weight.stats.count),
