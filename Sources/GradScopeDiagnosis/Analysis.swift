@@ -58,7 +58,8 @@ public enum Analysis {
             notChecked.append(NotChecked(kind: kind, reason: DetectorRegistry.severalSavesReason))
         }
         let after = Diagnoser.detect(measurements, thresholds: thresholds, detectors: detectors.after)
-        var findings = Diagnoser.ordered(diagnosis.findings + after.findings)
+        // Links between findings are a run's story (scan): one file's findings are listed as they are.
+        var findings = Diagnoser.ordered((diagnosis.findings + after.findings).map(\.unlinked))
         if !measurements.stepsKnown {
             // A file that holds no step: its findings are not bound to one (docs/JSON.md: null).
             for index in findings.indices {
@@ -184,14 +185,14 @@ public enum Analysis {
             }
         }
         drifts.sort { ($0.drift.relativeChange ?? -1) > ($1.drift.relativeChange ?? -1) }
-        var findings = diagnosis.findings
+        var findings = diagnosis.findings.map(\.unlinked)
         // In the order the detectors run, as when each says itself why it could not judge.
         let order = DetectorRegistry.detectors(for: .pair).map(\.kind)
         notChecked = (diagnosis.notChecked + notChecked).enumerated().sorted { x, y in
             let rankX = order.firstIndex(of: x.element.kind) ?? order.count, rankY = order.firstIndex(of: y.element.kind) ?? order.count
             return rankX != rankY ? rankX < rankY : x.offset < y.offset
         }.map(\.element)
-        var verdict = diagnosis.verdict
+        var verdict = Diagnoser.verdict(findings, run: measurements, notChecked: notChecked)
         var shownAdded = added, shownRemoved = removed
         var shownReshaped = b.tensors.filter { reshapedKeys.contains($0.key) }
         if let selection = select.map(Selection.init) {

@@ -21,11 +21,15 @@ package struct CollapsingDetector: Detector {
     package let scope: DetectorScope = [.pair, .run]
     package let thresholdNames: [String] = ["collapse_factor", "activation_collapse_factor"]
 
-    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) collapsing toward zero output\(finding.verdictSince)" }
+    package func phrase(for finding: Finding) -> String {
+        finding.evidence["zero_output"] == .bool(true)
+            ? "\(finding.verdictSubject) outputs zero for every input\(finding.verdictSince)"
+            : "\(finding.verdictSubject) collapsing toward zero output\(finding.verdictSince)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
-        var findings: [Finding] = []
+        var findings = zeroOutputs(run)
         for key in run.indexedWeightKeys {
             let series = run.indexedSeries(key).filter { $0.measurement.stats.nan + $0.measurement.stats.posInf + $0.measurement.stats.negInf == 0 }
             guard series.count >= 2, let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
@@ -49,6 +53,56 @@ package struct CollapsingDetector: Detector {
             }
         }
         return DetectorOutcome(findings: findings)
+    }
+
+    /// Layers that output zero for every input, read from the next layer (docs/DETECTORS.md, "Evidence
+    /// from neighbours"): along a link of the simple chain, the next layer's weight gradient (or second
+    /// moment) exactly zero in every input unit while its bias's is not — Σ g is not zero, yet Σ g xᵀ is
+    /// zero in every column, which holds only when every input x the layer passes on is zero. Found
+    /// at every save of a trailing run holding the whole series, or two saves or more after one that
+    /// does not show it (as zero-gradient's onsets). Without a bias on the next layer, an all-zero
+    /// weight gradient may as well be a gradient that never arrives: nothing is said.
+    package func zeroOutputs(_ run: RunMeasurements) -> [Finding] {
+        var findings: [Finding] = []
+        for link in LayerChain.links(run) {
+            guard let evidence = LayerChain.evidence(run, link), let biasKey = evidence.bias else { continue }
+            let bias = Dictionary(run.indexedSeries(biasKey).map { ($0.step, $0.measurement) }, uniquingKeysWith: { a, _ in a })
+            var series = run.indexedSeries(evidence.kernel)
+            // Zero-filled moments saved before the first update show nothing.
+            if evidence.fromMoments {
+                while let first = series.first, !(bias[first.step].map(LayerChain.nonzero) ?? false), !LayerChain.nonzero(first.measurement) {
+                    series.removeFirst()
+                }
+            }
+            let shows = series.map { entry -> Bool in
+                guard let b = bias[entry.step], LayerChain.nonzero(b), let zero = entry.measurement.zeroInputs,
+                    entry.measurement.inputCount == link.units
+                else { return false }
+                return zero == link.units
+            }
+            var from = shows.count
+            while from > 0 && shows[from - 1] { from -= 1 }
+            guard from < shows.count, from == 0 || shows.count - from >= 2, let last = series.last else { continue }
+            let first = series[from].step
+            let inputs = LayerChain.inputWord(run, kernel: evidence.kernel)
+            let biasWhat = evidence.fromMoments ? "its bias's is not" : "its bias gradient is not"
+            let span = first == last.step ? run.atStep(first) : "at every save from step \(first) to \(last.step)"
+            var values: [String: EvidenceValue] = [
+                "zero_output": .bool(true), "units": .int(link.units), "saves": .int(shows.count - from),
+                "evidence": .string(evidence.fromMoments ? "next-layer-second-moment" : "next-layer-gradient"),
+                "next_layer": .string(link.consumer), "next_kernel": .string(link.consumerKernel),
+            ]
+            if from > 0 { values["last_output_step"] = .int(series[from - 1].step) }
+            findings.append(
+                Finding(
+                    kind: kind, severity: .warning, tensor: link.producerKernel, layer: link.producer, firstStep: first,
+                    lastStep: last.step,
+                    message:
+                        "Layer `\(link.producer)` outputs zero for every input\(run.stepsKnown ? " since step \(first)" : ""): \(evidence.what) of the next layer, \(link.consumerKernel), is exactly zero in all \(link.units) input \(inputs) \(span) while \(biasWhat): every input it received from `\(link.producer)`, on every example \(evidence.fromMoments ? "of every update so far" : "of those batches"), was zero.",
+                    evidence: values,
+                    explanation: CollapsingExplanation.zeroOutput(consumer: link.consumerKernel, inputs: inputs, fromMoments: evidence.fromMoments)))
+        }
+        return findings
     }
 
     package func shrink(norms: [Double], steps: [Int], factor: Double, name: String, layer: String, what: String) -> Finding? {

@@ -27,8 +27,10 @@ public enum Diagnoser {
         RunIndex.with(run) {
             var (findings, notChecked) = detect(run, thresholds: thresholds, detectors: detectors)
             findings = attributeActivations(findings, run: run)
+            findings = preferOwnEvidence(findings)
             findings = linkPlateauEvidence(findings)
             findings = ordered(findings)
+            findings = Story.link(findings, layers: run.layers)
             return Diagnosis(findings: findings, notChecked: notChecked, verdict: verdict(findings, run: run, notChecked: notChecked))
         }
     }
@@ -65,6 +67,18 @@ public enum Diagnoser {
             copy.layer = layer
             return copy
         }
+    }
+
+    /// Dead units read from the next layer are the same units as those the layer's own gradient,
+    /// movement or activations show: where the layer has a dead-units finding of its own, that one
+    /// is kept and the neighbour's dropped.
+    package static func preferOwnEvidence(_ findings: [Finding]) -> [Finding] {
+        func fromNeighbour(_ finding: Finding) -> Bool {
+            finding.kind == .deadUnits
+                && [EvidenceValue.string("next-layer-gradient"), .string("next-layer-second-moment")].contains(finding.evidence["evidence"])
+        }
+        let own = Set(findings.filter { $0.kind == .deadUnits && !fromNeighbour($0) }.compactMap(\.layer))
+        return findings.filter { !(fromNeighbour($0) && $0.layer.map(own.contains) == true) }
     }
 
     /// For each saved activation whose module holds no weights, the layer that produces it (see
@@ -149,6 +163,8 @@ public enum Diagnoser {
             let unchecked = notChecked.isEmpty ? "" : "; \(notChecked.count) check(s) could not run for lack of data"
             return "No problems found in \(saves) saved step(s)\(info)\(unchecked)."
         }
+        // Findings linked cause -> consequences: the earliest root cause first.
+        if let story = Story.verdict(Story.events(findings, phrase: phrase)) { return story }
         // One phrase per kind and layer, so a collapsing model is one line, not one per tensor.
         var phrases: [String] = []
         var seen = Set<String>()
@@ -173,6 +189,13 @@ public enum Diagnoser {
 extension Finding {
     /// What the verdict says a finding is about: "layer `x`", else "`tensor`", else "the model".
     package var verdictSubject: String { layer.map { "layer `\($0)`" } ?? tensor.map { "`\($0)`" } ?? "the model" }
+
+    /// The finding without its links to others.
+    package var unlinked: Finding {
+        var copy = self
+        copy.causedBy = nil
+        return copy
+    }
 
     /// " since step N" for a finding bound to a step, else nothing.
     package var verdictSince: String { firstStep.map { " since step \($0)" } ?? "" }

@@ -78,6 +78,8 @@ package struct FrozenExplanation: Explanation {
         case frozenBackbone
         /// Nothing saved tells why.
         case unexplained
+        /// It moved, then stopped: unchanged at every save from some save to the last.
+        case stopped
     }
 
     var saves: Int
@@ -113,6 +115,9 @@ package struct FrozenExplanation: Explanation {
         case .buffer:
             return
                 "If this layer was frozen on purpose (fine-tuning a pre-trained model), or the tensor is a buffer, nothing is wrong. Otherwise set requires_grad=True, or add it to the optimizer."
+        case .stopped:
+            return
+                "It changed until then and stopped: look at what happened at that save. A schedule that set this parameter group's learning rate to 0, a freeze part-way through training (requires_grad=False, trainable=False) or a gradient that stopped arriving (a dead path upstream) all do this; if the freeze was planned, nothing is wrong."
         case .frozenBackbone:
             return
                 "If the backbone was frozen on purpose, nothing is wrong. If not, check that the optimizer holds these parameters and that requires_grad / trainable is set."
@@ -130,23 +135,43 @@ package struct ZeroGradientExplanation: Explanation {
     /// What was zero: "gradient", or "optimizer exp_avg and exp_avg_sq".
     var source: String
     var saves: Int
+    /// The last save at which it was not zero, when it became zero during the run.
+    var lastNonzero: Int? = nil
 
     package var text: String {
-        """
-        All \(elements) elements of its \(source) are exactly 0 in \(saves) save(s). Nothing that depends on this \
-        parameter reaches the loss, or the signal dies on the way: every unit of the activation after it is \
-        saturated or dead (ReLU outputs all 0, sigmoid/tanh saturated), the graph is cut (.detach(), .data, \
-        torch.no_grad, argmax or rounding in the forward pass), or the branch is unused (a head whose output is \
-        never put into the loss). What to try: check that the layer's output is used in the loss; look for \
-        detach/no_grad; inspect the activations after it; for dead ReLUs lower the learning rate or use \
-        LeakyReLU/GELU; re-initialise the layer.
-        """
+        let since =
+            lastNonzero.map {
+                " It was not zero at step \($0): the path died during training, at or after that save (look at what happened there: a jump of the loss or of the gradients, a learning-rate change)."
+            } ?? ""
+        return """
+            All \(elements) elements of its \(source) are exactly 0 in \(saves) save(s).\(since) Nothing that depends on this \
+            parameter reaches the loss, or the signal dies on the way: every unit of the activation after it is \
+            saturated or dead (ReLU outputs all 0, sigmoid/tanh saturated), the graph is cut (.detach(), .data, \
+            torch.no_grad, argmax or rounding in the forward pass), or the branch is unused (a head whose output is \
+            never put into the loss). What to try: check that the layer's output is used in the loss; look for \
+            detach/no_grad; inspect the activations after it; for dead ReLUs lower the learning rate or use \
+            LeakyReLU/GELU; re-initialise the layer.
+            """
     }
 }
 
 /// `dead-units`: a layer with units that never recover.
 package struct DeadUnitsExplanation: Explanation {
     package static let kind = FindingKind.deadUnits
+
+    /// Dead units read from the next layer's weight gradient or second moment.
+    static func neighbour(consumer: String, inputs: String, percent: Int) -> String {
+        """
+        For a linear or convolutional layer y = W x + b, the weight gradient is the sum over examples of g xᵀ: the input \
+        \(inputs) of \(consumer) that are exactly zero belong to inputs that were zero on every example that carried \
+        gradient, while the others were not, so the units of this layer feeding them output nothing (a ReLU that never \
+        fires, a unit whose weights and bias went to zero). \(percent)% of this layer is gone. A ReLU unit whose input is \
+        negative for every example outputs 0 and passes back 0 gradient, so it can never recover. Likely causes: a \
+        learning-rate spike or a learning rate too high, a large negative bias at initialisation, unnormalised inputs. What \
+        to try: lower the learning rate or add warm-up, use LeakyReLU/ELU/GELU, initialise with He (Kaiming) init and \
+        zero biases, add normalisation before the activation.
+        """
+    }
     /// Whether the units were judged over the whole later half of the run (else over its last saves).
     var wholeWindow: Bool
     var saves: Int
@@ -183,6 +208,26 @@ package struct DeadUnitsExplanation: Explanation {
 /// `collapsing`: a weight norm or an output spread falling by orders of magnitude.
 package struct CollapsingExplanation: Explanation {
     package static let kind = FindingKind.collapsing
+
+    /// A layer that outputs zero for every input, read from the next layer.
+    static func zeroOutput(consumer: String, inputs: String, fromMoments: Bool) -> String {
+        let evidence =
+            fromMoments
+            ? "Adam's second moment is a running average of g², so it is exactly zero only where every gradient so far was."
+            : ""
+        return """
+            For the next layer y = W x + b, the bias gradient is the sum of the output gradients g over the examples and the \
+            weight gradient the sum of g xᵀ. The bias gradient of \(consumer) is not zero, so gradient does reach it, yet every \
+            input \(inputs.dropLast()) of its weight gradient is exactly zero: every input x it received was zero, on every example. \(evidence) \
+            This layer has collapsed to zero output: nothing it computes reaches the rest of the network, and no gradient \
+            flows back through it (a ReLU after it passes back 0 where it outputs 0), so every layer before it receives \
+            zero gradient too; those zero-gradient findings are its consequences. Likely causes: every ReLU of the layer \
+            dead (a large negative bias, a learning-rate spike, an initialisation far too small or too negative), weights \
+            and biases decayed to zero, or a mask or gate that zeroes the layer. What to try: re-initialise the layer (He \
+            init, zero biases), lower the learning rate or add warm-up, use LeakyReLU/GELU, add normalisation before the \
+            activation.
+            """
+    }
     /// What shrank: "weight norm ‖W‖" or "output spread (std)".
     var measure: String
     /// Orders of magnitude from the peak to the last save (infinite when it reached 0).
@@ -192,7 +237,7 @@ package struct CollapsingExplanation: Explanation {
 
     package var text: String {
         """
-        The \(measure) shrank by \(orders.isFinite ? formatSignificant(orders) : "all") order(s) of magnitude, \
+        The \(measure) shrank \(orders.isFinite ? "by \(formatSignificant(orders)) order(s) of magnitude" : "to exactly zero"), \
         halving by step \(halvingStep). A layer whose weights head to zero passes on less and less signal; \
         its outputs shrink toward a constant and the layers after it learn nothing from their inputs (for the last \
         layer: logits near 0, the model predicts the uniform distribution). Likely causes: weight decay (or L2) far \
@@ -305,7 +350,7 @@ package struct VanishingGradientExplanation: Explanation {
         case nil: lossText = "No loss was saved to tell whether training progresses regardless."
         }
         return """
-            \(step.map { "At step \($0)" } ?? "In this file"), ‖g‖/‖W‖ is \(formatSignificant(early)) in the first layers (from \(earlyName)) against \
+            \(step.map { "At step \($0)" } ?? "In this file"), ‖g‖/‖W‖ is \(early > 0 ? formatSignificant(early) : "exactly 0 (no gradient at all)") in the first layers (from \(earlyName)) against \
             \(formatSignificant(late)) in the last ones (to \(lateName)). Each layer multiplies the backward signal by its \
             weights and its activation's derivative; a sigmoid's derivative is at most 0.25 and near 0 when saturated, so a deep \
             stack of them shrinks the gradient geometrically and the early layers stop learning. \(lossText) What to try: \

@@ -111,12 +111,16 @@ public struct Finding: Sendable, Equatable, Codable {
     public var evidence: [String: EvidenceValue]
     /// The longer explanation for `--explain` and the report: what the numbers mean, likely causes, what to try.
     public var explanation: String
+    /// The positions, in the report's findings, of the findings that caused this one (``Story``);
+    /// nil when none is known.
+    public var causedBy: [Int]? = nil
 
     package enum CodingKeys: String, CodingKey {
         case kind, severity, tensor, layer
         case firstStep = "first_step"
         case lastStep = "last_step"
         case message, evidence, explanation
+        case causedBy = "caused_by"
     }
 
     public init(
@@ -145,6 +149,7 @@ public struct Finding: Sendable, Equatable, Codable {
         try container.encode(message, forKey: .message)
         try container.encode(evidence, forKey: .evidence)
         try container.encode(explanation, forKey: .explanation)
+        try container.encodeIfPresent(causedBy, forKey: .causedBy)
     }
 }
 

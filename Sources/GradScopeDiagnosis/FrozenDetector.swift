@@ -23,7 +23,8 @@ package struct FrozenDetector: Detector {
     package let thresholdNames: [String] = []
 
     package func phrase(for finding: Finding) -> String {
-        finding.severity == .info ? "\(finding.verdictSubject) not trained (frozen)" : "\(finding.verdictSubject) frozen (never changes)"
+        if finding.evidence["last_moved_step"] != nil { return "\(finding.verdictSubject) stopped changing\(finding.verdictSince)" }
+        return finding.severity == .info ? "\(finding.verdictSubject) not trained (frozen)" : "\(finding.verdictSubject) frozen (never changes)"
     }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
@@ -167,7 +168,59 @@ package struct FrozenDetector: Detector {
                     firstStep: first.step, lastStep: last.step, message: message, evidence: evidence,
                     explanation: explanation))
         }
+        findings.append(contentsOf: stopped(run, keys: keys.filter { movingKeys.contains($0) }, medianOther: medianOther))
         return DetectorOutcome(findings: findings)
+    }
+
+    /// Weights that moved, then stopped: not one element changed at any save of a trailing run of two
+    /// saves or more (one unchanged save between moving ones is not a stop), while some other weight
+    /// changed at each of them. Dated at the first unchanged save; the save before it is the last at
+    /// which it had moved. A gradient saved and zero at those saves is zero-gradient's finding instead.
+    package func stopped(_ run: RunMeasurements, keys: [TensorKey], medianOther: Double?) -> [Finding] {
+        var changedAt: [Int: Int] = [:]
+        for key in run.indexedWeightKeys where !DetectorSupport.isRunningStatistic(key.name) {
+            for entry in run.indexedSeries(key) where (entry.measurement.drift?.changed ?? 0) > 0 { changedAt[entry.step, default: 0] += 1 }
+        }
+        var findings: [Finding] = []
+        for key in keys {
+            let series = run.indexedSeries(key)
+            var from = series.count
+            while from > 0, let drift = series[from - 1].measurement.drift, drift.changed == 0, drift.count > 0 { from -= 1 }
+            guard from > 0, series.count - from >= 2, (series[from - 1].measurement.drift?.changed ?? 0) > 0,
+                series[from...].allSatisfy({ (changedAt[$0.step] ?? 0) > 0 }), let last = series.last
+            else { continue }
+            let weight = last.measurement
+            let stoppedSteps = Set(series[from...].map(\.step))
+            let gradients = run.indexedSeries(.gradient(weight.name)).filter { stoppedSteps.contains($0.step) }.map(\.measurement)
+            if !gradients.isEmpty && gradients.allSatisfy({ $0.stats.count > 0 && $0.stats.zeros == $0.stats.count }) { continue }
+            let lastMoved = series[from - 1].step, first = series[from].step
+            let cause: String
+            if let norm = gradients.compactMap(\.stats.l2Norm).last(where: { $0 > 0 }) {
+                cause =
+                    "its saved gradient is not zero (norm \(formatSignificant(norm)) at the last save where it is not) but no longer moves it: its learning rate fell to zero, it left the optimizer, or the updates fall below the float precision of weights this large"
+            } else if gradients.isEmpty {
+                cause =
+                    "no gradient was saved to tell why: its gradient stopped arriving (a dead path), it was frozen, or its learning rate fell to zero"
+            } else {
+                cause = "its saved gradient is zero or missing at those saves: a dead path, or a parameter frozen part-way through"
+            }
+            var evidence: [String: EvidenceValue] = [
+                "saves": .int(series.count - from), "elements_changed": .int(0), "elements": .int(weight.stats.count),
+                "last_moved_step": .int(lastMoved), "median_relative_change_of_other_weights": .number(medianOther),
+            ]
+            if let trainable = weight.trainable { evidence["trainable"] = .bool(trainable) }
+            findings.append(
+                Finding(
+                    kind: kind, severity: weight.trainable == false ? .info : .warning, tensor: weight.name, layer: weight.layer,
+                    firstStep: first, lastStep: last.step,
+                    message:
+                        "\(weight.name) stopped changing after step \(lastMoved): not one element changed from step \(first) to \(last.step) while the rest of the model trained; \(cause).",
+                    evidence: evidence,
+                    explanation: FrozenExplanation(
+                        saves: series.count - from, elements: weight.stats.count, medianOtherChange: medianOther, found: .stopped
+                    ).text))
+        }
+        return findings
     }
 
     /// The spacing of floats just above 1 for the tensor's dtype (2^-23 for float32).

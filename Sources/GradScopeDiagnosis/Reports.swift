@@ -80,11 +80,30 @@ public struct ScanReport: Sendable, Codable {
     public var timeline: [TensorTimeline]
     /// Saved activations' spread per step, by name.
     public var activations: [TensorTimeline]
+    /// The findings linked cause -> consequences, in the order they began (empty when none is linked).
+    public var story: [StoryEvent] = []
 
     package enum CodingKeys: String, CodingKey {
         case source, layout, verdict, steps, findings, skipped
         case notChecked = "not_checked"
-        case notes, loss, timeline, activations
+        case notes, loss, timeline, activations, story
+    }
+
+    /// Reads a report, an earlier one without `story` too (then it has none).
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        source = try container.decode(String.self, forKey: .source)
+        layout = try container.decodeIfPresent(String.self, forKey: .layout)
+        verdict = try container.decode(String.self, forKey: .verdict)
+        steps = try container.decode([Int].self, forKey: .steps)
+        findings = try container.decode([Finding].self, forKey: .findings)
+        skipped = try container.decode([SkippedItem].self, forKey: .skipped)
+        notChecked = try container.decode([NotChecked].self, forKey: .notChecked)
+        notes = try container.decode([String].self, forKey: .notes)
+        loss = try container.decode([LossPoint].self, forKey: .loss)
+        timeline = try container.decode([TensorTimeline].self, forKey: .timeline)
+        activations = try container.decode([TensorTimeline].self, forKey: .activations)
+        story = try container.decodeIfPresent([StoryEvent].self, forKey: .story) ?? []
     }
 
     public init(run: Run, measurements: RunMeasurements, diagnosis: Diagnosis) {
@@ -93,6 +112,7 @@ public struct ScanReport: Sendable, Codable {
         verdict = diagnosis.verdict
         steps = measurements.steps
         findings = diagnosis.findings
+        story = Story.events(diagnosis.findings, phrase: Diagnoser.phrase)
         skipped = run.skipped + measurements.records.flatMap(\.failures)
         notChecked = diagnosis.notChecked
         notes = run.notes

@@ -66,7 +66,8 @@ extension ScanReport {
     package mutating func show(_ selection: Selection, measurements: RunMeasurements) {
         let (names, layers) = Selection.names(measurements)
         let all = findings.count
-        findings = findings.filter { selection.keeps($0, layers: layers) }
+        findings = Story.keeping(findings) { selection.keeps($0, layers: layers) }
+        story = Story.events(findings, phrase: Diagnoser.phrase)
         timeline = timeline.filter { selection.matches($0.name) }
         activations = activations.filter { selection.matches($0.name) }
         let matched = names.filter(selection.matches).count

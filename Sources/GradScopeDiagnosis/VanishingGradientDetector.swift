@@ -90,8 +90,13 @@ package struct VanishingGradientDetector: Detector {
         let depthRatio = first.early / first.late
         let orders = -Foundation.log10(depthRatio)
         let layerName = run.indexedSeries(.weight(first.earlyName)).last?.measurement.layer
+        // A zero side is said in words: the ratio is 0 and its orders of magnitude are unbounded.
+        let gap =
+            first.early > 0
+            ? "relative to their weights, the early layers' gradients are \(formatSignificant(orders)) orders of magnitude smaller than the late layers'"
+            : "the early layers get no gradient at all, while the late layers' ‖g‖/‖W‖ is \(formatSignificant(first.late))"
         let message =
-            "Gradients vanish toward the input: relative to their weights, the early layers' gradients are \(formatSignificant(orders)) orders of magnitude smaller than the late layers' (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
+            "Gradients vanish toward the input: \(gap) (\(run.stepsKnown ? "first at step \(first.step), \(vanishing.count) of \(profiles.count) saves" : "in this file"))\(estimated ? "; gradients estimated from the optimizer's second moments" : "")."
         let explanation = VanishingGradientExplanation(
             step: run.stepsKnown ? first.step : nil, early: first.early, late: first.late,
             earlyName: first.earlyName, lateName: first.lateName, lossImproving: improving

@@ -4,7 +4,8 @@ import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
 
-/// `zero-gradient`: a gradient that is exactly zero at every save — a dead
+/// `zero-gradient`: a gradient that is exactly zero at every save, or from some
+/// save to the last (two saves or more, after a nonzero one: the onset is dated) — a dead
 /// path: nothing downstream depends on the parameter, an activation before it
 /// is saturated everywhere, or the graph is cut (detach, `.data`, a
 /// non-differentiable op). Without saved gradients, optimizer moments that stay
@@ -18,7 +19,11 @@ package struct ZeroGradientDetector: Detector {
     package let scope: DetectorScope = [.file, .pair, .run]
     package let thresholdNames: [String] = []
 
-    package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) gets zero gradient (dead path)" }
+    package func phrase(for finding: Finding) -> String {
+        finding.evidence["last_nonzero_step"] != nil
+            ? "\(finding.verdictSubject) gets no gradient\(finding.verdictSince) (dead path)"
+            : "\(finding.verdictSubject) gets zero gradient (dead path)"
+    }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         var findings: [Finding] = []
@@ -26,14 +31,13 @@ package struct ZeroGradientDetector: Detector {
         if !gradientKeys.isEmpty {
             for key in gradientKeys {
                 let series = run.indexedSeries(key)
-                guard let first = series.first, let last = series.last,
-                    series.allSatisfy({ $0.measurement.stats.count > 0 && $0.measurement.stats.zeros == $0.measurement.stats.count })
-                else { continue }
+                guard let from = Self.zeroSince(series.map { [$0.measurement] }), let last = series.last else { continue }
                 let gradient = last.measurement
                 findings.append(
                     finding(
-                        name: gradient.name, layer: gradient.layer, first: first.step, last: last.step,
-                        saves: series.count, source: "gradient", elements: gradient.stats.count, run: run))
+                        name: gradient.name, layer: gradient.layer, first: series[from].step, last: last.step,
+                        saves: series.count - from, source: "gradient", elements: gradient.stats.count, run: run,
+                        lastNonzero: from > 0 ? series[from - 1].step : nil))
             }
             return DetectorOutcome(findings: findings)
         }
@@ -64,15 +68,20 @@ package struct ZeroGradientDetector: Detector {
         for (name, slots) in byName.sorted(by: { $0.key < $1.key }) {
             guard !slots.isEmpty, slots.allSatisfy({ !$0.series.isEmpty }) else { continue }
             checkedAny = true
-            let allZero = slots.allSatisfy { slot in
-                slot.series.allSatisfy { $0.measurement.stats.count > 0 && $0.measurement.stats.zeros == $0.measurement.stats.count }
+            // The saves that hold every slot of the parameter, in step order.
+            guard let series = slots.first?.series else { continue }
+            let bySlot = slots.map { slot in Dictionary(slot.series.map { ($0.step, $0.measurement) }, uniquingKeysWith: { a, _ in a }) }
+            let saves = series.compactMap { entry -> (step: Int, slots: [TensorMeasurement])? in
+                let all = bySlot.compactMap { $0[entry.step] }
+                return all.count == bySlot.count ? (entry.step, all) : nil
             }
-            guard allZero, let series = slots.first?.series, let first = series.first, let last = series.last else { continue }
+            guard let from = Self.zeroSince(saves.map(\.slots)), let last = saves.last, let lastSlot = last.slots.first else { continue }
             let slotNames = slots.compactMap { $0.series.first?.measurement.slotName }.joined(separator: " and ")
             findings.append(
                 finding(
-                    name: name, layer: last.measurement.layer, first: first.step, last: last.step,
-                    saves: series.count, source: "optimizer \(slotNames)", elements: last.measurement.stats.count, run: run))
+                    name: name, layer: lastSlot.layer, first: saves[from].step, last: last.step,
+                    saves: saves.count - from, source: "optimizer \(slotNames)", elements: lastSlot.stats.count, run: run,
+                    lastNonzero: from > 0 ? saves[from - 1].step : nil))
         }
         if !checkedAny && findings.isEmpty {
             return .lacking("no gradients were saved, and the optimizer moments exist only at the first save (before any update)")
@@ -80,16 +89,38 @@ package struct ZeroGradientDetector: Detector {
         return DetectorOutcome(findings: findings)
     }
 
+    /// The index of the first save of the trailing run of saves at which every tensor given is exactly
+    /// zero (every element of each), when that run is the whole series, or begins after a nonzero save
+    /// and holds two saves or more: one zero save after live ones cannot show that the gradient stays
+    /// zero (a batch on which the path happened to carry nothing), two show it stopped. Nil otherwise.
+    package static func zeroSince(_ saves: [[TensorMeasurement]]) -> Int? {
+        func zero(_ tensors: [TensorMeasurement]) -> Bool {
+            !tensors.isEmpty && tensors.allSatisfy { $0.stats.count > 0 && $0.stats.zeros == $0.stats.count }
+        }
+        var from = saves.count
+        while from > 0 && zero(saves[from - 1]) { from -= 1 }
+        guard from < saves.count else { return nil }
+        return from == 0 || saves.count - from >= 2 ? from : nil
+    }
+
+    /// `lastNonzero` is the last save before `first` at which it was not zero, when the zero began after one.
     package func finding(
         name: String, layer: String, first: Int, last: Int, saves: Int, source: String, elements: Int,
-        run: RunMeasurements
+        run: RunMeasurements, lastNonzero: Int? = nil
     ) -> Finding {
         let span = first == last ? run.atStep(first) : "at every save from step \(first) to \(last)"
-        let message = "\(name) receives exactly zero gradient \(span) (\(source)): a dead path; this parameter cannot learn."
-        let explanation = ZeroGradientExplanation(elements: elements, source: source, saves: saves).text
+        let message: String
+        var evidence: [String: EvidenceValue] = ["saves": .int(saves), "elements": .int(elements), "source": .string(source)]
+        if let lastNonzero {
+            message =
+                "\(name) receives no gradient since step \(first): exactly zero at every save from step \(first) to \(last) (\(source)), after a nonzero one at step \(lastNonzero); a dead path from then on, this parameter no longer learns."
+            evidence["last_nonzero_step"] = .int(lastNonzero)
+        } else {
+            message = "\(name) receives exactly zero gradient \(span) (\(source)): a dead path; this parameter cannot learn."
+        }
+        let explanation = ZeroGradientExplanation(elements: elements, source: source, saves: saves, lastNonzero: lastNonzero).text
         return Finding(
             kind: kind, severity: .warning, tensor: name, layer: layer, firstStep: first, lastStep: last,
-            message: message, evidence: ["saves": .int(saves), "elements": .int(elements), "source": .string(source)],
-            explanation: explanation)
+            message: message, evidence: evidence, explanation: explanation)
     }
 }

@@ -33,12 +33,12 @@ package enum ChunkedMeasurer {
 
     /// The statistics of `data`, whose chunks are `chunks`; nil when the blocks do not hold whole chunks.
     package static func stats(
-        of data: any TensorData, chunks: DeflatedChunks, layout: UnitLayout, options: MeasureOptions
+        of data: any TensorData, chunks: DeflatedChunks, layout: UnitLayout, inputs: InputUnitMap? = nil, options: MeasureOptions
     ) throws -> TensorStats? {
         guard let blocks = plan(data, [chunks], blockElements: max(options.blockElements, 1)) else { return nil }
         switch chunks.type {
-        case .float32: return try stats(chunks, blocks: blocks, as: Float.self, layout: layout, options: options)
-        case .float64: return try stats(chunks, blocks: blocks, as: Double.self, layout: layout, options: options)
+        case .float32: return try stats(chunks, blocks: blocks, as: Float.self, layout: layout, inputs: inputs, options: options)
+        case .float64: return try stats(chunks, blocks: blocks, as: Double.self, layout: layout, inputs: inputs, options: options)
         default: return nil
         }
     }
@@ -64,9 +64,11 @@ package enum ChunkedMeasurer {
     }
 
     static func stats<T: MeasuredElement>(
-        _ chunks: DeflatedChunks, blocks: [TensorBlock], as _: T.Type, layout: UnitLayout, options: MeasureOptions
+        _ chunks: DeflatedChunks, blocks: [TensorBlock], as _: T.Type, layout: UnitLayout, inputs: InputUnitMap? = nil,
+        options: MeasureOptions
     ) throws -> TensorStats {
         var accumulator = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
+        accumulator.countInputZeros(inputs)
         try withUnsafeMutablePointer(to: &accumulator) { stats in
             try stream([chunks], blocks: blocks, as: T.self, threads: options.threads) { block, buffers in
                 T.add(UnsafeBufferPointer(rebasing: buffers[0][0..<block.count]), at: block.offset, to: &stats.pointee)

@@ -26,6 +26,12 @@ public struct TensorMeasurement: Sendable, Codable {
     public var unitCount: Int?
     /// Activations: units whose output is zero for at least the dead-activation fraction of the batch.
     public var inactiveUnits: Int?
+    /// Gradients of matrices and kernels, and their optimizer's second moments: input units (columns of
+    /// a PyTorch [out, in] matrix, input channels, rows of a Keras [in, out] kernel) whose values are all
+    /// exactly zero (``TensorMeasurer/inputMap(for:)``).
+    public var zeroInputs: Int? = nil
+    /// Input units counted for `zeroInputs`.
+    public var inputCount: Int? = nil
 
     public init(
         key: TensorKey, name: String, layer: String, role: TensorRole, slot: OptimizerSlot? = nil, slotName: String? = nil,
@@ -59,6 +65,8 @@ public struct TensorMeasurement: Sendable, Codable {
         case zeroUnits = "zero_units"
         case unitCount = "unit_count"
         case inactiveUnits = "inactive_units"
+        case zeroInputs = "zero_inputs"
+        case inputCount = "input_count"
     }
 }
 
@@ -149,9 +157,9 @@ public final class TableLayout: Sendable {
 }
 
 /// One step's measurements by tensor key, stored in columns: per tensor, six numbers (mean, std,
-/// min, max, ‖x‖, the drift's relative change) and nine counts (elements, zeros, NaN, +Inf, −Inf,
-/// changed elements, zero units, units, inactive units; a count field that is zero for every tensor
-/// of the save is not stored), at most 85 bytes, whatever the histograms'
+/// min, max, ‖x‖, the drift's relative change) and eleven counts (elements, zeros, NaN, +Inf, −Inf,
+/// changed elements, zero units, units, inactive units, zero input units, input units; a count field
+/// that is zero for every tensor of the save is not stored), at most 93 bytes, whatever the histograms'
 /// size. The log2 histograms (``MeasurementDetail/histogram``) and the full statistics
 /// (``MeasurementDetail/full``) are kept only where asked. Reading a tensor gives back a
 /// ``TensorMeasurement``: its compact numbers are exactly those measured (`maxAbs` is
@@ -164,7 +172,7 @@ public struct MeasurementTable: Sendable {
     private var numbers: [Double]
     /// Per tensor, the count fields that are nonzero somewhere in this save (bit `field` of
     /// `present`), in field order; the others are zero everywhere and not stored. `UInt32.max`
-    /// sends the reader to `wide`. A healthy save has four or five such fields of the nine.
+    /// sends the reader to `wide`. A healthy save has four to six such fields of the eleven.
     private var counts: [UInt32]
     private var present: UInt16
     /// Per tensor: which optional parts are present (``Flag``).
@@ -185,10 +193,12 @@ public struct MeasurementTable: Sendable {
         static let zeroUnits: UInt8 = 2
         static let unitCount: UInt8 = 4
         static let inactiveUnits: UInt8 = 8
+        static let zeroInputs: UInt8 = 16
+        static let inputCount: UInt8 = 32
     }
 
     private static let numberFields = 6
-    private static let countFields = 9
+    private static let countFields = 11
 
     public init() { self.init(layout: TableLayout([]), measurements: [], detail: .full) }
 
@@ -207,7 +217,7 @@ public struct MeasurementTable: Sendable {
             let s = m.stats
             return [
                 s.count, s.zeros, s.nan, s.posInf, s.negInf, m.drift?.changed ?? 0, m.zeroUnits ?? 0, m.unitCount ?? 0,
-                m.inactiveUnits ?? 0,
+                m.inactiveUnits ?? 0, m.zeroInputs ?? 0, m.inputCount ?? 0,
             ]
         }
         var present: UInt16 = 0
@@ -238,6 +248,8 @@ public struct MeasurementTable: Sendable {
             if m.zeroUnits != nil { flag |= Flag.zeroUnits }
             if m.unitCount != nil { flag |= Flag.unitCount }
             if m.inactiveUnits != nil { flag |= Flag.inactiveUnits }
+            if m.zeroInputs != nil { flag |= Flag.zeroInputs }
+            if m.inputCount != nil { flag |= Flag.inputCount }
             flags.append(flag)
         }
     }
@@ -282,12 +294,15 @@ public struct MeasurementTable: Sendable {
                     unitRelativeChange: nil, unitChanged: nil)
             }
         }
-        return TensorMeasurement(
+        var measurement = TensorMeasurement(
             key: d.key, name: d.name, layer: d.layer, role: d.role, slot: d.slot, slotName: d.slotName, shape: d.shape,
             unitAxis: d.unitAxis, dtype: d.dtype, path: d.path, trainable: d.trainable, stats: stats, drift: drift,
             zeroUnits: flag & Flag.zeroUnits != 0 ? integer(t, 6) : nil,
             unitCount: flag & Flag.unitCount != 0 ? integer(t, 7) : nil,
             inactiveUnits: flag & Flag.inactiveUnits != 0 ? integer(t, 8) : nil)
+        measurement.zeroInputs = flag & Flag.zeroInputs != 0 ? integer(t, 9) : nil
+        measurement.inputCount = flag & Flag.inputCount != 0 ? integer(t, 10) : nil
+        return measurement
     }
 
     public subscript(key: TensorKey) -> TensorMeasurement? {
@@ -410,9 +425,10 @@ extension MeasurementTable: Codable {
     }
 }
 
-/// Per-unit evidence gathered over the later half of a run (the window in
-/// which dead units are judged): which units ever had a nonzero gradient,
-/// ever moved, or were ever active.
+/// Per-unit evidence gathered over every save of a run: for each unit, the last
+/// save at which it had a nonzero gradient, moved, or was active. Dead units are
+/// judged over the later half (``RunMeasurer/windowStart(count:)``); the saves
+/// before it date their deaths.
 public struct UnitWindow: Sendable {
     public var key: TensorKey
     public var name: String
@@ -433,6 +449,9 @@ public struct UnitWindow: Sendable {
     /// Units dead at every save of the window.
     public var deadCount: Int { lastAlive.lazy.filter { $0 < 0 }.count }
 
+    /// The index of the first save of the window at or after `step` (`saves` when there is none).
+    public func index(atOrAfter step: Int) -> Int { steps.firstIndex { $0 >= step } ?? steps.count }
+
     /// The window from its save `from` on.
     public func trailing(from: Int) -> UnitWindow {
         var part = self
@@ -445,6 +464,8 @@ public struct UnitWindow: Sendable {
 /// What a unit window was built from.
 public enum UnitEvidence: String, Sendable, Codable {
     case gradient, activation, movement
+    /// The input units of a kernel's gradient or second moment: an input unit alive when not all zero.
+    case inputs
 }
 
 /// The measurements of a whole run, the input of every detector.

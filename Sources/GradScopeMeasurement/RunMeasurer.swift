@@ -12,15 +12,18 @@ public struct UnitSnapshot: Sendable, Codable {
     public var layer: String
     public var source: UnitEvidence
     public var alive: [Bool]
+    /// A gradient's input units (``UnitEvidence/inputs``), alive when not all zero; nil when not counted.
+    public var inputsAlive: [Bool]?
 
-    private enum CodingKeys: String, CodingKey { case key, name, layer, source, alive }
+    private enum CodingKeys: String, CodingKey { case key, name, layer, source, alive, inputs }
 
-    public init(key: TensorKey, name: String, layer: String, source: UnitEvidence, alive: [Bool]) {
+    public init(key: TensorKey, name: String, layer: String, source: UnitEvidence, alive: [Bool], inputsAlive: [Bool]? = nil) {
         self.key = key
         self.name = name
         self.layer = layer
         self.source = source
         self.alive = alive
+        self.inputsAlive = inputsAlive
     }
 
     /// `alive` travels as one string of `1` and `0` (a layer has thousands of units,
@@ -33,6 +36,7 @@ public struct UnitSnapshot: Sendable, Codable {
         source = try container.decode(UnitEvidence.self, forKey: .source)
         let bits = try container.decode(String.self, forKey: .alive)
         alive = bits.utf8.map { $0 == UInt8(ascii: "1") }
+        inputsAlive = try container.decodeIfPresent(String.self, forKey: .inputs)?.utf8.map { $0 == UInt8(ascii: "1") }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -42,6 +46,9 @@ public struct UnitSnapshot: Sendable, Codable {
         try container.encode(layer, forKey: .layer)
         try container.encode(source, forKey: .source)
         try container.encode(String(decoding: alive.map { $0 ? UInt8(ascii: "1") : UInt8(ascii: "0") }, as: UTF8.self), forKey: .alive)
+        if let inputsAlive {
+            try container.encode(String(decoding: inputsAlive.map { $0 ? UInt8(ascii: "1") : UInt8(ascii: "0") }, as: UTF8.self), forKey: .inputs)
+        }
     }
 }
 
@@ -53,7 +60,8 @@ public struct UnitSnapshot: Sendable, Codable {
 /// step by step through libhdf5, each weight
 /// side by side with the previous checkpoint's.
 public enum RunMeasurer {
-    /// The index of the first save in the dead-unit window: the later half of the run.
+    /// The index of the first save in the dead-unit window: the later half of the run. The unit
+    /// windows hold every save; the dead-unit detector judges them from this save on.
     public static func windowStart(count: Int) -> Int { count >= 2 ? count / 2 : 0 }
 
     /// Measures a described run in this process (``ScanEngine/measure(_:load:options:perUnitEverywhere:full:progress:)``):
@@ -220,6 +228,14 @@ public enum RunMeasurer {
             measurement.unitCount = zeroUnit.count
             measurement.zeroUnits = zeroUnit.filter { $0 }.count
         }
+        // An input unit is zero when every one of its values is exactly 0.
+        var inputsAlive: [Bool]?
+        if let zeros = stats.inputZeroCount, !zeros.isEmpty, tensor.count % zeros.count == 0 {
+            let size = tensor.count / zeros.count
+            inputsAlive = zeros.map { size == 0 || $0 < size }
+            measurement.inputCount = zeros.count
+            measurement.zeroInputs = inputsAlive?.filter { !$0 }.count
+        }
         if tensor.role == .activation, let zeros = stats.unitZeroCount, unitSize > 0 {
             measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
         }
@@ -244,12 +260,17 @@ public enum RunMeasurer {
                 break
             }
             if let alive, let evidence, !alive.isEmpty {
-                snapshot = UnitSnapshot(key: tensor.key, name: tensor.name, layer: tensor.layer, source: evidence, alive: alive)
+                snapshot = UnitSnapshot(
+                    key: tensor.key, name: tensor.name, layer: tensor.layer, source: evidence, alive: alive, inputsAlive: inputsAlive)
+            } else if let inputsAlive, !inputsAlive.isEmpty {
+                // A second moment: only its input units are evidence.
+                snapshot = UnitSnapshot(key: tensor.key, name: tensor.name, layer: tensor.layer, source: .inputs, alive: inputsAlive)
             }
         }
         // Per-unit arrays are summarised above; dropping them keeps a long run's memory small.
         measurement.stats.unitNorms = nil
         measurement.stats.unitZeroCount = nil
+        measurement.stats.inputZeroCount = nil
         measurement.drift?.unitRelativeChange = nil
         measurement.drift?.unitChanged = nil
         return (measurement, snapshot)
@@ -260,24 +281,38 @@ public enum RunMeasurer {
 /// unit, the last save at which it was alive. Memory stays at one number per unit whatever the
 /// number of saves.
 package struct UnitWindowBuilder {
-    private var byKey: [TensorKey: UnitWindow] = [:]
+    private struct WindowKey: Hashable {
+        var key: TensorKey
+        var inputs: Bool
+    }
+
+    private var byKey: [WindowKey: UnitWindow] = [:]
 
     package init() {}
 
     package mutating func add(_ snapshots: [UnitSnapshot], step: Int) {
         for snapshot in snapshots {
-            if var window = byKey[snapshot.key] {
-                guard window.units == snapshot.alive.count else { continue }
-                for unit in 0..<window.units where snapshot.alive[unit] { window.lastAlive[unit] = window.saves }
-                window.steps.append(step)
-                byKey[snapshot.key] = window
-            } else {
-                byKey[snapshot.key] = UnitWindow(
-                    key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: snapshot.source,
-                    units: snapshot.alive.count, lastAlive: snapshot.alive.map { $0 ? 0 : -1 }, steps: [step])
-            }
+            add(snapshot.alive, of: snapshot, source: snapshot.source, step: step)
+            // A gradient's input units are a window of their own.
+            if let inputs = snapshot.inputsAlive, !inputs.isEmpty { add(inputs, of: snapshot, source: .inputs, step: step) }
         }
     }
 
-    package var windows: [UnitWindow] { byKey.values.sorted { $0.key < $1.key } }
+    private mutating func add(_ alive: [Bool], of snapshot: UnitSnapshot, source: UnitEvidence, step: Int) {
+        let id = WindowKey(key: snapshot.key, inputs: source == .inputs)
+        if var window = byKey[id] {
+            guard window.units == alive.count else { return }
+            for unit in 0..<window.units where alive[unit] { window.lastAlive[unit] = window.saves }
+            window.steps.append(step)
+            byKey[id] = window
+        } else {
+            byKey[id] = UnitWindow(
+                key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: source,
+                units: alive.count, lastAlive: alive.map { $0 ? 0 : -1 }, steps: [step])
+        }
+    }
+
+    package var windows: [UnitWindow] {
+        byKey.values.sorted { $0.key != $1.key ? $0.key < $1.key : ($0.source != .inputs && $1.source == .inputs) }
+    }
 }

@@ -126,7 +126,10 @@ public enum ScanEngine {
         // hold every save's storage to the end.
         var checkpoints = run.checkpoints
         run.checkpoints = []
-        let start = RunMeasurer.windowStart(count: checkpoints.count)
+        // Per-unit liveness is kept from every save (one number per unit, whatever the saves): the
+        // dead-unit window is judged over the later half (``RunMeasurer/windowStart(count:)``), and each
+        // death is dated at the save after which its unit was never alive again, however early.
+        let start = 0
         let gradientNames = Array(Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
         var steps = checkpoints.map(SeriesMeasurer.Step.init)
         let sampled = Set(StepSampling.indices(count: checkpoints.count))

@@ -170,6 +170,15 @@ package enum SeriesMeasurer {
         package var partner: Int?
         package var statsLayout: UnitLayout
         package var driftLayout: UnitLayout
+        /// The input units whose zeros are counted (``TensorMeasurer/inputMap(for:)``), with the per-unit statistics.
+        package var inputs: InputUnitMap? = nil
+
+        /// A fresh statistics accumulator for this entry.
+        package func accumulator(_ options: MeasureOptions) -> StatsAccumulator {
+            var accumulator = StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins)
+            accumulator.countInputZeros(inputs)
+            return accumulator
+        }
     }
 
     /// Steps of one tensor (same type, same shape, stored the same way) measured together.
@@ -304,7 +313,7 @@ package enum SeriesMeasurer {
                 current.append(
                     Entry(
                         step: s, tensor: t, partner: partner, statsLayout: statsLayout,
-                        driftLayout: partner == nil ? .none : driftLayout))
+                        driftLayout: partner == nil ? .none : driftLayout, inputs: TensorMeasurer.inputMap(for: tensor)))
             }
             close()
         }
@@ -334,7 +343,7 @@ package enum SeriesMeasurer {
     ) -> Part {
         let n = window.entries.count
         var part = Part(
-            stats: window.entries.map { StatsAccumulator(layout: $0.statsLayout, histogramBins: options.histogramBins) },
+            stats: window.entries.map { $0.accumulator(options) },
             drift: window.entries.map { $0.partner == nil ? nil : DriftAccumulator(layout: $0.driftLayout) },
             errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
         let blockCapacity = TensorMeasurer.directBlockElements
@@ -393,7 +402,7 @@ package enum SeriesMeasurer {
     ) -> Part {
         let n = window.entries.count
         var part = Part(
-            stats: window.entries.map { StatsAccumulator(layout: $0.statsLayout, histogramBins: options.histogramBins) },
+            stats: window.entries.map { $0.accumulator(options) },
             drift: window.entries.map { $0.partner == nil ? nil : DriftAccumulator(layout: $0.driftLayout) },
             errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
         // The steps read, each once: every entry's, and a first partner's not in the window.

@@ -38,8 +38,21 @@ public enum TensorMeasurer {
         return layout
     }
 
+    /// The input units whose exact zeros are counted: those of the gradient of a matrix or kernel,
+    /// and of the second moment of its optimizer (Adam's v, exactly zero where every gradient so far
+    /// was), where a zero input unit shows an input zero on every example (docs/DETECTORS.md,
+    /// "Evidence from neighbours"). Nil for anything else, and beyond ``maxUnits`` input units.
+    package static func inputMap(for tensor: TensorRef) -> InputUnitMap? {
+        guard tensor.role == .gradient || (tensor.role == .optimizer && tensor.slot == .secondMoment), tensor.shape.count >= 2,
+            !TensorNames.isBias(tensor.name), let map = InputUnitMap.forKernel(shape: tensor.shape, unitAxis: tensor.unitAxis),
+            map.units >= 1, map.units <= maxUnits
+        else { return nil }
+        return map
+    }
+
     /// The statistics of one tensor.
     /// `perUnit` asks for per-unit norms and zero counts (the default); without them the pass is cheaper.
+    /// The zeros of the input units (``inputMap(for:)``) are counted either way.
     public static func stats(
         of tensor: TensorRef, in checkpoint: OpenCheckpoint, options: MeasureOptions = MeasureOptions(),
         perUnit: Bool = true
@@ -47,28 +60,30 @@ public enum TensorMeasurer {
         let dataset = try checkpoint.data(for: tensor)
         try dataset.checkReadable()
         let layout = perUnit ? unitLayout(for: tensor) : .none
+        let inputs = inputMap(for: tensor)
         if let direct = dataset.contiguous() {
             switch direct.type {
-            case .float32: return try directStats(direct, as: Float.self, layout: layout, options: options)
-            default: return try directStats(direct, as: Double.self, layout: layout, options: options)
+            case .float32: return try directStats(direct, as: Float.self, layout: layout, inputs: inputs, options: options)
+            default: return try directStats(direct, as: Double.self, layout: layout, inputs: inputs, options: options)
             }
         }
         if let chunks = dataset.deflatedChunks(),
-            let stats = try ChunkedMeasurer.stats(of: dataset, chunks: chunks, layout: layout, options: options)
+            let stats = try ChunkedMeasurer.stats(of: dataset, chunks: chunks, layout: layout, inputs: inputs, options: options)
         {
             return stats
         }
         return dataset.needsDouble
-            ? try streamedStats(dataset, as: Double.self, layout: layout, options: options)
-            : try streamedStats(dataset, as: Float.self, layout: layout, options: options)
+            ? try streamedStats(dataset, as: Double.self, layout: layout, inputs: inputs, options: options)
+            : try streamedStats(dataset, as: Float.self, layout: layout, inputs: inputs, options: options)
     }
 
     /// Statistics of any dataset read through libhdf5 in blocks, converted to `T`.
     package static func streamedStats<T: MeasuredElement & HDF5Real>(
-        _ dataset: any TensorData, as _: T.Type, layout: UnitLayout,
+        _ dataset: any TensorData, as _: T.Type, layout: UnitLayout, inputs: InputUnitMap? = nil,
         options: MeasureOptions
     ) throws -> TensorStats {
         var accumulator = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
+        accumulator.countInputZeros(inputs)
         try dataset.stream(as: T.self, blockElements: options.blockElements) { block, offset in
             T.add(block, at: offset, to: &accumulator)
         }
@@ -146,11 +161,13 @@ public enum TensorMeasurer {
     /// elements are split into one contiguous share per thread, each read block
     /// by block into a buffer of its own, and the shares' accumulators merged in order.
     package static func directStats<T: MeasuredElement>(
-        _ tensor: any ContiguousTensor, as _: T.Type, layout: UnitLayout,
+        _ tensor: any ContiguousTensor, as _: T.Type, layout: UnitLayout, inputs: InputUnitMap? = nil,
         options: MeasureOptions
     ) throws -> TensorStats {
         let shares = split(count: tensor.count, block: directBlockElements, threads: options.threads)
-        var parts = [StatsAccumulator](repeating: StatsAccumulator(layout: layout, histogramBins: options.histogramBins), count: shares.count)
+        var first = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
+        first.countInputZeros(inputs)
+        var parts = [StatsAccumulator](repeating: first, count: shares.count)
         try parts.withUnsafeMutableBufferPointer { accumulators in
             try inParallel(shares.count) { index in
                 let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)

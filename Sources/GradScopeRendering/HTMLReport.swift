@@ -56,6 +56,7 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         html += "<title>gradscope report: \(htmlEscape(report.source))</title>\n<style>\(HTMLReportRenderer.css)</style>\n</head>\n<body>\n<main>\n"
         html += header(report)
         html += verdict(report)
+        html += story(report)
         html += findings(layout)
         html += lossSection(layout)
         html += activationSection(layout)
@@ -101,6 +102,28 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         }
         return "<section class=\"verdict \(worst?.rawValue ?? "ok")\"><div class=\"glyph\">\(glyph)</div>"
             + "<div><h1>\(inlineCodeHTML(report.verdict))</h1><div class=\"chips\">\(counts.joined())</div></div></section>\n"
+    }
+
+    /// The story: each root cause and the chain of what it caused, as boxes joined by arrows, each
+    /// with the step it began at and its severity; nothing when no finding is linked to another.
+    package func story(_ report: ScanReport) -> String {
+        guard !report.story.isEmpty else { return "" }
+        var html = "<section class=\"panel\" id=\"story\"><h2>Story <span class=\"muted\">cause → consequences, in the order they began</span></h2>\n"
+        for chain in Story.chains(report.story) {
+            html += "<ol class=\"chain\">"
+            for index in chain {
+                let event = report.story[index]
+                let worst = event.findings.compactMap { report.findings.indices.contains($0) ? report.findings[$0].severity : nil }.max()
+                let step = event.firstStep.map { "step \($0)" } ?? ""
+                let causes = event.causedBy.count > 1 ? " <span class=\"muted\">(from \(event.causedBy.count) causes)</span>" : ""
+                html +=
+                    "<li class=\"event \(worst?.rawValue ?? "info")\"><span class=\"when\">\(htmlEscape(step))</span>"
+                    + "<span class=\"what\">\(inlineCodeHTML(event.summary))\(causes)</span>"
+                    + "<span class=\"count\">\(event.findings.count) finding\(event.findings.count == 1 ? "" : "s")</span></li>"
+            }
+            html += "</ol>\n"
+        }
+        return html + "</section>\n"
     }
 
     package func findings(_ layout: ReportLayout) -> String {
@@ -200,6 +223,13 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         .verdict.error{background:#c62828}.verdict.warning{background:#d97200}.verdict.info{background:#1f6fb5}.verdict.ok{background:#2e7d32}
         .chips{display:flex;flex-wrap:wrap;gap:6px}
         .chip{background:rgba(255,255,255,.92);color:#333;border-radius:12px;padding:1px 10px;font-size:12.5px;font-weight:600}
+        ol.chain{list-style:none;margin:6px 0 12px;padding:0;display:flex;flex-wrap:wrap;align-items:stretch;gap:4px}
+        ol.chain li.event{display:flex;flex-direction:column;gap:2px;background:#fff;border:1px solid #ddd;border-left:4px solid #1f6fb5;border-radius:6px;padding:6px 10px;max-width:300px}
+        ol.chain li.event.error{border-left-color:#c62828}ol.chain li.event.warning{border-left-color:#b35f00}
+        ol.chain li.event+li.event::before{content:"→";position:relative;left:-22px;top:18px;width:0;color:#888;font-size:16px}
+        ol.chain li.event+li.event{margin-left:18px}
+        h2 .muted{color:#888;font-weight:400;font-size:13px}
+        ol.chain .when{font-size:12px;color:#666}ol.chain .count{font-size:11.5px;color:#888}
         .chip.error{color:#c62828}.chip.warning{color:#b35f00}.chip.info{color:#1f6fb5}.chip.ok{color:#2e7d32}.chip.muted{color:#666;font-weight:500}
         .panel{background:#fff;border-radius:10px;padding:14px 18px;margin-bottom:16px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
         h2{margin:0 0 10px;font-size:17px}h3{margin:0 0 8px;font-size:15px}

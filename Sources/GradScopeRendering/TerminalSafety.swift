@@ -108,6 +108,11 @@ extension ScanReport {
         copy.notes = notes.map(GradScopeRendering.terminalSafe)
         copy.timeline = timeline.map(\.terminalSafe)
         copy.activations = activations.map(\.terminalSafe)
+        copy.story = story.map { event in
+            var safe = event
+            safe.summary = GradScopeRendering.terminalSafe(event.summary)
+            return safe
+        }
         return copy
     }
 }

@@ -53,6 +53,29 @@ public struct TextRenderer: ReportRenderer, Sendable {
         return lines
     }
 
+    /// The story of a scan: each root cause, then what it caused, indented under it, with the step
+    /// each began; nothing when no finding is linked to another.
+    package func storyLines(_ story: [StoryEvent]) -> [String] {
+        guard !story.isEmpty else { return [] }
+        var depth: [Int: Int] = [:]
+        for (index, event) in story.enumerated() {
+            depth[index] = event.causedBy.isEmpty ? 0 : 1 + (event.causedBy.compactMap { depth[$0] }.max() ?? 0)
+        }
+        var lines = [style.bold("Story") + style.dim(" (cause → consequences, in the order they began):")]
+        for chain in Story.chains(story) {
+            for index in chain {
+                let event = story[index]
+                let level = depth[index] ?? 0
+                let step = event.firstStep.map { "step \($0)" } ?? ""
+                let lead = String(repeating: "  ", count: level) + (level > 0 ? "→ " : "")
+                let prefix = "  " + step.padding(toLength: 10, withPad: " ", startingAt: 0) + lead
+                lines.append(contentsOf: wrapped(prefix: prefix, styledPrefix: style.dim(prefix), rest: event.summary, indent: prefix.count))
+            }
+        }
+        lines.append("")
+        return lines
+    }
+
     package func findingLines(_ findings: [Finding], notChecked: [NotChecked]) -> [String] {
         var lines: [String] = []
         if findings.isEmpty {
@@ -204,6 +227,7 @@ public struct TextRenderer: ReportRenderer, Sendable {
             lines.append(contentsOf: wrapped(sparklineLegend, indent: 2, style.dim))
             lines.append("")
         }
+        lines.append(contentsOf: storyLines(report.story))
         lines.append(contentsOf: findingLines(report.findings, notChecked: report.notChecked))
         if !report.notes.isEmpty {
             lines.append("")

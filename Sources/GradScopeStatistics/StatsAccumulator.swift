@@ -67,6 +67,9 @@ public struct StatsAccumulator: Sendable {
     package var unitZeros: [Int]
     /// False after merging an accumulator with a different unit layout.
     package var unitsConsistent = true
+    /// The input units whose zeros are counted (``countInputZeros(_:)``), and their counts.
+    package private(set) var inputMap: InputUnitMap?
+    package private(set) var inputZeros: [Int] = []
 
     /// Creates an empty accumulator.
     ///
@@ -84,6 +87,22 @@ public struct StatsAccumulator: Sendable {
     /// The largest finite magnitude added so far (0 when there is none).
     package var runningMaxMagnitude: Double {
         moments.count > 0 ? Swift.max(-minimum, maximum) : 0
+    }
+
+    /// Counts the exact zeros of each input unit of `map` as well (``TensorStats/inputZeroCount``).
+    /// Call before adding anything.
+    package mutating func countInputZeros(_ map: InputUnitMap?) {
+        inputMap = map
+        inputZeros = [Int](repeating: 0, count: map?.units ?? 0)
+    }
+
+    @inline(__always)
+    private mutating func addInputZeros<T: BinaryFloatingPoint>(_ p: UnsafePointer<T>, count n: Int, offset: Int) {
+        guard let map = inputMap else { return }
+        inputZeros.withUnsafeMutableBufferPointer { zeros in
+            guard let base = zeros.baseAddress else { return }
+            map.countZeros(p, count: n, offset: offset, into: base)
+        }
     }
 
     // MARK: Adding
@@ -128,6 +147,7 @@ public struct StatsAccumulator: Sendable {
     }
 
     package mutating func addFloatChunk(_ p: UnsafePointer<Float>, count n: Int, offset: Int) {
+        addInputZeros(p, count: n, offset: offset)
         if scaleExponent != 0 {
             if runningMaxMagnitude == 0 {
                 scaleExponent = 0
@@ -203,6 +223,7 @@ public struct StatsAccumulator: Sendable {
     }
 
     package mutating func addDoubleChunk(_ p: UnsafePointer<Double>, count n: Int, offset: Int) {
+        addInputZeros(p, count: n, offset: offset)
         count &+= n
         var summary = StatsKernels.ChunkSummary()
         var chunkMaxMagnitude = 0.0
@@ -353,6 +374,12 @@ public struct StatsAccumulator: Sendable {
             }
         } else {
             unitsConsistent = false
+        }
+        if inputMap != nil && inputMap == other.inputMap && inputZeros.count == other.inputZeros.count {
+            for i in inputZeros.indices { inputZeros[i] &+= other.inputZeros[i] }
+        } else if inputMap != nil || other.inputMap != nil {
+            inputMap = nil
+            inputZeros = []
         }
     }
 }

@@ -77,13 +77,15 @@ extension StatsAccumulator {
             unitZeroCount = unitZeros
         }
 
-        return TensorStats(
+        var stats = TensorStats(
             count: count, finiteCount: finite,
             mean: mean, std: std, min: minValue, max: maxValue, maxAbs: maxAbs, l2Norm: l2Norm,
             zeros: zeros, nan: nan, posInf: posInf, negInf: negInf,
             p1: quantiles[0], p5: quantiles[1], p50: quantiles[2], p95: quantiles[3], p99: quantiles[4],
             histogram: histogram, log2Histogram: log2Histogram,
             unitNorms: unitNorms, unitZeroCount: unitZeroCount)
+        if inputMap != nil { stats.inputZeroCount = inputZeros }
+        return stats
     }
 
     package struct Cell {

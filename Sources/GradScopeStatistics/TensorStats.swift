@@ -78,6 +78,10 @@ public struct TensorStats: Sendable, Codable, Equatable {
     public var unitNorms: [Double]?
     /// Number of zero elements in each unit; `nil` without a unit layout.
     public var unitZeroCount: [Int]?
+    /// Number of zero elements in each *input* unit of a kernel (a column of a PyTorch [out, in]
+    /// matrix, an input channel of a convolution, a row of a Keras [in, out] kernel); `nil` unless
+    /// asked for (``InputUnitMap``).
+    public var inputZeroCount: [Int]? = nil
 
     public init(
         count: Int, finiteCount: Int,
@@ -140,6 +144,7 @@ public struct TensorStats: Sendable, Codable, Equatable {
         case log2Histogram = "log2_histogram"
         case unitNorms = "unit_norms"
         case unitZeroCount = "unit_zero_count"
+        case inputZeroCount = "input_zero_count"
     }
 }
 

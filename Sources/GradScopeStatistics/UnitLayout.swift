@@ -136,3 +136,66 @@ package struct StatsUnitMap: Sendable, Equatable {
         }
     }
 }
+
+/// How the flat (row-major) elements of a kernel map to its *input* units: element `i` belongs to
+/// input unit `(i / stride) % units`. A PyTorch `[out, in, k...]` kernel has its inputs on axis 1
+/// (`stride` = ∏k, 1 for a matrix); a Keras `[k..., in, out]` kernel on axis rank − 2 (`stride` =
+/// out). Only exact zeros are counted per input unit: an input unit all of whose elements are zero
+/// in a weight gradient received an input that was zero on every example that carried gradient.
+package struct InputUnitMap: Sendable, Equatable {
+    package let units: Int
+    package let stride: Int
+
+    package init(units: Int, stride: Int) {
+        self.units = Swift.max(0, units)
+        self.stride = Swift.max(0, stride)
+    }
+
+    /// The input units of a kernel of `shape` whose output units run along `unitAxis` (0: PyTorch,
+    /// rank − 1: Keras); nil for a rank below 2, another axis, or a shape that overflows.
+    package static func forKernel(shape: [Int], unitAxis: Int?) -> InputUnitMap? {
+        guard let axis = unitAxis, shape.count >= 2, shape.allSatisfy({ $0 >= 0 }) else { return nil }
+        let inputAxis: Int
+        if axis == 0 {
+            inputAxis = 1
+        } else if axis == shape.count - 1 {
+            inputAxis = shape.count - 2
+        } else {
+            return nil
+        }
+        var stride = 1
+        for dimension in shape[(inputAxis + 1)...] {
+            let (product, overflow) = stride.multipliedReportingOverflow(by: dimension)
+            if overflow { return nil }
+            stride = product
+        }
+        return InputUnitMap(units: shape[inputAxis], stride: stride)
+    }
+
+    /// Adds the exact zeros (±0; NaN is not zero) of the block `p[0..<n]`, whose first element has flat
+    /// index `offset`, to `zeros[unit]`.
+    @inline(__always)
+    package func countZeros<T: BinaryFloatingPoint>(_ p: UnsafePointer<T>, count n: Int, offset: Int, into zeros: UnsafeMutablePointer<Int>) {
+        guard units > 0, stride > 0, offset >= 0, n > 0 else { return }
+        var i = 0
+        if stride == 1 {
+            var unit = offset % units
+            while i < n {
+                if p[i] == 0 { zeros[unit] &+= 1 }
+                unit &+= 1
+                if unit == units { unit = 0 }
+                i &+= 1
+            }
+            return
+        }
+        while i < n {
+            let flat = offset &+ i
+            let run = Swift.min(n &- i, stride &- flat % stride)
+            let unit = (flat / stride) % units
+            var z = 0
+            for j in i..<(i &+ run) where p[j] == 0 { z &+= 1 }
+            zeros[unit] &+= z
+            i &+= run
+        }
+    }
+}

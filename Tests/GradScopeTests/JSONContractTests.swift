@@ -180,7 +180,7 @@ struct JSONContractTests {
         for name in [
             "ScanReport", "LossPoint", "TensorTimeline", "TimelinePoint", "Finding", "NotChecked", "SkippedItem", "InspectReport",
             "InspectedTensor", "TensorStats", "LinearHistogram", "Log2Histogram", "DiffReport", "TensorDrift", "DriftStats", "Listing",
-            "ListedObject", "ListedAttribute",
+            "ListedObject", "ListedAttribute", "StoryEvent",
         ] {
             #expect(!(contract.objects[name] ?? []).isEmpty, "no table for \(name)")
         }
@@ -205,7 +205,7 @@ struct JSONContractTests {
         var problems: [String] = []
         for sample in [
             "healthy", "exploding-nan", "frozen-layer", "dead-relu", "ctr-plateau", "keras-weights-h5", "tf-keras-legacy-h5",
-            "vanishing-sigmoid",
+            "vanishing-sigmoid", "explode-then-dead",
         ] {
             let scan = try output(["scan", samplePath(sample), "--quiet"])
             problems += contract.problems(scan, object: "ScanReport", at: "scan \(sample)", seen: &seen)

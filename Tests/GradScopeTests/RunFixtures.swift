@@ -28,6 +28,12 @@ struct SyntheticRun {
     var initScale: (Int) -> Double = { fanIn in (2.0 / Double(fanIn)).squareRoot() }
     var activations: ((Int) -> [String: ([Double], [Int])])?
     var optimizerName = "Adam"
+    /// The name of each layer (`l0`, `l1`, ... by default).
+    var layerName: @Sendable (Int) -> String = { "l\($0)" }
+    /// Layers whose bias gradient is exactly zero at every save.
+    var zeroBiasGradients: Set<Int> = []
+    /// Also save Adam's second moment (`/optimizer/exp_avg_sq`, a running average of g²) of every parameter.
+    var saveSecondMoments = false
 
     func write(to directory: String) throws {
         var noise = SplitMix64(state: seed)
@@ -39,6 +45,8 @@ struct SyntheticRun {
             biases.append([Double](repeating: 0, count: fanOut))
         }
         var accumulated: [[Double]] = weights.map { [Double](repeating: 0, count: $0.count) }
+        var moments: [[Double]] = weights.map { [Double](repeating: 0, count: $0.count) }
+        var biasMoments: [[Double]] = biases.map { [Double](repeating: 0, count: $0.count) }
         for (index, step) in steps.enumerated() {
             let path = (directory as NSString).appendingPathComponent(String(format: "step_%06d.h5", step))
             let writer = try HDF5Writer(creating: path)
@@ -62,12 +70,22 @@ struct SyntheticRun {
                     for i in biases[layer].indices { biases[layer][i] += noise.normal() * 1e-3 }
                 }
                 if let weightHook { (weights[layer], gradient) = weightHook(layer, index, weights[layer], gradient) }
-                try writer.write("/weights/l\(layer).weight", weights[layer], shape: [fanOut, fanIn])
-                try writer.write("/weights/l\(layer).bias", biases[layer], shape: [fanOut])
-                try writer.setAttribute("in_optimizer", .int(frozenLayers.contains(layer) ? 0 : 1), at: "/weights/l\(layer).weight")
+                let name = layerName(layer)
+                try writer.write("/weights/\(name).weight", weights[layer], shape: [fanOut, fanIn])
+                try writer.write("/weights/\(name).bias", biases[layer], shape: [fanOut])
+                try writer.setAttribute("in_optimizer", .int(frozenLayers.contains(layer) ? 0 : 1), at: "/weights/\(name).weight")
+                let biasGradient = zeroBiasGradients.contains(layer) ? [Double](repeating: 0, count: fanOut) : noise.normals(fanOut, std: 0.01)
                 if saveGradients && (index > 0 || saveInitialGradients) {
-                    try writer.write("/gradients/l\(layer).weight", gradient, shape: [fanOut, fanIn])
-                    try writer.write("/gradients/l\(layer).bias", noise.normals(fanOut, std: 0.01), shape: [fanOut])
+                    try writer.write("/gradients/\(name).weight", gradient, shape: [fanOut, fanIn])
+                    try writer.write("/gradients/\(name).bias", biasGradient, shape: [fanOut])
+                }
+                if saveSecondMoments && index > 0 {
+                    for i in moments[layer].indices { moments[layer][i] = 0.999 * moments[layer][i] + 0.001 * gradient[i] * gradient[i] }
+                    for i in biasMoments[layer].indices {
+                        biasMoments[layer][i] = 0.999 * biasMoments[layer][i] + 0.001 * biasGradient[i] * biasGradient[i]
+                    }
+                    try writer.write("/optimizer/exp_avg_sq/\(name).weight", moments[layer], shape: [fanOut, fanIn])
+                    try writer.write("/optimizer/exp_avg_sq/\(name).bias", biasMoments[layer], shape: [fanOut])
                 }
             }
             if let activations {

@@ -439,6 +439,56 @@ def v_tf_keras_legacy(r, d):
             f"saving went on: {len(after)} more files, all weights NaN")
 
 
+def layer2_outputs(s, x):
+    """post-ReLU outputs of layer 2 (module 3) on `x`, from the saved weights"""
+    h1 = np.maximum(x @ s.w["0.weight"].T + s.w["0.bias"], 0)
+    return np.maximum(h1 @ s.w["2.weight"].T + s.w["2.bias"], 0)
+
+
+def teacher_rows(seed, n=2048, d_in=16):
+    """the training rows of numpy_mlp.teacher_data (the generator's first draws)"""
+    return np.random.default_rng(seed).standard_normal((n, d_in)).astype(np.float32).astype(np.float64)
+
+
+def v_dead_middle(r, steps):
+    r.check(all(finite_all(s) for s in steps), "every tensor and loss finite")
+    x = teacher_rows(11)
+    alive = [(s.step, int((layer2_outputs(s, x) > 0).any(axis=0).sum())) for s in steps]
+    r.info("layer 2 units positive on some training row, per save: " + ", ".join(f"{a}:{b}" for a, b in alive))
+    r.check(all(b == 0 for _, b in alive), "layer 2 (ReLU 3) outputs 0 on all 2048 training rows at every save")
+    later = steps[1:]
+    for name in ("0.weight", "0.bias", "2.weight", "2.bias", "4.weight"):
+        r.check(all(np.all(s.g[name] == 0) for s in later), f"{name}: gradient exactly 0 at every save with gradients")
+    r.check(all(np.any(s.g["4.bias"] != 0) for s in later), "4.bias: gradient nonzero at every save with gradients")
+    r.check(all(np.all(s.opt["exp_avg_sq"]["4.weight"] == 0) for s in later),
+            "4.weight: Adam's exp_avg_sq exactly 0 at every save (every gradient was 0)")
+    losses = [s.loss for s in steps]
+    r.check(all(abs(v - LN2) < 0.03 for v in losses), f"loss within 0.03 of ln 2 at every save ({min(losses):.4f}..{max(losses):.4f})")
+
+
+def v_explode_then_dead(r, steps):
+    gn = {s.step: math.sqrt(sum(norm(v) ** 2 for v in s.g.values())) for s in steps if s.g}
+    r.info("total gradient norm per save: " + ", ".join(f"{a}:{b:.3g}" for a, b in gn.items()))
+    before = float(np.median([v for k, v in gn.items() if k < 60]))
+    r.check(gn[60] > 1000 * before, f"the gradient of step 60 is {gn[60] / before:.0f}x the median before it")
+    ratio = norm(steps[[s.step for s in steps].index(60)].g["0.weight"]) / norm(
+        steps[[s.step for s in steps].index(60)].w["0.weight"])
+    r.check(ratio > 1, f"at step 60 ||g|| / ||W|| of 0.weight is {ratio:.1f}")
+    late = [s for s in steps if s.step >= 100]
+    for name in ("0.weight", "0.bias", "2.weight", "2.bias", "4.weight"):
+        r.check(all(np.all(s.g[name] == 0) for s in late), f"{name}: gradient exactly 0 at every save from step 100")
+        r.check(np.any(steps[[s.step for s in steps].index(80)].g[name] != 0), f"{name}: gradient nonzero at step 80")
+    r.check(all(np.any(s.g["4.bias"] != 0) for s in late), "4.bias: gradient nonzero at every save from step 100")
+    x = teacher_rows(0)
+    rows = [(s.step, int((layer2_outputs(s, x) > 0).any(axis=1).sum())) for s in steps]
+    r.info("training rows (of 2048) on which some unit of layer 2 is positive, per save: "
+           + ", ".join(f"{a}:{b}" for a, b in rows))
+    worst = max(b for a, b in rows if a >= 100)
+    r.check(worst <= 20, f"from step 100 layer 2 outputs 0 on all but at most {worst} of 2048 training rows (under 1%),"
+            " so a batch of 64 almost never carries anything through it")
+    r.check(all(abs(s.loss - LN2) < 0.03 for s in late), "loss within 0.03 of ln 2 from step 100")
+
+
 # --------------------------------------------------------------------------- main
 NATIVE = {
     "healthy": v_healthy,
@@ -448,6 +498,8 @@ NATIVE = {
     "exploding-nan": v_exploding,
     "vanishing-sigmoid": v_vanishing,
     "weight-decay-collapse": v_collapse,
+    "dead-middle": v_dead_middle,
+    "explode-then-dead": v_explode_then_dead,
 }
 KERAS = {"keras-weights-h5": v_keras_weights, "keras-legacy-h5": v_keras_legacy,
          "tf-keras-legacy-h5": v_tf_keras_legacy}
