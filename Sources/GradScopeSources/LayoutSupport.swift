@@ -296,6 +296,12 @@ package enum LayoutSupport {
         guard let config = json(text) else { return nil }
         let optimizer = (config["optimizer_config"] as? [String: Any]) ?? (config["optimizer"] as? [String: Any])
         guard var name = optimizer?["class_name"] as? String else { return nil }
+        // Mixed precision: the LossScaleOptimizer wraps the optimizer whose slots the file holds.
+        if name.hasSuffix("LossScaleOptimizer"), let wrapped = (optimizer?["config"] as? [String: Any])?["inner_optimizer"] as? [String: Any],
+            let innerName = wrapped["class_name"] as? String
+        {
+            name = innerName
+        }
         if let range = name.range(of: ">", options: .backwards) { name = String(name[range.upperBound...]) }
         return name
     }
