@@ -172,7 +172,7 @@ package struct LossPlateauDetector: Detector {
                     ?? false
             }), let weight = run.indexedSeries(key).last?.measurement
         else { return nil }
-        return TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis)
+        return TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis, gates: weight.gates)
     }
 
     /// The bias of the output layer at a save.

@@ -143,7 +143,7 @@ public struct ScanReport: Sendable, Codable {
             }
             return TensorTimeline(
                 name: last.name, layer: last.layer, shape: last.shape,
-                units: last.shape.count >= 2 ? TensorNames.units(shape: last.shape, unitAxis: last.unitAxis) : nil,
+                units: last.shape.count >= 2 ? TensorNames.units(shape: last.shape, unitAxis: last.unitAxis, gates: last.gates) : nil,
                 points: points)
         }
         activations = measurements.indexedKeys(role: .activation).compactMap { key -> TensorTimeline? in

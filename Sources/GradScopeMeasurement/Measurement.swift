@@ -14,6 +14,8 @@ public struct TensorMeasurement: Sendable, Codable {
     public var slotName: String?
     public var shape: [Int]
     public var unitAxis: Int?
+    /// A recurrent layer's gate blocks along the unit axis (``TensorRef/gates``).
+    public var gates: Int? = nil
     public var dtype: String
     public var path: String
     public var trainable: Bool?
@@ -55,6 +57,7 @@ public struct TensorMeasurement: Sendable, Codable {
         case slotName = "slot_name"
         case shape
         case unitAxis = "unit_axis"
+        case gates
         case dtype, path, trainable, stats, drift
         case zeroUnits = "zero_units"
         case unitCount = "unit_count"
@@ -106,6 +109,7 @@ public struct TensorDescriptor: Sendable, Equatable, Codable {
     public var slotName: String?
     public var shape: [Int]
     public var unitAxis: Int?
+    public var gates: Int? = nil
     public var dtype: String
     public var path: String
     public var trainable: Bool?
@@ -115,6 +119,7 @@ public struct TensorDescriptor: Sendable, Equatable, Codable {
         case slotName = "slot_name"
         case shape
         case unitAxis = "unit_axis"
+        case gates
         case dtype, path, trainable
     }
 
@@ -127,6 +132,7 @@ public struct TensorDescriptor: Sendable, Equatable, Codable {
         slotName = m.slotName
         shape = m.shape
         unitAxis = m.unitAxis
+        gates = m.gates
         dtype = m.dtype
         path = m.path
         trainable = m.trainable
@@ -282,12 +288,14 @@ public struct MeasurementTable: Sendable {
                     unitRelativeChange: nil, unitChanged: nil)
             }
         }
-        return TensorMeasurement(
+        var measurement = TensorMeasurement(
             key: d.key, name: d.name, layer: d.layer, role: d.role, slot: d.slot, slotName: d.slotName, shape: d.shape,
             unitAxis: d.unitAxis, dtype: d.dtype, path: d.path, trainable: d.trainable, stats: stats, drift: drift,
             zeroUnits: flag & Flag.zeroUnits != 0 ? integer(t, 6) : nil,
             unitCount: flag & Flag.unitCount != 0 ? integer(t, 7) : nil,
             inactiveUnits: flag & Flag.inactiveUnits != 0 ? integer(t, 8) : nil)
+        measurement.gates = d.gates
+        return measurement
     }
 
     public subscript(key: TensorKey) -> TensorMeasurement? {

@@ -206,6 +206,7 @@ public enum RunMeasurer {
             key: tensor.key, name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slot,
             slotName: tensor.slotName, shape: tensor.shape, unitAxis: tensor.unitAxis, dtype: tensor.dtype.description,
             path: tensor.path, trainable: tensor.trainable, stats: stats, drift: drift)
+        measurement.gates = tensor.gates
         let unitSize = (stats.unitNorms?.count).map { units in units > 0 ? tensor.count / units : 0 } ?? 0
         // A unit is zero when every one of its values is exactly 0. Its norm sums the finite values
         // only, so a norm of 0 alone also fits a unit of NaN or ±Inf: its zero count tells them apart.

@@ -6,6 +6,8 @@ import GradScopeModel
 import GradScopeRendering
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
+import HDF5Writer
 import TestSupport
 import Testing
 
@@ -58,5 +60,105 @@ struct RealRunTests {
             #expect(checkpoint.metadata.step == 128, "\(name)")
             #expect(checkpoint.metadata.optimizer?.lowercased() == "adam", "\(name): \(checkpoint.metadata.optimizer ?? "nil")")
         }
+    }
+
+    // MARK: recurrent units
+
+    /// A PyTorch-style LSTM (hidden 8, input 4) and a head, in the native layout: the gradients of
+    /// hidden units 1 and 5 are zero in all four gates; unit 3 only in its input gate.
+    static func writeLSTMRun(to directory: String, saves: Int = 6) throws {
+        let hidden = 8, input = 4, gates = 4, out = 3
+        var noise = SplitMix64(state: 5)
+        var ih = noise.normals(gates * hidden * input, std: 0.3)
+        var hh = noise.normals(gates * hidden * hidden, std: 0.3)
+        let head = noise.normals(out * hidden, std: 0.3)
+        for save in 0..<saves {
+            let step = save * 10
+            let writer = try HDF5Writer(creating: (directory as NSString).appendingPathComponent(String(format: "step_%06d.h5", step)))
+            try writer.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+            try writer.setAttribute("step", .int(Int64(step)), at: "/")
+            try writer.setAttribute("framework", .string("pytorch", .variableUTF8), at: "/")
+            for i in ih.indices { ih[i] += noise.normal() * 1e-3 }
+            for i in hh.indices { hh[i] += noise.normal() * 1e-3 }
+            try writer.write("/weights/lstm.weight_ih_l0", ih, shape: [gates * hidden, input])
+            try writer.write("/weights/lstm.weight_hh_l0", hh, shape: [gates * hidden, hidden])
+            try writer.write("/weights/fc.weight", head, shape: [out, hidden])
+            if save > 0 {
+                func gradient(columns: Int) -> [Double] {
+                    var values = noise.normals(gates * hidden * columns, std: 0.01)
+                    for gate in 0..<gates {
+                        for unit in [1, 5] + (gate == 0 ? [3] : []) {
+                            let row = gate * hidden + unit
+                            for column in 0..<columns { values[row * columns + column] = 0 }
+                        }
+                    }
+                    return values
+                }
+                try writer.write("/gradients/lstm.weight_ih_l0", gradient(columns: input), shape: [gates * hidden, input])
+                try writer.write("/gradients/lstm.weight_hh_l0", gradient(columns: hidden), shape: [gates * hidden, hidden])
+                try writer.write("/gradients/fc.weight", noise.normals(out * hidden, std: 0.01), shape: [out, hidden])
+            }
+            writer.close()
+        }
+    }
+
+    @Test("LSTM: units are the hidden units, a unit dead only when every gate's row is")
+    func lstmUnits() throws {
+        let directory = try TemporaryDirectory()
+        try Self.writeLSTMRun(to: directory.url.path)
+        let checkpoint = try #require(try CheckpointLoader.load(directory.path("step_000010.h5")).first)
+        let gated = checkpoint.tensors.filter { $0.gates == 4 }
+        #expect(Set(gated.map(\.name)) == ["lstm.weight_ih_l0", "lstm.weight_hh_l0"])
+        #expect(checkpoint.weight(named: "fc.weight")?.gates == nil)
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.timeline.first { $0.name == "lstm.weight_ih_l0" }?.units == 8)
+        let dead = report.findings(.deadUnits).filter { $0.layer == "lstm" }
+        #expect(!dead.isEmpty)
+        for finding in dead {
+            #expect(finding.evidence["units"] == .int(8), "\(finding.evidence)")
+            // Units 1 and 5; unit 3 still gets a gradient through three of its gates.
+            #expect(finding.evidence["dead_units"] == .int(2), "\(finding.evidence)")
+        }
+    }
+
+    @Test("Keras GRU and LSTM kernels: gates from the recurrent kernel's shape; a SimpleRNN and a Dense unchanged")
+    func kerasRecurrentGates() throws {
+        func weight(_ name: String, _ shape: [Int]) -> TensorRef {
+            TensorRef(name: name, layer: "x", role: .weight, shape: shape, dtype: .float32, unitAxis: kerasUnitAxis(shape), path: "/" + name)
+        }
+        var tensors = [
+            weight("gru/cell/kernel", [1, 210]), weight("gru/cell/recurrent_kernel", [70, 210]), weight("gru/cell/bias", [2, 210]),
+            weight("lstm_1/lstm_1/kernel:0", [16, 256]), weight("lstm_1/lstm_1/recurrent_kernel:0", [64, 256]),
+            weight("rnn/cell/kernel", [4, 8]), weight("rnn/cell/recurrent_kernel", [8, 8]),
+            // Named like a recurrent kernel, shaped like none: not marked.
+            weight("odd/recurrent_kernel", [7, 10]), weight("odd/kernel", [3, 10]),
+            weight("dense/kernel", [16, 32]),
+        ]
+        RecurrentGates.mark(&tensors)
+        let gates = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0.gates) })
+        #expect(gates["gru/cell/kernel"] == 3)
+        #expect(gates["gru/cell/recurrent_kernel"] == 3)
+        #expect(gates["lstm_1/lstm_1/kernel:0"] == 4)
+        #expect(gates["lstm_1/lstm_1/recurrent_kernel:0"] == 4)
+        #expect(gates["rnn/cell/kernel"] == .some(nil))
+        #expect(gates["odd/kernel"] == .some(nil))
+        #expect(gates["dense/kernel"] == .some(nil))
+        #expect(TensorNames.units(shape: [16, 256], unitAxis: 1, gates: 4) == 64)
+        #expect(TensorNames.units(shape: [256, 16], unitAxis: 0, gates: 4) == 64)
+        #expect(TensorNames.units(shape: [16, 256], unitAxis: 1) == 256)
+    }
+
+    @Test("Gated unit layouts group every gate's column or row of a unit")
+    func gatedLayouts() {
+        // Keras [in 2, 4 gates x 3 units]: column c belongs to unit c % 3.
+        #expect(UnitLayout.forShape([2, 12], unitAxis: 1, gates: 4) == .trailing(units: 3))
+        // PyTorch [4 gates x 3 units, in 2]: row r belongs to unit r % 3.
+        let layout = UnitLayout.forShape([12, 2], unitAxis: 0, gates: 4)
+        #expect(layout == .leadingGated(units: 3, gates: 4, innerSize: 2))
+        var units: [Int] = []
+        StatsUnitMap(layout).forEachRun(offset: 0, count: 24) { unit, _, length in units += Array(repeating: unit, count: length) }
+        #expect(units == [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2])
+        // A gate count that does not divide the axis leaves the plain layout.
+        #expect(UnitLayout.forShape([10, 2], unitAxis: 0, gates: 4) == .leading(units: 10, innerSize: 2))
     }
 }
