@@ -416,6 +416,9 @@ public struct RunMeasurements: Sendable {
     /// False when the one checkpoint read holds no step anywhere (`inspect` of a
     /// file without a step attribute, optimizer counter or number in its name).
     public var stepsKnown: Bool = true
+    /// Where most saves' step numbers came from (their attribute, the optimizer's counter, the file
+    /// names, epochs, the files' order); nil when no save had one.
+    public var stepSource: StepSource? = nil
 
     /// "at step N", or "in this file" when the step is not known.
     public func atStep(_ step: Int) -> String { stepsKnown ? "at step \(step)" : "in this file" }

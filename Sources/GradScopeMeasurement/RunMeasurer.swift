@@ -140,6 +140,10 @@ public enum RunMeasurer {
         }
         measurements.startsAtInitialisation = initialWithoutCounter || (run.checkpoints.first.map(StepCounting.startsAtInitialisation) ?? false)
         measurements.stepsKnown = !(run.checkpoints.count == 1 && run.checkpoints[0].metadata.step == nil)
+        let sources = run.checkpoints.compactMap(\.metadata.stepSource)
+        let counts = Dictionary(grouping: sources, by: { $0 }).mapValues(\.count)
+        // The most common; among equals, the last save's.
+        measurements.stepSource = sources.reversed().max { (counts[$0] ?? 0) < (counts[$1] ?? 0) }
         return measurements
     }
 

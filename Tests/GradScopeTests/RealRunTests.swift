@@ -161,4 +161,61 @@ struct RealRunTests {
         // A gate count that does not divide the axis leaves the plain layout.
         #expect(UnitLayout.forShape([10, 2], unitAxis: 0, gates: 4) == .leading(units: 10, innerSize: 2))
     }
+
+    // MARK: poor-init after training began
+
+    @Test("poor-init: a first save after training began is judged when the scale held to the last save")
+    func poorInitHeldScale() throws {
+        let directory = try TemporaryDirectory()
+        var run = SyntheticRun()
+        run.steps = Array(stride(from: 100, through: 1000, by: 100))
+        // std 5 for fan-in 16 and 32: 14x to 20x above sqrt(2/fan_in), far past the factor 10.
+        run.initScale = { _ in 5.0 }
+        try run.write(to: directory.url.path)
+        let report = try Analysis.scan(directory.url.path).0
+        let poor = report.findings(.poorInit)
+        #expect(!poor.isEmpty)
+        #expect(poor.allSatisfy { $0.firstStep == 100 && $0.message.contains("after training began") })
+        #expect(poor.allSatisfy { $0.evidence["scale_held_to_step"] == .int(1000) })
+        #expect(!report.notChecked.contains { $0.kind == .poorInit })
+    }
+
+    @Test("poor-init: not judged when the run after the first save is shorter than the training before it")
+    func poorInitShortSpan() throws {
+        let directory = try TemporaryDirectory()
+        var run = SyntheticRun()
+        run.steps = [500, 600, 700]
+        run.initScale = { _ in 5.0 }
+        try run.write(to: directory.url.path)
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.findings(.poorInit).isEmpty)
+        #expect(report.notChecked.contains { $0.kind == .poorInit && $0.reason.contains("after training began") })
+    }
+
+    @Test("poor-init: not judged when the scale moved by more than a factor of 2")
+    func poorInitMovingScale() throws {
+        let directory = try TemporaryDirectory()
+        var run = SyntheticRun()
+        run.steps = Array(stride(from: 100, through: 1000, by: 100))
+        run.initScale = { _ in 5.0 }
+        // The weights shrink 3x by the last save.
+        run.weightHook = { _, save, weights, gradient in
+            (save == 9 ? weights.map { $0 / 3 } : weights, gradient)
+        }
+        try run.write(to: directory.url.path)
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.findings(.poorInit).isEmpty)
+        #expect(report.notChecked.contains { $0.kind == .poorInit })
+    }
+
+    @Test("poor-init: a healthy scale that held is judged and not flagged")
+    func poorInitHeldHealthy() throws {
+        let directory = try TemporaryDirectory()
+        var run = SyntheticRun()
+        run.steps = Array(stride(from: 100, through: 1000, by: 100))
+        try run.write(to: directory.url.path)
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.findings(.poorInit).isEmpty)
+        #expect(!report.notChecked.contains { $0.kind == .poorInit })
+    }
 }
