@@ -14,6 +14,9 @@ public struct TimelinePoint: Sendable, Codable, Equatable {
     public var gradientRatio: Double? = nil
     /// ‖ΔW‖/‖W‖ since the previous save, divided by the steps between them.
     public var updateRatio: Double?
+    /// ‖ΔW‖/‖W‖ since the previous save, not divided: the change per save interval (what the table
+    /// shows when the step numbers do not count optimizer updates).
+    public var updatePerSave: Double? = nil
     public var zeroFraction: Double?
     public var nonFinite: Int
     /// Counts of floor(log2 |x|) from `log2Min` (the log-magnitude histogram).
@@ -32,6 +35,7 @@ public struct TimelinePoint: Sendable, Codable, Equatable {
         case gradientNorm = "gradient_norm"
         case gradientRatio = "gradient_ratio"
         case updateRatio = "update_ratio"
+        case updatePerSave = "update_per_save"
         case zeroFraction = "zero_fraction"
         case nonFinite = "non_finite"
         case log2Min = "log2_min"
@@ -66,12 +70,28 @@ public struct LossPoint: Sendable, Codable, Equatable {
     }
 }
 
+/// The file a saved step was read from.
+public struct StepFile: Sendable, Codable, Equatable {
+    public var step: Int
+    /// The file (or `file:/group` for a step inside a multi-step file).
+    public var file: String
+}
+
 /// Everything `gradscope scan` reports; its JSON form is the contract in docs/JSON.md.
 public struct ScanReport: Sendable, Codable {
     public var source: String
     public var layout: String?
     public var verdict: String
     public var steps: [Int]
+    /// Where the step numbers came from (``StepSource``'s raw value: `attribute`, `optimizer-iterations`,
+    /// `file-name`, `group-name`, `epoch`, `position`), for most saves; nil when none had one.
+    public var stepSource: String? = nil
+    /// Whether the step numbers count optimizer updates (else `update_ratio` is per step number,
+    /// e.g. per epoch, and `update_per_save` is the change per save interval).
+    /// (Absent in reports written before it existed.)
+    public var stepsCountUpdates: Bool? = nil
+    /// The file of each saved step, in step order (absent in reports written before it existed).
+    public var stepFiles: [StepFile]? = nil
     public var findings: [Finding]
     public var skipped: [SkippedItem]
     public var notChecked: [NotChecked]
@@ -82,7 +102,11 @@ public struct ScanReport: Sendable, Codable {
     public var activations: [TensorTimeline]
 
     package enum CodingKeys: String, CodingKey {
-        case source, layout, verdict, steps, findings, skipped
+        case source, layout, verdict, steps
+        case stepSource = "step_source"
+        case stepsCountUpdates = "steps_count_updates"
+        case stepFiles = "step_files"
+        case findings, skipped
         case notChecked = "not_checked"
         case notes, loss, timeline, activations
     }
@@ -92,6 +116,9 @@ public struct ScanReport: Sendable, Codable {
         layout = measurements.layout?.rawValue
         verdict = diagnosis.verdict
         steps = measurements.steps
+        stepSource = measurements.stepSource?.rawValue
+        stepsCountUpdates = measurements.stepsCountUpdates
+        stepFiles = measurements.records.map { StepFile(step: $0.step, file: $0.source) }
         findings = diagnosis.findings
         skipped = run.skipped + measurements.records.flatMap(\.failures)
         notChecked = diagnosis.notChecked
@@ -122,15 +149,17 @@ public struct ScanReport: Sendable, Codable {
                 guard let m = record.tensors[key] else { return nil }
                 let gradient = record.gradient(m.name)
                 var ratio: Double?
+                var perSave: Double?
                 if let relative = m.drift?.relativeChange, let earlier = before[index] ?? nil {
                     ratio = relative / Double(max(record.step - earlier, 1))
+                    perSave = relative
                 }
                 var gradientRatio: Double?
                 if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
                 let log2Kept = record.tensors.detail >= .histogram
                 return TimelinePoint(
                     step: record.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
-                    gradientRatio: gradientRatio, updateRatio: ratio,
+                    gradientRatio: gradientRatio, updateRatio: ratio, updatePerSave: perSave,
                     zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
                     nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
                     log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,

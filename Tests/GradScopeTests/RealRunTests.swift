@@ -218,4 +218,56 @@ struct RealRunTests {
         #expect(report.findings(.poorInit).isEmpty)
         #expect(!report.notChecked.contains { $0.kind == .poorInit })
     }
+
+    // MARK: how steps were found
+
+    /// Plain weight files named by epoch (`weights_epoch_01.h5`), no step inside: the generic layout.
+    static func writeEpochRun(
+        to directory: String, epochs: [Int], prefix: String = "weights_epoch_", widths: [Int] = [8, 16, 4], seed: UInt64 = 3
+    )
+        throws
+    {
+        var noise = SplitMix64(state: seed)
+        var kernels = zip(widths, widths.dropFirst()).map { noise.normals($0 * $1, std: (2 / Double($0)).squareRoot()) }
+        for epoch in epochs {
+            let writer = try HDF5Writer(creating: (directory as NSString).appendingPathComponent(String(format: "\(prefix)%02d.h5", epoch)))
+            for (layer, pair) in zip(widths, widths.dropFirst()).enumerated() {
+                for i in kernels[layer].indices { kernels[layer][i] += noise.normal() * 0.01 }
+                try writer.write("/dense_\(layer)/kernel", kernels[layer], shape: [pair.0, pair.1])
+            }
+            writer.close()
+        }
+    }
+
+    @Test("Steps that are epochs: the table gives the update per save, the header and JSON say how steps were found")
+    func epochSteps() throws {
+        let directory = try TemporaryDirectory()
+        try Self.writeEpochRun(to: directory.url.path, epochs: [1, 2, 3, 4, 5])
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.steps == [1, 2, 3, 4, 5])
+        #expect(report.stepSource == "epoch")
+        #expect(report.stepsCountUpdates == false)
+        #expect(report.stepFiles?.map(\.step) == [1, 2, 3, 4, 5])
+        #expect(report.stepFiles?.first?.file.hasSuffix("weights_epoch_01.h5") == true)
+        let text = TextRenderer(style: Style(color: false), explain: false, width: 200).render(report)
+        #expect(text.contains("steps 1–5 are epochs"))
+        #expect(text.contains("update/save"))
+        #expect(!text.contains("update/step"))
+        let json = try JSONRenderer().render(report)
+        #expect(json.contains("\"step_files\""))
+        #expect(json.contains("\"step_source\" : \"epoch\""))
+        #expect(json.contains("\"update_per_save\""))
+    }
+
+    @Test("Steps from the optimizer's counter are said so, and the column stays per step")
+    func counterSteps() throws {
+        let report = try Analysis.scan(samplePath("keras-mixed-precision")).0
+        #expect(report.stepSource == "optimizer-iterations")
+        #expect(report.stepsCountUpdates == true)
+        let text = TextRenderer(style: Style(color: false), explain: false, width: 200).render(report)
+        #expect(text.contains("steps 0–128 from the optimizer's counter"))
+        #expect(text.contains("update/step"))
+        #expect(report.stepFiles?.count == 5)
+        #expect(report.stepFiles?.last?.file.hasSuffix("step_000128.weights.h5") == true)
+    }
 }
