@@ -230,16 +230,30 @@ public enum Analysis {
     ) throws -> (ScanReport, RunMeasurements) {
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
-        let (run, measurements) = try ScanEngine.scan(
+        let models = try ScanEngine.scanModels(
             path, isolation: isolation, load: load, measure: measureOptions, select: nil,
             loadProgress: loadProgress, measureProgress: measureProgress)
+        let (run, measurements) = models[0]
         // The whole run is diagnosed; `select` narrows only what the report shows (``Selection``).
         // One index of the measurements serves the detectors and the report.
-        let report = RunIndex.with(measurements) {
+        var report = RunIndex.with(measurements) {
             let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
             var report = ScanReport(run: run, measurements: measurements, diagnosis: diagnosis)
             if let select { report.show(Selection(select), measurements: measurements) }
             return report
+        }
+        // Other models in the same folder: each judged on its own, summarised in `models`.
+        if models.count > 1 {
+            let others = models.dropFirst().map { other -> ScanReport in
+                let (otherRun, otherMeasurements) = other
+                return RunIndex.with(otherMeasurements) {
+                    let diagnosis = Diagnoser.diagnose(otherMeasurements, thresholds: thresholds)
+                    var report = ScanReport(run: otherRun, measurements: otherMeasurements, diagnosis: diagnosis)
+                    if let select { report.show(Selection(select), measurements: otherMeasurements) }
+                    return report
+                }
+            }
+            report.addModels(others, weights: models.map { Set($0.0.checkpoints.last?.tensors(.weight).map(\.name) ?? []).count })
         }
         return (report, measurements)
     }

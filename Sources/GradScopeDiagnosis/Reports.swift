@@ -4,6 +4,7 @@ import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 
 /// One point of a tensor's timeline in a scan.
 public struct TimelinePoint: Sendable, Codable, Equatable {
@@ -77,6 +78,62 @@ public struct StepFile: Sendable, Codable, Equatable {
     public var file: String
 }
 
+/// One model of a folder that holds several, judged on its own.
+public struct ModelReport: Sendable, Codable {
+    /// 1, 2, ...: the models in the order their first saves come (by step, then file name).
+    public var model: Int
+    /// Whether it is the model the report's timeline and findings are about (the newest files).
+    public var primary: Bool
+    public var steps: [Int]
+    public var stepFiles: [StepFile]
+    /// The number of its weight tensors.
+    public var weights: Int
+    public var verdict: String
+    public var findings: [Finding]
+    public var notChecked: [NotChecked]
+
+    package enum CodingKeys: String, CodingKey {
+        case model, primary, steps
+        case stepFiles = "step_files"
+        case weights, verdict, findings
+        case notChecked = "not_checked"
+    }
+}
+
+extension ScanReport {
+    /// Adds the other models of the folder, each judged on its own, and says so in the verdict.
+    /// `weights`: each model's weight count, this report's first.
+    package mutating func addModels(_ others: [ScanReport], weights: [Int]) {
+        var entries: [(report: ScanReport, primary: Bool, weights: Int)] = [(self, true, weights.first ?? 0)]
+        for (index, other) in others.enumerated() {
+            entries.append((other, false, weights.indices.contains(index + 1) ? weights[index + 1] : 0))
+        }
+        // Numbered in the order their first saves come.
+        entries.sort { a, b in
+            let firstA = a.report.stepFiles?.first, firstB = b.report.stepFiles?.first
+            if firstA?.step != firstB?.step { return (firstA?.step ?? 0) < (firstB?.step ?? 0) }
+            return numericAwareLess(firstA?.file ?? "", firstB?.file ?? "")
+        }
+        models = entries.enumerated().map { index, entry in
+            ModelReport(
+                model: index + 1, primary: entry.primary, steps: entry.report.steps, stepFiles: entry.report.stepFiles ?? [],
+                weights: entry.weights, verdict: entry.report.verdict, findings: entry.report.findings, notChecked: entry.report.notChecked)
+        }
+        skipped += others.flatMap(\.skipped)
+        func span(_ model: ModelReport) -> String {
+            let saves = "\(model.steps.count) save\(model.steps.count == 1 ? "" : "s")"
+            guard let first = model.steps.first, let last = model.steps.last else { return saves }
+            return first == last ? "\(saves), step \(first)" : "\(saves), steps \(first)–\(last)"
+        }
+        let described = (models ?? []).sorted { a, b in a.primary && !b.primary }.map { model in
+            "model \(model.model) (\(model.primary ? "newest files, shown below; " : "")\(model.weights) weights, \(span(model))): \(model.verdict)"
+        }
+        verdict =
+            "\(entries.count) different models in one folder (most tensor names or shapes differ), judged separately — "
+            + described.joined(separator: " ")
+    }
+}
+
 /// Everything `gradscope scan` reports; its JSON form is the contract in docs/JSON.md.
 public struct ScanReport: Sendable, Codable {
     public var source: String
@@ -92,6 +149,12 @@ public struct ScanReport: Sendable, Codable {
     public var stepsCountUpdates: Bool? = nil
     /// The file of each saved step, in step order (absent in reports written before it existed).
     public var stepFiles: [StepFile]? = nil
+    /// When the folder holds several models: each, judged on its own (the first is this report's
+    /// own, whose timeline and findings the report holds); absent for a run of one model.
+    public var models: [ModelReport]? = nil
+
+    /// Every finding of the folder: this model's and the other models'.
+    public var allFindings: [Finding] { findings + (models ?? []).filter { !$0.primary }.flatMap(\.findings) }
     public var findings: [Finding]
     public var skipped: [SkippedItem]
     public var notChecked: [NotChecked]
@@ -106,6 +169,7 @@ public struct ScanReport: Sendable, Codable {
         case stepSource = "step_source"
         case stepsCountUpdates = "steps_count_updates"
         case stepFiles = "step_files"
+        case models
         case findings, skipped
         case notChecked = "not_checked"
         case notes, loss, timeline, activations

@@ -56,6 +56,21 @@ public enum ScanEngine {
         loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
         measureProgress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws -> (Run, RunMeasurements) {
+        let models = try scanModels(
+            path, isolation: isolation, load: load, measure: measure, select: select, loadProgress: loadProgress,
+            measureProgress: measureProgress, others: false)
+        return models[0]
+    }
+
+    /// The same, for a folder that holds several models (``Run/otherModels``): the run of the newest
+    /// files first, then each other model measured as a run of its own (`others`: false measures the
+    /// first only).
+    public static func scanModels(
+        _ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
+        measure: MeasureOptions = MeasureOptions(), select: NSRegularExpression? = nil,
+        loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+        measureProgress: (@Sendable (Int, Int) -> Void)? = nil, others: Bool = true
+    ) throws -> [(Run, RunMeasurements)] {
         let reader: any FileReader = isolation.map { IsolatedReader($0) } ?? InProcessReader()
         defer { reader.finish() }
         let describe: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>] = { files, done in
@@ -85,10 +100,15 @@ public enum ScanEngine {
             }
             return results
         }
+        var loaded = selecting(try RunLoader.load(path, progress: loadProgress, loadFiles: describe), select)
+        let otherModels = others ? loaded.otherModels.map { selecting($0, select) } : []
+        loaded.otherModels = []
         // Handed on as a temporary, so that measuring owns the run and lets each save's storage go.
-        return self.measure(
-            selecting(try RunLoader.load(path, progress: loadProgress, loadFiles: describe), select), load: load, options: measure,
-            reader: reader, progress: measureProgress)
+        var results = [self.measure(loaded, load: load, options: measure, reader: reader, progress: measureProgress)]
+        for model in otherModels {
+            results.append(self.measure(model, load: load, options: measure, reader: reader, progress: nil))
+        }
+        return results
     }
 
     /// Measures a described run with `reader`: the run as it was kept and its measurements.

@@ -222,6 +222,16 @@ public struct TextRenderer: ReportRenderer, Sendable {
             lines.append("")
         }
         lines.append(contentsOf: findingLines(report.findings, notChecked: report.notChecked))
+        for model in (report.models ?? []) where !model.primary {
+            // Another model of the folder, judged on its own: its verdict, its findings, its files.
+            lines.append("")
+            let files = model.stepFiles.map { ($0.file as NSString).lastPathComponent }
+            let fileSpan = files.count > 1 ? "\(files.first ?? "") … \(files.last ?? "")" : files.first ?? ""
+            lines.append(style.bold("Model \(model.model) of this folder (\(model.steps.count) saves: \(fileSpan)):"))
+            lines.append(contentsOf: wrapped(model.verdict, indent: 2))
+            let serious = model.findings.filter { $0.severity >= .warning }
+            lines.append(contentsOf: listed(serious.map { "\($0.severity.rawValue): \($0.message)" }, limit: 8, indent: "  ", styled: { $0 }))
+        }
         if !report.notes.isEmpty {
             lines.append("")
             lines.append(style.dim("Notes:"))

@@ -270,4 +270,78 @@ struct RealRunTests {
         #expect(report.stepFiles?.count == 5)
         #expect(report.stepFiles?.last?.file.hasSuffix("step_000128.weights.h5") == true)
     }
+
+    // MARK: several models in one folder
+
+    /// Copies the files of sample runs into `directory`, each run's names given a prefix.
+    static func copySamples(_ runs: [(run: String, prefix: String)], to directory: String) throws {
+        for (run, prefix) in runs {
+            for name in try FileManager.default.contentsOfDirectory(atPath: samplePath(run)) {
+                try FileManager.default.copyItem(
+                    atPath: samplePath(run) + "/" + name, toPath: (directory as NSString).appendingPathComponent(prefix + name))
+            }
+        }
+    }
+
+    @Test("Two different models in one folder: recognised, said in the verdict, each judged on its own")
+    func twoModels() throws {
+        let directory = try TemporaryDirectory()
+        try Self.copySamples([("keras-weights-h5", "old_"), ("keras-mixed-precision", "new_")], to: directory.url.path)
+        // The mixed-precision files are the newer ones.
+        let later = Date().addingTimeInterval(60)
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory.url.path) where name.hasPrefix("new_") {
+            try FileManager.default.setAttributes([.modificationDate: later], ofItemAtPath: directory.path(name))
+        }
+        let report = try Analysis.scan(directory.url.path).0
+        let models = try #require(report.models)
+        #expect(models.count == 2)
+        #expect(report.verdict.hasPrefix("2 different models in one folder"))
+        let primary = try #require(models.first { $0.primary })
+        #expect(primary.steps == [0, 32, 64, 96, 128])
+        #expect(report.steps == primary.steps)
+        #expect(primary.stepFiles.allSatisfy { $0.file.contains("new_") })
+        let other = try #require(models.first { !$0.primary })
+        #expect(other.steps == Array(stride(from: 0, through: 640, by: 64)))
+        #expect(other.stepFiles.allSatisfy { $0.file.contains("old_") })
+        // Judged on its own: the frozen layer of the older model is found there, not lost as a duplicate.
+        #expect(other.findings.contains { $0.kind == .frozen && $0.layer == "hidden2" })
+        #expect(report.findings.allSatisfy { $0.layer != "hidden2" })
+        #expect(report.allFindings.contains { $0.kind == .frozen })
+        // No step was dropped as a duplicate of the other model's.
+        #expect(!report.skipped.contains { $0.reason.contains("duplicate step") })
+        let text = TextRenderer(style: Style(color: false), explain: false, width: 200).render(report)
+        #expect(text.contains("Model 1 of this folder") || text.contains("Model 2 of this folder"))
+        #expect(try JSONRenderer().render(report).contains("\"models\""))
+    }
+
+    @Test("One model whose saves add a tensor stays one model; a run of one model has no models list")
+    func oneModel() throws {
+        func checkpoint(_ step: Int, _ names: [String]) -> Checkpoint {
+            Checkpoint(
+                source: "s\(step)", layout: .native, metadata: StepMetadata(step: step, stepSource: .attribute),
+                tensors: names.map { TensorRef(name: $0, layer: $0, role: .weight, shape: [4, 4], dtype: .float32, unitAxis: 0, path: "/" + $0) },
+                layers: names)
+        }
+        let grown = RunLoader.assemble(
+            source: "r", checkpoints: [checkpoint(0, ["a", "b", "c"]), checkpoint(1, ["a", "b", "c", "head"])], skipped: [])
+        #expect(grown.otherModels.isEmpty)
+        #expect(grown.checkpoints.count == 2)
+        let replaced = RunLoader.assemble(
+            source: "r", checkpoints: [checkpoint(0, ["a", "b", "c"]), checkpoint(1, ["x", "y", "c"])], skipped: [])
+        #expect(replaced.otherModels.count == 1)
+        #expect(replaced.notes.contains { $0.contains("2 different models") })
+        let report = try Analysis.scan(samplePath("healthy")).0
+        #expect(report.models == nil)
+    }
+
+    @Test("A step saved twice by one model: the file used and why are noted")
+    func duplicateStep() throws {
+        let directory = try TemporaryDirectory()
+        try Self.copySamples([("healthy", "a_")], to: directory.url.path)
+        try FileManager.default.copyItem(atPath: samplePath("healthy") + "/step_000060.h5", toPath: directory.path("b_step_000060.h5"))
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.models == nil)
+        #expect(report.notes.contains { $0.contains("a_step_000060.h5 used") && $0.contains("first by name") })
+        #expect(report.skipped.contains { $0.item.hasSuffix("b_step_000060.h5") && $0.kind == .superseded })
+    }
 }
