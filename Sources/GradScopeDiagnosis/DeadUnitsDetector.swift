@@ -31,7 +31,9 @@ package struct DeadUnitsDetector: Detector {
     }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        let windows = run.unitWindows.filter { !DetectorSupport.isEmbedding($0.name) && !TensorNames.isBias($0.name) && $0.units >= 2 }
+        let windows = run.unitWindows.filter {
+            !DetectorSupport.isEmbedding($0.name, shape: DetectorSupport.weightShape(run, $0.name)) && !TensorNames.isBias($0.name) && $0.units >= 2
+        }
         guard !windows.isEmpty else {
             return .lacking(
                 run.hasGradients

@@ -120,7 +120,7 @@ package struct PoorInitDetector: Detector {
                 atInit
                 ? ""
                 : " (the first save, after training began; its std stayed within \(formatSignificant(margin))x of it to step \(held.last), so training has not been changing its scale)"
-            if DetectorSupport.isEmbedding(kernel.name) {
+            if DetectorSupport.isEmbedding(kernel.name, shape: kernel.shape) {
                 if var finding = embeddingScale(kernel, std: std, step: record.step, thresholds: thresholds, margin: margin) {
                     if !atInit {
                         finding.message = String(finding.message.dropLast()) + heldNote + "."

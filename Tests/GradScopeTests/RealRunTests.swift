@@ -344,4 +344,71 @@ struct RealRunTests {
         #expect(report.notes.contains { $0.contains("a_step_000060.h5 used") && $0.contains("first by name") })
         #expect(report.skipped.contains { $0.item.hasSuffix("b_step_000060.h5") && $0.kind == .superseded })
     }
+
+    // MARK: names are evidence, not verdicts
+
+    static func measurement(_ name: String, _ shape: [Int]) -> TensorMeasurement {
+        TensorMeasurement(
+            key: .weight(name), name: name, layer: name, role: .weight, shape: shape, unitAxis: shape.count >= 2 ? 0 : nil,
+            dtype: "float32", path: "/" + name,
+            stats: TensorStats(
+                count: 1, finiteCount: 1, mean: 0, std: 0, min: 0, max: 0, maxAbs: 0, l2Norm: 0, zeros: 1, nan: 0, posInf: 0, negInf: 0,
+                p1: nil, p5: nil, p50: nil, p95: nil, p99: nil, histogram: nil,
+                log2Histogram: Log2Histogram(minExponent: 0, counts: [], zeros: 1), unitNorms: nil, unitZeroCount: nil))
+    }
+
+    @Test(
+        "Kernels whose names merely contain a normalisation or embedding word stay kernels",
+        arguments: [
+            ("subnet/dense/kernel", [64, 32]), ("subnet.0.weight", [32, 64]), ("abnormal_head.weight", [10, 20]),
+            ("lnet.fc.weight", [8, 8]), ("spectral_norm_conv/kernel", [3, 3, 16, 32]), ("features.gn_proj.weight", [16, 16]),
+            ("encoder/bnk/kernel", [16, 16]), ("resembler.weight", [4, 8]),
+        ])
+    func notNormalization(name: String, shape: [Int]) {
+        #expect(DetectorSupport.isKernel(Self.measurement(name, shape)), "\(name) \(shape)")
+    }
+
+    @Test(
+        "Normalisation parameters are still recognised, by name and by their one-per-feature shape",
+        arguments: [
+            ("bn1.weight", [64]), ("layers.0.norm.weight", [512]), ("batch_normalization_1/gamma", [32]),
+            ("encoder/layer_normalization/beta", [1, 1, 64]), ("model.layers.3.input_layernorm.weight", [4096]), ("ln_f.weight", [768]),
+            ("transformer/final_rmsnorm/scale", [256]), ("gamma:0", [10]),
+        ])
+    func normalization(name: String, shape: [Int]) {
+        #expect(DetectorSupport.isNormalization(name, shape: shape), "\(name) \(shape)")
+        if shape.count >= 2 { #expect(!DetectorSupport.isKernel(Self.measurement(name, shape))) }
+    }
+
+    @Test("Embedding tables: a word of the name and a matrix shape")
+    func embeddings() {
+        #expect(DetectorSupport.isEmbedding("emb.0.weight", shape: [1000, 8]))
+        #expect(DetectorSupport.isEmbedding("model.embed_tokens.weight", shape: [32000, 4096]))
+        #expect(DetectorSupport.isEmbedding("bert/embeddings/word_embeddings", shape: [30522, 768]))
+        #expect(DetectorSupport.isEmbedding("user_factors.weight", shape: [500, 16]))
+        #expect(DetectorSupport.isEmbedding("transformer.wte.weight", shape: [50257, 768]))
+        // A patch-embedding convolution and a positional parameter of rank 3 are not lookup tables.
+        #expect(!DetectorSupport.isEmbedding("patch_embed.proj.weight", shape: [768, 3, 16, 16]))
+        #expect(!DetectorSupport.isEmbedding("pos_embed", shape: [1, 197, 768]))
+        // Words, not pieces of words.
+        #expect(!DetectorSupport.isEmbedding("member_fc.weight", shape: [16, 16]))
+        #expect(!DetectorSupport.isEmbedding("semblance.weight", shape: [16, 16]))
+    }
+
+    @Test("A kernel in a layer named `subnet` is judged by the kernel rules (poor-init flags its scale)")
+    func subnetJudged() throws {
+        let directory = try TemporaryDirectory()
+        for step in [0, 10, 20] {
+            let writer = try HDF5Writer(creating: directory.path(String(format: "step_%06d.h5", step)))
+            try writer.setAttribute("format", .string("gradscope/1", .variableUTF8), at: "/")
+            try writer.setAttribute("step", .int(Int64(step)), at: "/")
+            var noise = SplitMix64(state: UInt64(step + 1))
+            // std 20 for fan-in 32: 56x above sqrt(2/32).
+            try writer.write("/weights/subnet.0.weight", noise.normals(64 * 32, std: 20), shape: [64, 32])
+            try writer.write("/weights/subnet.2.weight", noise.normals(4 * 64, std: (2.0 / 64).squareRoot()), shape: [4, 64])
+            writer.close()
+        }
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.findings(.poorInit).contains { $0.tensor == "subnet.0.weight" })
+    }
 }
