@@ -103,7 +103,10 @@ public struct ModelReport: Sendable, Codable {
 extension ScanReport {
     /// Adds the other models of the folder, each judged on its own, and says so in the verdict.
     /// `weights`: each model's weight count, this report's first.
-    package mutating func addModels(_ others: [ScanReport], weights: [Int]) {
+    /// `sameArchitecture`: the runs share their tensors' names and shapes (told apart by a jump of their weights).
+    package mutating func addModels(
+        _ others: [ScanReport], weights: [Int], reason: String = "most tensor names or shapes differ", sameArchitecture: Bool = false
+    ) {
         var entries: [(report: ScanReport, primary: Bool, weights: Int)] = [(self, true, weights.first ?? 0)]
         for (index, other) in others.enumerated() {
             entries.append((other, false, weights.indices.contains(index + 1) ? weights[index + 1] : 0))
@@ -129,7 +132,7 @@ extension ScanReport {
             "model \(model.model) (\(model.primary ? "newest files, shown below; " : "")\(model.weights) weights, \(span(model))): \(model.verdict)"
         }
         verdict =
-            "\(entries.count) different models in one folder (most tensor names or shapes differ), judged separately — "
+            "\(entries.count) different \(sameArchitecture ? "runs" : "models") in one folder (\(reason)), judged separately — "
             + described.joined(separator: " ")
     }
 }

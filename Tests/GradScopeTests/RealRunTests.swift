@@ -411,4 +411,52 @@ struct RealRunTests {
         let report = try Analysis.scan(directory.url.path).0
         #expect(report.findings(.poorInit).contains { $0.tensor == "subnet.0.weight" })
     }
+
+    // MARK: one architecture, two runs
+
+    @Test("A restart of the same architecture from a fresh initialisation: two runs, judged separately")
+    func restartSameArchitecture() throws {
+        let directory = try TemporaryDirectory()
+        var first = SyntheticRun()
+        first.steps = Array(stride(from: 0, through: 500, by: 100))
+        try first.write(to: directory.url.path)
+        var second = SyntheticRun()
+        second.seed = 99
+        second.steps = Array(stride(from: 600, through: 1100, by: 100))
+        try second.write(to: directory.url.path)
+        let report = try Analysis.scan(directory.url.path).0
+        let models = try #require(report.models)
+        #expect(models.count == 2)
+        #expect(report.verdict.contains("jumps to unrelated values at step 600"))
+        #expect(report.steps == [600, 700, 800, 900, 1000, 1100])
+        #expect(models.first { !$0.primary }?.steps == [0, 100, 200, 300, 400, 500])
+        // Judged on its own, neither run shows the jump as a huge update.
+        #expect(report.allFindings.filter { $0.kind == .updateRatio }.isEmpty)
+    }
+
+    @Test("One run saved on: no jump, one model")
+    func noJumpInOneRun() throws {
+        let directory = try TemporaryDirectory()
+        var run = SyntheticRun()
+        run.updateRatio = 5e-3
+        try run.write(to: directory.url.path)
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.models == nil)
+        #expect(!report.verdict.contains("unrelated"))
+    }
+
+    @Test("Two runs of one architecture saved in turn: the mix is said first, the runs cannot be told apart")
+    func interleavedRuns() throws {
+        let directory = try TemporaryDirectory()
+        var first = SyntheticRun()
+        first.steps = [0, 100, 200, 300]
+        try first.write(to: directory.url.path)
+        var second = SyntheticRun()
+        second.seed = 42
+        second.steps = [50, 150, 250, 350]
+        try second.write(to: directory.url.path)
+        let report = try Analysis.scan(directory.url.path).0
+        #expect(report.models == nil)
+        #expect(report.verdict.hasPrefix("Saves of different runs seem mixed in this folder"))
+    }
 }
