@@ -259,7 +259,7 @@ public enum Analysis {
         } else if !models.mixedAt.isEmpty {
             let steps = models.mixedAt.prefix(5).map(String.init).joined(separator: ", ") + (models.mixedAt.count > 5 ? ", …" : "")
             report.verdict =
-                "Saves of different runs seem mixed in this folder: every weight matrix jumps to unrelated values at \(models.mixedAt.count) saves (steps \(steps)), so the findings may mix runs. "
+                "Saves of different runs seem mixed in this folder: every weight matrix jumps to unrelated values at \(models.mixedAt.count == 1 ? "step" : "\(models.mixedAt.count) saves (steps") \(steps)\(models.mixedAt.count == 1 ? "" : ")"), so the findings may mix runs. "
                 + report.verdict
             report.notes.insert(
                 "every weight matrix jumps to unrelated values (cosine near 0 at a like norm) at steps \(steps): the saves of two or more runs of the same architecture seem interleaved, and cannot be told apart; scan each run's files on their own",

@@ -47,7 +47,9 @@ package struct PoorInitDetector: Detector {
     /// the change factor (≥ 1) and the last step; empty when the run does not allow the judgement.
     package static func heldScales(_ run: RunMeasurements) -> (last: Int, change: [TensorKey: Double]) {
         guard run.records.count >= 2, let first = run.records.first, let last = run.records.last, run.stepsKnown,
-            let origin = run.stepSource, origin != .position
+            let origin = run.stepSource, origin != .position,
+            // One run: no save whose weights are unrelated to the save before (``RunJumps``).
+            RunJumps.unrelatedSaves(run).isEmpty
         else { return (0, [:]) }
         // The training before the first save: `step` updates, or up to `step + 1` epochs or saves
         // (epoch numbers may count from 0 or from 1).

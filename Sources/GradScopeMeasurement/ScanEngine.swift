@@ -70,8 +70,9 @@ public enum ScanEngine {
         public var reason: String?
         /// Whether the runs share one architecture (split by a jump of their weights, not their names).
         public var sameArchitecture = false
-        /// Saves of one model after which every matrix jumps to unrelated values, more than once, so
-        /// that they cannot be told apart into runs: the steps where the jumps land.
+        /// Saves of one model where every matrix jumps to unrelated values, when they cannot be told
+        /// apart into runs of two saves or more (several jumps, or a lone save): the steps where the
+        /// jumps land.
         public var mixedAt: [Int] = []
     }
 
@@ -126,7 +127,9 @@ public enum ScanEngine {
         // One architecture, two runs: every matrix jumps to unrelated values once (a restart from a
         // fresh initialisation, an older run's files beside a newer one's). Each part is measured anew.
         let jumps = RunJumps.unrelatedSaves(results[0].1)
-        if jumps.count == 1, let at = jumps.first {
+        // Each part must be a run of at least two saves; a lone save unrelated to its neighbours is
+        // reported as a mix, not made a run of its own.
+        if jumps.count == 1, let at = jumps.first, at >= 2, results[0].1.records.count - at >= 2 {
             let (run, measurements) = results[0]
             let step = measurements.records[at].step, before = measurements.records[at - 1].step
             // Measuring let each save's direct storage go: these are read again through the reader.
@@ -150,7 +153,7 @@ public enum ScanEngine {
             return Models(runs: [later, earlier], reason: "every weight matrix jumps to unrelated values at step \(step)", sameArchitecture: true)
         }
         var models = Models(runs: results, reason: nil)
-        if jumps.count > 1 { models.mixedAt = jumps.map { results[0].1.records[$0].step } }
+        if !jumps.isEmpty { models.mixedAt = jumps.map { results[0].1.records[$0].step } }
         return models
     }
 

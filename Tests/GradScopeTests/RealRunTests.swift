@@ -459,4 +459,17 @@ struct RealRunTests {
         #expect(report.models == nil)
         #expect(report.verdict.hasPrefix("Saves of different runs seem mixed in this folder"))
     }
+
+    @Test("Real Keras GRU and LSTM files: units are the hidden size (70, 50, 128)")
+    func corpusRecurrentUnits() throws {
+        for (file, kernel, units) in [
+            ("keras3/gru-congestion.weights.h5", "gru_1/cell/kernel", 70), ("keras-legacy/k2.0.6-lstm-rmsprop.h5", "lstm_1/kernel", 50),
+            ("keras3/lstm-renewable-3.8.0.keras", "lstm_1/cell/kernel", 128),
+        ] {
+            guard let path = corpusFile(file) else { continue }
+            let report = try Analysis.scan(path).0
+            let timeline = try #require(report.timeline.first { $0.name == kernel }, "\(file): \(report.timeline.map(\.name))")
+            #expect(timeline.units == units, "\(file)")
+        }
+    }
 }
