@@ -231,16 +231,40 @@ public enum Analysis {
     ) throws -> (ScanReport, RunMeasurements) {
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
-        let (run, measurements) = try ScanEngine.scan(
+        let models = try ScanEngine.scanModels(
             path, isolation: isolation, load: load, measure: measureOptions, select: nil,
             loadProgress: loadProgress, measureProgress: measureProgress)
+        let (run, measurements) = models.runs[0]
         // The whole run is diagnosed; `select` narrows only what the report shows (``Selection``).
         // One index of the measurements serves the detectors and the report.
-        let report = RunIndex.with(measurements) {
+        var report = RunIndex.with(measurements) {
             let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
             var report = ScanReport(run: run, measurements: measurements, diagnosis: diagnosis)
             if let select { report.show(Selection(select), measurements: measurements) }
             return report
+        }
+        // Other models in the same folder: each judged on its own, summarised in `models`.
+        if models.runs.count > 1 {
+            let others = models.runs.dropFirst().map { other -> ScanReport in
+                let (otherRun, otherMeasurements) = other
+                return RunIndex.with(otherMeasurements) {
+                    let diagnosis = Diagnoser.diagnose(otherMeasurements, thresholds: thresholds)
+                    var report = ScanReport(run: otherRun, measurements: otherMeasurements, diagnosis: diagnosis)
+                    if let select { report.show(Selection(select), measurements: otherMeasurements) }
+                    return report
+                }
+            }
+            report.addModels(
+                others, weights: models.runs.map { Set($0.0.checkpoints.last?.tensors(.weight).map(\.name) ?? []).count },
+                reason: models.reason ?? "most tensor names or shapes differ", sameArchitecture: models.sameArchitecture)
+        } else if !models.mixedAt.isEmpty {
+            let steps = models.mixedAt.prefix(5).map(String.init).joined(separator: ", ") + (models.mixedAt.count > 5 ? ", …" : "")
+            report.verdict =
+                "Saves of different runs seem mixed in this folder: every weight matrix jumps to unrelated values at \(models.mixedAt.count == 1 ? "step" : "\(models.mixedAt.count) saves (steps") \(steps)\(models.mixedAt.count == 1 ? "" : ")"), so the findings may mix runs. "
+                + report.verdict
+            report.notes.insert(
+                "every weight matrix jumps to unrelated values (cosine near 0 at a like norm) at steps \(steps): the saves of two or more runs of the same architecture seem interleaved, and cannot be told apart; scan each run's files on their own",
+                at: 0)
         }
         return (report, measurements)
     }

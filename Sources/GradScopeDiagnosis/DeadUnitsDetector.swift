@@ -33,7 +33,8 @@ package struct DeadUnitsDetector: Detector {
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let windows = run.unitWindows.filter {
-            $0.source != .inputs && !DetectorSupport.isEmbedding($0.name) && !TensorNames.isBias($0.name) && $0.units >= 2
+            $0.source != .inputs && !DetectorSupport.isEmbedding($0.name, shape: DetectorSupport.weightShape(run, $0.name))
+                && !TensorNames.isBias($0.name) && $0.units >= 2
         }
         guard !windows.isEmpty else {
             return .lacking(

@@ -128,28 +128,61 @@ package enum DetectorSupport {
             || lower.contains("running_var") || lower.contains("num_batches_tracked")
     }
 
-    /// Embedding tables: their gradients are sparse (rows of tokens not in the batch are zero) by design.
-    package static func isEmbedding(_ name: String) -> Bool {
-        let lower = name.lowercased()
-        if lower.contains("embed") { return true }
-        let parts = lower.split(whereSeparator: { $0 == "." || $0 == "/" || $0 == "_" })
-        // `user_factors`, `item_factors`: the embedding tables of matrix factorisation.
-        return parts.contains { ["emb", "embs", "wte", "wpe", "lookup", "factors"].contains(String($0)) }
+    /// The words of a name: lower-cased, split at `.`, `/`, `\\`, `_`, `-`, `:` and spaces, and each
+    /// word's trailing digits dropped (`bn1` -> `bn`, `norm2` -> `norm`), words of digits alone dropped
+    /// (`layers.0.norm` -> `layers`, `norm`; `gamma:0` -> `gamma`).
+    /// Name rules match whole words, never pieces of one (`subnet` holds no `bn`, `abnormal` no `norm`).
+    package static func nameWords(_ name: String) -> [String] {
+        name.lowercased().split(whereSeparator: { "./\\_-: ".contains($0) }).map { word in
+            var word = Substring(word)
+            while let last = word.last, last.isNumber, word.count > 1 { word = word.dropLast() }
+            return String(word)
+        }.filter { !$0.isEmpty && !$0.allSatisfy(\.isNumber) }
     }
 
-    /// Normalisation parameters (gamma, beta, LayerNorm/BatchNorm weights).
-    package static func isNormalization(_ name: String) -> Bool {
-        let lower = name.lowercased()
-        return lower.contains("norm") || lower.contains("bn") || lower.hasSuffix("gamma") || lower.hasSuffix("beta")
-            || lower.contains(".ln") || lower.hasPrefix("ln")
+    /// Embedding tables: their gradients are sparse (rows of tokens not in the batch are zero) by design.
+    /// The name says so by a word (`embedding`, `embeddings`, `tok_embeddings`, `emb`, `wte`, `wpe`,
+    /// `lookup`, matrix factorisation's `user_factors`); the shape must agree: a lookup table is a matrix
+    /// `[rows, dim]`, so a convolution in a `patch_embed` module or a `pos_embed` of rank 3 is not one.
+    /// `shape` nil: the shape is not known, the name alone decides.
+    package static func isEmbedding(_ name: String, shape: [Int]? = nil) -> Bool {
+        if let shape, shape.count != 2 { return false }
+        return nameWords(name).contains { word in
+            word.hasPrefix("embed") || word.hasSuffix("embed") || word.hasSuffix("embedding") || word.hasSuffix("embeddings")
+                || ["emb", "embs", "wte", "wpe", "lookup", "factors"].contains(word)
+        }
+    }
+
+    /// A normalisation layer's name: a word `bn`, `ln`, `gn`, `norm`, `normalization`, or one ending in
+    /// `norm` (`layernorm`, `batchnorm`, `rmsnorm`, `groupnorm`), or a last word `gamma` or `beta`.
+    package static func isNormalizationName(_ name: String) -> Bool {
+        let words = nameWords(name)
+        if let last = words.last, last == "gamma" || last == "beta" { return true }
+        return words.contains { word in
+            ["bn", "ln", "gn", "norm", "normalization", "normalisation"].contains(word) || (word.hasSuffix("norm") && word.count > 4)
+        }
+    }
+
+    /// Normalisation parameters (BatchNorm/LayerNorm gamma and beta, their `weight` and `bias`): named
+    /// so (``isNormalizationName(_:)``) and shaped so: one value per feature, a vector or a tensor whose
+    /// dimensions are all 1 but one (Keras broadcast shapes `[1, 1, C]`). A matrix is never one, whatever
+    /// its name (a spectrally normalised kernel is a kernel).
+    package static func isNormalization(_ name: String, shape: [Int]) -> Bool {
+        guard shape.filter({ $0 != 1 }).count <= 1 else { return false }
+        return isNormalizationName(name)
     }
 
     /// A weight matrix or convolution kernel (rank ≥ 2), the tensors scale rules apply to.
     /// Biases are never kernels, whatever their rank (a Keras GRU's bias is [2, 3·units], zeros at
     /// initialisation).
     package static func isKernel(_ measurement: TensorMeasurement) -> Bool {
-        measurement.shape.count >= 2 && !isRunningStatistic(measurement.name) && !isNormalization(measurement.name)
-            && !TensorNames.isBias(measurement.name)
+        measurement.shape.count >= 2 && !isRunningStatistic(measurement.name)
+            && !isNormalization(measurement.name, shape: measurement.shape) && !TensorNames.isBias(measurement.name)
+    }
+
+    /// The shape of the weight `name` at its last save in the run, when it has one.
+    package static func weightShape(_ run: RunMeasurements, _ name: String) -> [Int]? {
+        run.indexedSeries(.weight(name)).last?.measurement.shape
     }
 
     /// Keys of the optimizer slots holding a second moment (Adam's v, RMSprop's mean square): a

@@ -97,7 +97,7 @@ public enum Diagnoser {
         var kernelUnits: [String: Int] = [:]
         for key in run.indexedWeightKeys {
             guard let weight = run.indexedSeries(key).last?.measurement, DetectorSupport.isKernel(weight), kernelUnits[weight.layer] == nil,
-                let units = TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis)
+                let units = TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis, gates: weight.gates)
             else { continue }
             kernelUnits[weight.layer] = units
         }

@@ -40,7 +40,7 @@ package enum LayerChain {
     /// Whether a name marks a layer the simple chain does not run through.
     package static func breaks(_ name: String) -> Bool {
         let lower = name.lowercased()
-        return breakingMarks.contains { lower.contains($0) } || DetectorSupport.isEmbedding(name) || DetectorSupport.isNormalization(name)
+        return breakingMarks.contains { lower.contains($0) } || DetectorSupport.isEmbedding(name) || DetectorSupport.isNormalizationName(name)
     }
 
     /// The module a layer belongs to: its name up to the last `.` or `/`.

@@ -168,11 +168,13 @@ package struct LossPlateauDetector: Detector {
     package func outputLayerUnits(_ run: RunMeasurements) -> Int? {
         guard
             let key = run.indexedWeightKeys.last(where: { key in
-                run.indexedSeries(key).last.map { DetectorSupport.isKernel($0.measurement) && !DetectorSupport.isEmbedding($0.measurement.name) }
+                run.indexedSeries(key).last.map {
+                    DetectorSupport.isKernel($0.measurement) && !DetectorSupport.isEmbedding($0.measurement.name, shape: $0.measurement.shape)
+                }
                     ?? false
             }), let weight = run.indexedSeries(key).last?.measurement
         else { return nil }
-        return TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis)
+        return TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis, gates: weight.gates)
     }
 
     /// The bias of the output layer at a save.
@@ -183,11 +185,17 @@ package struct LossPlateauDetector: Detector {
         return (bias.name, bias)
     }
 
-    /// A saved activation that holds the logits (named so, or the last one saved).
+    /// A saved activation that holds the logits: named so by a word (`logits`, `output`, `out`, `head`;
+    /// not `dropout` or `layout`) and, when the output layer's units are known, as wide as it; else the
+    /// last one saved.
     package func logits(_ run: RunMeasurements, at record: StepRecord) -> (String, TensorMeasurement)? {
         let activations = record.ordered.filter { $0.role == .activation }
-        let hints = ["logit", "output", "out", "head"]
-        if let named = activations.first(where: { activation in hints.contains { activation.name.lowercased().contains($0) } }) {
+        let hints = ["logit", "logits", "output", "outputs", "out", "head"]
+        let units = outputLayerUnits(run)
+        if let named = activations.first(where: { activation in
+            DetectorSupport.nameWords(activation.name).contains { hints.contains($0) }
+                && (units == nil || activation.unitCount == nil || activation.unitCount == units)
+        }) {
             return (named.name, named)
         }
         return activations.last.map { ($0.name, $0) }

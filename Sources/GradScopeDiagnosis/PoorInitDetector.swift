@@ -21,8 +21,17 @@ import GradScopeStatistics
 /// scales instead: a standard deviation below `init_too_small_factor` times 0.02
 /// (BERT, GPT-2) or above `init_too_large_factor` times 1 (PyTorch's default).
 /// Needs: for the scale rules, a first save known to be the initialisation (step 0
-/// read from the file or its name, or step 1 counted in optimizer updates);
-/// symmetry is checked at any step.
+/// read from the file or its name, or step 1 counted in optimizer updates), or a
+/// kernel whose scale held: when the first save comes after training began but the
+/// kernel's std at the last save is within `heldScaleFactor` (2) of the first's,
+/// over a stretch of the run at least as long as the training before the first
+/// save (in the run's own unit: updates, epochs), training is not moving its scale,
+/// and the first save's scale is taken as the initial one. The verdict then allows
+/// for the change seen: a std r times off at most is flagged only when it is still
+/// beyond the bound after dividing (too large) or multiplying (too small) by r.
+/// A factor of 2 is well inside the factor-10 margins of the rules, so a kernel
+/// flagged this way is off whichever way the unseen part of training moved it
+/// within that factor. Symmetry is checked at any step.
 package struct PoorInitDetector: Detector {
     package static let kind = FindingKind.poorInit
     package let scope: DetectorScope = [.file, .run]
@@ -30,12 +39,41 @@ package struct PoorInitDetector: Detector {
 
     package func phrase(for finding: Finding) -> String { "\(finding.verdictSubject) poorly initialised" }
 
+    /// Largest change of a kernel's std between the first and the last save for its scale to count
+    /// as held (see the type's documentation).
+    package static let heldScaleFactor = 2.0
+
+    /// For each kernel whose scale held from a first save after training began to the last save,
+    /// the change factor (≥ 1) and the last step; empty when the run does not allow the judgement.
+    package static func heldScales(_ run: RunMeasurements) -> (last: Int, change: [TensorKey: Double]) {
+        guard run.records.count >= 2, let first = run.records.first, let last = run.records.last, run.stepsKnown,
+            let origin = run.stepSource, origin != .position,
+            // One run: no save whose weights are unrelated to the save before (``RunJumps``).
+            RunJumps.unrelatedSaves(run).isEmpty
+        else { return (0, [:]) }
+        // The training before the first save: `step` updates, or up to `step + 1` epochs or saves
+        // (epoch numbers may count from 0 or from 1).
+        let before = run.stepsCountUpdates ? first.step : first.step + 1
+        guard last.step - first.step >= before else { return (last.step, [:]) }
+        var change: [TensorKey: Double] = [:]
+        for key in run.indexedWeightKeys {
+            guard let a = first.tensors[key]?.stats.std, let b = last.tensors[key]?.stats.std, a > 0, b > 0, a.isFinite, b.isFinite else {
+                continue
+            }
+            let factor = max(a, b) / min(a, b)
+            if factor <= heldScaleFactor { change[key] = factor }
+        }
+        return (last.step, change)
+    }
+
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard let record = run.records.first else { return .lacking("no tensors were read") }
         // Step 0 is the initialisation when the file or its name says so (not an epoch, not the
         // file's position in the run); step 1 only when it counts optimizer steps (not "epoch 1").
         let atInit = (record.step == 0 && run.startsAtInitialisation) || (record.step == 1 && run.stepsCountUpdates)
         let kernels = run.indexedWeightKeys.compactMap { record.tensors[$0] }.filter { DetectorSupport.isKernel($0) }
+        let held = atInit ? (last: record.step, change: [:]) : Self.heldScales(run)
+        var judgedHeld = false
         guard !kernels.isEmpty else { return .lacking("no weight matrices or kernels to check") }
         var findings: [Finding] = []
         let lastKernel = kernels.last?.name
@@ -75,34 +113,56 @@ package struct PoorInitDetector: Detector {
                 }
                 continue
             }
-            guard atInit else { continue }
-            if DetectorSupport.isEmbedding(kernel.name) {
-                if let finding = embeddingScale(kernel, std: std, step: record.step, thresholds: thresholds) { findings.append(finding) }
+            // A first save after training began: judged only when the kernel's scale held to the last save,
+            // allowing for the change seen (`margin`).
+            let margin = atInit ? 1.0 : held.change[kernel.key] ?? 0
+            guard margin > 0 else { continue }
+            if !atInit { judgedHeld = true }
+            let heldNote =
+                atInit
+                ? ""
+                : " (the first save, after training began; its std stayed within \(formatSignificant(margin))x of it to step \(held.last), so training has not been changing its scale)"
+            if DetectorSupport.isEmbedding(kernel.name, shape: kernel.shape) {
+                if var finding = embeddingScale(kernel, std: std, step: record.step, thresholds: thresholds, margin: margin) {
+                    if !atInit {
+                        finding.message = String(finding.message.dropLast()) + heldNote + "."
+                        finding.evidence["scale_held_to_step"] = .int(held.last)
+                        finding.evidence["scale_change"] = .number(margin)
+                    }
+                    findings.append(finding)
+                }
                 continue
             }
             let lower = 1 / (3 * Double(fanIn)).squareRoot()
             let upper = (2 / Double(fanIn)).squareRoot()
             var problem: (String, Severity)?
-            if std < thresholds.initTooSmallFactor * lower {
+            if std * margin < thresholds.initTooSmallFactor * lower {
                 problem = (
                     "too small: std \(formatSignificant(std)) is \(formatSignificant(lower / std))x below 1/√(3·fan_in) = \(formatSignificant(lower)) (fan-in \(fanIn)); signals shrink layer after layer toward zero output",
                     .warning
                 )
-            } else if std > thresholds.initTooLargeFactor * upper {
+            } else if std / margin > thresholds.initTooLargeFactor * upper {
                 problem = (
                     "too large: std \(formatSignificant(std)) is \(formatSignificant(std / upper))x above √(2/fan_in) = \(formatSignificant(upper)) (fan-in \(fanIn)); signals grow layer after layer and saturate or explode",
                     .warning
                 )
             }
             guard let (what, severity) = problem else { continue }
+            var evidence: [String: EvidenceValue] = [
+                "std": .number(std), "fan_in": .int(fanIn), "expected_std_min": .number(lower), "expected_std_max": .number(upper),
+            ]
+            if !atInit {
+                evidence["scale_held_to_step"] = .int(held.last)
+                evidence["scale_change"] = .number(margin)
+            }
             findings.append(
                 Finding(
                     kind: kind, severity: severity, tensor: kernel.name, layer: kernel.layer, firstStep: record.step, lastStep: record.step,
-                    message: "\(kernel.name) is initialised \(what).",
-                    evidence: ["std": .number(std), "fan_in": .int(fanIn), "expected_std_min": .number(lower), "expected_std_max": .number(upper)],
+                    message: "\(kernel.name) is initialised \(what)\(heldNote).",
+                    evidence: evidence,
                     explanation: PoorInitExplanation.scale(fanIn: fanIn, lower: lower, upper: upper).text))
         }
-        if !atInit && findings.isEmpty {
+        if !atInit && findings.isEmpty && !judgedHeld {
             let reason =
                 record.step == 0
                 ? "the first save's step is not known to be the initialisation (no step in the file; a file name's order or an epoch number): initial scales cannot be judged (symmetry was checked)"
@@ -114,13 +174,13 @@ package struct PoorInitDetector: Detector {
 
     /// Embedding tables have no fan-in rule: common initialisations range from
     /// N(0, 0.02) (BERT, GPT-2) through Keras's U(−0.05, 0.05) to PyTorch's N(0, 1).
-    package func embeddingScale(_ table: TensorMeasurement, std: Double, step: Int, thresholds: Thresholds) -> Finding? {
+    package func embeddingScale(_ table: TensorMeasurement, std: Double, step: Int, thresholds: Thresholds, margin: Double = 1) -> Finding? {
         let lower = 0.02, upper = 1.0
         let problem: String
-        if std < thresholds.initTooSmallFactor * lower {
+        if std * margin < thresholds.initTooSmallFactor * lower {
             problem =
                 "too small: std \(formatSignificant(std)) is \(formatSignificant(lower / std))x below 0.02, the smallest common embedding initialisation (BERT, GPT-2); every input starts as a near-zero vector, so the layers after it see almost no signal"
-        } else if std > thresholds.initTooLargeFactor * upper {
+        } else if std / margin > thresholds.initTooLargeFactor * upper {
             problem =
                 "too large: std \(formatSignificant(std)) is \(formatSignificant(std / upper))x above N(0, 1), PyTorch's default for embeddings"
         } else {

@@ -4,6 +4,7 @@ import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 
 /// One point of a tensor's timeline in a scan.
 public struct TimelinePoint: Sendable, Codable, Equatable {
@@ -14,6 +15,9 @@ public struct TimelinePoint: Sendable, Codable, Equatable {
     public var gradientRatio: Double? = nil
     /// ‖ΔW‖/‖W‖ since the previous save, divided by the steps between them.
     public var updateRatio: Double?
+    /// ‖ΔW‖/‖W‖ since the previous save, not divided: the change per save interval (what the table
+    /// shows when the step numbers do not count optimizer updates).
+    public var updatePerSave: Double? = nil
     public var zeroFraction: Double?
     public var nonFinite: Int
     /// Counts of floor(log2 |x|) from `log2Min` (the log-magnitude histogram).
@@ -32,6 +36,7 @@ public struct TimelinePoint: Sendable, Codable, Equatable {
         case gradientNorm = "gradient_norm"
         case gradientRatio = "gradient_ratio"
         case updateRatio = "update_ratio"
+        case updatePerSave = "update_per_save"
         case zeroFraction = "zero_fraction"
         case nonFinite = "non_finite"
         case log2Min = "log2_min"
@@ -66,12 +71,93 @@ public struct LossPoint: Sendable, Codable, Equatable {
     }
 }
 
+/// The file a saved step was read from.
+public struct StepFile: Sendable, Codable, Equatable {
+    public var step: Int
+    /// The file (or `file:/group` for a step inside a multi-step file).
+    public var file: String
+}
+
+/// One model of a folder that holds several, judged on its own.
+public struct ModelReport: Sendable, Codable {
+    /// 1, 2, ...: the models in the order their first saves come (by step, then file name).
+    public var model: Int
+    /// Whether it is the model the report's timeline and findings are about (the newest files).
+    public var primary: Bool
+    public var steps: [Int]
+    public var stepFiles: [StepFile]
+    /// The number of its weight tensors.
+    public var weights: Int
+    public var verdict: String
+    public var findings: [Finding]
+    public var notChecked: [NotChecked]
+
+    package enum CodingKeys: String, CodingKey {
+        case model, primary, steps
+        case stepFiles = "step_files"
+        case weights, verdict, findings
+        case notChecked = "not_checked"
+    }
+}
+
+extension ScanReport {
+    /// Adds the other models of the folder, each judged on its own, and says so in the verdict.
+    /// `weights`: each model's weight count, this report's first.
+    /// `sameArchitecture`: the runs share their tensors' names and shapes (told apart by a jump of their weights).
+    package mutating func addModels(
+        _ others: [ScanReport], weights: [Int], reason: String = "most tensor names or shapes differ", sameArchitecture: Bool = false
+    ) {
+        var entries: [(report: ScanReport, primary: Bool, weights: Int)] = [(self, true, weights.first ?? 0)]
+        for (index, other) in others.enumerated() {
+            entries.append((other, false, weights.indices.contains(index + 1) ? weights[index + 1] : 0))
+        }
+        // Numbered in the order their first saves come.
+        entries.sort { a, b in
+            let firstA = a.report.stepFiles?.first, firstB = b.report.stepFiles?.first
+            if firstA?.step != firstB?.step { return (firstA?.step ?? 0) < (firstB?.step ?? 0) }
+            return numericAwareLess(firstA?.file ?? "", firstB?.file ?? "")
+        }
+        models = entries.enumerated().map { index, entry in
+            ModelReport(
+                model: index + 1, primary: entry.primary, steps: entry.report.steps, stepFiles: entry.report.stepFiles ?? [],
+                weights: entry.weights, verdict: entry.report.verdict, findings: entry.report.findings, notChecked: entry.report.notChecked)
+        }
+        skipped += others.flatMap(\.skipped)
+        func span(_ model: ModelReport) -> String {
+            let saves = "\(model.steps.count) save\(model.steps.count == 1 ? "" : "s")"
+            guard let first = model.steps.first, let last = model.steps.last else { return saves }
+            return first == last ? "\(saves), step \(first)" : "\(saves), steps \(first)–\(last)"
+        }
+        let described = (models ?? []).sorted { a, b in a.primary && !b.primary }.map { model in
+            "model \(model.model) (\(model.primary ? "newest files, shown below; " : "")\(model.weights) weights, \(span(model))): \(model.verdict)"
+        }
+        verdict =
+            "\(entries.count) different \(sameArchitecture ? "runs" : "models") in one folder (\(reason)), judged separately — "
+            + described.joined(separator: " ")
+    }
+}
+
 /// Everything `gradscope scan` reports; its JSON form is the contract in docs/JSON.md.
 public struct ScanReport: Sendable, Codable {
     public var source: String
     public var layout: String?
     public var verdict: String
     public var steps: [Int]
+    /// Where the step numbers came from (``StepSource``'s raw value: `attribute`, `optimizer-iterations`,
+    /// `file-name`, `group-name`, `epoch`, `position`), for most saves; nil when none had one.
+    public var stepSource: String? = nil
+    /// Whether the step numbers count optimizer updates (else `update_ratio` is per step number,
+    /// e.g. per epoch, and `update_per_save` is the change per save interval).
+    /// (Absent in reports written before it existed.)
+    public var stepsCountUpdates: Bool? = nil
+    /// The file of each saved step, in step order (absent in reports written before it existed).
+    public var stepFiles: [StepFile]? = nil
+    /// When the folder holds several models: each, judged on its own (the first is this report's
+    /// own, whose timeline and findings the report holds); absent for a run of one model.
+    public var models: [ModelReport]? = nil
+
+    /// Every finding of the folder: this model's and the other models'.
+    public var allFindings: [Finding] { findings + (models ?? []).filter { !$0.primary }.flatMap(\.findings) }
     public var findings: [Finding]
     public var skipped: [SkippedItem]
     public var notChecked: [NotChecked]
@@ -84,7 +170,12 @@ public struct ScanReport: Sendable, Codable {
     public var story: [StoryEvent] = []
 
     package enum CodingKeys: String, CodingKey {
-        case source, layout, verdict, steps, findings, skipped
+        case source, layout, verdict, steps
+        case stepSource = "step_source"
+        case stepsCountUpdates = "steps_count_updates"
+        case stepFiles = "step_files"
+        case models
+        case findings, skipped
         case notChecked = "not_checked"
         case notes, loss, timeline, activations, story
     }
@@ -111,6 +202,9 @@ public struct ScanReport: Sendable, Codable {
         layout = measurements.layout?.rawValue
         verdict = diagnosis.verdict
         steps = measurements.steps
+        stepSource = measurements.stepSource?.rawValue
+        stepsCountUpdates = measurements.stepsCountUpdates
+        stepFiles = measurements.records.map { StepFile(step: $0.step, file: $0.source) }
         findings = diagnosis.findings
         story = Story.events(diagnosis.findings, phrase: Diagnoser.phrase)
         skipped = run.skipped + measurements.records.flatMap(\.failures)
@@ -142,15 +236,17 @@ public struct ScanReport: Sendable, Codable {
                 guard let m = record.tensors[key] else { return nil }
                 let gradient = record.gradient(m.name)
                 var ratio: Double?
+                var perSave: Double?
                 if let relative = m.drift?.relativeChange, let earlier = before[index] ?? nil {
                     ratio = relative / Double(max(record.step - earlier, 1))
+                    perSave = relative
                 }
                 var gradientRatio: Double?
                 if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
                 let log2Kept = record.tensors.detail >= .histogram
                 return TimelinePoint(
                     step: record.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
-                    gradientRatio: gradientRatio, updateRatio: ratio,
+                    gradientRatio: gradientRatio, updateRatio: ratio, updatePerSave: perSave,
                     zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
                     nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
                     log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
@@ -163,7 +259,7 @@ public struct ScanReport: Sendable, Codable {
             }
             return TensorTimeline(
                 name: last.name, layer: last.layer, shape: last.shape,
-                units: last.shape.count >= 2 ? TensorNames.units(shape: last.shape, unitAxis: last.unitAxis) : nil,
+                units: last.shape.count >= 2 ? TensorNames.units(shape: last.shape, unitAxis: last.unitAxis, gates: last.gates) : nil,
                 points: points)
         }
         activations = measurements.indexedKeys(role: .activation).compactMap { key -> TensorTimeline? in

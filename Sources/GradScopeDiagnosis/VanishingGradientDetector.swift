@@ -44,7 +44,7 @@ package struct VanishingGradientDetector: Detector {
         let estimated = !run.hasGradients
         let kernelKeys = run.indexedWeightKeys.filter { key in
             guard let weight = run.indexedSeries(key).last?.measurement else { return false }
-            return DetectorSupport.isKernel(weight) && !DetectorSupport.isEmbedding(weight.name)
+            return DetectorSupport.isKernel(weight) && !DetectorSupport.isEmbedding(weight.name, shape: weight.shape)
         }
         var profiles: [(step: Int, early: Double, late: Double, earlyName: String, lateName: String, ratios: [Double])] = []
         for record in run.records {

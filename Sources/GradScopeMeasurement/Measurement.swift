@@ -14,6 +14,8 @@ public struct TensorMeasurement: Sendable, Codable {
     public var slotName: String?
     public var shape: [Int]
     public var unitAxis: Int?
+    /// A recurrent layer's gate blocks along the unit axis (``TensorRef/gates``).
+    public var gates: Int? = nil
     public var dtype: String
     public var path: String
     public var trainable: Bool?
@@ -61,6 +63,7 @@ public struct TensorMeasurement: Sendable, Codable {
         case slotName = "slot_name"
         case shape
         case unitAxis = "unit_axis"
+        case gates
         case dtype, path, trainable, stats, drift
         case zeroUnits = "zero_units"
         case unitCount = "unit_count"
@@ -114,6 +117,7 @@ public struct TensorDescriptor: Sendable, Equatable, Codable {
     public var slotName: String?
     public var shape: [Int]
     public var unitAxis: Int?
+    public var gates: Int? = nil
     public var dtype: String
     public var path: String
     public var trainable: Bool?
@@ -123,6 +127,7 @@ public struct TensorDescriptor: Sendable, Equatable, Codable {
         case slotName = "slot_name"
         case shape
         case unitAxis = "unit_axis"
+        case gates
         case dtype, path, trainable
     }
 
@@ -135,6 +140,7 @@ public struct TensorDescriptor: Sendable, Equatable, Codable {
         slotName = m.slotName
         shape = m.shape
         unitAxis = m.unitAxis
+        gates = m.gates
         dtype = m.dtype
         path = m.path
         trainable = m.trainable
@@ -302,6 +308,7 @@ public struct MeasurementTable: Sendable {
             inactiveUnits: flag & Flag.inactiveUnits != 0 ? integer(t, 8) : nil)
         measurement.zeroInputs = flag & Flag.zeroInputs != 0 ? integer(t, 9) : nil
         measurement.inputCount = flag & Flag.inputCount != 0 ? integer(t, 10) : nil
+        measurement.gates = d.gates
         return measurement
     }
 
@@ -488,6 +495,9 @@ public struct RunMeasurements: Sendable {
     /// False when the one checkpoint read holds no step anywhere (`inspect` of a
     /// file without a step attribute, optimizer counter or number in its name).
     public var stepsKnown: Bool = true
+    /// Where most saves' step numbers came from (their attribute, the optimizer's counter, the file
+    /// names, epochs, the files' order); nil when no save had one.
+    public var stepSource: StepSource? = nil
 
     /// "at step N", or "in this file" when the step is not known.
     public func atStep(_ step: Int) -> String { stepsKnown ? "at step \(step)" : "in this file" }

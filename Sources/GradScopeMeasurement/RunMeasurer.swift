@@ -148,6 +148,10 @@ public enum RunMeasurer {
         }
         measurements.startsAtInitialisation = initialWithoutCounter || (run.checkpoints.first.map(StepCounting.startsAtInitialisation) ?? false)
         measurements.stepsKnown = !(run.checkpoints.count == 1 && run.checkpoints[0].metadata.step == nil)
+        let sources = run.checkpoints.compactMap(\.metadata.stepSource)
+        let counts = Dictionary(grouping: sources, by: { $0 }).mapValues(\.count)
+        // The most common; among equals, the last save's.
+        measurements.stepSource = sources.reversed().max { (counts[$0] ?? 0) < (counts[$1] ?? 0) }
         return measurements
     }
 
@@ -214,6 +218,7 @@ public enum RunMeasurer {
             key: tensor.key, name: tensor.name, layer: tensor.layer, role: tensor.role, slot: tensor.slot,
             slotName: tensor.slotName, shape: tensor.shape, unitAxis: tensor.unitAxis, dtype: tensor.dtype.description,
             path: tensor.path, trainable: tensor.trainable, stats: stats, drift: drift)
+        measurement.gates = tensor.gates
         let unitSize = (stats.unitNorms?.count).map { units in units > 0 ? tensor.count / units : 0 } ?? 0
         // A unit is zero when every one of its values is exactly 0. Its norm sums the finite values
         // only, so a norm of 0 alone also fits a unit of NaN or ±Inf: its zero count tells them apart.

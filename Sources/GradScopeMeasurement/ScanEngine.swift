@@ -56,6 +56,35 @@ public enum ScanEngine {
         loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
         measureProgress: (@Sendable (Int, Int) -> Void)? = nil
     ) throws -> (Run, RunMeasurements) {
+        let models = try scanModels(
+            path, isolation: isolation, load: load, measure: measure, select: select, loadProgress: loadProgress,
+            measureProgress: measureProgress, others: false)
+        return models.runs[0]
+    }
+
+    /// The runs of a folder as ``scanModels`` found them.
+    public struct Models: Sendable {
+        /// The run of the newest files first, then the others, each measured on its own.
+        public var runs: [(Run, RunMeasurements)]
+        /// Why the folder was split, in words (nil for one run).
+        public var reason: String?
+        /// Whether the runs share one architecture (split by a jump of their weights, not their names).
+        public var sameArchitecture = false
+        /// Saves of one model where every matrix jumps to unrelated values, when they cannot be told
+        /// apart into runs of two saves or more (several jumps, or a lone save): the steps where the
+        /// jumps land.
+        public var mixedAt: [Int] = []
+    }
+
+    /// The same, for a folder that holds several models (``Run/otherModels``): the run of the newest
+    /// files first, then each other model measured as a run of its own (`others`: false measures the
+    /// first only).
+    public static func scanModels(
+        _ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
+        measure: MeasureOptions = MeasureOptions(), select: NSRegularExpression? = nil,
+        loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
+        measureProgress: (@Sendable (Int, Int) -> Void)? = nil, others: Bool = true
+    ) throws -> Models {
         let reader: any FileReader = isolation.map { IsolatedReader($0) } ?? InProcessReader()
         defer { reader.finish() }
         let describe: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>] = { files, done in
@@ -85,10 +114,47 @@ public enum ScanEngine {
             }
             return results
         }
+        var loaded = selecting(try RunLoader.load(path, progress: loadProgress, loadFiles: describe), select)
+        let otherModels = others ? loaded.otherModels.map { selecting($0, select) } : []
+        loaded.otherModels = []
         // Handed on as a temporary, so that measuring owns the run and lets each save's storage go.
-        return self.measure(
-            selecting(try RunLoader.load(path, progress: loadProgress, loadFiles: describe), select), load: load, options: measure,
-            reader: reader, progress: measureProgress)
+        let split = otherModels.isEmpty ? nil : "most tensor names or shapes differ"
+        var results = [self.measure(loaded, load: load, options: measure, reader: reader, progress: measureProgress)]
+        for model in otherModels {
+            results.append(self.measure(model, load: load, options: measure, reader: reader, progress: nil))
+        }
+        guard others, results.count == 1 else { return Models(runs: results, reason: split) }
+        // One architecture, two runs: every matrix jumps to unrelated values once (a restart from a
+        // fresh initialisation, an older run's files beside a newer one's). Each part is measured anew.
+        let jumps = RunJumps.unrelatedSaves(results[0].1)
+        // Each part must be a run of at least two saves; a lone save unrelated to its neighbours is
+        // reported as a mix, not made a run of its own.
+        if jumps.count == 1, let at = jumps.first, at >= 2, results[0].1.records.count - at >= 2 {
+            let (run, measurements) = results[0]
+            let step = measurements.records[at].step, before = measurements.records[at - 1].step
+            // Measuring let each save's direct storage go: these are read again through the reader.
+            let checkpoints = run.checkpoints.map { checkpoint -> Checkpoint in
+                var copy = checkpoint
+                copy.storage = Array(repeating: nil, count: checkpoint.tensors.count)
+                return copy
+            }
+            var first = run, second = run
+            first.checkpoints = Array(checkpoints[..<at])
+            second.checkpoints = Array(checkpoints[at...])
+            first.skipped = []
+            first.notes = []
+            let note =
+                "every weight matrix jumps to unrelated values between step \(before) and step \(step) (cosine near 0 at a like norm): a new run of the same architecture begins there; each run is judged on its own"
+            second.notes.insert(note, at: 0)
+            first.notes.insert(note, at: 0)
+            // The later run is the one shown (its files are the newer ones, or it came last).
+            let later = self.measure(second, load: load, options: measure, reader: reader, progress: nil)
+            let earlier = self.measure(first, load: load, options: measure, reader: reader, progress: nil)
+            return Models(runs: [later, earlier], reason: "every weight matrix jumps to unrelated values at step \(step)", sameArchitecture: true)
+        }
+        var models = Models(runs: results, reason: nil)
+        if !jumps.isEmpty { models.mixedAt = jumps.map { results[0].1.records[$0].step } }
+        return models
     }
 
     /// Measures a described run with `reader`: the run as it was kept and its measurements.

@@ -33,7 +33,7 @@ public enum TensorMeasurer {
     package static let maxUnits = 1 << 20
 
     package static func unitLayout(for tensor: TensorRef) -> UnitLayout {
-        let layout = UnitLayout.forShape(tensor.shape, unitAxis: tensor.unitAxis)
+        let layout = UnitLayout.forShape(tensor.shape, unitAxis: tensor.unitAxis, gates: tensor.gates)
         guard let units = layout.unitCount, units <= maxUnits else { return .none }
         return layout
     }

@@ -85,6 +85,10 @@ public struct Run: Sendable {
     public var skipped: [SkippedItem]
     /// Things about the run as a whole a person should know (mixed layouts, duplicate steps, tensors that come and go).
     public var notes: [String]
+    /// Saves of other models found in the same folder (most tensor names or shapes differ: a run
+    /// restarted with another architecture, an older run's files left beside a newer one), each a
+    /// run of its own, judged on its own. This run is the one whose files are the newest.
+    public var otherModels: [Run] = []
 
     public init(source: String, checkpoints: [Checkpoint], skipped: [SkippedItem] = [], notes: [String] = []) {
         self.source = source

@@ -52,6 +52,9 @@ public struct TensorRef: Sendable, Equatable, Codable {
     /// The axis that indexes units (neurons, filters): 0 for PyTorch's [out, in, ...],
     /// the last for Keras's [..., in, out]; nil for vectors and scalars.
     public var unitAxis: Int?
+    /// A recurrent layer's gate blocks along the unit axis (LSTM 4, GRU 3; nil otherwise): its
+    /// units are its hidden units, `shape[unitAxis] / gates`, each all of its gates' columns.
+    public var gates: Int? = nil
     /// The HDF5 object path.
     public var path: String
     /// Which of the checkpoint's files holds it (0 except for sharded saves).

@@ -16,9 +16,11 @@ public enum TensorNames {
     }
 
     /// Number of output units of a kernel: its unit axis's length (the first for a vector).
-    public static func units(shape: [Int], unitAxis: Int?) -> Int? {
+    /// A recurrent layer's kernel holds `gates` blocks of units (LSTM 4, GRU 3): its units are its hidden units.
+    public static func units(shape: [Int], unitAxis: Int?, gates: Int? = nil) -> Int? {
         guard shape.count >= 2 else { return shape.first }
-        if unitAxis == shape.count - 1 { return shape.last }
-        return shape.first
+        let along = unitAxis == shape.count - 1 ? shape.last : shape.first
+        guard let along, let gates, gates > 1, along % gates == 0 else { return along }
+        return along / gates
     }
 }

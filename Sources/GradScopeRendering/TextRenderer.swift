@@ -164,12 +164,14 @@ public struct TextRenderer: ReportRenderer, Sendable {
     }
 
     /// The scan's tensor table: a column per quantity, with sparklines of `sparkWidth` glyphs.
-    package func scanColumns(_ timeline: [TensorTimeline], sparkWidth: Int) -> [TableColumn] {
+    /// `perSave`: the step numbers do not count optimizer updates (epochs, the files' order), so the
+    /// update column gives the change per save interval, and says so.
+    package func scanColumns(_ timeline: [TensorTimeline], sparkWidth: Int, perSave: Bool = false) -> [TableColumn] {
         var cells = [[String]](repeating: [], count: 8)
         for tensor in timeline {
             let norms = tensor.points.map { $0.nonFinite > 0 ? Double.nan : $0.norm }
             let grads = tensor.points.map(\.gradientNorm)
-            let ratios = tensor.points.map(\.updateRatio)
+            let ratios = tensor.points.map { perSave ? $0.updatePerSave ?? $0.updateRatio : $0.updateRatio }
             let hasGrad = grads.contains { $0 != nil }
             let lastRatio = ratios.last { $0 != nil } ?? nil
             let row = [
@@ -188,8 +190,21 @@ public struct TextRenderer: ReportRenderer, Sendable {
             TableColumn("tensor", cells[0]), TableColumn("shape", cells[1], dropRank: 1),
             TableColumn("‖W‖ first→last", cells[2], dropRank: 4), TableColumn("norm", cells[3]),
             TableColumn("‖g‖ last", cells[4], dropRank: 3), TableColumn("grad", cells[5], dropRank: 6),
-            TableColumn("update/step", cells[6], dropRank: 2), TableColumn("ratio", cells[7], dropRank: 5),
+            TableColumn(perSave ? "update/save" : "update/step", cells[6], dropRank: 2), TableColumn("ratio", cells[7], dropRank: 5),
         ]
+    }
+
+    /// How the steps were found, for the scan's first line: " from file names", " from the optimizer's counter".
+    package func stepOrigin(_ source: String?) -> String {
+        switch source.flatMap(StepSource.init(rawValue:)) {
+        case .attribute?: return " from the files' step attribute"
+        case .optimizerIterations?: return " from the optimizer's counter"
+        case .fileName?: return " from file names"
+        case .groupName?: return " from group names"
+        case .epoch?: return " are epochs"
+        case .position?: return " by the files' order"
+        case nil: return ""
+        }
     }
 
     /// A scan: its verdict, the loss, a row per weight tensor with sparklines over the steps, the findings and what was skipped.
@@ -201,7 +216,8 @@ public struct TextRenderer: ReportRenderer, Sendable {
                 prefix: "gradscope scan \(report.source)", styledPrefix: style.bold("gradscope scan \(report.source)"),
                 rest: "  (\(report.steps.count) step\(report.steps.count == 1 ? "" : "s")"
                     + (report.layout.map { ", \($0) layout" } ?? "")
-                    + (report.steps.isEmpty ? ")" : ", steps \(report.steps.first ?? 0)–\(report.steps.last ?? 0))"),
+                    + (report.steps.isEmpty
+                        ? ")" : ", steps \(report.steps.first ?? 0)–\(report.steps.last ?? 0)\(stepOrigin(report.stepSource)))"),
                 indent: 4))
         lines.append(contentsOf: verdictLines(report.verdict, worst: report.findings.map(\.severity).max()))
         let skippedFiles = report.skipped.filter { !$0.item.contains(":/") }
@@ -219,9 +235,10 @@ public struct TextRenderer: ReportRenderer, Sendable {
         }
         if !report.timeline.isEmpty {
             // Shape and update/step go first; only then are the sparklines shortened, and more columns dropped.
-            var columns = fitColumns(scanColumns(report.timeline, sparkWidth: 16), width: width, upToRank: 2)
+            let perSave = report.stepsCountUpdates == false
+            var columns = fitColumns(scanColumns(report.timeline, sparkWidth: 16, perSave: perSave), width: width, upToRank: 2)
             if let width, tableWidth(columns) > width {
-                columns = fitColumns(scanColumns(report.timeline, sparkWidth: 8), width: width)
+                columns = fitColumns(scanColumns(report.timeline, sparkWidth: 8, perSave: perSave), width: width)
             }
             lines.append(renderTable(tableRows(columns), style: style))
             lines.append(contentsOf: wrapped(sparklineLegend, indent: 2, style.dim))
@@ -229,6 +246,16 @@ public struct TextRenderer: ReportRenderer, Sendable {
         }
         lines.append(contentsOf: storyLines(report.story))
         lines.append(contentsOf: findingLines(report.findings, notChecked: report.notChecked))
+        for model in (report.models ?? []) where !model.primary {
+            // Another model of the folder, judged on its own: its verdict, its findings, its files.
+            lines.append("")
+            let files = model.stepFiles.map { ($0.file as NSString).lastPathComponent }
+            let fileSpan = files.count > 1 ? "\(files.first ?? "") … \(files.last ?? "")" : files.first ?? ""
+            lines.append(style.bold("Model \(model.model) of this folder (\(model.steps.count) saves: \(fileSpan)):"))
+            lines.append(contentsOf: wrapped(model.verdict, indent: 2))
+            let serious = model.findings.filter { $0.severity >= .warning }
+            lines.append(contentsOf: listed(serious.map { "\($0.severity.rawValue): \($0.message)" }, limit: 8, indent: "  ", styled: { $0 }))
+        }
         if !report.notes.isEmpty {
             lines.append("")
             lines.append(style.dim("Notes:"))

@@ -63,7 +63,14 @@ public enum CheckpointLoader {
             head = []
         }
         let source = CheckpointSources.all.first { $0.recognises(path: path, head: head) } ?? CheckpointSources.hdf5
-        return try source.open(path, options: options).map { $0.described() }
+        return try source.open(path, options: options).map(marked)
+    }
+
+    /// A checkpoint described, its recurrent kernels' gates marked (``RecurrentGates``).
+    private static func marked(_ opened: OpenCheckpoint) -> OpenCheckpoint {
+        var copy = opened.described()
+        RecurrentGates.mark(&copy.checkpoint.tensors)
+        return copy
     }
 
     /// Refuses, before anything opens it, a path that is neither a regular file nor a
@@ -137,7 +144,11 @@ public enum CheckpointLoader {
     /// Opens the checkpoint(s) in an HDF5 file image held in memory.
     public static func open(image: [UInt8], name: String, options: LoadOptions = LoadOptions()) throws -> [OpenCheckpoint] {
         let file = try HDF5File.open(image: image, name: name, options: options.open)
-        return try load(file: file, source: name, optimizerHint: nil, modified: nil, options: options)
+        return try load(file: file, source: name, optimizerHint: nil, modified: nil, options: options).map { opened in
+            var copy = opened
+            RecurrentGates.mark(&copy.checkpoint.tensors)
+            return copy
+        }
     }
 
     /// The shard files a sharded Keras save's `.weights.json` names, in order.

@@ -9,7 +9,9 @@ import HDF5
 /// layer name in the `name` attribute (Keras >= 3.10). Optimizer variables
 /// are positional in `optimizer/vars/<i>`: scalars first (iteration, then the
 /// learning rate when no schedule is used), then each trainable variable's
-/// slots in order, matched here by shape.
+/// slots in order, matched here by shape. Under mixed precision the optimizer
+/// is a LossScaleOptimizer and the real optimizer's variables sit, in the same
+/// order, in `optimizer/inner_optimizer/vars/<i>`: those are read instead.
 package enum Keras3Layout {
     package static func matches(_ entries: [Entry], root: String) -> Bool {
         let prefix = root == "/" ? "/" : root + "/"
@@ -148,8 +150,37 @@ package enum Keras3Layout {
         }
 
         var metadata = StepMetadata(framework: "keras")
-        let optimizerName = optimizerHint ?? attribute("name", at: (root == "/" ? "" : root) + "/optimizer/vars")
+        let base = root == "/" ? "" : root
+        // Mixed precision: a LossScaleOptimizer keeps the real optimizer's variables (its iteration,
+        // learning rate and slots) under `optimizer/inner_optimizer/vars`; its own `optimizer/vars`
+        // hold its counters and loss scale (and, in Keras 3.15, a copy of the inner variables).
+        let inner = optimizerVars.filter { $0.relative.hasPrefix("optimizer/inner_optimizer/") }
+        let wrapper = inner.isEmpty ? [] : optimizerVars.filter { !$0.relative.hasPrefix("optimizer/inner_optimizer/") }
+        if !inner.isEmpty {
+            optimizerVars = inner
+            for item in wrapper {
+                let scalar = item.info?.shape.isEmpty ?? false
+                skipped.append(
+                    SkippedItem(
+                        item: source + ":" + item.path, kind: scalar ? .metadata : .notAnalysed,
+                        reason: scalar
+                            ? "the LossScaleOptimizer's own counter or loss scale"
+                            : "a variable of the LossScaleOptimizer itself; the real optimizer's slots are read from optimizer/inner_optimizer"
+                    ))
+            }
+        }
+        let wrapperName = inner.isEmpty ? nil : attribute("name", at: base + "/optimizer/vars")
+        let optimizerName =
+            inner.isEmpty
+            ? optimizerHint ?? attribute("name", at: base + "/optimizer/vars")
+            : optimizerHint.flatMap { $0.lowercased().contains("lossscale") ? nil : $0 }
+                ?? attribute("name", at: base + "/optimizer/inner_optimizer/vars")
         metadata.optimizer = optimizerName
+        if !inner.isEmpty {
+            notes.append(
+                "mixed precision: the optimizer (\(optimizerName ?? "unnamed")) is wrapped in a \(wrapperName ?? "LossScaleOptimizer"); its slots and step counter are read from optimizer/inner_optimizer"
+            )
+        }
         var slotItems: [(DatasetListing.Item, DatasetInfo)] = []
         for item in optimizerVars.sorted(by: { numericAwareLess($0.relative, $1.relative) }) {
             guard let info = item.info else {

@@ -121,7 +121,13 @@ package enum KerasLegacyLayout {
         var anonymous: [(name: String, info: DatasetInfo, path: String)] = []
         let weightKeys = weights.map { $0.name }
 
-        if metadata.optimizer == nil, let first = names.first(where: { $0.contains("/") }) {
+        // Mixed precision (Keras 3): a LossScaleOptimizer's own counters sit in a group of their own
+        // (`loss_scale_optimizer/iteration` stays 0; `dynamic_scale`, `step_counter`) beside the real
+        // optimizer's (`rm_sprop/iteration`, `rm_sprop/..._velocity`): its variables are not the optimizer's.
+        func isLossScaleWrapper(_ name: String) -> Bool {
+            name.split(separator: "/").first.map { $0.lowercased().hasPrefix("loss_scale_optimizer") } ?? false
+        }
+        if metadata.optimizer == nil, let first = names.first(where: { $0.contains("/") && !isLossScaleWrapper($0) }) {
             var head = String(first.split(separator: "/").first ?? "")
             if head == "training", first.split(separator: "/").count > 1 { head = String(first.split(separator: "/")[1]) }
             if let underscore = head.lastIndex(of: "_"), head[head.index(after: underscore)...].allSatisfy(\.isNumber) {
@@ -142,6 +148,13 @@ package enum KerasLegacyLayout {
             let stripped = name.hasSuffix(":0") ? String(name.dropLast(2)) : name
             let parts = stripped.split(separator: "/").map(String.init)
             let last = parts.last ?? stripped
+            if isLossScaleWrapper(stripped) {
+                skipped.append(
+                    SkippedItem(
+                        item: source + ":" + path, kind: info.shape.isEmpty ? .metadata : .notAnalysed,
+                        reason: "the LossScaleOptimizer's own counter or loss scale, not the optimizer's"))
+                continue
+            }
             if info.shape.isEmpty || counterNames.contains(last) {
                 let value = LayoutSupport.scalarValue(file, path)
                 if last == "learning_rate" || last == "lr" {

@@ -296,6 +296,12 @@ package enum LayoutSupport {
         guard let config = json(text) else { return nil }
         let optimizer = (config["optimizer_config"] as? [String: Any]) ?? (config["optimizer"] as? [String: Any])
         guard var name = optimizer?["class_name"] as? String else { return nil }
+        // Mixed precision: the LossScaleOptimizer wraps the optimizer whose slots the file holds.
+        if name.hasSuffix("LossScaleOptimizer"), let wrapped = (optimizer?["config"] as? [String: Any])?["inner_optimizer"] as? [String: Any],
+            let innerName = wrapped["class_name"] as? String
+        {
+            name = innerName
+        }
         if let range = name.range(of: ">", options: .backwards) { name = String(name[range.upperBound...]) }
         return name
     }
@@ -365,5 +371,71 @@ package struct DatasetListing {
     /// Skipped entries for links and unreadable objects that were not followed.
     package func skippedLinks(source: String) -> [SkippedItem] {
         notFollowed.map { SkippedItem(item: source + ":" + $0.path, reason: $0.notFollowedReason ?? "not followed") }
+    }
+}
+
+/// Recurrent layers stack their gates along the unit axis: a Keras LSTM's kernel is
+/// `[in, 4·hidden]` (GRU `3·hidden`), PyTorch's `weight_ih_l0` is `[4·hidden, in]`. Their units are
+/// the hidden units, each made of one column (row) per gate. The recurrent matrix tells the gate
+/// count by its shape alone: Keras's `recurrent_kernel` is `[hidden, gates·hidden]`, PyTorch's
+/// `weight_hh_l<k>` is `[gates·hidden, hidden]`. Its name only says which tensor to look at; the
+/// count is taken when the shape gives 3 or 4 (GRU, LSTM) and the input kernel of the same cell has
+/// the same gate axis. A SimpleRNN (one gate) and the split Keras 1 tensors (`lstm_1_W_i`: one gate
+/// each) need nothing.
+package enum RecurrentGates {
+    /// Sets ``TensorRef/gates`` on the weights, gradients and optimizer slots of recurrent kernels.
+    package static func mark(_ tensors: inout [TensorRef]) {
+        var gatesByName: [String: Int] = [:]
+        let weights = tensors.filter { $0.role == .weight }
+        var byCell: [String: [TensorRef]] = [:]
+        for weight in weights {
+            let (cell, _) = split(weight.name)
+            byCell[cell, default: []].append(weight)
+        }
+        for (_, members) in byCell {
+            for recurrent in members {
+                let (_, last) = split(recurrent.name)
+                guard recurrent.shape.count == 2 else { continue }
+                if last == "recurrent_kernel", recurrent.unitAxis == 1 {
+                    // Keras: [hidden, gates·hidden].
+                    let hidden = recurrent.shape[0], width = recurrent.shape[1]
+                    guard hidden > 0, width % hidden == 0, [3, 4].contains(width / hidden) else { continue }
+                    let gates = width / hidden
+                    gatesByName[recurrent.name] = gates
+                    for kernel in members
+                    where split(kernel.name).last == "kernel" && kernel.shape.last == width && kernel.unitAxis == kernel.shape.count - 1 {
+                        gatesByName[kernel.name] = gates
+                    }
+                } else if last.hasPrefix("weight_hh"), recurrent.unitAxis == 0 {
+                    // PyTorch: [gates·hidden, hidden], with `weight_ih<suffix>` beside it.
+                    let width = recurrent.shape[0], hidden = recurrent.shape[1]
+                    guard hidden > 0, width % hidden == 0, [3, 4].contains(width / hidden) else { continue }
+                    let gates = width / hidden
+                    let suffix = last.dropFirst("weight_hh".count)
+                    gatesByName[recurrent.name] = gates
+                    for kernel in members
+                    where split(kernel.name).last == "weight_ih" + suffix && kernel.shape.count == 2 && kernel.shape[0] == width
+                        && kernel.unitAxis == 0
+                    {
+                        gatesByName[kernel.name] = gates
+                    }
+                }
+            }
+        }
+        guard !gatesByName.isEmpty else { return }
+        for index in tensors.indices where tensors[index].role != .activation {
+            if let gates = gatesByName[tensors[index].name], tensors[index].shape.count >= 2 { tensors[index].gates = gates }
+        }
+    }
+
+    /// A tensor's name split into its cell (everything before the last component) and its last
+    /// component, without Keras's `:0`.
+    private static func split(_ name: String) -> (cell: String, last: String) {
+        guard let cut = name.lastIndex(where: { $0 == "/" || $0 == "." }) else { return ("", strip(name)) }
+        return (String(name[..<cut]), strip(String(name[name.index(after: cut)...])))
+    }
+
+    private static func strip(_ component: String) -> String {
+        component.hasSuffix(":0") ? String(component.dropLast(2)) : component
     }
 }

@@ -156,24 +156,116 @@ public enum RunLoader {
                 )
             }
         }
+        // Several models in one folder: each is a run of its own.
+        let models = modelGroups(checkpoints)
+        if models.count > 1 {
+            var runs = models.map { model -> Run in
+                var modelSkipped: [SkippedItem] = []
+                var modelNotes: [String] = []
+                let unique = ordered(model, skipped: &modelSkipped, notes: &modelNotes)
+                return Run(source: path, checkpoints: unique, skipped: modelSkipped, notes: modelNotes)
+            }
+            let primary = newestModel(runs)
+            var run = runs.remove(at: primary)
+            let others = runs
+            run.skipped = skipped + run.skipped
+            run.notes =
+                notes + [
+                    "the folder holds \(models.count) different models (most tensor names or shapes differ between their saves): each is judged on its own; the table and findings are those of the model with the newest files (\(run.checkpoints.count) saves), the others are listed under models"
+                ] + run.notes
+            run.otherModels = others
+            return run
+        }
+        let unique = ordered(checkpoints, skipped: &skipped, notes: &notes)
+        return Run(source: path, checkpoints: unique, skipped: skipped, notes: notes)
+    }
+
+    /// One model's checkpoints sorted by step, a step saved twice kept once (the file first by name;
+    /// the other listed as superseded, and the choice noted), and the tensors that come and go noted.
+    package static func ordered(_ loaded: [Checkpoint], skipped: inout [SkippedItem], notes: inout [String]) -> [Checkpoint] {
+        var checkpoints = loaded
         checkpoints.sort { a, b in
             let stepA = a.metadata.step ?? 0, stepB = b.metadata.step ?? 0
             if stepA != stepB { return stepA < stepB }
             return numericAwareLess(a.source, b.source)
         }
         var unique: [Checkpoint] = []
+        var duplicates: [String] = []
         for checkpoint in checkpoints {
             if let last = unique.last, last.metadata.step == checkpoint.metadata.step {
                 skipped.append(
                     SkippedItem(
                         item: checkpoint.source, kind: .superseded,
-                        reason: "duplicate step \(checkpoint.metadata.step ?? 0) (also in \(last.source)); the first is used"))
+                        reason:
+                            "duplicate step \(checkpoint.metadata.step ?? 0) (also in \(last.source)); \(last.source) is used, being first by file name"
+                    ))
+                duplicates.append("step \(checkpoint.metadata.step ?? 0): \(last.source) used, \(checkpoint.source) skipped")
                 continue
             }
             unique.append(checkpoint)
         }
+        if !duplicates.isEmpty {
+            notes.append(
+                "\(duplicates.count) step(s) saved in two files of the same model; the file first by name is used (a step read from a file or its name does not say which save is the later): "
+                    + duplicates.prefix(3).joined(separator: "; ") + (duplicates.count > 3 ? "; and \(duplicates.count - 3) more" : ""))
+        }
         notes.append(contentsOf: tensorChanges(unique))
-        return Run(source: path, checkpoints: unique, skipped: skipped, notes: notes)
+        return unique
+    }
+
+    /// What tells a model apart: its weights' names and shapes (every tensor's when it has no weight).
+    package static func signature(_ checkpoint: Checkpoint) -> Set<String> {
+        let weights = checkpoint.tensors(.weight)
+        return Set((weights.isEmpty ? checkpoint.tensors : weights).map { "\($0.name)|\($0.shape)" })
+    }
+
+    /// Whether two signatures are one model's: they share at least half of the larger one's tensors by
+    /// name and shape (as `diff` judges two files). A model keeps its parameters across saves; a few
+    /// may be added, dropped or reshaped (a head replaced for fine-tuning), not most of them.
+    /// A save of one or two tensors is too small to tell: a reshaped weight there is noted as such,
+    /// never read as another model.
+    package static func sameModel(_ a: Set<String>, _ b: Set<String>) -> Bool {
+        if min(a.count, b.count) < 3 { return true }
+        let shared = a.intersection(b).count
+        return shared > 0 && 2 * shared >= max(a.count, b.count)
+    }
+
+    /// The checkpoints grouped by model, in the order each model first appears (by step, then file
+    /// name); a save with no tensor to compare joins the first model.
+    package static func modelGroups(_ checkpoints: [Checkpoint]) -> [[Checkpoint]] {
+        guard checkpoints.count > 1 else { return [checkpoints] }
+        let order = checkpoints.indices.sorted { a, b in
+            let stepA = checkpoints[a].metadata.step ?? 0, stepB = checkpoints[b].metadata.step ?? 0
+            return stepA != stepB ? stepA < stepB : numericAwareLess(checkpoints[a].source, checkpoints[b].source)
+        }
+        var groups: [(reference: Set<String>, members: [Checkpoint])] = []
+        for index in order {
+            let checkpoint = checkpoints[index]
+            let own = signature(checkpoint)
+            if own.isEmpty, !groups.isEmpty {
+                groups[0].members.append(checkpoint)
+                continue
+            }
+            if let match = groups.firstIndex(where: { sameModel($0.reference, own) }) {
+                groups[match].members.append(checkpoint)
+                groups[match].reference = own
+            } else {
+                groups.append((own, [checkpoint]))
+            }
+        }
+        return groups.map(\.members)
+    }
+
+    /// The model whose files are the newest (the run being trained now, or the one that replaced the
+    /// others); among equals, the one with the most saves, then the later one.
+    package static func newestModel(_ runs: [Run]) -> Int {
+        func newest(_ run: Run) -> Date { run.checkpoints.compactMap(\.modified).max() ?? .distantPast }
+        var best = 0
+        for index in runs.indices.dropFirst() {
+            let a = (newest(runs[index]), runs[index].checkpoints.count), b = (newest(runs[best]), runs[best].checkpoints.count)
+            if a.0 > b.0 || (a.0 == b.0 && a.1 >= b.1) { best = index }
+        }
+        return best
     }
 
     /// Regular files in a directory, numeric-aware sorted; hidden and temporary

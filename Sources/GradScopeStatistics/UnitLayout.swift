@@ -15,6 +15,12 @@ import GradScopeKernels
 ///   shape describes) are not attributed to any unit.
 /// - ``trailing(units:)``: unit-minor storage, as in Keras/TensorFlow weights
 ///   `[kh, kw, in, out]`. Element `i` belongs to unit `i % units`.
+/// - ``leadingGated(units:gates:innerSize:)``: a recurrent layer's gate blocks
+///   stacked along the leading axis, as in PyTorch's LSTM `weight_ih_l0`
+///   `[4·hidden, in]`: row `r = i / innerSize` belongs to unit `r % units`, so a
+///   unit gathers its row in every gate. (The Keras form `[in, 4·hidden]` needs
+///   no case of its own: ``trailing(units:)`` with `units = hidden` maps column
+///   `g·hidden + j` to unit `j`.)
 ///
 /// Degenerate layouts never trap: a negative unit count is treated as zero, a
 /// non-positive `innerSize` attributes no element to any unit, and elements
@@ -26,6 +32,9 @@ public enum UnitLayout: Sendable, Hashable {
     case leading(units: Int, innerSize: Int)
     /// Unit-minor layout: element `i` belongs to unit `i % units`.
     case trailing(units: Int)
+    /// Gate blocks along the leading axis: element `i` belongs to unit `(i / innerSize) % units`,
+    /// for rows below `units · gates`.
+    case leadingGated(units: Int, gates: Int, innerSize: Int)
 
     /// The layout for a tensor of the given shape whose units run along `unitAxis`.
     ///
@@ -38,7 +47,16 @@ public enum UnitLayout: Sendable, Hashable {
     ///
     /// Negative dimensions are treated as zero.
     public static func forShape(_ shape: [Int], unitAxis: Int?) -> UnitLayout {
+        forShape(shape, unitAxis: unitAxis, gates: nil)
+    }
+
+    /// The layout for a tensor whose unit axis holds `gates` blocks of `shape[unitAxis] / gates`
+    /// units each (a recurrent layer: LSTM 4, GRU 3): a unit is one hidden unit, all its gates
+    /// together. `gates` of nil or 1, or one that does not divide the axis, gives the plain layout.
+    public static func forShape(_ shape: [Int], unitAxis: Int?, gates: Int?) -> UnitLayout {
         guard let axis = unitAxis, shape.count >= 2 else { return .none }
+        let gates = gates ?? 1
+        let gated = gates > 1 && axis >= 0 && axis < shape.count && shape[axis] > 0 && shape[axis] % gates == 0
         if axis == 0 {
             var inner = 1
             for dimension in shape.dropFirst() {
@@ -46,10 +64,11 @@ public enum UnitLayout: Sendable, Hashable {
                 if overflow { return .none }
                 inner = product
             }
+            if gated { return .leadingGated(units: shape[0] / gates, gates: gates, innerSize: inner) }
             return .leading(units: Swift.max(0, shape[0]), innerSize: inner)
         }
         if axis == shape.count - 1 {
-            return .trailing(units: Swift.max(0, shape[axis]))
+            return .trailing(units: gated ? shape[axis] / gates : Swift.max(0, shape[axis]))
         }
         return .none
     }
@@ -60,6 +79,7 @@ public enum UnitLayout: Sendable, Hashable {
         case .none: return nil
         case .leading(let units, _): return Swift.max(0, units)
         case .trailing(let units): return Swift.max(0, units)
+        case .leadingGated(let units, _, _): return Swift.max(0, units)
         }
     }
 }
@@ -77,6 +97,9 @@ package struct StatsUnitMap: Sendable, Equatable {
     package let units: Int
     /// Elements per unit for `.leading`; 0 otherwise.
     package let innerSize: Int
+    /// For `.leading`: rows per unit (gate blocks of a recurrent layer; 1 otherwise). Row `r` belongs
+    /// to unit `r % units`, for rows below `units · gates`.
+    package let gates: Int
 
     package init(_ layout: UnitLayout) {
         switch layout {
@@ -84,14 +107,22 @@ package struct StatsUnitMap: Sendable, Equatable {
             kind = .none
             units = 0
             innerSize = 0
+            gates = 1
         case .leading(let units, let innerSize):
             kind = .leading
             self.units = Swift.max(0, units)
             self.innerSize = innerSize
+            gates = 1
+        case .leadingGated(let units, let gates, let innerSize):
+            kind = .leading
+            self.units = Swift.max(0, units)
+            self.innerSize = innerSize
+            self.gates = Swift.max(1, gates)
         case .trailing(let units):
             kind = .trailing
             self.units = Swift.max(0, units)
             innerSize = 0
+            gates = 1
         }
     }
 
@@ -117,10 +148,10 @@ package struct StatsUnitMap: Sendable, Equatable {
             while i < count {
                 let flat = offset &+ i
                 if flat < 0 { return }  // the flat index wrapped around Int.max
-                let unit = flat / innerSize
-                if unit >= units { return }
+                let row = flat / innerSize
+                if row >= units &* gates { return }
                 let run = Swift.min(count &- i, innerSize &- flat % innerSize)
-                body(unit, i, run)
+                body(gates == 1 ? row : row % units, i, run)
                 i &+= run
             }
         case .trailing:

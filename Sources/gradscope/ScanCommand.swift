@@ -47,6 +47,6 @@ struct ScanCommand: ParsableCommand {
         } else {
             emit(try renderer.render(report))
         }
-        throw ExitCode(analysis.exitCode(report.findings))
+        throw ExitCode(analysis.exitCode(report.allFindings))
     }
 }

@@ -210,6 +210,15 @@ struct JSONContractTests {
             let scan = try output(["scan", samplePath(sample), "--quiet"])
             problems += contract.problems(scan, object: "ScanReport", at: "scan \(sample)", seen: &seen)
         }
+        // A folder of two models (ModelReport).
+        let twoModels = try TemporaryDirectory()
+        for (run, prefix) in [("keras-weights-h5", "a_"), ("keras-mixed-precision", "b_")] {
+            for name in try FileManager.default.contentsOfDirectory(atPath: samplePath(run)) {
+                try FileManager.default.copyItem(atPath: samplePath(run) + "/" + name, toPath: twoModels.path(prefix + name))
+            }
+        }
+        let folder = try output(["scan", twoModels.url.path, "--quiet"])
+        problems += contract.problems(folder, object: "ScanReport", at: "scan of two models", seen: &seen)
         for file in ["exploding-nan/step_000008.h5", "dead-relu/step_000200.h5", "keras-weights-h5/step_000000.weights.h5"] {
             let inspect = try output(["inspect", samplePath(file), "--quiet"])
             problems += contract.problems(inspect, object: "InspectReport", at: "inspect \(file)", seen: &seen)

@@ -103,6 +103,9 @@ func statsReferenceUnitNorms(_ values: [Double], layout: UnitLayout) -> (norms: 
         case .none: return nil
         case .leading(_, let inner): unit = i / inner
         case .trailing(let u): unit = i % u
+        case .leadingGated(let u, let gates, let inner):
+            guard i / inner < u * gates else { continue }
+            unit = (i / inner) % u
         }
         guard unit < units else { continue }
         squares[unit] += x * x

@@ -16,7 +16,8 @@ export PYTHONHASHSEED=0
 runs=("$@")
 if [ ${#runs[@]} -eq 0 ]; then
   runs=(healthy ctr_plateau frozen_layer dead_relu exploding_nan vanishing_sigmoid
-        weight_decay_collapse dead_middle explode_then_dead keras_weights_h5 keras_legacy_h5 tf_keras_legacy_h5)
+        weight_decay_collapse dead_middle explode_then_dead keras_weights_h5 keras_legacy_h5 keras_mixed_precision
+        tf_keras_legacy_h5)
 fi
 for r in "${runs[@]}"; do
   r=${r//-/_}

@@ -366,6 +366,30 @@ def v_keras_weights(r, d):
     r.info(f"dead ReLU units on the 4096 training rows at the last step: {dead}")
 
 
+def v_keras_mixed(r, d):
+    files = sorted(glob.glob(os.path.join(d, "step_*.weights.h5")), key=step_of)
+    r.info(f"{len(files)} files, steps {step_of(files[0])}..{step_of(files[-1])}")
+    runs = [keras3_weights(p) for p in files]
+    names = sorted(runs[0][0])
+    r.check(names == ["hidden", "logits"], f"layer names from the vars 'name' attribute: {names}")
+    with h5py.File(files[-1], "r") as f:
+        inner = f["optimizer/inner_optimizer/vars"]
+        shapes = [tuple(inner[str(i)].shape) for i in range(len(inner))]
+        wrapper = f["optimizer/vars"].attrs.get("name")
+        its = [int(h5py.File(p, "r")["optimizer/inner_optimizer/vars/0"][()]) for p in files]
+    expect = [(), ()] + [s for n in ("hidden", "logits") for v in runs[-1][0][n] for s in (v.shape, v.shape)]
+    r.check(shapes == expect, f"optimizer/inner_optimizer/vars: iteration, learning_rate, then momentum/velocity "
+                              f"per trainable variable ({len(shapes)} vars); optimizer/vars named {wrapper!r}")
+    r.check(its == [step_of(p) for p in files], f"the inner optimizer's iteration equals the file's step: {its}")
+    r.check(all(np.isfinite(v).all() for lay, _ in runs for vs in lay.values() for v in vs), "all weights finite")
+    moved = {n: norm(runs[-1][0][n][0] - runs[0][0][n][0]) / norm(runs[0][0][n][0]) for n in ("hidden", "logits")}
+    r.check(min(moved.values()) > 0.01, "both kernels change: " + ", ".join(f"{n} {v:.3f}" for n, v in moved.items()))
+    final = os.path.join(os.path.dirname(d), "keras-mixed-precision-final", "final.h5")
+    with h5py.File(final, "r") as f:
+        groups = sorted(f["optimizer_weights"])
+    r.check(groups == ["adam", "loss_scale_optimizer"], f"final.h5 optimizer_weights groups: {groups}")
+
+
 def legacy_weights(path):
     with h5py.File(path, "r") as f:
         mw = f["model_weights"]
@@ -502,7 +526,7 @@ NATIVE = {
     "explode-then-dead": v_explode_then_dead,
 }
 KERAS = {"keras-weights-h5": v_keras_weights, "keras-legacy-h5": v_keras_legacy,
-         "tf-keras-legacy-h5": v_tf_keras_legacy}
+         "keras-mixed-precision": v_keras_mixed, "tf-keras-legacy-h5": v_tf_keras_legacy}
 OPTIONAL = {"tf-keras-legacy-h5"}  # needs tensorflow + tf-keras to remake
 
 

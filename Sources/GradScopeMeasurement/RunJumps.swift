@@ -1,0 +1,44 @@
+import GradScopeModel
+
+/// Saves after which a run's weights are another run's: every matrix jumps to values unrelated to
+/// the save before.
+///
+/// Two independent initialisations (or two trainings from them) of an n-element matrix are
+/// near-orthogonal: their cosine is about N(0, 1/n), so |cos| < 3/√n (three standard deviations).
+/// Training between two saves of one run moves a matrix along, its cosine with the save before
+/// near 1; an explosion changes its norm by orders of magnitude. So a jump is counted at a save
+/// where every matrix of at least ``minimumElements`` elements present in both saves (at least two
+/// of them) has |cos| below 3/√n while its norm stays within a factor of 2. The cosine comes from
+/// the compact numbers: with a = ‖W₁‖, b = ‖W₂‖ and d = ‖W₂ − W₁‖ = relative change · a,
+/// cos = (a² + b² − d²) / (2ab).
+package enum RunJumps {
+    /// Matrices smaller than this are not evidence: 3/√64 = 0.375 is already a loose bound.
+    package static let minimumElements = 64
+
+    /// Indices of the records whose weights are unrelated to the record before's.
+    package static func unrelatedSaves(_ run: RunMeasurements) -> [Int] {
+        let records = run.records
+        guard records.count >= 2 else { return [] }
+        var jumps: [Int] = []
+        for index in 1..<records.count {
+            var matrices = 0
+            var unrelated = true
+            for measurement in records[index].ordered where measurement.role == .weight && measurement.shape.count >= 2 {
+                guard measurement.stats.count >= minimumElements, let before = records[index - 1].tensors[measurement.key],
+                    before.shape == measurement.shape, let a = before.stats.l2Norm, let b = measurement.stats.l2Norm,
+                    let relative = measurement.drift?.relativeChange, a > 0, b > 0, a.isFinite, b.isFinite, relative.isFinite
+                else { continue }
+                matrices += 1
+                let d = relative * a
+                let cosine = (a * a + b * b - d * d) / (2 * a * b)
+                let bound = 3 / Double(measurement.stats.count).squareRoot()
+                if abs(cosine) >= bound || max(a, b) / min(a, b) > 2 {
+                    unrelated = false
+                    break
+                }
+            }
+            if unrelated && matrices >= 2 { jumps.append(index) }
+        }
+        return jumps
+    }
+}
