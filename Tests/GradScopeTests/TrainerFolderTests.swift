@@ -234,6 +234,34 @@ struct TrainerFolderTests {
         #expect(report.step == 5)
     }
 
+    @Test("a Trainer run with a damaged file in each of its folders: every folder read or skipped with the reason, never a crash")
+    func damagedFolders() throws {
+        let dir = try TemporaryDirectory()
+        let run = dir.path("output")
+        try FileManager.default.copyItem(atPath: Self.sample, toPath: run)
+        func damage(_ relative: String, _ change: (inout [UInt8]) -> Void) throws {
+            let path = run + "/" + relative
+            var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            change(&bytes)
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+        }
+        try damage("checkpoint-60/model.safetensors") { $0 = Array($0.prefix($0.count / 2)) }
+        try damage("checkpoint-120/model.safetensors") { $0[3] = 0x7F }
+        try damage("checkpoint-180/optimizer.pt") { $0 = Array($0.prefix(1000)) }
+        try damage("checkpoint-240/trainer_state.json") { $0 = Array($0.prefix(100)) }
+        let loaded = try RunLoader.load(run)
+        // Weights cut off or with a header length past the end: the folder is skipped with the reason.
+        #expect(loaded.checkpoints.map { $0.metadata.step } == [180, 240, 300])
+        let skipped = Dictionary(loaded.skipped.map { ($0.item, $0.reason) }, uniquingKeysWith: { a, _ in a })
+        #expect(skipped[run + "/checkpoint-60"] != nil)
+        #expect(skipped[run + "/checkpoint-120"]?.contains("header length") == true)
+        // A cut-off optimizer.pt or trainer_state.json leaves the weights read, the file skipped with its reason.
+        #expect(skipped[run + "/checkpoint-180/optimizer.pt"] != nil)
+        #expect(loaded.checkpoints.first { $0.metadata.step == 180 }?.tensors.allSatisfy { $0.role == .weight } == true)
+        #expect(skipped[run + "/checkpoint-240/trainer_state.json"]?.contains("not a valid trainer_state.json") == true)
+        #expect(loaded.checkpoints.first { $0.metadata.step == 240 }?.metadata.loss == nil)
+    }
+
     /// SampleCheckpoints/trainer-high-lr, written by the real transformers Trainer.
     static let sample = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("SampleCheckpoints/trainer-high-lr").path
