@@ -109,6 +109,16 @@ struct TrainerFolderTests {
         // Given alone, the folder is a run of one save.
         let run = try RunLoader.load(dir.path("checkpoint-20"))
         #expect(run.checkpoints.map { $0.metadata.step } == [20])
+
+        // save_pretrained's output, the model and its config alone: one save, without a step of its own.
+        let final = dir.path("final")
+        try FileManager.default.createDirectory(atPath: final, withIntermediateDirectories: true)
+        try SafetensorsWriter.write(Self.model { _ in 0.5 }, to: final + "/model.safetensors")
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: final + "/config.json"))
+        let finalRun = try RunLoader.load(final)
+        #expect(finalRun.checkpoints.count == 1)
+        #expect(finalRun.checkpoints.first?.tensors.count == Self.parameters.count)
+        #expect(finalRun.skipped.isEmpty)
     }
 
     @Test("a Trainer output directory is a run of its checkpoint folders; other entries are skipped with the reason")
