@@ -309,19 +309,31 @@ package enum TrainerFolder {
         let split = groups.count == 2
         /// Matches the indices of each group, or nil when some state has no parameter of its shape;
         /// with the parameters whose place among others of their shape the names do not tell.
+        /// The parameters of each kind and shape are taken in order, so the work is linear.
         func assign(bySplit: Bool) -> (map: [Int: Int], ambiguous: Set<Int>)? {
-            var taken = Set<Int>()
+            struct Bucket: Hashable {
+                let exempt: Bool
+                let shape: [Int]
+            }
+            var buckets: [Bucket: (members: [Int], next: Int)] = [:]
+            for parameter in parameters {
+                let key = Bucket(exempt: bySplit && exemptFromDecay(tensors[parameter].name), shape: tensors[parameter].shape)
+                buckets[key, default: ([], 0)].members.append(parameter)
+            }
             var map: [Int: Int] = [:]
             var ambiguous = Set<Int>()
             for (groupIndex, group) in ordered.enumerated() {
-                let kind = parameters.filter { !bySplit || exemptFromDecay(tensors[$0].name) == (groupIndex == 1) }
                 for index in group {
-                    guard let shape = shapeOf[index] else { continue }
-                    let fitting = kind.filter { !taken.contains($0) && tensors[$0].shape == shape }
-                    guard let chosen = fitting.first else { return nil }
-                    let unclear = fitting.dropFirst().filter { !moduleOrder(tensors[chosen].name, tensors[$0].name).known }
-                    if !unclear.isEmpty { ambiguous.formUnion(unclear + [chosen]) }
-                    taken.insert(chosen)
+                    guard let shape = shapeOf[index], map[index] == nil else { continue }
+                    let key = Bucket(exempt: bySplit && groupIndex == 1, shape: shape)
+                    guard let bucket = buckets[key], bucket.next < bucket.members.count else { return nil }
+                    let chosen = bucket.members[bucket.next]
+                    // The next of the same kind and shape: their order is a guess when the names do not tell it.
+                    if bucket.next + 1 < bucket.members.count {
+                        let following = bucket.members[bucket.next + 1]
+                        if !moduleOrder(tensors[chosen].name, tensors[following].name).known { ambiguous.formUnion([chosen, following]) }
+                    }
+                    buckets[key]?.next += 1
                     map[index] = chosen
                 }
             }
