@@ -57,7 +57,8 @@ enum FuzzTarget: String {
         return target
     }()
 
-    /// The file the inputs of the file targets are written to (tmpfs when there is one), one per process.
+    /// The file the inputs of the file targets are written to (tmpfs when there is one), one per
+    /// process, removed after each input.
     static let path: String = {
         let directory = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp")
         let name = current == .safetensors ? "input.safetensors" : "input.pt"
@@ -110,6 +111,8 @@ func exerciseFile(_ bytes: [UInt8]) {
         }
     }
     if let listing = try? FileListing.read(path, withAttributes: true) { _ = listing.items.count }
+    // Each of libFuzzer's fork jobs is a new process with its own file: none is left behind.
+    unlink(path)
 }
 
 /// A stored zip archive as torch.save writes one: `archive/data.pkl`, `archive/byteorder`, and
