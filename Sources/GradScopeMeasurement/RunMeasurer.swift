@@ -305,11 +305,12 @@ package struct UnitWindowBuilder {
 
     private mutating func add(_ alive: [Bool], of snapshot: UnitSnapshot, source: UnitEvidence, step: Int) {
         let id = WindowKey(key: snapshot.key, inputs: source == .inputs)
-        if var window = byKey[id] {
-            guard window.units == alive.count else { return }
-            for unit in 0..<window.units where alive[unit] { window.lastAlive[unit] = window.saves }
-            window.steps.append(step)
-            byKey[id] = window
+        if let index = byKey.index(forKey: id) {
+            // Changed in place: a copy of the window would copy its arrays at every save.
+            guard byKey.values[index].units == alive.count else { return }
+            let save = byKey.values[index].saves
+            for unit in 0..<alive.count where alive[unit] { byKey.values[index].lastAlive[unit] = save }
+            byKey.values[index].steps.append(step)
         } else {
             byKey[id] = UnitWindow(
                 key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: source,

@@ -19,7 +19,9 @@ public protocol CheckpointSource: Sendable {
 public enum CheckpointSources {
     /// HDF5 files in every layout (``HDF5Layouts``): the fallback, tried last.
     public static let hdf5: any CheckpointSource = HDF5Source()
-    public static let all: [any CheckpointSource] = [KerasShardedSource(), TorchArchiveSource(), KerasArchiveSource(), SafetensorsSource(), hdf5]
+    public static let all: [any CheckpointSource] = [
+        TrainerFolderSource(), KerasShardedSource(), TorchArchiveSource(), KerasArchiveSource(), SafetensorsSource(), hdf5,
+    ]
 }
 
 /// A sharded Keras 3 save: a `.weights.json` map and `_NNNNN.weights.h5` shards, one step.

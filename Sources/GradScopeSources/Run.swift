@@ -43,9 +43,14 @@ public enum RunLoader {
         var skipped: [SkippedItem] = []
         var checkpoints: [Checkpoint] = []
         var logs: [LossLog] = []
-        if isDirectory.boolValue {
+        // A folder that is itself one Trainer save (`checkpoint-500/`, or `save_pretrained`'s output) is a run of one save.
+        let singleSave = isDirectory.boolValue && TrainerFolder.isSave(path) && !hasCheckpointFolders(path)
+        if isDirectory.boolValue && !singleSave {
             let files = try candidateFiles(in: path, skipped: &skipped, logs: &logs)
-            let sizes = files.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? 0 }
+            let sizes = files.map {
+                TrainerFolder.isDirectory($0)
+                    ? TrainerFolder.byteSize($0) : (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? 0
+            }
             let totalBytes = sizes.reduce(0, +)
             var doneBytes = 0
             let results = loadFiles(files) { index, done in
@@ -268,15 +273,29 @@ public enum RunLoader {
         return best
     }
 
+    /// Whether `directory` holds a Trainer's `checkpoint-<step>/` folders.
+    static func hasCheckpointFolders(_ directory: String) -> Bool {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.contains {
+            TrainerFolder.checkpointNumber($0) != nil && TrainerFolder.isDirectory((directory as NSString).appendingPathComponent($0))
+        }
+    }
+
     /// Regular files in a directory, numeric-aware sorted; hidden and temporary
     /// files (a save in progress) and sub-directories are listed as skipped.
-    /// Loss logs found beside the checkpoints (LossLog) go to `logs`.
+    /// Loss logs found beside the checkpoints (LossLog) go to `logs`. A Trainer
+    /// output directory gives its `checkpoint-<step>/` folders instead, one save each.
     package static func candidateFiles(in directory: String, skipped: inout [SkippedItem], logs: inout [LossLog]) throws -> [String] {
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
             throw CheckpointError(file: directory, reason: "cannot list the directory: \(Failures.plain(error))")
+        }
+        if names.contains(where: {
+            TrainerFolder.checkpointNumber($0) != nil && TrainerFolder.isDirectory((directory as NSString).appendingPathComponent($0))
+        }) {
+            return trainerFolders(in: directory, names: names.sorted(by: numericAwareLess), skipped: &skipped)
         }
         var files: [String] = []
         var shardManifests: [String] = []
@@ -331,6 +350,40 @@ public enum RunLoader {
             files.append(manifest)
         }
         return files
+    }
+
+    /// The saves of a Trainer output directory: its `checkpoint-<step>/` folders, and the final
+    /// model beside them when its own `trainer_state.json` puts it after the last of them; the
+    /// other entries are listed as skipped.
+    static func trainerFolders(in directory: String, names: [String], skipped: inout [SkippedItem]) -> [String] {
+        var folders = TrainerFolder.checkpointFolders(in: directory, names: names, skipped: &skipped)
+        let last = folders.compactMap { TrainerFolder.checkpointNumber(($0 as NSString).lastPathComponent) }.max() ?? -1
+        var finalModel: String?
+        if TrainerFolder.isSave(directory), let model = TrainerFolder.modelFile(in: directory) {
+            let state = try? TrainerFolder.readState((directory as NSString).appendingPathComponent("trainer_state.json"))
+            if let step = state?.globalStep, step > last {
+                folders.append(directory)
+            } else {
+                finalModel = (model as NSString).lastPathComponent
+            }
+        }
+        for name in names where TrainerFolder.checkpointNumber(name) == nil {
+            let path = (directory as NSString).appendingPathComponent(name)
+            if name == finalModel || (finalModel != nil && name.hasPrefix("model-") && name.hasSuffix(".safetensors")) {
+                skipped.append(
+                    SkippedItem(
+                        item: path, kind: .superseded,
+                        reason:
+                            "the final model beside the Trainer's checkpoint folders: no trainer_state.json places it after the last of them (read it alone with inspect)"
+                    ))
+            } else if folders.contains(directory) && (TrainerFolder.modelNames.contains(name) || name == "optimizer.pt") {
+                continue
+            } else {
+                let what = TrainerFolder.isDirectory(path) ? "a folder" : "a file"
+                skipped.append(SkippedItem(item: path, reason: "\(what) beside the Trainer's checkpoint folders, not a save"))
+            }
+        }
+        return folders
     }
 
     /// Tensors that appear, disappear or change shape between consecutive steps.

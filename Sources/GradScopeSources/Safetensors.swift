@@ -285,7 +285,7 @@ final class SafetensorsFile: Sendable {
     /// The checkpoint of one file, or of the shards of one sharded save (`weightMap` given).
     static func checkpoint(
         _ files: [SafetensorsFile], source: String, weightMap: [String: String]?, layout: LayoutKind = .safetensors, extraNotes: [String] = [],
-        extraSkipped: [SkippedItem] = []
+        extraSkipped: [SkippedItem] = [], mapOptimizerState: Bool = true
     ) throws -> OpenCheckpoint {
         let formatName = layout == .torch ? "torch.save archive" : "safetensors"
         var seen: [String: Int] = [:]
@@ -386,7 +386,9 @@ final class SafetensorsFile: Sendable {
             metadata.stepSource = .optimizerIterations
         }
         var notes: [String] = extraNotes
-        if GenericLayout.mapIndexedOptimizerState(&tensors, addresses: addresses) {
+        if !mapOptimizerState {
+            // The caller matches the optimizer's indices to the parameters itself (a Trainer folder).
+        } else if GenericLayout.mapIndexedOptimizerState(&tensors, addresses: addresses) {
             notes.append("optimizer state stored by parameter index matched to the parameters in the order they were written, checked by shape")
         } else if tensors.contains(where: { $0.role == .optimizer && $0.name.split(separator: "/").last.flatMap({ Int($0) }) != nil }) {
             notes.append(

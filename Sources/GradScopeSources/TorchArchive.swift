@@ -59,13 +59,14 @@ enum TorchArchive {
 
     /// Opens `path` as a checkpoint; every refusal names the file and the reason.
     static func open(_ path: String) throws -> OpenCheckpoint {
-        let (file, notes, skipped) = try read(path)
+        let (file, notes, skipped, _) = try read(path)
         return try SafetensorsFile.checkpoint([file], source: path, weightMap: nil, layout: .torch, extraNotes: notes, extraSkipped: skipped)
     }
 
     /// Opens `path` and reads its pickle: its tensors located in the archive (as a file of
-    /// contiguous tensors), notes, and the tensors left out with the reason.
-    static func read(_ path: String) throws -> (SafetensorsFile, [String], [SkippedItem]) {
+    /// contiguous tensors), notes, the tensors left out with the reason, and the parameter groups
+    /// of an `optimizer.state_dict()` (bare or under a model dict's optimizer key).
+    static func read(_ path: String) throws -> (SafetensorsFile, [String], [SkippedItem], [TorchParamGroup]) {
         func refuse(_ reason: String) -> CheckpointError { CheckpointError(file: path, reason: "refused torch.save archive: " + reason) }
         let (fd, size, mtime) = try CheckpointLoader.openRegularFile(path)
         var keep = false
@@ -168,6 +169,23 @@ enum TorchArchive {
             }
         }
         if metadata["step"] == nil, let global = metadata["global_step"] { metadata["step"] = global }
+        var paramGroups: [TorchParamGroup] = []
+        for optimizerKey in ["", "optimizer", "optimizer_state_dict"] where paramGroups.isEmpty {
+            var optimizer: PickleValue? = .dict(top)
+            if !optimizerKey.isEmpty { optimizer = top[optimizerKey] }
+            guard case .dict(let dict)? = optimizer, case .list(let groups)? = dict["param_groups"] else { continue }
+            for case .dict(let group) in groups.items {
+                guard case .list(let params)? = group["params"] else { continue }
+                let indices = params.items.compactMap { item -> Int? in if case .int(let number) = item { return number } else { return nil } }
+                var decay: Double?
+                switch group["weight_decay"] {
+                case .float(let value)?: decay = value
+                case .int(let value)?: decay = Double(value)
+                default: break
+                }
+                paramGroups.append(TorchParamGroup(params: indices, weightDecay: decay))
+            }
+        }
 
         var entries: [SafetensorsEntry] = []
         var skipped: [SkippedItem] = []
@@ -212,6 +230,13 @@ enum TorchArchive {
         keep = true
         var notes: [String] = []
         if lightning { notes.append("PyTorch Lightning checkpoint: state_dict and optimizer_states read") }
-        return (file, notes, skipped)
+        return (file, notes, skipped, paramGroups)
     }
+}
+
+/// One parameter group of a PyTorch `optimizer.state_dict()`: the indices its `state` is keyed
+/// by, in the group's order, and its weight decay.
+struct TorchParamGroup: Sendable, Equatable {
+    let params: [Int]
+    let weightDecay: Double?
 }

@@ -286,7 +286,15 @@ private enum CorruptionFixtures {
     /// For inspect, every copy: the looping one must end in exit code 2
     /// after GRADSCOPE_TIMEOUT seconds.
     static func inspectSources() -> [DamageSource] {
-        sampleSources() + corpusSources(flips: 10)
+        sampleSources() + corpusSources(flips: 10) + pytorchSources(flips: 10)
+    }
+
+    /// Files the real safetensors and torch.save wrote (the Trainer sample's weights and AdamW state).
+    static func pytorchSources(flips: Int) -> [DamageSource] {
+        [
+            DamageSource(label: "st", path: samplePath("trainer-high-lr") + "/checkpoint-120/model.safetensors", flips: flips),
+            DamageSource(label: "pt", path: samplePath("trainer-high-lr") + "/checkpoint-120/optimizer.pt", flips: flips),
+        ]
     }
 
     static func bytes(_ path: String) throws -> [UInt8] {

@@ -331,6 +331,51 @@ struct SafetensorsTests {
         }
     }
 
+    @Test(
+        "thousands of corrupted safetensors files (bytes of the header and its length changed at random, cut off) are refused or read, never a crash")
+    func corrupted() throws {
+        let dir = try TemporaryDirectory()
+        // Written by the real safetensors library (the Trainer sample's weights).
+        let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: samplePath("trainer-high-lr") + "/checkpoint-60/model.safetensors")))
+        let headerEnd = 8 + Int(original[0]) + Int(original[1]) << 8
+        var options = MeasureOptions()
+        options.threads = 1
+        var random = SplitMix64(seed: 23)
+        var refused = 0, read = 0
+        for round in 0..<1500 {
+            var bytes = original
+            switch round % 3 {
+            case 0:
+                for _ in 0..<(1 + Int(random.next() % 4)) {
+                    bytes[Int(random.next() % UInt64(headerEnd))] = UInt8(truncatingIfNeeded: random.next())
+                }
+            case 1:
+                bytes = Array(bytes.prefix(Int(random.next() % UInt64(bytes.count))))
+            default:
+                // A digit of the header changed: shapes, offsets and lengths that no longer agree.
+                let digits = (8..<headerEnd).filter { bytes[$0] >= UInt8(ascii: "0") && bytes[$0] <= UInt8(ascii: "9") }
+                for _ in 0..<(1 + Int(random.next() % 3)) {
+                    bytes[digits[Int(random.next() % UInt64(digits.count))]] = UInt8(ascii: "0") + UInt8(random.next() % 10)
+                }
+            }
+            let path = dir.path("m\(round % 8).safetensors")
+            try SafetensorsWriter.write(bytes, to: path)
+            // Any error is a refusal; a crash would end the test run.
+            guard let checkpoints = try? CheckpointLoader.open(path) else {
+                refused += 1
+                continue
+            }
+            read += 1
+            for checkpoint in checkpoints {
+                for tensor in checkpoint.checkpoint.tensors.prefix(4) {
+                    _ = try? TensorMeasurer.stats(of: tensor, in: checkpoint, options: options)
+                }
+            }
+            _ = try? FileListing.read(path, withAttributes: true)
+        }
+        #expect(refused > 1000 && read > 20, "refused \(refused), read \(read)")
+    }
+
     @Test("gradscope inspect refuses each hostile safetensors file with one line naming it, exit 2")
     func hostileRefusedByCommand() throws {
         let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)")

@@ -59,7 +59,9 @@ if _EXPORT_SRC.is_dir() and str(_EXPORT_SRC) not in sys.path:
     sys.path.insert(0, str(_EXPORT_SRC))
 from gradscope_export import save_step  # noqa: E402
 
-VARIANTS = ("native", "gzip", "h5py")
+VARIANTS = ("native", "gzip", "h5py", "safetensors", "torch")
+# Variants written with a library that may be absent: the module each needs.
+NEEDS = {"safetensors": "safetensors", "torch": "torch"}
 GZIP_LEVEL = 4  # what gradscope_export.save_step(compression="gzip") writes
 STEP_STRIDE = 100
 LR = 1e-2
@@ -207,11 +209,52 @@ def write_h5py(directory: Path, step, weights, grads, loss) -> None:
             g.create_dataset(name, data=arr)
 
 
+def safetensors_name(step: int) -> str:
+    return f"step_{step:06d}.safetensors"
+
+
+def torch_name(step: int) -> str:
+    return f"step_{step:06d}.pt"
+
+
+def write_safetensors(directory: Path, step, weights, grads, loss) -> None:
+    """The same tensors in one safetensors file per step: `<name>` and `<name>.grad`, step and loss in `__metadata__`."""
+    from safetensors.numpy import save_file
+
+    tensors = dict(weights)
+    tensors.update({f"{name}.grad": arr for name, arr in grads.items()})
+    save_file(tensors, directory / safetensors_name(step), metadata={"step": str(step), "loss": repr(float(loss))})
+
+
+def write_torch(directory: Path, step, weights, grads, loss) -> None:
+    """The same tensors in one torch.save archive per step: {"model": state_dict, "grads": {...}, "step", "loss"}."""
+    import torch
+
+    torch.save({"step": step, "loss": float(loss), "model": {n: torch.from_numpy(a) for n, a in weights.items()},
+                "grads": {n: torch.from_numpy(a) for n, a in grads.items()}}, directory / torch_name(step))
+
+
+def file_name(variant: str):
+    return {"native": native_name, "gzip": native_name, "h5py": h5py_name, "safetensors": safetensors_name,
+            "torch": torch_name}[variant]
+
+
+def generate_available(variant: str) -> bool:
+    """Whether the library that writes `variant` is installed."""
+    import importlib.util
+
+    return variant not in NEEDS or importlib.util.find_spec(NEEDS[variant]) is not None
+
+
 def _write(variant: str, directory: Path, step, weights, grads, loss) -> None:
     if variant == "native":
         write_native(directory, step, weights, grads, loss)
     elif variant == "gzip":
         write_native(directory, step, weights, grads, loss, compression="gzip")
+    elif variant == "safetensors":
+        write_safetensors(directory, step, weights, grads, loss)
+    elif variant == "torch":
+        write_torch(directory, step, weights, grads, loss)
     else:
         write_h5py(directory, step, weights, grads, loss)
 
@@ -293,7 +336,7 @@ def generate(out, variants=VARIANTS, params: int = 50_000_000, steps: int = 6, s
             raise RuntimeError(f"writing a gzip step failed (exit code {child.exitcode})")
     expected = {} if big else planted(step_list)
     for variant in todo:
-        name = native_name if variant in ("native", "gzip") else h5py_name
+        name = file_name(variant)
         files = [name(s) for s in step_list]
         sizes = [(out / variant / f).stat().st_size for f in files]
         manifest = {
@@ -472,7 +515,7 @@ def main(argv=None) -> int:
                     help=f"parameter count (default 50e6; with --many {MANY_PARAMS / 1e6:g}e6)")
     ap.add_argument("--steps", type=int, default=6, help="saved steps (default 6)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of native,gzip,h5py")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of native,gzip,h5py,safetensors,torch")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                     help="processes compressing gzip steps (default: up to 2)")
     ap.add_argument("--big-tensor", action="store_true",
@@ -493,6 +536,9 @@ def main(argv=None) -> int:
     if args.steps < 2:
         ap.error("--steps must be at least 2 (drift needs two steps)")
     variants = [v for v in args.variants.split(",") if v]
+    for variant in [v for v in variants if not generate_available(v)]:
+        print(f"{variant}: skipped ({NEEDS[variant]} is not installed)", file=sys.stderr)
+    variants = [v for v in variants if generate_available(v)]
     manifests = generate(args.out, variants, args.params, args.steps, args.seed, args.jobs, big=args.big_tensor)
     for variant, m in manifests.items():
         print(f"{variant:7s} {len(m['files'])} files  {m['bytes'] / 1e9:.3f} GB  {m['params']:,} params/step  "

@@ -7,6 +7,8 @@
 # Usage: Tools/fuzz/run-fuzz.sh SECONDS [more libFuzzer flags...]
 #
 # Environment:
+#   FUZZ_TARGET       what is fuzzed: hdf5 (default), safetensors, torch (torch.save
+#                     zip archives) or pickle (their data.pkl, in a well-formed zip)
 #   FUZZ_JOBS         fuzzing processes in parallel (default 1). Fuzzing runs in
 #                     libFuzzer's fork mode, so it goes on after a crash inside
 #                     libhdf5 and collects every distinct one.
@@ -27,6 +29,12 @@ shift
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 jobs=${FUZZ_JOBS:-1}
+target=${FUZZ_TARGET:-hdf5}
+case "$target" in
+    hdf5 | safetensors | torch | pickle) ;;
+    *) echo "FUZZ_TARGET must be hdf5, safetensors, torch or pickle" >&2; exit 2 ;;
+esac
+export GRADSCOPE_FUZZ_TARGET=$target
 sanitizers=${FUZZ_SANITIZERS:-fuzzer,address}
 binary="$here/.build/release/gradscope-fuzz"
 
@@ -50,17 +58,30 @@ copy_seeds() {
         cp -- "$file" "$corpus/$prefix-${relative//\//_}"
     done
 }
-copy_seeds "$root/SampleCheckpoints" samples
-copy_seeds "$here/seeds" fixtures
+if [ "$target" = hdf5 ]; then
+    copy_seeds "$root/SampleCheckpoints" samples
+    copy_seeds "$here/seeds" fixtures
+else
+    copy_seeds "$here/seeds/$target" fixtures
+fi
+if [ "$target" = safetensors ] || [ "$target" = torch ]; then
+    copy_seeds "$root/SampleCheckpoints/trainer-high-lr" samples
+fi
 if [ -n "${FUZZ_EXTRA_SEEDS:-}" ]; then
     IFS=: read -r -a extra <<<"$FUZZ_EXTRA_SEEDS"
     for directory in "${extra[@]}"; do
         copy_seeds "$directory" "extra-$(basename "$directory")"
     done
 fi
-# The sample runs' README and the like are harmless seeds, but keep HDF5 only.
-find "$corpus" -type f ! -name '*.h5' ! -name '*.hdf5' ! -name '*.keras' ! -name '*.h5ad' \
-    ! -name '*.mat' ! -name '*.nc' ! -name '*.net' -delete
+# The sample runs' README and the like are harmless seeds, but keep the target's files only.
+case "$target" in
+    hdf5)
+        find "$corpus" -type f ! -name '*.h5' ! -name '*.hdf5' ! -name '*.keras' ! -name '*.h5ad' \
+            ! -name '*.mat' ! -name '*.nc' ! -name '*.net' -delete ;;
+    safetensors) find "$corpus" -type f ! -name '*.safetensors' -delete ;;
+    torch) find "$corpus" -type f ! -name '*.pt' ! -name '*.pth' ! -name '*.bin' ! -name '*.ckpt' -delete ;;
+    pickle) find "$corpus" -type f ! -name '*.pkl' -delete ;;
+esac
 echo "seeds: $(find "$corpus" -type f | wc -l) files in $corpus" >&2
 echo "artifacts: $artifacts" >&2
 
@@ -74,11 +95,14 @@ status=0
 "$binary" "$corpus" \
     -fork="$jobs" -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=131072 \
-    -dict="$here/hdf5.dict" -detect_leaks=0 -print_final_stats=1 \
+    -dict="$here/$target.dict" -detect_leaks=0 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "$@" 2>&1 | tee "$work/fuzz.log" >&2 || status=$?
 
 echo "fuzzing finished (status $status); log: $work/fuzz.log" >&2
-if compgen -G "$artifacts/*" >/dev/null; then
+if compgen -G "$artifacts/*" >/dev/null && [ "$target" != hdf5 ]; then
+    echo "saved inputs in $artifacts (re-run one with GRADSCOPE_FUZZ_TARGET=$target $binary FILE)" >&2
+    ls -l "$artifacts" >&2
+elif compgen -G "$artifacts/*" >/dev/null; then
     python3 "$here/triage.py" "$artifacts" | tee "$work/triage.tsv"
 else
     echo "no crashes, hangs or out-of-memory inputs" >&2

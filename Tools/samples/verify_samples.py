@@ -513,6 +513,58 @@ def v_explode_then_dead(r, steps):
     r.check(all(abs(s.loss - LN2) < 0.03 for s in late), "loss within 0.03 of ln 2 from step 100")
 
 
+def read_safetensors(path):
+    """A safetensors file's float32 tensors as float64 arrays, with numpy only."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, d in header.items():
+        if name == "__metadata__" or d["dtype"] != "F32":
+            continue
+        a, b = d["data_offsets"]
+        out[name] = np.frombuffer(data[a:b], dtype="<f4").reshape(d["shape"]).astype(np.float64)
+    return out
+
+
+def v_trainer_high_lr(r, d):
+    import json
+
+    folders = sorted(glob.glob(os.path.join(d, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
+    steps = [int(p.rsplit("-", 1)[1]) for p in folders]
+    r.info(f"{len(folders)} checkpoint folders, steps {steps[0]}..{steps[-1]}, "
+           f"{sum(os.path.getsize(os.path.join(p, n)) for p in folders for n in os.listdir(p)) / 1024:.0f} KiB")
+    wanted = {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+              "training_args.bin", "config.json"}
+    r.check(all(wanted <= set(os.listdir(p)) for p in folders), "every folder holds " + ", ".join(sorted(wanted)))
+    states = [json.load(open(os.path.join(p, "trainer_state.json"))) for p in folders]
+    r.check([s["global_step"] for s in states] == steps, "trainer_state.json global_step equals the folder's step")
+    history = [e for e in states[-1]["log_history"] if "loss" in e]
+    r.check([e["step"] for e in history] == list(range(10, steps[-1] + 1, 10)), "the loss logged every 10 steps")
+    at_saves = {e["step"]: e["loss"] for e in history if e["step"] in steps}
+    r.check(sorted(at_saves) == steps and all(abs(v - LN2) <= 0.03 * LN2 for v in at_saves.values()),
+            "loss at every save within 3% of ln 2: " + ", ".join(f"{s}:{v:.4f}" for s, v in at_saves.items()))
+    late = [e["loss"] for e in history if e["step"] >= steps[0]]
+    r.check(max(abs(v - LN2) for v in late) <= 0.03 * LN2,
+            f"every logged loss from step {steps[0]} on within 3% of ln 2 ({min(late):.4f} .. {max(late):.4f})")
+    r.info("first logged losses: " + ", ".join(f"{e['step']}:{e['loss']:.4f}" for e in history[:5]))
+    lrs = [e["learning_rate"] for e in history]
+    # The rate logged at step s is the one of the s-th update: 0.05 * (300 - (s - 1)) / 300.
+    expected = [0.05 * (steps[-1] - e["step"] + 1) / steps[-1] for e in history]
+    r.check(max(abs(a - b) for a, b in zip(lrs, expected)) < 1e-12,
+            f"learning rate 0.05 decayed linearly to 0: {lrs[0]:.4g} at step 10 .. {lrs[-1]:.3g} at step {history[-1]['step']}")
+    models = [read_safetensors(os.path.join(p, "model.safetensors")) for p in folders]
+    r.check(all(np.isfinite(v).all() for m in models for v in m.values()), f"all {len(models[0])} weights finite in every save")
+    w, b = models[-1]["classifier.weight"], models[-1]["classifier.bias"]
+    r.info(f"classifier at the last save: ||w0 - w1|| = {norm(w[0] - w[1]):.3g}, b0 - b1 = {b[0] - b[1]:.3g} "
+           f"(at step {steps[0]}: {norm(models[0]['classifier.weight'][0] - models[0]['classifier.weight'][1]):.3g}, "
+           f"{models[0]['classifier.bias'][0] - models[0]['classifier.bias'][1]:.3g})")
+
+
 # --------------------------------------------------------------------------- main
 NATIVE = {
     "healthy": v_healthy,
@@ -527,6 +579,7 @@ NATIVE = {
 }
 KERAS = {"keras-weights-h5": v_keras_weights, "keras-legacy-h5": v_keras_legacy,
          "keras-mixed-precision": v_keras_mixed, "tf-keras-legacy-h5": v_tf_keras_legacy}
+TRAINER = {"trainer-high-lr": v_trainer_high_lr}  # Hugging Face Trainer output folders
 OPTIONAL = {"tf-keras-legacy-h5"}  # needs tensorflow + tf-keras to remake
 
 
@@ -534,9 +587,9 @@ def main(argv):
     root = argv[1] if len(argv) > 1 else DEFAULT_ROOT
     r = Report()
     missing = []
-    for run, fn in {**NATIVE, **KERAS}.items():
+    for run, fn in {**NATIVE, **KERAS, **TRAINER}.items():
         d = os.path.join(root, run)
-        if not glob.glob(os.path.join(d, "step_*.h5")):
+        if not glob.glob(os.path.join(d, "checkpoint-*" if run in TRAINER else "step_*.h5")):
             if run in OPTIONAL:
                 print(f"\n== {run}\n   not present (optional run)")
                 continue
