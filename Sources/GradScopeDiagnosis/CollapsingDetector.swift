@@ -15,6 +15,9 @@ import GradScopeStatistics
 /// falls by `activation_collapse_factor` (10x). Healthy training, weight decay
 /// included, changes a layer's norm by well under an order of magnitude.
 /// The onset is the first save at which the norm had halved from its peak.
+/// Zero output: a layer that outputs zero for every input, read from the next layer's
+/// gradient (``zeroOutputs(_:)``) or from its saved activation, exactly zero everywhere
+/// (``silentActivations(_:)``).
 /// Needs: two saves or more.
 package struct CollapsingDetector: Detector {
     package static let kind = FindingKind.collapsing
@@ -30,6 +33,18 @@ package struct CollapsingDetector: Detector {
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard run.records.count >= 2 else { return .lacking("needs at least two saved steps") }
         var findings = zeroOutputs(run)
+        // The saved activations say it directly; the next layer's evidence, when it says the same, joins it.
+        let silentActivations = Self.silentActivations(run)
+        for silent in silentActivations {
+            if let at = findings.firstIndex(where: { $0.evidence["next_layer"] == .string(silent.nextLayer ?? "") }) {
+                findings[at].evidence["activation"] = .string(silent.name)
+                findings[at].evidence["activation_saves"] = .int(silent.saves)
+                findings[at].message +=
+                    " The saved activation \(silent.name) says the same: every value of it is exactly zero \(silent.span(run))."
+            } else {
+                findings.append(silent.finding(run))
+            }
+        }
         for key in run.indexedWeightKeys {
             let series = run.indexedSeries(key).filter { $0.measurement.stats.nan + $0.measurement.stats.posInf + $0.measurement.stats.negInf == 0 }
             guard series.count >= 2, let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
@@ -41,7 +56,9 @@ package struct CollapsingDetector: Detector {
                 findings.append(finding)
             }
         }
-        for key in run.indexedKeys(role: .activation) {
+        // A spread fallen to zero in an activation found silent above is that finding, said once.
+        let silentKeys = Set(silentActivations.map(\.key))
+        for key in run.indexedKeys(role: .activation) where !silentKeys.contains(key) {
             let series = run.indexedSeries(key).filter { DetectorSupport.nonFinite($0.measurement) == 0 && $0.measurement.stats.std != nil }
             guard series.count >= 2, let activation = series.last?.measurement else { continue }
             let spreads = series.map { $0.measurement.stats.std ?? 0 }
@@ -103,6 +120,81 @@ package struct CollapsingDetector: Detector {
                     explanation: CollapsingExplanation.zeroOutput(consumer: link.consumerKernel, inputs: inputs, fromMoments: evidence.fromMoments)))
         }
         return findings
+    }
+
+    /// A saved activation that is exactly zero in every unit for every example of the saved batch,
+    /// at every save of a trailing run holding the whole series, or two saves or more after one that
+    /// does not show it (as ``zeroOutputs(_:)``): the layer that produced it outputs zero for every
+    /// input. Some units silent is `dead-units`; all of them, exactly zero, is this.
+    package struct SilentActivation: Sendable, Equatable {
+        package var key: TensorKey
+        package var name: String
+        /// The layer that outputs it: its module, or the layer that produces a parameter-free module's output.
+        package var layer: String
+        package var units: Int
+        /// Values per save (units × examples and positions).
+        package var values: Int
+        /// The steps of the saves that show it, and the save before them that did not (nil: none did).
+        package var firstStep: Int
+        package var lastStep: Int
+        package var saves: Int
+        package var lastOutputStep: Int?
+        /// The next layer holding weights in depth order after the activation's layer (or, for a
+        /// parameter-free module, after the layer that produces it: ``Diagnoser/activationProducers(_:)``),
+        /// when it has a place in that order.
+        package var nextLayer: String?
+
+        /// "at step 100" or "at every save from step 100 to 300".
+        package func span(_ run: RunMeasurements) -> String {
+            firstStep == lastStep ? run.atStep(firstStep) : "at every save from step \(firstStep) to \(lastStep)"
+        }
+
+        package func finding(_ run: RunMeasurements) -> Finding {
+            var values: [String: EvidenceValue] = [
+                "zero_output": .bool(true), "units": .int(units), "saves": .int(saves), "evidence": .string("activation"),
+                "activation": .string(name), "activation_values": .int(self.values),
+            ]
+            if let nextLayer { values["next_layer"] = .string(nextLayer) }
+            if let lastOutputStep { values["last_output_step"] = .int(lastOutputStep) }
+            let subject = layer == name ? "Layer `\(layer)`" : "Layer `\(layer)` (activation \(name))"
+            return Finding(
+                kind: .collapsing, severity: .warning, tensor: name, layer: layer, firstStep: firstStep, lastStep: lastStep,
+                message:
+                    "\(subject) outputs zero for every input\(run.stepsKnown ? " since step \(firstStep)" : ""): every value of the saved activation \(name), all \(units) units on every example of the saved batch, is exactly zero \(span(run)).",
+                evidence: values, explanation: CollapsingExplanation.zeroActivation(name: name, nextLayer: nextLayer))
+        }
+    }
+
+    /// The saved activations that are exactly zero everywhere to the end of the run (``SilentActivation``).
+    package static func silentActivations(_ run: RunMeasurements) -> [SilentActivation] {
+        guard run.records.count >= 2 else { return [] }
+        // The layers that hold a matrix or kernel: the next of them after an activation's layer reads its output.
+        var weighted = Set<String>()
+        for key in run.indexedWeightKeys {
+            if let weight = run.indexedSeries(key).last?.measurement, DetectorSupport.isKernel(weight) { weighted.insert(weight.layer) }
+        }
+        let producers = Diagnoser.activationProducers(run)
+        var silent: [SilentActivation] = []
+        for key in run.indexedKeys(role: .activation) {
+            let series = run.indexedSeries(key)
+            let shows = series.map { entry in entry.measurement.stats.count > 0 && entry.measurement.stats.zeros == entry.measurement.stats.count }
+            var from = shows.count
+            while from > 0 && shows[from - 1] { from -= 1 }
+            guard from < shows.count, from == 0 || shows.count - from >= 2, let last = series.last?.measurement else { continue }
+            let units = last.unitCount ?? (last.unitAxis.map { last.shape[$0] } ?? last.shape.last ?? 0)
+            // Its place: its own layer, or for a parameter-free module (a ReLU) the layer that produces it.
+            var next: String?
+            if let place = run.layers.firstIndex(of: producers[last.name] ?? last.layer) {
+                next = run.layers[(place + 1)...].first { weighted.contains($0) }
+            }
+            silent.append(
+                SilentActivation(
+                    key: key, name: last.name, layer: producers[last.name] ?? last.layer, units: units, values: last.stats.count,
+                    firstStep: series[from].step,
+                    lastStep: series[series.count - 1].step, saves: shows.count - from, lastOutputStep: from > 0 ? series[from - 1].step : nil,
+                    nextLayer: next))
+        }
+        return silent
     }
 
     package func shrink(norms: [Double], steps: [Int], factor: Double, name: String, layer: String, what: String) -> Finding? {

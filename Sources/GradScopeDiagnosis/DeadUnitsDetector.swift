@@ -43,6 +43,8 @@ package struct DeadUnitsDetector: Detector {
                     : "needs gradients, activations, or at least two saved steps of matrices")
         }
         var findings: [Finding] = []
+        // A saved activation exactly zero in every unit to the end is a layer that outputs zero (`collapsing`).
+        let silent = Set(CollapsingDetector.silentActivations(run).map(\.key))
         // The later half of the run's saves is judged; the saves before it only date deaths.
         let judgedFromStep = run.records.isEmpty ? 0 : run.records[RunMeasurer.windowStart(count: run.records.count)].step
         for full in windows {
@@ -51,6 +53,7 @@ package struct DeadUnitsDetector: Detector {
             guard dead > 0 else { continue }
             // A gradient that is zero everywhere is a dead path (zero-gradient), not dead units.
             if window.source != .activation && dead == window.units { continue }
+            if window.source == .activation && dead == window.units && silent.contains(window.key) { continue }
             let fraction = Double(dead) / Double(window.units)
             guard fraction >= thresholds.deadUnitsInfoFraction else { continue }
             // One save cannot show that a unit never recovers: a live unit that fires with probability p per

@@ -228,6 +228,20 @@ package struct CollapsingExplanation: Explanation {
             activation.
             """
     }
+    /// A layer whose saved activation is exactly zero everywhere.
+    static func zeroActivation(name: String, nextLayer: String?) -> String {
+        let next = nextLayer.map { "the next layer, `\($0)`," } ?? "the next layer"
+        return """
+            Every value of the saved activation \(name) is exactly zero: every unit, on every example of the saved batch. \
+            This layer has collapsed to zero output: \(next) receives nothing from it, and no gradient flows back through it \
+            (a ReLU passes back 0 where it outputs 0), so the next layer's weights and every layer before it receive zero \
+            gradient on such inputs; those zero-gradient findings are its consequences. Some units silent would be dead units; \
+            all of them at once means the whole layer. Likely causes: every ReLU of the layer dead (a large negative bias, a \
+            learning-rate spike, an initialisation far too small or too negative), weights and biases decayed to zero, or a \
+            mask or gate that zeroes the layer. What to try: re-initialise the layer (He init, zero biases), lower the \
+            learning rate or add warm-up, use LeakyReLU/GELU, add normalisation before the activation.
+            """
+    }
     /// What shrank: "weight norm ‖W‖" or "output spread (std)".
     var measure: String
     /// Orders of magnitude from the peak to the last save (infinite when it reached 0).

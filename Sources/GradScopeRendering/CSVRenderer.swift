@@ -15,7 +15,8 @@ package enum CSVTable: String, CaseIterable, Sendable {
 
 /// Renders reports as CSV for spreadsheets and scripts: a header row, then one
 /// row per tensor (per tensor and step for a scan), or, as `table` asks, one
-/// row per finding or per save's loss. Fields are quoted as RFC 4180 asks; a
+/// row per finding (of every model, with a `model` column, when a scanned folder
+/// holds several) or per save's loss. Fields are quoted as RFC 4180 asks; a
 /// missing number is an empty cell, a non-finite one `nan`, `inf` or `-inf`.
 package struct CSVRenderer: ReportRenderer, Sendable {
     /// The table to print; nil for the report's own rows (scan's timeline, the tensors of inspect and diff).
@@ -27,22 +28,37 @@ package struct CSVRenderer: ReportRenderer, Sendable {
     /// The scan's timeline, or its findings or loss as `table` asks (``CSVTable/tensors`` is the timeline).
     package func render(_ report: ScanReport) -> String {
         switch table {
-        case .findings: return findingRows(report.findings)
+        case .findings: return report.models.map { modelFindingRows($0, primaryFindings: report.findings) } ?? findingRows(report.findings)
         case .loss: return lossRows(report.loss)
         case nil, .timeline, .tensors: return timelineRows(report)
         }
     }
 
+    /// A folder of several models: one row per finding of every model, model by model in their order,
+    /// with a last column `model` holding the model's number (`models[].model` of the JSON).
+    /// `primaryFindings`: the findings of the model the report is about (the report's own).
+    package func modelFindingRows(_ models: [ModelReport], primaryFindings: [Finding]) -> String {
+        var lines = ["kind,severity,tensor,layer,first_step,last_step,message,model"]
+        for model in models.sorted(by: { $0.model < $1.model }) {
+            for finding in model.primary ? primaryFindings : model.findings {
+                lines.append((findingCells(finding) + [String(model.model)]).map(csvField).joined(separator: ","))
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A finding's cells: kind, severity, tensor, layer, first_step, last_step, message.
+    package func findingCells(_ finding: Finding) -> [String] {
+        [
+            finding.kind.rawValue, finding.severity.rawValue, finding.tensor ?? "", finding.layer ?? "",
+            finding.firstStep.map(String.init) ?? "", finding.lastStep.map(String.init) ?? "", finding.message,
+        ]
+    }
+
     /// One row per finding, in the report's order.
     package func findingRows(_ findings: [Finding]) -> String {
         var lines = ["kind,severity,tensor,layer,first_step,last_step,message"]
-        for finding in findings {
-            lines.append(
-                [
-                    finding.kind.rawValue, finding.severity.rawValue, finding.tensor ?? "", finding.layer ?? "",
-                    finding.firstStep.map(String.init) ?? "", finding.lastStep.map(String.init) ?? "", finding.message,
-                ].map(csvField).joined(separator: ","))
-        }
+        for finding in findings { lines.append(findingCells(finding).map(csvField).joined(separator: ",")) }
         return lines.joined(separator: "\n") + "\n"
     }
 

@@ -8,7 +8,8 @@ import GradScopeStatistics
 
 /// Renders a scan as one self-contained HTML page: inline SVG and CSS, no
 /// script, nothing fetched from anywhere. It opens with the verdict and the
-/// findings (each linked to the chart that shows its evidence), then the loss
+/// findings (each linked to the chart that shows its evidence), the other models of a
+/// folder that holds several (each with its verdict and findings), then the loss
 /// and the spread of the saved activations, gradient flow across depth, every
 /// tensor over steps with its histogram evolution, and dead units. It lays out what the scan measured and
 /// computes nothing of its own; every string from a file is HTML-escaped.
@@ -58,6 +59,7 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         html += verdict(report)
         html += story(report)
         html += findings(layout)
+        html += otherModels(report)
         html += lossSection(layout)
         html += activationSection(layout)
         html += gradientFlowSection(layout)
@@ -79,8 +81,10 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
             + "<div class=\"facts\">\(htmlEscape(facts.joined(separator: " · ")))</div></header>\n"
     }
 
+    /// The verdict, its glyph and counts over every model's findings (a folder may hold several).
     package func verdict(_ report: ScanReport) -> String {
-        let worst = report.findings.map(\.severity).max()
+        let all = report.allFindings
+        let worst = all.map(\.severity).max()
         let glyph: String
         switch worst {
         case .error?: glyph = "✕"
@@ -90,12 +94,12 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         }
         var counts: [String] = []
         for severity in Severity.allCases.reversed() {
-            let count = report.findings.filter { $0.severity == severity }.count
+            let count = all.filter { $0.severity == severity }.count
             guard count > 0 else { continue }
             let noun = severity == .info ? "info" : severity.rawValue + (count == 1 ? "" : "s")
             counts.append("<span class=\"chip \(severity.rawValue)\">\(count) \(noun)</span>")
         }
-        if report.findings.isEmpty { counts.append("<span class=\"chip ok\">no findings</span>") }
+        if all.isEmpty { counts.append("<span class=\"chip ok\">no findings</span>") }
         if !report.notChecked.isEmpty {
             counts.append(
                 "<span class=\"chip muted\">\(report.notChecked.count) check\(report.notChecked.count == 1 ? "" : "s") could not run</span>")
@@ -129,22 +133,38 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
     package func findings(_ layout: ReportLayout) -> String {
         let report = layout.report
         guard !report.findings.isEmpty else { return "" }
-        var html = "<section class=\"panel\" id=\"findings\"><h2>Findings</h2>\n"
-        let rows = report.findings.prefix(limits.maxGridRows).enumerated().map { index, finding in
+        var title = "Findings"
+        if let primary = report.models?.first(where: \.primary) {
+            title += " <span class=\"muted\">model \(primary.model) of this folder (the newest files; the charts below are of it)</span>"
+        }
+        var html = "<section class=\"panel\" id=\"findings\"><h2>\(title)</h2>\n"
+        html += findingTimeline(report.findings, steps: report.steps, anchor: ReportLayout.findingAnchor)
+        html += findingList(report.findings, anchor: ReportLayout.findingAnchor, evidence: layout.evidenceAnchor)
+        return html + "</section>\n"
+    }
+
+    /// When each finding begins and ends, over `steps` (nothing without steps).
+    package func findingTimeline(_ findings: [Finding], steps: [Int], anchor: (Int) -> String) -> String {
+        guard !steps.isEmpty else { return "" }
+        let rows = findings.prefix(limits.maxGridRows).enumerated().map { index, finding in
             SpanRow(
                 label: finding.kind.rawValue + (finding.tensor.map { "  " + $0 } ?? ""), first: finding.firstStep, last: finding.lastStep,
-                severity: finding.severity, anchor: ReportLayout.findingAnchor(index))
+                severity: finding.severity, anchor: anchor(index))
         }
-        if !report.steps.isEmpty {
-            html += SpanTimeline(label: "When each finding begins and ends, over the run's steps", steps: report.steps, rows: rows).render()
-            if report.findings.count > rows.count {
-                html += "<p class=\"note\">The first \(rows.count) of \(report.findings.count) findings are drawn.</p>"
-            }
+        var html = SpanTimeline(label: "When each finding begins and ends, over the run's steps", steps: steps, rows: rows).render()
+        if findings.count > rows.count {
+            html += "<p class=\"note\">The first \(rows.count) of \(findings.count) findings are drawn.</p>"
         }
-        html += "<ol class=\"findings\">\n"
-        for (index, finding) in report.findings.enumerated() {
-            if index == limits.maxOpenFindings && report.findings.count > limits.maxOpenFindings + 2 {
-                html += "</ol><details class=\"more\"><summary>\(report.findings.count - index) more findings</summary><ol class=\"findings\">\n"
+        return html
+    }
+
+    /// The findings as a list, each with its message and, folded, its explanation and evidence;
+    /// `anchor` names each item, `evidence` the chart that shows it (nil: no chart to link to).
+    package func findingList(_ findings: [Finding], anchor: (Int) -> String, evidence: ((Int) -> String)?) -> String {
+        var html = "<ol class=\"findings\">\n"
+        for (index, finding) in findings.enumerated() {
+            if index == limits.maxOpenFindings && findings.count > limits.maxOpenFindings + 2 {
+                html += "</ol><details class=\"more\"><summary>\(findings.count - index) more findings</summary><ol class=\"findings\">\n"
             }
             let severity = finding.severity.rawValue
             var steps = ""
@@ -152,13 +172,15 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
                 let last = finding.lastStep ?? first
                 steps = last != first ? "steps \(first)–\(last)" : "step \(first)"
             }
-            html += "<li class=\"finding \(severity)\" id=\"\(ReportLayout.findingAnchor(index))\">"
-            html += "<a class=\"head\" href=\"#\(layout.evidenceAnchor(index))\"><span class=\"badge \(severity)\">\(severity.uppercased())</span>"
+            html += "<li class=\"finding \(severity)\" id=\"\(anchor(index))\">"
+            html +=
+                evidence.map { "<a class=\"head\" href=\"#\($0(index))\">" } ?? "<div class=\"head\">"
+            html += "<span class=\"badge \(severity)\">\(severity.uppercased())</span>"
             html += "<span class=\"kind\">\(htmlEscape(finding.kind.rawValue))</span>"
             if let tensor = finding.tensor { html += "<code class=\"tensor\">\(htmlEscape(tensor))</code>" }
             if let layer = finding.layer, layer != finding.tensor { html += "<span class=\"layer\">layer <code>\(htmlEscape(layer))</code></span>" }
             if !steps.isEmpty { html += "<span class=\"steps\">\(steps)</span>" }
-            html += "<span class=\"jump\">chart ↓</span></a>"
+            html += evidence == nil ? "</div>" : "<span class=\"jump\">chart ↓</span></a>"
             html += "<p class=\"message\">\(htmlEscape(finding.message))</p>"
             if index < limits.maxDetailedFindings {
                 html += "<details><summary>what it means, what to try, the numbers</summary><p>\(htmlEscape(finding.explanation))</p>"
@@ -167,8 +189,38 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
             html += "</li>\n"
         }
         html += "</ol>"
-        if report.findings.count > limits.maxOpenFindings + 2 { html += "</details>" }
-        return html + "</section>\n"
+        if findings.count > limits.maxOpenFindings + 2 { html += "</details>" }
+        return html
+    }
+
+    /// The other models of a folder that holds several, a section each: its saves and files, its own
+    /// verdict and findings (the charts of the page are of the report's own model, so nothing links to one).
+    package func otherModels(_ report: ScanReport) -> String {
+        var html = ""
+        for model in (report.models ?? []).sorted(by: { $0.model < $1.model }) where !model.primary {
+            let anchor = { (index: Int) in "model-\(model.model)-finding-\(index)" }
+            var facts = ["\(model.steps.count) save\(model.steps.count == 1 ? "" : "s")"]
+            if let first = model.steps.first, let last = model.steps.last { facts.append(first == last ? "step \(first)" : "steps \(first)–\(last)") }
+            facts.append("\(model.weights) weight tensor\(model.weights == 1 ? "" : "s")")
+            let files = model.stepFiles.map { ($0.file as NSString).lastPathComponent }
+            if let first = files.first { facts.append(files.count > 1 ? "files \(first) … \(files.last ?? "")" : "file \(first)") }
+            let worst = model.findings.map(\.severity).max()
+            html += "<section class=\"panel model\" id=\"model-\(model.model)\"><h2>Model \(model.model) of this folder "
+            html += "<span class=\"muted\">\(htmlEscape(facts.joined(separator: " · ")))</span></h2>\n"
+            html += "<p class=\"model-verdict \(worst?.rawValue ?? "ok")\">\(inlineCodeHTML(model.verdict))</p>\n"
+            if model.findings.isEmpty {
+                html += "<p class=\"note\">No findings.</p>"
+            } else {
+                html += findingTimeline(model.findings, steps: model.steps, anchor: anchor)
+                html += findingList(model.findings, anchor: anchor, evidence: nil)
+            }
+            if !model.notChecked.isEmpty {
+                html += "<p class=\"note\">Not checked: "
+                html += model.notChecked.map { "<b>\(htmlEscape($0.kind.rawValue))</b> (\(htmlEscape($0.reason)))" }.joined(separator: "; ") + "</p>"
+            }
+            html += "</section>\n"
+        }
+        return html
     }
 
     package func evidenceTable(_ evidence: [String: EvidenceValue]) -> String {
@@ -231,6 +283,8 @@ public struct HTMLReportRenderer: ScanReportRenderer, Sendable {
         h2 .muted{color:#888;font-weight:400;font-size:13px}
         ol.chain .when{font-size:12px;color:#666}ol.chain .count{font-size:11.5px;color:#888}
         .chip.error{color:#c62828}.chip.warning{color:#b35f00}.chip.info{color:#1f6fb5}.chip.ok{color:#2e7d32}.chip.muted{color:#666;font-weight:500}
+        .model-verdict{font-weight:600;border-left:5px solid #2e7d32;padding:4px 10px;margin:4px 0 10px}
+        .model-verdict.error{border-color:#c62828}.model-verdict.warning{border-color:#e07b00}.model-verdict.info{border-color:#1f6fb5}
         .panel{background:#fff;border-radius:10px;padding:14px 18px;margin-bottom:16px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
         h2{margin:0 0 10px;font-size:17px}h3{margin:0 0 8px;font-size:15px}
         .note{color:#666;margin:4px 0 10px}

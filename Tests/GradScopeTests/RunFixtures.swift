@@ -27,6 +27,8 @@ struct SyntheticRun {
     var frozenLayers: Set<Int> = []
     var initScale: (Int) -> Double = { fanIn in (2.0 / Double(fanIn)).squareRoot() }
     var activations: ((Int) -> [String: ([Double], [Int])])?
+    /// The `module` attribute of each saved activation, by name (the layer it is the output of).
+    var activationModules: [String: String] = [:]
     var optimizerName = "Adam"
     /// The name of each layer (`l0`, `l1`, ... by default).
     var layerName: @Sendable (Int) -> String = { "l\($0)" }
@@ -91,6 +93,9 @@ struct SyntheticRun {
             if let activations {
                 for (name, (values, shape)) in activations(index) {
                     try writer.write("/activations/\(name)", values, shape: shape)
+                    if let module = activationModules[name] {
+                        try writer.setAttribute("module", .string(module, .variableUTF8), at: "/activations/\(name)")
+                    }
                 }
             }
             writer.close()
