@@ -27,10 +27,10 @@ package final class RunIndex: Sendable {
         var cachedPoints = 0
     }
 
-    /// The most measurements the index keeps built (about 20 MB): a run of a few hundred saves of
+    /// The most measurements the index keeps built (about 20 MB at about 1.2 KB each): a run of a few hundred saves of
     /// a few hundred tensors is kept whole; in a longer run the series past the budget are built
     /// afresh when asked, so the index never holds a second, uncompacted copy of a long run.
-    package static let maxCachedPoints = 1 << 15
+    package static let maxCachedPoints = 1 << 14
 
     /// The most measurements this index keeps built (``maxCachedPoints`` unless told).
     package let budget: Int

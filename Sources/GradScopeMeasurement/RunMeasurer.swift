@@ -284,41 +284,76 @@ public enum RunMeasurer {
 
 /// Folds saves' per-unit liveness snapshots, in save order, into the dead-unit windows: for each
 /// unit, the last save at which it was alive. Memory stays at one number per unit whatever the
-/// number of saves.
+/// number of saves, and the steps of a window present at every save since its first are one
+/// shared list, not a list per window.
 package struct UnitWindowBuilder {
     private struct WindowKey: Hashable {
         var key: TensorKey
         var inputs: Bool
     }
 
+    /// The saves a window holds: `count` consecutive saves of `steps` from `start`, or, once it
+    /// missed a save, its own list.
+    private struct Span {
+        var start: Int
+        var count: Int
+        var own: [Int]?
+    }
+
+    /// The windows, their steps left empty until ``windows`` puts them in.
     private var byKey: [WindowKey: UnitWindow] = [:]
+    private var spans: [WindowKey: Span] = [:]
+    /// Every save's step, in the order added.
+    private var steps: [Int] = []
 
     package init() {}
 
     package mutating func add(_ snapshots: [UnitSnapshot], step: Int) {
+        steps.append(step)
         for snapshot in snapshots {
-            add(snapshot.alive, of: snapshot, source: snapshot.source, step: step)
+            add(snapshot.alive, of: snapshot, source: snapshot.source)
             // A gradient's input units are a window of their own.
-            if let inputs = snapshot.inputsAlive, !inputs.isEmpty { add(inputs, of: snapshot, source: .inputs, step: step) }
+            if let inputs = snapshot.inputsAlive, !inputs.isEmpty { add(inputs, of: snapshot, source: .inputs) }
         }
     }
 
-    private mutating func add(_ alive: [Bool], of snapshot: UnitSnapshot, source: UnitEvidence, step: Int) {
+    private mutating func add(_ alive: [Bool], of snapshot: UnitSnapshot, source: UnitEvidence) {
         let id = WindowKey(key: snapshot.key, inputs: source == .inputs)
-        if let index = byKey.index(forKey: id) {
+        let position = steps.count - 1
+        if let index = byKey.index(forKey: id), let span = spans[id] {
             // Changed in place: a copy of the window would copy its arrays at every save.
             guard byKey.values[index].units == alive.count else { return }
-            let save = byKey.values[index].saves
+            let save = span.count
             for unit in 0..<alive.count where alive[unit] { byKey.values[index].lastAlive[unit] = save }
-            byKey.values[index].steps.append(step)
+            if span.own == nil && position == span.start + span.count {
+                spans[id]!.count += 1
+            } else {
+                if span.own == nil { spans[id]!.own = Array(steps[span.start..<(span.start + span.count)]) }
+                spans[id]!.own!.append(steps[position])
+                spans[id]!.count += 1
+            }
         } else {
             byKey[id] = UnitWindow(
                 key: snapshot.key, name: snapshot.name, layer: snapshot.layer, source: source,
-                units: alive.count, lastAlive: alive.map { $0 ? 0 : -1 }, steps: [step])
+                units: alive.count, lastAlive: alive.map { $0 ? 0 : -1 }, steps: [])
+            spans[id] = Span(start: position, count: 1, own: nil)
         }
     }
 
     package var windows: [UnitWindow] {
-        byKey.values.sorted { $0.key != $1.key ? $0.key < $1.key : ($0.source != .inputs && $1.source == .inputs) }
+        byKey.map { id, window in
+            var window = window
+            if let span = spans[id] {
+                if let own = span.own {
+                    window.steps = own
+                } else if span.start == 0 && span.count == steps.count {
+                    window.steps = steps
+                } else {
+                    window.steps = Array(steps[span.start..<(span.start + span.count)])
+                }
+            }
+            return window
+        }
+        .sorted { $0.key != $1.key ? $0.key < $1.key : ($0.source != .inputs && $1.source == .inputs) }
     }
 }

@@ -171,4 +171,25 @@ struct LongRunMemoryTests {
         #expect(pieces.count > 2, "written as it is encoded, not whole at the end")
         #expect(pieces.dropLast().allSatisfy { $0 >= 1 << 20 && $0 < (1 << 20) + 64 * 1024 })
     }
+
+    @Test("unit windows: the last save each unit was alive, and each window's own saves, whether present at every save or not")
+    func unitWindows() {
+        var builder = UnitWindowBuilder()
+        func snapshot(_ name: String, _ alive: [Bool], inputs: [Bool]? = nil) -> UnitSnapshot {
+            UnitSnapshot(key: .gradient(name), name: name, layer: name, source: .gradient, alive: alive, inputsAlive: inputs)
+        }
+        // `a` is in every save, `b` misses the save at step 20, `c` appears at step 20.
+        builder.add([snapshot("a", [true, false], inputs: [false, true, true]), snapshot("b", [true, true])], step: 10)
+        builder.add([snapshot("a", [false, false], inputs: [false, false, true]), snapshot("c", [false])], step: 20)
+        builder.add([snapshot("a", [true, false], inputs: [false, false, false]), snapshot("b", [false, true]), snapshot("c", [true])], step: 30)
+        builder.add(
+            [snapshot("a", [false, false], inputs: [false, false, false]), snapshot("b", [false, false]), snapshot("c", [false])], step: 40)
+        let windows = builder.windows
+        #expect(windows.map(\.name) == ["a", "a", "b", "c"] && windows.map(\.source) == [.gradient, .inputs, .gradient, .gradient])
+        #expect(windows[0].steps == [10, 20, 30, 40] && windows[0].lastAlive == [2, -1])
+        #expect(windows[1].steps == [10, 20, 30, 40] && windows[1].lastAlive == [-1, 0, 1])
+        #expect(windows[2].steps == [10, 30, 40] && windows[2].lastAlive == [0, 1], "b's saves are its own: 20 is not one")
+        #expect(windows[3].steps == [20, 30, 40] && windows[3].lastAlive == [1] && windows[3].saves == 3)
+    }
+
 }
