@@ -267,6 +267,8 @@ package struct CollapsingExplanation: Explanation {
 package struct LossPlateauExplanation: Explanation {
     package static let kind = FindingKind.lossPlateau
     var saves: Int
+    /// What `saves` counts: "saves", or "logging steps" when the loss came from the training log.
+    var unit = "saves"
     /// `plateau_relative_tolerance`, a fraction of ln K.
     var tolerance: Double
     /// ln K by name and value, e.g. "ln 2 = 0.693".
@@ -323,7 +325,7 @@ package struct LossPlateauExplanation: Explanation {
             }
         }
         return """
-            For \(saves) consecutive saves the loss stayed within \(f(tolerance * 100))% of \(target) \
+            For \(saves) consecutive \(unit) the loss stayed within \(f(tolerance * 100))% of \(target) \
             (between \(f(lossMin)) and \(f(lossMax))). That is the loss of predicting the uniform distribution, which \
             logits that are all equal (all ~0 at initialisation) give: until the rest of the network produces a useful \
             signal, the cheapest thing the output layer can do is predict the class frequencies, so its bias is pulled \

@@ -22,7 +22,11 @@ import GradScopeStatistics
 /// total gradient norm still counts every gradient. Parameters whose weights
 /// never change are left out: their gradient accumulates because they are not in
 /// the optimizer (see `frozen`).
-/// Needs: gradients, or Adam's or RMSprop's second moments (``fromSecondMoments(_:thresholds:)``).
+/// When the saves show nothing and the run carries a training log with the total gradient norm (a
+/// Hugging Face Trainer's `grad_norm`), (d) a logged norm at least `exploding_growth` times the median
+/// of the ten logged before it (``fromTrainingLog(_:thresholds:)``) is reported too.
+/// Needs: gradients, Adam's or RMSprop's second moments (``fromSecondMoments(_:thresholds:)``), or a
+/// logged gradient norm.
 package struct ExplodingGradientDetector: Detector {
     package static let kind = FindingKind.explodingGradient
     package let scope: DetectorScope = [.file, .pair, .run]
@@ -31,7 +35,51 @@ package struct ExplodingGradientDetector: Detector {
     package func phrase(for finding: Finding) -> String { "gradients explode\(finding.firstStep.map { " at step \($0)" } ?? "")" }
 
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        guard run.hasGradients else { return fromSecondMoments(run, thresholds: thresholds) }
+        let fromSaves = run.hasGradients ? fromGradients(run, thresholds: thresholds) : fromSecondMoments(run, thresholds: thresholds)
+        guard fromSaves.findings.isEmpty, let fromLog = fromTrainingLog(run, thresholds: thresholds) else { return fromSaves }
+        return fromLog
+    }
+
+    /// The fewest logged norms a logged norm is measured against: the first few logging steps of a run
+    /// (initialisation, warm-up) set no baseline.
+    package static let minimumLoggedBaseline = 3
+
+    /// From the training log: the first logged total gradient norm at least `exploding_growth` times the
+    /// median of the (up to ten) finite norms logged before it, with at least ``minimumLoggedBaseline`` of
+    /// them. A warning; an error when a later logged loss, or a later save, holds NaN or Inf. Non-finite
+    /// logged norms are left out (a float16 loss scaler logs them at the steps it skips). Nil when the log
+    /// holds no finite norm.
+    package func fromTrainingLog(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome? {
+        let log = run.trainingLog ?? []
+        let norms = log.compactMap { entry in entry.gradNorm.flatMap { $0.isFinite && $0 > 0 ? (step: entry.step, norm: $0) : nil } }
+        guard !norms.isEmpty else { return nil }
+        for index in norms.indices where index >= Self.minimumLoggedBaseline {
+            let before = norms[max(0, index - 10)..<index].map(\.norm)
+            guard let baseline = DetectorSupport.median(Array(before)), baseline > 0 else { continue }
+            let (step, norm) = norms[index]
+            let growth = norm / baseline
+            guard growth >= thresholds.explodingGrowth else { continue }
+            let lossLater = log.first { $0.step > step && ($0.loss.map { !$0.isFinite } ?? false) }?.step
+            let saveLater = run.records.first { $0.step > step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }?.step
+            let nanStep = [lossLater, saveLater].compactMap { $0 }.min()
+            let message =
+                "Gradients explode at step \(step): the total gradient norm the training log holds there is \(formatSignificant(norm)), \(formatSignificant(growth))x its median of \(formatSignificant(baseline)) over the \(before.count) logging steps before."
+            let evidence: [String: EvidenceValue] = [
+                "total_gradient_norm": .number(norm), "previous_total_gradient_norm": .number(norms[index - 1].norm),
+                "median_recent_total_gradient_norm": .number(baseline), "growth": .number(growth), "source": .string("training log"),
+            ]
+            return DetectorOutcome(findings: [
+                Finding(
+                    kind: kind, severity: nanStep == nil ? .warning : .error, tensor: nil, layer: nil, firstStep: step,
+                    lastStep: nanStep ?? step, message: message, evidence: evidence,
+                    explanation: ExplodingGradientExplanation.gradients(nanStep: nanStep).text)
+            ])
+        }
+        return DetectorOutcome()
+    }
+
+    /// Rules (a) to (c), from the saved gradients.
+    package func fromGradients(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let frozen = Set(
             run.indexedWeightKeys.filter { key in
                 let drifts = run.indexedSeries(key).compactMap(\.measurement.drift)

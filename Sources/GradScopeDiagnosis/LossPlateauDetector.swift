@@ -23,7 +23,10 @@ import GradScopeStatistics
 /// output, out or head, else the last one saved), the saved learning rate and its course (``PlateauLearningRate``),
 /// and (added by the diagnosis) the layers found dead, frozen, collapsing, with zero or vanishing gradients, or
 /// poorly initialised, at warning or above.
-/// Needs: a finite loss at `plateau_min_saves` saves or more.
+/// When the run carries a training log with more finite losses than its saves (a Hugging Face Trainer's
+/// `log_history`), the rule reads the logged losses and learning rates instead, with the same thresholds
+/// (`plateau_min_saves` counts logging steps then); the weights' evidence is taken over the saves within it.
+/// Needs: a finite loss at `plateau_min_saves` saves (or logging steps) or more.
 package struct LossPlateauDetector: Detector {
     package static let kind = FindingKind.lossPlateau
     package let scope: DetectorScope = [.run]
@@ -37,21 +40,43 @@ package struct LossPlateauDetector: Detector {
         return "loss at \(k) from step \(finding.firstStep ?? 0) to \(finding.lastStep ?? 0)"
     }
 
+    /// One loss the rule reads: a save's, or a logging step's.
+    package struct LossSample: Sendable, Equatable {
+        package var step: Int
+        package var loss: Double
+        package var learningRate: Double?
+    }
+
+    /// The losses the rule reads, and whether they come from the training log: the logged ones when the
+    /// log holds more finite losses than the saves, else the saves'.
+    package func samples(_ run: RunMeasurements) -> (samples: [LossSample], logged: Bool) {
+        let saved = run.records.compactMap { record in
+            record.loss.flatMap { $0.isFinite ? LossSample(step: record.step, loss: $0, learningRate: record.learningRate) : nil }
+        }
+        let logged = (run.trainingLog ?? []).compactMap { entry in
+            entry.loss.flatMap { $0.isFinite ? LossSample(step: entry.step, loss: $0, learningRate: entry.learningRate) : nil }
+        }
+        return logged.count > saved.count ? (logged, true) : (saved, false)
+    }
+
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
-        let records = run.records.filter { $0.loss?.isFinite ?? false }
+        let (records, logged) = samples(run)
         guard !records.isEmpty else { return .lacking("no loss was saved in the checkpoints (the gradscope exporters save it)") }
         guard records.count >= thresholds.plateauMinSaves else {
             return .lacking("needs the loss at \(thresholds.plateauMinSaves) saves or more")
         }
         let outputUnits = outputLayerUnits(run)
         let modelK: Int? = outputUnits.map { $0 == 1 ? 2 : $0 }
-        if let found = plateau(records, run: run, fixedK: modelK, thresholds: thresholds) { return found }
+        if let found = plateau(records, logged: logged, run: run, fixedK: modelK, thresholds: thresholds) { return found }
         // The last matrix may not be the output (several heads): fall back to the K the loss itself suggests.
-        if modelK != nil, let found = plateau(records, run: run, fixedK: nil, thresholds: thresholds) { return found }
+        if modelK != nil, let found = plateau(records, logged: logged, run: run, fixedK: nil, thresholds: thresholds) { return found }
         return DetectorOutcome()
     }
 
-    package func plateau(_ records: [StepRecord], run: RunMeasurements, fixedK: Int?, thresholds: Thresholds) -> DetectorOutcome? {
+    /// The longest plateau in `records` (a run's saves, or its logged losses when `logged`).
+    package func plateau(
+        _ records: [LossSample], logged: Bool = false, run: RunMeasurements, fixedK: Int?, thresholds: Thresholds
+    ) -> DetectorOutcome? {
         // Guessed from the loss, K is only meaningful while the tolerance bands around ln K and ln (K+1)
         // are disjoint (K ≤ 7 at 3%): above that every loss falls in some band, and a flat loss of 2.81
         // (a language model at its data's entropy) would be "ln 17" for no reason.
@@ -81,20 +106,17 @@ package struct LossPlateauDetector: Detector {
         var highest = -Double.infinity
         for record in records {
             highestBefore.append(highest)
-            if let loss = record.loss, loss.isFinite { highest = max(highest, loss) }
+            if record.loss.isFinite { highest = max(highest, record.loss) }
         }
         while index < records.count {
-            guard let loss = records[index].loss else {
-                index += 1
-                continue
-            }
+            let loss = records[index].loss
             let k = classes(for: loss)
             guard k <= 100_000, near(loss, k), fixedK != nil || highestBefore[index] <= 1.5 * log(Double(k)) else {
                 index += 1
                 continue
             }
             var end = index
-            while end + 1 < records.count, let next = records[end + 1].loss, near(next, k) { end += 1 }
+            while end + 1 < records.count, near(records[end + 1].loss, k) { end += 1 }
             if best == nil || end - index > (best?.end ?? 0) - (best?.start ?? 0) { best = (index, end, k) }
             index = end + 1
         }
@@ -108,20 +130,28 @@ package struct LossPlateauDetector: Detector {
             fraction >= thresholds.plateauMinRunFraction || reachesEnd
         else { return nil }
         let target = log(Double(best.k))
-        let losses = records[best.start...best.end].compactMap(\.loss)
+        let losses = records[best.start...best.end].map(\.loss)
+        // The saves the weights' evidence is taken over: the plateau's own, or (from the log) those within its steps.
+        let plateauRecords =
+            logged
+            ? run.records.filter { $0.step >= firstStep && $0.step <= lastStep }
+            : run.records.filter { $0.loss?.isFinite ?? false }.filter { $0.step >= firstStep && $0.step <= lastStep }
         var evidence: [String: EvidenceValue] = [
-            "classes": .int(best.k), "ln_k": .number(target), "saves": .int(saves),
+            "classes": .int(best.k), "ln_k": .number(target), "saves": .int(logged ? plateauRecords.count : saves),
             "loss_min": .number(losses.min()), "loss_max": .number(losses.max()),
             "max_deviation": .number(losses.map { abs($0 - target) }.max()),
             "run_fraction": .number(fraction),
         ]
-        if let finalLoss = records.last?.loss { evidence["loss_at_last_save"] = .number(finalLoss) }
+        if let finalLoss = run.records.last(where: { $0.loss?.isFinite ?? false })?.loss { evidence["loss_at_last_save"] = .number(finalLoss) }
+        if logged {
+            evidence["logged_steps"] = .int(saves)
+            evidence["loss_source"] = .string("training log")
+            if let last = records.last { evidence["loss_at_last_logged_step"] = .number(last.loss) }
+        }
         var smallOutputBias: (name: String, mean: Double?)?
         var savedLogits: PlateauLogits?
-        let plateauRecords = Array(records[best.start...best.end])
-        let plateauRecord = records[best.end]
         // The weights' evidence is taken over the plateau's saves, not at one of them.
-        if let (biasName, bias) = outputBias(run, at: plateauRecord) {
+        if let plateauRecord = plateauRecords.last, let (biasName, bias) = outputBias(run, at: plateauRecord) {
             let over = plateauRecords.compactMap { record in record.tensors.values.first { $0.name == biasName && $0.role == .weight } }
             let largest = over.compactMap(\.stats.maxAbs).max()
             evidence["output_bias"] = .string(biasName)
@@ -129,7 +159,7 @@ package struct LossPlateauDetector: Detector {
             evidence["output_bias_max_abs"] = .number(largest)
             if let largest, largest < 0.1 { smallOutputBias = (biasName, bias.stats.mean) }
         }
-        if let (logitsName, _) = logits(run, at: plateauRecord) {
+        if let plateauRecord = plateauRecords.last, let (logitsName, _) = logits(run, at: plateauRecord) {
             let over = plateauRecords.compactMap { record in
                 record.tensors.values.first { $0.name == logitsName && $0.role == .activation }.map { (record.step, $0) }
             }
@@ -149,10 +179,13 @@ package struct LossPlateauDetector: Detector {
         if let learningRate { evidence.merge(learningRate.evidence) { _, new in new } }
         let name = best.k == 2 ? "ln 2 = 0.693" : "ln \(best.k) = \(formatSignificant(target))"
         let meaning = best.k == 2 ? "the model predicts p = 0.5 for everything" : "the model predicts the uniform distribution over \(best.k) classes"
-        let tail = reachesEnd ? "and is still there at the last save" : "then falls to \(formatSignificant(records.last?.loss))"
-        let message = "The loss sits at \(name) from step \(firstStep) to \(lastStep) (\(saves) saves) \(tail): \(meaning)."
+        let tail =
+            reachesEnd
+            ? "and is still there at the last \(logged ? "logging step" : "save")" : "then falls to \(formatSignificant(records.last?.loss))"
+        let counted = logged ? "\(saves) logged losses, \(plateauRecords.count) save\(plateauRecords.count == 1 ? "" : "s")" : "\(saves) saves"
+        let message = "The loss sits at \(name) from step \(firstStep) to \(lastStep) (\(counted)) \(tail): \(meaning)."
         let explanation = LossPlateauExplanation(
-            saves: saves, tolerance: thresholds.plateauRelativeTolerance, target: name,
+            saves: saves, unit: logged ? "logging steps" : "saves", tolerance: thresholds.plateauRelativeTolerance, target: name,
             lossMin: losses.min(), lossMax: losses.max(), smallOutputBias: smallOutputBias,
             logits: savedLogits, learningRate: learningRate
         ).text
@@ -240,8 +273,14 @@ package struct PlateauLearningRate: Sendable {
     var low: Double
     var high: Double
 
-    /// Nil when no finite, positive rate was saved over the plateau.
+    /// The same over saves.
     init?(records: [StepRecord], start: Int, end: Int) {
+        let samples = records.map { LossPlateauDetector.LossSample(step: $0.step, loss: $0.loss ?? .nan, learningRate: $0.learningRate) }
+        self.init(records: samples, start: start, end: end)
+    }
+
+    /// Nil when no finite, positive rate was saved (or logged) over the plateau.
+    init?(records: [LossPlateauDetector.LossSample], start: Int, end: Int) {
         let rates = records.map { $0.learningRate.flatMap { $0.isFinite && $0 > 0 ? $0 : nil } }
         let plateau = (start...end).compactMap { index in rates[index].map { (records[index].step, $0) } }
         guard let lowest = plateau.map(\.1).min(), let highest = plateau.map(\.1).max(),

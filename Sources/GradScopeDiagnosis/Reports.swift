@@ -71,6 +71,30 @@ public struct LossPoint: Sendable, Codable, Equatable {
     }
 }
 
+/// What the training loop logged at one logging step (a Hugging Face Trainer's `log_history`).
+public struct LogPoint: Sendable, Codable, Equatable {
+    public var step: Int
+    public var loss: Double?
+    public var lr: Double?
+    public var gradNorm: Double?
+
+    package init(step: Int, loss: Double? = nil, lr: Double? = nil, gradNorm: Double? = nil) {
+        self.step = step
+        self.loss = loss
+        self.lr = lr
+        self.gradNorm = gradNorm
+    }
+
+    package init(_ entry: TrainingLogEntry) {
+        self.init(step: entry.step, loss: entry.loss, lr: entry.learningRate, gradNorm: entry.gradNorm)
+    }
+
+    package enum CodingKeys: String, CodingKey {
+        case step, loss, lr
+        case gradNorm = "grad_norm"
+    }
+}
+
 /// The file a saved step was read from.
 public struct StepFile: Sendable, Codable, Equatable {
     public var step: Int
@@ -163,6 +187,8 @@ public struct ScanReport: Sendable, Codable {
     public var notChecked: [NotChecked]
     public var notes: [String]
     public var loss: [LossPoint]
+    /// Every logging step of the run's training log, when its saves carry one (absent otherwise).
+    public var trainingLog: [LogPoint]? = nil
     public var timeline: [TensorTimeline]
     /// Saved activations' spread per step, by name.
     public var activations: [TensorTimeline]
@@ -177,7 +203,9 @@ public struct ScanReport: Sendable, Codable {
         case models
         case findings, skipped
         case notChecked = "not_checked"
-        case notes, loss, timeline, activations, story
+        case notes, loss
+        case trainingLog = "training_log"
+        case timeline, activations, story
     }
 
     /// Reads a report, an earlier one without `story` too (then it has none).
@@ -192,6 +220,7 @@ public struct ScanReport: Sendable, Codable {
         notChecked = try container.decode([NotChecked].self, forKey: .notChecked)
         notes = try container.decode([String].self, forKey: .notes)
         loss = try container.decode([LossPoint].self, forKey: .loss)
+        trainingLog = try container.decodeIfPresent([LogPoint].self, forKey: .trainingLog)
         timeline = try container.decode([TensorTimeline].self, forKey: .timeline)
         activations = try container.decode([TensorTimeline].self, forKey: .activations)
         story = try container.decodeIfPresent([StoryEvent].self, forKey: .story) ?? []
@@ -211,6 +240,7 @@ public struct ScanReport: Sendable, Codable {
         notChecked = diagnosis.notChecked
         notes = run.notes
         loss = measurements.records.map { LossPoint(step: $0.step, loss: $0.loss, lr: $0.learningRate) }
+        trainingLog = measurements.trainingLog?.map(LogPoint.init)
         // A long run's timeline holds the saves ``StepSampling`` keeps histograms of, and every step a
         // finding begins or ends at; the findings themselves were judged on every save.
         let records = measurements.records

@@ -498,6 +498,8 @@ public struct RunMeasurements: Sendable {
     /// Where most saves' step numbers came from (their attribute, the optimizer's counter, the file
     /// names, epochs, the files' order); nil when no save had one.
     public var stepSource: StepSource? = nil
+    /// The run's training log (every logging step's loss, gradient norm and learning rate), when its saves carry one.
+    public var trainingLog: [TrainingLogEntry]? = nil
 
     /// "at step N", or "in this file" when the step is not known.
     public func atStep(_ step: Int) -> String { stepsKnown ? "at step \(step)" : "in this file" }

@@ -152,6 +152,7 @@ public enum RunMeasurer {
         let counts = Dictionary(grouping: sources, by: { $0 }).mapValues(\.count)
         // The most common; among equals, the last save's.
         measurements.stepSource = sources.reversed().max { (counts[$0] ?? 0) < (counts[$1] ?? 0) }
+        measurements.trainingLog = run.trainingLog
         return measurements
     }
 

@@ -143,6 +143,8 @@ public enum ScanEngine {
             second.checkpoints = Array(checkpoints[at...])
             first.skipped = []
             first.notes = []
+            first.trainingLog = run.trainingLog?.filter { $0.step <= before }
+            second.trainingLog = run.trainingLog?.filter { $0.step > before }
             let note =
                 "every weight matrix jumps to unrelated values between step \(before) and step \(step) (cosine near 0 at a like norm): a new run of the same architecture begins there; each run is judged on its own"
             second.notes.insert(note, at: 0)
@@ -277,7 +279,8 @@ public enum ScanEngine {
             }
             progress?(range.upperBound, checkpoints.count)
         }
-        let keptRun = Run(source: run.source, checkpoints: kept, skipped: skipped, notes: run.notes)
+        var keptRun = Run(source: run.source, checkpoints: kept, skipped: skipped, notes: run.notes)
+        keptRun.trainingLog = run.trainingLog
         return (keptRun, RunMeasurer.assemble(run: keptRun, records: records, unitWindows: windows.windows))
     }
 

@@ -89,6 +89,9 @@ public struct Run: Sendable {
     /// restarted with another architecture, an older run's files left beside a newer one), each a
     /// run of its own, judged on its own. This run is the one whose files are the newest.
     public var otherModels: [Run] = []
+    /// The training log the run's saves carry, every logging step of it (a Hugging Face Trainer's
+    /// `log_history`); nil when the saves carry none. Richer than the one loss per save.
+    public var trainingLog: [TrainingLogEntry]? = nil
 
     public init(source: String, checkpoints: [Checkpoint], skipped: [SkippedItem] = [], notes: [String] = []) {
         self.source = source
@@ -118,6 +121,23 @@ public struct Run: Sendable {
             }
         }
         return order
+    }
+}
+
+/// One logging step of a training log: what the training loop logged there.
+public struct TrainingLogEntry: Sendable, Equatable, Codable {
+    public var step: Int
+    /// The training loss (the mean over the steps since the last logging step, as the Trainer logs it).
+    public var loss: Double?
+    /// The total gradient norm (over every parameter, before clipping).
+    public var gradNorm: Double?
+    public var learningRate: Double?
+
+    public init(step: Int, loss: Double? = nil, gradNorm: Double? = nil, learningRate: Double? = nil) {
+        self.step = step
+        self.loss = loss
+        self.gradNorm = gradNorm
+        self.learningRate = learningRate
     }
 }
 

@@ -14,14 +14,28 @@ extension HTMLReportRenderer {
         let points = ReportLayout.sample(report.loss.map(\.step), max: limits.maxLossPoints, keep: layout.sampledSet)
         let shown = Set(points)
         let losses = report.loss.filter { shown.contains($0.step) }
-        let finite = losses.compactMap(\.loss).filter(\.isFinite)
+        // The training log (every logging step), sampled as the saves are.
+        let log = report.trainingLog ?? []
+        let chosen = Set(StepSampling.indices(count: log.count, limit: max(limits.maxLossPoints, 2)))
+        let findingSteps = Set(report.findings.compactMap(\.firstStep))
+        let logged = log.indices.filter { chosen.contains($0) || findingSteps.contains(log[$0].step) }.map { log[$0] }
+        let loggedLosses = logged.filter { $0.loss != nil }
+        let finite = (losses.compactMap(\.loss) + loggedLosses.compactMap(\.loss)).filter(\.isFinite)
         // A loss spanning more than two orders of magnitude (a divergence) reads better on a log axis.
         let logScale = (finite.min() ?? 0) > 0 && (finite.max() ?? 0) / (finite.min() ?? 1) > 100
+        let steps = log.isEmpty ? report.steps : Array(Set(report.steps + logged.map(\.step))).sorted()
         var chart = LineChart(
             kind: "loss", label: "Loss over steps", title: "loss", width: 1250, height: 300, logScale: logScale,
-            steps: report.steps, includeZero: true)
+            steps: steps, includeZero: true)
         chart.series = [LineSeries(label: "loss", color: "#1a3d7c", width: 2.2, points: losses.map { ($0.step, $0.loss) }, markers: true)]
         var legend: [String] = []
+        if !loggedLosses.isEmpty {
+            chart.series.insert(
+                LineSeries(label: "logged loss", color: "#7f9fcf", width: 1.4, points: loggedLosses.map { ($0.step, $0.loss) }), at: 0)
+            legend.append(
+                "<span><span class=\"swatch\" style=\"background:#7f9fcf;height:3px\"></span>loss at every logging step (training log)</span>")
+            legend.append("<span><span class=\"swatch\" style=\"background:#1a3d7c;height:6px\"></span>loss at the saves</span>")
+        }
         for finding in report.findings where finding.kind == .lossPlateau {
             let classes: Int?
             if case .int(let k)? = finding.evidence["classes"] { classes = k } else { classes = nil }
@@ -59,14 +73,40 @@ extension HTMLReportRenderer {
         var html = "<section class=\"panel\" id=\"loss\"><h2>Loss</h2>"
         html += chart.render()
         if !legend.isEmpty { html += "<div class=\"legend\">\(legend.joined())</div>" }
+        let loggedRates = logged.filter { $0.lr != nil }
         let rates = losses.filter { $0.lr != nil }
-        if !rates.isEmpty {
+        if !loggedRates.isEmpty {
+            var lr = LineChart(
+                kind: "learning-rate", label: "Learning rate over steps", title: "learning rate (logged)", width: 1250, height: 140,
+                logScale: true, steps: steps)
+            lr.series = [LineSeries(label: "learning rate", color: "#00796b", width: 1.8, points: loggedRates.map { ($0.step, $0.lr) })]
+            lr.spans = chart.spans
+            html += lr.render()
+        } else if !rates.isEmpty {
             var lr = LineChart(
                 kind: "learning-rate", label: "Learning rate over steps", title: "learning rate", width: 1250, height: 140,
                 logScale: true, steps: report.steps)
             lr.series = [LineSeries(label: "learning rate", color: "#00796b", width: 1.8, points: rates.map { ($0.step, $0.lr) }, markers: true)]
             lr.spans = chart.spans
             html += lr.render()
+        }
+        let norms = logged.filter { $0.gradNorm != nil }
+        if !norms.isEmpty {
+            var gradient = LineChart(
+                kind: "logged-gradient-norm", label: "Total gradient norm over steps, as logged", title: "gradient norm (logged)", width: 1250,
+                height: 140, logScale: true, steps: steps)
+            gradient.series = [
+                LineSeries(label: "total gradient norm", color: "#8e5b00", width: 1.6, points: norms.map { ($0.step, $0.gradNorm) })
+            ]
+            gradient.spans = chart.spans
+            for finding in report.findings where finding.kind == .explodingGradient {
+                guard let first = finding.firstStep else { continue }
+                gradient.spans.append(
+                    StepSpan(
+                        first: first, last: finding.lastStep ?? first, fill: Palette.severity(finding.severity), opacity: 0.2,
+                        label: "gradients explode at step \(first)"))
+            }
+            html += gradient.render()
         }
         return html + "</section>\n"
     }

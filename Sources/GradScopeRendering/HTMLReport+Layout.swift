@@ -114,7 +114,7 @@ package struct ReportLayout {
     package static func tensorAnchor(_ index: Int) -> String { "tensor-\(index)" }
     package static func findingAnchor(_ index: Int) -> String { "finding-\(index)" }
 
-    package var hasLoss: Bool { report.loss.contains { $0.loss != nil } }
+    package var hasLoss: Bool { report.loss.contains { $0.loss != nil } || (report.trainingLog ?? []).contains { $0.loss != nil } }
     package var hasGradients: Bool { report.timeline.contains { $0.points.contains { $0.gradientNorm != nil } } }
     package var hasUnits: Bool {
         report.timeline.contains { $0.points.contains { $0.deadUnits != nil } }

@@ -71,6 +71,11 @@ public enum RunLoader {
             }
         }
         var run = assemble(source: path, checkpoints: checkpoints, skipped: skipped)
+        // Trainer saves carry the run's whole training log: every logging step's loss, gradient norm and learning rate.
+        run.trainingLog = TrainerFolder.trainingLog(of: run.checkpoints)
+        for index in run.otherModels.indices {
+            run.otherModels[index].trainingLog = TrainerFolder.trainingLog(of: run.otherModels[index].checkpoints)
+        }
         // Checkpoints without a loss (Keras never saves it) take it from a training log beside them.
         if let log = logs.first, run.checkpoints.contains(where: { $0.metadata.loss == nil }), let note = log.apply(to: &run.checkpoints) {
             run.notes.append(note)

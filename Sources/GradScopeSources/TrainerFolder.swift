@@ -67,12 +67,7 @@ package enum TrainerFolder {
     }
 
     /// One logged entry of `log_history`.
-    package struct LogEntry: Sendable, Equatable {
-        package var step: Int
-        package var loss: Double?
-        package var gradNorm: Double?
-        package var learningRate: Double?
-    }
+    package typealias LogEntry = TrainingLogEntry
 
     /// What `trainer_state.json` says.
     package struct State: Sendable {
@@ -113,6 +108,19 @@ package enum TrainerFolder {
             if entry.loss != nil || entry.gradNorm != nil || entry.learningRate != nil { state.history.append(entry) }
         }
         return state
+    }
+
+    /// The training log of a run of Trainer saves: the `log_history` of the last save's
+    /// `trainer_state.json` (the Trainer keeps the whole history in every save, so the last one holds
+    /// every logging step up to it), in step order; nil when no save is a Trainer folder with a
+    /// logged loss or gradient norm.
+    package static func trainingLog(of checkpoints: [Checkpoint]) -> [TrainingLogEntry]? {
+        guard let last = checkpoints.last(where: { ($0.layout == .safetensors || $0.layout == .torch) && isDirectory($0.source) }),
+            let state = try? readState((last.source as NSString).appendingPathComponent("trainer_state.json"))
+        else { return nil }
+        let history = state.history.enumerated().sorted { ($0.element.step, $0.offset) < ($1.element.step, $1.offset) }.map(\.element)
+        guard history.contains(where: { $0.loss != nil || $0.gradNorm != nil }) else { return nil }
+        return history
     }
 
     /// The non-finite numbers Python's json writes, by the name they are quoted as.

@@ -6,11 +6,12 @@ import HDF5
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
-        abstract: "List an HDF5 file's tree: groups, datasets (shape, type, layout, size) and links; or a safetensors file's tensors.",
+        abstract:
+            "List an HDF5 file's tree: groups, datasets (shape, type, layout, size) and links; or the tensors of a safetensors or torch.save file, or of a Trainer checkpoint folder's files.",
         discussion: "Like h5ls -r, but readable. Soft and external links are shown, never followed."
     )
 
-    @Argument(help: "The HDF5 or safetensors file to list.")
+    @Argument(help: "The HDF5, safetensors or torch.save file, or the Trainer checkpoint folder, to list.")
     var file: String
 
     @Flag(name: .long, help: "Show every attribute, decoded.")

@@ -180,7 +180,7 @@ struct JSONContractTests {
         for name in [
             "ScanReport", "LossPoint", "TensorTimeline", "TimelinePoint", "Finding", "NotChecked", "SkippedItem", "InspectReport",
             "InspectedTensor", "TensorStats", "LinearHistogram", "Log2Histogram", "DiffReport", "TensorDrift", "DriftStats", "Listing",
-            "ListedObject", "ListedAttribute", "StoryEvent",
+            "ListedObject", "ListedAttribute", "StoryEvent", "LogPoint",
         ] {
             #expect(!(contract.objects[name] ?? []).isEmpty, "no table for \(name)")
         }
@@ -205,7 +205,7 @@ struct JSONContractTests {
         var problems: [String] = []
         for sample in [
             "healthy", "exploding-nan", "frozen-layer", "dead-relu", "ctr-plateau", "keras-weights-h5", "tf-keras-legacy-h5",
-            "vanishing-sigmoid", "explode-then-dead",
+            "vanishing-sigmoid", "explode-then-dead", "trainer-high-lr",
         ] {
             let scan = try output(["scan", samplePath(sample), "--quiet"])
             problems += contract.problems(scan, object: "ScanReport", at: "scan \(sample)", seen: &seen)
@@ -225,7 +225,7 @@ struct JSONContractTests {
         }
         let diff = try output(["diff", samplePath("frozen-layer/step_000000.h5"), samplePath("frozen-layer/step_000050.h5"), "--quiet"])
         problems += contract.problems(diff, object: "DiffReport", at: "diff", seen: &seen)
-        for file in ["tf-keras-legacy-h5/step_000000.h5", "keras-weights-h5/step_000000.weights.h5"] {
+        for file in ["tf-keras-legacy-h5/step_000000.h5", "keras-weights-h5/step_000000.weights.h5", "trainer-high-lr/checkpoint-60"] {
             for attributes in [true, false] {
                 let list = try output(["ls", samplePath(file)] + (attributes ? ["--attrs"] : []))
                 problems += contract.problems(list, object: "Listing", at: "ls \(file)", seen: &seen)
