@@ -101,8 +101,13 @@ public enum RunLoader {
         }
 
         // Mixed layouts: keep the most common one, report the rest.
+        // Among equally common layouts, the one of the file first by name (a dictionary's order
+        // would change from run to run).
         let layoutCounts = Dictionary(grouping: checkpoints, by: \.layout).mapValues(\.count)
-        if layoutCounts.count > 1, let main = layoutCounts.max(by: { $0.value < $1.value })?.key {
+        let firstFile = { (layout: LayoutKind) in checkpoints.firstIndex { $0.layout == layout } ?? Int.max }
+        if layoutCounts.count > 1,
+            let main = layoutCounts.max(by: { a, b in a.value != b.value ? a.value < b.value : firstFile(a.key) > firstFile(b.key) })?.key
+        {
             notes.append(
                 "mixed layouts in one run (\(layoutCounts.map { "\($0.value) \($0.key.rawValue)" }.sorted().joined(separator: ", "))); analysed the \(main.rawValue) files"
             )

@@ -207,4 +207,15 @@ struct CommandLineTests {
         #expect(!output.stdout.contains("\u{1B}["))
         #expect(output.stderr.isEmpty)
     }
+
+    @Test("a folder with one file of each of two layouts gets the same layout in every process (hash order is per process)")
+    func layoutTieAcrossProcesses() throws {
+        let path = samplePath("keras-mixed-precision-final")
+        for _ in 0..<5 {
+            let output = try run(["scan", path, "--format", "json", "--no-isolation"])
+            #expect(output.status == 0 || output.status == 1, "\(output.stderr)")
+            #expect(try json(output.stdout)["layout"] as? String == "keras-legacy")
+        }
+    }
+
 }

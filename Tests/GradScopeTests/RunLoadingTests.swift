@@ -290,4 +290,16 @@ struct RunLoadingTests {
         #expect(measurements.records.count == 2)
         #expect(measurements.records[1].weight("fc.weight")?.drift == nil)
     }
+
+    @Test("equally common layouts in one folder: the file first by name decides, the same every time")
+    func layoutTieIsStable() throws {
+        let path = samplePath("keras-mixed-precision-final")
+        for _ in 0..<6 {
+            let run = try RunLoader.load(path)
+            #expect(run.checkpoints.map(\.layout) == [.kerasLegacy])
+            #expect(run.checkpoints.first?.source.hasSuffix("final.h5") == true)
+            #expect(run.notes.contains { $0.hasPrefix("mixed layouts in one run (1 keras-legacy, 1 keras3); analysed the keras-legacy files") })
+        }
+    }
+
 }
