@@ -147,7 +147,6 @@ public struct StatsAccumulator: Sendable {
     }
 
     package mutating func addFloatChunk(_ p: UnsafePointer<Float>, count n: Int, offset: Int) {
-        addInputZeros(p, count: n, offset: offset)
         if scaleExponent != 0 {
             if runningMaxMagnitude == 0 {
                 scaleExponent = 0
@@ -190,6 +189,8 @@ public struct StatsAccumulator: Sendable {
             allFinite = false
         }
         absorb(summary)
+        // Input units are looked at only in chunks holding a zero: a trained gradient has none.
+        if summary.zeros > 0 { addInputZeros(p, count: n, offset: offset) }
         if keyHits != summary.zeros {
             // Some nonzero values below 2^-133 share magnitude key 0 with the zeros.
             let raw = UnsafeRawPointer(p)
@@ -223,7 +224,6 @@ public struct StatsAccumulator: Sendable {
     }
 
     package mutating func addDoubleChunk(_ p: UnsafePointer<Double>, count n: Int, offset: Int) {
-        addInputZeros(p, count: n, offset: offset)
         count &+= n
         var summary = StatsKernels.ChunkSummary()
         var chunkMaxMagnitude = 0.0
@@ -283,6 +283,7 @@ public struct StatsAccumulator: Sendable {
         let factor = StatsScaling.multiply(1, byPowerOfTwo: -scaleExponent)
         StatsKernels.scaledMoments(p, count: n, factor: factor, into: &summary)
         absorb(summary)
+        if summary.zeros > 0 { addInputZeros(p, count: n, offset: offset) }
         guard unitMap.isActive else { return }
         let map = unitMap
         withUnitBuffers { squares, zeros in

@@ -228,4 +228,34 @@ struct StatisticsUnitTests {
         accumulator.add([Float(2)], at: 1)
         #expect(accumulator.finish().unitNorms == [Double(26).squareRoot(), Double(53).squareRoot()])
     }
+
+    @Test("zeros per input unit: exact whether chunks hold zeros or not, and counted once when float32 data follows huge float64 data")
+    func inputUnitZeros() throws {
+        // A PyTorch [out, in] gradient of 64 x 100: input column 7 is zero everywhere, column 3 in half the rows.
+        let rows = 64, columns = 100
+        var values = [Float](repeating: 0, count: rows * columns)
+        for r in 0..<rows {
+            for c in 0..<columns { values[r * columns + c] = Float(r * columns + c + 1) * 1e-3 }
+            values[r * columns + 7] = 0
+            if r % 2 == 0 { values[r * columns + 3] = 0 }
+        }
+        // The last rows have no zero at all: their chunks are skipped by the zero count.
+        let map = try #require(InputUnitMap.forKernel(shape: [rows, columns], unitAxis: 0))
+        var expected = [Int](repeating: 0, count: columns)
+        expected[7] = rows
+        expected[3] = rows / 2
+        var plain = StatsAccumulator()
+        plain.countInputZeros(map)
+        plain.add(values, at: 0)
+        #expect(plain.finish().inputZeroCount == expected)
+        // A huge float64 block first puts the accumulator in its scaled state; the float32 chunk
+        // after it goes through the float64 path and must not be counted twice.
+        var scaled = StatsAccumulator()
+        scaled.countInputZeros(map)
+        let head = (0..<columns).map { $0 == 7 || $0 == 3 ? 0 : 1e300 }
+        scaled.add(head, at: 0)
+        scaled.add(Array(values[columns...]), at: columns)
+        #expect(scaled.finish().inputZeroCount == expected)
+    }
+
 }
