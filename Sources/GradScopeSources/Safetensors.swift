@@ -216,21 +216,9 @@ final class SafetensorsFile: Sendable {
             throw refuse("the \(what) is not a JSON object")
         }
         var depth = 0
-        var inString = false
-        var escaped = false
-        for byte in bytes {
-            if inString {
-                if escaped {
-                    escaped = false
-                } else if byte == UInt8(ascii: "\\") {
-                    escaped = true
-                } else if byte == UInt8(ascii: "\"") {
-                    inString = false
-                }
-                continue
-            }
+        var strings = JSONStringTracker()
+        for byte in bytes where !strings.isInString(byte) {
             switch byte {
-            case UInt8(ascii: "\""): inString = true
             case UInt8(ascii: "{"), UInt8(ascii: "["):
                 depth += 1
                 if depth > maxNesting { throw refuse("the \(what) nests JSON deeper than \(maxNesting) levels") }
@@ -551,5 +539,31 @@ enum SafetensorsConversion {
         case "I64": each(Int64.self) { T(Int64(littleEndian: $0)) }
         default: for index in 0..<count { buffer[index] = .nan }
         }
+    }
+}
+
+/// Follows a JSON text byte by byte and tells which bytes belong to string literals, so that
+/// whoever scans the text for structure or tokens skips what is quoted.
+struct JSONStringTracker {
+    private var inString = false
+    private var escaped = false
+
+    /// Whether `byte`, the next byte of the text, belongs to a string literal (its quotes included).
+    mutating func isInString(_ byte: UInt8) -> Bool {
+        if inString {
+            if escaped {
+                escaped = false
+            } else if byte == UInt8(ascii: "\\") {
+                escaped = true
+            } else if byte == UInt8(ascii: "\"") {
+                inString = false
+            }
+            return true
+        }
+        if byte == UInt8(ascii: "\"") {
+            inString = true
+            return true
+        }
+        return false
     }
 }

@@ -131,23 +131,15 @@ package enum TrainerFolder {
     static func quotingNonFinite(_ bytes: [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count + 64)
-        var inString = false, escaped = false
+        var strings = JSONStringTracker()
         var index = 0
         while index < bytes.count {
             let byte = bytes[index]
-            if inString {
-                if escaped {
-                    escaped = false
-                } else if byte == UInt8(ascii: "\\") {
-                    escaped = true
-                } else if byte == UInt8(ascii: "\"") {
-                    inString = false
-                }
+            if strings.isInString(byte) {
                 out.append(byte)
                 index += 1
                 continue
             }
-            if byte == UInt8(ascii: "\"") { inString = true }
             var matched = false
             let candidate = byte == UInt8(ascii: "-") || byte == UInt8(ascii: "I") || byte == UInt8(ascii: "N")
             for token in ["-Infinity", "Infinity", "NaN"] where candidate {
@@ -179,26 +171,20 @@ package enum TrainerFolder {
         var weightMap: [String: String]?
         var notes: [String] = []
         var skipped: [SkippedItem] = []
+        var paths = [model]
         if modelName.hasSuffix(".index.json") {
-            let map = try SafetensorsFile.weightMap(of: model)
-            weightMap = map
-            for shard in try SafetensorsFile.shardFiles(of: model) {
-                if torch {
-                    let (file, shardNotes, shardSkipped, _) = try TorchArchive.read(shard)
-                    files.append(file)
-                    notes += shardNotes
-                    skipped += shardSkipped
-                } else {
-                    files.append(try SafetensorsFile(path: shard))
-                }
+            weightMap = try SafetensorsFile.weightMap(of: model)
+            paths = try SafetensorsFile.shardFiles(of: model)
+        }
+        for path in paths {
+            if torch {
+                let (file, fileNotes, fileSkipped, _) = try TorchArchive.read(path)
+                files.append(file)
+                notes += fileNotes
+                skipped += fileSkipped
+            } else {
+                files.append(try SafetensorsFile(path: path))
             }
-        } else if torch {
-            let (file, modelNotes, modelSkipped, _) = try TorchArchive.read(model)
-            files.append(file)
-            notes += modelNotes
-            skipped += modelSkipped
-        } else {
-            files.append(try SafetensorsFile(path: model))
         }
         let modelFiles = files.count
         // AdamW's moments: `state/<index>/exp_avg`, matched to the parameters below.

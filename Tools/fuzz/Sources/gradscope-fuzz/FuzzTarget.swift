@@ -100,16 +100,7 @@ func exerciseFile(_ bytes: [UInt8]) {
     }
     close(fd)
     guard written == bytes.count else { return }
-    if let checkpoints = try? CheckpointLoader.open(path) {
-        var options = MeasureOptions()
-        options.threads = 1
-        options.blockElements = 4096
-        for checkpoint in checkpoints.prefix(2) {
-            for tensor in checkpoint.checkpoint.tensors.prefix(FuzzLimits.tensors) where isSmall(tensor.shape) {
-                _ = try? TensorMeasurer.stats(of: tensor, in: checkpoint, options: options)
-            }
-        }
-    }
+    if let checkpoints = try? CheckpointLoader.open(path) { measureFirstTensors(checkpoints) }
     if let listing = try? FileListing.read(path, withAttributes: true) { _ = listing.items.count }
     // Each of libFuzzer's fork jobs is a new process with its own file: none is left behind.
     unlink(path)
@@ -192,6 +183,11 @@ func exerciseReader(_ image: [UInt8]) {
 /// Layout detection and checkpoint loading, then statistics of the first few tensors.
 func exerciseLoader(_ image: [UInt8]) {
     guard let checkpoints = try? CheckpointLoader.open(image: image, name: FuzzNames.loader) else { return }
+    measureFirstTensors(checkpoints)
+}
+
+/// Statistics of the first small tensors of the first two checkpoints, on one thread in small blocks.
+func measureFirstTensors(_ checkpoints: [OpenCheckpoint]) {
     var options = MeasureOptions()
     options.threads = 1
     options.blockElements = 4096
