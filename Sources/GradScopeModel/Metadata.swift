@@ -16,6 +16,9 @@ public enum StepSource: String, Sendable, Codable {
     case epoch
     /// Nothing said; the step is the file's position in the run.
     case position
+    /// A Hugging Face Trainer save's global step: `global_step` in its `trainer_state.json`, else
+    /// the number of its `checkpoint-<step>` folder, which the Trainer names after the same count.
+    case trainerGlobalStep = "trainer-global-step"
 }
 
 /// What a checkpoint says about its step.

@@ -203,6 +203,7 @@ public struct TextRenderer: ReportRenderer, Sendable {
         case .groupName?: return " from group names"
         case .epoch?: return " are epochs"
         case .position?: return " by the files' order"
+        case .trainerGlobalStep?: return " from the Trainer's global step"
         case nil: return ""
         }
     }

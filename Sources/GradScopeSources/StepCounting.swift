@@ -14,7 +14,7 @@ public enum StepCounting {
     /// derived from them.
     public static func countsUpdates(_ checkpoint: Checkpoint) -> Bool {
         switch checkpoint.metadata.stepSource {
-        case .attribute?, .optimizerIterations?: return true
+        case .attribute?, .optimizerIterations?, .trainerGlobalStep?: return true
         case .fileName?:
             let stem = URL(fileURLWithPath: checkpoint.source).deletingPathExtension().lastPathComponent
             return LayoutSupport.stepInFileName(stem)?.isStep ?? false
@@ -32,7 +32,7 @@ public enum StepCounting {
     public static func startsAtInitialisation(_ checkpoint: Checkpoint) -> Bool {
         guard checkpoint.metadata.step == 0 else { return false }
         switch checkpoint.metadata.stepSource {
-        case .attribute?, .optimizerIterations?, .fileName?, .groupName?: return true
+        case .attribute?, .optimizerIterations?, .fileName?, .groupName?, .trainerGlobalStep?: return true
         case .epoch?, .position?, nil: return false
         }
     }

@@ -223,7 +223,7 @@ package enum TrainerFolder {
         let named = checkpointNumber((folder as NSString).lastPathComponent)
         if let step = state?.globalStep ?? named {
             checkpoint.metadata.step = step
-            checkpoint.metadata.stepSource = .attribute
+            checkpoint.metadata.stepSource = .trainerGlobalStep
             checkpoint.metadata.nameKey = nil
             if let named, let global = state?.globalStep, named != global {
                 notes.append("the folder is named for step \(named) but trainer_state.json says global_step \(global): \(global) is used")

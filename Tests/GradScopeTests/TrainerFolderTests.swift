@@ -1,6 +1,7 @@
 import Foundation
 import GradScopeDiagnosis
 import GradScopeModel
+import GradScopeRendering
 import GradScopeSources
 import TestSupport
 import Testing
@@ -146,7 +147,7 @@ struct TrainerFolderTests {
         let run = try RunLoader.load(dir.url.path)
         #expect(run.checkpoints.map { $0.metadata.step } == [10, 20, 30])
         #expect(run.checkpoints.allSatisfy { $0.metadata.loss == 0.6931 })
-        #expect(run.checkpoints.allSatisfy { $0.metadata.stepSource == .attribute })
+        #expect(run.checkpoints.allSatisfy { $0.metadata.stepSource == .trainerGlobalStep })
         func reason(_ name: String) -> String? { run.skipped.first { $0.item == dir.path(name) }?.reason }
         #expect(reason("model.safetensors")?.contains("final model") == true)
         #expect(reason("checkpoint-40")?.contains("without model.safetensors") == true)
@@ -190,6 +191,7 @@ struct TrainerFolderTests {
         try Data("{\"global_step\": [[[[".utf8).write(to: URL(fileURLWithPath: dir.path("checkpoint-20/trainer_state.json")))
         let opened = try #require(try CheckpointLoader.open(dir.path("checkpoint-20")).first)
         #expect(opened.checkpoint.metadata.step == 20)
+        #expect(opened.checkpoint.metadata.stepSource == .trainerGlobalStep)
         #expect(opened.checkpoint.metadata.loss == nil)
         #expect(
             opened.checkpoint.skipped.contains { $0.item.hasSuffix("trainer_state.json") && $0.reason.contains("not a valid trainer_state.json") })
@@ -294,6 +296,10 @@ struct TrainerFolderTests {
         let (report, _) = try Analysis.scan(Self.sample)
         #expect(report.steps == [60, 120, 180, 240, 300])
         #expect(report.layout == "safetensors")
+        #expect(report.stepSource == StepSource.trainerGlobalStep.rawValue)
+        #expect(
+            TextRenderer(style: Style(color: false), explain: false, width: 200).render(report).hasPrefix(
+                "gradscope scan \(Self.sample)  (5 steps, safetensors layout, steps 60–300 from the Trainer's global step)"))
         let plateau = try #require(report.findings.first { $0.kind == .lossPlateau })
         // The Trainer logged every 10 steps: the mean loss of steps 1-10 (0.729) lies 5% above ln 2, every
         // later one within 3% of it, so the plateau begins at the second logging step.
