@@ -119,7 +119,7 @@ public enum ScanEngine {
         loaded.otherModels = []
         // Handed on as a temporary, so that measuring owns the run and lets each save's storage go.
         let split = otherModels.isEmpty ? nil : "most tensor names or shapes differ"
-        var results = [self.measure(loaded, load: load, options: measure, reader: reader, progress: measureProgress)]
+        var results = [self.measure(taking(&loaded), load: load, options: measure, reader: reader, progress: measureProgress)]
         for model in otherModels {
             results.append(self.measure(model, load: load, options: measure, reader: reader, progress: nil))
         }
@@ -170,6 +170,14 @@ public enum ScanEngine {
         measure(
             run, load: load, options: options, perUnitEverywhere: perUnitEverywhere, full: full, reader: InProcessReader(),
             progress: progress)
+    }
+
+    /// `run`, leaving its checkpoints behind it empty: the one returned is their only holder, so
+    /// that measuring it can let each save's storage go as it is measured.
+    package static func taking(_ run: inout Run) -> Run {
+        let taken = run
+        run.checkpoints = []
+        return taken
     }
 
     static func selecting(_ run: consuming Run, _ select: NSRegularExpression?) -> Run {

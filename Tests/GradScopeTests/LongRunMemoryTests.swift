@@ -1,3 +1,4 @@
+import ElementTypes
 import Foundation
 import GradScopeDiagnosis
 import GradScopeMeasurement
@@ -122,6 +123,23 @@ struct LongRunMemoryTests {
         #expect(lean.unitWindows.map(\.lastAlive) == full.unitWindows.map(\.lastAlive))
         let findings = { (m: RunMeasurements) in Diagnoser.diagnose(m).findings.map { "\($0.kind) \($0.tensor ?? "") \($0.firstStep ?? -1)" } }
         #expect(findings(lean) == findings(full) && findings(lean).contains { $0.hasPrefix("frozen") })
+    }
+
+    @Test("the run handed to measuring is the only holder of its saves' storage, so letting it go frees it")
+    func takenRunHoldsStorageAlone() {
+        var table: DeflatedChunkTable? = DeflatedChunkTable(
+            shape: [4, 3], chunkShape: [4, 3], shuffled: false, swapsBytes: false, addresses: [64], sizes: [48])
+        weak let watched = table
+        var checkpoint = Self.checkpoint([Self.tensor("w")], step: 1)
+        checkpoint.storage = [DirectStorage(offset: 0, count: 12, type: .float32, chunks: table)]
+        table = nil
+        var loaded = Run(source: "run", checkpoints: [checkpoint], skipped: [], notes: [])
+        checkpoint.storage = []
+        var taken = ScanEngine.taking(&loaded)
+        #expect(loaded.checkpoints.isEmpty && taken.checkpoints.count == 1)
+        #expect(watched != nil, "the taken run still holds the storage")
+        taken.checkpoints[0].storage = []
+        #expect(watched == nil, "nothing else held the storage")
     }
 
     @Test("the run index keeps at most its budget of measurements built, and answers past it as the run does")
