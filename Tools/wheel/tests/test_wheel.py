@@ -104,6 +104,9 @@ def test_console_script_scans_a_sample_run(venv):
     kinds = {f["kind"] for f in json.loads(exploding.stdout)["findings"]}
     assert {"exploding-gradient", "nan-inf"} <= kinds
 
+    module = run_clean(venv, "python", "-m", "gradscope", "--version")
+    assert (module.returncode, module.stdout.strip()) == (0, "0.1.0")
+
     missing = run_clean(venv, "gradscope", "scan", "no-such-run")
     assert missing.returncode == 2
     assert missing.stdout == ""

@@ -141,3 +141,11 @@ def test_the_console_script_says_it_and_exits_2(monkeypatch, capsys):
     assert capsys.readouterr().err == "gradscope: the gradscope wheel runs on Linux x86-64 only\n"
     with pytest.raises(gradscope.GradscopeError, match="Linux x86-64 only"):
         gradscope.scan("run")
+
+
+def test_a_report_that_cannot_be_made_is_said_in_its_place(tmp_path, monkeypatch):
+    (tmp_path / "out.json").write_text(json.dumps(SCAN))
+    stand_in(tmp_path, monkeypatch, f'if [ "$1" = report ]; then echo "gradscope: run: gone <now>" >&2; exit 2; fi; cat {tmp_path}/out.json')
+    shown = gradscope.scan("run")._repr_html_()
+    assert shown.startswith("<p>gradscope report: run: gone &lt;now&gt;</p>")
+    assert "1 problem: loss is NaN from step 2." in shown

@@ -6,6 +6,8 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ._errors import GradscopeError
+
 _NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
 
 
@@ -168,7 +170,10 @@ class _Reported(_Result):
     def _repr_html_(self) -> str:
         # The report is a whole page with its own stylesheet: shown in a sandboxed iframe (its
         # text escaped into srcdoc) so that its CSS cannot restyle the notebook around it.
-        page = self.report_html()
+        try:
+            page = self.report_html()
+        except GradscopeError as error:  # the files changed or vanished since the scan
+            return f"<p>gradscope report: {html.escape(error.message)}</p>{self._summary_html()}"
         return (
             '<iframe class="gradscope-report" sandbox="" style="width:100%;height:820px;'
             'border:1px solid #ddd;resize:vertical" title="gradscope report" '
