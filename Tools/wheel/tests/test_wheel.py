@@ -242,6 +242,42 @@ def test_installed_binary_loads_nothing_from_the_toolchain(venv):
     assert any("libhdf5" in name for name in os.listdir(libs))
 
 
+def test_runs_where_only_glibc_is_installed(venv, tmp_path):
+    """In a mount namespace whose system library directory holds glibc's libraries alone (as a bare
+    machine would, without libhdf5, libcurl, libstdc++ or the Swift runtime), the installed binary
+    still reads a gzip-compressed run through libhdf5 in its worker processes, and writes a report."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to hide the system's libraries")
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine allows no mount namespace (unshare -m)")
+    binary = installed_binary(venv)
+    glibc_dirs = set()
+    only_glibc = tmp_path / "glibc"
+    only_glibc.mkdir()
+    for line in subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout.splitlines():
+        parts = line.split()
+        path = parts[2] if len(parts) > 2 and parts[1] == "=>" else parts[0]
+        name = os.path.basename(path)
+        if name in GLIBC - {"linux-vdso.so.1"} or name.startswith("ld-linux"):
+            glibc_dirs.add(os.path.dirname(os.path.realpath(path)))
+            shutil.copyfile(os.path.realpath(path), only_glibc / name)
+            (only_glibc / name).chmod(0o755)
+    assert len(glibc_dirs) == 1, glibc_dirs  # a merged /usr: /lib and /lib64 lead there too
+    hidden = glibc_dirs.pop()
+    script = (
+        f'mount --bind {only_glibc} {hidden} && ! ls {hidden}/libhdf5* 2>/dev/null '
+        f'&& exec env -i PATH=/usr/bin:/bin {binary} scan SampleCheckpoints/exploding-nan --jobs 2 --format json -q'
+    )
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr  # 1: error findings (NaN), at the default --fail-on
+    kinds = {finding["kind"] for finding in json.loads(result.stdout)["findings"]}
+    assert {"exploding-gradient", "nan-inf"} <= kinds
+    script = f"mount --bind {only_glibc} {hidden} && exec {binary} report SampleCheckpoints/ctr-plateau -o - -q"
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("<!DOCTYPE html>") and "loss-plateau" in result.stdout
+
+
 def test_notebook_shows_the_report(venv, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
