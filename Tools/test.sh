@@ -12,5 +12,6 @@ else
     echo "test.sh: swift format is not in this toolchain; formatting not checked"
 fi
 swift test
-ensure_python_env tests
+ensure_python_env
+ensure_test_tools
 "$PYTHON" -m pytest -q Tools

@@ -279,8 +279,9 @@ def test_runs_where_only_glibc_is_installed(venv, tmp_path):
 
 
 def test_notebook_shows_the_report(venv, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient  # in .venv: Tools/python-env.sh, ensure_test_tools
+    import nbformat
+
     # The kernel is the user's: ipykernel (and pandas, so the timeline is a DataFrame) in the fresh environment.
     subprocess.run(venv["pip"] + ["ipykernel", "pandas"], check=True)
     kernels = tmp_path / "jupyter" / "kernels" / "gradscope-user"
