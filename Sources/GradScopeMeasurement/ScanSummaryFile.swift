@@ -104,12 +104,20 @@ public enum ScanSummaryFile {
     package static func digest(of models: [Run], root: String) -> String {
         var a = FNV1a(), b = FNV1a(seed: 0x6c62_272e_07bb_0142)
         let prefix = root.hasSuffix("/") ? root : root + "/"
+        // A name relative to the run: a file in its directory by its name, the run's own file as
+        // `.` (`.:/step_100` for a step inside it), so other spellings of the run's path agree.
+        func relative(_ source: String) -> String {
+            if source.hasPrefix(prefix) { return String(source.dropFirst(prefix.count)) }
+            if source == root { return "." }
+            if source.hasPrefix(root + ":") { return "." + source.dropFirst(root.count) }
+            return source
+        }
         for (m, model) in models.enumerated() {
             let marker = "model \(m) \(model.checkpoints.count)\n"
             a.add(marker)
             b.add(marker)
             for checkpoint in model.checkpoints {
-                let name = checkpoint.source.hasPrefix(prefix) ? String(checkpoint.source.dropFirst(prefix.count)) : checkpoint.source
+                let name = relative(checkpoint.source)
                 let line = "\(name)\t\(checkpoint.stamp.size)\t\(checkpoint.metadata.step.map(String.init) ?? "-")\n"
                 a.add(line)
                 b.add(line)

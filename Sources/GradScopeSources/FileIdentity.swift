@@ -73,6 +73,18 @@ package struct FNV1a {
 
     package mutating func add(_ text: String) { add(text.utf8) }
 
+    /// The same for bytes in memory, without going through a sequence one element at a time.
+    package mutating func add(_ data: Data) {
+        data.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) in
+            var value = self.value
+            for byte in buffer {
+                value ^= UInt64(byte)
+                value = value &* 0x0000_0100_0000_01b3
+            }
+            self.value = value
+        }
+    }
+
     /// The hash as 16 hexadecimal digits.
     package var hex: String {
         let digits = String(value, radix: 16)

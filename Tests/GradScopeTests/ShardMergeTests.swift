@@ -108,6 +108,28 @@ struct ShardMergeTests {
         for bad in ["7/7", "-1/3", "1", "1/0", "a/b", "1/2/3", ""] { #expect(ShardSpec(parsing: bad) == nil, "\(bad)") }
     }
 
+    @Test("shards of one run reached by other spellings of its path are one run; a single-file run too")
+    func runIdentity() throws {
+        let directory = try TemporaryDirectory()
+        let run = samplePath("healthy")
+        let link = directory.path("link")
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: run)
+        let first = directory.path("a.gssum"), second = directory.path("b.gssum")
+        try ScanEngine.scanShard(run, shard: ShardSpec(index: 0, count: 2), output: first)
+        try ScanEngine.scanShard(link + "/", shard: ShardSpec(index: 1, count: 2), output: second)
+        #expect(try ScanEngine.merge([first, second]).runs[0].1.records.count == 13)
+        // One file: its name is the run's.
+        let file = run + "/step_000060.h5"
+        let copy = directory.path("copy.h5")
+        try FileManager.default.copyItem(atPath: file, toPath: copy)
+        let one = directory.path("one.gssum"), other = directory.path("other.gssum")
+        try ScanEngine.scanShard(file, shard: ShardSpec(index: 0, count: 1), output: one)
+        try ScanEngine.scanShard(copy, shard: ShardSpec(index: 0, count: 1), output: other)
+        #expect(
+            try ScanSummaryFile.Reader(path: one).header.runDigest == (try ScanSummaryFile.Reader(path: other).header.runDigest))
+        #expect(try Self.mergedJSON([one]) == (try Self.localJSON(file)))
+    }
+
     /// The one-line error merging `files` gives.
     static func mergeError(_ files: [String]) -> String? {
         do {
