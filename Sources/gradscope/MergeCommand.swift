@@ -7,13 +7,13 @@ struct MergeCommand: ParsableCommand {
         commandName: "merge",
         abstract: "The scan of a whole run from the summary files of its shards.",
         discussion: """
-            Reads the summary files `gradscope scan RUN --shard I/N --summary OUT` wrote, one per shard (all N of \\
-            them, in any order), and prints what `gradscope scan RUN` prints for the whole run: the same findings \\
-            at the same steps, the same numbers (docs/STATISTICS.md, "Shards and merging"). Missing or repeated \\
-            shards, shards of different runs or options, and files that are not summaries, are cut or corrupt, or \\
+            Reads the summary files `gradscope scan RUN --shard I/N --summary OUT` wrote, one per shard (all N of \
+            them, in any order), and prints what `gradscope scan RUN` prints for the whole run: the same findings \
+            at the same steps, the same numbers (docs/STATISTICS.md, "Shards and merging"). Missing or repeated \
+            shards, shards of different runs or options, and files that are not summaries, are cut or corrupt, or \
             of another summary format version are refused with one line naming the file.
 
-            Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 the summaries cannot be merged, \\
+            Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 the summaries cannot be merged, \
             no checkpoint could be read, or a usage error.
             """
     )
