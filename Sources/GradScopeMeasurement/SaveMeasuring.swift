@@ -79,6 +79,9 @@ package struct SaveMeasuring {
                 r.current = checkpoints[index]
                 r.previous = index > 0 ? checkpoints[index - 1] : nil
                 r.index = index
+                // Per-unit liveness is kept from every save (one number per unit, whatever the saves):
+                // the dead-unit window is judged over the later half (``RunMeasurer/windowStart(count:)``),
+                // and each death is dated at the save after which its unit was never alive again.
                 r.wantUnits = true
                 r.gradientNames = gradientNames
                 r.only = checkpoints[index].tensors.indices.filter { !direct[index].contains($0) }.map { checkpoints[index].tensors[$0].key }

@@ -135,6 +135,7 @@ public enum ScanSummaryFile {
         private let temporary: String
         private let fd: Int32
         private var entries = 0
+        private var finished = false
 
         package init(path: String, header: ScanSummaryHeader) throws {
             self.path = path
@@ -150,10 +151,9 @@ public enum ScanSummaryFile {
         }
 
         deinit {
-            if fd >= 0 {
-                close(fd)
-                unlink(temporary)
-            }
+            guard fd >= 0 else { return }
+            close(fd)
+            if !finished { unlink(temporary) }
         }
 
         package func append(_ entry: Entry) throws {
@@ -170,6 +170,7 @@ public enum ScanSummaryFile {
             guard rename(temporary, path) == 0 else {
                 throw ScanSummaryError(file: path, reason: "cannot write the summary: \(POSIXFailure(errno))")
             }
+            finished = true
         }
 
         private func block(_ kind: UInt8, _ payload: Data) throws {
