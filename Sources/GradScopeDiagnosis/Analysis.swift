@@ -222,18 +222,35 @@ public enum Analysis {
 
     /// The whole run: every step measured, every detector run. Files are read in worker
     /// processes when `isolation` is given, else in this process; the analysis is the same.
+    /// `cache`, when given, gives the saves measured before (``SummaryCache``).
     public static func scan(
         _ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
         measure: MeasureOptions = MeasureOptions(), thresholds: Thresholds = Thresholds(),
         select: NSRegularExpression? = nil,
         loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
-        measureProgress: (@Sendable (Int, Int) -> Void)? = nil
+        measureProgress: (@Sendable (Int, Int) -> Void)? = nil, cache: SummaryCache? = nil
     ) throws -> (ScanReport, RunMeasurements) {
         var measureOptions = measure
         measureOptions.deadActivationFraction = thresholds.deadActivationFraction
         let models = try ScanEngine.scanModels(
             path, isolation: isolation, load: load, measure: measureOptions, select: nil,
-            loadProgress: loadProgress, measureProgress: measureProgress)
+            loadProgress: loadProgress, measureProgress: measureProgress, cache: cache)
+        return report(models, thresholds: thresholds, select: select)
+    }
+
+    /// The scan of a whole run from the summary files of its shards (``ScanEngine/merge(_:deadActivationFraction:)``):
+    /// the report a scan of the whole run gives.
+    public static func merge(
+        _ paths: [String], thresholds: Thresholds = Thresholds(), select: NSRegularExpression? = nil
+    ) throws -> (ScanReport, RunMeasurements) {
+        let models = try ScanEngine.merge(paths, deadActivationFraction: thresholds.deadActivationFraction)
+        return report(models, thresholds: thresholds, select: select)
+    }
+
+    /// The report of measured runs: the first diagnosed and shown, the others summarised under `models`.
+    package static func report(
+        _ models: ScanEngine.Models, thresholds: Thresholds, select: NSRegularExpression?
+    ) -> (ScanReport, RunMeasurements) {
         let (run, measurements) = models.runs[0]
         // The whole run is diagnosed; `select` narrows only what the report shows (``Selection``).
         // One index of the measurements serves the detectors and the report.

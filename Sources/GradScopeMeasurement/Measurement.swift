@@ -324,6 +324,18 @@ public struct MeasurementTable: Sendable {
     /// The detail kept of every tensor.
     public var detail: MeasurementDetail { !full.isEmpty ? .full : !log2.isEmpty ? .histogram : .compact }
 
+    /// The same measurements, keeping the same detail, without their drift (a save measured as the
+    /// first of its run: no save before it).
+    package func withoutDrift() -> MeasurementTable {
+        MeasurementTable(
+            layout: layout,
+            measurements: values.map { measurement in
+                var copy = measurement
+                copy.drift = nil
+                return copy
+            }, detail: detail)
+    }
+
     /// The same measurements keeping at most `detail`, sharing `layout` when it describes them as well.
     public func keeping(_ detail: MeasurementDetail, sharing other: TableLayout? = nil) -> MeasurementTable {
         var copy = self

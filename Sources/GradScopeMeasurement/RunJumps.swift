@@ -19,26 +19,23 @@ package enum RunJumps {
     package static func unrelatedSaves(_ run: RunMeasurements) -> [Int] {
         let records = run.records
         guard records.count >= 2 else { return [] }
-        var jumps: [Int] = []
-        for index in 1..<records.count {
-            var matrices = 0
-            var unrelated = true
-            for measurement in records[index].ordered where measurement.role == .weight && measurement.shape.count >= 2 {
-                guard measurement.stats.count >= minimumElements, let before = records[index - 1].tensors[measurement.key],
-                    before.shape == measurement.shape, let a = before.stats.l2Norm, let b = measurement.stats.l2Norm,
-                    let relative = measurement.drift?.relativeChange, a > 0, b > 0, a.isFinite, b.isFinite, relative.isFinite
-                else { continue }
-                matrices += 1
-                let d = relative * a
-                let cosine = (a * a + b * b - d * d) / (2 * a * b)
-                let bound = 3 / Double(measurement.stats.count).squareRoot()
-                if abs(cosine) >= bound || max(a, b) / min(a, b) > 2 {
-                    unrelated = false
-                    break
-                }
-            }
-            if unrelated && matrices >= 2 { jumps.append(index) }
+        return (1..<records.count).filter { unrelated(records[$0], after: records[$0 - 1]) }
+    }
+
+    /// Whether `record`'s weights are unrelated to `before`'s (the save just before it).
+    package static func unrelated(_ record: StepRecord, after before: StepRecord) -> Bool {
+        var matrices = 0
+        for measurement in record.ordered where measurement.role == .weight && measurement.shape.count >= 2 {
+            guard measurement.stats.count >= minimumElements, let earlier = before.tensors[measurement.key],
+                earlier.shape == measurement.shape, let a = earlier.stats.l2Norm, let b = measurement.stats.l2Norm,
+                let relative = measurement.drift?.relativeChange, a > 0, b > 0, a.isFinite, b.isFinite, relative.isFinite
+            else { continue }
+            matrices += 1
+            let d = relative * a
+            let cosine = (a * a + b * b - d * d) / (2 * a * b)
+            let bound = 3 / Double(measurement.stats.count).squareRoot()
+            if abs(cosine) >= bound || max(a, b) / min(a, b) > 2 { return false }
         }
-        return jumps
+        return matrices >= 2
     }
 }

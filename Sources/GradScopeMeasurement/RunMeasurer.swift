@@ -26,17 +26,29 @@ public struct UnitSnapshot: Sendable, Codable {
         self.inputsAlive = inputsAlive
     }
 
-    /// `alive` travels as one string of `1` and `0` (a layer has thousands of units,
-    /// and a list of JSON booleans costs five times the bytes and far more time to parse).
+    /// `alive` travels as one string: its count, `:`, then the bits packed 8 to a byte, least
+    /// significant first, in base64 (six units to a character; a layer has thousands of units, a
+    /// model's saves millions: a list of booleans, or a character per unit, costs many times the
+    /// bytes in a worker's message, a shard's summary file and the cache). A string of `1` and `0`,
+    /// the earlier form, is read as well.
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         key = try container.decode(TensorKey.self, forKey: .key)
         name = try container.decode(String.self, forKey: .name)
         layer = try container.decode(String.self, forKey: .layer)
         source = try container.decode(UnitEvidence.self, forKey: .source)
-        let bits = try container.decode(String.self, forKey: .alive)
-        alive = bits.utf8.map { $0 == UInt8(ascii: "1") }
-        inputsAlive = try container.decodeIfPresent(String.self, forKey: .inputs)?.utf8.map { $0 == UInt8(ascii: "1") }
+        guard let alive = Self.unpacked(try container.decode(String.self, forKey: .alive)) else {
+            throw DecodingError.dataCorruptedError(forKey: .alive, in: container, debugDescription: "not a unit liveness string")
+        }
+        self.alive = alive
+        if let inputs = try container.decodeIfPresent(String.self, forKey: .inputs) {
+            guard let inputsAlive = Self.unpacked(inputs) else {
+                throw DecodingError.dataCorruptedError(forKey: .inputs, in: container, debugDescription: "not a unit liveness string")
+            }
+            self.inputsAlive = inputsAlive
+        } else {
+            inputsAlive = nil
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -45,10 +57,28 @@ public struct UnitSnapshot: Sendable, Codable {
         try container.encode(name, forKey: .name)
         try container.encode(layer, forKey: .layer)
         try container.encode(source, forKey: .source)
-        try container.encode(String(decoding: alive.map { $0 ? UInt8(ascii: "1") : UInt8(ascii: "0") }, as: UTF8.self), forKey: .alive)
-        if let inputsAlive {
-            try container.encode(String(decoding: inputsAlive.map { $0 ? UInt8(ascii: "1") : UInt8(ascii: "0") }, as: UTF8.self), forKey: .inputs)
+        try container.encode(Self.packed(alive), forKey: .alive)
+        if let inputsAlive { try container.encode(Self.packed(inputsAlive), forKey: .inputs) }
+    }
+
+    /// `bits` as `count:base64` of the bits packed 8 to a byte, least significant first.
+    package static func packed(_ bits: [Bool]) -> String {
+        var bytes = [UInt8](repeating: 0, count: (bits.count + 7) / 8)
+        for (index, bit) in bits.enumerated() where bit { bytes[index >> 3] |= 1 << UInt8(index & 7) }
+        return "\(bits.count):" + Data(bytes).base64EncodedString()
+    }
+
+    /// The bits of ``packed(_:)``'s form, or of a string of `1` and `0`; nil for anything else.
+    package static func unpacked(_ text: String) -> [Bool]? {
+        guard let colon = text.firstIndex(of: ":") else {
+            guard text.utf8.allSatisfy({ $0 == UInt8(ascii: "0") || $0 == UInt8(ascii: "1") }) else { return nil }
+            return text.utf8.map { $0 == UInt8(ascii: "1") }
         }
+        guard let count = Int(text[..<colon]), count >= 0, let data = Data(base64Encoded: String(text[text.index(after: colon)...])),
+            data.count == (count + 7) / 8
+        else { return nil }
+        let bytes = [UInt8](data)
+        return (0..<count).map { bytes[$0 >> 3] & (1 << UInt8($0 & 7)) != 0 }
     }
 }
 

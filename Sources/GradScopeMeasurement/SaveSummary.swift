@@ -12,7 +12,8 @@ import GradScopeModel
 /// outside one scan. A reader refuses a form of another version rather than guess at it.
 public struct SaveSummary: Sendable, Codable {
     /// The version of the binary form, raised whenever the fields or their meaning change.
-    public static let formatVersion: UInt16 = 1
+    /// Version 2: unit liveness packed as bits (``UnitSnapshot``), where version 1 had a character per unit.
+    public static let formatVersion: UInt16 = 2
     /// The bytes every encoded summary starts with.
     public static let magic: [UInt8] = Array("GSSAVE".utf8)
 

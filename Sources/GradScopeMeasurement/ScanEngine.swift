@@ -74,19 +74,55 @@ public enum ScanEngine {
         /// apart into runs of two saves or more (several jumps, or a lone save): the steps where the
         /// jumps land.
         public var mixedAt: [Int] = []
+        /// Saves measured from their files, and saves taken from the cache.
+        public var measuredSaves = 0
+        public var cachedSaves = 0
     }
 
     /// The same, for a folder that holds several models (``Run/otherModels``): the run of the newest
     /// files first, then each other model measured as a run of its own (`others`: false measures the
-    /// first only).
+    /// first only). `cache`, when given, gives the saves measured before and keeps the ones measured now.
     public static func scanModels(
         _ path: String, isolation: IsolationOptions? = nil, load: LoadOptions = LoadOptions(),
         measure: MeasureOptions = MeasureOptions(), select: NSRegularExpression? = nil,
         loadProgress: (@Sendable (Int, Int, Int, Int) -> Void)? = nil,
-        measureProgress: (@Sendable (Int, Int) -> Void)? = nil, others: Bool = true
+        measureProgress: (@Sendable (Int, Int) -> Void)? = nil, others: Bool = true, cache: SummaryCache? = nil
     ) throws -> Models {
         let reader: any FileReader = isolation.map { IsolatedReader($0) } ?? InProcessReader()
         defer { reader.finish() }
+        var models = try describe(path, reader: reader, load: load, measure: measure, select: select, progress: loadProgress, others: others)
+        cache?.begin(path)
+        var assemblies: [RunAssembly] = []
+        var measured = 0, cached = 0
+        for m in models.indices {
+            // Taken, not copied: measuring lets each save's storage go as it is done with it.
+            var model = taking(&models[m])
+            var assembly = RunAssembly(run: model)
+            var measuring = SaveMeasuring(model, load: load, options: measure, reader: reader, cache: cache)
+            model.checkpoints = []
+            let count = measuring.count
+            var progress: ((Int, Int) -> Void)?
+            if m == 0, let measureProgress { progress = { measureProgress($0, $1) } }
+            measuring.measure(0..<count, progress: progress) { index, outcome in
+                assembly.add(outcome, index: index)
+            }
+            measured += measuring.measured
+            cached += measuring.cached
+            assemblies.append(assembly)
+        }
+        cache?.trim()
+        var result = assembled(assemblies, others: others)
+        result.measuredSaves = measured
+        result.cachedSaves = cached
+        return result
+    }
+
+    /// Describes the run at `path` (metadata only: every file's tensors, steps and layout), the
+    /// run of the newest files first, then the other models of its folder when `others` asks for them.
+    package static func describe(
+        _ path: String, reader: any FileReader, load: LoadOptions, measure: MeasureOptions, select: NSRegularExpression?,
+        progress: (@Sendable (Int, Int, Int, Int) -> Void)?, others: Bool
+    ) throws -> [Run] {
         let describe: ([String], (Int, Int) -> Void) -> [Result<[Checkpoint], CheckpointError>] = { files, done in
             let counter = Counter()
             var interner = DescriptionInterner()
@@ -114,48 +150,24 @@ public enum ScanEngine {
             }
             return results
         }
-        var loaded = selecting(try RunLoader.load(path, progress: loadProgress, loadFiles: describe), select)
+        var loaded = selecting(try RunLoader.load(path, progress: progress, loadFiles: describe), select)
         let otherModels = others ? loaded.otherModels.map { selecting($0, select) } : []
         loaded.otherModels = []
-        // Handed on as a temporary, so that measuring owns the run and lets each save's storage go.
-        let split = otherModels.isEmpty ? nil : "most tensor names or shapes differ"
-        var results = [self.measure(taking(&loaded), load: load, options: measure, reader: reader, progress: measureProgress)]
-        for model in otherModels {
-            results.append(self.measure(model, load: load, options: measure, reader: reader, progress: nil))
+        return [loaded] + otherModels
+    }
+
+    /// The runs of a folder from each model's assembled saves: with other models, each on its own;
+    /// with one model, split at a jump of every weight matrix to unrelated values (``RunAssembly/finish(splitting:)``).
+    package static func assembled(_ assemblies: consuming [RunAssembly], others: Bool) -> Models {
+        if assemblies.count > 1 {
+            return Models(runs: assemblies.map { $0.finish() }, reason: "most tensor names or shapes differ")
         }
-        guard others, results.count == 1 else { return Models(runs: results, reason: split) }
-        // One architecture, two runs: every matrix jumps to unrelated values once (a restart from a
-        // fresh initialisation, an older run's files beside a newer one's). Each part is measured anew.
-        let jumps = RunJumps.unrelatedSaves(results[0].1)
-        // Each part must be a run of at least two saves; a lone save unrelated to its neighbours is
-        // reported as a mix, not made a run of its own.
-        if jumps.count == 1, let at = jumps.first, at >= 2, results[0].1.records.count - at >= 2 {
-            let (run, measurements) = results[0]
-            let step = measurements.records[at].step, before = measurements.records[at - 1].step
-            // Measuring let each save's direct storage go: these are read again through the reader.
-            let checkpoints = run.checkpoints.map { checkpoint -> Checkpoint in
-                var copy = checkpoint
-                copy.storage = Array(repeating: nil, count: checkpoint.tensors.count)
-                return copy
-            }
-            var first = run, second = run
-            first.checkpoints = Array(checkpoints[..<at])
-            second.checkpoints = Array(checkpoints[at...])
-            first.skipped = []
-            first.notes = []
-            first.trainingLog = run.trainingLog?.filter { $0.step <= before }
-            second.trainingLog = run.trainingLog?.filter { $0.step > before }
-            let note =
-                "every weight matrix jumps to unrelated values between step \(before) and step \(step) (cosine near 0 at a like norm): a new run of the same architecture begins there; each run is judged on its own"
-            second.notes.insert(note, at: 0)
-            first.notes.insert(note, at: 0)
-            // The later run is the one shown (its files are the newer ones, or it came last).
-            let later = self.measure(second, load: load, options: measure, reader: reader, progress: nil)
-            let earlier = self.measure(first, load: load, options: measure, reader: reader, progress: nil)
-            return Models(runs: [later, earlier], reason: "every weight matrix jumps to unrelated values at step \(step)", sameArchitecture: true)
+        let parts = assemblies.removeFirst().finish(splitting: others)
+        if let step = parts.splitAt {
+            return Models(runs: parts.runs, reason: "every weight matrix jumps to unrelated values at step \(step)", sameArchitecture: true)
         }
-        var models = Models(runs: results, reason: nil)
-        if !jumps.isEmpty { models.mixedAt = jumps.map { results[0].1.records[$0].step } }
+        var models = Models(runs: parts.runs, reason: nil)
+        models.mixedAt = parts.mixedAt
         return models
     }
 
@@ -197,99 +209,13 @@ public enum ScanEngine {
         _ run: consuming Run, load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool = false, full: Bool = false,
         reader: any FileReader, progress: ((Int, Int) -> Void)?
     ) -> (Run, RunMeasurements) {
-        // The run's checkpoints are taken, not copied: where each tensor lies in its file (a dozen
-        // bytes per tensor per save) is let go once its save is measured, so a long run does not
-        // hold every save's storage to the end.
-        var checkpoints = run.checkpoints
+        var measuring = SaveMeasuring(
+            copy run, load: load, options: options, perUnitEverywhere: perUnitEverywhere, full: full, reader: reader)
+        let count = run.checkpoints.count
         run.checkpoints = []
-        // Per-unit liveness is kept from every save (one number per unit, whatever the saves): the
-        // dead-unit window is judged over the later half (``RunMeasurer/windowStart(count:)``), and each
-        // death is dated at the save after which its unit was never alive again, however early.
-        let start = 0
-        let gradientNames = Array(Set(checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
-        var steps = checkpoints.map(SeriesMeasurer.Step.init)
-        let sampled = Set(StepSampling.indices(count: checkpoints.count))
-        var records: [StepRecord] = []
-        var kept: [Checkpoint] = []
-        var skipped = run.skipped
-        var windows = UnitWindowBuilder()
-        var layout: TableLayout?
-        for lower in stride(from: 0, to: checkpoints.count, by: rangeLength) {
-            let range = lower..<min(checkpoints.count, lower + rangeLength)
-            let direct = SeriesMeasurer.eligible(steps, in: range)
-            let stepwise = range.filter { index in checkpoints[index].tensors.indices.contains { !direct[index].contains($0) } }
-            let requests = stepwise.map { index -> WorkerRequest in
-                var r = request(.measure, path: checkpoints[index].file, load: load, measure: options)
-                r.current = checkpoints[index]
-                r.previous = index > 0 ? checkpoints[index - 1] : nil
-                r.index = index
-                r.wantUnits = index >= start
-                r.gradientNames = gradientNames
-                r.only = checkpoints[index].tensors.indices.filter { !direct[index].contains($0) }.map { checkpoints[index].tensors[$0].key }
-                r.perUnitEverywhere = perUnitEverywhere
-                return r
-            }
-            var outcomes = reader.run(requests) { _ in }
-            // A crash while reading the previous file as well: measure the step on its own.
-            for index in outcomes.indices {
-                if case .failed = outcomes[index], requests[index].previous != nil {
-                    var alone = requests[index]
-                    alone.previous = nil
-                    if case .response(let response) = reader.run([alone], done: { _ in }).first, response.record != nil {
-                        outcomes[index] = .response(response)
-                    }
-                }
-            }
-            var measured = SeriesMeasurer.measure(
-                steps, range: range, selected: direct, options: options, gradientNames: Set(gradientNames),
-                perUnitEverywhere: perUnitEverywhere, unitWindowStart: start)
-            var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
-            for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
-            for index in range {
-                let checkpoint = checkpoints[index]
-                var rest: (StepRecord, [UnitSnapshot])?
-                switch stepwiseOutcome[index] {
-                case nil:
-                    break
-                case .failed(let reason)?:
-                    skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
-                    continue
-                case .response(let response)?:
-                    guard let record = response.record else {
-                        skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: response.error ?? "no result"))
-                        continue
-                    }
-                    rest = (record, response.units ?? [])
-                }
-                if let reason = measured.stepErrors[index] {
-                    skipped.append(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason))
-                    continue
-                }
-                var (record, units) = RunMeasurer.combine(
-                    tensors: checkpoint.tensors, source: checkpoint.source,
-                    step: checkpoint.metadata.step ?? index, metadata: checkpoint.metadata,
-                    direct: measured.outcomes[index - range.lowerBound], rest: rest)
-                measured.outcomes[index - range.lowerBound] = []
-                let detail: MeasurementDetail = full ? .full : sampled.contains(index) ? .histogram : .compact
-                record.tensors = record.tensors.keeping(detail, sharing: layout)
-                layout = record.tensors.layout
-                windows.add(units, step: record.step)
-                records.append(record)
-                kept.append(checkpoint)
-                if !full { kept[kept.count - 1].storage = [] }
-            }
-            // The range's last save stays readable: the next range's first drift reads it.
-            if !full {
-                for index in max(0, range.lowerBound - 1)..<(range.upperBound - 1) {
-                    steps[index].storage = []
-                    checkpoints[index].storage = []
-                }
-            }
-            progress?(range.upperBound, checkpoints.count)
-        }
-        var keptRun = Run(source: run.source, checkpoints: kept, skipped: skipped, notes: run.notes)
-        keptRun.trainingLog = run.trainingLog
-        return (keptRun, RunMeasurer.assemble(run: keptRun, records: records, unitWindows: windows.windows))
+        var assembly = RunAssembly(run: run, count: count, full: full)
+        measuring.measure(0..<count, progress: progress) { index, outcome in assembly.add(outcome, index: index) }
+        return assembly.finish()
     }
 
     /// A request with the reading and measuring options; the rest is filled in by the caller.

@@ -172,11 +172,50 @@ struct IsolationFlags: ParsableArguments {
     var options: IsolationOptions { IsolationOptions(executable: currentExecutable(), timeout: timeout, jobs: jobs) }
 }
 
+/// The cache of measured saves (``SummaryCache``): on by default.
+struct CacheFlags: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Keep measured saves in this directory, so a re-scan reads only new or changed files (default: $XDG_CACHE_HOME/gradscope, else ~/.cache/gradscope).",
+            valueName: "dir"))
+    var cache: String?
+
+    @Flag(name: .long, help: "Neither read nor write the cache of measured saves.")
+    var noCache = false
+
+    @Option(name: .long, help: ArgumentHelp("The cache's size cap in MiB; the entries used longest ago go first.", valueName: "mib"))
+    var cacheLimit: Int = SummaryCache.defaultLimit >> 20
+
+    func validate() throws {
+        guard cacheLimit >= 1 else { throw ValidationError("--cache-limit must be at least 1 (MiB)") }
+        if noCache && cache != nil { throw ValidationError("--cache and --no-cache: give one of them") }
+        if let cache, cache.isEmpty { throw ValidationError("--cache: give a directory") }
+    }
+
+    /// The cache the flags ask for: nil with --no-cache.
+    var summaryCache: SummaryCache? {
+        if noCache { return nil }
+        return SummaryCache.at(cache, limit: cacheLimit << 20)
+    }
+}
+
+extension SummaryCache {
+    /// The cache in `directory`, else in the default one (``defaultDirectory(environment:)``); nil
+    /// when no directory can be told.
+    static func at(_ directory: String? = nil, limit: Int = SummaryCache.defaultLimit) -> SummaryCache? {
+        guard let directory = directory ?? SummaryCache.defaultDirectory() else { return nil }
+        return SummaryCache(directory: directory, limit: limit)
+    }
+}
+
 /// Scans a run as the flags ask (isolated workers unless --no-isolation), with a
-/// progress line on stderr; an unreadable run ends the program with code 2.
+/// progress line on stderr; an unreadable run ends the program with code 2. Measured saves are
+/// kept in and taken from `cache` (the default cache unless told otherwise); a cache that cannot
+/// be used is said in one line on stderr, and the scan goes on without it.
 func scanRun(
     _ path: String, reading: ReadingOptions, diagnosis: DiagnosisOptions, isolation: IsolationFlags,
-    before: () throws -> Void = {}
+    cache: SummaryCache? = SummaryCache.at(), before: () throws -> Void = {}
 ) -> ScanReport {
     let progress = Progress(enabled: !diagnosis.quiet)
     defer { progress.finish() }
@@ -188,14 +227,36 @@ func scanRun(
             path, isolation: isolation.noIsolation ? nil : isolation.options, load: reading.loadOptions,
             thresholds: thresholds, select: diagnosis.selection,
             loadProgress: { done, total, bytes, totalBytes in progress.update("reading", done, total, bytes, totalBytes) },
-            measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }
+            measureProgress: { done, total in progress.update("measuring", done, total, nil, nil) }, cache: cache
         ).0
     } catch {
         progress.finish()
         exitWithInputError(error)
     }
+    if let note = cache?.note, !diagnosis.quiet {
+        progress.finish()
+        FileHandle.standardError.write(Data("gradscope: \(note)\n".utf8))
+    }
+    return checkedReport(report, path: path, progress: progress)
+}
+
+/// The report of summary files merged (``Analysis/merge(_:thresholds:select:)``); files that
+/// cannot be merged end the program with code 2, naming the file.
+func mergeSummaries(_ paths: [String], diagnosis: DiagnosisOptions, before: () throws -> Void = {}) -> ScanReport {
+    let progress = Progress(enabled: false)
+    let report: ScanReport
+    do {
+        try before()
+        report = try Analysis.merge(paths, thresholds: try diagnosis.thresholds(), select: diagnosis.selection).0
+    } catch {
+        exitWithInputError(error)
+    }
+    return checkedReport(report, path: report.source, progress: progress)
+}
+
+/// `report`, unless it holds no step: then one line, and nothing written (no page of "No findings").
+func checkedReport(_ report: ScanReport, path: String, progress: Progress) -> ScanReport {
     if report.steps.isEmpty {
-        // Nothing to show: one line, and nothing written (no page of "No findings").
         progress.finish()
         exitWithInputError(CheckpointError(file: path, reason: nothingReadable(path, skipped: report.skipped)))
     }

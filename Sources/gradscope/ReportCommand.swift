@@ -15,28 +15,40 @@ struct ReportCommand: ParsableCommand {
             gradients; dead units per layer; the spread of saved activations. Large runs are sampled to at most \
             60 steps per chart and the tensors named in findings come first.
 
+            Given the summary files of a sharded scan (`gradscope scan RUN --shard I/N --summary OUT`) instead of a \
+            run, merges them first, as `gradscope merge` does.
+
             Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 no checkpoint could be read, \
             the report could not be written, or a usage error.
             """
     )
 
-    @Argument(help: "A run directory, a multi-step file, or one checkpoint.")
-    var path: String
+    @Argument(help: "A run directory, a multi-step file, or one checkpoint; or the summary files of every shard of a scan.")
+    var paths: [String]
+
+    /// The run (or the first summary).
+    var path: String { paths.first ?? "" }
 
     @Option(name: [.short, .long], help: "Where to write the HTML report ('-' for standard output).")
     var output = "gradscope-report.html"
 
     @OptionGroup var reading: ReadingOptions
     @OptionGroup var isolation: IsolationFlags
+    @OptionGroup var caching: CacheFlags
 
     @OptionGroup var diagnosis: DiagnosisOptions
 
     func validate() throws {
         if output.isEmpty { throw ValidationError("--output: give a file name, or '-' for standard output") }
+        if paths.isEmpty { throw ValidationError("give a run, or the summary files of a sharded scan") }
     }
 
     func run() throws {
-        let report = scanRun(path, reading: reading, diagnosis: diagnosis, isolation: isolation, before: refuseToOverwriteInput)
+        let summaries = paths.count > 1 || ScanSummaryFile.isSummary(path)
+        let report =
+            summaries
+            ? mergeSummaries(paths, diagnosis: diagnosis, before: refuseToOverwriteInput)
+            : scanRun(path, reading: reading, diagnosis: diagnosis, isolation: isolation, cache: caching.summaryCache, before: refuseToOverwriteInput)
         let html = HTMLReportRenderer().render(report)
         if output == "-" {
             emit(html)
@@ -73,9 +85,11 @@ struct ReportCommand: ParsableCommand {
     func refuseToOverwriteInput() throws {
         guard output != "-" else { return }
         let target = URL(fileURLWithPath: output).standardizedFileURL.resolvingSymlinksInPath()
-        let input = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath()
-        if target.path == input.path {
+        for path in paths where target.path == URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path {
             throw CheckpointError(file: output, reason: "refusing to overwrite the input with the report")
+        }
+        if ScanSummaryFile.isSummary(target.path) {
+            throw CheckpointError(file: output, reason: "refusing to overwrite a scan summary with the report")
         }
         if let kind = FileProbe.irregularKind(target.path) {
             throw CheckpointError(file: output, reason: "cannot write the report there: \(kind), not a regular file")

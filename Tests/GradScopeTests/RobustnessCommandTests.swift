@@ -87,7 +87,7 @@ struct RobustnessCommandTests {
         let markerParts = marker.split(separator: "=", maxSplits: 1).map(String.init)
         let arguments =
             `case`.command == "scan"
-            ? ["scan", samplePath("healthy"), "--jobs", "2", "--quiet", "--timeout", "300"]
+            ? ["scan", samplePath("healthy"), "--jobs", "2", "--quiet", "--timeout", "300", "--no-cache"]
             : ["inspect", samplePath("healthy") + "/step_000300.h5"]
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try binary())

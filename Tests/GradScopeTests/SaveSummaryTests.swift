@@ -29,6 +29,23 @@ struct SaveSummaryTests {
         }
     }
 
+    @Test("unit liveness travels packed, six units to a character, and comes back exactly; the earlier 0/1 form is read")
+    func packedUnits() throws {
+        var noise = SplitMix64(seed: 7)
+        for count in [0, 1, 7, 8, 9, 63, 64, 65, 1000] {
+            let bits = (0..<count).map { _ in noise.next() % 3 != 0 }
+            let text = UnitSnapshot.packed(bits)
+            #expect(UnitSnapshot.unpacked(text) == bits, "\(count)")
+            #expect(text.utf8.count <= "\(count):".utf8.count + 4 * ((count + 23) / 24))
+            let snapshot = UnitSnapshot(key: .gradient("x"), name: "x", layer: "l", source: .gradient, alive: bits, inputsAlive: bits.reversed())
+            let back = try BinaryCoding.decode(UnitSnapshot.self, from: try BinaryCoding.encode(snapshot))
+            #expect(back.alive == bits && back.inputsAlive == bits.reversed())
+        }
+        #expect(UnitSnapshot.unpacked("1101") == [true, true, false, true])
+        #expect(UnitSnapshot.unpacked("") == [])
+        for bad in ["12", "9:AA==", "x:AA==", "8:not base64", "-1:"] { #expect(UnitSnapshot.unpacked(bad) == nil, "\(bad)") }
+    }
+
     @Test("bytes of another version, another kind or cut short are refused with the reason")
     func refusals() throws {
         let summary = try #require(try summaries("healthy").first)

@@ -29,7 +29,8 @@ public struct CommandOutput: Sendable {
 extension GradScopeBinary {
     /// Runs `binary` with `arguments` as a user would from a script: `NO_COLOR=1`, standard input
     /// empty, output to files (so a long output cannot stall it), and none of the caller's
-    /// `GRADSCOPE_` variables nor `COLUMNS` (output that is not a terminal has no width then),
+    /// `GRADSCOPE_` variables nor `COLUMNS` (output that is not a terminal has no width then), its
+    /// cache of measured saves in a scratch directory of its own (`XDG_CACHE_HOME`),
     /// `environment` added last. A run past `limit` seconds is killed, so a command that hangs
     /// fails its test instead of stopping the suite.
     public static func run(
@@ -50,6 +51,8 @@ extension GradScopeBinary {
         process.arguments = arguments
         var inherited = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GRADSCOPE_") && $0.key != "COLUMNS" }
         inherited["NO_COLOR"] = "1"
+        // The cache of measured saves goes to this run's own scratch directory, never the user's.
+        inherited["XDG_CACHE_HOME"] = scratch.path("cache")
         process.environment = inherited.merging(environment) { _, given in given }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = out
