@@ -165,6 +165,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=1,sched_min_interval=100000
 ReturnToService=2
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none

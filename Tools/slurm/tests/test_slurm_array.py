@@ -106,14 +106,15 @@ def test_sharded_scan_on_slurm_matches_a_local_scan(tmp_path):
     try:
         cluster.start()
         submit = subprocess.run(
-            [os.path.join(SLURM_DIR, "submit.sh"), SAMPLE, str(SHARDS), str(out)],
+            # One CPU per task (the scripts ask for 4 by default; the test machine may have 2).
+            [os.path.join(SLURM_DIR, "submit.sh"), SAMPLE, str(SHARDS), str(out), "--cpus-per-task=1"],
             env={**cluster.env, **env}, capture_output=True, text=True, timeout=60)
         assert submit.returncode == 0, submit.stderr
         lines = submit.stdout.splitlines()
         array = lines[0].split(":")[1].split()[0]
         merge = lines[1].split(":")[1].split()[0]
         assert array.isdigit() and merge.isdigit(), submit.stdout
-        cluster.wait_until_idle(120)
+        cluster.wait_until_idle(90)
         states = {**cluster.job_states(array), **cluster.job_states(merge)}
         logs = "\n".join(p.read_text() for p in sorted((out / "logs").glob("*.out")))
         assert (out / "report.json").exists(), f"no merged report; jobs: {states}\n{logs}"
