@@ -21,7 +21,9 @@ struct GradscopeCommand: ParsableCommand {
               gradscope diff A.h5 B.h5            what changed between two saves
             """,
         version: GradScopeVersion.string,
-        subcommands: [ScanCommand.self, InspectCommand.self, DiffCommand.self, ListCommand.self, WorkerCommand.self, ReportCommand.self]
+        subcommands: [
+            ScanCommand.self, InspectCommand.self, DiffCommand.self, ListCommand.self, WorkerCommand.self, ReportCommand.self, WatchCommand.self,
+        ]
     )
 }
 
