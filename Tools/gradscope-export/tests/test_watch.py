@@ -49,10 +49,10 @@ class _Run:
                      gradients=grads if step > 0 else None, loss=1.0 / (1 + step), framework="pytorch")
 
 
-def _age(directory, seconds=60):
+def _age(path, seconds=60):
     past = time.time() - seconds
-    for name in os.listdir(directory):
-        os.utime(os.path.join(directory, name), (past, past))
+    for name in os.listdir(path) if os.path.isdir(path) else [""]:
+        os.utime(os.path.join(path, name) if name else path, (past, past))
 
 
 def test_parse_line():
@@ -111,3 +111,45 @@ def test_stop_ends_it_cleanly(tmp_path):
     assert watcher.returncode == 0 and not watcher.failed
     assert watcher.summary.startswith("stopped by SIGTERM") and "3 saves up to step 2" in watcher.summary
     assert not [f for f in watcher.findings if f.severity == "error"]
+
+
+_WRITER = """
+import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], "w")
+f.attrs["format"] = "gradscope/1"
+f.create_dataset("weights/l0.weight", data=np.ones((16, 8)))
+print("open", flush=True)
+sys.stdin.read()  # holds the file open until the test closes its stdin
+f.close()
+"""
+
+
+@needs_binary
+@pytest.mark.parametrize("locking", [True, False])
+def test_a_file_h5py_is_writing_is_waited_for_not_skipped(tmp_path, locking):
+    """Another process writes a save with h5py and holds it open (with or without libhdf5's file
+    locking): gradscope waits for it, by the write lock or by the superblock's end of file, and
+    never lists it as skipped."""
+    import subprocess
+    import sys
+
+    run = _Run(str(tmp_path))
+    for step in range(2):
+        run.save(step)
+    _age(str(tmp_path))
+    env = {**os.environ, "HDF5_USE_FILE_LOCKING": "TRUE" if locking else "FALSE"}
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path / "step_000002.h5")], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        # Past the 2 s a new file rests, well within the 60 s after which superblock signs are not trusted.
+        _age(str(tmp_path / "step_000002.h5"), seconds=10)
+        result = subprocess.run([BINARY, "watch", str(tmp_path), "--once"], capture_output=True, text=True, timeout=60)
+    finally:
+        writer.stdin.close()
+        writer.wait(30)
+    assert result.returncode == 0, result.stderr
+    assert "waiting for step_000002.h5" in result.stderr
+    assert ("write lock" if locking else "superblock's end of file") in result.stderr, result.stderr
+    assert "skipped" not in result.stdout
+    assert "2 saves up to step 1" in result.stdout and "1 file still being written" in result.stdout
