@@ -23,7 +23,7 @@ import time
 from typing import Dict, List, Optional
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol")
+CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel")
 SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
@@ -178,17 +178,11 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 
     def _spawn(self, name: str, args: List[str], user: Optional[pwd.struct_passwd] = None) -> None:
         log = open(os.path.join(self.dir, f"{name}.out"), "wb")
-        preexec = None
-        if user is not None:
-            uid, gid = user.pw_uid, user.pw_gid
-
-            def preexec() -> None:  # noqa: F811 (runs in the child, before exec)
-                os.setgid(gid)
-                os.setuid(uid)
-
+        # munged runs as the munge user, which owns its key; the Slurm daemons as root (SlurmUser=root).
+        identity = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         process = subprocess.Popen(
             args, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=preexec, cwd=self.dir)
+            start_new_session=True, cwd=self.dir, **identity)
         log.close()
         self.processes[name] = process
         self.started_pids.append(process.pid)
