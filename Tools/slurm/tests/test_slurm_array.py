@@ -78,6 +78,64 @@ def test_cluster_runs_an_array_and_stops_what_it_started(tmp_path):
     assert not os.path.exists(cluster.dir)
 
 
+# A stand-in for gradscope that checks the scripts' plumbing whatever the binary can do: the shard
+# and the summary each task is given, exit code 1 (findings) as success, the merge of every summary
+# in shard order, a failed task stopping the merge.
+STAND_IN = """#!/bin/sh
+cmd=$1; shift
+case $cmd in
+scan)
+    run=$1; shift
+    while [ $# -gt 0 ]; do case $1 in --shard) shard=$2; shift;; --summary) out=$2; shift;; esac; shift; done
+    if [ "${shard%/*}" = "${FAIL_SHARD:-none}" ]; then echo "gradscope: $run: cannot read" >&2; exit 2; fi
+    echo "$run $shard" > "$out"
+    exit 1;;
+merge)
+    format=table; files=""
+    while [ $# -gt 0 ]; do case $1 in --format) format=$2; shift;; *) files="$files ${1##*/}";; esac; shift; done
+    echo "{\\"format\\": \\"$format\\", \\"files\\": \\"${files# }\\"}"
+    exit 1;;
+report)
+    while [ $# -gt 0 ]; do if [ "$1" = -o ]; then echo "<html></html>" > "$2"; fi; shift; done;;
+esac
+"""
+
+
+@pytest.mark.parametrize("failing", [None, 1])
+def test_scripts_with_a_stand_in_binary(tmp_path, failing):
+    stand_in = tmp_path / "gradscope"
+    stand_in.write_text(STAND_IN)
+    stand_in.chmod(0o755)
+    env = {"GRADSCOPE": str(stand_in)}
+    if failing is not None:
+        env["FAIL_SHARD"] = str(failing)
+    out = tmp_path / "out"
+    cluster = LocalSlurm()
+    try:
+        cluster.start()
+        submit = subprocess.run(
+            [os.path.join(SLURM_DIR, "submit.sh"), SAMPLE, "3", str(out), "--cpus-per-task=1"],
+            env={**cluster.env, **env}, capture_output=True, text=True, timeout=60)
+        assert submit.returncode == 0, submit.stderr
+        assert submit.stdout.splitlines()[0].startswith("scan array job: ")
+        cluster.wait_until_idle(60)
+    finally:
+        cluster.stop()
+    assert _leftovers(cluster) == []
+    made = {p.name: p.read_text().strip() for p in (out / "summaries").glob("*.summary")}
+    shards = [i for i in range(3) if i != failing]
+    assert made == {f"shard-{i}-of-3.summary": f"{os.path.realpath(SAMPLE)} {i}/3" for i in shards}
+    if failing is None:
+        merged = json.loads((out / "report.json").read_text())
+        assert merged == {"format": "json", "files": " ".join(f"shard-{i}-of-3.summary" for i in range(3))}
+        assert (out / "report.html").exists() and (out / "report.txt").exists()
+    else:
+        # The merge job never ran: afterok, and cancelled by --kill-on-invalid-dep.
+        assert not (out / "report.json").exists() and not (out / "report.html").exists()
+        logs = "".join(p.read_text() for p in (out / "logs").glob("scan-*_1.out"))
+        assert "cannot read" in logs and "gradscope scan failed (exit 2)" in logs
+
+
 def _findings(report: dict) -> list:
     return sorted(
         (f["kind"], f["severity"], f.get("tensor") or "", f.get("first_step") or -1, f.get("last_step") or -1)
