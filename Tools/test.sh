@@ -14,4 +14,7 @@ fi
 swift test
 ensure_python_env
 ensure_test_tools
+# The binary swift test built, for the Python tests that run it (Tools/slurm/tests, gradscope-export's watch).
+GRADSCOPE_BINARY="${GRADSCOPE_BINARY:-$(swift build --show-bin-path)/gradscope}"
+export GRADSCOPE_BINARY
 "$PYTHON" -m pytest -q Tools

@@ -23,6 +23,7 @@ struct GradscopeCommand: ParsableCommand {
         version: GradScopeVersion.string,
         subcommands: [
             ScanCommand.self, InspectCommand.self, DiffCommand.self, ListCommand.self, WorkerCommand.self, ReportCommand.self, MergeCommand.self,
+            WatchCommand.self,
         ]
     )
 }
