@@ -33,7 +33,7 @@ struct SummaryCacheTests {
     @Test("a re-scan reads only the new saves, then none; a changed file is read again, with the save after it")
     func incremental() throws {
         let run = try TemporaryDirectory(), store = try TemporaryDirectory()
-        let cache = SummaryCache(directory: store.path("cache"))
+        let cache = SummaryCache(directory: store.path("cache"), minimumTensorElements: 0)
         try Self.copy("healthy", first: 8, to: run)
         let first = try Self.scan(run.url.path, cache: cache)
         #expect((first.measured, first.cached) == (8, 0))
@@ -57,10 +57,28 @@ struct SummaryCacheTests {
         #expect(changed.json == grown.json)
     }
 
+    @Test("saves of small tensors are measured at every scan, never cached: for them a hit costs more than reading")
+    func smallTensorsNotKept() throws {
+        let run = try TemporaryDirectory(), store = try TemporaryDirectory()
+        try Self.copy("healthy", first: 4, to: run)
+        let cache = SummaryCache(directory: store.path("cache"))
+        #expect(cache.minimumTensorElements == SummaryCache.defaultMinimumTensorElements)
+        let first = try Self.scan(run.url.path, cache: cache), again = try Self.scan(run.url.path, cache: cache)
+        #expect((first.measured, again.measured, again.cached) == (4, 4, 0))
+        #expect(Self.entries(cache).isEmpty && again.json == first.json)
+        // The same saves are kept once the bar is below their tensors' mean size.
+        let loaded = try RunLoader.load(run.url.path)
+        let mean = loaded.checkpoints.map { c in c.tensors.reduce(0) { $0 + $1.count } / c.tensors.count }.min() ?? 0
+        #expect(mean > 0 && mean < SummaryCache.defaultMinimumTensorElements)
+        let lower = SummaryCache(directory: store.path("lower"), minimumTensorElements: mean)
+        _ = try Self.scan(run.url.path, cache: lower)
+        #expect(Self.entries(lower).count == 4)
+    }
+
     @Test("corrupt and foreign entries are ignored, the saves measured and the entries written again")
     func untrustedEntries() throws {
         let run = try TemporaryDirectory(), store = try TemporaryDirectory()
-        let cache = SummaryCache(directory: store.path("cache"))
+        let cache = SummaryCache(directory: store.path("cache"), minimumTensorElements: 0)
         try Self.copy("dead-relu", to: run)
         let first = try Self.scan(run.url.path, cache: cache)
         let entries = Self.entries(cache)
@@ -85,7 +103,7 @@ struct SummaryCacheTests {
     @Test("the size cap evicts the entries used longest ago first")
     func sizeCap() throws {
         let run = try TemporaryDirectory(), store = try TemporaryDirectory()
-        let cache = SummaryCache(directory: store.path("cache"))
+        let cache = SummaryCache(directory: store.path("cache"), minimumTensorElements: 0)
         try Self.copy("healthy", to: run)
         _ = try Self.scan(run.url.path, cache: cache)
         let entries = Self.entries(cache)
@@ -99,7 +117,7 @@ struct SummaryCacheTests {
             sizes[name] = Int((try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue ?? 0)
         }
         let newest = Array(entries.suffix(5))
-        let capped = SummaryCache(directory: cache.directory, limit: newest.reduce(0) { $0 + (sizes[$1] ?? 0) })
+        let capped = SummaryCache(directory: cache.directory, limit: newest.reduce(0) { $0 + (sizes[$1] ?? 0) }, minimumTensorElements: 0)
         capped.trim()
         #expect(Self.entries(capped) == newest)
     }
@@ -122,15 +140,15 @@ struct SummaryCacheTests {
         let plain = try Self.scan(run.url.path, cache: nil)
         // Under a regular file: no directory can be made there (whoever runs the tests).
         FileManager.default.createFile(atPath: store.path("file"), contents: Data("x".utf8))
-        let blocked = SummaryCache(directory: store.path("file/cache"))
+        let blocked = SummaryCache(directory: store.path("file/cache"), minimumTensorElements: 0)
         #expect(try Self.scan(run.url.path, cache: blocked).json == plain.json)
         #expect(blocked.note?.contains("cannot write") == true, "\(blocked.note ?? "no note")")
-        let inside = SummaryCache(directory: run.path("cache"))
+        let inside = SummaryCache(directory: run.path("cache"), minimumTensorElements: 0)
         #expect(try Self.scan(run.url.path, cache: inside).json == plain.json)
         #expect(inside.note?.contains("inside the run") == true, "\(inside.note ?? "no note")")
         #expect(try listing() == before)
         // A cache in use never writes beside the run's files either.
-        let used = SummaryCache(directory: store.path("used"))
+        let used = SummaryCache(directory: store.path("used"), minimumTensorElements: 0)
         _ = try Self.scan(run.url.path, cache: used)
         #expect(!Self.entries(used).isEmpty && used.note == nil)
         #expect(try listing() == before)
