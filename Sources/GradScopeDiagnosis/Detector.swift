@@ -182,13 +182,13 @@ package enum DetectorSupport {
 
     /// The shape of the weight `name` at its last save in the run, when it has one.
     package static func weightShape(_ run: RunMeasurements, _ name: String) -> [Int]? {
-        run.indexedSeries(.weight(name)).last?.measurement.shape
+        run.indexedLast(.weight(name))?.shape
     }
 
     /// Keys of the optimizer slots holding a second moment (Adam's v, RMSprop's mean square): a
     /// running average of g², so √mean(v) estimates the gradient's RMS where no gradient was saved.
     package static func secondMomentKeys(_ run: RunMeasurements) -> [TensorKey] {
-        run.indexedKeys(role: .optimizer).filter { run.indexedSeries($0).first?.measurement.slot == .secondMoment }
+        run.indexedKeys(role: .optimizer).filter { run.indexedFirst($0)?.slot == .secondMoment }
     }
 
     /// A kernel still near zero: its RMS is below `init_too_small_factor` (0.1) times

@@ -51,10 +51,10 @@ package struct FrozenDetector: Detector {
         // Frozen weights whose layers all come before the first trained layer in depth order: a frozen
         // backbone (transfer learning freezes the layers nearest the input; Yosinski et al. 2014).
         let layerIndex = Dictionary(run.layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
-        let firstMoving = movingKeys.compactMap { run.indexedSeries($0).last.flatMap { layerIndex[$0.measurement.layer] } }.min()
+        let firstMoving = movingKeys.compactMap { run.indexedLast($0).flatMap { layerIndex[$0.layer] } }.min()
         let frozenPrefix = Set(
             frozenKeys.filter { key in
-                guard let firstMoving, let layer = run.indexedSeries(key).last?.measurement.layer, let index = layerIndex[layer] else { return false }
+                guard let firstMoving, let layer = run.indexedLast(key)?.layer, let index = layerIndex[layer] else { return false }
                 return index < firstMoving
             })
         for key in frozenKeys {
