@@ -60,7 +60,7 @@ package struct ExplodingGradientDetector: Detector {
             let growth = norm / baseline
             guard growth >= thresholds.explodingGrowth else { continue }
             let lossLater = log.first { $0.step > step && ($0.loss.map { !$0.isFinite } ?? false) }?.step
-            let saveLater = run.records.first { $0.step > step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }?.step
+            let saveLater = run.records.first { $0.step > step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }?.step
             let nanStep = [lossLater, saveLater].compactMap { $0 }.min()
             let message =
                 "Gradients explode at step \(step): the total gradient norm the training log holds there is \(formatSignificant(norm)), \(formatSignificant(growth))x its median of \(formatSignificant(baseline)) over the \(before.count) logging steps before."
@@ -92,7 +92,7 @@ package struct ExplodingGradientDetector: Detector {
         var previousTotal: Double?
         for record in run.records {
             // Each measurement is read out of the record once (the weights by key, first of a key as the record's lookup).
-            let measurements = record.ordered
+            let measurements = record.compactOrdered
             let gradients = measurements.filter { $0.role == .gradient && !frozen.contains($0.name) }
             guard !gradients.isEmpty else { continue }
             let weights = measurements.filter { $0.role == .weight }
@@ -132,7 +132,7 @@ package struct ExplodingGradientDetector: Detector {
             let growth = baseline.map { $0 > 0 ? total / $0 : 0 } ?? 0
             if (growth >= thresholds.explodingGrowth && ratio >= thresholds.explodingRatio) || ratio >= thresholds.explodingAbsoluteRatio {
                 let severity: Severity =
-                    run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+                    run.records.contains { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
                     ? .error : .warning
                 let grew =
                     growth >= thresholds.explodingGrowth
@@ -165,7 +165,7 @@ package struct ExplodingGradientDetector: Detector {
         record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
         evidence: [String: EvidenceValue], run: RunMeasurements
     ) -> Finding {
-        let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+        let nanLater = run.records.first { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
         let explanation = ExplodingGradientExplanation.gradients(nanStep: nanLater?.step).text
         return Finding(
             kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
@@ -193,7 +193,7 @@ package struct ExplodingGradientDetector: Detector {
                 if worst == nil || ratio > worst?.1 ?? 0 { worst = (slot, ratio, gradientRMS) }
             }
             guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
-            let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+            let nanLater = run.records.first { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
             let message =
                 "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(formatSignificant(gradientRMS)) (RMS), \(formatSignificant(ratio))x the size of its weights."
             let explanation = ExplodingGradientExplanation.secondMoment(slot: slot.slotName ?? "v", ratio: ratio).text

@@ -89,6 +89,9 @@ public struct StepRecord: Sendable, Codable {
     public var ordered: [TensorMeasurement] { tensors.values }
     /// Tensor keys in the checkpoint's order.
     public var order: [TensorKey] { tensors.keys }
+    /// ``ordered`` with every log2 histogram left empty (``MeasurementTable/measurement(at:log2:)``): what the
+    /// detectors read, without an allocation per tensor.
+    package var compactOrdered: [TensorMeasurement] { tensors.compactValues }
 
     public func weight(_ name: String) -> TensorMeasurement? { tensors[.weight(name)] }
     public func gradient(_ name: String) -> TensorMeasurement? { tensors[.gradient(name)] }
@@ -328,6 +331,10 @@ public struct MeasurementTable: Sendable {
 
     /// The measurements, in the checkpoint's order.
     public var values: [TensorMeasurement] { (0..<count).map(measurement(at:)) }
+    /// ``values`` with every log2 histogram left empty (``measurement(at:log2:)``).
+    package var compactValues: [TensorMeasurement] { (0..<count).map { measurement(at: $0, log2: false) } }
+    /// ``subscript(_:)`` with the log2 histogram left empty (``measurement(at:log2:)``).
+    package func compact(_ key: TensorKey) -> TensorMeasurement? { layout.index[key].map { measurement(at: $0, log2: false) } }
     public var keys: [TensorKey] { layout.descriptors.map(\.key) }
     public var count: Int { flags.count }
     public var isEmpty: Bool { flags.isEmpty }

@@ -23,8 +23,8 @@ package enum RunJumps {
         for index in 1..<records.count {
             var matrices = 0
             var unrelated = true
-            for measurement in records[index].ordered where measurement.role == .weight && measurement.shape.count >= 2 {
-                guard measurement.stats.count >= minimumElements, let before = records[index - 1].tensors[measurement.key],
+            for measurement in records[index].compactOrdered where measurement.role == .weight && measurement.shape.count >= 2 {
+                guard measurement.stats.count >= minimumElements, let before = records[index - 1].tensors.compact(measurement.key),
                     before.shape == measurement.shape, let a = before.stats.l2Norm, let b = measurement.stats.l2Norm,
                     let relative = measurement.drift?.relativeChange, a > 0, b > 0, a.isFinite, b.isFinite, relative.isFinite
                 else { continue }
