@@ -175,9 +175,11 @@ package enum DetectorSupport {
     /// A weight matrix or convolution kernel (rank ≥ 2), the tensors scale rules apply to.
     /// Biases are never kernels, whatever their rank (a Keras GRU's bias is [2, 3·units], zeros at
     /// initialisation).
-    package static func isKernel(_ measurement: TensorMeasurement) -> Bool {
-        measurement.shape.count >= 2 && !isRunningStatistic(measurement.name)
-            && !isNormalization(measurement.name, shape: measurement.shape) && !TensorNames.isBias(measurement.name)
+    package static func isKernel(_ measurement: TensorMeasurement) -> Bool { isKernel(shape: measurement.shape, name: measurement.name) }
+
+    /// ``isKernel(_:)`` from a tensor's shape and name, all it depends on.
+    package static func isKernel(shape: [Int], name: String) -> Bool {
+        shape.count >= 2 && !isRunningStatistic(name) && !isNormalization(name, shape: shape) && !TensorNames.isBias(name)
     }
 
     /// The shape of the weight `name` at its last save in the run, when it has one.

@@ -90,14 +90,33 @@ package struct ExplodingGradientDetector: Detector {
         // the last ten saves, not the one save before, which may have been an unusually small batch.
         var previousTotals: [Double] = []
         var previousTotal: Double?
+        // Which tensors of a save are the gradients looked at, its weights, and each gradient's weight (the
+        // first of its key, as the table's lookup) when that is a kernel: the same for every save of one
+        // table layout (consecutive saves share theirs), so worked out once per layout.
+        var plan: (layout: ObjectIdentifier, gradients: [Int], weights: [Int], kernelPartner: [Int?])?
         for record in run.records {
-            // Each measurement is read out of the record once (the weights by key, first of a key as the record's lookup).
-            let measurements = record.compactOrdered
-            let gradients = measurements.filter { $0.role == .gradient && !frozen.contains($0.name) }
-            guard !gradients.isEmpty else { continue }
-            let weights = measurements.filter { $0.role == .weight }
+            let table = record.tensors
+            let layout = ObjectIdentifier(table.layout)
+            if plan?.layout != layout {
+                let descriptors = table.layout.descriptors
+                let gradients = descriptors.indices.filter { descriptors[$0].role == .gradient && !frozen.contains(descriptors[$0].name) }
+                let weights = descriptors.indices.filter { descriptors[$0].role == .weight }
+                var weightIndex: [TensorKey: Int] = [:]
+                for (index, position) in weights.enumerated() where weightIndex[descriptors[position].key] == nil {
+                    weightIndex[descriptors[position].key] = index
+                }
+                let kernelPartner = gradients.map { position -> Int? in
+                    guard let index = weightIndex[.weight(descriptors[position].name)] else { return nil }
+                    let weight = descriptors[weights[index]]
+                    return DetectorSupport.isKernel(shape: weight.shape, name: weight.name) ? index : nil
+                }
+                plan = (layout, gradients, weights, kernelPartner)
+            }
+            guard let plan, !plan.gradients.isEmpty else { continue }
+            // Each measurement is read out of the record once.
+            let gradients = plan.gradients.map { table.measurement(at: $0, log2: false) }
+            let weights = plan.weights.map { table.measurement(at: $0, log2: false) }
             let weightsFinite = weights.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
-            let weightByKey = Dictionary(weights.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
             if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {
                 return DetectorOutcome(findings: [
                     finding(
@@ -109,10 +128,10 @@ package struct ExplodingGradientDetector: Detector {
             }
             var total = 0.0
             var worst: (TensorMeasurement, Double)?
-            for gradient in gradients {
+            for (index, gradient) in gradients.enumerated() {
                 guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
                 total += gn * gn
-                if let weight = weightByKey[.weight(gradient.name)], DetectorSupport.isKernel(weight),
+                if let partner = plan.kernelPartner[index], case let weight = weights[partner],
                     !DetectorSupport.nearZero(weight, thresholds: thresholds), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite
                 {
                     let ratio = gn / wn
