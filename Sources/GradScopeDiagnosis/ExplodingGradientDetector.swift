@@ -82,7 +82,7 @@ package struct ExplodingGradientDetector: Detector {
     package func fromGradients(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let frozen = Set(
             run.indexedWeightKeys.filter { key in
-                let drifts = run.indexedSeries(key).compactMap(\.measurement.drift)
+                let drifts = run.driftSeries(key).compactMap(\.drift)
                 return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
             }.map(\.name))
         // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach

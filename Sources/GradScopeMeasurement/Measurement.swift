@@ -300,14 +300,7 @@ public struct MeasurementTable: Sendable {
                 log2Histogram: (withLog2 && !log2.isEmpty ? log2.histogram(at: t) : nil)
                     ?? Log2Histogram(minExponent: 0, counts: [], zeros: zeros),
                 unitNorms: nil, unitZeroCount: nil)
-            if flag & Flag.drift != 0 {
-                let changed = integer(t, 5)
-                drift = DriftStats(
-                    count: count, finiteCount: count, deltaNorm: nil, normA: nil, normB: nil, relativeChange: number(t, 5),
-                    maxAbsDelta: nil, cosineSimilarity: nil, changed: changed,
-                    changedFraction: count > 0 ? Double(changed) / Double(count) : nil, signFlips: 0, nonFinite: 0,
-                    unitRelativeChange: nil, unitChanged: nil)
-            }
+            drift = compactDrift(at: t, count: count)
         }
         return layout.descriptors.withUnsafeBufferPointer { descriptors in
             var measurement = TensorMeasurement(
@@ -323,6 +316,23 @@ public struct MeasurementTable: Sendable {
             measurement.gates = descriptors[t].gates
             return measurement
         }
+    }
+
+    /// The drift of the measurement at position `t` as the compact numbers give it back (nil when none was kept).
+    private func compactDrift(at t: Int, count: Int) -> DriftStats? {
+        guard flags[t] & Flag.drift != 0 else { return nil }
+        let changed = integer(t, 5)
+        return DriftStats(
+            count: count, finiteCount: count, deltaNorm: nil, normA: nil, normB: nil, relativeChange: number(t, 5),
+            maxAbsDelta: nil, cosineSimilarity: nil, changed: changed,
+            changedFraction: count > 0 ? Double(changed) / Double(count) : nil, signFlips: 0, nonFinite: 0,
+            unitRelativeChange: nil, unitChanged: nil)
+    }
+
+    /// `measurement(at: t).drift`, without building the measurement.
+    package func drift(at t: Int) -> DriftStats? {
+        if !full.isEmpty, let parts = full[t] { return parts.drift }
+        return compactDrift(at: t, count: integer(t, 0))
     }
 
     public subscript(key: TensorKey) -> TensorMeasurement? {
@@ -545,6 +555,27 @@ public struct RunMeasurements: Sendable {
                 }
                 guard let position else { continue }
                 points.append((records[i].step, records[i].tensors.measurement(at: position, log2: log2)))
+            }
+        }
+        return points
+    }
+
+    /// The drift of each point of ``series(_:)``, without building the measurements.
+    package func driftSeries(_ key: TensorKey) -> [(step: Int, drift: DriftStats?)] {
+        var points: [(step: Int, drift: DriftStats?)] = []
+        points.reserveCapacity(records.count)
+        var lastLayout: ObjectIdentifier?
+        var position: Int?
+        records.withUnsafeBufferPointer { records in
+            for i in records.indices {
+                let layout = records[i].tensors.layout
+                let id = ObjectIdentifier(layout)
+                if id != lastLayout {
+                    lastLayout = id
+                    position = layout.index[key]
+                }
+                guard let position else { continue }
+                points.append((records[i].step, records[i].tensors.drift(at: position)))
             }
         }
         return points

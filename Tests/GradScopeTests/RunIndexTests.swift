@@ -22,6 +22,7 @@ struct RunIndexTests {
                 }
         }
         #expect(!run.weightKeys.isEmpty)
+        #expect(run.weightKeys.contains { key in run.driftSeries(key).contains { $0.drift != nil } })
         // The run's own series keep the histograms the index's leave out.
         #expect(run.weightKeys.contains { key in run.series(key).contains { !$0.measurement.stats.log2Histogram.counts.isEmpty } })
         var other = run
@@ -47,6 +48,10 @@ struct RunIndexTests {
                             compact.stats.log2Histogram = Log2Histogram(minExponent: 0, counts: [], zeros: compact.stats.zeros)
                             return (point.step, compact)
                         }))
+                // The drifts alone, without building the measurements.
+                let drifts = run.driftSeries(key)
+                #expect(drifts.map(\.step) == run.series(key).map(\.step))
+                #expect(drifts.map(\.drift) == run.series(key).map(\.measurement.drift))
                 // First and last without building the series.
                 #expect(run.indexedLast(key)?.stats == run.indexedSeries(key).last?.measurement.stats)
                 #expect(run.indexedFirst(key)?.stats == run.indexedSeries(key).first?.measurement.stats)
