@@ -171,7 +171,7 @@ package struct CollapsingDetector: Detector {
         // The layers that hold a matrix or kernel: the next of them after an activation's layer reads its output.
         var weighted = Set<String>()
         for key in run.indexedWeightKeys {
-            if let weight = run.indexedSeries(key).last?.measurement, DetectorSupport.isKernel(weight) { weighted.insert(weight.layer) }
+            if let weight = run.indexedLast(key), DetectorSupport.isKernel(weight) { weighted.insert(weight.layer) }
         }
         let producers = Diagnoser.activationProducers(run)
         var silent: [SilentActivation] = []

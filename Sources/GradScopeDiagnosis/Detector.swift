@@ -175,20 +175,22 @@ package enum DetectorSupport {
     /// A weight matrix or convolution kernel (rank ≥ 2), the tensors scale rules apply to.
     /// Biases are never kernels, whatever their rank (a Keras GRU's bias is [2, 3·units], zeros at
     /// initialisation).
-    package static func isKernel(_ measurement: TensorMeasurement) -> Bool {
-        measurement.shape.count >= 2 && !isRunningStatistic(measurement.name)
-            && !isNormalization(measurement.name, shape: measurement.shape) && !TensorNames.isBias(measurement.name)
+    package static func isKernel(_ measurement: TensorMeasurement) -> Bool { isKernel(shape: measurement.shape, name: measurement.name) }
+
+    /// ``isKernel(_:)`` from a tensor's shape and name, all it depends on.
+    package static func isKernel(shape: [Int], name: String) -> Bool {
+        shape.count >= 2 && !isRunningStatistic(name) && !isNormalization(name, shape: shape) && !TensorNames.isBias(name)
     }
 
     /// The shape of the weight `name` at its last save in the run, when it has one.
     package static func weightShape(_ run: RunMeasurements, _ name: String) -> [Int]? {
-        run.indexedSeries(.weight(name)).last?.measurement.shape
+        run.indexedLast(.weight(name))?.shape
     }
 
     /// Keys of the optimizer slots holding a second moment (Adam's v, RMSprop's mean square): a
     /// running average of g², so √mean(v) estimates the gradient's RMS where no gradient was saved.
     package static func secondMomentKeys(_ run: RunMeasurements) -> [TensorKey] {
-        run.indexedKeys(role: .optimizer).filter { run.indexedSeries($0).first?.measurement.slot == .secondMoment }
+        run.indexedKeys(role: .optimizer).filter { run.indexedFirst($0)?.slot == .secondMoment }
     }
 
     /// A kernel still near zero: its RMS is below `init_too_small_factor` (0.1) times

@@ -96,14 +96,14 @@ public enum Diagnoser {
         // The units of each layer's kernel, from its last measurement.
         var kernelUnits: [String: Int] = [:]
         for key in run.indexedWeightKeys {
-            guard let weight = run.indexedSeries(key).last?.measurement, DetectorSupport.isKernel(weight), kernelUnits[weight.layer] == nil,
+            guard let weight = run.indexedLast(key), DetectorSupport.isKernel(weight), kernelUnits[weight.layer] == nil,
                 let units = TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis, gates: weight.gates)
             else { continue }
             kernelUnits[weight.layer] = units
         }
         var producers: [String: String] = [:]
         for key in run.indexedKeys(role: .activation) {
-            guard let activation = run.indexedSeries(key).last?.measurement, !layers.contains(activation.layer),
+            guard let activation = run.indexedLast(key), !layers.contains(activation.layer),
                 let (parent, index) = split(activation.layer),
                 let producer = siblings[parent]?.filter({ $0.index < index }).max(by: { $0.index < $1.index })?.layer,
                 let units = activation.unitCount, kernelUnits[producer] == units

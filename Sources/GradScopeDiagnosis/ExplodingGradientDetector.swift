@@ -60,7 +60,7 @@ package struct ExplodingGradientDetector: Detector {
             let growth = norm / baseline
             guard growth >= thresholds.explodingGrowth else { continue }
             let lossLater = log.first { $0.step > step && ($0.loss.map { !$0.isFinite } ?? false) }?.step
-            let saveLater = run.records.first { $0.step > step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }?.step
+            let saveLater = run.records.first { $0.step > step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }?.step
             let nanStep = [lossLater, saveLater].compactMap { $0 }.min()
             let message =
                 "Gradients explode at step \(step): the total gradient norm the training log holds there is \(formatSignificant(norm)), \(formatSignificant(growth))x its median of \(formatSignificant(baseline)) over the \(before.count) logging steps before."
@@ -82,7 +82,7 @@ package struct ExplodingGradientDetector: Detector {
     package func fromGradients(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         let frozen = Set(
             run.indexedWeightKeys.filter { key in
-                let drifts = run.indexedSeries(key).compactMap(\.measurement.drift)
+                let drifts = run.driftSeries(key).compactMap(\.drift)
                 return !drifts.isEmpty && drifts.allSatisfy { $0.changed == 0 }
             }.map(\.name))
         // Minibatch gradient norms are noisy by a multiplicative factor (a healthy run's spread can reach
@@ -90,14 +90,33 @@ package struct ExplodingGradientDetector: Detector {
         // the last ten saves, not the one save before, which may have been an unusually small batch.
         var previousTotals: [Double] = []
         var previousTotal: Double?
+        // Which tensors of a save are the gradients looked at, its weights, and each gradient's weight (the
+        // first of its key, as the table's lookup) when that is a kernel: the same for every save of one
+        // table layout (consecutive saves share theirs), so worked out once per layout.
+        var plan: (layout: ObjectIdentifier, gradients: [Int], weights: [Int], kernelPartner: [Int?])?
         for record in run.records {
-            // Each measurement is read out of the record once (the weights by key, first of a key as the record's lookup).
-            let measurements = record.ordered
-            let gradients = measurements.filter { $0.role == .gradient && !frozen.contains($0.name) }
-            guard !gradients.isEmpty else { continue }
-            let weights = measurements.filter { $0.role == .weight }
+            let table = record.tensors
+            let layout = ObjectIdentifier(table.layout)
+            if plan?.layout != layout {
+                let descriptors = table.layout.descriptors
+                let gradients = descriptors.indices.filter { descriptors[$0].role == .gradient && !frozen.contains(descriptors[$0].name) }
+                let weights = descriptors.indices.filter { descriptors[$0].role == .weight }
+                var weightIndex: [TensorKey: Int] = [:]
+                for (index, position) in weights.enumerated() where weightIndex[descriptors[position].key] == nil {
+                    weightIndex[descriptors[position].key] = index
+                }
+                let kernelPartner = gradients.map { position -> Int? in
+                    guard let index = weightIndex[.weight(descriptors[position].name)] else { return nil }
+                    let weight = descriptors[weights[index]]
+                    return DetectorSupport.isKernel(shape: weight.shape, name: weight.name) ? index : nil
+                }
+                plan = (layout, gradients, weights, kernelPartner)
+            }
+            guard let plan, !plan.gradients.isEmpty else { continue }
+            // Each measurement is read out of the record once.
+            let gradients = plan.gradients.map { table.measurement(at: $0, log2: false) }
+            let weights = plan.weights.map { table.measurement(at: $0, log2: false) }
             let weightsFinite = weights.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
-            let weightByKey = Dictionary(weights.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
             if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {
                 return DetectorOutcome(findings: [
                     finding(
@@ -109,10 +128,10 @@ package struct ExplodingGradientDetector: Detector {
             }
             var total = 0.0
             var worst: (TensorMeasurement, Double)?
-            for gradient in gradients {
+            for (index, gradient) in gradients.enumerated() {
                 guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
                 total += gn * gn
-                if let weight = weightByKey[.weight(gradient.name)], DetectorSupport.isKernel(weight),
+                if let partner = plan.kernelPartner[index], case let weight = weights[partner],
                     !DetectorSupport.nearZero(weight, thresholds: thresholds), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite
                 {
                     let ratio = gn / wn
@@ -132,7 +151,7 @@ package struct ExplodingGradientDetector: Detector {
             let growth = baseline.map { $0 > 0 ? total / $0 : 0 } ?? 0
             if (growth >= thresholds.explodingGrowth && ratio >= thresholds.explodingRatio) || ratio >= thresholds.explodingAbsoluteRatio {
                 let severity: Severity =
-                    run.records.contains { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+                    run.records.contains { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
                     ? .error : .warning
                 let grew =
                     growth >= thresholds.explodingGrowth
@@ -165,7 +184,7 @@ package struct ExplodingGradientDetector: Detector {
         record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
         evidence: [String: EvidenceValue], run: RunMeasurements
     ) -> Finding {
-        let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+        let nanLater = run.records.first { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
         let explanation = ExplodingGradientExplanation.gradients(nanStep: nanLater?.step).text
         return Finding(
             kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
@@ -193,7 +212,7 @@ package struct ExplodingGradientDetector: Detector {
                 if worst == nil || ratio > worst?.1 ?? 0 { worst = (slot, ratio, gradientRMS) }
             }
             guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
-            let nanLater = run.records.first { $0.step > record.step && $0.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } }
+            let nanLater = run.records.first { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
             let message =
                 "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(formatSignificant(gradientRMS)) (RMS), \(formatSignificant(ratio))x the size of its weights."
             let explanation = ExplodingGradientExplanation.secondMoment(slot: slot.slotName ?? "v", ratio: ratio).text

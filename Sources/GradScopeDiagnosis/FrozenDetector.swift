@@ -34,7 +34,7 @@ package struct FrozenDetector: Detector {
         var movingKeys = Set<TensorKey>()
         var frozenKeys: [TensorKey] = []
         for key in keys {
-            let drifts = run.indexedSeries(key).compactMap(\.measurement.drift)
+            let drifts = run.driftSeries(key).compactMap(\.drift)
             guard !drifts.isEmpty else { continue }
             if drifts.allSatisfy({ $0.changed == 0 && $0.count > 0 }) { frozenKeys.append(key) } else { movingKeys.insert(key) }
         }
@@ -45,16 +45,16 @@ package struct FrozenDetector: Detector {
             return DetectorOutcome()
         }
         let otherRatios = movingKeys.compactMap { key in
-            DetectorSupport.median(run.indexedSeries(key).compactMap(\.measurement.drift?.relativeChange))
+            DetectorSupport.median(run.driftSeries(key).compactMap { $0.drift?.relativeChange })
         }
         let medianOther = DetectorSupport.median(otherRatios)
         // Frozen weights whose layers all come before the first trained layer in depth order: a frozen
         // backbone (transfer learning freezes the layers nearest the input; Yosinski et al. 2014).
         let layerIndex = Dictionary(run.layers.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
-        let firstMoving = movingKeys.compactMap { run.indexedSeries($0).last.flatMap { layerIndex[$0.measurement.layer] } }.min()
+        let firstMoving = movingKeys.compactMap { run.indexedLast($0).flatMap { layerIndex[$0.layer] } }.min()
         let frozenPrefix = Set(
             frozenKeys.filter { key in
-                guard let firstMoving, let layer = run.indexedSeries(key).last?.measurement.layer, let index = layerIndex[layer] else { return false }
+                guard let firstMoving, let layer = run.indexedLast(key)?.layer, let index = layerIndex[layer] else { return false }
                 return index < firstMoving
             })
         for key in frozenKeys {
@@ -179,7 +179,7 @@ package struct FrozenDetector: Detector {
     package func stopped(_ run: RunMeasurements, keys: [TensorKey], medianOther: Double?) -> [Finding] {
         var changedAt: [Int: Int] = [:]
         for key in run.indexedWeightKeys where !DetectorSupport.isRunningStatistic(key.name) {
-            for entry in run.indexedSeries(key) where (entry.measurement.drift?.changed ?? 0) > 0 { changedAt[entry.step, default: 0] += 1 }
+            for entry in run.driftSeries(key) where (entry.drift?.changed ?? 0) > 0 { changedAt[entry.step, default: 0] += 1 }
         }
         var findings: [Finding] = []
         for key in keys {

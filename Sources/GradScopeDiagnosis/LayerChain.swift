@@ -54,7 +54,7 @@ package enum LayerChain {
         var kernels: [String: [TensorMeasurement]] = [:]
         var weighted = Set<String>()
         for key in run.indexedWeightKeys {
-            guard let weight = run.indexedSeries(key).last?.measurement else { continue }
+            guard let weight = run.indexedLast(key) else { continue }
             weighted.insert(weight.layer)
             if DetectorSupport.isKernel(weight) { kernels[weight.layer, default: []].append(weight) }
         }
@@ -96,7 +96,7 @@ package enum LayerChain {
             let kernel = TensorKey.gradient(link.consumerKernel)
             guard let window = run.unitWindows.first(where: { $0.key == kernel && $0.source == .inputs }) else { return nil }
             let bias = run.indexedKeys(role: .gradient).first { key in
-                TensorNames.isBias(key.name) && run.indexedSeries(key).last?.measurement.layer == link.consumer
+                TensorNames.isBias(key.name) && run.indexedLast(key)?.layer == link.consumer
             }
             return Evidence(inputs: window, kernel: kernel, bias: bias, what: "the weight gradient", fromMoments: false)
         }
@@ -104,15 +104,15 @@ package enum LayerChain {
         guard let kernel = moments.first(where: { $0.name == link.consumerKernel }),
             let window = run.unitWindows.first(where: { $0.key == kernel && $0.source == .inputs })
         else { return nil }
-        let bias = moments.first { key in TensorNames.isBias(key.name) && run.indexedSeries(key).last?.measurement.layer == link.consumer }
-        let slot = run.indexedSeries(kernel).last?.measurement.slotName ?? "v"
+        let bias = moments.first { key in TensorNames.isBias(key.name) && run.indexedLast(key)?.layer == link.consumer }
+        let slot = run.indexedLast(kernel)?.slotName ?? "v"
         return Evidence(inputs: window, kernel: kernel, bias: bias, what: "the optimizer's second moment (\(slot))", fromMoments: true)
     }
 
     /// What a kernel's input units are called: "columns" of a PyTorch matrix, "rows" of a Keras one,
     /// "channels" of a convolution.
     package static func inputWord(_ run: RunMeasurements, kernel: TensorKey) -> String {
-        guard let measurement = run.indexedSeries(kernel).last?.measurement else { return "units" }
+        guard let measurement = run.indexedLast(kernel) else { return "units" }
         if measurement.shape.count > 2 { return "channels" }
         return measurement.unitAxis == 0 ? "columns" : "rows"
     }

@@ -201,11 +201,11 @@ package struct LossPlateauDetector: Detector {
     package func outputLayerUnits(_ run: RunMeasurements) -> Int? {
         guard
             let key = run.indexedWeightKeys.last(where: { key in
-                run.indexedSeries(key).last.map {
-                    DetectorSupport.isKernel($0.measurement) && !DetectorSupport.isEmbedding($0.measurement.name, shape: $0.measurement.shape)
+                run.indexedLast(key).map {
+                    DetectorSupport.isKernel($0) && !DetectorSupport.isEmbedding($0.name, shape: $0.shape)
                 }
                     ?? false
-            }), let weight = run.indexedSeries(key).last?.measurement
+            }), let weight = run.indexedLast(key)
         else { return nil }
         return TensorNames.units(shape: weight.shape, unitAxis: weight.unitAxis, gates: weight.gates)
     }

@@ -24,13 +24,13 @@ package struct NanInfDetector: Detector {
         guard !run.records.isEmpty else { return .lacking("no tensors were read") }
         let roleOrder: [TensorRole: Int] = [.gradient: 0, .activation: 1, .optimizer: 2, .weight: 3]
         for (index, record) in run.records.enumerated() {
-            let bad = record.ordered.filter { DetectorSupport.nonFinite($0) > 0 }
+            let bad = record.compactOrdered.filter { DetectorSupport.nonFinite($0) > 0 }
             let lossBad = record.loss.map { !$0.isFinite } ?? false
             guard !bad.isEmpty || lossBad else { continue }
             let sorted = bad.sorted { (roleOrder[$0.role] ?? 9) < (roleOrder[$1.role] ?? 9) }
             let lastStep =
                 run.records.last { rec in
-                    rec.tensors.values.contains { DetectorSupport.nonFinite($0) > 0 } || (rec.loss.map { !$0.isFinite } ?? false)
+                    rec.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } || (rec.loss.map { !$0.isFinite } ?? false)
                 }?.step ?? record.step
             let first = sorted.first
             let nan = bad.reduce(0) { $0 + $1.stats.nan }
@@ -48,13 +48,13 @@ package struct NanInfDetector: Detector {
             var blowUp: (before: Double, previous: Double)?
             if index > 0 {
                 let previous = run.records[index - 1]
-                let gradientNorms = previous.ordered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
+                let gradientNorms = previous.compactOrdered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
                 if !gradientNorms.isEmpty {
                     let total = gradientNorms.reduce(0) { $0 + $1 * $1 }.squareRoot()
                     evidence["previous_step"] = .int(previous.step)
                     evidence["previous_gradient_norm"] = .number(total)
                     if index > 1 {
-                        let before = run.records[index - 2].ordered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
+                        let before = run.records[index - 2].compactOrdered.filter { $0.role == .gradient }.compactMap(\.stats.l2Norm)
                         let beforeTotal = before.reduce(0) { $0 + $1 * $1 }.squareRoot()
                         if beforeTotal > 0 && total / beforeTotal >= 3 {
                             blowUp = (beforeTotal, total)

@@ -11,7 +11,8 @@ import Synchronization
 /// same source, steps and tensor tables); ``RunMeasurements/indexedSeries(_:)`` and
 /// ``RunMeasurements/indexedKeys(role:)`` use the index of the analysis in progress
 /// (``with(_:_:)``) and compute the answer afresh for any other run. The answers are those of
-/// ``RunMeasurements/series(_:)`` and ``RunMeasurements/keys(role:)``.
+/// ``RunMeasurements/series(_:)`` and ``RunMeasurements/keys(role:)``, except that the series' points leave their log2
+/// histograms empty (no detector reads them; the report reads the saves themselves).
 package final class RunIndex: Sendable {
     @TaskLocal package static var current: RunIndex?
 
@@ -69,13 +70,25 @@ package final class RunIndex: Sendable {
 
     package func series(_ key: TensorKey, of run: RunMeasurements) -> [(step: Int, measurement: TensorMeasurement)] {
         if let known = state.withLock({ $0.series[key] }) { return known }
-        let series = run.series(key)
+        let series = run.series(key, log2: false)
         state.withLock { state in
             guard state.cachedPoints + series.count <= budget else { return }
             state.series[key] = series
             state.cachedPoints += series.count
         }
         return series
+    }
+
+    /// The last point of ``series(_:of:)``, from the series when it is kept, else from the last save holding `key`.
+    package func last(_ key: TensorKey, of run: RunMeasurements) -> TensorMeasurement? {
+        if let known = state.withLock({ $0.series[key] }) { return known.last?.measurement }
+        return run.lastMeasurement(key, log2: false)
+    }
+
+    /// The first point of ``series(_:of:)``, from the series when it is kept, else from the first save holding `key`.
+    package func first(_ key: TensorKey, of run: RunMeasurements) -> TensorMeasurement? {
+        if let known = state.withLock({ $0.series[key] }) { return known.first?.measurement }
+        return run.firstMeasurement(key, log2: false)
     }
 
     package func keys(role: TensorRole, of run: RunMeasurements) -> [TensorKey] {
@@ -90,7 +103,19 @@ extension RunMeasurements {
     /// ``series(_:)``, from the index of the analysis in progress when there is one for this run.
     package func indexedSeries(_ key: TensorKey) -> [(step: Int, measurement: TensorMeasurement)] {
         if let index = RunIndex.current, index.describes(self) { return index.series(key, of: self) }
-        return series(key)
+        return series(key, log2: false)
+    }
+
+    /// The last measurement of ``indexedSeries(_:)``, without building the series.
+    package func indexedLast(_ key: TensorKey) -> TensorMeasurement? {
+        if let index = RunIndex.current, index.describes(self) { return index.last(key, of: self) }
+        return lastMeasurement(key, log2: false)
+    }
+
+    /// The first measurement of ``indexedSeries(_:)``, without building the series.
+    package func indexedFirst(_ key: TensorKey) -> TensorMeasurement? {
+        if let index = RunIndex.current, index.describes(self) { return index.first(key, of: self) }
+        return firstMeasurement(key, log2: false)
     }
 
     /// ``keys(role:)``, from the index of the analysis in progress when there is one for this run.

@@ -72,7 +72,7 @@ package struct UpdateRatioDetector: Detector {
             for key in run.indexedWeightKeys {
                 guard let uppers = perTensorUpper[key], !uppers.isEmpty, let highest = uppers.max(), highest > 0,
                     highest < thresholds.updateRatioLow, modelMedian >= thresholds.updateRatioLowContrast * highest,
-                    let weight = run.indexedSeries(key).last?.measurement, let stepList = steps[key]
+                    let weight = run.indexedLast(key), let stepList = steps[key]
                 else { continue }
                 findings.append(
                     Finding(

@@ -34,7 +34,7 @@ package struct VanishingGradientDetector: Detector {
         var momentKeys: [String: TensorKey] = [:]
         if !run.hasGradients {
             for key in DetectorSupport.secondMomentKeys(run) {
-                guard let name = run.indexedSeries(key).first?.measurement.name, momentKeys[name] == nil else { continue }
+                guard let name = run.indexedFirst(key)?.name, momentKeys[name] == nil else { continue }
                 momentKeys[name] = key
             }
             guard !momentKeys.isEmpty else {
@@ -43,7 +43,7 @@ package struct VanishingGradientDetector: Detector {
         }
         let estimated = !run.hasGradients
         let kernelKeys = run.indexedWeightKeys.filter { key in
-            guard let weight = run.indexedSeries(key).last?.measurement else { return false }
+            guard let weight = run.indexedLast(key) else { return false }
             return DetectorSupport.isKernel(weight) && !DetectorSupport.isEmbedding(weight.name, shape: weight.shape)
         }
         var profiles: [(step: Int, early: Double, late: Double, earlyName: String, lateName: String, ratios: [Double])] = []
@@ -89,7 +89,7 @@ package struct VanishingGradientDetector: Detector {
         let severity: Severity = improving == true ? .info : .warning
         let depthRatio = first.early / first.late
         let orders = -Foundation.log10(depthRatio)
-        let layerName = run.indexedSeries(.weight(first.earlyName)).last?.measurement.layer
+        let layerName = run.indexedLast(.weight(first.earlyName))?.layer
         // A zero side is said in words: the ratio is 0 and its orders of magnitude are unbounded.
         let gap =
             first.early > 0

@@ -42,7 +42,7 @@ package struct ZeroGradientDetector: Detector {
             return DetectorOutcome(findings: findings)
         }
         let slotKeys = run.indexedKeys(role: .optimizer).filter { key in
-            guard let slot = run.indexedSeries(key).first?.measurement.slot else { return false }
+            guard let slot = run.indexedFirst(key)?.slot else { return false }
             return slot == .firstMoment || slot == .secondMoment || slot == .momentum
         }
         guard !slotKeys.isEmpty else {

@@ -89,6 +89,9 @@ public struct StepRecord: Sendable, Codable {
     public var ordered: [TensorMeasurement] { tensors.values }
     /// Tensor keys in the checkpoint's order.
     public var order: [TensorKey] { tensors.keys }
+    /// ``ordered`` with every log2 histogram left empty (``MeasurementTable/measurement(at:log2:)``): what the
+    /// detectors read, without an allocation per tensor.
+    package var compactOrdered: [TensorMeasurement] { tensors.compactValues }
 
     public func weight(_ name: String) -> TensorMeasurement? { tensors[.weight(name)] }
     public func gradient(_ name: String) -> TensorMeasurement? { tensors[.gradient(name)] }
@@ -273,8 +276,12 @@ public struct MeasurementTable: Sendable {
     }
 
     /// The measurement at position `t` (the checkpoint's order).
-    public func measurement(at t: Int) -> TensorMeasurement {
-        let d = layout.descriptors[t]
+    public func measurement(at t: Int) -> TensorMeasurement { measurement(at: t, log2: true) }
+
+    /// The measurement at position `t`; without `log2`, its log2 histogram is the empty one of the detail
+    /// `compact` even where one is kept (what the detectors read does not include it; building it is
+    /// an allocation per point). The descriptor's fields are read in place, not copied twice.
+    package func measurement(at t: Int, log2 withLog2: Bool) -> TensorMeasurement {
         let flag = flags[t]
         var stats: TensorStats
         var drift: DriftStats?
@@ -285,31 +292,47 @@ public struct MeasurementTable: Sendable {
             let count = integer(t, 0), nan = integer(t, 2), posInf = integer(t, 3), negInf = integer(t, 4)
             let min = number(t, 2), max = number(t, 3)
             let maxAbs = min.flatMap { low in max.map { high in Swift.max(Swift.abs(low), Swift.abs(high)) } }
+            let zeros = integer(t, 1)
             stats = TensorStats(
                 count: count, finiteCount: count - nan - posInf - negInf, mean: number(t, 0), std: number(t, 1), min: min,
-                max: max, maxAbs: maxAbs, l2Norm: number(t, 4), zeros: integer(t, 1), nan: nan, posInf: posInf, negInf: negInf,
+                max: max, maxAbs: maxAbs, l2Norm: number(t, 4), zeros: zeros, nan: nan, posInf: posInf, negInf: negInf,
                 p1: nil, p5: nil, p50: nil, p95: nil, p99: nil, histogram: nil,
-                log2Histogram: (log2.isEmpty ? nil : log2.histogram(at: t)) ?? Log2Histogram(minExponent: 0, counts: [], zeros: integer(t, 1)),
+                log2Histogram: (withLog2 && !log2.isEmpty ? log2.histogram(at: t) : nil)
+                    ?? Log2Histogram(minExponent: 0, counts: [], zeros: zeros),
                 unitNorms: nil, unitZeroCount: nil)
-            if flag & Flag.drift != 0 {
-                let changed = integer(t, 5)
-                drift = DriftStats(
-                    count: count, finiteCount: count, deltaNorm: nil, normA: nil, normB: nil, relativeChange: number(t, 5),
-                    maxAbsDelta: nil, cosineSimilarity: nil, changed: changed,
-                    changedFraction: count > 0 ? Double(changed) / Double(count) : nil, signFlips: 0, nonFinite: 0,
-                    unitRelativeChange: nil, unitChanged: nil)
-            }
+            drift = compactDrift(at: t, count: count)
         }
-        var measurement = TensorMeasurement(
-            key: d.key, name: d.name, layer: d.layer, role: d.role, slot: d.slot, slotName: d.slotName, shape: d.shape,
-            unitAxis: d.unitAxis, dtype: d.dtype, path: d.path, trainable: d.trainable, stats: stats, drift: drift,
-            zeroUnits: flag & Flag.zeroUnits != 0 ? integer(t, 6) : nil,
-            unitCount: flag & Flag.unitCount != 0 ? integer(t, 7) : nil,
-            inactiveUnits: flag & Flag.inactiveUnits != 0 ? integer(t, 8) : nil)
-        measurement.zeroInputs = flag & Flag.zeroInputs != 0 ? integer(t, 9) : nil
-        measurement.inputCount = flag & Flag.inputCount != 0 ? integer(t, 10) : nil
-        measurement.gates = d.gates
-        return measurement
+        return layout.descriptors.withUnsafeBufferPointer { descriptors in
+            var measurement = TensorMeasurement(
+                key: descriptors[t].key, name: descriptors[t].name, layer: descriptors[t].layer, role: descriptors[t].role,
+                slot: descriptors[t].slot, slotName: descriptors[t].slotName, shape: descriptors[t].shape,
+                unitAxis: descriptors[t].unitAxis, dtype: descriptors[t].dtype, path: descriptors[t].path,
+                trainable: descriptors[t].trainable, stats: stats, drift: drift,
+                zeroUnits: flag & Flag.zeroUnits != 0 ? integer(t, 6) : nil,
+                unitCount: flag & Flag.unitCount != 0 ? integer(t, 7) : nil,
+                inactiveUnits: flag & Flag.inactiveUnits != 0 ? integer(t, 8) : nil)
+            measurement.zeroInputs = flag & Flag.zeroInputs != 0 ? integer(t, 9) : nil
+            measurement.inputCount = flag & Flag.inputCount != 0 ? integer(t, 10) : nil
+            measurement.gates = descriptors[t].gates
+            return measurement
+        }
+    }
+
+    /// The drift of the measurement at position `t` as the compact numbers give it back (nil when none was kept).
+    private func compactDrift(at t: Int, count: Int) -> DriftStats? {
+        guard flags[t] & Flag.drift != 0 else { return nil }
+        let changed = integer(t, 5)
+        return DriftStats(
+            count: count, finiteCount: count, deltaNorm: nil, normA: nil, normB: nil, relativeChange: number(t, 5),
+            maxAbsDelta: nil, cosineSimilarity: nil, changed: changed,
+            changedFraction: count > 0 ? Double(changed) / Double(count) : nil, signFlips: 0, nonFinite: 0,
+            unitRelativeChange: nil, unitChanged: nil)
+    }
+
+    /// `measurement(at: t).drift`, without building the measurement.
+    package func drift(at t: Int) -> DriftStats? {
+        if !full.isEmpty, let parts = full[t] { return parts.drift }
+        return compactDrift(at: t, count: integer(t, 0))
     }
 
     public subscript(key: TensorKey) -> TensorMeasurement? {
@@ -318,6 +341,10 @@ public struct MeasurementTable: Sendable {
 
     /// The measurements, in the checkpoint's order.
     public var values: [TensorMeasurement] { (0..<count).map(measurement(at:)) }
+    /// ``values`` with every log2 histogram left empty (``measurement(at:log2:)``).
+    package var compactValues: [TensorMeasurement] { (0..<count).map { measurement(at: $0, log2: false) } }
+    /// ``subscript(_:)`` with the log2 histogram left empty (``measurement(at:log2:)``).
+    package func compact(_ key: TensorKey) -> TensorMeasurement? { layout.index[key].map { measurement(at: $0, log2: false) } }
     public var keys: [TensorKey] { layout.descriptors.map(\.key) }
     public var count: Int { flags.count }
     public var isEmpty: Bool { flags.isEmpty }
@@ -521,8 +548,65 @@ public struct RunMeasurements: Sendable {
     public var hasLoss: Bool { records.contains { $0.loss != nil } }
 
     /// The series of one tensor across steps (steps where it is absent are skipped).
-    public func series(_ key: TensorKey) -> [(step: Int, measurement: TensorMeasurement)] {
-        records.compactMap { record in record.tensors[key].map { (record.step, $0) } }
+    public func series(_ key: TensorKey) -> [(step: Int, measurement: TensorMeasurement)] { series(key, log2: true) }
+
+    /// ``series(_:)``; without `log2`, each point's log2 histogram is left empty (``MeasurementTable/measurement(at:log2:)``).
+    /// Saves of one model share their table's layout, so the key is looked up once per layout, not once per save.
+    package func series(_ key: TensorKey, log2: Bool) -> [(step: Int, measurement: TensorMeasurement)] {
+        var points: [(step: Int, measurement: TensorMeasurement)] = []
+        points.reserveCapacity(records.count)
+        var lastLayout: ObjectIdentifier?
+        var position: Int?
+        records.withUnsafeBufferPointer { records in
+            for i in records.indices {
+                let layout = records[i].tensors.layout
+                let id = ObjectIdentifier(layout)
+                if id != lastLayout {
+                    lastLayout = id
+                    position = layout.index[key]
+                }
+                guard let position else { continue }
+                points.append((records[i].step, records[i].tensors.measurement(at: position, log2: log2)))
+            }
+        }
+        return points
+    }
+
+    /// The drift of each point of ``series(_:)``, without building the measurements.
+    package func driftSeries(_ key: TensorKey) -> [(step: Int, drift: DriftStats?)] {
+        var points: [(step: Int, drift: DriftStats?)] = []
+        points.reserveCapacity(records.count)
+        var lastLayout: ObjectIdentifier?
+        var position: Int?
+        records.withUnsafeBufferPointer { records in
+            for i in records.indices {
+                let layout = records[i].tensors.layout
+                let id = ObjectIdentifier(layout)
+                if id != lastLayout {
+                    lastLayout = id
+                    position = layout.index[key]
+                }
+                guard let position else { continue }
+                points.append((records[i].step, records[i].tensors.drift(at: position)))
+            }
+        }
+        return points
+    }
+
+    /// The last point of ``series(_:)``, found from the last save on; without `log2`, its log2 histogram is left empty.
+    package func lastMeasurement(_ key: TensorKey, log2: Bool = true) -> TensorMeasurement? {
+        for record in records.reversed() {
+            if let position = record.tensors.layout.index[key] { return record.tensors.measurement(at: position, log2: log2) }
+        }
+        return nil
+    }
+
+    /// The first point of ``series(_:)``; without `log2`, its log2 histogram is left empty.
+    package func firstMeasurement(_ key: TensorKey, log2: Bool = true) -> TensorMeasurement? {
+        for record in records {
+            if let position = record.tensors.layout.index[key] { return record.tensors.measurement(at: position, log2: log2) }
+        }
+        return nil
     }
 
     /// Keys of all weight tensors, in depth order.

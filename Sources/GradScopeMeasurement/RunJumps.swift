@@ -25,8 +25,8 @@ package enum RunJumps {
     /// Whether `record`'s weights are unrelated to `before`'s (the save just before it).
     package static func unrelated(_ record: StepRecord, after before: StepRecord) -> Bool {
         var matrices = 0
-        for measurement in record.ordered where measurement.role == .weight && measurement.shape.count >= 2 {
-            guard measurement.stats.count >= minimumElements, let earlier = before.tensors[measurement.key],
+        for measurement in record.compactOrdered where measurement.role == .weight && measurement.shape.count >= 2 {
+            guard measurement.stats.count >= minimumElements, let earlier = before.tensors.compact(measurement.key),
                 earlier.shape == measurement.shape, let a = earlier.stats.l2Norm, let b = measurement.stats.l2Norm,
                 let relative = measurement.drift?.relativeChange, a > 0, b > 0, a.isFinite, b.isFinite, relative.isFinite
             else { continue }

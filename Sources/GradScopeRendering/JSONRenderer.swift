@@ -227,6 +227,10 @@ package enum PrettyJSON {
             case .scalar(let scalar): write(scalar)
             case .node(let node): try write(node, depth: depth)
             case .deferred(let value, let codingPath):
+                if let direct = value as? any PrettyJSONDirect {
+                    try direct.writeJSON(to: &self, depth: depth)
+                    return
+                }
                 let node = Node()
                 try value.encode(to: Encoding(node: node, codingPath: codingPath))
                 try write(node, depth: depth)

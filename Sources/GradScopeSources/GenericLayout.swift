@@ -1,6 +1,7 @@
 import ElementTypes
 import GradScopeModel
 import HDF5
+import Synchronization
 
 /// Any other HDF5 file, e.g. a PyTorch `state_dict` written with h5py.
 ///
@@ -107,7 +108,7 @@ package enum GenericLayout {
     }
 
     /// What the generic naming rules make of one stored array, from its name and shape alone.
-    package enum Classified {
+    package enum Classified: Sendable {
         /// A tensor to analyse, with its role, name, layer and unit axis.
         case tensor(TensorRef)
         /// An optimizer setting or counter, read as metadata; `isStep` when it is a per-parameter
@@ -122,6 +123,46 @@ package enum GenericLayout {
     /// read from. Scalars at the root are the caller's (they carry the step's metadata). Shared by
     /// every source of PyTorch-style names (HDF5 written with h5py, safetensors).
     package static func classify(relative: String, path: String, shape: [Int], type: ElementType, keras: Bool, optimizer: String?) -> Classified {
+        // The saves of a run hold the same arrays file after file: each answer is remembered (the
+        // rules depend on the arguments alone), at most `classifiedLimit` of them at a time.
+        let key = ClassifyKey(relative: relative, path: path, shape: shape, type: type, keras: keras, optimizer: optimizer)
+        if let known = classified.withLock({ $0[key] }) { return known }
+        let answer = classifyAfresh(relative: relative, path: path, shape: shape, type: type, keras: keras, optimizer: optimizer)
+        classified.withLock { table in
+            if table.count >= classifiedLimit { table.removeAll(keepingCapacity: true) }
+            table[key] = answer
+        }
+        return answer
+    }
+
+    /// The most answers of ``classify(relative:path:shape:type:keras:optimizer:)`` remembered (a few hundred
+    /// bytes each); past it they are forgotten all at once.
+    package static let classifiedLimit = 8192
+    private static let classified = Mutex<[ClassifyKey: Classified]>([:])
+
+    private struct ClassifyKey: Hashable, Sendable {
+        let relative: String
+        let path: String
+        let shape: [Int]
+        let type: ElementType
+        let keras: Bool
+        let optimizer: String?
+
+        static func == (a: Self, b: Self) -> Bool {
+            a.path == b.path && a.relative == b.relative && a.shape == b.shape && a.type == b.type && a.keras == b.keras
+                && a.optimizer == b.optimizer
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(path)
+            hasher.combine(shape)
+            hasher.combine(keras)
+        }
+    }
+
+    private static func classifyAfresh(
+        relative: String, path: String, shape: [Int], type: ElementType, keras: Bool, optimizer: String?
+    ) -> Classified {
         var segments = relative.split(separator: "/").map(String.init)
         let lowered = segments.map { $0.lowercased() }
         let elementCount = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).partialValue }

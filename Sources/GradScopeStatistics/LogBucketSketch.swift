@@ -68,6 +68,12 @@ package struct LogBucketSketch: Sendable {
         return (lower * upper).squareRoot()
     }
 
+    /// ``representative(magnitudeKey:)`` of every magnitude key below ``nonFiniteMagnitudeKey`` (0 at key 0),
+    /// computed once: every tensor's quantiles and histogram read a few thousand of them.
+    package static let representatives: [Double] = (0..<Int(nonFiniteMagnitudeKey)).map {
+        $0 == 0 ? 0 : representative(magnitudeKey: UInt16($0))
+    }
+
     /// The representative magnitude of the tiny bucket with `floor(log2 |x|) == e`:
     /// the geometric midpoint of the smallest and largest subnormals in it.
     package static func tinyRepresentative(exponent e: Int) -> Double {
@@ -261,11 +267,44 @@ package struct LogBucketSketch: Sendable {
             return (keys, counts)
         }
         let hasWide = !wide.isEmpty
-        keys.reserveCapacity(1024)
-        counts.reserveCapacity(1024)
         let base = table.counts
         // Ascending: magnitude 0, the positive range, then the same for the negative keys.
         let top = Swift.min(table.high, Int(Self.nonFiniteMagnitudeKey) - 1)
+        if !hasWide {
+            // Written straight into arrays of the most keys the range can hold (no check per append);
+            // a key is written whatever its count and kept by advancing past it only when nonzero.
+            let first = Swift.max(1, table.low)
+            let capacity = 2 * (Swift.max(0, top - first + 1) + 1)
+            var kept = 0
+            keys = [UInt16](unsafeUninitializedCapacity: capacity) { keyBuffer, keyCount in
+                counts = [Int](unsafeUninitializedCapacity: capacity) { countBuffer, countCount in
+                    guard let keyOut = keyBuffer.baseAddress, let countOut = countBuffer.baseAddress else { return }
+                    var n = 0
+                    for sign in 0..<2 {
+                        let zero = sign &* 0x8000
+                        let zeroCount = base[zero]
+                        keyOut[n] = UInt16(zero)
+                        countOut[n] = Int(zeroCount)
+                        n &+= zeroCount != 0 ? 1 : 0
+                        var key = zero | first
+                        let end = zero | top
+                        while key <= end {
+                            let count = base[key]
+                            keyOut[n] = UInt16(truncatingIfNeeded: key)
+                            countOut[n] = Int(count)
+                            n &+= count != 0 ? 1 : 0
+                            key &+= 1
+                        }
+                    }
+                    kept = n
+                    countCount = n
+                }
+                keyCount = kept
+            }
+            return (keys, counts)
+        }
+        keys.reserveCapacity(1024)
+        counts.reserveCapacity(1024)
         for sign in [0, 0x8000] {
             let zero = sign
             let zeroCount = Int(base[zero]) &+ (hasWide ? Int(wide[zero]) : 0)

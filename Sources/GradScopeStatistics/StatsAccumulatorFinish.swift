@@ -97,48 +97,79 @@ extension StatsAccumulator {
     /// order: negative keys, negative tiny values, zeros, positive tiny values,
     /// positive keys.
     package static func valueOrderedCells(keys: [UInt16], counts: [Int], tiny: [Int]) -> [Cell] {
-        var positive: [Cell] = []
-        var negative: [Cell] = []
-        positive.reserveCapacity(keys.count)
-        negative.reserveCapacity(keys.count)
+        // Counted first, then written in place: the negative keys backwards from the end of their part
+        // (the reverse of their order), the positive ones in order.
         var zeroKeyCount = 0
+        var positiveCount = 0, negativeCount = 0
         for i in keys.indices {
-            let magnitude = keys[i] & 0x7FFF
-            if magnitude == 0 {
+            if keys[i] & 0x7FFF == 0 {
                 zeroKeyCount &+= counts[i]
-                continue
-            }
-            let value = LogBucketSketch.representative(magnitudeKey: magnitude)
-            if keys[i] & LogBucketSketch.negativeFlag != 0 {
-                negative.append(Cell(value: -value, count: counts[i]))
+            } else if keys[i] & LogBucketSketch.negativeFlag == 0 {
+                positiveCount &+= 1
             } else {
-                positive.append(Cell(value: value, count: counts[i]))
+                negativeCount &+= 1
             }
         }
-        var cells: [Cell] = []
-        cells.reserveCapacity(positive.count + negative.count + 33)
-        cells.append(contentsOf: negative.reversed())
         let tinySlots = LogBucketSketch.tinyExponentCount
-        var tinyTotal = 0
+        var negativeTiny = 0, positiveTiny = 0
         if !tiny.isEmpty {
-            for index in stride(from: tinySlots - 1, through: 0, by: -1) where tiny[tinySlots + index] > 0 {
-                let e = LogBucketSketch.tinyExponentBase + index
-                cells.append(Cell(value: -LogBucketSketch.tinyRepresentative(exponent: e), count: tiny[tinySlots + index]))
-                tinyTotal &+= tiny[tinySlots + index]
+            for index in 0..<tinySlots {
+                if tiny[index] > 0 { positiveTiny &+= 1 }
+                if tiny[tinySlots + index] > 0 { negativeTiny &+= 1 }
             }
         }
-        let zeroSlot = cells.count
-        cells.append(Cell(value: 0, count: 0))
-        if !tiny.isEmpty {
-            for index in 0..<tinySlots where tiny[index] > 0 {
-                let e = LogBucketSketch.tinyExponentBase + index
-                cells.append(Cell(value: LogBucketSketch.tinyRepresentative(exponent: e), count: tiny[index]))
-                tinyTotal &+= tiny[index]
+        let total = negativeCount + negativeTiny + 1 + positiveTiny + positiveCount
+        return [Cell](unsafeUninitializedCapacity: total) { cells, initialized in
+            LogBucketSketch.representatives.withUnsafeBufferPointer { table in
+                keys.withUnsafeBufferPointer { keys in
+                    counts.withUnsafeBufferPointer { counts in
+                        func representative(_ magnitude: UInt16) -> Double {
+                            Int(magnitude) < table.count ? table[Int(magnitude)] : LogBucketSketch.representative(magnitudeKey: magnitude)
+                        }
+                        // Negative keys, in the reverse of their order.
+                        var out = negativeCount
+                        for i in 0..<keys.count where keys[i] & LogBucketSketch.negativeFlag != 0 {
+                            let magnitude = keys[i] & 0x7FFF
+                            guard magnitude != 0 else { continue }
+                            out &-= 1
+                            cells.initializeElement(
+                                at: out, to: Cell(value: -representative(magnitude), count: counts[i]))
+                        }
+                        out = negativeCount
+                        var tinyTotal = 0
+                        if !tiny.isEmpty {
+                            for index in stride(from: tinySlots - 1, through: 0, by: -1) where tiny[tinySlots + index] > 0 {
+                                let e = LogBucketSketch.tinyExponentBase + index
+                                cells.initializeElement(
+                                    at: out, to: Cell(value: -LogBucketSketch.tinyRepresentative(exponent: e), count: tiny[tinySlots + index]))
+                                out &+= 1
+                                tinyTotal &+= tiny[tinySlots + index]
+                            }
+                        }
+                        let zeroSlot = out
+                        out &+= 1
+                        if !tiny.isEmpty {
+                            for index in 0..<tinySlots where tiny[index] > 0 {
+                                let e = LogBucketSketch.tinyExponentBase + index
+                                cells.initializeElement(
+                                    at: out, to: Cell(value: LogBucketSketch.tinyRepresentative(exponent: e), count: tiny[index]))
+                                out &+= 1
+                                tinyTotal &+= tiny[index]
+                            }
+                        }
+                        cells.initializeElement(at: zeroSlot, to: Cell(value: 0, count: Swift.max(0, zeroKeyCount &- tinyTotal)))
+                        for i in 0..<keys.count where keys[i] & LogBucketSketch.negativeFlag == 0 {
+                            let magnitude = keys[i] & 0x7FFF
+                            guard magnitude != 0 else { continue }
+                            cells.initializeElement(
+                                at: out, to: Cell(value: representative(magnitude), count: counts[i]))
+                            out &+= 1
+                        }
+                    }
+                }
             }
+            initialized = total
         }
-        cells[zeroSlot].count = Swift.max(0, zeroKeyCount &- tinyTotal)
-        cells.append(contentsOf: positive)
-        return cells
     }
 
     /// The linear histogram over `[minimum, maximum]` from the sketch cells.

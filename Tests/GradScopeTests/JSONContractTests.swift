@@ -415,6 +415,33 @@ struct JSONWriterTests {
         #expect(try PrettyJSON.encode([1: "a", 10: "b", 2: "c"]) == (try Self.foundation([1: "a", 10: "b", 2: "c"])))
     }
 
+    @Test("timelines write themselves (PrettyJSONDirect) with the bytes their Encodable conformance gives")
+    func timelinesWriteTheirEncodableBytes() throws {
+        // Every optional field present (non-finite numbers, an empty array, a negative zero), then none.
+        let text = """
+            [{"name": "blocks.0.\\"w\\"\\n", "layer": "blocks.0", "shape": [4, 2], "units": 4, "points": [
+              {"step": 300, "norm": 8.05, "gradient_norm": 0.0333, "gradient_ratio": "inf", "update_ratio": 1e-7,
+               "update_per_save": -0.0, "zero_fraction": 0, "non_finite": 3, "log2_min": -15, "log2_counts": [1, 0, 112233],
+               "gradient_log2_min": 2, "gradient_log2_counts": [], "gradient_zero_fraction": "nan", "gradient_non_finite": 0,
+               "dead_units": 7},
+              {"step": -1, "non_finite": 0}]},
+             {"name": "b", "layer": "", "shape": [], "points": []}]
+            """
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(
+            positiveInfinity: NonFiniteJSON.positiveInfinity, negativeInfinity: NonFiniteJSON.negativeInfinity, nan: NonFiniteJSON.nan)
+        let timelines = try decoder.decode([TensorTimeline].self, from: Data(text.utf8))
+        #expect(timelines.count == 2 && timelines[0].points.count == 2 && timelines[0].points[0].deadUnits == 7)
+        #expect(timelines[0].points[0].gradientZeroFraction?.isNaN == true && timelines[1].units == nil)
+        let full = timelines[0].points[0], sparse = timelines[0].points[1]
+        #expect(try PrettyJSON.encode(timelines) == (try Self.foundation(timelines)))
+        #expect(try PrettyJSON.encode(["timeline": timelines]) == (try Self.foundation(["timeline": timelines])))
+        #expect(try PrettyJSON.encode([full, sparse]) == (try Self.foundation([full, sparse])))
+        // The direct path is the one taken.
+        #expect((timelines[0] as Any) is any PrettyJSONDirect)
+        #expect((full as Any) is any PrettyJSONDirect)
+    }
+
     @Test("leaves dates, data and URLs to Foundation, which writes them its own way")
     func foreignTypesFallBack() throws {
         let date = ["when": Date(timeIntervalSince1970: 1_700_000_000)]

@@ -150,11 +150,12 @@ struct LongRunMemoryTests {
         let keys = run.weightKeys + run.keys(role: .gradient)
         let saves = run.records.count
         #expect(keys.count > 3 && saves == 11)
+        // The index's series leave the log2 histograms empty (RunIndex).
         RunIndex.with(run, budget: 2 * saves + 1) {
             let index = try? #require(RunIndex.current)
             for _ in 0..<2 {
                 for key in keys {
-                    let (a, b) = (run.indexedSeries(key), run.series(key))
+                    let (a, b) = (run.indexedSeries(key), run.series(key, log2: false))
                     #expect(a.map(\.step) == b.map(\.step) && a.map(\.measurement.stats) == b.map(\.measurement.stats))
                 }
             }

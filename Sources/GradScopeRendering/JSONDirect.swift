@@ -1,0 +1,126 @@
+import GradScopeDiagnosis
+
+/// A value that writes its own JSON, byte for byte what its `Encodable` conformance gives through
+/// ``PrettyJSON``, without building nodes: the timelines, tens of thousands of small objects in a long
+/// run's report, went through `Encoder` containers, a node and a key array each.
+package protocol PrettyJSONDirect {
+    /// The value at `depth` (its opening bracket where the writer stands, its closing one indented by `depth`).
+    func writeJSON(to writer: inout PrettyJSON.Writer, depth: Int) throws
+}
+
+extension PrettyJSON.Writer {
+    /// Writes an object's fields in the order given (the caller gives them sorted by their keys' UTF-8
+    /// bytes and leaves out the absent ones); `field` is called once per key to write its value.
+    package struct ObjectFields {
+        var depth: Int
+        var first = true
+    }
+
+    mutating func beginObject(depth: Int) -> ObjectFields {
+        bytes.append(UInt8(ascii: "{"))
+        bytes.append(0x0A)
+        return ObjectFields(depth: depth)
+    }
+
+    mutating func key(_ key: StaticString, in object: inout ObjectFields) {
+        if !object.first {
+            bytes.append(UInt8(ascii: ","))
+            bytes.append(0x0A)
+        }
+        object.first = false
+        indent(object.depth + 1)
+        bytes.append(UInt8(ascii: "\""))
+        key.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: " "), UInt8(ascii: ":"), UInt8(ascii: " ")])
+    }
+
+    mutating func endObject(_ object: ObjectFields) {
+        // An empty object is "{", a blank line and "}".
+        bytes.append(0x0A)
+        if object.first { bytes.append(0x0A) }
+        indent(object.depth)
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    mutating func write(integers: [Int], depth: Int) {
+        bytes.append(UInt8(ascii: "["))
+        bytes.append(0x0A)
+        if integers.isEmpty { bytes.append(0x0A) }
+        for (index, value) in integers.enumerated() {
+            indent(depth + 1)
+            write(.int(Int64(value)))
+            if index < integers.count - 1 { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(0x0A)
+        }
+        indent(depth)
+        bytes.append(UInt8(ascii: "]"))
+    }
+}
+
+extension TimelinePoint: PrettyJSONDirect {
+    package func writeJSON(to writer: inout PrettyJSON.Writer, depth: Int) throws {
+        var object = writer.beginObject(depth: depth)
+        func double(_ key: StaticString, _ value: Double?) {
+            guard let value else { return }
+            writer.key(key, in: &object)
+            writer.write(.double(value))
+        }
+        func integer(_ key: StaticString, _ value: Int?) {
+            guard let value else { return }
+            writer.key(key, in: &object)
+            writer.write(.int(Int64(value)))
+        }
+        func integers(_ key: StaticString, _ value: [Int]?) {
+            guard let value else { return }
+            writer.key(key, in: &object)
+            writer.write(integers: value, depth: depth + 1)
+        }
+        // The CodingKeys' strings in the order of their UTF-8 bytes.
+        integer("dead_units", deadUnits)
+        integers("gradient_log2_counts", gradientLog2Counts)
+        integer("gradient_log2_min", gradientLog2Min)
+        integer("gradient_non_finite", gradientNonFinite)
+        double("gradient_norm", gradientNorm)
+        double("gradient_ratio", gradientRatio)
+        double("gradient_zero_fraction", gradientZeroFraction)
+        integers("log2_counts", log2Counts)
+        integer("log2_min", log2Min)
+        integer("non_finite", nonFinite)
+        double("norm", norm)
+        integer("step", step)
+        double("update_per_save", updatePerSave)
+        double("update_ratio", updateRatio)
+        double("zero_fraction", zeroFraction)
+        writer.endObject(object)
+    }
+}
+
+extension TensorTimeline: PrettyJSONDirect {
+    package func writeJSON(to writer: inout PrettyJSON.Writer, depth: Int) throws {
+        var object = writer.beginObject(depth: depth)
+        writer.key("layer", in: &object)
+        writer.write(string: layer)
+        writer.key("name", in: &object)
+        writer.write(string: name)
+        writer.key("points", in: &object)
+        writer.bytes.append(UInt8(ascii: "["))
+        writer.bytes.append(0x0A)
+        if points.isEmpty { writer.bytes.append(0x0A) }
+        for (index, point) in points.enumerated() {
+            writer.indent(depth + 2)
+            try point.writeJSON(to: &writer, depth: depth + 2)
+            if index < points.count - 1 { writer.bytes.append(UInt8(ascii: ",")) }
+            writer.bytes.append(0x0A)
+            try writer.flushIfFull()
+        }
+        writer.indent(depth + 1)
+        writer.bytes.append(UInt8(ascii: "]"))
+        writer.key("shape", in: &object)
+        writer.write(integers: shape, depth: depth + 1)
+        if let units {
+            writer.key("units", in: &object)
+            writer.write(.int(Int64(units)))
+        }
+        writer.endObject(object)
+    }
+}
