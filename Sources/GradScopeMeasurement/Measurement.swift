@@ -551,30 +551,21 @@ public struct RunMeasurements: Sendable {
     public func series(_ key: TensorKey) -> [(step: Int, measurement: TensorMeasurement)] { series(key, log2: true) }
 
     /// ``series(_:)``; without `log2`, each point's log2 histogram is left empty (``MeasurementTable/measurement(at:log2:)``).
-    /// Saves of one model share their table's layout, so the key is looked up once per layout, not once per save.
     package func series(_ key: TensorKey, log2: Bool) -> [(step: Int, measurement: TensorMeasurement)] {
-        var points: [(step: Int, measurement: TensorMeasurement)] = []
-        points.reserveCapacity(records.count)
-        var lastLayout: ObjectIdentifier?
-        var position: Int?
-        records.withUnsafeBufferPointer { records in
-            for i in records.indices {
-                let layout = records[i].tensors.layout
-                let id = ObjectIdentifier(layout)
-                if id != lastLayout {
-                    lastLayout = id
-                    position = layout.index[key]
-                }
-                guard let position else { continue }
-                points.append((records[i].step, records[i].tensors.measurement(at: position, log2: log2)))
-            }
-        }
-        return points
+        points(of: key) { step, table, position in (step, table.measurement(at: position, log2: log2)) }
     }
 
     /// The drift of each point of ``series(_:)``, without building the measurements.
     package func driftSeries(_ key: TensorKey) -> [(step: Int, drift: DriftStats?)] {
-        var points: [(step: Int, drift: DriftStats?)] = []
+        points(of: key) { step, table, position in (step, table.drift(at: position)) }
+    }
+
+    /// A point made by `point` (from the save's step, its table and the tensor's place in it) at each
+    /// save that holds the tensor `key`. Saves of one model share their table's layout, so the key is
+    /// looked up once per layout, not once per save.
+    @inline(__always)
+    private func points<Point>(of key: TensorKey, _ point: (Int, MeasurementTable, Int) -> Point) -> [Point] {
+        var points: [Point] = []
         points.reserveCapacity(records.count)
         var lastLayout: ObjectIdentifier?
         var position: Int?
@@ -587,7 +578,7 @@ public struct RunMeasurements: Sendable {
                     position = layout.index[key]
                 }
                 guard let position else { continue }
-                points.append((records[i].step, records[i].tensors.drift(at: position)))
+                points.append(point(records[i].step, records[i].tensors, position))
             }
         }
         return points

@@ -35,12 +35,6 @@ struct MergeCommand: ParsableCommand {
 
     func run() throws {
         let report = mergeSummaries(summaries, diagnosis: analysis.diagnosis)
-        let renderer = analysis.renderer(csvTable: csvTable)
-        if let json = renderer as? JSONRenderer {
-            try json.write(report) { writeStandardOutput($0) }
-        } else {
-            emit(try renderer.render(report))
-        }
-        throw ExitCode(analysis.exitCode(report.allFindings))
+        try printReport(report, analysis: analysis, csvTable: csvTable)
     }
 }

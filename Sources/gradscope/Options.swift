@@ -263,6 +263,18 @@ func checkedReport(_ report: ScanReport, path: String, progress: Progress) -> Sc
     return report
 }
 
+/// Prints a scan's report in the format `analysis` asks for (JSON streamed as it is encoded), then
+/// ends with the exit code `--fail-on` gives its findings.
+func printReport(_ report: ScanReport, analysis: AnalysisOptions, csvTable: CSVTable?) throws {
+    let renderer = analysis.renderer(csvTable: csvTable)
+    if let json = renderer as? JSONRenderer {
+        try json.write(report) { writeStandardOutput($0) }
+    } else {
+        emit(try renderer.render(report))
+    }
+    throw ExitCode(analysis.exitCode(report.allFindings))
+}
+
 /// Why a run gave no checkpoint, for the one line of an unusable run: an empty directory,
 /// the one file skipped and why, or how many were skipped and the first reason.
 func nothingReadable(_ path: String, skipped: [SkippedItem]) -> String {

@@ -67,13 +67,7 @@ struct ScanCommand: ParsableCommand {
             return
         }
         let report = scanRun(path, reading: reading, diagnosis: analysis.diagnosis, isolation: isolation, cache: caching.summaryCache)
-        let renderer = analysis.renderer(csvTable: csvTable)
-        if let json = renderer as? JSONRenderer {
-            try json.write(report) { writeStandardOutput($0) }
-        } else {
-            emit(try renderer.render(report))
-        }
-        throw ExitCode(analysis.exitCode(report.allFindings))
+        try printReport(report, analysis: analysis, csvTable: csvTable)
     }
 
     /// `--shard` / `--summary`: the shard's summary file, written atomically; a line on stderr says what it holds.
