@@ -1,0 +1,666 @@
+import Foundation
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
+
+/// Why the native metadata reader gave up on a file, an object or a message.
+/// It never reaches users: the caller falls back to libhdf5, which gives today's answers and errors.
+package struct NativeFormatError: Error, CustomStringConvertible {
+    package let reason: String
+    package init(_ reason: String) { self.reason = reason }
+    package var description: String { reason }
+}
+
+/// A bounds-checked reader over bytes taken from the file: every read past the end throws.
+struct ByteCursor {
+    let bytes: [UInt8]
+    var position: Int
+    let end: Int
+
+    init(_ bytes: [UInt8], from start: Int = 0, to end: Int? = nil) {
+        self.bytes = bytes
+        self.position = max(0, min(start, bytes.count))
+        self.end = max(self.position, min(end ?? bytes.count, bytes.count))
+    }
+
+    var remaining: Int { end - position }
+
+    mutating func skip(_ count: Int) throws {
+        guard count >= 0, count <= remaining else { throw NativeFormatError("field runs past its structure") }
+        position += count
+    }
+
+    mutating func u8() throws -> UInt8 {
+        guard remaining >= 1 else { throw NativeFormatError("field runs past its structure") }
+        defer { position += 1 }
+        return bytes[position]
+    }
+
+    /// A little-endian unsigned number of `size` bytes (1 to 8).
+    mutating func unsigned(_ size: Int) throws -> UInt64 {
+        guard size >= 1, size <= 8, remaining >= size else { throw NativeFormatError("field runs past its structure") }
+        var value: UInt64 = 0
+        for index in stride(from: size - 1, through: 0, by: -1) {
+            value = value << 8 | UInt64(bytes[position + index])
+        }
+        position += size
+        return value
+    }
+
+    mutating func u16() throws -> Int { Int(try unsigned(2)) }
+    mutating func u32() throws -> Int { Int(try unsigned(4)) }
+
+    /// A count or size of `size` bytes that must fit an Int.
+    mutating func count(_ size: Int) throws -> Int {
+        let value = try unsigned(size)
+        guard value <= UInt64(Int.max) else { throw NativeFormatError("implausible length") }
+        return Int(value)
+    }
+
+    mutating func take(_ count: Int) throws -> [UInt8] {
+        guard count >= 0, count <= remaining else { throw NativeFormatError("field runs past its structure") }
+        defer { position += count }
+        return Array(bytes[position..<(position + count)])
+    }
+}
+
+/// An address as stored: relative to the superblock, all ones when undefined.
+let undefinedAddress = UInt64.max
+
+/// One message of an object header.
+struct NativeMessage: Sendable {
+    let type: Int
+    let flags: UInt8
+    let body: [UInt8]
+
+    var isShared: Bool { flags & 0x02 != 0 }
+}
+
+/// A link in a group, as stored.
+enum NativeLinkTarget: Sendable, Equatable {
+    case hard(UInt64)
+    case soft(String)
+    case external(file: String, object: String)
+    case userDefined
+}
+
+struct NativeLink: Sendable {
+    let name: String
+    let nameBytes: [UInt8]
+    let target: NativeLinkTarget
+}
+
+/// An object header, parsed: its kind and its messages, plus the links of a group.
+struct NativeObject: Sendable {
+    let kind: Entry.Kind
+    let messages: [NativeMessage]
+    /// A group's links in storage order (name order), and by name.
+    let links: [NativeLink]
+    let linkIndex: [String: Int]
+
+    func message(_ type: Int) -> NativeMessage? { messages.first { $0.type == type } }
+}
+
+/// HDF5 file metadata read without libhdf5, for the shapes real checkpoints have: superblocks
+/// 0 to 3, object headers 1 and 2, symbol-table and compact-link groups, and the messages that
+/// describe contiguous and compact datasets and their attributes. Everything reachable from the
+/// root is parsed when the file is opened; anything unsupported or inconsistent throws, and the
+/// file is then described by libhdf5 as before.
+package final class NativeMetadata: Sendable {
+    enum Source: Sendable {
+        case descriptor(Int32)
+        case image([UInt8])
+    }
+
+    let source: Source
+    let fileSize: Int
+    /// Absolute offset that relative addresses count from (the superblock's).
+    let base: Int
+    let offsetSize: Int
+    let lengthSize: Int
+    /// End of the file's address space, relative to the base.
+    let endOfAddresses: UInt64
+    package let rootAddress: UInt64
+    let objects: [UInt64: NativeObject]
+    let limits: ReadLimits
+
+    /// Most bytes of metadata held for one file.
+    static let maxMetadataBytes = 256 << 20
+    /// Largest single structure read (an object header chunk, a heap).
+    static let maxBlock = 64 << 20
+
+    deinit {
+        if case .descriptor(let fd) = source { Glibc.close(fd) }
+    }
+
+    /// Whether the environment asks for libhdf5 to describe files (`GRADSCOPE_HDF5_METADATA=libhdf5`).
+    package static var disabledByEnvironment: Bool {
+        guard let value = getenv("GRADSCOPE_HDF5_METADATA") else { return false }
+        return String(cString: value).lowercased() == "libhdf5"
+    }
+
+    /// Parses the file at `path`, whose superblock is at `superblockOffset`.
+    package convenience init(path: String, size: Int, superblockOffset: Int, limits: ReadLimits) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw NativeFormatError("cannot open") }
+        do {
+            try self.init(source: .descriptor(fd), size: size, superblockOffset: superblockOffset, limits: limits)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    /// Parses a file image held in memory.
+    package convenience init(image: [UInt8], superblockOffset: Int, limits: ReadLimits) throws {
+        try self.init(source: .image(image), size: image.count, superblockOffset: superblockOffset, limits: limits)
+    }
+
+    private init(source: Source, size: Int, superblockOffset: Int, limits: ReadLimits) throws {
+        var parser = Parser(source: source, fileSize: size, base: superblockOffset, limits: limits)
+        try parser.readSuperblock()
+        try parser.parseTree()
+        self.source = source
+        self.fileSize = size
+        self.base = superblockOffset
+        self.offsetSize = parser.offsetSize
+        self.lengthSize = parser.lengthSize
+        self.endOfAddresses = parser.endOfAddresses
+        self.rootAddress = parser.rootAddress
+        self.objects = parser.objects
+        self.limits = limits
+        // A descriptor is closed by deinit only once the object exists; parsing errors close it in the caller.
+    }
+
+    /// Reads `count` bytes at relative address `address`.
+    func read(_ address: UInt64, count: Int) throws -> [UInt8] {
+        try Self.read(source, fileSize: fileSize, base: base, address: address, count: count)
+    }
+
+    static func read(_ source: Source, fileSize: Int, base: Int, address: UInt64, count: Int) throws -> [UInt8] {
+        guard address != undefinedAddress, address <= UInt64(Int.max), count >= 0, count <= maxBlock else {
+            throw NativeFormatError("address or size out of range")
+        }
+        let (start, overflow) = base.addingReportingOverflow(Int(address))
+        guard !overflow else { throw NativeFormatError("address out of range") }
+        let (end, overflow2) = start.addingReportingOverflow(count)
+        guard !overflow2, end <= fileSize else { throw NativeFormatError("structure lies beyond the end of the file") }
+        switch source {
+        case .image(let image):
+            guard end <= image.count else { throw NativeFormatError("structure lies beyond the end of the image") }
+            return Array(image[start..<end])
+        case .descriptor(let fd):
+            var bytes = [UInt8](repeating: 0, count: count)
+            var done = 0
+            while done < count {
+                let n = bytes.withUnsafeMutableBytes { raw in
+                    pread(fd, raw.baseAddress! + done, count - done, off_t(start + done))
+                }
+                if n > 0 {
+                    done += n
+                } else if n == 0 {
+                    throw NativeFormatError("file ends early")
+                } else if errno != EINTR {
+                    throw NativeFormatError("read failed")
+                }
+            }
+            return bytes
+        }
+    }
+
+    /// The address of the object at `path`, following hard links only; nil when the path
+    /// passes through anything else or names nothing (libhdf5 then answers, with its errors).
+    func resolve(_ path: String) -> UInt64? {
+        var current = rootAddress
+        for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            if component == "." { return nil }
+            guard let object = objects[current], case .group = object.kind,
+                let index = object.linkIndex[String(component)], index < object.links.count,
+                case .hard(let address) = object.links[index].target
+            else { return nil }
+            current = address
+        }
+        return current
+    }
+}
+
+/// Parses the superblock and every object reachable from the root group.
+private struct Parser {
+    let source: NativeMetadata.Source
+    let fileSize: Int
+    let base: Int
+    let limits: ReadLimits
+    var offsetSize = 8
+    var lengthSize = 8
+    var endOfAddresses: UInt64 = 0
+    var rootAddress: UInt64 = 0
+    var objects: [UInt64: NativeObject] = [:]
+    var heldBytes = 0
+    var linkCount = 0
+
+    init(source: NativeMetadata.Source, fileSize: Int, base: Int, limits: ReadLimits) {
+        self.source = source
+        self.fileSize = fileSize
+        self.base = base
+        self.limits = limits
+    }
+
+    func read(_ address: UInt64, _ count: Int) throws -> [UInt8] {
+        try NativeMetadata.read(source, fileSize: fileSize, base: base, address: address, count: count)
+    }
+
+    /// Reads what fits of `count` bytes at `address` (at least `minimum`), for structures whose size is
+    /// only known once their start is read.
+    func readUpTo(_ address: UInt64, _ count: Int, minimum: Int) throws -> [UInt8] {
+        guard address != undefinedAddress, address <= UInt64(Int.max) else { throw NativeFormatError("address out of range") }
+        let (start, overflow) = base.addingReportingOverflow(Int(address))
+        guard !overflow, start < fileSize else { throw NativeFormatError("structure lies beyond the end of the file") }
+        let available = min(count, fileSize - start)
+        guard available >= minimum else { throw NativeFormatError("structure lies beyond the end of the file") }
+        return try read(address, available)
+    }
+
+    mutating func readSuperblock() throws {
+        let head = try readUpTo(0, 256, minimum: 24)
+        guard Array(head.prefix(8)) == FileProbe.signature else { throw NativeFormatError("no signature") }
+        var cursor = ByteCursor(head, from: 8)
+        let version = try cursor.u8()
+        switch version {
+        case 0, 1:
+            try cursor.skip(4)  // free-space, root symbol table entry and shared-header versions, reserved
+            offsetSize = Int(try cursor.u8())
+            lengthSize = Int(try cursor.u8())
+            try cursor.skip(1)
+            guard [2, 4, 8].contains(offsetSize), [2, 4, 8].contains(lengthSize) else { throw NativeFormatError("field sizes") }
+            let leafK = try cursor.u16()
+            let internalK = try cursor.u16()
+            guard leafK > 0, internalK > 0 else { throw NativeFormatError("B-tree K") }
+            try cursor.skip(4)  // consistency flags
+            if version == 1 { try cursor.skip(4) }
+            _ = try address(&cursor)  // base address: libhdf5 uses the superblock's position
+            _ = try address(&cursor)  // free-space info
+            endOfAddresses = try address(&cursor)
+            _ = try address(&cursor)  // driver info
+            // Root group symbol table entry: name offset, object header address, cache type...
+            _ = try address(&cursor)
+            rootAddress = try address(&cursor)
+        case 2, 3:
+            offsetSize = Int(try cursor.u8())
+            lengthSize = Int(try cursor.u8())
+            try cursor.skip(1)  // flags
+            guard [2, 4, 8].contains(offsetSize), [2, 4, 8].contains(lengthSize) else { throw NativeFormatError("field sizes") }
+            _ = try address(&cursor)  // base
+            _ = try address(&cursor)  // extension
+            endOfAddresses = try address(&cursor)
+            rootAddress = try address(&cursor)
+            let checked = cursor.position
+            let stored = try cursor.u32()
+            guard UInt32(stored) == lookup3(head, 0..<checked) else { throw NativeFormatError("superblock checksum") }
+        default:
+            throw NativeFormatError("superblock version \(version)")
+        }
+        guard rootAddress != undefinedAddress, endOfAddresses != undefinedAddress else { throw NativeFormatError("root address") }
+    }
+
+    func address(_ cursor: inout ByteCursor) throws -> UInt64 {
+        let value = try cursor.unsigned(offsetSize)
+        let allOnes: UInt64 = offsetSize == 8 ? UInt64.max : (UInt64(1) << UInt64(8 * offsetSize)) - 1
+        return value == allOnes ? undefinedAddress : value
+    }
+
+    /// Parses the root and everything below it, depth first, each object once.
+    mutating func parseTree() throws {
+        var pending: [(address: UInt64, depth: Int)] = [(rootAddress, 0)]
+        var seen: Set<UInt64> = [rootAddress]
+        while let (address, depth) = pending.popLast() {
+            let object = try parseObject(address)
+            guard case .group = object.kind else {
+                objects[address] = object
+                continue
+            }
+            guard depth <= limits.maxDepth else { throw NativeFormatError("nesting beyond the walk's limit") }
+            objects[address] = object
+            for link in object.links {
+                guard case .hard(let child) = link.target, !seen.contains(child) else { continue }
+                guard seen.count < limits.maxObjects else { throw NativeFormatError("more objects than the walk's limit") }
+                seen.insert(child)
+                pending.append((child, depth + 1))
+            }
+        }
+        if case .group = objects[rootAddress]?.kind {} else { throw NativeFormatError("the root is not a group") }
+    }
+
+    mutating func parseObject(_ address: UInt64) throws -> NativeObject {
+        let messages = try parseHeader(address)
+        let has = { (type: Int) in messages.contains { $0.type == type } }
+        if has(17) || has(2) {
+            guard !(has(17) && has(2)) else { throw NativeFormatError("group with both a symbol table and link info") }
+            let links = try has(17) ? symbolTableLinks(messages) : compactLinks(messages)
+            linkCount += links.count
+            guard links.count <= limits.maxObjects, linkCount <= limits.maxObjects else { throw NativeFormatError("too many links") }
+            var index: [String: Int] = [:]
+            for (position, link) in links.enumerated() {
+                guard !link.nameBytes.isEmpty, link.name != ".", !link.nameBytes.contains(0x2f) else { throw NativeFormatError("link name") }
+                guard index[link.name] == nil else { throw NativeFormatError("two links of one name") }
+                index[link.name] = position
+            }
+            return NativeObject(kind: .group, messages: messages, links: links, linkIndex: index)
+        }
+        if has(3) && has(1) { return NativeObject(kind: .dataset, messages: messages, links: [], linkIndex: [:]) }
+        if has(3) { return NativeObject(kind: .namedType, messages: messages, links: [], linkIndex: [:]) }
+        throw NativeFormatError("object of unknown type")
+    }
+
+    // MARK: Object headers
+
+    mutating func parseHeader(_ address: UInt64) throws -> [NativeMessage] {
+        let prefix = try readUpTo(address, 16, minimum: 16)
+        if Array(prefix.prefix(4)) == [0x4f, 0x48, 0x44, 0x52] { return try parseHeaderV2(address) }
+        var cursor = ByteCursor(prefix)
+        guard try cursor.u8() == 1 else { throw NativeFormatError("object header version") }
+        try cursor.skip(1)
+        let declared = try cursor.u16()
+        try cursor.skip(4)  // reference count
+        let size = try cursor.u32()
+        var messages: [NativeMessage] = []
+        var chunks: [(UInt64, Int)] = [(address &+ 16, size)]
+        var visited: Set<UInt64> = []
+        while let (chunkAddress, chunkSize) = chunks.popLast() {
+            guard visited.insert(chunkAddress).inserted, visited.count <= 10_000 else { throw NativeFormatError("continuation cycle") }
+            let chunk = try hold(read(chunkAddress, chunkSize))
+            var body = ByteCursor(chunk)
+            while body.remaining >= 8 {
+                let type = try body.u16()
+                let length = try body.u16()
+                let flags = try body.u8()
+                try body.skip(3)
+                let data = try body.take(length)
+                if type == 0x10 {
+                    var c = ByteCursor(data)
+                    chunks.insert((try self.address(&c), try c.count(lengthSize)), at: 0)
+                }
+                messages.append(NativeMessage(type: type, flags: flags, body: data))
+                guard messages.count <= 65_535 else { throw NativeFormatError("too many messages") }
+            }
+            guard body.remaining == 0 else { throw NativeFormatError("object header chunk has trailing bytes") }
+        }
+        guard messages.count == declared else { throw NativeFormatError("object header message count") }
+        return messages
+    }
+
+    mutating func parseHeaderV2(_ address: UInt64) throws -> [NativeMessage] {
+        let prefix = try readUpTo(address, 32, minimum: 7)
+        var cursor = ByteCursor(prefix, from: 4)
+        guard try cursor.u8() == 2 else { throw NativeFormatError("object header version") }
+        let flags = try cursor.u8()
+        guard flags & 0xc0 == 0 else { throw NativeFormatError("object header flags") }
+        if flags & 0x20 != 0 { try cursor.skip(16) }
+        if flags & 0x10 != 0 { try cursor.skip(4) }
+        let size = try cursor.count(1 << Int(flags & 0x03))
+        let start = cursor.position
+        let (total, overflow) = start.addingReportingOverflow(size)
+        guard !overflow, total <= NativeMetadata.maxBlock - 4 else { throw NativeFormatError("object header size") }
+        let chunk = try hold(read(address, total + 4))
+        try verifyChecksum(chunk)
+        let tracked = flags & 0x04 != 0
+        var messages: [NativeMessage] = []
+        var chunks: [(UInt64, Int)] = []
+        try parseV2Messages(chunk, from: start, to: total, tracked: tracked, into: &messages, continuations: &chunks)
+        var visited: Set<UInt64> = [address]
+        while !chunks.isEmpty {
+            let (chunkAddress, chunkSize) = chunks.removeFirst()
+            guard visited.insert(chunkAddress).inserted, visited.count <= 10_000 else { throw NativeFormatError("continuation cycle") }
+            guard chunkSize >= 8 else { throw NativeFormatError("continuation size") }
+            let block = try hold(read(chunkAddress, chunkSize))
+            guard Array(block.prefix(4)) == [0x4f, 0x43, 0x48, 0x4b] else { throw NativeFormatError("continuation signature") }
+            try verifyChecksum(block)
+            try parseV2Messages(block, from: 4, to: chunkSize - 4, tracked: tracked, into: &messages, continuations: &chunks)
+        }
+        return messages
+    }
+
+    func verifyChecksum(_ block: [UInt8]) throws {
+        guard block.count >= 4 else { throw NativeFormatError("checksum") }
+        var cursor = ByteCursor(block, from: block.count - 4)
+        guard UInt32(try cursor.u32()) == lookup3(block, 0..<(block.count - 4)) else { throw NativeFormatError("checksum mismatch") }
+    }
+
+    func parseV2Messages(
+        _ block: [UInt8], from start: Int, to end: Int, tracked: Bool, into messages: inout [NativeMessage],
+        continuations: inout [(UInt64, Int)]
+    ) throws {
+        var body = ByteCursor(block, from: start, to: end)
+        let headerSize = tracked ? 6 : 4
+        while body.remaining >= headerSize {
+            let type = Int(try body.u8())
+            let length = try body.u16()
+            let flags = try body.u8()
+            if tracked { try body.skip(2) }
+            let data = try body.take(length)
+            if type == 0x10 {
+                var c = ByteCursor(data)
+                continuations.append((try address(&c), try c.count(lengthSize)))
+            }
+            messages.append(NativeMessage(type: type, flags: flags, body: data))
+            guard messages.count <= 65_535 else { throw NativeFormatError("too many messages") }
+        }
+    }
+
+    mutating func hold(_ bytes: [UInt8]) throws -> [UInt8] {
+        heldBytes += bytes.count
+        guard heldBytes <= NativeMetadata.maxMetadataBytes else { throw NativeFormatError("metadata larger than the limit") }
+        return bytes
+    }
+
+    // MARK: Groups
+
+    /// A group's links from its symbol table: a v1 B-tree of symbol nodes, names in a local heap.
+    mutating func symbolTableLinks(_ messages: [NativeMessage]) throws -> [NativeLink] {
+        guard let message = messages.first(where: { $0.type == 17 }), !message.isShared else { throw NativeFormatError("symbol table") }
+        var cursor = ByteCursor(message.body)
+        let tree = try address(&cursor)
+        let heapAddress = try address(&cursor)
+        let heap = try localHeap(heapAddress)
+        var links: [NativeLink] = []
+        var visited: Set<UInt64> = []
+        try collectSymbols(tree, level: nil, heap: heap, visited: &visited, into: &links)
+        return links
+    }
+
+    /// A local heap's data segment.
+    mutating func localHeap(_ address: UInt64) throws -> [UInt8] {
+        let head = try read(address, 8 + 2 * lengthSize + offsetSize)
+        guard Array(head.prefix(4)) == [0x48, 0x45, 0x41, 0x50], head[4] == 0 else { throw NativeFormatError("local heap signature") }
+        var cursor = ByteCursor(head, from: 8)
+        let size = try cursor.count(lengthSize)
+        _ = try cursor.unsigned(lengthSize)
+        let data = try self.address(&cursor)
+        return try hold(read(data, size))
+    }
+
+    mutating func collectSymbols(_ node: UInt64, level: Int?, heap: [UInt8], visited: inout Set<UInt64>, into links: inout [NativeLink]) throws {
+        guard visited.insert(node).inserted, visited.count <= limits.maxObjects else { throw NativeFormatError("B-tree cycle") }
+        let headerSize = 8 + 2 * offsetSize
+        let head = try read(node, headerSize)
+        guard Array(head.prefix(4)) == [0x54, 0x52, 0x45, 0x45], head[4] == 0 else { throw NativeFormatError("B-tree node signature") }
+        let nodeLevel = Int(head[5])
+        if let level, nodeLevel != level { throw NativeFormatError("B-tree level") }
+        var cursor = ByteCursor(head, from: 6)
+        let entries = try cursor.u16()
+        let (keys, o1) = (entries + 1).multipliedReportingOverflow(by: lengthSize)
+        let (children, o2) = entries.multipliedReportingOverflow(by: offsetSize)
+        guard !o1, !o2 else { throw NativeFormatError("B-tree size") }
+        let body = try hold(read(node &+ UInt64(headerSize), keys + children))
+        var entryCursor = ByteCursor(body)
+        var childAddresses: [UInt64] = []
+        _ = try entryCursor.unsigned(lengthSize)
+        for _ in 0..<entries {
+            childAddresses.append(try address(&entryCursor))
+            _ = try entryCursor.unsigned(lengthSize)
+        }
+        for child in childAddresses {
+            if nodeLevel > 0 {
+                try collectSymbols(child, level: nodeLevel - 1, heap: heap, visited: &visited, into: &links)
+            } else {
+                try readSymbolNode(child, heap: heap, visited: &visited, into: &links)
+            }
+        }
+    }
+
+    mutating func readSymbolNode(_ address: UInt64, heap: [UInt8], visited: inout Set<UInt64>, into links: inout [NativeLink]) throws {
+        guard visited.insert(address).inserted else { throw NativeFormatError("symbol node seen twice") }
+        let head = try read(address, 8)
+        guard Array(head.prefix(4)) == [0x53, 0x4e, 0x4f, 0x44], head[4] == 1 else { throw NativeFormatError("symbol node signature") }
+        var cursor = ByteCursor(head, from: 6)
+        let count = try cursor.u16()
+        let entrySize = 2 * offsetSize + 24
+        let body = try hold(read(address &+ 8, count * entrySize))
+        var entries = ByteCursor(body)
+        for _ in 0..<count {
+            let nameOffset = try entries.count(offsetSize)
+            let header = try self.address(&entries)
+            let cacheType = try entries.u32()
+            try entries.skip(4)
+            var scratch = ByteCursor(try entries.take(16))
+            let nameBytes = try heapString(heap, at: nameOffset)
+            let name = String(decoding: nameBytes, as: UTF8.self)
+            if cacheType == 2 {
+                let value = try heapString(heap, at: try scratch.u32())
+                let target: NativeLinkTarget =
+                    value.count + 1 > 1 << 16 ? .soft("?") : .soft(String(decoding: value, as: UTF8.self))
+                links.append(NativeLink(name: name, nameBytes: nameBytes, target: target))
+            } else {
+                guard header != undefinedAddress else { throw NativeFormatError("hard link without an address") }
+                links.append(NativeLink(name: name, nameBytes: nameBytes, target: .hard(header)))
+            }
+            guard links.count <= limits.maxObjects else { throw NativeFormatError("too many links") }
+        }
+    }
+
+    /// The NUL-terminated string at `offset` of a local heap.
+    func heapString(_ heap: [UInt8], at offset: Int) throws -> [UInt8] {
+        guard offset >= 0, offset < heap.count, let nul = heap[offset...].firstIndex(of: 0) else {
+            throw NativeFormatError("name outside its heap")
+        }
+        return Array(heap[offset..<nul])
+    }
+
+    /// A new-style group's links, held in its header (a link-info message without a fractal heap).
+    func compactLinks(_ messages: [NativeMessage]) throws -> [NativeLink] {
+        guard let info = messages.first(where: { $0.type == 2 }), !info.isShared else { throw NativeFormatError("link info") }
+        var cursor = ByteCursor(info.body)
+        guard try cursor.u8() == 0 else { throw NativeFormatError("link info version") }
+        let flags = try cursor.u8()
+        guard flags & 0xfc == 0 else { throw NativeFormatError("link info flags") }
+        if flags & 0x01 != 0 { try cursor.skip(8) }
+        guard try address(&cursor) == undefinedAddress else { throw NativeFormatError("dense link storage") }
+        var links: [NativeLink] = []
+        for message in messages where message.type == 6 {
+            guard !message.isShared else { throw NativeFormatError("shared link message") }
+            links.append(try parseLink(message.body))
+        }
+        links.sort { $0.nameBytes.lexicographicallyPrecedes($1.nameBytes) }
+        return links
+    }
+
+    func parseLink(_ body: [UInt8]) throws -> NativeLink {
+        var cursor = ByteCursor(body)
+        guard try cursor.u8() == 1 else { throw NativeFormatError("link message version") }
+        let flags = try cursor.u8()
+        guard flags & 0xe0 == 0 else { throw NativeFormatError("link message flags") }
+        var type = 0
+        if flags & 0x08 != 0 { type = Int(try cursor.u8()) }
+        if flags & 0x04 != 0 { try cursor.skip(8) }
+        if flags & 0x10 != 0 {
+            guard try cursor.u8() <= 1 else { throw NativeFormatError("link name encoding") }
+        }
+        let nameLength = try cursor.count(1 << Int(flags & 0x03))
+        guard nameLength > 0 else { throw NativeFormatError("empty link name") }
+        let raw = try cursor.take(nameLength)
+        guard !raw.contains(0) else { throw NativeFormatError("NUL in a link name") }
+        let name = String(decoding: raw, as: UTF8.self)
+        switch type {
+        case 0:
+            let target = try address(&cursor)
+            guard target != undefinedAddress else { throw NativeFormatError("hard link without an address") }
+            return NativeLink(name: name, nameBytes: raw, target: .hard(target))
+        case 1:
+            let length = try cursor.u16()
+            let value = try cursor.take(length)
+            return NativeLink(name: name, nameBytes: raw, target: .soft(String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)))
+        case 64:
+            let length = try cursor.u16()
+            let value = try cursor.take(length)
+            guard length >= 3, value[0] == 0 else { throw NativeFormatError("external link value") }
+            let rest = value[1...]
+            guard let fileEnd = rest.firstIndex(of: 0) else { throw NativeFormatError("external link file") }
+            let objectPart = value[(fileEnd + 1)...]
+            guard let objectEnd = objectPart.firstIndex(of: 0) else { throw NativeFormatError("external link object") }
+            let file = String(decoding: value[1..<fileEnd], as: UTF8.self)
+            let object = String(decoding: value[(fileEnd + 1)..<objectEnd], as: UTF8.self)
+            return NativeLink(name: name, nameBytes: raw, target: .external(file: file, object: object))
+        default:
+            throw NativeFormatError("user-defined link")
+        }
+    }
+}
+
+/// Bob Jenkins' lookup3 `hashlittle` with initial value 0: HDF5's metadata checksum.
+func lookup3(_ bytes: [UInt8], _ range: Range<Int>) -> UInt32 {
+    @inline(__always) func rot(_ x: UInt32, _ k: UInt32) -> UInt32 { (x << k) | (x >> (32 - k)) }
+    var length = range.count
+    var a = 0xdead_beef &+ UInt32(truncatingIfNeeded: length)
+    var b = a
+    var c = a
+    var k = range.lowerBound
+    @inline(__always) func word(_ at: Int, _ count: Int) -> UInt32 {
+        var value: UInt32 = 0
+        for index in stride(from: count - 1, through: 0, by: -1) { value = value << 8 | UInt32(bytes[at + index]) }
+        return value
+    }
+    while length > 12 {
+        a &+= word(k, 4)
+        b &+= word(k + 4, 4)
+        c &+= word(k + 8, 4)
+        a &-= c
+        a ^= rot(c, 4)
+        c &+= b
+        b &-= a
+        b ^= rot(a, 6)
+        a &+= c
+        c &-= b
+        c ^= rot(b, 8)
+        b &+= a
+        a &-= c
+        a ^= rot(c, 16)
+        c &+= b
+        b &-= a
+        b ^= rot(a, 19)
+        a &+= c
+        c &-= b
+        c ^= rot(b, 4)
+        b &+= a
+        length -= 12
+        k += 12
+    }
+    if length == 0 { return c }
+    a &+= word(k, min(length, 4))
+    if length > 4 { b &+= word(k + 4, min(length - 4, 4)) }
+    if length > 8 { c &+= word(k + 8, length - 8) }
+    c ^= b
+    c &-= rot(b, 14)
+    a ^= c
+    a &-= rot(c, 11)
+    b ^= a
+    b &-= rot(a, 25)
+    c ^= b
+    c &-= rot(b, 16)
+    a ^= c
+    a &-= rot(c, 4)
+    b ^= a
+    b &-= rot(a, 14)
+    c ^= b
+    c &-= rot(b, 24)
+    return c
+}
