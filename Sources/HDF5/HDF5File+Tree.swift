@@ -249,6 +249,7 @@ extension HDF5File {
     /// What the object at `path` is, without following soft or external links
     /// anywhere along the path. Returns nil when there is nothing there.
     public func kind(of path: String) -> Entry.Kind? {
+        if let native, let answer = native.kind(of: path) { return answer }
         Library.ensure()
         let components = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         if components.isEmpty { return .group }

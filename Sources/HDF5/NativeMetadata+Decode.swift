@@ -8,8 +8,8 @@ struct NativeType {
     let size: Int
     let properties: ByteCursor
 
-    init(_ bytes: [UInt8]) throws {
-        var cursor = ByteCursor(bytes)
+    init(_ bytes: ByteCursor) throws {
+        var cursor = bytes
         let first = try cursor.u8()
         typeClass = Int(first & 0x0f)
         version = Int(first >> 4)
@@ -63,7 +63,7 @@ struct NativeType {
     /// Member names of an enumeration, whose base type must be fixed-point.
     func enumNames() throws -> [String] {
         var cursor = properties
-        let base = try NativeType(Array(cursor.bytes[cursor.position..<cursor.end]))
+        let base = try NativeType(cursor)
         guard base.typeClass == 0 else { throw NativeFormatError("enumeration base") }
         _ = try base.integerFields()
         try cursor.skip(12)
@@ -119,12 +119,12 @@ struct NativeType {
         case 8:
             let names = try enumNames()
             var cursor = properties
-            let base = try NativeType(try cursor.take(8))
+            let base = try NativeType(try cursor.sub(8))
             if size == 1, names.count == 2, Set(names.map { $0.uppercased() }) == ["FALSE", "TRUE"] { return (.bool, base.plainOrder) }
             return (.enumeration(bytes: size), base.plainOrder)
         case 9:
             var cursor = properties
-            let base = try NativeType(Array(cursor.bytes[cursor.position..<cursor.end]))
+            let base = try NativeType(cursor)
             try cursor.skip(8)
             if bits & 0x0f == 1 {
                 guard base.typeClass == 0 || base.typeClass == 3, base.size == 1, (bits >> 8) & 0x0f <= 1 else {
@@ -147,8 +147,8 @@ struct NativeSpace {
     let spaceClass: Int
     let dimensions: [UInt64]
 
-    init(_ bytes: [UInt8], lengthSize: Int) throws {
-        var cursor = ByteCursor(bytes)
+    init(_ bytes: ByteCursor, lengthSize: Int) throws {
+        var cursor = bytes
         let version = try cursor.u8()
         let rank = Int(try cursor.u8())
         let flags = try cursor.u8()
@@ -199,26 +199,26 @@ extension NativeMetadata {
         for message in object.messages where message.isShared && [1, 3, 5, 7, 8, 11].contains(message.type) {
             throw NativeFormatError("shared message")
         }
-        let space = try NativeSpace(spaceMessage.body, lengthSize: lengthSize)
-        let type = try NativeType(typeMessage.body)
+        let space = try NativeSpace(spaceMessage.cursor, lengthSize: lengthSize)
+        let type = try NativeType(typeMessage.cursor)
         var dtypeAttribute: String?
         if type.typeClass == 5, type.size == 2 {
             dtypeAttribute = (try? attribute("dtype", of: object, objectPath: path))??.string
         }
         let (elementType, order) = try type.classify(dtypeAttribute: dtypeAttribute)
 
-        var layout = ByteCursor(layoutMessage.body)
+        var layout = layoutMessage.cursor
         let version = try layout.u8()
         guard version == 3 || version == 4 else { throw NativeFormatError("layout version \(version)") }
         let layoutClass = try layout.u8()
         guard layoutClass <= 1 else { return nil }
         if object.message(11) != nil { throw NativeFormatError("filters on an unchunked dataset") }
         if object.message(5) != nil {
-            guard let fillVersion = object.message(5)?.body.first, (1...3).contains(fillVersion) else { throw NativeFormatError("fill value") }
+            guard let fillVersion = object.message(5)?.firstByte, (1...3).contains(fillVersion) else { throw NativeFormatError("fill value") }
         }
         var externalCount = 0
         if let efl = object.message(7) {
-            var cursor = ByteCursor(efl.body)
+            var cursor = efl.cursor
             guard try cursor.u8() == 1 else { throw NativeFormatError("external file list version") }
             try cursor.skip(3)
             let allocatedSlots = try cursor.u16()
@@ -292,9 +292,9 @@ extension NativeMetadata {
         guard let spaceMessage = object.message(1), let typeMessage = object.message(3), let layoutMessage = object.message(8) else {
             return false
         }
-        let space = try NativeSpace(spaceMessage.body, lengthSize: lengthSize)
-        let type = try NativeType(typeMessage.body)
-        var layout = ByteCursor(layoutMessage.body)
+        let space = try NativeSpace(spaceMessage.cursor, lengthSize: lengthSize)
+        let type = try NativeType(typeMessage.cursor)
+        var layout = layoutMessage.cursor
         guard try layout.u8() == 3, try layout.u8() == 2 else { return false }
         let dimensionality = Int(try layout.u8())
         _ = try address(&layout)
@@ -305,7 +305,7 @@ extension NativeMetadata {
         }
         if let pipeline = object.message(11) {
             guard !pipeline.isShared else { return false }
-            var cursor = ByteCursor(pipeline.body)
+            var cursor = pipeline.cursor
             let version = try cursor.u8()
             let count = Int(try cursor.u8())
             guard version == 1 || version == 2, count <= 32 else { return false }
@@ -325,14 +325,14 @@ extension NativeMetadata {
     /// The attribute messages of an object, in libhdf5's name order.
     struct RawAttribute {
         let nameBytes: [UInt8]
-        let type: [UInt8]
-        let space: [UInt8]
+        let type: ByteCursor
+        let space: ByteCursor
         let data: ByteCursor
     }
 
     func rawAttributes(_ object: NativeObject) throws -> [RawAttribute] {
         if let info = object.message(21) {
-            var cursor = ByteCursor(info.body)
+            var cursor = info.cursor
             guard try cursor.u8() == 0 else { throw NativeFormatError("attribute info version") }
             let flags = try cursor.u8()
             if flags & 0x01 != 0 { try cursor.skip(2) }
@@ -341,7 +341,7 @@ extension NativeMetadata {
         var result: [RawAttribute] = []
         for message in object.messages where message.type == 12 {
             guard !message.isShared else { throw NativeFormatError("shared attribute") }
-            var cursor = ByteCursor(message.body)
+            var cursor = message.cursor
             let version = try cursor.u8()
             let flags = try cursor.u8()
             let nameSize = try cursor.u16()
@@ -358,11 +358,13 @@ extension NativeMetadata {
             }
             let rawName = try cursor.take(nameSize)
             try cursor.skip(padded(nameSize) - nameSize)
-            let type = try cursor.take(typeSize)
+            let type = try cursor.sub(typeSize)
             try cursor.skip(padded(typeSize) - typeSize)
-            let space = try cursor.take(spaceSize)
+            let space = try cursor.sub(spaceSize)
             try cursor.skip(padded(spaceSize) - spaceSize)
-            result.append(RawAttribute(nameBytes: Array(rawName.prefix { $0 != 0 }), type: type, space: space, data: cursor))
+            // libhdf5 refuses a name whose stored length is not its length plus the terminating NUL.
+            guard rawName.last == 0, rawName.firstIndex(of: 0) == rawName.count - 1 else { throw NativeFormatError("attribute name length") }
+            result.append(RawAttribute(nameBytes: Array(rawName.dropLast()), type: type, space: space, data: cursor))
         }
         guard result.count <= 100_000 else { throw NativeFormatError("too many attributes") }
         result.sort { $0.nameBytes.lexicographicallyPrecedes($1.nameBytes) }

@@ -58,6 +58,16 @@ struct ByteCursor {
         return Int(value)
     }
 
+    /// A cursor over the next `count` bytes (sharing the storage), skipped here.
+    mutating func sub(_ count: Int) throws -> ByteCursor {
+        guard count >= 0, count <= remaining else { throw NativeFormatError("field runs past its structure") }
+        defer { position += count }
+        return ByteCursor(bytes, from: position, to: position + count)
+    }
+
+    /// The bytes left, copied.
+    var rest: [UInt8] { Array(bytes[position..<end]) }
+
     mutating func take(_ count: Int) throws -> [UInt8] {
         guard count >= 0, count <= remaining else { throw NativeFormatError("field runs past its structure") }
         defer { position += count }
@@ -72,9 +82,14 @@ let undefinedAddress = UInt64.max
 struct NativeMessage: Sendable {
     let type: Int
     let flags: UInt8
-    let body: [UInt8]
+    /// The header chunk holding the message (shared by its messages), and where the body lies in it.
+    let chunk: [UInt8]
+    let start: Int
+    let length: Int
 
     var isShared: Bool { flags & 0x02 != 0 }
+    var cursor: ByteCursor { ByteCursor(chunk, from: start, to: start + length) }
+    var firstByte: UInt8? { length > 0 ? chunk[start] : nil }
 }
 
 /// A link in a group, as stored.
@@ -87,7 +102,6 @@ enum NativeLinkTarget: Sendable, Equatable {
 
 struct NativeLink: Sendable {
     let name: String
-    let nameBytes: [UInt8]
     let target: NativeLinkTarget
 }
 
@@ -123,6 +137,8 @@ package final class NativeMetadata: Sendable {
     let endOfAddresses: UInt64
     package let rootAddress: UInt64
     let objects: [UInt64: NativeObject]
+    /// Each object's first path in a depth-first walk, for looking paths up in one step.
+    let paths: [String: UInt64]
     let limits: ReadLimits
 
     /// Most bytes of metadata held for one file.
@@ -169,8 +185,25 @@ package final class NativeMetadata: Sendable {
         self.endOfAddresses = parser.endOfAddresses
         self.rootAddress = parser.rootAddress
         self.objects = parser.objects
+        self.paths = Self.index(parser.objects, root: parser.rootAddress)
         self.limits = limits
         // A descriptor is closed by deinit only once the object exists; parsing errors close it in the caller.
+    }
+
+    static func index(_ objects: [UInt64: NativeObject], root: UInt64) -> [String: UInt64] {
+        var paths: [String: UInt64] = ["/": root]
+        var pending: [(String, UInt64)] = [("/", root)]
+        var seen: Set<UInt64> = [root]
+        while let (path, address) = pending.popLast() {
+            guard let group = objects[address], case .group = group.kind else { continue }
+            for link in group.links {
+                guard case .hard(let child) = link.target else { continue }
+                let childPath = joinObjectPath(path, link.name)
+                if paths[childPath] == nil { paths[childPath] = child }
+                if seen.insert(child).inserted { pending.append((childPath, child)) }
+            }
+        }
+        return paths
     }
 
     /// Reads `count` bytes at relative address `address`.
@@ -209,9 +242,34 @@ package final class NativeMetadata: Sendable {
         }
     }
 
+    /// What `HDF5File.kind(of:)` answers through libhdf5: `.some(nil)` when nothing is there,
+    /// nil when the native reader leaves the question to libhdf5.
+    func kind(of path: String) -> Entry.Kind?? {
+        let components = path.split(separator: "/", omittingEmptySubsequences: true)
+        if components.isEmpty { return .some(.group) }
+        var current = rootAddress
+        for (position, component) in components.enumerated() {
+            guard component != ".", let object = objects[current] else { return nil }
+            guard case .group = object.kind, let index = object.linkIndex[String(component)], index < object.links.count else {
+                return .some(nil)
+            }
+            let isLast = position == components.count - 1
+            switch object.links[index].target {
+            case .hard(let address):
+                if isLast { return objects[address].map { .some($0.kind) } }
+                current = address
+            case .soft: return .some(isLast ? .softLink(target: "?") : nil)
+            case .external: return .some(isLast ? .externalLink(file: "?", object: "?") : nil)
+            case .userDefined: return .some(isLast ? .userDefinedLink : nil)
+            }
+        }
+        return nil
+    }
+
     /// The address of the object at `path`, following hard links only; nil when the path
     /// passes through anything else or names nothing (libhdf5 then answers, with its errors).
     func resolve(_ path: String) -> UInt64? {
+        if let known = paths[path] { return known }
         var current = rootAddress
         for component in path.split(separator: "/", omittingEmptySubsequences: true) {
             if component == "." { return nil }
@@ -341,7 +399,7 @@ private struct Parser {
             guard links.count <= limits.maxObjects, linkCount <= limits.maxObjects else { throw NativeFormatError("too many links") }
             var index: [String: Int] = [:]
             for (position, link) in links.enumerated() {
-                guard !link.nameBytes.isEmpty, link.name != ".", !link.nameBytes.contains(0x2f) else { throw NativeFormatError("link name") }
+                guard !link.name.isEmpty, link.name != ".", !link.name.utf8.contains(0x2f) else { throw NativeFormatError("link name") }
                 guard index[link.name] == nil else { throw NativeFormatError("two links of one name") }
                 index[link.name] = position
             }
@@ -355,7 +413,8 @@ private struct Parser {
     // MARK: Object headers
 
     mutating func parseHeader(_ address: UInt64) throws -> [NativeMessage] {
-        let prefix = try readUpTo(address, 16, minimum: 16)
+        // One read usually holds the whole first chunk of a version 1 header (h5py's are a few hundred bytes).
+        let prefix = try readUpTo(address, 1024, minimum: 16)
         if Array(prefix.prefix(4)) == [0x4f, 0x48, 0x44, 0x52] { return try parseHeaderV2(address) }
         var cursor = ByteCursor(prefix)
         guard try cursor.u8() == 1 else { throw NativeFormatError("object header version") }
@@ -368,19 +427,22 @@ private struct Parser {
         var visited: Set<UInt64> = []
         while let (chunkAddress, chunkSize) = chunks.popLast() {
             guard visited.insert(chunkAddress).inserted, visited.count <= 10_000 else { throw NativeFormatError("continuation cycle") }
-            let chunk = try hold(read(chunkAddress, chunkSize))
-            var body = ByteCursor(chunk)
+            var body: ByteCursor
+            if chunkAddress == address &+ 16, chunkSize <= prefix.count - 16 {
+                body = ByteCursor(try hold(prefix), from: 16, to: 16 + chunkSize)
+            } else {
+                body = ByteCursor(try hold(read(chunkAddress, chunkSize)))
+            }
             while body.remaining >= 8 {
                 let type = try body.u16()
                 let length = try body.u16()
                 let flags = try body.u8()
                 try body.skip(3)
-                let data = try body.take(length)
+                var data = try body.sub(length)
                 if type == 0x10 {
-                    var c = ByteCursor(data)
-                    chunks.insert((try self.address(&c), try c.count(lengthSize)), at: 0)
+                    chunks.insert((try self.address(&data), try data.count(lengthSize)), at: 0)
                 }
-                messages.append(NativeMessage(type: type, flags: flags, body: data))
+                messages.append(NativeMessage(type: type, flags: flags, chunk: body.bytes, start: body.position - length, length: length))
                 guard messages.count <= 65_535 else { throw NativeFormatError("too many messages") }
             }
             guard body.remaining == 0 else { throw NativeFormatError("object header chunk has trailing bytes") }
@@ -437,12 +499,11 @@ private struct Parser {
             let length = try body.u16()
             let flags = try body.u8()
             if tracked { try body.skip(2) }
-            let data = try body.take(length)
+            var data = try body.sub(length)
             if type == 0x10 {
-                var c = ByteCursor(data)
-                continuations.append((try address(&c), try c.count(lengthSize)))
+                continuations.append((try address(&data), try data.count(lengthSize)))
             }
-            messages.append(NativeMessage(type: type, flags: flags, body: data))
+            messages.append(NativeMessage(type: type, flags: flags, chunk: block, start: body.position - length, length: length))
             guard messages.count <= 65_535 else { throw NativeFormatError("too many messages") }
         }
     }
@@ -458,13 +519,14 @@ private struct Parser {
     /// A group's links from its symbol table: a v1 B-tree of symbol nodes, names in a local heap.
     mutating func symbolTableLinks(_ messages: [NativeMessage]) throws -> [NativeLink] {
         guard let message = messages.first(where: { $0.type == 17 }), !message.isShared else { throw NativeFormatError("symbol table") }
-        var cursor = ByteCursor(message.body)
+        var cursor = message.cursor
         let tree = try address(&cursor)
         let heapAddress = try address(&cursor)
         let heap = try localHeap(heapAddress)
         var links: [NativeLink] = []
         var visited: Set<UInt64> = []
-        try collectSymbols(tree, level: nil, heap: heap, visited: &visited, into: &links)
+        var names: [[UInt8]] = []
+        try collectSymbols(tree, level: nil, heap: heap, visited: &visited, into: &links, names: &names)
         return links
     }
 
@@ -479,60 +541,81 @@ private struct Parser {
         return try hold(read(data, size))
     }
 
-    mutating func collectSymbols(_ node: UInt64, level: Int?, heap: [UInt8], visited: inout Set<UInt64>, into links: inout [NativeLink]) throws {
+    /// Collects the symbols under a B-tree node. libhdf5 finds a name by binary search over the
+    /// keys (child `i` holds the names after key `i` up to key `i + 1`) and then over a symbol
+    /// node's sorted entries; a tree that breaks that order lists names libhdf5 cannot look up,
+    /// so it is refused.
+    mutating func collectSymbols(
+        _ node: UInt64, level: Int?, heap: [UInt8], visited: inout Set<UInt64>, into links: inout [NativeLink], names: inout [[UInt8]]
+    ) throws {
         guard visited.insert(node).inserted, visited.count <= limits.maxObjects else { throw NativeFormatError("B-tree cycle") }
         let headerSize = 8 + 2 * offsetSize
-        let head = try read(node, headerSize)
-        guard Array(head.prefix(4)) == [0x54, 0x52, 0x45, 0x45], head[4] == 0 else { throw NativeFormatError("B-tree node signature") }
-        let nodeLevel = Int(head[5])
+        var block = try readUpTo(node, 1024, minimum: headerSize)
+        guard Array(block.prefix(4)) == [0x54, 0x52, 0x45, 0x45], block[4] == 0 else { throw NativeFormatError("B-tree node signature") }
+        let nodeLevel = Int(block[5])
         if let level, nodeLevel != level { throw NativeFormatError("B-tree level") }
-        var cursor = ByteCursor(head, from: 6)
+        var cursor = ByteCursor(block, from: 6)
         let entries = try cursor.u16()
-        let (keys, o1) = (entries + 1).multipliedReportingOverflow(by: lengthSize)
-        let (children, o2) = entries.multipliedReportingOverflow(by: offsetSize)
-        guard !o1, !o2 else { throw NativeFormatError("B-tree size") }
-        let body = try hold(read(node &+ UInt64(headerSize), keys + children))
-        var entryCursor = ByteCursor(body)
+        let size = headerSize + (entries + 1) * lengthSize + entries * offsetSize
+        if size > block.count { block = try read(node, size) }
+        _ = try hold(block)
+        var entryCursor = ByteCursor(block, from: headerSize, to: size)
+        var keys: [[UInt8]] = [try heapString(heap, at: entryCursor.count(lengthSize))]
         var childAddresses: [UInt64] = []
-        _ = try entryCursor.unsigned(lengthSize)
         for _ in 0..<entries {
             childAddresses.append(try address(&entryCursor))
-            _ = try entryCursor.unsigned(lengthSize)
+            keys.append(try heapString(heap, at: entryCursor.count(lengthSize)))
         }
-        for child in childAddresses {
+        for index in keys.indices.dropFirst() where keys[index].lexicographicallyPrecedes(keys[index - 1]) {
+            throw NativeFormatError("B-tree keys out of order")
+        }
+        for (index, child) in childAddresses.enumerated() {
+            let first = names.count
             if nodeLevel > 0 {
-                try collectSymbols(child, level: nodeLevel - 1, heap: heap, visited: &visited, into: &links)
+                try collectSymbols(child, level: nodeLevel - 1, heap: heap, visited: &visited, into: &links, names: &names)
             } else {
-                try readSymbolNode(child, heap: heap, visited: &visited, into: &links)
+                try readSymbolNode(child, heap: heap, visited: &visited, into: &links, names: &names)
+            }
+            for name in names[first...] {
+                guard keys[index].lexicographicallyPrecedes(name), !keys[index + 1].lexicographicallyPrecedes(name) else {
+                    throw NativeFormatError("symbol outside its B-tree keys")
+                }
             }
         }
     }
 
-    mutating func readSymbolNode(_ address: UInt64, heap: [UInt8], visited: inout Set<UInt64>, into links: inout [NativeLink]) throws {
+    mutating func readSymbolNode(
+        _ address: UInt64, heap: [UInt8], visited: inout Set<UInt64>, into links: inout [NativeLink], names: inout [[UInt8]]
+    ) throws {
         guard visited.insert(address).inserted else { throw NativeFormatError("symbol node seen twice") }
-        let head = try read(address, 8)
-        guard Array(head.prefix(4)) == [0x53, 0x4e, 0x4f, 0x44], head[4] == 1 else { throw NativeFormatError("symbol node signature") }
-        var cursor = ByteCursor(head, from: 6)
+        var block = try readUpTo(address, 1024, minimum: 8)
+        guard Array(block.prefix(4)) == [0x53, 0x4e, 0x4f, 0x44], block[4] == 1 else { throw NativeFormatError("symbol node signature") }
+        var cursor = ByteCursor(block, from: 6)
         let count = try cursor.u16()
-        let entrySize = 2 * offsetSize + 24
-        let body = try hold(read(address &+ 8, count * entrySize))
-        var entries = ByteCursor(body)
+        let size = 8 + count * (2 * offsetSize + 24)
+        if size > block.count { block = try read(address, size) }
+        _ = try hold(block)
+        var entries = ByteCursor(block, from: 8, to: size)
+        var previous: [UInt8]?
         for _ in 0..<count {
             let nameOffset = try entries.count(offsetSize)
             let header = try self.address(&entries)
             let cacheType = try entries.u32()
             try entries.skip(4)
-            var scratch = ByteCursor(try entries.take(16))
+            var scratch = try entries.sub(16)
             let nameBytes = try heapString(heap, at: nameOffset)
+            if let previous, !previous.lexicographicallyPrecedes(nameBytes) { throw NativeFormatError("symbols out of order") }
+            previous = nameBytes
+            names.append(nameBytes)
             let name = String(decoding: nameBytes, as: UTF8.self)
             if cacheType == 2 {
                 let value = try heapString(heap, at: try scratch.u32())
                 let target: NativeLinkTarget =
                     value.count + 1 > 1 << 16 ? .soft("?") : .soft(String(decoding: value, as: UTF8.self))
-                links.append(NativeLink(name: name, nameBytes: nameBytes, target: target))
+                links.append(NativeLink(name: name, target: target))
             } else {
                 guard header != undefinedAddress else { throw NativeFormatError("hard link without an address") }
-                links.append(NativeLink(name: name, nameBytes: nameBytes, target: .hard(header)))
+                links.append(NativeLink(name: name, target: .hard(header)))
             }
             guard links.count <= limits.maxObjects else { throw NativeFormatError("too many links") }
         }
@@ -549,7 +632,7 @@ private struct Parser {
     /// A new-style group's links, held in its header (a link-info message without a fractal heap).
     func compactLinks(_ messages: [NativeMessage]) throws -> [NativeLink] {
         guard let info = messages.first(where: { $0.type == 2 }), !info.isShared else { throw NativeFormatError("link info") }
-        var cursor = ByteCursor(info.body)
+        var cursor = info.cursor
         guard try cursor.u8() == 0 else { throw NativeFormatError("link info version") }
         let flags = try cursor.u8()
         guard flags & 0xfc == 0 else { throw NativeFormatError("link info flags") }
@@ -558,14 +641,13 @@ private struct Parser {
         var links: [NativeLink] = []
         for message in messages where message.type == 6 {
             guard !message.isShared else { throw NativeFormatError("shared link message") }
-            links.append(try parseLink(message.body))
+            links.append(try parseLink(message.cursor))
         }
-        links.sort { $0.nameBytes.lexicographicallyPrecedes($1.nameBytes) }
         return links
     }
 
-    func parseLink(_ body: [UInt8]) throws -> NativeLink {
-        var cursor = ByteCursor(body)
+    func parseLink(_ body: ByteCursor) throws -> NativeLink {
+        var cursor = body
         guard try cursor.u8() == 1 else { throw NativeFormatError("link message version") }
         let flags = try cursor.u8()
         guard flags & 0xe0 == 0 else { throw NativeFormatError("link message flags") }
@@ -584,11 +666,11 @@ private struct Parser {
         case 0:
             let target = try address(&cursor)
             guard target != undefinedAddress else { throw NativeFormatError("hard link without an address") }
-            return NativeLink(name: name, nameBytes: raw, target: .hard(target))
+            return NativeLink(name: name, target: .hard(target))
         case 1:
             let length = try cursor.u16()
             let value = try cursor.take(length)
-            return NativeLink(name: name, nameBytes: raw, target: .soft(String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)))
+            return NativeLink(name: name, target: .soft(String(decoding: value.prefix { $0 != 0 }, as: UTF8.self)))
         case 64:
             let length = try cursor.u16()
             let value = try cursor.take(length)
@@ -599,7 +681,7 @@ private struct Parser {
             guard let objectEnd = objectPart.firstIndex(of: 0) else { throw NativeFormatError("external link object") }
             let file = String(decoding: value[1..<fileEnd], as: UTF8.self)
             let object = String(decoding: value[(fileEnd + 1)..<objectEnd], as: UTF8.self)
-            return NativeLink(name: name, nameBytes: raw, target: .external(file: file, object: object))
+            return NativeLink(name: name, target: .external(file: file, object: object))
         default:
             throw NativeFormatError("user-defined link")
         }
