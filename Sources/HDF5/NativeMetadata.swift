@@ -111,9 +111,13 @@ struct NativeObject: Sendable {
     let messages: [NativeMessage]
     /// A group's links in storage order (name order), and by name.
     let links: [NativeLink]
-    let linkIndex: [String: Int]
 
     func message(_ type: Int) -> NativeMessage? { messages.first { $0.type == type } }
+
+    /// The link of that name (compared byte for byte, as libhdf5 compares names).
+    func link(named name: Substring) -> NativeLink? {
+        links.first { $0.name.utf8.elementsEqual(name.utf8) }
+    }
 }
 
 /// HDF5 file metadata read without libhdf5, for the shapes real checkpoints have: superblocks
@@ -212,6 +216,12 @@ package final class NativeMetadata: Sendable {
     }
 
     static func read(_ source: Source, fileSize: Int, base: Int, address: UInt64, count: Int) throws -> [UInt8] {
+        let start = try absolute(address, count: count, base: base, fileSize: fileSize)
+        return try readAbsolute(source, start: start, count: count)
+    }
+
+    /// The absolute offset of `count` bytes at relative `address`, checked to lie inside the file.
+    static func absolute(_ address: UInt64, count: Int, base: Int, fileSize: Int) throws -> Int {
         guard address != undefinedAddress, address <= UInt64(Int.max), count >= 0, count <= maxBlock else {
             throw NativeFormatError("address or size out of range")
         }
@@ -219,6 +229,12 @@ package final class NativeMetadata: Sendable {
         guard !overflow else { throw NativeFormatError("address out of range") }
         let (end, overflow2) = start.addingReportingOverflow(count)
         guard !overflow2, end <= fileSize else { throw NativeFormatError("structure lies beyond the end of the file") }
+        return start
+    }
+
+    /// Reads `count` bytes at absolute offset `start`, already checked against the file's size.
+    static func readAbsolute(_ source: Source, start: Int, count: Int) throws -> [UInt8] {
+        let end = start + count
         switch source {
         case .image(let image):
             guard end <= image.count else { throw NativeFormatError("structure lies beyond the end of the image") }
@@ -250,11 +266,9 @@ package final class NativeMetadata: Sendable {
         var current = rootAddress
         for (position, component) in components.enumerated() {
             guard component != ".", let object = objects[current] else { return nil }
-            guard case .group = object.kind, let index = object.linkIndex[String(component)], index < object.links.count else {
-                return .some(nil)
-            }
+            guard case .group = object.kind, let link = object.link(named: component) else { return .some(nil) }
             let isLast = position == components.count - 1
-            switch object.links[index].target {
+            switch link.target {
             case .hard(let address):
                 if isLast { return objects[address].map { .some($0.kind) } }
                 current = address
@@ -269,13 +283,13 @@ package final class NativeMetadata: Sendable {
     /// The address of the object at `path`, following hard links only; nil when the path
     /// passes through anything else or names nothing (libhdf5 then answers, with its errors).
     func resolve(_ path: String) -> UInt64? {
-        if let known = paths[path] { return known }
+        // String keys compare by canonical equivalence; libhdf5 compares bytes.
+        if let index = paths.index(forKey: path), paths[index].key.utf8.elementsEqual(path.utf8) { return paths[index].value }
         var current = rootAddress
         for component in path.split(separator: "/", omittingEmptySubsequences: true) {
             if component == "." { return nil }
-            guard let object = objects[current], case .group = object.kind,
-                let index = object.linkIndex[String(component)], index < object.links.count,
-                case .hard(let address) = object.links[index].target
+            guard let object = objects[current], case .group = object.kind, let link = object.link(named: component),
+                case .hard(let address) = link.target
             else { return nil }
             current = address
         }
@@ -304,18 +318,49 @@ private struct Parser {
         self.limits = limits
     }
 
-    func read(_ address: UInt64, _ count: Int) throws -> [UInt8] {
-        try NativeMetadata.read(source, fileSize: fileSize, base: base, address: address, count: count)
+    /// Aligned blocks of the file already read: object headers and symbol nodes lie together in
+    /// libhdf5's metadata blocks (h5py's dataset headers 272 bytes apart), so one read serves many.
+    var blocks: [Int: [UInt8]] = [:]
+    static let blockSize = 4096
+
+    mutating func read(_ address: UInt64, _ count: Int) throws -> [UInt8] {
+        let (bytes, start) = try readShared(address, count)
+        return start == 0 && bytes.count == count ? bytes : Array(bytes[start..<(start + count)])
+    }
+
+    /// `count` bytes at `address`, as a buffer and the offset in it where they start: a cached
+    /// block when they lie inside one (no copy), else a buffer of their own.
+    mutating func readShared(_ address: UInt64, _ count: Int) throws -> (bytes: [UInt8], start: Int) {
+        let start = try NativeMetadata.absolute(address, count: count, base: base, fileSize: fileSize)
+        let index = start / Self.blockSize
+        guard count > 0, (start + count - 1) / Self.blockSize == index else {
+            return (try NativeMetadata.readAbsolute(source, start: start, count: count), 0)
+        }
+        let blockStart = index * Self.blockSize
+        let block: [UInt8]
+        if let known = blocks[index] {
+            block = known
+        } else {
+            if blocks.count >= 4096 { blocks.removeAll(keepingCapacity: true) }
+            block = try NativeMetadata.readAbsolute(source, start: blockStart, count: min(Self.blockSize, fileSize - blockStart))
+            blocks[index] = block
+            // Headers keep their block alive: count every block read against the metadata limit.
+            _ = try hold(block)
+        }
+        return (block, start - blockStart)
     }
 
     /// Reads what fits of `count` bytes at `address` (at least `minimum`), for structures whose size is
     /// only known once their start is read.
-    func readUpTo(_ address: UInt64, _ count: Int, minimum: Int) throws -> [UInt8] {
+    mutating func readUpTo(_ address: UInt64, _ count: Int, minimum: Int) throws -> [UInt8] {
         guard address != undefinedAddress, address <= UInt64(Int.max) else { throw NativeFormatError("address out of range") }
         let (start, overflow) = base.addingReportingOverflow(Int(address))
         guard !overflow, start < fileSize else { throw NativeFormatError("structure lies beyond the end of the file") }
-        let available = min(count, fileSize - start)
+        var available = min(count, fileSize - start)
         guard available >= minimum else { throw NativeFormatError("structure lies beyond the end of the file") }
+        // Stay inside one block when the minimum fits there: the caller reads on when it needs more.
+        let inBlock = Self.blockSize - start % Self.blockSize
+        if inBlock >= minimum { available = min(available, inBlock) }
         return try read(address, available)
     }
 
@@ -397,16 +442,15 @@ private struct Parser {
             let links = try has(17) ? symbolTableLinks(messages) : compactLinks(messages)
             linkCount += links.count
             guard links.count <= limits.maxObjects, linkCount <= limits.maxObjects else { throw NativeFormatError("too many links") }
-            var index: [String: Int] = [:]
-            for (position, link) in links.enumerated() {
+            for link in links {
                 guard !link.name.isEmpty, link.name != ".", !link.name.utf8.contains(0x2f) else { throw NativeFormatError("link name") }
-                guard index[link.name] == nil else { throw NativeFormatError("two links of one name") }
-                index[link.name] = position
             }
-            return NativeObject(kind: .group, messages: messages, links: links, linkIndex: index)
+            // A symbol table's names are checked to be strictly increasing; link messages could repeat one.
+            if !has(17), Set(links.map { Array($0.name.utf8) }).count != links.count { throw NativeFormatError("two links of one name") }
+            return NativeObject(kind: .group, messages: messages, links: links)
         }
-        if has(3) && has(1) { return NativeObject(kind: .dataset, messages: messages, links: [], linkIndex: [:]) }
-        if has(3) { return NativeObject(kind: .namedType, messages: messages, links: [], linkIndex: [:]) }
+        if has(3) && has(1) { return NativeObject(kind: .dataset, messages: messages, links: []) }
+        if has(3) { return NativeObject(kind: .namedType, messages: messages, links: []) }
         throw NativeFormatError("object of unknown type")
     }
 
@@ -414,22 +458,28 @@ private struct Parser {
 
     mutating func parseHeader(_ address: UInt64) throws -> [NativeMessage] {
         // One read usually holds the whole first chunk of a version 1 header (h5py's are a few hundred bytes).
-        let prefix = try readUpTo(address, 1024, minimum: 16)
-        if Array(prefix.prefix(4)) == [0x4f, 0x48, 0x44, 0x52] { return try parseHeaderV2(address) }
-        var cursor = ByteCursor(prefix)
+        guard address != undefinedAddress, address <= UInt64(Int.max), base.addingReportingOverflow(Int(address)).overflow == false else {
+            throw NativeFormatError("address out of range")
+        }
+        let absolute = base + Int(address)
+        let inBlock = min(Self.blockSize - absolute % Self.blockSize, fileSize - absolute)
+        let (prefix, offset) = try readShared(address, inBlock >= 16 ? inBlock : 16)
+        var cursor = ByteCursor(prefix, from: offset)
+        if cursor.remaining >= 4, prefix[offset..<(offset + 4)].elementsEqual([0x4f, 0x48, 0x44, 0x52]) { return try parseHeaderV2(address) }
         guard try cursor.u8() == 1 else { throw NativeFormatError("object header version") }
         try cursor.skip(1)
         let declared = try cursor.u16()
         try cursor.skip(4)  // reference count
         let size = try cursor.u32()
         var messages: [NativeMessage] = []
+        messages.reserveCapacity(declared)
         var chunks: [(UInt64, Int)] = [(address &+ 16, size)]
         var visited: Set<UInt64> = []
         while let (chunkAddress, chunkSize) = chunks.popLast() {
             guard visited.insert(chunkAddress).inserted, visited.count <= 10_000 else { throw NativeFormatError("continuation cycle") }
             var body: ByteCursor
-            if chunkAddress == address &+ 16, chunkSize <= prefix.count - 16 {
-                body = ByteCursor(try hold(prefix), from: 16, to: 16 + chunkSize)
+            if chunkAddress == address &+ 16, chunkSize <= prefix.count - offset - 16 {
+                body = ByteCursor(prefix, from: offset + 16, to: offset + 16 + chunkSize)
             } else {
                 body = ByteCursor(try hold(read(chunkAddress, chunkSize)))
             }
@@ -452,7 +502,7 @@ private struct Parser {
     }
 
     mutating func parseHeaderV2(_ address: UInt64) throws -> [NativeMessage] {
-        let prefix = try readUpTo(address, 32, minimum: 7)
+        let prefix = try readUpTo(address, 40, minimum: 40)
         var cursor = ByteCursor(prefix, from: 4)
         guard try cursor.u8() == 2 else { throw NativeFormatError("object header version") }
         let flags = try cursor.u8()
