@@ -192,7 +192,12 @@ extension NativeMetadata {
     /// The dataset at `path` described as libhdf5 describes it, or nil when the path does not lead
     /// to a dataset through hard links, or when the dataset is chunked or virtual (libhdf5 answers).
     package func datasetInfo(_ path: String) throws -> DatasetInfo? {
+        if let known = knownInfo(path) { return known }
         guard let objectAddress = resolve(path), let object = objects[objectAddress], case .dataset = object.kind else { return nil }
+        return try datasetInfo(path, object: object)
+    }
+
+    func datasetInfo(_ path: String, object: NativeObject) throws -> DatasetInfo? {
         guard let spaceMessage = object.message(1), let typeMessage = object.message(3), let layoutMessage = object.message(8) else {
             throw NativeFormatError("dataset without dataspace, datatype or layout")
         }

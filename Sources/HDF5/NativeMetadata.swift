@@ -127,8 +127,21 @@ struct NativeObject: Sendable {
 /// file is then described by libhdf5 as before.
 package final class NativeMetadata: Sendable {
     enum Source: Sendable {
-        case descriptor(Int32)
+        case descriptor(Descriptor)
         case image([UInt8])
+    }
+
+    /// A file descriptor, closed when the last reader lets go of it.
+    final class Descriptor: Sendable {
+        let fd: Int32
+        init(_ fd: Int32) { self.fd = fd }
+        deinit { Glibc.close(fd) }
+    }
+
+    /// An object's first path in a depth-first walk, with a dataset's description made once.
+    struct IndexedPath: Sendable {
+        let address: UInt64
+        let info: DatasetInfo?
     }
 
     let source: Source
@@ -142,17 +155,13 @@ package final class NativeMetadata: Sendable {
     package let rootAddress: UInt64
     let objects: [UInt64: NativeObject]
     /// Each object's first path in a depth-first walk, for looking paths up in one step.
-    let paths: [String: UInt64]
+    let paths: [String: IndexedPath]
     let limits: ReadLimits
 
     /// Most bytes of metadata held for one file.
     static let maxMetadataBytes = 256 << 20
     /// Largest single structure read (an object header chunk, a heap).
     static let maxBlock = 64 << 20
-
-    deinit {
-        if case .descriptor(let fd) = source { Glibc.close(fd) }
-    }
 
     /// Whether the environment asks for libhdf5 to describe files (`GRADSCOPE_HDF5_METADATA=libhdf5`).
     package static var disabledByEnvironment: Bool {
@@ -164,12 +173,7 @@ package final class NativeMetadata: Sendable {
     package convenience init(path: String, size: Int, superblockOffset: Int, limits: ReadLimits) throws {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw NativeFormatError("cannot open") }
-        do {
-            try self.init(source: .descriptor(fd), size: size, superblockOffset: superblockOffset, limits: limits)
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
+        try self.init(source: .descriptor(Descriptor(fd)), size: size, superblockOffset: superblockOffset, limits: limits)
     }
 
     /// Parses a file image held in memory.
@@ -177,10 +181,16 @@ package final class NativeMetadata: Sendable {
         try self.init(source: .image(image), size: image.count, superblockOffset: superblockOffset, limits: limits)
     }
 
-    private init(source: Source, size: Int, superblockOffset: Int, limits: ReadLimits) throws {
+    private convenience init(source: Source, size: Int, superblockOffset: Int, limits: ReadLimits) throws {
         var parser = Parser(source: source, fileSize: size, base: superblockOffset, limits: limits)
         try parser.readSuperblock()
         try parser.parseTree()
+        // Datasets are described once, here, by a reader without the index; the index keeps the answers.
+        let bare = NativeMetadata(source: source, size: size, superblockOffset: superblockOffset, parser: parser, limits: limits, paths: [:])
+        self.init(source: source, size: size, superblockOffset: superblockOffset, parser: parser, limits: limits, paths: bare.index())
+    }
+
+    private init(source: Source, size: Int, superblockOffset: Int, parser: Parser, limits: ReadLimits, paths: [String: IndexedPath]) {
         self.source = source
         self.fileSize = size
         self.base = superblockOffset
@@ -189,13 +199,13 @@ package final class NativeMetadata: Sendable {
         self.endOfAddresses = parser.endOfAddresses
         self.rootAddress = parser.rootAddress
         self.objects = parser.objects
-        self.paths = Self.index(parser.objects, root: parser.rootAddress)
+        self.paths = paths
         self.limits = limits
-        // A descriptor is closed by deinit only once the object exists; parsing errors close it in the caller.
     }
 
-    static func index(_ objects: [UInt64: NativeObject], root: UInt64) -> [String: UInt64] {
-        var paths: [String: UInt64] = ["/": root]
+    func index() -> [String: IndexedPath] {
+        let root = rootAddress
+        var paths: [String: IndexedPath] = ["/": IndexedPath(address: root, info: nil)]
         var pending: [(String, UInt64)] = [("/", root)]
         var seen: Set<UInt64> = [root]
         while let (path, address) = pending.popLast() {
@@ -203,7 +213,11 @@ package final class NativeMetadata: Sendable {
             for link in group.links {
                 guard case .hard(let child) = link.target else { continue }
                 let childPath = joinObjectPath(path, link.name)
-                if paths[childPath] == nil { paths[childPath] = child }
+                if paths[childPath] == nil {
+                    var info: DatasetInfo?
+                    if let object = objects[child], case .dataset = object.kind { info = try? datasetInfo(childPath, object: object) }
+                    paths[childPath] = IndexedPath(address: child, info: info)
+                }
                 if seen.insert(child).inserted { pending.append((childPath, child)) }
             }
         }
@@ -239,7 +253,8 @@ package final class NativeMetadata: Sendable {
         case .image(let image):
             guard end <= image.count else { throw NativeFormatError("structure lies beyond the end of the image") }
             return Array(image[start..<end])
-        case .descriptor(let fd):
+        case .descriptor(let descriptor):
+            let fd = descriptor.fd
             var bytes = [UInt8](repeating: 0, count: count)
             var done = 0
             while done < count {
@@ -280,11 +295,17 @@ package final class NativeMetadata: Sendable {
         return nil
     }
 
+    /// The description of the dataset at `path`, when it was made on open.
+    package func knownInfo(_ path: String) -> DatasetInfo? {
+        guard let index = paths.index(forKey: path), paths[index].key.utf8.elementsEqual(path.utf8) else { return nil }
+        return paths[index].value.info
+    }
+
     /// The address of the object at `path`, following hard links only; nil when the path
     /// passes through anything else or names nothing (libhdf5 then answers, with its errors).
     func resolve(_ path: String) -> UInt64? {
         // String keys compare by canonical equivalence; libhdf5 compares bytes.
-        if let index = paths.index(forKey: path), paths[index].key.utf8.elementsEqual(path.utf8) { return paths[index].value }
+        if let index = paths.index(forKey: path), paths[index].key.utf8.elementsEqual(path.utf8) { return paths[index].value.address }
         var current = rootAddress
         for component in path.split(separator: "/", omittingEmptySubsequences: true) {
             if component == "." { return nil }
@@ -298,7 +319,7 @@ package final class NativeMetadata: Sendable {
 }
 
 /// Parses the superblock and every object reachable from the root group.
-private struct Parser {
+struct Parser {
     let source: NativeMetadata.Source
     let fileSize: Int
     let base: Int
