@@ -693,9 +693,11 @@ struct Parser {
     }
 
     /// The NUL-terminated string at `offset` of a local heap.
+    /// Names longer than 4 KiB (none that checkpoints hold) go to libhdf5, so that a heap without
+    /// terminators cannot make the search for each of many names run through all of it.
     func heapString(_ heap: [UInt8], at offset: Int) throws -> [UInt8] {
-        guard offset >= 0, offset < heap.count, let nul = heap[offset...].firstIndex(of: 0) else {
-            throw NativeFormatError("name outside its heap")
+        guard offset >= 0, offset < heap.count, let nul = heap[offset..<min(heap.count, offset + 4096)].firstIndex(of: 0) else {
+            throw NativeFormatError("name outside its heap, or longer than 4 KiB")
         }
         return Array(heap[offset..<nul])
     }

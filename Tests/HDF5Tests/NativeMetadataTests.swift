@@ -280,11 +280,14 @@ struct NativeMetadataTests {
             try writer.externalLink("/ext", file: other, object: "/secret")
         }
         try compare(linked)
-        // Walk limits give the same truncated listings.
+        // Limits give the same answers: the attribute-size limit natively, a walk deeper than the
+        // depth limit through libhdf5 (the native reader leaves such files to it).
         var limits = ReadLimits()
-        limits.maxDepth = 2
         limits.maxAttributeBytes = 8
-        try compare(dir.path("fixture-0.h5"), options: OpenOptions(limits: limits))
+        #expect(try compare(dir.path("fixture-0.h5"), options: OpenOptions(limits: limits)))
+        limits = ReadLimits()
+        limits.maxDepth = 2
+        #expect(try !compare(dir.path("fixture-0.h5"), options: OpenOptions(limits: limits)))
         // A memory image is described natively too.
         let image = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir.path("fixture-0.h5"))))
         let fromImage = try HDF5File.open(image: image, name: "image", nativeMetadata: true)
