@@ -79,6 +79,7 @@ extension HDF5File {
     /// An attribute that cannot be decoded is returned as `.unsupported` with the reason.
     /// The corresponding C functions are `H5Aopen_by_idx` and `H5Aread`.
     public func attributes(at path: String) throws -> [Attribute] {
+        if let native, let attributes = try? native.attributes(path) { return attributes }
         Library.ensure()
         let object = try openObject(path)
         var info = H5O_info_t()
@@ -106,6 +107,7 @@ extension HDF5File {
 
     /// One attribute by name, or nil when the object has no such attribute.
     public func attribute(_ name: String, at path: String) throws -> AttributeValue? {
+        if let native, let answer = try? native.attribute(name, at: path) { return answer }
         Library.ensure()
         let object = try openObject(path)
         let exists = H5Aexists(object.id, name)

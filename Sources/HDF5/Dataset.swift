@@ -104,7 +104,12 @@ extension HDF5File {
     /// The dataset's metadata, without keeping it open. Remembered for the
     /// file's lifetime (the file is read-only): asking again costs nothing.
     public func datasetInfo(_ path: String) throws -> DatasetInfo {
+        if let native, let info = native.knownInfo(path) { return info }
         if let known = rememberedInfo(path) { return known }
+        if let native, let info = try? native.datasetInfo(path) {
+            remember(info, for: path)
+            return info
+        }
         let info = try dataset(path).info
         remember(info, for: path)
         return info

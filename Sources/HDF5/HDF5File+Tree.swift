@@ -5,9 +5,13 @@ extension HDF5File {
     /// Soft, external and user-defined links are listed with their targets, never followed.
     /// The corresponding C function is `H5Literate`.
     public func children(of groupPath: String) throws -> [Entry] {
-        Library.ensure()
         let depth = groupPath == "/" ? 1 : groupPath.split(separator: "/").count + 1
         var visited = Set<haddr_t>()
+        if let native, let listed = try? nativeListGroup(native, groupPath, depth: depth, visited: &visited, aliases: [:]) {
+            return listed.map { $0.entry }
+        }
+        visited = []
+        Library.ensure()
         return try listGroup(groupPath, depth: depth, visited: &visited, aliases: [:]).map { $0.entry }
     }
 
@@ -16,6 +20,16 @@ extension HDF5File {
     /// `.alias`; groups that cannot be read are listed as `.unreadable` and
     /// the walk goes on; depth and object count are bounded by `ReadLimits`.
     public func walk() throws -> [Entry] {
+        if let native {
+            var result: [Entry] = []
+            let root = haddr_t(native.rootAddress)
+            var visited: Set<haddr_t> = [root]
+            var firstPath: [haddr_t: String] = [root: "/"]
+            do {
+                try walkGroup("/", depth: 1, native: native, visited: &visited, firstPath: &firstPath, into: &result)
+                return result
+            } catch is NativeFormatError {}
+        }
         Library.ensure()
         var result: [Entry] = []
         var visited = Set<haddr_t>()
@@ -24,7 +38,7 @@ extension HDF5File {
             visited.insert(rootAddress)
             firstPath[rootAddress] = "/"
         }
-        try walkGroup("/", depth: 1, visited: &visited, firstPath: &firstPath, into: &result)
+        try walkGroup("/", depth: 1, native: nil, visited: &visited, firstPath: &firstPath, into: &result)
         return result
     }
 
@@ -34,7 +48,7 @@ extension HDF5File {
     }
 
     private func walkGroup(
-        _ path: String, depth: Int, visited: inout Set<haddr_t>,
+        _ path: String, depth: Int, native: NativeMetadata?, visited: inout Set<haddr_t>,
         firstPath: inout [haddr_t: String], into result: inout [Entry]
     ) throws {
         let limits = options.limits
@@ -47,7 +61,11 @@ extension HDF5File {
         }
         let listed: [Listed]
         do {
-            listed = try listGroup(path, depth: depth, visited: &visited, aliases: firstPath)
+            if let native {
+                listed = try nativeListGroup(native, path, depth: depth, visited: &visited, aliases: firstPath)
+            } else {
+                listed = try listGroup(path, depth: depth, visited: &visited, aliases: firstPath)
+            }
         } catch let error as HDF5Error {
             if path == "/" { throw error }
             result.append(
@@ -69,9 +87,45 @@ extension HDF5File {
             }
             result.append(item.entry)
             if item.address != nil, case .group = item.entry.kind {
-                try walkGroup(item.entry.path, depth: depth + 1, visited: &visited, firstPath: &firstPath, into: &result)
+                try walkGroup(item.entry.path, depth: depth + 1, native: native, visited: &visited, firstPath: &firstPath, into: &result)
             }
         }
+    }
+
+    /// `listGroup` answered from the natively read metadata: the same entries, kinds, aliases and order.
+    private func nativeListGroup(
+        _ native: NativeMetadata, _ path: String, depth: Int, visited: inout Set<haddr_t>, aliases: [haddr_t: String]
+    ) throws -> [Listed] {
+        guard let address = native.resolve(path), let group = native.objects[address], case .group = group.kind else {
+            throw NativeFormatError("not a group reached through hard links")
+        }
+        var listed: [Listed] = []
+        listed.reserveCapacity(group.links.count)
+        for link in group.links.sorted(by: { numericAwareLess($0.name, $1.name) }) {
+            let childPath = joinObjectPath(path, link.name)
+            switch link.target {
+            case .hard(let stored):
+                let address = haddr_t(stored)
+                if visited.contains(address) {
+                    let target = aliases[address] ?? "an object listed earlier"
+                    listed.append(Listed(entry: Entry(name: link.name, path: childPath, depth: depth, kind: .alias(of: target)), address: nil))
+                    continue
+                }
+                visited.insert(address)
+                guard let object = native.objects[stored] else { throw NativeFormatError("object not read") }
+                listed.append(
+                    Listed(entry: Entry(name: link.name, path: childPath, depth: depth, kind: object.kind, address: stored), address: address))
+            case .soft(let target):
+                listed.append(Listed(entry: Entry(name: link.name, path: childPath, depth: depth, kind: .softLink(target: target)), address: nil))
+            case .external(let file, let object):
+                listed.append(
+                    Listed(
+                        entry: Entry(name: link.name, path: childPath, depth: depth, kind: .externalLink(file: file, object: object)), address: nil))
+            case .userDefined:
+                listed.append(Listed(entry: Entry(name: link.name, path: childPath, depth: depth, kind: .userDefinedLink), address: nil))
+            }
+        }
+        return listed
     }
 
     private final class IterationState {
@@ -195,6 +249,7 @@ extension HDF5File {
     /// What the object at `path` is, without following soft or external links
     /// anywhere along the path. Returns nil when there is nothing there.
     public func kind(of path: String) -> Entry.Kind? {
+        if let native, let answer = native.kind(of: path) { return answer }
         Library.ensure()
         let components = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         if components.isEmpty { return .group }

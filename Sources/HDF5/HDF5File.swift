@@ -76,10 +76,18 @@ public final class HDF5File: Sendable {
     private let descriptor = Mutex<Int32>(-1)
     /// True for files opened from a memory image: there is no path to read directly.
     public let isMemoryImage: Bool
+    /// The file's metadata read without libhdf5, when the file has a shape the native reader
+    /// covers; nil when it does not (or `GRADSCOPE_HDF5_METADATA=libhdf5`): libhdf5 describes it.
+    package let native: NativeMetadata?
 
     /// Opens `path` read-only, after checking that it is a readable, non-empty
     /// regular file with an HDF5 signature.
     public static func open(_ path: String, options: OpenOptions = OpenOptions()) throws -> HDF5File {
+        try open(path, options: options, nativeMetadata: !NativeMetadata.disabledByEnvironment)
+    }
+
+    /// Opens `path`, reading its metadata natively when `nativeMetadata` is set and the file allows it.
+    package static func open(_ path: String, options: OpenOptions = OpenOptions(), nativeMetadata: Bool) throws -> HDF5File {
         Library.ensure()
         Library.setPluginsEnabled(options.allowPlugins)
         let probe = try FileProbe.examine(path)
@@ -105,9 +113,11 @@ public final class HDF5File: Sendable {
             gs_deny_external_links(lapl.id)
         }
         H5Pset_nlinks(lapl.id, 16)
+        let native =
+            nativeMetadata ? try? NativeMetadata(path: path, size: probe.size, superblockOffset: superblock, limits: options.limits) : nil
         return HDF5File(
             path: path, size: probe.size, modificationTime: probe.modificationTime, superblockOffset: superblock, options: options,
-            handle: Handle(id, .file), linkAccess: lapl)
+            handle: Handle(id, .file), linkAccess: lapl, native: native)
     }
 
     /// Opens an HDF5 file image held in memory (a member of a `.keras` zip,
@@ -115,6 +125,11 @@ public final class HDF5File: Sendable {
     /// into libhdf5's in-memory driver; nothing touches the disk.
     /// The corresponding C function is `H5Pset_file_image`.
     public static func open(image: [UInt8], name: String, options: OpenOptions = OpenOptions()) throws -> HDF5File {
+        try open(image: image, name: name, options: options, nativeMetadata: !NativeMetadata.disabledByEnvironment)
+    }
+
+    /// Opens a file image, reading its metadata natively when `nativeMetadata` is set and the image allows it.
+    package static func open(image: [UInt8], name: String, options: OpenOptions = OpenOptions(), nativeMetadata: Bool) throws -> HDF5File {
         Library.ensure()
         Library.setPluginsEnabled(options.allowPlugins)
         guard !image.isEmpty else {
@@ -145,15 +160,17 @@ public final class HDF5File: Sendable {
         let lapl = Handle(H5Pcreate(gs_H5P_LINK_ACCESS()), .plist)
         if !options.followLinks { gs_deny_external_links(lapl.id) }
         H5Pset_nlinks(lapl.id, 16)
+        let native = nativeMetadata ? try? NativeMetadata(image: image, superblockOffset: superblock, limits: options.limits) : nil
         return HDF5File(
             path: name, size: image.count, modificationTime: 0, superblockOffset: superblock, options: options,
-            handle: Handle(id, .file), linkAccess: lapl, isMemoryImage: true)
+            handle: Handle(id, .file), linkAccess: lapl, isMemoryImage: true, native: native)
     }
 
     private init(
         path: String, size: Int, modificationTime: Double, superblockOffset: Int, options: OpenOptions, handle: Handle,
-        linkAccess: Handle, isMemoryImage: Bool = false
+        linkAccess: Handle, isMemoryImage: Bool = false, native: NativeMetadata? = nil
     ) {
+        self.native = native
         self.path = path
         self.size = size
         self.modificationTime = modificationTime
