@@ -215,10 +215,15 @@ extension StatsAccumulator {
             func bin(_ p: Int) -> Int {
                 let value = Swift.min(high, Swift.max(low, cells.value(p, table)))
                 if estimating {
+                    // In 0 ... about `scale` (the value is clamped to the edges); the distance to the
+                    // nearest integer from the truncation (`rounded()` is a library call here).
                     let estimate = (value / 2 - halfLow) * inverse * scale
-                    if (estimate - estimate.rounded()).magnitude > 1e-7 {
-                        if estimate < 0 { return 0 }
-                        return estimate > scale ? binCount &- 1 : Swift.min(binCount &- 1, Int(estimate))
+                    if estimate >= 0 && estimate < scale + 1 {
+                        let whole = Int(estimate)
+                        let fraction = estimate - Double(whole)
+                        if Swift.min(fraction, 1 - fraction) > 1e-7 {
+                            return Swift.min(binCount &- 1, whole)
+                        }
                     }
                 }
                 return LinearHistogram.binIndex(for: value, lower: low, upper: high, binCount: binCount)
