@@ -14,6 +14,7 @@
 #define VI i32x8
 #define VU u32x8
 #define VH u16x8
+#define VW u64x8
 #define LANE_INDEX ((VU){0, 1, 2, 3, 4, 5, 6, 7})
 #define LOWD(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 0, 1, 2, 3), f64x4)
 #define HIGHD(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 4, 5, 6, 7), f64x4)
@@ -28,6 +29,7 @@
 #define VI i32x16
 #define VU u32x16
 #define VH u16x16
+#define VW u64x16
 #define LANE_INDEX ((VU){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
 #define LOWD(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7), f64x8)
 #define HIGHD(v) __builtin_convertvector(__builtin_shufflevector((v), (v), 8, 9, 10, 11, 12, 13, 14, 15), f64x8)
@@ -344,8 +346,29 @@ GS_TARGET GS_LINKAGE void GS_NAME(squares_zeros)(const float *p, int64_t n, doub
     *zeros = z;
 }
 
+// The sum of n 32-bit counts (a sketch table's range), in 64-bit lanes: two vectors of counts per
+// step, each widened and added to its own accumulator.
+GS_TARGET GS_LINKAGE uint64_t GS_NAME(sum_counts)(const uint32_t *counts, int64_t n) {
+    VW total0 = {0}, total1 = {0};
+    int64_t i = 0;
+    for (; i + 2 * NF <= n; i += 2 * NF) {
+        VU a, b;
+        memcpy(&a, counts + i, sizeof a);
+        memcpy(&b, counts + i + NF, sizeof b);
+        total0 += __builtin_convertvector(a, VW);
+        total1 += __builtin_convertvector(b, VW);
+    }
+    uint64_t lanes[NF], total = 0;
+    VW both = total0 + total1;
+    memcpy(lanes, &both, sizeof lanes);
+    for (int k = 0; k < NF; k++) total += lanes[k];
+    for (; i < n; i++) total += counts[i];
+    return total;
+}
+
 #undef NF
 #undef VF
+#undef VW
 #undef VD
 #undef VI
 #undef VU

@@ -26,6 +26,8 @@ typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef uint64_t u64x8 __attribute__((vector_size(64)));
+typedef uint64_t u64x16 __attribute__((vector_size(128)));
 
 // Helpers are macros: a function taking or returning a vector would have a
 // different calling convention in each copy.
@@ -77,7 +79,7 @@ typedef uint16_t u16x16 __attribute__((vector_size(32)));
 #endif
 
 #define TABLE(suffix, isa) \
-    { isa, gs_summarize_##suffix, gs_count_keys_##suffix, gs_drift_##suffix, gs_squares_zeros_##suffix }
+    { isa, gs_summarize_##suffix, gs_count_keys_##suffix, gs_drift_##suffix, gs_squares_zeros_##suffix, gs_sum_counts_##suffix }
 static const gs_kernel_table baselineTable = TABLE(baseline, "baseline");
 #if GS_X86
 static const gs_kernel_table avx2Table = TABLE(avx2, "avx2+fma");
@@ -131,6 +133,8 @@ bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sum
 void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros) {
     choose()->squares_zeros(values, n, squares, zeros);
 }
+
+uint64_t gs_sum_counts(const uint32_t *counts, int64_t n) { return choose()->sum_counts(counts, n); }
 
 void gs_tune_allocator(void) {
 #if defined(__GLIBC__)

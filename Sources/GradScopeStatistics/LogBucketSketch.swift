@@ -147,6 +147,12 @@ package struct LogBucketSketch: Sendable {
         return Int(after &- before)
     }
 
+    /// Switches to the dense table now (a caller about to add more values than the short
+    /// list holds saves listing them first and counting the list again).
+    package mutating func useDenseTable() {
+        if dense == nil { makeDense(reserving: 0) }
+    }
+
     /// Counts `n` precomputed keys.
     package mutating func addKeys(_ keys: UnsafePointer<UInt16>, count n: Int) {
         guard n > 0 else { return }
@@ -243,6 +249,20 @@ package struct LogBucketSketch: Sendable {
     }
 
     // MARK: Reading
+
+    /// The sketch's counts in a dense table: its own when it has one (and spilled no 64-bit
+    /// counts from it), or for a sketch still listing its keys, all finite, a table counting them
+    /// (from the pool, and back to it when released); `nil` otherwise.
+    package func readableDenseTable() -> DenseCounts? {
+        guard wide.isEmpty else { return nil }
+        if let dense { return dense }
+        var highest: UInt16 = 0
+        for key in pending { highest = Swift.max(highest, key & 0x7FFF) }
+        guard highest < Self.nonFiniteMagnitudeKey else { return nil }
+        let table = DenseCounts()
+        pending.withUnsafeBufferPointer { table.add($0) }
+        return table
+    }
 
     /// The nonzero counts of all keys whose magnitude is below
     /// ``nonFiniteMagnitudeKey``, in ascending key order.
@@ -424,8 +444,13 @@ package final class DenseCounts: @unchecked Sendable {
 }
 
 /// Zeroed dense tables kept for reuse (at most ``capacity``; the rest are freed).
+///
+/// A scan holds a table for each large tensor of a range of saves being measured, on each
+/// thread, and until the shares of a tensor are merged: some 30 to 50 at once on two threads.
+/// With fewer kept than that, every range allocated and zeroed the difference afresh (256 KiB
+/// each); 64 tables are 16 MiB, about what the heap keeps of freed memory anyway.
 package enum DenseCountsPool {
-    package static let capacity = 16
+    package static let capacity = 64
     private static let free = Mutex<[UInt]>([])
 
     /// A zeroed table of 65536 counts.

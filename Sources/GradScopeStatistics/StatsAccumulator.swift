@@ -111,6 +111,8 @@ public struct StatsAccumulator: Sendable {
     /// `elementOffset` in the tensor.
     public mutating func add(_ block: UnsafeBufferPointer<Float>, at elementOffset: Int) {
         guard let base = block.baseAddress else { return }
+        // More values than the sketch's short list holds: to the dense table from the first chunk on.
+        if block.count > LogBucketSketch.pendingCapacity { floatSketch.useDenseTable() }
         var i = 0
         while i < block.count {
             let n = Swift.min(Self.chunkSize, block.count &- i)

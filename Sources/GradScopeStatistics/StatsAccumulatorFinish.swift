@@ -12,7 +12,12 @@ extension StatsAccumulator {
 
     /// The statistics of everything added so far. The accumulator is unchanged
     /// and can keep accepting data.
-    public func finish() -> TensorStats {
+    public func finish() -> TensorStats { finish(readingDenseTable: true) }
+
+    /// ``finish()``; with `readingDenseTable` false, the quantiles and histograms of a
+    /// sketch held in a dense table are taken from its listed keys, as for any other sketch
+    /// (the same numbers, more slowly: for tests comparing the two).
+    package func finish(readingDenseTable: Bool) -> TensorStats {
         let finite = moments.count
         let scale = scaleExponent
         var mean: Double?
@@ -32,41 +37,52 @@ extension StatsAccumulator {
             maxAbs = Swift.max(-minimum, maximum)
         }
 
-        let combined: LogBucketSketch
-        if doubleSketch.isEmpty {
-            combined = floatSketch
-        } else if floatSketch.isEmpty {
-            combined = doubleSketch
-        } else {
-            var merged = floatSketch
-            merged.merge(doubleSketch)
-            combined = merged
-        }
-        let combinedKeys = combined.keyCounts()
-        let cells = Self.valueOrderedCells(keys: combinedKeys.keys, counts: combinedKeys.counts, tiny: combined.tiny)
-
         var quantiles = [Double?](repeating: nil, count: Self.reportedPercents.count)
         var histogram: LinearHistogram?
-        if finite > 0 {
-            let ranks = Self.reportedPercents.map { Self.nearestRank(count: finite, percent: $0) }
-            var next = 0
-            var cumulative = 0
-            for cell in cells.indices where next < ranks.count {
-                cumulative &+= cells[cell].count
-                while next < ranks.count && ranks[next] <= cumulative {
-                    quantiles[next] = Swift.min(maximum, Swift.max(minimum, cells[cell].value))
+        let log2Histogram: Log2Histogram
+        if readingDenseTable, doubleSketch.isEmpty, let table = floatSketch.readableDenseTable() {
+            // Float32 tensors: read straight from a table (``DenseSketchCells``).
+            let cells = DenseSketchCells(table: table, tiny: floatSketch.tiny)
+            if finite > 0 {
+                cells.quantiles(
+                    ranks: Self.reportedPercents.map { Self.nearestRank(count: finite, percent: $0) },
+                    minimum: minimum, maximum: maximum, into: &quantiles)
+                histogram = linearHistogram(cells, finite: finite)
+            }
+            log2Histogram = cells.log2Histogram(zeros: zeros)
+        } else {
+            let combined: LogBucketSketch
+            if doubleSketch.isEmpty {
+                combined = floatSketch
+            } else if floatSketch.isEmpty {
+                combined = doubleSketch
+            } else {
+                var merged = floatSketch
+                merged.merge(doubleSketch)
+                combined = merged
+            }
+            let combinedKeys = combined.keyCounts()
+            let cells = Self.valueOrderedCells(keys: combinedKeys.keys, counts: combinedKeys.counts, tiny: combined.tiny)
+            if finite > 0 {
+                let ranks = Self.reportedPercents.map { Self.nearestRank(count: finite, percent: $0) }
+                var next = 0
+                var cumulative = 0
+                for cell in cells.indices where next < ranks.count {
+                    cumulative &+= cells[cell].count
+                    while next < ranks.count && ranks[next] <= cumulative {
+                        quantiles[next] = Swift.min(maximum, Swift.max(minimum, cells[cell].value))
+                        next &+= 1
+                    }
+                }
+                while next < ranks.count {
+                    quantiles[next] = maximum
                     next &+= 1
                 }
+                histogram = linearHistogram(cells: cells, finite: finite)
             }
-            while next < ranks.count {
-                quantiles[next] = maximum
-                next &+= 1
-            }
-            histogram = linearHistogram(cells: cells, finite: finite)
+            log2Histogram = makeLog2Histogram(
+                floatKeys: doubleSketch.isEmpty ? combinedKeys : floatSketch.keyCounts())
         }
-
-        let log2Histogram = makeLog2Histogram(
-            floatKeys: doubleSketch.isEmpty ? combinedKeys : floatSketch.keyCounts())
 
         var unitNorms: [Double]?
         var unitZeroCount: [Int]?

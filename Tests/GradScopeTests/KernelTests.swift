@@ -43,7 +43,7 @@ struct KernelTests {
                 table: gs_kernel_table(
                     isa: gs_kernels_isa(), summarize: gs_summarize_finite_f32,
                     count_keys: gs_count_keys_f32, drift: gs_drift_finite_f32,
-                    squares_zeros: gs_squares_zeros_f32))
+                    squares_zeros: gs_squares_zeros_f32, sum_counts: gs_sum_counts))
         ]
         for isa in ["avx2+fma", "avx512"] {
             if let table = gs_kernels_for_isa(isa) { result.append(Copy(name: isa, table: table.pointee)) }
@@ -267,5 +267,23 @@ struct KernelTests {
                 #expect(Self.close(q, qBase, 1e-12) && Self.close(q, direct, 1e-12), "\(copy): n \(n)")
             }
         }
+    }
+
+    @Test("count sums agree with the baseline copy and with direct sums, past 32-bit totals", arguments: copies)
+    func countSums(copy: Copy) {
+        var random = SplitMix64(seed: 12)
+        var counts = (0..<300).map { _ in UInt32(truncatingIfNeeded: random.next()) }
+        counts[7] = .max
+        counts.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            for start in [0, 1, 5] {
+                for n in [0, 1, 15, 16, 31, 32, 33, 63, 64, 65, 100, 250] + Self.lengths.filter { $0 <= 295 } {
+                    let direct = counts[start..<(start + n)].reduce(UInt64(0)) { $0 + UInt64($1) }
+                    #expect(copy.table.sum_counts(base + start, Int64(n)) == direct, "\(copy): \(start) + \(n)")
+                    #expect(gs_sum_counts_baseline(base + start, Int64(n)) == direct)
+                }
+            }
+        }
+        #expect(counts[0..<20].reduce(UInt64(0)) { $0 + UInt64($1) } > UInt64(UInt32.max))
     }
 }

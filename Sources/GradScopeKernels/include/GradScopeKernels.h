@@ -44,6 +44,9 @@ bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sum
 /// Σ x² (in float64) and the zero count of `n` finite float32 values.
 void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros);
 
+/// The sum of `n` 32-bit counts (a range of a sketch table), without overflow.
+uint64_t gs_sum_counts(const uint32_t *counts, int64_t n);
+
 /// The instruction set the kernels run with on this machine: "avx512" (AVX-512 F, VL, DQ and BW
 /// with FMA), "avx2+fma" or "baseline" (on x86-64, SSE2). The widest the CPU and OS support is
 /// chosen on first use.
@@ -56,6 +59,7 @@ typedef struct {
     void (*count_keys)(const float *values, int64_t n, uint32_t *counts);
     bool (*drift)(const float *a, const float *b, int64_t n, gs_drift_sums *out);
     void (*squares_zeros)(const float *values, int64_t n, double *squares, int64_t *zeros);
+    uint64_t (*sum_counts)(const uint32_t *counts, int64_t n);
 } gs_kernel_table;
 
 /// The copy of the kernels for `isa` (a name gs_kernels_isa returns), or NULL when this build has
@@ -67,6 +71,7 @@ bool gs_summarize_baseline(const float *values, int64_t n, double center, uint32
 void gs_count_keys_baseline(const float *values, int64_t n, uint32_t *counts);
 bool gs_drift_baseline(const float *a, const float *b, int64_t n, gs_drift_sums *out);
 void gs_squares_zeros_baseline(const float *values, int64_t n, double *squares, int64_t *zeros);
+uint64_t gs_sum_counts_baseline(const uint32_t *counts, int64_t n);
 
 /// Keeps allocations below 4 MiB on the heap and up to 32 MiB of freed heap for reuse (glibc
 /// otherwise maps every block of 128 KiB or more afresh, or hands freed memory back at once, and
