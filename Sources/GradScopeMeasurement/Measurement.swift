@@ -367,6 +367,13 @@ public struct MeasurementTable: Sendable {
             unitRelativeChange: nil, unitChanged: nil)
     }
 
+    /// The element count, norm and drift's relative change of the tensor at `t`, as
+    /// ``measurement(at:log2:)`` gives them, without building the measurement.
+    package func normsAndChange(at t: Int) -> (count: Int, l2Norm: Double?, relativeChange: Double?) {
+        if !full.isEmpty, let parts = full[t] { return (parts.stats.count, parts.stats.l2Norm, parts.drift?.relativeChange) }
+        return (integer(t, 0), number(t, 4), flags[t] & Flag.drift != 0 ? number(t, 5) : nil)
+    }
+
     /// `measurement(at: t).drift`, without building the measurement.
     package func drift(at t: Int) -> DriftStats? {
         if !full.isEmpty, let parts = full[t] { return parts.drift }
