@@ -163,6 +163,19 @@ public final class TableLayout: Sendable {
         for (position, descriptor) in descriptors.enumerated() where index[descriptor.key] == nil { index[descriptor.key] = position }
         self.index = index
     }
+
+    /// Whether `measurements` are, in order, the tensors these descriptors describe
+    /// (what `TableLayout(measurements.map(TensorDescriptor.init))` would hold), compared in place.
+    package func describes(_ measurements: [TensorMeasurement]) -> Bool {
+        guard descriptors.count == measurements.count else { return false }
+        for (d, m) in zip(descriptors, measurements) {
+            guard d.key == m.key, d.name == m.name, d.layer == m.layer, d.role == m.role, d.slot == m.slot, d.slotName == m.slotName,
+                d.shape == m.shape, d.unitAxis == m.unitAxis, d.gates == m.gates, d.dtype == m.dtype, d.path == m.path,
+                d.trainable == m.trainable
+            else { return false }
+        }
+        return true
+    }
 }
 
 /// One step's measurements by tensor key, stored in columns: per tensor, six numbers (mean, std,
@@ -216,22 +229,41 @@ public struct MeasurementTable: Sendable {
         self.init(layout: TableLayout(measurements.map(TensorDescriptor.init)), measurements: measurements, detail: detail)
     }
 
+    /// The same, with `layout` (the save before's, typically) when it describes `measurements`
+    /// as well: a run's saves then share one without building each its own first.
+    package init(_ measurements: [TensorMeasurement], detail: MeasurementDetail = .full, sharing layout: TableLayout?) {
+        if let layout, layout.describes(measurements) {
+            self.init(layout: layout, measurements: measurements, detail: detail)
+        } else {
+            self.init(measurements, detail: detail)
+        }
+    }
+
     /// `layout` must describe `measurements`, in order.
     package init(layout: TableLayout, measurements: [TensorMeasurement], detail: MeasurementDetail) {
         self.layout = layout
         let n = measurements.count
         numbers = []
         numbers.reserveCapacity(n * Self.numberFields)
-        let rows = measurements.map { m -> [Int] in
-            let s = m.stats
-            return [
-                s.count, s.zeros, s.nan, s.posInf, s.negInf, m.drift?.changed ?? 0, m.zeroUnits ?? 0, m.unitCount ?? 0,
-                m.inactiveUnits ?? 0, m.zeroInputs ?? 0, m.inputCount ?? 0,
-            ]
-        }
+        // Every tensor's count fields one after another (one list, not one per tensor).
+        var rows: [Int] = []
+        rows.reserveCapacity(n * Self.countFields)
         var present: UInt16 = 0
-        for row in rows {
-            for (field, value) in row.enumerated() where value != 0 { present |= 1 << field }
+        for m in measurements {
+            let s = m.stats
+            let start = rows.count
+            rows.append(s.count)
+            rows.append(s.zeros)
+            rows.append(s.nan)
+            rows.append(s.posInf)
+            rows.append(s.negInf)
+            rows.append(m.drift?.changed ?? 0)
+            rows.append(m.zeroUnits ?? 0)
+            rows.append(m.unitCount ?? 0)
+            rows.append(m.inactiveUnits ?? 0)
+            rows.append(m.zeroInputs ?? 0)
+            rows.append(m.inputCount ?? 0)
+            for field in 0..<Self.countFields where rows[start + field] != 0 { present |= 1 << field }
         }
         self.present = present
         counts = []
@@ -243,8 +275,14 @@ public struct MeasurementTable: Sendable {
         full = detail == .full ? measurements.map { FullParts(stats: $0.stats, drift: $0.drift) } : []
         for (t, m) in measurements.enumerated() {
             let s = m.stats
-            for value in [s.mean, s.std, s.min, s.max, s.l2Norm, m.drift?.relativeChange] { numbers.append(value ?? .nan) }
-            for (field, value) in rows[t].enumerated() where present & (1 << field) != 0 {
+            numbers.append(s.mean ?? .nan)
+            numbers.append(s.std ?? .nan)
+            numbers.append(s.min ?? .nan)
+            numbers.append(s.max ?? .nan)
+            numbers.append(s.l2Norm ?? .nan)
+            numbers.append(m.drift?.relativeChange ?? .nan)
+            for field in 0..<Self.countFields where present & (1 << field) != 0 {
+                let value = rows[t * Self.countFields + field]
                 if value >= 0 && value < Int(UInt32.max) {
                     counts.append(UInt32(value))
                 } else {
@@ -327,6 +365,13 @@ public struct MeasurementTable: Sendable {
             maxAbsDelta: nil, cosineSimilarity: nil, changed: changed,
             changedFraction: count > 0 ? Double(changed) / Double(count) : nil, signFlips: 0, nonFinite: 0,
             unitRelativeChange: nil, unitChanged: nil)
+    }
+
+    /// The element count, norm and drift's relative change of the tensor at `t`, as
+    /// ``measurement(at:log2:)`` gives them, without building the measurement.
+    package func normsAndChange(at t: Int) -> (count: Int, l2Norm: Double?, relativeChange: Double?) {
+        if !full.isEmpty, let parts = full[t] { return (parts.stats.count, parts.stats.l2Norm, parts.drift?.relativeChange) }
+        return (integer(t, 0), number(t, 4), flags[t] & Flag.drift != 0 ? number(t, 5) : nil)
     }
 
     /// `measurement(at: t).drift`, without building the measurement.

@@ -23,17 +23,22 @@ package enum RunJumps {
     }
 
     /// Whether `record`'s weights are unrelated to `before`'s (the save just before it).
+    /// Reads the tables' numbers in place (``MeasurementTable/normsAndChange(at:)``): this runs for
+    /// every save of every scan, twice.
     package static func unrelated(_ record: StepRecord, after before: StepRecord) -> Bool {
         var matrices = 0
-        for measurement in record.compactOrdered where measurement.role == .weight && measurement.shape.count >= 2 {
-            guard measurement.stats.count >= minimumElements, let earlier = before.tensors.compact(measurement.key),
-                earlier.shape == measurement.shape, let a = earlier.stats.l2Norm, let b = measurement.stats.l2Norm,
-                let relative = measurement.drift?.relativeChange, a > 0, b > 0, a.isFinite, b.isFinite, relative.isFinite
+        let table = record.tensors, earlierTable = before.tensors
+        let descriptors = table.layout.descriptors, earlierDescriptors = earlierTable.layout.descriptors
+        for t in descriptors.indices where descriptors[t].role == .weight && descriptors[t].shape.count >= 2 {
+            let current = table.normsAndChange(at: t)
+            guard current.count >= minimumElements, let e = earlierTable.layout.index[descriptors[t].key],
+                earlierDescriptors[e].shape == descriptors[t].shape, let a = earlierTable.normsAndChange(at: e).l2Norm,
+                let b = current.l2Norm, let relative = current.relativeChange, a > 0, b > 0, a.isFinite, b.isFinite, relative.isFinite
             else { continue }
             matrices += 1
             let d = relative * a
             let cosine = (a * a + b * b - d * d) / (2 * a * b)
-            let bound = 3 / Double(measurement.stats.count).squareRoot()
+            let bound = 3 / Double(current.count).squareRoot()
             if abs(cosine) >= bound || max(a, b) / min(a, b) > 2 { return false }
         }
         return matrices >= 2

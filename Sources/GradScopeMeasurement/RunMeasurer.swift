@@ -107,33 +107,34 @@ public enum RunMeasurer {
     /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order,
     /// as ``measureStep(_:previous:index:wantUnits:gradientNames:options:perUnitEverywhere:only:onTensor:)``
     /// would give it.
+    /// `layout`, when it describes the measurements (the save before's, typically), is shared by the record.
     package static func combine(
         tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
-        rest: (StepRecord, [UnitSnapshot])?
+        rest: (StepRecord, [UnitSnapshot])?, layout: TableLayout? = nil
     ) -> (StepRecord, [UnitSnapshot]) {
-        var measurements = OrderedMeasurements()
+        var measurements = OrderedMeasurements(capacity: tensors.count)
         var failures: [SkippedItem] = []
         var snapshots: [UnitSnapshot] = rest?.1 ?? []
-        var restFailures = Dictionary((rest?.0.failures ?? []).map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
+        let restFailureList = rest?.0.failures ?? []
+        var restFailures = Dictionary(restFailureList.map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
         for (t, tensor) in tensors.enumerated() {
-            let item = source + ":" + tensor.path
             if t < direct.count, let outcome = direct[t] {
                 guard let measurement = outcome.measurement else {
-                    failures.append(SkippedItem(item: item, kind: .unreadable, reason: outcome.error ?? "not measured"))
+                    failures.append(SkippedItem(item: source + ":" + tensor.path, kind: .unreadable, reason: outcome.error ?? "not measured"))
                     continue
                 }
                 measurements.add(measurement)
                 if let snapshot = outcome.snapshot { snapshots.append(snapshot) }
-            } else if let failure = restFailures.removeValue(forKey: item) {
+            } else if !restFailures.isEmpty, let failure = restFailures.removeValue(forKey: source + ":" + tensor.path) {
                 failures.append(failure)
             } else if let measurement = rest?.0.tensors[tensor.key] {
                 measurements.add(measurement)
             }
         }
-        failures.append(contentsOf: (rest?.0.failures ?? []).filter { restFailures[$0.item] != nil })
+        failures.append(contentsOf: restFailureList.filter { restFailures[$0.item] != nil })
         let record = StepRecord(
             step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
-            tensors: MeasurementTable(measurements.list), failures: failures)
+            tensors: MeasurementTable(measurements.list, sharing: layout), failures: failures)
         return (record, snapshots)
     }
 
@@ -142,7 +143,10 @@ public enum RunMeasurer {
         package var list: [TensorMeasurement] = []
         private var position: [TensorKey: Int] = [:]
 
-        package init() {}
+        package init(capacity: Int = 0) {
+            list.reserveCapacity(capacity)
+            position.reserveCapacity(capacity)
+        }
 
         package mutating func add(_ measurement: TensorMeasurement) {
             if let p = position[measurement.key] {

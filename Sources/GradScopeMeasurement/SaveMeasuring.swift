@@ -27,6 +27,8 @@ package struct SaveMeasuring {
     /// Saves measured from their files, and saves taken from the cache.
     package private(set) var measured = 0
     package private(set) var cached = 0
+    /// The last measured save's table layout, shared by the saves after it that have the same tensors.
+    private var layout: TableLayout?
 
     package var count: Int { checkpoints.count }
 
@@ -143,7 +145,8 @@ package struct SaveMeasuring {
                 }
                 var (record, units) = RunMeasurer.combine(
                     tensors: checkpoint.tensors, source: checkpoint.source, step: step, metadata: checkpoint.metadata,
-                    direct: series.outcomes[index - range.lowerBound], rest: rest)
+                    direct: series.outcomes[index - range.lowerBound], rest: rest, layout: layout)
+                layout = record.tensors.layout
                 series.outcomes[index - range.lowerBound] = []
                 // A save travels with its histograms; the run it joins decides whether it keeps them.
                 record.tensors = record.tensors.keeping(full ? .full : .histogram)

@@ -96,12 +96,14 @@ package enum SeriesMeasurer {
     ) -> [Set<Int>] {
         let range = range ?? steps.indices
         var duplicates: [Int: Set<TensorKey>] = [:]
-        for s in max(0, range.lowerBound - 1)..<range.upperBound { duplicates[s] = duplicateKeys(steps[s]) }
+        var duplicatesOf = SameTensors<Set<TensorKey>>()
+        for s in max(0, range.lowerBound - 1)..<range.upperBound { duplicates[s] = duplicatesOf.value(for: steps[s], duplicateKeys) }
         var plannable = PlannableChunks(blockElements: blockElements)
+        var partnersOf = SameTensors<[TensorKey: Int]>()
         return steps.indices.map { s in
             var chosen = Set<Int>()
             guard range.contains(s) else { return chosen }
-            let previous = s > 0 ? partnerIndex(steps[s - 1]) : [:]
+            let previous = s > 0 ? partnersOf.value(for: steps[s - 1], partnerIndex) : [:]
             for (t, tensor) in steps[s].tensors.enumerated() {
                 guard tensor.fileIndex == 0, let storage = steps[s].storage[t], !(duplicates[s]?.contains(tensor.key) ?? false) else { continue }
                 if let table = storage.chunks, !plannable.fits(table, type: storage.type) { continue }
@@ -154,6 +156,25 @@ package enum SeriesMeasurer {
         var seen = Set<TensorKey>(), repeated = Set<TensorKey>()
         for tensor in step.tensors where !seen.insert(tensor.key).inserted { repeated.insert(tensor.key) }
         return repeated
+    }
+
+    /// What a function of a step's tensors gave for the last step asked about, given again for a
+    /// step that holds the very same list (saves of one model share their described tensors,
+    /// ``DescriptionInterner``), so that it is worked out once for a run of such saves.
+    struct SameTensors<Value> {
+        private var last: (tensors: [TensorRef], value: Value)?
+
+        mutating func value(for step: Step, _ make: (Step) -> Value) -> Value {
+            if let last, Self.same(last.tensors, step.tensors) { return last.value }
+            let value = make(step)
+            last = (step.tensors, value)
+            return value
+        }
+
+        /// One list's storage: equal contents without comparing them.
+        static func same(_ a: [TensorRef], _ b: [TensorRef]) -> Bool {
+            a.count == b.count && a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in x.baseAddress == y.baseAddress } }
+        }
     }
 
     package static func partnerIndex(_ step: Step) -> [TensorKey: Int] {
@@ -262,7 +283,10 @@ package enum SeriesMeasurer {
             }
         }
         var partners: [Int: [TensorKey: Int]] = [:]
-        for s in Set(chains.values.flatMap { $0.map(\.step) }) where s > 0 { partners[s - 1] = partnerIndex(steps[s - 1]) }
+        var partnersOf = SameTensors<[TensorKey: Int]>()
+        for s in Set(chains.values.flatMap { $0.map(\.step) }).sorted() where s > 0 {
+            partners[s - 1] = partnersOf.value(for: steps[s - 1], partnerIndex)
+        }
         var windows: [Window] = []
         for key in order {
             guard let chain = chains[key] else { continue }

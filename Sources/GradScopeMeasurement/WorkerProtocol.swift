@@ -10,9 +10,22 @@ import Synchronization
 import Glibc
 #endif
 
-/// Coding between the parent and its workers (``BinaryCoding``): doubles travel
-/// as their 8 bytes, so a NaN loss or an infinite norm arrives as it left.
+/// Coding between the parent and its workers: requests and responses field by field
+/// (``WorkerMessages``), anything else in ``BinaryCoding``. Doubles travel as their
+/// 8 bytes either way, so a NaN loss or an infinite norm arrives as it left.
 public enum WorkerCoding {
+    public static func encode(_ request: WorkerRequest) throws -> Data { WorkerMessages.encode(request) }
+
+    public static func encode(_ response: WorkerResponse) throws -> Data { try WorkerMessages.encode(response) }
+
+    public static func decode(_ type: WorkerRequest.Type, from data: Data) throws -> WorkerRequest {
+        try WorkerMessages.decodeRequest(data)
+    }
+
+    public static func decode(_ type: WorkerResponse.Type, from data: Data) throws -> WorkerResponse {
+        try WorkerMessages.decodeResponse(data)
+    }
+
     public static func encode<T: Encodable>(_ value: T) throws -> Data { try BinaryCoding.encode(value) }
 
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T { try BinaryCoding.decode(type, from: data) }

@@ -16,8 +16,10 @@ struct WorkerCommand: ParsableCommand {
         let output = STDOUT_FILENO
         while case .frame(let kind, let payload) = reader.next(deadline: nil), kind == WorkerFrame.request {
             let response: WorkerResponse
+            var path = ""
             do {
                 let request = try WorkerCoding.decode(WorkerRequest.self, from: payload)
+                path = request.path
                 injectFault(for: request.path)
                 response = Worker.handle(request) { object in
                     WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.marker, payload: Data(object.utf8)), to: output)
@@ -25,9 +27,10 @@ struct WorkerCommand: ParsableCommand {
             } catch {
                 response = WorkerResponse(error: "bad worker request: \(error)")
             }
-            let answer =
+            var answer =
                 (try? WorkerCoding.encode(response))
                 ?? (try? WorkerCoding.encode(WorkerResponse(error: "internal: the answer could not be encoded"))) ?? Data()
+            if faultInjection(for: path) == "truncate" { answer = answer.prefix(answer.count / 2) }
             guard WorkerFrame.write(WorkerFrame.encode(kind: WorkerFrame.answer, payload: answer), to: output) else { return }
             StatsAccumulator.releaseFreeMemory()
         }
@@ -46,12 +49,22 @@ func currentExecutable() -> String {
 /// makes a worker (or the supervised child of inspect, diff or ls) reading a file whose
 /// path contains NAME abort or hang, as a libhdf5 crash or infinite loop on a malformed
 /// file would.
+/// "truncate:NAME" makes a worker send only the first half of its answer about such a file, as a
+/// worker cut off mid-write would.
 func injectFault(for path: String) {
-    guard let spec = ProcessInfo.processInfo.environment["GRADSCOPE_FAULT_INJECTION"] else { return }
+    switch faultInjection(for: path) {
+    case "crash": abort()
+    case "hang": while true { sleep(60) }
+    default: return
+    }
+}
+
+/// The fault GRADSCOPE_FAULT_INJECTION asks for on `path`, if any.
+func faultInjection(for path: String) -> String? {
+    guard let spec = ProcessInfo.processInfo.environment["GRADSCOPE_FAULT_INJECTION"] else { return nil }
     let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
-    guard parts.count == 2, !parts[1].isEmpty, path.contains(parts[1]) else { return }
-    if parts[0] == "crash" { abort() }
-    if parts[0] == "hang" { while true { sleep(60) } }
+    guard parts.count == 2, !parts[1].isEmpty, path.contains(parts[1]) else { return nil }
+    return parts[0]
 }
 
 /// Caps the heap of a process that reads untrusted files (GRADSCOPE_MEMORY_LIMIT_MB,

@@ -157,6 +157,21 @@ struct CommandLineTests {
                 ($0["item"] as? String)?.hasSuffix("step_000360.h5") == true && ($0["reason"] as? String)?.contains("malformed") == true
             })
 
+        // An answer cut short: an error naming the file, the other saves kept.
+        let cut = try run(
+            ["scan", samplePath("healthy"), "--format", "json", "--quiet", "--no-cache"],
+            environment: ["GRADSCOPE_FAULT_INJECTION": "truncate:step_000360"])
+        #expect(!cut.crashed)
+        let cutRun = try json(cut.stdout)
+        #expect((cutRun["steps"] as? [Int])?.contains(360) == false)
+        #expect((cutRun["steps"] as? [Int])?.count == 12)
+        let cutSkipped = try #require(cutRun["skipped"] as? [[String: Any]])
+        #expect(
+            cutSkipped.contains {
+                ($0["item"] as? String)?.hasSuffix("step_000360.h5") == true
+                    && ($0["reason"] as? String)?.contains("could not be decoded") == true
+            })
+
         let hang = try run(
             ["scan", samplePath("healthy"), "--format", "json", "--quiet", "--timeout", "2"],
             environment: ["GRADSCOPE_FAULT_INJECTION": "hang:step_000420"])
