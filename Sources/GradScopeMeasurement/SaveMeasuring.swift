@@ -48,121 +48,234 @@ package struct SaveMeasuring {
         self.cache = full || perUnitEverywhere ? nil : cache
     }
 
+    /// Whether a range's files are read and measured on other threads while the range before it is
+    /// combined and emitted on this one (only with more than one thread; tests turn it off to compare).
+    package var overlap = true
+
     /// Measures the saves at `indices`, calling `emit` with each save's index and outcome in order.
     /// A save's storage is let go once it and the save after it are measured.
+    ///
+    /// With more than one thread the ranges go through two stages, at most one range in each: while
+    /// one range's saves are combined, cached and emitted here, the next range's cache look-ups,
+    /// worker requests and direct reads run on other threads (the kernels' threads as well), so the
+    /// combining no longer leaves a core idle. What waits in memory is two ranges' outcomes, not one.
+    /// `emit` and `progress` are called on this thread, in the order of the one-stage loop; the
+    /// numbers do not depend on the overlap. (One thing may: a cache made unwritable while a range is
+    /// stored still answers the next range's look-ups, which were made before; its entries are the
+    /// same measurements.)
     package mutating func measure(
         _ indices: Range<Int>, progress: ((Int, Int) -> Void)? = nil, emit: (Int, SaveOutcome) -> Void
     ) {
         let length = ScanEngine.rangeLength
+        var ranges: [Range<Int>] = []
         var lower = indices.lowerBound
-        let gradientSet = Set(gradientNames)
-        let context = cache.map { _ in SummaryCache.context(load: load, options: options, gradientNames: gradientNames) }
         while lower < indices.upperBound {
             let range = lower..<min(indices.upperBound, (lower / length + 1) * length)
+            ranges.append(range)
             lower = range.upperBound
-            // Saves measured before, unchanged, with the same save before them: taken from the cache.
-            var hits: [Int: (StepRecord, [UnitSnapshot])] = [:]
-            var keys: [Int: SummaryCache.Key] = [:]
-            if let cache, let context {
-                for index in range {
-                    guard let key = cache.key(for: checkpoints[index], previous: index > 0 ? checkpoints[index - 1] : nil, context: context)
-                    else { continue }
-                    keys[index] = key
-                    if let hit = cache.lookup(key) { hits[index] = hit }
-                }
-            }
-            var direct = SeriesMeasurer.eligible(steps, in: range)
-            for index in hits.keys { direct[index] = [] }
-            let stepwise = range.filter { index in
-                hits[index] == nil && checkpoints[index].tensors.indices.contains { !direct[index].contains($0) }
-            }
-            let requests = stepwise.map { index -> WorkerRequest in
-                var r = ScanEngine.request(.measure, path: checkpoints[index].file, load: load, measure: options)
-                r.current = checkpoints[index]
-                r.previous = index > 0 ? checkpoints[index - 1] : nil
-                r.index = index
-                // Per-unit liveness is kept from every save (one number per unit, whatever the saves):
-                // the dead-unit window is judged over the later half (``RunMeasurer/windowStart(count:)``),
-                // and each death is dated at the save after which its unit was never alive again.
-                r.wantUnits = true
-                r.gradientNames = gradientNames
-                r.only = checkpoints[index].tensors.indices.filter { !direct[index].contains($0) }.map { checkpoints[index].tensors[$0].key }
-                r.perUnitEverywhere = perUnitEverywhere
-                return r
-            }
-            var outcomes = reader.run(requests) { _ in }
-            // A crash while reading the previous file as well: measure the step on its own (and
-            // keep it out of the cache: its drift is missing).
-            var alone = Set<Int>()
-            for position in outcomes.indices {
-                if case .failed = outcomes[position], requests[position].previous != nil {
-                    var request = requests[position]
-                    request.previous = nil
-                    if case .response(let response) = reader.run([request], done: { _ in }).first, response.record != nil {
-                        outcomes[position] = .response(response)
-                        alone.insert(request.index)
-                    }
-                }
-            }
-            var series = SeriesMeasurer.measure(
-                steps, range: range, selected: direct, options: options, gradientNames: gradientSet,
-                perUnitEverywhere: perUnitEverywhere, unitWindowStart: 0)
-            var stepwiseOutcome: [Int: WorkerPool.Outcome] = [:]
-            for (position, index) in stepwise.enumerated() { stepwiseOutcome[index] = outcomes[position] }
-            for index in range {
-                var checkpoint = checkpoints[index]
-                if !full { checkpoint.storage = [] }
-                let step = checkpoint.metadata.step ?? index
-                if let (cachedRecord, units) = hits[index] {
-                    // What the cache holds of a save is its measurements; its step, loss and learning
-                    // rate are the run's as described now (a step may be renumbered as a run grows).
-                    var record = cachedRecord
-                    record.step = step
-                    record.loss = checkpoint.metadata.loss
-                    record.learningRate = checkpoint.metadata.learningRate
-                    cached += 1
-                    emit(index, .measured(SaveSummary(checkpoint: checkpoint, record: record, units: units)))
-                    continue
-                }
-                measured += 1
-                var rest: (StepRecord, [UnitSnapshot])?
-                switch stepwiseOutcome[index] {
-                case nil:
-                    break
-                case .failed(let reason)?:
-                    emit(index, .skipped(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason)))
-                    continue
-                case .response(let response)?:
-                    guard let record = response.record else {
-                        emit(index, .skipped(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: response.error ?? "no result")))
-                        continue
-                    }
-                    rest = (record, response.units ?? [])
-                }
-                if let reason = series.stepErrors[index] {
-                    emit(index, .skipped(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason)))
-                    continue
-                }
-                var (record, units) = RunMeasurer.combine(
-                    tensors: checkpoint.tensors, source: checkpoint.source, step: step, metadata: checkpoint.metadata,
-                    direct: series.outcomes[index - range.lowerBound], rest: rest, layout: layout)
-                layout = record.tensors.layout
-                series.outcomes[index - range.lowerBound] = []
-                // A save travels with its histograms; the run it joins decides whether it keeps them.
-                record.tensors = record.tensors.keeping(full ? .full : .histogram)
-                if let cache, let key = keys[index], !alone.contains(index), record.failures.isEmpty {
-                    cache.store(key, record: record, units: units)
-                }
-                emit(index, .measured(SaveSummary(checkpoint: checkpoint, record: record, units: units)))
-            }
-            // The range's last save stays readable: the next range's first drift reads it.
-            if !full {
-                for index in max(0, range.lowerBound - 1)..<(range.upperBound - 1) {
-                    steps[index].storage = []
-                    checkpoints[index].storage = []
-                }
-            }
-            progress?(range.upperBound, checkpoints.count)
         }
+        let reading = RangeReading(
+            gradientNames: gradientNames, load: load, options: options, perUnitEverywhere: perUnitEverywhere, reader: reader,
+            cache: cache)
+        guard overlap, options.threads > 1, ranges.count > 1 else {
+            for range in ranges {
+                let read = reading.read(range, checkpoints: checkpoints, steps: steps)
+                finish(read, progress: progress, emit: emit)
+                release(range)
+            }
+            return
+        }
+        var previous: RangeReading.Read?
+        for range in ranges {
+            // The arrays are handed over as they are now; nothing here changes them until the reading
+            // is done (letting go of storage would copy them), so they are not copied.
+            let ahead = Ahead { [checkpoints, steps] in reading.read(range, checkpoints: checkpoints, steps: steps) }
+            if let previous { finish(previous, progress: progress, emit: emit) }
+            let read = ahead.wait()
+            if let previous { release(previous.range) }
+            previous = read
+        }
+        if let previous {
+            finish(previous, progress: progress, emit: emit)
+            release(previous.range)
+        }
+    }
+
+    /// Combines a range's readings into its saves' summaries, stores them in the cache and emits them in order.
+    private mutating func finish(_ read: RangeReading.Read, progress: ((Int, Int) -> Void)?, emit: (Int, SaveOutcome) -> Void) {
+        let range = read.range
+        var series = read.series
+        for index in range {
+            var checkpoint = checkpoints[index]
+            if !full { checkpoint.storage = [] }
+            let step = checkpoint.metadata.step ?? index
+            if let (cachedRecord, units) = read.hits[index] {
+                // What the cache holds of a save is its measurements; its step, loss and learning
+                // rate are the run's as described now (a step may be renumbered as a run grows).
+                var record = cachedRecord
+                record.step = step
+                record.loss = checkpoint.metadata.loss
+                record.learningRate = checkpoint.metadata.learningRate
+                cached += 1
+                emit(index, .measured(SaveSummary(checkpoint: checkpoint, record: record, units: units)))
+                continue
+            }
+            measured += 1
+            var rest: (StepRecord, [UnitSnapshot])?
+            switch read.stepwise[index] {
+            case nil:
+                break
+            case .failed(let reason)?:
+                emit(index, .skipped(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason)))
+                continue
+            case .response(let response)?:
+                guard let record = response.record else {
+                    emit(index, .skipped(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: response.error ?? "no result")))
+                    continue
+                }
+                rest = (record, response.units ?? [])
+            }
+            if let reason = series.stepErrors[index] {
+                emit(index, .skipped(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason)))
+                continue
+            }
+            var (record, units) = RunMeasurer.combine(
+                tensors: checkpoint.tensors, source: checkpoint.source, step: step, metadata: checkpoint.metadata,
+                direct: series.outcomes[index - range.lowerBound], rest: rest, layout: layout)
+            layout = record.tensors.layout
+            series.outcomes[index - range.lowerBound] = []
+            // A save travels with its histograms; the run it joins decides whether it keeps them.
+            record.tensors = record.tensors.keeping(full ? .full : .histogram)
+            if let cache, let key = read.keys[index], !read.alone.contains(index), record.failures.isEmpty {
+                cache.store(key, record: record, units: units)
+            }
+            emit(index, .measured(SaveSummary(checkpoint: checkpoint, record: record, units: units)))
+        }
+        progress?(range.upperBound, checkpoints.count)
+    }
+
+    /// Lets go of the storage of a range's saves once they are measured, but for the last: the next
+    /// range's first drift reads it.
+    private mutating func release(_ range: Range<Int>) {
+        guard !full else { return }
+        for index in max(0, range.lowerBound - 1)..<(range.upperBound - 1) {
+            steps[index].storage = []
+            checkpoints[index].storage = []
+        }
+    }
+}
+
+/// The first stage of measuring a range of saves: what can be done before its saves are combined
+/// (cache look-ups, the steps the workers measure, the direct reads), from the run's description
+/// alone, so that it may run on another thread while the range before is combined.
+struct RangeReading: Sendable {
+    let gradientNames: [String]
+    let load: LoadOptions
+    let options: MeasureOptions
+    let perUnitEverywhere: Bool
+    let reader: any FileReader
+    let cache: SummaryCache?
+    let context: String?
+
+    init(
+        gradientNames: [String], load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool, reader: any FileReader,
+        cache: SummaryCache?
+    ) {
+        self.gradientNames = gradientNames
+        self.load = load
+        self.options = options
+        self.perUnitEverywhere = perUnitEverywhere
+        self.reader = reader
+        self.cache = cache
+        context = cache.map { _ in SummaryCache.context(load: load, options: options, gradientNames: gradientNames) }
+    }
+
+    /// A range read: what the saves' summaries are combined from.
+    struct Read: Sendable {
+        var range: Range<Int>
+        /// Saves taken from the cache, and the keys of those that may be stored in it.
+        var hits: [Int: (StepRecord, [UnitSnapshot])] = [:]
+        var keys: [Int: SummaryCache.Key] = [:]
+        /// What the workers answered for the tensors that are not read directly, by save.
+        var stepwise: [Int: WorkerPool.Outcome] = [:]
+        /// Saves whose step was measured without the save before (a crash reading it): kept out of the cache.
+        var alone = Set<Int>()
+        var series: SeriesMeasurer.Result
+    }
+
+    func read(_ range: Range<Int>, checkpoints: [Checkpoint], steps: [SeriesMeasurer.Step]) -> Read {
+        // Saves measured before, unchanged, with the same save before them: taken from the cache.
+        var hits: [Int: (StepRecord, [UnitSnapshot])] = [:]
+        var keys: [Int: SummaryCache.Key] = [:]
+        if let cache, let context {
+            for index in range {
+                guard let key = cache.key(for: checkpoints[index], previous: index > 0 ? checkpoints[index - 1] : nil, context: context)
+                else { continue }
+                keys[index] = key
+                if let hit = cache.lookup(key) { hits[index] = hit }
+            }
+        }
+        var direct = SeriesMeasurer.eligible(steps, in: range)
+        for index in hits.keys { direct[index] = [] }
+        let stepwise = range.filter { index in
+            hits[index] == nil && checkpoints[index].tensors.indices.contains { !direct[index].contains($0) }
+        }
+        let requests = stepwise.map { index -> WorkerRequest in
+            var r = ScanEngine.request(.measure, path: checkpoints[index].file, load: load, measure: options)
+            r.current = checkpoints[index]
+            r.previous = index > 0 ? checkpoints[index - 1] : nil
+            r.index = index
+            // Per-unit liveness is kept from every save (one number per unit, whatever the saves):
+            // the dead-unit window is judged over the later half (``RunMeasurer/windowStart(count:)``),
+            // and each death is dated at the save after which its unit was never alive again.
+            r.wantUnits = true
+            r.gradientNames = gradientNames
+            r.only = checkpoints[index].tensors.indices.filter { !direct[index].contains($0) }.map { checkpoints[index].tensors[$0].key }
+            r.perUnitEverywhere = perUnitEverywhere
+            return r
+        }
+        var outcomes = reader.run(requests) { _ in }
+        // A crash while reading the previous file as well: measure the step on its own (and
+        // keep it out of the cache: its drift is missing).
+        var alone = Set<Int>()
+        for position in outcomes.indices {
+            if case .failed = outcomes[position], requests[position].previous != nil {
+                var request = requests[position]
+                request.previous = nil
+                if case .response(let response) = reader.run([request], done: { _ in }).first, response.record != nil {
+                    outcomes[position] = .response(response)
+                    alone.insert(request.index)
+                }
+            }
+        }
+        let series = SeriesMeasurer.measure(
+            steps, range: range, selected: direct, options: options, gradientNames: Set(gradientNames),
+            perUnitEverywhere: perUnitEverywhere, unitWindowStart: 0)
+        var read = Read(range: range, hits: hits, keys: keys, alone: alone, series: series)
+        for (position, index) in stepwise.enumerated() { read.stepwise[index] = outcomes[position] }
+        return read
+    }
+}
+
+/// Work started on another thread, waited for once.
+final class Ahead<Value: Sendable>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    /// The work until it has run (let go of before the wait ends, with what it holds), then its value.
+    private var work: (@Sendable () -> Value)?
+    private var value: Value?
+
+    init(_ work: @escaping @Sendable () -> Value) {
+        self.work = work
+        DispatchQueue.global().async { [self] in
+            let result = self.work!()
+            self.work = nil
+            value = result
+            done.signal()
+        }
+    }
+
+    func wait() -> Value {
+        done.wait()
+        return value!
     }
 }
