@@ -48,7 +48,7 @@ extension PrettyJSON.Writer {
         if integers.isEmpty { bytes.append(0x0A) }
         for (index, value) in integers.enumerated() {
             indent(depth + 1)
-            write(.int(Int64(value)))
+            write(integer: Int64(value))
             if index < integers.count - 1 { bytes.append(UInt8(ascii: ",")) }
             bytes.append(0x0A)
         }
@@ -68,7 +68,7 @@ extension TimelinePoint: PrettyJSONDirect {
         func integer(_ key: StaticString, _ value: Int?) {
             guard let value else { return }
             writer.key(key, in: &object)
-            writer.write(.int(Int64(value)))
+            writer.write(integer: Int64(value))
         }
         func integers(_ key: StaticString, _ value: [Int]?) {
             guard let value else { return }
@@ -119,7 +119,7 @@ extension TensorTimeline: PrettyJSONDirect {
         writer.write(integers: shape, depth: depth + 1)
         if let units {
             writer.key("units", in: &object)
-            writer.write(.int(Int64(units)))
+            writer.write(integer: Int64(units))
         }
         writer.endObject(object)
     }
