@@ -162,4 +162,64 @@ struct ConcurrentTailTests {
         for value in [Double.nan, .infinity, -.infinity] { writer.write(.double(value)) }
         #expect(String(decoding: writer.bytes, as: UTF8.self) == "\"nan\"\"inf\"\"-inf\"")
     }
+
+    @Test("timelines written in pieces side by side are the bytes of one after the other and of Foundation's encoder")
+    func timelinesInPieces() throws {
+        let (report, _) = try Analysis.scan(samplePath("explode-then-dead"))
+        #expect(!report.timeline.isEmpty)
+        // Enough timelines to make many pieces, one of them with no point.
+        var timelines = (0..<40).flatMap { copy in
+            report.timeline.map { timeline in
+                var renamed = timeline
+                renamed.name += ".\(copy)"
+                return renamed
+            }
+        }
+        timelines[3].points = []
+        #expect(timelines.reduce(0) { $0 + $1.points.count } >= TimelineWriting.concurrentPoints / 2)
+        func written(_ list: [TensorTimeline], threads: Int) throws -> String {
+            var writer = PrettyJSON.Writer()
+            try list.writeJSON(to: &writer, depth: 1, threads: threads)
+            return String(decoding: writer.bytes, as: UTF8.self)
+        }
+        let serial = try written(timelines, threads: 1)
+        for threads in [2, 3, 8] { #expect(try written(timelines, threads: threads) == serial) }
+        // The list as a field of an object goes the same way, and matches Foundation's bytes.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: NonFiniteJSON.positiveInfinity, negativeInfinity: NonFiniteJSON.negativeInfinity, nan: NonFiniteJSON.nan)
+        let wrapped = ["timeline": timelines]
+        #expect(try PrettyJSON.encode(wrapped) == String(decoding: try encoder.encode(wrapped), as: UTF8.self))
+        #expect(try PrettyJSON.encode(wrapped).contains(serial))
+        // An empty list and a list of one.
+        #expect(try written([], threads: 4) == "[\n\n  ]")
+        #expect(try PrettyJSON.encode(["t": [TensorTimeline]()]) == String(decoding: try encoder.encode(["t": [TensorTimeline]()]), as: UTF8.self))
+        #expect(try written([timelines[0]], threads: 4) == (try written([timelines[0]], threads: 1)))
+        // The streamed report is the report's JSON.
+        var streamed: [UInt8] = []
+        try JSONRenderer().write(report) { streamed.append(contentsOf: $0) }
+        #expect(String(decoding: streamed, as: UTF8.self) == (try encodeJSON(report)) + "\n")
+    }
+
+    @Test("a list of timelines is cut into consecutive pieces of bounded points")
+    func timelinePieces() throws {
+        let (report, _) = try Analysis.scan(samplePath("healthy"))
+        let one = try #require(report.timeline.first)
+        #expect(one.points.count > 2)
+        func list(_ sizes: [Int]) -> [TensorTimeline] {
+            sizes.map { size in
+                var timeline = one
+                timeline.points = Array(repeating: one.points[0], count: size)
+                return timeline
+            }
+        }
+        #expect(TimelineWriting.pieces([]).isEmpty)
+        #expect(TimelineWriting.pieces(list([5]), pointsPerPiece: 2) == [0..<1])
+        #expect(TimelineWriting.pieces(list([1, 1, 1, 1, 1]), pointsPerPiece: 2) == [0..<2, 2..<4, 4..<5])
+        #expect(TimelineWriting.pieces(list([3, 0, 9, 1, 1]), pointsPerPiece: 4) == [0..<2, 2..<3, 3..<5])
+        #expect(TimelineWriting.threads(list([1, 1])) == 1)
+        #expect(TimelineWriting.threads(list([TimelineWriting.concurrentPoints])) == 1)
+        #expect(TimelineWriting.threads(list([TimelineWriting.concurrentPoints, 1])) >= 1)
+    }
 }
