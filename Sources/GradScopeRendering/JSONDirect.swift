@@ -161,8 +161,7 @@ extension Array: PrettyJSONDirect where Element == TensorTimeline {
             }
             for result in written.withLock({ $0 }) {
                 guard let result else { continue }
-                writer.bytes.append(contentsOf: try result.get())
-                try writer.flushIfFull()
+                try writer.append(flushing: try result.get())
             }
         }
         writer.indent(depth)
@@ -177,6 +176,24 @@ extension Array: PrettyJSONDirect where Element == TensorTimeline {
             if index < count - 1 { writer.bytes.append(UInt8(ascii: ",")) }
             writer.bytes.append(0x0A)
             try writer.flushIfFull()
+        }
+    }
+}
+
+extension PrettyJSON.Writer {
+    /// Appends `piece`, handing what was written to the output each time a piece of
+    /// ``flushSize`` is full, as when the same bytes are written one value at a time.
+    mutating func append(flushing piece: [UInt8]) throws {
+        guard output != nil else {
+            bytes.append(contentsOf: piece)
+            return
+        }
+        var offset = 0
+        while offset < piece.count {
+            let take = Swift.min(piece.count - offset, Swift.max(Self.flushSize - bytes.count, 1))
+            bytes.append(contentsOf: piece[offset..<(offset + take)])
+            offset += take
+            try flushIfFull()
         }
     }
 }

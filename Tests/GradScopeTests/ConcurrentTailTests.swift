@@ -222,4 +222,20 @@ struct ConcurrentTailTests {
         #expect(TimelineWriting.threads(list([TimelineWriting.concurrentPoints])) == 1)
         #expect(TimelineWriting.threads(list([TimelineWriting.concurrentPoints, 1])) >= 1)
     }
+
+    @Test("timelines built on several threads are those built on one, in order", arguments: ["dead-relu", "explode-then-dead"])
+    func timelinesOnThreads(run name: String) throws {
+        let (_, run) = try Analysis.scan(samplePath(name))
+        let (one, many) = RunIndex.with(run) {
+            (ScanReport.timelines(run, findings: [], threads: 1), [2, 3, 64].map { ScanReport.timelines(run, findings: [], threads: $0) })
+        }
+        #expect(!one.weights.isEmpty)
+        for timelines in many {
+            #expect(try encodeJSON(timelines.weights) == (try encodeJSON(one.weights)))
+            #expect(try encodeJSON(timelines.activations) == (try encodeJSON(one.activations)))
+        }
+        #expect(ScanReport.orderedMap(Array(0..<10), threads: 3) { $0 * 2 } == Array(0..<10).map { $0 * 2 })
+        #expect(ScanReport.orderedMap(Array(0..<2), threads: 8) { $0 + 1 } == [1, 2])
+        #expect(ScanReport.orderedMap([Int](), threads: 4) { $0 }.isEmpty)
+    }
 }
