@@ -4,6 +4,7 @@ import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import Synchronization
 
 /// The three analyses behind `inspect`, `diff` and `scan`.
 public enum Analysis {
@@ -247,6 +248,31 @@ public enum Analysis {
         return report(models, thresholds: thresholds, select: select)
     }
 
+    /// The diagnosis of `measurements` and, when they do not depend on its findings
+    /// (``ScanReport/timelinesNeedFindings(_:)``), the report's timelines, built on another thread
+    /// meanwhile on a run large enough to gain by it (``Diagnoser/detectorThreads(_:)``); nil
+    /// timelines: the report builds them from the findings. `aside` decides whether the timelines
+    /// are built on another thread (nil: by the run's size). Runs with the index of `measurements`
+    /// current.
+    package static func diagnoseAndDrawTimelines(
+        _ measurements: RunMeasurements, thresholds: Thresholds, aside: Bool? = nil
+    ) -> (Diagnosis, ScanReport.Timelines?) {
+        guard !ScanReport.timelinesNeedFindings(measurements), aside ?? (Diagnoser.detectorThreads(measurements) > 1),
+            let index = RunIndex.current
+        else {
+            return (Diagnoser.diagnose(measurements, thresholds: thresholds), nil)
+        }
+        let drawn = Mutex<ScanReport.Timelines?>(nil)
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) {
+            let timelines = RunIndex.$current.withValue(index) { ScanReport.timelines(measurements, findings: []) }
+            drawn.withLock { $0 = timelines }
+        }
+        let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
+        group.wait()
+        return (diagnosis, drawn.withLock { $0 })
+    }
+
     /// The report of measured runs: the first diagnosed and shown, the others summarised under `models`.
     package static func report(
         _ models: ScanEngine.Models, thresholds: Thresholds, select: NSRegularExpression?
@@ -255,8 +281,8 @@ public enum Analysis {
         // The whole run is diagnosed; `select` narrows only what the report shows (``Selection``).
         // One index of the measurements serves the detectors and the report.
         var report = RunIndex.with(measurements) {
-            let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)
-            var report = ScanReport(run: run, measurements: measurements, diagnosis: diagnosis)
+            let (diagnosis, timelines) = diagnoseAndDrawTimelines(measurements, thresholds: thresholds)
+            var report = ScanReport(run: run, measurements: measurements, diagnosis: diagnosis, timelines: timelines)
             if let select { report.show(Selection(select), measurements: measurements) }
             return report
         }

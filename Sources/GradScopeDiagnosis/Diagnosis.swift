@@ -4,6 +4,7 @@ import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import Synchronization
 
 /// The result of running every detector over a run's measurements.
 public struct Diagnosis: Sendable {
@@ -113,21 +114,63 @@ public enum Diagnoser {
         return producers
     }
 
-    /// Runs `detectors` in order: their findings and not-checked entries as they come.
+    /// Runs `detectors`: their findings and not-checked entries in the detectors' order, as they come.
+    ///
+    /// The detectors are independent (each reads the measurements and the run's index, never another's
+    /// findings), so on a run of many saves they run side by side on up to ``detectorThreads`` threads,
+    /// sharing the index; the outcomes are put together in the detectors' order whatever order they
+    /// finish in, so the result is the same as one after the other.
     package static func detect(
         _ run: RunMeasurements, thresholds: Thresholds,
-        detectors: [any Detector]
+        detectors: [any Detector], threads: Int? = nil
     ) -> (findings: [Finding], notChecked: [NotChecked]) {
         RunIndex.with(run) {
+            let threads = min(threads ?? detectorThreads(run), detectors.count)
+            let outcomes: [DetectorOutcome]
+            if threads > 1, let index = RunIndex.current {
+                outcomes = concurrentOutcomes(run, thresholds: thresholds, detectors: detectors, index: index, threads: threads)
+            } else {
+                outcomes = detectors.map { $0.detect(run, thresholds: thresholds) }
+            }
             var findings: [Finding] = []
             var notChecked: [NotChecked] = []
-            for detector in detectors {
-                let outcome = detector.detect(run, thresholds: thresholds)
+            for (detector, outcome) in zip(detectors, outcomes) {
                 findings.append(contentsOf: outcome.findings)
                 if let reason = outcome.notChecked { notChecked.append(NotChecked(kind: detector.kind, reason: reason)) }
             }
             return (findings, notChecked)
         }
+    }
+
+    /// Below this many measurements (saves times tensors) the detectors run one after the other: a
+    /// thread costs more than it saves.
+    package static let concurrentMeasurements = 4096
+
+    /// The threads the detectors of `run` run on: one for a small run, else one per core, at most 4.
+    package static func detectorThreads(_ run: RunMeasurements) -> Int {
+        let measurements = run.records.reduce(0) { $0 + $1.tensors.count }
+        guard measurements >= concurrentMeasurements else { return 1 }
+        return max(1, min(ProcessInfo.processInfo.activeProcessorCount, 4))
+    }
+
+    /// Each detector's outcome, in the detectors' order, from `threads` threads taking the next
+    /// detector as they are free; every thread reads `index`.
+    private static func concurrentOutcomes(
+        _ run: RunMeasurements, thresholds: Thresholds, detectors: [any Detector], index: RunIndex, threads: Int
+    ) -> [DetectorOutcome] {
+        let slots = Mutex([DetectorOutcome?](repeating: nil, count: detectors.count))
+        let next = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+            RunIndex.$current.withValue(index) {
+                while true {
+                    let position = next.add(1, ordering: .relaxed).oldValue
+                    guard position < detectors.count else { return }
+                    let outcome = detectors[position].detect(run, thresholds: thresholds)
+                    slots.withLock { $0[position] = outcome }
+                }
+            }
+        }
+        return slots.withLock { $0.map { $0 ?? DetectorOutcome() } }
     }
 
     /// A loss plateau's evidence names the problems found upstream, at warning or above: dead units,

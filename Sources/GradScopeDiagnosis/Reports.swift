@@ -5,6 +5,7 @@ import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
 import HDF5
+import Synchronization
 
 /// One point of a tensor's timeline in a scan.
 public struct TimelinePoint: Sendable, Codable, Equatable {
@@ -227,6 +228,12 @@ public struct ScanReport: Sendable, Codable {
     }
 
     public init(run: Run, measurements: RunMeasurements, diagnosis: Diagnosis) {
+        self.init(run: run, measurements: measurements, diagnosis: diagnosis, timelines: nil)
+    }
+
+    /// The report, with its timelines when they were built beforehand (``timelines(_:findings:)``;
+    /// nil: built here).
+    package init(run: Run, measurements: RunMeasurements, diagnosis: Diagnosis, timelines: Timelines?) {
         source = run.source
         layout = measurements.layout?.rawValue
         verdict = diagnosis.verdict
@@ -241,16 +248,36 @@ public struct ScanReport: Sendable, Codable {
         notes = run.notes
         loss = measurements.records.map { LossPoint(step: $0.step, loss: $0.loss, lr: $0.learningRate) }
         trainingLog = measurements.trainingLog?.map(LogPoint.init)
+        let built =
+            timelines ?? Self.timelines(measurements, findings: diagnosis.findings, threads: Diagnoser.detectorThreads(measurements))
+        timeline = built.weights
+        activations = built.activations
+    }
+
+    /// A report's timelines: the weights', then the saved activations'.
+    package typealias Timelines = (weights: [TensorTimeline], activations: [TensorTimeline])
+
+    /// Whether the timelines of `measurements` depend on the findings: in a run longer than
+    /// ``StepSampling/limit`` they hold the steps the findings begin and end at.
+    package static func timelinesNeedFindings(_ measurements: RunMeasurements) -> Bool {
+        measurements.records.count > StepSampling.limit
+    }
+
+    /// The timelines of `measurements` (`findings` are read only when ``timelinesNeedFindings(_:)``),
+    /// the tensors' timelines built on up to `threads` threads, each taking a run of tensors.
+    package static func timelines(_ measurements: RunMeasurements, findings: [Finding], threads: Int = 1) -> Timelines {
         // A long run's timeline holds the saves ``StepSampling`` keeps histograms of, and every step a
         // finding begins or ends at; the findings themselves were judged on every save.
         let records = measurements.records
-        var drawn = Array(records.indices)
-        if records.count > StepSampling.limit {
-            let findingSteps = Set(diagnosis.findings.flatMap { [$0.firstStep, $0.lastStep].compactMap { $0 } })
+        let drawn: [Int]
+        if timelinesNeedFindings(measurements) {
+            let findingSteps = Set(findings.flatMap { [$0.firstStep, $0.lastStep].compactMap { $0 } })
             let sampled = Set(StepSampling.indices(count: records.count))
             drawn = records.indices.filter { sampled.contains($0) || findingSteps.contains(records[$0].step) }
+        } else {
+            drawn = Array(records.indices)
         }
-        timeline = measurements.indexedWeightKeys.compactMap { key -> TensorTimeline? in
+        let timeline = orderedMap(measurements.indexedWeightKeys, threads: threads) { key -> TensorTimeline? in
             // The step of the save before each drawn one that holds the tensor (for the update ratio).
             var before: [Int: Int] = [:]
             var previous: Int?
@@ -292,7 +319,7 @@ public struct ScanReport: Sendable, Codable {
                 units: last.shape.count >= 2 ? TensorNames.units(shape: last.shape, unitAxis: last.unitAxis, gates: last.gates) : nil,
                 points: points)
         }
-        activations = measurements.indexedKeys(role: .activation).compactMap { key -> TensorTimeline? in
+        let activations = orderedMap(measurements.indexedKeys(role: .activation), threads: threads) { key -> TensorTimeline? in
             guard let last = records.last(where: { $0.tensors.layout.index[key] != nil })?.tensors[key] else { return nil }
             let points = drawn.compactMap { index -> TimelinePoint? in
                 let record = records[index]
@@ -308,6 +335,23 @@ public struct ScanReport: Sendable, Codable {
             }
             return TensorTimeline(name: last.name, layer: last.layer, shape: last.shape, units: last.unitCount, points: points)
         }
+        return (timeline.compactMap { $0 }, activations.compactMap { $0 })
+    }
+
+    /// `transform` of each item, in the items' order, on up to `threads` threads (one: in this one),
+    /// each taking one contiguous run of the items.
+    package static func orderedMap<Item: Sendable, Value: Sendable>(
+        _ items: [Item], threads: Int, _ transform: @Sendable (Item) -> Value
+    ) -> [Value] {
+        let threads = max(1, min(threads, items.count))
+        guard threads > 1 else { return items.map(transform) }
+        let parts = Mutex([[Value]](repeating: [], count: threads))
+        DispatchQueue.concurrentPerform(iterations: threads) { part in
+            let start = items.count * part / threads, end = items.count * (part + 1) / threads
+            let values = items[start..<end].map(transform)
+            parts.withLock { $0[part] = values }
+        }
+        return parts.withLock { $0.flatMap { $0 } }
     }
 }
 

@@ -72,7 +72,8 @@ package final class RunIndex: Sendable {
         if let known = state.withLock({ $0.series[key] }) { return known }
         let series = run.series(key, log2: false)
         state.withLock { state in
-            guard state.cachedPoints + series.count <= budget else { return }
+            // Detectors running side by side may build one series twice; it is kept once.
+            guard state.series[key] == nil, state.cachedPoints + series.count <= budget else { return }
             state.series[key] = series
             state.cachedPoints += series.count
         }

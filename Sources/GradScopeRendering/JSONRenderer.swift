@@ -241,15 +241,15 @@ package enum PrettyJSON {
             switch scalar {
             case .null: bytes.append(contentsOf: "null".utf8)
             case .bool(let value): bytes.append(contentsOf: (value ? "true" : "false").utf8)
-            case .int(let value): bytes.append(contentsOf: value.description.utf8)
-            case .uint(let value): bytes.append(contentsOf: value.description.utf8)
+            case .int(let value): write(integer: value)
+            case .uint(let value): write(unsigned: value)
             case .double(let value):
                 if value.isNaN {
                     write(string: NonFiniteJSON.nan)
                 } else if value.isInfinite {
                     write(string: value < 0 ? NonFiniteJSON.negativeInfinity : NonFiniteJSON.positiveInfinity)
                 } else {
-                    number(value.description)
+                    write(finite: value)
                 }
             case .float(let value):
                 if value.isNaN {
@@ -257,19 +257,55 @@ package enum PrettyJSON {
                 } else if value.isInfinite {
                     write(string: value < 0 ? NonFiniteJSON.negativeInfinity : NonFiniteJSON.positiveInfinity)
                 } else {
-                    number(value.description)
+                    write(finite: value)
                 }
             case .string(let value): write(string: value)
             }
         }
 
-        /// A number as Swift prints it, without a trailing `.0` (`100.0` is `100`).
-        mutating func number(_ text: String) {
-            let utf8 = text.utf8
-            if utf8.count >= 2, utf8.last == UInt8(ascii: "0"), utf8[utf8.index(utf8.endIndex, offsetBy: -2)] == UInt8(ascii: ".") {
-                bytes.append(contentsOf: utf8.dropLast(2))
+        /// An integer's decimal digits (its `description`), written straight into `bytes`.
+        package mutating func write(integer value: Int64) {
+            if value < 0 {
+                bytes.append(UInt8(ascii: "-"))
+                write(unsigned: value.magnitude)
             } else {
-                bytes.append(contentsOf: utf8)
+                write(unsigned: UInt64(value))
+            }
+        }
+
+        /// An unsigned integer's decimal digits (its `description`), written straight into `bytes`.
+        package mutating func write(unsigned value: UInt64) {
+            if value < 10 {
+                bytes.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: value))
+                return
+            }
+            // At most 20 digits, written from the last into a fixed buffer.
+            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            withUnsafeMutableBytes(of: &digits) { buffer in
+                var rest = value
+                var start = 24
+                while rest > 0 {
+                    start -= 1
+                    let (quotient, remainder) = rest.quotientAndRemainder(dividingBy: 10)
+                    buffer[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: remainder)
+                    rest = quotient
+                }
+                bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start..<24]))
+            }
+        }
+
+        /// A finite number as Swift prints it (its `description`), without a trailing `.0`, written
+        /// straight into `bytes`: the standard library hands its digits to ``NumberOutput`` without
+        /// making a String.
+        package mutating func write<Number: BinaryFloatingPoint & TextOutputStreamable>(finite value: Number) {
+            var output = NumberOutput()
+            swap(&output.bytes, &bytes)
+            let start = output.bytes.count
+            value.write(to: &output)
+            swap(&output.bytes, &bytes)
+            let end = bytes.count
+            if end - start >= 2, bytes[end - 1] == UInt8(ascii: "0"), bytes[end - 2] == UInt8(ascii: ".") {
+                bytes.removeLast(2)
             }
         }
 
@@ -294,6 +330,16 @@ package enum PrettyJSON {
             }
             bytes.append(UInt8(ascii: "\""))
         }
+    }
+
+    /// Where a number writes its text: appended to `bytes`, the standard library's ASCII digits
+    /// without a String between.
+    package struct NumberOutput: TextOutputStream {
+        package var bytes: [UInt8] = []
+
+        package mutating func write(_ string: String) { bytes.append(contentsOf: string.utf8) }
+
+        package mutating func _writeASCII(_ buffer: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: buffer) }
     }
 
     /// The `Encoder` that builds the tree.
