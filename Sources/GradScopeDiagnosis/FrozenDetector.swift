@@ -33,10 +33,8 @@ package struct FrozenDetector: Detector {
         let keys = run.indexedWeightKeys.filter { !DetectorSupport.isRunningStatistic($0.name) }
         var movingKeys = Set<TensorKey>()
         var frozenKeys: [TensorKey] = []
-        // Each weight's drift, read once: the frozen, moving and stopped checks all read it.
-        let driftSeries = Dictionary(keys.map { ($0, run.driftSeries($0)) }, uniquingKeysWith: { first, _ in first })
         for key in keys {
-            let drifts = (driftSeries[key] ?? []).compactMap(\.drift)
+            let drifts = run.driftSeries(key).compactMap(\.drift)
             guard !drifts.isEmpty else { continue }
             if drifts.allSatisfy({ $0.changed == 0 && $0.count > 0 }) { frozenKeys.append(key) } else { movingKeys.insert(key) }
         }
@@ -47,7 +45,7 @@ package struct FrozenDetector: Detector {
             return DetectorOutcome()
         }
         let otherRatios = movingKeys.compactMap { key in
-            DetectorSupport.median((driftSeries[key] ?? []).compactMap { $0.drift?.relativeChange })
+            DetectorSupport.median(run.driftSeries(key).compactMap { $0.drift?.relativeChange })
         }
         let medianOther = DetectorSupport.median(otherRatios)
         // Frozen weights whose layers all come before the first trained layer in depth order: a frozen
@@ -170,8 +168,7 @@ package struct FrozenDetector: Detector {
                     firstStep: first.step, lastStep: last.step, message: message, evidence: evidence,
                     explanation: explanation))
         }
-        findings.append(
-            contentsOf: stopped(run, keys: keys.filter { movingKeys.contains($0) }, medianOther: medianOther, driftSeries: driftSeries))
+        findings.append(contentsOf: stopped(run, keys: keys.filter { movingKeys.contains($0) }, medianOther: medianOther))
         return DetectorOutcome(findings: findings)
     }
 
@@ -179,27 +176,19 @@ package struct FrozenDetector: Detector {
     /// saves or more (one unchanged save between moving ones is not a stop), while some other weight
     /// changed at each of them. Dated at the first unchanged save; the save before it is the last at
     /// which it had moved. A gradient saved and zero at those saves is zero-gradient's finding instead.
-    /// `driftSeries`: the drift series of weights already read (``RunMeasurements/driftSeries(_:)``); the
-    /// others are read here. A weight's whole series is built only when its drift shows it stopped.
-    package func stopped(
-        _ run: RunMeasurements, keys: [TensorKey], medianOther: Double?, driftSeries: [TensorKey: [(step: Int, drift: DriftStats?)]] = [:]
-    ) -> [Finding] {
-        func drifts(_ key: TensorKey) -> [(step: Int, drift: DriftStats?)] { driftSeries[key] ?? run.driftSeries(key) }
+    package func stopped(_ run: RunMeasurements, keys: [TensorKey], medianOther: Double?) -> [Finding] {
         var changedAt: [Int: Int] = [:]
         for key in run.indexedWeightKeys where !DetectorSupport.isRunningStatistic(key.name) {
-            for entry in drifts(key) where (entry.drift?.changed ?? 0) > 0 { changedAt[entry.step, default: 0] += 1 }
+            for entry in run.driftSeries(key) where (entry.drift?.changed ?? 0) > 0 { changedAt[entry.step, default: 0] += 1 }
         }
         var findings: [Finding] = []
         for key in keys {
-            // The drift of each point of the weight's series (the same points, the same drift).
-            let drift = drifts(key)
-            var from = drift.count
-            while from > 0, let last = drift[from - 1].drift, last.changed == 0, last.count > 0 { from -= 1 }
-            guard from > 0, drift.count - from >= 2, (drift[from - 1].drift?.changed ?? 0) > 0,
-                drift[from...].allSatisfy({ (changedAt[$0.step] ?? 0) > 0 })
-            else { continue }
             let series = run.indexedSeries(key)
-            guard series.count == drift.count, let last = series.last else { continue }
+            var from = series.count
+            while from > 0, let drift = series[from - 1].measurement.drift, drift.changed == 0, drift.count > 0 { from -= 1 }
+            guard from > 0, series.count - from >= 2, (series[from - 1].measurement.drift?.changed ?? 0) > 0,
+                series[from...].allSatisfy({ (changedAt[$0.step] ?? 0) > 0 }), let last = series.last
+            else { continue }
             let weight = last.measurement
             let stoppedSteps = Set(series[from...].map(\.step))
             let gradients = run.indexedSeries(.gradient(weight.name)).filter { stoppedSteps.contains($0.step) }.map(\.measurement)
