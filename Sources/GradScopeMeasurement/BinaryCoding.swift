@@ -60,11 +60,11 @@ package indirect enum BinaryValue {
 
 // MARK: Writing and reading bytes
 
-package struct BinaryWriter {
-    package var bytes: [UInt8] = []
-
-    package mutating func varint(_ value: Int) {
-        var v = UInt64(value)
+/// The byte encodings both binary formats share: unsigned LEB128 numbers, little-endian 8-byte
+/// words, and strings as their UTF-8 byte count (LEB128) then the bytes.
+package enum ByteAppending {
+    package static func varint(_ value: UInt64, to bytes: inout [UInt8]) {
+        var v = value
         while v >= 0x80 {
             bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
             v >>= 7
@@ -72,17 +72,27 @@ package struct BinaryWriter {
         bytes.append(UInt8(v))
     }
 
-    package mutating func fixed(_ value: UInt64) {
+    package static func littleEndian(_ value: UInt64, to bytes: inout [UInt8]) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
-    package mutating func string(_ value: String) {
+    package static func string(_ value: String, to bytes: inout [UInt8]) {
         var value = value
         value.withUTF8 { utf8 in
-            varint(utf8.count)
+            varint(UInt64(utf8.count), to: &bytes)
             bytes.append(contentsOf: utf8)
         }
     }
+}
+
+package struct BinaryWriter {
+    package var bytes: [UInt8] = []
+
+    package mutating func varint(_ value: Int) { ByteAppending.varint(UInt64(value), to: &bytes) }
+
+    package mutating func fixed(_ value: UInt64) { ByteAppending.littleEndian(value, to: &bytes) }
+
+    package mutating func string(_ value: String) { ByteAppending.string(value, to: &bytes) }
 
     /// Writes a node as the value it stands for (``BinaryNode/value``), without building that value.
     package mutating func write(_ node: BinaryNode) {

@@ -156,14 +156,7 @@ package struct WireWriter {
 
     mutating func bool(_ value: Bool) { bytes.append(value ? 1 : 0) }
 
-    mutating func unsigned(_ value: UInt64) {
-        var v = value
-        while v >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
-            v >>= 7
-        }
-        bytes.append(UInt8(v))
-    }
+    mutating func unsigned(_ value: UInt64) { ByteAppending.varint(value, to: &bytes) }
 
     /// Zigzag: small negative numbers stay short.
     mutating func int(_ value: Int) {
@@ -173,17 +166,9 @@ package struct WireWriter {
 
     mutating func count(_ value: Int) { unsigned(UInt64(value)) }
 
-    mutating func double(_ value: Double) {
-        withUnsafeBytes(of: value.bitPattern.littleEndian) { bytes.append(contentsOf: $0) }
-    }
+    mutating func double(_ value: Double) { ByteAppending.littleEndian(value.bitPattern, to: &bytes) }
 
-    mutating func string(_ value: String) {
-        var value = value
-        value.withUTF8 { utf8 in
-            count(utf8.count)
-            bytes.append(contentsOf: utf8)
-        }
-    }
+    mutating func string(_ value: String) { ByteAppending.string(value, to: &bytes) }
 
     mutating func strings(_ values: [String]) {
         count(values.count)
