@@ -45,7 +45,7 @@ package struct CollapsingDetector: Detector {
                 findings.append(silent.finding(run))
             }
         }
-        for key in run.indexedWeightKeys {
+        for key in run.indexedWeightKeys where DetectorSupport.mayBeKernel(run, key) {
             let series = run.indexedSeries(key).filter { $0.measurement.stats.nan + $0.measurement.stats.posInf + $0.measurement.stats.negInf == 0 }
             guard series.count >= 2, let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
             let norms = series.map { $0.measurement.stats.l2Norm ?? 0 }

@@ -182,6 +182,22 @@ package enum DetectorSupport {
         shape.count >= 2 && !isRunningStatistic(name) && !isNormalization(name, shape: shape) && !TensorNames.isBias(name)
     }
 
+    /// Whether the tensor `key` is a kernel (``isKernel(shape:name:)``) at some save of the run: false
+    /// tells, from each table layout's descriptor alone, that no point of its series is one, so a
+    /// detector judging kernels only need not build the series.
+    package static func mayBeKernel(_ run: RunMeasurements, _ key: TensorKey) -> Bool {
+        var lastLayout: ObjectIdentifier?
+        for record in run.records {
+            let layout = record.tensors.layout
+            guard ObjectIdentifier(layout) != lastLayout else { continue }
+            lastLayout = ObjectIdentifier(layout)
+            if let position = layout.index[key], isKernel(shape: layout.descriptors[position].shape, name: layout.descriptors[position].name) {
+                return true
+            }
+        }
+        return false
+    }
+
     /// The shape of the weight `name` at its last save in the run, when it has one.
     package static func weightShape(_ run: RunMeasurements, _ name: String) -> [Int]? {
         run.indexedLast(.weight(name))?.shape

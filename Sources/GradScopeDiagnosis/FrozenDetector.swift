@@ -33,19 +33,28 @@ package struct FrozenDetector: Detector {
         let keys = run.indexedWeightKeys.filter { !DetectorSupport.isRunningStatistic($0.name) }
         var movingKeys = Set<TensorKey>()
         var frozenKeys: [TensorKey] = []
+        // Each weight's drift series is read once, here, for everything the detector asks of it: frozen
+        // or moving, a moving weight's median relative change, the saves at which weights changed, and a
+        // moving weight's trailing unchanged saves (``stopped(_:keys:medianOther:)``).
+        var otherRatios: [Double] = []
+        var changes = StopCandidates()
         for key in keys {
-            let drifts = run.driftSeries(key).compactMap(\.drift)
+            let series = run.driftSeries(key)
+            changes.add(key, series)
+            let drifts = series.compactMap(\.drift)
             guard !drifts.isEmpty else { continue }
-            if drifts.allSatisfy({ $0.changed == 0 && $0.count > 0 }) { frozenKeys.append(key) } else { movingKeys.insert(key) }
+            if drifts.allSatisfy({ $0.changed == 0 && $0.count > 0 }) {
+                frozenKeys.append(key)
+            } else {
+                movingKeys.insert(key)
+                if let median = DetectorSupport.median(series.compactMap { $0.drift?.relativeChange }) { otherRatios.append(median) }
+            }
         }
         guard !movingKeys.isEmpty else {
             if !frozenKeys.isEmpty {
                 return .lacking("no weight changed between any two saves: the saves may all be of the same step, or training never ran")
             }
             return DetectorOutcome()
-        }
-        let otherRatios = movingKeys.compactMap { key in
-            DetectorSupport.median(run.driftSeries(key).compactMap { $0.drift?.relativeChange })
         }
         let medianOther = DetectorSupport.median(otherRatios)
         // Frozen weights whose layers all come before the first trained layer in depth order: a frozen
@@ -168,8 +177,33 @@ package struct FrozenDetector: Detector {
                     firstStep: first.step, lastStep: last.step, message: message, evidence: evidence,
                     explanation: explanation))
         }
-        findings.append(contentsOf: stopped(run, keys: keys.filter { movingKeys.contains($0) }, medianOther: medianOther))
+        findings.append(contentsOf: stopped(run, candidates: changes.stopped(keys.filter { movingKeys.contains($0) }), medianOther: medianOther))
         return DetectorOutcome(findings: findings)
+    }
+
+    /// The weights that may have stopped, gathered from each weight's drift series as it is read: per
+    /// step, the weights that changed there, and per weight, where its trailing run of unchanged saves
+    /// begins when that run holds two saves or more after a save at which it changed.
+    struct StopCandidates {
+        private var changedAt: [Int: Int] = [:]
+        private var trailing: [TensorKey: (from: Int, steps: [Int])] = [:]
+
+        mutating func add(_ key: TensorKey, _ series: [(step: Int, drift: DriftStats?)]) {
+            for entry in series where (entry.drift?.changed ?? 0) > 0 { changedAt[entry.step, default: 0] += 1 }
+            var from = series.count
+            while from > 0, let drift = series[from - 1].drift, drift.changed == 0, drift.count > 0 { from -= 1 }
+            guard from > 0, series.count - from >= 2, (series[from - 1].drift?.changed ?? 0) > 0 else { return }
+            trailing[key] = (from, series[from...].map(\.step))
+        }
+
+        /// Of `keys`, in their order, those whose trailing unchanged saves each saw another weight
+        /// change, with where that run begins in the series.
+        func stopped(_ keys: [TensorKey]) -> [(key: TensorKey, from: Int)] {
+            keys.compactMap { key in
+                guard let run = trailing[key], run.steps.allSatisfy({ (changedAt[$0] ?? 0) > 0 }) else { return nil }
+                return (key, run.from)
+            }
+        }
     }
 
     /// Weights that moved, then stopped: not one element changed at any save of a trailing run of two
@@ -177,18 +211,18 @@ package struct FrozenDetector: Detector {
     /// changed at each of them. Dated at the first unchanged save; the save before it is the last at
     /// which it had moved. A gradient saved and zero at those saves is zero-gradient's finding instead.
     package func stopped(_ run: RunMeasurements, keys: [TensorKey], medianOther: Double?) -> [Finding] {
-        var changedAt: [Int: Int] = [:]
-        for key in run.indexedWeightKeys where !DetectorSupport.isRunningStatistic(key.name) {
-            for entry in run.driftSeries(key) where (entry.drift?.changed ?? 0) > 0 { changedAt[entry.step, default: 0] += 1 }
-        }
+        var changes = StopCandidates()
+        for key in run.indexedWeightKeys where !DetectorSupport.isRunningStatistic(key.name) { changes.add(key, run.driftSeries(key)) }
+        return stopped(run, candidates: changes.stopped(keys), medianOther: medianOther)
+    }
+
+    /// The findings of ``stopped(_:keys:medianOther:)`` for the weights that may have stopped, each with
+    /// where its trailing unchanged saves begin (``StopCandidates``): only their series are built.
+    func stopped(_ run: RunMeasurements, candidates: [(key: TensorKey, from: Int)], medianOther: Double?) -> [Finding] {
         var findings: [Finding] = []
-        for key in keys {
+        for (key, from) in candidates {
             let series = run.indexedSeries(key)
-            var from = series.count
-            while from > 0, let drift = series[from - 1].measurement.drift, drift.changed == 0, drift.count > 0 { from -= 1 }
-            guard from > 0, series.count - from >= 2, (series[from - 1].measurement.drift?.changed ?? 0) > 0,
-                series[from...].allSatisfy({ (changedAt[$0.step] ?? 0) > 0 }), let last = series.last
-            else { continue }
+            guard from < series.count, let last = series.last else { continue }
             let weight = last.measurement
             let stoppedSteps = Set(series[from...].map(\.step))
             let gradients = run.indexedSeries(.gradient(weight.name)).filter { stoppedSteps.contains($0.step) }.map(\.measurement)

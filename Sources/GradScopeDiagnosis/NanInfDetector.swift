@@ -24,7 +24,13 @@ package struct NanInfDetector: Detector {
         guard !run.records.isEmpty else { return .lacking("no tensors were read") }
         let roleOrder: [TensorRole: Int] = [.gradient: 0, .activation: 1, .optimizer: 2, .weight: 3]
         for (index, record) in run.records.enumerated() {
-            let bad = record.compactOrdered.filter { DetectorSupport.nonFinite($0) > 0 }
+            // Only the tensors holding a non-finite value are kept, in the checkpoint's order.
+            let table = record.tensors
+            var bad: [TensorMeasurement] = []
+            for position in 0..<table.count {
+                let measurement = table.measurement(at: position, log2: false)
+                if DetectorSupport.nonFinite(measurement) > 0 { bad.append(measurement) }
+            }
             let lossBad = record.loss.map { !$0.isFinite } ?? false
             guard !bad.isEmpty || lossBad else { continue }
             let sorted = bad.sorted { (roleOrder[$0.role] ?? 9) < (roleOrder[$1.role] ?? 9) }

@@ -32,6 +32,28 @@ public struct TimelinePoint: Sendable, Codable, Equatable {
     public var gradientNonFinite: Int? = nil
     public var deadUnits: Int?
 
+    package init(
+        step: Int, norm: Double?, gradientNorm: Double?, gradientRatio: Double? = nil, updateRatio: Double?, updatePerSave: Double? = nil,
+        zeroFraction: Double?, nonFinite: Int, log2Min: Int?, log2Counts: [Int]?, gradientLog2Min: Int?, gradientLog2Counts: [Int]?,
+        gradientZeroFraction: Double? = nil, gradientNonFinite: Int? = nil, deadUnits: Int?
+    ) {
+        self.step = step
+        self.norm = norm
+        self.gradientNorm = gradientNorm
+        self.gradientRatio = gradientRatio
+        self.updateRatio = updateRatio
+        self.updatePerSave = updatePerSave
+        self.zeroFraction = zeroFraction
+        self.nonFinite = nonFinite
+        self.log2Min = log2Min
+        self.log2Counts = log2Counts
+        self.gradientLog2Min = gradientLog2Min
+        self.gradientLog2Counts = gradientLog2Counts
+        self.gradientZeroFraction = gradientZeroFraction
+        self.gradientNonFinite = gradientNonFinite
+        self.deadUnits = deadUnits
+    }
+
     package enum CodingKeys: String, CodingKey {
         case step, norm
         case gradientNorm = "gradient_norm"
@@ -57,6 +79,14 @@ public struct TensorTimeline: Sendable, Codable, Equatable {
     public var shape: [Int]
     public var units: Int?
     public var points: [TimelinePoint]
+
+    package init(name: String, layer: String, shape: [Int], units: Int?, points: [TimelinePoint]) {
+        self.name = name
+        self.layer = layer
+        self.shape = shape
+        self.units = units
+        self.points = points
+    }
 }
 
 /// The loss and learning rate at one save.
@@ -277,63 +307,110 @@ public struct ScanReport: Sendable, Codable {
         } else {
             drawn = Array(records.indices)
         }
+        // Whether each save is drawn (every one but in a long run).
+        let isDrawn: [Bool] = {
+            var isDrawn = [Bool](repeating: false, count: records.count)
+            for index in drawn { isDrawn[index] = true }
+            return isDrawn
+        }()
         let timeline = orderedMap(measurements.indexedWeightKeys, threads: threads) { key -> TensorTimeline? in
-            // The step of the save before each drawn one that holds the tensor (for the update ratio).
-            var before: [Int: Int] = [:]
-            var previous: Int?
-            var lastIndex: Int?
-            for (index, record) in records.enumerated() where record.tensors.layout.index[key] != nil {
-                before[index] = previous
-                previous = record.step
-                lastIndex = index
-            }
-            guard let lastIndex, let last = records[lastIndex].tensors[key] else { return nil }
-            let points = drawn.compactMap { index -> TimelinePoint? in
-                let record = records[index]
-                guard let m = record.tensors[key] else { return nil }
-                let gradient = record.gradient(m.name)
-                var ratio: Double?
-                var perSave: Double?
-                if let relative = m.drift?.relativeChange, let earlier = before[index] ?? nil {
-                    ratio = relative / Double(max(record.step - earlier, 1))
-                    perSave = relative
+            records.withUnsafeBufferPointer { records in
+                // The tensor's place in each save and its gradient's, looked up once per table layout
+                // (the saves of one model share one), not by name at every save.
+                var lastLayout: ObjectIdentifier?
+                var position: Int?
+                var gradientPosition: Int?
+                // The step of the last save before the one at hand that holds the tensor (for the update ratio).
+                var previous: Int?
+                var last: (record: Int, position: Int)?
+                var points: [TimelinePoint] = []
+                points.reserveCapacity(drawn.count)
+                for index in records.indices {
+                    let table = records[index].tensors
+                    let id = ObjectIdentifier(table.layout)
+                    if id != lastLayout {
+                        lastLayout = id
+                        position = table.layout.index[key]
+                        gradientPosition = position.flatMap { table.layout.index[.gradient(table.layout.descriptors[$0].name)] }
+                    }
+                    guard let position else { continue }
+                    let step = records[index].step
+                    defer {
+                        previous = step
+                        last = (index, position)
+                    }
+                    guard isDrawn[index] else { continue }
+                    let m = table.measurement(at: position)
+                    let gradient = gradientPosition.map { table.measurement(at: $0) }
+                    var ratio: Double?
+                    var perSave: Double?
+                    if let relative = m.drift?.relativeChange, let earlier = previous {
+                        ratio = relative / Double(max(step - earlier, 1))
+                        perSave = relative
+                    }
+                    var gradientRatio: Double?
+                    if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
+                    let log2Kept = table.detail >= .histogram
+                    points.append(
+                        TimelinePoint(
+                            step: step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
+                            gradientRatio: gradientRatio, updateRatio: ratio, updatePerSave: perSave,
+                            zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
+                            nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
+                            log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
+                            log2Counts: log2Kept ? m.stats.log2Histogram.counts : nil,
+                            gradientLog2Min: log2Kept ? gradient?.stats.log2Histogram.minExponent : nil,
+                            gradientLog2Counts: log2Kept ? gradient?.stats.log2Histogram.counts : nil,
+                            gradientZeroFraction: gradient.flatMap {
+                                $0.stats.count > 0 ? Double($0.stats.zeros) / Double($0.stats.count) : nil
+                            },
+                            gradientNonFinite: gradient.map { $0.stats.nan + $0.stats.posInf + $0.stats.negInf },
+                            deadUnits: gradient?.zeroUnits))
                 }
-                var gradientRatio: Double?
-                if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
-                let log2Kept = record.tensors.detail >= .histogram
-                return TimelinePoint(
-                    step: record.step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
-                    gradientRatio: gradientRatio, updateRatio: ratio, updatePerSave: perSave,
-                    zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
-                    nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
-                    log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
-                    log2Counts: log2Kept ? m.stats.log2Histogram.counts : nil,
-                    gradientLog2Min: log2Kept ? gradient?.stats.log2Histogram.minExponent : nil,
-                    gradientLog2Counts: log2Kept ? gradient?.stats.log2Histogram.counts : nil,
-                    gradientZeroFraction: gradient.flatMap { $0.stats.count > 0 ? Double($0.stats.zeros) / Double($0.stats.count) : nil },
-                    gradientNonFinite: gradient.map { $0.stats.nan + $0.stats.posInf + $0.stats.negInf },
-                    deadUnits: gradient?.zeroUnits)
+                guard let last else { return nil }
+                // The name, layer and shape of its last save, as that save's measurement gives them.
+                let descriptor = records[last.record].tensors.layout.descriptors[last.position]
+                return TensorTimeline(
+                    name: descriptor.name, layer: descriptor.layer, shape: descriptor.shape,
+                    units: descriptor.shape.count >= 2
+                        ? TensorNames.units(shape: descriptor.shape, unitAxis: descriptor.unitAxis, gates: descriptor.gates) : nil,
+                    points: points)
             }
-            return TensorTimeline(
-                name: last.name, layer: last.layer, shape: last.shape,
-                units: last.shape.count >= 2 ? TensorNames.units(shape: last.shape, unitAxis: last.unitAxis, gates: last.gates) : nil,
-                points: points)
         }
         let activations = orderedMap(measurements.indexedKeys(role: .activation), threads: threads) { key -> TensorTimeline? in
-            guard let last = records.last(where: { $0.tensors.layout.index[key] != nil })?.tensors[key] else { return nil }
-            let points = drawn.compactMap { index -> TimelinePoint? in
-                let record = records[index]
-                guard let m = record.tensors[key] else { return nil }
-                let log2Kept = record.tensors.detail >= .histogram
-                return TimelinePoint(
-                    step: record.step, norm: m.stats.std, gradientNorm: nil, updateRatio: nil,
-                    zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
-                    nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
-                    log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
-                    log2Counts: log2Kept ? m.stats.log2Histogram.counts : nil,
-                    gradientLog2Min: nil, gradientLog2Counts: nil, deadUnits: m.inactiveUnits)
+            records.withUnsafeBufferPointer { records in
+                var lastLayout: ObjectIdentifier?
+                var position: Int?
+                var last: (record: Int, position: Int)?
+                var points: [TimelinePoint] = []
+                points.reserveCapacity(drawn.count)
+                for index in records.indices {
+                    let table = records[index].tensors
+                    let id = ObjectIdentifier(table.layout)
+                    if id != lastLayout {
+                        lastLayout = id
+                        position = table.layout.index[key]
+                    }
+                    guard let position else { continue }
+                    last = (index, position)
+                    guard isDrawn[index] else { continue }
+                    let m = table.measurement(at: position)
+                    let log2Kept = table.detail >= .histogram
+                    points.append(
+                        TimelinePoint(
+                            step: records[index].step, norm: m.stats.std, gradientNorm: nil, updateRatio: nil,
+                            zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
+                            nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
+                            log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
+                            log2Counts: log2Kept ? m.stats.log2Histogram.counts : nil,
+                            gradientLog2Min: nil, gradientLog2Counts: nil, deadUnits: m.inactiveUnits))
+                }
+                guard let last else { return nil }
+                let lastMeasurement = records[last.record].tensors.measurement(at: last.position, log2: false)
+                return TensorTimeline(
+                    name: lastMeasurement.name, layer: lastMeasurement.layer, shape: lastMeasurement.shape, units: lastMeasurement.unitCount,
+                    points: points)
             }
-            return TensorTimeline(name: last.name, layer: last.layer, shape: last.shape, units: last.unitCount, points: points)
         }
         return (timeline.compactMap { $0 }, activations.compactMap { $0 })
     }

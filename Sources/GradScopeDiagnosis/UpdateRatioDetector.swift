@@ -34,7 +34,7 @@ package struct UpdateRatioDetector: Detector {
         var findings: [Finding] = []
         var perTensorUpper: [TensorKey: [Double]] = [:]
         var steps: [TensorKey: [Int]] = [:]
-        for key in run.indexedWeightKeys {
+        for key in run.indexedWeightKeys where DetectorSupport.mayBeKernel(run, key) {
             let series = run.indexedSeries(key)
             guard let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
             var reportedHigh = false

@@ -47,22 +47,36 @@ package struct VanishingGradientDetector: Detector {
             return DetectorSupport.isKernel(weight) && !DetectorSupport.isEmbedding(weight.name, shape: weight.shape)
         }
         var profiles: [(step: Int, early: Double, late: Double, earlyName: String, lateName: String, ratios: [Double])] = []
+        // Where each kernel, and its gradient (or second moment), is in a save's table: the same for every
+        // save of one table layout (consecutive saves share theirs), so looked up once per layout.
+        var lastLayout: ObjectIdentifier?
+        var places: [(weight: Int, partner: Int?)?] = []
         for record in run.records {
+            let table = record.tensors
+            if ObjectIdentifier(table.layout) != lastLayout {
+                lastLayout = ObjectIdentifier(table.layout)
+                places = kernelKeys.map { key in
+                    guard let position = table.layout.index[key] else { return nil }
+                    let name = table.layout.descriptors[position].name
+                    let partner: TensorKey? = estimated ? momentKeys[name] : .gradient(name)
+                    return (position, partner.flatMap { table.layout.index[$0] })
+                }
+            }
             var ratios: [(String, Double)] = []
-            for key in kernelKeys {
-                guard let weight = record.tensors[key], let wn = weight.stats.l2Norm, wn > 0, wn.isFinite,
-                    !DetectorSupport.nearZero(weight, thresholds: thresholds)
-                else { continue }
+            for place in places {
+                guard let place else { continue }
+                let weight = table.measurement(at: place.weight, log2: false)
+                guard let wn = weight.stats.l2Norm, wn > 0, wn.isFinite, !DetectorSupport.nearZero(weight, thresholds: thresholds) else { continue }
                 if estimated {
                     // Zero-filled slots (saved before the first update) say nothing.
-                    guard let slotKey = momentKeys[weight.name], let slot = record.tensors[slotKey], DetectorSupport.nonFinite(slot) == 0,
+                    guard let slot = place.partner.map({ table.measurement(at: $0, log2: false) }), DetectorSupport.nonFinite(slot) == 0,
                         let meanSquare = slot.stats.mean, meanSquare > 0, meanSquare.isFinite,
                         let weightRMS = DetectorSupport.rms(weight), weightRMS > 0
                     else { continue }
                     ratios.append((weight.name, meanSquare.squareRoot() / weightRMS))
                 } else {
-                    guard let gradient = record.gradient(weight.name), let gn = gradient.stats.l2Norm, gn.isFinite,
-                        DetectorSupport.nonFinite(gradient) == 0
+                    guard let gradient = place.partner.map({ table.measurement(at: $0, log2: false) }), let gn = gradient.stats.l2Norm,
+                        gn.isFinite, DetectorSupport.nonFinite(gradient) == 0
                     else { continue }
                     ratios.append((weight.name, gn / wn))
                 }

@@ -31,7 +31,8 @@ package struct ZeroGradientDetector: Detector {
         if !gradientKeys.isEmpty {
             for key in gradientKeys {
                 let series = run.indexedSeries(key)
-                guard let from = Self.zeroSince(series.map { [$0.measurement] }), let last = series.last else { continue }
+                guard let from = Self.zeroSince(count: series.count, zero: { Self.zero(series[$0].measurement) }), let last = series.last
+                else { continue }
                 let gradient = last.measurement
                 findings.append(
                     finding(
@@ -94,14 +95,20 @@ package struct ZeroGradientDetector: Detector {
     /// and holds two saves or more: one zero save after live ones cannot show that the gradient stays
     /// zero (a batch on which the path happened to carry nothing), two show it stopped. Nil otherwise.
     package static func zeroSince(_ saves: [[TensorMeasurement]]) -> Int? {
-        func zero(_ tensors: [TensorMeasurement]) -> Bool {
-            !tensors.isEmpty && tensors.allSatisfy { $0.stats.count > 0 && $0.stats.zeros == $0.stats.count }
-        }
-        var from = saves.count
-        while from > 0 && zero(saves[from - 1]) { from -= 1 }
-        guard from < saves.count else { return nil }
-        return from == 0 || saves.count - from >= 2 ? from : nil
+        zeroSince(count: saves.count) { !saves[$0].isEmpty && saves[$0].allSatisfy(zero) }
     }
+
+    /// ``zeroSince(_:)`` of `count` saves, `zero` telling whether every tensor given at a save is exactly
+    /// zero: a series of one tensor is judged without wrapping each of its points in a list.
+    package static func zeroSince(count: Int, zero: (Int) -> Bool) -> Int? {
+        var from = count
+        while from > 0 && zero(from - 1) { from -= 1 }
+        guard from < count else { return nil }
+        return from == 0 || count - from >= 2 ? from : nil
+    }
+
+    /// Whether every element of `tensor` is exactly zero (and it has some).
+    package static func zero(_ tensor: TensorMeasurement) -> Bool { tensor.stats.count > 0 && tensor.stats.zeros == tensor.stats.count }
 
     /// `lastNonzero` is the last save before `first` at which it was not zero, when the zero began after one.
     package func finding(
