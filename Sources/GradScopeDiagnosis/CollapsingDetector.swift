@@ -45,12 +45,16 @@ package struct CollapsingDetector: Detector {
                 findings.append(silent.finding(run))
             }
         }
+        // A kernel's norms are read where the tables keep them, at the saves where it holds no NaN or ±Inf.
+        let nonFinite = run.indexedNonFinite()
         for key in run.indexedWeightKeys where DetectorSupport.mayBeKernel(run, key) {
-            let series = run.indexedSeries(key).filter { $0.measurement.stats.nan + $0.measurement.stats.posInf + $0.measurement.stats.negInf == 0 }
-            guard series.count >= 2, let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
-            let norms = series.map { $0.measurement.stats.l2Norm ?? 0 }
+            let places = run.places(of: key).filter { !nonFinite[$0.record].contains(Int32($0.position)) }
+            guard places.count >= 2, let last = places.last else { continue }
+            let weight = run.records[last.record].tensors.layout.descriptors[last.position]
+            guard DetectorSupport.isKernel(shape: weight.shape, name: weight.name) else { continue }
+            let norms = places.map { run.records[$0.record].tensors.normsAndChange(at: $0.position).l2Norm ?? 0 }
             if let finding = shrink(
-                norms: norms, steps: series.map(\.step), factor: thresholds.collapseFactor,
+                norms: norms, steps: places.map { run.records[$0.record].step }, factor: thresholds.collapseFactor,
                 name: weight.name, layer: weight.layer, what: "weight norm ‖W‖")
             {
                 findings.append(finding)

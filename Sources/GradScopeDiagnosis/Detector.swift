@@ -198,6 +198,21 @@ package enum DetectorSupport {
         return false
     }
 
+    /// ``nearZero(_:thresholds:)`` of the weight at `place` (``RunMeasurements/places(of:)``), from its
+    /// descriptor and the numbers its table keeps in place; the measurement is built only where those do
+    /// not give the finite count (a weight holding NaN or ±Inf, by `nonFinite`, or full statistics).
+    package static func nearZero(
+        _ run: RunMeasurements, at place: (record: Int, position: Int), nonFinite: [[Int32]], thresholds: Thresholds
+    ) -> Bool {
+        let table = run.records[place.record].tensors
+        if table.detail == .full || nonFinite[place.record].contains(Int32(place.position)) {
+            return nearZero(run.measurement(at: place), thresholds: thresholds)
+        }
+        let (count, norm, _) = table.normsAndChange(at: place.position)
+        let descriptor = table.layout.descriptors[place.position]
+        return nearZero(shape: descriptor.shape, unitAxis: descriptor.unitAxis, l2Norm: norm, finiteCount: count, thresholds: thresholds)
+    }
+
     /// The shape of the weight `name` at its last save in the run, when it has one.
     package static func weightShape(_ run: RunMeasurements, _ name: String) -> [Int]? {
         run.indexedLast(.weight(name))?.shape
@@ -215,7 +230,15 @@ package enum DetectorSupport {
     /// Ratios relative to its norm are undefined there: one SGD step from W = 0 gives
     /// ‖g‖/‖W‖ = 1/lr exactly, and the next save's relative change is of order 1.
     package static func nearZero(_ weight: TensorMeasurement, thresholds: Thresholds) -> Bool {
-        guard let rms = rms(weight), let fanIn = fanIn(shape: weight.shape, unitAxis: weight.unitAxis), fanIn > 0 else { return false }
+        nearZero(
+            shape: weight.shape, unitAxis: weight.unitAxis, l2Norm: weight.stats.l2Norm, finiteCount: weight.stats.finiteCount,
+            thresholds: thresholds)
+    }
+
+    /// ``nearZero(_:thresholds:)`` from what it reads of the weight: its shape, unit axis, norm and finite count.
+    package static func nearZero(shape: [Int], unitAxis: Int?, l2Norm: Double?, finiteCount: Int, thresholds: Thresholds) -> Bool {
+        guard let norm = l2Norm, finiteCount > 0, let fanIn = fanIn(shape: shape, unitAxis: unitAxis), fanIn > 0 else { return false }
+        let rms = norm / Double(finiteCount).squareRoot()
         return rms < thresholds.initTooSmallFactor / (3 * Double(fanIn)).squareRoot()
     }
 

@@ -60,7 +60,7 @@ package struct ExplodingGradientDetector: Detector {
             let growth = norm / baseline
             guard growth >= thresholds.explodingGrowth else { continue }
             let lossLater = log.first { $0.step > step && ($0.loss.map { !$0.isFinite } ?? false) }?.step
-            let saveLater = run.records.first { $0.step > step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }?.step
+            let saveLater = run.firstNonFiniteSave(after: step, run.indexedNonFinite()).map { run.records[$0].step }
             let nanStep = [lossLater, saveLater].compactMap { $0 }.min()
             let message =
                 "Gradients explode at step \(step): the total gradient norm the training log holds there is \(formatSignificant(norm)), \(formatSignificant(growth))x its median of \(formatSignificant(baseline)) over the \(before.count) logging steps before."
@@ -94,7 +94,10 @@ package struct ExplodingGradientDetector: Detector {
         // first of its key, as the table's lookup) when that is a kernel: the same for every save of one
         // table layout (consecutive saves share theirs), so worked out once per layout.
         var plan: (layout: ObjectIdentifier, gradients: [Int], weights: [Int], kernelPartner: [Int?])?
-        for record in run.records {
+        // Where each save holds a NaN or ±Inf: the tensors of a save are read out of its table only when
+        // the numbers kept in place (norm and count) do not tell (``MeasurementTable/normsAndChange(at:)``).
+        let nonFinite = run.indexedNonFinite()
+        for (recordIndex, record) in run.records.enumerated() {
             let table = record.tensors
             let layout = ObjectIdentifier(table.layout)
             if plan?.layout != layout {
@@ -113,11 +116,10 @@ package struct ExplodingGradientDetector: Detector {
                 plan = (layout, gradients, weights, kernelPartner)
             }
             guard let plan, !plan.gradients.isEmpty else { continue }
-            // Each measurement is read out of the record once.
-            let gradients = plan.gradients.map { table.measurement(at: $0, log2: false) }
-            let weights = plan.weights.map { table.measurement(at: $0, log2: false) }
-            let weightsFinite = weights.allSatisfy { DetectorSupport.nonFinite($0) == 0 }
-            if weightsFinite, let bad = gradients.first(where: { DetectorSupport.nonFinite($0) > 0 }) {
+            let badPositions = Set(nonFinite[recordIndex].map { Int($0) })
+            let weightsFinite = badPositions.isEmpty || !plan.weights.contains { badPositions.contains($0) }
+            if weightsFinite, let badPosition = plan.gradients.first(where: { badPositions.contains($0) }) {
+                let bad = table.measurement(at: badPosition, log2: false)
                 return DetectorOutcome(findings: [
                     finding(
                         record: record, tensor: bad, severity: .error,
@@ -127,15 +129,25 @@ package struct ExplodingGradientDetector: Detector {
                 ])
             }
             var total = 0.0
-            var worst: (TensorMeasurement, Double)?
-            for (index, gradient) in gradients.enumerated() {
-                guard let gn = gradient.stats.l2Norm, gn.isFinite else { continue }
+            var worst: (position: Int, ratio: Double)?
+            for (index, position) in plan.gradients.enumerated() {
+                guard let gn = table.normsAndChange(at: position).l2Norm, gn.isFinite else { continue }
                 total += gn * gn
-                if let partner = plan.kernelPartner[index], case let weight = weights[partner],
-                    !DetectorSupport.nearZero(weight, thresholds: thresholds), let wn = weight.stats.l2Norm, wn > 0, wn.isFinite
+                guard let partner = plan.kernelPartner[index] else { continue }
+                let weightPosition = plan.weights[partner]
+                let (count, weightNorm, _) = table.normsAndChange(at: weightPosition)
+                // A weight without NaN or ±Inf has all its elements finite; the others (and full statistics,
+                // which keep their own count) are read whole.
+                let finiteCount =
+                    badPositions.contains(weightPosition) || table.detail == .full
+                    ? table.measurement(at: weightPosition, log2: false).stats.finiteCount : count
+                let descriptor = table.layout.descriptors[weightPosition]
+                if !DetectorSupport.nearZero(
+                    shape: descriptor.shape, unitAxis: descriptor.unitAxis, l2Norm: weightNorm, finiteCount: finiteCount, thresholds: thresholds),
+                    let wn = weightNorm, wn > 0, wn.isFinite
                 {
                     let ratio = gn / wn
-                    if worst == nil || ratio > worst?.1 ?? 0 { worst = (gradient, ratio) }
+                    if worst == nil || ratio > worst?.ratio ?? 0 { worst = (position, ratio) }
                 }
             }
             total = total.squareRoot()
@@ -147,12 +159,11 @@ package struct ExplodingGradientDetector: Detector {
                 previousTotal = total
                 if total.isFinite && total > 0 { previousTotals.append(total) }
             }
-            guard let (tensor, ratio) = worst else { continue }
+            guard let (position, ratio) = worst else { continue }
             let growth = baseline.map { $0 > 0 ? total / $0 : 0 } ?? 0
             if (growth >= thresholds.explodingGrowth && ratio >= thresholds.explodingRatio) || ratio >= thresholds.explodingAbsoluteRatio {
-                let severity: Severity =
-                    run.records.contains { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
-                    ? .error : .warning
+                let tensor = table.measurement(at: position, log2: false)
+                let severity: Severity = run.firstNonFiniteSave(after: record.step, nonFinite) != nil ? .error : .warning
                 let grew =
                     growth >= thresholds.explodingGrowth
                     ? "the total gradient norm is \(formatSignificant(growth))x its median over the ten saves before and " : ""
@@ -184,7 +195,7 @@ package struct ExplodingGradientDetector: Detector {
         record: StepRecord, tensor: TensorMeasurement, severity: Severity, message: String,
         evidence: [String: EvidenceValue], run: RunMeasurements
     ) -> Finding {
-        let nanLater = run.records.first { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
+        let nanLater = run.firstNonFiniteSave(after: record.step, run.indexedNonFinite()).map { run.records[$0] }
         let explanation = ExplodingGradientExplanation.gradients(nanStep: nanLater?.step).text
         return Finding(
             kind: kind, severity: severity, tensor: tensor.name, layer: tensor.layer, firstStep: record.step,
@@ -212,7 +223,7 @@ package struct ExplodingGradientDetector: Detector {
                 if worst == nil || ratio > worst?.1 ?? 0 { worst = (slot, ratio, gradientRMS) }
             }
             guard let (slot, ratio, gradientRMS) = worst, ratio >= thresholds.explodingAbsoluteRatio else { continue }
-            let nanLater = run.records.first { $0.step > record.step && $0.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } }
+            let nanLater = run.firstNonFiniteSave(after: record.step, run.indexedNonFinite()).map { run.records[$0] }
             let message =
                 "Gradients exploded \(run.stepsKnown ? "by step \(record.step)" : "in this file"): the optimizer's second moment of \(slot.name) puts its gradient at about \(formatSignificant(gradientRMS)) (RMS), \(formatSignificant(ratio))x the size of its weights."
             let explanation = ExplodingGradientExplanation.secondMoment(slot: slot.slotName ?? "v", ratio: ratio).text

@@ -23,21 +23,17 @@ package struct NanInfDetector: Detector {
     package func detect(_ run: RunMeasurements, thresholds: Thresholds) -> DetectorOutcome {
         guard !run.records.isEmpty else { return .lacking("no tensors were read") }
         let roleOrder: [TensorRole: Int] = [.gradient: 0, .activation: 1, .optimizer: 2, .weight: 3]
+        // Where each save holds a NaN or ±Inf: only those tensors are read out of their tables.
+        let nonFinite = run.indexedNonFinite()
         for (index, record) in run.records.enumerated() {
-            // Only the tensors holding a non-finite value are kept, in the checkpoint's order.
-            let table = record.tensors
-            var bad: [TensorMeasurement] = []
-            for position in 0..<table.count {
-                let measurement = table.measurement(at: position, log2: false)
-                if DetectorSupport.nonFinite(measurement) > 0 { bad.append(measurement) }
-            }
             let lossBad = record.loss.map { !$0.isFinite } ?? false
-            guard !bad.isEmpty || lossBad else { continue }
+            guard !nonFinite[index].isEmpty || lossBad else { continue }
+            // The tensors holding a non-finite value, in the checkpoint's order.
+            let bad = nonFinite[index].map { record.tensors.measurement(at: Int($0), log2: false) }
             let sorted = bad.sorted { (roleOrder[$0.role] ?? 9) < (roleOrder[$1.role] ?? 9) }
             let lastStep =
-                run.records.last { rec in
-                    rec.tensors.compactValues.contains { DetectorSupport.nonFinite($0) > 0 } || (rec.loss.map { !$0.isFinite } ?? false)
-                }?.step ?? record.step
+                run.records.indices.last { at in !nonFinite[at].isEmpty || (run.records[at].loss.map { !$0.isFinite } ?? false) }
+                .map { run.records[$0].step } ?? record.step
             let first = sorted.first
             let nan = bad.reduce(0) { $0 + $1.stats.nan }
             let inf = bad.reduce(0) { $0 + $1.stats.posInf + $1.stats.negInf }

@@ -326,12 +326,14 @@ public struct ScanReport: Sendable, Codable {
                 var points: [TimelinePoint] = []
                 points.reserveCapacity(drawn.count)
                 for index in records.indices {
-                    let table = records[index].tensors
-                    let id = ObjectIdentifier(table.layout)
+                    // The table is read in place (a copy of it is a retain of each of its arrays).
+                    let id = ObjectIdentifier(records[index].tensors.layout)
                     if id != lastLayout {
                         lastLayout = id
-                        position = table.layout.index[key]
-                        gradientPosition = position.flatMap { table.layout.index[.gradient(table.layout.descriptors[$0].name)] }
+                        position = records[index].tensors.layout.index[key]
+                        gradientPosition = position.flatMap {
+                            records[index].tensors.layout.index[.gradient(records[index].tensors.layout.descriptors[$0].name)]
+                        }
                     }
                     guard let position else { continue }
                     let step = records[index].step
@@ -340,8 +342,8 @@ public struct ScanReport: Sendable, Codable {
                         last = (index, position)
                     }
                     guard isDrawn[index] else { continue }
-                    let m = table.measurement(at: position)
-                    let gradient = gradientPosition.map { table.measurement(at: $0) }
+                    let m = records[index].tensors.measurement(at: position)
+                    let gradient = gradientPosition.map { records[index].tensors.measurement(at: $0) }
                     var ratio: Double?
                     var perSave: Double?
                     if let relative = m.drift?.relativeChange, let earlier = previous {
@@ -350,7 +352,7 @@ public struct ScanReport: Sendable, Codable {
                     }
                     var gradientRatio: Double?
                     if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
-                    let log2Kept = table.detail >= .histogram
+                    let log2Kept = records[index].tensors.detail >= .histogram
                     points.append(
                         TimelinePoint(
                             step: step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
@@ -385,17 +387,17 @@ public struct ScanReport: Sendable, Codable {
                 var points: [TimelinePoint] = []
                 points.reserveCapacity(drawn.count)
                 for index in records.indices {
-                    let table = records[index].tensors
-                    let id = ObjectIdentifier(table.layout)
+                    // The table is read in place (a copy of it is a retain of each of its arrays).
+                    let id = ObjectIdentifier(records[index].tensors.layout)
                     if id != lastLayout {
                         lastLayout = id
-                        position = table.layout.index[key]
+                        position = records[index].tensors.layout.index[key]
                     }
                     guard let position else { continue }
                     last = (index, position)
                     guard isDrawn[index] else { continue }
-                    let m = table.measurement(at: position)
-                    let log2Kept = table.detail >= .histogram
+                    let m = records[index].tensors.measurement(at: position)
+                    let log2Kept = records[index].tensors.detail >= .histogram
                     points.append(
                         TimelinePoint(
                             step: records[index].step, norm: m.stats.std, gradientNorm: nil, updateRatio: nil,

@@ -21,6 +21,8 @@ package final class RunIndex: Sendable {
     private let tables: [ObjectIdentifier]
     private let counts: [Int]
     private let state = Mutex(State())
+    /// Per save, the positions of its tensors holding a NaN or ±Inf (``nonFinite(of:)``), once asked.
+    private let nonFinitePositions = Mutex<[[Int32]]?>(nil)
 
     private struct State {
         var series: [TensorKey: [(step: Int, measurement: TensorMeasurement)]] = [:]
@@ -68,7 +70,14 @@ package final class RunIndex: Sendable {
         return true
     }
 
+    /// Whether the series of `key` are kept: those of weights and activations, which several detectors
+    /// read (collapsing and update-ratio every kernel's; collapsing an activation's twice). A gradient's
+    /// or an optimizer slot's is read by one detector, and kept would only fill the budget first (in a
+    /// run of hundreds of saves, zero-gradient's gradients filled it before any kernel's was asked for).
+    package static func keeps(_ key: TensorKey) -> Bool { key.role == .weight || key.role == .activation }
+
     package func series(_ key: TensorKey, of run: RunMeasurements) -> [(step: Int, measurement: TensorMeasurement)] {
+        guard Self.keeps(key) else { return run.series(key, log2: false) }
         if let known = state.withLock({ $0.series[key] }) { return known }
         let series = run.series(key, log2: false)
         state.withLock { state in
@@ -90,6 +99,32 @@ package final class RunIndex: Sendable {
     package func first(_ key: TensorKey, of run: RunMeasurements) -> TensorMeasurement? {
         if let known = state.withLock({ $0.series[key] }) { return known.first?.measurement }
         return run.firstMeasurement(key, log2: false)
+    }
+
+    /// Per save of `run`, in order, the positions in its table of the tensors holding a NaN or ±Inf,
+    /// ascending: nan-inf and exploding-gradient both look at every tensor of every save for them, and
+    /// reading a measurement out of its table is the cost. Worked out once, by the first detector that
+    /// asks, on the run's detector threads (the others wait for it).
+    package func nonFinite(of run: RunMeasurements) -> [[Int32]] {
+        nonFinitePositions.withLock { known in
+            if let known { return known }
+            let positions = Self.nonFinitePositions(run, threads: Diagnoser.detectorThreads(run))
+            known = positions
+            return positions
+        }
+    }
+
+    /// ``nonFinite(of:)`` worked out afresh, the saves shared among `threads` threads.
+    package static func nonFinitePositions(_ run: RunMeasurements, threads: Int) -> [[Int32]] {
+        let records = run.records
+        return ScanReport.orderedMap(Array(records.indices), threads: threads) { index in
+            var positions: [Int32] = []
+            for position in 0..<records[index].tensors.count
+            where DetectorSupport.nonFinite(records[index].tensors.measurement(at: position, log2: false)) > 0 {
+                positions.append(Int32(position))
+            }
+            return positions
+        }
     }
 
     package func keys(role: TensorRole, of run: RunMeasurements) -> [TensorKey] {
@@ -123,6 +158,44 @@ extension RunMeasurements {
     package func indexedKeys(role: TensorRole) -> [TensorKey] {
         if let index = RunIndex.current, index.describes(self) { return index.keys(role: role, of: self) }
         return keys(role: role)
+    }
+
+    /// Per save, the positions of the tensors holding a NaN or ±Inf (``RunIndex/nonFinite(of:)``), from the
+    /// index of the analysis in progress when there is one for this run.
+    package func indexedNonFinite() -> [[Int32]] {
+        if let index = RunIndex.current, index.describes(self) { return index.nonFinite(of: self) }
+        return RunIndex.nonFinitePositions(self, threads: 1)
+    }
+
+    /// Where the tensor `key` stands at each save that holds it, in order (the points of ``series(_:)``):
+    /// the save's index in `records` and the tensor's position in its table, looked up once per table
+    /// layout. A detector that reads a few numbers of each point, or only the last points, reads them
+    /// there without building the series.
+    package func places(of key: TensorKey) -> [(record: Int, position: Int)] {
+        var places: [(record: Int, position: Int)] = []
+        places.reserveCapacity(records.count)
+        var lastLayout: ObjectIdentifier?
+        var position: Int?
+        for index in records.indices {
+            let layout = records[index].tensors.layout
+            if ObjectIdentifier(layout) != lastLayout {
+                lastLayout = ObjectIdentifier(layout)
+                position = layout.index[key]
+            }
+            if let position { places.append((index, position)) }
+        }
+        return places
+    }
+
+    /// The measurement at `place` (``places(of:)``), its log2 histogram left empty.
+    package func measurement(at place: (record: Int, position: Int)) -> TensorMeasurement {
+        records[place.record].tensors.measurement(at: place.position, log2: false)
+    }
+
+    /// The index of the first save after step `step` holding a NaN or ±Inf in a tensor, given
+    /// ``indexedNonFinite()``.
+    package func firstNonFiniteSave(after step: Int, _ nonFinite: [[Int32]]) -> Int? {
+        records.indices.first { records[$0].step > step && !nonFinite[$0].isEmpty }
     }
 
     /// ``weightKeys``, from the index of the analysis in progress when there is one for this run.

@@ -34,18 +34,35 @@ package struct UpdateRatioDetector: Detector {
         var findings: [Finding] = []
         var perTensorUpper: [TensorKey: [Double]] = [:]
         var steps: [TensorKey: [Int]] = [:]
+        // Each point's change, finiteness and norm are read where its table keeps them (``RunMeasurements/places(of:)``);
+        // a point is built whole only where those do not tell (NaN or ±Inf in it, full statistics).
+        let nonFinite = run.indexedNonFinite()
         for key in run.indexedWeightKeys where DetectorSupport.mayBeKernel(run, key) {
-            let series = run.indexedSeries(key)
-            guard let weight = series.last?.measurement, DetectorSupport.isKernel(weight) else { continue }
+            let places = run.places(of: key)
+            guard let lastPlace = places.last else { continue }
+            let weight = run.records[lastPlace.record].tensors.layout.descriptors[lastPlace.position]
+            guard DetectorSupport.isKernel(shape: weight.shape, name: weight.name) else { continue }
             var reportedHigh = false
-            for index in 1..<max(series.count, 1) where series.count >= 2 {
-                let (step, measurement) = series[index]
-                guard let drift = measurement.drift, let relative = drift.relativeChange, relative.isFinite,
-                    DetectorSupport.nonFinite(measurement) == 0, drift.nonFinite == 0
-                else { continue }
+            for index in 1..<max(places.count, 1) where places.count >= 2 {
+                let place = places[index]
+                let step = run.records[place.record].step
+                let previousStep = run.records[places[index - 1].record].step
+                let relative: Double
+                if run.records[place.record].tensors.detail == .full || nonFinite[place.record].contains(Int32(place.position)) {
+                    let measurement = run.measurement(at: place)
+                    guard let drift = measurement.drift, let change = drift.relativeChange, change.isFinite,
+                        DetectorSupport.nonFinite(measurement) == 0, drift.nonFinite == 0
+                    else { continue }
+                    relative = change
+                } else {
+                    // No NaN or ±Inf in it, and a compact drift counts none.
+                    guard let change = run.records[place.record].tensors.normsAndChange(at: place.position).relativeChange, change.isFinite
+                    else { continue }
+                    relative = change
+                }
                 // Relative to a weight still near zero (a zero-initialised layer), a change is not a rate.
-                if DetectorSupport.nearZero(series[index - 1].measurement, thresholds: thresholds) { continue }
-                let k = Double(max(step - series[index - 1].step, 1))
+                if DetectorSupport.nearZero(run, at: places[index - 1], nonFinite: nonFinite, thresholds: thresholds) { continue }
+                let k = Double(max(step - previousStep, 1))
                 let lower = relative / k, upper = relative / k.squareRoot()
                 perTensorUpper[key, default: []].append(upper)
                 steps[key, default: []].append(step)
@@ -61,7 +78,7 @@ package struct UpdateRatioDetector: Detector {
                                 "relative_change": .number(relative), "steps_between_saves": .int(Int(k)),
                                 "per_step_lower_bound": .number(lower), "per_step_upper_bound": .number(upper),
                             ],
-                            explanation: UpdateRatioExplanation.tooLarge(from: series[index - 1].step, to: step, relative: relative, perStep: lower)
+                            explanation: UpdateRatioExplanation.tooLarge(from: previousStep, to: step, relative: relative, perStep: lower)
                                 .text))
                 }
             }

@@ -30,15 +30,18 @@ package struct ZeroGradientDetector: Detector {
         let gradientKeys = run.indexedKeys(role: .gradient)
         if !gradientKeys.isEmpty {
             for key in gradientKeys {
-                let series = run.indexedSeries(key)
-                guard let from = Self.zeroSince(count: series.count, zero: { Self.zero(series[$0].measurement) }), let last = series.last
+                // Judged from the last save back: only the trailing zero saves and the one before them are
+                // read (one save, for a gradient that is not zero at the last).
+                let places = run.places(of: key)
+                guard let from = Self.zeroSince(count: places.count, zero: { Self.zero(run.measurement(at: places[$0])) }),
+                    let last = places.last
                 else { continue }
-                let gradient = last.measurement
+                let gradient = run.measurement(at: last)
                 findings.append(
                     finding(
-                        name: gradient.name, layer: gradient.layer, first: series[from].step, last: last.step,
-                        saves: series.count - from, source: "gradient", elements: gradient.stats.count, run: run,
-                        lastNonzero: from > 0 ? series[from - 1].step : nil))
+                        name: gradient.name, layer: gradient.layer, first: run.records[places[from].record].step,
+                        last: run.records[last.record].step, saves: places.count - from, source: "gradient", elements: gradient.stats.count,
+                        run: run, lastNonzero: from > 0 ? run.records[places[from - 1].record].step : nil))
             }
             return DetectorOutcome(findings: findings)
         }

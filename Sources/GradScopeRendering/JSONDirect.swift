@@ -335,24 +335,25 @@ extension Array: PrettyJSONDirect where Element == TensorTimeline {
 }
 
 extension PrettyJSON.Writer {
-    /// Appends `piece`. With an output, what was written before is handed on first and a piece of
-    /// ``flushSize`` or more is handed on as it is, not copied; a smaller one is gathered with what follows.
-    mutating func append(flushing piece: consuming [UInt8]) throws {
+    /// Appends `piece`, handing what was written to the output each time ``flushSize`` bytes are
+    /// gathered, as when the same bytes are written one value at a time: the output gets the same
+    /// pieces. Whole pieces of ``flushSize`` within `piece` are handed on from it, not copied first.
+    mutating func append(flushing piece: [UInt8]) throws {
         guard let output, bytes.count + piece.count >= Self.flushSize else {
             bytes.append(contentsOf: piece)
-            try flushIfFull()
             return
         }
-        if piece.count < Self.flushSize {
-            bytes.append(contentsOf: piece)
+        try piece.withUnsafeBytes { piece in
+            // Fill what is gathered up to a piece, then whole pieces straight from `piece`, then keep the rest.
+            var offset = Swift.max(Self.flushSize - bytes.count, 0)
+            bytes.append(contentsOf: piece[0..<offset])
             try flushIfFull()
-            return
+            while piece.count - offset >= Self.flushSize {
+                try output(UnsafeRawBufferPointer(rebasing: piece[offset..<(offset + Self.flushSize)]))
+                offset += Self.flushSize
+            }
+            bytes.append(contentsOf: piece[offset...])
         }
-        if !bytes.isEmpty {
-            try output(&bytes)
-            bytes.removeAll(keepingCapacity: true)
-        }
-        try output(&piece)
     }
 }
 

@@ -73,7 +73,7 @@ package enum PrettyJSON {
     package static func write<T: Encodable>(_ value: T, to output: (UnsafeRawBufferPointer) throws -> Void) throws {
         try withoutActuallyEscaping(output) { output in
             var writer = Writer()
-            writer.output = { bytes in try bytes.withUnsafeBytes(output) }
+            writer.output = output
             try write(value, with: &writer)
             writer.bytes.append(0x0A)
             try writer.bytes.withUnsafeBytes(output)
@@ -150,9 +150,9 @@ package enum PrettyJSON {
     package struct Writer {
         package var bytes: [UInt8] = []
         /// Where full pieces go as they are written (nil: everything stays in `bytes`).
-        var output: ((inout [UInt8]) throws -> Void)?
+        var output: ((UnsafeRawBufferPointer) throws -> Void)?
         /// Bytes gathered before they are handed to `output`.
-        static let flushSize = 1 << 20
+        package static let flushSize = 1 << 20
         /// Per depth, the keys of the last object written there and their sorted order: objects of
         /// one type (a timeline's points) come in runs with the same keys, sorted once per run.
         private var orders: [(keys: [String], order: [Int])] = []
@@ -180,7 +180,7 @@ package enum PrettyJSON {
         /// Hands what was written to `output` once a piece is full.
         mutating func flushIfFull() throws {
             guard bytes.count >= Self.flushSize, let output else { return }
-            try output(&bytes)
+            try bytes.withUnsafeBytes(output)
             bytes.removeAll(keepingCapacity: true)
         }
 

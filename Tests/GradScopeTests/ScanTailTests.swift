@@ -93,7 +93,7 @@ struct ScanTailTests {
             let text = String(decoding: writer.bytes, as: UTF8.self)
             #expect(writer.bytes.count <= PointBytes.room(point, depth: depth))
             #expect(text.hasPrefix("{\n") && text.hasSuffix("}"))
-            #expect(text.components(separatedBy: "\(Int.min)").count - 1 == 2 * 280 + 5)
+            #expect(text.components(separatedBy: "\(Int.min)").count - 1 == 2 * 280 + 6)
         }
         #expect(try PrettyJSON.encode([point]) == (try Self.foundation([point])))
     }
@@ -101,10 +101,11 @@ struct ScanTailTests {
     /// Enough timelines for many pieces of more than a megabyte each.
     static func manyTimelines() -> [TensorTimeline] {
         let points = randomPoints(700, seed: 17, longest: 30)
-        return (0..<20).map { index in
-            TensorTimeline(
-                name: "blocks.\(index).w", layer: "blocks.\(index)", shape: [8, 4], units: index % 2 == 0 ? 8 : nil,
-                points: index == 5 ? [] : Array(points[(index * 37 % 300)...]))
+        return (0..<20).map { (index: Int) -> TensorTimeline in
+            let start: Int = index * 37 % 300
+            let units: Int? = index % 2 == 0 ? 8 : nil
+            let kept: [TimelinePoint] = index == 5 ? [] : Array(points[start...])
+            return TensorTimeline(name: "blocks.\(index).w", layer: "blocks.\(index)", shape: [8, 4], units: units, points: kept)
         }
     }
 
@@ -283,6 +284,80 @@ struct ScanTailTests {
             #expect(!DetectorSupport.mayBeKernel(run, .weight("no such tensor")))
             #expect(run.weightKeys.contains { DetectorSupport.mayBeKernel(run, $0) })
             #expect(run.weightKeys.contains { !DetectorSupport.mayBeKernel(run, $0) })
+        }
+    }
+
+    @Test("the index keeps the series of weights and activations only, and answers every role as the run does")
+    func indexKeepsWeightSeries() throws {
+        let (_, run) = try Analysis.scan(samplePath("explode-then-dead"))
+        let gradients = run.keys(role: .gradient)
+        #expect(!gradients.isEmpty && !run.weightKeys.isEmpty)
+        #expect(RunIndex.keeps(run.weightKeys[0]) && !RunIndex.keeps(gradients[0]))
+        #expect(RunIndex.keeps(.activation("a")) && !RunIndex.keeps(.optimizer("m", "w")))
+        RunIndex.with(run) {
+            let index = RunIndex.current
+            for key in gradients {
+                #expect(run.indexedSeries(key).map(\.measurement.stats) == run.series(key, log2: false).map(\.measurement.stats))
+            }
+            #expect(index?.cachedPoints == 0)
+            let key = run.weightKeys[0]
+            #expect(run.indexedSeries(key).map(\.measurement.stats) == run.series(key, log2: false).map(\.measurement.stats))
+            #expect(index?.cachedPoints == run.series(key).count)
+        }
+    }
+
+    @Test("the tensors holding NaN or Inf are found at each save as the measurements show them, on any number of threads")
+    func nonFinitePositions() throws {
+        for name in ["exploding-nan", "explode-then-dead", "healthy"] {
+            let (_, run) = try Analysis.scan(samplePath(name))
+            let expected = run.records.map { record in
+                record.ordered.indices.filter { DetectorSupport.nonFinite(record.ordered[$0]) > 0 }.map { Int32($0) }
+            }
+            #expect(RunIndex.nonFinitePositions(run, threads: 1) == expected)
+            #expect(RunIndex.nonFinitePositions(run, threads: 3) == expected)
+            #expect(run.indexedNonFinite() == expected)
+            #expect(RunIndex.with(run) { run.indexedNonFinite() } == expected)
+            #expect((name == "exploding-nan") == expected.contains { !$0.isEmpty })
+            for step in run.steps {
+                let first = run.records.first { $0.step > step && $0.ordered.contains { DetectorSupport.nonFinite($0) > 0 } }?.step
+                #expect(run.firstNonFiniteSave(after: step, expected).map { run.records[$0].step } == first)
+            }
+        }
+    }
+
+    @Test("a weight is near zero by its parts as by its measurement")
+    func nearZeroByParts() throws {
+        let (_, run) = try Analysis.scan(samplePath("explode-then-dead"))
+        var thresholds = Thresholds()
+        for factor in [0.1, 1e3] {
+            thresholds.initTooSmallFactor = factor
+            for record in run.records {
+                for weight in record.ordered {
+                    #expect(
+                        DetectorSupport.nearZero(weight, thresholds: thresholds)
+                            == DetectorSupport.nearZero(
+                                shape: weight.shape, unitAxis: weight.unitAxis, l2Norm: weight.stats.l2Norm,
+                                finiteCount: weight.stats.finiteCount, thresholds: thresholds))
+                }
+            }
+        }
+        #expect(DetectorSupport.nearZero(shape: [4, 4], unitAxis: nil, l2Norm: 1e-9, finiteCount: 16, thresholds: Thresholds()))
+        #expect(!DetectorSupport.nearZero(shape: [4, 4], unitAxis: nil, l2Norm: 1e-9, finiteCount: 0, thresholds: Thresholds()))
+        #expect(!DetectorSupport.nearZero(shape: [4], unitAxis: nil, l2Norm: 1e-9, finiteCount: 4, thresholds: Thresholds()))
+        #expect(!DetectorSupport.nearZero(shape: [4, 4], unitAxis: nil, l2Norm: nil, finiteCount: 16, thresholds: Thresholds()))
+    }
+
+    @Test("a tensor's places are the points of its series: the same saves, the same measurements")
+    func placesAreTheSeries() throws {
+        for name in ["explode-then-dead", "exploding-nan", "keras-legacy-h5"] {
+            let (_, run) = try Analysis.scan(samplePath(name))
+            for key in run.weightKeys + run.keys(role: .gradient) + [.weight("no such tensor")] {
+                let series = run.series(key, log2: false)
+                let places = run.places(of: key)
+                #expect(places.map { run.records[$0.record].step } == series.map(\.step))
+                #expect(places.map { run.measurement(at: $0).stats } == series.map(\.measurement.stats))
+                #expect(places.map { run.measurement(at: $0).drift } == series.map(\.measurement.drift))
+            }
         }
     }
 }
