@@ -124,13 +124,13 @@ public enum RunMeasurer {
             let restFailureList = rest.0.failures
             var restFailures = Dictionary(restFailureList.map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
             for (t, tensor) in tensors.enumerated() {
-                if t < direct.count, let outcome = direct[t].take() {
-                    guard let measurement = outcome.measurement else {
+                if t < direct.count, var outcome = direct[t].take() {
+                    guard let measurement = outcome.measurement.take() else {
                         failures.append(SkippedItem(item: source + ":" + tensor.path, kind: .unreadable, reason: outcome.error ?? "not measured"))
                         continue
                     }
                     measurements.add(measurement)
-                    if let snapshot = outcome.snapshot { snapshots.append(snapshot) }
+                    if let snapshot = outcome.snapshot.take() { snapshots.append(snapshot) }
                 } else if !restFailures.isEmpty, let failure = restFailures.removeValue(forKey: source + ":" + tensor.path) {
                     failures.append(failure)
                 } else if let measurement = rest.0.tensors[tensor.key] {
@@ -145,13 +145,13 @@ public enum RunMeasurer {
             var list: [TensorMeasurement] = []
             list.reserveCapacity(tensors.count)
             for t in 0..<Swift.min(tensors.count, direct.count) {
-                guard let outcome = direct[t].take() else { continue }
-                guard let measurement = outcome.measurement else {
+                guard var outcome = direct[t].take() else { continue }
+                guard let measurement = outcome.measurement.take() else {
                     failures.append(SkippedItem(item: source + ":" + tensors[t].path, kind: .unreadable, reason: outcome.error ?? "not measured"))
                     continue
                 }
                 list.append(measurement)
-                if let snapshot = outcome.snapshot { snapshots.append(snapshot) }
+                if let snapshot = outcome.snapshot.take() { snapshots.append(snapshot) }
             }
             if let layout, layout.hasUniqueKeys, layout.describes(list) {
                 tensorsTable = MeasurementTable(layout: layout, measurements: list, detail: detail)
@@ -295,7 +295,7 @@ public enum RunMeasurer {
         }
         if let zeroUnit {
             measurement.unitCount = zeroUnit.count
-            measurement.zeroUnits = zeroUnit.filter { $0 }.count
+            measurement.zeroUnits = zeroUnit.reduce(0) { $1 ? $0 + 1 : $0 }
         }
         // An input unit is zero when every one of its values is exactly 0.
         var inputsAlive: [Bool]?
@@ -303,10 +303,10 @@ public enum RunMeasurer {
             let size = tensor.count / zeros.count
             inputsAlive = zeros.map { size == 0 || $0 < size }
             measurement.inputCount = zeros.count
-            measurement.zeroInputs = inputsAlive?.filter { !$0 }.count
+            measurement.zeroInputs = inputsAlive?.reduce(0) { $1 ? $0 : $0 + 1 }
         }
         if tensor.role == .activation, let zeros = stats.unitZeroCount, unitSize > 0 {
-            measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
+            measurement.inactiveUnits = zeros.reduce(0) { Double($1) >= options.deadActivationFraction * Double(unitSize) ? $0 + 1 : $0 }
         }
         var snapshot: UnitSnapshot?
         if wantUnits {

@@ -116,11 +116,12 @@ package enum SeriesMeasurer {
             guard range.contains(s) else { return chosen }
             let repeatedHere = repeated(steps[s])
             let repeatedBefore = s > 0 ? repeated(steps[s - 1]) : []
+            let partners = s > 0 ? partnersOf.partners(in: steps[s], before: steps[s - 1]) : []
             steps[s].tensors.withUnsafeBufferPointer { tensors in
                 for t in 0..<tensors.count {
                     guard tensors[t].fileIndex == 0, let storage = steps[s].storage[t], !repeatedHere[t] else { continue }
                     if let table = storage.chunks, !plannable.fits(table, type: storage.type) { continue }
-                    if tensors[t].role == .weight, s > 0, let p = partnersOf.partner(of: t, in: steps[s], before: steps[s - 1]),
+                    if tensors[t].role == .weight, s > 0, let p = partners[t],
                         steps[s - 1].tensors[p].shape == tensors[t].shape
                     {
                         // `p` is the first of its key in the step before: the key is held twice there when it is.
@@ -318,9 +319,25 @@ package enum SeriesMeasurer {
                 chains[chainOfSlot[slot]].append((s, t))
             }
         }
-        // Per tensor of a list: its unit layout, whether its statistics and drift get per-unit parts, its input units.
+        // Per step, by tensor (lists shared by steps alike): its unit layout, whether its statistics and
+        // drift get per-unit parts, its input units, and its drift partner's index in the step before.
         var derivedOf = SameTensors<[PlannedTensor]>()
         var partnersOf = PartnerIndices()
+        var derived = [[PlannedTensor]?](repeating: nil, count: steps.count)
+        var partners = [[Int?]](repeating: [], count: steps.count)
+        for chain in chains {
+            for (s, _) in chain where derived[s] == nil {
+                derived[s] = derivedOf.value(for: steps[s]) { step in
+                    step.tensors.map { tensor in
+                        PlannedTensor(
+                            layout: TensorMeasurer.unitLayout(for: tensor),
+                            parts: RunMeasurer.unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere),
+                            inputs: TensorMeasurer.inputMap(for: tensor))
+                    }
+                }
+                partners[s] = s > 0 ? partnersOf.partners(in: steps[s], before: steps[s - 1]) : []
+            }
+        }
         var windows: [Window] = []
         for chain in chains {
             var current: [Entry] = []
@@ -342,15 +359,7 @@ package enum SeriesMeasurer {
                 current = []
             }
             for (s, t) in chain {
-                guard let storage = steps[s].storage[t] else { continue }
-                let derived = derivedOf.value(for: steps[s]) { step in
-                    step.tensors.map { tensor in
-                        PlannedTensor(
-                            layout: TensorMeasurer.unitLayout(for: tensor),
-                            parts: RunMeasurer.unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere),
-                            inputs: TensorMeasurer.inputMap(for: tensor))
-                    }
-                }
+                guard let storage = steps[s].storage[t], let derived = derived[s] else { continue }
                 let shape = steps[s].tensors[t].shape
                 if !current.isEmpty
                     && (storage.type != currentType || shape != currentShape || current.count >= limit
@@ -362,9 +371,7 @@ package enum SeriesMeasurer {
                 let statsLayout = derived[t].parts.stats ? layout : .none
                 let driftLayout = derived[t].parts.drift ? layout : .none
                 var partner: Int?
-                if steps[s].tensors[t].role == .weight, s > 0, let p = partnersOf.partner(of: t, in: steps[s], before: steps[s - 1]),
-                    steps[s - 1].tensors[p].shape == shape
-                {
+                if steps[s].tensors[t].role == .weight, s > 0, let p = partners[s][t], steps[s - 1].tensors[p].shape == shape {
                     partner = p
                 }
                 if current.isEmpty {
@@ -407,14 +414,15 @@ package enum SeriesMeasurer {
         private var last: (before: [TensorRef], current: [TensorRef], partners: [Int?])?
         private var indexOf = SameTensors<[TensorKey: Int]>()
 
-        mutating func partner(of t: Int, in step: Step, before: Step) -> Int? {
+        /// By tensor of `step`: its partner's index in `before` (asked once per step, not per tensor).
+        mutating func partners(in step: Step, before: Step) -> [Int?] {
             if let last, SameTensors<Int>.same(last.before, before.tensors), SameTensors<Int>.same(last.current, step.tensors) {
-                return last.partners[t]
+                return last.partners
             }
             let index = indexOf.value(for: before, SeriesMeasurer.partnerIndex)
             let partners = step.tensors.map { index[$0.key] }
             last = (before.tensors, step.tensors, partners)
-            return partners[t]
+            return partners
         }
     }
 
@@ -596,14 +604,19 @@ package enum SeriesMeasurer {
         _ part: Part, window: Window, steps: [Step], gradientNames: Set<String>, options: MeasureOptions,
         unitWindowStart: Int
     ) -> [Outcome] {
-        window.entries.enumerated().map { e, entry in
-            if let error = part.errors[e] { return Outcome(measurement: nil, snapshot: nil, error: error) }
-            let drift = part.driftLost[e] ? nil : part.drift[e]?.finish()
-            let (measurement, snapshot) = RunMeasurer.measurement(
-                of: steps[entry.step].tensors[entry.tensor], stats: part.stats[e].finish(),
-                drift: drift, wantUnits: entry.step >= unitWindowStart,
-                gradientNames: gradientNames, options: options)
-            return Outcome(measurement: measurement, snapshot: snapshot, error: nil)
+        // The accumulators and descriptions are read in place (an element of an array read as a
+        // value is a copy: a retain and release of all it holds).
+        part.stats.withUnsafeBufferPointer { stats in
+            window.entries.enumerated().map { e, entry in
+                if let error = part.errors[e] { return Outcome(measurement: nil, snapshot: nil, error: error) }
+                let drift = part.driftLost[e] ? nil : part.drift[e]?.finish()
+                let (measurement, snapshot) = steps[entry.step].tensors.withUnsafeBufferPointer { tensors in
+                    RunMeasurer.measurement(
+                        of: tensors[entry.tensor], stats: stats[e].finish(), drift: drift, wantUnits: entry.step >= unitWindowStart,
+                        gradientNames: gradientNames, options: options)
+                }
+                return Outcome(measurement: measurement, snapshot: snapshot, error: nil)
+            }
         }
     }
 
