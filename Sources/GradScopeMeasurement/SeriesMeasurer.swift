@@ -694,17 +694,15 @@ package enum SeriesMeasurer {
         }
     }
 
-    /// Hands out job indices in order.
+    /// Hands out job indices in order, without a lock (a thread asks for its next job thousands of
+    /// times a run; with a lock, two threads asking at once put one to sleep in the kernel).
     package final class JobQueue: Sendable {
-        private let nextIndex = Mutex(0)
+        private let nextIndex = Atomic<Int>(0)
         private let count: Int
         package init(count: Int) { self.count = count }
         package func next() -> Int? {
-            nextIndex.withLock { nextIndex in
-                guard nextIndex < count else { return nil }
-                nextIndex += 1
-                return nextIndex - 1
-            }
+            let index = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
+            return index >= 0 && index < count ? index : nil
         }
     }
 

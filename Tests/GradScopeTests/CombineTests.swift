@@ -83,3 +83,21 @@ struct CombineTests {
         #expect(kept.path == again.path && kept.stats.count == again.stats.count && kept.stats.mean == again.stats.mean)
     }
 }
+
+@Suite("Jobs handed out to the measuring threads")
+struct JobQueueTests {
+    @Test("every job index goes to exactly one thread, in order, and none past the count", arguments: [0, 1, 7, 5000])
+    func eachJobOnce(count: Int) throws {
+        let queue = SeriesMeasurer.JobQueue(count: count)
+        let threads = 4
+        var taken = [[Int]](repeating: [], count: threads)
+        try taken.withUnsafeMutableBufferPointer { slots in
+            try TensorMeasurer.inParallel(threads) { thread in
+                while let job = queue.next() { slots[thread].append(job) }
+            }
+        }
+        #expect(taken.flatMap { $0 }.sorted() == Array(0..<count))
+        #expect(taken.allSatisfy { $0 == $0.sorted() }, "each thread gets its jobs in ascending order")
+        #expect(queue.next() == nil && queue.next() == nil)
+    }
+}
