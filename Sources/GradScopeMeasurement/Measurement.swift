@@ -164,17 +164,26 @@ public final class TableLayout: Sendable {
         self.index = index
     }
 
+    /// Whether no two descriptors have the same key.
+    package var hasUniqueKeys: Bool { index.count == descriptors.count }
+
     /// Whether `measurements` are, in order, the tensors these descriptors describe
-    /// (what `TableLayout(measurements.map(TensorDescriptor.init))` would hold), compared in place.
+    /// (what `TableLayout(measurements.map(TensorDescriptor.init))` would hold), compared in place
+    /// (neither side is copied: a copy retains and releases every name, shape and histogram).
     package func describes(_ measurements: [TensorMeasurement]) -> Bool {
         guard descriptors.count == measurements.count else { return false }
-        for (d, m) in zip(descriptors, measurements) {
-            guard d.key == m.key, d.name == m.name, d.layer == m.layer, d.role == m.role, d.slot == m.slot, d.slotName == m.slotName,
-                d.shape == m.shape, d.unitAxis == m.unitAxis, d.gates == m.gates, d.dtype == m.dtype, d.path == m.path,
-                d.trainable == m.trainable
-            else { return false }
+        return descriptors.withUnsafeBufferPointer { d in
+            measurements.withUnsafeBufferPointer { m in
+                for t in 0..<d.count {
+                    guard d[t].key == m[t].key, d[t].name == m[t].name, d[t].layer == m[t].layer, d[t].role == m[t].role,
+                        d[t].slot == m[t].slot, d[t].slotName == m[t].slotName, d[t].shape == m[t].shape,
+                        d[t].unitAxis == m[t].unitAxis, d[t].gates == m[t].gates, d[t].dtype == m[t].dtype,
+                        d[t].path == m[t].path, d[t].trainable == m[t].trainable
+                    else { return false }
+                }
+                return true
+            }
         }
-        return true
     }
 }
 
@@ -243,44 +252,53 @@ public struct MeasurementTable: Sendable {
     package init(layout: TableLayout, measurements: [TensorMeasurement], detail: MeasurementDetail) {
         self.layout = layout
         let n = measurements.count
-        numbers = []
+        var numbers: [Double] = []
         numbers.reserveCapacity(n * Self.numberFields)
-        // Every tensor's count fields one after another (one list, not one per tensor).
+        var flags: [UInt8] = []
+        flags.reserveCapacity(n)
+        // Every tensor's count fields one after another (one list, not one per tensor). The
+        // measurements are read in place: a copy of one retains and releases all it holds.
         var rows: [Int] = []
         rows.reserveCapacity(n * Self.countFields)
         var present: UInt16 = 0
-        for m in measurements {
-            let s = m.stats
-            let start = rows.count
-            rows.append(s.count)
-            rows.append(s.zeros)
-            rows.append(s.nan)
-            rows.append(s.posInf)
-            rows.append(s.negInf)
-            rows.append(m.drift?.changed ?? 0)
-            rows.append(m.zeroUnits ?? 0)
-            rows.append(m.unitCount ?? 0)
-            rows.append(m.inactiveUnits ?? 0)
-            rows.append(m.zeroInputs ?? 0)
-            rows.append(m.inputCount ?? 0)
-            for field in 0..<Self.countFields where rows[start + field] != 0 { present |= 1 << field }
+        measurements.withUnsafeBufferPointer { measurements in
+            for t in 0..<n {
+                let start = rows.count
+                rows.append(measurements[t].stats.count)
+                rows.append(measurements[t].stats.zeros)
+                rows.append(measurements[t].stats.nan)
+                rows.append(measurements[t].stats.posInf)
+                rows.append(measurements[t].stats.negInf)
+                rows.append(measurements[t].drift?.changed ?? 0)
+                rows.append(measurements[t].zeroUnits ?? 0)
+                rows.append(measurements[t].unitCount ?? 0)
+                rows.append(measurements[t].inactiveUnits ?? 0)
+                rows.append(measurements[t].zeroInputs ?? 0)
+                rows.append(measurements[t].inputCount ?? 0)
+                for field in 0..<Self.countFields where rows[start + field] != 0 { present |= 1 << field }
+                numbers.append(measurements[t].stats.mean ?? .nan)
+                numbers.append(measurements[t].stats.std ?? .nan)
+                numbers.append(measurements[t].stats.min ?? .nan)
+                numbers.append(measurements[t].stats.max ?? .nan)
+                numbers.append(measurements[t].stats.l2Norm ?? .nan)
+                numbers.append(measurements[t].drift?.relativeChange ?? .nan)
+                var flag: UInt8 = 0
+                if measurements[t].drift != nil { flag |= Flag.drift }
+                if measurements[t].zeroUnits != nil { flag |= Flag.zeroUnits }
+                if measurements[t].unitCount != nil { flag |= Flag.unitCount }
+                if measurements[t].inactiveUnits != nil { flag |= Flag.inactiveUnits }
+                if measurements[t].zeroInputs != nil { flag |= Flag.zeroInputs }
+                if measurements[t].inputCount != nil { flag |= Flag.inputCount }
+                flags.append(flag)
+            }
         }
+        self.numbers = numbers
+        self.flags = flags
         self.present = present
-        counts = []
+        var counts: [UInt32] = []
         counts.reserveCapacity(n * present.nonzeroBitCount)
-        flags = []
-        flags.reserveCapacity(n)
-        wide = [:]
-        log2 = PackedLog2Histograms(detail >= .histogram ? measurements.map { $0.stats.log2Histogram } : [])
-        full = detail == .full ? measurements.map { FullParts(stats: $0.stats, drift: $0.drift) } : []
-        for (t, m) in measurements.enumerated() {
-            let s = m.stats
-            numbers.append(s.mean ?? .nan)
-            numbers.append(s.std ?? .nan)
-            numbers.append(s.min ?? .nan)
-            numbers.append(s.max ?? .nan)
-            numbers.append(s.l2Norm ?? .nan)
-            numbers.append(m.drift?.relativeChange ?? .nan)
+        var wide: [Int: Int] = [:]
+        for t in 0..<n {
             for field in 0..<Self.countFields where present & (1 << field) != 0 {
                 let value = rows[t * Self.countFields + field]
                 if value >= 0 && value < Int(UInt32.max) {
@@ -290,15 +308,11 @@ public struct MeasurementTable: Sendable {
                     wide[t * Self.countFields + field] = value
                 }
             }
-            var flag: UInt8 = 0
-            if m.drift != nil { flag |= Flag.drift }
-            if m.zeroUnits != nil { flag |= Flag.zeroUnits }
-            if m.unitCount != nil { flag |= Flag.unitCount }
-            if m.inactiveUnits != nil { flag |= Flag.inactiveUnits }
-            if m.zeroInputs != nil { flag |= Flag.zeroInputs }
-            if m.inputCount != nil { flag |= Flag.inputCount }
-            flags.append(flag)
         }
+        self.counts = counts
+        self.wide = wide
+        log2 = detail >= .histogram ? PackedLog2Histograms(of: measurements) : PackedLog2Histograms([])
+        full = detail == .full ? measurements.map { FullParts(stats: $0.stats, drift: $0.drift) } : []
     }
 
     private func integer(_ t: Int, _ field: Int) -> Int {
@@ -437,19 +451,33 @@ struct PackedLog2Histograms: Sendable {
 
     init(_ histograms: [Log2Histogram?]) {
         guard !histograms.isEmpty else { return }
-        minExponents.reserveCapacity(histograms.count)
-        starts.reserveCapacity(histograms.count + 1)
-        values.reserveCapacity(histograms.reduce(0) { $0 + 1 + ($1?.counts.count ?? 0) })
-        for histogram in histograms {
+        histograms.withUnsafeBufferPointer { histograms in fill(count: histograms.count) { histograms[$0] } }
+    }
+
+    /// The histograms of `measurements`' statistics, read in place.
+    init(of measurements: [TensorMeasurement]) {
+        guard !measurements.isEmpty else { return }
+        measurements.withUnsafeBufferPointer { measurements in fill(count: measurements.count) { measurements[$0].stats.log2Histogram } }
+    }
+
+    private mutating func fill(count n: Int, _ histogram: (Int) -> Log2Histogram?) {
+        minExponents.reserveCapacity(n)
+        starts.reserveCapacity(n + 1)
+        var total = 0
+        for t in 0..<n { total += 1 + (histogram(t)?.counts.count ?? 0) }
+        values.reserveCapacity(total)
+        for t in 0..<n {
             starts.append(UInt32(values.count))
-            guard let histogram, let exponent = Int16(exactly: histogram.minExponent), exponent != Int16.min else {
+            guard let histogram = histogram(t), let exponent = Int16(exactly: histogram.minExponent), exponent != Int16.min else {
                 minExponents.append(Int16.min)
-                if let histogram { wideHistograms[starts.count - 1] = histogram }
+                if let histogram = histogram(t) { wideHistograms[t] = histogram }
                 continue
             }
             minExponents.append(exponent)
             append(histogram.zeros)
-            for count in histogram.counts { append(count) }
+            histogram.counts.withUnsafeBufferPointer { counts in
+                for count in counts { append(count) }
+            }
         }
         starts.append(UInt32(values.count))
     }

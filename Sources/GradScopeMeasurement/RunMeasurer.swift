@@ -106,35 +106,64 @@ public enum RunMeasurer {
     /// One step's record from the tensors measured directly (`direct`, by tensor
     /// index) and those measured through libhdf5 (`rest`), in the checkpoint's order,
     /// as ``measureStep(_:previous:index:wantUnits:gradientNames:options:perUnitEverywhere:only:onTensor:)``
-    /// would give it.
+    /// would give it, keeping `detail` of each tensor (what `keeping(detail)` of the full record keeps).
     /// `layout`, when it describes the measurements (the save before's, typically), is shared by the record.
+    ///
+    /// `direct` is taken, not copied: its measurements move into the record (a copy of each would
+    /// retain and release its names, shape and histograms once more per tensor).
     package static func combine(
-        tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: [SeriesMeasurer.Outcome?],
-        rest: (StepRecord, [UnitSnapshot])?, layout: TableLayout? = nil
+        tensors: [TensorRef], source: String, step: Int, metadata: StepMetadata, direct: consuming [SeriesMeasurer.Outcome?],
+        rest: (StepRecord, [UnitSnapshot])?, layout: TableLayout? = nil, detail: MeasurementDetail = .full
     ) -> (StepRecord, [UnitSnapshot]) {
-        var measurements = OrderedMeasurements(capacity: tensors.count)
+        var direct = direct
         var failures: [SkippedItem] = []
         var snapshots: [UnitSnapshot] = rest?.1 ?? []
-        let restFailureList = rest?.0.failures ?? []
-        var restFailures = Dictionary(restFailureList.map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
-        for (t, tensor) in tensors.enumerated() {
-            if t < direct.count, let outcome = direct[t] {
-                guard let measurement = outcome.measurement else {
-                    failures.append(SkippedItem(item: source + ":" + tensor.path, kind: .unreadable, reason: outcome.error ?? "not measured"))
+        let tensorsTable: MeasurementTable
+        if let rest {
+            var measurements = OrderedMeasurements(capacity: tensors.count)
+            let restFailureList = rest.0.failures
+            var restFailures = Dictionary(restFailureList.map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
+            for (t, tensor) in tensors.enumerated() {
+                if t < direct.count, var outcome = direct[t].take() {
+                    guard let measurement = outcome.measurement.take() else {
+                        failures.append(SkippedItem(item: source + ":" + tensor.path, kind: .unreadable, reason: outcome.error ?? "not measured"))
+                        continue
+                    }
+                    measurements.add(measurement)
+                    if let snapshot = outcome.snapshot.take() { snapshots.append(snapshot) }
+                } else if !restFailures.isEmpty, let failure = restFailures.removeValue(forKey: source + ":" + tensor.path) {
+                    failures.append(failure)
+                } else if let measurement = rest.0.tensors[tensor.key] {
+                    measurements.add(measurement)
+                }
+            }
+            failures.append(contentsOf: restFailureList.filter { restFailures[$0.item] != nil })
+            tensorsTable = MeasurementTable(measurements.list, detail: detail, sharing: layout)
+        } else {
+            // Only direct measurements: listed in order, then, unless the shared layout (whose keys are
+            // unique) describes them as they are, made unique as ``OrderedMeasurements`` would.
+            var list: [TensorMeasurement] = []
+            list.reserveCapacity(tensors.count)
+            for t in 0..<Swift.min(tensors.count, direct.count) {
+                guard var outcome = direct[t].take() else { continue }
+                guard let measurement = outcome.measurement.take() else {
+                    failures.append(SkippedItem(item: source + ":" + tensors[t].path, kind: .unreadable, reason: outcome.error ?? "not measured"))
                     continue
                 }
-                measurements.add(measurement)
-                if let snapshot = outcome.snapshot { snapshots.append(snapshot) }
-            } else if !restFailures.isEmpty, let failure = restFailures.removeValue(forKey: source + ":" + tensor.path) {
-                failures.append(failure)
-            } else if let measurement = rest?.0.tensors[tensor.key] {
-                measurements.add(measurement)
+                list.append(measurement)
+                if let snapshot = outcome.snapshot.take() { snapshots.append(snapshot) }
+            }
+            if let layout, layout.hasUniqueKeys, layout.describes(list) {
+                tensorsTable = MeasurementTable(layout: layout, measurements: list, detail: detail)
+            } else {
+                var measurements = OrderedMeasurements(capacity: list.count)
+                for measurement in list { measurements.add(measurement) }
+                list = []
+                tensorsTable = MeasurementTable(measurements.list, detail: detail, sharing: layout)
             }
         }
-        failures.append(contentsOf: restFailureList.filter { restFailures[$0.item] != nil })
         let record = StepRecord(
-            step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate,
-            tensors: MeasurementTable(measurements.list, sharing: layout), failures: failures)
+            step: step, source: source, loss: metadata.loss, learningRate: metadata.learningRate, tensors: tensorsTable, failures: failures)
         return (record, snapshots)
     }
 
@@ -266,7 +295,7 @@ public enum RunMeasurer {
         }
         if let zeroUnit {
             measurement.unitCount = zeroUnit.count
-            measurement.zeroUnits = zeroUnit.filter { $0 }.count
+            measurement.zeroUnits = zeroUnit.reduce(0) { $1 ? $0 + 1 : $0 }
         }
         // An input unit is zero when every one of its values is exactly 0.
         var inputsAlive: [Bool]?
@@ -274,10 +303,10 @@ public enum RunMeasurer {
             let size = tensor.count / zeros.count
             inputsAlive = zeros.map { size == 0 || $0 < size }
             measurement.inputCount = zeros.count
-            measurement.zeroInputs = inputsAlive?.filter { !$0 }.count
+            measurement.zeroInputs = inputsAlive?.reduce(0) { $1 ? $0 : $0 + 1 }
         }
         if tensor.role == .activation, let zeros = stats.unitZeroCount, unitSize > 0 {
-            measurement.inactiveUnits = zeros.filter { Double($0) >= options.deadActivationFraction * Double(unitSize) }.count
+            measurement.inactiveUnits = zeros.reduce(0) { Double($1) >= options.deadActivationFraction * Double(unitSize) ? $0 + 1 : $0 }
         }
         var snapshot: UnitSnapshot?
         if wantUnits {
@@ -359,7 +388,12 @@ package struct UnitWindowBuilder {
             // Changed in place: a copy of the window would copy its arrays at every save.
             guard byKey.values[index].units == alive.count else { return }
             let save = span.count
-            for unit in 0..<alive.count where alive[unit] { byKey.values[index].lastAlive[unit] = save }
+            // Through one buffer: an element written through the dictionary checks its storage is unique every time.
+            byKey.values[index].lastAlive.withUnsafeMutableBufferPointer { lastAlive in
+                alive.withUnsafeBufferPointer { alive in
+                    for unit in 0..<Swift.min(alive.count, lastAlive.count) where alive[unit] { lastAlive[unit] = save }
+                }
+            }
             if span.own == nil && position == span.start + span.count {
                 spans[id]!.count += 1
             } else {

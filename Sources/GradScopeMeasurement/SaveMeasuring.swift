@@ -139,13 +139,13 @@ package struct SaveMeasuring {
                 emit(index, .skipped(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason)))
                 continue
             }
-            var (record, units) = RunMeasurer.combine(
-                tensors: checkpoint.tensors, source: checkpoint.source, step: step, metadata: checkpoint.metadata,
-                direct: series.outcomes[index - range.lowerBound], rest: rest, layout: layout)
-            layout = record.tensors.layout
-            series.outcomes[index - range.lowerBound] = []
+            // The save's outcomes are moved out (they are not needed again), not copied.
+            let direct = exchange(&series.outcomes[index - range.lowerBound], with: [])
             // A save travels with its histograms; the run it joins decides whether it keeps them.
-            record.tensors = record.tensors.keeping(full ? .full : .histogram)
+            let (record, units) = RunMeasurer.combine(
+                tensors: checkpoint.tensors, source: checkpoint.source, step: step, metadata: checkpoint.metadata,
+                direct: direct, rest: rest, layout: layout, detail: full ? .full : .histogram)
+            layout = record.tensors.layout
             if let cache, let key = read.keys[index], !read.alone.contains(index), record.failures.isEmpty {
                 cache.store(key, record: record, units: units)
             }
@@ -218,7 +218,8 @@ struct RangeReading: Sendable {
         var direct = SeriesMeasurer.eligible(steps, in: range)
         for index in hits.keys { direct[index] = [] }
         let stepwise = range.filter { index in
-            hits[index] == nil && checkpoints[index].tensors.indices.contains { !direct[index].contains($0) }
+            // `direct[index]` holds indices of the save's tensors: fewer than all of them leaves some to the workers.
+            hits[index] == nil && direct[index].count < checkpoints[index].tensors.count
         }
         let requests = stepwise.map { index -> WorkerRequest in
             var r = ScanEngine.request(.measure, path: checkpoints[index].file, load: load, measure: options)

@@ -63,6 +63,12 @@ package enum SeriesMeasurer {
         package var measurement: TensorMeasurement?
         package var snapshot: UnitSnapshot?
         package var error: String?
+
+        package init(measurement: TensorMeasurement?, snapshot: UnitSnapshot?, error: String?) {
+            self.measurement = measurement
+            self.snapshot = snapshot
+            self.error = error
+        }
     }
 
     package struct Result: Sendable {
@@ -95,25 +101,37 @@ package enum SeriesMeasurer {
         _ steps: [Step], in range: Range<Int>? = nil, blockElements: Int = MeasureOptions().blockElements
     ) -> [Set<Int>] {
         let range = range ?? steps.indices
-        var duplicates: [Int: Set<TensorKey>] = [:]
-        var duplicatesOf = SameTensors<Set<TensorKey>>()
-        for s in max(0, range.lowerBound - 1)..<range.upperBound { duplicates[s] = duplicatesOf.value(for: steps[s], duplicateKeys) }
+        // Per tensor of a list: whether its key is held twice in it (worked out once per list).
+        var repeatedOf = SameTensors<[Bool]>()
+        func repeated(_ step: Step) -> [Bool] {
+            repeatedOf.value(for: step) { step in
+                let keys = duplicateKeys(step)
+                return keys.isEmpty ? [Bool](repeating: false, count: step.tensors.count) : step.tensors.map { keys.contains($0.key) }
+            }
+        }
         var plannable = PlannableChunks(blockElements: blockElements)
-        var partnersOf = SameTensors<[TensorKey: Int]>()
+        var partnersOf = PartnerIndices()
         return steps.indices.map { s in
             var chosen = Set<Int>()
             guard range.contains(s) else { return chosen }
-            let previous = s > 0 ? partnersOf.value(for: steps[s - 1], partnerIndex) : [:]
-            for (t, tensor) in steps[s].tensors.enumerated() {
-                guard tensor.fileIndex == 0, let storage = steps[s].storage[t], !(duplicates[s]?.contains(tensor.key) ?? false) else { continue }
-                if let table = storage.chunks, !plannable.fits(table, type: storage.type) { continue }
-                if tensor.role == .weight, s > 0, let p = previous[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
-                    guard !(duplicates[s - 1]?.contains(tensor.key) ?? false), steps[s - 1].tensors[p].fileIndex == 0,
-                        let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count,
-                        sameLayout(before, storage)
-                    else { continue }
+            let repeatedHere = repeated(steps[s])
+            let repeatedBefore = s > 0 ? repeated(steps[s - 1]) : []
+            let partners = s > 0 ? partnersOf.partners(in: steps[s], before: steps[s - 1]) : []
+            steps[s].tensors.withUnsafeBufferPointer { tensors in
+                for t in 0..<tensors.count {
+                    guard tensors[t].fileIndex == 0, let storage = steps[s].storage[t], !repeatedHere[t] else { continue }
+                    if let table = storage.chunks, !plannable.fits(table, type: storage.type) { continue }
+                    if tensors[t].role == .weight, s > 0, let p = partners[t],
+                        steps[s - 1].tensors[p].shape == tensors[t].shape
+                    {
+                        // `p` is the first of its key in the step before: the key is held twice there when it is.
+                        guard !repeatedBefore[p], steps[s - 1].tensors[p].fileIndex == 0,
+                            let before = steps[s - 1].storage[p], before.type == storage.type, before.count == storage.count,
+                            sameLayout(before, storage)
+                        else { continue }
+                    }
+                    chosen.insert(t)
                 }
-                chosen.insert(t)
             }
             return chosen
         }
@@ -268,28 +286,60 @@ package enum SeriesMeasurer {
     }
 
     /// Cuts each tensor's steps into windows of the same type and shape, of a size its accumulators allow.
+    ///
+    /// What a tensor's entry takes from its description (unit layouts, input units, its chain's key,
+    /// its drift partner's index) is worked out once per described tensor list, not per save: saves of
+    /// one model share their list (``DescriptionInterner``), so a run's planning makes no dictionary
+    /// look-up and copies no description per tensor and save.
     package static func plan(
         _ steps: [Step], range: Range<Int>? = nil, selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
         perUnitEverywhere: Bool
     ) -> [Window] {
-        // Every tensor key, in the order of first appearance, with its steps.
-        var order: [TensorKey] = []
-        var chains: [TensorKey: [(step: Int, tensor: Int)]] = [:]
+        // Every tensor key, in the order of first appearance, with its steps: a list's tensors are
+        // given slots (one per key) once, and a slot its chain when first met.
+        var slotOfKey: [TensorKey: Int] = [:]
+        var chainOfSlot: [Int] = []
+        var chains: [[(step: Int, tensor: Int)]] = []
+        var slotsOf = SameTensors<[Int]>()
         for s in range ?? steps.indices {
+            let slots = slotsOf.value(for: steps[s]) { step in
+                step.tensors.map { tensor in
+                    if let slot = slotOfKey[tensor.key] { return slot }
+                    slotOfKey[tensor.key] = chainOfSlot.count
+                    chainOfSlot.append(-1)
+                    return chainOfSlot.count - 1
+                }
+            }
             for t in selected[s].sorted() {
-                let key = steps[s].tensors[t].key
-                if chains[key] == nil { order.append(key) }
-                chains[key, default: []].append((s, t))
+                let slot = slots[t]
+                if chainOfSlot[slot] < 0 {
+                    chainOfSlot[slot] = chains.count
+                    chains.append([])
+                }
+                chains[chainOfSlot[slot]].append((s, t))
             }
         }
-        var partners: [Int: [TensorKey: Int]] = [:]
-        var partnersOf = SameTensors<[TensorKey: Int]>()
-        for s in Set(chains.values.flatMap { $0.map(\.step) }).sorted() where s > 0 {
-            partners[s - 1] = partnersOf.value(for: steps[s - 1], partnerIndex)
+        // Per step, by tensor (lists shared by steps alike): its unit layout, whether its statistics and
+        // drift get per-unit parts, its input units, and its drift partner's index in the step before.
+        var derivedOf = SameTensors<[PlannedTensor]>()
+        var partnersOf = PartnerIndices()
+        var derived = [[PlannedTensor]?](repeating: nil, count: steps.count)
+        var partners = [[Int?]](repeating: [], count: steps.count)
+        for chain in chains {
+            for (s, _) in chain where derived[s] == nil {
+                derived[s] = derivedOf.value(for: steps[s]) { step in
+                    step.tensors.map { tensor in
+                        PlannedTensor(
+                            layout: TensorMeasurer.unitLayout(for: tensor),
+                            parts: RunMeasurer.unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere),
+                            inputs: TensorMeasurer.inputMap(for: tensor))
+                    }
+                }
+                partners[s] = s > 0 ? partnersOf.partners(in: steps[s], before: steps[s - 1]) : []
+            }
         }
         var windows: [Window] = []
-        for key in order {
-            guard let chain = chains[key] else { continue }
+        for chain in chains {
             var current: [Entry] = []
             var currentType: ElementType = .float32
             var currentShape: [Int] = []
@@ -309,25 +359,24 @@ package enum SeriesMeasurer {
                 current = []
             }
             for (s, t) in chain {
-                let tensor = steps[s].tensors[t]
-                guard let storage = steps[s].storage[t] else { continue }
+                guard let storage = steps[s].storage[t], let derived = derived[s] else { continue }
+                let shape = steps[s].tensors[t].shape
                 if !current.isEmpty
-                    && (storage.type != currentType || tensor.shape != currentShape || current.count >= limit
+                    && (storage.type != currentType || shape != currentShape || current.count >= limit
                         || !sameLayout(storage, currentStorage ?? storage))
                 {
                     close()
                 }
-                let layout = TensorMeasurer.unitLayout(for: tensor)
-                let parts = RunMeasurer.unitParts(of: tensor, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
-                let statsLayout = parts.stats ? layout : .none
-                let driftLayout = parts.drift ? layout : .none
+                let layout = derived[t].layout
+                let statsLayout = derived[t].parts.stats ? layout : .none
+                let driftLayout = derived[t].parts.drift ? layout : .none
                 var partner: Int?
-                if tensor.role == .weight, s > 0, let p = partners[s - 1]?[tensor.key], steps[s - 1].tensors[p].shape == tensor.shape {
+                if steps[s].tensors[t].role == .weight, s > 0, let p = partners[s][t], steps[s - 1].tensors[p].shape == shape {
                     partner = p
                 }
                 if current.isEmpty {
                     currentType = storage.type
-                    currentShape = tensor.shape
+                    currentShape = shape
                     currentStorage = storage
                     // 256 KiB of sketch table and the per-unit sums (stats and drift) per step.
                     let units = layout.unitCount ?? 0
@@ -337,7 +386,7 @@ package enum SeriesMeasurer {
                 current.append(
                     Entry(
                         step: s, tensor: t, partner: partner, statsLayout: statsLayout,
-                        driftLayout: partner == nil ? .none : driftLayout, inputs: TensorMeasurer.inputMap(for: tensor)))
+                        driftLayout: partner == nil ? .none : driftLayout, inputs: derived[t].inputs))
             }
             close()
         }
@@ -349,6 +398,32 @@ package enum SeriesMeasurer {
             if a.element.bytes != b.element.bytes { return a.element.bytes > b.element.bytes }
             return a.offset < b.offset
         }.map(\.element)
+    }
+
+    /// What planning takes from one described tensor.
+    struct PlannedTensor {
+        var layout: UnitLayout
+        var parts: (stats: Bool, drift: Bool)
+        var inputs: InputUnitMap?
+    }
+
+    /// The index of each tensor's drift partner (the first tensor of the same key) in the step before,
+    /// worked out once for each pair of described lists, and answered from an index when the step
+    /// before's list is not the step's.
+    struct PartnerIndices {
+        private var last: (before: [TensorRef], current: [TensorRef], partners: [Int?])?
+        private var indexOf = SameTensors<[TensorKey: Int]>()
+
+        /// By tensor of `step`: its partner's index in `before` (asked once per step, not per tensor).
+        mutating func partners(in step: Step, before: Step) -> [Int?] {
+            if let last, SameTensors<Int>.same(last.before, before.tensors), SameTensors<Int>.same(last.current, step.tensors) {
+                return last.partners
+            }
+            let index = indexOf.value(for: before, SeriesMeasurer.partnerIndex)
+            let partners = step.tensors.map { index[$0.key] }
+            last = (before.tensors, step.tensors, partners)
+            return partners
+        }
     }
 
     /// The accumulators of one job: one element share of a window.
@@ -529,14 +604,19 @@ package enum SeriesMeasurer {
         _ part: Part, window: Window, steps: [Step], gradientNames: Set<String>, options: MeasureOptions,
         unitWindowStart: Int
     ) -> [Outcome] {
-        window.entries.enumerated().map { e, entry in
-            if let error = part.errors[e] { return Outcome(measurement: nil, snapshot: nil, error: error) }
-            let drift = part.driftLost[e] ? nil : part.drift[e]?.finish()
-            let (measurement, snapshot) = RunMeasurer.measurement(
-                of: steps[entry.step].tensors[entry.tensor], stats: part.stats[e].finish(),
-                drift: drift, wantUnits: entry.step >= unitWindowStart,
-                gradientNames: gradientNames, options: options)
-            return Outcome(measurement: measurement, snapshot: snapshot, error: nil)
+        // The accumulators and descriptions are read in place (an element of an array read as a
+        // value is a copy: a retain and release of all it holds).
+        part.stats.withUnsafeBufferPointer { stats in
+            window.entries.enumerated().map { e, entry in
+                if let error = part.errors[e] { return Outcome(measurement: nil, snapshot: nil, error: error) }
+                let drift = part.driftLost[e] ? nil : part.drift[e]?.finish()
+                let (measurement, snapshot) = steps[entry.step].tensors.withUnsafeBufferPointer { tensors in
+                    RunMeasurer.measurement(
+                        of: tensors[entry.tensor], stats: stats[e].finish(), drift: drift, wantUnits: entry.step >= unitWindowStart,
+                        gradientNames: gradientNames, options: options)
+                }
+                return Outcome(measurement: measurement, snapshot: snapshot, error: nil)
+            }
         }
     }
 
@@ -564,15 +644,17 @@ package enum SeriesMeasurer {
 
         /// Stores a share; returns the merged window when it was the last.
         package func add(_ part: Part, window: Int, share: Int) -> Part? {
-            let (complete, parts) = state.withLock { state in
+            var (complete, parts) = state.withLock { state in
                 state.pending[window][share] = part
                 let complete = state.pending[window].allSatisfy { $0 != nil }
                 let parts = complete ? state.pending[window].compactMap { $0 } : []
                 if complete { state.pending[window] = [] }
                 return (complete, parts)
             }
-            guard complete, var total = parts.first else { return nil }
-            for other in parts.dropFirst() {
+            // The first share is moved out, not copied: a copy would make merging into it copy its accumulators.
+            guard complete, !parts.isEmpty else { return nil }
+            var total = parts.removeFirst()
+            for other in parts {
                 for e in total.stats.indices {
                     total.errors[e] = total.errors[e] ?? other.errors[e]
                     total.driftLost[e] = total.driftLost[e] || other.driftLost[e]
@@ -583,9 +665,15 @@ package enum SeriesMeasurer {
             return total
         }
 
-        package func store(_ finished: [Outcome], of window: Window) {
+        /// Moves a finished window's outcomes to their steps.
+        package func store(_ finished: consuming [Outcome], of window: Window) {
+            var finished = finished
             state.withLock { state in
-                for (entry, outcome) in zip(window.entries, finished) { state.outcomes[entry.step - first][entry.tensor] = outcome }
+                for e in 0..<Swift.min(window.entries.count, finished.count) {
+                    let entry = window.entries[e]
+                    state.outcomes[entry.step - first][entry.tensor] = exchange(
+                        &finished[e], with: Outcome(measurement: nil, snapshot: nil, error: nil))
+                }
             }
         }
 
@@ -606,17 +694,15 @@ package enum SeriesMeasurer {
         }
     }
 
-    /// Hands out job indices in order.
+    /// Hands out job indices in order, without a lock (a thread asks for its next job thousands of
+    /// times a run; with a lock, two threads asking at once put one to sleep in the kernel).
     package final class JobQueue: Sendable {
-        private let nextIndex = Mutex(0)
+        private let nextIndex = Atomic<Int>(0)
         private let count: Int
         package init(count: Int) { self.count = count }
         package func next() -> Int? {
-            nextIndex.withLock { nextIndex in
-                guard nextIndex < count else { return nil }
-                nextIndex += 1
-                return nextIndex - 1
-            }
+            let index = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
+            return index >= 0 && index < count ? index : nil
         }
     }
 

@@ -76,6 +76,26 @@ struct SharedDescriptionTests {
             let expected = SeriesMeasurer.plan(base, selected: selected, options: MeasureOptions(), gradientNames: [], perUnitEverywhere: false)
             #expect(entries(plan) == entries(expected))
         }
+        // A key held twice at step 2 (a gradient named as another): neither is chosen there, nor, when
+        // the key is a weight's, its partner at the step after; shared lists or copies alike.
+        var repeated = shared
+        let gradients = repeated[2].tensors.indices.filter { repeated[2].tensors[$0].role == .gradient }
+        let weights = repeated[2].tensors.indices.filter { repeated[2].tensors[$0].role == .weight }
+        try #require(gradients.count >= 2 && weights.count >= 2)
+        repeated[2].tensors[gradients[1]].name = repeated[2].tensors[gradients[0]].name
+        repeated[2].tensors[weights[1]].name = repeated[2].tensors[weights[0]].name
+        let chosen = SeriesMeasurer.eligible(repeated)
+        #expect(chosen == SeriesMeasurer.eligible(copied(repeated)))
+        #expect(!chosen[2].contains(gradients[0]) && !chosen[2].contains(gradients[1]))
+        #expect(!chosen[2].contains(weights[0]) && !chosen[2].contains(weights[1]))
+        let weightAfter = try #require(repeated[3].tensors.firstIndex { $0.key == repeated[2].tensors[weights[0]].key })
+        #expect(!chosen[3].contains(weightAfter), "its partner is one of two")
+        #expect(chosen[4].contains(weightAfter))
+        let repeatedPlan = SeriesMeasurer.plan(repeated, selected: chosen, options: MeasureOptions(), gradientNames: [], perUnitEverywhere: false)
+        #expect(
+            entries(repeatedPlan)
+                == entries(
+                    SeriesMeasurer.plan(copied(repeated), selected: chosen, options: MeasureOptions(), gradientNames: [], perUnitEverywhere: false)))
         // The renamed weights have no partner at the step after them, nor at their own step.
         let selected = SeriesMeasurer.eligible(changed)
         let plan = SeriesMeasurer.plan(changed, selected: selected, options: MeasureOptions(), gradientNames: [], perUnitEverywhere: false)
