@@ -75,6 +75,19 @@ struct ByteCursor {
     }
 }
 
+/// Whether two names are the same bytes (libhdf5 compares names byte for byte; `==` on strings
+/// compares by canonical equivalence).
+@inline(__always)
+func sameBytes<A: StringProtocol, B: StringProtocol>(_ a: A, _ b: B) -> Bool {
+    let fast = a.utf8.withContiguousStorageIfAvailable { left in
+        b.utf8.withContiguousStorageIfAvailable { right in
+            left.count == right.count && (left.count == 0 || memcmp(left.baseAddress!, right.baseAddress!, left.count) == 0)
+        }
+    }
+    if let fast, let decided = fast { return decided }
+    return a.utf8.elementsEqual(b.utf8)
+}
+
 /// An address as stored: relative to the superblock, all ones when undefined.
 let undefinedAddress = UInt64.max
 
@@ -116,7 +129,7 @@ struct NativeObject: Sendable {
 
     /// The link of that name (compared byte for byte, as libhdf5 compares names).
     func link(named name: Substring) -> NativeLink? {
-        links.first { $0.name.utf8.elementsEqual(name.utf8) }
+        links.first { sameBytes($0.name, name) }
     }
 }
 
@@ -206,8 +219,11 @@ package final class NativeMetadata: Sendable {
     func index() -> [String: IndexedPath] {
         let root = rootAddress
         var paths: [String: IndexedPath] = ["/": IndexedPath(address: root, info: nil)]
+        // Every object has a path at least; more only when it is linked twice.
+        paths.reserveCapacity(objects.count + 1)
         var pending: [(String, UInt64)] = [("/", root)]
         var seen: Set<UInt64> = [root]
+        seen.reserveCapacity(objects.count)
         while let (path, address) = pending.popLast() {
             guard let group = objects[address], case .group = group.kind else { continue }
             for link in group.links {
@@ -297,7 +313,7 @@ package final class NativeMetadata: Sendable {
 
     /// The description of the dataset at `path`, when it was made on open.
     package func knownInfo(_ path: String) -> DatasetInfo? {
-        guard let index = paths.index(forKey: path), paths[index].key.utf8.elementsEqual(path.utf8) else { return nil }
+        guard let index = paths.index(forKey: path), sameBytes(paths[index].key, path) else { return nil }
         return paths[index].value.info
     }
 
@@ -305,7 +321,7 @@ package final class NativeMetadata: Sendable {
     /// passes through anything else or names nothing (libhdf5 then answers, with its errors).
     func resolve(_ path: String) -> UInt64? {
         // String keys compare by canonical equivalence; libhdf5 compares bytes.
-        if let index = paths.index(forKey: path), paths[index].key.utf8.elementsEqual(path.utf8) { return paths[index].value.address }
+        if let index = paths.index(forKey: path), sameBytes(paths[index].key, path) { return paths[index].value.address }
         var current = rootAddress
         for component in path.split(separator: "/", omittingEmptySubsequences: true) {
             if component == "." { return nil }
@@ -457,21 +473,30 @@ struct Parser {
 
     mutating func parseObject(_ address: UInt64) throws -> NativeObject {
         let messages = try parseHeader(address)
-        let has = { (type: Int) in messages.contains { $0.type == type } }
-        if has(17) || has(2) {
-            guard !(has(17) && has(2)) else { throw NativeFormatError("group with both a symbol table and link info") }
-            let links = try has(17) ? symbolTableLinks(messages) : compactLinks(messages)
+        var symbolTable = false, linkInfo = false, dataspace = false, datatype = false
+        for message in messages {
+            switch message.type {
+            case 17: symbolTable = true
+            case 2: linkInfo = true
+            case 1: dataspace = true
+            case 3: datatype = true
+            default: break
+            }
+        }
+        if symbolTable || linkInfo {
+            guard !(symbolTable && linkInfo) else { throw NativeFormatError("group with both a symbol table and link info") }
+            let links = try symbolTable ? symbolTableLinks(messages) : compactLinks(messages)
             linkCount += links.count
             guard links.count <= limits.maxObjects, linkCount <= limits.maxObjects else { throw NativeFormatError("too many links") }
             for link in links {
                 guard !link.name.isEmpty, link.name != ".", !link.name.utf8.contains(0x2f) else { throw NativeFormatError("link name") }
             }
             // A symbol table's names are checked to be strictly increasing; link messages could repeat one.
-            if !has(17), Set(links.map { Array($0.name.utf8) }).count != links.count { throw NativeFormatError("two links of one name") }
+            if !symbolTable, Set(links.map { Array($0.name.utf8) }).count != links.count { throw NativeFormatError("two links of one name") }
             return NativeObject(kind: .group, messages: messages, links: links)
         }
-        if has(3) && has(1) { return NativeObject(kind: .dataset, messages: messages, links: []) }
-        if has(3) { return NativeObject(kind: .namedType, messages: messages, links: []) }
+        if datatype && dataspace { return NativeObject(kind: .dataset, messages: messages, links: []) }
+        if datatype { return NativeObject(kind: .namedType, messages: messages, links: []) }
         throw NativeFormatError("object of unknown type")
     }
 
@@ -486,7 +511,9 @@ struct Parser {
         let inBlock = min(Self.blockSize - absolute % Self.blockSize, fileSize - absolute)
         let (prefix, offset) = try readShared(address, inBlock >= 16 ? inBlock : 16)
         var cursor = ByteCursor(prefix, from: offset)
-        if cursor.remaining >= 4, prefix[offset..<(offset + 4)].elementsEqual([0x4f, 0x48, 0x44, 0x52]) { return try parseHeaderV2(address) }
+        if cursor.remaining >= 4, prefix[offset] == 0x4f, prefix[offset + 1] == 0x48, prefix[offset + 2] == 0x44, prefix[offset + 3] == 0x52 {
+            return try parseHeaderV2(address)
+        }
         guard try cursor.u8() == 1 else { throw NativeFormatError("object header version") }
         try cursor.skip(1)
         let declared = try cursor.u16()
@@ -509,9 +536,11 @@ struct Parser {
                 let length = try body.u16()
                 let flags = try body.u8()
                 try body.skip(3)
-                var data = try body.sub(length)
                 if type == 0x10 {
+                    var data = try body.sub(length)
                     chunks.insert((try self.address(&data), try data.count(lengthSize)), at: 0)
+                } else {
+                    try body.skip(length)
                 }
                 messages.append(NativeMessage(type: type, flags: flags, chunk: body.bytes, start: body.position - length, length: length))
                 guard messages.count <= 65_535 else { throw NativeFormatError("too many messages") }
@@ -570,9 +599,11 @@ struct Parser {
             let length = try body.u16()
             let flags = try body.u8()
             if tracked { try body.skip(2) }
-            var data = try body.sub(length)
             if type == 0x10 {
+                var data = try body.sub(length)
                 continuations.append((try address(&data), try data.count(lengthSize)))
+            } else {
+                try body.skip(length)
             }
             messages.append(NativeMessage(type: type, flags: flags, chunk: block, start: body.position - length, length: length))
             guard messages.count <= 65_535 else { throw NativeFormatError("too many messages") }

@@ -295,6 +295,29 @@ struct NativeMetadataTests {
         #expect(try fromImage.walk() == (try HDF5File.open(dir.path("fixture-0.h5"), nativeMetadata: false).walk()))
     }
 
+    @Test("names that differ only in their bytes (canonically equivalent) are two objects, natively as in libhdf5")
+    func namesCompareByBytes() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("names.h5")
+        let composed = "caf\u{e9}", decomposed = "cafe\u{301}"
+        #expect(composed == decomposed)
+        do {
+            let writer = try HDF5Writer(creating: path)
+            try writer.write("/g/" + composed, [1, 2], shape: [2])
+            try writer.write("/g/" + decomposed, [1, 2, 3], shape: [3])
+            try writer.write("/h/" + composed + "/x", [1], shape: [1])
+        }
+        #expect(try compare(path))
+        let file = try HDF5File.open(path, nativeMetadata: true)
+        #expect(file.native != nil)
+        #expect(try file.datasetInfo("/g/" + composed).shape == [2])
+        #expect(try file.datasetInfo("/g/" + decomposed).shape == [3])
+        #expect(try file.datasetInfo("/h/" + composed + "/x").shape == [1])
+        #expect(throws: (any Error).self) { try file.datasetInfo("/h/" + decomposed + "/x") }
+        #expect(file.exists("/h/" + composed))
+        #expect(!file.exists("/h/" + decomposed))
+    }
+
     @Test("GRADSCOPE_HDF5_METADATA=libhdf5 is recognised")
     func environmentSwitch() {
         #expect(NativeMetadata.disabledByEnvironment == (ProcessInfo.processInfo.environment["GRADSCOPE_HDF5_METADATA"]?.lowercased() == "libhdf5"))
