@@ -88,6 +88,17 @@ func sameBytes<A: StringProtocol, B: StringProtocol>(_ a: A, _ b: B) -> Bool {
     return a.utf8.elementsEqual(b.utf8)
 }
 
+/// Whether `a` sorts before `b` byte by byte, a prefix first: `lexicographicallyPrecedes`, with memcmp.
+@inline(__always)
+func bytesPrecede(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    let common = min(a.count, b.count)
+    if common > 0 {
+        let order = a.withUnsafeBytes { left in b.withUnsafeBytes { right in memcmp(left.baseAddress!, right.baseAddress!, common) } }
+        if order != 0 { return order < 0 }
+    }
+    return a.count < b.count
+}
+
 /// An address as stored: relative to the superblock, all ones when undefined.
 let undefinedAddress = UInt64.max
 
@@ -390,6 +401,12 @@ struct Parser {
     /// Reads what fits of `count` bytes at `address` (at least `minimum`), for structures whose size is
     /// only known once their start is read.
     mutating func readUpTo(_ address: UInt64, _ count: Int, minimum: Int) throws -> [UInt8] {
+        let (bytes, start, available) = try readUpToShared(address, count, minimum: minimum)
+        return start == 0 && bytes.count == available ? bytes : Array(bytes[start..<(start + available)])
+    }
+
+    /// The same without a copy: a buffer, where the bytes start in it, and how many were read.
+    mutating func readUpToShared(_ address: UInt64, _ count: Int, minimum: Int) throws -> (bytes: [UInt8], start: Int, count: Int) {
         guard address != undefinedAddress, address <= UInt64(Int.max) else { throw NativeFormatError("address out of range") }
         let (start, overflow) = base.addingReportingOverflow(Int(address))
         guard !overflow, start < fileSize else { throw NativeFormatError("structure lies beyond the end of the file") }
@@ -398,7 +415,8 @@ struct Parser {
         // Stay inside one block when the minimum fits there: the caller reads on when it needs more.
         let inBlock = Self.blockSize - start % Self.blockSize
         if inBlock >= minimum { available = min(available, inBlock) }
-        return try read(address, available)
+        let (bytes, offset) = try readShared(address, available)
+        return (bytes, offset, available)
     }
 
     mutating func readSuperblock() throws {
@@ -611,9 +629,14 @@ struct Parser {
     }
 
     mutating func hold(_ bytes: [UInt8]) throws -> [UInt8] {
-        heldBytes += bytes.count
-        guard heldBytes <= NativeMetadata.maxMetadataBytes else { throw NativeFormatError("metadata larger than the limit") }
+        try hold(count: bytes.count)
         return bytes
+    }
+
+    /// Counts `count` bytes of metadata held against the limit.
+    mutating func hold(count: Int) throws {
+        heldBytes += count
+        guard heldBytes <= NativeMetadata.maxMetadataBytes else { throw NativeFormatError("metadata larger than the limit") }
     }
 
     // MARK: Groups
@@ -652,23 +675,25 @@ struct Parser {
     ) throws {
         guard visited.insert(node).inserted, visited.count <= limits.maxObjects else { throw NativeFormatError("B-tree cycle") }
         let headerSize = 8 + 2 * offsetSize
-        var block = try readUpTo(node, 1024, minimum: headerSize)
-        guard Array(block.prefix(4)) == [0x54, 0x52, 0x45, 0x45], block[4] == 0 else { throw NativeFormatError("B-tree node signature") }
-        let nodeLevel = Int(block[5])
+        var (block, origin, available) = try readUpToShared(node, 1024, minimum: headerSize)
+        guard block[origin] == 0x54, block[origin + 1] == 0x52, block[origin + 2] == 0x45, block[origin + 3] == 0x45, block[origin + 4] == 0 else {
+            throw NativeFormatError("B-tree node signature")
+        }
+        let nodeLevel = Int(block[origin + 5])
         if let level, nodeLevel != level { throw NativeFormatError("B-tree level") }
-        var cursor = ByteCursor(block, from: 6)
+        var cursor = ByteCursor(block, from: origin + 6, to: origin + available)
         let entries = try cursor.u16()
         let size = headerSize + (entries + 1) * lengthSize + entries * offsetSize
-        if size > block.count { block = try read(node, size) }
-        _ = try hold(block)
-        var entryCursor = ByteCursor(block, from: headerSize, to: size)
+        if size > available { (block, origin, available) = (try read(node, size), 0, size) }
+        try hold(count: available)
+        var entryCursor = ByteCursor(block, from: origin + headerSize, to: origin + size)
         var keys: [[UInt8]] = [try heapString(heap, at: entryCursor.count(lengthSize))]
         var childAddresses: [UInt64] = []
         for _ in 0..<entries {
             childAddresses.append(try address(&entryCursor))
             keys.append(try heapString(heap, at: entryCursor.count(lengthSize)))
         }
-        for index in keys.indices.dropFirst() where keys[index].lexicographicallyPrecedes(keys[index - 1]) {
+        for index in keys.indices.dropFirst() where bytesPrecede(keys[index], keys[index - 1]) {
             throw NativeFormatError("B-tree keys out of order")
         }
         for (index, child) in childAddresses.enumerated() {
@@ -679,7 +704,7 @@ struct Parser {
                 try readSymbolNode(child, heap: heap, visited: &visited, into: &links, names: &names)
             }
             for name in names[first...] {
-                guard keys[index].lexicographicallyPrecedes(name), !keys[index + 1].lexicographicallyPrecedes(name) else {
+                guard bytesPrecede(keys[index], name), !bytesPrecede(keys[index + 1], name) else {
                     throw NativeFormatError("symbol outside its B-tree keys")
                 }
             }
@@ -690,14 +715,16 @@ struct Parser {
         _ address: UInt64, heap: [UInt8], visited: inout Set<UInt64>, into links: inout [NativeLink], names: inout [[UInt8]]
     ) throws {
         guard visited.insert(address).inserted else { throw NativeFormatError("symbol node seen twice") }
-        var block = try readUpTo(address, 1024, minimum: 8)
-        guard Array(block.prefix(4)) == [0x53, 0x4e, 0x4f, 0x44], block[4] == 1 else { throw NativeFormatError("symbol node signature") }
-        var cursor = ByteCursor(block, from: 6)
+        var (block, origin, available) = try readUpToShared(address, 1024, minimum: 8)
+        guard block[origin] == 0x53, block[origin + 1] == 0x4e, block[origin + 2] == 0x4f, block[origin + 3] == 0x44, block[origin + 4] == 1 else {
+            throw NativeFormatError("symbol node signature")
+        }
+        var cursor = ByteCursor(block, from: origin + 6, to: origin + available)
         let count = try cursor.u16()
         let size = 8 + count * (2 * offsetSize + 24)
-        if size > block.count { block = try read(address, size) }
-        _ = try hold(block)
-        var entries = ByteCursor(block, from: 8, to: size)
+        if size > available { (block, origin, available) = (try read(address, size), 0, size) }
+        try hold(count: available)
+        var entries = ByteCursor(block, from: origin + 8, to: origin + size)
         var previous: [UInt8]?
         for _ in 0..<count {
             let nameOffset = try entries.count(offsetSize)
@@ -706,7 +733,7 @@ struct Parser {
             try entries.skip(4)
             var scratch = try entries.sub(16)
             let nameBytes = try heapString(heap, at: nameOffset)
-            if let previous, !previous.lexicographicallyPrecedes(nameBytes) { throw NativeFormatError("symbols out of order") }
+            if let previous, !bytesPrecede(previous, nameBytes) { throw NativeFormatError("symbols out of order") }
             previous = nameBytes
             names.append(nameBytes)
             let name = String(decoding: nameBytes, as: UTF8.self)
