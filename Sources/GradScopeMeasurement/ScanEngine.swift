@@ -18,14 +18,51 @@ package protocol FileReader: Sendable {
 }
 
 /// Reads files in this process (`--no-isolation`, `inspect` and `diff`, which a supervisor isolates as a whole).
+/// Files are described on up to `threads` threads at once (the isolated scan's workers do the same
+/// in processes of their own); steps are measured one request after the other, each on every core.
 package struct InProcessReader: FileReader {
-    package init() {}
+    /// Threads describing files at once.
+    package let threads: Int
+
+    package init(threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)) { self.threads = max(1, threads) }
 
     package func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [WorkerPool.Outcome] {
-        requests.enumerated().map { index, request in
-            defer { done(index) }
-            return .response(Worker.handle(request) { _ in })
+        let threadCount = min(threads, requests.count)
+        guard threadCount > 1, requests.allSatisfy({ $0.task == .load }) else {
+            return requests.enumerated().map { index, request in
+                defer { done(index) }
+                return .response(Worker.handle(request) { _ in })
+            }
         }
+        // Each thread takes the next file not yet taken; `done` is called here, in the requests'
+        // order, so that progress counts files and bytes exactly as one thread would.
+        let results = ResultBox(count: requests.count)
+        let completions = CompletionQueue()
+        let taken = Counter()
+        let threadsDone = DispatchGroup()
+        for _ in 0..<threadCount {
+            threadsDone.enter()
+            Thread.detachNewThread {
+                while true {
+                    let index = taken.increment() - 1
+                    guard index < requests.count else { break }
+                    results.set(index, .response(Worker.handle(requests[index]) { _ in }))
+                    completions.push(index)
+                }
+                threadsDone.leave()
+            }
+        }
+        var finished = [Bool](repeating: false, count: requests.count)
+        var reported = 0
+        for _ in requests.indices {
+            finished[completions.pop()] = true
+            while reported < requests.count, finished[reported] {
+                done(reported)
+                reported += 1
+            }
+        }
+        threadsDone.wait()
+        return results.values
     }
 
     package func finish() {}

@@ -2,6 +2,7 @@ import ElementTypes
 import Foundation
 import GradScopeModel
 import HDF5
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -300,11 +301,15 @@ public enum CheckpointLoader {
             throw CheckpointError(file: source, reason: "no floating-point tensors found (read as the \(layout.rawValue) layout): not a checkpoint")
         }
         if layers.isEmpty && (layout == .native || layout == .generic) {
-            layers = orderLayers(
-                tensors,
-                createdAt: Dictionary(
-                    entries.compactMap { entry in entry.address.map { (entry.path, $0) } },
-                    uniquingKeysWith: { a, _ in a }))
+            if let addresses = reading.addresses, addresses.count == tensors.count {
+                layers = orderLayers(tensors, addresses: addresses)
+            } else {
+                layers = orderLayers(
+                    tensors,
+                    createdAt: Dictionary(
+                        entries.compactMap { entry in entry.address.map { (entry.path, $0) } },
+                        uniquingKeysWith: { a, _ in a }))
+            }
         } else if layers.isEmpty {
             layers = orderLayers(tensors)
         } else {
@@ -330,12 +335,28 @@ public enum CheckpointLoader {
     /// `conv2`) are put back in the order of those numbers within the places they
     /// hold. Without addresses: the listing order.
     package static func orderLayers(_ tensors: [TensorRef], createdAt: [String: UInt64]) -> [String] {
+        orderLayers(tensors, addresses: tensors.map { $0.role == .weight ? createdAt[$0.path] ?? 0 : 0 })
+    }
+
+    /// The same, with each tensor's address given beside it (0: unknown). The order depends only on
+    /// each tensor's layer, whether it is a weight and a weight's address, which the saves of a run
+    /// repeat file after file: the answers for the last few such lists are remembered (``LayerOrders``).
+    package static func orderLayers(_ tensors: [TensorRef], addresses: [UInt64]) -> [String] {
+        let key = LayerOrders.Key(tensors, addresses: addresses)
+        if let known = LayerOrders.shared.order(for: key) { return known }
+        let order = orderLayersAfresh(tensors, addresses: addresses)
+        LayerOrders.shared.remember(order, for: key)
+        return order
+    }
+
+    private static func orderLayersAfresh(_ tensors: [TensorRef], addresses createdAt: [UInt64]) -> [String] {
         let listed = orderLayers(tensors)
         // A layer's place is the highest address among its tensors: an object written later may land
         // lower by reusing freed space, but one written earlier never sits above what followed it.
         var address: [String: UInt64] = [:]
-        for tensor in tensors where tensor.role == .weight {
-            guard let value = createdAt[tensor.path], value > 0 else { continue }
+        for (index, tensor) in tensors.enumerated() where tensor.role == .weight {
+            let value = createdAt[index]
+            guard value > 0 else { continue }
             address[tensor.layer] = max(address[tensor.layer] ?? 0, value)
         }
         guard !address.isEmpty else { return listed }
@@ -400,5 +421,43 @@ public enum CheckpointLoader {
             order.append(tensor.layer)
         }
         return order
+    }
+}
+
+/// The layer orders last worked out (``CheckpointLoader/orderLayers(_:addresses:)``), by everything
+/// they depend on: a run's saves list the same tensors at the same addresses, so each save after the
+/// first is a comparison of two lists. A list that differs in anything is ordered afresh.
+package final class LayerOrders: Sendable {
+    package static let shared = LayerOrders()
+    /// Lists remembered at most (a folder of a few models, each with a structure of its own).
+    package static let capacity = 4
+
+    /// What an order depends on: each tensor's layer, whether it is a weight, and a weight's address.
+    package struct Key: Equatable, Sendable {
+        let layers: [String]
+        let weights: [Bool]
+        let addresses: [UInt64]
+
+        package init(_ tensors: [TensorRef], addresses: [UInt64]) {
+            layers = tensors.map(\.layer)
+            weights = tensors.map { $0.role == .weight }
+            self.addresses = zip(tensors, addresses).map { $0.role == .weight ? $1 : 0 }
+        }
+    }
+
+    private let entries = Mutex<[(key: Key, order: [String])]>([])
+
+    package init() {}
+
+    package func order(for key: Key) -> [String]? {
+        entries.withLock { entries in entries.first { $0.key == key }?.order }
+    }
+
+    package func remember(_ order: [String], for key: Key) {
+        entries.withLock { entries in
+            if entries.contains(where: { $0.key == key }) { return }
+            entries.append((key, order))
+            if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
+        }
     }
 }

@@ -69,6 +69,9 @@ public struct LayoutReading {
     public var skipped: [SkippedItem]
     public var notes: [String]
     public var layers: [String]
+    /// Each tensor's address in the file (0: unknown), when the layout read them beside the tensors;
+    /// nil: looked up in the file's entries by path.
+    public var addresses: [UInt64]?
 
     public init(metadata: StepMetadata, tensors: [TensorRef], skipped: [SkippedItem], notes: [String], layers: [String] = []) {
         self.metadata = metadata
@@ -148,7 +151,10 @@ struct GenericHDF5Layout: HDF5Layout {
         if !input.forced, let foreign = GenericLayout.foreignFormat(input.file, root: input.root) {
             throw CheckpointError(file: input.source, reason: "not a checkpoint: \(foreign)")
         }
-        let (metadata, tensors, skipped, notes) = GenericLayout.read(file: input.file, entries: input.entries, root: input.root, source: input.source)
-        return LayoutReading(metadata: metadata, tensors: tensors, skipped: skipped, notes: notes)
+        let (metadata, tensors, skipped, notes, addresses) = GenericLayout.read(
+            file: input.file, entries: input.entries, root: input.root, source: input.source)
+        var reading = LayoutReading(metadata: metadata, tensors: tensors, skipped: skipped, notes: notes)
+        reading.addresses = addresses
+        return reading
     }
 }

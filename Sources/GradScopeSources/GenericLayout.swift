@@ -29,7 +29,10 @@ package enum GenericLayout {
         return nil
     }
 
-    package static func read(file: HDF5File, entries: [Entry], root: String, source: String) -> (StepMetadata, [TensorRef], [SkippedItem], [String]) {
+    /// The step's metadata, tensors, skipped items and notes, and each tensor's address in the file (0: unknown).
+    package static func read(
+        file: HDF5File, entries: [Entry], root: String, source: String
+    ) -> (StepMetadata, [TensorRef], [SkippedItem], [String], addresses: [UInt64]) {
         var metadata = StepMetadata()
         if let step = LayoutSupport.intAttribute(file, ["step", "global_step", "iteration", "iter", "steps"], at: root) {
             metadata.step = step
@@ -104,7 +107,7 @@ package enum GenericLayout {
         if !tensors.isEmpty && !keras {
             notes.append("generic layout: units read along axis 0, as PyTorch stores weights ([out, in, ...])")
         }
-        return (metadata, tensors, skipped, notes)
+        return (metadata, tensors, skipped, notes, addresses)
     }
 
     /// What the generic naming rules make of one stored array, from its name and shape alone.

@@ -15,9 +15,11 @@ import HDF5
 package enum Keras3Layout {
     package static func matches(_ entries: [Entry], root: String) -> Bool {
         let prefix = root == "/" ? "/" : root + "/"
-        return entries.contains { entry in
-            guard entry.path.hasPrefix(prefix) else { return false }
-            let relative = entry.path.dropFirst(prefix.count)
+        // By index: the entries are read in place, not copied one by one.
+        return entries.indices.contains { index in
+            let path = entries[index].path
+            guard path.hasPrefix(prefix) else { return false }
+            let relative = path.dropFirst(prefix.count)
             return (relative.hasPrefix("layers/") || LayoutSupport.contains(relative, "_layer_checkpoint_dependencies"))
                 && LayoutSupport.contains(relative, "/vars/")
         }

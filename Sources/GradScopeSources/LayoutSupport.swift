@@ -385,6 +385,9 @@ package struct DatasetListing {
 package enum RecurrentGates {
     /// Sets ``TensorRef/gates`` on the weights, gradients and optimizer slots of recurrent kernels.
     package static func mark(_ tensors: inout [TensorRef]) {
+        // Only a weight named `…recurrent_kernel` or `…weight_hh…` can give a gate count: most
+        // checkpoints have none, and are passed over without splitting every name.
+        guard tensors.indices.contains(where: { tensors[$0].role == .weight && mayBeRecurrent(tensors[$0].name) }) else { return }
         var gatesByName: [String: Int] = [:]
         let weights = tensors.filter { $0.role == .weight }
         var byCell: [String: [TensorRef]] = [:]
@@ -426,6 +429,25 @@ package enum RecurrentGates {
         for index in tensors.indices where tensors[index].role != .activation {
             if let gates = gatesByName[tensors[index].name], tensors[index].shape.count >= 2 { tensors[index].gates = gates }
         }
+    }
+
+    /// Whether `name` holds `recurrent_kernel` or `weight_hh`, compared byte for byte (the names
+    /// ``mark(_:)`` looks for are ASCII, and a name's last component is a part of it).
+    package static func mayBeRecurrent(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { bytes in
+            contains(bytes, Array("recurrent_kernel".utf8)) || contains(bytes, Array("weight_hh".utf8))
+        }
+    }
+
+    private static func contains(_ bytes: UnsafeBufferPointer<UInt8>, _ needle: [UInt8]) -> Bool {
+        guard bytes.count >= needle.count else { return false }
+        for start in 0...(bytes.count - needle.count) where bytes[start] == needle[0] {
+            var index = 1
+            while index < needle.count, bytes[start + index] == needle[index] { index += 1 }
+            if index == needle.count { return true }
+        }
+        return false
     }
 
     /// A tensor's name split into its cell (everything before the last component) and its last

@@ -1,4 +1,5 @@
 import CHDF5
+import Synchronization
 
 extension HDF5File {
     /// The links directly inside the group at `groupPath`, in numeric-aware name order.
@@ -101,7 +102,8 @@ extension HDF5File {
         }
         var listed: [Listed] = []
         listed.reserveCapacity(group.links.count)
-        for link in group.links.sorted(by: { numericAwareLess($0.name, $1.name) }) {
+        for position in LinkOrders.shared.order(of: group.links) {
+            let link = group.links[position]
             let childPath = joinObjectPath(path, link.name)
             switch link.target {
             case .hard(let stored):
@@ -295,5 +297,41 @@ extension HDF5File {
         case .group?, .dataset?: return true
         default: return false
         }
+    }
+}
+
+/// The numeric-aware order of a group's links (`blocks.2` before `blocks.10`), remembered for the
+/// last few lists of names: the saves of a run hold groups of the same names, each sorted once.
+/// A list is the same only when every name is the same bytes, in the same place.
+package final class LinkOrders: Sendable {
+    package static let shared = LinkOrders()
+    /// Lists remembered at most (a run's saves hold a few groups each).
+    package static let capacity = 16
+    /// Lists shorter than this are sorted each time (as cheap as comparing them).
+    static let shortest = 8
+
+    private let entries = Mutex<[(names: [String], order: [Int])]>([])
+
+    /// The positions of `links` in numeric-aware order of their names.
+    func order(of links: [NativeLink]) -> [Int] {
+        guard links.count >= Self.shortest else { return Self.sorted(links) }
+        let known = entries.withLock { entries in
+            entries.first { entry in
+                entry.names.count == links.count && links.indices.allSatisfy { sameBytes(entry.names[$0], links[$0].name) }
+            }?.order
+        }
+        if let known { return known }
+        let order = Self.sorted(links)
+        let names = links.map(\.name)
+        entries.withLock { entries in
+            entries.append((names, order))
+            if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
+        }
+        return order
+    }
+
+    static func sorted(_ links: [NativeLink]) -> [Int] {
+        // A stable sort of the positions: the order sorting the links themselves gives.
+        links.indices.sorted { numericAwareLess(links[$0].name, links[$1].name) }
     }
 }

@@ -66,11 +66,19 @@ public final class HDF5File: Sendable {
     private let infos = Mutex<[String: DatasetInfo]>([:])
 
     package func rememberedInfo(_ path: String) -> DatasetInfo? {
-        infos.withLock { $0[path] }
+        // String keys compare by canonical equivalence; libhdf5 tells names apart by their bytes.
+        infos.withLock { infos in
+            guard let index = infos.index(forKey: path), sameBytes(infos[index].key, path) else { return nil }
+            return infos[index].value
+        }
     }
 
     package func remember(_ info: DatasetInfo, for path: String) {
-        infos.withLock { $0[path] = info }
+        infos.withLock { infos in
+            // A name equal to one remembered but for its bytes takes its place, key and all.
+            if let index = infos.index(forKey: path), !sameBytes(infos[index].key, path) { infos.remove(at: index) }
+            infos[path] = info
+        }
     }
     /// The file opened a second time for direct reads (`-1` until first used).
     private let descriptor = Mutex<Int32>(-1)

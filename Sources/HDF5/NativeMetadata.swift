@@ -75,6 +75,30 @@ struct ByteCursor {
     }
 }
 
+/// Whether two names are the same bytes (libhdf5 compares names byte for byte; `==` on strings
+/// compares by canonical equivalence).
+@inline(__always)
+func sameBytes<A: StringProtocol, B: StringProtocol>(_ a: A, _ b: B) -> Bool {
+    let fast = a.utf8.withContiguousStorageIfAvailable { left in
+        b.utf8.withContiguousStorageIfAvailable { right in
+            left.count == right.count && (left.count == 0 || memcmp(left.baseAddress!, right.baseAddress!, left.count) == 0)
+        }
+    }
+    if let fast, let decided = fast { return decided }
+    return a.utf8.elementsEqual(b.utf8)
+}
+
+/// Whether `a` sorts before `b` byte by byte, a prefix first: `lexicographicallyPrecedes`, with memcmp.
+@inline(__always)
+func bytesPrecede(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    let common = min(a.count, b.count)
+    if common > 0 {
+        let order = a.withUnsafeBytes { left in b.withUnsafeBytes { right in memcmp(left.baseAddress!, right.baseAddress!, common) } }
+        if order != 0 { return order < 0 }
+    }
+    return a.count < b.count
+}
+
 /// An address as stored: relative to the superblock, all ones when undefined.
 let undefinedAddress = UInt64.max
 
@@ -116,7 +140,7 @@ struct NativeObject: Sendable {
 
     /// The link of that name (compared byte for byte, as libhdf5 compares names).
     func link(named name: Substring) -> NativeLink? {
-        links.first { $0.name.utf8.elementsEqual(name.utf8) }
+        links.first { sameBytes($0.name, name) }
     }
 }
 
@@ -206,8 +230,11 @@ package final class NativeMetadata: Sendable {
     func index() -> [String: IndexedPath] {
         let root = rootAddress
         var paths: [String: IndexedPath] = ["/": IndexedPath(address: root, info: nil)]
+        // Every object has a path at least; more only when it is linked twice.
+        paths.reserveCapacity(objects.count + 1)
         var pending: [(String, UInt64)] = [("/", root)]
         var seen: Set<UInt64> = [root]
+        seen.reserveCapacity(objects.count)
         while let (path, address) = pending.popLast() {
             guard let group = objects[address], case .group = group.kind else { continue }
             for link in group.links {
@@ -297,7 +324,7 @@ package final class NativeMetadata: Sendable {
 
     /// The description of the dataset at `path`, when it was made on open.
     package func knownInfo(_ path: String) -> DatasetInfo? {
-        guard let index = paths.index(forKey: path), paths[index].key.utf8.elementsEqual(path.utf8) else { return nil }
+        guard let index = paths.index(forKey: path), sameBytes(paths[index].key, path) else { return nil }
         return paths[index].value.info
     }
 
@@ -305,7 +332,7 @@ package final class NativeMetadata: Sendable {
     /// passes through anything else or names nothing (libhdf5 then answers, with its errors).
     func resolve(_ path: String) -> UInt64? {
         // String keys compare by canonical equivalence; libhdf5 compares bytes.
-        if let index = paths.index(forKey: path), paths[index].key.utf8.elementsEqual(path.utf8) { return paths[index].value.address }
+        if let index = paths.index(forKey: path), sameBytes(paths[index].key, path) { return paths[index].value.address }
         var current = rootAddress
         for component in path.split(separator: "/", omittingEmptySubsequences: true) {
             if component == "." { return nil }
@@ -374,6 +401,12 @@ struct Parser {
     /// Reads what fits of `count` bytes at `address` (at least `minimum`), for structures whose size is
     /// only known once their start is read.
     mutating func readUpTo(_ address: UInt64, _ count: Int, minimum: Int) throws -> [UInt8] {
+        let (bytes, start, available) = try readUpToShared(address, count, minimum: minimum)
+        return start == 0 && bytes.count == available ? bytes : Array(bytes[start..<(start + available)])
+    }
+
+    /// The same without a copy: a buffer, where the bytes start in it, and how many were read.
+    mutating func readUpToShared(_ address: UInt64, _ count: Int, minimum: Int) throws -> (bytes: [UInt8], start: Int, count: Int) {
         guard address != undefinedAddress, address <= UInt64(Int.max) else { throw NativeFormatError("address out of range") }
         let (start, overflow) = base.addingReportingOverflow(Int(address))
         guard !overflow, start < fileSize else { throw NativeFormatError("structure lies beyond the end of the file") }
@@ -382,7 +415,8 @@ struct Parser {
         // Stay inside one block when the minimum fits there: the caller reads on when it needs more.
         let inBlock = Self.blockSize - start % Self.blockSize
         if inBlock >= minimum { available = min(available, inBlock) }
-        return try read(address, available)
+        let (bytes, offset) = try readShared(address, available)
+        return (bytes, offset, available)
     }
 
     mutating func readSuperblock() throws {
@@ -457,21 +491,30 @@ struct Parser {
 
     mutating func parseObject(_ address: UInt64) throws -> NativeObject {
         let messages = try parseHeader(address)
-        let has = { (type: Int) in messages.contains { $0.type == type } }
-        if has(17) || has(2) {
-            guard !(has(17) && has(2)) else { throw NativeFormatError("group with both a symbol table and link info") }
-            let links = try has(17) ? symbolTableLinks(messages) : compactLinks(messages)
+        var symbolTable = false, linkInfo = false, dataspace = false, datatype = false
+        for message in messages {
+            switch message.type {
+            case 17: symbolTable = true
+            case 2: linkInfo = true
+            case 1: dataspace = true
+            case 3: datatype = true
+            default: break
+            }
+        }
+        if symbolTable || linkInfo {
+            guard !(symbolTable && linkInfo) else { throw NativeFormatError("group with both a symbol table and link info") }
+            let links = try symbolTable ? symbolTableLinks(messages) : compactLinks(messages)
             linkCount += links.count
             guard links.count <= limits.maxObjects, linkCount <= limits.maxObjects else { throw NativeFormatError("too many links") }
             for link in links {
                 guard !link.name.isEmpty, link.name != ".", !link.name.utf8.contains(0x2f) else { throw NativeFormatError("link name") }
             }
             // A symbol table's names are checked to be strictly increasing; link messages could repeat one.
-            if !has(17), Set(links.map { Array($0.name.utf8) }).count != links.count { throw NativeFormatError("two links of one name") }
+            if !symbolTable, Set(links.map { Array($0.name.utf8) }).count != links.count { throw NativeFormatError("two links of one name") }
             return NativeObject(kind: .group, messages: messages, links: links)
         }
-        if has(3) && has(1) { return NativeObject(kind: .dataset, messages: messages, links: []) }
-        if has(3) { return NativeObject(kind: .namedType, messages: messages, links: []) }
+        if datatype && dataspace { return NativeObject(kind: .dataset, messages: messages, links: []) }
+        if datatype { return NativeObject(kind: .namedType, messages: messages, links: []) }
         throw NativeFormatError("object of unknown type")
     }
 
@@ -486,7 +529,9 @@ struct Parser {
         let inBlock = min(Self.blockSize - absolute % Self.blockSize, fileSize - absolute)
         let (prefix, offset) = try readShared(address, inBlock >= 16 ? inBlock : 16)
         var cursor = ByteCursor(prefix, from: offset)
-        if cursor.remaining >= 4, prefix[offset..<(offset + 4)].elementsEqual([0x4f, 0x48, 0x44, 0x52]) { return try parseHeaderV2(address) }
+        if cursor.remaining >= 4, prefix[offset] == 0x4f, prefix[offset + 1] == 0x48, prefix[offset + 2] == 0x44, prefix[offset + 3] == 0x52 {
+            return try parseHeaderV2(address)
+        }
         guard try cursor.u8() == 1 else { throw NativeFormatError("object header version") }
         try cursor.skip(1)
         let declared = try cursor.u16()
@@ -509,9 +554,11 @@ struct Parser {
                 let length = try body.u16()
                 let flags = try body.u8()
                 try body.skip(3)
-                var data = try body.sub(length)
                 if type == 0x10 {
+                    var data = try body.sub(length)
                     chunks.insert((try self.address(&data), try data.count(lengthSize)), at: 0)
+                } else {
+                    try body.skip(length)
                 }
                 messages.append(NativeMessage(type: type, flags: flags, chunk: body.bytes, start: body.position - length, length: length))
                 guard messages.count <= 65_535 else { throw NativeFormatError("too many messages") }
@@ -570,9 +617,11 @@ struct Parser {
             let length = try body.u16()
             let flags = try body.u8()
             if tracked { try body.skip(2) }
-            var data = try body.sub(length)
             if type == 0x10 {
+                var data = try body.sub(length)
                 continuations.append((try address(&data), try data.count(lengthSize)))
+            } else {
+                try body.skip(length)
             }
             messages.append(NativeMessage(type: type, flags: flags, chunk: block, start: body.position - length, length: length))
             guard messages.count <= 65_535 else { throw NativeFormatError("too many messages") }
@@ -580,9 +629,14 @@ struct Parser {
     }
 
     mutating func hold(_ bytes: [UInt8]) throws -> [UInt8] {
-        heldBytes += bytes.count
-        guard heldBytes <= NativeMetadata.maxMetadataBytes else { throw NativeFormatError("metadata larger than the limit") }
+        try hold(count: bytes.count)
         return bytes
+    }
+
+    /// Counts `count` bytes of metadata held against the limit.
+    mutating func hold(count: Int) throws {
+        heldBytes += count
+        guard heldBytes <= NativeMetadata.maxMetadataBytes else { throw NativeFormatError("metadata larger than the limit") }
     }
 
     // MARK: Groups
@@ -621,23 +675,25 @@ struct Parser {
     ) throws {
         guard visited.insert(node).inserted, visited.count <= limits.maxObjects else { throw NativeFormatError("B-tree cycle") }
         let headerSize = 8 + 2 * offsetSize
-        var block = try readUpTo(node, 1024, minimum: headerSize)
-        guard Array(block.prefix(4)) == [0x54, 0x52, 0x45, 0x45], block[4] == 0 else { throw NativeFormatError("B-tree node signature") }
-        let nodeLevel = Int(block[5])
+        var (block, origin, available) = try readUpToShared(node, 1024, minimum: headerSize)
+        guard block[origin] == 0x54, block[origin + 1] == 0x52, block[origin + 2] == 0x45, block[origin + 3] == 0x45, block[origin + 4] == 0 else {
+            throw NativeFormatError("B-tree node signature")
+        }
+        let nodeLevel = Int(block[origin + 5])
         if let level, nodeLevel != level { throw NativeFormatError("B-tree level") }
-        var cursor = ByteCursor(block, from: 6)
+        var cursor = ByteCursor(block, from: origin + 6, to: origin + available)
         let entries = try cursor.u16()
         let size = headerSize + (entries + 1) * lengthSize + entries * offsetSize
-        if size > block.count { block = try read(node, size) }
-        _ = try hold(block)
-        var entryCursor = ByteCursor(block, from: headerSize, to: size)
+        if size > available { (block, origin, available) = (try read(node, size), 0, size) }
+        try hold(count: available)
+        var entryCursor = ByteCursor(block, from: origin + headerSize, to: origin + size)
         var keys: [[UInt8]] = [try heapString(heap, at: entryCursor.count(lengthSize))]
         var childAddresses: [UInt64] = []
         for _ in 0..<entries {
             childAddresses.append(try address(&entryCursor))
             keys.append(try heapString(heap, at: entryCursor.count(lengthSize)))
         }
-        for index in keys.indices.dropFirst() where keys[index].lexicographicallyPrecedes(keys[index - 1]) {
+        for index in keys.indices.dropFirst() where bytesPrecede(keys[index], keys[index - 1]) {
             throw NativeFormatError("B-tree keys out of order")
         }
         for (index, child) in childAddresses.enumerated() {
@@ -648,7 +704,7 @@ struct Parser {
                 try readSymbolNode(child, heap: heap, visited: &visited, into: &links, names: &names)
             }
             for name in names[first...] {
-                guard keys[index].lexicographicallyPrecedes(name), !keys[index + 1].lexicographicallyPrecedes(name) else {
+                guard bytesPrecede(keys[index], name), !bytesPrecede(keys[index + 1], name) else {
                     throw NativeFormatError("symbol outside its B-tree keys")
                 }
             }
@@ -659,14 +715,16 @@ struct Parser {
         _ address: UInt64, heap: [UInt8], visited: inout Set<UInt64>, into links: inout [NativeLink], names: inout [[UInt8]]
     ) throws {
         guard visited.insert(address).inserted else { throw NativeFormatError("symbol node seen twice") }
-        var block = try readUpTo(address, 1024, minimum: 8)
-        guard Array(block.prefix(4)) == [0x53, 0x4e, 0x4f, 0x44], block[4] == 1 else { throw NativeFormatError("symbol node signature") }
-        var cursor = ByteCursor(block, from: 6)
+        var (block, origin, available) = try readUpToShared(address, 1024, minimum: 8)
+        guard block[origin] == 0x53, block[origin + 1] == 0x4e, block[origin + 2] == 0x4f, block[origin + 3] == 0x44, block[origin + 4] == 1 else {
+            throw NativeFormatError("symbol node signature")
+        }
+        var cursor = ByteCursor(block, from: origin + 6, to: origin + available)
         let count = try cursor.u16()
         let size = 8 + count * (2 * offsetSize + 24)
-        if size > block.count { block = try read(address, size) }
-        _ = try hold(block)
-        var entries = ByteCursor(block, from: 8, to: size)
+        if size > available { (block, origin, available) = (try read(address, size), 0, size) }
+        try hold(count: available)
+        var entries = ByteCursor(block, from: origin + 8, to: origin + size)
         var previous: [UInt8]?
         for _ in 0..<count {
             let nameOffset = try entries.count(offsetSize)
@@ -675,7 +733,7 @@ struct Parser {
             try entries.skip(4)
             var scratch = try entries.sub(16)
             let nameBytes = try heapString(heap, at: nameOffset)
-            if let previous, !previous.lexicographicallyPrecedes(nameBytes) { throw NativeFormatError("symbols out of order") }
+            if let previous, !bytesPrecede(previous, nameBytes) { throw NativeFormatError("symbols out of order") }
             previous = nameBytes
             names.append(nameBytes)
             let name = String(decoding: nameBytes, as: UTF8.self)

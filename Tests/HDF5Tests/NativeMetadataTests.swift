@@ -295,6 +295,62 @@ struct NativeMetadataTests {
         #expect(try fromImage.walk() == (try HDF5File.open(dir.path("fixture-0.h5"), nativeMetadata: false).walk()))
     }
 
+    @Test("names that differ only in their bytes (canonically equivalent) are two objects, natively as in libhdf5")
+    func namesCompareByBytes() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("names.h5")
+        let composed = "caf\u{e9}", decomposed = "cafe\u{301}"
+        #expect(composed == decomposed)
+        do {
+            let writer = try HDF5Writer(creating: path)
+            try writer.write("/g/" + composed, [1, 2], shape: [2])
+            try writer.write("/g/" + decomposed, [1, 2, 3], shape: [3])
+            try writer.write("/h/" + composed + "/x", [1], shape: [1])
+        }
+        #expect(try compare(path))
+        let file = try HDF5File.open(path, nativeMetadata: true)
+        #expect(file.native != nil)
+        #expect(try file.datasetInfo("/g/" + composed).shape == [2])
+        #expect(try file.datasetInfo("/g/" + decomposed).shape == [3])
+        #expect(try file.datasetInfo("/h/" + composed + "/x").shape == [1])
+        #expect(throws: (any Error).self) { try file.datasetInfo("/h/" + decomposed + "/x") }
+        #expect(file.exists("/h/" + composed))
+        #expect(!file.exists("/h/" + decomposed))
+    }
+
+    @Test("groups of the same names in file after file are listed in numeric order, and a changed name is sorted afresh")
+    func rememberedLinkOrders() throws {
+        let dir = try TemporaryDirectory()
+        // The test writer's groups hold up to 8 links in their headers (more go to dense storage, which
+        // the native reader leaves to libhdf5): lists of 8 names, remembered, and of 7, sorted each time.
+        // The same names, a renamed one, one fewer, names alike but for their bytes, and more lists
+        // than are remembered at once.
+        let numbers = [100, 0, 20, 1, 11, 2, 10, 3]
+        var variants: [[String]] = [numbers.map { "blocks.\($0)" }, numbers.map { "blocks.\($0)" }]
+        variants.append(numbers.map { $0 == 11 ? "blocks.12" : "blocks.\($0)" })
+        variants.append(numbers.dropLast().map { "blocks.\($0)" })
+        variants.append(numbers.map { $0 == 3 ? "blocks.caf\u{e9}" : "blocks.\($0)" })
+        variants.append(numbers.map { $0 == 3 ? "blocks.cafe\u{301}" : "blocks.\($0)" })
+        for extra in 0..<(LinkOrders.capacity + 2) { variants.append(numbers.map { "layer\($0 * (extra + 2))" }) }
+        variants.append(numbers.map { "blocks.\($0)" })
+        for (index, names) in variants.enumerated() {
+            let path = dir.path("v\(index).h5")
+            do {
+                let writer = try HDF5Writer(creating: path)
+                for name in names { try writer.write("/model/" + name, [1], shape: [1]) }
+            }
+            let native = try HDF5File.open(path, nativeMetadata: true)
+            #expect(native.native != nil)
+            let library = try HDF5File.open(path, nativeMetadata: false)
+            let expected = try library.walk()
+            #expect(try native.walk() == expected)
+            #expect(try native.walk() == expected)
+            #expect(try native.children(of: "/model") == (try library.children(of: "/model")))
+            let listed = expected.filter { $0.depth == 2 }.map(\.name)
+            #expect(listed == names.sorted(by: numericAwareLess))
+        }
+    }
+
     @Test("GRADSCOPE_HDF5_METADATA=libhdf5 is recognised")
     func environmentSwitch() {
         #expect(NativeMetadata.disabledByEnvironment == (ProcessInfo.processInfo.environment["GRADSCOPE_HDF5_METADATA"]?.lowercased() == "libhdf5"))
