@@ -4,6 +4,7 @@ import Foundation
 import GradScopeModel
 import GradScopeSources
 import GradScopeStatistics
+import HDF5
 
 /// Where a run's files are opened and read through their library: in this process
 /// (``InProcessReader``) or in worker processes (``IsolatedReader``). The scan engine is
@@ -24,7 +25,10 @@ package struct InProcessReader: FileReader {
     /// Threads describing files at once.
     package let threads: Int
 
-    package init(threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)) { self.threads = max(1, threads) }
+    /// `threads` is 1 when libhdf5 was built without its thread-safety lock.
+    package init(threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)) {
+        self.threads = Library.isThreadSafe ? max(1, threads) : 1
+    }
 
     package func run(_ requests: [WorkerRequest], done: (Int) -> Void) -> [WorkerPool.Outcome] {
         let threadCount = min(threads, requests.count)

@@ -34,6 +34,16 @@ package enum Library {
         }
     }
 
+    /// Whether this libhdf5 was built thread-safe (its own global lock around every call), so
+    /// that two threads may open and describe files at once. Debian's is; a build without it
+    /// must be called from one thread at a time.
+    package static let isThreadSafe: Bool = {
+        ensure()
+        var safe: hbool_t = false
+        guard H5is_library_threadsafe(&safe) >= 0 else { return false }
+        return safe
+    }()
+
     /// Whether `H5Dget_chunk_info_by_coord` counts the user block in the addresses it gives:
     /// from libhdf5 1.14.4 on (HDF5 pull request 4236); before, they are relative to the superblock.
     package static let chunkAddressesAreAbsolute: Bool = {
