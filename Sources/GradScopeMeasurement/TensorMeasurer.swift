@@ -15,6 +15,9 @@ public struct MeasureOptions: Sendable {
     public var histogramBins: Int = 32
     /// A unit of an activation is inactive when zero for at least this fraction of the batch.
     public var deadActivationFraction: Double = 0.99
+    /// Contiguous tensors measured run-wide are taken in place from their files' mappings
+    /// (``StoredFile``); false reads them with `pread`, as `GRADSCOPE_READ=pread` does.
+    public var readInPlace: Bool = StoredFile.mapsByDefault
 
     public init() {}
 }

@@ -1,3 +1,4 @@
+import CMapGuard
 import ElementTypes
 import Foundation
 import GradScopeModel
@@ -10,15 +11,35 @@ import Glibc
 /// A checkpoint file opened to read its tensors' bytes by offset, where ``Checkpoint/storage``
 /// says they lie: the read-by-offset half of a checkpoint source, the same for every format
 /// whose tensors are stored contiguously (HDF5's contiguous datasets today). Nothing of the
-/// file's structure is parsed here, only bytes copied, so it needs no isolation.
+/// file's structure is parsed here, only bytes read, so it needs no isolation.
+///
+/// The file is also mapped read-only, so that measuring can take a contiguous tensor's elements
+/// where they lie (``elements(_:range:buffer:object:)``) instead of copying them out of the page
+/// cache with `pread`. A file that shrinks while it is mapped (a trainer rewriting it in place)
+/// would kill the reader with SIGBUS: the mapping is guarded (`CMapGuard`), so that such a read
+/// sees zeros and marks the mapping, and ``checkIntact()`` then fails what was read from it with
+/// ``changedReason``. Anything that cannot be mapped or taken in place (a map that fails,
+/// misaligned elements, chunks) is read with `pread`, as is everything under `GRADSCOPE_READ=pread`.
 public final class StoredFile: Sendable {
     public let path: String
     private let descriptor: Int32
+    private let mapping: Mapping?
+
+    /// The whole file mapped read-only, and its slot in the guard's table.
+    private struct Mapping: @unchecked Sendable {
+        let base: UnsafeRawPointer
+        let length: Int
+        let slot: Int32
+    }
+
+    /// Whether files are mapped unless asked otherwise: not under `GRADSCOPE_READ=pread`.
+    public static let mapsByDefault: Bool = ProcessInfo.processInfo.environment["GRADSCOPE_READ"] != "pread"
 
     /// Opens `path` for reading, refusing a file whose size or modification time are not
     /// `stamp`'s (checked on the open descriptor, so a file replaced by a rename is caught too):
     /// no step is measured half from the file that was described, half from another.
-    public init(_ path: String, expecting stamp: FileStamp) throws {
+    /// With `mapping`, the file is then mapped too (when it can be).
+    public init(_ path: String, expecting stamp: FileStamp, mapping: Bool = StoredFile.mapsByDefault) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw CheckpointError(file: path, reason: "could not open the file again to measure it: \(String(cString: strerror(errno)))")
@@ -30,12 +51,79 @@ public final class StoredFile: Sendable {
         }
         self.path = path
         descriptor = fd
+        self.mapping = mapping ? Self.map(fd, size: size) : nil
     }
 
-    deinit { close(descriptor) }
+    deinit {
+        if let mapping {
+            gs_map_guard_unregister(mapping.slot)
+            munmap(UnsafeMutableRawPointer(mutating: mapping.base), mapping.length)
+        }
+        close(descriptor)
+    }
+
+    /// Maps `size` bytes of `fd` read-only and guards them, or nil (then reads use `pread`).
+    private static func map(_ fd: Int32, size: Int) -> Mapping? {
+        guard MemoryLayout<Int>.size == 8, size > 0 else { return nil }
+        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else { return nil }
+        let slot = gs_map_guard_register(base, size)
+        guard slot >= 0 else {
+            munmap(base, size)
+            return nil
+        }
+        return Mapping(base: UnsafeRawPointer(base), length: size, slot: slot)
+    }
 
     /// Why a file is not measured when it changed after it was described.
     public static let changedReason = "changed while the run was being scanned (a save in progress?); not analysed"
+
+    /// Whether the file is mapped (reads of contiguous, aligned tensors take their elements in place).
+    public var isMapped: Bool { mapping != nil }
+
+    /// Throws ``changedReason`` when the file turned out shorter than when it was mapped: then
+    /// what was taken from the mapping since may be zeros, not the file's values, and must not be used.
+    public func checkIntact() throws {
+        if let mapping, gs_map_guard_faulted(mapping.slot) != 0 {
+            throw CheckpointError(file: path, reason: StoredFile.changedReason)
+        }
+    }
+
+    /// Elements `range` of the tensor stored at `storage`: in place in the file's mapping when
+    /// the file is mapped and the elements are aligned for `T`, else read into `buffer` (as
+    /// ``read(_:elements:into:object:)``). What comes from the mapping is only valid while this
+    /// file is open, and only once ``checkIntact()`` has not thrown after it was used.
+    public func elements<T>(
+        _ storage: DirectStorage, range: Range<Int>, buffer: UnsafeMutableBufferPointer<T>, object: String
+    ) throws -> UnsafeBufferPointer<T> {
+        if let mapping, storage.isContiguous, storage.elementSize == MemoryLayout<T>.size, range.lowerBound >= 0,
+            range.upperBound <= storage.count, storage.offset >= 0
+        {
+            let start = storage.offset + range.lowerBound * storage.elementSize
+            let (end, overflow) = start.addingReportingOverflow(range.count * storage.elementSize)
+            if !overflow, end <= mapping.length, start % MemoryLayout<T>.alignment == 0 {
+                return UnsafeBufferPointer(start: (mapping.base + start).assumingMemoryBound(to: T.self), count: range.count)
+            }
+        }
+        try read(storage, elements: range, into: buffer, object: object)
+        return UnsafeBufferPointer(rebasing: buffer[0..<range.count])
+    }
+
+    /// Lets go of the mapped pages of elements `range` of the tensor at `storage` once they have
+    /// been measured (whole pages inside the range only), so that a long scan keeps few of the
+    /// file's pages mapped: they stay in the page cache, and a later read maps them again.
+    public func release(_ storage: DirectStorage, elements range: Range<Int>) {
+        guard let mapping, storage.isContiguous, range.lowerBound >= 0, range.upperBound <= storage.count, storage.offset >= 0 else {
+            return
+        }
+        let page = Self.pageSize
+        let start = storage.offset + range.lowerBound * storage.elementSize
+        let end = min(mapping.length, storage.offset + range.upperBound * storage.elementSize)
+        let first = (start + page - 1) / page * page, last = end / page * page
+        guard first < last else { return }
+        madvise(UnsafeMutableRawPointer(mutating: mapping.base + first), last - first, MADV_DONTNEED)
+    }
+
+    private static let pageSize = max(4096, Int(sysconf(Int32(_SC_PAGESIZE))))
 
     /// Reads elements `range` of the tensor stored at `storage` into `buffer`, whose element
     /// type must be the stored one (`Float` for float32, `Double` for float64). A file that ends
