@@ -23,14 +23,7 @@ import Glibc
 public final class StoredFile: Sendable {
     public let path: String
     private let descriptor: Int32
-    private let mapping: Mapping?
-
-    /// The whole file mapped read-only, and its slot in the guard's table.
-    private struct Mapping: @unchecked Sendable {
-        let base: UnsafeRawPointer
-        let length: Int
-        let slot: Int32
-    }
+    private let mapping: GuardedMapping?
 
     /// Whether files are mapped unless asked otherwise: not under `GRADSCOPE_READ=pread`.
     public static let mapsByDefault: Bool = ProcessInfo.processInfo.environment["GRADSCOPE_READ"] != "pread"
@@ -51,27 +44,12 @@ public final class StoredFile: Sendable {
         }
         self.path = path
         descriptor = fd
-        self.mapping = mapping ? Self.map(fd, size: size) : nil
+        self.mapping = mapping ? GuardedMapping(fd, offset: 0, length: size) : nil
     }
 
     deinit {
-        if let mapping {
-            gs_map_guard_unregister(mapping.slot)
-            munmap(UnsafeMutableRawPointer(mutating: mapping.base), mapping.length)
-        }
+        mapping?.unmap()
         close(descriptor)
-    }
-
-    /// Maps `size` bytes of `fd` read-only and guards them, or nil (then reads use `pread`).
-    private static func map(_ fd: Int32, size: Int) -> Mapping? {
-        guard MemoryLayout<Int>.size == 8, size > 0 else { return nil }
-        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else { return nil }
-        let slot = gs_map_guard_register(base, size)
-        guard slot >= 0 else {
-            munmap(base, size)
-            return nil
-        }
-        return Mapping(base: UnsafeRawPointer(base), length: size, slot: slot)
     }
 
     /// Why a file is not measured when it changed after it was described.
@@ -83,7 +61,7 @@ public final class StoredFile: Sendable {
     /// Throws ``changedReason`` when the file turned out shorter than when it was mapped: then
     /// what was taken from the mapping since may be zeros, not the file's values, and must not be used.
     public func checkIntact() throws {
-        if let mapping, gs_map_guard_faulted(mapping.slot) != 0 {
+        if let mapping, mapping.faulted {
             throw CheckpointError(file: path, reason: StoredFile.changedReason)
         }
     }
@@ -115,15 +93,13 @@ public final class StoredFile: Sendable {
         guard let mapping, storage.isContiguous, range.lowerBound >= 0, range.upperBound <= storage.count, storage.offset >= 0 else {
             return
         }
-        let page = Self.pageSize
+        let page = GuardedMapping.pageSize
         let start = storage.offset + range.lowerBound * storage.elementSize
         let end = min(mapping.length, storage.offset + range.upperBound * storage.elementSize)
         let first = (start + page - 1) / page * page, last = end / page * page
         guard first < last else { return }
         madvise(UnsafeMutableRawPointer(mutating: mapping.base + first), last - first, MADV_DONTNEED)
     }
-
-    private static let pageSize = max(4096, Int(sysconf(Int32(_SC_PAGESIZE))))
 
     /// Reads elements `range` of the tensor stored at `storage` into `buffer`, whose element
     /// type must be the stored one (`Float` for float32, `Double` for float64). A file that ends
@@ -140,6 +116,80 @@ public final class StoredFile: Sendable {
         try HDF5File.readFully(
             descriptor, at: storage.offset + range.lowerBound * storage.elementSize,
             count: range.count * storage.elementSize, into: UnsafeMutableRawPointer(base), path: path, object: object)
+    }
+}
+
+/// Bytes of an open file mapped read-only and registered with the SIGBUS guard (`CMapGuard`): a
+/// page found missing (the file shrank) reads as zeros and sets ``faulted``, never kills the process.
+struct GuardedMapping: @unchecked Sendable {
+    /// The first byte mapped (page-aligned) and how many bytes from there.
+    let base: UnsafeRawPointer
+    let length: Int
+    let slot: Int32
+
+    static let pageSize = max(4096, Int(sysconf(Int32(_SC_PAGESIZE))))
+
+    /// Maps `length` bytes of `fd` from `offset` (a multiple of the page size) and guards them, or
+    /// nil (then the caller reads with `pread`): on a 32-bit system, or when the map or the guard fail.
+    init?(_ fd: Int32, offset: Int, length: Int) {
+        guard MemoryLayout<Int>.size == 8, length > 0, offset >= 0, offset % Self.pageSize == 0 else { return nil }
+        guard let base = mmap(nil, length, PROT_READ, MAP_SHARED, fd, off_t(offset)), base != MAP_FAILED else { return nil }
+        let slot = gs_map_guard_register(base, length)
+        guard slot >= 0 else {
+            munmap(base, length)
+            return nil
+        }
+        self.base = UnsafeRawPointer(base)
+        self.length = length
+        self.slot = slot
+    }
+
+    /// Whether a page was found missing since it was mapped.
+    var faulted: Bool { gs_map_guard_faulted(slot) != 0 }
+
+    func unmap() {
+        gs_map_guard_unregister(slot)
+        munmap(UnsafeMutableRawPointer(mutating: base), length)
+    }
+}
+
+/// One contiguous tensor's bytes mapped read-only from its open file, for measuring it in place
+/// (``ContiguousTensor/mapped()``), guarded as ``StoredFile``'s mappings are; unmapped when released.
+public final class MappedTensor: Sendable {
+    private let mapping: GuardedMapping
+    /// Where element 0 lies from the start of the mapping.
+    private let start: Int
+    private let count: Int
+    private let elementSize: Int
+    private let path: String
+
+    /// Maps the `count` elements of `elementSize` bytes at byte `offset` of `descriptor` (the open
+    /// file at `path`), or nil when they are not aligned for their type or cannot be mapped.
+    public init?(descriptor: Int32, offset: Int, count: Int, elementSize: Int, path: String) {
+        let page = GuardedMapping.pageSize
+        guard offset >= 0, count > 0, elementSize > 0, offset % elementSize == 0 else { return nil }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: elementSize)
+        let first = offset / page * page
+        guard !overflow, let mapping = GuardedMapping(descriptor, offset: first, length: offset - first + bytes) else { return nil }
+        self.mapping = mapping
+        start = offset - first
+        self.count = count
+        self.elementSize = elementSize
+        self.path = path
+    }
+
+    deinit { mapping.unmap() }
+
+    /// Elements `range` in place, or nil when `T` is not the stored element type or the range is outside the tensor.
+    public func elements<T>(_ range: Range<Int>, as _: T.Type) -> UnsafeBufferPointer<T>? {
+        guard MemoryLayout<T>.size == elementSize, range.lowerBound >= 0, range.upperBound <= count else { return nil }
+        return UnsafeBufferPointer(start: (mapping.base + start + range.lowerBound * elementSize).assumingMemoryBound(to: T.self), count: range.count)
+    }
+
+    /// Throws ``StoredFile/changedReason`` when the file turned out shorter than when it was
+    /// mapped: what was taken in place since may be zeros and must not be used.
+    public func checkIntact() throws {
+        if mapping.faulted { throw CheckpointError(file: path, reason: StoredFile.changedReason) }
     }
 }
 

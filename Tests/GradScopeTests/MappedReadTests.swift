@@ -3,6 +3,7 @@ import Foundation
 import GradScopeMeasurement
 import GradScopeModel
 import GradScopeSources
+import GradScopeStatistics
 import HDF5
 import HDF5Writer
 import TestSupport
@@ -144,5 +145,61 @@ struct MappedReadTests {
         #expect(third.stats.count == 1 << 19 && third.drift == nil)
         #expect(third.stats.mean == reference.outcomes[2][t]?.measurement?.stats.mean)
         files.closeAll()
+    }
+
+    @Test("the step-by-step direct paths: in place and with pread, the same statistics and drift to the bit")
+    func tensorMeasurerPathsAgree() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeRun(dir, count: 1 << 19)
+        let run = try RunLoader.load(dir.url.path)
+        let opened = try run.checkpoints.map { try Worker.reopen($0, options: LoadOptions()) }
+        let tensor = try #require(run.checkpoints[1].tensors.first { $0.path == "/weights/w" })
+        let previous = try #require(run.checkpoints[0].tensors.first { $0.path == "/weights/w" })
+        let direct = try #require(try opened[1].data(for: tensor).contiguous())
+        #expect(direct.mapped() != nil, "a tensor of 2 MB is mapped")
+        var options = MeasureOptions()
+        options.threads = 2
+        var results: [(TensorStats, TensorStats, DriftStats)] = []
+        for inPlace in [true, false] {
+            options.readInPlace = inPlace
+            let stats = try TensorMeasurer.stats(of: tensor, in: opened[1], options: options)
+            let (both, drift) = try TensorMeasurer.statsAndDrift(
+                of: tensor, in: opened[1], previous: previous, in: opened[0], options: options)
+            results.append((stats, both, drift))
+        }
+        #expect(results[0].0 == results[1].0 && results[0].1 == results[1].1 && results[0].2 == results[1].2)
+        #expect(results[0].0.count == 1 << 19 && results[0].2.changed > 0)
+    }
+
+    @Test("a tensor mapped step by step whose file is cut short: the changed error, never a SIGBUS; pread says truncated")
+    func tensorMeasurerTruncated() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeRun(dir, count: 1 << 19)
+        let run = try RunLoader.load(dir.url.path)
+        let opened = try run.checkpoints.map { try Worker.reopen($0, options: LoadOptions()) }
+        var options = MeasureOptions()
+        options.threads = 2
+        for (index, inPlace) in [(0, true), (1, false)] {
+            let tensor = try #require(run.checkpoints[index].tensors.first { $0.path == "/weights/w" })
+            let direct = try #require(try opened[index].data(for: tensor).contiguous())
+            // The descriptor is opened (and the file checked) on the first read; then the file shrinks.
+            let probe = UnsafeMutableBufferPointer<Float>.allocate(capacity: 16)
+            defer { probe.deallocate() }
+            try direct.read(0..<16, into: probe)
+            let storage = try #require(run.checkpoints[index].storage[run.checkpoints[index].tensors.firstIndex { $0.path == "/weights/w" }!])
+            #expect(truncate(run.checkpoints[index].file, off_t(storage.offset + 4096)) == 0)
+            options.readInPlace = inPlace
+            do {
+                _ = try TensorMeasurer.stats(of: tensor, in: opened[index], options: options)
+                Issue.record("a tensor of a file cut short was measured")
+            } catch {
+                let reason = Failures.reason(for: error)
+                if inPlace {
+                    #expect(reason == StoredFile.changedReason)
+                } else {
+                    #expect(reason.contains("truncated"))
+                }
+            }
+        }
     }
 }
