@@ -8,7 +8,7 @@ import PackageDescription
 // backward arrow (README, "Layout of this repository"):
 //
 //   CHDF5, CDeflate -> HDF5 -> GradScopeSources -> GradScopeMeasurement -> GradScopeDiagnosis -> GradScopeRendering -> gradscope
-//   ElementTypes -> GradScopeModel -> GradScopeSources;  GradScopeKernels -> GradScopeStatistics -> GradScopeMeasurement
+//   ElementTypes -> GradScopeModel -> GradScopeSources;  CMapGuard -> GradScopeSources;  GradScopeKernels -> GradScopeStatistics -> GradScopeMeasurement
 let package = Package(
     name: "gradscope",
     products: [
@@ -40,8 +40,10 @@ let package = Package(
         .target(name: "GradScopeKernels"),
         // What training saved, as plain values: tensors and their roles, step metadata, skipped items.
         .target(name: "GradScopeModel", dependencies: ["ElementTypes"]),
+        // Guards read-only file mappings against their file shrinking (a SIGBUS handler, in C).
+        .target(name: "CMapGuard"),
         // Checkpoint sources: the HDF5 layouts (native, Keras 3, legacy Keras, generic), runs on disk, loss logs.
-        .target(name: "GradScopeSources", dependencies: ["GradScopeModel", "HDF5"]),
+        .target(name: "GradScopeSources", dependencies: ["GradScopeModel", "HDF5", "CMapGuard"]),
         // Streaming statistics, drift and sketches: numbers only, no files and no model.
         .target(name: "GradScopeStatistics", dependencies: ["GradScopeKernels"]),
         // The scan engine: measures every tensor of every save, in this process or in isolated workers.

@@ -244,7 +244,7 @@ package enum SeriesMeasurer {
         let range = range ?? steps.indices
         let windows = plan(
             steps, range: range, selected: selected, options: options, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
-        let files = StepFiles(steps, uses: windows)
+        let files = StepFiles(steps, uses: windows, mapping: options.readInPlace)
         let jobs = windows.indices.flatMap { w in windows[w].shares.indices.map { (window: w, share: $0) } }
         let collector = Collector(windows: windows, steps: steps, range: range)
         let queue = JobQueue(count: jobs.count)
@@ -453,8 +453,9 @@ package enum SeriesMeasurer {
             current.deallocate()
         }
         for range in share {
-            // The step whose block `previous` holds.
+            // The step whose block `before` holds (in place in its file's mapping, or copied into `previous`).
             var held = -1
+            var before: (elements: UnsafeBufferPointer<T>, file: StoredFile)?
             for (e, entry) in window.entries.enumerated() {
                 guard part.errors[e] == nil else {
                     held = -1
@@ -463,30 +464,50 @@ package enum SeriesMeasurer {
                 if let partner = entry.partner, held != entry.step - 1, !part.driftLost[e] {
                     // The first step of a window (or one after a gap): read the step before again.
                     do {
-                        try read(step: entry.step - 1, tensor: partner, range: range, into: previous, steps: steps, files: files)
+                        before = try elements(step: entry.step - 1, tensor: partner, range: range, buffer: previous, steps: steps, files: files)
                         held = entry.step - 1
                     } catch {
                         part.driftLost[e] = true
                     }
                 }
+                let block: UnsafeBufferPointer<T>, file: StoredFile
                 do {
-                    try read(step: entry.step, tensor: entry.tensor, range: range, into: current, steps: steps, files: files)
+                    (block, file) = try elements(step: entry.step, tensor: entry.tensor, range: range, buffer: current, steps: steps, files: files)
                 } catch {
                     part.errors[e] = Failures.reason(for: error)
                     held = -1
                     continue
                 }
-                let block = UnsafeBufferPointer(rebasing: current[0..<range.count])
                 T.add(block, at: range.lowerBound, to: &part.stats[e])
                 if entry.partner != nil, !part.driftLost[e] {
-                    if held == entry.step - 1 {
-                        T.add(UnsafeBufferPointer(rebasing: previous[0..<range.count]), block, at: range.lowerBound, to: &part.drift[e]!)
+                    if held == entry.step - 1, let before {
+                        T.add(before.elements, block, at: range.lowerBound, to: &part.drift[e]!)
+                        // Zeros from a file cut short while mapped are no drift.
+                        if (try? before.file.checkIntact()) == nil { part.driftLost[e] = true }
                     } else {
                         part.driftLost[e] = true
                     }
                 }
+                // Zeros from a file cut short while mapped are not its values: the tensor fails.
+                do {
+                    try file.checkIntact()
+                } catch {
+                    part.errors[e] = Failures.reason(for: error)
+                    held = -1
+                    continue
+                }
                 swap(&previous, &current)
+                before = (block, file)
                 held = entry.step
+            }
+        }
+        // The pages measured are let go of (they stay in the page cache), so few stay mapped.
+        if let first = share.first, let last = share.last {
+            for entry in window.entries {
+                release(step: entry.step, tensor: entry.tensor, elements: first.lowerBound..<last.upperBound, steps: steps, files: files)
+                if let partner = entry.partner {
+                    release(step: entry.step - 1, tensor: partner, elements: first.lowerBound..<last.upperBound, steps: steps, files: files)
+                }
             }
         }
         return part
@@ -588,15 +609,24 @@ package enum SeriesMeasurer {
         return part
     }
 
-    package static func read<T>(
-        step: Int, tensor: Int, range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>, steps: [Step],
+    /// Elements `range` of a tensor of a step, in place in its file's mapping or copied into `buffer`
+    /// (``StoredFile/elements(_:range:buffer:object:)``), and the file, to check once they are used.
+    package static func elements<T>(
+        step: Int, tensor: Int, range: Range<Int>, buffer: UnsafeMutableBufferPointer<T>, steps: [Step],
         files: StepFiles
-    ) throws {
+    ) throws -> (elements: UnsafeBufferPointer<T>, file: StoredFile) {
         let path = steps[step].tensors[tensor].path
         guard let storage = steps[step].storage[tensor] else {
             throw CheckpointError(file: steps[step].file, reason: "\(path): not stored where it can be read directly")
         }
-        try files.file(step).read(storage, elements: range, into: buffer, object: path)
+        let file = try files.file(step)
+        return (try file.elements(storage, range: range, buffer: buffer, object: path), file)
+    }
+
+    /// Lets go of the mapped pages of elements `range` of a tensor of a step, once measured.
+    package static func release(step: Int, tensor: Int, elements range: Range<Int>, steps: [Step], files: StepFiles) {
+        guard let storage = steps[step].storage[tensor], let file = try? files.file(step) else { return }
+        file.release(storage, elements: range)
     }
 
     /// A window's outcomes from its merged shares.
@@ -719,12 +749,15 @@ package enum SeriesMeasurer {
 
         private let steps: [Step]
         private let state: Mutex<State>
+        /// Whether the files are mapped (``StoredFile``), for their contiguous tensors to be taken in place.
+        private let mapping: Bool
 
         /// By step: why its file could not be read.
         package var errors: [Int: String] { state.withLock { $0.errors } }
 
-        package init(_ steps: [Step], uses windows: [Window]) {
+        package init(_ steps: [Step], uses windows: [Window], mapping: Bool = StoredFile.mapsByDefault) {
             self.steps = steps
+            self.mapping = mapping
             var remaining: [Int: Int] = [:]
             for window in windows {
                 for step in Self.stepsRead(by: window) { remaining[step, default: 0] += window.shares.count }
@@ -748,7 +781,7 @@ package enum SeriesMeasurer {
                 let path = steps[step].file
                 if let error = state.errors[step] { throw CheckpointError(file: path, reason: error) }
                 do {
-                    let open = try StoredFile(path, expecting: FileStamp(size: steps[step].size, mtime: steps[step].mtime))
+                    let open = try StoredFile(path, expecting: FileStamp(size: steps[step].size, mtime: steps[step].mtime), mapping: mapping)
                     state.files[step] = open
                     return open
                 } catch let error as CheckpointError {

@@ -15,14 +15,17 @@ public struct MeasureOptions: Sendable {
     public var histogramBins: Int = 32
     /// A unit of an activation is inactive when zero for at least this fraction of the batch.
     public var deadActivationFraction: Double = 0.99
+    /// Contiguous tensors measured run-wide are taken in place from their files' mappings
+    /// (``StoredFile``); false reads them with `pread`, as `GRADSCOPE_READ=pread` does.
+    public var readInPlace: Bool = StoredFile.mapsByDefault
 
     public init() {}
 }
 
 /// Reads tensors and computes their statistics (and their drift against an
 /// earlier save) in one streamed pass each: contiguous float32/float64 data is
-/// read directly from the file (`pread`, 64 Ki elements at a time) and split
-/// across threads; gzip-compressed chunked float32/float64 data is read and
+/// taken in place from a mapping of the file (or read with `pread`), 64 Ki elements
+/// at a time, split across threads; gzip-compressed chunked float32/float64 data is read and
 /// inflated without libhdf5, on every thread (`ChunkedMeasurer`); everything else is read
 /// through libhdf5 in bounded blocks. Memory stays at a few blocks whatever
 /// the tensor's size.
@@ -158,8 +161,9 @@ public enum TensorMeasurer {
     package static let directBlockElements = 1 << 16
 
     /// Statistics of a contiguous tensor read directly from the file: the
-    /// elements are split into one contiguous share per thread, each read block
-    /// by block into a buffer of its own, and the shares' accumulators merged in order.
+    /// elements are split into one contiguous share per thread, each taken block by
+    /// block in place from the file's mapping (or read into a buffer of its own), and
+    /// the shares' accumulators merged in order.
     package static func directStats<T: MeasuredElement>(
         _ tensor: any ContiguousTensor, as _: T.Type, layout: UnitLayout, inputs: InputUnitMap? = nil,
         options: MeasureOptions
@@ -168,16 +172,20 @@ public enum TensorMeasurer {
         var first = StatsAccumulator(layout: layout, histogramBins: options.histogramBins)
         first.countInputZeros(inputs)
         var parts = [StatsAccumulator](repeating: first, count: shares.count)
+        // In place in the file's mapping when it can be mapped, else copied into a buffer.
+        let mapped = options.readInPlace ? tensor.mapped() : nil
         try parts.withUnsafeMutableBufferPointer { accumulators in
             try inParallel(shares.count) { index in
                 let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: directBlockElements)
                 defer { buffer.deallocate() }
                 for range in shares[index] {
-                    try tensor.read(range, into: buffer)
-                    T.add(UnsafeBufferPointer(rebasing: buffer[0..<range.count]), at: range.lowerBound, to: &accumulators[index])
+                    let block = try elements(of: tensor, range, mapped: mapped, buffer: buffer)
+                    T.add(block, at: range.lowerBound, to: &accumulators[index])
                 }
             }
         }
+        // Zeros from a file cut short while mapped are not its values.
+        try mapped?.checkIntact()
         var total = parts[0]
         for part in parts.dropFirst() { total.merge(part) }
         return total.finish()
@@ -192,6 +200,7 @@ public enum TensorMeasurer {
         let shares = split(count: current.count, block: directBlockElements, threads: options.threads)
         var stats = [StatsAccumulator](repeating: StatsAccumulator(layout: statsLayout, histogramBins: options.histogramBins), count: shares.count)
         var drifts = [DriftAccumulator](repeating: DriftAccumulator(layout: driftLayout), count: shares.count)
+        let (mappedA, mappedB) = options.readInPlace ? (earlier.mapped(), current.mapped()) : (nil, nil)
         try stats.withUnsafeMutableBufferPointer { statsParts in
             try drifts.withUnsafeMutableBufferPointer { driftParts in
                 try inParallel(shares.count) { index in
@@ -202,19 +211,29 @@ public enum TensorMeasurer {
                         b.deallocate()
                     }
                     for range in shares[index] {
-                        try earlier.read(range, into: a)
-                        try current.read(range, into: b)
-                        let pa = UnsafeBufferPointer(rebasing: a[0..<range.count]), pb = UnsafeBufferPointer(rebasing: b[0..<range.count])
+                        let pa = try elements(of: earlier, range, mapped: mappedA, buffer: a)
+                        let pb = try elements(of: current, range, mapped: mappedB, buffer: b)
                         T.add(pb, at: range.lowerBound, to: &statsParts[index])
                         T.add(pa, pb, at: range.lowerBound, to: &driftParts[index])
                     }
                 }
             }
         }
+        try mappedA?.checkIntact()
+        try mappedB?.checkIntact()
         var totalStats = stats[0], totalDrift = drifts[0]
         for part in stats.dropFirst() { totalStats.merge(part) }
         for part in drifts.dropFirst() { totalDrift.merge(part) }
         return (totalStats.finish(), totalDrift.finish())
+    }
+
+    /// Elements `range` of `tensor`: in place in `mapped` when given, else read into `buffer`.
+    package static func elements<T>(
+        of tensor: any ContiguousTensor, _ range: Range<Int>, mapped: MappedTensor?, buffer: UnsafeMutableBufferPointer<T>
+    ) throws -> UnsafeBufferPointer<T> {
+        if let block = mapped?.elements(range, as: T.self) { return block }
+        try tensor.read(range, into: buffer)
+        return UnsafeBufferPointer(rebasing: buffer[0..<range.count])
     }
 
     /// Work for each thread: a contiguous share of `0..<count`, cut into

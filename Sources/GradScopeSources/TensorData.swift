@@ -45,6 +45,13 @@ public protocol ContiguousTensor: Sendable {
     var count: Int { get }
     /// Reads elements `range` into `buffer`, whose element type is the stored one.
     func read<T>(_ range: Range<Int>, into buffer: UnsafeMutableBufferPointer<T>) throws
+    /// Its elements mapped in place from its file, when the source can map them (else they are read).
+    func mapped() -> MappedTensor?
+}
+
+extension ContiguousTensor {
+    /// Not mapped: read with ``read(_:into:)``.
+    public func mapped() -> MappedTensor? { nil }
 }
 
 /// One tensor of an open checkpoint, as its source reads it: directly by offset where its bytes
@@ -130,7 +137,14 @@ public struct HDF5Files: TensorSource {
     public var isMemoryImage: Bool { files.contains(where: \.isMemoryImage) }
 }
 
-extension DirectTensor: ContiguousTensor {}
+extension DirectTensor: ContiguousTensor {
+    /// Tensors of at least 64 KiB are mapped from the file's open descriptor (when aligned); smaller
+    /// ones are read with `pread`, cheaper than mapping them.
+    public func mapped() -> MappedTensor? {
+        guard let size = type.byteSize, count * size >= 64 << 10, let descriptor = try? file.directDescriptor(object: object) else { return nil }
+        return MappedTensor(descriptor: descriptor, offset: offset, count: count, elementSize: size, path: file.path)
+    }
+}
 
 extension Dataset: TensorData {
     public var shape: [Int] { info.shape }

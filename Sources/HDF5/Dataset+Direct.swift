@@ -7,11 +7,8 @@ import Glibc
 ///
 /// Elements are in the machine's byte order, as the gate in `Dataset.direct()`
 /// guarantees, so a read is a plain copy from the page cache into a small
-/// buffer that stays in the CPU's cache while it is measured. Reading beats
-/// mapping the file here: a mapping pays a page fault every few pages and
-/// brings each page in from memory while the statistics wait for it, and a
-/// file cut short while it is mapped kills the reader with SIGBUS, where a
-/// short read is an error that names the file.
+/// buffer. Measuring takes large tensors in place from a guarded mapping of the
+/// file instead (GradScopeSources' `MappedTensor`), and keeps this read as the fallback.
 public struct DirectTensor: Sendable {
     public let file: HDF5File
     /// The dataset's path in the file, for errors.
