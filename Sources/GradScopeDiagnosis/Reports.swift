@@ -342,31 +342,30 @@ public struct ScanReport: Sendable, Codable {
                         last = (index, position)
                     }
                     guard isDrawn[index] else { continue }
-                    let m = records[index].tensors.measurement(at: position)
-                    let gradient = gradientPosition.map { records[index].tensors.measurement(at: $0) }
+                    // Only the fields a point shows are read out of the table, in place.
+                    let m = records[index].tensors.point(at: position)
+                    let gradient = gradientPosition.map { records[index].tensors.point(at: $0) }
                     var ratio: Double?
                     var perSave: Double?
-                    if let relative = m.drift?.relativeChange, let earlier = previous {
+                    if let relative = m.relativeChange, let earlier = previous {
                         ratio = relative / Double(max(step - earlier, 1))
                         perSave = relative
                     }
                     var gradientRatio: Double?
-                    if let g = gradient?.stats.l2Norm, let w = m.stats.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
+                    if let g = gradient?.l2Norm, let w = m.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
                     let log2Kept = records[index].tensors.detail >= .histogram
+                    let log2 = log2Kept ? records[index].tensors.log2Histogram(at: position) : nil
+                    let gradientLog2 = log2Kept ? gradientPosition.map { records[index].tensors.log2Histogram(at: $0) } : nil
                     points.append(
                         TimelinePoint(
-                            step: step, norm: m.stats.l2Norm, gradientNorm: gradient?.stats.l2Norm,
+                            step: step, norm: m.l2Norm, gradientNorm: gradient?.l2Norm,
                             gradientRatio: gradientRatio, updateRatio: ratio, updatePerSave: perSave,
-                            zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
-                            nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
-                            log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
-                            log2Counts: log2Kept ? m.stats.log2Histogram.counts : nil,
-                            gradientLog2Min: log2Kept ? gradient?.stats.log2Histogram.minExponent : nil,
-                            gradientLog2Counts: log2Kept ? gradient?.stats.log2Histogram.counts : nil,
-                            gradientZeroFraction: gradient.flatMap {
-                                $0.stats.count > 0 ? Double($0.stats.zeros) / Double($0.stats.count) : nil
-                            },
-                            gradientNonFinite: gradient.map { $0.stats.nan + $0.stats.posInf + $0.stats.negInf },
+                            zeroFraction: m.count > 0 ? Double(m.zeros) / Double(m.count) : nil,
+                            nonFinite: m.nonFinite,
+                            log2Min: log2?.minExponent, log2Counts: log2?.counts,
+                            gradientLog2Min: gradientLog2?.minExponent, gradientLog2Counts: gradientLog2?.counts,
+                            gradientZeroFraction: gradient.flatMap { $0.count > 0 ? Double($0.zeros) / Double($0.count) : nil },
+                            gradientNonFinite: gradient?.nonFinite,
                             deadUnits: gradient?.zeroUnits))
                 }
                 guard let last else { return nil }
@@ -396,22 +395,21 @@ public struct ScanReport: Sendable, Codable {
                     guard let position else { continue }
                     last = (index, position)
                     guard isDrawn[index] else { continue }
-                    let m = records[index].tensors.measurement(at: position)
-                    let log2Kept = records[index].tensors.detail >= .histogram
+                    let m = records[index].tensors.point(at: position)
+                    let log2 = records[index].tensors.detail >= .histogram ? records[index].tensors.log2Histogram(at: position) : nil
                     points.append(
                         TimelinePoint(
-                            step: records[index].step, norm: m.stats.std, gradientNorm: nil, updateRatio: nil,
-                            zeroFraction: m.stats.count > 0 ? Double(m.stats.zeros) / Double(m.stats.count) : nil,
-                            nonFinite: m.stats.nan + m.stats.posInf + m.stats.negInf,
-                            log2Min: log2Kept ? m.stats.log2Histogram.minExponent : nil,
-                            log2Counts: log2Kept ? m.stats.log2Histogram.counts : nil,
+                            step: records[index].step, norm: m.std, gradientNorm: nil, updateRatio: nil,
+                            zeroFraction: m.count > 0 ? Double(m.zeros) / Double(m.count) : nil,
+                            nonFinite: m.nonFinite, log2Min: log2?.minExponent, log2Counts: log2?.counts,
                             gradientLog2Min: nil, gradientLog2Counts: nil, deadUnits: m.inactiveUnits))
                 }
                 guard let last else { return nil }
-                let lastMeasurement = records[last.record].tensors.measurement(at: last.position, log2: false)
+                // The name, layer and shape of its last save, and its unit count there.
+                let descriptor = records[last.record].tensors.layout.descriptors[last.position]
                 return TensorTimeline(
-                    name: lastMeasurement.name, layer: lastMeasurement.layer, shape: lastMeasurement.shape, units: lastMeasurement.unitCount,
-                    points: points)
+                    name: descriptor.name, layer: descriptor.layer, shape: descriptor.shape,
+                    units: records[last.record].tensors.point(at: last.position).unitCount, points: points)
             }
         }
         return (timeline.compactMap { $0 }, activations.compactMap { $0 })

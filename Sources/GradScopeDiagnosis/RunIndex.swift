@@ -120,7 +120,7 @@ package final class RunIndex: Sendable {
         return ScanReport.orderedMap(Array(records.indices), threads: threads) { index in
             var positions: [Int32] = []
             for position in 0..<records[index].tensors.count
-            where DetectorSupport.nonFinite(records[index].tensors.measurement(at: position, log2: false)) > 0 {
+            where records[index].tensors.nonFinite(at: position) > 0 {
                 positions.append(Int32(position))
             }
             return positions

@@ -75,8 +75,9 @@ package struct VanishingGradientDetector: Detector {
                     else { continue }
                     ratios.append((weight.name, meanSquare.squareRoot() / weightRMS))
                 } else {
-                    guard let gradient = place.partner.map({ table.measurement(at: $0, log2: false) }), let gn = gradient.stats.l2Norm,
-                        gn.isFinite, DetectorSupport.nonFinite(gradient) == 0
+                    // Only the gradient's norm and non-finite count are read, in place.
+                    guard let gradient = place.partner.map({ table.point(at: $0) }), let gn = gradient.l2Norm, gn.isFinite,
+                        gradient.nonFinite == 0
                     else { continue }
                     ratios.append((weight.name, gn / wn))
                 }

@@ -388,6 +388,62 @@ public struct MeasurementTable: Sendable {
         return (integer(t, 0), number(t, 4), flags[t] & Flag.drift != 0 ? number(t, 5) : nil)
     }
 
+    /// What a timeline point and the NaN/Inf checks read of one tensor's measurement, as
+    /// ``measurement(at:log2:)`` gives it (``MeasurementTable/point(at:)``).
+    package struct PointFields: Sendable, Equatable {
+        /// `stats.count`, `stats.zeros` and `stats.nan + stats.posInf + stats.negInf`.
+        package var count: Int
+        package var zeros: Int
+        package var nonFinite: Int
+        /// `stats.l2Norm`, `stats.std` and `drift?.relativeChange`.
+        package var l2Norm: Double?
+        package var std: Double?
+        package var relativeChange: Double?
+        package var zeroUnits: Int?
+        package var unitCount: Int?
+        package var inactiveUnits: Int?
+    }
+
+    /// The ``PointFields`` of the tensor at `t`, read in place: no descriptor field is copied and no
+    /// statistics are built.
+    package func point(at t: Int) -> PointFields {
+        let flag = flags[t]
+        var fields = PointFields(
+            count: 0, zeros: 0, nonFinite: 0, l2Norm: nil, std: nil, relativeChange: nil,
+            zeroUnits: flag & Flag.zeroUnits != 0 ? integer(t, 6) : nil,
+            unitCount: flag & Flag.unitCount != 0 ? integer(t, 7) : nil,
+            inactiveUnits: flag & Flag.inactiveUnits != 0 ? integer(t, 8) : nil)
+        if !full.isEmpty, let parts = full[t] {
+            fields.count = parts.stats.count
+            fields.zeros = parts.stats.zeros
+            fields.nonFinite = parts.stats.nan + parts.stats.posInf + parts.stats.negInf
+            fields.l2Norm = parts.stats.l2Norm
+            fields.std = parts.stats.std
+            fields.relativeChange = parts.drift?.relativeChange
+        } else {
+            fields.count = integer(t, 0)
+            fields.zeros = integer(t, 1)
+            fields.nonFinite = integer(t, 2) + integer(t, 3) + integer(t, 4)
+            fields.l2Norm = number(t, 4)
+            fields.std = number(t, 1)
+            fields.relativeChange = flag & Flag.drift != 0 ? number(t, 5) : nil
+        }
+        return fields
+    }
+
+    /// `stats.nan + stats.posInf + stats.negInf` of the tensor at `t`, read in place.
+    package func nonFinite(at t: Int) -> Int {
+        if !full.isEmpty, let parts = full[t] { return parts.stats.nan + parts.stats.posInf + parts.stats.negInf }
+        return integer(t, 2) + integer(t, 3) + integer(t, 4)
+    }
+
+    /// `measurement(at: t).stats.log2Histogram` (with the log2 histogram), without building the rest
+    /// of the measurement.
+    package func log2Histogram(at t: Int) -> Log2Histogram {
+        if !full.isEmpty, let parts = full[t] { return parts.stats.log2Histogram }
+        return (!log2.isEmpty ? log2.histogram(at: t) : nil) ?? Log2Histogram(minExponent: 0, counts: [], zeros: integer(t, 1))
+    }
+
     /// `measurement(at: t).drift`, without building the measurement.
     package func drift(at t: Int) -> DriftStats? {
         if !full.isEmpty, let parts = full[t] { return parts.drift }
