@@ -315,33 +315,20 @@ public struct ScanReport: Sendable, Codable {
         }()
         let timeline = orderedMap(measurements.indexedWeightKeys, threads: threads) { key -> TensorTimeline? in
             records.withUnsafeBufferPointer { records in
-                // The tensor's place in each save and its gradient's, looked up once per table layout
-                // (the saves of one model share one), not by name at every save.
-                var lastLayout: ObjectIdentifier?
-                var position: Int?
+                // The gradient's place in each save, looked up with the tensor's, once per table layout.
                 var gradientPosition: Int?
                 // The step of the last save before the one at hand that holds the tensor (for the update ratio).
                 var previous: Int?
-                var last: (record: Int, position: Int)?
                 var points: [TimelinePoint] = []
                 points.reserveCapacity(drawn.count)
-                for index in records.indices {
-                    // The table is read in place (a copy of it is a retain of each of its arrays).
-                    let id = ObjectIdentifier(records[index].tensors.layout)
-                    if id != lastLayout {
-                        lastLayout = id
-                        position = records[index].tensors.layout.index[key]
-                        gradientPosition = position.flatMap {
-                            records[index].tensors.layout.index[.gradient(records[index].tensors.layout.descriptors[$0].name)]
-                        }
+                let last = forEachPosition(of: key, in: records) { index, position, newLayout in
+                    if newLayout {
+                        let layout = records[index].tensors.layout
+                        gradientPosition = layout.index[.gradient(layout.descriptors[position].name)]
                     }
-                    guard let position else { continue }
                     let step = records[index].step
-                    defer {
-                        previous = step
-                        last = (index, position)
-                    }
-                    guard isDrawn[index] else { continue }
+                    defer { previous = step }
+                    guard isDrawn[index] else { return }
                     // Only the fields a point shows are read out of the table, in place.
                     let m = records[index].tensors.point(at: position)
                     let gradient = gradientPosition.map { records[index].tensors.point(at: $0) }
@@ -380,21 +367,10 @@ public struct ScanReport: Sendable, Codable {
         }
         let activations = orderedMap(measurements.indexedKeys(role: .activation), threads: threads) { key -> TensorTimeline? in
             records.withUnsafeBufferPointer { records in
-                var lastLayout: ObjectIdentifier?
-                var position: Int?
-                var last: (record: Int, position: Int)?
                 var points: [TimelinePoint] = []
                 points.reserveCapacity(drawn.count)
-                for index in records.indices {
-                    // The table is read in place (a copy of it is a retain of each of its arrays).
-                    let id = ObjectIdentifier(records[index].tensors.layout)
-                    if id != lastLayout {
-                        lastLayout = id
-                        position = records[index].tensors.layout.index[key]
-                    }
-                    guard let position else { continue }
-                    last = (index, position)
-                    guard isDrawn[index] else { continue }
+                let last = forEachPosition(of: key, in: records) { index, position, _ in
+                    guard isDrawn[index] else { return }
                     let m = records[index].tensors.point(at: position)
                     let log2 = records[index].tensors.detail >= .histogram ? records[index].tensors.log2Histogram(at: position) : nil
                     points.append(
@@ -413,6 +389,32 @@ public struct ScanReport: Sendable, Codable {
             }
         }
         return (timeline.compactMap { $0 }, activations.compactMap { $0 })
+    }
+
+    /// Calls `body` with each save of `records` holding `key`, in order: the save's index, the key's
+    /// position in its table, and whether that table's layout differs from the save before's. The
+    /// position is looked up once per table layout (the saves of one model share one), not by name
+    /// at every save, and the tables are read in place (a copy of one is a retain of each of its
+    /// arrays). Returns the last save holding `key` and its position there.
+    @inline(__always)
+    private static func forEachPosition(
+        of key: TensorKey, in records: UnsafeBufferPointer<StepRecord>, _ body: (Int, Int, Bool) -> Void
+    ) -> (record: Int, position: Int)? {
+        var lastLayout: ObjectIdentifier?
+        var position: Int?
+        var last: (record: Int, position: Int)?
+        for index in records.indices {
+            let id = ObjectIdentifier(records[index].tensors.layout)
+            let newLayout = id != lastLayout
+            if newLayout {
+                lastLayout = id
+                position = records[index].tensors.layout.index[key]
+            }
+            guard let position else { continue }
+            body(index, position, newLayout)
+            last = (index, position)
+        }
+        return last
     }
 
     /// `transform` of each item, in the items' order, on up to `threads` threads (one: in this one),
