@@ -42,14 +42,12 @@ package struct InProcessReader: FileReader {
         // order, so that progress counts files and bytes exactly as one thread would.
         let results = ResultBox(count: requests.count)
         let completions = CompletionQueue()
-        let taken = Counter()
+        let jobs = JobQueue(count: requests.count)
         let threadsDone = DispatchGroup()
         for _ in 0..<threadCount {
             threadsDone.enter()
             Thread.detachNewThread {
-                while true {
-                    let index = taken.increment() - 1
-                    guard index < requests.count else { break }
+                while let index = jobs.next() {
                     results.set(index, .response(Worker.handle(requests[index]) { _ in }))
                     completions.push(index)
                 }

@@ -724,18 +724,6 @@ package enum SeriesMeasurer {
         }
     }
 
-    /// Hands out job indices in order, without a lock (a thread asks for its next job thousands of
-    /// times a run; with a lock, two threads asking at once put one to sleep in the kernel).
-    package final class JobQueue: Sendable {
-        private let nextIndex = Atomic<Int>(0)
-        private let count: Int
-        package init(count: Int) { self.count = count }
-        package func next() -> Int? {
-            let index = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
-            return index >= 0 && index < count ? index : nil
-        }
-    }
-
     /// The steps' files, opened on first use and checked against the size and
     /// modification time they had when described, closed when the last window
     /// reading them is done (jobs run in order, so few are open at once).
@@ -809,5 +797,18 @@ package enum SeriesMeasurer {
         package func closeAll() {
             state.withLock { state in state.files = [:] }
         }
+    }
+}
+
+/// Hands out job indices in order to the threads that ask, without a lock (a thread asks for its
+/// next job thousands of times a run; with a lock, two threads asking at once put one to sleep in
+/// the kernel).
+package final class JobQueue: Sendable {
+    private let nextIndex = Atomic<Int>(0)
+    private let count: Int
+    package init(count: Int) { self.count = count }
+    package func next() -> Int? {
+        let index = nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue
+        return index >= 0 && index < count ? index : nil
     }
 }

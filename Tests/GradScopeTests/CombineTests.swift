@@ -88,7 +88,7 @@ struct CombineTests {
 struct JobQueueTests {
     @Test("every job index goes to exactly one thread, in order, and none past the count", arguments: [0, 1, 7, 5000])
     func eachJobOnce(count: Int) throws {
-        let queue = SeriesMeasurer.JobQueue(count: count)
+        let queue = JobQueue(count: count)
         let threads = 4
         var taken = [[Int]](repeating: [], count: threads)
         try taken.withUnsafeMutableBufferPointer { slots in
