@@ -75,8 +75,8 @@ package struct SaveMeasuring {
             lower = range.upperBound
         }
         let reading = RangeReading(
-            gradientNames: gradientNames, load: load, options: options, perUnitEverywhere: perUnitEverywhere, reader: reader,
-            cache: cache)
+            gradientNames: gradientNames, load: load, options: options, perUnitEverywhere: perUnitEverywhere, full: full,
+            reader: reader, cache: cache)
         guard overlap, options.threads > 1, ranges.count > 1 else {
             for range in ranges {
                 let read = reading.read(range, checkpoints: checkpoints, steps: steps)
@@ -173,18 +173,22 @@ struct RangeReading: Sendable {
     let load: LoadOptions
     let options: MeasureOptions
     let perUnitEverywhere: Bool
+    /// Whether the saves keep their full statistics; else their quantiles and linear histograms,
+    /// which only those keep, are not worked out (``MeasurementDetail``).
+    let full: Bool
     let reader: any FileReader
     let cache: SummaryCache?
     let context: String?
 
     init(
-        gradientNames: [String], load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool, reader: any FileReader,
-        cache: SummaryCache?
+        gradientNames: [String], load: LoadOptions, options: MeasureOptions, perUnitEverywhere: Bool, full: Bool,
+        reader: any FileReader, cache: SummaryCache?
     ) {
         self.gradientNames = gradientNames
         self.load = load
         self.options = options
         self.perUnitEverywhere = perUnitEverywhere
+        self.full = full
         self.reader = reader
         self.cache = cache
         context = cache.map { _ in SummaryCache.context(load: load, options: options, gradientNames: gradientNames) }
@@ -251,7 +255,7 @@ struct RangeReading: Sendable {
         }
         let series = SeriesMeasurer.measure(
             steps, range: range, selected: direct, options: options, gradientNames: Set(gradientNames),
-            perUnitEverywhere: perUnitEverywhere, unitWindowStart: 0)
+            perUnitEverywhere: perUnitEverywhere, unitWindowStart: 0, distributions: full)
         var read = Read(range: range, hits: hits, keys: keys, alone: alone, series: series)
         for (position, index) in stepwise.enumerated() { read.stepwise[index] = outcomes[position] }
         return read

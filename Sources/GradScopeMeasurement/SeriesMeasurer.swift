@@ -239,7 +239,7 @@ package enum SeriesMeasurer {
     /// time, so what waits in memory is one range's outcomes.
     package static func measure(
         _ steps: [Step], range: Range<Int>? = nil, selected: [Set<Int>], options: MeasureOptions, gradientNames: Set<String>,
-        perUnitEverywhere: Bool, unitWindowStart: Int, progress: ((Int, Int) -> Void)? = nil
+        perUnitEverywhere: Bool, unitWindowStart: Int, distributions: Bool = true, progress: ((Int, Int) -> Void)? = nil
     ) -> Result {
         let range = range ?? steps.indices
         let windows = plan(
@@ -272,7 +272,7 @@ package enum SeriesMeasurer {
                     collector.store(
                         finish(
                             finished, window: window, steps: steps, gradientNames: gradientNames, options: options,
-                            unitWindowStart: unitWindowStart), of: window)
+                            unitWindowStart: unitWindowStart, distributions: distributions), of: window)
                 }
                 files.done(with: window)
                 collector.addBytes(window.bytes / max(1, window.shares.count)) { done in
@@ -503,9 +503,12 @@ package enum SeriesMeasurer {
         }
         // The pages measured are let go of (they stay in the page cache), so few stay mapped.
         if let first = share.first, let last = share.last {
-            for entry in window.entries {
+            let entries = window.entries
+            for e in entries.indices {
+                let entry = entries[e]
                 release(step: entry.step, tensor: entry.tensor, elements: first.lowerBound..<last.upperBound, steps: steps, files: files)
-                if let partner = entry.partner {
+                // A partner that is the entry before (the same tensor one save earlier) was just let go of.
+                if let partner = entry.partner, e == 0 || entries[e - 1].step != entry.step - 1 || entries[e - 1].tensor != partner {
                     release(step: entry.step - 1, tensor: partner, elements: first.lowerBound..<last.upperBound, steps: steps, files: files)
                 }
             }
@@ -632,7 +635,7 @@ package enum SeriesMeasurer {
     /// A window's outcomes from its merged shares.
     package static func finish(
         _ part: Part, window: Window, steps: [Step], gradientNames: Set<String>, options: MeasureOptions,
-        unitWindowStart: Int
+        unitWindowStart: Int, distributions: Bool = true
     ) -> [Outcome] {
         // The accumulators and descriptions are read in place (an element of an array read as a
         // value is a copy: a retain and release of all it holds).
@@ -642,7 +645,8 @@ package enum SeriesMeasurer {
                 let drift = part.driftLost[e] ? nil : part.drift[e]?.finish()
                 let (measurement, snapshot) = steps[entry.step].tensors.withUnsafeBufferPointer { tensors in
                     RunMeasurer.measurement(
-                        of: tensors[entry.tensor], stats: stats[e].finish(), drift: drift, wantUnits: entry.step >= unitWindowStart,
+                        of: tensors[entry.tensor], stats: stats[e].finish(distributions: distributions), drift: drift,
+                        wantUnits: entry.step >= unitWindowStart,
                         gradientNames: gradientNames, options: options)
                 }
                 return Outcome(measurement: measurement, snapshot: snapshot, error: nil)

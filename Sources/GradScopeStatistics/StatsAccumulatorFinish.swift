@@ -14,10 +14,17 @@ extension StatsAccumulator {
     /// and can keep accepting data.
     public func finish() -> TensorStats { finish(readingDenseTable: true) }
 
+    /// ``finish()``; with `distributions` false, without the quantiles and the linear histogram
+    /// (nil), for a caller that keeps neither: every other number is the same. They cost most of
+    /// a small tensor's finish (a search and a sum over the sketch table per bin and per quantile).
+    package func finish(distributions: Bool) -> TensorStats {
+        finish(readingDenseTable: true, distributions: distributions)
+    }
+
     /// ``finish()``; with `readingDenseTable` false, the quantiles and histograms of a
     /// sketch held in a dense table are taken from its listed keys, as for any other sketch
     /// (the same numbers, more slowly: for tests comparing the two).
-    package func finish(readingDenseTable: Bool) -> TensorStats {
+    package func finish(readingDenseTable: Bool, distributions: Bool = true) -> TensorStats {
         let finite = moments.count
         let scale = scaleExponent
         var mean: Double?
@@ -43,7 +50,7 @@ extension StatsAccumulator {
         if readingDenseTable, doubleSketch.isEmpty, let table = floatSketch.readableDenseTable() {
             // Float32 tensors: read straight from a table (``DenseSketchCells``).
             let cells = DenseSketchCells(table: table, tiny: floatSketch.tiny)
-            if finite > 0 {
+            if finite > 0 && distributions {
                 cells.quantiles(
                     ranks: Self.reportedPercents.map { Self.nearestRank(count: finite, percent: $0) },
                     minimum: minimum, maximum: maximum, into: &quantiles)
@@ -62,8 +69,8 @@ extension StatsAccumulator {
                 combined = merged
             }
             let combinedKeys = combined.keyCounts()
-            let cells = Self.valueOrderedCells(keys: combinedKeys.keys, counts: combinedKeys.counts, tiny: combined.tiny)
-            if finite > 0 {
+            if finite > 0 && distributions {
+                let cells = Self.valueOrderedCells(keys: combinedKeys.keys, counts: combinedKeys.counts, tiny: combined.tiny)
                 let ranks = Self.reportedPercents.map { Self.nearestRank(count: finite, percent: $0) }
                 var next = 0
                 var cumulative = 0

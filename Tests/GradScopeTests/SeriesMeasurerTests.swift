@@ -136,6 +136,24 @@ struct SeriesMeasurerTests {
         #expect(measured.records[19].weight("gz")?.drift != nil)
     }
 
+    @Test("a scan that keeps no full statistics skips the quantiles and linear histograms and keeps the same table")
+    func leanFinishKeepsTheSameTable() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeMixedRun(dir)
+        let run = try RunLoader.load(dir.url.path)
+        let full = RunMeasurer.measure(run, options: Self.options(), full: true)
+        let lean = RunMeasurer.measure(run, options: Self.options(), full: false)
+        #expect(full.records.count == 20 && lean.records.count == 20)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        for (a, b) in zip(full.records, lean.records) {
+            #expect(b.tensors.detail < .full)
+            let kept = a.tensors.keeping(b.tensors.detail)
+            #expect(try encoder.encode(kept) == encoder.encode(b.tensors), "step \(a.step)")
+            #expect(a.tensors.detail == .full && a.weight("big")?.stats.p50 != nil)
+        }
+    }
+
     @Test("a key held twice (one copy contiguous, one chunked) is measured as the step-by-step path measures it")
     func duplicateKeys() throws {
         let dir = try TemporaryDirectory()

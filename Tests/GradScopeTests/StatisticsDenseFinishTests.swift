@@ -97,4 +97,34 @@ struct StatisticsDenseFinishTests {
         #expect(first.finish() == first.finish(readingDenseTable: false))
         #expect(first.finish().p50 != nil)
     }
+
+    @Test func withoutDistributionsOnlyTheQuantilesAndLinearHistogramAreLeftOut() {
+        let cases: [(String, [Float])] = [
+            ("gaussian-like", statsMixedFloatData(count: 5000, seed: 21)),
+            ("zeros and values", (0..<3000).map { i in i % 4 == 0 ? 0 : Float(i) * 1e-3 - 1 }),
+            ("NaN among values", (0..<100).map { i in i == 50 ? Float.nan : Float(i) }),
+            ("empty", []),
+        ]
+        for (name, values) in cases {
+            var accumulator = StatsAccumulator()
+            if !values.isEmpty { accumulator.add(values, at: 0) }
+            let full = accumulator.finish()
+            let lean = accumulator.finish(distributions: false)
+            #expect(lean.p1 == nil && lean.p5 == nil && lean.p50 == nil && lean.p95 == nil && lean.p99 == nil, "\(name)")
+            #expect(lean.histogram == nil, "\(name)")
+            var expected = full
+            (expected.p1, expected.p5, expected.p50, expected.p95, expected.p99) = (nil, nil, nil, nil, nil)
+            expected.histogram = nil
+            #expect(lean == expected, "\(name)")
+            #expect(full.finiteCount == 0 || full.p50 != nil, "\(name)")
+        }
+        // A float64 sketch is not held in a dense table: the same holds on the listed path.
+        var doubles = StatsAccumulator()
+        doubles.add((0..<2000).map { Double($0) * 1e-3 - 0.7 }, at: 0)
+        var expected = doubles.finish()
+        (expected.p1, expected.p5, expected.p50, expected.p95, expected.p99) = (nil, nil, nil, nil, nil)
+        expected.histogram = nil
+        #expect(doubles.finish(distributions: false) == expected)
+        #expect(doubles.finish().p50 != nil)
+    }
 }
