@@ -193,11 +193,19 @@ package final class OpenCheckpoints: Sendable {
     package func keep(_ checkpoints: [OpenCheckpoint], file: String, size: Int, mtime: Double) {
         // A `.keras` archive is read into memory: holding several would hold their bytes too.
         if checkpoints.contains(where: \.isMemoryImage) { return }
-        entries.withLock { entries in
-            entries.removeAll { $0.file == file }
+        // The entries let go of are closed here, after the lock (closing a file frees all its
+        // description; another thread describing a file would wait for it).
+        let evicted = entries.withLock { entries -> [Entry] in
+            var evicted: [Entry] = []
+            if let index = entries.firstIndex(where: { $0.file == file }) { evicted.append(entries.remove(at: index)) }
             entries.append(Entry(file: file, size: size, mtime: mtime, checkpoints: checkpoints))
-            if entries.count > Self.capacity { entries.removeFirst(entries.count - Self.capacity) }
+            if entries.count > Self.capacity {
+                evicted += entries[..<(entries.count - Self.capacity)]
+                entries.removeFirst(entries.count - Self.capacity)
+            }
+            return evicted
         }
+        _ = consume evicted
     }
 
     package func take(file: String, size: Int, mtime: Double) -> [OpenCheckpoint]? {

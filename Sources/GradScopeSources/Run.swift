@@ -234,6 +234,11 @@ public enum RunLoader {
         return Set((weights.isEmpty ? checkpoint.tensors : weights).map { "\($0.name)|\($0.shape)" })
     }
 
+    /// Whether two tensor lists are one and the same storage (equal contents, not compared).
+    static func sameStorage(_ a: [TensorRef], _ b: [TensorRef]) -> Bool {
+        a.count == b.count && a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in x.baseAddress == y.baseAddress } }
+    }
+
     /// Whether two signatures are one model's: they share at least half of the larger one's tensors by
     /// name and shape (as `diff` judges two files). A model keeps its parameters across saves; a few
     /// may be added, dropped or reshaped (a head replaced for fine-tuning), not most of them.
@@ -253,19 +258,30 @@ public enum RunLoader {
             let stepA = checkpoints[a].metadata.step ?? 0, stepB = checkpoints[b].metadata.step ?? 0
             return stepA != stepB ? stepA < stepB : numericAwareLess(checkpoints[a].source, checkpoints[b].source)
         }
-        var groups: [(reference: Set<String>, members: [Checkpoint])] = []
+        var groups: [(reference: Set<String>, tensors: [TensorRef], members: [Checkpoint])] = []
+        // Saves of one model share their described tensor list (``DescriptionInterner``): its
+        // signature is built once, not once per save.
+        var last: (tensors: [TensorRef], signature: Set<String>)?
         for index in order {
             let checkpoint = checkpoints[index]
-            let own = signature(checkpoint)
+            let own: Set<String>
+            if let last, sameStorage(last.tensors, checkpoint.tensors) {
+                own = last.signature
+            } else {
+                own = signature(checkpoint)
+                last = (checkpoint.tensors, own)
+            }
             if own.isEmpty, !groups.isEmpty {
                 groups[0].members.append(checkpoint)
                 continue
             }
-            if let match = groups.firstIndex(where: { sameModel($0.reference, own) }) {
+            // A signature is its own model's (the same list: no need to compare the sets).
+            if let match = groups.firstIndex(where: { sameStorage($0.tensors, checkpoint.tensors) || sameModel($0.reference, own) }) {
                 groups[match].members.append(checkpoint)
                 groups[match].reference = own
+                groups[match].tensors = checkpoint.tensors
             } else {
-                groups.append((own, [checkpoint]))
+                groups.append((own, checkpoint.tensors, [checkpoint]))
             }
         }
         return groups.map(\.members)
@@ -410,7 +426,11 @@ public enum RunLoader {
         }
         var previous: (index: Int, table: [TensorKey: TensorRef])?
         for index in 1..<checkpoints.count {
-            if sameTensors(checkpoints[index - 1].tensors, checkpoints[index].tensors) { continue }
+            if sameStorage(checkpoints[index - 1].tensors, checkpoints[index].tensors)
+                || sameTensors(checkpoints[index - 1].tensors, checkpoints[index].tensors)
+            {
+                continue
+            }
             let before = previous?.index == index - 1 ? previous!.table : table(index - 1)
             let after = table(index)
             previous = (index, after)

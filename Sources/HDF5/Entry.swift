@@ -60,7 +60,14 @@ public func splitObjectPath(_ path: String) -> (parent: String, name: String) {
 
 /// Joins a group path and a child name.
 public func joinObjectPath(_ parent: String, _ name: String) -> String {
-    parent == "/" || parent.isEmpty ? "/" + name : parent + "/" + name
+    let root = parent == "/" || parent.isEmpty
+    // Built in one buffer of the right size (`a + "/" + b` makes an intermediate string).
+    var path = ""
+    path.reserveCapacity((root ? 0 : parent.utf8.count) + 1 + name.utf8.count)
+    if !root { path += parent }
+    path += "/"
+    path += name
+    return path
 }
 
 /// Orders names the way a person counts: `vars/2` before `vars/10`,

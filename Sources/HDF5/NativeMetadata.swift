@@ -282,21 +282,21 @@ package final class NativeMetadata: Sendable {
             return Array(image[start..<end])
         case .descriptor(let descriptor):
             let fd = descriptor.fd
-            var bytes = [UInt8](repeating: 0, count: count)
-            var done = 0
-            while done < count {
-                let n = bytes.withUnsafeMutableBytes { raw in
-                    pread(fd, raw.baseAddress! + done, count - done, off_t(start + done))
+            // Filled by the reads, not zeroed first; a read that fails leaves nothing behind.
+            return try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+                var done = 0
+                while done < count {
+                    let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(start + done))
+                    if n > 0 {
+                        done += n
+                    } else if n == 0 {
+                        throw NativeFormatError("file ends early")
+                    } else if errno != EINTR {
+                        throw NativeFormatError("read failed")
+                    }
                 }
-                if n > 0 {
-                    done += n
-                } else if n == 0 {
-                    throw NativeFormatError("file ends early")
-                } else if errno != EINTR {
-                    throw NativeFormatError("read failed")
-                }
+                initialized = count
             }
-            return bytes
         }
     }
 

@@ -271,6 +271,27 @@ struct RunLoadingTests {
         #expect(RunLoader.tensorChanges([save(1, base), save(2, base), save(3, base)]).isEmpty)
     }
 
+    @Test("saves sharing one described tensor list and saves with copies of it are grouped by model alike")
+    func modelGroupsWithSharedLists() {
+        func tensor(_ name: String, _ shape: [Int]) -> TensorRef {
+            TensorRef(name: name, layer: name, role: .weight, shape: shape, dtype: .float32, unitAxis: nil, path: "/" + name)
+        }
+        func save(_ step: Int, _ tensors: [TensorRef]) -> Checkpoint {
+            Checkpoint(source: "s\(step)", layout: .generic, metadata: StepMetadata(step: step), tensors: tensors, layers: [])
+        }
+        let modelA = [tensor("a1", [4, 3]), tensor("a2", [3]), tensor("a3", [3, 2])]
+        let modelB = [tensor("b1", [5, 5]), tensor("b2", [5]), tensor("b3", [5, 1])]
+        // The same contents in storage of their own, as a save described on its own would have them.
+        let copyOfA = modelA.map { tensor($0.name, $0.shape) }
+        let headReplaced = [modelA[0], modelA[1], tensor("a3", [3, 7])]
+        let saves = [save(1, modelA), save(2, modelB), save(3, modelA), save(4, modelB), save(5, copyOfA), save(6, modelA), save(7, headReplaced)]
+        let groups = RunLoader.modelGroups(saves.shuffled())
+        #expect(groups.map { $0.map(\.source) } == [["s1", "s3", "s5", "s6", "s7"], ["s2", "s4"]])
+        // A list shared by every save of one model, after another model's saves: still its own group.
+        let later = RunLoader.modelGroups([save(1, modelB), save(2, modelA), save(3, modelA), save(4, modelB)])
+        #expect(later.map { $0.map(\.source) } == [["s1", "s4"], ["s2", "s3"]])
+    }
+
     @Test("tensors that appear or change shape between steps are noted, not fatal")
     func changingTensors() throws {
         let dir = try TemporaryDirectory()
