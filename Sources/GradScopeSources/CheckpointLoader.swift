@@ -56,13 +56,7 @@ public enum CheckpointLoader {
     /// (``CheckpointSources``), described: stamped, and with the direct storage of their tensors.
     public static func open(_ path: String, options: LoadOptions = LoadOptions()) throws -> [OpenCheckpoint] {
         try refuseIrregular(path)
-        let head: [UInt8]
-        if let handle = FileHandle(forReadingAtPath: path) {
-            head = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
-            try? handle.close()
-        } else {
-            head = []
-        }
+        let head = FileIdentity.head(path)
         let source = CheckpointSources.all.first { $0.recognises(path: path, head: head) } ?? CheckpointSources.hdf5
         return try source.open(path, options: options).map(marked)
     }
@@ -107,7 +101,7 @@ public enum CheckpointLoader {
     /// An HDF5 file: one checkpoint, or one per step group.
     package static func loadHDF5(_ path: String, options: LoadOptions) throws -> [OpenCheckpoint] {
         let url = URL(fileURLWithPath: path)
-        let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        let modified = FileIdentity.modificationDate(path)
         let file = try HDF5File.open(path, options: options.open)
         var checkpoints = try load(file: file, source: path, optimizerHint: nil, modified: modified, options: options)
         for index in checkpoints.indices { assignStep(&checkpoints[index].checkpoint, fileStem: url.deletingPathExtension().lastPathComponent) }
@@ -175,7 +169,7 @@ public enum CheckpointLoader {
 
     /// A sharded Keras 3 save: a `.weights.json` map and `_NNNNN.weights.h5` shards, read as one step.
     package static func loadSharded(_ path: String, options: LoadOptions) throws -> OpenCheckpoint {
-        let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        let modified = FileIdentity.modificationDate(path)
         let shards = try shardFiles(of: path)
         guard !shards.isEmpty else { throw CheckpointError(file: path, reason: "the weight map names no shard files") }
         var opened: [(file: HDF5File, entries: [Entry])] = []
@@ -195,7 +189,7 @@ public enum CheckpointLoader {
 
     /// A `.keras` zip: `model.weights.h5` read from memory, the optimizer's class from `config.json`.
     package static func loadKerasArchive(_ path: String, options: LoadOptions) throws -> OpenCheckpoint {
-        let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+        let modified = FileIdentity.modificationDate(path)
         let archive: ZipArchive
         do {
             archive = try ZipArchive(contentsOf: URL(fileURLWithPath: path))

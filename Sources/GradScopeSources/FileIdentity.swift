@@ -25,6 +25,40 @@ package enum FileIdentity {
     package static func of(_ info: stat) -> (Int, Double) {
         (Int(info.st_size), Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
     }
+
+    /// The modification date `FileManager.attributesOfItem(atPath:)` gives (of the link itself
+    /// for a symbolic link, as it does), from one `lstat`: without the owner and group names it
+    /// also looks up, which read the password and group files for every file described.
+    package static func modificationDate(_ path: String) -> Date? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        // Summed in Foundation's order (seconds moved to the reference date first), so the date is its to the bit.
+        return Date(
+            timeIntervalSinceReferenceDate: TimeInterval(info.st_mtim.tv_sec) - Date.timeIntervalBetween1970AndReferenceDate
+                + TimeInterval(info.st_mtim.tv_nsec) / 1_000_000_000.0)
+    }
+
+    /// The first `count` bytes of the file at `path` (fewer when it is shorter, none when it cannot
+    /// be read), for telling formats apart.
+    package static func head(_ path: String, count: Int = 8) -> [UInt8] {
+        // Non-blocking: a path swapped for a named pipe since it was checked does not hang the open.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(done)) }
+            if n > 0 {
+                done += n
+            } else if n < 0, errno == EINTR {
+                continue
+            } else {
+                break
+            }
+        }
+        return Array(bytes.prefix(done))
+    }
 }
 
 extension FileIdentity {

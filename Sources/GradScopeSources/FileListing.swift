@@ -92,11 +92,7 @@ extension FileListing {
             )
         }
         try CheckpointLoader.refuseIrregular(path)
-        var head: [UInt8] = []
-        if let handle = FileHandle(forReadingAtPath: path) {
-            head = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
-            try? handle.close()
-        }
+        let head = FileIdentity.head(path)
         if path.lowercased().hasSuffix(".safetensors") || SafetensorsFile.looksLike(path, head: head) {
             return FileListing(safetensors: try SafetensorsFile(path: path), withAttributes: withAttributes)
         }

@@ -49,7 +49,7 @@ public enum RunLoader {
             let files = try candidateFiles(in: path, skipped: &skipped, logs: &logs)
             let sizes = files.map {
                 TrainerFolder.isDirectory($0)
-                    ? TrainerFolder.byteSize($0) : (try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int) ?? 0
+                    ? TrainerFolder.byteSize($0) : FileIdentity.of($0).0
             }
             let totalBytes = sizes.reduce(0, +)
             var doneBytes = 0

@@ -387,7 +387,7 @@ final class SafetensorsFile: Sendable {
         if files.count > 1 || weightMap != nil { notes.append("sharded save: \(files.count) shard file(s) read as one step") }
         let layers = CheckpointLoader.orderLayers(
             tensors, createdAt: Dictionary(zip(tensors.map(\.path), addresses).map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a }))
-        let modified = (try? FileManager.default.attributesOfItem(atPath: source))?[.modificationDate] as? Date
+        let modified = FileIdentity.modificationDate(source)
         var checkpoint = Checkpoint(
             source: source, file: source, layout: layout, metadata: metadata, tensors: tensors, layers: layers,
             skipped: skipped, notes: notes, modified: modified)
