@@ -452,7 +452,31 @@ package enum SeriesMeasurer {
             previous.deallocate()
             current.deallocate()
         }
+        // Mapped pages are let go of as the blocks are measured, every `releaseElements` or so, not only
+        // once the share is done: a window reads up to 17 saves of its tensor block by block, and the
+        // pages of 17 whole tensors would stay mapped until then (of a 256 MiB tensor, 4 GiB counted
+        // in the scan's memory). Per entry and per partner: where its pages not yet let go of begin.
+        let releaseElements = max(1, Self.releaseBytes / max(1, MemoryLayout<T>.size))
+        var releasedTo = [Int?](repeating: nil, count: n), partnerReleasedTo = [Int?](repeating: nil, count: n)
+        var pending = share.first?.lowerBound ?? 0
+        func release(upTo end: Int) {
+            guard pending < end else { return }
+            let entries = window.entries
+            for e in entries.indices {
+                let entry = entries[e]
+                releasedTo[e] = Self.release(
+                    step: entry.step, tensor: entry.tensor, elements: pending..<end, from: releasedTo[e], steps: steps, files: files)
+                // A partner that is the entry before (the same tensor one save earlier) was just let go of.
+                if let partner = entry.partner, e == 0 || entries[e - 1].step != entry.step - 1 || entries[e - 1].tensor != partner {
+                    partnerReleasedTo[e] = Self.release(
+                        step: entry.step - 1, tensor: partner, elements: pending..<end, from: partnerReleasedTo[e], steps: steps,
+                        files: files)
+                }
+            }
+            pending = end
+        }
         for range in share {
+            defer { if range.upperBound - pending >= releaseElements { release(upTo: range.upperBound) } }
             // The step whose block `before` holds (in place in its file's mapping, or copied into `previous`).
             var held = -1
             var before: (elements: UnsafeBufferPointer<T>, file: StoredFile)?
@@ -502,17 +526,7 @@ package enum SeriesMeasurer {
             }
         }
         // The pages measured are let go of (they stay in the page cache), so few stay mapped.
-        if let first = share.first, let last = share.last {
-            let entries = window.entries
-            for e in entries.indices {
-                let entry = entries[e]
-                release(step: entry.step, tensor: entry.tensor, elements: first.lowerBound..<last.upperBound, steps: steps, files: files)
-                // A partner that is the entry before (the same tensor one save earlier) was just let go of.
-                if let partner = entry.partner, e == 0 || entries[e - 1].step != entry.step - 1 || entries[e - 1].tensor != partner {
-                    release(step: entry.step - 1, tensor: partner, elements: first.lowerBound..<last.upperBound, steps: steps, files: files)
-                }
-            }
-        }
+        if let last = share.last { release(upTo: last.upperBound) }
         return part
     }
 
@@ -626,10 +640,20 @@ package enum SeriesMeasurer {
         return (try file.elements(storage, range: range, buffer: buffer, object: path), file)
     }
 
-    /// Lets go of the mapped pages of elements `range` of a tensor of a step, once measured.
-    package static func release(step: Int, tensor: Int, elements range: Range<Int>, steps: [Step], files: StepFiles) {
-        guard let storage = steps[step].storage[tensor], let file = try? files.file(step) else { return }
-        file.release(storage, elements: range)
+    /// Mapped bytes of one tensor a window's share measures before it lets go of them (its blocks
+    /// since the last time; with a window of 17 saves, about 21 MB of pages mapped per thread at most).
+    package static let releaseBytes = 1 << 20
+
+    /// Lets go of the mapped pages of elements `range` of a tensor of a step, once measured, from
+    /// `from` on (``StoredFile/release(_:elements:from:)``); returns where the next part's pages begin.
+    @discardableResult
+    package static func release(
+        step: Int, tensor: Int, elements range: Range<Int>, from: Int? = nil, steps: [Step], files: StepFiles
+    )
+        -> Int?
+    {
+        guard let storage = steps[step].storage[tensor], let file = try? files.file(step) else { return from }
+        return file.release(storage, elements: range, from: from)
     }
 
     /// A window's outcomes from its merged shares.

@@ -89,16 +89,32 @@ public final class StoredFile: Sendable {
     /// Lets go of the mapped pages of elements `range` of the tensor at `storage` once they have
     /// been measured (whole pages inside the range only), so that a long scan keeps few of the
     /// file's pages mapped: they stay in the page cache, and a later read maps them again.
-    public func release(_ storage: DirectStorage, elements range: Range<Int>) {
+    ///
+    /// A tensor let go of in parts passes, with each part, what the call for the part just before
+    /// it returned (`from`): the page the two parts share is then let go of too, so none stays
+    /// mapped between them. Returns where the pages not let go of begin (a page boundary), to pass
+    /// with the next part; nil when nothing is mapped.
+    @discardableResult
+    public func release(_ storage: DirectStorage, elements range: Range<Int>, from: Int? = nil) -> Int? {
         guard let mapping, storage.isContiguous, range.lowerBound >= 0, range.upperBound <= storage.count, storage.offset >= 0 else {
-            return
+            return nil
         }
-        let page = GuardedMapping.pageSize
         let start = storage.offset + range.lowerBound * storage.elementSize
         let end = min(mapping.length, storage.offset + range.upperBound * storage.elementSize)
-        let first = (start + page - 1) / page * page, last = end / page * page
-        guard first < last else { return }
-        madvise(UnsafeMutableRawPointer(mutating: mapping.base + first), last - first, MADV_DONTNEED)
+        guard let pages = Self.releasable(start: start, end: end, from: from, page: GuardedMapping.pageSize) else { return from }
+        madvise(UnsafeMutableRawPointer(mutating: mapping.base + pages.lowerBound), pages.count, MADV_DONTNEED)
+        return pages.upperBound
+    }
+
+    /// The bytes of whole pages to let go of once bytes `start..<end` are measured: the pages
+    /// inside them, and the page they start in as well when `from` (the end of what the part
+    /// before let go of) says the part before ended in it; nil when there is none.
+    package static func releasable(start: Int, end: Int, from: Int?, page: Int) -> Range<Int>? {
+        var first = (start + page - 1) / page * page
+        // The part before ended inside the page this one starts in: that page is measured whole now.
+        if let from, from <= start, start - from < page, from % page == 0 { first = from }
+        let last = end / page * page
+        return first < last ? first..<last : nil
     }
 
     /// Reads elements `range` of the tensor stored at `storage` into `buffer`, whose element

@@ -202,4 +202,74 @@ struct MappedReadTests {
             }
         }
     }
+
+    /// The resident bytes of the mapping of this process that holds `address`, from /proc/self/smaps.
+    static func residentBytes(ofMappingAt address: UnsafeRawPointer) throws -> Int {
+        // Read to its end (a file of /proc reports no size, and a read by size would find it empty).
+        let handle = try #require(FileHandle(forReadingAtPath: "/proc/self/smaps"))
+        defer { try? handle.close() }
+        let smaps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        let target = UInt(bitPattern: address)
+        var inside = false
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let range = fields.first, range.contains("-"), !range.hasSuffix(":") {
+                let bounds = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
+                inside = bounds.count == 2 && bounds[0] <= target && target < bounds[1]
+            } else if inside, fields.first == "Rss:", fields.count >= 2, let kilobytes = Int(fields[1]) {
+                return kilobytes * 1024
+            }
+        }
+        throw CheckpointError(file: "/proc/self/smaps", reason: "no mapping holds the address")
+    }
+
+    @Test("a tensor let go of in parts leaves no page mapped between the parts, only the partial pages at its ends")
+    func releasedInParts() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("parts.bin")
+        let count = 1 << 20, offset = 1000
+        var bytes = [UInt8](repeating: 0, count: offset)
+        bytes += [Float](repeating: 1.5, count: count).withUnsafeBytes { Array($0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let (size, mtime) = FileIdentity.of(path)
+        let file = try StoredFile(path, expecting: FileStamp(size: size, mtime: mtime), mapping: true)
+        #expect(file.isMapped)
+        let storage = DirectStorage(offset: offset, count: count, type: .float32)
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        let page = 4096
+        for continued in [true, false] {
+            let elements = try file.elements(storage, range: 0..<count, buffer: buffer, object: "/parts")
+            #expect(elements.baseAddress != UnsafePointer(buffer.baseAddress), "taken in place from the mapping")
+            var sum: Float = 0
+            for index in stride(from: 0, to: count, by: 256) { sum += elements[index] }
+            #expect(sum == 1.5 * Float(count / 256))
+            let base = UnsafeRawPointer(elements.baseAddress!)
+            #expect(try Self.residentBytes(ofMappingAt: base) >= count * 4 - 2 * page)
+            // Three parts whose ends fall inside pages: each such page holds the end of one part and the start of the next.
+            let cuts = [0, 300_001, 700_003, count]
+            var from: Int?
+            for part in 0..<3 {
+                let returned = file.release(storage, elements: cuts[part]..<cuts[part + 1], from: continued ? from : nil)
+                let end = offset + cuts[part + 1] * 4
+                #expect(returned == end / page * page)
+                from = returned
+            }
+            // Only the first and last pages at most, which hold bytes before and after the tensor. (A
+            // kernel that keeps the page cache in large folios may let go of more than was asked:
+            // which pages each part lets go of is checked below, on the arithmetic itself.)
+            if continued { #expect(try Self.residentBytes(ofMappingAt: base) <= 2 * page) }
+        }
+        try file.checkIntact()
+        // The parts above, byte by byte: with the end of the part before, the page two parts share goes with the second.
+        let first = try #require(StoredFile.releasable(start: 1000, end: 1_201_004, from: nil, page: page))
+        #expect(first == 4096..<1_200_128)
+        #expect(StoredFile.releasable(start: 1_201_004, end: 2_801_012, from: first.upperBound, page: page) == 1_200_128..<2_797_568)
+        #expect(StoredFile.releasable(start: 1_201_004, end: 2_801_012, from: nil, page: page) == 1_204_224..<2_797_568)
+        // A part inside one page lets go of nothing; a `from` that is not the end of the part before is ignored.
+        #expect(StoredFile.releasable(start: 5000, end: 6000, from: 4096, page: page) == nil)
+        #expect(StoredFile.releasable(start: 9000, end: 20_000, from: 4096, page: page) == 12_288..<16_384)
+        #expect(StoredFile.releasable(start: 9000, end: 20_000, from: 8193, page: page) == 12_288..<16_384)
+        #expect(StoredFile.releasable(start: 8192, end: 20_000, from: 8192, page: page) == 8192..<16_384)
+    }
 }
