@@ -183,15 +183,10 @@ package enum SeriesMeasurer {
         private var last: (tensors: [TensorRef], value: Value)?
 
         mutating func value(for step: Step, _ make: (Step) -> Value) -> Value {
-            if let last, Self.same(last.tensors, step.tensors) { return last.value }
+            if let last, DescriptionInterner.same(last.tensors, step.tensors) { return last.value }
             let value = make(step)
             last = (step.tensors, value)
             return value
-        }
-
-        /// One list's storage: equal contents without comparing them.
-        static func same(_ a: [TensorRef], _ b: [TensorRef]) -> Bool {
-            a.count == b.count && a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in x.baseAddress == y.baseAddress } }
         }
     }
 
@@ -416,7 +411,7 @@ package enum SeriesMeasurer {
 
         /// By tensor of `step`: its partner's index in `before` (asked once per step, not per tensor).
         mutating func partners(in step: Step, before: Step) -> [Int?] {
-            if let last, SameTensors<Int>.same(last.before, before.tensors), SameTensors<Int>.same(last.current, step.tensors) {
+            if let last, DescriptionInterner.same(last.before, before.tensors), DescriptionInterner.same(last.current, step.tensors) {
                 return last.partners
             }
             let index = indexOf.value(for: before, SeriesMeasurer.partnerIndex)
@@ -476,7 +471,6 @@ package enum SeriesMeasurer {
             pending = end
         }
         for range in share {
-            defer { if range.upperBound - pending >= releaseElements { release(upTo: range.upperBound) } }
             // The step whose block `before` holds (in place in its file's mapping, or copied into `previous`).
             var held = -1
             var before: (elements: UnsafeBufferPointer<T>, file: StoredFile)?
@@ -524,6 +518,7 @@ package enum SeriesMeasurer {
                 before = (block, file)
                 held = entry.step
             }
+            if range.upperBound - pending >= releaseElements { release(upTo: range.upperBound) }
         }
         // The pages measured are let go of (they stay in the page cache), so few stay mapped.
         if let last = share.last { release(upTo: last.upperBound) }

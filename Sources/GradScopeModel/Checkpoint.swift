@@ -155,6 +155,12 @@ package struct DescriptionInterner {
 
     package init() {}
 
+    /// Whether two tensor lists are one list's storage, as saves alike share it once interned:
+    /// equal contents, known without comparing them.
+    package static func same(_ a: [TensorRef], _ b: [TensorRef]) -> Bool {
+        a.count == b.count && a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in x.baseAddress == y.baseAddress } }
+    }
+
     /// `checkpoint` with its tensors and layers replaced by equal ones already kept.
     package mutating func intern(_ checkpoint: inout Checkpoint) {
         checkpoint.tensors = Self.shared(checkpoint.tensors, in: &tensors, capacity: capacity)

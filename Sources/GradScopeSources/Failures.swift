@@ -20,10 +20,7 @@ public enum Failures {
 
     /// The error's message, with a file that is not HDF5 named for what it is where its bytes tell.
     public static func message(_ error: HDF5Error) -> String {
-        guard error.reason == .notHDF5, let handle = FileHandle(forReadingAtPath: error.file) else { return error.message }
-        let head = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
-        try? handle.close()
-        guard let content = foreignContent(head: head) else { return error.message }
+        guard error.reason == .notHDF5, let content = foreignContent(head: FileIdentity.head(error.file)) else { return error.message }
         return "not an HDF5 file (\(content))"
     }
 

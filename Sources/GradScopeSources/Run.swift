@@ -234,11 +234,6 @@ public enum RunLoader {
         return Set((weights.isEmpty ? checkpoint.tensors : weights).map { "\($0.name)|\($0.shape)" })
     }
 
-    /// Whether two tensor lists are one and the same storage (equal contents, not compared).
-    static func sameStorage(_ a: [TensorRef], _ b: [TensorRef]) -> Bool {
-        a.count == b.count && a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in x.baseAddress == y.baseAddress } }
-    }
-
     /// Whether two signatures are one model's: they share at least half of the larger one's tensors by
     /// name and shape (as `diff` judges two files). A model keeps its parameters across saves; a few
     /// may be added, dropped or reshaped (a head replaced for fine-tuning), not most of them.
@@ -265,7 +260,7 @@ public enum RunLoader {
         for index in order {
             let checkpoint = checkpoints[index]
             let own: Set<String>
-            if let last, sameStorage(last.tensors, checkpoint.tensors) {
+            if let last, DescriptionInterner.same(last.tensors, checkpoint.tensors) {
                 own = last.signature
             } else {
                 own = signature(checkpoint)
@@ -276,7 +271,7 @@ public enum RunLoader {
                 continue
             }
             // A signature is its own model's (the same list: no need to compare the sets).
-            if let match = groups.firstIndex(where: { sameStorage($0.tensors, checkpoint.tensors) || sameModel($0.reference, own) }) {
+            if let match = groups.firstIndex(where: { DescriptionInterner.same($0.tensors, checkpoint.tensors) || sameModel($0.reference, own) }) {
                 groups[match].members.append(checkpoint)
                 groups[match].reference = own
                 groups[match].tensors = checkpoint.tensors
@@ -426,7 +421,7 @@ public enum RunLoader {
         }
         var previous: (index: Int, table: [TensorKey: TensorRef])?
         for index in 1..<checkpoints.count {
-            if sameStorage(checkpoints[index - 1].tensors, checkpoints[index].tensors)
+            if DescriptionInterner.same(checkpoints[index - 1].tensors, checkpoints[index].tensors)
                 || sameTensors(checkpoints[index - 1].tensors, checkpoints[index].tensors)
             {
                 continue

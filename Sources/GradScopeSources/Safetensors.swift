@@ -108,10 +108,8 @@ final class SafetensorsFile: Sendable {
         let length = head.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         let (size, _) = FileIdentity.of(path)
         guard length >= 2, length <= UInt64(maxHeader), size >= 8, length <= UInt64(size - 8) else { return false }
-        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
-        defer { try? handle.close() }
-        guard (try? handle.seek(toOffset: 8)) != nil, let byte = try? handle.read(upToCount: 1) else { return false }
-        return byte.first == UInt8(ascii: "{")
+        let start = FileIdentity.head(path, count: 9)
+        return start.count == 9 && start[8] == UInt8(ascii: "{")
     }
 
     /// Opens `path` and validates its header; every violation is a ``CheckpointError`` naming the file and the reason.

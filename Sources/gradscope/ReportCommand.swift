@@ -94,12 +94,9 @@ struct ReportCommand: ParsableCommand {
         if let kind = FileProbe.irregularKind(target.path) {
             throw CheckpointError(file: output, reason: "cannot write the report there: \(kind), not a regular file")
         }
-        if let handle = FileHandle(forReadingAtPath: target.path) {
-            defer { try? handle.close() }
-            let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
-            if let head = try? handle.read(upToCount: 8), Array(head) == signature {
-                throw CheckpointError(file: output, reason: "refusing to overwrite an HDF5 file with the report")
-            }
+        let signature: [UInt8] = [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]
+        if FileIdentity.head(target.path) == signature {
+            throw CheckpointError(file: output, reason: "refusing to overwrite an HDF5 file with the report")
         }
     }
 
