@@ -792,7 +792,9 @@ package enum SeriesMeasurer {
                 let path = steps[step].file
                 if let error = state.errors[step] { throw CheckpointError(file: path, reason: error) }
                 do {
-                    let open = try StoredFile(path, expecting: FileStamp(size: steps[step].size, mtime: steps[step].mtime), mapping: mapping)
+                    // A file none of whose tensors is taken in place is not mapped at all.
+                    let inPlace = mapping && steps[step].storage.contains { $0.map(StoredFile.takesInPlace) ?? false }
+                    let open = try StoredFile(path, expecting: FileStamp(size: steps[step].size, mtime: steps[step].mtime), mapping: inPlace)
                     state.files[step] = open
                     return open
                 } catch let error as CheckpointError {

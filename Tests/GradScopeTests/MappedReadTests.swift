@@ -272,4 +272,59 @@ struct MappedReadTests {
         #expect(StoredFile.releasable(start: 9000, end: 20_000, from: 8193, page: page) == 12_288..<16_384)
         #expect(StoredFile.releasable(start: 8192, end: 20_000, from: 8192, page: page) == 8192..<16_384)
     }
+
+    @Test("a tensor under 1 MiB is copied with pread even from a mapped file: none of its pages is mapped, and it has none to let go of")
+    func smallTensorsCopied() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path("small-and-large.bin")
+        // A small tensor (just under the bound) at an odd offset, then a large one (just at it).
+        let smallCount = StoredFile.inPlaceMinimumBytes / 4 - 1, largeCount = StoredFile.inPlaceMinimumBytes / 4
+        let smallOffset = 1000, largeOffset = 1000 + smallCount * 4 + 24
+        var bytes = [UInt8](repeating: 7, count: smallOffset)
+        bytes += (0..<smallCount).map { Float($0 % 1000) }.withUnsafeBytes { Array($0) }
+        bytes += [UInt8](repeating: 7, count: 24)
+        bytes += [Float](repeating: -2, count: largeCount).withUnsafeBytes { Array($0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let (size, mtime) = FileIdentity.of(path)
+        let file = try StoredFile(path, expecting: FileStamp(size: size, mtime: mtime), mapping: true)
+        #expect(file.isMapped)
+        let small = DirectStorage(offset: smallOffset, count: smallCount, type: .float32)
+        let large = DirectStorage(offset: largeOffset, count: largeCount, type: .float32)
+        #expect(!StoredFile.takesInPlace(small) && StoredFile.takesInPlace(large))
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: largeCount)
+        defer { buffer.deallocate() }
+        let copied = try file.elements(small, range: 0..<smallCount, buffer: buffer, object: "/small")
+        #expect(copied.baseAddress == UnsafePointer(buffer.baseAddress), "copied into the buffer")
+        #expect(copied.count == smallCount && copied[999] == 999 && copied[1000] == 0 && copied[smallCount - 1] == Float((smallCount - 1) % 1000))
+        #expect(file.release(small, elements: 0..<smallCount) == nil, "nothing of it was mapped")
+        // The large one comes from the mapping, which the small one's read left untouched.
+        let inPlace = try file.elements(large, range: 0..<largeCount, buffer: buffer, object: "/large")
+        #expect(inPlace.baseAddress != UnsafePointer(buffer.baseAddress), "taken in place")
+        #expect(try Self.residentBytes(ofMappingAt: UnsafeRawPointer(inPlace.baseAddress!)) == 0)
+        #expect(inPlace[0] == -2 && inPlace[largeCount - 1] == -2)
+        #expect(try Self.residentBytes(ofMappingAt: UnsafeRawPointer(inPlace.baseAddress!)) > 0)
+        #expect(file.release(large, elements: 0..<largeCount) != nil)
+        try file.checkIntact()
+    }
+
+    @Test("a run's file whose tensors are all under 1 MiB is not mapped; one with a larger tensor is")
+    func filesOfSmallTensorsNotMapped() throws {
+        for (count, mapped) in [(1 << 12, false), (1 << 18, true)] {
+            let dir = try TemporaryDirectory()
+            try Self.writeRun(dir, count: count)
+            let run = try RunLoader.load(dir.url.path)
+            let steps = run.checkpoints.map(SeriesMeasurer.Step.init)
+            var options = MeasureOptions()
+            options.threads = 2
+            let selected = SeriesMeasurer.eligible(steps)
+            #expect(selected.allSatisfy { !$0.isEmpty })
+            let windows = SeriesMeasurer.plan(steps, selected: selected, options: options, gradientNames: [], perUnitEverywhere: false)
+            let files = SeriesMeasurer.StepFiles(steps, uses: windows, mapping: true)
+            for s in steps.indices { #expect(try files.file(s).isMapped == mapped, "\(count) elements") }
+            files.closeAll()
+            // Measured the same either way.
+            let a = try Self.encoded(Self.measure(run, inPlace: true)), b = try Self.encoded(Self.measure(run, inPlace: false))
+            #expect(a.count == 3 && a == b)
+        }
+    }
 }
