@@ -9,7 +9,12 @@
 
 #include "GradScopeKernels.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <unistd.h>
+#endif
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -153,5 +158,43 @@ void gs_tune_allocator(void) {
 void gs_release_free_memory(void) {
 #if defined(__GLIBC__)
     malloc_trim(0);
+#endif
+}
+
+// Why a larger cache of freed blocks per thread: the scan's threads allocate and free millions of
+// small blocks (descriptions, per-save records, histograms), and one thread often frees what another
+// allocated. glibc's per-thread cache keeps 7 freed blocks of each size; past that, every allocation
+// and free takes the heap's lock, and with several threads at work they queue for it (some 50,000
+// waits in the kernel on a scan of 300 saves of 298 tensors). A cache of 2000 serves nearly all of
+// them without the lock: on 5,000 saves of 298 tensors the scan took 25% less time (23.5 -> 17.7 s),
+// for 4 MB more memory at most (192 -> 196 MB); 500 gained half of that, 65535 no more than 2000
+// for 50 MB more. One heap stays (gs_tune_allocator): more heaps would also remove the lock, but a
+// long run's records then lie scattered over several heaps' freed blocks (258 MB there).
+static const char cacheSetting[] = "glibc.malloc.tcache_count=2000";
+static const char cacheMarker[] = "GRADSCOPE_ALLOCATOR_CACHE";
+
+bool gs_allocator_tunables(const char *current, char *out, size_t size) {
+    if (!out || size == 0) return false;
+    if (current && strstr(current, "glibc.malloc.tcache_count=")) return false;
+    int n = current && *current ? snprintf(out, size, "%s:%s", current, cacheSetting) : snprintf(out, size, "%s", cacheSetting);
+    return n > 0 && (size_t)n < size;
+}
+
+void gs_run_with_allocator_cache(char *const argv[]) {
+#if defined(__GLIBC__) && defined(__linux__)
+    if (!argv || !argv[0] || getenv(cacheMarker)) return;
+    const char *current = getenv("GLIBC_TUNABLES");
+    char tunables[4096];
+    if (!gs_allocator_tunables(current, tunables, sizeof tunables)) return;
+    char *saved = current ? strdup(current) : NULL;
+    if (current && !saved) return;
+    if (setenv(cacheMarker, "1", 1) == 0 && setenv("GLIBC_TUNABLES", tunables, 1) == 0) execv("/proc/self/exe", argv);
+    // Not run again: on as before.
+    if (saved) setenv("GLIBC_TUNABLES", saved, 1);
+    else unsetenv("GLIBC_TUNABLES");
+    unsetenv(cacheMarker);
+    free(saved);
+#else
+    (void)argv;
 #endif
 }

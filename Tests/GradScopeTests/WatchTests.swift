@@ -292,7 +292,7 @@ final class WatchProcess {
     private let scratch: TemporaryDirectory
     private let ended = DispatchSemaphore(value: 0)
 
-    init(_ binary: String, _ arguments: [String]) throws {
+    init(_ binary: String, _ arguments: [String], environment added: [String: String] = [:]) throws {
         scratch = try TemporaryDirectory()
         FileManager.default.createFile(atPath: scratch.path("out"), contents: nil)
         FileManager.default.createFile(atPath: scratch.path("err"), contents: nil)
@@ -300,7 +300,7 @@ final class WatchProcess {
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GRADSCOPE_") && $0.key != "COLUMNS" }
         environment["NO_COLOR"] = "1"
-        process.environment = environment
+        process.environment = environment.merging(added) { _, given in given }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path("out")))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path("err")))

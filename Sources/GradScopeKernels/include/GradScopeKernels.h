@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 
 /// Moments and extremes of a chunk of float32 values that are all finite.
 typedef struct {
@@ -80,5 +81,17 @@ void gs_tune_allocator(void);
 
 /// Returns the heap's free memory to the system (between two files in a long-lived worker).
 void gs_release_free_memory(void);
+
+/// The glibc tunables a measuring process runs with: `current` (the environment's GLIBC_TUNABLES,
+/// or NULL) with a per-thread cache of 2000 freed blocks of each size added
+/// (`glibc.malloc.tcache_count=2000`; glibc's default is 7). Writes them to `out` and returns true;
+/// false when `current` already sets that count (the user's choice stands) or they do not fit.
+bool gs_allocator_tunables(const char *current, char *out, size_t size);
+
+/// Runs this program again (`/proc/self/exe`, with `argv`) under ``gs_allocator_tunables``, which
+/// glibc reads only when a program starts. Returns, changing nothing, when they are already set,
+/// when `GRADSCOPE_ALLOCATOR_CACHE` is in the environment (set for the program run again, so it
+/// never runs itself twice), outside glibc on Linux, or when the program cannot be run again.
+void gs_run_with_allocator_cache(char *const argv[]);
 
 #endif
