@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
+#include <sys/auxv.h>
 #include <unistd.h>
 #endif
 #if defined(__GLIBC__)
@@ -180,9 +181,24 @@ bool gs_allocator_tunables(const char *current, char *out, size_t size) {
     return n > 0 && (size_t)n < size;
 }
 
+// Started as `ld.so ./gradscope ...`, the kernel started the loader as the program and no
+// interpreter for it (no AT_BASE). So does it for a statically linked program, which is then
+// taken as started by the loader too: it is run again, or its workers started, by the name
+// it was started with instead of /proc/self/exe, which names the same program.
+bool gs_started_by_loader(void) {
+#if defined(__linux__)
+    return getauxval(AT_BASE) == 0;
+#else
+    return false;
+#endif
+}
+
 void gs_run_with_allocator_cache(char *const argv[]) {
 #if defined(__GLIBC__) && defined(__linux__)
     if (!argv || !argv[0] || getenv(cacheMarker)) return;
+    // Started by naming the dynamic loader, /proc/self/exe is the loader, which would take the
+    // first argument for the program.
+    if (gs_started_by_loader()) return;
     const char *current = getenv("GLIBC_TUNABLES");
     char tunables[4096];
     if (!gs_allocator_tunables(current, tunables, sizeof tunables)) return;

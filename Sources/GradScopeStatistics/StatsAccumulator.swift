@@ -38,6 +38,10 @@ public struct StatsAccumulator: Sendable {
     /// it did not run it again.
     public static func runWithAllocatorCache() { gs_run_with_allocator_cache(CommandLine.unsafeArgv) }
 
+    /// Whether the program was started by naming the dynamic loader (`ld.so ./gradscope ...`), when
+    /// /proc/self/exe names the loader, not the program.
+    public static var startedByLoader: Bool { gs_started_by_loader() }
+
     /// The glibc tunables ``runWithAllocatorCache()`` runs the program under, given the
     /// environment's (nil when it already sets the cache's size).
     public static func allocatorTunables(adding current: String?) -> String? {

@@ -37,9 +37,13 @@ struct WorkerCommand: ParsableCommand {
     }
 }
 
-/// The path of this executable, for starting workers.
+/// The path of this executable, for starting workers: /proc/self/exe's, unless that is the dynamic
+/// loader the program was started with (`ld.so ./gradscope ...`), which would take a worker's first
+/// argument for its program.
 func currentExecutable() -> String {
-    if let resolved = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return resolved }
+    if !StatsAccumulator.startedByLoader, let resolved = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+        return resolved
+    }
     let argument = CommandLine.arguments[0]
     if argument.hasPrefix("/") { return argument }
     return FileManager.default.currentDirectoryPath + "/" + argument

@@ -67,4 +67,22 @@ struct AllocatorCacheTests {
             }
         }
     }
+
+    @Test("started by naming the dynamic loader, scan (isolated and not) and inspect run as they are, their workers too")
+    func throughTheLoader() throws {
+        let binary = try #require(GradScopeBinary.path, "\(GradScopeBinary.notFoundMessage)")
+        let loaders = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"].filter { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let loader = loaders.first else { return }
+        let file = try #require(try FileManager.default.contentsOfDirectory(atPath: samplePath("healthy")).sorted().first { $0.hasSuffix(".h5") })
+        for arguments in [
+            ["scan", samplePath("healthy"), "--format", "json", "--no-cache"],
+            ["scan", samplePath("healthy"), "--format", "json", "--no-cache", "--no-isolation"],
+            ["inspect", samplePath("healthy") + "/" + file, "--format", "json"],
+        ] {
+            let direct = try GradScopeBinary.run(binary, arguments)
+            let loaded = try GradScopeBinary.run(loader, [binary] + arguments)
+            #expect(direct.status == 0 && loaded.status == direct.status && loaded.stderr.isEmpty, "\(arguments): \(loaded.stderr)")
+            #expect(loaded.stdout == direct.stdout && !loaded.stdout.isEmpty, "\(arguments)")
+        }
+    }
 }

@@ -88,10 +88,15 @@ void gs_release_free_memory(void);
 /// false when `current` already sets that count (the user's choice stands) or they do not fit.
 bool gs_allocator_tunables(const char *current, char *out, size_t size);
 
+/// Whether this program was started by naming the dynamic loader (`ld.so ./gradscope ...`):
+/// then /proc/self/exe is the loader, not the program.
+bool gs_started_by_loader(void);
+
 /// Runs this program again (`/proc/self/exe`, with `argv`) under ``gs_allocator_tunables``, which
 /// glibc reads only when a program starts. Returns, changing nothing, when they are already set,
 /// when `GRADSCOPE_ALLOCATOR_CACHE` is in the environment (set for the program run again, so it
-/// never runs itself twice), outside glibc on Linux, or when the program cannot be run again.
+/// never runs itself twice), outside glibc on Linux, when it was started by naming the dynamic
+/// loader, or when the program cannot be run again.
 void gs_run_with_allocator_cache(char *const argv[]);
 
 #endif
