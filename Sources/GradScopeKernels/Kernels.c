@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
+#include <link.h>
 #include <sys/auxv.h>
 #include <unistd.h>
 #endif
@@ -182,12 +183,18 @@ bool gs_allocator_tunables(const char *current, char *out, size_t size) {
 }
 
 // Started as `ld.so ./gradscope ...`, the kernel started the loader as the program and no
-// interpreter for it (no AT_BASE). So does it for a statically linked program, which is then
-// taken as started by the loader too: it is run again, or its workers started, by the name
-// it was started with instead of /proc/self/exe, which names the same program.
+// interpreter for it (no AT_BASE), and the loader then pointed AT_PHDR at the program's own
+// headers, which ask for an interpreter (PT_INTERP). A statically linked program has neither
+// an AT_BASE nor a PT_INTERP: /proc/self/exe is the program itself.
 bool gs_started_by_loader(void) {
 #if defined(__linux__)
-    return getauxval(AT_BASE) == 0;
+    if (getauxval(AT_BASE) != 0) return false;
+    const ElfW(Phdr) *headers = (const ElfW(Phdr) *)getauxval(AT_PHDR);
+    unsigned long count = getauxval(AT_PHNUM);
+    if (!headers) return false;
+    for (unsigned long i = 0; i < count; i++)
+        if (headers[i].p_type == PT_INTERP) return true;
+    return false;
 #else
     return false;
 #endif
