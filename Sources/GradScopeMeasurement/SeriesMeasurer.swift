@@ -454,8 +454,11 @@ package enum SeriesMeasurer {
         let releaseElements = max(1, Self.releaseBytes / max(1, MemoryLayout<T>.size))
         var releasedTo = [Int?](repeating: nil, count: n), partnerReleasedTo = [Int?](repeating: nil, count: n)
         var pending = share.first?.lowerBound ?? 0
+        // A window's saves of its tensor are all of one size: copied with `pread` when small, none of
+        // them has mapped pages to let go of (``StoredFile/takesInPlace(_:)``).
+        let inPlace = window.entries.first.flatMap { steps[$0.step].storage[$0.tensor] }.map(StoredFile.takesInPlace) ?? false
         func release(upTo end: Int) {
-            guard pending < end else { return }
+            guard inPlace, pending < end else { return }
             let entries = window.entries
             for e in entries.indices {
                 let entry = entries[e]

@@ -413,19 +413,17 @@ public enum RunLoader {
         guard checkpoints.count > 1 else { return notes }
         /// The same tensors in the same order, shapes and types: nothing appears, disappears or changes
         /// (the usual case, told without building a table of each save's tensors).
+        // One list's storage (saves of one model share it) is the same list without comparing it.
         func sameTensors(_ a: [TensorRef], _ b: [TensorRef]) -> Bool {
-            a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.shape == $1.shape && $0.dtype == $1.dtype }
+            DescriptionInterner.same(a, b)
+                || (a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.shape == $1.shape && $0.dtype == $1.dtype })
         }
         func table(_ index: Int) -> [TensorKey: TensorRef] {
             Dictionary(checkpoints[index].tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         }
         var previous: (index: Int, table: [TensorKey: TensorRef])?
         for index in 1..<checkpoints.count {
-            if DescriptionInterner.same(checkpoints[index - 1].tensors, checkpoints[index].tensors)
-                || sameTensors(checkpoints[index - 1].tensors, checkpoints[index].tensors)
-            {
-                continue
-            }
+            if sameTensors(checkpoints[index - 1].tensors, checkpoints[index].tensors) { continue }
             let before = previous?.index == index - 1 ? previous!.table : table(index - 1)
             let after = table(index)
             previous = (index, after)
