@@ -29,7 +29,7 @@ struct GradscopeCommand: ParsableCommand {
 }
 
 extension GradscopeCommand {
-    /// The subcommands that measure a run's saves (``StatsAccumulator/runWithAllocatorCache()``).
+    /// The subcommands that measure a run's saves (``ProcessStart/runWithAllocatorCache()``).
     static let runCommands: Set<String> = ["scan", "report", "watch"]
 
     /// Parses and runs; usage errors exit with code 2 (README, "Exit codes"), not ArgumentParser's 64.
@@ -37,7 +37,7 @@ extension GradscopeCommand {
         // The commands that measure whole runs on every core run under a larger cache of freed blocks
         // per thread (allocating then takes no lock); the others start as they are.
         if let first = CommandLine.arguments.dropFirst().first, Self.runCommands.contains(first) {
-            StatsAccumulator.runWithAllocatorCache()
+            ProcessStart.runWithAllocatorCache()
         }
         acceptEndingSignals()
         StatsAccumulator.prepareAllocator()

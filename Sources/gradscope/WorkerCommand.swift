@@ -41,7 +41,7 @@ struct WorkerCommand: ParsableCommand {
 /// loader the program was started with (`ld.so ./gradscope ...`), which would take a worker's first
 /// argument for its program.
 func currentExecutable() -> String {
-    if !StatsAccumulator.startedByLoader, let resolved = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+    if !ProcessStart.startedByLoader, let resolved = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
         return resolved
     }
     let argument = CommandLine.arguments[0]

@@ -14,12 +14,12 @@ struct AllocatorCacheTests {
     @Test("the tunables: added to those the environment sets, never over a count the user set, never cut short")
     func tunables() {
         let setting = "glibc.malloc.tcache_count=2000"
-        #expect(StatsAccumulator.allocatorTunables(adding: nil) == setting)
-        #expect(StatsAccumulator.allocatorTunables(adding: "") == setting)
-        #expect(StatsAccumulator.allocatorTunables(adding: "glibc.malloc.arena_max=2") == "glibc.malloc.arena_max=2:" + setting)
-        #expect(StatsAccumulator.allocatorTunables(adding: "glibc.malloc.tcache_count=7") == nil)
-        #expect(StatsAccumulator.allocatorTunables(adding: "glibc.malloc.check=3:glibc.malloc.tcache_count=0") == nil)
-        #expect(StatsAccumulator.allocatorTunables(adding: String(repeating: "x", count: 5000)) == nil)
+        #expect(ProcessStart.allocatorTunables(adding: nil) == setting)
+        #expect(ProcessStart.allocatorTunables(adding: "") == setting)
+        #expect(ProcessStart.allocatorTunables(adding: "glibc.malloc.arena_max=2") == "glibc.malloc.arena_max=2:" + setting)
+        #expect(ProcessStart.allocatorTunables(adding: "glibc.malloc.tcache_count=7") == nil)
+        #expect(ProcessStart.allocatorTunables(adding: "glibc.malloc.check=3:glibc.malloc.tcache_count=0") == nil)
+        #expect(ProcessStart.allocatorTunables(adding: String(repeating: "x", count: 5000)) == nil)
     }
 
     /// The environment a process started its current program with, from /proc: its entries, one a line.
