@@ -157,9 +157,19 @@ void gs_tune_allocator(void) {
 #endif
 }
 
-void gs_release_free_memory(void) {
+// malloc_trim hands back every free page inside the heap, one madvise per free block, and the
+// next file faults the pages in again, zeroed: after each file of 298 datasets that took a
+// describing worker about a third of its time. So it is called only when the heap holds more
+// free memory than the threshold.
+bool gs_release_free_memory(size_t threshold) {
 #if defined(__GLIBC__)
+    struct mallinfo2 info = mallinfo2();
+    if (info.fordblks < threshold) return false;
     malloc_trim(0);
+    return true;
+#else
+    (void)threshold;
+    return false;
 #endif
 }
 

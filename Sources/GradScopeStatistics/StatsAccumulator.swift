@@ -32,9 +32,18 @@ public struct StatsAccumulator: Sendable {
     /// faulting in fresh memory for each one (glibc's default above 128 KiB).
     public static func prepareAllocator() { gs_tune_allocator() }
 
-    /// Hands the heap's free memory back to the system; a long-lived process
-    /// calls it between files so that its resident size stays that of one file's work.
-    public static func releaseFreeMemory() { gs_release_free_memory() }
+    /// Free heap memory a long-lived process keeps between files (``releaseFreeMemory(above:)``).
+    public static let keptFreeMemory = 16 << 20
+
+    /// Hands the heap's free memory back to the system when it holds at least `threshold` free
+    /// bytes, and tells whether it did; a long-lived process calls it between files so that its
+    /// resident size stays that of one file's work, plus at most `threshold`. Handing back less
+    /// costs more than it saves: every free page is let go of, and faulted in again, zeroed, by
+    /// the next file.
+    @discardableResult
+    public static func releaseFreeMemory(above threshold: Int = keptFreeMemory) -> Bool {
+        gs_release_free_memory(threshold)
+    }
 
     /// The unit layout used for ``TensorStats/unitNorms``.
     public let layout: UnitLayout

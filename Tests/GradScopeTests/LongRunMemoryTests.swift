@@ -211,4 +211,25 @@ struct LongRunMemoryTests {
         #expect(windows[3].steps == [20, 30, 40] && windows[3].lastAlive == [1] && windows[3].saves == 3)
     }
 
+    #if canImport(Glibc)
+    // On the main thread, whose blocks come from glibc's main heap, the one a gradscope process has
+    // (``StatsAccumulator/prepareAllocator()``) and the one the free memory is counted in.
+    @Test("a long-lived worker hands free memory back only when the heap holds more than it keeps between files")
+    @MainActor
+    func freeMemoryHandedBackAboveThreshold() {
+        // 48 MiB in blocks of 64 KiB (heap blocks, below glibc's mapping threshold), freed under a
+        // block still in use, so that the heap's top cannot shrink by itself.
+        let blocks = (0..<768).map { _ -> UnsafeMutableRawPointer in
+            let block = malloc(64 << 10)!
+            memset(block, 1, 64 << 10)
+            return block
+        }
+        let pin = malloc(64)!
+        defer { free(pin) }
+        for block in blocks { free(block) }
+        #expect(!StatsAccumulator.releaseFreeMemory(above: Int.max), "nothing holds that much free memory")
+        #expect(StatsAccumulator.releaseFreeMemory(above: 32 << 20), "48 MiB free is above 32 MiB")
+        #expect(StatsAccumulator.keptFreeMemory == 16 << 20)
+    }
+    #endif
 }

@@ -79,8 +79,9 @@ uint64_t gs_sum_counts_baseline(const uint32_t *counts, int64_t n);
 /// the statistics allocate a 256 KiB sketch table per large tensor). No-op outside glibc.
 void gs_tune_allocator(void);
 
-/// Returns the heap's free memory to the system (between two files in a long-lived worker).
-void gs_release_free_memory(void);
+/// Returns the heap's free memory to the system (between two files in a long-lived worker) when
+/// it holds at least `threshold` free bytes; returns whether it did. No-op (false) outside glibc.
+bool gs_release_free_memory(size_t threshold);
 
 /// The glibc tunables a measuring process runs with: `current` (the environment's GLIBC_TUNABLES,
 /// or NULL) with a per-thread cache of 2000 freed blocks of each size added
