@@ -210,12 +210,14 @@ package struct InputUnitMap: Sendable, Equatable {
         guard units > 0, stride > 0, offset >= 0, n > 0 else { return }
         var i = 0
         if stride == 1 {
+            // A row of units at a time, without a branch per value (the compiler vectorises it).
             var unit = offset % units
             while i < n {
-                if p[i] == 0 { zeros[unit] &+= 1 }
-                unit &+= 1
-                if unit == units { unit = 0 }
-                i &+= 1
+                let run = Swift.min(n &- i, units &- unit)
+                let values = p + i, counts = zeros + unit
+                for k in 0..<run { counts[k] &+= values[k] == 0 ? 1 : 0 }
+                i &+= run
+                unit = 0
             }
             return
         }
