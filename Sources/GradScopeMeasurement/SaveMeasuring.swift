@@ -90,21 +90,28 @@ package struct SaveMeasuring {
             // The arrays are handed over as they are now; nothing here changes them until the reading
             // is done (letting go of storage would copy them), so they are not copied.
             let ahead = Ahead { [checkpoints, steps] in reading.read(range, checkpoints: checkpoints, steps: steps) }
-            if let previous { finish(previous, progress: progress, emit: emit) }
+            // Moved out, so that the range's outcomes have one holder and are moved on, not copied.
+            let finished = previous?.range
+            if let done = previous.take() { finish(done, progress: progress, emit: emit) }
             let read = ahead.wait()
-            if let previous { release(previous.range) }
+            if let finished { release(finished) }
             previous = read
         }
-        if let previous {
-            finish(previous, progress: progress, emit: emit)
-            release(previous.range)
+        if let done = previous.take() {
+            let finished = done.range
+            finish(done, progress: progress, emit: emit)
+            release(finished)
         }
     }
 
     /// Combines a range's readings into its saves' summaries, stores them in the cache and emits them in order.
-    private mutating func finish(_ read: RangeReading.Read, progress: ((Int, Int) -> Void)?, emit: (Int, SaveOutcome) -> Void) {
+    ///
+    /// The reading is taken, not borrowed: each save's outcomes are moved out of it to be combined,
+    /// and a reading still held elsewhere would make that move a copy of every outcome (a save's
+    /// outcomes are its tensors' full measurements, some 800 bytes each).
+    private mutating func finish(_ read: consuming RangeReading.Read, progress: ((Int, Int) -> Void)?, emit: (Int, SaveOutcome) -> Void) {
+        var read = read
         let range = read.range
-        var series = read.series
         for index in range {
             var checkpoint = checkpoints[index]
             if !full { checkpoint.storage = [] }
@@ -135,12 +142,12 @@ package struct SaveMeasuring {
                 }
                 rest = (record, response.units ?? [])
             }
-            if let reason = series.stepErrors[index] {
+            if let reason = read.series.stepErrors[index] {
                 emit(index, .skipped(SkippedItem(item: checkpoint.source, kind: .unreadable, reason: reason)))
                 continue
             }
             // The save's outcomes are moved out (they are not needed again), not copied.
-            let direct = exchange(&series.outcomes[index - range.lowerBound], with: [])
+            let direct = exchange(&read.series.outcomes[index - range.lowerBound], with: [])
             // A save travels with its histograms; the run it joins decides whether it keeps them.
             let (record, units) = RunMeasurer.combine(
                 tensors: checkpoint.tensors, source: checkpoint.source, step: step, metadata: checkpoint.metadata,
@@ -279,8 +286,10 @@ final class Ahead<Value: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// The value, moved out: this object no longer holds it.
     func wait() -> Value {
         done.wait()
-        return value!
+        let result = value.take()!
+        return result
     }
 }
