@@ -150,19 +150,31 @@ struct DenseSketchCells {
 
     /// The exact `floor(log2 |x|)` histogram of the `Float32` values counted in the table.
     func log2Histogram(zeros: Int) -> Log2Histogram {
-        // Float32 exponents span -149 ... 127.
+        // Float32 exponents span -149 ... 127; slot = exponent - lowest.
         let lowest = LogBucketSketch.tinyExponentBase
-        let slots = 128 &- lowest
-        return withUnsafeTemporaryAllocation(of: Int.self, capacity: slots) { buffer in
-            guard let table = buffer.baseAddress else { return Log2Histogram(minExponent: 0, counts: [], zeros: zeros) }
-            table.initialize(repeating: 0, count: slots)
+        // The slots the keys and tiny buckets can reach (a key's exponent grows with its magnitude),
+        // counted straight into the result: a table of all 277 exponents, over 1 KiB, would come
+        // from the shared heap, under its lock, for every tensor and save.
+        var lo = Int.max, hi = Int.min
+        if keyCount > 0 {
+            lo = LogBucketSketch.exponent(magnitudeKey: UInt16(first)) &- lowest
+            hi = LogBucketSketch.exponent(magnitudeKey: UInt16(top)) &- lowest
+        }
+        if !tiny.isEmpty {
+            lo = Swift.min(lo, 0)
+            hi = Swift.max(hi, Self.tinySlots &- 1)
+        }
+        guard lo <= hi else { return Log2Histogram(minExponent: 0, counts: [], zeros: zeros) }
+        var result = [Int](repeating: 0, count: hi &- lo &+ 1)
+        result.withUnsafeMutableBufferPointer { buffer in
+            guard let table = buffer.baseAddress else { return }
             if keyCount > 0 {
                 var magnitude = first
                 // Subnormal keys: the exponent from the leading bit.
                 while magnitude <= top && magnitude < 128 {
                     let key = UInt16(magnitude)
                     let slot = LogBucketSketch.exponent(magnitudeKey: key) &- lowest
-                    table[slot] &+= Int(counts[magnitude]) &+ Int(counts[0x8000 | magnitude])
+                    table[slot &- lo] &+= Int(counts[magnitude]) &+ Int(counts[0x8000 | magnitude])
                     magnitude &+= 1
                 }
                 // Normal keys: 128 magnitudes to an exponent.
@@ -170,24 +182,25 @@ struct DenseSketchCells {
                     let blockEnd = Swift.min(top, magnitude | 127)
                     let n = blockEnd &- magnitude &+ 1
                     let slot = (magnitude &>> 7) &- 127 &- lowest
-                    table[slot] &+= Self.sum(counts + magnitude, n) &+ Self.sum(counts + (0x8000 | magnitude), n)
+                    table[slot &- lo] &+= Self.sum(counts + magnitude, n) &+ Self.sum(counts + (0x8000 | magnitude), n)
                     magnitude = blockEnd &+ 1
                 }
             }
             if !tiny.isEmpty {
                 for index in 0..<Self.tinySlots {
-                    table[index] &+= tiny[index] &+ tiny[Self.tinySlots &+ index]
+                    table[index &- lo] &+= tiny[index] &+ tiny[Self.tinySlots &+ index]
                 }
             }
-            var low = 0
-            while low < slots && table[low] == 0 { low &+= 1 }
-            guard low < slots else { return Log2Histogram(minExponent: 0, counts: [], zeros: zeros) }
-            var high = slots &- 1
-            while table[high] == 0 { high &-= 1 }
-            return Log2Histogram(
-                minExponent: low &+ lowest, counts: Array(UnsafeBufferPointer(start: table + low, count: high &- low &+ 1)),
-                zeros: zeros)
         }
+        // Empty slots at either end are dropped: the histogram runs from the lowest to the highest exponent counted.
+        var low = 0
+        while low < result.count && result[low] == 0 { low &+= 1 }
+        guard low < result.count else { return Log2Histogram(minExponent: 0, counts: [], zeros: zeros) }
+        var high = result.count &- 1
+        while result[high] == 0 { high &-= 1 }
+        if high < result.count &- 1 { result.removeLast(result.count &- 1 &- high) }
+        if low > 0 { result.removeFirst(low) }
+        return Log2Histogram(minExponent: lo &+ low &+ lowest, counts: result, zeros: zeros)
     }
 }
 
