@@ -286,7 +286,7 @@ final class Ahead<Value: Sendable>: @unchecked Sendable {
         }
     }
 
-    /// The value, moved out: this object no longer holds it.
+    /// The value, moved out, so that this object no longer holds it: called once.
     func wait() -> Value {
         done.wait()
         let result = value.take()!
