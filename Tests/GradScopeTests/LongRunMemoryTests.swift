@@ -217,14 +217,14 @@ struct LongRunMemoryTests {
     @Test("a long-lived worker hands free memory back only when the heap holds more than it keeps between files")
     @MainActor
     func freeMemoryHandedBackAboveThreshold() {
-        // 48 MiB in blocks of 64 KiB (heap blocks, below glibc's mapping threshold), freed under a
-        // block still in use, so that the heap's top cannot shrink by itself.
-        let blocks = (0..<768).map { _ -> UnsafeMutableRawPointer in
+        // 48 MiB in blocks of 64 KiB (heap blocks, below glibc's mapping threshold), freed under the
+        // block allocated after them, still in use, so that the heap's top cannot shrink by itself.
+        var blocks = (0..<769).map { _ -> UnsafeMutableRawPointer in
             let block = malloc(64 << 10)!
             memset(block, 1, 64 << 10)
             return block
         }
-        let pin = malloc(64)!
+        let pin = blocks.removeLast()
         defer { free(pin) }
         for block in blocks { free(block) }
         #expect(!StatsAccumulator.releaseFreeMemory(above: Int.max), "nothing holds that much free memory")
