@@ -160,7 +160,8 @@ void gs_tune_allocator(void) {
 // malloc_trim hands back every free page inside the heap, one madvise per free block, and the
 // next file faults the pages in again, zeroed: after each file of 298 datasets that took a
 // describing worker about a third of its time. So it is called only when the heap holds more
-// free memory than the threshold.
+// free memory than the threshold. mallinfo2 counts glibc's main heap only: a gradscope process has
+// no other (M_ARENA_MAX = 1, gs_tune_allocator).
 bool gs_release_free_memory(size_t threshold) {
 #if defined(__GLIBC__)
     struct mallinfo2 info = mallinfo2();

@@ -289,7 +289,6 @@ final class Ahead<Value: Sendable>: @unchecked Sendable {
     /// The value, moved out, so that this object no longer holds it: called once.
     func wait() -> Value {
         done.wait()
-        let result = value.take()!
-        return result
+        return value.take()!
     }
 }
