@@ -63,9 +63,14 @@ func injectFault(for path: String) {
     }
 }
 
+/// GRADSCOPE_FAULT_INJECTION as this process started with it, read once: a worker asks for every
+/// file it reads, and `ProcessInfo`'s environment is a dictionary of every variable built afresh
+/// on each use.
+private let faultInjectionSpec: String? = getenv("GRADSCOPE_FAULT_INJECTION").map { String(cString: $0) }
+
 /// The fault GRADSCOPE_FAULT_INJECTION asks for on `path`, if any.
 func faultInjection(for path: String) -> String? {
-    guard let spec = ProcessInfo.processInfo.environment["GRADSCOPE_FAULT_INJECTION"] else { return nil }
+    guard let spec = faultInjectionSpec else { return nil }
     let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
     guard parts.count == 2, !parts[1].isEmpty, path.contains(parts[1]) else { return nil }
     return parts[0]

@@ -65,6 +65,36 @@ struct WorkerMessagesTests {
         }
     }
 
+    @Test("saves that repeat a tensor list share one decoded copy of it; a list that differs is decoded on its own")
+    func repeatedListsDecodedOnce() throws {
+        let run = try RunLoader.load(samplePath("healthy"))
+        // Two saves alike (the first save of this run holds no gradients yet).
+        let pair = try #require(run.checkpoints.indices.dropFirst().first { run.checkpoints[$0 - 1].tensors == run.checkpoints[$0].tensors })
+        let first = run.checkpoints[pair - 1]
+        var second = run.checkpoints[pair]
+        // Two messages, as two workers would send them: equal lists come back as one storage.
+        let a = try #require(
+            try WorkerCoding.decode(WorkerResponse.self, from: try WorkerCoding.encode(WorkerResponse(checkpoints: [first]))).checkpoints)
+        let b = try #require(
+            try WorkerCoding.decode(WorkerResponse.self, from: try WorkerCoding.encode(WorkerResponse(checkpoints: [second]))).checkpoints)
+        #expect(DescriptionInterner.same(a[0].tensors, b[0].tensors))
+        #expect(a[0].tensors == first.tensors && b[0].layers == second.layers)
+        #expect(b[0].metadata.step == second.metadata.step && b[0].source == second.source)
+        // One name differs: its own list, read as it was written.
+        second.tensors[1].name += "x"
+        let c = try #require(
+            try WorkerCoding.decode(WorkerResponse.self, from: try WorkerCoding.encode(WorkerResponse(checkpoints: [second]))).checkpoints)
+        #expect(!DescriptionInterner.same(c[0].tensors, a[0].tensors))
+        #expect(c[0].tensors == second.tensors && c[0].tensors != first.tensors)
+        // Storage that differs only in one offset is not taken for the earlier one.
+        var moved = first
+        let index = try #require(moved.storage.firstIndex { $0 != nil })
+        moved.storage[index]?.offset += 8
+        let d = try #require(
+            try WorkerCoding.decode(WorkerResponse.self, from: try WorkerCoding.encode(WorkerResponse(checkpoints: [first, moved]))).checkpoints)
+        #expect(d[0].storage == first.storage && d[1].storage == moved.storage && d[0].storage != d[1].storage)
+    }
+
     @Test("a measure request and a measured step's answer come back as they went")
     func requestAndMeasuredRoundTrip() throws {
         let run = try RunLoader.load(samplePath("exploding-nan"))
