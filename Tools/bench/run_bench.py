@@ -7,8 +7,9 @@
     python3 Tools/bench/run_bench.py --many           # only the many-saves workload (--many-saves N, --many-params P)
 
 What it does:
-  1. builds gradscope in release mode (swift build -c release --scratch-path .build-bench,
-     from the repository root) unless --gradscope PATH is given;
+  1. builds gradscope in release mode as the wheel ships it, with the Swift runtime and
+     Foundation linked in (swift build -c release --static-swift-stdlib --scratch-path
+     .build-bench, from the repository root) unless --gradscope PATH is given;
   2. writes a synthetic run (generate.py: ~50M float32 parameters, 6 steps, weights and
      gradients, three planted pathologies) as three variants: native contiguous, native
      chunked + gzip level 4, and a hand-written h5py state_dict;
@@ -231,7 +232,9 @@ def summarize(runs: list[dict]) -> dict:
 
 def build_gradscope(log) -> Path:
     binary = REPO / ".build-bench" / "release" / "gradscope"
-    cmd = ["swift", "build", "-c", "release", "--scratch-path", ".build-bench", "--product", "gradscope"]
+    # Linked as Tools/wheel ships it: each process starts without resolving the Swift libraries'
+    # symbols, and every call into the runtime (retain, release) is a direct call.
+    cmd = ["swift", "build", "-c", "release", "--static-swift-stdlib", "--scratch-path", ".build-bench", "--product", "gradscope"]
     log(f"building: {' '.join(cmd)}")
     t0 = time.perf_counter()
     for _ in range(3):  # a source file saved mid-build makes swift build stop: try again
