@@ -325,6 +325,44 @@ GS_TARGET GS_LINKAGE bool GS_NAME(drift)(const float *pa, const float *pb, int64
     return true;
 }
 
+// The drift's sums without the dot product, the largest |b - a| and the sign flips (zero
+// in the result), for a caller that keeps only the norms and the changed count: the same
+// vector steps and accumulators as drift() above, so the sums it gives are those to the bit,
+// at about two thirds of the cost.
+GS_TARGET GS_LINKAGE bool GS_NAME(drift_norms)(const float *pa, const float *pb, int64_t n, gs_drift_sums *out) {
+    const VD zero = {0};
+    VD squaresA0 = zero, squaresA1 = zero, squaresB0 = zero, squaresB1 = zero, squaresD0 = zero, squaresD1 = zero;
+    VI changedLanes = {0};
+    int64_t i = 0;
+    for (; i + NF <= n; i += NF) {
+        VF va = LOADF(pa + i), vb = LOADF(pb + i);
+        changedLanes -= (VI)((VU)va != (VU)vb);
+        VD aLo = LOWD(va), aHi = HIGHD(va), bLo = LOWD(vb), bHi = HIGHD(vb);
+        VD dLo = bLo - aLo, dHi = bHi - aHi;
+        SUM2(squaresA, aLo * aLo, aHi * aHi);
+        SUM2(squaresB, bLo * bLo, bHi * bHi);
+        SUM2(squaresD, dLo * dLo, dHi * dHi);
+    }
+    gs_drift_sums s = {0};
+    s.squaresA = REDUCE_SUMD(squaresA0 + squaresA1);
+    s.squaresB = REDUCE_SUMD(squaresB0 + squaresB1);
+    s.squaresDelta = REDUCE_SUMD(squaresD0 + squaresD1);
+    s.changed = REDUCE_SUMI(changedLanes);
+    for (; i < n; i++) {
+        double a = (double)pa[i], b = (double)pb[i], d = b - a;
+        s.squaresA += a * a;
+        s.squaresB += b * b;
+        s.squaresDelta += d * d;
+        uint32_t ua, ub;
+        memcpy(&ua, pa + i, 4);
+        memcpy(&ub, pb + i, 4);
+        if (ua != ub) s.changed += 1;
+    }
+    if (!__builtin_isfinite(s.squaresA + s.squaresB + s.squaresDelta)) return false;
+    *out = s;
+    return true;
+}
+
 // Two vectors per step, four chains of float64 additions.
 GS_TARGET GS_LINKAGE void GS_NAME(squares_zeros)(const float *p, int64_t n, double *squares, int64_t *zeros) {
     VD q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};

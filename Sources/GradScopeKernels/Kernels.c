@@ -86,7 +86,8 @@ typedef uint64_t u64x16 __attribute__((vector_size(128)));
 #endif
 
 #define TABLE(suffix, isa) \
-    { isa, gs_summarize_##suffix, gs_count_keys_##suffix, gs_drift_##suffix, gs_squares_zeros_##suffix, gs_sum_counts_##suffix }
+    { isa, gs_summarize_##suffix, gs_count_keys_##suffix, gs_drift_##suffix, gs_squares_zeros_##suffix, gs_sum_counts_##suffix, \
+      gs_drift_norms_##suffix }
 static const gs_kernel_table baselineTable = TABLE(baseline, "baseline");
 #if GS_X86
 static const gs_kernel_table avx2Table = TABLE(avx2, "avx2+fma");
@@ -136,6 +137,10 @@ bool gs_summarize_finite_f32(const float *values, int64_t n, double center, uint
 void gs_count_keys_f32(const float *values, int64_t n, uint32_t *counts) { choose()->count_keys(values, n, counts); }
 
 bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out) { return choose()->drift(a, b, n, out); }
+
+bool gs_drift_norms_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out) {
+    return choose()->drift_norms(a, b, n, out);
+}
 
 void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros) {
     choose()->squares_zeros(values, n, squares, zeros);

@@ -213,6 +213,11 @@ package enum SeriesMeasurer {
             accumulator.countInputZeros(inputs)
             return accumulator
         }
+
+        /// A fresh drift accumulator for this entry, nil when it has no partner.
+        package func driftAccumulator(_ options: MeasureOptions) -> DriftAccumulator? {
+            partner == nil ? nil : DriftAccumulator(layout: driftLayout, normsOnly: options.driftNormsOnly)
+        }
     }
 
     /// Steps of one tensor (same type, same shape, stored the same way) measured together.
@@ -237,6 +242,9 @@ package enum SeriesMeasurer {
         perUnitEverywhere: Bool, unitWindowStart: Int, distributions: Bool = true, progress: ((Int, Int) -> Void)? = nil
     ) -> Result {
         let range = range ?? steps.indices
+        // Without distributions, the drift's cosine, largest |Δ| and sign flips go too.
+        var options = options
+        if !distributions { options.driftNormsOnly = true }
         let windows = plan(
             steps, range: range, selected: selected, options: options, gradientNames: gradientNames, perUnitEverywhere: perUnitEverywhere)
         let files = StepFiles(steps, uses: windows, mapping: options.readInPlace)
@@ -438,7 +446,7 @@ package enum SeriesMeasurer {
         let n = window.entries.count
         var part = Part(
             stats: window.entries.map { $0.accumulator(options) },
-            drift: window.entries.map { $0.partner == nil ? nil : DriftAccumulator(layout: $0.driftLayout) },
+            drift: window.entries.map { $0.driftAccumulator(options) },
             errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
         let blockCapacity = TensorMeasurer.directBlockElements
         var previous = UnsafeMutableBufferPointer<T>.allocate(capacity: blockCapacity)
@@ -538,7 +546,7 @@ package enum SeriesMeasurer {
         let n = window.entries.count
         var part = Part(
             stats: window.entries.map { $0.accumulator(options) },
-            drift: window.entries.map { $0.partner == nil ? nil : DriftAccumulator(layout: $0.driftLayout) },
+            drift: window.entries.map { $0.driftAccumulator(options) },
             errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
         // The steps read, each once: every entry's, and a first partner's not in the window.
         var sides: [DeflatedChunks?] = []

@@ -18,6 +18,9 @@ public struct MeasureOptions: Sendable {
     /// Contiguous tensors measured run-wide are taken in place from their files' mappings
     /// (``StoredFile``); false reads them with `pread`, as `GRADSCOPE_READ=pread` does.
     public var readInPlace: Bool = StoredFile.mapsByDefault
+    /// Drift measured run-wide gives its norms, relative change and changed count only, not its
+    /// cosine, largest |Δ| and sign flips (a scan keeps the former alone, ``MeasurementDetail``).
+    package var driftNormsOnly = false
 
     public init() {}
 }

@@ -30,10 +30,16 @@ package enum DriftKernels {
     /// differ, a sign flip when the signs differ and neither value is ±0 (the
     /// same as a negative `Float64` product `a * b`, which is exact for `Float32`
     /// values and so never underflows to zero). The kernel is `gs_drift_finite_f32`.
+    /// With `normsOnly`, the dot product, the largest |Δ| and the sign flips are left zero
+    /// (`gs_drift_norms_finite_f32`); the other sums are the same to the bit.
     @inline(__always)
-    package static func sumFiniteFloats(_ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int) -> ChunkSums? {
+    package static func sumFiniteFloats(
+        _ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int, normsOnly: Bool = false
+    ) -> ChunkSums? {
         var out = gs_drift_sums()
-        guard gs_drift_finite_f32(pa, pb, Int64(n), &out) else { return nil }
+        let finite =
+            normsOnly ? gs_drift_norms_finite_f32(pa, pb, Int64(n), &out) : gs_drift_finite_f32(pa, pb, Int64(n), &out)
+        guard finite else { return nil }
         var sums = ChunkSums()
         sums.finite = n
         sums.changed = Int(out.changed)

@@ -136,6 +136,26 @@ struct DriftAccumulatorTests {
         }
     }
 
+    @Test("norms only: the norms, relative change and counts of the full drift to the bit, per unit too; no cosine, largest |Δ| or sign flips")
+    func normsOnlyMatchFullDrift() {
+        for count in [30, 2048, 2049, 10_001] {
+            for specials in [false, true] {
+                let (a, b) = driftTestPairs(count: count, seed: UInt64(count) + 7, withSpecials: specials)
+                var full = DriftAccumulator(layout: .trailing(units: 10))
+                var norms = DriftAccumulator(layout: .trailing(units: 10), normsOnly: true)
+                driftAddInBlocks(a, b, to: &full, blockSizes: [1, 9, 1000, 2500])
+                driftAddInBlocks(a, b, to: &norms, blockSizes: [1, 9, 1000, 2500])
+                let x = full.finish(), y = norms.finish()
+                #expect(y.relativeChange?.bitPattern == x.relativeChange?.bitPattern, "n \(count)")
+                #expect(y.deltaNorm == x.deltaNorm && y.normA == x.normA && y.normB == x.normB)
+                #expect(y.changed == x.changed && y.count == x.count && y.finiteCount == x.finiteCount && y.nonFinite == x.nonFinite)
+                #expect(y.unitRelativeChange == x.unitRelativeChange && y.unitChanged == x.unitChanged)
+                #expect(y.cosineSimilarity == nil && y.maxAbsDelta == nil && y.signFlips == 0)
+                #expect(x.cosineSimilarity != nil && x.maxAbsDelta != nil)
+            }
+        }
+    }
+
     @Test func nanAndInfinityHandling() throws {
         let a: [Float] = [.nan, .nan, .infinity, 1, 2, -.infinity, 3]
         let b: [Float] = [.nan, 4, .infinity, .nan, 2, 5, 4]

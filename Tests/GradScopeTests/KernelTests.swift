@@ -43,7 +43,7 @@ struct KernelTests {
                 table: gs_kernel_table(
                     isa: gs_kernels_isa(), summarize: gs_summarize_finite_f32,
                     count_keys: gs_count_keys_f32, drift: gs_drift_finite_f32,
-                    squares_zeros: gs_squares_zeros_f32, sum_counts: gs_sum_counts))
+                    squares_zeros: gs_squares_zeros_f32, sum_counts: gs_sum_counts, drift_norms: gs_drift_norms_finite_f32))
         ]
         for isa in ["avx2+fma", "avx512"] {
             if let table = gs_kernels_for_isa(isa) { result.append(Copy(name: isa, table: table.pointee)) }
@@ -250,6 +250,36 @@ struct KernelTests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    @Test("the drift's norms alone are the full drift's sums to the bit; a NaN or an infinity is refused", arguments: copies)
+    func driftNorms(copy: Copy) {
+        var random = SplitMix64(seed: 79)
+        for n in Self.lengths + [4099] {
+            for (a, b) in Self.pairs(n, &random) {
+                a.withUnsafeBufferPointer { pa in
+                    b.withUnsafeBufferPointer { pb in
+                        var full = gs_drift_sums(), norms = gs_drift_sums(), base = gs_drift_sums()
+                        #expect(copy.drift(pa.baseAddress!, pb.baseAddress!, n, &full))
+                        #expect(copy.table.drift_norms(pa.baseAddress, pb.baseAddress, Int64(n), &norms), "\(copy): n \(n)")
+                        #expect(gs_drift_norms_baseline(pa.baseAddress, pb.baseAddress, Int64(n), &base))
+                        #expect(norms.squaresA.bitPattern == full.squaresA.bitPattern, "\(copy): n \(n)")
+                        #expect(
+                            norms.squaresB.bitPattern == full.squaresB.bitPattern && norms.squaresDelta.bitPattern == full.squaresDelta.bitPattern)
+                        #expect(norms.changed == full.changed && norms.dot == 0 && norms.signFlips == 0 && norms.maxAbsDelta == 0)
+                        #expect(base.changed == full.changed && Self.close(base.squaresDelta, full.squaresDelta, 1e-12))
+                    }
+                }
+            }
+            var a = (0..<n).map { _ in Float(random.gaussian()) }
+            let b = a.map { $0 + 1e-3 }
+            for bad in [Float.nan, .infinity, -.infinity] {
+                a[n / 2] = bad
+                var sums = gs_drift_sums()
+                #expect(!copy.table.drift_norms(a, b, Int64(n), &sums), "\(copy): \(bad) in \(n)")
+                #expect(!copy.table.drift_norms(b, a, Int64(n), &sums))
             }
         }
     }

@@ -42,6 +42,10 @@ void gs_count_keys_f32(const float *values, int64_t n, uint32_t *counts);
 /// Drift sums of `n` pairs; returns false when a value is NaN or infinite (or the squares overflow).
 bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out);
 
+/// The same sums without `dot`, `maxAbsDelta` and `signFlips` (left zero), bit for bit those
+/// gs_drift_finite_f32 gives, for a caller that keeps only the norms and the changed count.
+bool gs_drift_norms_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out);
+
 /// Σ x² (in float64) and the zero count of `n` finite float32 values.
 void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros);
 
@@ -61,6 +65,7 @@ typedef struct {
     bool (*drift)(const float *a, const float *b, int64_t n, gs_drift_sums *out);
     void (*squares_zeros)(const float *values, int64_t n, double *squares, int64_t *zeros);
     uint64_t (*sum_counts)(const uint32_t *counts, int64_t n);
+    bool (*drift_norms)(const float *a, const float *b, int64_t n, gs_drift_sums *out);
 } gs_kernel_table;
 
 /// The copy of the kernels for `isa` (a name gs_kernels_isa returns), or NULL when this build has
@@ -73,6 +78,7 @@ void gs_count_keys_baseline(const float *values, int64_t n, uint32_t *counts);
 bool gs_drift_baseline(const float *a, const float *b, int64_t n, gs_drift_sums *out);
 void gs_squares_zeros_baseline(const float *values, int64_t n, double *squares, int64_t *zeros);
 uint64_t gs_sum_counts_baseline(const uint32_t *counts, int64_t n);
+bool gs_drift_norms_baseline(const float *a, const float *b, int64_t n, gs_drift_sums *out);
 
 /// Keeps allocations below 4 MiB on the heap and up to 32 MiB of freed heap for reuse (glibc
 /// otherwise maps every block of 128 KiB or more afresh, or hands freed memory back at once, and
