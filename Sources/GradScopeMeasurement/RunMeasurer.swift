@@ -125,12 +125,12 @@ public enum RunMeasurer {
             var restFailures = Dictionary(restFailureList.map { ($0.item, $0) }, uniquingKeysWith: { a, _ in a })
             for (t, tensor) in tensors.enumerated() {
                 if t < direct.count, var outcome = direct[t].take() {
-                    guard let measurement = outcome.measurement.take() else {
+                    guard let measurement = outcome.takeMeasurement() else {
                         failures.append(SkippedItem(item: source + ":" + tensor.path, kind: .unreadable, reason: outcome.error ?? "not measured"))
                         continue
                     }
                     measurements.add(measurement)
-                    if let snapshot = outcome.snapshot.take() { snapshots.append(snapshot) }
+                    if let snapshot = outcome.takeSnapshot() { snapshots.append(snapshot) }
                 } else if !restFailures.isEmpty, let failure = restFailures.removeValue(forKey: source + ":" + tensor.path) {
                     failures.append(failure)
                 } else if let measurement = rest.0.tensors[tensor.key] {
@@ -146,12 +146,12 @@ public enum RunMeasurer {
             list.reserveCapacity(tensors.count)
             for t in 0..<Swift.min(tensors.count, direct.count) {
                 guard var outcome = direct[t].take() else { continue }
-                guard let measurement = outcome.measurement.take() else {
+                guard let measurement = outcome.takeMeasurement() else {
                     failures.append(SkippedItem(item: source + ":" + tensors[t].path, kind: .unreadable, reason: outcome.error ?? "not measured"))
                     continue
                 }
                 list.append(measurement)
-                if let snapshot = outcome.snapshot.take() { snapshots.append(snapshot) }
+                if let snapshot = outcome.takeSnapshot() { snapshots.append(snapshot) }
             }
             if let layout, layout.hasUniqueKeys, layout.describes(list) {
                 tensorsTable = MeasurementTable(layout: layout, measurements: list, detail: detail)

@@ -60,14 +60,47 @@ package enum SeriesMeasurer {
     /// What was measured of one tensor at one step: its measurement (per-unit arrays already
     /// summarised and dropped, so a long run holds no per-unit data) and its unit snapshot, or why not.
     package struct Outcome: Sendable {
-        package var measurement: TensorMeasurement?
-        package var snapshot: UnitSnapshot?
+        /// The measurement and the unit snapshot, held by reference: an outcome is moved from the
+        /// thread that finished it to its range's collector, out of it and into its save, and a
+        /// measurement is about 700 bytes, copied at each move when held inline.
+        private final class Parts: @unchecked Sendable {
+            var measurement: TensorMeasurement?
+            var snapshot: UnitSnapshot?
+
+            init(measurement: TensorMeasurement?, snapshot: UnitSnapshot?) {
+                self.measurement = measurement
+                self.snapshot = snapshot
+            }
+        }
+
+        private var parts: Parts?
         package var error: String?
 
         package init(measurement: TensorMeasurement?, snapshot: UnitSnapshot?, error: String?) {
-            self.measurement = measurement
-            self.snapshot = snapshot
+            parts = measurement == nil && snapshot == nil ? nil : Parts(measurement: measurement, snapshot: snapshot)
             self.error = error
+        }
+
+        package var measurement: TensorMeasurement? { parts?.measurement }
+        package var snapshot: UnitSnapshot? { parts?.snapshot }
+
+        /// The measurement, moved out: nil afterwards.
+        package mutating func takeMeasurement() -> TensorMeasurement? {
+            unique()?.measurement.take()
+        }
+
+        /// The unit snapshot, moved out: nil afterwards.
+        package mutating func takeSnapshot() -> UnitSnapshot? {
+            unique()?.snapshot.take()
+        }
+
+        /// The parts, first copied when a copy of this outcome shares them (a value changes alone).
+        private mutating func unique() -> Parts? {
+            guard parts != nil else { return nil }
+            if !isKnownUniquelyReferenced(&parts) {
+                parts = parts.map { Parts(measurement: $0.measurement, snapshot: $0.snapshot) }
+            }
+            return parts
         }
     }
 
