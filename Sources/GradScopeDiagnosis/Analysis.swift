@@ -264,8 +264,11 @@ public enum Analysis {
         }
         let drawn = Mutex<ScanReport.Timelines?>(nil)
         let group = DispatchGroup()
+        // On as many threads as the detectors: while they run, the timelines share the cores with
+        // them; once they are done, the timelines left take every core, not one.
+        let threads = Diagnoser.detectorThreads(measurements)
         DispatchQueue.global().async(group: group) {
-            let timelines = RunIndex.$current.withValue(index) { ScanReport.timelines(measurements, findings: []) }
+            let timelines = RunIndex.$current.withValue(index) { ScanReport.timelines(measurements, findings: [], threads: threads) }
             drawn.withLock { $0 = timelines }
         }
         let diagnosis = Diagnoser.diagnose(measurements, thresholds: thresholds)

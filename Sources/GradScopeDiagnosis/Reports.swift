@@ -424,11 +424,20 @@ public struct ScanReport: Sendable, Codable {
     ) -> [Value] {
         let threads = max(1, min(threads, items.count))
         guard threads > 1 else { return items.map(transform) }
-        let parts = Mutex([[Value]](repeating: [], count: threads))
-        DispatchQueue.concurrentPerform(iterations: threads) { part in
-            let start = items.count * part / threads, end = items.count * (part + 1) / threads
-            let values = items[start..<end].map(transform)
-            parts.withLock { $0[part] = values }
+        // Runs of items taken in turn by whichever thread is free, four a thread: items differ in
+        // cost, and a thread may start late (its core busy elsewhere), so halves fixed up front
+        // would leave one thread waiting on the other.
+        let count = min(items.count, 4 * threads)
+        let parts = Mutex([[Value]](repeating: [], count: count))
+        let next = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+            while true {
+                let part = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard part < count else { return }
+                let start = items.count * part / count, end = items.count * (part + 1) / count
+                let values = items[start..<end].map(transform)
+                parts.withLock { $0[part] = values }
+            }
         }
         return parts.withLock { $0.flatMap { $0 } }
     }
