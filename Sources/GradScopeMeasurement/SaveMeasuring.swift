@@ -86,13 +86,20 @@ package struct SaveMeasuring {
             return
         }
         var previous: RangeReading.Read?
-        for range in ranges {
+        // Each range is prepared (its windows worked out) here while the one before is read, so
+        // that its reading starts on every core at once.
+        var prepared: RangeReading.Prepared? = reading.prepare(ranges[0], checkpoints: checkpoints, steps: steps)
+        for position in ranges.indices {
+            let current = prepared.take()!
             // The arrays are handed over as they are now; nothing here changes them until the reading
             // is done (letting go of storage would copy them), so they are not copied.
-            let ahead = Ahead { [checkpoints, steps] in reading.read(range, checkpoints: checkpoints, steps: steps) }
+            let ahead = Ahead { [checkpoints, steps] in reading.read(current, checkpoints: checkpoints, steps: steps) }
             // Moved out, so that the range's outcomes have one holder and are moved on, not copied.
             let finished = previous?.range
             if let done = previous.take() { finish(done, progress: progress, emit: emit) }
+            if position + 1 < ranges.count {
+                prepared = reading.prepare(ranges[position + 1], checkpoints: checkpoints, steps: steps)
+            }
             let read = ahead.wait()
             if let finished { release(finished) }
             previous = read
@@ -215,6 +222,21 @@ struct RangeReading: Sendable {
     }
 
     func read(_ range: Range<Int>, checkpoints: [Checkpoint], steps: [SeriesMeasurer.Step]) -> Read {
+        read(prepare(range, checkpoints: checkpoints, steps: steps), checkpoints: checkpoints, steps: steps)
+    }
+
+    /// What is worked out of a range before its files are read, on one thread: the cache's
+    /// answers, which tensors are read directly and which by the workers, and the direct ones' windows.
+    struct Prepared: Sendable {
+        var range: Range<Int>
+        var hits: [Int: (StepRecord, [UnitSnapshot])]
+        var keys: [Int: SummaryCache.Key]
+        var direct: [Set<Int>]
+        var stepwise: [Int]
+        var planned: SeriesMeasurer.Planned
+    }
+
+    func prepare(_ range: Range<Int>, checkpoints: [Checkpoint], steps: [SeriesMeasurer.Step]) -> Prepared {
         // Saves measured before, unchanged, with the same save before them: taken from the cache.
         var hits: [Int: (StepRecord, [UnitSnapshot])] = [:]
         var keys: [Int: SummaryCache.Key] = [:]
@@ -232,6 +254,16 @@ struct RangeReading: Sendable {
             // `direct[index]` holds indices of the save's tensors: fewer than all of them leaves some to the workers.
             hits[index] == nil && direct[index].count < checkpoints[index].tensors.count
         }
+        let planned = SeriesMeasurer.Planned(
+            steps, range: range, selected: direct, options: options, gradientNames: Set(gradientNames),
+            perUnitEverywhere: perUnitEverywhere, distributions: full)
+        return Prepared(range: range, hits: hits, keys: keys, direct: direct, stepwise: stepwise, planned: planned)
+    }
+
+    /// Reads a prepared range (`checkpoints` and `steps` those it was prepared with).
+    func read(_ prepared: consuming Prepared, checkpoints: [Checkpoint], steps: [SeriesMeasurer.Step]) -> Read {
+        let range = prepared.range, hits = prepared.hits, keys = prepared.keys, direct = prepared.direct
+        let stepwise = prepared.stepwise
         let requests = stepwise.map { index -> WorkerRequest in
             var r = ScanEngine.request(.measure, path: checkpoints[index].file, load: load, measure: options)
             r.current = checkpoints[index]
@@ -260,9 +292,7 @@ struct RangeReading: Sendable {
                 }
             }
         }
-        let series = SeriesMeasurer.measure(
-            steps, range: range, selected: direct, options: options, gradientNames: Set(gradientNames),
-            perUnitEverywhere: perUnitEverywhere, unitWindowStart: 0, distributions: full)
+        let series = SeriesMeasurer.measure(steps, prepared.planned, gradientNames: Set(gradientNames), unitWindowStart: 0)
         var read = Read(range: range, hits: hits, keys: keys, alone: alone, series: series)
         for (position, index) in stepwise.enumerated() { read.stepwise[index] = outcomes[position] }
         return read
@@ -278,7 +308,11 @@ final class Ahead<Value: Sendable>: @unchecked Sendable {
 
     init(_ work: @escaping @Sendable () -> Value) {
         self.work = work
-        DispatchQueue.global().async { [self] in
+        // A thread of its own, started at once: given to Dispatch's pool, the work waited about
+        // 2 ms for a thread at each range while this one combined the range before (the pool's
+        // threads had just gone idle, and it wakes one when it sees a core free), a core idle a
+        // range's first milliseconds.
+        Thread.detachNewThread { [self] in
             let result = self.work!()
             self.work = nil
             value = result
