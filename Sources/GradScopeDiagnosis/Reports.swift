@@ -424,10 +424,10 @@ public struct ScanReport: Sendable, Codable {
     ) -> [Value] {
         let threads = max(1, min(threads, items.count))
         guard threads > 1 else { return items.map(transform) }
-        // Runs of items taken in turn by whichever thread is free, four a thread: items differ in
+        // Runs of items taken in turn by whichever thread is free, eight a thread: items differ in
         // cost, and a thread may start late (its core busy elsewhere), so halves fixed up front
-        // would leave one thread waiting on the other.
-        let count = min(items.count, 4 * threads)
+        // would leave one thread waiting on the other; what is left when one runs out is one run.
+        let count = min(items.count, 8 * threads)
         let parts = Mutex([[Value]](repeating: [], count: count))
         let next = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: threads) { _ in

@@ -38,7 +38,7 @@ package struct SaveMeasuring {
     ) {
         checkpoints = run.checkpoints
         steps = run.checkpoints.map(SeriesMeasurer.Step.init)
-        gradientNames = Array(Set(run.checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
+        gradientNames = Self.gradientNames(run.checkpoints)
         self.load = load
         self.options = options
         self.perUnitEverywhere = perUnitEverywhere
@@ -46,6 +46,19 @@ package struct SaveMeasuring {
         self.reader = reader
         // What inspect and diff keep (every statistic, per-unit parts everywhere) is never cached.
         self.cache = full || perUnitEverywhere ? nil : cache
+    }
+
+    /// The names of the tensors that have a gradient in any of `checkpoints`, sorted. Saves of one
+    /// model share their tensor list (``DescriptionInterner``): each list is looked at once.
+    package static func gradientNames(_ checkpoints: [Checkpoint]) -> [String] {
+        var names = Set<String>()
+        var last: [TensorRef]?
+        for checkpoint in checkpoints {
+            if let last, DescriptionInterner.same(last, checkpoint.tensors) { continue }
+            for tensor in checkpoint.tensors where tensor.role == .gradient { names.insert(tensor.name) }
+            last = checkpoint.tensors
+        }
+        return names.sorted()
     }
 
     /// Whether a range's files are read and measured on other threads while the range before it is

@@ -52,6 +52,25 @@ struct SaveMeasuringOverlapTests {
         return (events, measuring.cached)
     }
 
+    @Test("the gradient names are every save's, looked at once per shared tensor list")
+    func gradientNamesOfSharedLists() throws {
+        let dir = try TemporaryDirectory()
+        try Self.writeRun(dir.url.path, count: 5)
+        var run = try RunLoader.load(dir.url.path)
+        // As decoded from the workers: saves alike share one list.
+        var interner = DescriptionInterner()
+        for index in run.checkpoints.indices { interner.intern(&run.checkpoints[index]) }
+        #expect(DescriptionInterner.same(run.checkpoints[1].tensors, run.checkpoints[2].tensors))
+        let direct = Array(Set(run.checkpoints.flatMap { $0.tensors(.gradient).map(\.name) })).sorted()
+        #expect(SaveMeasuring.gradientNames(run.checkpoints) == direct && direct == ["l0.weight"])
+        // A later save with a gradient of its own, in a list of its own, counts too.
+        var other = run.checkpoints[4]
+        other.tensors.append(
+            TensorRef(name: "l9.weight", layer: "l9", role: .gradient, shape: [2], dtype: .float32, unitAxis: nil, path: "/gradients/l9.weight"))
+        #expect(SaveMeasuring.gradientNames(run.checkpoints + [other, run.checkpoints[4]]) == ["l0.weight", "l9.weight"])
+        #expect(SaveMeasuring.gradientNames(Array(run.checkpoints.prefix(1))).isEmpty)
+    }
+
     @Test("several ranges give the same outcomes and progress, in the same order, overlapped or not")
     func sameAsOneAtATime() throws {
         let directory = try TemporaryDirectory()
