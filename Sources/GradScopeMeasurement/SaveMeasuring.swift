@@ -69,9 +69,11 @@ package struct SaveMeasuring {
     /// A save's storage is let go once it and the save after it are measured.
     ///
     /// With more than one thread the ranges go through two stages, at most one range in each: while
-    /// one range's saves are combined, cached and emitted here, the next range's cache look-ups,
-    /// worker requests and direct reads run on other threads (the kernels' threads as well), so the
-    /// combining no longer leaves a core idle. What waits in memory is two ranges' outcomes, not one.
+    /// one range's saves are combined, cached and emitted here, the next range's worker requests and
+    /// direct reads run on other threads (the kernels' threads as well), so the combining no longer
+    /// leaves a core idle; then, still here, the range after it is prepared (its cache look-ups and
+    /// its windows), so that its reading starts on every core at once. What waits in memory is two
+    /// ranges' outcomes, not one.
     /// `emit` and `progress` are called on this thread, in the order of the one-stage loop; the
     /// numbers do not depend on the overlap. (One thing may: a cache made unwritable while a range is
     /// stored still answers the next range's look-ups, which were made before; its entries are the
