@@ -329,9 +329,12 @@ public struct ScanReport: Sendable, Codable {
                     let step = records[index].step
                     defer { previous = step }
                     guard isDrawn[index] else { return }
-                    // Only the fields a point shows are read out of the table, in place.
-                    let m = records[index].tensors.point(at: position)
-                    let gradient = gradientPosition.map { records[index].tensors.point(at: $0) }
+                    // Only the fields a point shows are read out of the table. The table is taken
+                    // once: each call on it through the buffer would copy it (a retain of each of
+                    // its arrays) to keep it alive for the call.
+                    let table = records[index].tensors
+                    let m = table.point(at: position)
+                    let gradient = gradientPosition.map { table.point(at: $0) }
                     var ratio: Double?
                     var perSave: Double?
                     if let relative = m.relativeChange, let earlier = previous {
@@ -340,9 +343,9 @@ public struct ScanReport: Sendable, Codable {
                     }
                     var gradientRatio: Double?
                     if let g = gradient?.l2Norm, let w = m.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
-                    let log2Kept = records[index].tensors.detail >= .histogram
-                    let log2 = log2Kept ? records[index].tensors.log2Histogram(at: position) : nil
-                    let gradientLog2 = log2Kept ? gradientPosition.map { records[index].tensors.log2Histogram(at: $0) } : nil
+                    let log2Kept = table.detail >= .histogram
+                    let log2 = log2Kept ? table.log2Histogram(at: position) : nil
+                    let gradientLog2 = log2Kept ? gradientPosition.map { table.log2Histogram(at: $0) } : nil
                     points.append(
                         TimelinePoint(
                             step: step, norm: m.l2Norm, gradientNorm: gradient?.l2Norm,
@@ -371,8 +374,9 @@ public struct ScanReport: Sendable, Codable {
                 points.reserveCapacity(drawn.count)
                 let last = forEachPosition(of: key, in: records) { index, position, _ in
                     guard isDrawn[index] else { return }
-                    let m = records[index].tensors.point(at: position)
-                    let log2 = records[index].tensors.detail >= .histogram ? records[index].tensors.log2Histogram(at: position) : nil
+                    let table = records[index].tensors
+                    let m = table.point(at: position)
+                    let log2 = table.detail >= .histogram ? table.log2Histogram(at: position) : nil
                     points.append(
                         TimelinePoint(
                             step: records[index].step, norm: m.std, gradientNorm: nil, updateRatio: nil,
