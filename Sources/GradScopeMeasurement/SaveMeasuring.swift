@@ -199,6 +199,8 @@ package struct SaveMeasuring {
 /// alone, so that it may run on another thread while the range before is combined.
 struct RangeReading: Sendable {
     let gradientNames: [String]
+    /// The same names, as every range's planning looks them up.
+    let gradientNameSet: Set<String>
     let load: LoadOptions
     let options: MeasureOptions
     let perUnitEverywhere: Bool
@@ -214,6 +216,7 @@ struct RangeReading: Sendable {
         reader: any FileReader, cache: SummaryCache?
     ) {
         self.gradientNames = gradientNames
+        gradientNameSet = Set(gradientNames)
         self.load = load
         self.options = options
         self.perUnitEverywhere = perUnitEverywhere
@@ -270,7 +273,7 @@ struct RangeReading: Sendable {
             hits[index] == nil && direct[index].count < checkpoints[index].tensors.count
         }
         let planned = SeriesMeasurer.Planned(
-            steps, range: range, selected: direct, options: options, gradientNames: Set(gradientNames),
+            steps, range: range, selected: direct, options: options, gradientNames: gradientNameSet,
             perUnitEverywhere: perUnitEverywhere, distributions: full)
         return Prepared(range: range, hits: hits, keys: keys, direct: direct, stepwise: stepwise, planned: planned)
     }
@@ -307,7 +310,7 @@ struct RangeReading: Sendable {
                 }
             }
         }
-        let series = SeriesMeasurer.measure(steps, prepared.planned, gradientNames: Set(gradientNames), unitWindowStart: 0)
+        let series = SeriesMeasurer.measure(steps, prepared.planned, unitWindowStart: 0)
         var read = Read(range: range, hits: hits, keys: keys, alone: alone, series: series)
         for (position, index) in stepwise.enumerated() { read.stepwise[index] = outcomes[position] }
         return read

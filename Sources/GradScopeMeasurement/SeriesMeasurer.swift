@@ -277,7 +277,7 @@ package enum SeriesMeasurer {
         let planned = Planned(
             steps, range: range, selected: selected, options: options, gradientNames: gradientNames,
             perUnitEverywhere: perUnitEverywhere, distributions: distributions)
-        return measure(steps, planned, gradientNames: gradientNames, unitWindowStart: unitWindowStart, progress: progress)
+        return measure(steps, planned, unitWindowStart: unitWindowStart, progress: progress)
     }
 
     /// A range's windows, worked out before it is measured (on one thread: a range of 16 saves
@@ -286,6 +286,7 @@ package enum SeriesMeasurer {
         package let range: Range<Int>
         let windows: [Window]
         let options: MeasureOptions
+        let gradientNames: Set<String>
         let distributions: Bool
 
         package init(
@@ -298,6 +299,7 @@ package enum SeriesMeasurer {
             if !distributions { options.driftNormsOnly = true }
             self.range = range
             self.options = options
+            self.gradientNames = gradientNames
             self.distributions = distributions
             windows = plan(
                 steps, range: range, selected: selected, options: options, gradientNames: gradientNames,
@@ -306,11 +308,12 @@ package enum SeriesMeasurer {
     }
 
     /// Measures a planned range: ``measure(_:range:selected:options:gradientNames:perUnitEverywhere:unitWindowStart:distributions:progress:)``
-    /// with its windows worked out before (`steps` and `gradientNames` those it was planned with).
+    /// with its windows worked out before (`steps` those it was planned with).
     package static func measure(
-        _ steps: [Step], _ planned: Planned, gradientNames: Set<String>, unitWindowStart: Int, progress: ((Int, Int) -> Void)? = nil
+        _ steps: [Step], _ planned: Planned, unitWindowStart: Int, progress: ((Int, Int) -> Void)? = nil
     ) -> Result {
         let range = planned.range, windows = planned.windows, options = planned.options, distributions = planned.distributions
+        let gradientNames = planned.gradientNames
         let files = StepFiles(steps, uses: windows, mapping: options.readInPlace)
         let jobs = windows.indices.flatMap { w in windows[w].shares.indices.map { (window: w, share: $0) } }
         let collector = Collector(windows: windows, steps: steps, range: range)
