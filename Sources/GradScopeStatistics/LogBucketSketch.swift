@@ -264,6 +264,59 @@ package struct LogBucketSketch: Sendable {
         return table
     }
 
+    /// The exact `floor(log2 |x|)` histogram of a sketch still listing its keys, all finite, counted
+    /// from the list itself (`zeros` as given); `nil` for a sketch in a dense table, or holding a
+    /// non-finite key. The same histogram as the dense table's (``readableDenseTable()``): each
+    /// nonzero magnitude key counted in its exponent's slot, the tiny buckets in theirs, empty slots
+    /// at either end dropped. A small tensor (most of a model's tensors: biases, norms) then needs
+    /// no table from the pool, no pass over its range and no zeroing of it, when nothing else is read.
+    package func listedLog2Histogram(zeros: Int) -> Log2Histogram? {
+        guard dense == nil, wide.isEmpty else { return nil }
+        var lowest = Int.max, highest = Int.min
+        var finite = true
+        pending.withUnsafeBufferPointer { keys in
+            for key in keys {
+                let magnitude = key & 0x7FFF
+                if magnitude >= Self.nonFiniteMagnitudeKey { finite = false }
+                guard magnitude != 0 else { continue }
+                let exponent = Self.exponent(magnitudeKey: magnitude)
+                if exponent < lowest { lowest = exponent }
+                if exponent > highest { highest = exponent }
+            }
+        }
+        guard finite else { return nil }
+        var tinyTotal = 0
+        for count in tiny { tinyTotal &+= count }
+        if tinyTotal > 0 {
+            // The tiny buckets' exponents lie below every key's (a key of magnitude 1 or more is at least 2^-133).
+            var index = 0
+            while tiny[index] &+ tiny[Self.tinyExponentCount &+ index] == 0 { index &+= 1 }
+            lowest = Swift.min(lowest, Self.tinyExponentBase &+ index)
+            var last = Self.tinyExponentCount &- 1
+            while tiny[last] &+ tiny[Self.tinyExponentCount &+ last] == 0 { last &-= 1 }
+            highest = Swift.max(highest, Self.tinyExponentBase &+ last)
+        }
+        guard lowest <= highest else { return Log2Histogram(minExponent: 0, counts: [], zeros: zeros) }
+        var counts = [Int](repeating: 0, count: highest &- lowest &+ 1)
+        counts.withUnsafeMutableBufferPointer { slots in
+            pending.withUnsafeBufferPointer { keys in
+                for key in keys {
+                    let magnitude = key & 0x7FFF
+                    guard magnitude != 0 else { continue }
+                    slots[Self.exponent(magnitudeKey: magnitude) &- lowest] &+= 1
+                }
+            }
+            if tinyTotal > 0 {
+                for index in 0..<Self.tinyExponentCount {
+                    let slot = Self.tinyExponentBase &+ index &- lowest
+                    let count = tiny[index] &+ tiny[Self.tinyExponentCount &+ index]
+                    if count != 0 { slots[slot] &+= count }
+                }
+            }
+        }
+        return Log2Histogram(minExponent: lowest, counts: counts, zeros: zeros)
+    }
+
     /// The nonzero counts of all keys whose magnitude is below
     /// ``nonFiniteMagnitudeKey``, in ascending key order.
     package func keyCounts() -> (keys: [UInt16], counts: [Int]) {

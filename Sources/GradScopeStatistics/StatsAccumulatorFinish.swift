@@ -47,7 +47,10 @@ extension StatsAccumulator {
         var quantiles = [Double?](repeating: nil, count: Self.reportedPercents.count)
         var histogram: LinearHistogram?
         let log2Histogram: Log2Histogram
-        if readingDenseTable, doubleSketch.isEmpty, let table = floatSketch.readableDenseTable() {
+        if !distributions, doubleSketch.isEmpty, let listed = floatSketch.listedLog2Histogram(zeros: zeros) {
+            // Only the log2 histogram is read: a short list of keys gives it without a table.
+            log2Histogram = listed
+        } else if readingDenseTable, doubleSketch.isEmpty, let table = floatSketch.readableDenseTable() {
             // Float32 tensors: read straight from a table (``DenseSketchCells``).
             let cells = DenseSketchCells(table: table, tiny: floatSketch.tiny)
             if finite > 0 && distributions {

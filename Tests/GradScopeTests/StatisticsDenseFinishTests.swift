@@ -127,4 +127,34 @@ struct StatisticsDenseFinishTests {
         #expect(doubles.finish(distributions: false) == expected)
         #expect(doubles.finish().p50 != nil)
     }
+
+    @Test func listedKeysGiveTheDenseTablesLog2Histogram() {
+        // Small tensors keep their keys in a list; without distributions their log2 histogram is
+        // counted from it. It must be the table's, bin for bin, tiny subnormals and both zeros included.
+        var random = SplitMix64(seed: 77)
+        var cases: [(String, [Float])] = [
+            ("one value", [0.5]),
+            ("zeros only", [0, -0.0, 0]),
+            ("tiny only", [Float.leastNonzeroMagnitude, -Float.leastNonzeroMagnitude * 9, Float(bitPattern: 0x0000_0400)]),
+            ("tiny and normal", [Float.leastNonzeroMagnitude, 3, -1e-30, 0, Float(bitPattern: 0x0000_FFFF), 1e30]),
+            ("subnormal keys", [Float(bitPattern: 0x0001_0000), Float(bitPattern: 0x0040_0000), -Float.leastNormalMagnitude]),
+            ("a bias", (0..<512).map { _ in Float(0.02 * random.gaussian()) }),
+            ("the list's capacity", (0..<LogBucketSketch.pendingCapacity).map { i in Float(i) * 1e-3 - 1 }),
+        ]
+        let mixed = statsMixedFloatData(count: 300, seed: 5).filter(\.isFinite)
+        cases.append(("mixed", mixed))
+        for (name, values) in cases {
+            var accumulator = StatsAccumulator()
+            accumulator.add(values, at: 0)
+            let lean = accumulator.finish(distributions: false).log2Histogram
+            #expect(lean == accumulator.finish().log2Histogram, "\(name)")
+            #expect(lean == accumulator.finish(readingDenseTable: false).log2Histogram, "\(name)")
+            let nonzero = values.filter { $0 != 0 }.count
+            #expect(lean.counts.reduce(0, +) == nonzero, "\(name)")
+        }
+        // More keys than the list holds: the dense table answers as before.
+        var large = StatsAccumulator()
+        large.add((0..<(LogBucketSketch.pendingCapacity + 1)).map { Float($0) + 0.5 }, at: 0)
+        #expect(large.finish(distributions: false).log2Histogram == large.finish().log2Histogram)
+    }
 }
