@@ -22,12 +22,15 @@ extension HDF5File {
     /// the walk goes on; depth and object count are bounded by `ReadLimits`.
     public func walk() throws -> [Entry] {
         if let native {
+            // Answered from the parsed metadata alone: the same for every file given that parse (``ParseMemo``).
+            if let known = native.derived.walk.withLock({ $0 }) { return known }
             var result: [Entry] = []
             let root = haddr_t(native.rootAddress)
             var visited: Set<haddr_t> = [root]
             var firstPath: [haddr_t: String] = [root: "/"]
             do {
                 try walkGroup("/", depth: 1, native: native, visited: &visited, firstPath: &firstPath, into: &result)
+                native.derived.walk.withLock { $0 = result }
                 return result
             } catch is NativeFormatError {}
         }

@@ -94,8 +94,11 @@ public final class HDF5File: Sendable {
         try open(path, options: options, nativeMetadata: !NativeMetadata.disabledByEnvironment)
     }
 
-    /// Opens `path`, reading its metadata natively when `nativeMetadata` is set and the file allows it.
-    package static func open(_ path: String, options: OpenOptions = OpenOptions(), nativeMetadata: Bool) throws -> HDF5File {
+    /// Opens `path`, reading its metadata natively when `nativeMetadata` is set and the file allows it
+    /// (given a parse `memo` keeps, when the file's metadata is the same, ``ParseMemo``).
+    package static func open(
+        _ path: String, options: OpenOptions = OpenOptions(), nativeMetadata: Bool, memo: ParseMemo? = .shared
+    ) throws -> HDF5File {
         Library.ensure()
         Library.setPluginsEnabled(options.allowPlugins)
         let probe = try FileProbe.examine(path)
@@ -122,7 +125,8 @@ public final class HDF5File: Sendable {
         }
         H5Pset_nlinks(lapl.id, 16)
         let native =
-            nativeMetadata ? try? NativeMetadata(path: path, size: probe.size, superblockOffset: superblock, limits: options.limits) : nil
+            nativeMetadata
+            ? try? NativeMetadata(path: path, size: probe.size, superblockOffset: superblock, limits: options.limits, memo: memo) : nil
         return HDF5File(
             path: path, size: probe.size, modificationTime: probe.modificationTime, superblockOffset: superblock, options: options,
             handle: Handle(id, .file), linkAccess: lapl, native: native)
@@ -136,8 +140,11 @@ public final class HDF5File: Sendable {
         try open(image: image, name: name, options: options, nativeMetadata: !NativeMetadata.disabledByEnvironment)
     }
 
-    /// Opens a file image, reading its metadata natively when `nativeMetadata` is set and the image allows it.
-    package static func open(image: [UInt8], name: String, options: OpenOptions = OpenOptions(), nativeMetadata: Bool) throws -> HDF5File {
+    /// Opens a file image, reading its metadata natively when `nativeMetadata` is set and the image allows it
+    /// (given a parse `memo` keeps, when the image's metadata is the same: none by default).
+    package static func open(
+        image: [UInt8], name: String, options: OpenOptions = OpenOptions(), nativeMetadata: Bool, memo: ParseMemo? = nil
+    ) throws -> HDF5File {
         Library.ensure()
         Library.setPluginsEnabled(options.allowPlugins)
         guard !image.isEmpty else {
@@ -168,7 +175,7 @@ public final class HDF5File: Sendable {
         let lapl = Handle(H5Pcreate(gs_H5P_LINK_ACCESS()), .plist)
         if !options.followLinks { gs_deny_external_links(lapl.id) }
         H5Pset_nlinks(lapl.id, 16)
-        let native = nativeMetadata ? try? NativeMetadata(image: image, superblockOffset: superblock, limits: options.limits) : nil
+        let native = nativeMetadata ? try? NativeMetadata(image: image, superblockOffset: superblock, limits: options.limits, memo: memo) : nil
         return HDF5File(
             path: name, size: image.count, modificationTime: 0, superblockOffset: superblock, options: options,
             handle: Handle(id, .file), linkAccess: lapl, isMemoryImage: true, native: native)

@@ -336,6 +336,9 @@ extension NativeMetadata {
     }
 
     func rawAttributes(_ object: NativeObject) throws -> [RawAttribute] {
+        // Attribute values are not among the bytes a parse notes as consulted (they differ from save to
+        // save): a parse that reads one while describing its datasets is not kept (``ParseMemo``).
+        record?.failed = true
         if let info = object.message(21) {
             var cursor = info.cursor
             guard try cursor.u8() == 0 else { throw NativeFormatError("attribute info version") }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -181,6 +182,14 @@ package final class NativeMetadata: Sendable {
     /// Each object's first path in a depth-first walk, for looking paths up in one step.
     let paths: [String: IndexedPath]
     let limits: ReadLimits
+    /// Answers worked out from the parsed metadata alone, shared by every file parsed alike (``ParseMemo``).
+    let derived: Derived
+
+    /// Answers that depend on nothing but the parsed metadata and the limits, kept once made.
+    final class Derived: Sendable {
+        /// The walk, when it was answered natively (``HDF5File/walk()``).
+        let walk = Mutex<[Entry]?>(nil)
+    }
 
     /// Most bytes of metadata held for one file.
     static let maxMetadataBytes = 256 << 20
@@ -193,39 +202,58 @@ package final class NativeMetadata: Sendable {
         return String(cString: value).lowercased() == "libhdf5"
     }
 
-    /// Parses the file at `path`, whose superblock is at `superblockOffset`.
-    package convenience init(path: String, size: Int, superblockOffset: Int, limits: ReadLimits) throws {
+    /// Parses the file at `path`, whose superblock is at `superblockOffset`; or, when `memo` holds a
+    /// file whose parse consulted the very same bytes (``ParseMemo``), takes that parse.
+    package convenience init(path: String, size: Int, superblockOffset: Int, limits: ReadLimits, memo: ParseMemo? = .shared) throws {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw NativeFormatError("cannot open") }
-        try self.init(source: .descriptor(Descriptor(fd)), size: size, superblockOffset: superblockOffset, limits: limits)
+        try self.init(source: .descriptor(Descriptor(fd)), size: size, superblockOffset: superblockOffset, limits: limits, memo: memo)
     }
 
     /// Parses a file image held in memory.
-    package convenience init(image: [UInt8], superblockOffset: Int, limits: ReadLimits) throws {
-        try self.init(source: .image(image), size: image.count, superblockOffset: superblockOffset, limits: limits)
+    package convenience init(image: [UInt8], superblockOffset: Int, limits: ReadLimits, memo: ParseMemo? = nil) throws {
+        try self.init(source: .image(image), size: image.count, superblockOffset: superblockOffset, limits: limits, memo: memo)
     }
 
-    private convenience init(source: Source, size: Int, superblockOffset: Int, limits: ReadLimits) throws {
+    private convenience init(source: Source, size: Int, superblockOffset: Int, limits: ReadLimits, memo: ParseMemo?) throws {
+        if let memo, let parsed = memo.parse(matching: source, fileSize: size, base: superblockOffset, limits: limits) {
+            self.init(source: source, size: size, superblockOffset: superblockOffset, parsed: parsed, limits: limits)
+            return
+        }
+        let record = memo == nil ? nil : ParseRecord()
         var parser = Parser(source: source, fileSize: size, base: superblockOffset, limits: limits)
+        parser.record = record
         try parser.readSuperblock()
         try parser.parseTree()
         // Datasets are described once, here, by a reader without the index; the index keeps the answers.
-        let bare = NativeMetadata(source: source, size: size, superblockOffset: superblockOffset, parser: parser, limits: limits, paths: [:])
-        self.init(source: source, size: size, superblockOffset: superblockOffset, parser: parser, limits: limits, paths: bare.index())
+        let structure = ParseMemo.Parsed(
+            offsetSize: parser.offsetSize, lengthSize: parser.lengthSize, endOfAddresses: parser.endOfAddresses,
+            rootAddress: parser.rootAddress, objects: parser.objects, paths: [:], derived: Derived())
+        let bare = NativeMetadata(
+            source: source, size: size, superblockOffset: superblockOffset, parsed: structure, limits: limits, record: record)
+        var parsed = structure
+        parsed.paths = bare.index()
+        self.init(source: source, size: size, superblockOffset: superblockOffset, parsed: parsed, limits: limits)
+        if let memo, let record { memo.keep(parsed, record: record, fileSize: size, base: superblockOffset, limits: limits, held: parser.heldBytes) }
     }
 
-    private init(source: Source, size: Int, superblockOffset: Int, parser: Parser, limits: ReadLimits, paths: [String: IndexedPath]) {
+    private init(source: Source, size: Int, superblockOffset: Int, parsed: ParseMemo.Parsed, limits: ReadLimits, record: ParseRecord? = nil) {
         self.source = source
         self.fileSize = size
         self.base = superblockOffset
-        self.offsetSize = parser.offsetSize
-        self.lengthSize = parser.lengthSize
-        self.endOfAddresses = parser.endOfAddresses
-        self.rootAddress = parser.rootAddress
-        self.objects = parser.objects
-        self.paths = paths
+        self.offsetSize = parsed.offsetSize
+        self.lengthSize = parsed.lengthSize
+        self.endOfAddresses = parsed.endOfAddresses
+        self.rootAddress = parsed.rootAddress
+        self.objects = parsed.objects
+        self.paths = parsed.paths
         self.limits = limits
+        self.derived = parsed.derived
+        self.record = record
     }
+
+    /// While the file is parsed (describing its datasets for the index): where the bytes read are noted.
+    let record: ParseRecord?
 
     func index() -> [String: IndexedPath] {
         let root = rootAddress
@@ -253,7 +281,16 @@ package final class NativeMetadata: Sendable {
 
     /// Reads `count` bytes at relative address `address`.
     func read(_ address: UInt64, count: Int) throws -> [UInt8] {
-        try Self.read(source, fileSize: fileSize, base: base, address: address, count: count)
+        guard let record else { return try Self.read(source, fileSize: fileSize, base: base, address: address, count: count) }
+        do {
+            let bytes = try Self.read(source, fileSize: fileSize, base: base, address: address, count: count)
+            record.add(bytes, 0..<count, at: base + Int(address))
+            return bytes
+        } catch {
+            // A parse that met a failed read (an answer left out) is not one to give again.
+            record.failed = true
+            throw error
+        }
     }
 
     static func read(_ source: Source, fileSize: Int, base: Int, address: UInt64, count: Int) throws -> [UInt8] {
@@ -358,6 +395,9 @@ struct Parser {
     var objects: [UInt64: NativeObject] = [:]
     var heldBytes = 0
     var linkCount = 0
+    /// Where the bytes this parse consults are noted (``ParseMemo``): every structure's bytes, as
+    /// far as the parse looks into them. Each read below notes what it consults.
+    var record: ParseRecord?
 
     init(source: NativeMetadata.Source, fileSize: Int, base: Int, limits: ReadLimits) {
         self.source = source
@@ -371,9 +411,19 @@ struct Parser {
     var blocks: [Int: [UInt8]] = [:]
     static let blockSize = 4096
 
-    mutating func read(_ address: UInt64, _ count: Int) throws -> [UInt8] {
+    /// `count` bytes at `address`, all of them consulted (noted in ``record``) unless `noting` is false
+    /// (the caller then notes what it consults itself).
+    mutating func read(_ address: UInt64, _ count: Int, noting: Bool = true) throws -> [UInt8] {
         let (bytes, start) = try readShared(address, count)
+        if noting { record?.add(bytes, start..<(start + count), at: base + Int(address)) }
         return start == 0 && bytes.count == count ? bytes : Array(bytes[start..<(start + count)])
+    }
+
+    /// Notes bytes `range` of `buffer`, read from absolute offset `at`, as consulted. A caller of
+    /// ``readShared(_:_:)`` or ``readUpTo(_:_:minimum:)`` (which read more than they consult) notes
+    /// what it looks at itself.
+    func consulted(_ buffer: [UInt8], _ range: Range<Int>, at start: Int) {
+        record?.add(buffer, range, at: start)
     }
 
     /// `count` bytes at `address`, as a buffer and the offset in it where they start: a cached
@@ -443,6 +493,7 @@ struct Parser {
             // Root group symbol table entry: name offset, object header address, cache type...
             _ = try address(&cursor)
             rootAddress = try address(&cursor)
+            consulted(head, 0..<cursor.position, at: base)
         case 2, 3:
             offsetSize = Int(try cursor.u8())
             lengthSize = Int(try cursor.u8())
@@ -455,6 +506,7 @@ struct Parser {
             let checked = cursor.position
             let stored = try cursor.u32()
             guard UInt32(stored) == lookup3(head, 0..<checked) else { throw NativeFormatError("superblock checksum") }
+            consulted(head, 0..<cursor.position, at: base)
         default:
             throw NativeFormatError("superblock version \(version)")
         }
@@ -537,23 +589,37 @@ struct Parser {
         let declared = try cursor.u16()
         try cursor.skip(4)  // reference count
         let size = try cursor.u32()
+        consulted(prefix, offset..<cursor.position, at: absolute)
         var messages: [NativeMessage] = []
         messages.reserveCapacity(declared)
         var chunks: [(UInt64, Int)] = [(address &+ 16, size)]
         var visited: Set<UInt64> = []
+        var attributeValues = false
         while let (chunkAddress, chunkSize) = chunks.popLast() {
             guard visited.insert(chunkAddress).inserted, visited.count <= 10_000 else { throw NativeFormatError("continuation cycle") }
             var body: ByteCursor
+            // Where the chunk's first byte lies in the file.
+            let chunkStart: Int
             if chunkAddress == address &+ 16, chunkSize <= prefix.count - offset - 16 {
                 body = ByteCursor(prefix, from: offset + 16, to: offset + 16 + chunkSize)
+                chunkStart = absolute + 16 - (offset + 16)
             } else {
-                body = ByteCursor(try hold(read(chunkAddress, chunkSize)))
+                body = ByteCursor(try hold(read(chunkAddress, chunkSize, noting: false)))
+                chunkStart = base + Int(chunkAddress)
             }
             while body.remaining >= 8 {
+                let messageStart = body.position
                 let type = try body.u16()
                 let length = try body.u16()
                 let flags = try body.u8()
                 try body.skip(3)
+                // Each message's header and body are consulted, but an attribute's body: its value is read
+                // later, from the file it belongs to (a parse given again re-reads such headers, ``ParseMemo``).
+                if record != nil, body.remaining >= length {
+                    let end = type == 12 ? body.position : body.position + length
+                    consulted(body.bytes, messageStart..<end, at: chunkStart + messageStart)
+                    if type == 12 { attributeValues = true }
+                }
                 if type == 0x10 {
                     var data = try body.sub(length)
                     chunks.insert((try self.address(&data), try data.count(lengthSize)), at: 0)
@@ -566,6 +632,7 @@ struct Parser {
             guard body.remaining == 0 else { throw NativeFormatError("object header chunk has trailing bytes") }
         }
         guard messages.count == declared else { throw NativeFormatError("object header message count") }
+        if attributeValues { record?.rereadHeaders.append(address) }
         return messages
     }
 
@@ -685,6 +752,7 @@ struct Parser {
         let entries = try cursor.u16()
         let size = headerSize + (entries + 1) * lengthSize + entries * offsetSize
         if size > available { (block, origin, available) = (try read(node, size), 0, size) }
+        consulted(block, origin..<(origin + size), at: base + Int(node))
         try hold(count: available)
         var entryCursor = ByteCursor(block, from: origin + headerSize, to: origin + size)
         var keys: [[UInt8]] = [try heapString(heap, at: entryCursor.count(lengthSize))]
@@ -723,6 +791,7 @@ struct Parser {
         let count = try cursor.u16()
         let size = 8 + count * (2 * offsetSize + 24)
         if size > available { (block, origin, available) = (try read(address, size), 0, size) }
+        consulted(block, origin..<(origin + size), at: base + Int(address))
         try hold(count: available)
         var entries = ByteCursor(block, from: origin + 8, to: origin + size)
         var previous: [UInt8]?

@@ -8,7 +8,7 @@ import Testing
 /// (NaN attributes included): the walk, each group's children, each dataset's info, each
 /// object's attributes, each attribute looked up by name, and a few names looked up that are not there.
 /// `reference` is the same file opened without the native reader: its walk names the objects to ask about.
-private func snapshot(_ file: HDF5File, reference: HDF5File) -> [String] {
+func snapshot(_ file: HDF5File, reference: HDF5File) -> [String] {
     func outcome<T>(_ body: () throws -> T) -> String {
         do { return String(reflecting: try body()) } catch { return "error: \(error)" }
     }
