@@ -264,12 +264,14 @@ public struct MeasurementTable: Sendable {
         measurements.withUnsafeBufferPointer { measurements in
             for t in 0..<n {
                 let start = rows.count
+                // The drift's two numbers, read once (each optional chain through it copies it whole).
+                let (hasDrift, changed, relativeChange) = measurements[t].drift.map { (true, $0.changed, $0.relativeChange) } ?? (false, 0, nil)
                 rows.append(measurements[t].stats.count)
                 rows.append(measurements[t].stats.zeros)
                 rows.append(measurements[t].stats.nan)
                 rows.append(measurements[t].stats.posInf)
                 rows.append(measurements[t].stats.negInf)
-                rows.append(measurements[t].drift?.changed ?? 0)
+                rows.append(changed)
                 rows.append(measurements[t].zeroUnits ?? 0)
                 rows.append(measurements[t].unitCount ?? 0)
                 rows.append(measurements[t].inactiveUnits ?? 0)
@@ -281,9 +283,9 @@ public struct MeasurementTable: Sendable {
                 numbers.append(measurements[t].stats.min ?? .nan)
                 numbers.append(measurements[t].stats.max ?? .nan)
                 numbers.append(measurements[t].stats.l2Norm ?? .nan)
-                numbers.append(measurements[t].drift?.relativeChange ?? .nan)
+                numbers.append(relativeChange ?? .nan)
                 var flag: UInt8 = 0
-                if measurements[t].drift != nil { flag |= Flag.drift }
+                if hasDrift { flag |= Flag.drift }
                 if measurements[t].zeroUnits != nil { flag |= Flag.zeroUnits }
                 if measurements[t].unitCount != nil { flag |= Flag.unitCount }
                 if measurements[t].inactiveUnits != nil { flag |= Flag.inactiveUnits }

@@ -515,7 +515,8 @@ package enum SeriesMeasurer {
             stats: window.entries.map { $0.accumulator(options) },
             drift: window.entries.map { $0.driftAccumulator(options) },
             errors: [String?](repeating: nil, count: n), driftLost: [Bool](repeating: false, count: n))
-        let blockCapacity = TensorMeasurer.directBlockElements
+        // Room for the largest block of the share (a bias needs a few hundred values, not a block's 256 KiB).
+        let blockCapacity = Swift.max(1, share.lazy.map(\.count).max() ?? 1)
         var previous = UnsafeMutableBufferPointer<T>.allocate(capacity: blockCapacity)
         var current = UnsafeMutableBufferPointer<T>.allocate(capacity: blockCapacity)
         defer {

@@ -71,13 +71,17 @@ extension TimelinePoint: PrettyJSONDirect {
     /// comma when `comma`, and a newline when `newline`.
     func writeLine(to writer: inout PrettyJSON.Writer, depth: Int, indented: Bool, comma: Bool, newline: Bool) {
         let room = PointBytes.room(self, depth: depth)
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: room) { buffer in
+        if writer.scratch.count < room { writer.scratch = [UInt8](repeating: 0, count: Swift.max(room, 4096)) }
+        let used = writer.scratch.withUnsafeMutableBufferPointer { buffer -> Int in
             var out = PointBytes(base: buffer.baseAddress!, depth: depth)
             if indented { out.indent() }
             out.write(self)
             if comma { out.comma() }
             if newline { out.newline() }
-            writer.bytes.append(contentsOf: UnsafeBufferPointer(start: buffer.baseAddress!, count: out.count))
+            return out.count
+        }
+        writer.scratch.withUnsafeBufferPointer { buffer in
+            writer.bytes.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<used]))
         }
     }
 }

@@ -149,6 +149,9 @@ package enum PrettyJSON {
 
     package struct Writer {
         package var bytes: [UInt8] = []
+        /// Room a value lays itself out in before it is appended (a timeline point), kept from one to
+        /// the next: each would otherwise take a few KiB from the heap, under its lock.
+        var scratch: [UInt8] = []
         /// Where full pieces go as they are written (nil: everything stays in `bytes`).
         var output: ((UnsafeRawBufferPointer) throws -> Void)?
         /// Bytes gathered before they are handed to `output`.
