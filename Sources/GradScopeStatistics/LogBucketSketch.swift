@@ -271,50 +271,45 @@ package struct LogBucketSketch: Sendable {
     /// at either end dropped. A small tensor (most of a model's tensors: biases, norms) then needs
     /// no table from the pool, no pass over its range and no zeroing of it, when nothing else is read.
     package func listedLog2Histogram(zeros: Int) -> Log2Histogram? {
-        guard dense == nil, wide.isEmpty else { return nil }
-        var lowest = Int.max, highest = Int.min
-        var finite = true
-        pending.withUnsafeBufferPointer { keys in
-            for key in keys {
-                let magnitude = key & 0x7FFF
-                if magnitude >= Self.nonFiniteMagnitudeKey { finite = false }
-                guard magnitude != 0 else { continue }
-                let exponent = Self.exponent(magnitudeKey: magnitude)
-                if exponent < lowest { lowest = exponent }
-                if exponent > highest { highest = exponent }
-            }
-        }
-        guard finite else { return nil }
-        var tinyTotal = 0
-        for count in tiny { tinyTotal &+= count }
-        if tinyTotal > 0 {
-            // The tiny buckets' exponents lie below every key's (a key of magnitude 1 or more is at least 2^-133).
-            var index = 0
-            while tiny[index] &+ tiny[Self.tinyExponentCount &+ index] == 0 { index &+= 1 }
-            lowest = Swift.min(lowest, Self.tinyExponentBase &+ index)
-            var last = Self.tinyExponentCount &- 1
-            while tiny[last] &+ tiny[Self.tinyExponentCount &+ last] == 0 { last &-= 1 }
-            highest = Swift.max(highest, Self.tinyExponentBase &+ last)
-        }
-        guard lowest <= highest else { return Log2Histogram(minExponent: 0, counts: [], zeros: zeros) }
-        var counts = [Int](repeating: 0, count: highest &- lowest &+ 1)
-        counts.withUnsafeMutableBufferPointer { slots in
+        guard dense == nil, wide.isEmpty, pending.count <= Int(UInt16.max) else { return nil }
+        // One slot per exponent, -149 ... 127 (slot = exponent + 149), counted on the stack in one pass.
+        let slots = 128 - Self.tinyExponentBase
+        return withUnsafeTemporaryAllocation(of: UInt16.self, capacity: slots) { table -> Log2Histogram? in
+            table.initialize(repeating: 0)
+            var finite = true
             pending.withUnsafeBufferPointer { keys in
                 for key in keys {
                     let magnitude = key & 0x7FFF
-                    guard magnitude != 0 else { continue }
-                    slots[Self.exponent(magnitudeKey: magnitude) &- lowest] &+= 1
+                    if magnitude >= 128 {
+                        // A normal float's key: its exponent field, 1 ... 254 (255: infinity or NaN).
+                        guard magnitude < Self.nonFiniteMagnitudeKey else {
+                            finite = false
+                            continue
+                        }
+                        table[Int(magnitude &>> 7) &+ 22] &+= 1
+                    } else if magnitude != 0 {
+                        table[Int(Self.exponent(magnitudeKey: magnitude)) &- Self.tinyExponentBase] &+= 1
+                    }
                 }
             }
-            if tinyTotal > 0 {
-                for index in 0..<Self.tinyExponentCount {
-                    let slot = Self.tinyExponentBase &+ index &- lowest
-                    let count = tiny[index] &+ tiny[Self.tinyExponentCount &+ index]
-                    if count != 0 { slots[slot] &+= count }
-                }
+            guard finite else { return nil }
+            // The tiny buckets' slots are the first 16.
+            let tiny = self.tiny
+            func count(_ slot: Int) -> Int {
+                let listed = Int(table[slot])
+                return slot < Self.tinyExponentCount && !tiny.isEmpty ? listed &+ tiny[slot] &+ tiny[Self.tinyExponentCount &+ slot] : listed
             }
+            var first = 0
+            while first < slots && count(first) == 0 { first &+= 1 }
+            guard first < slots else { return Log2Histogram(minExponent: 0, counts: [], zeros: zeros) }
+            var last = slots &- 1
+            while count(last) == 0 { last &-= 1 }
+            let counts = [Int](unsafeUninitializedCapacity: last &- first &+ 1) { buffer, initialized in
+                for slot in first...last { buffer[slot &- first] = count(slot) }
+                initialized = last &- first &+ 1
+            }
+            return Log2Histogram(minExponent: first &+ Self.tinyExponentBase, counts: counts, zeros: zeros)
         }
-        return Log2Histogram(minExponent: lowest, counts: counts, zeros: zeros)
     }
 
     /// The nonzero counts of all keys whose magnitude is below
