@@ -329,34 +329,10 @@ public struct ScanReport: Sendable, Codable {
                     let step = records[index].step
                     defer { previous = step }
                     guard isDrawn[index] else { return }
-                    // Only the fields a point shows are read out of the table. The table is taken
-                    // once: each call on it through the buffer would copy it (a retain of each of
-                    // its arrays) to keep it alive for the call.
-                    let table = records[index].tensors
-                    let m = table.point(at: position)
-                    let gradient = gradientPosition.map { table.point(at: $0) }
-                    var ratio: Double?
-                    var perSave: Double?
-                    if let relative = m.relativeChange, let earlier = previous {
-                        ratio = relative / Double(max(step - earlier, 1))
-                        perSave = relative
-                    }
-                    var gradientRatio: Double?
-                    if let g = gradient?.l2Norm, let w = m.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
-                    let log2Kept = table.detail >= .histogram
-                    let log2 = log2Kept ? table.log2Histogram(at: position) : nil
-                    let gradientLog2 = log2Kept ? gradientPosition.map { table.log2Histogram(at: $0) } : nil
+                    // Only the fields a point shows are read out of the table, lent in place (a copy
+                    // of it is a retain and release of each of its arrays).
                     points.append(
-                        TimelinePoint(
-                            step: step, norm: m.l2Norm, gradientNorm: gradient?.l2Norm,
-                            gradientRatio: gradientRatio, updateRatio: ratio, updatePerSave: perSave,
-                            zeroFraction: m.count > 0 ? Double(m.zeros) / Double(m.count) : nil,
-                            nonFinite: m.nonFinite,
-                            log2Min: log2?.minExponent, log2Counts: log2?.counts,
-                            gradientLog2Min: gradientLog2?.minExponent, gradientLog2Counts: gradientLog2?.counts,
-                            gradientZeroFraction: gradient.flatMap { $0.count > 0 ? Double($0.zeros) / Double($0.count) : nil },
-                            gradientNonFinite: gradient?.nonFinite,
-                            deadUnits: gradient?.zeroUnits))
+                        weightPoint(records[index].tensors, position: position, gradientPosition: gradientPosition, step: step, previous: previous))
                 }
                 guard let last else { return nil }
                 // The name, layer and shape of its last save, as that save's measurement gives them.
@@ -393,6 +369,36 @@ public struct ScanReport: Sendable, Codable {
             }
         }
         return (timeline.compactMap { $0 }, activations.compactMap { $0 })
+    }
+
+    /// A weight's timeline point at `step` from its save's table (`previous`: the step of the save before
+    /// that holds it, for the update ratio), its gradient's numbers from `gradientPosition` in the same table.
+    private static func weightPoint(
+        _ table: borrowing MeasurementTable, position: Int, gradientPosition: Int?, step: Int, previous: Int?
+    ) -> TimelinePoint {
+        let m = table.point(at: position)
+        let gradient = gradientPosition.map { table.point(at: $0) }
+        var ratio: Double?
+        var perSave: Double?
+        if let relative = m.relativeChange, let earlier = previous {
+            ratio = relative / Double(max(step - earlier, 1))
+            perSave = relative
+        }
+        var gradientRatio: Double?
+        if let g = gradient?.l2Norm, let w = m.l2Norm, w > 0, w.isFinite { gradientRatio = g / w }
+        let log2Kept = table.detail >= .histogram
+        let log2 = log2Kept ? table.log2Histogram(at: position) : nil
+        let gradientLog2 = log2Kept ? gradientPosition.map { table.log2Histogram(at: $0) } : nil
+        return TimelinePoint(
+            step: step, norm: m.l2Norm, gradientNorm: gradient?.l2Norm,
+            gradientRatio: gradientRatio, updateRatio: ratio, updatePerSave: perSave,
+            zeroFraction: m.count > 0 ? Double(m.zeros) / Double(m.count) : nil,
+            nonFinite: m.nonFinite,
+            log2Min: log2?.minExponent, log2Counts: log2?.counts,
+            gradientLog2Min: gradientLog2?.minExponent, gradientLog2Counts: gradientLog2?.counts,
+            gradientZeroFraction: gradient.flatMap { $0.count > 0 ? Double($0.zeros) / Double($0.count) : nil },
+            gradientNonFinite: gradient?.nonFinite,
+            deadUnits: gradient?.zeroUnits)
     }
 
     /// Calls `body` with each save of `records` holding `key`, in order: the save's index, the key's

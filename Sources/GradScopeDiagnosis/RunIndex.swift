@@ -118,13 +118,17 @@ package final class RunIndex: Sendable {
     package static func nonFinitePositions(_ run: RunMeasurements, threads: Int) -> [[Int32]] {
         let records = run.records
         return ScanReport.orderedMap(Array(records.indices), threads: threads) { index in
-            var positions: [Int32] = []
-            for position in 0..<records[index].tensors.count
-            where records[index].tensors.nonFinite(at: position) > 0 {
-                positions.append(Int32(position))
-            }
-            return positions
+            nonFinitePositions(records[index].tensors)
         }
+    }
+
+    /// The positions of a save's table holding a non-finite value (the table lent in place, not copied).
+    private static func nonFinitePositions(_ table: borrowing MeasurementTable) -> [Int32] {
+        var positions: [Int32] = []
+        for position in 0..<table.count where table.nonFinite(at: position) > 0 {
+            positions.append(Int32(position))
+        }
+        return positions
     }
 
     package func keys(role: TensorRole, of run: RunMeasurements) -> [TensorKey] {

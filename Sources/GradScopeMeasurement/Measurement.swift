@@ -693,9 +693,10 @@ public struct RunMeasurements: Sendable {
 
     /// A point made by `point` (from the save's step, its table and the tensor's place in it) at each
     /// save that holds the tensor `key`. Saves of one model share their table's layout, so the key is
-    /// looked up once per layout, not once per save.
+    /// looked up once per layout, not once per save. The table is lent to `point` in place: passed
+    /// as a value it would be copied for each save (a retain and release of each of its arrays).
     @inline(__always)
-    private func points<Point>(of key: TensorKey, _ point: (Int, MeasurementTable, Int) -> Point) -> [Point] {
+    private func points<Point>(of key: TensorKey, _ point: (Int, borrowing MeasurementTable, Int) -> Point) -> [Point] {
         var points: [Point] = []
         points.reserveCapacity(records.count)
         var lastLayout: ObjectIdentifier?
