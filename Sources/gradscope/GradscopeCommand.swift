@@ -40,7 +40,9 @@ extension GradscopeCommand {
             ProcessStart.runWithAllocatorCache()
         }
         acceptEndingSignals()
-        StatsAccumulator.prepareAllocator()
+        StatsAccumulator.prepareAllocator(
+            heaps: ProcessStart.heaps(
+                arguments: CommandLine.arguments, cores: ProcessInfo.processInfo.activeProcessorCount, commands: runCommands))
         do {
             var command = try parseAsRoot()
             if let files = supervisedFiles(command) { Supervisor.run(files: files) }

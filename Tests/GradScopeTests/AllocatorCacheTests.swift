@@ -22,6 +22,18 @@ struct AllocatorCacheTests {
         #expect(ProcessStart.allocatorTunables(adding: String(repeating: "x", count: 5000)) == nil)
     }
 
+    @Test("a few heaps for the scans whose files workers describe, one for a process that describes files itself")
+    func heaps() {
+        let commands: Set<String> = ["scan", "report", "watch"]
+        #expect(ProcessStart.heaps(arguments: ["gradscope", "scan", "run"], cores: 2, commands: commands) == 4)
+        #expect(ProcessStart.heaps(arguments: ["gradscope", "watch", "run"], cores: 6, commands: commands) == 6)
+        #expect(ProcessStart.heaps(arguments: ["gradscope", "report", "run", "--output", "r.html"], cores: 64, commands: commands) == 8)
+        #expect(ProcessStart.heaps(arguments: ["gradscope", "scan", "run", "--no-isolation"], cores: 2, commands: commands) == 1)
+        #expect(ProcessStart.heaps(arguments: ["gradscope", "inspect", "a.h5"], cores: 2, commands: commands) == 1)
+        #expect(ProcessStart.heaps(arguments: ["gradscope", "worker"], cores: 16, commands: commands) == 1)
+        #expect(ProcessStart.heaps(arguments: ["gradscope"], cores: 2, commands: commands) == 1)
+    }
+
     /// The environment a process started its current program with, from /proc: its entries, one a line.
     /// (glibc ends each tunable's value in place when it reads GLIBC_TUNABLES, so one of several
     /// tunables shows as a line of its own.)

@@ -82,8 +82,9 @@ bool gs_drift_norms_baseline(const float *a, const float *b, int64_t n, gs_drift
 
 /// Keeps allocations below 4 MiB on the heap and up to 32 MiB of freed heap for reuse (glibc
 /// otherwise maps every block of 128 KiB or more afresh, or hands freed memory back at once, and
-/// the statistics allocate a 256 KiB sketch table per large tensor). No-op outside glibc.
-void gs_tune_allocator(void);
+/// the statistics allocate a 256 KiB sketch table per large tensor), in at most `heaps` heaps
+/// (`heaps` threads allocate at once without waiting on each other). No-op outside glibc.
+void gs_tune_allocator(int heaps);
 
 /// Returns the heap's free memory to the system (between two files in a long-lived worker) when
 /// it holds at least `threshold` free bytes; returns whether it did. No-op (false) outside glibc.
