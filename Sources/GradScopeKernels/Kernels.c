@@ -151,8 +151,11 @@ uint64_t gs_sum_counts(const uint32_t *counts, int64_t n) { return choose()->sum
 void gs_tune_allocator(int heaps) {
 #if defined(__GLIBC__)
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
-    // And keep freed memory for the next tensor instead of returning it at once.
-    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+    // And keep freed memory for the next tensor instead of returning it at once: 32 MiB in all,
+    // shared among the heaps (each keeps up to its share). Each of four heaps keeping 32 MiB grew
+    // the scan of 600 saves to 112 MB of all processes against 84 MB for 300 (1.33x); with the
+    // share, 96 MB (one heap: 89 MB), at the same speed.
+    mallopt(M_TRIM_THRESHOLD, heaps > 1 ? (32 << 20) / heaps : 32 << 20);
     // Few heaps (glibc's default is up to 8 per core). A process that describes files itself
     // (inspect, diff, a scan --no-isolation) gets one: its long-lived records, decoded by the
     // threads that describe and by the measuring threads, would end up scattered among each heap's
