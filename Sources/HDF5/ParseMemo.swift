@@ -101,34 +101,20 @@ package final class ParseMemo: Sendable {
             return result
         }
 
-        /// Whether `source` holds the same bytes at every range consulted.
+        /// Whether `source` holds the same bytes at every range consulted. From a file, the ranges
+        /// lying within ``gap`` bytes of each other are read together (at most ``span`` bytes a read).
         func matches(_ source: NativeMetadata.Source) -> Bool {
-            switch source {
-            case .image(let image):
+            if case .image(let image) = source {
+                // Compared where they lie.
                 guard image.count == fileSize else { return false }
                 return image.withUnsafeBytes { image in
                     bytes.withUnsafeBytes { kept in
-                        for index in starts.indices {
-                            let (start, count) = (starts[index], counts[index])
-                            guard start >= 0, start + count <= image.count,
-                                memcmp(image.baseAddress! + start, kept.baseAddress! + positions[index], count) == 0
-                            else { return false }
+                        starts.indices.allSatisfy { index in
+                            memcmp(image.baseAddress! + starts[index], kept.baseAddress! + positions[index], counts[index]) == 0
                         }
-                        return true
                     }
                 }
-            case .descriptor(let descriptor):
-                return matches(descriptor.fd)
             }
-        }
-
-        /// Ranges lying within this many bytes of each other are read together.
-        static let gap = 4096
-        /// The longest read made.
-        static let span = 256 << 10
-
-        private func matches(_ fd: Int32) -> Bool {
-            var buffer = [UInt8](repeating: 0, count: 0)
             var index = 0
             while index < starts.count {
                 // The ranges read together: from this one on, while the next begins near the end so far.
@@ -139,26 +125,13 @@ package final class ParseMemo: Sendable {
                     end = max(end, starts[last] + counts[last])
                     last += 1
                 }
-                let length = end - first
-                if buffer.count < length { buffer = [UInt8](repeating: 0, count: length) }
-                let same = buffer.withUnsafeMutableBytes { raw -> Bool in
-                    var done = 0
-                    while done < length {
-                        let n = pread(fd, raw.baseAddress! + done, length - done, off_t(first + done))
-                        if n > 0 {
-                            done += n
-                        } else if n < 0 && errno == EINTR {
-                            continue
-                        } else {
-                            return false
+                guard first >= 0, end <= fileSize, let read = try? NativeMetadata.readAbsolute(source, start: first, count: end - first)
+                else { return false }
+                let same = read.withUnsafeBytes { read in
+                    bytes.withUnsafeBytes { kept in
+                        (index..<last).allSatisfy { range in
+                            memcmp(read.baseAddress! + (starts[range] - first), kept.baseAddress! + positions[range], counts[range]) == 0
                         }
-                    }
-                    return bytes.withUnsafeBytes { kept in
-                        for range in index..<last
-                        where memcmp(raw.baseAddress! + (starts[range] - first), kept.baseAddress! + positions[range], counts[range]) != 0 {
-                            return false
-                        }
-                        return true
                     }
                 }
                 guard same else { return false }
@@ -166,6 +139,11 @@ package final class ParseMemo: Sendable {
             }
             return true
         }
+
+        /// Ranges lying within this many bytes of each other are read together.
+        static let gap = 4096
+        /// The longest read made.
+        static let span = 256 << 10
     }
 
     /// The parses kept, the latest first.
