@@ -37,8 +37,11 @@ final class ParseRecord: @unchecked Sendable {
 /// superblock offset and limits, holding the same bytes at every range a kept parse consulted,
 /// parses to the same objects, paths and answers: it is given that parse instead, after its ranges
 /// are read and compared (a few dozen reads of a few KiB, against the parse's hundreds of
-/// allocations per object). Anything else, one byte differing, is parsed afresh. Only the
-/// structure is shared: reads made later (attributes, chunk indexes) read the file itself.
+/// allocations per object). Anything else, one byte differing, is parsed afresh. Attribute values
+/// are the one part of a header the parse does not consult (the step a save records differs from
+/// save to save): the headers holding attributes are parsed again from the file given the parse,
+/// so that their messages are that file's bytes. Only the structure is shared: reads made later
+/// (attribute values, chunk indexes) read the file itself.
 package final class ParseMemo: Sendable {
     /// The structure a parse found, shared by the files given it.
     struct Parsed: Sendable {
