@@ -280,16 +280,12 @@ package struct LogBucketSketch: Sendable {
             pending.withUnsafeBufferPointer { keys in
                 for key in keys {
                     let magnitude = key & 0x7FFF
-                    if magnitude >= 128 {
-                        // A normal float's key: its exponent field, 1 ... 254 (255: infinity or NaN).
-                        guard magnitude < Self.nonFiniteMagnitudeKey else {
-                            finite = false
-                            continue
-                        }
-                        table[Int(magnitude &>> 7) &+ 22] &+= 1
-                    } else if magnitude != 0 {
-                        table[Int(Self.exponent(magnitudeKey: magnitude)) &- Self.tinyExponentBase] &+= 1
+                    guard magnitude != 0 else { continue }
+                    guard magnitude < Self.nonFiniteMagnitudeKey else {
+                        finite = false
+                        continue
                     }
+                    table[Self.exponent(magnitudeKey: magnitude) &- Self.tinyExponentBase] &+= 1
                 }
             }
             guard finite else { return nil }

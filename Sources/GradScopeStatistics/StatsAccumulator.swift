@@ -30,7 +30,7 @@ public struct StatsAccumulator: Sendable {
     /// Call once at program start where many tensors are measured: keeps the
     /// per-tensor sketch tables (256 KiB) on the heap instead of mapping and
     /// faulting in fresh memory for each one (glibc's default above 128 KiB), in at most
-    /// `heaps` heaps (``ProcessStart/heaps(arguments:cores:)``).
+    /// `heaps` heaps (``ProcessStart/heaps(arguments:cores:commands:)``).
     public static func prepareAllocator(heaps: Int = 1) { gs_tune_allocator(Int32(clamping: heaps)) }
 
     /// Free heap memory a long-lived process keeps between files (``releaseFreeMemory(above:)``).

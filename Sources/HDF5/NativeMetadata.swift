@@ -281,14 +281,13 @@ package final class NativeMetadata: Sendable {
 
     /// Reads `count` bytes at relative address `address`.
     func read(_ address: UInt64, count: Int) throws -> [UInt8] {
-        guard let record else { return try Self.read(source, fileSize: fileSize, base: base, address: address, count: count) }
         do {
             let bytes = try Self.read(source, fileSize: fileSize, base: base, address: address, count: count)
-            record.add(bytes, 0..<count, at: base + Int(address))
+            record?.add(bytes, 0..<count, at: base + Int(address))
             return bytes
         } catch {
             // A parse that met a failed read (an answer left out) is not one to give again.
-            record.failed = true
+            record?.failed = true
             throw error
         }
     }

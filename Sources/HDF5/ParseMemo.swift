@@ -188,9 +188,4 @@ package final class ParseMemo: Sendable {
             if kept.count > Self.capacity { kept.removeLast(kept.count - Self.capacity) }
         }
     }
-
-    /// Forgets every parse kept.
-    package func clear() {
-        kept.withLock { $0.removeAll() }
-    }
 }

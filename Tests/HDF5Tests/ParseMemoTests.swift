@@ -7,11 +7,14 @@ import Testing
 @Suite("Parses given again to files whose metadata is the same")
 struct ParseMemoTests {
     /// A save of a small model: two weights and a bias in a group, the step in the root's attributes,
-    /// a layer name list on the group. `scale` changes every value, `step` the attribute.
-    static func writeSave(_ path: String, step: Int64, scale: Double, widths: (Int, Int) = (4, 3), note: String = "dense") throws {
+    /// a layer name list on the group. `scale` changes every value, `step` the attribute; `weight`
+    /// names the first weight.
+    static func writeSave(
+        _ path: String, step: Int64, scale: Double, widths: (Int, Int) = (4, 3), note: String = "dense", weight: String = "dense.weight"
+    ) throws {
         let writer = try HDF5Writer(creating: path)
         let (rows, columns) = widths
-        try writer.write("/model/dense.weight", (0..<(rows * columns)).map { Double($0) * scale }, shape: [rows, columns])
+        try writer.write("/model/" + weight, (0..<(rows * columns)).map { Double($0) * scale }, shape: [rows, columns])
         try writer.write("/model/dense.bias", (0..<columns).map { Double($0) * scale - 1 }, shape: [columns])
         try writer.write("/model/out.weight", (0..<columns).map { Double($0) * scale * 2 }, shape: [columns, 1])
         try writer.setAttribute("step", .ints([step]), at: "/")
@@ -53,15 +56,7 @@ struct ParseMemoTests {
         #expect(memo.hits == 0)
         #expect(try b.datasetInfo("/model/dense.weight").shape == [3, 4])
         // A dataset renamed (same length): the group's names differ.
-        do {
-            let writer = try HDF5Writer(creating: renamed)
-            try writer.write("/model/dense.weighs", (0..<12).map(Double.init), shape: [4, 3])
-            try writer.write("/model/dense.bias", (0..<3).map(Double.init), shape: [3])
-            try writer.write("/model/out.weight", (0..<3).map(Double.init), shape: [3, 1])
-            try writer.setAttribute("step", .ints([1]), at: "/")
-            try writer.setAttribute("loss", .double(1), at: "/")
-            try writer.setAttribute("layer_names", .strings(["dense", "out"], .variableUTF8), at: "/model")
-        }
+        try Self.writeSave(renamed, step: 1, scale: 1, weight: "dense.weighs")
         let c = try HDF5File.open(renamed, nativeMetadata: true, memo: memo)
         #expect(try c.datasetInfo("/model/dense.weighs").shape == [4, 3])
         #expect(throws: (any Error).self) { try c.datasetInfo("/model/dense.weight") }
