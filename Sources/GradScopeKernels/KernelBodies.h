@@ -127,8 +127,23 @@
 // per-lane zero counts undo the redirection at the end: counts[j] -= zeros in
 // lane j, and the +0 and -0 go to keys 0 and 0x8000. The counts are identical
 // either way.
-GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double center, uint32_t *counts, gs_float_summary *out) {
-    if (n <= 0) return false;
+//
+// With `withDrift` (a constant: the compiler makes one copy with, one without), the same pass
+// also takes the drift's norms and changed count of the pairs (pa[i], p[i]), as drift_norms()
+// below does: the values of p are loaded and widened once for both, and the drift's vector
+// steps fill the vector units while the key counts hold the store unit. Its vector steps run
+// in the same order on the same accumulators as drift_norms() (one vector of pairs after the
+// other), so its sums are those to the bit; `*driftFinite` tells whether they are finite.
+static inline __attribute__((always_inline)) GS_TARGET bool GS_NAME(summarize_pass)(
+    const float *p, int64_t n, double center, uint32_t *counts, gs_float_summary *out, const float *pa, gs_drift_sums *drift,
+    bool *driftFinite, const bool withDrift) {
+    if (n <= 0) {
+        if (withDrift) {
+            *drift = (gs_drift_sums){0};
+            *driftFinite = true;
+        }
+        return false;
+    }
     const float x0 = p[0];
     double shift = center;
     if (!__builtin_isfinite(shift)) {
@@ -145,6 +160,20 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
     // zero lanes become all ones, which no finite value reaches.
     VU lowMagnitude = (VU){0} + 0xFFFFFFFFu;
     VD s10 = {0}, s11 = {0}, s12 = {0}, s13 = {0}, s20 = {0}, s21 = {0}, s22 = {0}, s23 = {0};
+    // The drift's accumulators (drift_norms()'s), unused without it.
+    VD squaresA0 = {0}, squaresA1 = {0}, squaresB0 = {0}, squaresB1 = {0}, squaresD0 = {0}, squaresD1 = {0};
+    VI changedLanes = {0};
+    // One vector of pairs at j, its later values already loaded in b: drift_norms()'s step.
+#define DRIFT_STEP(j, b)                                                                    \
+    do {                                                                                    \
+        VF va_ = LOADF(pa + (j)), vb_ = (b);                                                \
+        changedLanes -= (VI)((VU)va_ != (VU)vb_);                                           \
+        VD aLo_ = LOWD(va_), aHi_ = HIGHD(va_), bLo_ = LOWD(vb_), bHi_ = HIGHD(vb_);        \
+        VD dLo_ = bLo_ - aLo_, dHi_ = bHi_ - aHi_;                                          \
+        SUM2(squaresA, aLo_ * aLo_, aHi_ * aHi_);                                           \
+        SUM2(squaresB, bLo_ * bLo_, bHi_ * bHi_);                                           \
+        SUM2(squaresD, dLo_ * dLo_, dHi_ * dHi_);                                           \
+    } while (0)
     int64_t i = 0;
     // One block at i; KEYS may use the two vectors v, w and their zero masks zv, zw.
 #define SUMMARIZE_BLOCK(i, KEYS)                                                    \
@@ -162,6 +191,12 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
         SUM4(s1, dv0, dv1, dw0, dw1);                                               \
         SUM4(s2, dv0 * dv0, dv1 * dv1, dw0 * dw0, dw1 * dw1);                       \
         KEYS                                                                        \
+        if (withDrift) {                                                            \
+            __builtin_prefetch((const char *)(pa + (i)) + 2048);                     \
+            __builtin_prefetch((const char *)(pa + (i) + BLOCK) + 2047);             \
+            DRIFT_STEP((i), v);                                                     \
+            DRIFT_STEP((i) + NF, w);                                                \
+        }                                                                           \
     } while (0)
     if (!counts) {
         for (; i + BLOCK <= n; i += BLOCK) SUMMARIZE_BLOCK(i, );
@@ -216,6 +251,33 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
 #undef KEY
     }
 #undef SUMMARIZE_BLOCK
+    if (withDrift) {
+        // The pairs after the last block: one more vector step when a vector's worth is left,
+        // then one by one, as drift_norms() ends.
+        int64_t j = i;
+        if (j + NF <= n) {
+            DRIFT_STEP(j, LOADF(p + j));
+            j += NF;
+        }
+        gs_drift_sums d = {0};
+        d.squaresA = REDUCE_SUMD(squaresA0 + squaresA1);
+        d.squaresB = REDUCE_SUMD(squaresB0 + squaresB1);
+        d.squaresDelta = REDUCE_SUMD(squaresD0 + squaresD1);
+        d.changed = REDUCE_SUMI(changedLanes);
+        for (; j < n; j++) {
+            double a = (double)pa[j], b = (double)p[j], e = b - a;
+            d.squaresA += a * a;
+            d.squaresB += b * b;
+            d.squaresDelta += e * e;
+            uint32_t ua, ub;
+            memcpy(&ua, pa + j, 4);
+            memcpy(&ub, p + j, 4);
+            if (ua != ub) d.changed += 1;
+        }
+        *drift = d;
+        *driftFinite = __builtin_isfinite(d.squaresA + d.squaresB + d.squaresDelta);
+    }
+#undef DRIFT_STEP
     double sum1 = REDUCE_SUMD((s10 + s11) + (s12 + s13)), sum2 = REDUCE_SUMD((s20 + s21) + (s22 + s23));
     float minimum = REDUCE_MINF(low), maximum = REDUCE_MAXF(high);
     int64_t zeros = REDUCE_SUMI(zeros0 + zeros1);
@@ -250,6 +312,10 @@ GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double c
     out->m2 = m2 > 0 ? m2 : 0;
     out->sumSquares = squares > 0 ? squares : 0;
     return true;
+}
+
+GS_TARGET GS_LINKAGE bool GS_NAME(summarize)(const float *p, int64_t n, double center, uint32_t *counts, gs_float_summary *out) {
+    return GS_NAME(summarize_pass)(p, n, center, counts, out, NULL, NULL, NULL, false);
 }
 
 GS_TARGET GS_LINKAGE void GS_NAME(count_keys)(const float *values, int64_t n, uint32_t *counts) {
@@ -437,3 +503,19 @@ GS_TARGET GS_LINKAGE uint64_t GS_NAME(sum_counts)(const uint32_t *counts, int64_
 #undef BLOCK
 #undef SUM2
 #undef SUM4
+
+// summarize() of p and drift_norms() of the pairs (pa[i], p[i]), each result bit for bit the one
+// its own kernel gives: the return value is summarize()'s, `*driftFinite` drift_norms()'s. In one
+// pass, unless GS_SEPARATE_DRIFT: the baseline copy, whose vectors are split in two, has too few
+// registers for both passes' accumulators and is faster calling the two kernels.
+GS_TARGET GS_LINKAGE bool GS_NAME(summarize_drift)(
+    const float *p, const float *pa, int64_t n, double center, uint32_t *counts, gs_float_summary *out, gs_drift_sums *drift,
+    bool *driftFinite) {
+#ifdef GS_SEPARATE_DRIFT
+    bool finite = GS_NAME(summarize)(p, n, center, counts, out);
+    *driftFinite = GS_NAME(drift_norms)(pa, p, n, drift);
+    return finite;
+#else
+    return GS_NAME(summarize_pass)(p, n, center, counts, out, pa, drift, driftFinite, true);
+#endif
+}

@@ -52,11 +52,13 @@ typedef uint64_t u64x16 __attribute__((vector_size(128)));
 #define GS_TARGET
 #define GS_LINKAGE
 #define GS_VECTOR_BYTES 32
+#define GS_SEPARATE_DRIFT
 #include "KernelBodies.h"
 #undef GS_NAME
 #undef GS_TARGET
 #undef GS_LINKAGE
 #undef GS_VECTOR_BYTES
+#undef GS_SEPARATE_DRIFT
 
 #if defined(__x86_64__) && defined(__clang__)
 #define GS_X86 1
@@ -87,7 +89,7 @@ typedef uint64_t u64x16 __attribute__((vector_size(128)));
 
 #define TABLE(suffix, isa) \
     { isa, gs_summarize_##suffix, gs_count_keys_##suffix, gs_drift_##suffix, gs_squares_zeros_##suffix, gs_sum_counts_##suffix, \
-      gs_drift_norms_##suffix }
+      gs_drift_norms_##suffix, gs_summarize_drift_##suffix }
 static const gs_kernel_table baselineTable = TABLE(baseline, "baseline");
 #if GS_X86
 static const gs_kernel_table avx2Table = TABLE(avx2, "avx2+fma");
@@ -140,6 +142,12 @@ bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sum
 
 bool gs_drift_norms_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out) {
     return choose()->drift_norms(a, b, n, out);
+}
+
+bool gs_summarize_drift_finite_f32(
+    const float *values, const float *before, int64_t n, double center, uint32_t *counts, gs_float_summary *out,
+    gs_drift_sums *drift, bool *driftFinite) {
+    return choose()->summarize_drift(values, before, n, center, counts, out, drift, driftFinite);
 }
 
 void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros) {

@@ -575,15 +575,14 @@ package enum SeriesMeasurer {
                     held = -1
                     continue
                 }
-                T.add(block, at: range.lowerBound, to: &part.stats[e])
-                if entry.partner != nil, !part.driftLost[e] {
-                    if held == entry.step - 1, let before {
-                        T.add(before.elements, block, at: range.lowerBound, to: &part.drift[e]!)
-                        // Zeros from a file cut short while mapped are no drift.
-                        if (try? before.file.checkIntact()) == nil { part.driftLost[e] = true }
-                    } else {
-                        part.driftLost[e] = true
-                    }
+                if entry.partner != nil, !part.driftLost[e], held == entry.step - 1, let before {
+                    // The block's statistics and its drift from the block before, in one pass.
+                    T.add(block, before: before.elements, at: range.lowerBound, to: &part.stats[e], drift: &part.drift[e]!)
+                    // Zeros from a file cut short while mapped are no drift.
+                    if (try? before.file.checkIntact()) == nil { part.driftLost[e] = true }
+                } else {
+                    T.add(block, at: range.lowerBound, to: &part.stats[e])
+                    if entry.partner != nil { part.driftLost[e] = true }
                 }
                 // Zeros from a file cut short while mapped are not its values: the tensor fails.
                 do {

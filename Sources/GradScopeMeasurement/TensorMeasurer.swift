@@ -279,6 +279,10 @@ public enum TensorMeasurer {
 package protocol MeasuredElement {
     static func add(_ block: UnsafeBufferPointer<Self>, at offset: Int, to accumulator: inout StatsAccumulator)
     static func add(_ a: UnsafeBufferPointer<Self>, _ b: UnsafeBufferPointer<Self>, at offset: Int, to accumulator: inout DriftAccumulator)
+    /// Both of the above for a block and the block one save earlier (`before`): the same numbers.
+    static func add(
+        _ block: UnsafeBufferPointer<Self>, before: UnsafeBufferPointer<Self>, at offset: Int, to stats: inout StatsAccumulator,
+        drift: inout DriftAccumulator)
 }
 
 extension Float: MeasuredElement {
@@ -288,6 +292,13 @@ extension Float: MeasuredElement {
     package static func add(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>, at offset: Int, to accumulator: inout DriftAccumulator)
     {
         accumulator.add(a, b, at: offset)
+    }
+    package static func add(
+        _ block: UnsafeBufferPointer<Float>, before: UnsafeBufferPointer<Float>, at offset: Int, to stats: inout StatsAccumulator,
+        drift: inout DriftAccumulator
+    ) {
+        // One pass over the block for its statistics and its drift where it can.
+        stats.add(block, at: offset, before: before, drift: &drift)
     }
 }
 
@@ -299,6 +310,13 @@ extension Double: MeasuredElement {
         _ a: UnsafeBufferPointer<Double>, _ b: UnsafeBufferPointer<Double>, at offset: Int, to accumulator: inout DriftAccumulator
     ) {
         accumulator.add(a, b, at: offset)
+    }
+    package static func add(
+        _ block: UnsafeBufferPointer<Double>, before: UnsafeBufferPointer<Double>, at offset: Int, to stats: inout StatsAccumulator,
+        drift: inout DriftAccumulator
+    ) {
+        stats.add(block, at: offset)
+        drift.add(before, block, at: offset)
     }
 }
 

@@ -19,7 +19,9 @@ public struct DriftAccumulator: Sendable {
     /// The unit layout used for the per-unit results.
     public let layout: UnitLayout
 
-    package static let chunkSize = 2048
+    /// ``StatsAccumulator/chunkSize``: a block added to both at once is cut into the same chunks
+    /// (``StatsAccumulator/add(_:at:before:drift:)``).
+    package static let chunkSize = StatsAccumulator.chunkSize
 
     package let unitMap: StatsUnitMap
     package var count = 0
@@ -99,7 +101,16 @@ public struct DriftAccumulator: Sendable {
         a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in add(pa, pb, at: elementOffset) } }
     }
 
-    package mutating func addFloatChunk(_ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int, offset: Int) {
+    /// Whether a chunk's sums may be given to ``addFloatChunk(_:_:count:offset:given:)``: they
+    /// are the norms only, and the chunk takes the `Float32` path (not the scaled one).
+    package var takesGivenSums: Bool { normsOnly && (scaleExponent == 0 || !holdsNonzero) }
+
+    /// Adds a chunk of pairs. `given`, when not nil, is the chunk's sums as
+    /// `DriftKernels.sumFiniteFloats(pa, pb, count: n, normsOnly: true)` gives them, taken by
+    /// another pass over the chunk; only while ``takesGivenSums``.
+    package mutating func addFloatChunk(
+        _ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, count n: Int, offset: Int, given: DriftKernels.ChunkSums? = nil
+    ) {
         if scaleExponent != 0 {
             if holdsNonzero {
                 withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * n) { buffer in
@@ -116,7 +127,7 @@ public struct DriftAccumulator: Sendable {
         }
         count &+= n
         let allFinite: Bool
-        if let sums = DriftKernels.sumFiniteFloats(pa, pb, count: n, normsOnly: normsOnly) {
+        if let sums = given ?? DriftKernels.sumFiniteFloats(pa, pb, count: n, normsOnly: normsOnly) {
             absorb(sums)
             allFinite = true
         } else {

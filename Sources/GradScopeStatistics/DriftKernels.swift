@@ -13,6 +13,21 @@ package enum DriftKernels {
         package var squaresDelta = 0.0
         package var dot = 0.0
         package var maxAbsDelta = 0.0
+
+        package init() {}
+
+        /// The sums of `n` finite pairs the kernel gave as `out`.
+        @inline(__always)
+        init(_ n: Int, _ out: gs_drift_sums) {
+            finite = n
+            changed = Int(out.changed)
+            signFlips = Int(out.signFlips)
+            squaresA = out.squaresA
+            squaresB = out.squaresB
+            squaresDelta = out.squaresDelta
+            dot = out.dot
+            maxAbsDelta = out.maxAbsDelta
+        }
     }
 
     /// Whether a pair counts as changed: bit patterns (sign, exponent and
@@ -40,16 +55,7 @@ package enum DriftKernels {
         let finite =
             normsOnly ? gs_drift_norms_finite_f32(pa, pb, Int64(n), &out) : gs_drift_finite_f32(pa, pb, Int64(n), &out)
         guard finite else { return nil }
-        var sums = ChunkSums()
-        sums.finite = n
-        sums.changed = Int(out.changed)
-        sums.signFlips = Int(out.signFlips)
-        sums.squaresA = out.squaresA
-        sums.squaresB = out.squaresB
-        sums.squaresDelta = out.squaresDelta
-        sums.dot = out.dot
-        sums.maxAbsDelta = out.maxAbsDelta
-        return sums
+        return ChunkSums(n, out)
     }
 
     /// Scalar path: `Float32` chunks with NaN or infinities, and `Float64`

@@ -158,7 +158,38 @@ public struct StatsAccumulator: Sendable {
         values.withUnsafeBufferPointer { add($0, at: elementOffset) }
     }
 
-    package mutating func addFloatChunk(_ p: UnsafePointer<Float>, count n: Int, offset: Int) {
+    /// Adds a block of `Float32` elements as ``add(_:at:)-(UnsafeBufferPointer<Float>,_)`` does, and
+    /// to `drift` the pairs of `before` (the same elements one save earlier) and the block, as
+    /// `drift.add(before, block, at: elementOffset)` does: the same numbers in both. Where both take
+    /// their plain paths (finite chunks, the drift's norms only), each chunk's drift sums come from
+    /// the pass that summarises it.
+    package mutating func add(
+        _ block: UnsafeBufferPointer<Float>, at elementOffset: Int, before: UnsafeBufferPointer<Float>,
+        drift: inout DriftAccumulator
+    ) {
+        guard block.count == before.count, let base = block.baseAddress, let earlier = before.baseAddress else {
+            add(block, at: elementOffset)
+            drift.add(before, block, at: elementOffset)
+            return
+        }
+        if block.count > LogBucketSketch.pendingCapacity { floatSketch.useDenseTable() }
+        // The chunks are those both accumulators cut the block into (their chunk sizes are one).
+        var i = 0
+        while i < block.count {
+            let n = Swift.min(Self.chunkSize, block.count &- i)
+            let sums = addFloatChunk(base + i, count: n, offset: elementOffset &+ i, before: drift.takesGivenSums ? earlier + i : nil)
+            drift.addFloatChunk(earlier + i, base + i, count: n, offset: elementOffset &+ i, given: sums)
+            i &+= n
+        }
+    }
+
+    /// Adds a chunk of `Float32` elements. With `before`, returns the drift's norms-only sums of the
+    /// pairs (`before[i]`, `p[i]`) when the pass that summarises the chunk took them and they are
+    /// finite (``StatsKernels/summarizeFiniteFloats(_:count:center:counts:before:)``), else nil.
+    @discardableResult
+    package mutating func addFloatChunk(
+        _ p: UnsafePointer<Float>, count n: Int, offset: Int, before: UnsafePointer<Float>? = nil
+    ) -> DriftKernels.ChunkSums? {
         if scaleExponent != 0 {
             if runningMaxMagnitude == 0 {
                 scaleExponent = 0
@@ -169,18 +200,23 @@ public struct StatsAccumulator: Sendable {
                     for i in 0..<n { converted[i] = Double(p[i]) }
                     addDoubleChunk(converted, count: n, offset: offset)
                 }
-                return
+                return nil
             }
         }
         count &+= n
         let center = moments.count > 0 ? moments.mean : nil
         var fast: StatsKernels.ChunkSummary?
+        var drift: DriftKernels.ChunkSums?
         // Large tensors: the sketch is counted in the same pass as the moments.
         let keyHits: Int
         if let hits = floatSketch.countDense(
             n,
             { counts in
-                fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts)
+                if let before {
+                    (fast, drift) = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts, before: before)
+                } else {
+                    fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts)
+                }
                 guard let fast else { return Self.magnitudeBounds(p, count: n) }
                 let largest = Float(Swift.max(-fast.min, fast.max)).bitPattern & 0x7FFF_FFFF
                 return (fast.minMagnitudeBits, largest)
@@ -189,7 +225,11 @@ public struct StatsAccumulator: Sendable {
             keyHits = hits
         } else {
             keyHits = floatSketch.addFloats(p, count: n)
-            fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center)
+            if let before {
+                (fast, drift) = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: nil, before: before)
+            } else {
+                fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center)
+            }
         }
         let summary: StatsKernels.ChunkSummary
         let allFinite: Bool
@@ -214,12 +254,13 @@ public struct StatsAccumulator: Sendable {
                 }
             }
         }
-        guard unitMap.isActive else { return }
+        guard unitMap.isActive else { return drift }
         let map = unitMap
         withUnitBuffers { squares, zeros in
             StatsKernels.accumulateUnits(
                 p, count: n, offset: offset, map: map, allFinite: allFinite, squares: squares, zeros: zeros)
         }
+        return drift
     }
 
     /// The `Float32` magnitude bits of the smallest nonzero and of the largest of `n` values,

@@ -18,6 +18,21 @@ package enum StatsKernels {
         package var sumSquares = 0.0
         /// The bits of the smallest nonzero finite `|x|` as `Float32` (`UInt32.max` when there is none).
         package var minMagnitudeBits = UInt32.max
+
+        package init() {}
+
+        /// The summary of `n` finite values the kernel gave as `out`.
+        @inline(__always)
+        init(_ n: Int, _ out: gs_float_summary) {
+            finite = n
+            zeros = Int(out.zeros)
+            min = out.min
+            max = out.max
+            mean = out.mean
+            m2 = out.m2
+            sumSquares = out.sumSquares
+            minMagnitudeBits = out.minMagnitudeBits
+        }
     }
 
     /// Fast path for a chunk of `Float32` values that are all finite; returns
@@ -43,16 +58,25 @@ package enum StatsKernels {
     ) -> ChunkSummary? {
         var out = gs_float_summary()
         guard gs_summarize_finite_f32(p, Int64(n), center ?? .nan, counts, &out) else { return nil }
-        var summary = ChunkSummary()
-        summary.finite = n
-        summary.zeros = Int(out.zeros)
-        summary.min = out.min
-        summary.max = out.max
-        summary.mean = out.mean
-        summary.m2 = out.m2
-        summary.sumSquares = out.sumSquares
-        summary.minMagnitudeBits = out.minMagnitudeBits
-        return summary
+        return ChunkSummary(n, out)
+    }
+
+    /// ``summarizeFiniteFloats(_:count:center:counts:)`` of `p` and, in the same pass, the drift's
+    /// norms-only sums of the pairs (`before[i]`, `p[i]`), as
+    /// ``DriftKernels/sumFiniteFloats(_:_:count:normsOnly:)`` gives them (`nil` when a pair is not
+    /// finite): each result is the one its own call returns, to the bit. The pass loads and widens
+    /// `p` once for both, and the drift's vector steps run while the sketch's key counts hold the
+    /// store unit (`gs_summarize_drift_finite_f32`).
+    @inline(__always)
+    package static func summarizeFiniteFloats(
+        _ p: UnsafePointer<Float>, count n: Int, center: Double?, counts: UnsafeMutablePointer<UInt32>?,
+        before: UnsafePointer<Float>
+    ) -> (summary: ChunkSummary?, drift: DriftKernels.ChunkSums?) {
+        var out = gs_float_summary()
+        var sums = gs_drift_sums()
+        var driftFinite = false
+        let finite = gs_summarize_drift_finite_f32(p, before, Int64(n), center ?? .nan, counts, &out, &sums, &driftFinite)
+        return (finite ? ChunkSummary(n, out) : nil, driftFinite ? DriftKernels.ChunkSums(n, sums) : nil)
     }
 
     /// Scalar path for a chunk of `Float32` values that may hold NaN or infinities.

@@ -156,6 +156,74 @@ struct DriftAccumulatorTests {
         }
     }
 
+    @Test(
+        "a block added to the statistics and the drift at once gives each what it gives apart, small and large, per unit, scaled or not"
+    )
+    func statisticsAndDriftInOnePass() throws {
+        for count in [30, 2048, 2049, 10_000] {
+            for specials in [false, true] {
+                for normsOnly in [true, false] {
+                    for scaled in [false, true] {
+                        let (a, b) = driftTestPairs(count: count, seed: UInt64(count) + 11, withSpecials: specials)
+                        let layout: UnitLayout = count % 10 == 0 ? .trailing(units: 10) : .none
+                        var stats = StatsAccumulator(layout: layout), drift = DriftAccumulator(layout: layout, normsOnly: normsOnly)
+                        if scaled {
+                            // Huge Float64 values first: both accumulators then hold a scaled state.
+                            stats.add([1e300, -2e300], at: 0)
+                            drift.add([1e300, -2e300], [2e300, -2e300], at: 0)
+                        }
+                        var apartStats = stats, apartDrift = drift
+                        let offset = scaled ? 2 : 0
+                        a.withUnsafeBufferPointer { pa in
+                            b.withUnsafeBufferPointer { pb in
+                                var i = 0, k = 0
+                                // Chunks ending at a block, half a block after one (1010, 2070 = 2048 + 22) and before one.
+                                let sizes = [1, 9, 1000, 2500, 4096, 1010, 2070]
+                                while i < pb.count {
+                                    let n = min(sizes[k % sizes.count], pb.count - i)
+                                    let before = UnsafeBufferPointer(rebasing: pa[i..<i + n]), block = UnsafeBufferPointer(rebasing: pb[i..<i + n])
+                                    stats.add(block, at: offset + i, before: before, drift: &drift)
+                                    apartStats.add(block, at: offset + i)
+                                    apartDrift.add(before, block, at: offset + i)
+                                    i += n
+                                    k += 1
+                                }
+                            }
+                        }
+                        let label = "n \(count) specials \(specials) norms only \(normsOnly) scaled \(scaled)"
+                        // Encoded too, which tells -0 from 0 (== does not); keys sorted, so the order is one.
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = .sortedKeys
+                        #expect(stats.finish() == apartStats.finish(), "\(label)")
+                        #expect(try encoder.encode(stats.finish()) == encoder.encode(apartStats.finish()), "\(label)")
+                        #expect(drift.finish() == apartDrift.finish(), "\(label)")
+                        #expect(try encoder.encode(drift.finish()) == encoder.encode(apartDrift.finish()), "\(label)")
+                        #expect(drift.finish().normA != nil && drift.finish().changed > 0, "\(label)")
+                        // The sums themselves, to the bit (a square root can round two neighbours alike).
+                        #expect(
+                            drift.squaresA.bitPattern == apartDrift.squaresA.bitPattern
+                                && drift.squaresB.bitPattern == apartDrift.squaresB.bitPattern
+                                && drift.squaresDelta.bitPattern == apartDrift.squaresDelta.bitPattern, "\(label)")
+                        #expect(stats.moments == apartStats.moments, "\(label)")
+                    }
+                }
+            }
+        }
+        // Blocks of different lengths: each accumulator takes what it takes apart.
+        var stats = StatsAccumulator(), drift = DriftAccumulator(layout: .none, normsOnly: true)
+        var apartStats = stats, apartDrift = drift
+        let a: [Float] = [1, 2, 3], b: [Float] = [1, 2.5, 3, 4]
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                stats.add(pb, at: 0, before: pa, drift: &drift)
+                apartStats.add(pb, at: 0)
+                apartDrift.add(pa, pb, at: 0)
+            }
+        }
+        #expect(stats.finish() == apartStats.finish() && drift.finish() == apartDrift.finish())
+        #expect(drift.finish().count == 3 && stats.finish().count == 4)
+    }
+
     @Test func nanAndInfinityHandling() throws {
         let a: [Float] = [.nan, .nan, .infinity, 1, 2, -.infinity, 3]
         let b: [Float] = [.nan, 4, .infinity, .nan, 2, 5, 4]

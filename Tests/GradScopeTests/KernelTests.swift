@@ -43,7 +43,8 @@ struct KernelTests {
                 table: gs_kernel_table(
                     isa: gs_kernels_isa(), summarize: gs_summarize_finite_f32,
                     count_keys: gs_count_keys_f32, drift: gs_drift_finite_f32,
-                    squares_zeros: gs_squares_zeros_f32, sum_counts: gs_sum_counts, drift_norms: gs_drift_norms_finite_f32))
+                    squares_zeros: gs_squares_zeros_f32, sum_counts: gs_sum_counts, drift_norms: gs_drift_norms_finite_f32,
+                    summarize_drift: gs_summarize_drift_finite_f32))
         ]
         for isa in ["avx2+fma", "avx512"] {
             if let table = gs_kernels_for_isa(isa) { result.append(Copy(name: isa, table: table.pointee)) }
@@ -282,6 +283,79 @@ struct KernelTests {
                 #expect(!copy.table.drift_norms(b, a, Int64(n), &sums))
             }
         }
+    }
+
+    /// Every copy, the baseline's own included (its one pass is its two kernels).
+    static let copiesAndBaseline = copies + [Copy(name: "baseline", table: gs_kernels_for_isa("baseline")!.pointee)]
+
+    @Test(
+        "one pass for a chunk's summary and its drift gives each kernel's results to the bit, keys and refusals included",
+        arguments: copiesAndBaseline)
+    func summarizeWithDrift(copy: Copy) {
+        var random = SplitMix64(seed: 80)
+        // The chunks as the later values, each against a changed copy of itself; the drift's pairs too.
+        var cases: [(a: [Float], b: [Float])] = Self.chunks().map { b in
+            (b.enumerated().map { i, x in i % 3 == 0 ? x : x * (1 + Float(1e-3 * random.gaussian())) }, b)
+        }
+        for n in Self.lengths + [4099] { cases += Self.pairs(n, &random) }
+        // A NaN or an infinity in either version, at the start, the middle or the end.
+        for bad in [Float.nan, .infinity, -.infinity] {
+            for n in [1, 33, 2048] {
+                let b = (0..<n).map { _ in Float(random.gaussian()) }
+                for at in Set([0, n / 2, n - 1]) {
+                    var withBad = b
+                    withBad[at] = bad
+                    cases += [(withBad, b), (b, withBad)]
+                }
+            }
+        }
+        var separateCounts = [UInt32](repeating: 0, count: 65536), fusedCounts = separateCounts
+        for (a, b) in cases {
+            for center in [Double.nan, 0.25] {
+                for counting in [false, true] {
+                    separateCounts.withUnsafeMutableBufferPointer { separateTable in
+                        fusedCounts.withUnsafeMutableBufferPointer { fusedTable in
+                            a.withUnsafeBufferPointer { pa in
+                                b.withUnsafeBufferPointer { pb in
+                                    let n = b.count
+                                    var summary = gs_float_summary(), fused = gs_float_summary()
+                                    var drift = gs_drift_sums(), fusedDrift = gs_drift_sums()
+                                    var fusedDriftFinite = false
+                                    let finite = copy.table.summarize(
+                                        pb.baseAddress, Int64(n), center, counting ? separateTable.baseAddress : nil, &summary)
+                                    let driftFinite = copy.table.drift_norms(pa.baseAddress, pb.baseAddress, Int64(n), &drift)
+                                    let fusedFinite = copy.table.summarize_drift(
+                                        pb.baseAddress, pa.baseAddress, Int64(n), center, counting ? fusedTable.baseAddress : nil, &fused,
+                                        &fusedDrift, &fusedDriftFinite)
+                                    #expect(fusedFinite == finite && fusedDriftFinite == driftFinite, "\(copy): n \(n) first \(a[0]) \(b[0])")
+                                    if finite {
+                                        #expect(
+                                            fused.zeros == summary.zeros && fused.minMagnitudeBits == summary.minMagnitudeBits
+                                                && fused.min.bitPattern == summary.min.bitPattern && fused.max.bitPattern == summary.max.bitPattern,
+                                            "\(copy): n \(n)")
+                                        #expect(
+                                            fused.mean.bitPattern == summary.mean.bitPattern && fused.m2.bitPattern == summary.m2.bitPattern
+                                                && fused.sumSquares.bitPattern == summary.sumSquares.bitPattern, "\(copy): n \(n)")
+                                    }
+                                    if driftFinite {
+                                        #expect(
+                                            fusedDrift.squaresA.bitPattern == drift.squaresA.bitPattern
+                                                && fusedDrift.squaresB.bitPattern == drift.squaresB.bitPattern
+                                                && fusedDrift.squaresDelta.bitPattern == drift.squaresDelta.bitPattern, "\(copy): n \(n)")
+                                        #expect(
+                                            fusedDrift.changed == drift.changed && fusedDrift.signFlips == 0 && fusedDrift.dot == 0
+                                                && fusedDrift.maxAbsDelta == 0)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The keys of every chunk, finite or not, counted alike.
+        #expect(fusedCounts == separateCounts, "\(copy)")
+        #expect(separateCounts.reduce(0) { $0 + Int($1) } == cases.reduce(0) { $0 + 2 * $1.b.count })
     }
 
     @Test("squares and zero counts agree with the baseline copy and with direct sums", arguments: copies)

@@ -46,6 +46,14 @@ bool gs_drift_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sum
 /// gs_drift_finite_f32 gives, for a caller that keeps only the norms and the changed count.
 bool gs_drift_norms_finite_f32(const float *a, const float *b, int64_t n, gs_drift_sums *out);
 
+/// gs_summarize_finite_f32 of `values` and gs_drift_norms_finite_f32 of the pairs
+/// (`before[i]`, `values[i]`) in one pass over `values`, each result bit for bit the one its own
+/// kernel gives: returns what gs_summarize_finite_f32 returns, and sets `*driftFinite` to what
+/// gs_drift_norms_finite_f32 returns (`*drift` unspecified when false).
+bool gs_summarize_drift_finite_f32(
+    const float *values, const float *before, int64_t n, double center, uint32_t *counts, gs_float_summary *out,
+    gs_drift_sums *drift, bool *driftFinite);
+
 /// Σ x² (in float64) and the zero count of `n` finite float32 values.
 void gs_squares_zeros_f32(const float *values, int64_t n, double *squares, int64_t *zeros);
 
@@ -66,6 +74,9 @@ typedef struct {
     void (*squares_zeros)(const float *values, int64_t n, double *squares, int64_t *zeros);
     uint64_t (*sum_counts)(const uint32_t *counts, int64_t n);
     bool (*drift_norms)(const float *a, const float *b, int64_t n, gs_drift_sums *out);
+    bool (*summarize_drift)(
+        const float *values, const float *before, int64_t n, double center, uint32_t *counts, gs_float_summary *out,
+        gs_drift_sums *drift, bool *driftFinite);
 } gs_kernel_table;
 
 /// The copy of the kernels for `isa` (a name gs_kernels_isa returns), or NULL when this build has
@@ -79,6 +90,9 @@ bool gs_drift_baseline(const float *a, const float *b, int64_t n, gs_drift_sums 
 void gs_squares_zeros_baseline(const float *values, int64_t n, double *squares, int64_t *zeros);
 uint64_t gs_sum_counts_baseline(const uint32_t *counts, int64_t n);
 bool gs_drift_norms_baseline(const float *a, const float *b, int64_t n, gs_drift_sums *out);
+bool gs_summarize_drift_baseline(
+    const float *values, const float *before, int64_t n, double center, uint32_t *counts, gs_float_summary *out,
+    gs_drift_sums *drift, bool *driftFinite);
 
 /// Keeps allocations below 4 MiB on the heap and up to 32 MiB of freed heap for reuse (glibc
 /// otherwise maps every block of 128 KiB or more afresh, or hands freed memory back at once, and
