@@ -854,13 +854,23 @@ package enum SeriesMeasurer {
             state = Mutex(State(remaining: remaining))
         }
 
-        package static func stepsRead(by window: Window) -> Set<Int> {
-            var set = Set<Int>()
+        /// The steps whose files a job of `window` reads, each once, in order (an array of one
+        /// allocation: a set grew by several for each of a run's windows, twice per window).
+        package static func stepsRead(by window: Window) -> [Int] {
+            var steps: [Int] = []
+            steps.reserveCapacity(2 * window.entries.count)
             for entry in window.entries {
-                set.insert(entry.step)
-                if entry.partner != nil { set.insert(entry.step - 1) }
+                if entry.partner != nil { steps.append(entry.step - 1) }
+                steps.append(entry.step)
             }
-            return set
+            steps.sort()
+            var kept = 0
+            for step in steps where kept == 0 || steps[kept - 1] != step {
+                steps[kept] = step
+                kept += 1
+            }
+            steps.removeLast(steps.count - kept)
+            return steps
         }
 
         /// The file of `step`, opened on first use (``StoredFile`` refuses one that changed since it was described).

@@ -435,10 +435,11 @@ package enum RecurrentGates {
     /// ``mark(_:)`` looks for are ASCII, and a name's last component is a part of it).
     package static func mayBeRecurrent(_ name: String) -> Bool {
         var name = name
-        return name.withUTF8 { bytes in
-            contains(bytes, Array("recurrent_kernel".utf8)) || contains(bytes, Array("weight_hh".utf8))
-        }
+        return name.withUTF8 { bytes in contains(bytes, recurrentKernel) || contains(bytes, weightHH) }
     }
+
+    /// The names' marks of a recurrent weight, made once (not an array per tensor and file).
+    private static let recurrentKernel = Array("recurrent_kernel".utf8), weightHH = Array("weight_hh".utf8)
 
     private static func contains(_ bytes: UnsafeBufferPointer<UInt8>, _ needle: [UInt8]) -> Bool {
         guard bytes.count >= needle.count else { return false }

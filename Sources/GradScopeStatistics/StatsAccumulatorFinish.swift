@@ -44,7 +44,8 @@ extension StatsAccumulator {
             maxAbs = Swift.max(-minimum, maximum)
         }
 
-        var quantiles = [Double?](repeating: nil, count: Self.reportedPercents.count)
+        // Without distributions, none (an empty array is no allocation, for each tensor and save).
+        var quantiles = [Double?](repeating: nil, count: distributions ? Self.reportedPercents.count : 0)
         var histogram: LinearHistogram?
         let log2Histogram: Log2Histogram
         if !distributions, doubleSketch.isEmpty, let listed = floatSketch.listedLog2Histogram(zeros: zeros) {
@@ -103,11 +104,12 @@ extension StatsAccumulator {
             unitZeroCount = unitZeros
         }
 
+        func quantile(_ index: Int) -> Double? { quantiles.indices.contains(index) ? quantiles[index] : nil }
         var stats = TensorStats(
             count: count, finiteCount: finite,
             mean: mean, std: std, min: minValue, max: maxValue, maxAbs: maxAbs, l2Norm: l2Norm,
             zeros: zeros, nan: nan, posInf: posInf, negInf: negInf,
-            p1: quantiles[0], p5: quantiles[1], p50: quantiles[2], p95: quantiles[3], p99: quantiles[4],
+            p1: quantile(0), p5: quantile(1), p50: quantile(2), p95: quantile(3), p99: quantile(4),
             histogram: histogram, log2Histogram: log2Histogram,
             unitNorms: unitNorms, unitZeroCount: unitZeroCount)
         if inputMap != nil { stats.inputZeroCount = inputZeros }
