@@ -33,7 +33,10 @@ touched pages of memory-mapped files. "all procs" is the largest sampled (every 
 of the command and all its child processes together, as proportional set size (a page shared
 by several processes, e.g. of a library, counts once); "anon" and "file" are its anonymous
 and file-backed parts. "procs" is the most processes seen at once. The memory target is
-checked against the larger of "peak RSS" and "all procs".
+checked against the larger of "peak RSS" and "all procs". The sampling is done in one extra
+run of each tool that is not timed (the peer's timed runs are sampled): on a 2-core machine
+it took 4.5% of the wall time of a scan that keeps both cores busy, and none from a command
+that uses one (see Bench.measure).
 
 Timing on a shared machine is noisy: "other load" is the CPU time the rest of the machine
 used during the run, as a fraction of all CPUs (0% = quiet, 50% = one of two CPUs busy
@@ -174,12 +177,13 @@ class MemorySampler(threading.Thread):
 TIME = shutil.which("time", path="/usr/bin:/bin")
 
 
-def run_measured(cmd: list[str], stdout_path: Path) -> dict:
+def run_measured(cmd: list[str], stdout_path: Path, sample: bool = True) -> dict:
     """Runs cmd as a child process; wall time, CPU time and memory of that process alone.
 
     The peak RSS comes from /usr/bin/time, which starts the command from its own small
     process: a child forked straight from this (larger) Python process would inherit this
-    process's high-water mark in its ru_maxrss.
+    process's high-water mark in its ru_maxrss. With `sample`, the memory of all its processes
+    is sampled too (MemorySampler; "all procs", "anon", "file" and "procs" are 0 without).
     """
     busy0, _ = cpu_ticks()
     disk0 = disk_read_kb()
@@ -189,11 +193,13 @@ def run_measured(cmd: list[str], stdout_path: Path) -> dict:
         t0 = time.perf_counter()
         proc = subprocess.Popen(launcher + cmd, stdout=out, stderr=err)
         sampler = MemorySampler(proc.pid, skip_root=bool(TIME))
-        sampler.start()
+        if sample:
+            sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
-        sampler.stop_event.set()
-        sampler.join()
+        if sample:
+            sampler.stop_event.set()
+            sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         stderr = err.read().decode(errors="replace")
@@ -214,17 +220,20 @@ def run_measured(cmd: list[str], stdout_path: Path) -> dict:
             "other_load": other, "disk_mb": disk_mb, "returncode": proc.returncode, "stderr": stderr[-2000:]}
 
 
-def summarize(runs: list[dict]) -> dict:
+def summarize(runs: list[dict], memory_runs: list[dict] = ()) -> dict:
+    """Times from `runs`; memory from them and from `memory_runs` (sampled runs not timed)."""
     walls = [r["wall"] for r in runs]
+    every = list(runs) + list(memory_runs)
     return {
         "runs": len(runs), "wall": statistics.median(walls), "wall_min": min(walls), "wall_max": max(walls),
         "cpu": statistics.median(r["cpu"] for r in runs),
-        "maxrss_mb": max(r["maxrss_mb"] for r in runs), "total_mb": max(r["total_mb"] for r in runs),
-        "anon_mb": max(r["anon_mb"] for r in runs),
-        "file_mb": max(r["file_mb"] for r in runs), "processes": max(r["processes"] for r in runs),
+        "maxrss_mb": max(r["maxrss_mb"] for r in every), "total_mb": max(r["total_mb"] for r in every),
+        "anon_mb": max(r["anon_mb"] for r in every),
+        "file_mb": max(r["file_mb"] for r in every), "processes": max(r["processes"] for r in every),
         "other_load": statistics.median(r["other_load"] for r in runs),
         "disk_mb": max(r["disk_mb"] for r in runs),
         "samples": [round(w, 4) for w in walls],
+        "memory_run_walls": [round(r["wall"], 4) for r in memory_runs],
     }
 
 
@@ -314,7 +323,14 @@ class Bench:
         }
 
     def measure(self, label: str, directory: Path, tools=TOOLS, reps=None, peer_reps=None) -> dict:
-        """Runs each tool reps times, interleaved; returns {tool: summary} (+ "outputs")."""
+        """Runs each tool reps times, interleaved; returns {tool: summary} (+ "outputs").
+
+        The timed runs of every tool but the peer are not sampled: reading every process's
+        /proc/PID/smaps_rollup 50 times a second takes CPU from a command that keeps every core
+        busy (a scan of 300 saves on 2 cores: 4.5% of its wall time, 1.384 -> 1.446 s median of
+        10 alternated runs, the scan's own CPU time the same) and none from one that uses one
+        core. Their memory of all processes comes from one more run each, sampled and not
+        timed. The peer, single-threaded and slow, is sampled in its timed runs."""
         reps = reps or self.args.reps
         peer_reps = self.args.peer_reps if peer_reps is None else peer_reps
         files = raw_read.files_of(str(directory))
@@ -330,18 +346,31 @@ class Bench:
                 # Warm the page cache before every run: some kernels reclaim page cache that
                 # sat idle for a while (e.g. DAMON-based reclaim), even with memory to spare.
                 raw_read.read_all(files)
-                r = run_measured(cmds[tool], path)
-                ok_codes = (0, 1) if tool.startswith("gradscope") else (0,)
-                if r["returncode"] not in ok_codes:
-                    sys.exit(f"run_bench: {tool} on {directory} exited with {r['returncode']}:\n{r['stderr']}")
+                r = self.run_checked(tool, cmds[tool], path, directory, sample=tool == "peer")
                 runs[tool].append(r)
                 if rep == 0:
                     outputs[tool] = path
                 self.log(f"  {label:9s} {tool:24s} run {rep + 1}: {r['wall']:7.3f} s wall, {r['cpu']:7.3f} s CPU, "
                          f"peak RSS {r['maxrss_mb']:7.0f} MB, other load {r['other_load']:.0%}, disk read {r['disk_mb']:.0f} MB")
-        summary = {t: summarize(v) for t, v in runs.items() if v}
+        memory_runs = {t: [] for t in tools}
+        for tool in tools:
+            if tool == "peer" or not runs[tool]:
+                continue
+            raw_read.read_all(files)
+            r = self.run_checked(tool, cmds[tool], self.out / f"{label}-{tool.replace(' ', '_')}-memory.json", directory, sample=True)
+            memory_runs[tool].append(r)
+            self.log(f"  {label:9s} {tool:24s} memory run (sampled, not timed): {r['wall']:7.3f} s wall, "
+                     f"all processes {r['total_mb']:7.0f} MB, largest process {r['maxrss_mb']:7.0f} MB")
+        summary = {t: summarize(v, memory_runs[t]) for t, v in runs.items() if v}
         summary["outputs"] = {t: str(p) for t, p in outputs.items()}
         return summary
+
+    def run_checked(self, tool: str, cmd: list[str], path: Path, directory: Path, sample: bool) -> dict:
+        r = run_measured(cmd, path, sample=sample)
+        ok_codes = (0, 1) if tool.startswith("gradscope") else (0,)
+        if r["returncode"] not in ok_codes:
+            sys.exit(f"run_bench: {tool} on {directory} exited with {r['returncode']}:\n{r['stderr']}")
+        return r
 
     def correctness(self, label: str, outputs: dict, planted: dict) -> None:
         for tool in ("gradscope", NO_ISOLATION, "peer"):
