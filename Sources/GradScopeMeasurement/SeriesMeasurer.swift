@@ -315,7 +315,15 @@ package enum SeriesMeasurer {
         let range = planned.range, windows = planned.windows, options = planned.options, distributions = planned.distributions
         let gradientNames = planned.gradientNames
         let files = StepFiles(steps, uses: windows, mapping: options.readInPlace)
+        // Largest first (a stable sort: a window's shares stay together, in order): the last jobs,
+        // while the other thread may have none left, are then the shortest. The numbers do not
+        // depend on the order; each share's part is merged in its window's order.
         let jobs = windows.indices.flatMap { w in windows[w].shares.indices.map { (window: w, share: $0) } }
+            .enumerated().sorted { a, b in
+                let x = windows[a.element.window], y = windows[b.element.window]
+                let (left, right) = (x.bytes / max(1, x.shares.count), y.bytes / max(1, y.shares.count))
+                return left != right ? left > right : a.offset < b.offset
+            }.map(\.element)
         let collector = Collector(windows: windows, steps: steps, range: range)
         let queue = JobQueue(count: jobs.count)
         let totalBytes = max(1, windows.reduce(0) { $0 + $1.bytes })
