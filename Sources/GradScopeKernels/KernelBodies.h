@@ -90,6 +90,43 @@
 #define SUM4(name, a, b, c, d) (name##0 += ((a) + (b)) + ((c) + (d)))
 #endif
 
+// The norms-only drift of pairs (a earlier, b later), written once for drift_norms() below and
+// for the summary's pass that takes it along, so that both give the same sums to the bit: its
+// accumulators; one vector step of pairs at j, the later values already loaded in b; and its end,
+// the accumulated sums into s and then the pairs from j to n one by one.
+#define DRIFT_NORMS_STATE                                                                   \
+    VD squaresA0 = {0}, squaresA1 = {0}, squaresB0 = {0}, squaresB1 = {0}, squaresD0 = {0}, \
+       squaresD1 = {0};                                                                     \
+    VI changedLanes = {0}
+#define DRIFT_NORMS_STEP(pa, j, b)                                                          \
+    do {                                                                                    \
+        VF va_ = LOADF((pa) + (j)), vb_ = (b);                                              \
+        changedLanes -= (VI)((VU)va_ != (VU)vb_);                                           \
+        VD aLo_ = LOWD(va_), aHi_ = HIGHD(va_), bLo_ = LOWD(vb_), bHi_ = HIGHD(vb_);        \
+        VD dLo_ = bLo_ - aLo_, dHi_ = bHi_ - aHi_;                                          \
+        SUM2(squaresA, aLo_ * aLo_, aHi_ * aHi_);                                           \
+        SUM2(squaresB, bLo_ * bLo_, bHi_ * bHi_);                                           \
+        SUM2(squaresD, dLo_ * dLo_, dHi_ * dHi_);                                           \
+    } while (0)
+#define DRIFT_NORMS_END(pa, pb, j, n, s)                                                    \
+    do {                                                                                    \
+        s = (gs_drift_sums){0};                                                             \
+        s.squaresA = REDUCE_SUMD(squaresA0 + squaresA1);                                    \
+        s.squaresB = REDUCE_SUMD(squaresB0 + squaresB1);                                    \
+        s.squaresDelta = REDUCE_SUMD(squaresD0 + squaresD1);                                \
+        s.changed = REDUCE_SUMI(changedLanes);                                              \
+        for (; (j) < (n); (j)++) {                                                          \
+            double a_ = (double)(pa)[j], b_ = (double)(pb)[j], d_ = b_ - a_;                \
+            s.squaresA += a_ * a_;                                                          \
+            s.squaresB += b_ * b_;                                                          \
+            s.squaresDelta += d_ * d_;                                                      \
+            uint32_t ua_, ub_;                                                              \
+            memcpy(&ua_, (pa) + (j), 4);                                                    \
+            memcpy(&ub_, (pb) + (j), 4);                                                    \
+            if (ua_ != ub_) s.changed += 1;                                                 \
+        }                                                                                   \
+    } while (0)
+
 // Each step of the summary takes two vectors, a block of 2 NF values.
 #define BLOCK (2 * NF)
 
@@ -160,20 +197,8 @@ static inline __attribute__((always_inline)) GS_TARGET bool GS_NAME(summarize_pa
     // zero lanes become all ones, which no finite value reaches.
     VU lowMagnitude = (VU){0} + 0xFFFFFFFFu;
     VD s10 = {0}, s11 = {0}, s12 = {0}, s13 = {0}, s20 = {0}, s21 = {0}, s22 = {0}, s23 = {0};
-    // The drift's accumulators (drift_norms()'s), unused without it.
-    VD squaresA0 = {0}, squaresA1 = {0}, squaresB0 = {0}, squaresB1 = {0}, squaresD0 = {0}, squaresD1 = {0};
-    VI changedLanes = {0};
-    // One vector of pairs at j, its later values already loaded in b: drift_norms()'s step.
-#define DRIFT_STEP(j, b)                                                                    \
-    do {                                                                                    \
-        VF va_ = LOADF(pa + (j)), vb_ = (b);                                                \
-        changedLanes -= (VI)((VU)va_ != (VU)vb_);                                           \
-        VD aLo_ = LOWD(va_), aHi_ = HIGHD(va_), bLo_ = LOWD(vb_), bHi_ = HIGHD(vb_);        \
-        VD dLo_ = bLo_ - aLo_, dHi_ = bHi_ - aHi_;                                          \
-        SUM2(squaresA, aLo_ * aLo_, aHi_ * aHi_);                                           \
-        SUM2(squaresB, bLo_ * bLo_, bHi_ * bHi_);                                           \
-        SUM2(squaresD, dLo_ * dLo_, dHi_ * dHi_);                                           \
-    } while (0)
+    // The drift's accumulators, unused without it.
+    DRIFT_NORMS_STATE;
     int64_t i = 0;
     // One block at i; KEYS may use the two vectors v, w and their zero masks zv, zw.
 #define SUMMARIZE_BLOCK(i, KEYS)                                                    \
@@ -194,8 +219,8 @@ static inline __attribute__((always_inline)) GS_TARGET bool GS_NAME(summarize_pa
         if (withDrift) {                                                            \
             __builtin_prefetch((const char *)(pa + (i)) + 2048);                     \
             __builtin_prefetch((const char *)(pa + (i) + BLOCK) + 2047);             \
-            DRIFT_STEP((i), v);                                                     \
-            DRIFT_STEP((i) + NF, w);                                                \
+            DRIFT_NORMS_STEP(pa, (i), v);                                           \
+            DRIFT_NORMS_STEP(pa, (i) + NF, w);                                      \
         }                                                                           \
     } while (0)
     if (!counts) {
@@ -256,28 +281,14 @@ static inline __attribute__((always_inline)) GS_TARGET bool GS_NAME(summarize_pa
         // then one by one, as drift_norms() ends.
         int64_t j = i;
         if (j + NF <= n) {
-            DRIFT_STEP(j, LOADF(p + j));
+            DRIFT_NORMS_STEP(pa, j, LOADF(p + j));
             j += NF;
         }
-        gs_drift_sums d = {0};
-        d.squaresA = REDUCE_SUMD(squaresA0 + squaresA1);
-        d.squaresB = REDUCE_SUMD(squaresB0 + squaresB1);
-        d.squaresDelta = REDUCE_SUMD(squaresD0 + squaresD1);
-        d.changed = REDUCE_SUMI(changedLanes);
-        for (; j < n; j++) {
-            double a = (double)pa[j], b = (double)p[j], e = b - a;
-            d.squaresA += a * a;
-            d.squaresB += b * b;
-            d.squaresDelta += e * e;
-            uint32_t ua, ub;
-            memcpy(&ua, pa + j, 4);
-            memcpy(&ub, p + j, 4);
-            if (ua != ub) d.changed += 1;
-        }
+        gs_drift_sums d;
+        DRIFT_NORMS_END(pa, p, j, n, d);
         *drift = d;
         *driftFinite = __builtin_isfinite(d.squaresA + d.squaresB + d.squaresDelta);
     }
-#undef DRIFT_STEP
     double sum1 = REDUCE_SUMD((s10 + s11) + (s12 + s13)), sum2 = REDUCE_SUMD((s20 + s21) + (s22 + s23));
     float minimum = REDUCE_MINF(low), maximum = REDUCE_MAXF(high);
     int64_t zeros = REDUCE_SUMI(zeros0 + zeros1);
@@ -396,34 +407,11 @@ GS_TARGET GS_LINKAGE bool GS_NAME(drift)(const float *pa, const float *pb, int64
 // vector steps and accumulators as drift() above, so the sums it gives are those to the bit,
 // at about two thirds of the cost.
 GS_TARGET GS_LINKAGE bool GS_NAME(drift_norms)(const float *pa, const float *pb, int64_t n, gs_drift_sums *out) {
-    const VD zero = {0};
-    VD squaresA0 = zero, squaresA1 = zero, squaresB0 = zero, squaresB1 = zero, squaresD0 = zero, squaresD1 = zero;
-    VI changedLanes = {0};
+    DRIFT_NORMS_STATE;
     int64_t i = 0;
-    for (; i + NF <= n; i += NF) {
-        VF va = LOADF(pa + i), vb = LOADF(pb + i);
-        changedLanes -= (VI)((VU)va != (VU)vb);
-        VD aLo = LOWD(va), aHi = HIGHD(va), bLo = LOWD(vb), bHi = HIGHD(vb);
-        VD dLo = bLo - aLo, dHi = bHi - aHi;
-        SUM2(squaresA, aLo * aLo, aHi * aHi);
-        SUM2(squaresB, bLo * bLo, bHi * bHi);
-        SUM2(squaresD, dLo * dLo, dHi * dHi);
-    }
-    gs_drift_sums s = {0};
-    s.squaresA = REDUCE_SUMD(squaresA0 + squaresA1);
-    s.squaresB = REDUCE_SUMD(squaresB0 + squaresB1);
-    s.squaresDelta = REDUCE_SUMD(squaresD0 + squaresD1);
-    s.changed = REDUCE_SUMI(changedLanes);
-    for (; i < n; i++) {
-        double a = (double)pa[i], b = (double)pb[i], d = b - a;
-        s.squaresA += a * a;
-        s.squaresB += b * b;
-        s.squaresDelta += d * d;
-        uint32_t ua, ub;
-        memcpy(&ua, pa + i, 4);
-        memcpy(&ub, pb + i, 4);
-        if (ua != ub) s.changed += 1;
-    }
+    for (; i + NF <= n; i += NF) DRIFT_NORMS_STEP(pa, i, LOADF(pb + i));
+    gs_drift_sums s;
+    DRIFT_NORMS_END(pa, pb, i, n, s);
     if (!__builtin_isfinite(s.squaresA + s.squaresB + s.squaresDelta)) return false;
     *out = s;
     return true;
@@ -503,6 +491,9 @@ GS_TARGET GS_LINKAGE uint64_t GS_NAME(sum_counts)(const uint32_t *counts, int64_
 #undef BLOCK
 #undef SUM2
 #undef SUM4
+#undef DRIFT_NORMS_STATE
+#undef DRIFT_NORMS_STEP
+#undef DRIFT_NORMS_END
 
 // summarize() of p and drift_norms() of the pairs (pa[i], p[i]), each result bit for bit the one
 // its own kernel gives: the return value is summarize()'s, `*driftFinite` drift_norms()'s. In one
