@@ -158,7 +158,7 @@ public struct StatsAccumulator: Sendable {
         values.withUnsafeBufferPointer { add($0, at: elementOffset) }
     }
 
-    /// Adds a block of `Float32` elements as ``add(_:at:)-(UnsafeBufferPointer<Float>,_)`` does, and
+    /// Adds a block of `Float32` elements as ``add(_:at:)`` does, and
     /// to `drift` the pairs of `before` (the same elements one save earlier) and the block, as
     /// `drift.add(before, block, at: elementOffset)` does: the same numbers in both. Where both take
     /// their plain paths (finite chunks, the drift's norms only), each chunk's drift sums come from
