@@ -212,11 +212,7 @@ public struct StatsAccumulator: Sendable {
         if let hits = floatSketch.countDense(
             n,
             { counts in
-                if let before {
-                    (fast, drift) = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts, before: before)
-                } else {
-                    fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts)
-                }
+                (fast, drift) = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: counts, before: before)
                 guard let fast else { return Self.magnitudeBounds(p, count: n) }
                 let largest = Float(Swift.max(-fast.min, fast.max)).bitPattern & 0x7FFF_FFFF
                 return (fast.minMagnitudeBits, largest)
@@ -225,11 +221,7 @@ public struct StatsAccumulator: Sendable {
             keyHits = hits
         } else {
             keyHits = floatSketch.addFloats(p, count: n)
-            if let before {
-                (fast, drift) = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: nil, before: before)
-            } else {
-                fast = StatsKernels.summarizeFiniteFloats(p, count: n, center: center)
-            }
+            (fast, drift) = StatsKernels.summarizeFiniteFloats(p, count: n, center: center, counts: nil, before: before)
         }
         let summary: StatsKernels.ChunkSummary
         let allFinite: Bool

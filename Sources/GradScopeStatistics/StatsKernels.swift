@@ -61,17 +61,18 @@ package enum StatsKernels {
         return ChunkSummary(n, out)
     }
 
-    /// ``summarizeFiniteFloats(_:count:center:counts:)`` of `p` and, in the same pass, the drift's
-    /// norms-only sums of the pairs (`before[i]`, `p[i]`), as
+    /// ``summarizeFiniteFloats(_:count:center:counts:)`` of `p` and, with `before`, in the same
+    /// pass, the drift's norms-only sums of the pairs (`before[i]`, `p[i]`), as
     /// ``DriftKernels/sumFiniteFloats(_:_:count:normsOnly:)`` gives them (`nil` when a pair is not
-    /// finite): each result is the one its own call returns, to the bit. The pass loads and widens
-    /// `p` once for both, and the drift's vector steps run while the sketch's key counts hold the
-    /// store unit (`gs_summarize_drift_finite_f32`).
+    /// finite, or without `before`): each result is the one its own call returns, to the bit. The
+    /// pass loads and widens `p` once for both, and the drift's vector steps run while the sketch's
+    /// key counts hold the store unit (`gs_summarize_drift_finite_f32`).
     @inline(__always)
     package static func summarizeFiniteFloats(
         _ p: UnsafePointer<Float>, count n: Int, center: Double?, counts: UnsafeMutablePointer<UInt32>?,
-        before: UnsafePointer<Float>
+        before: UnsafePointer<Float>?
     ) -> (summary: ChunkSummary?, drift: DriftKernels.ChunkSums?) {
+        guard let before else { return (summarizeFiniteFloats(p, count: n, center: center, counts: counts), nil) }
         var out = gs_float_summary()
         var sums = gs_drift_sums()
         var driftFinite = false
